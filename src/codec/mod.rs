@@ -1,0 +1,14 @@
+//! The ISO 8583 codec: spec-driven parse (nom) and build (bytes).
+//!
+//! Knows bytes and specs only: no I/O, no framing, no switch logic.
+
+mod build;
+pub mod charset;
+mod error;
+mod message;
+mod parse;
+
+pub use build::{build, build_bytes};
+pub use error::{DecodeError, DecodeErrorKind, EncodeError, Location};
+pub use message::{Message, Mti};
+pub use parse::parse;

@@ -1,0 +1,332 @@
+//! Spec-driven parsing of one message (no framing, no I/O).
+//!
+//! Invariants: parsing never panics, never loops more than once per bit of the
+//! bitmaps, and never allocates more than a small multiple of the input's size (one
+//! vector of field slots and, for non-ASCII specs, one decode buffer). ASCII and
+//! binary field values are slices of the input `Bytes`.
+
+use bytes::{Bytes, BytesMut};
+use nom::bytes::complete::take;
+use nom::IResult;
+
+use super::charset::{ebcdic_to_ascii, hex_value, nibble_to_char};
+use super::error::{DecodeError, DecodeErrorKind, Location};
+use super::message::{Message, Mti};
+use crate::spec::{
+    digits_to_bytes, BitmapEncoding, ContentClass, Encoding, FieldSpec, LengthKind, Pad, Spec,
+};
+
+/// Takes `n` bytes with nom, or reports how many were missing.
+fn take_n(input: &[u8], n: usize) -> Result<(&[u8], &[u8]), (usize, usize)> {
+    let r: IResult<&[u8], &[u8]> = take(n)(input);
+    r.map_err(|_| (n, input.len()))
+}
+
+struct Cursor<'a> {
+    /// The whole message, for offsets and zero-copy slicing.
+    whole: &'a Bytes,
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn offset(&self) -> usize {
+        self.whole.len() - self.rest.len()
+    }
+
+    fn take(&mut self, n: usize, location: Location) -> Result<&'a [u8], DecodeError> {
+        let offset = self.offset();
+        let (rest, taken) = take_n(self.rest, n).map_err(|(needed, available)| DecodeError {
+            location,
+            offset,
+            kind: DecodeErrorKind::Truncated { needed, available },
+        })?;
+        self.rest = rest;
+        Ok(taken)
+    }
+}
+
+fn bad_byte(location: Location, offset: usize, byte: u8, encoding: &'static str) -> DecodeError {
+    DecodeError {
+        location,
+        offset,
+        kind: DecodeErrorKind::BadByte { byte, encoding },
+    }
+}
+
+fn parse_mti(spec: &Spec, cur: &mut Cursor<'_>) -> Result<Mti, DecodeError> {
+    let start = cur.offset();
+    let mut mti = [0u8; 4];
+    match spec.mti_encoding {
+        Encoding::Bcd => {
+            let raw = cur.take(2, Location::Mti)?;
+            for (i, &b) in raw.iter().enumerate() {
+                for (j, nib) in [b >> 4, b & 0xF].into_iter().enumerate() {
+                    mti[i * 2 + j] = nibble_to_char(nib, false)
+                        .ok_or_else(|| bad_byte(Location::Mti, start + i, b, "BCD digits"))?;
+                }
+            }
+        }
+        Encoding::Ebcdic => {
+            let raw = cur.take(4, Location::Mti)?;
+            for (i, &b) in raw.iter().enumerate() {
+                mti[i] = ebcdic_to_ascii(b)
+                    .filter(u8::is_ascii_digit)
+                    .ok_or_else(|| bad_byte(Location::Mti, start + i, b, "EBCDIC digit"))?;
+            }
+        }
+        _ => {
+            let raw = cur.take(4, Location::Mti)?;
+            for (i, &b) in raw.iter().enumerate() {
+                if !b.is_ascii_digit() {
+                    return Err(bad_byte(Location::Mti, start + i, b, "ASCII digit"));
+                }
+                mti[i] = b;
+            }
+        }
+    }
+    Ok(mti)
+}
+
+fn parse_bitmap(spec: &Spec, cur: &mut Cursor<'_>, which: u8) -> Result<u64, DecodeError> {
+    let location = Location::Bitmap(which);
+    let start = cur.offset();
+    match spec.bitmap_encoding {
+        BitmapEncoding::Binary => {
+            let raw = cur.take(8, location)?;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(raw);
+            Ok(u64::from_be_bytes(word))
+        }
+        BitmapEncoding::Hex => {
+            let raw = cur.take(16, location)?;
+            let mut word = 0u64;
+            for (i, &c) in raw.iter().enumerate() {
+                let v = hex_value(c).ok_or_else(|| bad_byte(location, start + i, c, "hex"))?;
+                word = (word << 4) | v as u64;
+            }
+            Ok(word)
+        }
+    }
+}
+
+/// Reads a variable-length prefix and returns the announced length in units.
+fn parse_length(
+    field: &FieldSpec,
+    digits: u8,
+    max: usize,
+    cur: &mut Cursor<'_>,
+) -> Result<usize, DecodeError> {
+    let location = Location::Field(field.number);
+    let start = cur.offset();
+    let prefix = field.prefix_name();
+    let raw = cur.take(digits_to_bytes(digits, field.length_encoding), location)?;
+    let bad = || DecodeError {
+        location,
+        offset: start,
+        kind: DecodeErrorKind::BadLengthPrefix {
+            prefix,
+            raw: super::charset::to_hex(raw),
+        },
+    };
+    let mut length = 0usize;
+    match field.length_encoding {
+        Encoding::Binary => {
+            for &b in raw {
+                length = (length << 8) | b as usize;
+            }
+        }
+        Encoding::Bcd => {
+            for &b in raw {
+                for nib in [b >> 4, b & 0xF] {
+                    if nib > 9 {
+                        return Err(bad());
+                    }
+                    length = length * 10 + nib as usize;
+                }
+            }
+        }
+        Encoding::Ebcdic => {
+            for &b in raw {
+                let c = ebcdic_to_ascii(b).filter(u8::is_ascii_digit).ok_or_else(bad)?;
+                length = length * 10 + (c - b'0') as usize;
+            }
+        }
+        _ => {
+            for &b in raw {
+                if !b.is_ascii_digit() {
+                    return Err(bad());
+                }
+                length = length * 10 + (b - b'0') as usize;
+            }
+        }
+    }
+    if length > max {
+        return Err(DecodeError {
+            location,
+            offset: start,
+            kind: DecodeErrorKind::LengthExceedsMax {
+                prefix,
+                length,
+                max,
+            },
+        });
+    }
+    Ok(length)
+}
+
+/// Where a parsed value lives until the message is assembled.
+enum Value {
+    Input(Bytes),
+    /// A range of the decode buffer.
+    Decoded(usize, usize),
+}
+
+fn parse_field(
+    field: &FieldSpec,
+    cur: &mut Cursor<'_>,
+    arena: &mut BytesMut,
+) -> Result<Value, DecodeError> {
+    let location = Location::Field(field.number);
+    let units = match field.length {
+        LengthKind::Fixed(n) => n,
+        LengthKind::Variable { digits, max } => parse_length(field, digits, max, cur)?,
+    };
+    let wire_len = match field.encoding {
+        Encoding::Bcd => units.div_ceil(2),
+        Encoding::Hex => units * 2,
+        _ => units,
+    };
+    let start = cur.offset();
+    let raw = cur.take(wire_len, location)?;
+    match field.encoding {
+        Encoding::Binary => Ok(Value::Input(cur.whole.slice(start..start + wire_len))),
+        Encoding::Ascii => {
+            if let Some(i) = raw.iter().position(|&b| b >= 0x80) {
+                return Err(bad_byte(location, start + i, raw[i], "ASCII"));
+            }
+            Ok(Value::Input(cur.whole.slice(start..start + wire_len)))
+        }
+        Encoding::Ebcdic => {
+            let from = arena.len();
+            for (i, &b) in raw.iter().enumerate() {
+                let c = ebcdic_to_ascii(b)
+                    .ok_or_else(|| bad_byte(location, start + i, b, "EBCDIC"))?;
+                arena.extend_from_slice(&[c]);
+            }
+            Ok(Value::Decoded(from, arena.len()))
+        }
+        Encoding::Hex => {
+            let from = arena.len();
+            for (i, pair) in raw.chunks_exact(2).enumerate() {
+                let hi = hex_value(pair[0])
+                    .ok_or_else(|| bad_byte(location, start + 2 * i, pair[0], "hex"))?;
+                let lo = hex_value(pair[1])
+                    .ok_or_else(|| bad_byte(location, start + 2 * i + 1, pair[1], "hex"))?;
+                arena.extend_from_slice(&[(hi << 4) | lo]);
+            }
+            Ok(Value::Decoded(from, arena.len()))
+        }
+        Encoding::Bcd => {
+            let from = arena.len();
+            let separator = field.class == ContentClass::Z;
+            // An odd number of digits leaves one padding nibble, first or last.
+            let skip_first = units % 2 == 1 && field.pad == Pad::Left;
+            for (i, &b) in raw.iter().enumerate() {
+                for (j, nib) in [b >> 4, b & 0xF].into_iter().enumerate() {
+                    let index = i * 2 + j;
+                    if (index == 0 && skip_first) || (index >= units && !skip_first) {
+                        continue;
+                    }
+                    let c = nibble_to_char(nib, separator).ok_or_else(|| {
+                        bad_byte(
+                            location,
+                            start + i,
+                            b,
+                            if separator { "BCD track-2" } else { "BCD digits" },
+                        )
+                    })?;
+                    arena.extend_from_slice(&[c]);
+                }
+            }
+            Ok(Value::Decoded(from, arena.len()))
+        }
+    }
+}
+
+/// Parses one whole message (MTI, bitmaps, fields). Every byte must be used.
+pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
+    let whole = &input;
+    let mut cur = Cursor {
+        whole,
+        rest: &whole[..],
+    };
+    let mti = parse_mti(spec, &mut cur)?;
+    let mut bitmaps = [0u64; 3];
+    bitmaps[0] = parse_bitmap(spec, &mut cur, 1)?;
+    let mut count = 1;
+    if bitmaps[0] & (1 << 63) != 0 {
+        bitmaps[1] = parse_bitmap(spec, &mut cur, 2)?;
+        count = 2;
+        if spec.tertiary_bitmap && bitmaps[1] & (1 << 63) != 0 {
+            bitmaps[2] = parse_bitmap(spec, &mut cur, 3)?;
+            count = 3;
+        }
+    }
+    // Bitmap bits are not fields.
+    bitmaps[0] &= !(1 << 63);
+    if spec.tertiary_bitmap {
+        bitmaps[1] &= !(1 << 63);
+    }
+    let present: u32 = bitmaps.iter().map(|w| w.count_ones()).sum();
+    let mut message = Message::with_capacity(mti, present as usize);
+    let needs_decoding = spec.fields().any(|f| {
+        matches!(
+            f.encoding,
+            Encoding::Bcd | Encoding::Ebcdic | Encoding::Hex
+        )
+    });
+    let mut arena = if needs_decoding {
+        BytesMut::with_capacity(input.len() * 2)
+    } else {
+        BytesMut::new()
+    };
+    let mut decoded: Vec<(usize, usize, usize)> = Vec::new();
+
+    for (word_index, &word) in bitmaps.iter().enumerate().take(count) {
+        let mut bits = word;
+        while bits != 0 {
+            let lz = bits.leading_zeros();
+            bits &= !(1u64 << (63 - lz));
+            let number = (word_index as u32 * 64 + lz + 1) as u16;
+            let field = spec.field(number).ok_or(DecodeError {
+                location: Location::Field(number),
+                offset: cur.offset(),
+                kind: DecodeErrorKind::UndefinedField,
+            })?;
+            match parse_field(field, &mut cur, &mut arena)? {
+                Value::Input(v) => message.push_sorted(number, v),
+                Value::Decoded(from, to) => {
+                    decoded.push((message.len(), from, to));
+                    message.push_sorted(number, Bytes::new());
+                }
+            }
+        }
+    }
+    if !cur.rest.is_empty() {
+        return Err(DecodeError {
+            location: Location::Message,
+            offset: cur.offset(),
+            kind: DecodeErrorKind::TrailingBytes {
+                count: cur.rest.len(),
+            },
+        });
+    }
+    if !decoded.is_empty() {
+        let arena = arena.freeze();
+        let values = message.values_mut();
+        for (index, from, to) in decoded {
+            values[index].1 = arena.slice(from..to);
+        }
+    }
+    Ok(message)
+}

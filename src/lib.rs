@@ -1,0 +1,15 @@
+//! switchboard: an ISO 8583 switch for red packets.
+//!
+//! Layers, each knowing only the one below it: [`spec`] (dialects as data) →
+//! [`codec`] (bytes ⇄ [`codec::Message`]) → [`framing`] (length prefixes and
+//! headers on a stream) → the tools and the switch. See ARCHITECTURE.md.
+
+pub mod codec;
+pub mod fields;
+pub mod framing;
+pub mod mask;
+pub mod spec;
+pub mod validate;
+
+pub use codec::{build, build_bytes, parse, DecodeError, EncodeError, Message};
+pub use spec::Spec;
