@@ -115,10 +115,12 @@ pub fn currency(msg: &Message) -> Result<u16, FieldError> {
 pub fn amount_decimal(spec: &Spec, msg: &Message) -> Result<Decimal, FieldError> {
     let minor = amount_minor(msg)?;
     let code = currency(msg)?;
-    let exponent = *spec
-        .currency_exponents
-        .get(&code)
-        .ok_or_else(|| field_err(num::CURRENCY, format!("currency {code:03} has no exponent in spec {}", spec.name)))?;
+    let exponent = *spec.currency_exponents.get(&code).ok_or_else(|| {
+        field_err(
+            num::CURRENCY,
+            format!("currency {code:03} has no exponent in spec {}", spec.name),
+        )
+    })?;
     Ok(Decimal::from_i128_with_scale(minor as i128, exponent))
 }
 

@@ -4,6 +4,7 @@
 //! [`codec`] (bytes ⇄ [`codec::Message`]) → [`framing`] (length prefixes and
 //! headers on a stream) → the tools and the switch. See ARCHITECTURE.md.
 
+pub mod cli;
 pub mod codec;
 pub mod fields;
 pub mod framing;

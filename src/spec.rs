@@ -19,8 +19,14 @@ pub const MAX_FIELD: usize = 192;
 /// Specs shipped with the crate, addressable by name from the CLI and config.
 pub const BUILTIN_SPECS: &[(&str, &str)] = &[
     ("switchboard", include_str!("../specs/switchboard.toml")),
-    ("iso8583-1987-ascii", include_str!("../specs/iso8583-1987-ascii.toml")),
-    ("iso8583-1987-bcd", include_str!("../specs/iso8583-1987-bcd.toml")),
+    (
+        "iso8583-1987-ascii",
+        include_str!("../specs/iso8583-1987-ascii.toml"),
+    ),
+    (
+        "iso8583-1987-bcd",
+        include_str!("../specs/iso8583-1987-bcd.toml"),
+    ),
 ];
 
 /// Content class of a field, as ISO 8583 names them.
@@ -418,7 +424,10 @@ impl Spec {
         let pad = |key: &str, v: &str| match v {
             "left" => Ok(Pad::Left),
             "right" => Ok(Pad::Right),
-            _ => Err(spec_err(key, format!("pad must be left or right, got {v:?}"))),
+            _ => Err(spec_err(
+                key,
+                format!("pad must be left or right, got {v:?}"),
+            )),
         };
         let mti_encoding = enc("spec.mti_encoding", &h.mti_encoding)?;
         if !matches!(
@@ -459,10 +468,7 @@ impl Spec {
                 ));
             }
             if number > 128 && !h.tertiary_bitmap {
-                return Err(spec_err(
-                    &k,
-                    "fields above 128 need tertiary_bitmap = true",
-                ));
+                return Err(spec_err(&k, "fields above 128 need tertiary_bitmap = true"));
             }
             let (class, length) = parse_format(&f.format).ok_or_else(|| {
                 spec_err(
@@ -474,8 +480,10 @@ impl Spec {
                 )
             })?;
             let default_for_class = if class == ContentClass::B
-                && matches!(default_enc, Encoding::Ascii | Encoding::Ebcdic | Encoding::Bcd)
-            {
+                && matches!(
+                    default_enc,
+                    Encoding::Ascii | Encoding::Ebcdic | Encoding::Bcd
+                ) {
                 Encoding::Binary
             } else if class != ContentClass::N
                 && class != ContentClass::Z
@@ -524,7 +532,9 @@ impl Spec {
             }
             if let LengthKind::Variable { digits, max } = length {
                 let limit = match length_encoding {
-                    Encoding::Binary => (1usize << (8 * digits_to_bytes(digits, length_encoding))) - 1,
+                    Encoding::Binary => {
+                        (1usize << (8 * digits_to_bytes(digits, length_encoding))) - 1
+                    }
                     _ => 10usize.pow(digits as u32) - 1,
                 };
                 if max > limit {
@@ -599,13 +609,17 @@ impl Spec {
 
         let mut currency_exponents = BTreeMap::new();
         for (code, &exponent) in &raw.currencies {
-            let number: u16 = code
-                .parse()
-                .ok()
-                .filter(|n| *n < 1000)
-                .ok_or_else(|| spec_err(format!("currencies.{code}"), "must be an ISO 4217 numeric code"))?;
+            let number: u16 = code.parse().ok().filter(|n| *n < 1000).ok_or_else(|| {
+                spec_err(
+                    format!("currencies.{code}"),
+                    "must be an ISO 4217 numeric code",
+                )
+            })?;
             if exponent > 4 {
-                return Err(spec_err(format!("currencies.{code}"), "exponent must be 0..=4"));
+                return Err(spec_err(
+                    format!("currencies.{code}"),
+                    "exponent must be 0..=4",
+                ));
             }
             currency_exponents.insert(number, exponent);
         }
@@ -636,7 +650,11 @@ impl Spec {
 
     /// Finds the message spec for an MTI (request, repeat or response) and processing code.
     /// Returns the message and whether the MTI is its response.
-    pub fn message_for(&self, mti: &[u8; 4], processing_code: Option<&[u8]>) -> Option<(&MessageSpec, bool)> {
+    pub fn message_for(
+        &self,
+        mti: &[u8; 4],
+        processing_code: Option<&[u8]>,
+    ) -> Option<(&MessageSpec, bool)> {
         let mut fallback = None;
         for m in &self.messages {
             let is_request = m.mti == *mti || m.repeat_mti.as_ref() == Some(mti);
@@ -679,10 +697,22 @@ mod tests {
         );
         assert_eq!(
             parse_format("ans...999"),
-            Some((ContentClass::Ans, LengthKind::Variable { digits: 3, max: 999 }))
+            Some((
+                ContentClass::Ans,
+                LengthKind::Variable {
+                    digits: 3,
+                    max: 999
+                }
+            ))
         );
-        assert_eq!(parse_format("x+n8"), Some((ContentClass::XN, LengthKind::Fixed(8))));
-        assert_eq!(parse_format("b8"), Some((ContentClass::B, LengthKind::Fixed(8))));
+        assert_eq!(
+            parse_format("x+n8"),
+            Some((ContentClass::XN, LengthKind::Fixed(8)))
+        );
+        assert_eq!(
+            parse_format("b8"),
+            Some((ContentClass::B, LengthKind::Fixed(8)))
+        );
         assert_eq!(parse_format("q8"), None);
         assert_eq!(parse_format("n0"), None);
         assert_eq!(parse_format("n.....9"), None);

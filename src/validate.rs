@@ -17,9 +17,13 @@ pub enum Violation {
         mti: String,
         processing_code: Option<String>,
     },
-    MissingMandatory { field: u16 },
+    MissingMandatory {
+        field: u16,
+    },
     /// Present, but not listed for this message.
-    NotAllowed { field: u16 },
+    NotAllowed {
+        field: u16,
+    },
     /// A byte outside the field's content class.
     BadContent {
         field: u16,
@@ -34,7 +38,9 @@ pub enum Violation {
         format: String,
     },
     /// Field 2 fails the Luhn check.
-    Luhn { field: u16 },
+    Luhn {
+        field: u16,
+    },
 }
 
 impl Violation {
@@ -111,7 +117,11 @@ impl Validation<'_> {
     /// The response code for the first violation: 14 outranks 30 only when it is
     /// the sole problem, because a card number in a malformed message is not news.
     pub fn response_code(&self) -> Option<&'static str> {
-        if self.violations.iter().all(|v| matches!(v, Violation::Luhn { .. })) {
+        if self
+            .violations
+            .iter()
+            .all(|v| matches!(v, Violation::Luhn { .. }))
+        {
             self.violations.first().map(Violation::response_code)
         } else {
             Some("30")

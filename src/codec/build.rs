@@ -82,7 +82,12 @@ fn put_length(field: &FieldSpec, digits: u8, units: usize, out: &mut BytesMut) {
     }
 }
 
-fn unencodable(field: &FieldSpec, position: usize, byte: u8, encoding: &'static str) -> EncodeError {
+fn unencodable(
+    field: &FieldSpec,
+    position: usize,
+    byte: u8,
+    encoding: &'static str,
+) -> EncodeError {
     EncodeError::Unencodable {
         field: Some(field.number),
         position,

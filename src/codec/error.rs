@@ -123,7 +123,11 @@ pub enum EncodeError {
         actual: usize,
     },
     /// A variable-length field whose value is longer than its maximum.
-    TooLong { field: u16, max: usize, actual: usize },
+    TooLong {
+        field: u16,
+        max: usize,
+        actual: usize,
+    },
     /// A character that the field's encoding cannot represent.
     Unencodable {
         field: Option<u16>,

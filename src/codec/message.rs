@@ -131,7 +131,9 @@ mod tests {
     #[test]
     fn set_keeps_fields_sorted_and_replaces() {
         let mut m = Message::new(*b"0200");
-        m.set(11, "000001").set(2, "4111111111111111").set(4, "000000000100");
+        m.set(11, "000001")
+            .set(2, "4111111111111111")
+            .set(4, "000000000100");
         m.set(11, "000002");
         let order: Vec<u16> = m.fields().map(|(n, _)| n).collect();
         assert_eq!(order, vec![2, 4, 11]);

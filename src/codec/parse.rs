@@ -147,7 +147,9 @@ fn parse_length(
         }
         Encoding::Ebcdic => {
             for &b in raw {
-                let c = ebcdic_to_ascii(b).filter(u8::is_ascii_digit).ok_or_else(bad)?;
+                let c = ebcdic_to_ascii(b)
+                    .filter(u8::is_ascii_digit)
+                    .ok_or_else(bad)?;
                 length = length * 10 + (c - b'0') as usize;
             }
         }
@@ -209,8 +211,8 @@ fn parse_field(
         Encoding::Ebcdic => {
             let from = arena.len();
             for (i, &b) in raw.iter().enumerate() {
-                let c = ebcdic_to_ascii(b)
-                    .ok_or_else(|| bad_byte(location, start + i, b, "EBCDIC"))?;
+                let c =
+                    ebcdic_to_ascii(b).ok_or_else(|| bad_byte(location, start + i, b, "EBCDIC"))?;
                 arena.extend_from_slice(&[c]);
             }
             Ok(Value::Decoded(from, arena.len()))
@@ -242,7 +244,11 @@ fn parse_field(
                             location,
                             start + i,
                             b,
-                            if separator { "BCD track-2" } else { "BCD digits" },
+                            if separator {
+                                "BCD track-2"
+                            } else {
+                                "BCD digits"
+                            },
                         )
                     })?;
                     arena.extend_from_slice(&[c]);
@@ -279,12 +285,9 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
     }
     let present: u32 = bitmaps.iter().map(|w| w.count_ones()).sum();
     let mut message = Message::with_capacity(mti, present as usize);
-    let needs_decoding = spec.fields().any(|f| {
-        matches!(
-            f.encoding,
-            Encoding::Bcd | Encoding::Ebcdic | Encoding::Hex
-        )
-    });
+    let needs_decoding = spec
+        .fields()
+        .any(|f| matches!(f.encoding, Encoding::Bcd | Encoding::Ebcdic | Encoding::Hex));
     let mut arena = if needs_decoding {
         BytesMut::with_capacity(input.len() * 2)
     } else {

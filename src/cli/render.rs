@@ -1,0 +1,70 @@
+//! How a decoded message is shown: one line per field for people, one JSON
+//! object per message for machines. Sensitive fields are masked unless asked.
+
+use std::fmt::Write as _;
+
+use crate::codec::charset::to_hex;
+use crate::codec::Message;
+use crate::mask::mask_pan;
+use crate::spec::{ContentClass, Spec};
+use crate::validate::validate;
+
+/// A field's value as it appears in the message: text, or upper-case hex for
+/// binary fields (and for text fields holding bytes that are not text).
+pub fn field_text(spec: &Spec, number: u16, value: &[u8], unmask: bool) -> String {
+    let field = spec.field(number);
+    let binary = field.is_some_and(|f| f.class == ContentClass::B);
+    let text = match std::str::from_utf8(value) {
+        Ok(s) if !binary => s.to_string(),
+        _ => to_hex(value),
+    };
+    if !unmask && field.is_some_and(|f| f.sensitive) {
+        mask_pan(&text)
+    } else {
+        text
+    }
+}
+
+/// `{"mti":"0200","fields":{"2":"...","3":"400000",...}}`
+pub fn json(spec: &Spec, msg: &Message, unmask: bool) -> String {
+    let mut fields = serde_json::Map::new();
+    for (number, value) in msg.fields() {
+        fields.insert(
+            number.to_string(),
+            serde_json::Value::String(field_text(spec, number, value, unmask)),
+        );
+    }
+    let mut object = serde_json::Map::new();
+    object.insert(
+        "mti".into(),
+        serde_json::Value::String(msg.mti_str().into()),
+    );
+    object.insert("fields".into(), serde_json::Value::Object(fields));
+    serde_json::Value::Object(object).to_string()
+}
+
+/// One line per field: number, name, value; then what the dialect says about it.
+pub fn human(spec: &Spec, msg: &Message, unmask: bool) -> String {
+    let validation = validate(spec, msg);
+    let mut out = String::new();
+    let kind = match validation.message {
+        Some(m) if validation.is_response => format!("{} response", m.name),
+        Some(m) => format!("{} request", m.name),
+        None => "not a message of this dialect".to_string(),
+    };
+    let _ = writeln!(out, "MTI  {}  ({kind})", msg.mti_str());
+    for (number, value) in msg.fields() {
+        let name = spec.field(number).map_or("?", |f| f.name.as_str());
+        let mut text = field_text(spec, number, value, unmask);
+        if number == 39 {
+            if let Some(meaning) = spec.response_code(&text) {
+                text = format!("{text}  ({meaning})");
+            }
+        }
+        let _ = writeln!(out, "{number:>4}  {name:<44} {text}");
+    }
+    for violation in &validation.violations {
+        let _ = writeln!(out, "  ! {violation}");
+    }
+    out
+}
