@@ -174,6 +174,25 @@ impl FieldSpec {
         }
     }
 
+    /// The field's length in its own units for a logical value of `value_len`
+    /// bytes: `x+n` counts only the digits after its `C`/`D` sign, as ISO does.
+    pub fn units_of(&self, value_len: usize) -> usize {
+        if self.class == ContentClass::XN {
+            value_len.saturating_sub(1)
+        } else {
+            value_len
+        }
+    }
+
+    /// Bytes of logical value for a length of `units`: the inverse of [`Self::units_of`].
+    pub fn value_len_of(&self, units: usize) -> usize {
+        if self.class == ContentClass::XN {
+            units + 1
+        } else {
+            units
+        }
+    }
+
     /// The prefix name used in error messages: `L`, `LL`, `LLL`, `LLLL`.
     pub fn prefix_name(&self) -> &'static str {
         match self.length {

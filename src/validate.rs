@@ -139,8 +139,10 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
             continue;
         };
         let length_ok = match field.length {
-            LengthKind::Fixed(n) => value.len() == n,
-            LengthKind::Variable { max, .. } => value.len() <= max,
+            LengthKind::Fixed(n) => value.len() == field.value_len_of(n),
+            LengthKind::Variable { max, .. } => {
+                field.units_of(value.len()) <= max && value.len() >= field.value_len_of(0)
+            }
         };
         if !length_ok {
             violations.push(Violation::BadLength {
@@ -150,7 +152,30 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
             });
         }
         if field.class != ContentClass::B {
-            if let Some(position) = value.iter().position(|&b| !field.class.allows(b)) {
+            let sign_ok =
+                field.class != ContentClass::XN || matches!(value.first(), Some(b'C' | b'D'));
+            let digits = if field.class == ContentClass::XN && !value.is_empty() {
+                &value[1..]
+            } else {
+                &value[..]
+            };
+            let offset = value.len() - digits.len();
+            if !sign_ok {
+                violations.push(Violation::BadContent {
+                    field: number,
+                    position: 0,
+                    byte: value.first().copied().unwrap_or(b' '),
+                    class: field.class.as_str(),
+                });
+                continue;
+            }
+            let class = if field.class == ContentClass::XN {
+                ContentClass::N
+            } else {
+                field.class
+            };
+            if let Some(position) = digits.iter().position(|&b| !class.allows(b)) {
+                let position = position + offset;
                 violations.push(Violation::BadContent {
                     field: number,
                     position,

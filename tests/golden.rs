@@ -45,7 +45,9 @@ fn read_vector(path: &Path) -> Vector {
 }
 
 fn vectors(dir: &str) -> Vec<Vector> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(dir);
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -58,8 +60,7 @@ fn vectors(dir: &str) -> Vec<Vector> {
 fn check(v: &Vector) {
     let name = v.path.file_name().unwrap().to_string_lossy();
     let spec = Spec::load(&v.spec).unwrap();
-    let msg = parse(&spec, Bytes::from(v.bytes.clone()))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let msg = parse(&spec, Bytes::from(v.bytes.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(msg.mti_str(), v.json["mti"].as_str().unwrap(), "{name}");
     let expected = v.json["fields"].as_object().unwrap();
     let got: Vec<String> = msg.fields().map(|(n, _)| n.to_string()).collect();
@@ -78,7 +79,11 @@ fn check(v: &Vector) {
         );
     }
     let rebuilt = build_bytes(&spec, &msg).unwrap();
-    assert_eq!(to_hex(&rebuilt), to_hex(&v.bytes), "{name}: re-encoded bytes");
+    assert_eq!(
+        to_hex(&rebuilt),
+        to_hex(&v.bytes),
+        "{name}: re-encoded bytes"
+    );
     let validation = validate(&spec, &msg);
     assert!(validation.is_valid(), "{name}: {:?}", validation.violations);
 }

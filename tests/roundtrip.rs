@@ -37,12 +37,16 @@ fn alphabet(class: ContentClass) -> Vec<u8> {
 
 fn value(gen: &mut Gen, class: ContentClass, length: LengthKind) -> Vec<u8> {
     let len = match length {
+        LengthKind::Fixed(n) if class == ContentClass::XN => n + 1,
         LengthKind::Fixed(n) => n,
         // Favour short values, sometimes the maximum.
-        LengthKind::Variable { max, .. } => match gen.below(4) {
-            0 => max,
-            _ => gen.below(max.min(40) + 1),
-        },
+        LengthKind::Variable { max, .. } => {
+            let len = match gen.below(4) {
+                0 => max,
+                _ => gen.below(max.min(40) + 1),
+            };
+            len + usize::from(class == ContentClass::XN)
+        }
     };
     if class == ContentClass::B {
         return (0..len).map(|_| gen.next() as u8).collect();

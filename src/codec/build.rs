@@ -97,17 +97,19 @@ fn unencodable(
 }
 
 fn put_field(field: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
-    let units = value.len();
+    let units = field.units_of(value.len());
     match field.length {
-        LengthKind::Fixed(n) if n != units => {
+        LengthKind::Fixed(n) if field.value_len_of(n) != value.len() => {
             return Err(EncodeError::WrongLength {
                 field: field.number,
-                expected: n,
-                actual: units,
+                expected: field.value_len_of(n),
+                actual: value.len(),
             })
         }
         LengthKind::Fixed(_) => {}
-        LengthKind::Variable { max, .. } if units > max => {
+        LengthKind::Variable { max, .. }
+            if units > max || value.is_empty() && field.class == ContentClass::XN =>
+        {
             return Err(EncodeError::TooLong {
                 field: field.number,
                 max,

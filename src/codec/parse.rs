@@ -196,7 +196,7 @@ fn parse_field(
     let wire_len = match field.encoding {
         Encoding::Bcd => units.div_ceil(2),
         Encoding::Hex => units * 2,
-        _ => units,
+        _ => field.value_len_of(units),
     };
     let start = cur.offset();
     let raw = cur.take(wire_len, location)?;
