@@ -9,7 +9,9 @@ pub mod codec;
 pub mod fields;
 pub mod framing;
 pub mod mask;
+pub mod sim;
 pub mod spec;
+pub mod store;
 pub mod validate;
 
 pub use codec::{build, build_bytes, parse, DecodeError, EncodeError, Message};

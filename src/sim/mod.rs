@@ -1,0 +1,1 @@
+//! Simulators of bank hosts and wallets (being written).

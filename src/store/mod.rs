@@ -1,0 +1,386 @@
+//! The switch's durable state behind one trait: freezes, receive sagas, the
+//! answers given (for idempotent resends), STAN allocation, and a journal of
+//! every message in and out.
+//!
+//! Every method that changes money state is one atomic transaction in the
+//! store, and returns only once it is durable: the switch never answers a
+//! wallet before the state behind the answer is committed. Implementations
+//! batch concurrent calls into shared commits (group commit).
+//!
+//! Only `store::sqlite` knows about SQLite.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::fields::{FreezeKey, InstitutionId};
+
+/// Identifies one request of a wallet for idempotency: the request MTI with the
+/// repeat bit cleared (0121 → 0120), F32, F7 and F11.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct RequestKey {
+    pub mti: [u8; 4],
+    pub acquirer: InstitutionId,
+    pub transmission: [u8; 10],
+    pub stan: [u8; 6],
+}
+
+impl std::fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            std::str::from_utf8(&self.mti).unwrap_or("?"),
+            self.acquirer,
+            std::str::from_utf8(&self.transmission).unwrap_or("?"),
+            std::str::from_utf8(&self.stan).unwrap_or("?")
+        )
+    }
+}
+
+/// The answer given to a request, kept so that an exact resend gets it again and a
+/// resend with other content gets 94.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredAnswer {
+    /// Digest of the request's content (every field but the MTI's repeat bit).
+    pub request_digest: [u8; 32],
+    /// The response message exactly as sent (codec bytes, without framing).
+    pub response: Bytes,
+}
+
+/// Life of a freeze at the switch.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FreezeState {
+    /// Forwarded to the payer bank, no answer yet.
+    Pending,
+    /// Approved by the payer bank: receives may draw on it.
+    Open,
+    /// Declined by the payer bank (or it never answered): nothing to draw on.
+    Declined,
+    /// Unfrozen: no new receives.
+    Closed,
+}
+
+impl FreezeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FreezeState::Pending => "pending",
+            FreezeState::Open => "open",
+            FreezeState::Declined => "declined",
+            FreezeState::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => FreezeState::Pending,
+            "open" => FreezeState::Open,
+            "declined" => FreezeState::Declined,
+            "closed" => FreezeState::Closed,
+            _ => return None,
+        })
+    }
+}
+
+/// A freeze as the switch records it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FreezeRecord {
+    pub key: FreezeKey,
+    /// The sender's card (full PAN: the debit needs it; never logged).
+    pub payer_pan: String,
+    /// The payer bank's institution id.
+    pub payer_bank: String,
+    pub amount_minor: u64,
+    pub currency: u16,
+    /// Σ of approved receives.
+    pub received_minor: u64,
+    /// Σ of receives in flight (reserved, not yet approved or released).
+    pub reserved_minor: u64,
+    pub state: FreezeState,
+    /// Unix milliseconds of the switch's clock when the freeze arrived.
+    pub created_at_ms: i64,
+}
+
+impl FreezeRecord {
+    /// What may still be received: frozen − received − reserved.
+    pub fn available_minor(&self) -> u64 {
+        self.amount_minor
+            .saturating_sub(self.received_minor)
+            .saturating_sub(self.reserved_minor)
+    }
+}
+
+/// A new freeze, recorded when the wallet's 0100 is forwarded.
+#[derive(Clone, Debug)]
+pub struct NewFreeze {
+    pub key: FreezeKey,
+    pub request: RequestKey,
+    pub request_digest: [u8; 32],
+    pub payer_pan: String,
+    pub payer_bank: String,
+    pub amount_minor: u64,
+    pub currency: u16,
+    pub created_at_ms: i64,
+}
+
+/// Result of [`Store::insert_freeze`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertFreeze {
+    Inserted,
+    /// A freeze with this key exists already (a resend, or a clash: compare digests).
+    Exists {
+        request_digest: [u8; 32],
+        answer: Option<StoredAnswer>,
+    },
+}
+
+/// Steps of a receive saga, in order. Each is recorded before the message it
+/// announces is sent, so recovery knows what may be in flight.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SagaState {
+    /// Amount reserved on the freeze; nothing sent yet.
+    Reserved,
+    /// Debit sent to the payer bank.
+    Debiting,
+    /// Debit approved; credit sent to the receiver bank.
+    Crediting,
+    /// Credit declined; reversal of the debit sent to the payer bank.
+    ReversingDebit,
+    /// Done: debit and credit approved, amount counted as received.
+    Approved,
+    /// Done: nothing moved (or everything reversed), reservation released.
+    Failed,
+    /// A bank did not answer in time: the reservation is kept until recovery
+    /// resolves what happened.
+    InDoubt,
+}
+
+impl SagaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Reserved => "reserved",
+            SagaState::Debiting => "debiting",
+            SagaState::Crediting => "crediting",
+            SagaState::ReversingDebit => "reversing_debit",
+            SagaState::Approved => "approved",
+            SagaState::Failed => "failed",
+            SagaState::InDoubt => "in_doubt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "reserved" => SagaState::Reserved,
+            "debiting" => SagaState::Debiting,
+            "crediting" => SagaState::Crediting,
+            "reversing_debit" => SagaState::ReversingDebit,
+            "approved" => SagaState::Approved,
+            "failed" => SagaState::Failed,
+            "in_doubt" => SagaState::InDoubt,
+            _ => return None,
+        })
+    }
+
+    /// Whether the saga is finished and its reservation settled.
+    pub fn is_final(self) -> bool {
+        matches!(self, SagaState::Approved | SagaState::Failed)
+    }
+}
+
+/// The switch's own message of a saga step (debit, credit or reversal): what it
+/// needs to name it later in field 90.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SentMessage {
+    pub stan: [u8; 6],
+    pub transmission: [u8; 10],
+}
+
+/// A receive saga as recorded.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SagaRecord {
+    pub request: RequestKey,
+    pub freeze: FreezeKey,
+    pub amount_minor: u64,
+    pub receiver_pan: String,
+    pub receiver_bank: String,
+    pub state: SagaState,
+    pub debit: Option<SentMessage>,
+    pub credit: Option<SentMessage>,
+    pub reversal: Option<SentMessage>,
+    /// Response code given to the wallet, once answered.
+    pub response_code: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// A receive to reserve for.
+#[derive(Clone, Debug)]
+pub struct NewReceive {
+    pub request: RequestKey,
+    pub request_digest: [u8; 32],
+    pub freeze: FreezeKey,
+    pub amount_minor: u64,
+    pub receiver_pan: String,
+    pub receiver_bank: String,
+    pub created_at_ms: i64,
+}
+
+/// Result of [`Store::reserve`], decided atomically against the freeze.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// Reserved: the freeze as it is after the reservation.
+    Reserved(FreezeRecord),
+    /// No freeze with that key (25).
+    NotFound,
+    /// The freeze is pending, declined or closed (12).
+    NotOpen(FreezeState),
+    /// Σ received + reserved + this would pass the frozen amount (61).
+    Exceeds { available_minor: u64 },
+    /// A saga with this request key exists (a resend, or a clash: compare digests).
+    Duplicate {
+        request_digest: [u8; 32],
+        answer: Option<StoredAnswer>,
+    },
+}
+
+/// How a saga ends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReceiveOutcome {
+    /// Reserved amount becomes received.
+    Approved,
+    /// Reserved amount is released.
+    Failed,
+    /// The reservation stays; recovery decides later.
+    InDoubt,
+}
+
+/// Result of [`Store::close_freeze`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Closed now; the record as it is after closing.
+    Closed(FreezeRecord),
+    NotFound,
+    /// Pending, declined or already closed (12).
+    NotOpen(FreezeState),
+    /// F4 is not what remains (13).
+    AmountMismatch { remaining_minor: u64 },
+}
+
+/// Direction of a journaled message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// One message in or out, as journaled. `raw` keeps the bytes; the summary
+/// columns are masked.
+#[derive(Clone, Debug)]
+pub struct JournalEntry {
+    pub at_ms: i64,
+    pub direction: Direction,
+    /// Who sent or received it: "wallet 127.0.0.1:5000", "bank 48020000".
+    pub peer: String,
+    pub mti: [u8; 4],
+    /// F3, F11, F7, F32, F39 as text where present (none of them card data).
+    pub processing_code: Option<String>,
+    pub stan: Option<String>,
+    pub transmission: Option<String>,
+    pub acquirer: Option<String>,
+    pub response_code: Option<String>,
+    /// F2 masked to first 6 / last 4.
+    pub pan_masked: Option<String>,
+    pub amount_minor: Option<u64>,
+    /// Why it is notable, e.g. "unmatched response".
+    pub note: Option<String>,
+    pub raw: Bytes,
+}
+
+/// Store failures: the switch answers 96 and keeps state consistent.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the switch needs from durable storage.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The answer recorded for a request, if any.
+    async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>>;
+
+    /// Records the answer to a request that changed nothing (a rejection such as
+    /// 25, 30, 61), so an exact resend gets the same answer. Keeps the first answer
+    /// if one exists.
+    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()>;
+
+    /// Appends to the journal without waiting: entries are written with the next
+    /// commit, in the order given.
+    fn journal(&self, entry: JournalEntry);
+
+    /// Records a freeze in state `Pending` unless its key exists.
+    async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze>;
+
+    /// Records the payer bank's answer: `Open` when approved, else `Declined`; and
+    /// the answer given to the wallet.
+    async fn finish_freeze(
+        &self,
+        key: &FreezeKey,
+        approved: bool,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<()>;
+
+    async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>>;
+
+    /// Atomically: the saga's request key is new, the freeze exists and is open,
+    /// and received + reserved + amount ≤ frozen; then reserves the amount and
+    /// records the saga in state `Reserved`.
+    async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve>;
+
+    /// Records the next step of a saga and the message it is about to send.
+    async fn saga_step(
+        &self,
+        request: &RequestKey,
+        state: SagaState,
+        sent: Option<SentMessage>,
+    ) -> StoreResult<()>;
+
+    /// Ends a saga: settles its reservation on the freeze (approved → received,
+    /// failed → released, in doubt → kept) and records the answer to the wallet.
+    async fn finish_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+    ) -> StoreResult<()>;
+
+    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>>;
+
+    /// Atomically: the freeze is open and `amount_minor` equals what remains
+    /// (frozen − received − reserved); then closes it and records the answer.
+    async fn close_freeze(
+        &self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Close>;
+
+    /// Allocates `count` consecutive STANs (1..=999999, wrapping) that no other
+    /// user of this store gets; returns the first.
+    async fn allocate_stans(&self, count: u32) -> StoreResult<u32>;
+
+    /// Every freeze (for inspection, tests, the demo).
+    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>>;
+
+    /// Every saga (for inspection, tests, the demo).
+    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>>;
+
+    /// Number of journal entries written (committed).
+    async fn journal_len(&self) -> StoreResult<u64>;
+}
