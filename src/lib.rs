@@ -5,13 +5,19 @@
 //! headers on a stream) → the tools and the switch. See ARCHITECTURE.md.
 
 pub mod cli;
+pub mod clock;
 pub mod codec;
+pub mod config;
 pub mod fields;
 pub mod framing;
+pub mod link;
 pub mod mask;
+pub mod server;
 pub mod sim;
 pub mod spec;
+pub mod stan;
 pub mod store;
+pub mod switch;
 pub mod validate;
 
 pub use codec::{build, build_bytes, parse, DecodeError, EncodeError, Message};

@@ -263,7 +263,9 @@ pub enum Close {
     /// Pending, declined or already closed (12).
     NotOpen(FreezeState),
     /// F4 is not what remains (13).
-    AmountMismatch { remaining_minor: u64 },
+    AmountMismatch {
+        remaining_minor: u64,
+    },
 }
 
 /// Direction of a journaled message.
@@ -383,4 +385,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of journal entries written (committed).
     async fn journal_len(&self) -> StoreResult<u64>;
+}
+
+impl JournalEntry {
+    /// The journal row of a message: summary columns from its fields (PAN
+    /// masked), the raw bytes as they crossed the wire.
+    pub fn of(
+        direction: Direction,
+        peer: &str,
+        msg: &crate::codec::Message,
+        raw: Bytes,
+        at_ms: i64,
+        note: Option<String>,
+    ) -> JournalEntry {
+        use crate::fields::num;
+        let text = |n| msg.get_str(n).map(str::to_string);
+        JournalEntry {
+            at_ms,
+            direction,
+            peer: peer.to_string(),
+            mti: *msg.mti(),
+            processing_code: text(num::PROCESSING_CODE),
+            stan: text(num::STAN),
+            transmission: text(num::TRANSMISSION),
+            acquirer: text(num::ACQUIRER),
+            response_code: text(num::RESPONSE_CODE),
+            pan_masked: msg.get_str(num::PAN).map(crate::mask::mask_pan),
+            amount_minor: crate::fields::amount_minor(msg).ok(),
+            note,
+            raw,
+        }
+    }
 }

@@ -1,0 +1,57 @@
+//! The switch's clock, injectable so tests and the demo can move it across
+//! midnight and days. Times are UTC `NaiveDateTime`; field 7 is UTC too.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{Duration, NaiveDateTime, Utc};
+
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in UTC.
+    fn now(&self) -> NaiveDateTime;
+
+    /// Now as Unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        self.now().and_utc().timestamp_millis()
+    }
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> NaiveDateTime {
+        Utc::now().naive_utc()
+    }
+}
+
+/// The system clock shifted by an adjustable offset: time still flows, but can
+/// be moved forward (to the next day, across midnight) while running.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    offset_ms: AtomicI64,
+}
+
+impl ShiftedClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock by `by` (forward when positive).
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms
+            .fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+    }
+
+    /// Sets the clock so that it reads `at` now.
+    pub fn set(&self, at: NaiveDateTime) {
+        let offset = at.and_utc().timestamp_millis() - Utc::now().timestamp_millis();
+        self.offset_ms.store(offset, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> NaiveDateTime {
+        Utc::now().naive_utc() + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    }
+}

@@ -1,0 +1,363 @@
+//! `switchboard serve` configuration: a TOML file (annotated example in
+//! `examples/switchboard.toml`) read into plain structs, then validated into a
+//! [`Config`]. Errors name the key and say why.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::fields::InstitutionId;
+use crate::framing::FramingConfig;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    switch: RawSwitch,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    wallets: Vec<RawWallet>,
+    #[serde(default)]
+    banks: Vec<RawBank>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    institution_id: String,
+    #[serde(default = "default_spec")]
+    spec: String,
+}
+
+fn default_spec() -> String {
+    "switchboard".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWallet {
+    listen: String,
+    #[serde(default = "default_framing")]
+    framing: String,
+    #[serde(default)]
+    institutions: Vec<String>,
+    max_frame_len: Option<usize>,
+    max_connections: Option<usize>,
+}
+
+fn default_framing() -> String {
+    "ascii4".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBank {
+    institution_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    bins: Vec<String>,
+    hosts: Vec<String>,
+    #[serde(default = "default_framing")]
+    framing: String,
+    #[serde(default = "one")]
+    connections: usize,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_echo_ms")]
+    echo_interval_ms: u64,
+    #[serde(default = "default_in_flight")]
+    max_in_flight: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_echo_ms() -> u64 {
+    30_000
+}
+fn default_in_flight() -> usize {
+    4096
+}
+
+/// A range of card BINs owned by a bank: PANs whose first `len` digits, read as a
+/// number, lie in `low..=high`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinRange {
+    pub len: usize,
+    pub low: u64,
+    pub high: u64,
+}
+
+impl BinRange {
+    /// `622202` (one prefix) or `621700-621799` (a range of equal-length prefixes).
+    pub fn parse(s: &str) -> Option<BinRange> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty()
+            || a.len() != b.len()
+            || a.len() > 11
+            || !a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        let (low, high) = (a.parse().ok()?, b.parse().ok()?);
+        (low <= high).then_some(BinRange {
+            len: a.len(),
+            low,
+            high,
+        })
+    }
+
+    pub fn contains(&self, pan: &[u8]) -> bool {
+        if pan.len() < self.len || !pan[..self.len].iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let prefix = pan[..self.len]
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + (d - b'0') as u64);
+        (self.low..=self.high).contains(&prefix)
+    }
+}
+
+/// A wallet listener.
+#[derive(Debug, Clone)]
+pub struct WalletListener {
+    pub listen: SocketAddr,
+    pub framing: FramingConfig,
+    /// Institution ids (F32) its connections may send as; empty = any.
+    pub institutions: Vec<InstitutionId>,
+    pub max_connections: usize,
+}
+
+/// A bank host and how to reach it.
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    pub institution_id: String,
+    pub name: String,
+    pub bins: Vec<BinRange>,
+    pub hosts: Vec<SocketAddr>,
+    pub framing: FramingConfig,
+    pub connections: usize,
+    pub timeout: Duration,
+    pub echo_interval: Duration,
+    pub max_in_flight: usize,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub institution_id: String,
+    pub spec: String,
+    pub store_path: PathBuf,
+    pub wallets: Vec<WalletListener>,
+    pub banks: Vec<BankConfig>,
+}
+
+fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
+    InstitutionId::from_field(32, value.as_bytes()).map_err(|_| {
+        err(
+            key,
+            format!("{value:?} is not an institution id of 1 to 11 digits"),
+        )
+    })
+}
+
+fn framing(key: &str, value: &str, max: Option<usize>) -> Result<FramingConfig, ConfigError> {
+    let f: FramingConfig = value.parse().map_err(|e| err(key, format!("{e}")))?;
+    Ok(match max {
+        Some(m) => f.with_max_frame_len(m),
+        None => f,
+    })
+}
+
+fn address(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| err(key, format!("{value:?} is not a host:port address")))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base)
+    }
+
+    /// Validates config text; relative store paths are taken from `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "(file)".into());
+            err(at, e.message().to_string())
+        })?;
+        institution("switch.institution_id", &raw.switch.institution_id)?;
+        crate::spec::Spec::load(&raw.switch.spec).map_err(|e| err("switch.spec", e.to_string()))?;
+        let store_path = raw
+            .store
+            .path
+            .map(|p| base.join(p))
+            .unwrap_or_else(|| base.join("switchboard.db"));
+        let mut wallets = Vec::new();
+        for (i, w) in raw.wallets.iter().enumerate() {
+            let k = |f: &str| format!("wallets[{i}].{f}");
+            wallets.push(WalletListener {
+                listen: address(&k("listen"), &w.listen)?,
+                framing: framing(&k("framing"), &w.framing, w.max_frame_len)?,
+                institutions: w
+                    .institutions
+                    .iter()
+                    .map(|v| institution(&k("institutions"), v))
+                    .collect::<Result<_, _>>()?,
+                max_connections: w.max_connections.unwrap_or(1024),
+            });
+        }
+        if wallets.is_empty() {
+            return Err(err(
+                "wallets",
+                "at least one [[wallets]] listener is needed",
+            ));
+        }
+        let mut banks: Vec<BankConfig> = Vec::new();
+        for (i, b) in raw.banks.iter().enumerate() {
+            let k = |f: &str| format!("banks[{i}].{f}");
+            institution(&k("institution_id"), &b.institution_id)?;
+            if banks.iter().any(|o| o.institution_id == b.institution_id) {
+                return Err(err(
+                    k("institution_id"),
+                    "two banks with the same institution id",
+                ));
+            }
+            let bins = b
+                .bins
+                .iter()
+                .map(|s| {
+                    BinRange::parse(s).ok_or_else(|| {
+                        err(
+                            k("bins"),
+                            format!("{s:?} is not a BIN (622202) or range (621700-621799)"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if bins.is_empty() {
+                return Err(err(k("bins"), "a bank needs at least one BIN"));
+            }
+            let hosts = b
+                .hosts
+                .iter()
+                .map(|h| address(&k("hosts"), h))
+                .collect::<Result<Vec<_>, _>>()?;
+            if hosts.is_empty() {
+                return Err(err(k("hosts"), "a bank needs at least one host address"));
+            }
+            if b.connections == 0 || b.connections > 64 {
+                return Err(err(k("connections"), "must be 1..=64"));
+            }
+            if b.timeout_ms == 0 {
+                return Err(err(k("timeout_ms"), "must be more than 0"));
+            }
+            banks.push(BankConfig {
+                institution_id: b.institution_id.clone(),
+                name: b
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("bank {}", b.institution_id)),
+                bins,
+                hosts,
+                framing: framing(&k("framing"), &b.framing, None)?,
+                connections: b.connections,
+                timeout: Duration::from_millis(b.timeout_ms),
+                echo_interval: Duration::from_millis(b.echo_interval_ms.max(100)),
+                max_in_flight: b.max_in_flight.max(1),
+            });
+        }
+        if banks.is_empty() {
+            return Err(err("banks", "at least one [[banks]] entry is needed"));
+        }
+        Ok(Config {
+            institution_id: raw.switch.institution_id,
+            spec: raw.switch.spec,
+            store_path,
+            wallets,
+            banks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[switch]
+institution_id = "00010000"
+[store]
+path = "sb.db"
+[[wallets]]
+listen = "127.0.0.1:0"
+institutions = ["01020000"]
+[[banks]]
+institution_id = "48020000"
+bins = ["622202", "621700-621799"]
+hosts = ["127.0.0.1:7000"]
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = Config::from_toml(GOOD, Path::new("/tmp")).unwrap();
+        assert_eq!(c.store_path, Path::new("/tmp/sb.db"));
+        assert_eq!(c.banks[0].bins.len(), 2);
+        assert!(c.banks[0].bins[1].contains(b"6217501234567890"));
+        assert!(!c.banks[0].bins[1].contains(b"6218001234567890"));
+        assert_eq!(c.banks[0].timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = GOOD.replace("621700-621799", "6217-621799");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "banks[0].bins");
+        let bad = GOOD.replace("\"01020000\"", "\"x\"");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "wallets[0].institutions");
+        let bad = GOOD.replace("listen = ", "listne = ");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+    }
+}

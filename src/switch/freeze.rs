@@ -1,0 +1,162 @@
+//! Freeze: validate, route by the card's BIN to the payer bank, record the
+//! freeze (state `Pending`), forward it with the wallet's F7/F11/F32 unchanged
+//! and F33 = the switch, record the bank's answer (`Open` or `Declined`), and
+//! answer the wallet with the bank's code.
+
+use tracing::warn;
+
+use super::{messages, Outcome, Switch};
+use crate::codec::Message;
+use crate::fields::{amount_minor, currency, num, FreezeKey};
+use crate::mask::Masked;
+use crate::store::{FreezeRecord, FreezeState, InsertFreeze, NewFreeze, RequestKey, StoredAnswer};
+
+pub(super) async fn run(
+    switch: &Switch,
+    request: &Message,
+    key: RequestKey,
+    digest: [u8; 32],
+) -> Outcome {
+    // Validation has checked presence and formats of these fields.
+    let (Ok(freeze_key), Ok(amount), Ok(currency)) = (
+        FreezeKey::of_request(request),
+        amount_minor(request),
+        currency(request),
+    ) else {
+        return Outcome::reject(switch, key, digest, request, "30").await;
+    };
+    let pan = request.get(num::PAN).cloned().unwrap_or_default();
+    let pan_text = String::from_utf8_lossy(&pan).into_owned();
+    if amount == 0 {
+        return Outcome::reject(switch, key, digest, request, "13").await;
+    }
+    let Some(bank) = switch.route(&pan).cloned() else {
+        return Outcome::reject(switch, key, digest, request, "14").await;
+    };
+    let inserted = switch
+        .store
+        .insert_freeze(NewFreeze {
+            key: freeze_key,
+            request: key,
+            request_digest: digest,
+            payer_pan: pan_text.clone(),
+            payer_bank: bank.institution_id().to_string(),
+            amount_minor: amount,
+            currency,
+            created_at_ms: switch.clock.now_ms(),
+        })
+        .await;
+    match inserted {
+        Ok(InsertFreeze::Inserted) => {}
+        Ok(InsertFreeze::Exists {
+            request_digest,
+            answer,
+        }) => {
+            // Another instance (or an earlier life of this one) has this key.
+            let (code, note) = match answer {
+                Some(a) if request_digest == digest => {
+                    return Outcome {
+                        response: a.response,
+                        note: Some("resend".into()),
+                    }
+                }
+                _ if request_digest == digest => ("91", "resend of a freeze still in progress"),
+                _ => ("94", "freeze key exists with other content"),
+            };
+            let response = switch.reply(request, code);
+            return Outcome {
+                response,
+                note: Some(note.into()),
+            };
+        }
+        Err(e) => {
+            warn!(error = %e, "store unavailable");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    }
+
+    let mut forwarded = request.clone();
+    forwarded.set(num::FORWARDER, switch.id.clone());
+    let (code, auth) = match bank.request(&forwarded).await {
+        Ok((answer, _)) => (
+            answer
+                .get_str(num::RESPONSE_CODE)
+                .unwrap_or("96")
+                .to_string(),
+            answer.get(num::AUTH_CODE).cloned(),
+        ),
+        Err(e) => {
+            warn!(bank = bank.institution_id(), pan = %Masked(&pan_text), error = %e, "freeze not answered");
+            if e.maybe_delivered() {
+                // The bank may hold the amount: ask it to undo the freeze.
+                reverse_in_background(switch, &bank, freeze_key, &pan_text, amount, currency);
+            }
+            ("91".to_string(), None)
+        }
+    };
+    let approved = code == "00";
+    let mut response = switch.respond(request, &code);
+    if approved {
+        response.set(
+            num::AUTH_CODE,
+            auth.unwrap_or_else(|| bytes::Bytes::from_static(b"000000")),
+        );
+    }
+    let bytes = switch.encode(&mut response);
+    let answer = StoredAnswer {
+        request_digest: digest,
+        response: bytes.clone(),
+    };
+    if let Err(e) = switch
+        .store
+        .finish_freeze(&freeze_key, approved, &key, answer)
+        .await
+    {
+        warn!(error = %e, "freeze outcome not recorded");
+        return Outcome {
+            response: switch.reply(request, "96"),
+            note: Some(e.to_string()),
+        };
+    }
+    Outcome {
+        response: bytes,
+        note: None,
+    }
+}
+
+fn reverse_in_background(
+    switch: &Switch,
+    bank: &std::sync::Arc<crate::link::BankLink>,
+    key: FreezeKey,
+    pan: &str,
+    amount: u64,
+    currency: u16,
+) {
+    let record = FreezeRecord {
+        key,
+        payer_pan: pan.to_string(),
+        payer_bank: bank.institution_id().to_string(),
+        amount_minor: amount,
+        currency,
+        received_minor: 0,
+        reserved_minor: 0,
+        state: FreezeState::Declined,
+        created_at_ms: 0,
+    };
+    let bank = bank.clone();
+    let stans = switch.stans.clone();
+    let clock = switch.clock.clone();
+    let switch_id = switch.id.clone();
+    tokio::spawn(async move {
+        let Ok(stan) = stans.next().await else { return };
+        let now = clock.now();
+        let sent = messages::sent_message(now, stan);
+        let reversal = messages::freeze_reversal(&record, &sent, now, &switch_id);
+        if let Err(e) = bank.request(&reversal).await {
+            warn!(bank = bank.institution_id(), error = %e, "freeze reversal not answered");
+        }
+    });
+}
