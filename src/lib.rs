@@ -13,6 +13,7 @@ pub mod framing;
 pub mod link;
 pub mod mask;
 pub mod server;
+pub mod service;
 pub mod sim;
 pub mod spec;
 pub mod stan;

@@ -2,8 +2,10 @@
 //! parsed into plain structs here, then turned into library calls.
 
 mod decode;
+mod demo;
 mod encode;
 mod render;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -23,14 +25,31 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// Encode messages given as JSON (one object per line on stdin) into hex.
     Encode(encode::EncodeArgs),
+    /// Run the switch: bank links, wallet listeners, the embedded store.
+    Serve(serve::ServeArgs),
+    /// Run the switch with two simulated banks in this process, play every
+    /// red-packet scenario against it and check the money invariants.
+    Demo(demo::DemoArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Encode(args) => encode::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,250 @@
+//! `banksim`: a bank host simulator speaking the switchboard dialect.
+//!
+//! ```text
+//! banksim --listen 127.0.0.1:9101 --institution 01020000 \
+//!         [--framing ascii4] [--bin 622202 --accounts 1000 --balance 100000 --seed 1 \
+//!          | --accounts-file FILE] [--admin 127.0.0.1:9102] [--print-accounts]
+//! ```
+//!
+//! The bank logic and the servers are `switchboard::sim`; this is only the
+//! command line around them. Logs go to stderr with card numbers masked;
+//! `--print-accounts` writes the accounts (full card numbers: they are the test
+//! data a wallet simulator needs) to stdout as `pan,balance_minor` lines.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use switchboard::fields::{luhn_valid, num, InstitutionId};
+use switchboard::framing::FramingConfig;
+use switchboard::mask::Masked;
+use switchboard::sim::{serve_admin, serve_bank, Bank};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The command line as typed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "banksim",
+    version,
+    about = "A bank host simulator: holds, debits, credits, unfreezes and reversals over ISO 8583"
+)]
+struct Args {
+    /// Address of the ISO 8583 port, e.g. 127.0.0.1:9101.
+    #[arg(long)]
+    listen: String,
+    /// The bank's institution id (1 to 11 digits), e.g. 01020000.
+    #[arg(long)]
+    institution: String,
+    /// Framing: ascii4, binary2, bcd2 or binary4, optionally +cups or +header:N.
+    #[arg(long, default_value = "ascii4")]
+    framing: String,
+    /// BIN the generated card numbers start with.
+    #[arg(long, default_value = "622202")]
+    bin: String,
+    /// How many accounts to generate.
+    #[arg(long, default_value_t = 1000)]
+    accounts: usize,
+    /// Opening balance of every generated account, in minor units.
+    #[arg(long, default_value_t = 100_000)]
+    balance: i64,
+    /// Seed of the generated card numbers: the same seed gives the same cards.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Accounts from a CSV file of `pan,balance_minor` lines instead of generated
+    /// ones (a header line, blank lines and `#` comments are skipped).
+    #[arg(long, conflicts_with_all = ["bin", "accounts", "balance", "seed"])]
+    accounts_file: Option<PathBuf>,
+    /// Address of the admin port: send `snapshot` or `journal` lines, get JSON.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Print the accounts to stdout (`pan,balance_minor`) before serving.
+    #[arg(long)]
+    print_accounts: bool,
+}
+
+/// Where the accounts come from.
+enum Accounts {
+    Generated {
+        bin: String,
+        count: usize,
+        balance_minor: i64,
+        seed: u64,
+    },
+    File(Vec<(String, i64)>),
+}
+
+/// The command line checked and turned into what the simulator runs with.
+struct Config {
+    listen: String,
+    institution: InstitutionId,
+    framing: FramingConfig,
+    accounts: Accounts,
+    admin: Option<String>,
+    print_accounts: bool,
+}
+
+impl Config {
+    fn from_args(args: Args) -> anyhow::Result<Config> {
+        let institution = InstitutionId::from_field(num::RECEIVER, args.institution.as_bytes())
+            .map_err(|e| anyhow::anyhow!("--institution {:?}: {}", args.institution, e.reason))?;
+        let framing: FramingConfig = args
+            .framing
+            .parse()
+            .with_context(|| format!("--framing {:?}", args.framing))?;
+        let accounts = match &args.accounts_file {
+            Some(path) => Accounts::File(read_accounts(path)?),
+            None => {
+                if args.bin.is_empty()
+                    || args.bin.len() > 12
+                    || !args.bin.bytes().all(|b| b.is_ascii_digit())
+                {
+                    bail!("--bin {:?}: a BIN is 1 to 12 digits", args.bin);
+                }
+                Accounts::Generated {
+                    bin: args.bin,
+                    count: args.accounts,
+                    balance_minor: args.balance,
+                    seed: args.seed,
+                }
+            }
+        };
+        Ok(Config {
+            listen: args.listen,
+            institution,
+            framing,
+            accounts,
+            admin: args.admin,
+            print_accounts: args.print_accounts,
+        })
+    }
+
+    fn bank(&self) -> Bank {
+        let id = self.institution.as_str();
+        match &self.accounts {
+            Accounts::Generated {
+                bin,
+                count,
+                balance_minor,
+                seed,
+            } => Bank::generate(id, bin, *count, *balance_minor, *seed),
+            Accounts::File(accounts) => {
+                let mut bank = Bank::new(id);
+                for (pan, balance) in accounts {
+                    bank.add_account(pan, *balance);
+                }
+                bank
+            }
+        }
+    }
+}
+
+/// Reads `pan,balance_minor` lines; every card must pass Luhn (the dialect
+/// rejects any other before the bank sees it).
+fn read_accounts(path: &Path) -> anyhow::Result<Vec<(String, i64)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--accounts-file {}", path.display()))?;
+    let mut accounts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = || format!("{} line {}", path.display(), i + 1);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((pan, balance)) = line.split_once(',') else {
+            bail!("{}: expected pan,balance_minor", at());
+        };
+        let (pan, balance) = (pan.trim(), balance.trim());
+        if i == 0 && !pan.bytes().all(|b| b.is_ascii_digit()) {
+            continue; // a header line
+        }
+        if !(2..=19).contains(&pan.len()) || !luhn_valid(pan.as_bytes()) {
+            bail!(
+                "{}: card {} is not 2 to 19 digits passing the Luhn check",
+                at(),
+                Masked(pan)
+            );
+        }
+        let balance: i64 = balance
+            .parse()
+            .with_context(|| format!("{}: balance {balance:?} is not an integer", at()))?;
+        accounts.push((pan.to_string(), balance));
+    }
+    Ok(accounts)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::from_args(Args::parse())?;
+    let bank = config.bank();
+    let accounts = bank.accounts();
+    if config.print_accounts {
+        let mut out = std::io::stdout().lock();
+        for (pan, balance) in &accounts {
+            writeln!(out, "{pan},{balance}")?;
+        }
+        out.flush()?;
+    }
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("--listen {}", config.listen))?;
+    let admin = match &config.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--admin {addr}"))?,
+        ),
+        None => None,
+    };
+    info!(
+        listen = %listener.local_addr()?,
+        admin = %admin
+            .as_ref()
+            .and_then(|a| a.local_addr().ok())
+            .map_or_else(|| "none".to_string(), |a| a.to_string()),
+        institution = %config.institution,
+        framing = %config.framing,
+        accounts = accounts.len(),
+        total_balance_minor = bank.total_balance_minor(),
+        "banksim: serving"
+    );
+
+    let bank = Arc::new(Mutex::new(bank));
+    let shutdown = CancellationToken::new();
+    let admin_task = admin.map(|listener| {
+        tokio::spawn(serve_admin(listener, bank.clone(), shutdown.clone()))
+    });
+    let server = tokio::spawn(serve_bank(
+        listener,
+        config.framing.clone(),
+        bank.clone(),
+        shutdown.clone(),
+    ));
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    info!("banksim: shutting down");
+    shutdown.cancel();
+    let _ = server.await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    let ledger = bank.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+    info!(
+        total_balance_minor = ledger.total_balance_minor,
+        total_held_minor = ledger.total_held_minor,
+        "banksim: stopped"
+    );
+    Ok(())
+}

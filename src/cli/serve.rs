@@ -1,0 +1,57 @@
+//! `switchboard serve --config FILE`: run the switch until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tracing::info;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::service;
+use crate::store::sqlite::SqliteStore;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The configuration file (see examples/switchboard.toml).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let store = Arc::new(SqliteStore::open(&config.store_path)?);
+        info!(path = %config.store_path.display(), "store opened");
+        let banks: Vec<String> = config.banks.iter().map(|b| b.name.clone()).collect();
+        let running = service::start(config, store, Arc::new(SystemClock)).await?;
+        for addr in &running.wallet_addrs {
+            info!(%addr, "listening for wallets");
+            println!("switchboard listening for wallets on {addr}");
+        }
+        if !running.wait_banks_ready(Duration::from_secs(5)).await {
+            tracing::warn!(banks = ?banks, "not every bank is signed on yet; retrying in the background");
+        }
+        terminated().await;
+        info!("shutting down: finishing requests in flight");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,387 @@
+//! The bank simulator on TCP: the ISO 8583 port ([`serve_bank`]), a line-based
+//! admin port ([`serve_admin`]), and [`spawn_bank`] for tests and the demo.
+//!
+//! Each connection is a `Framed<TcpStream, FrameCodec>` split in two: a reader
+//! (frames → [`Bank::handle`] → responses) and one writer task fed through a
+//! bounded queue, so many requests can be in flight on
+//! a connection and a slow peer slows its own reader down, nobody else. The bank's
+//! mutex is held for the `handle` call only: parsing, building and I/O happen
+//! outside it.
+//!
+//! Card numbers are logged masked.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::codec::{build_bytes, parse, Message};
+use crate::fields::num;
+use crate::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, FramingError, HeaderKind};
+use crate::mask::Masked;
+use crate::sim::bank::{reject_undecodable, Bank, Ledger};
+use crate::spec::Spec;
+
+/// Connections served at once; further ones wait to be accepted.
+const MAX_CONNECTIONS: usize = 256;
+/// Responses queued for one connection's writer before its reader waits.
+const WRITE_QUEUE: usize = 1024;
+/// Responses written with one system call at most.
+const WRITE_BATCH: usize = 64;
+/// The longest admin command line.
+const MAX_ADMIN_LINE: u64 = 256;
+/// How long a closing connection's writer may take to flush.
+const WRITER_GRACE: Duration = Duration::from_secs(1);
+
+/// Locks the bank, recovering from a poisoned lock: `handle` does not panic, and
+/// if it ever did, the books are still the best we have.
+fn lock(bank: &Mutex<Bank>) -> MutexGuard<'_, Bank> {
+    bank.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves the bank's ISO 8583 port until `shutdown` is cancelled.
+pub async fn serve_bank(
+    listener: TcpListener,
+    framing: FramingConfig,
+    bank: Arc<Mutex<Bank>>,
+    shutdown: CancellationToken,
+) {
+    let spec = lock(&bank).spec().clone();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    warn!(error = %e, "bank: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        info!(%peer, "bank: connection accepted");
+        let connection = Connection {
+            framing: framing.clone(),
+            spec: spec.clone(),
+            bank: bank.clone(),
+            peer,
+        };
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            connection.run(stream, shutdown).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+struct Connection {
+    framing: FramingConfig,
+    spec: Arc<Spec>,
+    bank: Arc<Mutex<Bank>>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, shutdown: CancellationToken) {
+        let _ = stream.set_nodelay(true);
+        let (sink, mut frames) = Framed::new(stream, FrameCodec::new(self.framing.clone())).split();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let mut writer = tokio::spawn(write_frames(sink, rx, self.peer));
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = frames.next() => next,
+            };
+            match next {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(reply) = self.process(frame) {
+                        if tx.send(reply).await.is_err() {
+                            break; // the writer is gone: so is the peer
+                        }
+                    }
+                }
+                Some(Err(FramingError::Io(e))) => {
+                    debug!(peer = %self.peer, error = %e, "bank: read failed");
+                    break;
+                }
+                Some(Err(e)) => {
+                    // Out of step with the stream: nothing can be read after this.
+                    warn!(peer = %self.peer, error = %e, "bank: framing error, closing the connection");
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        if tokio::time::timeout(WRITER_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+        info!(peer = %self.peer, "bank: connection closed");
+    }
+
+    /// One frame in, at most one frame out.
+    fn process(&self, frame: Frame) -> Option<Frame> {
+        let Frame::Message { header, body } = frame else {
+            return None; // keep-alives are never answered
+        };
+        let response = match parse(&self.spec, body.clone()) {
+            Ok(request) => {
+                let now = chrono::Utc::now().naive_utc();
+                // The critical section: nothing but the bank's decision.
+                let response = lock(&self.bank).handle(&request, now);
+                log_exchange(self.peer, &request, response.as_ref());
+                response?
+            }
+            Err(e) => {
+                let mti = body
+                    .get(..4)
+                    .filter(|m| m.iter().all(u8::is_ascii_digit))
+                    .map(|m| String::from_utf8_lossy(m).into_owned());
+                warn!(
+                    peer = %self.peer,
+                    mti = mti.as_deref().unwrap_or("unreadable"),
+                    len = body.len(),
+                    error = %e,
+                    "bank: undecodable message"
+                );
+                reject_undecodable(&body)?
+            }
+        };
+        match build_bytes(&self.spec, &response) {
+            Ok(body) => Some(Frame::Message {
+                header: reply_header(&self.framing, header),
+                body,
+            }),
+            Err(e) => {
+                warn!(peer = %self.peer, mti = response.mti_str(), error = %e, "bank: cannot build the response");
+                None
+            }
+        }
+    }
+}
+
+/// The header of a reply: a CUPS header with source and destination swapped,
+/// any other header as it came.
+fn reply_header(framing: &FramingConfig, header: Bytes) -> Bytes {
+    if framing.header != HeaderKind::Cups {
+        return header;
+    }
+    match CupsHeader::parse(&header) {
+        Ok(cups) => Bytes::copy_from_slice(&cups.reply().build()),
+        // The decoder has checked it already; echo it rather than drop the reply.
+        Err(_) => header,
+    }
+}
+
+fn log_exchange(peer: SocketAddr, request: &Message, response: Option<&Message>) {
+    debug!(
+        %peer,
+        mti = request.mti_str(),
+        pc = request.get_str(num::PROCESSING_CODE).unwrap_or(""),
+        stan = request.get_str(num::STAN).unwrap_or(""),
+        pan = %Masked(request.get_str(num::PAN).unwrap_or("")),
+        amount = request.get_str(num::AMOUNT).unwrap_or(""),
+        rc = response.and_then(|r| r.get_str(num::RESPONSE_CODE)).unwrap_or("none"),
+        "bank: request"
+    );
+}
+
+/// Writes queued frames, flushing once per batch of what is queued.
+async fn write_frames(
+    mut sink: SplitSink<Framed<TcpStream, FrameCodec>, Frame>,
+    mut rx: mpsc::Receiver<Frame>,
+    peer: SocketAddr,
+) {
+    while let Some(frame) = rx.recv().await {
+        let mut next = Some(frame);
+        let mut batched = 0;
+        while let Some(frame) = next.take() {
+            match sink.feed(frame).await {
+                Ok(()) => {}
+                Err(FramingError::Io(e)) => {
+                    debug!(%peer, error = %e, "bank: write failed");
+                    return;
+                }
+                // Nothing was written for this frame; the stream is still in step.
+                Err(e) => warn!(%peer, error = %e, "bank: cannot frame a response"),
+            }
+            batched += 1;
+            if batched < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = sink.flush().await {
+            debug!(%peer, error = %e, "bank: write failed");
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Serves the admin port until `shutdown` is cancelled: one command per line,
+/// `snapshot` (one JSON line: the [`Ledger`]) or `journal` (one JSON line per
+/// movement, then an empty line). Anything else gets `{"error": ...}`.
+pub async fn serve_admin(
+    listener: TcpListener,
+    bank: Arc<Mutex<Bank>>,
+    shutdown: CancellationToken,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "bank admin: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        debug!(%peer, "bank admin: connection accepted");
+        let bank = bank.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                result = admin_connection(stream, bank) => {
+                    if let Err(e) = result {
+                        debug!(%peer, error = %e, "bank admin: connection ended");
+                    }
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn admin_connection(stream: TcpStream, bank: Arc<Mutex<Bank>>) -> std::io::Result<()> {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_ADMIN_LINE)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') && n as u64 == MAX_ADMIN_LINE {
+            writer
+                .write_all(b"{\"error\":\"command line too long\"}\n")
+                .await?;
+            return Ok(());
+        }
+        let command = String::from_utf8_lossy(&line);
+        let mut out = String::new();
+        match command.trim() {
+            "" => continue,
+            "snapshot" => {
+                let ledger = lock(&bank).snapshot();
+                out.push_str(&to_json(&ledger));
+                out.push('\n');
+            }
+            "journal" => {
+                let journal = lock(&bank).journal().to_vec();
+                for movement in &journal {
+                    out.push_str(&to_json(movement));
+                    out.push('\n');
+                }
+                out.push('\n');
+            }
+            "quit" => return Ok(()),
+            other => {
+                let error = serde_json::json!({
+                    "error": format!("unknown command {other:?}: expected snapshot, journal or quit")
+                });
+                out.push_str(&error.to_string());
+                out.push('\n');
+            }
+        }
+        writer.write_all(out.as_bytes()).await?;
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("cannot serialize: {e}") }).to_string()
+    })
+}
+
+/// A bank served on a loopback port, for tests and the demo. Dropping it stops
+/// the server.
+pub struct BankHandle {
+    /// Where the bank listens.
+    pub addr: SocketAddr,
+    pub bank: Arc<Mutex<Bank>>,
+    /// Cancel to stop the server (dropping the handle does too).
+    pub shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl BankHandle {
+    /// The bank's books now.
+    pub fn snapshot(&self) -> Ledger {
+        lock(&self.bank).snapshot()
+    }
+
+    /// Stops the server and waits for its connections to close.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for BankHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts `bank` on 127.0.0.1 on a free port.
+pub async fn spawn_bank(bank: Bank, framing: FramingConfig) -> std::io::Result<BankHandle> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let bank = Arc::new(Mutex::new(bank));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve_bank(
+        listener,
+        framing,
+        bank.clone(),
+        shutdown.clone(),
+    ));
+    Ok(BankHandle {
+        addr,
+        bank,
+        shutdown,
+        task: Some(task),
+    })
+}
