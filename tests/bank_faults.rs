@@ -1,0 +1,140 @@
+//! A bank that fails under the switch: the connection closes in the middle of
+//! a debit. The wallet gets a definitive 91, the stored state stays
+//! consistent (the reservation is kept in doubt, never released as if nothing
+//! had happened), and the link reconnects and signs on again.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use switchboard::clock::{Clock, ShiftedClock};
+use switchboard::codec::{build_bytes, parse, Message};
+use switchboard::fields::{num, FreezeKey};
+use switchboard::framing::{Frame, FrameCodec, FramingConfig};
+use switchboard::service;
+use switchboard::sim::bank::Bank;
+use switchboard::sim::bank_server::spawn_bank;
+use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::{SagaState, Store};
+use switchboard::Spec;
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+
+const PAYER: &str = "6222020200112233446";
+
+/// A payer bank that signs on, approves freezes, and drops the connection
+/// when a debit arrives. Counts connections accepted.
+async fn closing_bank(listener: TcpListener, connections: Arc<AtomicUsize>) {
+    let spec = Spec::switchboard();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        connections.fetch_add(1, Ordering::SeqCst);
+        let mut framed = Framed::new(stream, FrameCodec::new(FramingConfig::default()));
+        while let Some(Ok(Frame::Message { body, .. })) = framed.next().await {
+            let request = parse(&spec, body).unwrap();
+            if request.mti() == b"0200" {
+                break; // mid-request: the debit is never answered
+            }
+            let mut answer = Message::new(switchboard::link::response_mti(request.mti()));
+            for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
+                if let Some(v) = request.get(n) {
+                    answer.set(n, v.clone());
+                }
+            }
+            answer.set(num::RESPONSE_CODE, "00");
+            if request.mti() == b"0100" {
+                answer.set(num::AUTH_CODE, "123456");
+            }
+            let bytes = build_bytes(&spec, &answer).unwrap();
+            if framed.send(Frame::message(bytes)).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_closing_mid_debit_gives_91_and_keeps_the_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let payer_addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(closing_bank(listener, connections.clone()));
+    let receiver_bank = spawn_bank(
+        Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap();
+    let receiver = receiver_bank.snapshot().accounts[0].pan.clone();
+    let mut payer =
+        common::bank_config(common::BANK_A, "622202", payer_addr, Duration::from_secs(5));
+    payer.connections = 1;
+    let config = common::config(
+        dir.path(),
+        vec![
+            payer,
+            common::bank_config(
+                common::BANK_B,
+                "621700",
+                receiver_bank.addr,
+                Duration::from_secs(5),
+            ),
+        ],
+    );
+    let clock = Arc::new(ShiftedClock::new());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let running = service::start(config, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
+
+    let wallet = WalletClient::connect(
+        running.wallet_addrs[0],
+        FramingConfig::default(),
+        common::WALLET_ID,
+    )
+    .await
+    .unwrap();
+    let freeze = wallet.freeze(PAYER, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
+    let answer = tokio::time::timeout(Duration::from_secs(10), wallet.send(&receive))
+        .await
+        .expect("a definitive answer, not a hang")
+        .unwrap();
+    assert_eq!(code(&answer), "91");
+
+    // The debit may or may not have happened at the bank: the saga is in doubt
+    // and its amount stays reserved, so no one can receive it twice.
+    let key = FreezeKey::of_request(&freeze).unwrap();
+    let record = store.freeze(&key).await.unwrap().unwrap();
+    assert_eq!(record.reserved_minor, 2_000);
+    assert_eq!(record.received_minor, 0);
+    let sagas = store.sagas().await.unwrap();
+    assert_eq!(sagas.len(), 1);
+    assert_eq!(sagas[0].state, SagaState::InDoubt);
+    // Nothing reached the receiver bank.
+    assert_eq!(receiver_bank.snapshot().total_balance_minor, 4 * 100_000);
+
+    // The link reconnects and signs on again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connections.load(Ordering::SeqCst) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        connections.load(Ordering::SeqCst) >= 2,
+        "the switch reconnected"
+    );
+    assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
+    // A further receive of what is not reserved is still possible to decide: 3,000 left.
+    let over = wallet.receive(&freeze, &receiver, 3_500, clock.now());
+    assert_eq!(code(&wallet.send(&over).await.unwrap()), "61");
+    running.shutdown().await;
+}

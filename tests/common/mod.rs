@@ -1,0 +1,126 @@
+//! A switch with two simulated banks on loopback, as the end-to-end tests use it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::clock::{Clock, ShiftedClock};
+use switchboard::config::{BankConfig, BinRange, Config, WalletListener};
+use switchboard::fields::InstitutionId;
+use switchboard::framing::FramingConfig;
+use switchboard::service::{self, Running};
+use switchboard::sim::bank::Bank;
+use switchboard::sim::bank_server::{spawn_bank, BankHandle};
+use switchboard::sim::scenarios::{BankView, World};
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::Store;
+
+pub const SWITCH_ID: &str = "00010000";
+pub const WALLET_ID: &str = "01020000";
+pub const BANK_A: &str = "48020000";
+pub const BANK_B: &str = "01050000";
+
+pub struct Harness {
+    pub running: Running,
+    pub bank_a: BankHandle,
+    pub bank_b: BankHandle,
+    pub world: World,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<ShiftedClock>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bank_config(
+    id: &str,
+    bin: &str,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> BankConfig {
+    BankConfig {
+        institution_id: id.into(),
+        name: format!("bank {id}"),
+        bins: vec![BinRange::parse(bin).unwrap()],
+        hosts: vec![addr],
+        framing: FramingConfig::default(),
+        connections: 2,
+        timeout,
+        echo_interval: Duration::from_secs(30),
+        max_in_flight: 4096,
+    }
+}
+
+pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
+    Config {
+        institution_id: SWITCH_ID.into(),
+        spec: "switchboard".into(),
+        store_path: dir.join("switchboard.db"),
+        wallets: vec![WalletListener {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            framing: FramingConfig::default(),
+            institutions: vec![InstitutionId::from_field(32, WALLET_ID.as_bytes()).unwrap()],
+            max_connections: 1024,
+        }],
+        banks,
+    }
+}
+
+/// Starts two banks (A: BIN 622202, B: BIN 621700) and a switch on a fresh store.
+pub async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Bank::generate(BANK_A, "622202", 12, 1_000_000, 1);
+    let b = Bank::generate(BANK_B, "621700", 12, 1_000_000, 2);
+    let cards_a: Vec<String> = a.accounts().into_iter().map(|(p, _)| p).collect();
+    let cards_b: Vec<String> = b.accounts().into_iter().map(|(p, _)| p).collect();
+    let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
+    let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
+    let config = config(
+        dir.path(),
+        vec![
+            bank_config(BANK_A, "622202", bank_a.addr, Duration::from_secs(5)),
+            bank_config(BANK_B, "621700", bank_b.addr, Duration::from_secs(5)),
+        ],
+    );
+    let clock = Arc::new(ShiftedClock::new());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let running = service::start(config, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    assert!(
+        running.wait_banks_ready(Duration::from_secs(5)).await,
+        "banks signed on"
+    );
+    let world = World {
+        switch_addr: running.wallet_addrs[0],
+        framing: FramingConfig::default(),
+        institution: WALLET_ID.into(),
+        bank_a: BankView::Local(bank_a.bank.clone()),
+        bank_b: BankView::Local(bank_b.bank.clone()),
+        cards_a,
+        cards_b,
+        clock: clock.clone() as Arc<dyn Clock>,
+        movable_clock: Some(clock.clone()),
+        store: Some(store.clone()),
+    };
+    Harness {
+        running,
+        bank_a,
+        bank_b,
+        world,
+        store,
+        clock,
+        dir,
+    }
+}
+
+/// Fails the test with the scenario's story when an invariant did not hold.
+pub fn assert_passed(report: &switchboard::sim::scenarios::Report) {
+    assert!(!report.skipped, "{} skipped", report.name);
+    assert!(
+        report.passed(),
+        "{}\n{}\nfailures:\n{}",
+        report.name,
+        report.lines.join("\n"),
+        report.failures.join("\n")
+    );
+}

@@ -1,0 +1,221 @@
+//! The switch end to end over real TCP: wallets → switch → bank simulators,
+//! every scenario checked against the banks' ledgers and the switch's store.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use switchboard::codec::{build_bytes, parse, Message};
+use switchboard::fields::num;
+use switchboard::framing::{Frame, FrameCodec, FramingConfig};
+use switchboard::sim::scenarios;
+use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::Spec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use common::{assert_passed, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one() {
+    let h = start().await;
+    assert_passed(&scenarios::one_to_one(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_many_grabbed_by_more_receivers_than_shares() {
+    let h = start().await;
+    assert_passed(&scenarios::one_to_many(&h.world, 5, 12).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_receivers_on_ten_shares() {
+    let h = start().await;
+    assert_passed(&scenarios::one_to_many(&h.world, 10, 200).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_receive_gets_61() {
+    let h = start().await;
+    assert_passed(&scenarios::over_receive(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_after_unfreeze_gets_12() {
+    let h = start().await;
+    assert_passed(&scenarios::receive_after_unfreeze(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_original_gets_25() {
+    let h = start().await;
+    assert_passed(&scenarios::unknown_original(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_resend_answers_again_and_moves_money_once() {
+    let h = start().await;
+    assert_passed(&scenarios::exact_resend(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_on_a_later_day() {
+    let h = start().await;
+    assert_passed(&scenarios::later_day(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payer_and_receiver_at_the_same_bank() {
+    let h = start().await;
+    assert_passed(&scenarios::same_bank(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_unfreezes_the_remainder() {
+    let h = start().await;
+    assert_passed(&scenarios::expiry(&h.world).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_sending_as_another_institution_gets_63() {
+    let h = start().await;
+    let wallet = WalletClient::connect(h.world.switch_addr, FramingConfig::default(), "09990000")
+        .await
+        .unwrap();
+    let freeze = wallet.freeze(&h.world.cards_a[0], 1_000, h.clock_now());
+    let answer = wallet.send(&freeze).await.unwrap();
+    assert_eq!(code(&answer), "63");
+    assert!(
+        h.bank_a.snapshot().holds.is_empty(),
+        "nothing reached the bank"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cards_and_amounts() {
+    let h = start().await;
+    let w = &h.world;
+    let wallet = WalletClient::connect(w.switch_addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    // Luhn failure.
+    let mut bad = w.cards_a[0].clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    let freeze = wallet.freeze(&bad, 1_000, h.clock_now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "14");
+    // A BIN no bank owns.
+    let freeze = wallet.freeze("4111111111111111", 1_000, h.clock_now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "14");
+    // Zero amount.
+    let freeze = wallet.freeze(&w.cards_a[0], 0, h.clock_now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "13");
+    // More than the card has: the bank's 51 comes back.
+    let freeze = wallet.freeze(&w.cards_a[0], 2_000_000, h.clock_now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "51");
+    // A receive on a declined freeze: 12.
+    let receive = wallet.receive(&freeze, &w.cards_b[0], 1_000, h.clock_now());
+    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "12");
+    let a = h.bank_a.snapshot();
+    assert_eq!(a.total_held_minor, 0);
+    assert_eq!(a.total_balance_minor, 12 * 1_000_000);
+}
+
+trait Now {
+    fn clock_now(&self) -> chrono::NaiveDateTime;
+}
+
+impl Now for common::Harness {
+    fn clock_now(&self) -> chrono::NaiveDateTime {
+        use switchboard::clock::Clock;
+        self.clock.now()
+    }
+}
+
+/// A valid receive request's bytes, for corrupting.
+fn receive_bytes(h: &common::Harness, remove: Option<u16>, mti: &[u8; 4]) -> Bytes {
+    let spec = Spec::switchboard();
+    let mut m = Message::new(*mti);
+    m.set(2, h.world.cards_b[0].clone())
+        .set(3, "400000")
+        .set(4, "000000001000")
+        .set(7, "1123112233")
+        .set(11, "000777")
+        .set(12, "192233")
+        .set(13, "1123")
+        .set(25, "00")
+        .set(32, common::WALLET_ID)
+        .set(37, "000000000777")
+        .set(49, "156")
+        .set(90, "010000012311231122330000102000000000000000");
+    if let Some(f) = remove {
+        m.remove(f);
+    }
+    build_bytes(&spec, &m).unwrap()
+}
+
+async fn raw_exchange(framed: &mut Framed<TcpStream, FrameCodec>, body: Bytes) -> Message {
+    framed.send(Frame::message(body)).await.unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(10), framed.next())
+        .await
+        .expect("an answer")
+        .expect("connection open")
+        .unwrap();
+    let Frame::Message { body, .. } = frame else {
+        panic!("keep-alive instead of an answer")
+    };
+    parse(&Spec::switchboard(), body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_30_and_other_connections_keep_being_served() {
+    let h = start().await;
+    let addr = h.world.switch_addr;
+    let codec = || FrameCodec::new(FramingConfig::default());
+    let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), codec());
+
+    // Missing mandatory field 90 → 30, fields echoed.
+    let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
+    assert_eq!(answer.mti(), b"0210");
+    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+    assert_eq!(answer.get_str(num::STAN), Some("000777"));
+
+    // Unknown MTI (0300 is not in the dialect) → 30.
+    let answer = raw_exchange(&mut framed, receive_bytes(&h, None, b"0300")).await;
+    assert_eq!(answer.mti(), b"0310");
+    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+
+    // Undecodable body with a readable MTI: F2's length says 99 → 30.
+    let mut broken = receive_bytes(&h, None, b"0200").to_vec();
+    broken[20] = b'9';
+    broken[21] = b'9';
+    let answer = raw_exchange(&mut framed, Bytes::from(broken)).await;
+    assert_eq!(answer.mti(), b"0210");
+    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+
+    // Garbage without an MTI gets no answer, but the connection stays usable.
+    framed
+        .send(Frame::message(Bytes::from_static(b"\xff\xfegarbage")))
+        .await
+        .unwrap();
+    let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
+    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+
+    // An oversized length prefix closes that connection only...
+    let mut oversized = TcpStream::connect(addr).await.unwrap();
+    oversized.write_all(b"9999").await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), oversized.read(&mut buf))
+        .await
+        .expect("the switch closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "connection closed without an answer");
+
+    // ...while the other connections keep being served, money flows as usual.
+    assert_passed(&scenarios::one_to_one(&h.world).await);
+    let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
+    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+}
