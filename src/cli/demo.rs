@@ -41,7 +41,11 @@ fn yuan(minor: i64) -> String {
 fn print_books(title: &str, a: &Ledger, b: &Ledger) {
     println!("{title}");
     for (name, ledger) in [(BANK_A.2, a), (BANK_B.2, b)] {
-        let open_holds = ledger.holds.iter().filter(|h| h.hold.remaining_minor > 0).count();
+        let open_holds = ledger
+            .holds
+            .iter()
+            .filter(|h| h.hold.remaining_minor > 0)
+            .count();
         println!(
             "  {name} ({}): {} accounts, balances {}, held {} in {} open holds",
             ledger.institution,
@@ -73,7 +77,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::Builder::new().prefix("switchboard-demo-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-demo-")
+        .tempdir()?;
     let bank_a = Bank::generate(BANK_A.0, BANK_A.1, 12, OPENING_BALANCE, 1);
     let bank_b = Bank::generate(BANK_B.0, BANK_B.1, 12, OPENING_BALANCE, 2);
     let cards_a: Vec<String> = bank_a.accounts().into_iter().map(|(p, _)| p).collect();
@@ -105,10 +111,23 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let switch_addr = running.wallet_addrs[0];
     println!("switchboard demo");
-    println!("  switch {SWITCH_ID} listening on {switch_addr}, store {}", store_path.display());
-    println!("  {} {} at {} (cards {}…), {} {} at {} (cards {}…)", BANK_A.2, BANK_A.0, a.addr, BANK_A.1, BANK_B.2, BANK_B.0, b.addr, BANK_B.1);
-    println!("  wallet {WALLET_ID}; every card opens with {}", yuan(OPENING_BALANCE));
-    println!("  sample cards: {} {}", mask_pan(&cards_a[0]), mask_pan(&cards_b[0]));
+    println!(
+        "  switch {SWITCH_ID} listening on {switch_addr}, store {}",
+        store_path.display()
+    );
+    println!(
+        "  {} {} at {} (cards {}…), {} {} at {} (cards {}…)",
+        BANK_A.2, BANK_A.0, a.addr, BANK_A.1, BANK_B.2, BANK_B.0, b.addr, BANK_B.1
+    );
+    println!(
+        "  wallet {WALLET_ID}; every card opens with {}",
+        yuan(OPENING_BALANCE)
+    );
+    println!(
+        "  sample cards: {} {}",
+        mask_pan(&cards_a[0]),
+        mask_pan(&cards_b[0])
+    );
     let before = (a.snapshot(), b.snapshot());
     print_books("\nbooks before", &before.0, &before.1);
 
@@ -153,11 +172,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let total_before = before.0.total_balance_minor + before.1.total_balance_minor;
     let total_after = after.0.total_balance_minor + after.1.total_balance_minor;
     if total_before != total_after {
-        global.push(format!("money not conserved: {} before, {} after", yuan(total_before), yuan(total_after)));
+        global.push(format!(
+            "money not conserved: {} before, {} after",
+            yuan(total_before),
+            yuan(total_after)
+        ));
     }
     let held = after.0.total_held_minor + after.1.total_held_minor;
     if held != 0 {
-        global.push(format!("{} still held after every packet was unfrozen", yuan(held)));
+        global.push(format!(
+            "{} still held after every packet was unfrozen",
+            yuan(held)
+        ));
     }
     match store.sagas().await {
         Ok(sagas) => {
@@ -167,7 +193,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 .filter(|s| s.state == crate::store::SagaState::Approved)
                 .map(|s| s.amount_minor)
                 .sum();
-            println!("  switch: {} receive sagas, {} approved for {}, {} unfinished", sagas.len(), sagas.iter().filter(|s| s.state == crate::store::SagaState::Approved).count(), yuan(approved as i64), open);
+            println!(
+                "  switch: {} receive sagas, {} approved for {}, {} unfinished",
+                sagas.len(),
+                sagas
+                    .iter()
+                    .filter(|s| s.state == crate::store::SagaState::Approved)
+                    .count(),
+                yuan(approved as i64),
+                open
+            );
             if open > 0 {
                 global.push(format!("{open} sagas unfinished"));
             }
@@ -186,7 +221,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("store kept in {}", kept.display());
     }
     if failed == 0 && global.is_empty() {
-        println!("all {} scenarios passed; money invariants hold", reports.iter().filter(|r| !r.skipped).count());
+        println!(
+            "all {} scenarios passed; money invariants hold",
+            reports.iter().filter(|r| !r.skipped).count()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!("{failed} scenarios failed");

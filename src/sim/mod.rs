@@ -8,5 +8,6 @@ pub mod bank_server;
 
 pub use bank::{Bank, Hold, HoldState, Ledger, Movement, MovementKind};
 pub use bank_server::{serve_admin, serve_bank, spawn_bank, BankHandle};
+pub mod load;
 pub mod scenarios;
 pub mod wallet;

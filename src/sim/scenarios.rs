@@ -182,7 +182,10 @@ impl World {
             Err(e) => return report.failures.push(e.to_string()),
         };
         let total: u64 = approved.iter().map(|(_, a)| a).sum();
-        report.check(total <= frozen, format!("received {total} > frozen {frozen}"));
+        report.check(
+            total <= frozen,
+            format!("received {total} > frozen {frozen}"),
+        );
         // The unfreeze notice reaches the bank after the wallet's answer: wait for it.
         let mut after = None;
         for _ in 0..100 {
@@ -225,18 +228,31 @@ impl World {
             let delta = after.balance(pan) - before.balance(pan);
             report.check(
                 delta == *amount,
-                format!("receiver {} got {} instead of {}", mask_pan(pan), yuan(delta), yuan(*amount)),
+                format!(
+                    "receiver {} got {} instead of {}",
+                    mask_pan(pan),
+                    yuan(delta),
+                    yuan(*amount)
+                ),
             );
         }
         report.check(
             after.total() == before.total(),
-            format!("money not conserved: {} before, {} after", yuan(before.total()), yuan(after.total())),
+            format!(
+                "money not conserved: {} before, {} after",
+                yuan(before.total()),
+                yuan(after.total())
+            ),
         );
         let remaining = after.a.hold(&key).map(|h| h.remaining_minor).unwrap_or(0);
         let expected = if unfrozen { 0 } else { frozen - total };
         report.check(
             remaining == expected,
-            format!("hold at payer bank is {} but should be {}", yuan(remaining as i64), yuan(expected as i64)),
+            format!(
+                "hold at payer bank is {} but should be {}",
+                yuan(remaining as i64),
+                yuan(expected as i64)
+            ),
         );
         report.say(format!(
             "payer {} {} -> {}; received {} of {}; hold left {}",
@@ -262,7 +278,9 @@ impl World {
                         format!("switch freeze state {:?} after unfreeze", f.state),
                     );
                 }
-                Ok(None) => report.failures.push("switch has no record of the freeze".into()),
+                Ok(None) => report
+                    .failures
+                    .push("switch has no record of the freeze".into()),
                 Err(e) => report.failures.push(e.to_string()),
             }
         }
@@ -310,22 +328,37 @@ pub async fn one_to_one(w: &World) -> Report {
     let got = w.send(&wallet, &receive).await;
     let ok = r.expect_code("receive 88.00 at bank B", &got, "00");
     let unfreeze = wallet.unfreeze(&freeze, 0, w.clock.now());
-    r.expect_code("unfreeze remainder 0.00", &w.send(&wallet, &unfreeze).await, "00");
-    let approved = if ok { vec![(w.cards_b[0].clone(), 8_800)] } else { vec![] };
-    w.check_packet(&mut r, &before, &freeze, 8_800, &approved, true).await;
+    r.expect_code(
+        "unfreeze remainder 0.00",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
+    let approved = if ok {
+        vec![(w.cards_b[0].clone(), 8_800)]
+    } else {
+        vec![]
+    };
+    w.check_packet(&mut r, &before, &freeze, 8_800, &approved, true)
+        .await;
     r
 }
 
 /// One packet of `shares` equal shares grabbed concurrently by `grabbers`
 /// receivers: exactly `shares` succeed, the rest get 61.
 pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
-    let mut r = Report::new(&format!("one-to-many: {shares} shares, {grabbers} concurrent receivers"));
+    let mut r = Report::new(&format!(
+        "one-to-many: {shares} shares, {grabbers} concurrent receivers"
+    ));
     let wallet = try_or_fail!(r, w.connect().await);
     let before = try_or_fail!(r, w.books().await);
     let share = 500;
     let frozen = share * shares;
     let freeze = wallet.freeze(&w.cards_a[1], frozen, w.clock.now());
-    if !r.expect_code(&format!("freeze {}", yuan(frozen as i64)), &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        &format!("freeze {}", yuan(frozen as i64)),
+        &w.send(&wallet, &freeze).await,
+        "00",
+    ) {
         return r;
     }
     let mut connections = Vec::new();
@@ -334,7 +367,11 @@ pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
     }
     let receivers: Vec<String> = (0..grabbers)
         .map(|i| {
-            let cards = if i % 2 == 0 { &w.cards_b } else { &w.cards_a[2..] };
+            let cards = if i % 2 == 0 {
+                &w.cards_b
+            } else {
+                &w.cards_a[2..]
+            };
             cards[i / 2 % cards.len()].clone()
         })
         .collect();
@@ -357,14 +394,26 @@ pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
         *codes.entry(c).or_default() += 1;
     }
     r.say(format!("answers: {codes:?}"));
-    r.check(approved.len() as u64 == shares, format!("{} approved, expected exactly {shares}", approved.len()));
+    r.check(
+        approved.len() as u64 == shares,
+        format!("{} approved, expected exactly {shares}", approved.len()),
+    );
     r.check(
         codes.keys().all(|c| c == "00" || c == "61"),
         format!("answers other than 00 and 61: {codes:?}"),
     );
-    let unfreeze = wallet.unfreeze(&freeze, frozen - share * approved.len() as u64, w.clock.now());
-    r.expect_code("unfreeze remainder", &w.send(&wallet, &unfreeze).await, "00");
-    w.check_packet(&mut r, &before, &freeze, frozen, &approved, true).await;
+    let unfreeze = wallet.unfreeze(
+        &freeze,
+        frozen - share * approved.len() as u64,
+        w.clock.now(),
+    );
+    r.expect_code(
+        "unfreeze remainder",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
+    w.check_packet(&mut r, &before, &freeze, frozen, &approved, true)
+        .await;
     r
 }
 
@@ -380,11 +429,24 @@ pub async fn over_receive(w: &World) -> Report {
     let first = wallet.receive(&freeze, &w.cards_b[1], 3_000, w.clock.now());
     let ok = r.expect_code("receive 30.00", &w.send(&wallet, &first).await, "00");
     let second = wallet.receive(&freeze, &w.cards_b[2], 3_000, w.clock.now());
-    r.expect_code("receive another 30.00 (over the frozen 50.00)", &w.send(&wallet, &second).await, "61");
-    let approved = if ok { vec![(w.cards_b[1].clone(), 3_000)] } else { vec![] };
+    r.expect_code(
+        "receive another 30.00 (over the frozen 50.00)",
+        &w.send(&wallet, &second).await,
+        "61",
+    );
+    let approved = if ok {
+        vec![(w.cards_b[1].clone(), 3_000)]
+    } else {
+        vec![]
+    };
     let unfreeze = wallet.unfreeze(&freeze, 2_000, w.clock.now());
-    r.expect_code("unfreeze remainder 20.00", &w.send(&wallet, &unfreeze).await, "00");
-    w.check_packet(&mut r, &before, &freeze, 5_000, &approved, true).await;
+    r.expect_code(
+        "unfreeze remainder 20.00",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
+    w.check_packet(&mut r, &before, &freeze, 5_000, &approved, true)
+        .await;
     r
 }
 
@@ -400,8 +462,13 @@ pub async fn receive_after_unfreeze(w: &World) -> Report {
     let unfreeze = wallet.unfreeze(&freeze, 5_000, w.clock.now());
     r.expect_code("unfreeze 50.00", &w.send(&wallet, &unfreeze).await, "00");
     let receive = wallet.receive(&freeze, &w.cards_b[0], 1_000, w.clock.now());
-    r.expect_code("receive 10.00 after unfreeze", &w.send(&wallet, &receive).await, "12");
-    w.check_packet(&mut r, &before, &freeze, 5_000, &[], true).await;
+    r.expect_code(
+        "receive 10.00 after unfreeze",
+        &w.send(&wallet, &receive).await,
+        "12",
+    );
+    w.check_packet(&mut r, &before, &freeze, 5_000, &[], true)
+        .await;
     r
 }
 
@@ -413,7 +480,11 @@ pub async fn unknown_original(w: &World) -> Report {
     // A freeze built but never sent.
     let never_sent = wallet.freeze(&w.cards_a[0], 1_000, w.clock.now());
     let receive = wallet.receive(&never_sent, &w.cards_b[0], 1_000, w.clock.now());
-    r.expect_code("receive naming an unknown freeze", &w.send(&wallet, &receive).await, "25");
+    r.expect_code(
+        "receive naming an unknown freeze",
+        &w.send(&wallet, &receive).await,
+        "25",
+    );
     let after = try_or_fail!(r, w.books().await);
     r.check(
         after.a.total_balance_minor == before.a.total_balance_minor
@@ -445,14 +516,31 @@ pub async fn exact_resend(w: &World) -> Report {
     }
     let mut altered = receive.clone();
     altered.set(num::AMOUNT, "000000003000");
-    r.expect_code("same key, amount 30.00", &w.send(&wallet, &altered).await, "94");
-    let approved = if ok { vec![(w.cards_b[1].clone(), 2_000)] } else { vec![] };
+    r.expect_code(
+        "same key, amount 30.00",
+        &w.send(&wallet, &altered).await,
+        "94",
+    );
+    let approved = if ok {
+        vec![(w.cards_b[1].clone(), 2_000)]
+    } else {
+        vec![]
+    };
     let unfreeze = wallet.unfreeze(&freeze, 4_000, w.clock.now());
-    r.expect_code("unfreeze remainder 40.00", &w.send(&wallet, &unfreeze).await, "00");
+    r.expect_code(
+        "unfreeze remainder 40.00",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
     let mut repeat = unfreeze.clone();
     repeat.set_mti(*b"0121");
-    r.expect_code("unfreeze repeated as 0121", &w.send(&wallet, &repeat).await, "00");
-    w.check_packet(&mut r, &before, &freeze, 6_000, &approved, true).await;
+    r.expect_code(
+        "unfreeze repeated as 0121",
+        &w.send(&wallet, &repeat).await,
+        "00",
+    );
+    w.check_packet(&mut r, &before, &freeze, 6_000, &approved, true)
+        .await;
     r
 }
 
@@ -476,18 +564,33 @@ pub async fn later_day(w: &World) -> Report {
         return r;
     }
     clock.advance(ChronoDuration::days(1) + ChronoDuration::seconds(20));
-    r.say(format!("clock moved to {} UTC", clock.now().format("%Y-%m-%d %H:%M:%S")));
+    r.say(format!(
+        "clock moved to {} UTC",
+        clock.now().format("%Y-%m-%d %H:%M:%S")
+    ));
     let receive = wallet.receive(&freeze, &w.cards_b[2], 7_000, w.clock.now());
     let got = w.send(&wallet, &receive).await;
     let ok = r.expect_code("receive 70.00 the next day", &got, "00");
     if let Ok(resp) = &got {
-        let f15 = resp.get_str(num::SETTLEMENT_DATE).unwrap_or("-").to_string();
+        let f15 = resp
+            .get_str(num::SETTLEMENT_DATE)
+            .unwrap_or("-")
+            .to_string();
         r.say(format!("settlement date F15 {f15}"));
     }
     let unfreeze = wallet.unfreeze(&freeze, 0, w.clock.now());
-    r.expect_code("unfreeze remainder 0.00", &w.send(&wallet, &unfreeze).await, "00");
-    let approved = if ok { vec![(w.cards_b[2].clone(), 7_000)] } else { vec![] };
-    w.check_packet(&mut r, &before, &freeze, 7_000, &approved, true).await;
+    r.expect_code(
+        "unfreeze remainder 0.00",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
+    let approved = if ok {
+        vec![(w.cards_b[2].clone(), 7_000)]
+    } else {
+        vec![]
+    };
+    w.check_packet(&mut r, &before, &freeze, 7_000, &approved, true)
+        .await;
     r
 }
 
@@ -502,11 +605,20 @@ pub async fn same_bank(w: &World) -> Report {
     }
     let receiver = w.cards_a[2].clone();
     let receive = wallet.receive(&freeze, &receiver, 3_000, w.clock.now());
-    let ok = r.expect_code("receive 30.00 at bank A", &w.send(&wallet, &receive).await, "00");
+    let ok = r.expect_code(
+        "receive 30.00 at bank A",
+        &w.send(&wallet, &receive).await,
+        "00",
+    );
     let unfreeze = wallet.unfreeze(&freeze, 0, w.clock.now());
-    r.expect_code("unfreeze remainder 0.00", &w.send(&wallet, &unfreeze).await, "00");
+    r.expect_code(
+        "unfreeze remainder 0.00",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
     let approved = if ok { vec![(receiver, 3_000)] } else { vec![] };
-    w.check_packet(&mut r, &before, &freeze, 3_000, &approved, true).await;
+    w.check_packet(&mut r, &before, &freeze, 3_000, &approved, true)
+        .await;
     r
 }
 
@@ -522,10 +634,23 @@ pub async fn expiry(w: &World) -> Report {
     let receive = wallet.receive(&freeze, &w.cards_b[0], 3_000, w.clock.now());
     let ok = r.expect_code("receive 30.00", &w.send(&wallet, &receive).await, "00");
     let wrong = wallet.unfreeze(&freeze, 10_000, w.clock.now());
-    r.expect_code("unfreeze 100.00 (not what remains)", &w.send(&wallet, &wrong).await, "13");
+    r.expect_code(
+        "unfreeze 100.00 (not what remains)",
+        &w.send(&wallet, &wrong).await,
+        "13",
+    );
     let unfreeze = wallet.unfreeze(&freeze, 7_000, w.clock.now());
-    r.expect_code("unfreeze remainder 70.00", &w.send(&wallet, &unfreeze).await, "00");
-    let approved = if ok { vec![(w.cards_b[0].clone(), 3_000)] } else { vec![] };
-    w.check_packet(&mut r, &before, &freeze, 10_000, &approved, true).await;
+    r.expect_code(
+        "unfreeze remainder 70.00",
+        &w.send(&wallet, &unfreeze).await,
+        "00",
+    );
+    let approved = if ok {
+        vec![(w.cards_b[0].clone(), 3_000)]
+    } else {
+        vec![]
+    };
+    w.check_packet(&mut r, &before, &freeze, 10_000, &approved, true)
+        .await;
     r
 }

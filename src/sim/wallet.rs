@@ -94,11 +94,14 @@ impl WalletClient {
         let reader_spec = spec.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = source.next().await {
-                let Frame::Message { body, .. } = frame else { continue };
-                let Ok(msg) = parse(&reader_spec, body) else { continue };
-                let waiter = MatchKey::of(&msg, *msg.mti()).and_then(|k| {
-                    reader_pending.lock().expect("pending lock").remove(&k)
-                });
+                let Frame::Message { body, .. } = frame else {
+                    continue;
+                };
+                let Ok(msg) = parse(&reader_spec, body) else {
+                    continue;
+                };
+                let waiter = MatchKey::of(&msg, *msg.mti())
+                    .and_then(|k| reader_pending.lock().expect("pending lock").remove(&k));
                 if let Some(w) = waiter {
                     let _ = w.send(msg);
                 }
@@ -146,7 +149,15 @@ impl WalletClient {
         }
     }
 
-    fn base(&self, mti: &[u8; 4], processing_code: &str, pan: &str, amount_minor: u64, now: NaiveDateTime, pos: &str) -> Message {
+    fn base(
+        &self,
+        mti: &[u8; 4],
+        processing_code: &str,
+        pan: &str,
+        amount_minor: u64,
+        now: NaiveDateTime,
+        pos: &str,
+    ) -> Message {
         let stan = next_stan();
         let local = now + ChronoDuration::hours(8);
         let mut m = Message::new(*mti);
@@ -158,7 +169,10 @@ impl WalletClient {
             .set(num::LOCAL_DATE, local.format("%m%d").to_string())
             .set(num::POS_CONDITION, pos.to_string())
             .set(num::ACQUIRER, self.institution.clone())
-            .set(num::RRN, format!("{}{stan}", &format_transmission(now)[2..8]))
+            .set(
+                num::RRN,
+                format!("{}{stan}", &format_transmission(now)[2..8]),
+            )
             .set(num::CURRENCY, "156")
             .set(num::STAN, stan);
         m
@@ -170,7 +184,13 @@ impl WalletClient {
     }
 
     /// A receive (0200) of `amount_minor` onto `receiver_pan`, naming `freeze`.
-    pub fn receive(&self, freeze: &Message, receiver_pan: &str, amount_minor: u64, now: NaiveDateTime) -> Message {
+    pub fn receive(
+        &self,
+        freeze: &Message,
+        receiver_pan: &str,
+        amount_minor: u64,
+        now: NaiveDateTime,
+    ) -> Message {
         let mut m = self.base(b"0200", "400000", receiver_pan, amount_minor, now, "00");
         if let Ok(od) = OriginalData::naming(freeze) {
             m.set(num::ORIGINAL_DATA, od.to_bytes().to_vec());
@@ -195,4 +215,21 @@ pub fn code(response: &Message) -> String {
         .get_str(num::RESPONSE_CODE)
         .unwrap_or("--")
         .to_string()
+}
+
+impl WalletClient {
+    /// A credit (0200, F3 260000) as the switch would send it, for measuring a
+    /// bank simulator directly (the one-hop floor).
+    pub fn credit(
+        &self,
+        receiver_pan: &str,
+        payer_pan: &str,
+        amount_minor: u64,
+        now: NaiveDateTime,
+    ) -> Message {
+        let mut m = self.base(b"0200", "260000", receiver_pan, amount_minor, now, "00");
+        m.set(num::FORWARDER, self.institution.clone())
+            .set(num::ACCOUNT_1, payer_pan.to_string());
+        m
+    }
 }

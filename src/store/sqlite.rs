@@ -227,11 +227,7 @@ where
         let Call { f, reply } = *self;
         let result = in_savepoint(conn, f);
         Box::new(move |commit: Result<(), String>| {
-            let _ = reply.send(
-                commit
-                    .map_err(StoreError::Unavailable)
-                    .and_then(|()| result),
-            );
+            let _ = reply.send(commit.map_err(StoreError::Unavailable).and(result));
         })
     }
 

@@ -222,9 +222,8 @@ async fn main() -> anyhow::Result<()> {
 
     let bank = Arc::new(Mutex::new(bank));
     let shutdown = CancellationToken::new();
-    let admin_task = admin.map(|listener| {
-        tokio::spawn(serve_admin(listener, bank.clone(), shutdown.clone()))
-    });
+    let admin_task =
+        admin.map(|listener| tokio::spawn(serve_admin(listener, bank.clone(), shutdown.clone())));
     let server = tokio::spawn(serve_bank(
         listener,
         config.framing.clone(),

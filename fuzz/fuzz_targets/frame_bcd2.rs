@@ -1,0 +1,10 @@
+//! Fuzzes the `bcd2` framing decoder (see common/framing.rs for what is checked).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "common/framing.rs"]
+mod framing;
+
+fuzz_target!(|data: &[u8]| framing::run("bcd2", data));

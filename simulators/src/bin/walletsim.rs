@@ -1,0 +1,287 @@
+//! walletsim: a wallet talking to a switch. `scenarios` plays every red-packet
+//! scenario and checks the money invariants against the banks' admin ports;
+//! `load` drives open-loop receive load (or credits straight to a bank, the
+//! one-hop floor) and reports throughput and latency percentiles.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use switchboard::clock::{Clock, SystemClock};
+use switchboard::fields::FreezeKey;
+use switchboard::framing::FramingConfig;
+use switchboard::sim::load::{self, LoadConfig, LoadKind};
+use switchboard::sim::scenarios::{self, BankView, World};
+use switchboard::sim::wallet::{code, WalletClient};
+
+#[derive(Parser)]
+#[command(
+    name = "walletsim",
+    version,
+    about = "A wallet for switchboard: scenarios and load"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play every red-packet scenario against a switch and check the invariants.
+    Scenarios(ScenarioArgs),
+    /// Open-loop load: receives through the switch, or credits straight to a bank.
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The switch's wallet listener.
+    #[arg(long)]
+    switch: SocketAddr,
+    /// Admin port of the payer bank's banksim (its cards pay).
+    #[arg(long)]
+    payer_admin: SocketAddr,
+    /// Admin port of the other bank's banksim (its cards receive).
+    #[arg(long)]
+    receiver_admin: SocketAddr,
+    /// The institution id (F32) to send as.
+    #[arg(long, default_value = "01020000")]
+    institution: String,
+    #[arg(long, default_value = "ascii4")]
+    framing: FramingConfig,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ScenarioArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Requests per second to send.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds to send for.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Connections to spread the load over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Freezes to spread the receives over.
+    #[arg(long, default_value_t = 64)]
+    freezes: usize,
+    /// Amount of each freeze, in minor units (each receive takes 1).
+    #[arg(long, default_value_t = 100_000)]
+    freeze_amount: u64,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: usize,
+    /// Send credits straight to this bank instead (the one-hop floor).
+    #[arg(long)]
+    direct: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("walletsim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Scenarios(args) => scenarios_main(args).await,
+            Command::Load(args) => load_main(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("walletsim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn cards(view: &BankView) -> Result<Vec<String>, String> {
+    Ok(view
+        .snapshot()
+        .await?
+        .accounts
+        .into_iter()
+        .map(|a| a.pan)
+        .collect())
+}
+
+async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
+    let c = args.common;
+    let bank_a = BankView::Admin(c.payer_admin);
+    let bank_b = BankView::Admin(c.receiver_admin);
+    let world = World {
+        switch_addr: c.switch,
+        framing: c.framing,
+        institution: c.institution,
+        cards_a: cards(&bank_a).await?,
+        cards_b: cards(&bank_b).await?,
+        bank_a,
+        bank_b,
+        clock: Arc::new(SystemClock),
+        movable_clock: None,
+        store: None,
+    };
+    if world.cards_a.len() < 3 || world.cards_b.len() < 3 {
+        return Err("each bank needs at least 3 accounts".into());
+    }
+    let reports = scenarios::run_all(&world).await;
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    if c.json {
+        let value: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name, "passed": r.passed(), "skipped": r.skipped,
+                    "lines": r.lines, "failures": r.failures,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(value));
+    } else {
+        for r in &reports {
+            let mark = if r.skipped {
+                "-"
+            } else if r.passed() {
+                "ok"
+            } else {
+                "FAILED"
+            };
+            println!("[{mark}] {}", r.name);
+            for l in r.lines.iter().chain(r.failures.iter()) {
+                println!("       {l}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
+    let c = &args.common;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let payer_view = BankView::Admin(c.payer_admin);
+    let receiver_view = BankView::Admin(c.receiver_admin);
+    let payers = cards(&payer_view).await?;
+    let receivers = cards(&receiver_view).await?;
+    if payers.is_empty() || receivers.is_empty() {
+        return Err("both banks need accounts".into());
+    }
+    let (target, kind) = if let Some(bank) = args.direct {
+        (
+            bank,
+            LoadKind::Credits {
+                receivers,
+                payer: payers[0].clone(),
+            },
+        )
+    } else {
+        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
+            .await
+            .map_err(|e| format!("connect {}: {e}", c.switch))?;
+        let mut freezes = Vec::new();
+        for i in 0..args.freezes.max(1) {
+            let freeze = wallet.freeze(&payers[i % payers.len()], args.freeze_amount, clock.now());
+            let answer = wallet.send(&freeze).await.map_err(|e| e.to_string())?;
+            if code(&answer) != "00" {
+                return Err(format!("freeze {i} answered {}", code(&answer)));
+            }
+            freezes.push(freeze);
+        }
+        (c.switch, LoadKind::Receives { freezes, receivers })
+    };
+    let config = LoadConfig {
+        target,
+        framing: c.framing.clone(),
+        institution: c.institution.clone(),
+        rate_per_s: args.rate,
+        duration: Duration::from_secs(args.duration),
+        connections: args.connections,
+        max_in_flight: args.max_in_flight,
+        kind: kind.clone(),
+        progress: !c.json,
+    };
+    let report = load::run(config, clock.clone()).await?;
+
+    // Close every packet and check what the payer bank holds for it.
+    let mut problems = Vec::new();
+    if let LoadKind::Receives { freezes, .. } = &kind {
+        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (freeze, approved) in freezes.iter().zip(&report.approved_per_freeze) {
+            if *approved > args.freeze_amount {
+                problems.push(format!(
+                    "freeze received {approved} > {}",
+                    args.freeze_amount
+                ));
+            }
+            let unfreeze = wallet.unfreeze(freeze, args.freeze_amount - approved, clock.now());
+            match wallet.send(&unfreeze).await {
+                Ok(a) if code(&a) == "00" => {}
+                Ok(a) => problems.push(format!("unfreeze answered {}", code(&a))),
+                Err(e) => problems.push(format!("unfreeze: {e}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ledger = payer_view.snapshot().await?;
+        for freeze in freezes {
+            let key = FreezeKey::of_request(freeze).map_err(|e| e.to_string())?;
+            if let Some(hold) = ledger.hold(&key) {
+                if hold.remaining_minor != 0 {
+                    problems.push(format!(
+                        "hold {key} keeps {} after unfreeze",
+                        hold.remaining_minor
+                    ));
+                }
+            }
+        }
+    }
+    if c.json {
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        value["invariant_problems"] = serde_json::json!(problems);
+        println!("{value}");
+    } else {
+        println!("{}", report.summary());
+        if problems.is_empty() && matches!(kind, LoadKind::Receives { .. }) {
+            println!(
+                "  every packet closed; payer bank holds back to zero; no freeze over-received"
+            );
+        }
+        for p in &problems {
+            println!("  !! {p}");
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,573 @@
+//! The bank simulator over real TCP: pipelined requests on one connection,
+//! concurrent connections on one hold, CUPS headers, bad frames, and the
+//! `banksim` binary with its admin port.
+
+use std::io::{BufRead, BufReader as StdBufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use switchboard::codec::{build_bytes, parse, Message};
+use switchboard::fields::{luhn_valid, FreezeKey, OriginalData};
+use switchboard::framing::{CupsHeader, Frame, FrameCodec, FramingConfig};
+use switchboard::sim::bank::{luhn_check_digit, Ledger, Movement};
+use switchboard::sim::{spawn_bank, Bank, HoldState};
+use switchboard::Spec;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+const WALLET: &str = "48020000";
+const SWITCH: &str = "00010000";
+const BANK: &str = "01020000";
+
+fn card(payload: &str) -> String {
+    let mut pan = payload.to_string();
+    pan.push(luhn_check_digit(payload.as_bytes()) as char);
+    pan
+}
+
+fn sender() -> String {
+    card("622202000000001")
+}
+
+fn recipient() -> String {
+    card("622848000000000002")
+}
+
+fn common(mti: &[u8; 4], pc: &str, pan: &str, amount: u64, f7: &str, stan: &str) -> Message {
+    let mut m = Message::new(*mti);
+    m.set(2, pan.to_string())
+        .set(3, pc.to_string())
+        .set(4, format!("{amount:012}"))
+        .set(7, f7.to_string())
+        .set(11, stan.to_string())
+        .set(12, "173000")
+        .set(13, "0305")
+        .set(37, format!("RRN{stan}000"))
+        .set(49, "156")
+        .set(100, BANK);
+    m
+}
+
+fn freeze(pan: &str, amount: u64, stan: &str) -> Message {
+    let mut m = common(b"0100", "030000", pan, amount, "0305093000", stan);
+    m.set(25, "06").set(32, WALLET).set(33, SWITCH);
+    m
+}
+
+fn debit(pan: &str, amount: u64, stan: &str, of: &Message) -> Message {
+    let mut m = common(b"0200", "000000", pan, amount, "0305094500", stan);
+    m.set(25, "06")
+        .set(32, SWITCH)
+        .set(33, SWITCH)
+        .set(90, OriginalData::naming(of).unwrap().to_bytes().to_vec())
+        .set(103, recipient());
+    m
+}
+
+fn credit(pan: &str, amount: u64, stan: &str) -> Message {
+    let mut m = common(b"0200", "260000", pan, amount, "0305094600", stan);
+    m.set(25, "00")
+        .set(32, SWITCH)
+        .set(33, SWITCH)
+        .set(102, sender());
+    m
+}
+
+fn reversal(of: &Message, stan: &str) -> Message {
+    let mut m = Message::new(*b"0420");
+    for f in [2, 3, 4, 25, 37, 49] {
+        m.set(f, of.get(f).unwrap().clone());
+    }
+    m.set(7, "0305095900")
+        .set(11, stan.to_string())
+        .set(32, SWITCH)
+        .set(33, SWITCH)
+        .set(90, OriginalData::naming(of).unwrap().to_bytes().to_vec());
+    m
+}
+
+fn sign_on(stan: &str) -> Message {
+    let mut m = Message::new(*b"0800");
+    m.set(7, "0305090000")
+        .set(11, stan.to_string())
+        .set(32, SWITCH)
+        .set(70, "001");
+    m
+}
+
+type Client = Framed<TcpStream, FrameCodec>;
+
+async fn connect(addr: SocketAddr, framing: &FramingConfig) -> Client {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    Framed::new(stream, FrameCodec::new(framing.clone()))
+}
+
+/// Queues a message without flushing, so that several are in flight at once.
+async fn feed(client: &mut Client, spec: &Spec, msg: &Message) {
+    client
+        .feed(Frame::message(build_bytes(spec, msg).unwrap()))
+        .await
+        .unwrap();
+}
+
+async fn receive(client: &mut Client, spec: &Spec) -> Message {
+    let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .expect("an answer within 10 s")
+        .expect("the connection is open")
+        .expect("a good frame");
+    match frame {
+        Frame::Message { body, .. } => parse(spec, body).unwrap(),
+        Frame::KeepAlive => panic!("the bank never sends keep-alives"),
+    }
+}
+
+fn rc(m: &Message) -> &str {
+    m.get_str(39).unwrap()
+}
+
+/// Answers by (response MTI, STAN): they are unique in each test below.
+fn by_stan<'a>(responses: &'a [Message], mti: &[u8; 4], stan: &str) -> &'a Message {
+    responses
+        .iter()
+        .find(|r| r.mti() == mti && r.get_str(11) == Some(stan))
+        .unwrap_or_else(|| panic!("no {} for STAN {stan}", std::str::from_utf8(mti).unwrap()))
+}
+
+#[tokio::test]
+async fn pipelined_requests_move_money_exactly_once() {
+    let spec = Spec::switchboard();
+    let framing = FramingConfig::default();
+    let mut bank = Bank::new(BANK);
+    bank.add_account(&sender(), 100_000);
+    bank.add_account(&recipient(), 5_000);
+    let handle = spawn_bank(bank, framing.clone()).await.unwrap();
+    let before = handle.snapshot();
+    let mut client = connect(handle.addr, &framing).await;
+
+    // Everything in flight before any answer is read.
+    let f = freeze(&sender(), 30_000, "000001");
+    let d = debit(&sender(), 10_000, "100001", &f);
+    let c = credit(&recipient(), 10_000, "100002");
+    let mut changed_resend = f.clone();
+    changed_resend.set(4, format!("{:012}", 31_000));
+    let batch = [
+        sign_on("900001"),
+        f.clone(),
+        d.clone(),
+        c.clone(),
+        f.clone(),
+        d.clone(),
+        changed_resend,
+    ];
+    for m in &batch {
+        feed(&mut client, &spec, m).await;
+        client.feed(Frame::KeepAlive).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut responses = Vec::new();
+    for _ in &batch {
+        responses.push(receive(&mut client, &spec).await);
+    }
+    let sign_on_answer = by_stan(&responses, b"0810", "900001");
+    assert_eq!(rc(sign_on_answer), "00");
+    assert_eq!(sign_on_answer.get_str(70), Some("001"));
+    let freezes: Vec<&Message> = responses.iter().filter(|r| r.mti() == b"0110").collect();
+    assert_eq!(freezes.len(), 3);
+    assert_eq!(rc(freezes[0]), "00");
+    assert_eq!(freezes[0].get_str(38).map(str::len), Some(6));
+    assert_eq!(
+        freezes[1], freezes[0],
+        "an exact resend gets the same answer"
+    );
+    assert_eq!(rc(freezes[2]), "94");
+    let debits: Vec<&Message> = responses
+        .iter()
+        .filter(|r| r.get_str(3) == Some("000000"))
+        .collect();
+    assert_eq!(debits.len(), 2);
+    assert_eq!(rc(debits[0]), "00");
+    assert_eq!(debits[0].get(90), d.get(90));
+    assert_eq!(debits[1], debits[0]);
+    let credit_answer = by_stan(&responses, b"0210", "100002");
+    assert_eq!(rc(credit_answer), "00");
+    assert!(credit_answer.has(15) && credit_answer.has(38));
+
+    let ledger = handle.snapshot();
+    let key = FreezeKey::of_request(&f).unwrap();
+    assert_eq!(ledger.balance(&sender()), Some(90_000));
+    assert_eq!(ledger.balance(&recipient()), Some(15_000));
+    assert_eq!(ledger.hold(&key).unwrap().remaining_minor, 20_000);
+    assert_eq!(ledger.total_held_minor, 20_000);
+    assert_money_moved_only_by_the_journal(&before, &ledger, handle.bank.lock().unwrap().journal());
+
+    // The debit is reversed (and the reversal repeated): money and hold come back once.
+    let rev = reversal(&d, "100003");
+    let mut repeat = rev.clone();
+    repeat.set_mti(*b"0421");
+    let second = reversal(&d, "100004");
+    for m in [&rev, &repeat, &second] {
+        feed(&mut client, &spec, m).await;
+    }
+    client.flush().await.unwrap();
+    let mut reversals = Vec::new();
+    for _ in 0..3 {
+        reversals.push(receive(&mut client, &spec).await);
+    }
+    for r in &reversals {
+        assert_eq!((r.mti(), rc(r)), (b"0430", "00"));
+        assert_eq!(r.get(90), rev.get(90));
+    }
+    assert_eq!(
+        reversals[0], reversals[1],
+        "the 0421 is answered as the 0420 was"
+    );
+    let ledger = handle.snapshot();
+    assert_eq!(ledger.balance(&sender()), Some(100_000));
+    assert_eq!(ledger.balance(&recipient()), Some(15_000));
+    let hold = ledger.hold(&key).unwrap();
+    assert_eq!(
+        (hold.remaining_minor, hold.state),
+        (30_000, HoldState::Open)
+    );
+    let journal = handle.bank.lock().unwrap().journal().to_vec();
+    assert_money_moved_only_by_the_journal(&before, &ledger, &journal);
+    handle.bank.lock().unwrap().check_invariants();
+    handle.stop().await;
+}
+
+/// The total across accounts changes by exactly the credits and debits the bank
+/// applied, net of the reversals of them; holds never change the total.
+fn assert_money_moved_only_by_the_journal(before: &Ledger, after: &Ledger, journal: &[Movement]) {
+    use switchboard::sim::MovementKind;
+    let mut applied: std::collections::HashMap<&str, (MovementKind, i64)> = Default::default();
+    let mut expected = before.total_balance_minor;
+    for m in journal {
+        let amount = m.applied_minor as i64;
+        match m.kind {
+            MovementKind::Credit => expected += amount,
+            MovementKind::Debit => expected -= amount,
+            MovementKind::Reversal => {
+                let original = m
+                    .original
+                    .as_deref()
+                    .expect("a reversal names its original");
+                match applied.get(original) {
+                    Some((MovementKind::Credit, _)) => expected -= amount,
+                    Some((MovementKind::Debit, _)) => expected += amount,
+                    _ => {}
+                }
+            }
+            MovementKind::Freeze | MovementKind::Unfreeze => {}
+        }
+        applied.insert(&m.request, (m.kind, amount));
+    }
+    assert_eq!(after.total_balance_minor, expected);
+    assert_eq!(
+        after.total_balance_minor,
+        after.accounts.iter().map(|a| a.balance_minor).sum::<i64>()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_connections_never_take_more_than_the_hold() {
+    let spec = Spec::switchboard();
+    let framing: FramingConfig = "binary2".parse().unwrap();
+    let mut bank = Bank::new(BANK);
+    bank.add_account(&sender(), 100_000);
+    let handle = spawn_bank(bank, framing.clone()).await.unwrap();
+    let f = freeze(&sender(), 6_000, "000001");
+    let mut first = connect(handle.addr, &framing).await;
+    feed(&mut first, &spec, &f).await;
+    first.flush().await.unwrap();
+    assert_eq!(rc(&receive(&mut first, &spec).await), "00");
+
+    // Two connections, 50 debits of 100 each, all in flight: 60 fit the hold.
+    let mut tasks = Vec::new();
+    for connection in 0..2u32 {
+        let (addr, framing, spec, f) = (handle.addr, framing.clone(), spec.clone(), f.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(addr, &framing).await;
+            for i in 0..50u32 {
+                let stan = format!("{:06}", 200_000 + connection * 1000 + i);
+                feed(&mut client, &spec, &debit(&sender(), 100, &stan, &f)).await;
+            }
+            client.flush().await.unwrap();
+            let mut codes = Vec::new();
+            for _ in 0..50 {
+                codes.push(rc(&receive(&mut client, &spec).await).to_string());
+            }
+            codes
+        }));
+    }
+    let mut approved = 0;
+    for task in tasks {
+        for code in task.await.unwrap() {
+            match code.as_str() {
+                "00" => approved += 1,
+                "61" => {}
+                other => panic!("unexpected response code {other}"),
+            }
+        }
+    }
+    assert_eq!(approved, 60);
+    let ledger = handle.snapshot();
+    assert_eq!(ledger.balance(&sender()), Some(94_000));
+    let hold = ledger.hold(&FreezeKey::of_request(&f).unwrap()).unwrap();
+    assert_eq!((hold.remaining_minor, hold.state), (0, HoldState::Used));
+    assert_eq!(ledger.total_held_minor, 0);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn cups_header_comes_back_swapped() {
+    let spec = Spec::switchboard();
+    let framing: FramingConfig = "ascii4+cups".parse().unwrap();
+    let handle = spawn_bank(Bank::new(BANK), framing.clone()).await.unwrap();
+    let mut client = connect(handle.addr, &framing).await;
+    let header = CupsHeader::new(BANK, SWITCH).unwrap();
+    client
+        .send(Frame::Message {
+            header: Bytes::copy_from_slice(&header.build()),
+            body: build_bytes(&spec, &sign_on("000042")).unwrap(),
+        })
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Frame::Message {
+        header: reply,
+        body,
+    } = frame
+    else {
+        panic!("a message");
+    };
+    let reply = CupsHeader::parse(&reply).unwrap();
+    assert_eq!(reply.source, header.destination);
+    assert_eq!(reply.destination, header.source);
+    assert_eq!(reply.total_len(), CupsHeader::LEN + body.len());
+    assert_eq!(rc(&parse(&spec, body).unwrap()), "00");
+}
+
+#[tokio::test]
+async fn bad_frames_are_answered_30_or_dropped_and_the_connection_goes_on() {
+    let spec = Spec::switchboard();
+    let framing = FramingConfig::default();
+    let handle = spawn_bank(Bank::new(BANK), framing.clone()).await.unwrap();
+    let mut client = connect(handle.addr, &framing).await;
+    // A readable MTI and a truncated bitmap: 30.
+    client
+        .feed(Frame::message(Bytes::from_static(b"0200\x72")))
+        .await
+        .unwrap();
+    // Nothing readable: no answer.
+    client
+        .feed(Frame::message(Bytes::from_static(b"??")))
+        .await
+        .unwrap();
+    // A response: no answer either.
+    let mut response = sign_on("000001");
+    response.set_mti(*b"0810");
+    response.set(39, "00");
+    feed(&mut client, &spec, &response).await;
+    feed(&mut client, &spec, &sign_on("000002")).await;
+    client.flush().await.unwrap();
+    let first = receive(&mut client, &spec).await;
+    assert_eq!((first.mti(), rc(&first)), (b"0210", "30"));
+    let second = receive(&mut client, &spec).await;
+    assert_eq!(
+        (second.mti(), second.get_str(11)),
+        (b"0810", Some("000002"))
+    );
+}
+
+// ---- the banksim binary ----
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for(addr: &str) -> TcpStream {
+    for _ in 0..200 {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            return stream;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("banksim did not listen on {addr} within 10 s");
+}
+
+async fn admin_command(admin: &mut BufReader<TcpStream>, command: &str) -> Vec<String> {
+    admin
+        .get_mut()
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), admin.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "admin port closed");
+        let line = line.trim_end().to_string();
+        if command != "journal" {
+            return vec![line];
+        }
+        if line.is_empty() {
+            return lines;
+        }
+        lines.push(line);
+    }
+}
+
+#[tokio::test]
+async fn banksim_binary_serves_generated_accounts_and_its_admin_port() {
+    let (port, admin_port) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_banksim"))
+        .args(["--listen", &listen, "--admin", &admin_addr])
+        .args(["--institution", BANK, "--framing", "ascii4"])
+        .args(["--bin", "622202", "--accounts", "3", "--balance", "50000"])
+        .args(["--seed", "9", "--print-accounts"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let accounts: Vec<(String, i64)> = StdBufReader::new(stdout)
+        .lines()
+        .take(3)
+        .map(|line| {
+            let line = line.unwrap();
+            let (pan, balance) = line.split_once(',').unwrap();
+            (pan.to_string(), balance.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(accounts.len(), 3);
+    assert_eq!(
+        accounts,
+        Bank::generate(BANK, "622202", 3, 50_000, 9).accounts(),
+        "the same seed gives the same cards"
+    );
+    for (pan, balance) in &accounts {
+        assert!(pan.starts_with("622202") && luhn_valid(pan.as_bytes()));
+        assert_eq!(*balance, 50_000);
+    }
+
+    let spec = Spec::switchboard();
+    let framing = FramingConfig::default();
+    let stream = wait_for(&listen).await;
+    let mut client = Framed::new(stream, FrameCodec::new(framing));
+    let f = freeze(&accounts[0].0, 12_345, "000777");
+    feed(&mut client, &spec, &f).await;
+    client.flush().await.unwrap();
+    assert_eq!(rc(&receive(&mut client, &spec).await), "00");
+
+    let mut admin = BufReader::new(wait_for(&admin_addr).await);
+    let snapshot = admin_command(&mut admin, "snapshot").await;
+    let ledger: Ledger = serde_json::from_str(&snapshot[0]).unwrap();
+    assert_eq!(ledger.institution, "00001020000");
+    assert_eq!(ledger.accounts.len(), 3);
+    assert_eq!(ledger.total_balance_minor, 150_000);
+    assert_eq!(ledger.total_held_minor, 12_345);
+    let hold = ledger.hold(&FreezeKey::of_request(&f).unwrap()).unwrap();
+    assert_eq!((&hold.pan, hold.remaining_minor), (&accounts[0].0, 12_345));
+    let journal = admin_command(&mut admin, "journal").await;
+    assert_eq!(journal.len(), 1);
+    let movement: Movement = serde_json::from_str(&journal[0]).unwrap();
+    assert_eq!(movement.response_code, "00");
+    assert!(
+        !journal[0].contains(&accounts[0].0),
+        "the journal masks cards"
+    );
+    let unknown = admin_command(&mut admin, "snapshot please").await;
+    assert!(unknown[0].contains("error"), "{unknown:?}");
+}
+
+#[test]
+fn banksim_reads_an_accounts_file_and_rejects_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("accounts.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "pan,balance_minor\n# the sender\n{},100000\n\n{},0\n",
+            sender(),
+            recipient()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_banksim"))
+        .args([
+            "--listen",
+            &listen,
+            "--institution",
+            BANK,
+            "--print-accounts",
+        ])
+        .arg("--accounts-file")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut printed: Vec<String> = StdBufReader::new(stdout)
+        .lines()
+        .take(2)
+        .map(Result::unwrap)
+        .collect();
+    printed.sort();
+    let mut expected = vec![format!("{},100000", sender()), format!("{},0", recipient())];
+    expected.sort();
+    assert_eq!(printed, expected);
+    drop(child);
+
+    for bad in [
+        vec!["--bin", "62x202"],
+        vec!["--institution", "bank"],
+        vec!["--framing", "ascii3"],
+        vec!["--accounts-file", "/nonexistent/accounts.csv"],
+    ] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--institution", BANK];
+        if bad[0] == "--institution" {
+            args.truncate(2);
+        }
+        args.extend(bad.iter().copied());
+        let out = Command::new(env!("CARGO_BIN_EXE_banksim"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} must be refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(bad[0]), "{bad:?}: {stderr}");
+    }
+}
