@@ -317,7 +317,7 @@ pub fn luhn_valid(pan: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]

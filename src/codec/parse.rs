@@ -16,8 +16,11 @@ use crate::spec::{
     digits_to_bytes, BitmapEncoding, ContentClass, Encoding, FieldSpec, LengthKind, Pad, Spec,
 };
 
-/// Takes `n` bytes with nom, or reports how many were missing.
-fn take_n(input: &[u8], n: usize) -> Result<(&[u8], &[u8]), (usize, usize)> {
+/// What remains and what was taken.
+type Taken<'a> = (&'a [u8], &'a [u8]);
+
+/// Takes `n` bytes with nom, or reports (needed, available).
+fn take_n(input: &[u8], n: usize) -> Result<Taken<'_>, (usize, usize)> {
     let r: IResult<&[u8], &[u8]> = take(n)(input);
     r.map_err(|_| (n, input.len()))
 }

@@ -59,17 +59,27 @@ fn rrn(sent: &SentMessage) -> Vec<u8> {
     v
 }
 
+/// Who sends an originated message, when, under which identity.
+struct Origin<'a> {
+    sent: &'a SentMessage,
+    now: NaiveDateTime,
+    switch_id: &'a str,
+}
+
 /// The fields every originated message shares.
 fn base(
     mti: [u8; 4],
     processing_code: &str,
     amount_minor: u64,
     currency: u16,
-    sent: &SentMessage,
-    now: NaiveDateTime,
-    switch_id: &str,
     receiving_bank: &str,
+    origin: Origin<'_>,
 ) -> Message {
+    let Origin {
+        sent,
+        now,
+        switch_id,
+    } = origin;
     let mut m = Message::new(mti);
     let local = local(now);
     m.set(num::PROCESSING_CODE, processing_code.to_string())
@@ -104,10 +114,12 @@ pub fn debit(
         "000000",
         amount_minor,
         freeze.currency,
-        sent,
-        now,
-        switch_id,
         &freeze.payer_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
     );
     m.set(num::PAN, freeze.payer_pan.clone())
         .set(num::POS_CONDITION, "06")
@@ -134,10 +146,12 @@ pub fn credit(
         "260000",
         amount_minor,
         freeze.currency,
-        sent,
-        now,
-        switch_id,
         receiver_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
     );
     m.set(num::PAN, receiver_pan.to_string())
         .set(num::POS_CONDITION, "00")
@@ -164,10 +178,12 @@ pub fn debit_reversal(
         "000000",
         amount_minor,
         freeze.currency,
-        sent,
-        now,
-        switch_id,
         &freeze.payer_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
     );
     m.set(num::PAN, freeze.payer_pan.clone())
         .set(num::POS_CONDITION, "06")
@@ -193,10 +209,12 @@ pub fn freeze_reversal(
         "030000",
         freeze.amount_minor,
         freeze.currency,
-        sent,
-        now,
-        switch_id,
         &freeze.payer_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
     );
     m.set(num::PAN, freeze.payer_pan.clone())
         .set(num::POS_CONDITION, "06")
@@ -221,10 +239,12 @@ pub fn unfreeze_notice(
         "200000",
         amount_minor,
         freeze.currency,
-        sent,
-        now,
-        switch_id,
         &freeze.payer_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
     );
     m.set(num::PAN, freeze.payer_pan.clone())
         .set(num::POS_CONDITION, "06")
