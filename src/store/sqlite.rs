@@ -29,6 +29,7 @@
 //! - The schema version is `PRAGMA user_version`; [`MIGRATIONS`] lists the
 //!   steps, and a file newer than this build is refused.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
@@ -207,8 +208,9 @@ enum Msg {
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 trait Command: Send {
-    /// Runs inside its own savepoint of the batch's transaction.
-    fn run(self: Box<Self>, conn: &Connection) -> Reply;
+    /// Runs inside its own savepoint of the batch's transaction; sets `broken`
+    /// when the savepoint could not be rolled back.
+    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply;
     /// Replies with an error without running (the transaction could not start).
     fn fail(self: Box<Self>, why: String);
 }
@@ -223,9 +225,9 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Reply {
+    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
         let Call { f, reply } = *self;
-        let result = in_savepoint(conn, f);
+        let result = in_savepoint(conn, broken, f);
         Box::new(move |commit: Result<(), String>| {
             let _ = reply.send(commit.map_err(StoreError::Unavailable).and(result));
         })
@@ -275,16 +277,24 @@ fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// Runs `f` in a savepoint of the open transaction: on error, the transaction
+/// is left as it was before. When that cannot be done (the rollback failed, or
+/// SQLite rolled back the whole transaction itself) `broken` is set, and the
+/// batch must not be committed.
 fn in_savepoint<T>(
     conn: &Connection,
+    broken: &Cell<bool>,
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    exec(conn, "SAVEPOINT command")?;
+    if let Err(e) = exec(conn, "SAVEPOINT command") {
+        broken.set(true);
+        return Err(e);
+    }
     let result = f(conn).and_then(|v| exec(conn, "RELEASE command").map(|()| v));
-    if result.is_err() {
-        // Leaves the batch's transaction as it was before this command.
-        let _ = exec(conn, "ROLLBACK TO command");
-        let _ = exec(conn, "RELEASE command");
+    if result.is_err()
+        && (exec(conn, "ROLLBACK TO command").is_err() || exec(conn, "RELEASE command").is_err())
+    {
+        broken.set(true);
     }
     result
 }
@@ -497,18 +507,41 @@ impl Writer {
             return;
         }
 
-        let journaled = self.pending_journal.len();
-        if journaled > 0 {
-            if let Err(e) = in_savepoint(&self.conn, |c| write_journal(c, &self.pending_journal)) {
-                tracing::warn!("journal entries kept for the next commit: {e}");
-            }
-        }
+        // Whether the transaction is still whole: a failed rollback of a
+        // savepoint, or SQLite abandoning the transaction (on I/O errors, a full
+        // disk), means part of a failed command might be committed: the batch
+        // is abandoned instead.
+        let broken = Cell::new(false);
+        let journaled = match self.pending_journal.len() {
+            0 => 0,
+            n => match in_savepoint(&self.conn, &broken, |c| {
+                write_journal(c, &self.pending_journal)
+            }) {
+                Ok(()) => n,
+                Err(e) => {
+                    tracing::warn!("journal entries kept for the next commit: {e}");
+                    0
+                }
+            },
+        };
         self.shared
             .commands
             .fetch_add(commands.len() as u64, Ordering::Relaxed);
-        let replies: Vec<Reply> = commands.drain(..).map(|c| c.run(&self.conn)).collect();
+        let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
+        for command in commands.drain(..) {
+            if broken.get() || self.conn.is_autocommit() {
+                broken.set(true);
+                command.fail("the batch's transaction was abandoned".into());
+            } else {
+                replies.push(command.run(&self.conn, &broken));
+            }
+        }
 
-        let outcome = exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"));
+        let outcome = if broken.get() || self.conn.is_autocommit() {
+            Err("the batch's transaction was abandoned after an error".to_string())
+        } else {
+            exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"))
+        };
         match &outcome {
             Ok(()) => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -516,7 +549,9 @@ impl Writer {
             }
             Err(e) => {
                 tracing::warn!("{e}");
-                let _ = self.conn.execute_batch("ROLLBACK");
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
             }
         }
         for reply in replies {

@@ -1,0 +1,1338 @@
+//! The SQLite store against the `Store` contract: every outcome of every
+//! method, the money invariants under concurrency, group commit, durability
+//! across drop and reopen, and across a kill -9 of a writing process.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard::codec::{build_bytes, Message};
+use switchboard::fields::{FreezeKey, InstitutionId};
+use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
+use switchboard::store::{
+    Close, Direction, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze, NewReceive,
+    ReceiveOutcome, RequestKey, Reserve, SagaState, SentMessage, Store, StoreError, StoredAnswer,
+};
+use switchboard::Spec;
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+fn acquirer() -> InstitutionId {
+    InstitutionId::from_field(32, b"48020000").unwrap()
+}
+
+fn stan(n: u32) -> [u8; 6] {
+    format!("{n:06}").into_bytes().try_into().unwrap()
+}
+
+fn freeze_key(n: u32) -> FreezeKey {
+    FreezeKey {
+        acquirer: acquirer(),
+        transmission: *b"0501120000",
+        stan: stan(n),
+    }
+}
+
+fn request_key(mti: &[u8; 4], n: u32) -> RequestKey {
+    RequestKey {
+        mti: *mti,
+        acquirer: acquirer(),
+        transmission: *b"0501130000",
+        stan: stan(n),
+    }
+}
+
+fn freeze_request(n: u32) -> RequestKey {
+    let k = freeze_key(n);
+    RequestKey {
+        mti: *b"0100",
+        acquirer: k.acquirer,
+        transmission: k.transmission,
+        stan: k.stan,
+    }
+}
+
+fn digest(tag: u8) -> [u8; 32] {
+    [tag; 32]
+}
+
+/// A response carrying field 39 = `code`, built with the switchboard dialect.
+fn answer(mti: &[u8; 4], code: &str, digest_tag: u8) -> StoredAnswer {
+    static SPEC: std::sync::OnceLock<Spec> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(Spec::switchboard);
+    let mut msg = Message::new(*mti);
+    msg.set(11, Bytes::from_static(b"000001"));
+    msg.set(39, Bytes::copy_from_slice(code.as_bytes()));
+    StoredAnswer {
+        request_digest: digest(digest_tag),
+        response: build_bytes(spec, &msg).unwrap(),
+    }
+}
+
+fn new_freeze(n: u32, amount_minor: u64) -> NewFreeze {
+    NewFreeze {
+        key: freeze_key(n),
+        request: freeze_request(n),
+        request_digest: digest(1),
+        payer_pan: "6212345678901234".into(),
+        payer_bank: "48020000".into(),
+        amount_minor,
+        currency: 156,
+        created_at_ms: 1_700_000_000_000 + n as i64,
+    }
+}
+
+fn receive(freeze: u32, request: u32, amount_minor: u64) -> NewReceive {
+    NewReceive {
+        request: request_key(b"0200", request),
+        request_digest: digest(2),
+        freeze: freeze_key(freeze),
+        amount_minor,
+        receiver_pan: "6222020000000001".into(),
+        receiver_bank: "48030000".into(),
+        created_at_ms: 1_700_000_100_000 + request as i64,
+    }
+}
+
+fn journal_entry(i: u32) -> JournalEntry {
+    JournalEntry {
+        at_ms: 1_700_000_000_000 + i as i64,
+        direction: match i % 2 {
+            0 => Direction::In,
+            _ => Direction::Out,
+        },
+        peer: "wallet 127.0.0.1:5000".into(),
+        mti: *b"0200",
+        processing_code: Some("400000".into()),
+        stan: Some(format!("{i:06}")),
+        transmission: Some("0501130000".into()),
+        acquirer: Some("48020000".into()),
+        response_code: None,
+        pan_masked: Some("622202******0001".into()),
+        amount_minor: Some(100),
+        note: None,
+        raw: Bytes::from(format!("raw {i}")),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("switchboard.db")).unwrap()
+}
+
+/// Inserts freeze `n` and has the payer bank approve it.
+async fn open_freeze(store: &SqliteStore, n: u32, amount_minor: u64) {
+    assert_eq!(
+        store
+            .insert_freeze(new_freeze(n, amount_minor))
+            .await
+            .unwrap(),
+        InsertFreeze::Inserted
+    );
+    store
+        .finish_freeze(
+            &freeze_key(n),
+            true,
+            &freeze_request(n),
+            answer(b"0110", "00", 1),
+        )
+        .await
+        .unwrap();
+}
+
+async fn freeze(store: &SqliteStore, n: u32) -> FreezeRecord {
+    store.freeze(&freeze_key(n)).await.unwrap().unwrap()
+}
+
+/// Invariant 1 and the bookkeeping behind it, for every freeze: received is
+/// the Σ of approved sagas, reserved the Σ of unfinished ones (in doubt
+/// included), and together they never pass the frozen amount.
+async fn check_invariants(store: &SqliteStore) {
+    let mut approved: BTreeMap<FreezeKey, u64> = BTreeMap::new();
+    let mut open: BTreeMap<FreezeKey, u64> = BTreeMap::new();
+    for saga in store.sagas().await.unwrap() {
+        match saga.state {
+            SagaState::Approved => *approved.entry(saga.freeze).or_default() += saga.amount_minor,
+            SagaState::Failed => {}
+            _ => *open.entry(saga.freeze).or_default() += saga.amount_minor,
+        }
+    }
+    for f in store.freezes().await.unwrap() {
+        assert!(
+            f.received_minor + f.reserved_minor <= f.amount_minor,
+            "freeze {} overdrawn: {f:?}",
+            f.key
+        );
+        let want_received = approved.get(&f.key).copied().unwrap_or(0);
+        let want_reserved = open.get(&f.key).copied().unwrap_or(0);
+        assert_eq!(f.received_minor, want_received, "received of {}", f.key);
+        assert_eq!(f.reserved_minor, want_reserved, "reserved of {}", f.key);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Freezes and answers
+
+#[tokio::test]
+async fn insert_freeze_then_exists_with_digest_and_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.freeze(&freeze_key(1)).await.unwrap(), None);
+    assert_eq!(
+        store.insert_freeze(new_freeze(1, 5000)).await.unwrap(),
+        InsertFreeze::Inserted
+    );
+    let f = freeze(&store, 1).await;
+    assert_eq!(
+        f,
+        FreezeRecord {
+            key: freeze_key(1),
+            payer_pan: "6212345678901234".into(),
+            payer_bank: "48020000".into(),
+            amount_minor: 5000,
+            currency: 156,
+            received_minor: 0,
+            reserved_minor: 0,
+            state: FreezeState::Pending,
+            created_at_ms: 1_700_000_000_001,
+        }
+    );
+
+    // A resend before the bank answered: exists, no answer yet.
+    let mut again = new_freeze(1, 5000);
+    again.request_digest = digest(9);
+    assert_eq!(
+        store.insert_freeze(again.clone()).await.unwrap(),
+        InsertFreeze::Exists {
+            request_digest: digest(1),
+            answer: None
+        }
+    );
+
+    let approval = answer(b"0110", "00", 1);
+    store
+        .finish_freeze(&freeze_key(1), true, &freeze_request(1), approval.clone())
+        .await
+        .unwrap();
+    assert_eq!(freeze(&store, 1).await.state, FreezeState::Open);
+    assert_eq!(
+        store.answer(&freeze_request(1)).await.unwrap(),
+        Some(approval.clone())
+    );
+    assert_eq!(
+        store.insert_freeze(again).await.unwrap(),
+        InsertFreeze::Exists {
+            request_digest: digest(1),
+            answer: Some(approval.clone())
+        }
+    );
+    // Finishing again the same way changes nothing; the other way is refused.
+    store
+        .finish_freeze(
+            &freeze_key(1),
+            true,
+            &freeze_request(1),
+            answer(b"0110", "05", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.answer(&freeze_request(1)).await.unwrap(),
+        Some(approval)
+    );
+    assert!(store
+        .finish_freeze(
+            &freeze_key(1),
+            false,
+            &freeze_request(1),
+            answer(b"0110", "05", 1)
+        )
+        .await
+        .is_err());
+    assert_eq!(freeze(&store, 1).await.state, FreezeState::Open);
+
+    // Declined.
+    store.insert_freeze(new_freeze(2, 100)).await.unwrap();
+    store
+        .finish_freeze(
+            &freeze_key(2),
+            false,
+            &freeze_request(2),
+            answer(b"0110", "51", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(freeze(&store, 2).await.state, FreezeState::Declined);
+
+    // Unknown freeze.
+    assert!(store
+        .finish_freeze(
+            &freeze_key(3),
+            true,
+            &freeze_request(3),
+            answer(b"0110", "00", 1)
+        )
+        .await
+        .is_err());
+    assert_eq!(store.freezes().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn record_answer_keeps_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let key = request_key(b"0200", 7);
+    assert_eq!(store.answer(&key).await.unwrap(), None);
+    let first = answer(b"0210", "25", 3);
+    store.record_answer(&key, first.clone()).await.unwrap();
+    store
+        .record_answer(&key, answer(b"0210", "00", 4))
+        .await
+        .unwrap();
+    assert_eq!(store.answer(&key).await.unwrap(), Some(first));
+    // A response that is not a message is kept as given.
+    let odd = StoredAnswer {
+        request_digest: digest(5),
+        response: Bytes::from_static(b"not iso 8583"),
+    };
+    let key2 = request_key(b"0200", 8);
+    store.record_answer(&key2, odd.clone()).await.unwrap();
+    assert_eq!(store.answer(&key2).await.unwrap(), Some(odd));
+}
+
+#[tokio::test]
+async fn amounts_above_i64_max_are_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let err = store
+        .insert_freeze(new_freeze(1, u64::MAX))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert_eq!(store.freeze(&freeze_key(1)).await.unwrap(), None);
+    open_freeze(&store, 2, 100).await;
+    assert!(store.reserve(receive(2, 1, 1 << 63)).await.is_err());
+    // The largest amount that fits is fine.
+    store
+        .insert_freeze(new_freeze(3, i64::MAX as u64))
+        .await
+        .unwrap();
+    assert_eq!(freeze(&store, 3).await.amount_minor, i64::MAX as u64);
+}
+
+// ---------------------------------------------------------------------------
+// Reserve
+
+#[tokio::test]
+async fn reserve_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+
+    assert_eq!(
+        store.reserve(receive(1, 1, 100)).await.unwrap(),
+        Reserve::NotFound
+    );
+
+    store.insert_freeze(new_freeze(1, 1000)).await.unwrap();
+    assert_eq!(
+        store.reserve(receive(1, 1, 100)).await.unwrap(),
+        Reserve::NotOpen(FreezeState::Pending)
+    );
+
+    store.insert_freeze(new_freeze(2, 1000)).await.unwrap();
+    store
+        .finish_freeze(
+            &freeze_key(2),
+            false,
+            &freeze_request(2),
+            answer(b"0110", "51", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(receive(2, 1, 100)).await.unwrap(),
+        Reserve::NotOpen(FreezeState::Declined)
+    );
+
+    open_freeze(&store, 3, 1000).await;
+    let Reserve::Reserved(f) = store.reserve(receive(3, 1, 600)).await.unwrap() else {
+        panic!("expected Reserved");
+    };
+    assert_eq!((f.reserved_minor, f.received_minor), (600, 0));
+    assert_eq!(f.available_minor(), 400);
+    assert_eq!(freeze(&store, 3).await, f);
+
+    assert_eq!(
+        store.reserve(receive(3, 2, 401)).await.unwrap(),
+        Reserve::Exceeds {
+            available_minor: 400
+        }
+    );
+    // Exactly what is left is fine.
+    assert!(matches!(
+        store.reserve(receive(3, 3, 400)).await.unwrap(),
+        Reserve::Reserved(f) if f.available_minor() == 0
+    ));
+
+    // The same request key again: a duplicate, with the stored digest.
+    let mut resend = receive(3, 1, 600);
+    resend.request_digest = digest(8);
+    assert_eq!(
+        store.reserve(resend.clone()).await.unwrap(),
+        Reserve::Duplicate {
+            request_digest: digest(2),
+            answer: None
+        }
+    );
+    let approved = answer(b"0210", "00", 2);
+    store
+        .finish_receive(&resend.request, ReceiveOutcome::Approved, approved.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(resend).await.unwrap(),
+        Reserve::Duplicate {
+            request_digest: digest(2),
+            answer: Some(approved)
+        }
+    );
+
+    let saga = store.saga(&request_key(b"0200", 3)).await.unwrap().unwrap();
+    assert_eq!(saga.state, SagaState::Reserved);
+    assert_eq!(saga.amount_minor, 400);
+    assert_eq!(saga.freeze, freeze_key(3));
+    assert_eq!(saga.receiver_pan, "6222020000000001");
+    assert_eq!(saga.receiver_bank, "48030000");
+    assert_eq!((saga.debit, saga.credit, saga.reversal), (None, None, None));
+    assert_eq!(saga.response_code, None);
+    assert_eq!(store.saga(&request_key(b"0200", 99)).await.unwrap(), None);
+    check_invariants(&store).await;
+
+    // Closed: nothing more is received.
+    open_freeze(&store, 4, 50).await;
+    assert!(matches!(
+        store
+            .close_freeze(
+                &freeze_key(4),
+                50,
+                &request_key(b"0120", 4),
+                answer(b"0130", "00", 4)
+            )
+            .await
+            .unwrap(),
+        Close::Closed(_)
+    ));
+    assert_eq!(
+        store.reserve(receive(4, 10, 1)).await.unwrap(),
+        Reserve::NotOpen(FreezeState::Closed)
+    );
+    assert!(store
+        .saga(&request_key(b"0200", 10))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn concurrent_reserves_never_pass_the_frozen_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    open_freeze(&store, 1, 1000).await;
+
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.reserve(receive(1, i, 10)).await.unwrap() })
+        })
+        .collect();
+    let (mut reserved, mut exceeded) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Reserve::Reserved(f) => {
+                assert!(f.reserved_minor <= 1000);
+                reserved += 1;
+            }
+            Reserve::Exceeds { available_minor } => {
+                assert_eq!(available_minor, 0);
+                exceeded += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((reserved, exceeded), (100, 100));
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (1000, 0));
+    assert_eq!(store.sagas().await.unwrap().len(), 100);
+    check_invariants(&store).await;
+}
+
+// ---------------------------------------------------------------------------
+// Saga steps and finishing
+
+#[tokio::test]
+async fn saga_steps_record_the_messages_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    open_freeze(&store, 1, 1000).await;
+    store.reserve(receive(1, 1, 100)).await.unwrap();
+    let key = request_key(b"0200", 1);
+    let debit = SentMessage {
+        stan: stan(501),
+        transmission: *b"0501130001",
+    };
+    let credit = SentMessage {
+        stan: stan(502),
+        transmission: *b"0501130002",
+    };
+    let reversal = SentMessage {
+        stan: stan(503),
+        transmission: *b"0501130003",
+    };
+    store
+        .saga_step(&key, SagaState::Debiting, Some(debit))
+        .await
+        .unwrap();
+    store
+        .saga_step(&key, SagaState::Crediting, Some(credit))
+        .await
+        .unwrap();
+    store
+        .saga_step(&key, SagaState::ReversingDebit, Some(reversal))
+        .await
+        .unwrap();
+    let saga = store.saga(&key).await.unwrap().unwrap();
+    assert_eq!(saga.state, SagaState::ReversingDebit);
+    assert_eq!(saga.debit, Some(debit));
+    assert_eq!(saga.credit, Some(credit));
+    assert_eq!(saga.reversal, Some(reversal));
+
+    // A step without a message keeps what was recorded.
+    store
+        .saga_step(&key, SagaState::InDoubt, None)
+        .await
+        .unwrap();
+    let saga = store.saga(&key).await.unwrap().unwrap();
+    assert_eq!((saga.state, saga.debit), (SagaState::InDoubt, Some(debit)));
+
+    // Final states are reached only through finish_receive, and stay final.
+    assert!(store
+        .saga_step(&key, SagaState::Approved, None)
+        .await
+        .is_err());
+    assert!(store
+        .saga_step(&key, SagaState::Reserved, Some(debit))
+        .await
+        .is_err());
+    assert!(store
+        .saga_step(&request_key(b"0200", 2), SagaState::Debiting, None)
+        .await
+        .is_err());
+    store
+        .finish_receive(&key, ReceiveOutcome::Failed, answer(b"0210", "96", 2))
+        .await
+        .unwrap();
+    assert!(store
+        .saga_step(&key, SagaState::Debiting, None)
+        .await
+        .is_err());
+    assert_eq!(
+        store.saga(&key).await.unwrap().unwrap().state,
+        SagaState::Failed
+    );
+    check_invariants(&store).await;
+}
+
+#[tokio::test]
+async fn finish_receive_settles_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    open_freeze(&store, 1, 1000).await;
+    for (i, amount) in [(1, 100), (2, 200), (3, 300)] {
+        assert!(matches!(
+            store.reserve(receive(1, i, amount)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+    }
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (0, 600));
+
+    // Approved: reserved becomes received.
+    let ok = answer(b"0210", "00", 2);
+    store
+        .finish_receive(
+            &request_key(b"0200", 1),
+            ReceiveOutcome::Approved,
+            ok.clone(),
+        )
+        .await
+        .unwrap();
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (100, 500));
+    let saga = store.saga(&request_key(b"0200", 1)).await.unwrap().unwrap();
+    assert_eq!(saga.state, SagaState::Approved);
+    assert_eq!(saga.response_code.as_deref(), Some("00"));
+    assert_eq!(
+        store.answer(&request_key(b"0200", 1)).await.unwrap(),
+        Some(ok.clone())
+    );
+
+    // Failed: released.
+    store
+        .finish_receive(
+            &request_key(b"0200", 2),
+            ReceiveOutcome::Failed,
+            answer(b"0210", "51", 2),
+        )
+        .await
+        .unwrap();
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (100, 300));
+    assert_eq!(
+        store
+            .saga(&request_key(b"0200", 2))
+            .await
+            .unwrap()
+            .unwrap()
+            .response_code
+            .as_deref(),
+        Some("51")
+    );
+
+    // In doubt: kept, then resolved by recovery.
+    store
+        .finish_receive(
+            &request_key(b"0200", 3),
+            ReceiveOutcome::InDoubt,
+            answer(b"0210", "68", 2),
+        )
+        .await
+        .unwrap();
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (100, 300));
+    assert_eq!(
+        store
+            .saga(&request_key(b"0200", 3))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        SagaState::InDoubt
+    );
+    check_invariants(&store).await;
+    store
+        .finish_receive(
+            &request_key(b"0200", 3),
+            ReceiveOutcome::Approved,
+            answer(b"0210", "00", 2),
+        )
+        .await
+        .unwrap();
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (400, 0));
+    // The first answer given stays the answer.
+    assert_eq!(
+        store
+            .answer(&request_key(b"0200", 3))
+            .await
+            .unwrap()
+            .unwrap(),
+        answer(b"0210", "68", 2)
+    );
+
+    // A second finish, whatever its outcome, counts nothing twice.
+    for outcome in [
+        ReceiveOutcome::Approved,
+        ReceiveOutcome::Failed,
+        ReceiveOutcome::InDoubt,
+    ] {
+        for i in 1..=3 {
+            store
+                .finish_receive(&request_key(b"0200", i), outcome, answer(b"0210", "00", 2))
+                .await
+                .unwrap();
+        }
+    }
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (400, 0));
+    assert_eq!(
+        store
+            .saga(&request_key(b"0200", 2))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        SagaState::Failed
+    );
+    check_invariants(&store).await;
+
+    // No such saga.
+    assert!(store
+        .finish_receive(&request_key(b"0200", 9), ReceiveOutcome::Approved, ok)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn concurrent_reserve_and_finish_keep_the_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    for n in 0..4 {
+        open_freeze(&store, n, 5000).await;
+    }
+    let tasks: Vec<_> = (0..400u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let amount = 10 + (i * 37 % 90) as u64;
+                let r = receive(i % 4, i, amount);
+                let key = r.request;
+                if let Reserve::Reserved(_) = store.reserve(r).await.unwrap() {
+                    let outcome = match i % 5 {
+                        0..=2 => ReceiveOutcome::Approved,
+                        3 => ReceiveOutcome::Failed,
+                        _ => ReceiveOutcome::InDoubt,
+                    };
+                    store
+                        .finish_receive(&key, outcome, answer(b"0210", "00", 2))
+                        .await
+                        .unwrap();
+                    // A duplicated finish never counts twice.
+                    store
+                        .finish_receive(&key, outcome, answer(b"0210", "00", 2))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    check_invariants(&store).await;
+    let received: u64 = store
+        .freezes()
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.received_minor)
+        .sum();
+    assert!(received > 0);
+}
+
+// ---------------------------------------------------------------------------
+// Close
+
+#[tokio::test]
+async fn close_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let unfreeze = request_key(b"0120", 1);
+    let ack = answer(b"0130", "00", 4);
+
+    assert_eq!(
+        store
+            .close_freeze(&freeze_key(1), 100, &unfreeze, ack.clone())
+            .await
+            .unwrap(),
+        Close::NotFound
+    );
+    store.insert_freeze(new_freeze(1, 1000)).await.unwrap();
+    assert_eq!(
+        store
+            .close_freeze(&freeze_key(1), 1000, &unfreeze, ack.clone())
+            .await
+            .unwrap(),
+        Close::NotOpen(FreezeState::Pending)
+    );
+    store
+        .finish_freeze(
+            &freeze_key(1),
+            true,
+            &freeze_request(1),
+            answer(b"0110", "00", 1),
+        )
+        .await
+        .unwrap();
+
+    // 200 received, 300 in flight: 500 remain.
+    store.reserve(receive(1, 1, 200)).await.unwrap();
+    store
+        .finish_receive(
+            &request_key(b"0200", 1),
+            ReceiveOutcome::Approved,
+            answer(b"0210", "00", 2),
+        )
+        .await
+        .unwrap();
+    store.reserve(receive(1, 2, 300)).await.unwrap();
+    for wrong in [1000, 800, 501, 0] {
+        assert_eq!(
+            store
+                .close_freeze(&freeze_key(1), wrong, &unfreeze, ack.clone())
+                .await
+                .unwrap(),
+            Close::AmountMismatch {
+                remaining_minor: 500
+            }
+        );
+    }
+    assert_eq!(store.answer(&unfreeze).await.unwrap(), None);
+    let Close::Closed(f) = store
+        .close_freeze(&freeze_key(1), 500, &unfreeze, ack.clone())
+        .await
+        .unwrap()
+    else {
+        panic!("expected Closed");
+    };
+    assert_eq!(f.state, FreezeState::Closed);
+    assert_eq!((f.received_minor, f.reserved_minor), (200, 300));
+    assert_eq!(freeze(&store, 1).await, f);
+    assert_eq!(store.answer(&unfreeze).await.unwrap(), Some(ack.clone()));
+    assert_eq!(
+        store
+            .close_freeze(&freeze_key(1), 500, &unfreeze, ack.clone())
+            .await
+            .unwrap(),
+        Close::NotOpen(FreezeState::Closed)
+    );
+
+    // What was in flight still settles after the close.
+    store
+        .finish_receive(
+            &request_key(b"0200", 2),
+            ReceiveOutcome::Failed,
+            answer(b"0210", "51", 2),
+        )
+        .await
+        .unwrap();
+    let f = freeze(&store, 1).await;
+    assert_eq!(
+        (f.state, f.received_minor, f.reserved_minor),
+        (FreezeState::Closed, 200, 0)
+    );
+
+    // Declined.
+    store.insert_freeze(new_freeze(2, 10)).await.unwrap();
+    store
+        .finish_freeze(
+            &freeze_key(2),
+            false,
+            &freeze_request(2),
+            answer(b"0110", "51", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .close_freeze(&freeze_key(2), 10, &request_key(b"0120", 2), ack)
+            .await
+            .unwrap(),
+        Close::NotOpen(FreezeState::Declined)
+    );
+    check_invariants(&store).await;
+}
+
+// ---------------------------------------------------------------------------
+// STANs
+
+#[tokio::test]
+async fn stans_are_consecutive_blocks_that_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.allocate_stans(1).await.unwrap(), 1);
+    assert_eq!(store.allocate_stans(3).await.unwrap(), 2);
+    assert_eq!(store.allocate_stans(999_985).await.unwrap(), 5);
+    // 999990..=999994 taken, next is 999995 (999995..=999999 left).
+    assert_eq!(store.allocate_stans(5).await.unwrap(), 999_990);
+    // Six would cross 999999: the block starts at 1 instead.
+    assert_eq!(store.allocate_stans(6).await.unwrap(), 1);
+    // 7..=999999 exactly fits; then 1 again.
+    assert_eq!(store.allocate_stans(999_993).await.unwrap(), 7);
+    assert_eq!(store.allocate_stans(1).await.unwrap(), 1);
+    assert!(store.allocate_stans(0).await.is_err());
+    assert!(store.allocate_stans(1_000_000).await.is_err());
+    assert_eq!(store.allocate_stans(999_999).await.unwrap(), 1);
+    assert_eq!(store.allocate_stans(1).await.unwrap(), 1);
+    // The counter survives a reopen.
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.allocate_stans(1).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_stan_blocks_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    // Start near the end so that the blocks wrap on the way.
+    let first = store.allocate_stans(999_700).await.unwrap();
+    assert_eq!(first, 1);
+    let tasks: Vec<_> = (0..100u32)
+        .map(|i| {
+            let store = store.clone();
+            let count = 1 + i % 7;
+            tokio::spawn(async move { (store.allocate_stans(count).await.unwrap(), count) })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut wrapped = false;
+    for t in tasks {
+        let (first, count) = t.await.unwrap();
+        assert!(
+            first >= 1 && first + count - 1 <= 999_999,
+            "{first}+{count}"
+        );
+        wrapped |= first < 999_700;
+        for stan in first..first + count {
+            assert!(seen.insert(stan), "STAN {stan} handed out twice");
+        }
+    }
+    assert!(wrapped, "the blocks should have wrapped to 1");
+}
+
+// ---------------------------------------------------------------------------
+// Group commit
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    open_freeze(&store, 1, 1_000_000).await;
+    let before = store.stats();
+    let tasks: Vec<_> = (0..500u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.reserve(receive(1, i, 1)).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Reserve::Reserved(_)));
+    }
+    let after = store.stats();
+    let commands = after.commands - before.commands;
+    let commits = after.commits - before.commits;
+    assert_eq!(commands, 500);
+    assert!(
+        commits < commands,
+        "no batching: {commits} commits for {commands} commands"
+    );
+    eprintln!("group commit: {commands} commands in {commits} commits");
+}
+
+// ---------------------------------------------------------------------------
+// Durability
+
+#[tokio::test]
+async fn state_survives_drop_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let (freezes, sagas) = {
+        let store = SqliteStore::open(&path).unwrap();
+        open_freeze(&store, 1, 1000).await;
+        store.insert_freeze(new_freeze(2, 70)).await.unwrap();
+        store.reserve(receive(1, 1, 100)).await.unwrap();
+        store.reserve(receive(1, 2, 50)).await.unwrap();
+        store
+            .saga_step(
+                &request_key(b"0200", 2),
+                SagaState::Debiting,
+                Some(SentMessage {
+                    stan: stan(9),
+                    transmission: *b"0501130009",
+                }),
+            )
+            .await
+            .unwrap();
+        store
+            .finish_receive(
+                &request_key(b"0200", 1),
+                ReceiveOutcome::Approved,
+                answer(b"0210", "00", 2),
+            )
+            .await
+            .unwrap();
+        store
+            .record_answer(&request_key(b"0200", 3), answer(b"0210", "25", 3))
+            .await
+            .unwrap();
+        (store.freezes().await.unwrap(), store.sagas().await.unwrap())
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.freezes().await.unwrap(), freezes);
+    assert_eq!(store.sagas().await.unwrap(), sagas);
+    assert_eq!(
+        store.answer(&request_key(b"0200", 3)).await.unwrap(),
+        Some(answer(b"0210", "25", 3))
+    );
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (100, 50));
+    check_invariants(&store).await;
+    store.close().await.unwrap();
+}
+
+fn journal_stans(path: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT stan FROM journal ORDER BY id")
+        .unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+#[tokio::test]
+async fn journal_entries_are_all_written_in_order_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        for i in 0..2000 {
+            store.journal(journal_entry(i));
+        }
+        // Dropped right away: the entries still queued are written by the drop.
+    }
+    let want: Vec<String> = (0..2000).map(|i| format!("{i:06}")).collect();
+    assert_eq!(journal_stans(&path), want);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.journal_len().await.unwrap(), 2000);
+    // Interleaved with commands, then close().
+    let store = Arc::new(store);
+    open_freeze(&store, 1, 100).await;
+    for i in 2000..2100 {
+        store.journal(journal_entry(i));
+        let _ = store.reserve(receive(1, i, 1)).await.unwrap();
+    }
+    assert_eq!(store.journal_len().await.unwrap(), 2100);
+    Arc::into_inner(store).unwrap().close().await.unwrap();
+    let stans = journal_stans(&path);
+    assert_eq!(stans.len(), 2100);
+    assert!(stans.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn journal_is_written_with_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.journal_len().await.unwrap(), 0);
+    store.journal(journal_entry(1));
+    store.journal(journal_entry(2));
+    assert_eq!(store.journal_len().await.unwrap(), 2);
+    // Without any command following, the wake-up still writes it soon.
+    store.journal(journal_entry(3));
+    let start = Instant::now();
+    let path = dir.path().join("switchboard.db");
+    loop {
+        if journal_stans(&path).len() == 3 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "journal not written"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files this build must not trust or cannot read
+
+#[tokio::test]
+async fn corrupt_stored_values_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        open_freeze(&store, 1, 1000).await;
+        store.reserve(receive(1, 1, 10)).await.unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "UPDATE freezes SET transmission = '12';
+             UPDATE sagas SET request_digest = x'0102';
+             UPDATE answers SET request_digest = x'01';",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(matches!(store.freezes().await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.reserve(receive(1, 1, 10)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.answer(&freeze_request(1)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // The store is still usable for everything else.
+    store.insert_freeze(new_freeze(2, 5)).await.unwrap();
+    assert_eq!(freeze(&store, 2).await.amount_minor, 5);
+}
+
+/// A command that fails after writing rolls back alone: the rest of its
+/// batch commits. A trigger injects the failure after the freeze's update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_rolls_back_alone_within_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        open_freeze(&store, 1, 1000).await;
+    }
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER fail_some BEFORE INSERT ON sagas WHEN NEW.stan IN ('000013', '000031')
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let before = store.stats();
+    let tasks: Vec<_> = (0..50u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { (i, store.reserve(receive(1, i, 10)).await) })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            (13 | 31, result) => assert!(
+                matches!(result, Err(StoreError::Unavailable(ref e)) if e.contains("injected")),
+                "{result:?}"
+            ),
+            (_, result) => assert!(matches!(result, Ok(Reserve::Reserved(_))), "{result:?}"),
+        }
+    }
+    let after = store.stats();
+    assert!(after.commits - before.commits < after.commands - before.commands);
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (480, 0));
+    assert_eq!(store.sagas().await.unwrap().len(), 48);
+    check_invariants(&store).await;
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    drop(SqliteStore::open(&path).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99;")
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn options_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(
+        &dir.path().join("switchboard.db"),
+        SqliteOptions {
+            synchronous_full: false,
+            max_batch: 1,
+        },
+    )
+    .unwrap();
+    open_freeze(&store, 1, 10).await;
+    let store = Arc::new(store);
+    let before = store.stats();
+    let tasks: Vec<_> = (0..20u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.freeze(&freeze_key(i)).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = store.stats();
+    // One command per transaction.
+    assert_eq!(
+        after.commits - before.commits,
+        after.commands - before.commands
+    );
+}
+
+// ---------------------------------------------------------------------------
+// kill -9
+
+const CHILD_ENV: &str = "SWITCHBOARD_STORE_KILL_TEST_DB";
+
+/// In the child (the test binary run again with [`CHILD_ENV`] set): inserts
+/// freezes from several tasks and prints each key once its insert returned Ok,
+/// until killed (or a safety limit). In the parent: kills the child with
+/// SIGKILL mid-stream and checks that every acknowledged freeze is in the file.
+#[test]
+fn kill_9_loses_nothing_acknowledged() {
+    if let Ok(db) = std::env::var(CHILD_ENV) {
+        child_writer(Path::new(&db));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("switchboard.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_9_loses_nothing_acknowledged",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut acked = Vec::new();
+    let mut line = String::new();
+    let mut killed = false;
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break; // EOF: the child is gone and the pipe drained.
+        }
+        // A line cut by the kill has no newline: not acknowledged.
+        if let Some(n) = line.strip_prefix("ACK ").and_then(|r| r.strip_suffix('\n')) {
+            acked.push(n.parse::<u32>().unwrap());
+        }
+        if !killed && acked.len() >= 300 {
+            child.kill().unwrap(); // SIGKILL
+            killed = true;
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed, "the child ended before being killed");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).unwrap();
+        let stored: HashSet<FreezeKey> = store
+            .freezes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.key)
+            .collect();
+        for n in &acked {
+            assert!(
+                stored.contains(&freeze_key(*n)),
+                "freeze {n} was acknowledged but is lost"
+            );
+        }
+        eprintln!(
+            "kill -9: {} acknowledged, {} stored",
+            acked.len(),
+            stored.len()
+        );
+    });
+}
+
+fn child_writer(db: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Arc::new(SqliteStore::open(db).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let tasks: Vec<_> = (0..8u32)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..5000u32 {
+                        if Instant::now() > deadline {
+                            return;
+                        }
+                        let n = i * 8 + t;
+                        let r = store.insert_freeze(new_freeze(n, 100)).await.unwrap();
+                        assert_eq!(r, InsertFreeze::Inserted);
+                        println!("ACK {n}");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Throughput (not a pass/fail test)
+
+/// Reserve + finish pairs per second and commits per second at several
+/// concurrencies. Run with
+/// `cargo test --release --test store -- --ignored --nocapture bench_`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly with --ignored --nocapture"]
+async fn bench_reserve_finish_pairs() {
+    const FREEZES: u32 = 64;
+    for (synchronous_full, tasks, pairs_per_task) in [
+        (true, 1, 300),
+        (true, 16, 200),
+        (true, 128, 100),
+        (true, 1024, 20),
+        (false, 1024, 20),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SqliteStore::open_with(
+                &dir.path().join("bench.db"),
+                SqliteOptions {
+                    synchronous_full,
+                    ..SqliteOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        for n in 0..FREEZES {
+            open_freeze(&store, n, 1_000_000_000).await;
+        }
+        let before = store.stats();
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t: u32| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..pairs_per_task {
+                        let id = t * pairs_per_task + i;
+                        let r = receive(id % FREEZES, id, 1);
+                        let key = r.request;
+                        assert!(matches!(
+                            store.reserve(r).await.unwrap(),
+                            Reserve::Reserved(_)
+                        ));
+                        store
+                            .finish_receive(
+                                &key,
+                                ReceiveOutcome::Approved,
+                                answer(b"0210", "00", 2),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let after = store.stats();
+        let pairs = (tasks * pairs_per_task) as f64;
+        let commits = (after.commits - before.commits) as f64;
+        let commands = (after.commands - before.commands) as f64;
+        eprintln!(
+            "synchronous={} tasks={tasks:>5}: {:>8.0} pairs/s, {:>6.0} commits/s, \
+             {:>6.1} commands/commit ({} pairs in {secs:.2} s)",
+            if synchronous_full { "FULL  " } else { "NORMAL" },
+            pairs / secs,
+            commits / secs,
+            commands / commits,
+            pairs,
+        );
+        check_invariants(&store).await;
+    }
+}
