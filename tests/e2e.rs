@@ -219,3 +219,69 @@ async fn bad_input_gets_30_and_other_connections_keep_being_served() {
     let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
     assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_credit_reverses_the_debit() {
+    let h = start().await;
+    let w = &h.world;
+    let wallet = WalletClient::connect(w.switch_addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    // A well-formed card of bank B's BIN that bank B has no account for.
+    let body = b"621700999999999";
+    let unknown = format!(
+        "{}{}",
+        std::str::from_utf8(body).unwrap(),
+        switchboard::sim::bank::luhn_check_digit(body) as char
+    );
+    let payer = w.cards_a[0].clone();
+    let payer_before = h.bank_a.snapshot().balance(&payer).unwrap();
+    let freeze = wallet.freeze(&payer, 4_000, h.clock_now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let receive = wallet.receive(&freeze, &unknown, 1_500, h.clock_now());
+    assert_eq!(
+        code(&wallet.send(&receive).await.unwrap()),
+        "14",
+        "the credit's decline"
+    );
+
+    // The debit was made and reversed: the payer is whole, the hold is whole.
+    let a = h.bank_a.snapshot();
+    let key = switchboard::fields::FreezeKey::of_request(&freeze).unwrap();
+    assert_eq!(a.balance(&payer), Some(payer_before));
+    assert_eq!(a.hold(&key).unwrap().remaining_minor, 4_000);
+    let debits_and_reversals: Vec<_> = h
+        .bank_a
+        .bank
+        .lock()
+        .unwrap()
+        .journal()
+        .iter()
+        .map(|m| {
+            (
+                format!("{:?}", m.kind),
+                m.response_code.clone(),
+                m.applied_minor,
+            )
+        })
+        .collect();
+    assert!(
+        debits_and_reversals.contains(&("Debit".into(), "00".into(), 1_500)),
+        "{debits_and_reversals:?}"
+    );
+    assert!(
+        debits_and_reversals.contains(&("Reversal".into(), "00".into(), 1_500)),
+        "{debits_and_reversals:?}"
+    );
+    // The switch released the reservation; the whole amount can still be received.
+    let record = h.store.freeze(&key).await.unwrap().unwrap();
+    assert_eq!((record.reserved_minor, record.received_minor), (0, 0));
+    let again = wallet.receive(&freeze, &w.cards_b[0], 4_000, h.clock_now());
+    assert_eq!(code(&wallet.send(&again).await.unwrap()), "00");
+    let unfreeze = wallet.unfreeze(&freeze, 0, h.clock_now());
+    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    assert_eq!(
+        h.bank_a.snapshot().balance(&payer),
+        Some(payer_before - 4_000)
+    );
+}

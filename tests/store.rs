@@ -95,6 +95,8 @@ fn receive(freeze: u32, request: u32, amount_minor: u64) -> NewReceive {
         receiver_pan: "6222020000000001".into(),
         receiver_bank: "48030000".into(),
         created_at_ms: 1_700_000_100_000 + request as i64,
+        debit: None,
+        credit: None,
     }
 }
 
@@ -1334,5 +1336,44 @@ async fn bench_reserve_finish_pairs() {
             pairs,
         );
         check_invariants(&store).await;
+    }
+}
+
+#[tokio::test]
+async fn reserve_with_identities_records_debiting_and_answers_block_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    open_freeze(&store, 41, 1_000).await;
+    let sent = |stan: &[u8; 6]| SentMessage {
+        stan: *stan,
+        transmission: *b"1123112233",
+    };
+    let mut r = receive(41, 4101, 100);
+    r.debit = Some(sent(b"000001"));
+    r.credit = Some(sent(b"000002"));
+    assert!(matches!(
+        store.reserve(r).await.unwrap(),
+        Reserve::Reserved(_)
+    ));
+    let saga = store
+        .saga(&request_key(b"0200", 4101))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saga.state, SagaState::Debiting);
+    assert_eq!(saga.debit, Some(sent(b"000001")));
+    assert_eq!(saga.credit, Some(sent(b"000002")));
+
+    // A receive rejected earlier (no saga, only an answer) is a resend next time.
+    let rejected = request_key(b"0200", 4102);
+    store
+        .record_answer(&rejected, answer(b"0210", "25", 7))
+        .await
+        .unwrap();
+    match store.reserve(receive(41, 4102, 100)).await.unwrap() {
+        Reserve::Duplicate {
+            answer: Some(a), ..
+        } => assert_eq!(a, answer(b"0210", "25", 7)),
+        other => panic!("expected Duplicate, got {other:?}"),
     }
 }

@@ -216,6 +216,12 @@ pub struct SagaRecord {
 /// A receive to reserve for.
 #[derive(Clone, Debug)]
 pub struct NewReceive {
+    /// The debit's and the credit's identities, allocated before the
+    /// reservation: the saga is then recorded directly in state `Debiting`, so
+    /// recovery can reverse either message whatever a crash interrupted,
+    /// without a further commit before each send.
+    pub debit: Option<SentMessage>,
+    pub credit: Option<SentMessage>,
     pub request: RequestKey,
     pub request_digest: [u8; 32],
     pub freeze: FreezeKey,
@@ -324,7 +330,8 @@ pub trait Store: Send + Sync + 'static {
     /// commit, in the order given.
     fn journal(&self, entry: JournalEntry);
 
-    /// Records a freeze in state `Pending` unless its key exists.
+    /// Records a freeze in state `Pending` unless its key exists or the request
+    /// was answered already.
     async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze>;
 
     /// Records the payer bank's answer: `Open` when approved, else `Declined`; and
@@ -339,9 +346,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>>;
 
-    /// Atomically: the saga's request key is new, the freeze exists and is open,
-    /// and received + reserved + amount ≤ frozen; then reserves the amount and
-    /// records the saga in state `Reserved`.
+    /// Atomically: the request was never answered and its saga key is new, the
+    /// freeze exists and is open, and received + reserved + amount ≤ frozen;
+    /// then reserves the amount and records the saga in state `Reserved` (or
+    /// `Debiting`, with the debit's and credit's identities, when given).
     async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve>;
 
     /// Records the next step of a saga and the message it is about to send.

@@ -880,6 +880,14 @@ fn insert_freeze(
     freeze: &NewFreeze,
     amount: i64,
 ) -> StoreResult<InsertFreeze> {
+    // A request already answered (even one rejected before any freeze was
+    // recorded) is a resend or a clash, whatever the freezes table says.
+    if let Some(answer) = load_answer(conn, request)? {
+        return Ok(InsertFreeze::Exists {
+            request_digest: answer.request_digest,
+            answer: Some(answer),
+        });
+    }
     let existing = query_opt(
         conn,
         "SELECT request_digest FROM freezes WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
@@ -949,6 +957,14 @@ fn reserve(
     receive: &NewReceive,
     amount: i64,
 ) -> StoreResult<Reserve> {
+    // A request already answered (even one rejected with 25 or 61, which left
+    // no saga) is a resend or a clash.
+    if let Some(answer) = load_answer(conn, request)? {
+        return Ok(Reserve::Duplicate {
+            request_digest: answer.request_digest,
+            answer: Some(answer),
+        });
+    }
     let existing = query_opt(
         conn,
         "SELECT request_digest FROM sagas \
@@ -985,12 +1001,19 @@ fn reserve(
             amount_in("reserved amount", freeze.reserved_minor)?,
         ],
     )?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let state = if receive.debit.is_some() {
+        "debiting"
+    } else {
+        "reserved"
+    };
     execute(
         conn,
         "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
          freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
-         request_digest, created_at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'reserved', ?11, ?12)",
+         request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
+         credit_transmission) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?13, ?11, ?12, ?14, ?15, ?16, ?17)",
         params![
             request.0[0],
             request.0[1],
@@ -1004,6 +1027,11 @@ fn reserve(
             receive.receiver_bank,
             &receive.request_digest[..],
             receive.created_at_ms,
+            state,
+            receive.debit.map(|d| text(&d.stan)),
+            receive.debit.map(|d| text(&d.transmission)),
+            receive.credit.map(|c| text(&c.stan)),
+            receive.credit.map(|c| text(&c.transmission)),
         ],
     )?;
     Ok(Reserve::Reserved(freeze))

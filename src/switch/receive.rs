@@ -1,7 +1,7 @@
 //! Receive: the saga that moves money from a freeze to a recipient.
 //!
 //! ```text
-//! reserve ──▶ Debiting ──00──▶ Crediting ──00──▶ Approved (answer 00)
+//! reserve+Debiting ──00──▶ (credit) ──00──▶ Approved (answer 00)
 //!    │            │                 │
 //!    │            ├─decline─▶ Failed (reservation released, bank's code)
 //!    │            └─no answer─▶ InDoubt (91, reservation kept)
@@ -11,9 +11,12 @@
 //!    └─ 25 not found · 12 not open · 61 over the frozen amount · 94 same key other content
 //! ```
 //!
-//! Each state is recorded before the message it announces is sent, so recovery
-//! knows what may be in flight; the answer to the wallet is given only after
-//! the saga's end is committed.
+//! The debit's and the credit's identities (F7, STAN) are allocated before the
+//! reservation and committed with it, so one commit before the debit covers
+//! both sends: whatever a crash interrupts, recovery can name (and reverse)
+//! either message. A reversal is recorded (`ReversingDebit`) before it is sent.
+//! The answer to the wallet is given only after the saga's end is committed:
+//! two commits per receive on the happy path.
 
 use tracing::warn;
 
@@ -48,9 +51,27 @@ pub(super) async fn run(
     let Some(receiver_bank) = switch.route(receiver_pan.as_bytes()).cloned() else {
         return Outcome::reject(switch, key, digest, request, "14").await;
     };
+    let identities = async {
+        let now = switch.clock.now();
+        let debit = messages::sent_message(now, switch.stans.next().await?);
+        let credit = messages::sent_message(now, switch.stans.next().await?);
+        Ok::<_, crate::store::StoreError>((debit, credit))
+    };
+    let (debit, credit) = match identities.await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "no STAN");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
     let reserved = switch
         .store
         .reserve(NewReceive {
+            debit: Some(debit),
+            credit: Some(credit),
             request: key,
             request_digest: digest,
             freeze: original.freeze_key(),
@@ -104,6 +125,8 @@ pub(super) async fn run(
         freeze,
         amount,
         receiver_pan,
+        debit,
+        credit,
     };
     if freeze_currency_differs(&saga.freeze, currency) {
         return saga.finish(ReceiveOutcome::Failed, "13", None).await;
@@ -123,6 +146,8 @@ struct Saga<'a> {
     freeze: FreezeRecord,
     amount: u64,
     receiver_pan: String,
+    debit: SentMessage,
+    credit: SentMessage,
 }
 
 impl Saga<'_> {
@@ -145,14 +170,8 @@ impl Saga<'_> {
             return self.finish(ReceiveOutcome::Failed, "91", None).await;
         };
 
-        // Debit the payer bank.
-        let debit = match self.step(SagaState::Debiting).await {
-            Ok(sent) => sent,
-            Err(e) => {
-                warn!(error = %e, "saga step not recorded");
-                return self.finish(ReceiveOutcome::Failed, "96", None).await;
-            }
-        };
+        // Debit the payer bank (state Debiting was recorded with the reservation).
+        let debit = self.debit;
         let now = switch.clock.now();
         let msg = messages::debit(
             &self.freeze,
@@ -182,14 +201,8 @@ impl Saga<'_> {
             }
         }
 
-        // Credit the receiver bank.
-        let credit = match self.step(SagaState::Crediting).await {
-            Ok(sent) => sent,
-            Err(e) => {
-                warn!(error = %e, "saga step not recorded; debit left for recovery");
-                return self.finish(ReceiveOutcome::InDoubt, "96", None).await;
-            }
-        };
+        // Credit the receiver bank, under the identity recorded with the reservation.
+        let credit = self.credit;
         let now = switch.clock.now();
         let msg = messages::credit(
             &self.freeze,
