@@ -3,6 +3,10 @@
 //! `load` drives open-loop receive load (or credits straight to a bank, the
 //! one-hop floor) and reports throughput and latency percentiles.
 
+// Many small short-lived allocations per message: mimalloc beats glibc's malloc here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
