@@ -418,8 +418,14 @@ fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {
     } else {
         "NORMAL"
     };
-    conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
-        .map_err(db)?;
+    // A page touched by many commits between checkpoints is copied back to the
+    // database file once per checkpoint: a larger WAL (64 MiB) and page cache
+    // cut the write amplification of many small group commits.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 16384; \
+         PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 134217728;"
+    ))
+    .map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Receive-saga load through the switch (embedded store, synchronous=FULL) and,
+# in the same run, the one-hop floor: the same load of single credits sent
+# straight to one bank simulator. Everything runs on this machine: two
+# banksims, the switch and walletsim share its cores.
+#
+#   benches/load.sh [RATE...]        default rates: 5000 10000 20000
+#   DURATION=10 CONNECTIONS=4 benches/load.sh 8000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace -q
+B=target/release
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-4}
+RATES=("${@:-5000 10000 20000}")
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+$B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
+    --accounts 200 --balance 100000000000 --seed 1 >"$work/bank-a.log" 2>&1 & pids+=($!)
+$B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
+    --accounts 200 --balance 100000000000 --seed 2 >"$work/bank-b.log" 2>&1 & pids+=($!)
+sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
+sleep 0.5
+$B/switchboard serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
+sleep 1
+
+common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
+        --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json)
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes"
+for rate in ${RATES[@]}; do
+    for mode in switch direct; do
+        extra=()
+        [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002)
+        out=$($B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}")
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items())]))' "$out" "$rate" "$mode"
+    done
+done
