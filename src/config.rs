@@ -36,6 +36,17 @@ struct RawConfig {
     wallets: Vec<RawWallet>,
     #[serde(default)]
     banks: Vec<RawBank>,
+    #[serde(default)]
+    saf: Option<RawSaf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaf {
+    final_codes: Option<Vec<String>>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    max_attempts: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +188,7 @@ pub struct Config {
     pub store_path: PathBuf,
     pub wallets: Vec<WalletListener>,
     pub banks: Vec<BankConfig>,
+    pub saf: crate::switch::saf::SafPolicy,
 }
 
 fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
@@ -310,12 +322,34 @@ impl Config {
         if banks.is_empty() {
             return Err(err("banks", "at least one [[banks]] entry is needed"));
         }
+        let mut saf = crate::switch::saf::SafPolicy::default();
+        if let Some(raw_saf) = raw.saf {
+            if let Some(codes) = raw_saf.final_codes {
+                if codes.iter().any(|c| c.len() != 2) {
+                    return Err(err("saf.final_codes", "response codes have two characters"));
+                }
+                saf.final_codes = codes;
+            }
+            if let Some(ms) = raw_saf.initial_backoff_ms {
+                saf.initial_backoff = Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = raw_saf.max_backoff_ms {
+                saf.max_backoff = Duration::from_millis(ms.max(1));
+            }
+            if let Some(n) = raw_saf.max_attempts {
+                if n == 0 {
+                    return Err(err("saf.max_attempts", "must be at least 1"));
+                }
+                saf.max_attempts = n;
+            }
+        }
         Ok(Config {
             institution_id: raw.switch.institution_id,
             spec: raw.switch.spec,
             store_path,
             wallets,
             banks,
+            saf,
         })
     }
 }

@@ -23,6 +23,8 @@ use crate::switch::{Route, Switch};
 pub struct Running {
     /// Where each wallet listener accepts connections (ports resolved).
     pub wallet_addrs: Vec<SocketAddr>,
+    /// What recovery settled at start.
+    pub recovered: crate::switch::recovery::Recovered,
     pub switch: Arc<Switch>,
     pub links: Vec<Arc<BankLink>>,
     /// Stops the listeners; requests already read still run to their answer.
@@ -75,6 +77,15 @@ pub async fn start(
         clock,
         stans,
     ));
+    // Settle what a crash left in flight before serving anything new.
+    let recovered = crate::switch::recovery::recover(&switch)
+        .await
+        .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?;
+    link_tasks.spawn(crate::switch::saf::run(
+        switch.clone(),
+        config.saf.clone(),
+        links_shutdown.clone(),
+    ));
     let mut wallet_addrs = Vec::new();
     for wallet in &config.wallets {
         let listener = TcpListener::bind(wallet.listen)
@@ -91,6 +102,7 @@ pub async fn start(
     }
     Ok(Running {
         wallet_addrs,
+        recovered,
         switch,
         links,
         wallets_shutdown,

@@ -1,7 +1,8 @@
 //! A bank that fails under the switch: the connection closes in the middle of
-//! a debit. The wallet gets a definitive 91, the stored state stays
-//! consistent (the reservation is kept in doubt, never released as if nothing
-//! had happened), and the link reconnects and signs on again.
+//! a debit. The wallet gets a definitive 91; the saga fails with its
+//! reservation released and, in the same commit, a reversal of the debit
+//! queued; the link reconnects and signs on again, and store-and-forward
+//! delivers the reversal (as a 0420, or a 0421 repeat).
 
 mod common;
 
@@ -19,7 +20,7 @@ use switchboard::sim::bank::Bank;
 use switchboard::sim::bank_server::spawn_bank;
 use switchboard::sim::wallet::{code, WalletClient};
 use switchboard::store::sqlite::SqliteStore;
-use switchboard::store::{SagaState, Store};
+use switchboard::store::{SafKind, SafState, SagaState, Store};
 use switchboard::Spec;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
@@ -28,7 +29,11 @@ const PAYER: &str = "6222020200112233446";
 
 /// A payer bank that signs on, approves freezes, and drops the connection
 /// when a debit arrives. Counts connections accepted.
-async fn closing_bank(listener: TcpListener, connections: Arc<AtomicUsize>) {
+async fn closing_bank(
+    listener: TcpListener,
+    connections: Arc<AtomicUsize>,
+    reversals: Arc<AtomicUsize>,
+) {
     let spec = Spec::switchboard();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -40,6 +45,9 @@ async fn closing_bank(listener: TcpListener, connections: Arc<AtomicUsize>) {
             let request = parse(&spec, body).unwrap();
             if request.mti() == b"0200" {
                 break; // mid-request: the debit is never answered
+            }
+            if &request.mti()[..3] == b"042" {
+                reversals.fetch_add(1, Ordering::SeqCst);
             }
             let mut answer = Message::new(switchboard::link::response_mti(request.mti()));
             for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
@@ -60,12 +68,17 @@ async fn closing_bank(listener: TcpListener, connections: Arc<AtomicUsize>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bank_closing_mid_debit_gives_91_and_keeps_the_reservation() {
+async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let payer_addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(closing_bank(listener, connections.clone()));
+    let reversals = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(closing_bank(
+        listener,
+        connections.clone(),
+        reversals.clone(),
+    ));
     let receiver_bank = spawn_bank(
         Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
         FramingConfig::default(),
@@ -111,15 +124,18 @@ async fn bank_closing_mid_debit_gives_91_and_keeps_the_reservation() {
         .unwrap();
     assert_eq!(code(&answer), "91");
 
-    // The debit may or may not have happened at the bank: the saga is in doubt
-    // and its amount stays reserved, so no one can receive it twice.
+    // The debit may or may not have happened at the bank: the saga failed, its
+    // reservation is released, and the debit's reversal is queued with it.
     let key = FreezeKey::of_request(&freeze).unwrap();
     let record = store.freeze(&key).await.unwrap().unwrap();
-    assert_eq!(record.reserved_minor, 2_000);
+    assert_eq!(record.reserved_minor, 0);
     assert_eq!(record.received_minor, 0);
     let sagas = store.sagas().await.unwrap();
     assert_eq!(sagas.len(), 1);
-    assert_eq!(sagas[0].state, SagaState::InDoubt);
+    assert_eq!(sagas[0].state, SagaState::Failed);
+    let queued = store.saf_entries().await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].entry.kind, SafKind::Reversal);
     // Nothing reached the receiver bank.
     assert_eq!(receiver_bank.snapshot().total_balance_minor, 4 * 100_000);
 
@@ -133,8 +149,22 @@ async fn bank_closing_mid_debit_gives_91_and_keeps_the_reservation() {
         "the switch reconnected"
     );
     assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
-    // A further receive of what is not reserved is still possible to decide: 3,000 left.
-    let over = wallet.receive(&freeze, &receiver, 3_500, clock.now());
+    // Store-and-forward delivers the reversal once the link is back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let entries = store.saf_entries().await.unwrap();
+        if entries.iter().all(|e| e.state == SafState::Done) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reversal not delivered: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reversals.load(Ordering::SeqCst) >= 1);
+    // Over the frozen amount is still refused: 5,000 frozen, nothing received.
+    let over = wallet.receive(&freeze, &receiver, 5_500, clock.now());
     assert_eq!(code(&wallet.send(&over).await.unwrap()), "61");
     running.shutdown().await;
 }

@@ -245,9 +245,18 @@ async fn declined_credit_reverses_the_debit() {
         "the credit's decline"
     );
 
-    // The debit was made and reversed: the payer is whole, the hold is whole.
-    let a = h.bank_a.snapshot();
+    // The debit was made and its reversal queued; store-and-forward delivers
+    // it: the payer is whole again, the hold is whole.
     let key = switchboard::fields::FreezeKey::of_request(&freeze).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.bank_a.snapshot().hold(&key).unwrap().remaining_minor != 4_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reversal not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a = h.bank_a.snapshot();
     assert_eq!(a.balance(&payer), Some(payer_before));
     assert_eq!(a.hold(&key).unwrap().remaining_minor, 4_000);
     let debits_and_reversals: Vec<_> = h

@@ -102,6 +102,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             bank_config(BANK_A.0, BANK_A.1, BANK_A.2, a.addr),
             bank_config(BANK_B.0, BANK_B.1, BANK_B.2, b.addr),
         ],
+        saf: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

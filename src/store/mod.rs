@@ -274,6 +274,120 @@ pub enum Close {
     },
 }
 
+/// What a store-and-forward entry carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SafKind {
+    /// A reversal (0420, repeated as 0421).
+    Reversal,
+    /// An unfreeze notice to the payer bank (0120, repeated as 0121).
+    Unfreeze,
+}
+
+impl SafKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SafKind::Reversal => "reversal",
+            SafKind::Unfreeze => "unfreeze",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reversal" => Some(SafKind::Reversal),
+            "unfreeze" => Some(SafKind::Unfreeze),
+            _ => None,
+        }
+    }
+}
+
+/// A message that must reach a bank, queued durably until it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSafEntry {
+    /// Institution id of the bank to deliver to.
+    pub bank: String,
+    /// Entries with the same ordering key are delivered one at a time, oldest
+    /// first: a reversal or unfreeze never overtakes what it follows. The
+    /// switch uses the freeze key.
+    pub order_key: String,
+    pub kind: SafKind,
+    /// The request as first sent (codec bytes, MTI 0420 or 0120); repeats
+    /// change only the MTI.
+    pub message: Bytes,
+    pub created_at_ms: i64,
+}
+
+/// Where a store-and-forward entry stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SafState {
+    Pending,
+    /// Acknowledged with a code that ends retries.
+    Done,
+    /// Given up on (too many attempts, too old, no such bank): needs a person.
+    Dead,
+}
+
+impl SafState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SafState::Pending => "pending",
+            SafState::Done => "done",
+            SafState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(SafState::Pending),
+            "done" => Some(SafState::Done),
+            "dead" => Some(SafState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A queued entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SafEntry {
+    pub id: i64,
+    pub entry: NewSafEntry,
+    pub state: SafState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    /// The last response code or error, for people.
+    pub last_result: Option<String>,
+}
+
+/// How one delivery attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SafOutcome {
+    Done {
+        result: String,
+    },
+    Retry {
+        next_attempt_ms: i64,
+        result: String,
+    },
+    Dead {
+        result: String,
+    },
+}
+
+/// What a saga's end queues with it, in the same transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowUp {
+    /// Always queued (reversals).
+    pub saf: Vec<NewSafEntry>,
+    /// Queued only if the freeze is closed when a failed receive ends: its
+    /// amount is still held at the payer bank and must be released too.
+    pub unfreeze_if_closed: Option<NewSafEntry>,
+}
+
+impl FollowUp {
+    pub fn is_empty(&self) -> bool {
+        self.saf.is_empty() && self.unfreeze_if_closed.is_none()
+    }
+}
+
 /// Direction of a journaled message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Direction {
@@ -368,6 +482,79 @@ pub trait Store: Send + Sync + 'static {
         outcome: ReceiveOutcome,
         answer: StoredAnswer,
     ) -> StoreResult<()>;
+
+    /// Like [`Store::finish_receive`], and in the same transaction queues the
+    /// follow-up messages (reversals; an unfreeze of the amount when a failed
+    /// receive finds its freeze closed).
+    async fn settle_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+        follow_up: FollowUp,
+    ) -> StoreResult<()> {
+        if follow_up.is_empty() {
+            self.finish_receive(request, outcome, answer).await
+        } else {
+            Err(StoreError::Unavailable(
+                "this store cannot queue follow-up messages".into(),
+            ))
+        }
+    }
+
+    /// Like [`Store::finish_freeze`], and in the same transaction queues `saf`
+    /// (the reversal of a freeze the bank never answered).
+    async fn finish_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        approved: bool,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        saf: Option<NewSafEntry>,
+    ) -> StoreResult<()> {
+        match saf {
+            None => self.finish_freeze(key, approved, request, answer).await,
+            Some(_) => Err(StoreError::Unavailable(
+                "this store cannot queue follow-up messages".into(),
+            )),
+        }
+    }
+
+    /// Like [`Store::close_freeze`], and when it closes, queues `notice` (the
+    /// unfreeze forwarded to the payer bank) in the same transaction.
+    async fn close_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        notice: NewSafEntry,
+    ) -> StoreResult<Close> {
+        let _ = (key, amount_minor, request, answer, notice);
+        Err(StoreError::Unavailable(
+            "this store cannot queue follow-up messages".into(),
+        ))
+    }
+
+    /// Pending entries due at `now_ms`, at most one per ordering key (its
+    /// oldest), oldest first.
+    async fn saf_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+        let _ = (now_ms, limit);
+        Ok(Vec::new())
+    }
+
+    /// Records how a delivery attempt ended.
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
+        let _ = (id, outcome);
+        Err(StoreError::Unavailable(
+            "this store has no SAF queue".into(),
+        ))
+    }
+
+    /// Every entry, in queue order (for `switchboard saf list`).
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
+        Ok(Vec::new())
+    }
 
     async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>>;
 

@@ -41,9 +41,9 @@ use rusqlite::{params, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Close, Direction, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze, NewReceive,
-    ReceiveOutcome, RequestKey, Reserve, SagaRecord, SagaState, SentMessage, Store, StoreError,
-    StoreResult, StoredAnswer,
+    Close, Direction, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze,
+    NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome,
+    SafState, SagaRecord, SagaState, SentMessage, Store, StoreError, StoreResult, StoredAnswer,
 };
 use crate::fields::{num, FreezeKey, InstitutionId};
 use crate::spec::Spec;
@@ -140,6 +140,22 @@ pub const MIGRATIONS: &[&str] = &[
         next_stan INTEGER NOT NULL CHECK (next_stan BETWEEN 1 AND 999999)
     ) STRICT;
     INSERT INTO stan_counter (id, next_stan) VALUES (0, 1);
+    "#,
+    // 2: the store-and-forward queue.
+    r#"
+    CREATE TABLE saf (
+        id              INTEGER PRIMARY KEY,
+        bank            TEXT    NOT NULL,
+        order_key       TEXT    NOT NULL,
+        kind            TEXT    NOT NULL CHECK (kind IN ('reversal', 'unfreeze')),
+        message         BLOB    NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        state           TEXT    NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        last_result     TEXT
+    ) STRICT;
+    CREATE INDEX saf_pending ON saf (state, order_key, id);
     "#,
 ];
 
@@ -729,8 +745,17 @@ fn query_all<T>(
     sql: &str,
     decode: impl Fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
+    query_all_with(conn, sql, [], decode)
+}
+
+fn query_all_with<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-    let mut rows = stmt.query([]).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
         out.push(decode(row)?);
@@ -1260,6 +1285,111 @@ fn allocate_stans(conn: &Connection, count: u32) -> StoreResult<u32> {
 }
 
 // ---------------------------------------------------------------------------
+// Store-and-forward
+
+fn saf_enqueue(conn: &Connection, entry: &NewSafEntry) -> StoreResult<()> {
+    execute(
+        conn,
+        "INSERT INTO saf (bank, order_key, kind, message, created_at_ms, state, next_attempt_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)",
+        params![
+            entry.bank,
+            entry.order_key,
+            entry.kind.as_str(),
+            &entry.message[..],
+            entry.created_at_ms,
+        ],
+    )?;
+    Ok(())
+}
+
+fn saf_row(row: &Row) -> StoreResult<SafEntry> {
+    let kind = text_col(row, 3)?;
+    let state = text_col(row, 6)?;
+    let message = row
+        .get_ref(4)
+        .map_err(db)?
+        .as_blob()
+        .map_err(|e| corrupt(format!("saf message: {e}")))?;
+    let attempts: i64 = row.get(7).map_err(db)?;
+    Ok(SafEntry {
+        id: row.get(0).map_err(db)?,
+        entry: NewSafEntry {
+            bank: text_col(row, 1)?,
+            order_key: text_col(row, 2)?,
+            kind: SafKind::parse(&kind).ok_or_else(|| corrupt(format!("saf kind {kind:?}")))?,
+            message: Bytes::copy_from_slice(message),
+            created_at_ms: row.get(5).map_err(db)?,
+        },
+        state: SafState::parse(&state).ok_or_else(|| corrupt(format!("saf state {state:?}")))?,
+        attempts: u32::try_from(attempts).map_err(|_| corrupt("saf attempts"))?,
+        next_attempt_ms: row.get(8).map_err(db)?,
+        last_result: row.get(9).map_err(db)?,
+    })
+}
+
+const SAF_COLUMNS: &str = "id, bank, order_key, kind, message, created_at_ms, state, attempts, \
+                           next_attempt_ms, last_result";
+
+fn saf_due(conn: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+    let sql = format!(
+        "SELECT {SAF_COLUMNS} FROM saf s WHERE state = 'pending' AND next_attempt_ms <= ?1 \
+         AND id = (SELECT MIN(id) FROM saf t WHERE t.order_key = s.order_key AND t.state = 'pending') \
+         ORDER BY id LIMIT ?2"
+    );
+    query_all_with(conn, &sql, params![now_ms, limit as i64], saf_row)
+}
+
+fn saf_settle(conn: &Connection, id: i64, outcome: &SafOutcome) -> StoreResult<()> {
+    let (state, next, result) = match outcome {
+        SafOutcome::Done { result } => ("done", None, result),
+        SafOutcome::Retry {
+            next_attempt_ms,
+            result,
+        } => ("pending", Some(*next_attempt_ms), result),
+        SafOutcome::Dead { result } => ("dead", None, result),
+    };
+    let changed = execute(
+        conn,
+        "UPDATE saf SET state = ?2, attempts = attempts + 1, \
+         next_attempt_ms = COALESCE(?3, next_attempt_ms), last_result = ?4 \
+         WHERE id = ?1 AND state = 'pending'",
+        params![id, state, next, result],
+    )?;
+    if changed != 1 {
+        return Err(invalid(format!("saf entry {id} is not pending")));
+    }
+    Ok(())
+}
+
+/// A failed receive whose freeze is closed leaves its amount held at the payer
+/// bank: queue the further unfreeze.
+fn queue_follow_up(
+    conn: &Connection,
+    request: &ReqCols,
+    outcome: ReceiveOutcome,
+    follow_up: &FollowUp,
+) -> StoreResult<()> {
+    for entry in &follow_up.saf {
+        saf_enqueue(conn, entry)?;
+    }
+    if let (ReceiveOutcome::Failed, Some(unfreeze)) = (outcome, &follow_up.unfreeze_if_closed) {
+        let closed = query_opt(
+            conn,
+            "SELECT f.state FROM sagas s JOIN freezes f ON f.acquirer = s.freeze_acquirer \
+             AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
+             WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 AND s.stan = ?4",
+            params![request.0[0], request.0[1], request.0[2], request.0[3]],
+            |row| Ok(text_col(row, 0)? == "closed"),
+        )?;
+        if closed == Some(true) {
+            saf_enqueue(conn, unfreeze)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // The trait
 
 #[async_trait]
@@ -1345,6 +1475,91 @@ impl Store for SqliteStore {
         let code = self.response_code(&answer);
         self.call(move |c| finish_receive(c, &request, outcome, &answer, code.as_deref()))
             .await
+    }
+
+    async fn settle_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+        follow_up: FollowUp,
+    ) -> StoreResult<()> {
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            let final_already = matches!(
+                saga_state(c, &request)?,
+                Some(state) if state.is_final()
+            );
+            finish_receive(c, &request, outcome, &answer, code.as_deref())?;
+            if final_already {
+                // Settled before: its follow-ups were queued then.
+                return Ok(());
+            }
+            queue_follow_up(c, &request, outcome, &follow_up)
+        })
+        .await
+    }
+
+    async fn finish_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        approved: bool,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        saf: Option<NewSafEntry>,
+    ) -> StoreResult<()> {
+        let key = FreezeCols::new(key)?;
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
+            if let Some(entry) = &saf {
+                saf_enqueue(c, entry)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        notice: NewSafEntry,
+    ) -> StoreResult<Close> {
+        let key = FreezeCols::new(key)?;
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            let result = close_freeze(c, &key, amount_minor, &request, &answer, code.as_deref())?;
+            if matches!(result, Close::Closed(_)) {
+                saf_enqueue(c, &notice)?;
+            }
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn saf_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+        self.call(move |c| saf_due(c, now_ms, limit)).await
+    }
+
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
+        self.call(move |c| saf_settle(c, id, &outcome)).await
+    }
+
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
+        self.call(move |c| {
+            query_all(
+                c,
+                &format!("SELECT {SAF_COLUMNS} FROM saf ORDER BY id"),
+                saf_row,
+            )
+        })
+        .await
     }
 
     async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {

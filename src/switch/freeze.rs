@@ -80,6 +80,7 @@ pub(super) async fn run(
 
     let mut forwarded = request.clone();
     forwarded.set(num::FORWARDER, switch.id.clone());
+    let mut reversal = None;
     let (code, auth) = match bank.request(&forwarded).await {
         Ok((answer, _)) => (
             answer
@@ -91,8 +92,20 @@ pub(super) async fn run(
         Err(e) => {
             warn!(bank = bank.institution_id(), pan = %Masked(&pan_text), error = %e, "freeze not answered");
             if e.maybe_delivered() {
-                // The bank may hold the amount: ask it to undo the freeze.
-                reverse_in_background(switch, &bank, freeze_key, &pan_text, amount, currency);
+                // The bank may hold the amount: queue the undoing of the freeze.
+                let record = record_of(
+                    freeze_key,
+                    &pan_text,
+                    bank.institution_id(),
+                    amount,
+                    currency,
+                );
+                match freeze_reversal(switch, &record).await {
+                    Ok(entry) => reversal = Some(entry),
+                    Err(e) => {
+                        warn!(error = %e, "no STAN for the freeze reversal; left for recovery")
+                    }
+                }
             }
             ("91".to_string(), None)
         }
@@ -112,7 +125,7 @@ pub(super) async fn run(
     };
     if let Err(e) = switch
         .store
-        .finish_freeze(&freeze_key, approved, &key, answer)
+        .finish_freeze_queueing(&freeze_key, approved, &key, answer, reversal)
         .await
     {
         warn!(error = %e, "freeze outcome not recorded");
@@ -127,36 +140,33 @@ pub(super) async fn run(
     }
 }
 
-fn reverse_in_background(
-    switch: &Switch,
-    bank: &std::sync::Arc<crate::link::BankLink>,
-    key: FreezeKey,
-    pan: &str,
-    amount: u64,
-    currency: u16,
-) {
-    let record = FreezeRecord {
+/// The record a freeze reversal is built from.
+fn record_of(key: FreezeKey, pan: &str, bank: &str, amount: u64, currency: u16) -> FreezeRecord {
+    FreezeRecord {
         key,
         payer_pan: pan.to_string(),
-        payer_bank: bank.institution_id().to_string(),
+        payer_bank: bank.to_string(),
         amount_minor: amount,
         currency,
         received_minor: 0,
         reserved_minor: 0,
         state: FreezeState::Declined,
         created_at_ms: 0,
-    };
-    let bank = bank.clone();
-    let stans = switch.stans.clone();
-    let clock = switch.clock.clone();
-    let switch_id = switch.id.clone();
-    tokio::spawn(async move {
-        let Ok(stan) = stans.next().await else { return };
-        let now = clock.now();
-        let sent = messages::sent_message(now, stan);
-        let reversal = messages::freeze_reversal(&record, &sent, now, &switch_id);
-        if let Err(e) = bank.request(&reversal).await {
-            warn!(bank = bank.institution_id(), error = %e, "freeze reversal not answered");
-        }
-    });
+    }
+}
+
+/// The reversal (0420) of a freeze, ready for store-and-forward.
+pub(crate) async fn freeze_reversal(
+    switch: &Switch,
+    freeze: &FreezeRecord,
+) -> Result<crate::store::NewSafEntry, crate::store::StoreError> {
+    let now = switch.clock.now();
+    let sent = messages::sent_message(now, switch.stans.next().await?);
+    let reversal = messages::freeze_reversal(freeze, &sent, now, &switch.id);
+    Ok(switch.saf_entry(
+        &freeze.payer_bank,
+        &freeze.key.to_string(),
+        crate::store::SafKind::Reversal,
+        reversal,
+    ))
 }

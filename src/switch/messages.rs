@@ -254,3 +254,36 @@ pub fn unfreeze_notice(
         );
     m
 }
+
+/// Reversal (0420) of a credit the switch sent to the receiver bank.
+pub fn credit_reversal(
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    (receiver_pan, receiver_bank): (&str, &str),
+    credit: &SentMessage,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let mut m = base(
+        *b"0420",
+        "260000",
+        amount_minor,
+        freeze.currency,
+        receiver_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
+    );
+    m.set(num::PAN, receiver_pan.to_string())
+        .set(num::POS_CONDITION, "00")
+        .set(num::RRN, rrn(credit))
+        .set(
+            num::ORIGINAL_DATA,
+            own_original(*b"0200", credit, switch_id).to_vec(),
+        )
+        .set(num::ACCOUNT_1, freeze.payer_pan.clone());
+    m
+}

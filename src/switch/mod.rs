@@ -10,6 +10,8 @@ mod freeze;
 mod idempotency;
 mod messages;
 mod receive;
+pub mod recovery;
+pub mod saf;
 mod unfreeze;
 
 use std::sync::Arc;
@@ -173,6 +175,23 @@ impl Switch {
         }
         response.set(num::RESPONSE_CODE, code.to_string());
         response
+    }
+
+    /// A store-and-forward entry for a message the switch built.
+    pub(crate) fn saf_entry(
+        &self,
+        bank: &str,
+        order_key: &str,
+        kind: crate::store::SafKind,
+        mut msg: Message,
+    ) -> crate::store::NewSafEntry {
+        crate::store::NewSafEntry {
+            bank: bank.to_string(),
+            order_key: order_key.to_string(),
+            kind,
+            message: self.encode(&mut msg),
+            created_at_ms: self.clock.now_ms(),
+        }
     }
 
     /// The response to `request` with code `code`, built.

@@ -1,22 +1,23 @@
 //! Receive: the saga that moves money from a freeze to a recipient.
 //!
 //! ```text
-//! reserve+Debiting ──00──▶ (credit) ──00──▶ Approved (answer 00)
-//!    │            │                 │
-//!    │            ├─decline─▶ Failed (reservation released, bank's code)
-//!    │            └─no answer─▶ InDoubt (91, reservation kept)
-//!    │                              ├─decline─▶ ReversingDebit ──00──▶ Failed (credit's code)
-//!    │                              │                 └─no answer─▶ InDoubt
-//!    │                              └─no answer─▶ InDoubt (91)
+//! reserve (+ Debiting) ──▶ debit ──00──▶ credit ──00──▶ Approved: answer 00
+//!    │                       │               ├─declined──▶ Failed: the credit's code, debit reversal queued
+//!    │                       │               ├─no answer─▶ Failed: 91, credit and debit reversals queued
+//!    │                       ├─declined──▶ Failed: the bank's code, nothing to undo
+//!    │                       └─no answer─▶ Failed: 91, debit reversal queued
 //!    └─ 25 not found · 12 not open · 61 over the frozen amount · 94 same key other content
 //! ```
 //!
 //! The debit's and the credit's identities (F7, STAN) are allocated before the
 //! reservation and committed with it, so one commit before the debit covers
 //! both sends: whatever a crash interrupts, recovery can name (and reverse)
-//! either message. A reversal is recorded (`ReversingDebit`) before it is sent.
-//! The answer to the wallet is given only after the saga's end is committed:
-//! two commits per receive on the happy path.
+//! either message. A failed saga releases its reservation and, in the same
+//! commit, queues the reversals for store-and-forward (see `saf.rs`), which
+//! retries them until the banks acknowledge; when the freeze was closed while
+//! the receive was in flight, an unfreeze of its amount is queued too, so the
+//! hold reaches zero. The answer to the wallet is given only after the saga's
+//! end is committed: two commits per receive.
 
 use tracing::warn;
 
@@ -24,7 +25,7 @@ use super::{messages, Outcome, Switch};
 use crate::codec::Message;
 use crate::fields::{amount_minor, currency, num, OriginalData};
 use crate::store::{
-    FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SagaState, SentMessage,
+    FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SafKind, SentMessage,
     StoredAnswer,
 };
 
@@ -125,11 +126,12 @@ pub(super) async fn run(
         freeze,
         amount,
         receiver_pan,
+        receiver_bank: receiver_bank.institution_id().to_string(),
         debit,
         credit,
     };
     if freeze_currency_differs(&saga.freeze, currency) {
-        return saga.finish(ReceiveOutcome::Failed, "13", None).await;
+        return saga.fail("13", &[]).await;
     }
     saga.run(receiver_bank).await
 }
@@ -146,38 +148,26 @@ struct Saga<'a> {
     freeze: FreezeRecord,
     amount: u64,
     receiver_pan: String,
+    receiver_bank: String,
     debit: SentMessage,
     credit: SentMessage,
 }
 
 impl Saga<'_> {
-    /// Records a step and returns the identity of the message it announces.
-    async fn step(&self, state: SagaState) -> Result<SentMessage, String> {
-        let stan = self.switch.stans.next().await.map_err(|e| e.to_string())?;
-        let sent = messages::sent_message(self.switch.clock.now(), stan);
-        self.switch
-            .store
-            .saga_step(&self.key, state, Some(sent))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(sent)
-    }
-
     async fn run(self, receiver_bank: std::sync::Arc<crate::link::BankLink>) -> Outcome {
         let switch = self.switch;
         let Some(payer_bank) = switch.bank(&self.freeze.payer_bank).cloned() else {
-            // A freeze recorded for a bank no longer configured.
-            return self.finish(ReceiveOutcome::Failed, "91", None).await;
+            // A freeze recorded for a bank no longer configured: nothing was sent.
+            return self.fail("91", &[]).await;
         };
 
         // Debit the payer bank (state Debiting was recorded with the reservation).
-        let debit = self.debit;
         let now = switch.clock.now();
         let msg = messages::debit(
             &self.freeze,
             self.amount,
             &self.receiver_pan,
-            &debit,
+            &self.debit,
             now,
             &switch.id,
         );
@@ -188,32 +178,31 @@ impl Saga<'_> {
                     .unwrap_or("96")
                     .to_string();
                 if code != "00" {
-                    return self.finish(ReceiveOutcome::Failed, &code, None).await;
+                    return self.fail(&code, &[]).await;
                 }
             }
             Err(e) if e.maybe_delivered() => {
-                warn!(bank = payer_bank.institution_id(), error = %e, "debit outcome unknown");
-                return self.finish(ReceiveOutcome::InDoubt, "91", None).await;
+                warn!(bank = payer_bank.institution_id(), error = %e, "debit outcome unknown: reversing it");
+                return self.fail("91", &[Undo::Debit]).await;
             }
             Err(e) => {
                 warn!(bank = payer_bank.institution_id(), error = %e, "debit not sent");
-                return self.finish(ReceiveOutcome::Failed, "91", None).await;
+                return self.fail("91", &[]).await;
             }
         }
 
         // Credit the receiver bank, under the identity recorded with the reservation.
-        let credit = self.credit;
         let now = switch.clock.now();
         let msg = messages::credit(
             &self.freeze,
             self.amount,
             &self.receiver_pan,
             receiver_bank.institution_id(),
-            &credit,
+            &self.credit,
             now,
             &switch.id,
         );
-        let declined_code = match receiver_bank.request(&msg).await {
+        match receiver_bank.request(&msg).await {
             Ok((answer, _)) => {
                 let code = answer
                     .get_str(num::RESPONSE_CODE)
@@ -221,58 +210,52 @@ impl Saga<'_> {
                     .to_string();
                 if code == "00" {
                     let auth = answer.get(num::AUTH_CODE).cloned();
-                    return self.finish(ReceiveOutcome::Approved, "00", auth).await;
+                    return self
+                        .finish(ReceiveOutcome::Approved, "00", auth, FollowUp::default())
+                        .await;
                 }
-                code
+                self.fail(&code, &[Undo::Debit]).await
             }
             Err(e) if e.maybe_delivered() => {
-                warn!(bank = receiver_bank.institution_id(), error = %e, "credit outcome unknown");
-                return self.finish(ReceiveOutcome::InDoubt, "91", None).await;
+                warn!(bank = receiver_bank.institution_id(), error = %e, "credit outcome unknown: reversing both");
+                self.fail("91", &[Undo::Credit, Undo::Debit]).await
             }
             Err(e) => {
-                warn!(bank = receiver_bank.institution_id(), error = %e, "credit not sent");
-                "91".to_string()
+                warn!(bank = receiver_bank.institution_id(), error = %e, "credit not sent: reversing the debit");
+                self.fail("91", &[Undo::Debit]).await
             }
-        };
+        }
+    }
 
-        // The credit was declined (or never sent): undo the debit.
-        let reversal = match self.step(SagaState::ReversingDebit).await {
-            Ok(sent) => sent,
-            Err(e) => {
-                warn!(error = %e, "saga step not recorded; debit left for recovery");
-                return self
-                    .finish(ReceiveOutcome::InDoubt, &declined_code, None)
-                    .await;
-            }
-        };
-        let now = switch.clock.now();
-        let msg = messages::debit_reversal(
+    /// Ends the saga as failed: the reservation is released and, in the same
+    /// commit, the reversals of whatever may have moved money are queued for
+    /// store-and-forward (credit first, then debit: one queue per freeze), and
+    /// an unfreeze of the amount if the freeze was closed meanwhile.
+    async fn fail(self, code: &str, undo: &[Undo]) -> Outcome {
+        match follow_up(
+            self.switch,
             &self.freeze,
             self.amount,
             &self.receiver_pan,
-            &debit,
-            &reversal,
-            now,
-            &switch.id,
-        );
-        match payer_bank.request(&msg).await {
-            Ok((answer, _)) if answer.get_str(num::RESPONSE_CODE) == Some("00") => {
-                self.finish(ReceiveOutcome::Failed, &declined_code, None)
-                    .await
-            }
-            Ok((answer, _)) => {
-                warn!(
-                    bank = payer_bank.institution_id(),
-                    code = answer.get_str(num::RESPONSE_CODE).unwrap_or("-"),
-                    "debit reversal declined"
-                );
-                self.finish(ReceiveOutcome::InDoubt, &declined_code, None)
+            &self.receiver_bank,
+            &self.debit,
+            &self.credit,
+            undo,
+        )
+        .await
+        {
+            Ok(follow_up) => {
+                self.finish(ReceiveOutcome::Failed, code, None, follow_up)
                     .await
             }
             Err(e) => {
-                warn!(bank = payer_bank.institution_id(), error = %e, "debit reversal not answered");
-                self.finish(ReceiveOutcome::InDoubt, &declined_code, None)
-                    .await
+                // Without STANs nothing can be queued: leave the saga unsettled
+                // (reserved) for recovery, and say so.
+                warn!(error = %e, "no STAN for the follow-up messages; saga left for recovery");
+                Outcome {
+                    response: self.switch.reply(self.request, "96"),
+                    note: Some(e.to_string()),
+                }
             }
         }
     }
@@ -283,6 +266,7 @@ impl Saga<'_> {
         outcome: ReceiveOutcome,
         code: &str,
         auth: Option<bytes::Bytes>,
+        follow_up: FollowUp,
     ) -> Outcome {
         let switch = self.switch;
         let mut response = switch.respond(self.request, code);
@@ -299,7 +283,7 @@ impl Saga<'_> {
         };
         match switch
             .store
-            .finish_receive(&self.key, outcome, answer)
+            .settle_receive(&self.key, outcome, answer, follow_up)
             .await
         {
             Ok(()) => Outcome {
@@ -307,7 +291,7 @@ impl Saga<'_> {
                 note: None,
             },
             Err(e) => {
-                warn!(error = %e, "saga end not recorded");
+                warn!(error = %e, "saga end not recorded; left for recovery");
                 Outcome {
                     response: switch.reply(self.request, "96"),
                     note: Some(e.to_string()),
@@ -315,4 +299,70 @@ impl Saga<'_> {
             }
         }
     }
+}
+
+/// A message of a saga that may have moved money and must be reversed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Undo {
+    Credit,
+    Debit,
+}
+
+/// The follow-up messages of a failed saga, ready to queue: reversals in the
+/// order given, and the unfreeze of the amount should the freeze be closed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn follow_up(
+    switch: &Switch,
+    freeze: &FreezeRecord,
+    amount: u64,
+    receiver_pan: &str,
+    receiver_bank: &str,
+    debit: &SentMessage,
+    credit: &SentMessage,
+    undo: &[Undo],
+) -> Result<FollowUp, crate::store::StoreError> {
+    let order_key = freeze.key.to_string();
+    let now = switch.clock.now();
+    let mut saf = Vec::new();
+    for step in undo {
+        let sent = messages::sent_message(now, switch.stans.next().await?);
+        let (bank, msg) = match step {
+            Undo::Credit => (
+                receiver_bank.to_string(),
+                messages::credit_reversal(
+                    freeze,
+                    amount,
+                    (receiver_pan, receiver_bank),
+                    credit,
+                    &sent,
+                    now,
+                    &switch.id,
+                ),
+            ),
+            Undo::Debit => (
+                freeze.payer_bank.clone(),
+                messages::debit_reversal(
+                    freeze,
+                    amount,
+                    receiver_pan,
+                    debit,
+                    &sent,
+                    now,
+                    &switch.id,
+                ),
+            ),
+        };
+        saf.push(switch.saf_entry(&bank, &order_key, SafKind::Reversal, msg));
+    }
+    let sent = messages::sent_message(now, switch.stans.next().await?);
+    let notice = messages::unfreeze_notice(freeze, amount, &sent, now, &switch.id);
+    Ok(FollowUp {
+        saf,
+        unfreeze_if_closed: Some(switch.saf_entry(
+            &freeze.payer_bank,
+            &order_key,
+            SafKind::Unfreeze,
+            notice,
+        )),
+    })
 }

@@ -1,14 +1,15 @@
 //! Unfreeze: the wallet's notice that a packet expired. Match the freeze by
 //! field 90, check F4 equals what remains (else 13), close it for new receives,
-//! acknowledge with 0130, and forward the notice to the payer bank so it
-//! releases what is left of the hold.
+//! acknowledge with 0130, and queue the notice to the payer bank (durably, in
+//! the same commit) so store-and-forward delivers it and the bank releases
+//! what is left of the hold.
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{messages, Outcome, Switch};
 use crate::codec::Message;
-use crate::fields::{amount_minor, num, OriginalData};
-use crate::store::{Close, FreezeRecord, RequestKey, StoredAnswer};
+use crate::fields::{amount_minor, OriginalData};
+use crate::store::{Close, RequestKey, SafKind, StoredAnswer};
 
 pub(super) async fn run(
     switch: &Switch,
@@ -22,6 +23,40 @@ pub(super) async fn run(
     if &original.mti != b"0100" {
         return Outcome::reject(switch, key, digest, request, "25").await;
     }
+    let freeze_key = original.freeze_key();
+    // The notice to the payer bank is queued with the closing, in one commit,
+    // so it survives a crash; building it needs the freeze's card and bank.
+    let freeze = match switch.store.freeze(&freeze_key).await {
+        Ok(Some(freeze)) => freeze,
+        Ok(None) => return Outcome::reject(switch, key, digest, request, "25").await,
+        Err(e) => {
+            warn!(error = %e, "store unavailable");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
+    let notice = match switch.stans.next().await {
+        Ok(stan) => {
+            let now = switch.clock.now();
+            let sent = messages::sent_message(now, stan);
+            let msg = messages::unfreeze_notice(&freeze, amount, &sent, now, &switch.id);
+            switch.saf_entry(
+                &freeze.payer_bank,
+                &freeze_key.to_string(),
+                SafKind::Unfreeze,
+                msg,
+            )
+        }
+        Err(e) => {
+            warn!(error = %e, "no STAN for the unfreeze notice");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
     let bytes = switch.reply(request, "00");
     let answer = StoredAnswer {
         request_digest: digest,
@@ -29,16 +64,13 @@ pub(super) async fn run(
     };
     match switch
         .store
-        .close_freeze(&original.freeze_key(), amount, &key, answer)
+        .close_freeze_queueing(&freeze_key, amount, &key, answer, notice)
         .await
     {
-        Ok(Close::Closed(freeze)) => {
-            forward_in_background(switch, freeze, amount);
-            Outcome {
-                response: bytes,
-                note: None,
-            }
-        }
+        Ok(Close::Closed(_)) => Outcome {
+            response: bytes,
+            note: None,
+        },
         Ok(Close::NotFound) => Outcome::reject(switch, key, digest, request, "25").await,
         Ok(Close::NotOpen(_)) => Outcome::reject(switch, key, digest, request, "12").await,
         Ok(Close::AmountMismatch { .. }) => {
@@ -52,38 +84,4 @@ pub(super) async fn run(
             }
         }
     }
-}
-
-/// Sends the notice to the payer bank after the wallet has its answer.
-fn forward_in_background(switch: &Switch, freeze: FreezeRecord, amount: u64) {
-    let Some(bank) = switch.bank(&freeze.payer_bank).cloned() else {
-        warn!(bank = %freeze.payer_bank, "unfreeze for a bank no longer configured");
-        return;
-    };
-    let stans = switch.stans.clone();
-    let clock = switch.clock.clone();
-    let switch_id = switch.id.clone();
-    tokio::spawn(async move {
-        let stan = match stans.next().await {
-            Ok(stan) => stan,
-            Err(e) => {
-                warn!(error = %e, "no STAN for the unfreeze notice");
-                return;
-            }
-        };
-        let now = clock.now();
-        let sent = messages::sent_message(now, stan);
-        let notice = messages::unfreeze_notice(&freeze, amount, &sent, now, &switch_id);
-        match bank.request(&notice).await {
-            Ok((answer, _)) => info!(
-                bank = bank.institution_id(),
-                freeze = %freeze.key,
-                code = answer.get_str(num::RESPONSE_CODE).unwrap_or("-"),
-                "unfreeze notice answered"
-            ),
-            Err(e) => {
-                warn!(bank = bank.institution_id(), freeze = %freeze.key, error = %e, "unfreeze notice not answered")
-            }
-        }
-    });
 }

@@ -1,0 +1,146 @@
+//! Crash recovery: on start, before serving, settle what a crash left in
+//! flight. A freeze forwarded without an answer is declined and its reversal
+//! queued (the bank may hold the amount). A receive saga that did not finish is
+//! failed: its reservation released, reversals of whatever it may have sent
+//! queued (credit first, then debit), and an unfreeze of its amount if the
+//! freeze is closed. The wallet never got 00 for it (00 is sent only after the
+//! saga's end is committed), so undoing is always right.
+//!
+//! This assumes no other switch instance is working on the same store.
+
+use tracing::{info, warn};
+
+use super::receive::{follow_up, Undo};
+use super::{freeze, Switch};
+use crate::codec::Message;
+use crate::fields::{format_amount, num};
+use crate::store::{
+    FreezeState, ReceiveOutcome, RequestKey, SagaRecord, SagaState, StoreError, StoredAnswer,
+};
+
+/// What recovery did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub freezes_declined: usize,
+    pub sagas_failed: usize,
+}
+
+/// The answer recorded for a request settled by recovery. Its digest is not
+/// the request's (the request is gone), so a resend gets 94, never 00.
+fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) -> StoredAnswer {
+    let mut msg = Message::new(mti);
+    for (n, v) in fields {
+        msg.set(*n, v.clone());
+    }
+    msg.set(num::RESPONSE_CODE, "91");
+    StoredAnswer {
+        request_digest: [0; 32],
+        response: switch.encode(&mut msg),
+    }
+}
+
+pub async fn recover(switch: &Switch) -> Result<Recovered, StoreError> {
+    let mut done = Recovered::default();
+    for freeze_record in switch.store.freezes().await? {
+        if freeze_record.state != FreezeState::Pending {
+            continue;
+        }
+        let key = freeze_record.key;
+        let request = RequestKey {
+            mti: *b"0100",
+            acquirer: key.acquirer,
+            transmission: key.transmission,
+            stan: key.stan,
+        };
+        let answer = recovered_answer(
+            switch,
+            *b"0110",
+            &[
+                (num::PAN, freeze_record.payer_pan.clone().into_bytes()),
+                (num::PROCESSING_CODE, b"030000".to_vec()),
+                (
+                    num::AMOUNT,
+                    format_amount(freeze_record.amount_minor)
+                        .unwrap_or_default()
+                        .into_bytes(),
+                ),
+                (num::TRANSMISSION, key.transmission.to_vec()),
+                (num::STAN, key.stan.to_vec()),
+            ],
+        );
+        let reversal = freeze::freeze_reversal(switch, &freeze_record).await?;
+        switch
+            .store
+            .finish_freeze_queueing(&key, false, &request, answer, Some(reversal))
+            .await?;
+        warn!(freeze = %key, "recovery: freeze left unanswered by a crash declined; reversal queued");
+        done.freezes_declined += 1;
+    }
+    for saga in switch.store.sagas().await? {
+        if saga.state.is_final() {
+            continue;
+        }
+        settle_saga(switch, &saga).await?;
+        done.sagas_failed += 1;
+    }
+    if done != Recovered::default() {
+        info!(?done, "recovery finished");
+    }
+    Ok(done)
+}
+
+async fn settle_saga(switch: &Switch, saga: &SagaRecord) -> Result<(), StoreError> {
+    let Some(freeze_record) = switch.store.freeze(&saga.freeze).await? else {
+        return Err(StoreError::Corrupt(format!(
+            "saga {} names a freeze that does not exist",
+            saga.request
+        )));
+    };
+    let mut undo = Vec::new();
+    if saga.state != SagaState::ReversingDebit && saga.credit.is_some() {
+        undo.push(Undo::Credit);
+    }
+    if saga.debit.is_some() {
+        undo.push(Undo::Debit);
+    }
+    let none = crate::store::SentMessage {
+        stan: [b'0'; 6],
+        transmission: [b'0'; 10],
+    };
+    let follow = follow_up(
+        switch,
+        &freeze_record,
+        saga.amount_minor,
+        &saga.receiver_pan,
+        &saga.receiver_bank,
+        saga.debit.as_ref().unwrap_or(&none),
+        saga.credit.as_ref().unwrap_or(&none),
+        &undo,
+    )
+    .await?;
+    let answer = recovered_answer(
+        switch,
+        *b"0210",
+        &[
+            (num::PAN, saga.receiver_pan.clone().into_bytes()),
+            (num::PROCESSING_CODE, b"400000".to_vec()),
+            (
+                num::AMOUNT,
+                format_amount(saga.amount_minor)
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ),
+            (num::TRANSMISSION, saga.request.transmission.to_vec()),
+            (num::STAN, saga.request.stan.to_vec()),
+        ],
+    );
+    switch
+        .store
+        .settle_receive(&saga.request, ReceiveOutcome::Failed, answer, follow)
+        .await?;
+    warn!(
+        saga = %saga.request, state = saga.state.as_str(), reversals = undo.len(),
+        "recovery: unfinished receive failed; reversals queued"
+    );
+    Ok(())
+}
