@@ -62,6 +62,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             max_connections: 1024,
         }],
         banks,
+        saf: Default::default(),
     }
 }
 
