@@ -5,6 +5,7 @@ mod decode;
 mod demo;
 mod encode;
 mod render;
+mod saf;
 mod serve;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     /// Run the switch with two simulated banks in this process, play every
     /// red-packet scenario against it and check the money invariants.
     Demo(demo::DemoArgs),
+    /// Inspect the store-and-forward queue (reversals and unfreeze notices).
+    Saf(saf::SafArgs),
 }
 
 /// Entry point of the binary.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Encode(args) => encode::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Saf(args) => saf::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,275 @@
+//! The real `switchboard serve` process killed with SIGKILL in the middle of a
+//! receive, then restarted: recovery fails the unfinished saga and queues the
+//! reversals, store-and-forward delivers them, and the payer bank ends whole.
+//! And SIGTERM: requests in flight are answered, the process exits 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use switchboard::clock::{Clock, SystemClock};
+use switchboard::codec::{build_bytes, parse, Message};
+use switchboard::fields::{num, FreezeKey};
+use switchboard::framing::{Frame, FrameCodec, FramingConfig};
+use switchboard::sim::bank::Bank;
+use switchboard::sim::bank_server::{spawn_bank, BankHandle};
+use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::Spec;
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+
+/// A receiver bank that signs on and answers reversals (25: it never applied
+/// the credit) but never answers a credit. Counts reversals.
+async fn silent_on_credits(listener: TcpListener, reversals: Arc<AtomicUsize>) {
+    let spec = Spec::switchboard();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let reversals = reversals.clone();
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            let mut framed = Framed::new(stream, FrameCodec::new(FramingConfig::default()));
+            while let Some(Ok(Frame::Message { body, .. })) = framed.next().await {
+                let Ok(request) = parse(&spec, body) else {
+                    continue;
+                };
+                let code = match request.mti() {
+                    b"0200" => continue,
+                    b"0420" | b"0421" => {
+                        reversals.fetch_add(1, Ordering::SeqCst);
+                        "25"
+                    }
+                    _ => "00",
+                };
+                let mut answer = Message::new(switchboard::link::response_mti(request.mti()));
+                for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
+                    if let Some(v) = request.get(n) {
+                        answer.set(n, v.clone());
+                    }
+                }
+                answer.set(num::RESPONSE_CODE, code);
+                let bytes = build_bytes(&spec, &answer).unwrap();
+                if framed.send(Frame::message(bytes)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    wallet_port: u16,
+    bank_a: &BankHandle,
+    bank_b: std::net::SocketAddr,
+) -> std::path::PathBuf {
+    let path = dir.join("switch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[switch]
+institution_id = "{switch}"
+[store]
+path = "switchboard.db"
+[[wallets]]
+listen = "127.0.0.1:{wallet_port}"
+institutions = ["{wallet}"]
+[[banks]]
+institution_id = "{a}"
+bins = ["622202"]
+hosts = ["{a_addr}"]
+timeout_ms = 30000
+[[banks]]
+institution_id = "{b}"
+bins = ["621700"]
+hosts = ["{b_addr}"]
+timeout_ms = 30000
+[saf]
+initial_backoff_ms = 100
+max_backoff_ms = 500
+"#,
+            switch = common::SWITCH_ID,
+            wallet = common::WALLET_ID,
+            a = common::BANK_A,
+            b = common::BANK_B,
+            a_addr = bank_a.addr,
+            b_addr = bank_b,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `switchboard serve` and waits until it listens.
+fn serve(config: &std::path::Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    child
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank_a = spawn_bank(
+        Bank::generate(common::BANK_A, "622202", 4, 100_000, 1),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap();
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = b_listener.local_addr().unwrap();
+    let reversals_at_b = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(silent_on_credits(b_listener, reversals_at_b.clone()));
+    let wallet_port = free_port();
+    let config = write_config(dir.path(), wallet_port, &bank_a, b_addr);
+    let payer = bank_a.snapshot().accounts[0].pan.clone();
+    let before = bank_a.snapshot().balance(&payer).unwrap();
+
+    let mut switch = serve(&config);
+    let addr = format!("127.0.0.1:{wallet_port}").parse().unwrap();
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
+    let clock = SystemClock;
+    let freeze = wallet.freeze(&payer, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let body = b"621700999999999";
+    let receiver = format!(
+        "{}{}",
+        std::str::from_utf8(body).unwrap(),
+        switchboard::sim::bank::luhn_check_digit(body) as char
+    );
+    let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
+    let pending = tokio::spawn({
+        let wallet = wallet.clone();
+        async move { wallet.send(&receive).await }
+    });
+    // The debit lands at bank A; the credit waits at the silent bank B.
+    wait_for("the debit", || {
+        bank_a.snapshot().balance(&payer) == Some(before - 2_000)
+    })
+    .await;
+    switch.kill().unwrap();
+    switch.wait().unwrap();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "no answer from a killed switch"
+    );
+
+    // Restart: recovery fails the saga and queues both reversals.
+    let mut switch = serve(&config);
+    let key = FreezeKey::of_request(&freeze).unwrap();
+    wait_for("the debit's reversal", || {
+        let a = bank_a.snapshot();
+        a.balance(&payer) == Some(before) && a.hold(&key).map(|h| h.remaining_minor) == Some(5_000)
+    })
+    .await;
+    assert!(
+        reversals_at_b.load(Ordering::SeqCst) >= 1,
+        "the credit's reversal reached bank B"
+    );
+
+    // The packet can be closed: the hold goes to zero, the payer keeps everything.
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    let unfreeze = wallet.unfreeze(&freeze, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    wait_for("the unfreeze", || {
+        bank_a.snapshot().hold(&key).map(|h| h.remaining_minor) == Some(0)
+    })
+    .await;
+    assert_eq!(bank_a.snapshot().balance(&payer), Some(before));
+
+    // The queue shows everything delivered, nothing dead.
+    let list = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["saf", "list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{text}");
+    assert_eq!(text.matches(" done ").count(), 3, "{text}");
+    assert!(!text.contains(&receiver), "card numbers are masked: {text}");
+
+    switch.kill().unwrap();
+    switch.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_requests_in_flight_and_exits_zero() {
+    let h = common::start().await; // banks only; the switch below is a process
+    let dir = tempfile::tempdir().unwrap();
+    let wallet_port = free_port();
+    let config = write_config(dir.path(), wallet_port, &h.bank_a, h.bank_b.addr);
+    let switch = serve(&config);
+    let addr = format!("127.0.0.1:{wallet_port}").parse().unwrap();
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    let clock = SystemClock;
+    let freeze = wallet.freeze(&h.world.cards_a[0], 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let wallet = wallet.clone();
+            let msg = wallet.receive(&freeze, &h.world.cards_b[i % 4], 100, clock.now());
+            tokio::spawn(async move { wallet.send(&msg).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &switch.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut answered = 0;
+    for s in sends {
+        if let Ok(Ok(m)) = s.await {
+            assert_eq!(code(&m), "00");
+            answered += 1;
+        }
+    }
+    let output = switch.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    // What was read before SIGTERM was answered; money matches the answers.
+    let received = h.bank_a.snapshot().balance(&h.world.cards_a[0]).unwrap();
+    assert_eq!(received, 1_000_000 - 100 * answered, "{answered} answered");
+}
