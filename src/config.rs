@@ -53,8 +53,15 @@ struct RawSaf {
 #[serde(deny_unknown_fields)]
 struct RawSwitch {
     institution_id: String,
+    /// Freezes older than this are unfrozen by the switch itself.
+    #[serde(default = "default_max_freeze_age_s")]
+    max_freeze_age_s: u64,
     #[serde(default = "default_spec")]
     spec: String,
+}
+
+fn default_max_freeze_age_s() -> u64 {
+    7 * 24 * 3600
 }
 
 fn default_spec() -> String {
@@ -189,6 +196,8 @@ pub struct Config {
     pub wallets: Vec<WalletListener>,
     pub banks: Vec<BankConfig>,
     pub saf: crate::switch::saf::SafPolicy,
+    /// Freezes older than this are unfrozen by the switch itself.
+    pub max_freeze_age: Duration,
 }
 
 fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
@@ -350,6 +359,7 @@ impl Config {
             wallets,
             banks,
             saf,
+            max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
         })
     }
 }

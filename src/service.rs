@@ -86,6 +86,12 @@ pub async fn start(
         config.saf.clone(),
         links_shutdown.clone(),
     ));
+    link_tasks.spawn(crate::switch::expiry::run(
+        switch.clone(),
+        config.max_freeze_age,
+        Duration::from_secs(60),
+        links_shutdown.clone(),
+    ));
     let mut wallet_addrs = Vec::new();
     for wallet in &config.wallets {
         let listener = TcpListener::bind(wallet.listen)

@@ -294,3 +294,46 @@ async fn declined_credit_reverses_the_debit() {
         Some(payer_before - 4_000)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch() {
+    use switchboard::clock::Clock;
+    let h = start().await;
+    let w = &h.world;
+    let wallet = WalletClient::connect(w.switch_addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    let freeze = wallet.freeze(&w.cards_a[0], 6_000, h.clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let receive = wallet.receive(&freeze, &w.cards_b[0], 1_000, h.clock.now());
+    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "00");
+    let max_age = Duration::from_secs(7 * 24 * 3600);
+    // Not old yet: nothing happens.
+    assert_eq!(
+        switchboard::switch::expiry::sweep(&h.running.switch, max_age)
+            .await
+            .unwrap(),
+        0
+    );
+    // Eight days later the wallet still has not sent its notice.
+    h.clock.advance(chrono::Duration::days(8));
+    assert_eq!(
+        switchboard::switch::expiry::sweep(&h.running.switch, max_age)
+            .await
+            .unwrap(),
+        1
+    );
+    let key = switchboard::fields::FreezeKey::of_request(&freeze).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.bank_a.snapshot().hold(&key).unwrap().remaining_minor != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unfreeze not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = wallet.receive(&freeze, &w.cards_b[1], 1_000, h.clock.now());
+    assert_eq!(code(&wallet.send(&late).await.unwrap()), "12");
+    let record = h.store.freeze(&key).await.unwrap().unwrap();
+    assert_eq!((record.received_minor, record.reserved_minor), (1_000, 0));
+}

@@ -103,6 +103,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             bank_config(BANK_B.0, BANK_B.1, BANK_B.2, b.addr),
         ],
         saf: Default::default(),
+        max_freeze_age: Duration::from_secs(7 * 24 * 3600),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

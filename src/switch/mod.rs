@@ -6,6 +6,7 @@
 //! The switch is written against the [`Store`] trait, the bank links and an
 //! injectable [`Clock`]; it knows nothing of sockets or framing.
 
+pub mod expiry;
 mod freeze;
 mod idempotency;
 mod messages;

@@ -63,6 +63,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         }],
         banks,
         saf: Default::default(),
+        max_freeze_age: Duration::from_secs(7 * 24 * 3600),
     }
 }
 
