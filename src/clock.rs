@@ -55,3 +55,29 @@ impl Clock for ShiftedClock {
         Utc::now().naive_utc() + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
     }
 }
+
+/// Time as tokio's clock sees it, from a fixed start: under a paused tokio
+/// runtime (`start_paused`) it is virtual and fully deterministic, which is
+/// what the simulation tests run on.
+#[derive(Debug)]
+pub struct TokioClock {
+    epoch: NaiveDateTime,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock reading `epoch` now.
+    pub fn starting_at(epoch: NaiveDateTime) -> Self {
+        TokioClock {
+            epoch,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> NaiveDateTime {
+        let elapsed = tokio::time::Instant::now() - self.start;
+        self.epoch + Duration::from_std(elapsed).unwrap_or_else(|_| Duration::zero())
+    }
+}

@@ -65,7 +65,7 @@ pub async fn start(
         );
         routes.push(Route {
             bins: bank.bins.clone(),
-            link: link.clone(),
+            link: link.clone() as Arc<dyn crate::link::BankPort>,
         });
         links.push(link);
     }

@@ -100,6 +100,29 @@ pub struct LinkContext {
     pub store: Arc<dyn Store>,
 }
 
+/// What the switch needs from a bank: send a request, get its response or
+/// know why not. [`BankLink`] is the real one (TCP); the simulation tests put a
+/// bank in memory with seeded faults behind the same trait.
+#[async_trait::async_trait]
+pub trait BankPort: Send + Sync + 'static {
+    /// The bank's institution id.
+    fn institution_id(&self) -> &str;
+
+    /// Sends a request and waits for its response, within the bank's deadline.
+    async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError>;
+}
+
+#[async_trait::async_trait]
+impl BankPort for BankLink {
+    fn institution_id(&self) -> &str {
+        &self.config.institution_id
+    }
+
+    async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError> {
+        BankLink::request(self, msg).await
+    }
+}
+
 /// The connections to one bank.
 pub struct BankLink {
     pub config: BankConfig,

@@ -9,6 +9,7 @@
 //!
 //! Only `store::sqlite` knows about SQLite.
 
+pub mod memory;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::codec::{build_bytes, EncodeError, Message};
 use crate::config::BinRange;
 use crate::fields::{num, InstitutionId};
-use crate::link::{is_response, response_mti, BankLink};
+use crate::link::{is_response, response_mti, BankPort};
 use crate::spec::Spec;
 use crate::stan::StanSource;
 use crate::store::{Direction, JournalEntry, Store, StoredAnswer};
@@ -45,7 +45,7 @@ pub struct Peer {
 /// A bank the switch can route to.
 pub struct Route {
     pub bins: Vec<BinRange>,
-    pub link: Arc<BankLink>,
+    pub link: Arc<dyn BankPort>,
 }
 
 pub struct Switch {
@@ -91,7 +91,7 @@ impl Switch {
     }
 
     /// The bank owning a card, by the longest matching BIN range.
-    fn route(&self, pan: &[u8]) -> Option<&Arc<BankLink>> {
+    fn route(&self, pan: &[u8]) -> Option<&Arc<dyn BankPort>> {
         self.routes
             .iter()
             .flat_map(|r| r.bins.iter().map(move |b| (b, &r.link)))
@@ -101,7 +101,7 @@ impl Switch {
     }
 
     /// The bank with this institution id.
-    fn bank(&self, institution_id: &str) -> Option<&Arc<BankLink>> {
+    fn bank(&self, institution_id: &str) -> Option<&Arc<dyn BankPort>> {
         self.routes
             .iter()
             .map(|r| &r.link)

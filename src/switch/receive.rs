@@ -154,7 +154,7 @@ struct Saga<'a> {
 }
 
 impl Saga<'_> {
-    async fn run(self, receiver_bank: std::sync::Arc<crate::link::BankLink>) -> Outcome {
+    async fn run(self, receiver_bank: std::sync::Arc<dyn crate::link::BankPort>) -> Outcome {
         let switch = self.switch;
         let Some(payer_bank) = switch.bank(&self.freeze.payer_bank).cloned() else {
             // A freeze recorded for a bank no longer configured: nothing was sent.
