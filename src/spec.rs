@@ -255,6 +255,8 @@ pub struct Spec {
     /// Bit 65 announces a third bitmap (fields 129–192).
     pub tertiary_bitmap: bool,
     fields: Vec<Option<FieldSpec>>,
+    /// Some field is BCD, EBCDIC or hex: parsing needs a decode buffer.
+    needs_decoding: bool,
     pub messages: Vec<MessageSpec>,
     pub response_codes: BTreeMap<String, String>,
     /// Minor-unit exponent per ISO 4217 numeric currency code.
@@ -643,7 +645,12 @@ impl Spec {
             currency_exponents.insert(number, exponent);
         }
 
+        let needs_decoding = fields
+            .iter()
+            .flatten()
+            .any(|f| matches!(f.encoding, Encoding::Bcd | Encoding::Ebcdic | Encoding::Hex));
         Ok(Spec {
+            needs_decoding,
             name: h.name.clone(),
             description: h.description.clone(),
             mti_encoding,
@@ -654,6 +661,12 @@ impl Spec {
             response_codes: raw.response_codes,
             currency_exponents,
         })
+    }
+
+    /// Whether some field's wire form differs from its value (BCD, EBCDIC, hex).
+    #[inline]
+    pub fn needs_decoding(&self) -> bool {
+        self.needs_decoding
     }
 
     /// The definition of a field, if the spec has one.

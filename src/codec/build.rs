@@ -122,7 +122,8 @@ fn put_field(field: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), 
         Encoding::Binary => out.put_slice(value),
         Encoding::Hex => put_hex(out, value),
         Encoding::Ascii => {
-            if let Some(i) = value.iter().position(|&b| b >= 0x80) {
+            if !value.is_ascii() {
+                let i = value.iter().position(|&b| b >= 0x80).unwrap_or(0);
                 return Err(unencodable(field, i, value[i], "ASCII"));
             }
             out.put_slice(value);

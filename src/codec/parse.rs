@@ -206,7 +206,9 @@ fn parse_field(
     match field.encoding {
         Encoding::Binary => Ok(Value::Input(cur.whole.slice(start..start + wire_len))),
         Encoding::Ascii => {
-            if let Some(i) = raw.iter().position(|&b| b >= 0x80) {
+            // The whole-slice check is vectorised; find the culprit only on failure.
+            if !raw.is_ascii() {
+                let i = raw.iter().position(|&b| b >= 0x80).unwrap_or(0);
                 return Err(bad_byte(location, start + i, raw[i], "ASCII"));
             }
             Ok(Value::Input(cur.whole.slice(start..start + wire_len)))
