@@ -492,10 +492,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
     let sagas = store.sagas().await.unwrap().len();
     Ok(format!(
         "{} crashes; A {} B {}; {} sagas",
-        crashes,
-        a.total_balance_minor,
-        b.total_balance_minor,
-        sagas
+        crashes, a.total_balance_minor, b.total_balance_minor, sagas
     ))
 }
 
