@@ -38,6 +38,18 @@ struct RawConfig {
     banks: Vec<RawBank>,
     #[serde(default)]
     saf: Option<RawSaf>,
+    #[serde(default)]
+    clearing: Option<RawClearing>,
+}
+
+/// `[clearing]`: when a settlement day ends.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClearing {
+    /// Local time from which transactions settle on the next day, `HH:MM`.
+    cutoff: Option<String>,
+    /// IANA time zone of the cutoff, e.g. `Asia/Shanghai`.
+    time_zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +84,7 @@ fn default_spec() -> String {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<String>,
+    url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -187,17 +200,68 @@ pub struct BankConfig {
     pub max_in_flight: usize,
 }
 
+/// Where the switch keeps its state (`[store]`: `path` or `url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded store: one SQLite file.
+    Embedded(PathBuf),
+    /// A PostgreSQL database, possibly shared by several switch instances.
+    Postgres(String),
+}
+
+impl StoreConfig {
+    /// `postgres://...` or `postgresql://...` is a database; anything else a file path.
+    pub fn parse(s: &str) -> StoreConfig {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StoreConfig::Postgres(s.to_string())
+        } else {
+            StoreConfig::Embedded(PathBuf::from(s))
+        }
+    }
+
+    /// Opens the store (migrating its schema) inside the current tokio runtime.
+    pub async fn open(&self) -> crate::store::StoreResult<std::sync::Arc<dyn crate::store::Store>> {
+        Ok(match self {
+            StoreConfig::Embedded(path) => {
+                std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(path)?)
+            }
+            StoreConfig::Postgres(url) => {
+                std::sync::Arc::new(crate::store::postgres::PostgresStore::connect(url).await?)
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for StoreConfig {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Embedded(path) => write!(f, "{}", path.display()),
+            StoreConfig::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &url[scheme + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    write!(f, "{}{user}:***{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => write!(f, "{url}"),
+            },
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub institution_id: String,
     pub spec: String,
-    pub store_path: PathBuf,
+    pub store: StoreConfig,
     pub wallets: Vec<WalletListener>,
     pub banks: Vec<BankConfig>,
     pub saf: crate::switch::saf::SafPolicy,
     /// Freezes older than this are unfrozen by the switch itself.
     pub max_freeze_age: Duration,
+    /// Settlement dates: cutoff time and time zone (`[clearing]`).
+    pub clearing: crate::clearing::Settlement,
 }
 
 fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
@@ -249,11 +313,26 @@ impl Config {
         })?;
         institution("switch.institution_id", &raw.switch.institution_id)?;
         crate::spec::Spec::load(&raw.switch.spec).map_err(|e| err("switch.spec", e.to_string()))?;
-        let store_path = raw
-            .store
-            .path
-            .map(|p| base.join(p))
-            .unwrap_or_else(|| base.join("switchboard.db"));
+        let store = match (raw.store.path, raw.store.url) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "store",
+                    "give either `path` (embedded store) or `url` (PostgreSQL), not both",
+                ))
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(err(
+                        "store.url",
+                        format!("{url:?} is not a postgres:// or postgresql:// URL"),
+                    ));
+                }
+                StoreConfig::Postgres(url)
+            }
+            (path, None) => {
+                StoreConfig::Embedded(base.join(path.unwrap_or_else(|| "switchboard.db".into())))
+            }
+        };
         let mut wallets = Vec::new();
         for (i, w) in raw.wallets.iter().enumerate() {
             let k = |f: &str| format!("wallets[{i}].{f}");
@@ -352,14 +431,26 @@ impl Config {
                 saf.max_attempts = n;
             }
         }
+        let mut clearing = crate::clearing::Settlement::default();
+        if let Some(c) = raw.clearing {
+            let cutoff = c.cutoff.unwrap_or_else(|| clearing.cutoff_text());
+            let zone = c
+                .time_zone
+                .unwrap_or_else(|| clearing.time_zone.to_string());
+            crate::clearing::Settlement::parse(&cutoff, "UTC")
+                .map_err(|e| err("clearing.cutoff", e.0))?;
+            clearing = crate::clearing::Settlement::parse(&cutoff, &zone)
+                .map_err(|e| err("clearing.time_zone", e.0))?;
+        }
         Ok(Config {
             institution_id: raw.switch.institution_id,
             spec: raw.switch.spec,
-            store_path,
+            store,
             wallets,
             banks,
             saf,
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
+            clearing,
         })
     }
 }
@@ -385,11 +476,43 @@ hosts = ["127.0.0.1:7000"]
     #[test]
     fn good_config_loads() {
         let c = Config::from_toml(GOOD, Path::new("/tmp")).unwrap();
-        assert_eq!(c.store_path, Path::new("/tmp/sb.db"));
+        assert_eq!(c.store, StoreConfig::Embedded("/tmp/sb.db".into()));
         assert_eq!(c.banks[0].bins.len(), 2);
         assert!(c.banks[0].bins[1].contains(b"6217501234567890"));
         assert!(!c.banks[0].bins[1].contains(b"6218001234567890"));
         assert_eq!(c.banks[0].timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn store_is_a_path_or_a_url() {
+        let pg = GOOD.replace(
+            "path = \"sb.db\"",
+            "url = \"postgres://sb:secret@db:5432/sb\"",
+        );
+        let c = Config::from_toml(&pg, Path::new("/tmp")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Postgres("postgres://sb:secret@db:5432/sb".into())
+        );
+        assert_eq!(c.store.to_string(), "postgres://sb:***@db:5432/sb");
+        let both = GOOD.replace(
+            "path = \"sb.db\"",
+            "path = \"sb.db\"\nurl = \"postgres://db/sb\"",
+        );
+        assert_eq!(
+            Config::from_toml(&both, Path::new(".")).unwrap_err().key,
+            "store"
+        );
+        let bad = GOOD.replace("path = \"sb.db\"", "url = \"mysql://db/sb\"");
+        assert_eq!(
+            Config::from_toml(&bad, Path::new(".")).unwrap_err().key,
+            "store.url"
+        );
+        let none = GOOD.replace("path = \"sb.db\"", "");
+        assert_eq!(
+            Config::from_toml(&none, Path::new("/x")).unwrap().store,
+            StoreConfig::Embedded("/x/switchboard.db".into())
+        );
     }
 
     #[test]
@@ -400,6 +523,15 @@ hosts = ["127.0.0.1:7000"]
         let bad = GOOD.replace("\"01020000\"", "\"x\"");
         let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "wallets[0].institutions");
+        let bad = format!("{GOOD}[clearing]\ncutoff = \"24:30\"\n");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "clearing.cutoff");
+        let bad = format!("{GOOD}[clearing]\ntime_zone = \"Asia/Shang\"\n");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "clearing.time_zone");
+        let good = format!("{GOOD}[clearing]\ncutoff = \"22:30\"\ntime_zone = \"UTC\"\n");
+        let c = Config::from_toml(&good, Path::new(".")).unwrap();
+        assert_eq!(c.clearing.to_string(), "cutoff 22:30 UTC");
         let bad = GOOD.replace("listen = ", "listne = ");
         let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("listne"), "{e}");

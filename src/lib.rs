@@ -4,6 +4,7 @@
 //! [`codec`] (bytes ⇄ [`codec::Message`]) → [`framing`] (length prefixes and
 //! headers on a stream) → the tools and the switch. See ARCHITECTURE.md.
 
+pub mod clearing;
 pub mod cli;
 pub mod clock;
 pub mod codec;

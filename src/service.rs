@@ -69,14 +69,17 @@ pub async fn start(
         });
         links.push(link);
     }
-    let switch = Arc::new(Switch::new(
-        spec,
-        config.institution_id.clone(),
-        store,
-        routes,
-        clock,
-        stans,
-    ));
+    let switch = Arc::new(
+        Switch::new(
+            spec,
+            config.institution_id.clone(),
+            store,
+            routes,
+            clock,
+            stans,
+        )
+        .with_settlement(config.clearing),
+    );
     // Settle what a crash left in flight before serving anything new.
     let recovered = crate::switch::recovery::recover(&switch)
         .await

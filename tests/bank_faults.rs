@@ -19,7 +19,6 @@ use switchboard::service;
 use switchboard::sim::bank::Bank;
 use switchboard::sim::bank_server::spawn_bank;
 use switchboard::sim::wallet::{code, WalletClient};
-use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{SafKind, SafState, SagaState, Store};
 use switchboard::Spec;
 use tokio::net::TcpListener;
@@ -102,7 +101,7 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
         ],
     );
     let clock = Arc::new(ShiftedClock::new());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn Store> = config.store.open().await.unwrap();
     let running = service::start(config, store.clone(), clock.clone())
         .await
         .unwrap();

@@ -1,5 +1,7 @@
 //! The switch end to end over real TCP: wallets → switch → bank simulators,
 //! every scenario checked against the banks' ledgers and the switch's store.
+//! Every test runs twice: on the embedded store (`embedded::`) and on a
+//! PostgreSQL database (`postgres::`, see `common/pg.rs`).
 
 mod common;
 
@@ -17,71 +19,60 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use common::{assert_passed, start};
+use common::{assert_passed, start_with, Backend};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_to_one() {
-    let h = start().await;
+async fn one_to_one(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::one_to_one(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_to_many_grabbed_by_more_receivers_than_shares() {
-    let h = start().await;
+async fn one_to_many_grabbed_by_more_receivers_than_shares(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::one_to_many(&h.world, 5, 12).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_receivers_on_ten_shares() {
-    let h = start().await;
+async fn two_hundred_receivers_on_ten_shares(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::one_to_many(&h.world, 10, 200).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_receive_gets_61() {
-    let h = start().await;
+async fn over_receive_gets_61(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::over_receive(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receive_after_unfreeze_gets_12() {
-    let h = start().await;
+async fn receive_after_unfreeze_gets_12(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::receive_after_unfreeze(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_original_gets_25() {
-    let h = start().await;
+async fn unknown_original_gets_25(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::unknown_original(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exact_resend_answers_again_and_moves_money_once() {
-    let h = start().await;
+async fn exact_resend_answers_again_and_moves_money_once(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::exact_resend(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receive_on_a_later_day() {
-    let h = start().await;
+async fn receive_on_a_later_day(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::later_day(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payer_and_receiver_at_the_same_bank() {
-    let h = start().await;
+async fn payer_and_receiver_at_the_same_bank(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::same_bank(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiry_unfreezes_the_remainder() {
-    let h = start().await;
+async fn expiry_unfreezes_the_remainder(backend: Backend) {
+    let h = start_with(backend).await;
     assert_passed(&scenarios::expiry(&h.world).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wallet_sending_as_another_institution_gets_63() {
-    let h = start().await;
+async fn wallet_sending_as_another_institution_gets_63(backend: Backend) {
+    let h = start_with(backend).await;
     let wallet = WalletClient::connect(h.world.switch_addr, FramingConfig::default(), "09990000")
         .await
         .unwrap();
@@ -94,9 +85,8 @@ async fn wallet_sending_as_another_institution_gets_63() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_cards_and_amounts() {
-    let h = start().await;
+async fn bad_cards_and_amounts(backend: Backend) {
+    let h = start_with(backend).await;
     let w = &h.world;
     let wallet = WalletClient::connect(w.switch_addr, FramingConfig::default(), common::WALLET_ID)
         .await
@@ -170,9 +160,8 @@ async fn raw_exchange(framed: &mut Framed<TcpStream, FrameCodec>, body: Bytes) -
     parse(&Spec::switchboard(), body).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_30_and_other_connections_keep_being_served() {
-    let h = start().await;
+async fn bad_input_gets_30_and_other_connections_keep_being_served(backend: Backend) {
+    let h = start_with(backend).await;
     let addr = h.world.switch_addr;
     let codec = || FrameCodec::new(FramingConfig::default());
     let mut framed = Framed::new(TcpStream::connect(addr).await.unwrap(), codec());
@@ -220,9 +209,8 @@ async fn bad_input_gets_30_and_other_connections_keep_being_served() {
     assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn declined_credit_reverses_the_debit() {
-    let h = start().await;
+async fn declined_credit_reverses_the_debit(backend: Backend) {
+    let h = start_with(backend).await;
     let w = &h.world;
     let wallet = WalletClient::connect(w.switch_addr, FramingConfig::default(), common::WALLET_ID)
         .await
@@ -295,10 +283,9 @@ async fn declined_credit_reverses_the_debit() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch() {
+async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch(backend: Backend) {
     use switchboard::clock::Clock;
-    let h = start().await;
+    let h = start_with(backend).await;
     let w = &h.world;
     let wallet = WalletClient::connect(w.switch_addr, FramingConfig::default(), common::WALLET_ID)
         .await
@@ -337,3 +324,43 @@ async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch() {
     let record = h.store.freeze(&key).await.unwrap().unwrap();
     assert_eq!((record.received_minor, record.reserved_minor), (1_000, 0));
 }
+
+/// Each test above, once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Embedded).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    one_to_one,
+    one_to_many_grabbed_by_more_receivers_than_shares,
+    two_hundred_receivers_on_ten_shares,
+    over_receive_gets_61,
+    receive_after_unfreeze_gets_12,
+    unknown_original_gets_25,
+    exact_resend_answers_again_and_moves_money_once,
+    receive_on_a_later_day,
+    payer_and_receiver_at_the_same_bank,
+    expiry_unfreezes_the_remainder,
+    wallet_sending_as_another_institution_gets_63,
+    bad_cards_and_amounts,
+    bad_input_gets_30_and_other_connections_keep_being_served,
+    declined_credit_reverses_the_debit,
+    freezes_past_their_maximum_age_are_unfrozen_by_the_switch,
+);

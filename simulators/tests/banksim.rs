@@ -3,140 +3,23 @@
 //! `banksim` binary with its admin port.
 
 use std::io::{BufRead, BufReader as StdBufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use switchboard::codec::{build_bytes, parse, Message};
-use switchboard::fields::{luhn_valid, FreezeKey, OriginalData};
+use switchboard::fields::{luhn_valid, FreezeKey};
 use switchboard::framing::{CupsHeader, Frame, FrameCodec, FramingConfig};
-use switchboard::sim::bank::{luhn_check_digit, Ledger, Movement};
+use switchboard::sim::bank::{Ledger, Movement};
 use switchboard::sim::{spawn_bank, Bank, HoldState};
 use switchboard::Spec;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::BufReader;
 use tokio_util::codec::Framed;
 
-const WALLET: &str = "48020000";
-const SWITCH: &str = "00010000";
-const BANK: &str = "01020000";
+mod common;
 
-fn card(payload: &str) -> String {
-    let mut pan = payload.to_string();
-    pan.push(luhn_check_digit(payload.as_bytes()) as char);
-    pan
-}
-
-fn sender() -> String {
-    card("622202000000001")
-}
-
-fn recipient() -> String {
-    card("622848000000000002")
-}
-
-fn common(mti: &[u8; 4], pc: &str, pan: &str, amount: u64, f7: &str, stan: &str) -> Message {
-    let mut m = Message::new(*mti);
-    m.set(2, pan.to_string())
-        .set(3, pc.to_string())
-        .set(4, format!("{amount:012}"))
-        .set(7, f7.to_string())
-        .set(11, stan.to_string())
-        .set(12, "173000")
-        .set(13, "0305")
-        .set(37, format!("RRN{stan}000"))
-        .set(49, "156")
-        .set(100, BANK);
-    m
-}
-
-fn freeze(pan: &str, amount: u64, stan: &str) -> Message {
-    let mut m = common(b"0100", "030000", pan, amount, "0305093000", stan);
-    m.set(25, "06").set(32, WALLET).set(33, SWITCH);
-    m
-}
-
-fn debit(pan: &str, amount: u64, stan: &str, of: &Message) -> Message {
-    let mut m = common(b"0200", "000000", pan, amount, "0305094500", stan);
-    m.set(25, "06")
-        .set(32, SWITCH)
-        .set(33, SWITCH)
-        .set(90, OriginalData::naming(of).unwrap().to_bytes().to_vec())
-        .set(103, recipient());
-    m
-}
-
-fn credit(pan: &str, amount: u64, stan: &str) -> Message {
-    let mut m = common(b"0200", "260000", pan, amount, "0305094600", stan);
-    m.set(25, "00")
-        .set(32, SWITCH)
-        .set(33, SWITCH)
-        .set(102, sender());
-    m
-}
-
-fn reversal(of: &Message, stan: &str) -> Message {
-    let mut m = Message::new(*b"0420");
-    for f in [2, 3, 4, 25, 37, 49] {
-        m.set(f, of.get(f).unwrap().clone());
-    }
-    m.set(7, "0305095900")
-        .set(11, stan.to_string())
-        .set(32, SWITCH)
-        .set(33, SWITCH)
-        .set(90, OriginalData::naming(of).unwrap().to_bytes().to_vec());
-    m
-}
-
-fn sign_on(stan: &str) -> Message {
-    let mut m = Message::new(*b"0800");
-    m.set(7, "0305090000")
-        .set(11, stan.to_string())
-        .set(32, SWITCH)
-        .set(70, "001");
-    m
-}
-
-type Client = Framed<TcpStream, FrameCodec>;
-
-async fn connect(addr: SocketAddr, framing: &FramingConfig) -> Client {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    Framed::new(stream, FrameCodec::new(framing.clone()))
-}
-
-/// Queues a message without flushing, so that several are in flight at once.
-async fn feed(client: &mut Client, spec: &Spec, msg: &Message) {
-    client
-        .feed(Frame::message(build_bytes(spec, msg).unwrap()))
-        .await
-        .unwrap();
-}
-
-async fn receive(client: &mut Client, spec: &Spec) -> Message {
-    let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
-        .await
-        .expect("an answer within 10 s")
-        .expect("the connection is open")
-        .expect("a good frame");
-    match frame {
-        Frame::Message { body, .. } => parse(spec, body).unwrap(),
-        Frame::KeepAlive => panic!("the bank never sends keep-alives"),
-    }
-}
-
-fn rc(m: &Message) -> &str {
-    m.get_str(39).unwrap()
-}
-
-/// Answers by (response MTI, STAN): they are unique in each test below.
-fn by_stan<'a>(responses: &'a [Message], mti: &[u8; 4], stan: &str) -> &'a Message {
-    responses
-        .iter()
-        .find(|r| r.mti() == mti && r.get_str(11) == Some(stan))
-        .unwrap_or_else(|| panic!("no {} for STAN {stan}", std::str::from_utf8(mti).unwrap()))
-}
+use common::*;
 
 #[tokio::test]
 async fn pipelined_requests_move_money_exactly_once() {
@@ -238,39 +121,6 @@ async fn pipelined_requests_move_money_exactly_once() {
     assert_money_moved_only_by_the_journal(&before, &ledger, &journal);
     handle.bank.lock().unwrap().check_invariants();
     handle.stop().await;
-}
-
-/// The total across accounts changes by exactly the credits and debits the bank
-/// applied, net of the reversals of them; holds never change the total.
-fn assert_money_moved_only_by_the_journal(before: &Ledger, after: &Ledger, journal: &[Movement]) {
-    use switchboard::sim::MovementKind;
-    let mut applied: std::collections::HashMap<&str, (MovementKind, i64)> = Default::default();
-    let mut expected = before.total_balance_minor;
-    for m in journal {
-        let amount = m.applied_minor as i64;
-        match m.kind {
-            MovementKind::Credit => expected += amount,
-            MovementKind::Debit => expected -= amount,
-            MovementKind::Reversal => {
-                let original = m
-                    .original
-                    .as_deref()
-                    .expect("a reversal names its original");
-                match applied.get(original) {
-                    Some((MovementKind::Credit, _)) => expected -= amount,
-                    Some((MovementKind::Debit, _)) => expected += amount,
-                    _ => {}
-                }
-            }
-            MovementKind::Freeze | MovementKind::Unfreeze => {}
-        }
-        applied.insert(&m.request, (m.kind, amount));
-    }
-    assert_eq!(after.total_balance_minor, expected);
-    assert_eq!(
-        after.total_balance_minor,
-        after.accounts.iter().map(|a| a.balance_minor).sum::<i64>()
-    );
 }
 
 #[tokio::test]
@@ -386,61 +236,6 @@ async fn bad_frames_are_answered_30_or_dropped_and_the_connection_goes_on() {
         (second.mti(), second.get_str(11)),
         (b"0810", Some("000002"))
     );
-}
-
-// ---- the banksim binary ----
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for(addr: &str) -> TcpStream {
-    for _ in 0..200 {
-        if let Ok(stream) = TcpStream::connect(addr).await {
-            return stream;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("banksim did not listen on {addr} within 10 s");
-}
-
-async fn admin_command(admin: &mut BufReader<TcpStream>, command: &str) -> Vec<String> {
-    admin
-        .get_mut()
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), admin.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "admin port closed");
-        let line = line.trim_end().to_string();
-        if command != "journal" {
-            return vec![line];
-        }
-        if line.is_empty() {
-            return lines;
-        }
-        lines.push(line);
-    }
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::clock::{Clock, ShiftedClock};
-use crate::config::{BankConfig, BinRange, Config, WalletListener};
+use crate::config::{BankConfig, BinRange, Config, StoreConfig, WalletListener};
 use crate::fields::InstitutionId;
 use crate::framing::FramingConfig;
 use crate::mask::mask_pan;
@@ -91,7 +91,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config = Config {
         institution_id: SWITCH_ID.into(),
         spec: "switchboard".into(),
-        store_path: store_path.clone(),
+        store: StoreConfig::Embedded(store_path.clone()),
         wallets: vec![WalletListener {
             listen: "127.0.0.1:0".parse()?,
             framing: FramingConfig::default(),
@@ -104,6 +104,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ],
         saf: Default::default(),
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
+        clearing: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

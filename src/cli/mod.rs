@@ -1,9 +1,12 @@
 //! Command-line interface. Only this module knows about clap: arguments are
 //! parsed into plain structs here, then turned into library calls.
 
+mod clear;
 mod decode;
 mod demo;
 mod encode;
+mod migrate;
+mod reconcile;
 mod render;
 mod saf;
 mod serve;
@@ -33,6 +36,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Inspect the store-and-forward queue (reversals and unfreeze notices).
     Saf(saf::SafArgs),
+    /// End-of-day clearing: one file per bank and per wallet, and a summary.
+    Clear(clear::ClearArgs),
+    /// Compare a participant's own records with the switch's clearing file.
+    Reconcile(reconcile::ReconcileArgs),
+    /// Bring a store's schema (PostgreSQL URL or embedded file) to this build's version.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Entry point of the binary.
@@ -54,6 +63,9 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),
+        Command::Clear(args) => clear::run(args),
+        Command::Reconcile(args) => reconcile::run(args),
+        Command::Migrate(args) => migrate::run(args),
     };
     match result {
         Ok(code) => code,

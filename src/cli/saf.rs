@@ -11,8 +11,7 @@ use crate::config::Config;
 use crate::fields::num;
 use crate::mask::mask_pan;
 use crate::spec::Spec;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{SafState, Store};
+use crate::store::SafState;
 
 #[derive(Args, Debug)]
 pub struct SafArgs {
@@ -53,7 +52,7 @@ pub fn run(args: SafArgs) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&config.spec)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let entries = runtime.block_on(async {
-        let store = SqliteStore::open(&config.store_path)?;
+        let store = config.store.open().await?;
         store.saf_entries().await
     })?;
     let mut dead = 0;

@@ -9,9 +9,11 @@ use clap::Args;
 use tracing::info;
 
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::service;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -38,8 +40,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let store = Arc::new(SqliteStore::open(&config.store_path)?);
-        info!(path = %config.store_path.display(), "store opened");
+        // The PostgreSQL store is kept at hand to write its journal and
+        // report its counters at shutdown.
+        let (store, postgres): (Arc<dyn Store>, Option<Arc<PostgresStore>>) = match &config.store {
+            StoreConfig::Embedded(path) => (Arc::new(SqliteStore::open(path)?), None),
+            StoreConfig::Postgres(url) => {
+                let pg = Arc::new(PostgresStore::connect(url).await?);
+                (pg.clone(), Some(pg))
+            }
+        };
+        info!(store = %config.store, "store opened");
         let banks: Vec<String> = config.banks.iter().map(|b| b.name.clone()).collect();
         let running = service::start(config, store, Arc::new(SystemClock)).await?;
         for addr in &running.wallet_addrs {
@@ -52,6 +62,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         terminated().await;
         info!("shutting down: finishing requests in flight");
         running.shutdown().await;
+        if let Some(pg) = postgres {
+            if let Err(e) = pg.flush().await {
+                tracing::error!(error = %e, "journal not fully written");
+            }
+            info!(stats = ?pg.stats(), "PostgreSQL store");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

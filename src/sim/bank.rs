@@ -213,6 +213,12 @@ pub struct Movement {
     pub response_code: String,
     /// When the bank decided, `YYYY-MM-DDThh:mm:ss`.
     pub time: String,
+    /// F3 of the request (a reversal's tells what it reverses).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub processing_code: Option<String>,
+    /// F49 of the request.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub currency: Option<u16>,
 }
 
 /// One account in a [`Ledger`].
@@ -460,6 +466,24 @@ impl Bank {
         &self.journal
     }
 
+    /// The bank's clearing file for settlement day `date` (specs/clearing.md),
+    /// from its journal: the switch's debits and credits it decided, dated by
+    /// their F7 under `settlement`, reversals netted out.
+    pub fn export_clearing(
+        &self,
+        date: chrono::NaiveDate,
+        settlement: &crate::clearing::Settlement,
+    ) -> String {
+        crate::clearing::bank::export(
+            &self.journal,
+            self.institution.as_str(),
+            date,
+            settlement,
+            &self.spec,
+        )
+        .render()
+    }
+
     /// The books, with full card numbers.
     pub fn snapshot(&self) -> Ledger {
         let accounts: Vec<AccountView> = self
@@ -590,6 +614,8 @@ impl Bank {
             applied_minor: decision.applied_minor,
             response_code: decision.code.to_string(),
             time: now.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            processing_code: request.get_str(num::PROCESSING_CODE).map(str::to_string),
+            currency: crate::fields::currency(request).ok(),
         });
         self.answered.insert(
             key,

@@ -1,5 +1,6 @@
 //! The bank simulator on TCP: the ISO 8583 port ([`serve_bank`]), a line-based
-//! admin port ([`serve_admin`]), and [`spawn_bank`] for tests and the demo.
+//! admin port ([`serve_admin`]), and [`spawn_bank`] (or
+//! [`spawn_bank_with_faults`]) for tests and the demo.
 //!
 //! Each connection is a `Framed<TcpStream, FrameCodec>` split in two: a reader
 //! (frames → [`Bank::handle`] → responses) and one writer task fed through a
@@ -7,6 +8,11 @@
 //! a connection and a slow peer slows its own reader down, nobody else. The bank's
 //! mutex is held for the `handle` call only: parsing, building and I/O happen
 //! outside it.
+//!
+//! The reader also injects the [`Faults`] of a shared [`FaultControl`]: it rolls
+//! the connection's [`Dice`] for every request, applies the request (or not) when
+//! it reads it, in order, and hands an answer that must wait to a task of its
+//! own, so that a delay never holds up the requests behind it.
 //!
 //! Card numbers are logged masked.
 
@@ -30,7 +36,9 @@ use crate::fields::num;
 use crate::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, FramingError, HeaderKind};
 use crate::mask::Masked;
 use crate::sim::bank::{reject_undecodable, Bank, Ledger};
+use crate::sim::faults::{self, Dice, Fate, FaultControl, Faults};
 use crate::spec::Spec;
+use crate::validate::validate;
 
 /// Connections served at once; further ones wait to be accepted.
 const MAX_CONNECTIONS: usize = 256;
@@ -38,8 +46,10 @@ const MAX_CONNECTIONS: usize = 256;
 const WRITE_QUEUE: usize = 1024;
 /// Responses written with one system call at most.
 const WRITE_BATCH: usize = 64;
-/// The longest admin command line.
-const MAX_ADMIN_LINE: u64 = 256;
+/// Answers waiting out a delay on one connection before its reader waits too.
+const MAX_DELAYED: usize = WRITE_QUEUE;
+/// The longest admin command line (`faults SPEC` lines included).
+const MAX_ADMIN_LINE: u64 = 1024;
 /// How long a closing connection's writer may take to flush.
 const WRITER_GRACE: Duration = Duration::from_secs(1);
 
@@ -49,16 +59,21 @@ fn lock(bank: &Mutex<Bank>) -> MutexGuard<'_, Bank> {
     bank.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Serves the bank's ISO 8583 port until `shutdown` is cancelled.
+/// Serves the bank's ISO 8583 port until `shutdown` is cancelled, with the
+/// faults `faults` holds at each request (see [`crate::sim::faults`]).
 pub async fn serve_bank(
     listener: TcpListener,
     framing: FramingConfig,
     bank: Arc<Mutex<Bank>>,
+    faults: Arc<FaultControl>,
     shutdown: CancellationToken,
 ) {
     let spec = lock(&bank).spec().clone();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    // Each connection's draws are seeded with its index: the same traffic
+    // meets the same faults.
+    let mut accepted: u64 = 0;
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -76,13 +91,15 @@ pub async fn serve_bank(
                 }
             },
         };
-        info!(%peer, "bank: connection accepted");
+        info!(%peer, connection = accepted, "bank: connection accepted");
         let connection = Connection {
             framing: framing.clone(),
             spec: spec.clone(),
             bank: bank.clone(),
             peer,
+            dice: Dice::new(faults.clone(), accepted),
         };
+        accepted += 1;
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             connection.run(stream, shutdown).await;
@@ -98,28 +115,40 @@ struct Connection {
     spec: Arc<Spec>,
     bank: Arc<Mutex<Bank>>,
     peer: SocketAddr,
+    dice: Dice,
+}
+
+/// What the reader does after a frame.
+enum Action {
+    Nothing,
+    /// Send `frame` `copies` times, after `delay`.
+    Send {
+        frame: Frame,
+        copies: usize,
+        delay: Duration,
+    },
+    /// Close the connection at once (a fault).
+    Drop,
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, shutdown: CancellationToken) {
+    async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
         let _ = stream.set_nodelay(true);
         let (sink, mut frames) = Framed::new(stream, FrameCodec::new(self.framing.clone())).split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let mut writer = tokio::spawn(write_frames(sink, rx, self.peer));
+        // Answers waiting out a delay, one task each.
+        let mut delayed = JoinSet::new();
+        let mut dropped = false;
         loop {
+            while delayed.try_join_next().is_some() {}
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = frames.next() => next,
             };
-            match next {
+            let frame = match next {
                 None => break,
-                Some(Ok(frame)) => {
-                    if let Some(reply) = self.process(frame) {
-                        if tx.send(reply).await.is_err() {
-                            break; // the writer is gone: so is the peer
-                        }
-                    }
-                }
+                Some(Ok(frame)) => frame,
                 Some(Err(FramingError::Io(e))) => {
                     debug!(peer = %self.peer, error = %e, "bank: read failed");
                     break;
@@ -129,31 +158,69 @@ impl Connection {
                     warn!(peer = %self.peer, error = %e, "bank: framing error, closing the connection");
                     break;
                 }
+            };
+            match self.process(frame) {
+                Action::Nothing => {}
+                Action::Drop => {
+                    dropped = true;
+                    break;
+                }
+                Action::Send {
+                    frame,
+                    copies,
+                    delay,
+                } if delay.is_zero() => {
+                    if !send_copies(&tx, frame, copies).await {
+                        break; // the writer is gone: so is the peer
+                    }
+                }
+                Action::Send {
+                    frame,
+                    copies,
+                    delay,
+                } => {
+                    if delayed.len() >= MAX_DELAYED {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = delayed.join_next() => {}
+                        }
+                    }
+                    let tx = tx.clone();
+                    delayed.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        send_copies(&tx, frame, copies).await;
+                    });
+                }
             }
         }
         drop(tx);
-        if tokio::time::timeout(WRITER_GRACE, &mut writer)
-            .await
-            .is_err()
-        {
+        if dropped {
+            // Mid-request: whatever is queued or delayed is lost with the connection.
+            delayed.abort_all();
+            writer.abort();
+            let _ = writer.await;
+            info!(peer = %self.peer, "bank: connection dropped (fault)");
+            return;
+        }
+        let drained = async {
+            while delayed.join_next().await.is_some() {}
+            let _ = (&mut writer).await;
+        };
+        if tokio::time::timeout(WRITER_GRACE, drained).await.is_err() {
+            delayed.abort_all();
             writer.abort();
         }
         info!(peer = %self.peer, "bank: connection closed");
     }
 
-    /// One frame in, at most one frame out.
-    fn process(&self, frame: Frame) -> Option<Frame> {
+    /// One frame in, at most one frame out (twice for a duplicate), or the
+    /// connection dropped.
+    fn process(&mut self, frame: Frame) -> Action {
         let Frame::Message { header, body } = frame else {
-            return None; // keep-alives are never answered
+            return Action::Nothing; // keep-alives are never answered
         };
-        let response = match parse(&self.spec, body.clone()) {
-            Ok(request) => {
-                let now = chrono::Utc::now().naive_utc();
-                // The critical section: nothing but the bank's decision.
-                let response = lock(&self.bank).handle(&request, now);
-                log_exchange(self.peer, &request, response.as_ref());
-                response?
-            }
+        let request = match parse(&self.spec, body.clone()) {
+            Ok(request) => request,
             Err(e) => {
                 let mti = body
                     .get(..4)
@@ -166,20 +233,92 @@ impl Connection {
                     error = %e,
                     "bank: undecodable message"
                 );
-                reject_undecodable(&body)?
+                return match reject_undecodable(&body) {
+                    Some(response) => self.answer(header, &response, 1, Duration::ZERO),
+                    None => Action::Nothing,
+                };
             }
         };
-        match build_bytes(&self.spec, &response) {
-            Ok(body) => Some(Frame::Message {
-                header: reply_header(&self.framing, header),
-                body,
-            }),
+        let mti = *request.mti();
+        let is_request = mti[2].is_ascii_digit() && (mti[2] - b'0') & 1 == 0;
+        let plan = if is_request {
+            self.dice.roll(mti[..2] == *b"08")
+        } else {
+            faults::Plan::ANSWER // the bank does not answer responses
+        };
+        if plan.fate != Fate::Answer {
+            debug!(
+                peer = %self.peer,
+                mti = request.mti_str(),
+                stan = request.get_str(num::STAN).unwrap_or(""),
+                fault = plan.fate.name(),
+                delay_ms = plan.delay.as_millis() as u64,
+                "bank: fault injected"
+            );
+        }
+        let now = chrono::Utc::now().naive_utc();
+        match plan.fate {
+            Fate::DropBeforeApply => return Action::Drop,
+            Fate::Lost => return Action::Nothing,
+            _ => {}
+        }
+        // Only a request the bank would decide is declined: anything else it
+        // rejects as usual.
+        if plan.fate == Fate::Decline && validate(&self.spec, &request).is_valid() {
+            let code = &self.dice.faults().decline_code;
+            if let Some(response) = faults::decline(&self.spec, &request, code, now) {
+                log_exchange(self.peer, &request, Some(&response));
+                return self.answer(header, &response, 1, plan.delay);
+            }
+        }
+        // The critical section: nothing but the bank's decision.
+        let response = lock(&self.bank).handle(&request, now);
+        log_exchange(self.peer, &request, response.as_ref());
+        let Some(response) = response else {
+            return Action::Nothing;
+        };
+        match plan.fate {
+            Fate::DropAfterApply => Action::Drop,
+            Fate::Silent => Action::Nothing,
+            Fate::Garbage => Action::Send {
+                frame: Frame::Message {
+                    header: reply_header(&self.framing, header),
+                    body: self.dice.garbage(),
+                },
+                copies: 1,
+                delay: plan.delay,
+            },
+            Fate::Duplicate => self.answer(header, &response, 2, plan.delay),
+            _ => self.answer(header, &response, 1, plan.delay),
+        }
+    }
+
+    fn answer(&self, header: Bytes, response: &Message, copies: usize, delay: Duration) -> Action {
+        match build_bytes(&self.spec, response) {
+            Ok(body) => Action::Send {
+                frame: Frame::Message {
+                    header: reply_header(&self.framing, header),
+                    body,
+                },
+                copies,
+                delay,
+            },
             Err(e) => {
                 warn!(peer = %self.peer, mti = response.mti_str(), error = %e, "bank: cannot build the response");
-                None
+                Action::Nothing
             }
         }
     }
+}
+
+/// Queues `copies` copies of `frame` for the writer; false if it is gone.
+async fn send_copies(tx: &mpsc::Sender<Frame>, frame: Frame, copies: usize) -> bool {
+    for _ in 1..copies {
+        if tx.send(frame.clone()).await.is_err() {
+            return false;
+        }
+    }
+    tx.send(frame).await.is_ok()
 }
 
 /// The header of a reply: a CUPS header with source and destination swapped,
@@ -241,11 +380,24 @@ async fn write_frames(
 }
 
 /// Serves the admin port until `shutdown` is cancelled: one command per line,
-/// `snapshot` (one JSON line: the [`Ledger`]) or `journal` (one JSON line per
-/// movement, then an empty line). Anything else gets `{"error": ...}`.
+/// each answered with one JSON line unless said otherwise:
+///
+/// - `snapshot`: the [`Ledger`];
+/// - `journal`: one JSON line per movement, then an empty line;
+/// - `faults`: the [`Faults`] injected now;
+/// - `faults SPEC`: injects the faults of the compact form `SPEC` from the next
+///   request on (`faults none` stops them), and answers them as `faults` does;
+/// - `injected`: how many requests met each fault so far;
+/// - `export YYYY-MM-DD [HH:MM [ZONE]]`: the bank's clearing file for that
+///   settlement date (cutoff 23:00 Asia/Shanghai unless given), then an
+///   empty line (specs/clearing.md);
+/// - `quit`: closes the connection.
+///
+/// Anything else, or a bad `SPEC`, gets `{"error": ...}`.
 pub async fn serve_admin(
     listener: TcpListener,
     bank: Arc<Mutex<Bank>>,
+    faults: Arc<FaultControl>,
     shutdown: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
@@ -263,11 +415,12 @@ pub async fn serve_admin(
         };
         debug!(%peer, "bank admin: connection accepted");
         let bank = bank.clone();
+        let faults = faults.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                result = admin_connection(stream, bank) => {
+                result = admin_connection(stream, bank, faults) => {
                     if let Err(e) = result {
                         debug!(%peer, error = %e, "bank admin: connection ended");
                     }
@@ -279,7 +432,11 @@ pub async fn serve_admin(
     while connections.join_next().await.is_some() {}
 }
 
-async fn admin_connection(stream: TcpStream, bank: Arc<Mutex<Bank>>) -> std::io::Result<()> {
+async fn admin_connection(
+    stream: TcpStream,
+    bank: Arc<Mutex<Bank>>,
+    faults: Arc<FaultControl>,
+) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
@@ -299,15 +456,19 @@ async fn admin_connection(stream: TcpStream, bank: Arc<Mutex<Bank>>) -> std::io:
             return Ok(());
         }
         let command = String::from_utf8_lossy(&line);
+        let command = command.trim();
+        let (verb, argument) = command
+            .split_once(char::is_whitespace)
+            .map_or((command, ""), |(verb, rest)| (verb, rest.trim()));
         let mut out = String::new();
-        match command.trim() {
-            "" => continue,
-            "snapshot" => {
+        match (verb, argument) {
+            ("", _) => continue,
+            ("snapshot", "") => {
                 let ledger = lock(&bank).snapshot();
                 out.push_str(&to_json(&ledger));
                 out.push('\n');
             }
-            "journal" => {
+            ("journal", "") => {
                 let journal = lock(&bank).journal().to_vec();
                 for movement in &journal {
                     out.push_str(&to_json(movement));
@@ -315,10 +476,34 @@ async fn admin_connection(stream: TcpStream, bank: Arc<Mutex<Bank>>) -> std::io:
                 }
                 out.push('\n');
             }
-            "quit" => return Ok(()),
-            other => {
+            ("faults", "") => {
+                out.push_str(&to_json(&faults.faults()));
+                out.push('\n');
+            }
+            ("faults", spec) => {
+                match spec.parse::<Faults>() {
+                    Ok(new) => {
+                        info!(faults = %new, "bank: faults changed");
+                        out.push_str(&to_json(&new));
+                        faults.set(new);
+                    }
+                    Err(e) => {
+                        out.push_str(&serde_json::json!({ "error": e.to_string() }).to_string())
+                    }
+                }
+                out.push('\n');
+            }
+            ("injected", "") => {
+                out.push_str(&to_json(&faults.injected()));
+                out.push('\n');
+            }
+            ("export", args) => {
+                out.push_str(&crate::clearing::bank::admin_export(&lock(&bank), args))
+            }
+            ("quit", "") => return Ok(()),
+            _ => {
                 let error = serde_json::json!({
-                    "error": format!("unknown command {other:?}: expected snapshot, journal or quit")
+                    "error": format!("unknown command {command:?}: expected snapshot, journal, faults [SPEC], injected or quit")
                 });
                 out.push_str(&error.to_string());
                 out.push('\n');
@@ -340,6 +525,8 @@ pub struct BankHandle {
     /// Where the bank listens.
     pub addr: SocketAddr,
     pub bank: Arc<Mutex<Bank>>,
+    /// The faults it injects: change them at any time.
+    pub faults: Arc<FaultControl>,
     /// Cancel to stop the server (dropping the handle does too).
     pub shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -366,21 +553,34 @@ impl Drop for BankHandle {
     }
 }
 
-/// Starts `bank` on 127.0.0.1 on a free port.
+/// Starts `bank` on 127.0.0.1 on a free port, without faults.
 pub async fn spawn_bank(bank: Bank, framing: FramingConfig) -> std::io::Result<BankHandle> {
+    spawn_bank_with_faults(bank, framing, Faults::default()).await
+}
+
+/// Starts `bank` on 127.0.0.1 on a free port, injecting `faults` (changeable
+/// through [`BankHandle::faults`]).
+pub async fn spawn_bank_with_faults(
+    bank: Bank,
+    framing: FramingConfig,
+    faults: Faults,
+) -> std::io::Result<BankHandle> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let bank = Arc::new(Mutex::new(bank));
+    let faults = Arc::new(FaultControl::new(faults));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(serve_bank(
         listener,
         framing,
         bank.clone(),
+        faults.clone(),
         shutdown.clone(),
     ));
     Ok(BankHandle {
         addr,
         bank,
+        faults,
         shutdown,
         task: Some(task),
     })

@@ -5,6 +5,7 @@
 
 pub mod bank;
 pub mod bank_server;
+pub mod faults;
 
 pub use bank::{Bank, Hold, HoldState, Ledger, Movement, MovementKind};
 pub use bank_server::{serve_admin, serve_bank, spawn_bank, BankHandle};

@@ -25,6 +25,8 @@ struct State {
     next_saf_id: i64,
     next_stan: u32,
     journal_len: u64,
+    /// Every entry, in the order written (clearing reads them back).
+    journal: Vec<JournalEntry>,
 }
 
 /// See the module documentation.
@@ -188,9 +190,10 @@ impl Store for MemoryStore {
         })
     }
 
-    fn journal(&self, _entry: JournalEntry) {
+    fn journal(&self, entry: JournalEntry) {
         if let Ok(mut s) = self.state.lock() {
             s.journal_len += 1;
+            s.journal.push(entry);
         }
     }
 
@@ -479,5 +482,15 @@ impl Store for MemoryStore {
 
     async fn journal_len(&self) -> StoreResult<u64> {
         self.with(|s| Ok(s.journal_len))
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        self.with(|s| {
+            Ok(s.journal
+                .iter()
+                .filter(|e| (from_ms..to_ms).contains(&e.at_ms))
+                .cloned()
+                .collect())
+        })
     }
 }

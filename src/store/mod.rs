@@ -10,6 +10,7 @@
 //! Only `store::sqlite` knows about SQLite.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -581,6 +582,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of journal entries written (committed).
     async fn journal_len(&self) -> StoreResult<u64>;
+
+    /// Journal entries with `from_ms <= at_ms < to_ms`, in the order they were
+    /// written (end-of-day clearing reads the day back in slices).
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        let _ = (from_ms, to_ms);
+        Err(StoreError::Unavailable(
+            "this store cannot read its journal back".into(),
+        ))
+    }
+
+    /// Sagas with `from_ms <= created_at_ms < to_ms` (for clearing).
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        Ok(self
+            .sagas()
+            .await?
+            .into_iter()
+            .filter(|s| (from_ms..to_ms).contains(&s.created_at_ms))
+            .collect())
+    }
+
+    /// Store-and-forward entries created at or after `from_ms`, in queue
+    /// order (for clearing: the reversals that net out a day's messages).
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        Ok(self
+            .saf_entries()
+            .await?
+            .into_iter()
+            .filter(|e| e.entry.created_at_ms >= from_ms)
+            .collect())
+    }
 }
 
 impl JournalEntry {

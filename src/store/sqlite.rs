@@ -157,6 +157,12 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX saf_pending ON saf (state, order_key, id);
     "#,
+    // 3: end-of-day clearing reads the journal, sagas and queue by time.
+    r#"
+    CREATE INDEX journal_by_time ON journal (at_ms);
+    CREATE INDEX sagas_by_time ON sagas (created_at_ms);
+    CREATE INDEX saf_by_time ON saf (created_at_ms);
+    "#,
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -197,6 +203,9 @@ pub struct SqliteStore {
     /// To read field 39 of answers, on the caller's task rather than the writer's.
     spec: Arc<Spec>,
     thread: Option<JoinHandle<Result<(), String>>>,
+    /// The file, for the read-only connections of long reads (clearing), which
+    /// must not hold the writer's transaction open.
+    path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -352,6 +361,7 @@ impl SqliteStore {
             shared,
             spec: Arc::new(Spec::switchboard()),
             thread: Some(thread),
+            path: path.to_path_buf(),
         })
     }
 
@@ -395,6 +405,35 @@ impl SqliteStore {
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on a read-only connection of its own, in one read transaction
+    /// (a consistent snapshot), on a blocking thread: long reads neither wait
+    /// for nor hold up the writer. What was queued before (journal entries
+    /// included) is committed first.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(|_| Ok(())).await?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            use rusqlite::OpenFlags;
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db)?;
+            conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+                .map_err(db)?;
+            exec(&conn, "BEGIN")?;
+            let result = f(&conn);
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
 
     /// Field 39 of a response, if it parses in the switchboard dialect.
@@ -616,6 +655,40 @@ fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()>
             .map_err(db)?;
     }
     Ok(())
+}
+
+/// A journal row as [`Store::journal_between`] returns it.
+fn journal_row(row: &Row) -> StoreResult<JournalEntry> {
+    let direction = match text_col(row, 1)?.as_str() {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        other => return Err(corrupt(format!("journal direction {other:?}"))),
+    };
+    let amount: Option<i64> = row.get(10).map_err(db)?;
+    let raw = row
+        .get_ref(12)
+        .map_err(db)?
+        .as_blob()
+        .map_err(|e| corrupt(format!("journal raw: {e}")))?;
+    Ok(JournalEntry {
+        at_ms: row.get(0).map_err(db)?,
+        direction,
+        peer: text_col(row, 2)?,
+        mti: {
+            // As written: four characters, not necessarily digits.
+            let text = text_col(row, 3)?;
+            <[u8; 4]>::try_from(text.as_bytes()).unwrap_or(*b"????")
+        },
+        processing_code: row.get(4).map_err(db)?,
+        stan: row.get(5).map_err(db)?,
+        transmission: row.get(6).map_err(db)?,
+        acquirer: row.get(7).map_err(db)?,
+        response_code: row.get(8).map_err(db)?,
+        pan_masked: row.get(9).map_err(db)?,
+        amount_minor: amount.and_then(|a| u64::try_from(a).ok()),
+        note: row.get(11).map_err(db)?,
+        raw: Bytes::copy_from_slice(raw),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1628,6 +1701,49 @@ impl Store for SqliteStore {
                     " FROM sagas ORDER BY created_at_ms, mti, acquirer, transmission, stan"
                 ),
                 saga_row,
+            )
+        })
+        .await
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                "SELECT at_ms, direction, peer, mti, processing_code, stan, transmission, \
+                 acquirer, response_code, pan_masked, amount_minor, note, raw FROM journal \
+                 WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id",
+                params![from_ms, to_ms],
+                journal_row,
+            )
+        })
+        .await
+    }
+
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                concat!(
+                    "SELECT ",
+                    saga_columns!(),
+                    " FROM sagas WHERE created_at_ms >= ?1 AND created_at_ms < ?2 \
+                     ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+                ),
+                params![from_ms, to_ms],
+                saga_row,
+            )
+        })
+        .await
+    }
+
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                &format!("SELECT {SAF_COLUMNS} FROM saf WHERE created_at_ms >= ?1 ORDER BY id"),
+                params![from_ms],
+                saf_row,
             )
         })
         .await

@@ -13,11 +13,6 @@ fn local(now: NaiveDateTime) -> NaiveDateTime {
     now + Duration::hours(8)
 }
 
-/// Field 15: the settlement date, MMDD, in the settlement zone.
-pub fn settlement_date(now: NaiveDateTime) -> String {
-    local(now).format("%m%d").to_string()
-}
-
 /// A new message's identity: F7 from the clock and a fresh STAN.
 pub fn sent_message(now: NaiveDateTime, stan: [u8; 6]) -> SentMessage {
     let mut transmission = [0u8; 10];

@@ -56,6 +56,8 @@ pub struct Switch {
     clock: Arc<dyn Clock>,
     stans: Arc<StanSource>,
     in_flight: InFlight,
+    /// Cutoff and time zone of settlement dates (F15).
+    settlement: crate::clearing::Settlement,
 }
 
 impl Switch {
@@ -75,7 +77,18 @@ impl Switch {
             clock,
             stans,
             in_flight: InFlight::default(),
+            settlement: crate::clearing::Settlement::default(),
         }
+    }
+
+    /// The cutoff and time zone F15 is given by (23:00 Asia/Shanghai unless set).
+    pub fn with_settlement(mut self, settlement: crate::clearing::Settlement) -> Switch {
+        self.settlement = settlement;
+        self
+    }
+
+    pub fn settlement(&self) -> &crate::clearing::Settlement {
+        &self.settlement
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -169,10 +182,7 @@ impl Switch {
             }
         }
         if &request.mti()[..2] == b"02" {
-            response.set(
-                num::SETTLEMENT_DATE,
-                messages::settlement_date(self.clock.now()),
-            );
+            response.set(num::SETTLEMENT_DATE, self.settlement.f15(self.clock.now()));
         }
         response.set(num::RESPONSE_CODE, code.to_string());
         response

@@ -270,6 +270,12 @@ impl Saga<'_> {
     ) -> Outcome {
         let switch = self.switch;
         let mut response = switch.respond(self.request, code);
+        // A receive settles on its debit's day (the F7 the banks date it by).
+        if let Some(sent) =
+            crate::fields::transmission_datetime(&self.debit.transmission, switch.clock.now())
+        {
+            response.set(num::SETTLEMENT_DATE, switch.settlement.f15(sent));
+        }
         if code == "00" {
             response.set(
                 num::AUTH_CODE,

@@ -2,18 +2,19 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::clock::{Clock, ShiftedClock};
-use switchboard::config::{BankConfig, BinRange, Config, WalletListener};
+use switchboard::config::{BankConfig, BinRange, Config, StoreConfig, WalletListener};
 use switchboard::fields::InstitutionId;
 use switchboard::framing::FramingConfig;
 use switchboard::service::{self, Running};
 use switchboard::sim::bank::Bank;
 use switchboard::sim::bank_server::{spawn_bank, BankHandle};
 use switchboard::sim::scenarios::{BankView, World};
-use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::Store;
 
 pub const SWITCH_ID: &str = "00010000";
@@ -54,7 +55,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
     Config {
         institution_id: SWITCH_ID.into(),
         spec: "switchboard".into(),
-        store_path: dir.join("switchboard.db"),
+        store: StoreConfig::Embedded(dir.join("switchboard.db")),
         wallets: vec![WalletListener {
             listen: "127.0.0.1:0".parse().unwrap(),
             framing: FramingConfig::default(),
@@ -64,11 +65,27 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         banks,
         saf: Default::default(),
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
+        clearing: Default::default(),
     }
 }
 
-/// Starts two banks (A: BIN 622202, B: BIN 621700) and a switch on a fresh store.
+/// The store a test switch runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store, in the harness's temporary directory.
+    Embedded,
+    /// A fresh database of the tests' PostgreSQL (see `pg.rs`).
+    Postgres,
+}
+
+/// Starts two banks (A: BIN 622202, B: BIN 621700) and a switch on a fresh
+/// embedded store.
 pub async fn start() -> Harness {
+    start_with(Backend::Embedded).await
+}
+
+/// Like [`start`], on the given store.
+pub async fn start_with(backend: Backend) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let a = Bank::generate(BANK_A, "622202", 12, 1_000_000, 1);
     let b = Bank::generate(BANK_B, "621700", 12, 1_000_000, 2);
@@ -76,15 +93,18 @@ pub async fn start() -> Harness {
     let cards_b: Vec<String> = b.accounts().into_iter().map(|(p, _)| p).collect();
     let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
     let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
-    let config = config(
+    let mut config = config(
         dir.path(),
         vec![
             bank_config(BANK_A, "622202", bank_a.addr, Duration::from_secs(5)),
             bank_config(BANK_B, "621700", bank_b.addr, Duration::from_secs(5)),
         ],
     );
+    if backend == Backend::Postgres {
+        config.store = StoreConfig::Postgres(pg::database().await);
+    }
     let clock = Arc::new(ShiftedClock::new());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path).unwrap());
+    let store: Arc<dyn Store> = config.store.open().await.unwrap();
     let running = service::start(config, store.clone(), clock.clone())
         .await
         .unwrap();

@@ -3,8 +3,13 @@
 //! ```text
 //! banksim --listen 127.0.0.1:9101 --institution 01020000 \
 //!         [--framing ascii4] [--bin 622202 --accounts 1000 --balance 100000 --seed 1 \
-//!          | --accounts-file FILE] [--admin 127.0.0.1:9102] [--print-accounts]
+//!          | --accounts-file FILE] [--admin 127.0.0.1:9102] [--print-accounts] \
+//!         [--faults "latency=uniform:1:20,drop=0.01,late=0.01:6000,seed=7"]
 //! ```
+//!
+//! `--faults` makes the bank slow, silent or broken on purpose (see
+//! `switchboard::sim::faults` for the compact form); the admin port's
+//! `faults SPEC` command changes them while it runs.
 //!
 //! The bank logic and the servers are `switchboard::sim`; this is only the
 //! command line around them. Logs go to stderr with card numbers masked;
@@ -24,6 +29,7 @@ use clap::Parser;
 use switchboard::fields::{luhn_valid, num, InstitutionId};
 use switchboard::framing::FramingConfig;
 use switchboard::mask::Masked;
+use switchboard::sim::faults::{FaultControl, Faults};
 use switchboard::sim::{serve_admin, serve_bank, Bank};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -62,9 +68,17 @@ struct Args {
     /// ones (a header line, blank lines and `#` comments are skipped).
     #[arg(long, conflicts_with_all = ["bin", "accounts", "balance", "seed"])]
     accounts_file: Option<PathBuf>,
-    /// Address of the admin port: send `snapshot` or `journal` lines, get JSON.
+    /// Address of the admin port: send `snapshot`, `journal`, `faults [SPEC]`
+    /// or `injected` lines, get JSON.
     #[arg(long)]
     admin: Option<String>,
+    /// Faults to inject, e.g. "latency=uniform:1:20,silent=0.01,drop=0.01,
+    /// late=0.01:6000,dup=0.02,garbage=0.005,decline=0.01:96,seed=7". Keys:
+    /// latency (fixed:MS, uniform:MIN:MAX, exp:MEAN), silent, lost, late (P:MS),
+    /// drop (= drop_after), drop_before, drop_after, dup, garbage,
+    /// decline (P[:CODE]), network (true: 0800 too), seed.
+    #[arg(long, default_value = "none")]
+    faults: String,
     /// Print the accounts to stdout (`pan,balance_minor`) before serving.
     #[arg(long)]
     print_accounts: bool,
@@ -89,6 +103,7 @@ struct Config {
     accounts: Accounts,
     admin: Option<String>,
     print_accounts: bool,
+    faults: Faults,
 }
 
 impl Config {
@@ -99,6 +114,10 @@ impl Config {
             .framing
             .parse()
             .with_context(|| format!("--framing {:?}", args.framing))?;
+        let faults: Faults = args
+            .faults
+            .parse()
+            .with_context(|| format!("--faults {:?}", args.faults))?;
         let accounts = match &args.accounts_file {
             Some(path) => Accounts::File(read_accounts(path)?),
             None => {
@@ -123,6 +142,7 @@ impl Config {
             accounts,
             admin: args.admin,
             print_accounts: args.print_accounts,
+            faults,
         })
     }
 
@@ -180,6 +200,35 @@ fn read_accounts(path: &Path) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(accounts)
 }
 
+/// `banksim export --admin ADDR --date YYYY-MM-DD`: a running banksim's
+/// clearing file for a settlement date (specs/clearing.md), on stdout.
+#[derive(Debug, Parser)]
+#[command(name = "banksim export")]
+struct ExportArgs {
+    /// The admin port of the running banksim.
+    #[arg(long)]
+    admin: String,
+    /// The settlement date, YYYY-MM-DD.
+    #[arg(long)]
+    date: String,
+    /// The scheme's cutoff, HH:MM local time.
+    #[arg(long, default_value = "23:00")]
+    cutoff: String,
+    /// The cutoff's time zone.
+    #[arg(long, default_value = "Asia/Shanghai")]
+    time_zone: String,
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let date = switchboard::clearing::parse_date(&args.date)
+        .with_context(|| format!("--date {:?} is not YYYY-MM-DD", args.date))?;
+    let settlement = switchboard::clearing::Settlement::parse(&args.cutoff, &args.time_zone)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = switchboard::clearing::bank::fetch_export(&args.admin, date, &settlement).await?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -189,6 +238,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if std::env::args().nth(1).as_deref() == Some("export") {
+        return export(ExportArgs::parse_from(std::env::args().skip(1))).await;
+    }
     let config = Config::from_args(Args::parse())?;
     let bank = config.bank();
     let accounts = bank.accounts();
@@ -221,17 +273,26 @@ async fn main() -> anyhow::Result<()> {
         framing = %config.framing,
         accounts = accounts.len(),
         total_balance_minor = bank.total_balance_minor(),
+        faults = %config.faults,
         "banksim: serving"
     );
 
     let bank = Arc::new(Mutex::new(bank));
+    let faults = Arc::new(FaultControl::new(config.faults.clone()));
     let shutdown = CancellationToken::new();
-    let admin_task =
-        admin.map(|listener| tokio::spawn(serve_admin(listener, bank.clone(), shutdown.clone())));
+    let admin_task = admin.map(|listener| {
+        tokio::spawn(serve_admin(
+            listener,
+            bank.clone(),
+            faults.clone(),
+            shutdown.clone(),
+        ))
+    });
     let server = tokio::spawn(serve_bank(
         listener,
         config.framing.clone(),
         bank.clone(),
+        faults.clone(),
         shutdown.clone(),
     ));
     tokio::signal::ctrl_c()
@@ -247,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
     info!(
         total_balance_minor = ledger.total_balance_minor,
         total_held_minor = ledger.total_held_minor,
+        injected = %serde_json::to_string(&faults.injected())?,
         "banksim: stopped"
     );
     Ok(())

@@ -1,0 +1,111 @@
+//! `switchboard clear --config FILE --date YYYY-MM-DD [--out DIR] [--allow-pending]`:
+//! end-of-day clearing files for every participant (specs/clearing.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::Args;
+
+use crate::clearing::clear::{clear, ClearRequest};
+use crate::config::Config;
+use crate::spec::Spec;
+
+#[derive(Args, Debug)]
+pub struct ClearArgs {
+    /// The switch's configuration file (store, banks, wallets, [clearing]).
+    #[arg(long)]
+    config: PathBuf,
+    /// The settlement date to clear, YYYY-MM-DD.
+    #[arg(long)]
+    date: String,
+    /// Where to write the files (default: clearing-YYYY-MM-DD).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Clear what is final and list what is still in flight, instead of refusing.
+    #[arg(long)]
+    allow_pending: bool,
+}
+
+pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let date = NaiveDate::parse_from_str(&args.date, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("--date {:?} is not YYYY-MM-DD", args.date))?;
+    let spec = Spec::load(&config.spec)?;
+    let request = ClearRequest {
+        date,
+        settlement: config.clearing,
+        switch_id: config.institution_id.clone(),
+        banks: config
+            .banks
+            .iter()
+            .map(|b| b.institution_id.clone())
+            .collect(),
+        wallets: config
+            .wallets
+            .iter()
+            .flat_map(|w| w.institutions.iter().map(|i| i.to_string()))
+            .collect(),
+        allow_pending: args.allow_pending,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let cleared = runtime.block_on(async {
+        let store = config.store.open().await?;
+        anyhow::Ok(clear(store.as_ref(), &spec, &request).await?)
+    })?;
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("clearing-{}", date.format("%Y-%m-%d"))));
+    let paths = cleared.write(&out)?;
+    println!(
+        "settlement date {} ({}): {} bank(s), {} wallet(s)",
+        date,
+        config.clearing,
+        cleared.banks.len(),
+        cleared.wallets.len()
+    );
+    for p in &cleared.positions {
+        let side = if p.net.is_zero() {
+            "even".to_string()
+        } else if p.net.is_sign_negative() {
+            format!("pays {}", -p.net)
+        } else {
+            format!("receives {}", p.net)
+        };
+        println!(
+            "  bank {} {:03}: debits {} for {}, credits {} for {}, net {}: {side}",
+            p.bank, p.currency, p.debits.0, p.debits.1, p.credits.0, p.credits.1, p.net
+        );
+    }
+    for o in &cleared.obligations {
+        println!(
+            "  bank {} pays bank {} {} ({:03})",
+            o.payer, o.receiver, o.amount, o.currency
+        );
+    }
+    for path in &paths {
+        println!("wrote {}", path.display());
+    }
+    if !cleared.pending.is_empty() {
+        println!(
+            "{} transaction(s) not final, left out (listed in summary.csv):",
+            cleared.pending.len()
+        );
+        for p in &cleared.pending {
+            println!(
+                "  {} {} {} {}: {}",
+                p.role, p.participant, p.kind, p.key, p.reason
+            );
+        }
+    }
+    if !cleared.balanced() {
+        for (currency, net) in cleared.net_by_currency() {
+            if !net.is_zero() {
+                eprintln!("switchboard: net positions in {currency:03} sum to {net}, not zero");
+            }
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("net positions sum to zero");
+    Ok(ExitCode::SUCCESS)
+}

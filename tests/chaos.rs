@@ -1,0 +1,480 @@
+//! Chaos over real processes: two `banksim`s injecting seeded faults (latency,
+//! silence, drops after applying, duplicate answers, garbage, declines), the
+//! real `switchboard serve` killed with SIGKILL and restarted several times,
+//! and wallets that keep sending receives and resend whatever got no answer.
+//! Then the faults stop, every packet is closed, the store-and-forward queue
+//! drains, and the money invariants are checked against the banks' ledgers and
+//! the switch's store. Bounded: about a minute. `CHAOS_SECONDS` lengthens it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard::clock::{Clock, SystemClock};
+use switchboard::codec::Message;
+use switchboard::fields::FreezeKey;
+use switchboard::framing::FramingConfig;
+use switchboard::sim::bank::Ledger;
+use switchboard::sim::scenarios::BankView;
+use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::{FreezeState, SafState, SagaState, Store};
+
+const BALANCE: i64 = 10_000_000;
+
+/// `banksim` is built beside `switchboard` by `cargo test --workspace`.
+fn banksim_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_switchboard")).with_file_name("banksim");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+struct Banksim {
+    child: Child,
+    port: u16,
+    admin: u16,
+}
+
+fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim {
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(banksim_path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--institution",
+            institution,
+            "--bin",
+            bin,
+            "--accounts",
+            "6",
+        ])
+        .args([
+            "--balance",
+            &BALANCE.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args(["--faults", faults])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("banksim runs");
+    // Ready when its admin port answers.
+    send_admin(admin, "faults");
+    Banksim { child, port, admin }
+}
+
+/// Sends one admin command and returns the first line of the answer.
+fn send_admin(port: u16, command: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr(port)) {
+            stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).unwrap();
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("admin port {port} does not answer");
+}
+
+fn write_config(dir: &Path, wallet_port: u16, a: &Banksim, b: &Banksim) -> PathBuf {
+    let path = dir.join("switch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[switch]
+institution_id = "{switch}"
+[store]
+path = "switchboard.db"
+[[wallets]]
+listen = "127.0.0.1:{wallet_port}"
+institutions = ["{wallet}"]
+[[banks]]
+institution_id = "{bank_a}"
+bins = ["622202"]
+hosts = ["127.0.0.1:{a}"]
+timeout_ms = 800
+connections = 2
+[[banks]]
+institution_id = "{bank_b}"
+bins = ["621700"]
+hosts = ["127.0.0.1:{b}"]
+timeout_ms = 800
+connections = 2
+[saf]
+initial_backoff_ms = 100
+max_backoff_ms = 1000
+"#,
+            switch = common::SWITCH_ID,
+            wallet = common::WALLET_ID,
+            bank_a = common::BANK_A,
+            bank_b = common::BANK_B,
+            a = a.port,
+            b = b.port,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn serve(config: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "switch did not start: {line:?}");
+    child
+}
+
+/// A wallet that reconnects after the switch dies and resends what got no answer.
+struct ResilientWallet {
+    addr: SocketAddr,
+    client: tokio::sync::Mutex<Option<WalletClient>>,
+}
+
+impl ResilientWallet {
+    async fn send(&self, msg: &Message) -> Option<Message> {
+        for _ in 0..60 {
+            let client = {
+                let mut guard = self.client.lock().await;
+                if guard.is_none() {
+                    *guard = WalletClient::connect(
+                        self.addr,
+                        FramingConfig::default(),
+                        common::WALLET_ID,
+                    )
+                    .await
+                    .ok()
+                    .map(|c| c.with_timeout(Duration::from_secs(5)));
+                }
+                guard.clone()
+            };
+            if let Some(client) = client {
+                match client.send(msg).await {
+                    Ok(answer) => return Some(answer),
+                    Err(_) => *self.client.lock().await = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
+    let seconds: u64 = std::env::var("CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let faults =
+        "latency=uniform:0:30,silent=0.03,drop_after=0.02,dup=0.03,garbage=0.01,decline=0.03:96";
+    let bank_a = banksim(common::BANK_A, "622202", 11, &format!("{faults},seed=11"));
+    let bank_b = banksim(common::BANK_B, "621700", 12, &format!("{faults},seed=12"));
+    let view_a = BankView::Admin(addr(bank_a.admin));
+    let view_b = BankView::Admin(addr(bank_b.admin));
+    let payers: Vec<String> = view_a
+        .snapshot()
+        .await
+        .unwrap()
+        .accounts
+        .into_iter()
+        .map(|a| a.pan)
+        .collect();
+    let receivers: Vec<String> = view_b
+        .snapshot()
+        .await
+        .unwrap()
+        .accounts
+        .into_iter()
+        .map(|a| a.pan)
+        .collect();
+    let total_before = view_a.snapshot().await.unwrap().total_balance_minor
+        + view_b.snapshot().await.unwrap().total_balance_minor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let wallet_port = free_port();
+    let config = write_config(dir.path(), wallet_port, &bank_a, &bank_b);
+    let switch = Arc::new(Mutex::new(serve(&config)));
+    let wallet = Arc::new(ResilientWallet {
+        addr: addr(wallet_port),
+        client: tokio::sync::Mutex::new(None),
+    });
+    let clock = SystemClock;
+
+    // Packets: freezes retried until the bank approves (faults may decline).
+    let mut freezes = Vec::new();
+    let mut builder = WalletClient::connect(
+        addr(wallet_port),
+        FramingConfig::default(),
+        common::WALLET_ID,
+    )
+    .await
+    .unwrap();
+    for i in 0..8 {
+        for _ in 0..20 {
+            let freeze = builder.freeze(&payers[i % payers.len()], 50_000, clock.now());
+            if let Some(a) = wallet.send(&freeze).await {
+                if code(&a) == "00" {
+                    freezes.push(freeze);
+                    break;
+                }
+            }
+        }
+    }
+    assert!(freezes.len() >= 6, "faults declined too many freezes");
+
+    // The killer: SIGKILL and restart every few seconds.
+    let kills = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let killer = {
+        let switch = switch.clone();
+        let config = config.clone();
+        let kill_count = kills.clone();
+        tokio::spawn(async move {
+            let mut kills = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(2500 + 700 * (kills % 3))).await;
+                {
+                    let mut child = switch.lock().unwrap();
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                }
+                kills += 1;
+                kill_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let restarted = serve(&config);
+                *switch.lock().unwrap() = restarted;
+            }
+        })
+    };
+
+    // Wallets: receives at ~100/s across the packets, resending until answered.
+    let seen: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut i = 0usize;
+    while tokio::time::Instant::now() < deadline {
+        let freeze = freezes[i % freezes.len()].clone();
+        let receive = builder.receive(
+            &freeze,
+            &receivers[i % receivers.len()],
+            10 + (i as u64 % 7) * 10,
+            clock.now(),
+        );
+        let (wallet, seen) = (wallet.clone(), seen.clone());
+        tasks.spawn(async move {
+            let key = format!(
+                "{}/{}",
+                receive.get_str(7).unwrap(),
+                receive.get_str(11).unwrap()
+            );
+            let c = match wallet.send(&receive).await {
+                Some(a) => code(&a),
+                None => "none".into(),
+            };
+            seen.lock().unwrap().insert(key, c);
+        });
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while tasks.join_next().await.is_some() {}
+    killer.abort();
+    let receives_sent = i;
+    let kills = kills.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Calm: no more faults; a clean restart runs recovery once more.
+    send_admin(bank_a.admin, "faults none");
+    send_admin(bank_b.admin, "faults none");
+    {
+        let mut child = switch.lock().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        *child = serve(&config);
+    }
+    builder = WalletClient::connect(
+        addr(wallet_port),
+        FramingConfig::default(),
+        common::WALLET_ID,
+    )
+    .await
+    .unwrap();
+
+    // Close every packet with what the switch says remains.
+    let store_path = dir.path().join("switchboard.db");
+    for freeze in &freezes {
+        let key = FreezeKey::of_request(freeze).unwrap();
+        for _ in 0..20 {
+            let record = {
+                let store = SqliteStore::open(&store_path).unwrap();
+                store.freeze(&key).await.unwrap().unwrap()
+            };
+            if record.state != FreezeState::Open {
+                break;
+            }
+            let unfreeze = builder.unfreeze(freeze, record.available_minor(), clock.now());
+            if wallet
+                .send(&unfreeze)
+                .await
+                .is_some_and(|a| code(&a) == "00")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The queue drains.
+    let drained = async {
+        loop {
+            let store = SqliteStore::open(&store_path).unwrap();
+            let entries = store.saf_entries().await.unwrap();
+            if entries.iter().all(|e| e.state != SafState::Pending) {
+                return entries;
+            }
+            drop(store);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let entries = tokio::time::timeout(Duration::from_secs(60), drained)
+        .await
+        .expect("queue drained");
+    {
+        let mut child = switch.lock().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // The checks.
+    let store = SqliteStore::open(&store_path).unwrap();
+    let sagas = store.sagas().await.unwrap();
+    let records = store.freezes().await.unwrap();
+    let a: Ledger = view_a.snapshot().await.unwrap();
+    let b: Ledger = view_b.snapshot().await.unwrap();
+    let dead: Vec<_> = entries
+        .iter()
+        .filter(|e| e.state == SafState::Dead)
+        .collect();
+    assert!(dead.is_empty(), "dead queue entries: {dead:?}");
+    assert!(sagas.iter().all(|s| s.state.is_final()), "unfinished sagas");
+    for f in &records {
+        let approved: u64 = sagas
+            .iter()
+            .filter(|s| s.freeze == f.key && s.state == SagaState::Approved)
+            .map(|s| s.amount_minor)
+            .sum();
+        assert!(
+            approved <= f.amount_minor,
+            "invariant 1: freeze {} over-received",
+            f.key
+        );
+        assert_eq!(
+            (approved, 0),
+            (f.received_minor, f.reserved_minor),
+            "freeze {} counters",
+            f.key
+        );
+    }
+    for h in &a.holds {
+        assert_eq!(
+            h.hold.remaining_minor, 0,
+            "invariant 3: hold {} not released",
+            h.key
+        );
+    }
+    let mut paid: BTreeMap<String, i64> = BTreeMap::new();
+    let mut got: BTreeMap<String, i64> = BTreeMap::new();
+    for s in sagas.iter().filter(|s| s.state == SagaState::Approved) {
+        let payer = records
+            .iter()
+            .find(|f| f.key == s.freeze)
+            .unwrap()
+            .payer_pan
+            .clone();
+        *paid.entry(payer).or_default() += s.amount_minor as i64;
+        *got.entry(s.receiver_pan.clone()).or_default() += s.amount_minor as i64;
+    }
+    for acct in &a.accounts {
+        assert_eq!(
+            acct.balance_minor,
+            BALANCE - paid.get(&acct.pan).copied().unwrap_or(0),
+            "invariants 2 and 4: a payer's balance"
+        );
+    }
+    for acct in &b.accounts {
+        assert_eq!(
+            acct.balance_minor,
+            BALANCE + got.get(&acct.pan).copied().unwrap_or(0),
+            "invariants 2 and 4: a receiver's balance"
+        );
+    }
+    assert_eq!(
+        a.total_balance_minor + b.total_balance_minor,
+        total_before,
+        "money conserved"
+    );
+    let seen = seen.lock().unwrap();
+    for (key, c) in seen.iter() {
+        let saga = sagas.iter().find(|s| {
+            format!(
+                "{}/{}",
+                String::from_utf8_lossy(&s.request.transmission),
+                String::from_utf8_lossy(&s.request.stan)
+            ) == *key
+        });
+        if c == "00" {
+            assert!(
+                saga.is_some_and(|s| s.state == SagaState::Approved),
+                "wallet told 00 for {key} but the saga is not approved"
+            );
+        }
+    }
+    let approved = sagas
+        .iter()
+        .filter(|s| s.state == SagaState::Approved)
+        .count();
+    println!(
+        "chaos: {receives_sent} receives sent over {seconds}s with bank faults [{faults}] and the switch killed {kills} times; \
+         {} sagas, {approved} approved; {} queue entries delivered; checked: Σ approved ≤ frozen, counters, \
+         every hold zero, every payer and receiver balance equal to its approved receives, money conserved, \
+         every 00 an approved saga",
+        sagas.len(),
+        entries.len(),
+    );
+    for mut bank in [bank_a, bank_b] {
+        let _ = bank.child.kill();
+        let _ = bank.child.wait();
+    }
+}

@@ -1,0 +1,271 @@
+//! Two switch instances on one PostgreSQL database, behind haproxy (TCP,
+//! round robin), as README's "Several instances on PostgreSQL" runs them:
+//! 200+ concurrent receivers of one packet of 10 shares arrive at both
+//! instances; exactly 10 are approved, Σ approved = frozen, the payer bank's
+//! hold is zero after the unfreeze, and every request sent again to either
+//! instance gets the very answer it got the first time.
+//!
+//! Needs haproxy (Debian package `haproxy`; `.ci/run` installs it) and
+//! PostgreSQL (see `common/pg.rs`); fails, saying so, when either is missing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use switchboard::clock::{Clock, ShiftedClock};
+use switchboard::codec::{build_bytes, Message};
+use switchboard::config::StoreConfig;
+use switchboard::fields::FreezeKey;
+use switchboard::framing::FramingConfig;
+use switchboard::service::{self, Running};
+use switchboard::sim::bank::Bank;
+use switchboard::sim::bank_server::spawn_bank;
+use switchboard::sim::scenarios::{self, BankView, World};
+use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::store::postgres::PostgresStore;
+use switchboard::store::Store;
+use switchboard::Spec;
+
+use common::{assert_passed, bank_config, BANK_A, BANK_B, WALLET_ID};
+
+/// haproxy, stopped when dropped.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_haproxy() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join("haproxy"))
+        .find(|p| p.exists())
+}
+
+/// The configuration README gives, with this test's addresses.
+fn haproxy_config(listen: SocketAddr, switches: &[SocketAddr]) -> String {
+    let mut text = format!(
+        "global\n    maxconn 4096\n\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    \
+         timeout server 1h\n\n\
+         frontend wallets\n    bind {listen}\n    default_backend switches\n\n\
+         backend switches\n    balance roundrobin\n"
+    );
+    for (i, addr) in switches.iter().enumerate() {
+        text.push_str(&format!(
+            "    server switch{} {addr} check inter 1s\n",
+            i + 1
+        ));
+    }
+    text
+}
+
+async fn start_haproxy(switches: &[SocketAddr]) -> Haproxy {
+    let binary = find_haproxy().unwrap_or_else(|| {
+        panic!(
+            "haproxy is not installed: this test runs two switch instances behind it. \
+             Install it with `apt-get install -y haproxy` (.ci/run does)"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(&config, haproxy_config(listen, switches)).unwrap();
+    let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
+    let mut child = Command::new(&binary)
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default();
+            panic!("haproxy exited with {status}: {log}");
+        }
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            return Haproxy {
+                child,
+                addr: listen,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("haproxy did not listen on {listen}");
+}
+
+/// One switch instance: its own store (connection pool) on the shared database.
+async fn start_instance(
+    url: &str,
+    dir: &std::path::Path,
+    banks: Vec<switchboard::config::BankConfig>,
+    clock: Arc<ShiftedClock>,
+) -> (Running, Arc<PostgresStore>) {
+    let mut config = common::config(dir, banks);
+    config.store = StoreConfig::Postgres(url.to_string());
+    let store = Arc::new(PostgresStore::connect(url).await.unwrap());
+    let running = service::start(config, store.clone(), clock).await.unwrap();
+    assert!(
+        running.wait_banks_ready(Duration::from_secs(5)).await,
+        "banks signed on"
+    );
+    (running, store)
+}
+
+fn bytes(msg: &Message) -> Vec<u8> {
+    build_bytes(&Spec::switchboard(), msg).unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_behind_haproxy_share_one_database() {
+    let url = common::pg::database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Bank::generate(BANK_A, "622202", 12, 1_000_000, 1);
+    let b = Bank::generate(BANK_B, "621700", 12, 1_000_000, 2);
+    let cards_a: Vec<String> = a.accounts().into_iter().map(|(p, _)| p).collect();
+    let cards_b: Vec<String> = b.accounts().into_iter().map(|(p, _)| p).collect();
+    let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
+    let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
+    let banks = vec![
+        bank_config(BANK_A, "622202", bank_a.addr, Duration::from_secs(5)),
+        bank_config(BANK_B, "621700", bank_b.addr, Duration::from_secs(5)),
+    ];
+    let clock = Arc::new(ShiftedClock::new());
+    let (one, store_one) = start_instance(&url, dir.path(), banks.clone(), clock.clone()).await;
+    let (two, store_two) = start_instance(&url, dir.path(), banks, clock.clone()).await;
+    let instances = [one.wallet_addrs[0], two.wallet_addrs[0]];
+    let haproxy = start_haproxy(&instances).await;
+
+    // The scenario of README's performance section, through the balancer.
+    let world = World {
+        switch_addr: haproxy.addr,
+        framing: FramingConfig::default(),
+        institution: WALLET_ID.into(),
+        bank_a: BankView::Local(bank_a.bank.clone()),
+        bank_b: BankView::Local(bank_b.bank.clone()),
+        cards_a: cards_a.clone(),
+        cards_b: cards_b.clone(),
+        clock: clock.clone() as Arc<dyn Clock>,
+        movable_clock: None,
+        store: Some(store_one.clone() as Arc<dyn Store>),
+    };
+    assert_passed(&scenarios::one_to_many(&world, 10, 240).await);
+
+    // Again by hand, keeping every request to send it once more to each instance.
+    let connections: Vec<WalletClient> = join_all(
+        (0..16).map(|_| WalletClient::connect(haproxy.addr, FramingConfig::default(), WALLET_ID)),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let payer = &cards_a[3];
+    let share = 700;
+    let frozen = 10 * share;
+    let hold_before = bank_a.snapshot().total_held_minor;
+    let payer_before = bank_a.snapshot().balance(payer).unwrap();
+    let freeze = connections[0].freeze(payer, frozen, clock.now());
+    let freeze_answer = connections[0].send(&freeze).await.unwrap();
+    assert_eq!(code(&freeze_answer), "00");
+    let receives: Vec<(usize, Message)> = (0..220)
+        .map(|i| {
+            let pan = if i % 2 == 0 {
+                &cards_b[i / 2 % cards_b.len()]
+            } else {
+                &cards_a[4 + i / 2 % (cards_a.len() - 4)]
+            };
+            let c = i % connections.len();
+            (c, connections[c].receive(&freeze, pan, share, clock.now()))
+        })
+        .collect();
+    let connections = &connections;
+    let answers: Vec<Message> = join_all(
+        receives
+            .iter()
+            .map(|(c, msg)| async move { connections[*c].send(msg).await.unwrap() }),
+    )
+    .await;
+    let approved = answers.iter().filter(|a| code(a) == "00").count();
+    let over = answers.iter().filter(|a| code(a) == "61").count();
+    assert_eq!((approved, over), (10, 210), "exactly 10 shares approved");
+
+    // Both instances did part of the work.
+    for (name, store) in [("one", &store_one), ("two", &store_two)] {
+        assert!(store.stats().commands > 0, "instance {name} got no traffic");
+    }
+
+    // Σ approved = frozen, in the shared store.
+    let key = FreezeKey::of_request(&freeze).unwrap();
+    let record = store_two.freeze(&key).await.unwrap().unwrap();
+    assert_eq!((record.received_minor, record.reserved_minor), (frozen, 0));
+
+    // Resends (the freeze, every receive) get the same answer from either instance.
+    let direct: Vec<WalletClient> = join_all(
+        instances
+            .iter()
+            .map(|addr| WalletClient::connect(*addr, FramingConfig::default(), WALLET_ID)),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    for wallet in &direct {
+        let again = wallet.send(&freeze).await.unwrap();
+        assert_eq!(bytes(&again), bytes(&freeze_answer), "freeze resend");
+        let resent = join_all(receives.iter().map(|(_, msg)| wallet.send(msg))).await;
+        for ((first, again), (_, msg)) in answers.iter().zip(resent).zip(&receives) {
+            let again = again.unwrap();
+            assert_eq!(
+                bytes(&again),
+                bytes(first),
+                "receive {:?} answered differently on resend",
+                msg.get_str(11)
+            );
+        }
+    }
+    let record = store_one.freeze(&key).await.unwrap().unwrap();
+    assert_eq!(record.received_minor, frozen, "resends moved no money");
+
+    // Nothing remains: the unfreeze of 0 closes the packet, the hold is zero.
+    let unfreeze = direct[1].unfreeze(&freeze, 0, clock.now());
+    assert_eq!(code(&direct[1].send(&unfreeze).await.unwrap()), "00");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let hold = bank_a.snapshot().hold(&key).map(|h| h.remaining_minor);
+        if hold == Some(0) || hold.is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hold left at the payer bank: {hold:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bank_a.snapshot().total_held_minor, hold_before);
+    let payer_after = bank_a.snapshot().balance(payer).unwrap();
+    assert_eq!(payer_after, payer_before - frozen as i64);
+
+    drop(haproxy);
+    one.shutdown().await;
+    two.shutdown().await;
+}
