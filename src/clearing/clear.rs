@@ -622,6 +622,7 @@ pub async fn clear(
             });
     }
 
+    drop(journal);
     let pending: Vec<Pending> = pending.into_iter().collect();
     if !pending.is_empty() && !request.allow_pending {
         return Err(ClearError::NotFinal { date, pending });
