@@ -81,9 +81,21 @@ pub async fn start(
         .with_settlement(config.clearing),
     );
     // Settle what a crash left in flight before serving anything new.
-    let recovered = crate::switch::recovery::recover(&switch)
-        .await
-        .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?;
+    // On a shared PostgreSQL store, another live instance may own the
+    // unfinished sagas: settling them here could undo work it is about to
+    // answer 00 for. Recovery there is an operator's decision (`switchboard
+    // recover`) once the instance that owned them is known to be dead.
+    let recovered = if matches!(config.store, crate::config::StoreConfig::Postgres(_)) {
+        tracing::warn!(
+            "shared store: unfinished sagas are not recovered at start; \
+             run `switchboard recover --config FILE` when no other instance owns them"
+        );
+        crate::switch::recovery::Recovered::default()
+    } else {
+        crate::switch::recovery::recover(&switch)
+            .await
+            .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
+    };
     link_tasks.spawn(crate::switch::saf::run(
         switch.clone(),
         config.saf.clone(),

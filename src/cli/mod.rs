@@ -7,6 +7,7 @@ mod demo;
 mod encode;
 mod migrate;
 mod reconcile;
+mod recover;
 mod render;
 mod saf;
 mod serve;
@@ -36,6 +37,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Inspect the store-and-forward queue (reversals and unfreeze notices).
     Saf(saf::SafArgs),
+    /// Settle what crashed instances left in flight, then exit.
+    Recover(recover::RecoverArgs),
     /// End-of-day clearing: one file per bank and per wallet, and a summary.
     Clear(clear::ClearArgs),
     /// Compare a participant's own records with the switch's clearing file.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),
+        Command::Recover(args) => recover::run(args),
         Command::Clear(args) => clear::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Migrate(args) => migrate::run(args),

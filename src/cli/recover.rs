@@ -1,0 +1,54 @@
+//! `switchboard recover --config FILE`: settle what crashed instances left in
+//! flight (fail unfinished sagas, queue their reversals; decline freezes left
+//! unanswered and queue their reversals), then exit. The embedded store does
+//! this at every start; on a shared PostgreSQL store run it when the instance
+//! that owned the work is known to be dead. A running instance's
+//! store-and-forward worker then delivers the queued reversals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::clock::SystemClock;
+use crate::config::{Config, StoreConfig};
+use crate::spec::Spec;
+use crate::stan::StanSource;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::switch::{recovery, Switch};
+
+#[derive(Args, Debug)]
+pub struct RecoverArgs {
+    /// The switch's configuration file.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreConfig::Embedded(path) => Arc::new(SqliteStore::open(path)?),
+            StoreConfig::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+        };
+        // Recovery builds reversals but sends nothing itself: no bank links.
+        let switch = Switch::new(
+            Arc::new(Spec::load(&config.spec)?),
+            config.institution_id.clone(),
+            store.clone(),
+            Vec::new(),
+            Arc::new(SystemClock),
+            Arc::new(StanSource::new(store)),
+        );
+        let done = recovery::recover(&switch).await?;
+        println!(
+            "recovered: {} freezes declined, {} sagas failed; their reversals are queued",
+            done.freezes_declined, done.sagas_failed
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
