@@ -6,6 +6,8 @@
 #
 #   benches/load-pg.sh [RATE...]        default rates: 2000 5000 10000 15000
 #   DURATION=10 CONNECTIONS=4 PGBENCH_SECONDS=20 benches/load-pg.sh 8000
+#   STATEMENTS=1 benches/load-pg.sh 5000   # also where PostgreSQL's time goes,
+#                                          # per statement (pg_stat_statements)
 #
 # For each rate the switch is started afresh, so its store counters (printed
 # at shutdown) belong to that run alone. Columns: answered receives/s and
@@ -39,9 +41,11 @@ mkdir "$work/pg"
 [ "$(id -u)" -eq 0 ] && chown postgres "$work/pg"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 as_pg "$PGBIN/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+extra=""
+[ "${STATEMENTS:-0}" = 1 ] && extra="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 as_pg "$PGBIN/pg_ctl" -D "$work/pg/data" -l "$work/pg/server.log" -w -o \
     "-p $PORT -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-     -c max_connections=100 -c shared_buffers=256MB -c max_wal_size=4GB" start >/dev/null
+     -c max_connections=100 -c shared_buffers=256MB -c max_wal_size=4GB $extra" start >/dev/null
 psql() { "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -X -q -t -A "$@"; }
 psql -c "CREATE DATABASE pgbench" -c "CREATE DATABASE switchboard"
 
@@ -94,4 +98,15 @@ print(",".join(str(x) for x in [rate, round(r["throughput_per_s"]), r["latency_u
     round(stats.get("commands", 0) / max(1, stats.get("batches", 1)), 1), ms(sw), ms(pg), ms(banks)]))
 EOF
 done
-echo "server log: $(grep -c . "$work/pg/server.log") lines; switch: $(tail -1 "$work/switch.log" | cut -c1-200)"
+if [ "${STATEMENTS:-0}" = 1 ]; then
+    echo "PostgreSQL time by statement (all rates): calls, mean execution and planning in us, share of the total"
+    psql -d switchboard -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+    psql -d switchboard -F ' | ' -c "
+        SELECT calls, round((total_exec_time / greatest(calls, 1) * 1000)::numeric, 1),
+               round((total_plan_time / greatest(plans, 1) * 1000)::numeric, 1),
+               round((100 * (total_exec_time + total_plan_time)
+                     / greatest(sum(total_exec_time + total_plan_time) OVER (), 0.001))::numeric, 1) || '%',
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'switchboard')
+        ORDER BY total_exec_time + total_plan_time DESC LIMIT 12"
+fi

@@ -5,6 +5,9 @@
 //! hold is zero after the unfreeze, and every request sent again to either
 //! instance gets the very answer it got the first time.
 //!
+//! Then one instance losing its database: requests get 96 while it is gone,
+//! the switch reconnects by itself, and nothing was half-written.
+//!
 //! Needs haproxy (Debian package `haproxy`; `.ci/run` installs it) and
 //! PostgreSQL (see `common/pg.rs`); fails, saying so, when either is missing.
 
@@ -268,4 +271,74 @@ async fn two_instances_behind_haproxy_share_one_database() {
     drop(haproxy);
     one.shutdown().await;
     two.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_lost_and_back() {
+    if std::env::var_os(common::pg::ENV_URL).is_some() && common::pg::find_bin().is_none() {
+        eprintln!("needs local server binaries to stop and start a server; skipped");
+        return;
+    }
+    let cluster = common::pg::Cluster::start().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let dir = tempfile::tempdir().unwrap();
+    let a = Bank::generate(BANK_A, "622202", 4, 1_000_000, 1);
+    let b = Bank::generate(BANK_B, "621700", 4, 1_000_000, 2);
+    let payer = a.accounts()[0].0.clone();
+    let receiver = b.accounts()[0].0.clone();
+    let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
+    let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
+    let banks = vec![
+        bank_config(BANK_A, "622202", bank_a.addr, Duration::from_secs(5)),
+        bank_config(BANK_B, "621700", bank_b.addr, Duration::from_secs(5)),
+    ];
+    let clock = Arc::new(ShiftedClock::new());
+    let (running, store) = start_instance(&url, dir.path(), banks, clock.clone()).await;
+    let wallet =
+        WalletClient::connect(running.wallet_addrs[0], FramingConfig::default(), WALLET_ID)
+            .await
+            .unwrap();
+    let freeze = wallet.freeze(&payer, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+
+    cluster.stop().unwrap();
+    let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
+    let answer = tokio::time::timeout(Duration::from_secs(20), wallet.send(&receive))
+        .await
+        .expect("an answer while the database is gone, not a hang")
+        .unwrap();
+    assert_eq!(code(&answer), "96");
+    let other = wallet.freeze(&payer, 1_000, clock.now());
+    assert_eq!(code(&wallet.send(&other).await.unwrap()), "96");
+    // Nothing reached the banks without being recorded first.
+    assert_eq!(bank_b.snapshot().total_balance_minor, 4 * 1_000_000);
+
+    cluster.restart().unwrap();
+    // The same receive again, once the switch has its database back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        let answer = wallet.send(&receive).await.unwrap();
+        if code(&answer) != "96" || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code(&again), "00");
+    let key = FreezeKey::of_request(&freeze).unwrap();
+    let record = store.freeze(&key).await.unwrap().unwrap();
+    assert_eq!((record.received_minor, record.reserved_minor), (2_000, 0));
+    let unfreeze = wallet.unfreeze(&freeze, 3_000, clock.now());
+    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bank_a
+        .snapshot()
+        .hold(&key)
+        .is_some_and(|h| h.remaining_minor != 0)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "hold not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bank_b.snapshot().total_balance_minor, 4 * 1_000_000 + 2_000);
+    running.shutdown().await;
+    let _ = cluster.stop();
 }

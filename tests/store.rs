@@ -1148,6 +1148,46 @@ async fn journal_entries_are_all_written_in_order(backend: Backend) {
     assert_eq!(fixture.store().journal_len().await.unwrap(), 2200);
 }
 
+async fn reads_by_time_for_clearing(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    for i in 0..100 {
+        store.journal(journal_entry(i));
+    }
+    // journal_entry(i) is at 1_700_000_000_000 + i.
+    let base = 1_700_000_000_000;
+    let slice = store.journal_between(base + 10, base + 20).await.unwrap();
+    let stans: Vec<String> = slice.iter().map(|e| e.stan.clone().unwrap()).collect();
+    let want: Vec<String> = (10..20).map(|i| format!("{i:06}")).collect();
+    assert_eq!(stans, want);
+    let e = &slice[0];
+    assert_eq!(
+        (e.direction, e.mti, e.amount_minor, e.raw.clone()),
+        (Direction::In, *b"0200", Some(100), Bytes::from("raw 10"))
+    );
+    assert!(store
+        .journal_between(base + 100, base + 200)
+        .await
+        .unwrap()
+        .is_empty());
+
+    open_freeze(&*store, 1, 1000).await;
+    for i in 0..5 {
+        store.reserve(receive(1, i, 10)).await.unwrap();
+    }
+    // receive(_, i, _) is created at 1_700_000_100_000 + i.
+    let sagas = store
+        .sagas_between(1_700_000_100_001, 1_700_000_100_003)
+        .await
+        .unwrap();
+    let requests: Vec<RequestKey> = sagas.iter().map(|s| s.request).collect();
+    assert_eq!(
+        requests,
+        vec![request_key(b"0200", 1), request_key(b"0200", 2)]
+    );
+    assert!(store.saf_entries_since(0).await.unwrap().is_empty());
+}
+
 async fn journal_is_written_with_the_next_commit(backend: Backend) {
     let fixture = backend.open().await;
     let store = fixture.store();
@@ -1185,9 +1225,7 @@ async fn corrupt_stored_values_are_errors_not_panics(backend: Backend) {
             "UPDATE freezes SET transmission = '12';
              UPDATE sagas SET request_digest = x'0102';
              UPDATE answers SET request_digest = x'01';",
-            // The foreign key would stop the first update.
-            "ALTER TABLE sagas DROP CONSTRAINT sagas_freeze_fkey;
-             UPDATE freezes SET transmission = '12';
+            "UPDATE freezes SET transmission = '12';
              UPDATE sagas SET request_digest = '\\x0102';
              UPDATE answers SET request_digest = '\\x01';",
         )
@@ -1341,6 +1379,7 @@ on_both_stores!(
     concurrent_calls_share_commits,
     state_survives_close_and_reopen,
     journal_entries_are_all_written_in_order,
+    reads_by_time_for_clearing,
     journal_is_written_with_the_next_commit,
     corrupt_stored_values_are_errors_not_panics,
     a_failing_command_rolls_back_alone_within_its_batch,
@@ -1467,6 +1506,59 @@ async fn pg_two_stores_on_one_database() {
             assert!(seen.insert(stan), "STAN {stan} handed out twice");
         }
     }
+}
+
+/// A saga whose freeze is gone cannot end: the statement fails as a whole
+/// (Corrupt) and leaves the saga as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_saga_without_its_freeze_is_corrupt_and_changes_nothing() {
+    let url = common::pg::database().await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    open_freeze(&store, 1, 1000).await;
+    store.reserve(receive(1, 1, 100)).await.unwrap();
+    common::pg::execute(&url, "DELETE FROM freezes").await;
+    let key = request_key(b"0200", 1);
+    let result = store
+        .finish_receive(&key, ReceiveOutcome::Approved, answer(b"0210", "00", 2))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Corrupt(ref e)) if e.contains("missing")),
+        "{result:?}"
+    );
+    let saga = store.saga(&key).await.unwrap().unwrap();
+    assert_eq!(saga.state, SagaState::Reserved);
+    assert_eq!(store.answer(&key).await.unwrap(), None);
+}
+
+/// `switchboard migrate --store URL` applies the steps once, then has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_migrate_command() {
+    let url = common::pg::database().await;
+    let migrate = move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["migrate", "--store", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = tokio::task::spawn_blocking(migrate.clone()).await.unwrap();
+    let steps = switchboard::store::postgres::MIGRATIONS;
+    for (version, description, _) in steps {
+        assert!(
+            first.contains(&format!("applied {version}: {description}")),
+            "{first}"
+        );
+    }
+    let again = tokio::task::spawn_blocking(migrate).await.unwrap();
+    assert_eq!(
+        again.trim(),
+        format!("schema up to date (version {})", steps.len())
+    );
 }
 
 /// Several stores migrating one new database at once all succeed.

@@ -6,10 +6,10 @@
 //! is ONE SQL statement whose `WHERE` clause is the guard, and unique keys
 //! make the second of two racing inserts fail.
 //!
-//! - `reserve` is one conditional `UPDATE freezes SET reserved_minor =
-//!   reserved_minor + $n WHERE <key> AND state = 'open' AND $n <= amount_minor
-//!   - received_minor - reserved_minor` with the saga `INSERT` chained to its
-//!   `RETURNING` in the same statement (a data-modifying CTE). The saga's
+//! - `reserve` is one conditional update, `UPDATE freezes SET reserved_minor
+//!   = reserved_minor + $n WHERE <key> AND state = 'open' AND $n <=
+//!   amount_minor - received_minor - reserved_minor`, with the saga `INSERT`
+//!   chained to its `RETURNING` in the same statement (a data-modifying CTE). The saga's
 //!   primary key is the request key: two instances reserving for the same
 //!   request cannot both insert, and the loser's whole transaction rolls back.
 //! - `close_freeze`, `finish_freeze`, `saga_step` and the end of a saga are
@@ -18,8 +18,11 @@
 //! - `allocate_stans` is `UPDATE stan_counter ... RETURNING`: the row lock
 //!   serializes allocators, so two instances never get overlapping blocks.
 //! - `CHECK` constraints (`reserved_minor >= 0`, `received_minor <=
-//!   amount_minor - reserved_minor`) and a foreign key from sagas to freezes
-//!   hold the money invariants in the database itself.
+//!   amount_minor - reserved_minor`) hold the money invariants in the
+//!   database itself. A saga is inserted only from the freeze row its
+//!   statement just updated, and ending it fails the whole statement if that
+//!   freeze is gone; there is no foreign key (a lookup per insert here, and a
+//!   cross-partition one once freezes and sagas are sharded).
 //!
 //! Isolation is READ COMMITTED, on purpose: a single `UPDATE` re-evaluates its
 //! `WHERE` clause against the newest committed version of a row it had to wait
@@ -79,11 +82,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures::future::{maybe_done, MaybeDone};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +110,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         1,
         "freezes, sagas, answers, journal, STAN counter",
         r#"
+    -- Updated rows get their new version on the same page when there is room
+    -- (fillfactor): a HOT update, no index written.
     CREATE TABLE freezes (
         acquirer       text    NOT NULL,
         transmission   text    NOT NULL,
@@ -123,7 +129,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         PRIMARY KEY (acquirer, transmission, stan),
         CONSTRAINT freezes_not_overdrawn
             CHECK (received_minor <= amount_minor - reserved_minor)
-    );
+    ) WITH (fillfactor = 50);
 
     CREATE TABLE sagas (
         mti                   text   NOT NULL,
@@ -147,11 +153,14 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         response_code         text,
         request_digest        bytea  NOT NULL,
         created_at_ms         bigint NOT NULL,
+        -- The answer given to the wallet (kept here rather than in answers:
+        -- one row written when a receive ends, not two).
+        answer_digest         bytea,
+        response              bytea,
         PRIMARY KEY (mti, acquirer, transmission, stan),
-        CONSTRAINT sagas_freeze_fkey FOREIGN KEY (freeze_acquirer, freeze_transmission, freeze_stan)
-            REFERENCES freezes (acquirer, transmission, stan)
-    );
-    CREATE INDEX sagas_by_freeze ON sagas (freeze_acquirer, freeze_transmission, freeze_stan);
+        CHECK ((answer_digest IS NULL) = (response IS NULL))
+    ) WITH (fillfactor = 70);
+
 
     CREATE TABLE answers (
         mti            text  NOT NULL,
@@ -208,6 +217,15 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX saf_pending ON saf (state, order_key, id);
     "#,
     ),
+    (
+        3,
+        "end-of-day clearing reads the journal, sagas and queue by time",
+        r#"
+    CREATE INDEX journal_by_time ON journal (at_ms);
+    CREATE INDEX sagas_by_time ON sagas (created_at_ms);
+    CREATE INDEX saf_by_time ON saf (created_at_ms);
+    "#,
+    ),
 ];
 
 /// Tuning of a [`PostgresStore`].
@@ -230,12 +248,12 @@ pub struct PostgresOptions {
 impl Default for PostgresOptions {
     fn default() -> Self {
         PostgresOptions {
-            lanes: 2,
+            lanes: 4,
             max_batch: 256,
             pool_size: 16,
             journal_capacity: 1_000_000,
             journal_batch: 2048,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -283,6 +301,8 @@ fn bump(counter: &AtomicU64, n: u64) {
 pub struct PostgresStore {
     inner: Arc<Inner>,
     lanes: Vec<mpsc::Sender<Box<dyn Command>>>,
+    /// Answer lookups, gathered into one query per round trip.
+    lookups: mpsc::Sender<Lookup>,
     /// Which freeze a saga of this process draws on, so that its later steps go
     /// to the same lane and sort with the freeze. A hint only: a missing entry
     /// costs a lane choice, never correctness.
@@ -310,6 +330,8 @@ struct Inner {
     journal_accepted: AtomicU64,
     /// Entries written or dropped so far; `journal_len` waits on it.
     journal_done: watch::Sender<u64>,
+    /// Whether the journal is written with binary COPY (else INSERT).
+    journal_copy: std::sync::atomic::AtomicBool,
 }
 
 // ---------------------------------------------------------------------------
@@ -337,6 +359,14 @@ fn stopped() -> StoreError {
 fn db(e: tokio_postgres::Error) -> StoreError {
     match e.code() {
         Some(c) if *c == SqlState::CHECK_VIOLATION || *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            corrupt(describe(&e))
+        }
+        // A statement's own guard (see SQL_SETTLE) failing on purpose.
+        Some(c)
+            if *c == SqlState::INVALID_TEXT_REPRESENTATION
+                && e.as_db_error()
+                    .is_some_and(|d| d.message().contains("switchboard:")) =>
+        {
             corrupt(describe(&e))
         }
         _ => unavailable(describe(&e)),
@@ -393,6 +423,17 @@ fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> StoreResul
         },
     );
     Pool::builder(manager)
+        .post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                // Every statement here looks rows up by key: one generic plan,
+                // made once per connection, instead of planning each execution.
+                // A database without this setting plans as it likes.
+                let _ = client
+                    .batch_execute("SET plan_cache_mode = force_generic_plan")
+                    .await;
+                Ok(())
+            })
+        }))
         .max_size(options.pool_size.max(options.lanes + 2))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(options.timeout))
@@ -514,6 +555,7 @@ impl PostgresStore {
             journal_wake: Notify::new(),
             journal_accepted: AtomicU64::new(0),
             journal_done: watch::channel(0).0,
+            journal_copy: std::sync::atomic::AtomicBool::new(true),
         });
         let stop = CancellationToken::new();
         let mut lanes = Vec::with_capacity(options.lanes);
@@ -523,9 +565,12 @@ impl PostgresStore {
             tokio::spawn(lane(inner.clone(), rx, n));
         }
         tokio::spawn(journal_writer(inner.clone(), stop.clone()));
+        let (lookups, lookup_rx) = mpsc::channel(options.max_batch * 16);
+        tokio::spawn(answer_reader(inner.clone(), lookup_rx));
         Ok(PostgresStore {
             inner,
             lanes,
+            lookups,
             hints: Mutex::new(HashMap::new()),
             spec: Arc::new(Spec::switchboard()),
             stop,
@@ -1045,6 +1090,110 @@ async fn pipeline<F: Future + Unpin>(queries: Vec<F>) -> Vec<F::Output> {
 }
 
 // ---------------------------------------------------------------------------
+// Answer lookups
+
+/// Every request starts with one: looking up the answers of all concurrent
+/// requests in one statement costs the server far less than one each.
+struct Lookup {
+    key: ReqCols,
+    reply: oneshot::Sender<StoreResult<Option<StoredAnswer>>>,
+}
+
+/// One primary-key probe per key (the lateral subquery keeps a generic plan
+/// from choosing to scan the whole table).
+const SQL_ANSWERS: &str = "SELECT t.n, a.request_digest, a.response \
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+        WITH ORDINALITY AS t(mti, acquirer, transmission, stan, n) \
+    CROSS JOIN LATERAL ( \
+        SELECT request_digest, response FROM answers \
+        WHERE answers.mti = t.mti AND answers.acquirer = t.acquirer \
+          AND answers.transmission = t.transmission AND answers.stan = t.stan \
+        UNION ALL \
+        SELECT answer_digest, response FROM sagas \
+        WHERE sagas.mti = t.mti AND sagas.acquirer = t.acquirer \
+          AND sagas.transmission = t.transmission AND sagas.stan = t.stan \
+          AND sagas.response IS NOT NULL \
+        LIMIT 1 \
+    ) a";
+
+async fn answer_reader(inner: Arc<Inner>, mut rx: mpsc::Receiver<Lookup>) {
+    let mut connection: Option<Object> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < inner.options.max_batch * 4 {
+            match rx.try_recv() {
+                Ok(lookup) => batch.push(lookup),
+                Err(_) => break,
+            }
+        }
+        let mut result = Err(stopped());
+        for attempt in 0..2 {
+            result = lookup_answers(&inner, &mut connection, &batch).await;
+            match &result {
+                // A read may simply run again on a fresh connection.
+                Err(_) if attempt == 0 => {
+                    if let Some(object) = connection.take() {
+                        let _ = Object::take(object);
+                    }
+                }
+                _ => break,
+            }
+        }
+        match result {
+            Ok(mut answers) => {
+                for (lookup, answer) in batch.into_iter().zip(answers.drain(..)) {
+                    let _ = lookup.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for lookup in batch {
+                    let _ = lookup.reply.send(Err(unavailable(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// One answer (or none) per lookup, in order.
+async fn lookup_answers(
+    inner: &Inner,
+    connection: &mut Option<Object>,
+    batch: &[Lookup],
+) -> StoreResult<Vec<StoreResult<Option<StoredAnswer>>>> {
+    if connection.as_ref().is_some_and(|c| c.is_closed()) {
+        connection.take();
+    }
+    if connection.is_none() {
+        *connection = Some(inner.pool.get().await.map_err(pool_error)?);
+    }
+    let client = connection.as_ref().expect("a connection");
+    let column = |i: usize| -> Vec<&str> { batch.iter().map(|l| l.key.0[i].as_str()).collect() };
+    let (mti, acquirer, transmission, stan) = (column(0), column(1), column(2), column(3));
+    bump(&inner.counters.round_trips, 1);
+    let timeout = inner.options.timeout;
+    let rows = tokio::time::timeout(timeout, async {
+        let statement = client.prepare_cached(SQL_ANSWERS).await?;
+        client
+            .query(&statement, &[&mti, &acquirer, &transmission, &stan])
+            .await
+    })
+    .await
+    .map_err(|_| unavailable(format!("answer lookup timed out after {timeout:?}")))?
+    .map_err(db)?;
+    let mut answers: Vec<StoreResult<Option<StoredAnswer>>> =
+        batch.iter().map(|_| Ok(None)).collect();
+    for row in &rows {
+        let n = i64_col(row, 0)?;
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| corrupt(format!("answer lookup returned position {n}")))?;
+        *slot = stored_answer(row, 1, 2).map(Some);
+    }
+    Ok(answers)
+}
+
+// ---------------------------------------------------------------------------
 // The journal task
 
 const JOURNAL_INSERT: &str = "INSERT INTO journal (at_ms, direction, peer, mti, processing_code, \
@@ -1113,17 +1262,114 @@ async fn journal_writer(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+const JOURNAL_COPY: &str = "COPY journal (at_ms, direction, peer, mti, processing_code, stan, \
+    transmission, acquirer, response_code, pan_masked, amount_minor, note, raw) FROM STDIN BINARY";
+
+const JOURNAL_TYPES: [Type; 13] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::BYTEA,
+];
+
+/// Writes entries in order, in one statement: `COPY ... BINARY` (the
+/// cheapest for the server), or a multi-row `INSERT` where the database does
+/// not take binary COPY.
 async fn write_journal(inner: &Inner, entries: &[JournalEntry]) -> StoreResult<()> {
+    let client = inner.pool.get().await.map_err(pool_error)?;
+    bump(&inner.counters.round_trips, 1);
+    let timeout = inner.options.timeout;
+    let copy = inner.journal_copy.load(Ordering::Relaxed);
+    let result = tokio::time::timeout(timeout, async {
+        if copy {
+            copy_journal(&client, entries).await
+        } else {
+            insert_journal(&client, entries).await
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {
+            bump(&inner.counters.commits, 1);
+            Ok(())
+        }
+        Ok(Err(e)) if copy && e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
+            tracing::info!("no binary COPY here: the journal is written with INSERT");
+            inner.journal_copy.store(false, Ordering::Relaxed);
+            Err(db(e))
+        }
+        Ok(Err(e)) => Err(db(e)),
+        Err(_) => {
+            let _ = Object::take(client);
+            Err(unavailable(format!(
+                "journal write timed out after {timeout:?}"
+            )))
+        }
+    }
+}
+
+fn direction_text(d: Direction) -> &'static str {
+    match d {
+        Direction::In => "in",
+        Direction::Out => "out",
+    }
+}
+
+async fn copy_journal(
+    client: &Object,
+    entries: &[JournalEntry],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = client.prepare_cached(JOURNAL_COPY).await?;
+    let sink = client.copy_in(&statement).await?;
+    let writer = BinaryCopyInWriter::new(sink, &JOURNAL_TYPES);
+    futures::pin_mut!(writer);
+    for e in entries {
+        let mti = String::from_utf8_lossy(&e.mti);
+        // F4 has 12 digits, so this only drops an amount no message can carry.
+        let amount = e.amount_minor.and_then(|a| i64::try_from(a).ok());
+        writer
+            .as_mut()
+            .write(&[
+                &e.at_ms,
+                &direction_text(e.direction),
+                &e.peer,
+                &mti.as_ref(),
+                &e.processing_code,
+                &e.stan,
+                &e.transmission,
+                &e.acquirer,
+                &e.response_code,
+                &e.pan_masked,
+                &amount,
+                &e.note,
+                &&e.raw[..],
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+async fn insert_journal(
+    client: &Object,
+    entries: &[JournalEntry],
+) -> Result<(), tokio_postgres::Error> {
     let text = |f: fn(&JournalEntry) -> Option<&String>| -> Vec<Option<&str>> {
         entries.iter().map(|e| f(e).map(String::as_str)).collect()
     };
     let at_ms: Vec<i64> = entries.iter().map(|e| e.at_ms).collect();
     let direction: Vec<&str> = entries
         .iter()
-        .map(|e| match e.direction {
-            Direction::In => "in",
-            Direction::Out => "out",
-        })
+        .map(|e| direction_text(e.direction))
         .collect();
     let peer: Vec<&str> = entries.iter().map(|e| e.peer.as_str()).collect();
     let mti: Vec<String> = entries
@@ -1136,53 +1382,34 @@ async fn write_journal(inner: &Inner, entries: &[JournalEntry]) -> StoreResult<(
     let acquirer = text(|e| e.acquirer.as_ref());
     let response_code = text(|e| e.response_code.as_ref());
     let pan_masked = text(|e| e.pan_masked.as_ref());
-    // F4 has 12 digits, so this only drops an amount no message can carry.
     let amount: Vec<Option<i64>> = entries
         .iter()
         .map(|e| e.amount_minor.and_then(|a| i64::try_from(a).ok()))
         .collect();
     let note = text(|e| e.note.as_ref());
     let raw: Vec<&[u8]> = entries.iter().map(|e| &e.raw[..]).collect();
-    let client = inner.pool.get().await.map_err(pool_error)?;
-    bump(&inner.counters.round_trips, 1);
-    let timeout = inner.options.timeout;
-    let result = tokio::time::timeout(timeout, async {
-        let statement = client.prepare_cached(JOURNAL_INSERT).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &at_ms,
-                    &direction,
-                    &peer,
-                    &mti,
-                    &processing_code,
-                    &stan,
-                    &transmission,
-                    &acquirer,
-                    &response_code,
-                    &pan_masked,
-                    &amount,
-                    &note,
-                    &raw,
-                ],
-            )
-            .await
-    })
-    .await;
-    match result {
-        Ok(Ok(_)) => {
-            bump(&inner.counters.commits, 1);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(db(e)),
-        Err(_) => {
-            let _ = Object::take(client);
-            Err(unavailable(format!(
-                "journal insert timed out after {timeout:?}"
-            )))
-        }
-    }
+    let statement = client.prepare_cached(JOURNAL_INSERT).await?;
+    client
+        .execute(
+            &statement,
+            &[
+                &at_ms,
+                &direction,
+                &peer,
+                &mti,
+                &processing_code,
+                &stan,
+                &transmission,
+                &acquirer,
+                &response_code,
+                &pan_masked,
+                &amount,
+                &note,
+                &raw,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1402,6 +1629,34 @@ macro_rules! saf_columns {
     };
 }
 
+/// A journal row as [`Store::journal_between`] returns it.
+fn journal_row(row: &Row) -> StoreResult<JournalEntry> {
+    let direction = match text_col(row, 1)?.as_str() {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        other => return Err(corrupt(format!("journal direction {other:?}"))),
+    };
+    let amount: Option<i64> = row
+        .try_get(10)
+        .map_err(|e| corrupt(format!("journal amount: {e}")))?;
+    Ok(JournalEntry {
+        at_ms: i64_col(row, 0)?,
+        direction,
+        peer: text_col(row, 2)?,
+        // As written: four characters, not necessarily digits.
+        mti: <[u8; 4]>::try_from(text_col(row, 3)?.as_bytes()).unwrap_or(*b"????"),
+        processing_code: opt_text_col(row, 4)?,
+        stan: opt_text_col(row, 5)?,
+        transmission: opt_text_col(row, 6)?,
+        acquirer: opt_text_col(row, 7)?,
+        response_code: opt_text_col(row, 8)?,
+        pan_masked: opt_text_col(row, 9)?,
+        amount_minor: amount.and_then(|a| u64::try_from(a).ok()),
+        note: opt_text_col(row, 11)?,
+        raw: bytes_col(row, 12)?,
+    })
+}
+
 fn saf_row(row: &Row) -> StoreResult<SafEntry> {
     let kind = text_col(row, 3)?;
     let state = text_col(row, 6)?;
@@ -1470,9 +1725,6 @@ macro_rules! saf_insert {
 // Statements. Parameters are cast where they first appear; every statement
 // writes nothing when it does not succeed.
 
-const SQL_ANSWER: &str = "SELECT request_digest, response FROM answers \
-    WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text AND stan = $4::text";
-
 const SQL_RECORD_ANSWER: &str = "INSERT INTO answers \
     (mti, acquirer, transmission, stan, request_digest, response, response_code) \
     VALUES ($1::text, $2::text, $3::text, $4::text, $5::bytea, $6::bytea, $7::text) \
@@ -1536,7 +1788,7 @@ const SQL_RESERVE: &str = concat!(
         SELECT request_digest, response FROM answers \
         WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text AND stan = $4::text \
     ), prior_saga AS ( \
-        SELECT request_digest FROM sagas \
+        SELECT coalesce(answer_digest, request_digest) AS request_digest, response FROM sagas \
         WHERE mti = $1 AND acquirer = $2 AND transmission = $3 AND stan = $4 \
     ), upd AS ( \
         UPDATE freezes SET reserved_minor = reserved_minor + $8::bigint \
@@ -1560,7 +1812,7 @@ const SQL_RESERVE: &str = concat!(
     UNION ALL SELECT 'answered', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
         request_digest, response FROM prior_answer \
     UNION ALL SELECT 'saga', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-        request_digest, NULL FROM prior_saga \
+        request_digest, response FROM prior_saga \
     UNION ALL SELECT 'freeze', ",
     freeze_columns!(),
     ", NULL, NULL FROM freezes \
@@ -1590,9 +1842,10 @@ const SQL_SAGA_STEP: &str = "WITH upd AS ( \
 /// (`approved`, `failed`, `in_doubt`), `$8` digest, `$9` response,
 /// `$10-$14` follow-up entries, `$15-$19` the unfreeze queued if the freeze is
 /// closed when a failed receive ends.
-const SQL_SETTLE: &str = concat!(
-    "WITH u AS ( \
-        UPDATE sagas SET state = $5::text, response_code = $6::text \
+const SQL_SETTLE: &str = "WITH u AS ( \
+        UPDATE sagas SET state = $5::text, response_code = $6::text, \
+            answer_digest = coalesce(answer_digest, $8::bytea), \
+            response = coalesce(response, $9::bytea) \
         WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text \
           AND stan = $4::text AND state NOT IN ('approved', 'failed') \
         RETURNING amount_minor, freeze_acquirer, freeze_transmission, freeze_stan \
@@ -1605,11 +1858,6 @@ const SQL_SETTLE: &str = concat!(
         WHERE freezes.acquirer = u.freeze_acquirer AND freezes.transmission = u.freeze_transmission \
           AND freezes.stan = u.freeze_stan AND $7 IN ('approved', 'failed') \
         RETURNING freezes.state \
-    ), a AS ( \
-        INSERT INTO answers (mti, acquirer, transmission, stan, request_digest, response, \
-            response_code) \
-        SELECT $1, $2, $3, $4, $8::bytea, $9::bytea, $6 FROM u \
-        ON CONFLICT DO NOTHING \
     ), q AS ( \
         INSERT INTO saf (bank, order_key, kind, message, created_at_ms, state, next_attempt_ms) \
         SELECT x.bank, x.order_key, x.kind, x.message, x.created_at_ms, 'pending', x.created_at_ms \
@@ -1627,8 +1875,10 @@ const SQL_SETTLE: &str = concat!(
     ) \
     SELECT (SELECT count(*) FROM u) AS settled, \
         (SELECT state FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4) AS state"
-);
+            AND stan = $4) AS state, \
+        (SELECT CASE WHEN $7 IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f) \
+            THEN ('switchboard: freeze ' || u.freeze_acquirer || '/' || u.freeze_transmission \
+                  || '/' || u.freeze_stan || ' of a saga is missing')::integer END FROM u) AS guard";
 
 /// `$1-$3` freeze key, `$4` amount, `$5-$8` request, `$9` digest,
 /// `$10` response, `$11` code, `$12-$16` the notice to queue.
@@ -1708,6 +1958,23 @@ const SQL_SAF_DUE: &str = concat!(
     ORDER BY id LIMIT $2::bigint"
 );
 
+const SQL_JOURNAL_BETWEEN: &str = "SELECT at_ms, direction, peer, mti, processing_code, stan, \
+    transmission, acquirer, response_code, pan_masked, amount_minor, note, raw FROM journal \
+    WHERE at_ms >= $1::bigint AND at_ms < $2::bigint ORDER BY at_ms, id";
+
+const SQL_SAGAS_BETWEEN: &str = concat!(
+    "SELECT ",
+    saga_columns!(),
+    " FROM sagas WHERE created_at_ms >= $1::bigint AND created_at_ms < $2::bigint \
+      ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+);
+
+const SQL_SAF_SINCE: &str = concat!(
+    "SELECT ",
+    saf_columns!(),
+    " FROM saf WHERE created_at_ms >= $1::bigint ORDER BY id"
+);
+
 const SQL_SAF_ENTRIES: &str = concat!("SELECT ", saf_columns!(), " FROM saf ORDER BY id");
 
 // ---------------------------------------------------------------------------
@@ -1738,9 +2005,21 @@ fn decide_reserve(rows: &[Row], amount_minor: u64) -> Decision<Reserve> {
             }));
         }
         if let Some(row) = what("saga") {
-            return Ok(Some(Reserve::Duplicate {
-                request_digest: digest_col(row, 12)?,
-                answer: None,
+            let answered = row
+                .try_get::<_, Option<&[u8]>>(13)
+                .map_err(|e| corrupt(format!("saga response: {e}")))?
+                .is_some();
+            return Ok(Some(if answered {
+                let answer = stored_answer(row, 12, 13)?;
+                Reserve::Duplicate {
+                    request_digest: answer.request_digest,
+                    answer: Some(answer),
+                }
+            } else {
+                Reserve::Duplicate {
+                    request_digest: digest_col(row, 12)?,
+                    answer: None,
+                }
             }));
         }
         let Some(row) = what("freeze") else {
@@ -1803,11 +2082,13 @@ fn count_and_state(rows: &[Row]) -> StoreResult<(i64, Option<String>)> {
 #[async_trait]
 impl Store for PostgresStore {
     async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
-        let r = ReqCols::new(request)?;
-        let rows = self
-            .read(SQL_ANSWER, &[&r.0[0], &r.0[1], &r.0[2], &r.0[3]])
-            .await?;
-        rows.first().map(|row| stored_answer(row, 0, 1)).transpose()
+        let key = ReqCols::new(request)?;
+        let (reply, answer) = oneshot::channel();
+        self.lookups
+            .send(Lookup { key, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
@@ -2213,6 +2494,23 @@ impl Store for PostgresStore {
     async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
         let rows = self.read(SQL_SAGAS, &[]).await?;
         rows.iter().map(saga_row).collect()
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        // What was given before this call is written first.
+        self.flush().await?;
+        let rows = self.read(SQL_JOURNAL_BETWEEN, &[&from_ms, &to_ms]).await?;
+        rows.iter().map(journal_row).collect()
+    }
+
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        let rows = self.read(SQL_SAGAS_BETWEEN, &[&from_ms, &to_ms]).await?;
+        rows.iter().map(saga_row).collect()
+    }
+
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        let rows = self.read(SQL_SAF_SINCE, &[&from_ms]).await?;
+        rows.iter().map(saf_row).collect()
     }
 
     async fn journal_len(&self) -> StoreResult<u64> {
