@@ -43,6 +43,7 @@ const WALLET11: &str = "00001020000";
 enum Backend {
     Sqlite,
     Memory,
+    Postgres,
 }
 
 struct Day {
@@ -75,6 +76,12 @@ async fn start(backend: Backend) -> Day {
     let store: Arc<dyn Store> = match backend {
         Backend::Sqlite => Arc::new(SqliteStore::open(&dir.path().join("switchboard.db")).unwrap()),
         Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Postgres => {
+            switchboard::config::StoreConfig::Postgres(common::pg::database().await)
+                .open()
+                .await
+                .unwrap()
+        }
     };
     let clock = Arc::new(ShiftedClock::new());
     let running = service::start(config, store.clone(), clock.clone())
@@ -598,4 +605,9 @@ async fn a_day_cleared_and_reconciled_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_cleared_and_reconciled_on_the_memory_store() {
     full_day(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_cleared_and_reconciled_on_postgres() {
+    full_day(Backend::Postgres).await;
 }
