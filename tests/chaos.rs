@@ -104,8 +104,15 @@ fn send_admin(port: u16, command: &str) -> String {
     panic!("admin port {port} does not answer");
 }
 
-fn write_config(dir: &Path, wallet_port: u16, a: &Banksim, b: &Banksim) -> PathBuf {
-    let path = dir.join("switch.toml");
+fn write_config(
+    dir: &Path,
+    name: &str,
+    store: &str,
+    wallet_port: u16,
+    a: &Banksim,
+    b: &Banksim,
+) -> PathBuf {
+    let path = dir.join(name);
     std::fs::write(
         &path,
         format!(
@@ -113,7 +120,7 @@ fn write_config(dir: &Path, wallet_port: u16, a: &Banksim, b: &Banksim) -> PathB
 [switch]
 institution_id = "{switch}"
 [store]
-path = "switchboard.db"
+{store}
 [[wallets]]
 listen = "127.0.0.1:{wallet_port}"
 institutions = ["{wallet}"]
@@ -139,6 +146,7 @@ max_backoff_ms = 1000
             bank_b = common::BANK_B,
             a = a.port,
             b = b.port,
+            store = store,
         ),
     )
     .unwrap();
@@ -198,6 +206,18 @@ impl ResilientWallet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
+    chaos(false).await;
+}
+
+/// Two instances on one PostgreSQL database behind haproxy, one of them
+/// killed at a time. Recovery on a shared store is the operator's
+/// `switchboard recover`, run in the calm once no instance is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_postgres_with_two_instances_one_killed() {
+    chaos(true).await;
+}
+
+async fn chaos(postgres: bool) {
     let seconds: u64 = std::env::var("CHAOS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -228,24 +248,66 @@ async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
         + view_b.snapshot().await.unwrap().total_balance_minor;
 
     let dir = tempfile::tempdir().unwrap();
-    let wallet_port = free_port();
-    let config = write_config(dir.path(), wallet_port, &bank_a, &bank_b);
-    let switch = Arc::new(Mutex::new(serve(&config)));
+    let url = if postgres {
+        Some(common::pg::database().await)
+    } else {
+        None
+    };
+    let store_line = match &url {
+        Some(url) => format!("url = \"{url}\""),
+        None => "path = \"switchboard.db\"".to_string(),
+    };
+    let instances = if postgres { 2 } else { 1 };
+    let ports: Vec<u16> = (0..instances).map(|_| free_port()).collect();
+    let configs: Vec<PathBuf> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            write_config(
+                dir.path(),
+                &format!("switch-{n}.toml"),
+                &store_line,
+                *port,
+                &bank_a,
+                &bank_b,
+            )
+        })
+        .collect();
+    let switches: Vec<Arc<Mutex<Child>>> = configs
+        .iter()
+        .map(|c| Arc::new(Mutex::new(serve(c))))
+        .collect();
+    let haproxy = if postgres {
+        Some(
+            common::haproxy::start_haproxy(&ports.iter().map(|p| addr(*p)).collect::<Vec<_>>())
+                .await,
+        )
+    } else {
+        None
+    };
+    let front = haproxy.as_ref().map_or(addr(ports[0]), |h| h.addr);
+    let wallet_port = ports[0];
     let wallet = Arc::new(ResilientWallet {
-        addr: addr(wallet_port),
+        addr: front,
         client: tokio::sync::Mutex::new(None),
     });
+    let open_store = || async {
+        match &url {
+            Some(url) => switchboard::config::StoreConfig::Postgres(url.clone())
+                .open()
+                .await
+                .unwrap(),
+            None => Arc::new(SqliteStore::open(&dir.path().join("switchboard.db")).unwrap())
+                as Arc<dyn Store>,
+        }
+    };
     let clock = SystemClock;
 
     // Packets: freezes retried until the bank approves (faults may decline).
     let mut freezes = Vec::new();
-    let mut builder = WalletClient::connect(
-        addr(wallet_port),
-        FramingConfig::default(),
-        common::WALLET_ID,
-    )
-    .await
-    .unwrap();
+    let mut builder = WalletClient::connect(front, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
     for i in 0..8 {
         for _ in 0..20 {
             let freeze = builder.freeze(&payers[i % payers.len()], 50_000, clock.now());
@@ -262,22 +324,23 @@ async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
     // The killer: SIGKILL and restart every few seconds.
     let kills = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let killer = {
-        let switch = switch.clone();
-        let config = config.clone();
+        let switches = switches.clone();
+        let configs = configs.clone();
         let kill_count = kills.clone();
         tokio::spawn(async move {
             let mut kills = 0;
             loop {
                 tokio::time::sleep(Duration::from_millis(2500 + 700 * (kills % 3))).await;
+                let victim = kills as usize % switches.len();
                 {
-                    let mut child = switch.lock().unwrap();
+                    let mut child = switches[victim].lock().unwrap();
                     child.kill().unwrap();
                     child.wait().unwrap();
                 }
                 kills += 1;
                 kill_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let restarted = serve(&config);
-                *switch.lock().unwrap() = restarted;
+                let restarted = serve(&configs[victim]);
+                *switches[victim].lock().unwrap() = restarted;
             }
         })
     };
@@ -316,15 +379,32 @@ async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
     let receives_sent = i;
     let kills = kills.load(std::sync::atomic::Ordering::SeqCst);
 
-    // Calm: no more faults; a clean restart runs recovery once more.
+    // Calm: no more faults; every instance stopped, recovery (at start on the
+    // embedded store, by the operator's command on a shared one), one restarted.
     send_admin(bank_a.admin, "faults none");
     send_admin(bank_b.admin, "faults none");
-    {
+    for switch in &switches {
         let mut child = switch.lock().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
-        *child = serve(&config);
     }
+    if postgres {
+        let recover = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["recover", "--config"])
+            .arg(&configs[0])
+            .output()
+            .unwrap();
+        assert!(
+            recover.status.success(),
+            "{}",
+            String::from_utf8_lossy(&recover.stderr)
+        );
+    }
+    *switches[0].lock().unwrap() = serve(&configs[0]);
+    let wallet = Arc::new(ResilientWallet {
+        addr: addr(wallet_port),
+        client: tokio::sync::Mutex::new(None),
+    });
     builder = WalletClient::connect(
         addr(wallet_port),
         FramingConfig::default(),
@@ -334,12 +414,11 @@ async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
     .unwrap();
 
     // Close every packet with what the switch says remains.
-    let store_path = dir.path().join("switchboard.db");
     for freeze in &freezes {
         let key = FreezeKey::of_request(freeze).unwrap();
         for _ in 0..20 {
             let record = {
-                let store = SqliteStore::open(&store_path).unwrap();
+                let store = open_store().await;
                 store.freeze(&key).await.unwrap().unwrap()
             };
             if record.state != FreezeState::Open {
@@ -359,7 +438,7 @@ async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
     // The queue drains.
     let drained = async {
         loop {
-            let store = SqliteStore::open(&store_path).unwrap();
+            let store = open_store().await;
             let entries = store.saf_entries().await.unwrap();
             if entries.iter().all(|e| e.state != SafState::Pending) {
                 return entries;
@@ -372,13 +451,14 @@ async fn chaos_kills_and_bank_faults_keep_the_money_invariants() {
         .await
         .expect("queue drained");
     {
-        let mut child = switch.lock().unwrap();
+        let mut child = switches[0].lock().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
     }
+    drop(haproxy);
 
     // The checks.
-    let store = SqliteStore::open(&store_path).unwrap();
+    let store = open_store().await;
     let sagas = store.sagas().await.unwrap();
     let records = store.freezes().await.unwrap();
     let a: Ledger = view_a.snapshot().await.unwrap();
