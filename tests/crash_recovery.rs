@@ -255,8 +255,9 @@ async fn sigterm_answers_requests_in_flight_and_exits_zero() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &switch.id().to_string()])
+    // The shell's own kill: no procps needed.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", switch.id())])
         .status()
         .unwrap();
     assert!(status.success());
