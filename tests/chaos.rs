@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::process::{free_port, serve, write_config, SwitchFile};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -37,14 +39,6 @@ fn banksim_path() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -102,71 +96,6 @@ fn send_admin(port: u16, command: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("admin port {port} does not answer");
-}
-
-fn write_config(
-    dir: &Path,
-    name: &str,
-    store: &str,
-    wallet_port: u16,
-    a: &Banksim,
-    b: &Banksim,
-) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[switch]
-institution_id = "{switch}"
-[store]
-{store}
-[[wallets]]
-listen = "127.0.0.1:{wallet_port}"
-institutions = ["{wallet}"]
-[[banks]]
-institution_id = "{bank_a}"
-bins = ["622202"]
-hosts = ["127.0.0.1:{a}"]
-timeout_ms = 800
-connections = 2
-[[banks]]
-institution_id = "{bank_b}"
-bins = ["621700"]
-hosts = ["127.0.0.1:{b}"]
-timeout_ms = 800
-connections = 2
-[saf]
-initial_backoff_ms = 100
-max_backoff_ms = 1000
-"#,
-            switch = common::SWITCH_ID,
-            wallet = common::WALLET_ID,
-            bank_a = common::BANK_A,
-            bank_b = common::BANK_B,
-            a = a.port,
-            b = b.port,
-            store = store,
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn serve(config: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "switch did not start: {line:?}");
-    child
 }
 
 /// A wallet that reconnects after the switch dies and resends what got no answer.
@@ -265,11 +194,15 @@ async fn chaos(postgres: bool) {
         .map(|(n, port)| {
             write_config(
                 dir.path(),
-                &format!("switch-{n}.toml"),
-                &store_line,
-                *port,
-                &bank_a,
-                &bank_b,
+                SwitchFile {
+                    name: &format!("switch-{n}.toml"),
+                    store: &store_line,
+                    wallet_port: *port,
+                    bank_a: addr(bank_a.port),
+                    bank_b: addr(bank_b.port),
+                    timeout_ms: 800,
+                    max_backoff_ms: 1000,
+                },
             )
         })
         .collect();

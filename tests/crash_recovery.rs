@@ -5,8 +5,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use common::process::{free_port, serve, write_config, SwitchFile};
+
+/// Long bank deadlines: the test kills the switch while a credit waits.
+fn switch_file(
+    dir: &std::path::Path,
+    wallet_port: u16,
+    bank_a: std::net::SocketAddr,
+    bank_b: std::net::SocketAddr,
+) -> std::path::PathBuf {
+    write_config(
+        dir,
+        SwitchFile {
+            name: "switch.toml",
+            store: "path = \"switchboard.db\"",
+            wallet_port,
+            bank_a,
+            bank_b,
+            timeout_ms: 30_000,
+            max_backoff_ms: 500,
+        },
+    )
+}
+
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +39,7 @@ use switchboard::codec::{build_bytes, parse, Message};
 use switchboard::fields::{num, FreezeKey};
 use switchboard::framing::{Frame, FrameCodec, FramingConfig};
 use switchboard::sim::bank::Bank;
-use switchboard::sim::bank_server::{spawn_bank, BankHandle};
+use switchboard::sim::bank_server::spawn_bank;
 use switchboard::sim::wallet::{code, WalletClient};
 use switchboard::Spec;
 use tokio::net::TcpListener;
@@ -63,75 +85,6 @@ async fn silent_on_credits(listener: TcpListener, reversals: Arc<AtomicUsize>) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_config(
-    dir: &std::path::Path,
-    wallet_port: u16,
-    bank_a: &BankHandle,
-    bank_b: std::net::SocketAddr,
-) -> std::path::PathBuf {
-    let path = dir.join("switch.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[switch]
-institution_id = "{switch}"
-[store]
-path = "switchboard.db"
-[[wallets]]
-listen = "127.0.0.1:{wallet_port}"
-institutions = ["{wallet}"]
-[[banks]]
-institution_id = "{a}"
-bins = ["622202"]
-hosts = ["{a_addr}"]
-timeout_ms = 30000
-[[banks]]
-institution_id = "{b}"
-bins = ["621700"]
-hosts = ["{b_addr}"]
-timeout_ms = 30000
-[saf]
-initial_backoff_ms = 100
-max_backoff_ms = 500
-"#,
-            switch = common::SWITCH_ID,
-            wallet = common::WALLET_ID,
-            a = common::BANK_A,
-            b = common::BANK_B,
-            a_addr = bank_a.addr,
-            b_addr = bank_b,
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// Starts `switchboard serve` and waits until it listens.
-fn serve(config: &std::path::Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
-    child
-}
-
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -157,7 +110,7 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
     let reversals_at_b = Arc::new(AtomicUsize::new(0));
     tokio::spawn(silent_on_credits(b_listener, reversals_at_b.clone()));
     let wallet_port = free_port();
-    let config = write_config(dir.path(), wallet_port, &bank_a, b_addr);
+    let config = switch_file(dir.path(), wallet_port, bank_a.addr, b_addr);
     let payer = bank_a.snapshot().accounts[0].pan.clone();
     let before = bank_a.snapshot().balance(&payer).unwrap();
 
@@ -238,7 +191,7 @@ async fn sigterm_answers_requests_in_flight_and_exits_zero() {
     let h = common::start().await; // banks only; the switch below is a process
     let dir = tempfile::tempdir().unwrap();
     let wallet_port = free_port();
-    let config = write_config(dir.path(), wallet_port, &h.bank_a, h.bank_b.addr);
+    let config = switch_file(dir.path(), wallet_port, h.bank_a.addr, h.bank_b.addr);
     let switch = serve(&config);
     let addr = format!("127.0.0.1:{wallet_port}").parse().unwrap();
     let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)

@@ -4,6 +4,7 @@
 
 pub mod haproxy;
 pub mod pg;
+pub mod process;
 
 use std::sync::Arc;
 use std::time::Duration;

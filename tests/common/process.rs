@@ -1,0 +1,90 @@
+//! The real `switchboard serve` as a child process, for the tests that kill it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where a switch process finds its store and its banks.
+pub struct SwitchFile<'a> {
+    pub name: &'a str,
+    /// The `[store]` line: `path = "…"` or `url = "…"`.
+    pub store: &'a str,
+    pub wallet_port: u16,
+    pub bank_a: SocketAddr,
+    pub bank_b: SocketAddr,
+    pub timeout_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+/// Writes a config for a switch process in `dir`.
+pub fn write_config(dir: &Path, f: SwitchFile<'_>) -> PathBuf {
+    let path = dir.join(f.name);
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[switch]
+institution_id = "{switch}"
+[store]
+{store}
+[[wallets]]
+listen = "127.0.0.1:{wallet_port}"
+institutions = ["{wallet}"]
+[[banks]]
+institution_id = "{a}"
+bins = ["622202"]
+hosts = ["{a_addr}"]
+timeout_ms = {timeout}
+connections = 2
+[[banks]]
+institution_id = "{b}"
+bins = ["621700"]
+hosts = ["{b_addr}"]
+timeout_ms = {timeout}
+connections = 2
+[saf]
+initial_backoff_ms = 100
+max_backoff_ms = {max_backoff}
+"#,
+            switch = super::SWITCH_ID,
+            wallet = super::WALLET_ID,
+            a = super::BANK_A,
+            b = super::BANK_B,
+            store = f.store,
+            wallet_port = f.wallet_port,
+            a_addr = f.bank_a,
+            b_addr = f.bank_b,
+            timeout = f.timeout_ms,
+            max_backoff = f.max_backoff_ms,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `switchboard serve` and waits until it listens.
+pub fn serve(config: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "switch did not start: {line:?}");
+    child
+}
