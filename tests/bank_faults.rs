@@ -19,6 +19,7 @@ use switchboard::service;
 use switchboard::sim::bank::Bank;
 use switchboard::sim::bank_server::spawn_bank;
 use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{SafKind, SafState, SagaState, Store};
 use switchboard::Spec;
 use tokio::net::TcpListener;
@@ -165,5 +166,94 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
     // Over the frozen amount is still refused: 5,000 frozen, nothing received.
     let over = wallet.receive(&freeze, &receiver, 5_500, clock.now());
     assert_eq!(code(&wallet.send(&over).await.unwrap()), "61");
+    running.shutdown().await;
+}
+
+/// A bank that answers a credit only after the switch's deadline: the wallet
+/// gets 91, both legs are reversed, and the late 0210 is journaled as late
+/// (68) and ignored — it never undoes the reversals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_is_journaled_and_ignored() {
+    use switchboard::sim::bank_server::spawn_bank_with_faults;
+    use switchboard::sim::faults::Faults;
+
+    let dir = tempfile::tempdir().unwrap();
+    let payer_bank = spawn_bank(
+        Bank::generate(common::BANK_A, "622202", 4, 100_000, 1),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap();
+    let late: Faults = "late=1:700".parse().unwrap();
+    let receiver_bank = spawn_bank_with_faults(
+        Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
+        FramingConfig::default(),
+        late,
+    )
+    .await
+    .unwrap();
+    let payer = payer_bank.snapshot().accounts[0].pan.clone();
+    let receiver = receiver_bank.snapshot().accounts[0].pan.clone();
+    let config = common::config(
+        dir.path(),
+        vec![
+            common::bank_config(
+                common::BANK_A,
+                "622202",
+                payer_bank.addr,
+                Duration::from_secs(5),
+            ),
+            common::bank_config(
+                common::BANK_B,
+                "621700",
+                receiver_bank.addr,
+                Duration::from_millis(300),
+            ),
+        ],
+    );
+    let clock = Arc::new(ShiftedClock::new());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("switchboard.db")).unwrap());
+    let running = service::start(config, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
+    let wallet = WalletClient::connect(
+        running.wallet_addrs[0],
+        FramingConfig::default(),
+        common::WALLET_ID,
+    )
+    .await
+    .unwrap();
+    let freeze = wallet.freeze(&payer, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
+    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "91");
+    // The late answer arrives; then the bank is healthy again for the reversals.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    receiver_bank.faults.set(Faults::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let entries = store.saf_entries().await.unwrap();
+        if !entries.is_empty() && entries.iter().all(|e| e.state == SafState::Done) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reversals not delivered: {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let journal = store.journal_between(0, i64::MAX).await.unwrap();
+    assert!(
+        journal.iter().any(|e| e
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("late response (68)"))),
+        "the late 0210 is journaled as late"
+    );
+    // Both legs undone: everyone whole.
+    assert_eq!(payer_bank.snapshot().balance(&payer), Some(100_000));
+    assert_eq!(receiver_bank.snapshot().balance(&receiver), Some(100_000));
     running.shutdown().await;
 }

@@ -36,7 +36,13 @@ pub(super) struct Sender {
     frames: mpsc::Sender<Bytes>,
     pending: Arc<Pending>,
     in_flight: Arc<Semaphore>,
+    /// Keys of requests that timed out, newest last, so that their responses,
+    /// should they still come, are recognised as late (68) and ignored.
+    expired: Arc<Mutex<std::collections::VecDeque<MatchKey>>>,
 }
+
+/// How many timed-out keys a connection remembers.
+const EXPIRED_KEYS: usize = 4096;
 
 pub(super) struct Connection {
     name: String,
@@ -110,6 +116,12 @@ impl Connection {
             Ok(Err(_)) => Err(LinkError::ConnectionLost(self.name.clone())),
             Err(_) => {
                 sender.pending.lock().expect("pending lock").remove(&key);
+                let mut expired = sender.expired.lock().expect("expired lock");
+                if expired.len() == EXPIRED_KEYS {
+                    expired.pop_front();
+                }
+                expired.push_back(key);
+                drop(expired);
                 Err(LinkError::Timeout(
                     self.name.clone(),
                     self.config.timeout.as_millis(),
@@ -201,6 +213,7 @@ impl Connection {
             frames: frames_tx,
             pending: Arc::new(Mutex::new(HashMap::new())),
             in_flight: Arc::new(Semaphore::new(self.config.max_in_flight)),
+            expired: Arc::new(Mutex::new(std::collections::VecDeque::new())),
         };
         let header = self.header();
         let writer_name = self.name.clone();
@@ -315,13 +328,24 @@ impl Connection {
                     }
                 }
                 None => {
+                    let late = MatchKey::of(&msg, *msg.mti()).is_some_and(|key| {
+                        sender.expired.lock().expect("expired lock").contains(&key)
+                    });
+                    // A late answer never undoes what the timeout decided (a
+                    // reversal is already queued): it is recorded, not acted on.
+                    let note = if late {
+                        "late response (68): its request had timed out; ignored"
+                    } else {
+                        "unmatched response"
+                    };
                     warn!(
                         link = %self.name,
                         mti = msg.mti_str(),
                         stan = msg.get_str(num::STAN).unwrap_or("-"),
+                        note,
                         "response matches no request in flight"
                     );
-                    self.journal(Direction::In, &msg, body, Some("unmatched response".into()));
+                    self.journal(Direction::In, &msg, body, Some(note.into()));
                 }
             }
             return;
