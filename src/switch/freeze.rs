@@ -51,24 +51,7 @@ pub(super) async fn run(
         Ok(InsertFreeze::Exists {
             request_digest,
             answer,
-        }) => {
-            // Another instance (or an earlier life of this one) has this key.
-            let (code, note) = match answer {
-                Some(a) if request_digest == digest => {
-                    return Outcome {
-                        response: a.response,
-                        note: Some("resend".into()),
-                    }
-                }
-                _ if request_digest == digest => ("91", "resend of a freeze still in progress"),
-                _ => ("94", "freeze key exists with other content"),
-            };
-            let response = switch.reply(request, code);
-            return Outcome {
-                response,
-                note: Some(note.into()),
-            };
-        }
+        }) => return Outcome::existing(switch, request, digest, request_digest, answer),
         Err(e) => {
             warn!(error = %e, "store unavailable");
             return Outcome {

@@ -191,25 +191,24 @@ pub fn debit_reversal(
     m
 }
 
-/// Reversal (0420) of a freeze the payer bank may have placed but never
-/// answered in time.
-pub fn freeze_reversal(
+/// A message to the payer bank about a freeze's hold (its card in F2, the
+/// freeze in F90): the freeze's reversal and the unfreeze notice differ only in
+/// MTI, processing code and amount.
+fn about_hold(
+    mti: [u8; 4],
+    processing_code: &str,
     freeze: &FreezeRecord,
-    sent: &SentMessage,
-    now: NaiveDateTime,
-    switch_id: &str,
+    amount_minor: u64,
+    origin: Origin<'_>,
 ) -> Message {
+    let switch_id = origin.switch_id;
     let mut m = base(
-        *b"0420",
-        "030000",
-        freeze.amount_minor,
+        mti,
+        processing_code,
+        amount_minor,
         freeze.currency,
         &freeze.payer_bank,
-        Origin {
-            sent,
-            now,
-            switch_id,
-        },
+        origin,
     );
     m.set(num::PAN, freeze.payer_pan.clone())
         .set(num::POS_CONDITION, "06")
@@ -218,6 +217,22 @@ pub fn freeze_reversal(
             freeze_original(freeze, switch_id).to_vec(),
         );
     m
+}
+
+/// Reversal (0420) of a freeze the payer bank may have placed but never
+/// answered in time.
+pub fn freeze_reversal(
+    freeze: &FreezeRecord,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let origin = Origin {
+        sent,
+        now,
+        switch_id,
+    };
+    about_hold(*b"0420", "030000", freeze, freeze.amount_minor, origin)
 }
 
 /// The unfreeze notice forwarded to the payer bank: release `amount_minor` of
@@ -229,25 +244,12 @@ pub fn unfreeze_notice(
     now: NaiveDateTime,
     switch_id: &str,
 ) -> Message {
-    let mut m = base(
-        *b"0120",
-        "200000",
-        amount_minor,
-        freeze.currency,
-        &freeze.payer_bank,
-        Origin {
-            sent,
-            now,
-            switch_id,
-        },
-    );
-    m.set(num::PAN, freeze.payer_pan.clone())
-        .set(num::POS_CONDITION, "06")
-        .set(
-            num::ORIGINAL_DATA,
-            freeze_original(freeze, switch_id).to_vec(),
-        );
-    m
+    let origin = Origin {
+        sent,
+        now,
+        switch_id,
+    };
+    about_hold(*b"0120", "200000", freeze, amount_minor, origin)
 }
 
 /// Reversal (0420) of a credit the switch sent to the receiver bank.

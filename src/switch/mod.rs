@@ -307,6 +307,33 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// The answer to a request whose key the store already holds (found by
+    /// another instance, or an earlier life of this one): the stored answer
+    /// for an exact resend, 91 while the first one is still being decided,
+    /// 94 for the same key with other content.
+    fn existing(
+        switch: &Switch,
+        request: &Message,
+        digest: [u8; 32],
+        stored_digest: [u8; 32],
+        answer: Option<StoredAnswer>,
+    ) -> Outcome {
+        let (code, note) = match answer {
+            Some(a) if stored_digest == digest => {
+                return Outcome {
+                    response: a.response,
+                    note: Some("resend".into()),
+                }
+            }
+            _ if stored_digest == digest => ("91", "resend of a request still in progress"),
+            _ => ("94", "same key, different content"),
+        };
+        Outcome {
+            response: switch.reply(request, code),
+            note: Some(note.into()),
+        }
+    }
+
     /// A rejection that changed nothing: recorded so an exact resend gets it again.
     async fn reject(
         switch: &Switch,

@@ -94,22 +94,7 @@ pub(super) async fn run(
         Ok(Reserve::Duplicate {
             request_digest,
             answer,
-        }) => {
-            let (code, note) = match answer {
-                Some(a) if request_digest == digest => {
-                    return Outcome {
-                        response: a.response,
-                        note: Some("resend".into()),
-                    }
-                }
-                _ if request_digest == digest => ("91", "resend of a receive still in progress"),
-                _ => ("94", "receive key exists with other content"),
-            };
-            return Outcome {
-                response: switch.reply(request, code),
-                note: Some(note.into()),
-            };
-        }
+        }) => return Outcome::existing(switch, request, digest, request_digest, answer),
         Err(e) => {
             warn!(error = %e, "store unavailable");
             return Outcome {
