@@ -59,6 +59,7 @@ struct RawSaf {
     initial_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
     max_attempts: Option<u32>,
+    hold_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +86,7 @@ fn default_spec() -> String {
 struct RawStore {
     path: Option<String>,
     url: Option<String>,
+    lease_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -258,6 +260,10 @@ pub struct Config {
     pub wallets: Vec<WalletListener>,
     pub banks: Vec<BankConfig>,
     pub saf: crate::switch::saf::SafPolicy,
+    /// How long an instance's claim on its work in a shared store lasts
+    /// without renewal (`[store] lease_ms`): after it, other instances recover
+    /// that work.
+    pub lease: Duration,
     /// Freezes older than this are unfrozen by the switch itself.
     pub max_freeze_age: Duration,
     /// Settlement dates: cutoff time and time zone (`[clearing]`).
@@ -313,7 +319,7 @@ impl Config {
         })?;
         institution("switch.institution_id", &raw.switch.institution_id)?;
         crate::spec::Spec::load(&raw.switch.spec).map_err(|e| err("switch.spec", e.to_string()))?;
-        let store = match (raw.store.path, raw.store.url) {
+        let store = match (raw.store.path.clone(), raw.store.url.clone()) {
             (Some(_), Some(_)) => {
                 return Err(err(
                     "store",
@@ -430,6 +436,24 @@ impl Config {
                 }
                 saf.max_attempts = n;
             }
+            if let Some(ms) = raw_saf.hold_ms {
+                saf.hold = Duration::from_millis(ms);
+            }
+        }
+        let longest_timeout = banks.iter().map(|b| b.timeout).max().unwrap_or_default();
+        if saf.hold <= longest_timeout {
+            return Err(err(
+                "saf.hold_ms",
+                format!(
+                    "must be longer than the longest bank timeout ({} ms): \
+                     an attempt must end before another instance may take the entry",
+                    longest_timeout.as_millis()
+                ),
+            ));
+        }
+        let lease = Duration::from_millis(raw.store.lease_ms.unwrap_or(10_000));
+        if lease < Duration::from_millis(300) {
+            return Err(err("store.lease_ms", "must be at least 300"));
         }
         let mut clearing = crate::clearing::Settlement::default();
         if let Some(c) = raw.clearing {
@@ -449,6 +473,7 @@ impl Config {
             wallets,
             banks,
             saf,
+            lease,
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
         })

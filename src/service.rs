@@ -80,22 +80,28 @@ pub async fn start(
         )
         .with_settlement(config.clearing),
     );
-    // Settle what a crash left in flight before serving anything new.
-    // On a shared PostgreSQL store, another live instance may own the
-    // unfinished sagas: settling them here could undo work it is about to
-    // answer 00 for. Recovery there is an operator's decision (`switchboard
-    // recover`) once the instance that owned them is known to be dead.
+    // Settle what a crash left in flight before serving anything new. The
+    // embedded store has one instance: everything unfinished is a crash's.
+    // A shared store may hold live peers' work: this instance takes its lease
+    // first, then recovers only instances whose lease has expired (its own
+    // earlier life included, once that lease runs out).
     let recovered = if matches!(config.store, crate::config::StoreConfig::Postgres(_)) {
-        tracing::warn!(
-            "shared store: unfinished sagas are not recovered at start; \
-             run `switchboard recover --config FILE` when no other instance owns them"
-        );
-        crate::switch::recovery::Recovered::default()
+        crate::switch::ownership::renew(&switch, config.lease)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot take a lease in the store: {e}"))?;
+        crate::switch::recovery::take_over_expired(&switch)
+            .await
+            .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
     } else {
         crate::switch::recovery::recover(&switch)
             .await
             .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
     };
+    link_tasks.spawn(crate::switch::ownership::run(
+        switch.clone(),
+        config.lease,
+        links_shutdown.clone(),
+    ));
     link_tasks.spawn(crate::switch::saf::run(
         switch.clone(),
         config.saf.clone(),

@@ -84,6 +84,7 @@ fn answer(mti: &[u8; 4], code: &str, digest_tag: u8) -> StoredAnswer {
 fn new_freeze(n: u32, amount_minor: u64) -> NewFreeze {
     NewFreeze {
         key: freeze_key(n),
+        owner: "instance-a".into(),
         request: freeze_request(n),
         request_digest: digest(1),
         payer_pan: "6212345678901234".into(),
@@ -96,6 +97,7 @@ fn new_freeze(n: u32, amount_minor: u64) -> NewFreeze {
 
 fn receive(freeze: u32, request: u32, amount_minor: u64) -> NewReceive {
     NewReceive {
+        owner: "instance-a".into(),
         request: request_key(b"0200", request),
         request_digest: digest(2),
         freeze: freeze_key(freeze),

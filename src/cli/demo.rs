@@ -103,6 +103,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             bank_config(BANK_B.0, BANK_B.1, BANK_B.2, b.addr),
         ],
         saf: Default::default(),
+        lease: Duration::from_secs(10),
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
     };

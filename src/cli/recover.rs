@@ -1,9 +1,11 @@
-//! `switchboard recover --config FILE`: settle what crashed instances left in
-//! flight (fail unfinished sagas, queue their reversals; decline freezes left
-//! unanswered and queue their reversals), then exit. The embedded store does
-//! this at every start; on a shared PostgreSQL store run it when the instance
-//! that owned the work is known to be dead. A running instance's
-//! store-and-forward worker then delivers the queued reversals.
+//! `switchboard recover --config FILE [--all]`: settle what crashed instances
+//! left in flight (fail unfinished sagas, queue their reversals; decline
+//! freezes left unanswered and queue their reversals), then exit. Running
+//! instances do this by themselves (the embedded store at start; on
+//! PostgreSQL for every instance whose lease expired); this command does it
+//! without starting a switch. On PostgreSQL it settles the work of expired
+//! leases only, unless `--all` says no instance is running. A running
+//! instance's store-and-forward worker then delivers the queued reversals.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ pub struct RecoverArgs {
     /// The switch's configuration file.
     #[arg(long)]
     config: PathBuf,
+    /// On PostgreSQL: settle every unfinished freeze and saga, whoever owns
+    /// it. Only when no switch instance is running on the database.
+    #[arg(long)]
+    all: bool,
 }
 
 pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
@@ -44,7 +50,12 @@ pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
             Arc::new(SystemClock),
             Arc::new(StanSource::new(store)),
         );
-        let done = recovery::recover(&switch).await?;
+        let shared = matches!(config.store, StoreConfig::Postgres(_));
+        let done = if shared && !args.all {
+            recovery::take_over_expired(&switch).await?
+        } else {
+            recovery::recover(&switch).await?
+        };
         println!(
             "recovered: {} freezes declined, {} sagas failed; their reversals are queued",
             done.freezes_declined, done.sagas_failed

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Close, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze, NewReceive,
-    NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafOutcome, SafState, SagaRecord,
-    SagaState, SentMessage, Store, StoreError, StoreResult, StoredAnswer,
+    Close, ExpiredLease, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, Lease,
+    NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafOutcome,
+    SafState, SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult,
+    StoredAnswer, Unfinished,
 };
 use crate::fields::FreezeKey;
 
@@ -27,6 +28,11 @@ struct State {
     journal_len: u64,
     /// Every entry, in the order written (clearing reads them back).
     journal: Vec<JournalEntry>,
+    /// Which instance started each freeze and saga.
+    freeze_owners: BTreeMap<FreezeKey, String>,
+    saga_owners: BTreeMap<RequestKey, String>,
+    /// Instance → (lease end, unfinished since), by the callers' clock.
+    leases: BTreeMap<String, (i64, i64)>,
 }
 
 /// See the module documentation.
@@ -82,28 +88,23 @@ impl State {
         approved: bool,
         request: &RequestKey,
         answer: StoredAnswer,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         let (freeze, _) = self
             .freezes
             .get_mut(key)
             .ok_or_else(|| invalid(format!("finish_freeze: no freeze {key}")))?;
-        let target = if approved {
+        if freeze.state != FreezeState::Pending {
+            return Ok(Settled::Before {
+                answer: self.answers.get(request).cloned(),
+            });
+        }
+        freeze.state = if approved {
             FreezeState::Open
         } else {
             FreezeState::Declined
         };
-        match freeze.state {
-            FreezeState::Pending => freeze.state = target,
-            s if s == target => {}
-            s => {
-                return Err(invalid(format!(
-                    "finish_freeze: freeze {key} is {}",
-                    s.as_str()
-                )))
-            }
-        }
         self.answers.entry(*request).or_insert(answer);
-        Ok(())
+        Ok(Settled::Now)
     }
 
     fn finish_receive(
@@ -224,6 +225,7 @@ impl Store for MemoryStore {
             };
             s.freezes
                 .insert(freeze.key, (record, freeze.request_digest));
+            s.freeze_owners.insert(freeze.key, freeze.owner);
             Ok(InsertFreeze::Inserted)
         })
     }
@@ -235,7 +237,7 @@ impl Store for MemoryStore {
         request: &RequestKey,
         answer: StoredAnswer,
     ) -> StoreResult<()> {
-        self.with(|s| s.finish_freeze(key, approved, request, answer))
+        self.with(|s| s.finish_freeze(key, approved, request, answer).map(|_| ()))
     }
 
     async fn finish_freeze_queueing(
@@ -245,13 +247,13 @@ impl Store for MemoryStore {
         request: &RequestKey,
         answer: StoredAnswer,
         saf: Option<NewSafEntry>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         self.with(|s| {
-            s.finish_freeze(key, approved, request, answer)?;
-            if let Some(entry) = &saf {
+            let settled = s.finish_freeze(key, approved, request, answer)?;
+            if let (Settled::Now, Some(entry)) = (&settled, &saf) {
                 s.enqueue(entry);
             }
-            Ok(())
+            Ok(settled)
         })
     }
 
@@ -304,6 +306,7 @@ impl Store for MemoryStore {
             };
             s.sagas
                 .insert(receive.request, (saga, receive.request_digest));
+            s.saga_owners.insert(receive.request, receive.owner);
             Ok(Reserve::Reserved(record))
         })
     }
@@ -350,10 +353,12 @@ impl Store for MemoryStore {
         outcome: ReceiveOutcome,
         answer: StoredAnswer,
         follow_up: FollowUp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         self.with(|s| {
             if !s.finish_receive(request, outcome, answer)? {
-                return Ok(());
+                return Ok(Settled::Before {
+                    answer: s.answers.get(request).cloned(),
+                });
             }
             for entry in &follow_up.saf {
                 s.enqueue(entry);
@@ -370,7 +375,7 @@ impl Store for MemoryStore {
                     }
                 }
             }
-            Ok(())
+            Ok(Settled::Now)
         })
     }
 
@@ -405,20 +410,82 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn saf_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+    async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>> {
         self.with(|s| {
             let mut seen = std::collections::BTreeSet::new();
             let mut due = Vec::new();
-            for entry in s.saf.values().filter(|e| e.state == SafState::Pending) {
+            for entry in s.saf.values_mut().filter(|e| e.state == SafState::Pending) {
                 // Only the oldest pending entry of each ordering key.
                 if !seen.insert(entry.entry.order_key.clone()) {
                     continue;
                 }
                 if entry.next_attempt_ms <= now_ms && due.len() < limit {
                     due.push(entry.clone());
+                    // Handed out: not due again until its attempt settles or the hold ends.
+                    entry.next_attempt_ms = now_ms.saturating_add(hold_ms);
                 }
             }
             Ok(due)
+        })
+    }
+
+    async fn renew_lease(&self, lease: &Lease, now_ms: i64) -> StoreResult<()> {
+        self.with(|s| {
+            s.leases.insert(
+                lease.instance.clone(),
+                (
+                    now_ms.saturating_add(lease.duration_ms),
+                    lease.unfinished_since_ms,
+                ),
+            );
+            Ok(())
+        })
+    }
+
+    async fn expired_leases(&self, now_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+        self.with(|s| {
+            Ok(s.leases
+                .iter()
+                .filter(|(_, (until, _))| *until < now_ms)
+                .map(|(instance, (_, since))| ExpiredLease {
+                    instance: instance.clone(),
+                    unfinished_since_ms: *since,
+                })
+                .collect())
+        })
+    }
+
+    async fn drop_lease(&self, instance: &str, now_ms: i64) -> StoreResult<()> {
+        self.with(|s| {
+            if s.leases
+                .get(instance)
+                .is_some_and(|(until, _)| *until < now_ms)
+            {
+                s.leases.remove(instance);
+            }
+            Ok(())
+        })
+    }
+
+    async fn unfinished_of(&self, owner: &str, since_ms: i64) -> StoreResult<Unfinished> {
+        self.with(|s| {
+            let freezes = s
+                .freezes
+                .values()
+                .map(|(f, _)| f)
+                .filter(|f| f.state == FreezeState::Pending && f.created_at_ms >= since_ms)
+                .filter(|f| s.freeze_owners.get(&f.key).is_some_and(|o| o == owner))
+                .cloned()
+                .collect();
+            let sagas = s
+                .sagas
+                .values()
+                .map(|(saga, _)| saga)
+                .filter(|saga| !saga.state.is_final() && saga.created_at_ms >= since_ms)
+                .filter(|saga| s.saga_owners.get(&saga.request).is_some_and(|o| o == owner))
+                .cloned()
+                .collect();
+            Ok(Unfinished { freezes, sagas })
         })
     }
 

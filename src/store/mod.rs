@@ -117,6 +117,8 @@ impl FreezeRecord {
 #[derive(Clone, Debug)]
 pub struct NewFreeze {
     pub key: FreezeKey,
+    /// The switch instance that forwards it (see [`Lease`]).
+    pub owner: String,
     pub request: RequestKey,
     pub request_digest: [u8; 32],
     pub payer_pan: String,
@@ -224,6 +226,8 @@ pub struct NewReceive {
     /// without a further commit before each send.
     pub debit: Option<SentMessage>,
     pub credit: Option<SentMessage>,
+    /// The switch instance that runs the saga (see [`Lease`]).
+    pub owner: String,
     pub request: RequestKey,
     pub request_digest: [u8; 32],
     pub freeze: FreezeKey,
@@ -274,6 +278,47 @@ pub enum Close {
     AmountMismatch {
         remaining_minor: u64,
     },
+}
+
+/// How a call that ends a freeze or a saga went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Ended by this call, as asked.
+    Now,
+    /// Ended before, by someone else (recovery of an instance whose lease
+    /// expired, or a second finish): nothing changed, nothing was queued.
+    /// The caller answers with what was recorded then, never with its own
+    /// outcome: the money may have been reversed.
+    Before { answer: Option<StoredAnswer> },
+}
+
+/// A switch instance's claim on the work it owns in a store shared by several
+/// instances. While the lease runs no other instance touches that work; once
+/// it has expired (the instance died, or lost the store for longer than the
+/// lease), any instance may recover it by the crash-recovery rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub instance: String,
+    pub duration_ms: i64,
+    /// Everything the instance has not finished was created at or after this
+    /// (its own clock): recovery reads the dead instance's work from here
+    /// rather than scanning every freeze and saga it ever handled.
+    pub unfinished_since_ms: i64,
+}
+
+/// A lease that ran out: its instance's unfinished work is up for recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub instance: String,
+    pub unfinished_since_ms: i64,
+}
+
+/// The unfinished work of one instance: freezes still pending, sagas not
+/// ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    pub freezes: Vec<FreezeRecord>,
+    pub sagas: Vec<SagaRecord>,
 }
 
 /// What a store-and-forward entry carries.
@@ -487,16 +532,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Like [`Store::finish_receive`], and in the same transaction queues the
     /// follow-up messages (reversals; an unfreeze of the amount when a failed
-    /// receive finds its freeze closed).
+    /// receive finds its freeze closed). A saga ended before is left as it is
+    /// and reported with its recorded answer ([`Settled::Before`]).
     async fn settle_receive(
         &self,
         request: &RequestKey,
         outcome: ReceiveOutcome,
         answer: StoredAnswer,
         follow_up: FollowUp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         if follow_up.is_empty() {
-            self.finish_receive(request, outcome, answer).await
+            self.finish_receive(request, outcome, answer).await?;
+            Ok(Settled::Now)
         } else {
             Err(StoreError::Unavailable(
                 "this store cannot queue follow-up messages".into(),
@@ -505,7 +552,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Like [`Store::finish_freeze`], and in the same transaction queues `saf`
-    /// (the reversal of a freeze the bank never answered).
+    /// (the reversal of a freeze the bank never answered). A freeze no longer
+    /// pending is left as it is and reported with the answer recorded for the
+    /// request ([`Settled::Before`]).
     async fn finish_freeze_queueing(
         &self,
         key: &FreezeKey,
@@ -513,9 +562,12 @@ pub trait Store: Send + Sync + 'static {
         request: &RequestKey,
         answer: StoredAnswer,
         saf: Option<NewSafEntry>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         match saf {
-            None => self.finish_freeze(key, approved, request, answer).await,
+            None => {
+                self.finish_freeze(key, approved, request, answer).await?;
+                Ok(Settled::Now)
+            }
             Some(_) => Err(StoreError::Unavailable(
                 "this store cannot queue follow-up messages".into(),
             )),
@@ -539,9 +591,12 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Pending entries due at `now_ms`, at most one per ordering key (its
-    /// oldest), oldest first.
-    async fn saf_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
-        let _ = (now_ms, limit);
+    /// oldest), oldest first. A store shared by several instances hands each
+    /// entry to one caller: it is not due again for `hold_ms` unless its
+    /// attempt is settled sooner (so two instances never deliver it at once,
+    /// and a caller that dies mid-attempt delays it by `hold_ms` at most).
+    async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        let _ = (now_ms, limit, hold_ms);
         Ok(Vec::new())
     }
 
@@ -579,6 +634,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every saga (for inspection, tests, the demo).
     async fn sagas(&self) -> StoreResult<Vec<SagaRecord>>;
+
+    /// Records that `lease.instance` is alive until `duration_ms` from now, and
+    /// from when its unfinished work dates. Stores used by one instance only
+    /// (the embedded store) keep no leases. A shared store measures leases by
+    /// its own clock, so instances whose clocks differ still agree; the others
+    /// by `now_ms`.
+    async fn renew_lease(&self, lease: &Lease, now_ms: i64) -> StoreResult<()> {
+        let _ = (lease, now_ms);
+        Ok(())
+    }
+
+    /// Leases that have run out and not been dropped.
+    async fn expired_leases(&self, now_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+        let _ = now_ms;
+        Ok(Vec::new())
+    }
+
+    /// Drops an instance's lease once its work is recovered, if it is still
+    /// expired (an instance that came back renewed it and keeps it).
+    async fn drop_lease(&self, instance: &str, now_ms: i64) -> StoreResult<()> {
+        let _ = (instance, now_ms);
+        Ok(())
+    }
+
+    /// Freezes still pending and sagas not ended that `owner` started at or
+    /// after `since_ms`.
+    async fn unfinished_of(&self, owner: &str, since_ms: i64) -> StoreResult<Unfinished> {
+        let _ = (owner, since_ms);
+        Err(StoreError::Unavailable(
+            "this store keeps no owners: it is not shared".into(),
+        ))
+    }
 
     /// Number of journal entries written (committed).
     async fn journal_len(&self) -> StoreResult<u64>;

@@ -92,9 +92,10 @@ use tokio_postgres::{NoTls, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Close, Direction, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze,
-    NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome,
-    SafState, SagaRecord, SagaState, SentMessage, Store, StoreError, StoreResult, StoredAnswer,
+    Close, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, InsertFreeze,
+    JournalEntry, Lease, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve,
+    SafEntry, SafKind, SafOutcome, SafState, SagaRecord, SagaState, SentMessage, Settled, Store,
+    StoreError, StoreResult, StoredAnswer, Unfinished,
 };
 use crate::fields::{num, FreezeKey, InstitutionId};
 use crate::spec::Spec;
@@ -224,6 +225,24 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX journal_by_time ON journal (at_ms);
     CREATE INDEX sagas_by_time ON sagas (created_at_ms);
     CREATE INDEX saf_by_time ON saf (created_at_ms);
+    "#,
+    ),
+    (
+        4,
+        "owners and leases: instances recover the work of dead peers",
+        r#"
+    -- The instance that started each freeze and saga. Set once: updates stay HOT.
+    ALTER TABLE freezes ADD COLUMN owner text;
+    ALTER TABLE sagas ADD COLUMN owner text;
+    -- Recovery reads a dead instance's work from its lease's watermark on.
+    CREATE INDEX freezes_by_time ON freezes (created_at_ms);
+
+    -- One row per live (or not yet recovered) instance, by the database's clock.
+    CREATE TABLE leases (
+        instance            text        PRIMARY KEY,
+        expires_at          timestamptz NOT NULL,
+        unfinished_since_ms bigint      NOT NULL
+    );
     "#,
     ),
 ];
@@ -1731,15 +1750,15 @@ const SQL_RECORD_ANSWER: &str = "INSERT INTO answers \
     ON CONFLICT DO NOTHING";
 
 /// `$1-$4` request, `$5-$7` freeze key, `$8` payer PAN, `$9` payer bank,
-/// `$10` amount, `$11` currency, `$12` created, `$13` digest.
+/// `$10` amount, `$11` currency, `$12` created, `$13` digest, `$14` owner.
 const SQL_INSERT_FREEZE: &str = "WITH prior AS ( \
         SELECT request_digest, response FROM answers \
         WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text AND stan = $4::text \
     ), ins AS ( \
         INSERT INTO freezes (acquirer, transmission, stan, payer_pan, payer_bank, amount_minor, \
-            currency, received_minor, reserved_minor, state, created_at_ms, request_digest) \
+            currency, received_minor, reserved_minor, state, created_at_ms, request_digest, owner) \
         SELECT $5::text, $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::integer, 0, 0, \
-            'pending', $12::bigint, $13::bytea \
+            'pending', $12::bigint, $13::bytea, $14::text \
         WHERE NOT EXISTS (SELECT 1 FROM prior) \
         ON CONFLICT DO NOTHING \
         RETURNING 1 \
@@ -1750,23 +1769,19 @@ const SQL_INSERT_FREEZE: &str = "WITH prior AS ( \
         WHERE acquirer = $5 AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM ins)";
 
 /// `$1-$3` freeze key, `$4-$7` request, `$8` target state, `$9` digest,
-/// `$10` response, `$11` code, `$12-$16` store-and-forward entries.
+/// `$10` response, `$11` code, `$12-$16` store-and-forward entries. Only a
+/// pending freeze is finished; otherwise the answer recorded before is returned.
 const SQL_FINISH_FREEZE: &str = concat!(
     "WITH upd AS ( \
         UPDATE freezes SET state = $8::text \
         WHERE acquirer = $1::text AND transmission = $2::text AND stan = $3::text \
           AND state = 'pending' \
         RETURNING 1 \
-    ), cur AS ( \
-        SELECT state FROM freezes WHERE acquirer = $1 AND transmission = $2 AND stan = $3 \
-    ), ok AS ( \
-        SELECT 1 FROM upd \
-        UNION ALL SELECT 1 FROM cur WHERE cur.state = $8 AND NOT EXISTS (SELECT 1 FROM upd) \
     ), ans AS ( \
         INSERT INTO answers (mti, acquirer, transmission, stan, request_digest, response, \
             response_code) \
         SELECT $4::text, $5::text, $6::text, $7::text, $9::bytea, $10::bytea, $11::text \
-        WHERE EXISTS (SELECT 1 FROM ok) \
+        WHERE EXISTS (SELECT 1 FROM upd) \
         ON CONFLICT DO NOTHING \
     ), q AS (",
     saf_insert!(
@@ -1775,14 +1790,20 @@ const SQL_FINISH_FREEZE: &str = concat!(
         "$14",
         "$15",
         "$16",
-        "EXISTS (SELECT 1 FROM ok)"
+        "EXISTS (SELECT 1 FROM upd)"
     ),
-    ") SELECT (SELECT count(*) FROM upd) AS updated, (SELECT state FROM cur) AS state"
+    ") SELECT (SELECT count(*) FROM upd) AS updated, \
+        (SELECT state FROM freezes WHERE acquirer = $1 AND transmission = $2 AND stan = $3) \
+            AS state, \
+        (SELECT request_digest FROM answers WHERE mti = $4 AND acquirer = $5 \
+            AND transmission = $6 AND stan = $7) AS digest, \
+        (SELECT response FROM answers WHERE mti = $4 AND acquirer = $5 \
+            AND transmission = $6 AND stan = $7) AS response"
 );
 
 /// `$1-$4` request, `$5-$7` freeze key, `$8` amount, `$9` receiver PAN,
 /// `$10` receiver bank, `$11` saga state, `$12` digest, `$13` created,
-/// `$14-$17` debit and credit identities.
+/// `$14-$17` debit and credit identities, `$18` owner.
 const SQL_RESERVE: &str = concat!(
     "WITH prior_answer AS ( \
         SELECT request_digest, response FROM answers \
@@ -1801,9 +1822,9 @@ const SQL_RESERVE: &str = concat!(
         INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
             freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
             request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
-            credit_transmission) \
+            credit_transmission, owner) \
         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::text, $10::text, $11::text, $12::bytea, \
-            $13::bigint, $14::text, $15::text, $16::text, $17::text \
+            $13::bigint, $14::text, $15::text, $16::text, $17::text, $18::text \
         FROM upd \
     ) \
     SELECT 'reserved'::text AS what, ",
@@ -1876,6 +1897,10 @@ const SQL_SETTLE: &str = "WITH u AS ( \
     SELECT (SELECT count(*) FROM u) AS settled, \
         (SELECT state FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
             AND stan = $4) AS state, \
+        (SELECT answer_digest FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
+            AND stan = $4) AS digest, \
+        (SELECT response FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
+            AND stan = $4) AS response, \
         (SELECT CASE WHEN $7 IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f) \
             THEN ('switchboard: freeze ' || u.freeze_acquirer || '/' || u.freeze_transmission \
                   || '/' || u.freeze_stan || ' of a saga is missing')::integer END FROM u) AS guard";
@@ -1950,12 +1975,46 @@ const SQL_SAGAS: &str = concat!(
     " FROM sagas ORDER BY created_at_ms, mti, acquirer, transmission, stan"
 );
 
+/// `$1` now, `$2` limit, `$3` hold. Claims what it returns: its next attempt
+/// moves `$3` ahead, so no other instance takes it meanwhile. Rows another
+/// instance is claiming at the same moment are skipped, not waited for.
 const SQL_SAF_DUE: &str = concat!(
+    "UPDATE saf SET next_attempt_ms = $1::bigint + $3::bigint \
+     WHERE id IN ( \
+        SELECT id FROM saf s WHERE state = 'pending' AND next_attempt_ms <= $1 \
+          AND id = (SELECT min(id) FROM saf t \
+                    WHERE t.order_key = s.order_key AND t.state = 'pending') \
+        ORDER BY id LIMIT $2::bigint FOR UPDATE SKIP LOCKED \
+     ) AND state = 'pending' AND next_attempt_ms <= $1 \
+     RETURNING ",
+    saf_columns!()
+);
+
+/// `$1` instance, `$2` duration in ms, `$3` unfinished since.
+const SQL_RENEW_LEASE: &str = "INSERT INTO leases (instance, expires_at, unfinished_since_ms) \
+    VALUES ($1::text, clock_timestamp() + $2::bigint * interval '1 millisecond', $3::bigint) \
+    ON CONFLICT (instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
+        unfinished_since_ms = EXCLUDED.unfinished_since_ms";
+
+const SQL_EXPIRED_LEASES: &str = "SELECT instance, unfinished_since_ms FROM leases \
+    WHERE expires_at < clock_timestamp() ORDER BY expires_at, instance";
+
+const SQL_DROP_LEASE: &str =
+    "DELETE FROM leases WHERE instance = $1::text AND expires_at < clock_timestamp()";
+
+const SQL_UNFINISHED_FREEZES: &str = concat!(
     "SELECT ",
-    saf_columns!(),
-    " FROM saf s WHERE state = 'pending' AND next_attempt_ms <= $1::bigint \
-      AND id = (SELECT min(id) FROM saf t WHERE t.order_key = s.order_key AND t.state = 'pending') \
-    ORDER BY id LIMIT $2::bigint"
+    freeze_columns!(),
+    " FROM freezes WHERE created_at_ms >= $2::bigint AND owner = $1::text AND state = 'pending' \
+      ORDER BY created_at_ms, acquirer, transmission, stan"
+);
+
+const SQL_UNFINISHED_SAGAS: &str = concat!(
+    "SELECT ",
+    saga_columns!(),
+    " FROM sagas WHERE created_at_ms >= $2::bigint AND owner = $1::text \
+      AND state NOT IN ('approved', 'failed') \
+      ORDER BY created_at_ms, mti, acquirer, transmission, stan"
 );
 
 const SQL_JOURNAL_BETWEEN: &str = "SELECT at_ms, direction, peer, mti, processing_code, stan, \
@@ -2068,6 +2127,21 @@ fn decide_close(rows: &[Row], amount_minor: u64) -> Decision<Close> {
     }
 }
 
+/// The answer recorded before, from columns 2 (digest) and 3 (response) of
+/// the statements that end a freeze or a saga.
+fn answer_before(rows: &[Row]) -> StoreResult<Option<StoredAnswer>> {
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("a statement returned no row"))?;
+    let response: Option<&[u8]> = row
+        .try_get(3)
+        .map_err(|e| corrupt(format!("recorded response: {e}")))?;
+    match response {
+        None => Ok(None),
+        Some(_) => stored_answer(row, 2, 3).map(Some),
+    }
+}
+
 /// `(updated count, current state)` of the statements that end `SELECT count, state`.
 fn count_and_state(rows: &[Row]) -> StoreResult<(i64, Option<String>)> {
     let row = rows
@@ -2132,7 +2206,7 @@ impl Store for PostgresStore {
         let key = FreezeCols::new(&freeze.key)?;
         let r = ReqCols::new(&freeze.request)?;
         let amount = amount_in("frozen amount", freeze.amount_minor)?;
-        let mut params: Params = Vec::with_capacity(13);
+        let mut params: Params = Vec::with_capacity(14);
         r.push(&mut params);
         key.push(&mut params);
         params.push(Box::new(freeze.payer_pan.clone()));
@@ -2141,6 +2215,7 @@ impl Store for PostgresStore {
         params.push(Box::new(i32::from(freeze.currency)));
         params.push(Box::new(freeze.created_at_ms));
         params.push(Box::new(freeze.request_digest.to_vec()));
+        params.push(Box::new(freeze.owner.clone()));
         self.write(key.order(), SQL_INSERT_FREEZE, params, |rows| {
             let decided = (|| {
                 let what = |name: &str| {
@@ -2181,8 +2256,21 @@ impl Store for PostgresStore {
         request: &RequestKey,
         answer: StoredAnswer,
     ) -> StoreResult<()> {
-        self.finish_freeze_queueing(key, approved, request, answer, None)
-            .await
+        let target = if approved { "open" } else { "declined" };
+        match self
+            .finish_freeze_queueing(key, approved, request, answer, None)
+            .await?
+        {
+            Settled::Now => Ok(()),
+            Settled::Before { .. } => match self.freeze(key).await? {
+                Some(f) if f.state.as_str() == target => Ok(()), // recorded already
+                Some(f) => Err(invalid(format!(
+                    "finish_freeze: freeze {key} is {}, cannot become {target}",
+                    f.state.as_str()
+                ))),
+                None => Err(invalid(format!("finish_freeze: no freeze {key}"))),
+            },
+        }
     }
 
     async fn finish_freeze_queueing(
@@ -2192,7 +2280,7 @@ impl Store for PostgresStore {
         request: &RequestKey,
         answer: StoredAnswer,
         saf: Option<NewSafEntry>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         let k = FreezeCols::new(key)?;
         let r = ReqCols::new(request)?;
         let target = if approved {
@@ -2215,16 +2303,15 @@ impl Store for PostgresStore {
                 Err(e) => return Decision::Done(Err(e)),
             };
             if updated == 1 {
-                return Decision::Done(Ok(()));
+                return Decision::Done(Ok(Settled::Now));
             }
             match state.as_deref().map(|s| (s, FreezeState::parse(s))) {
                 None => Decision::Done(Err(invalid(format!("finish_freeze: no freeze {name}")))),
-                Some((_, Some(s))) if s == target => Decision::Done(Ok(())), // recorded already
                 Some((_, Some(FreezeState::Pending))) => Decision::Rerun,
-                Some((s, _)) => Decision::Done(Err(invalid(format!(
-                    "finish_freeze: freeze {name} is {s}, cannot become {}",
-                    target.as_str()
-                )))),
+                Some((_, Some(_))) => {
+                    Decision::Done(answer_before(rows).map(|answer| Settled::Before { answer }))
+                }
+                Some((s, None)) => Decision::Done(Err(corrupt(format!("freeze state {s:?}")))),
             }
         })
         .await
@@ -2246,7 +2333,7 @@ impl Store for PostgresStore {
             SagaState::Reserved
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let mut params: Params = Vec::with_capacity(17);
+        let mut params: Params = Vec::with_capacity(18);
         r.push(&mut params);
         k.push(&mut params);
         params.push(Box::new(amount));
@@ -2259,6 +2346,7 @@ impl Store for PostgresStore {
         params.push(Box::new(receive.debit.map(|d| text(&d.transmission))));
         params.push(Box::new(receive.credit.map(|c| text(&c.stan))));
         params.push(Box::new(receive.credit.map(|c| text(&c.transmission))));
+        params.push(Box::new(receive.owner.clone()));
         let amount_minor = receive.amount_minor;
         let reserved = self
             .write(k.order(), SQL_RESERVE, params, move |rows| {
@@ -2342,6 +2430,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<()> {
         self.settle_receive(request, outcome, answer, FollowUp::default())
             .await
+            .map(|_| ())
     }
 
     async fn settle_receive(
@@ -2350,7 +2439,7 @@ impl Store for PostgresStore {
         outcome: ReceiveOutcome,
         answer: StoredAnswer,
         follow_up: FollowUp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         let r = ReqCols::new(request)?;
         let (new_state, outcome_text) = match outcome {
             ReceiveOutcome::Approved => (SagaState::Approved, "approved"),
@@ -2381,12 +2470,14 @@ impl Store for PostgresStore {
                     Err(e) => return Decision::Done(Err(e)),
                 };
                 if settled == 1 {
-                    return Decision::Done(Ok(()));
+                    return Decision::Done(Ok(Settled::Now));
                 }
                 match current.as_deref().map(|s| (s, SagaState::parse(s))) {
                     None => Decision::Done(Err(invalid(format!("finish_receive: no saga {name}")))),
                     // Settled already: a second finish changes nothing.
-                    Some((_, Some(c))) if c.is_final() => Decision::Done(Ok(())),
+                    Some((_, Some(c))) if c.is_final() => {
+                        Decision::Done(answer_before(rows).map(|answer| Settled::Before { answer }))
+                    }
                     Some((_, Some(_))) => Decision::Rerun,
                     Some((s, None)) => Decision::Done(Err(corrupt(format!("saga state {s:?}")))),
                 }
@@ -2410,10 +2501,57 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn saf_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+    async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.read(SQL_SAF_DUE, &[&now_ms, &limit]).await?;
-        rows.iter().map(saf_row).collect()
+        let rows = self.read(SQL_SAF_DUE, &[&now_ms, &limit, &hold_ms]).await?;
+        let mut due = rows.iter().map(saf_row).collect::<StoreResult<Vec<_>>>()?;
+        due.sort_by_key(|e| e.id);
+        Ok(due)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, _now_ms: i64) -> StoreResult<()> {
+        self.read(
+            SQL_RENEW_LEASE,
+            &[
+                &lease.instance,
+                &lease.duration_ms,
+                &lease.unfinished_since_ms,
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn expired_leases(&self, _now_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+        let rows = self.read(SQL_EXPIRED_LEASES, &[]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExpiredLease {
+                    instance: text_col(row, 0)?,
+                    unfinished_since_ms: i64_col(row, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn drop_lease(&self, instance: &str, _now_ms: i64) -> StoreResult<()> {
+        self.read(SQL_DROP_LEASE, &[&instance]).await.map(|_| ())
+    }
+
+    async fn unfinished_of(&self, owner: &str, since_ms: i64) -> StoreResult<Unfinished> {
+        let freezes = self
+            .read(SQL_UNFINISHED_FREEZES, &[&owner, &since_ms])
+            .await?
+            .iter()
+            .map(|row| freeze_row(row, 0))
+            .collect::<StoreResult<_>>()?;
+        let sagas = self
+            .read(SQL_UNFINISHED_SAGAS, &[&owner, &since_ms])
+            .await?
+            .iter()
+            .map(saga_row)
+            .collect::<StoreResult<_>>()?;
+        Ok(Unfinished { freezes, sagas })
     }
 
     async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {

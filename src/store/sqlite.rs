@@ -43,7 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     Close, Direction, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze,
     NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome,
-    SafState, SagaRecord, SagaState, SentMessage, Store, StoreError, StoreResult, StoredAnswer,
+    SafState, SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult,
+    StoredAnswer,
 };
 use crate::fields::{num, FreezeKey, InstitutionId};
 use crate::spec::Spec;
@@ -1556,20 +1557,19 @@ impl Store for SqliteStore {
         outcome: ReceiveOutcome,
         answer: StoredAnswer,
         follow_up: FollowUp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         let request = ReqCols::new(request)?;
         let code = self.response_code(&answer);
         self.call(move |c| {
-            let final_already = matches!(
-                saga_state(c, &request)?,
-                Some(state) if state.is_final()
-            );
-            finish_receive(c, &request, outcome, &answer, code.as_deref())?;
-            if final_already {
+            if matches!(saga_state(c, &request)?, Some(state) if state.is_final()) {
                 // Settled before: its follow-ups were queued then.
-                return Ok(());
+                return Ok(Settled::Before {
+                    answer: load_answer(c, &request)?,
+                });
             }
-            queue_follow_up(c, &request, outcome, &follow_up)
+            finish_receive(c, &request, outcome, &answer, code.as_deref())?;
+            queue_follow_up(c, &request, outcome, &follow_up)?;
+            Ok(Settled::Now)
         })
         .await
     }
@@ -1581,16 +1581,22 @@ impl Store for SqliteStore {
         request: &RequestKey,
         answer: StoredAnswer,
         saf: Option<NewSafEntry>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Settled> {
         let key = FreezeCols::new(key)?;
         let request = ReqCols::new(request)?;
         let code = self.response_code(&answer);
         self.call(move |c| {
+            let pending = load_freeze(c, &key)?.map(|f| f.state) == Some(FreezeState::Pending);
+            if !pending {
+                return Ok(Settled::Before {
+                    answer: load_answer(c, &request)?,
+                });
+            }
             finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
             if let Some(entry) = &saf {
                 saf_enqueue(c, entry)?;
             }
-            Ok(())
+            Ok(Settled::Now)
         })
         .await
     }
@@ -1616,7 +1622,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn saf_due(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+    /// One instance per file, one worker: nothing to hold entries against.
+    async fn saf_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        _hold_ms: i64,
+    ) -> StoreResult<Vec<SafEntry>> {
         self.call(move |c| saf_due(c, now_ms, limit)).await
     }
 

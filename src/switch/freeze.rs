@@ -5,11 +5,14 @@
 
 use tracing::warn;
 
+use super::ownership::Task;
 use super::{messages, Outcome, Switch};
 use crate::codec::Message;
 use crate::fields::{amount_minor, currency, num, FreezeKey};
 use crate::mask::Masked;
-use crate::store::{FreezeRecord, FreezeState, InsertFreeze, NewFreeze, RequestKey, StoredAnswer};
+use crate::store::{
+    FreezeRecord, FreezeState, InsertFreeze, NewFreeze, RequestKey, Settled, StoredAnswer,
+};
 
 pub(super) async fn run(
     switch: &Switch,
@@ -33,17 +36,19 @@ pub(super) async fn run(
     let Some(bank) = switch.route(&pan).cloned() else {
         return Outcome::reject(switch, key, digest, request, "14").await;
     };
+    let ticket = switch.work.begin(&*switch.clock, Task::Freeze(freeze_key));
     let inserted = switch
         .store
         .insert_freeze(NewFreeze {
             key: freeze_key,
+            owner: switch.instance.clone(),
             request: key,
             request_digest: digest,
             payer_pan: pan_text.clone(),
             payer_bank: bank.institution_id().to_string(),
             amount_minor: amount,
             currency,
-            created_at_ms: switch.clock.now_ms(),
+            created_at_ms: ticket.created_at_ms(),
         })
         .await;
     match inserted {
@@ -51,7 +56,10 @@ pub(super) async fn run(
         Ok(InsertFreeze::Exists {
             request_digest,
             answer,
-        }) => return Outcome::existing(switch, request, digest, request_digest, answer),
+        }) => {
+            ticket.done();
+            return Outcome::existing(switch, request, digest, request_digest, answer);
+        }
         Err(e) => {
             warn!(error = %e, "store unavailable");
             return Outcome {
@@ -106,20 +114,32 @@ pub(super) async fn run(
         request_digest: digest,
         response: bytes.clone(),
     };
-    if let Err(e) = switch
+    match switch
         .store
         .finish_freeze_queueing(&freeze_key, approved, &key, answer, reversal)
         .await
     {
-        warn!(error = %e, "freeze outcome not recorded");
-        return Outcome {
-            response: switch.reply(request, "96"),
-            note: Some(e.to_string()),
-        };
-    }
-    Outcome {
-        response: bytes,
-        note: None,
+        Ok(Settled::Now) => {
+            ticket.done();
+            Outcome {
+                response: bytes,
+                note: None,
+            }
+        }
+        Ok(Settled::Before { answer }) => {
+            // Recovery of this instance's expired lease declined it meanwhile.
+            ticket.done();
+            warn!(freeze = %freeze_key, "freeze was ended by recovery meanwhile: answering as recorded");
+            Outcome::ended_before(switch, request, answer)
+        }
+        Err(e) => {
+            // Left to the ownership round (the ticket is dropped unfinished).
+            warn!(error = %e, "freeze outcome not recorded");
+            Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod expiry;
 mod freeze;
 mod idempotency;
 mod messages;
+pub mod ownership;
 mod receive;
 pub mod recovery;
 pub mod saf;
@@ -58,6 +59,18 @@ pub struct Switch {
     in_flight: InFlight,
     /// Cutoff and time zone of settlement dates (F15).
     settlement: crate::clearing::Settlement,
+    /// This instance's name in the store: owner of the work it starts.
+    instance: String,
+    /// The work started and not ended (its watermark goes with the lease).
+    work: ownership::Work,
+}
+
+/// A name no other instance has: host process id and start time.
+fn new_instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
 }
 
 impl Switch {
@@ -78,7 +91,20 @@ impl Switch {
             stans,
             in_flight: InFlight::default(),
             settlement: crate::clearing::Settlement::default(),
+            instance: new_instance_id(),
+            work: ownership::Work::default(),
         }
+    }
+
+    /// Names this instance (by default: process id and start time).
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Switch {
+        self.instance = instance.into();
+        self
+    }
+
+    /// This instance's name in the store.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The cutoff and time zone F15 is given by (23:00 Asia/Shanghai unless set).
@@ -331,6 +357,21 @@ impl Outcome {
         Outcome {
             response: switch.reply(request, code),
             note: Some(note.into()),
+        }
+    }
+
+    /// The answer to a request whose freeze or saga someone else ended while
+    /// it ran (recovery, after this instance's lease expired): a reply to the
+    /// request with the code recorded then — 91 when it was undone — never
+    /// the outcome this instance saw.
+    fn ended_before(switch: &Switch, request: &Message, answer: Option<StoredAnswer>) -> Outcome {
+        let code = answer
+            .and_then(|a| crate::codec::parse(&switch.spec, a.response).ok())
+            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_string))
+            .unwrap_or_else(|| "91".to_string());
+        Outcome {
+            response: switch.reply(request, &code),
+            note: Some("ended by recovery meanwhile".into()),
         }
     }
 

@@ -21,12 +21,13 @@
 
 use tracing::warn;
 
+use super::ownership::{Task, Ticket};
 use super::{messages, Outcome, Switch};
 use crate::codec::Message;
 use crate::fields::{amount_minor, currency, num, OriginalData};
 use crate::store::{
     FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SafKind, SentMessage,
-    StoredAnswer,
+    Settled, StoredAnswer,
 };
 
 pub(super) async fn run(
@@ -68,34 +69,37 @@ pub(super) async fn run(
             };
         }
     };
+    let ticket = switch.work.begin(&*switch.clock, Task::Saga(key));
     let reserved = switch
         .store
         .reserve(NewReceive {
             debit: Some(debit),
             credit: Some(credit),
+            owner: switch.instance.clone(),
             request: key,
             request_digest: digest,
             freeze: original.freeze_key(),
             amount_minor: amount,
             receiver_pan: receiver_pan.clone(),
             receiver_bank: receiver_bank.institution_id().to_string(),
-            created_at_ms: switch.clock.now_ms(),
+            created_at_ms: ticket.created_at_ms(),
         })
         .await;
-    let freeze = match reserved {
-        Ok(Reserve::Reserved(freeze)) => freeze,
-        Ok(Reserve::NotFound) => return Outcome::reject(switch, key, digest, request, "25").await,
-        Ok(Reserve::NotOpen(_)) => {
-            return Outcome::reject(switch, key, digest, request, "12").await
-        }
-        Ok(Reserve::Exceeds { .. }) => {
-            return Outcome::reject(switch, key, digest, request, "61").await
-        }
+    let code = match reserved {
+        Ok(Reserve::Reserved(freeze)) => Ok(freeze),
+        Ok(Reserve::NotFound) => Err("25"),
+        Ok(Reserve::NotOpen(_)) => Err("12"),
+        Ok(Reserve::Exceeds { .. }) => Err("61"),
         Ok(Reserve::Duplicate {
             request_digest,
             answer,
-        }) => return Outcome::existing(switch, request, digest, request_digest, answer),
+        }) => {
+            ticket.done();
+            return Outcome::existing(switch, request, digest, request_digest, answer);
+        }
         Err(e) => {
+            // Whether the reservation landed is unknown: the dropped ticket
+            // leaves it to the ownership round.
             warn!(error = %e, "store unavailable");
             return Outcome {
                 response: switch.reply(request, "96"),
@@ -103,8 +107,17 @@ pub(super) async fn run(
             };
         }
     };
+    let freeze = match code {
+        Ok(freeze) => freeze,
+        Err(code) => {
+            // Nothing recorded for this request but the rejection.
+            ticket.done();
+            return Outcome::reject(switch, key, digest, request, code).await;
+        }
+    };
     let saga = Saga {
         switch,
+        ticket,
         request,
         key,
         digest,
@@ -127,6 +140,9 @@ fn freeze_currency_differs(freeze: &FreezeRecord, currency: u16) -> bool {
 
 struct Saga<'a> {
     switch: &'a Switch,
+    /// Dropped without `done` when the saga is left unfinished: the
+    /// ownership round then settles it.
+    ticket: Ticket<'a>,
     request: &'a Message,
     key: RequestKey,
     digest: [u8; 32],
@@ -277,10 +293,20 @@ impl Saga<'_> {
             .settle_receive(&self.key, outcome, answer, follow_up)
             .await
         {
-            Ok(()) => Outcome {
-                response: bytes,
-                note: None,
-            },
+            Ok(Settled::Now) => {
+                self.ticket.done();
+                Outcome {
+                    response: bytes,
+                    note: None,
+                }
+            }
+            Ok(Settled::Before { answer }) => {
+                // Recovery of this instance's expired lease failed it meanwhile
+                // and queued its reversals: the wallet gets that answer, not ours.
+                self.ticket.done();
+                warn!(saga = %self.key, "receive was ended by recovery meanwhile: answering as recorded");
+                Outcome::ended_before(switch, self.request, answer)
+            }
             Err(e) => {
                 warn!(error = %e, "saga end not recorded; left for recovery");
                 Outcome {

@@ -1,12 +1,17 @@
-//! Crash recovery: on start, before serving, settle what a crash left in
-//! flight. A freeze forwarded without an answer is declined and its reversal
-//! queued (the bank may hold the amount). A receive saga that did not finish is
-//! failed: its reservation released, reversals of whatever it may have sent
-//! queued (credit first, then debit), and an unfreeze of its amount if the
-//! freeze is closed. The wallet never got 00 for it (00 is sent only after the
-//! saga's end is committed), so undoing is always right.
+//! Crash recovery: settle what a crash left in flight. A freeze forwarded
+//! without an answer is declined and its reversal queued (the bank may hold
+//! the amount). A receive saga that did not finish is failed: its reservation
+//! released, reversals of whatever it may have sent queued (credit first, then
+//! debit), and an unfreeze of its amount if the freeze is closed. The wallet
+//! never got 00 for it (00 is sent only after the saga's end is committed), so
+//! undoing is always right.
 //!
-//! This assumes no other switch instance is working on the same store.
+//! [`recover`] settles everything unfinished: the embedded store does it at
+//! every start (one instance per file). On a shared store,
+//! [`take_over_expired`] settles only the work of instances whose lease ran
+//! out (see `ownership.rs`). Ending a freeze or a saga is guarded in the
+//! store, so two instances recovering the same work, or recovery racing the
+//! instance that owns it, end it once.
 
 use tracing::{info, warn};
 
@@ -15,7 +20,8 @@ use super::{freeze, Switch};
 use crate::codec::Message;
 use crate::fields::{format_amount, num};
 use crate::store::{
-    FreezeState, ReceiveOutcome, RequestKey, SagaRecord, SagaState, StoreError, StoredAnswer,
+    ExpiredLease, FreezeRecord, FreezeState, ReceiveOutcome, RequestKey, SagaRecord, SagaState,
+    Settled, StoreError, StoredAnswer,
 };
 
 /// What recovery did.
@@ -39,49 +45,21 @@ fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) ->
     }
 }
 
+/// Settles every unfinished freeze and saga in the store, whoever started it.
+/// Only for a store no live instance is working on.
 pub async fn recover(switch: &Switch) -> Result<Recovered, StoreError> {
     let mut done = Recovered::default();
     for freeze_record in switch.store.freezes().await? {
-        if freeze_record.state != FreezeState::Pending {
-            continue;
+        if freeze_record.state == FreezeState::Pending
+            && decline_freeze(switch, &freeze_record).await?
+        {
+            done.freezes_declined += 1;
         }
-        let key = freeze_record.key;
-        let request = RequestKey {
-            mti: *b"0100",
-            acquirer: key.acquirer,
-            transmission: key.transmission,
-            stan: key.stan,
-        };
-        let answer = recovered_answer(
-            switch,
-            *b"0110",
-            &[
-                (num::PAN, freeze_record.payer_pan.clone().into_bytes()),
-                (num::PROCESSING_CODE, b"030000".to_vec()),
-                (
-                    num::AMOUNT,
-                    format_amount(freeze_record.amount_minor)
-                        .unwrap_or_default()
-                        .into_bytes(),
-                ),
-                (num::TRANSMISSION, key.transmission.to_vec()),
-                (num::STAN, key.stan.to_vec()),
-            ],
-        );
-        let reversal = freeze::freeze_reversal(switch, &freeze_record).await?;
-        switch
-            .store
-            .finish_freeze_queueing(&key, false, &request, answer, Some(reversal))
-            .await?;
-        warn!(freeze = %key, "recovery: freeze left unanswered by a crash declined; reversal queued");
-        done.freezes_declined += 1;
     }
     for saga in switch.store.sagas().await? {
-        if saga.state.is_final() {
-            continue;
+        if !saga.state.is_final() && settle_saga(switch, &saga).await? {
+            done.sagas_failed += 1;
         }
-        settle_saga(switch, &saga).await?;
-        done.sagas_failed += 1;
     }
     if done != Recovered::default() {
         info!(?done, "recovery finished");
@@ -89,7 +67,91 @@ pub async fn recover(switch: &Switch) -> Result<Recovered, StoreError> {
     Ok(done)
 }
 
-async fn settle_saga(switch: &Switch, saga: &SagaRecord) -> Result<(), StoreError> {
+/// Settles the unfinished work of every instance whose lease has expired
+/// (never this instance's own), then drops those leases.
+pub async fn take_over_expired(switch: &Switch) -> Result<Recovered, StoreError> {
+    let mut done = Recovered::default();
+    let expired = switch.store.expired_leases(switch.clock.now_ms()).await?;
+    for lease in expired.iter().filter(|l| l.instance != switch.instance) {
+        let more = take_over(switch, lease).await?;
+        done.freezes_declined += more.freezes_declined;
+        done.sagas_failed += more.sagas_failed;
+    }
+    Ok(done)
+}
+
+async fn take_over(switch: &Switch, lease: &ExpiredLease) -> Result<Recovered, StoreError> {
+    let mut done = Recovered::default();
+    let work = switch
+        .store
+        .unfinished_of(&lease.instance, lease.unfinished_since_ms)
+        .await?;
+    for freeze_record in &work.freezes {
+        if decline_freeze(switch, freeze_record).await? {
+            done.freezes_declined += 1;
+        }
+    }
+    for saga in &work.sagas {
+        if settle_saga(switch, saga).await? {
+            done.sagas_failed += 1;
+        }
+    }
+    switch
+        .store
+        .drop_lease(&lease.instance, switch.clock.now_ms())
+        .await?;
+    warn!(
+        instance = %lease.instance, freezes_declined = done.freezes_declined,
+        sagas_failed = done.sagas_failed,
+        "lease expired: the instance's unfinished work recovered"
+    );
+    Ok(done)
+}
+
+/// Declines a freeze the payer bank never answered (as far as the switch
+/// knows) and queues its reversal. False when it was ended meanwhile.
+pub(crate) async fn decline_freeze(
+    switch: &Switch,
+    freeze_record: &FreezeRecord,
+) -> Result<bool, StoreError> {
+    let key = freeze_record.key;
+    let request = RequestKey {
+        mti: *b"0100",
+        acquirer: key.acquirer,
+        transmission: key.transmission,
+        stan: key.stan,
+    };
+    let answer = recovered_answer(
+        switch,
+        *b"0110",
+        &[
+            (num::PAN, freeze_record.payer_pan.clone().into_bytes()),
+            (num::PROCESSING_CODE, b"030000".to_vec()),
+            (
+                num::AMOUNT,
+                format_amount(freeze_record.amount_minor)
+                    .unwrap_or_default()
+                    .into_bytes(),
+            ),
+            (num::TRANSMISSION, key.transmission.to_vec()),
+            (num::STAN, key.stan.to_vec()),
+        ],
+    );
+    let reversal = freeze::freeze_reversal(switch, freeze_record).await?;
+    let settled = switch
+        .store
+        .finish_freeze_queueing(&key, false, &request, answer, Some(reversal))
+        .await?;
+    if settled != Settled::Now {
+        return Ok(false);
+    }
+    warn!(freeze = %key, "recovery: freeze left unanswered declined; reversal queued");
+    Ok(true)
+}
+
+/// Fails an unfinished saga and queues its reversals. False when it was ended
+/// meanwhile.
+pub(crate) async fn settle_saga(switch: &Switch, saga: &SagaRecord) -> Result<bool, StoreError> {
     let Some(freeze_record) = switch.store.freeze(&saga.freeze).await? else {
         return Err(StoreError::Corrupt(format!(
             "saga {} names a freeze that does not exist",
@@ -134,13 +196,16 @@ async fn settle_saga(switch: &Switch, saga: &SagaRecord) -> Result<(), StoreErro
             (num::STAN, saga.request.stan.to_vec()),
         ],
     );
-    switch
+    let settled = switch
         .store
         .settle_receive(&saga.request, ReceiveOutcome::Failed, answer, follow)
         .await?;
+    if settled != Settled::Now {
+        return Ok(false);
+    }
     warn!(
         saga = %saga.request, state = saga.state.as_str(), reversals = undo.len(),
         "recovery: unfinished receive failed; reversals queued"
     );
-    Ok(())
+    Ok(true)
 }

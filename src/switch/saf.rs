@@ -30,6 +30,9 @@ pub struct SafPolicy {
     pub max_attempts: u32,
     /// How often the queue is looked at when it is idle.
     pub poll: Duration,
+    /// How long an entry handed to this instance is kept from the others
+    /// (on a shared store): longer than one attempt can take.
+    pub hold: Duration,
 }
 
 impl Default for SafPolicy {
@@ -40,6 +43,7 @@ impl Default for SafPolicy {
             max_backoff: Duration::from_secs(30),
             max_attempts: 1000,
             poll: Duration::from_millis(50),
+            hold: Duration::from_secs(30),
         }
     }
 }
@@ -55,7 +59,8 @@ impl SafPolicy {
 pub async fn run(switch: Arc<Switch>, policy: SafPolicy, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let now = switch.clock.now_ms();
-        let due = match switch.store.saf_due(now, 64).await {
+        let hold_ms = i64::try_from(policy.hold.as_millis()).unwrap_or(i64::MAX);
+        let due = match switch.store.saf_due(now, 64, hold_ms).await {
             Ok(due) => due,
             Err(e) => {
                 warn!(error = %e, "store-and-forward: queue unavailable");

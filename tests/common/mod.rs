@@ -66,6 +66,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         }],
         banks,
         saf: Default::default(),
+        lease: Duration::from_secs(10),
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
     }
