@@ -270,6 +270,25 @@ pub struct Config {
     pub clearing: crate::clearing::Settlement,
 }
 
+impl Config {
+    /// How instances hold their work: a lease on a shared store, recovery of
+    /// a dead peer's work a grace after its lease ran out (a second more than
+    /// the longest bank timeout).
+    pub fn lease_policy(&self) -> crate::switch::ownership::LeasePolicy {
+        let longest = self
+            .banks
+            .iter()
+            .map(|b| b.timeout)
+            .max()
+            .unwrap_or_default();
+        crate::switch::ownership::LeasePolicy {
+            shared: matches!(self.store, StoreConfig::Postgres(_)),
+            duration: self.lease,
+            grace: longest + Duration::from_secs(1),
+        }
+    }
+}
+
 fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
     InstitutionId::from_field(32, value.as_bytes()).map_err(|_| {
         err(

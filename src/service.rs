@@ -85,11 +85,12 @@ pub async fn start(
     // A shared store may hold live peers' work: this instance takes its lease
     // first, then recovers only instances whose lease has expired (its own
     // earlier life included, once that lease runs out).
-    let recovered = if matches!(config.store, crate::config::StoreConfig::Postgres(_)) {
+    let lease = config.lease_policy();
+    let recovered = if lease.shared {
         crate::switch::ownership::renew(&switch, config.lease)
             .await
             .map_err(|e| anyhow::anyhow!("cannot take a lease in the store: {e}"))?;
-        crate::switch::recovery::take_over_expired(&switch)
+        crate::switch::recovery::take_over_expired(&switch, lease.grace)
             .await
             .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
     } else {
@@ -99,7 +100,7 @@ pub async fn start(
     };
     link_tasks.spawn(crate::switch::ownership::run(
         switch.clone(),
-        config.lease,
+        lease,
         links_shutdown.clone(),
     ));
     link_tasks.spawn(crate::switch::saf::run(

@@ -16,13 +16,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use switchboard::clock::Clock;
 use switchboard::codec::{build_bytes, Message};
 use switchboard::fields::{FreezeKey, InstitutionId};
+use switchboard::store::memory::MemoryStore;
 use switchboard::store::postgres::{PostgresOptions, PostgresStore};
 use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
 use switchboard::store::{
-    Close, Direction, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze, NewReceive,
-    ReceiveOutcome, RequestKey, Reserve, SagaState, SentMessage, Store, StoreError, StoredAnswer,
+    Close, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, InsertFreeze,
+    JournalEntry, Lease, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve,
+    SafEntry, SafKind, SafOutcome, SafState, SagaState, SentMessage, Settled, Store, StoreError,
+    StoredAnswer,
 };
 use switchboard::Spec;
 
@@ -1387,6 +1391,7 @@ on_both_stores!(
     a_failing_command_rolls_back_alone_within_its_batch,
     a_newer_schema_is_refused,
     reserve_with_identities_records_debiting_and_answers_block_resends,
+    a_second_end_reports_the_first,
 );
 
 // ---------------------------------------------------------------------------
@@ -1952,4 +1957,266 @@ async fn reserve_with_identities_records_debiting_and_answers_block_resends(back
         } => assert_eq!(a, answer(b"0210", "25", 7)),
         other => panic!("expected Duplicate, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Ending twice, leases and the store-and-forward hold
+
+fn saf_entry(order_key: &str, tag: &str) -> NewSafEntry {
+    NewSafEntry {
+        bank: "48020000".into(),
+        order_key: order_key.into(),
+        kind: SafKind::Reversal,
+        message: Bytes::from(format!("reversal {tag}")),
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn pending_entries(entries: &[SafEntry]) -> usize {
+    entries
+        .iter()
+        .filter(|e| e.state == SafState::Pending)
+        .count()
+}
+
+/// Recovery of an expired lease and the instance that owned the work may
+/// both try to end it: the first wins, the second changes nothing, queues
+/// nothing, and learns the answer recorded by the first.
+async fn a_second_end_reports_the_first(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    open_freeze(&*store, 51, 1_000).await;
+    assert!(matches!(
+        store.reserve(receive(51, 5101, 300)).await.unwrap(),
+        Reserve::Reserved(_)
+    ));
+    let key = request_key(b"0200", 5101);
+    let recovered = answer(b"0210", "91", 9);
+    let follow = FollowUp {
+        saf: vec![saf_entry("51", "debit")],
+        unfreeze_if_closed: None,
+    };
+    assert_eq!(
+        store
+            .settle_receive(
+                &key,
+                ReceiveOutcome::Failed,
+                recovered.clone(),
+                follow.clone()
+            )
+            .await
+            .unwrap(),
+        Settled::Now
+    );
+    // The owner comes back with an approval: refused, with the first answer.
+    assert_eq!(
+        store
+            .settle_receive(
+                &key,
+                ReceiveOutcome::Approved,
+                answer(b"0210", "00", 2),
+                follow
+            )
+            .await
+            .unwrap(),
+        Settled::Before {
+            answer: Some(recovered)
+        }
+    );
+    let f = freeze(&*store, 51).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (0, 0));
+    assert_eq!(pending_entries(&store.saf_entries().await.unwrap()), 1);
+
+    // A freeze declined by recovery: the owner's approval changes nothing.
+    store.insert_freeze(new_freeze(52, 500)).await.unwrap();
+    let declined = answer(b"0110", "91", 9);
+    assert_eq!(
+        store
+            .finish_freeze_queueing(
+                &freeze_key(52),
+                false,
+                &freeze_request(52),
+                declined.clone(),
+                Some(saf_entry("52", "freeze")),
+            )
+            .await
+            .unwrap(),
+        Settled::Now
+    );
+    assert_eq!(
+        store
+            .finish_freeze_queueing(
+                &freeze_key(52),
+                true,
+                &freeze_request(52),
+                answer(b"0110", "00", 1),
+                Some(saf_entry("52", "again")),
+            )
+            .await
+            .unwrap(),
+        Settled::Before {
+            answer: Some(declined)
+        }
+    );
+    assert_eq!(freeze(&*store, 52).await.state, FreezeState::Declined);
+    assert_eq!(pending_entries(&store.saf_entries().await.unwrap()), 2);
+    check_invariants(&*store).await;
+}
+
+fn now_ms() -> i64 {
+    switchboard::clock::SystemClock.now_ms()
+}
+
+/// Leases on a shared store: one runs out unless renewed, is reported only
+/// after the grace, names exactly its instance's unfinished work from its
+/// watermark on, and is dropped only while still expired.
+async fn leases_expire_and_name_the_owners_unfinished_work(store: Arc<dyn Store>) {
+    let start = now_ms();
+    let lease = |instance: &str, duration_ms: i64| Lease {
+        instance: instance.into(),
+        duration_ms,
+        unfinished_since_ms: start - 1_000,
+    };
+    store.renew_lease(&lease("a", 300), now_ms()).await.unwrap();
+    store
+        .renew_lease(&lease("b", 60_000), now_ms())
+        .await
+        .unwrap();
+    assert!(store.expired_leases(now_ms(), 0).await.unwrap().is_empty());
+
+    let owned = |n: u32, owner: &str, created_at_ms: i64| {
+        let mut f = new_freeze(n, 1_000);
+        f.owner = owner.into();
+        f.created_at_ms = created_at_ms;
+        f
+    };
+    // a: one pending freeze after its watermark, one before it (not a's to
+    // name: a watermark says nothing older is unfinished), one open freeze
+    // with an unfinished and a finished saga; b: a pending freeze.
+    store.insert_freeze(owned(61, "a", start)).await.unwrap();
+    store
+        .insert_freeze(owned(62, "a", start - 100_000))
+        .await
+        .unwrap();
+    store.insert_freeze(owned(63, "b", start)).await.unwrap();
+    store.insert_freeze(owned(64, "a", start)).await.unwrap();
+    store
+        .finish_freeze(
+            &freeze_key(64),
+            true,
+            &freeze_request(64),
+            answer(b"0110", "00", 1),
+        )
+        .await
+        .unwrap();
+    for (request, owner) in [(6401, "a"), (6402, "a"), (6403, "b")] {
+        let mut r = receive(64, request, 100);
+        r.owner = owner.into();
+        r.created_at_ms = start;
+        store.reserve(r).await.unwrap();
+    }
+    store
+        .finish_receive(
+            &request_key(b"0200", 6402),
+            ReceiveOutcome::Approved,
+            answer(b"0210", "00", 2),
+        )
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let expired = store.expired_leases(now_ms(), 0).await.unwrap();
+    assert_eq!(
+        expired,
+        vec![ExpiredLease {
+            instance: "a".into(),
+            unfinished_since_ms: start - 1_000
+        }]
+    );
+    assert!(
+        store
+            .expired_leases(now_ms(), 60_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "reported before its grace"
+    );
+    let work = store.unfinished_of("a", start - 1_000).await.unwrap();
+    let freezes: Vec<_> = work.freezes.iter().map(|f| f.key).collect();
+    let sagas: Vec<_> = work.sagas.iter().map(|s| s.request).collect();
+    assert_eq!(freezes, vec![freeze_key(61)]);
+    assert_eq!(sagas, vec![request_key(b"0200", 6401)]);
+
+    // Renewed before anyone dropped it: it stays.
+    store.renew_lease(&lease("a", 300), now_ms()).await.unwrap();
+    store.drop_lease("a", now_ms()).await.unwrap();
+    assert!(store.expired_leases(now_ms(), 0).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    store.drop_lease("a", now_ms()).await.unwrap();
+    store.drop_lease("b", now_ms()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(store.expired_leases(now_ms(), 0).await.unwrap().is_empty());
+}
+
+/// A due entry is handed to one caller: not due again until its attempt is
+/// settled or the hold ends.
+async fn saf_entries_are_held_for_one_caller(store: Arc<dyn Store>) {
+    store.insert_freeze(new_freeze(71, 500)).await.unwrap();
+    store
+        .finish_freeze_queueing(
+            &freeze_key(71),
+            false,
+            &freeze_request(71),
+            answer(b"0110", "91", 1),
+            Some(saf_entry("71", "freeze")),
+        )
+        .await
+        .unwrap();
+    let now = now_ms();
+    let first = store.saf_due(now, 10, 60_000).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.saf_due(now, 10, 60_000).await.unwrap().is_empty());
+    assert!(store
+        .saf_due(now + 59_000, 10, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .saf_settle(
+            first[0].id,
+            SafOutcome::Retry {
+                next_attempt_ms: now,
+                result: "91".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.saf_due(now, 10, 1_000).await.unwrap().len(), 1);
+    // The hold ended without a settle (its caller died): due again.
+    assert_eq!(
+        store.saf_due(now + 1_000, 10, 1_000).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_leases_expire_and_name_the_owners_unfinished_work() {
+    let fixture = Backend::Postgres.open().await;
+    leases_expire_and_name_the_owners_unfinished_work(fixture.store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_leases_expire_and_name_the_owners_unfinished_work() {
+    leases_expire_and_name_the_owners_unfinished_work(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_saf_entries_are_held_for_one_caller() {
+    let fixture = Backend::Postgres.open().await;
+    saf_entries_are_held_for_one_caller(fixture.store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_saf_entries_are_held_for_one_caller() {
+    saf_entries_are_held_for_one_caller(Arc::new(MemoryStore::new())).await;
 }

@@ -52,7 +52,7 @@ pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
         );
         let shared = matches!(config.store, StoreConfig::Postgres(_));
         let done = if shared && !args.all {
-            recovery::take_over_expired(&switch).await?
+            recovery::take_over_expired(&switch, config.lease_policy().grace).await?
         } else {
             recovery::recover(&switch).await?
         };

@@ -40,6 +40,10 @@ pub enum LinkError {
     /// The message could not be built or lacks its matching fields; nothing was sent.
     #[error("cannot send: {0}")]
     Invalid(String),
+    /// This instance's lease on its work in a shared store has run out:
+    /// another instance may be recovering it, so nothing was sent.
+    #[error("not sent: this instance's lease has run out")]
+    LeaseLost,
 }
 
 impl LinkError {

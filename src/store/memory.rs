@@ -442,11 +442,11 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn expired_leases(&self, now_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+    async fn expired_leases(&self, now_ms: i64, grace_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
         self.with(|s| {
             Ok(s.leases
                 .iter()
-                .filter(|(_, (until, _))| *until < now_ms)
+                .filter(|(_, (until, _))| until.saturating_add(grace_ms) < now_ms)
                 .map(|(instance, (_, since))| ExpiredLease {
                     instance: instance.clone(),
                     unfinished_since_ms: *since,

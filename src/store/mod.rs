@@ -645,9 +645,11 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Leases that have run out and not been dropped.
-    async fn expired_leases(&self, now_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
-        let _ = now_ms;
+    /// Leases that ran out more than `grace_ms` ago and have not been
+    /// dropped. The grace lets whatever the dead instance sent just before
+    /// its lease ended reach the bank before any reversal of it does.
+    async fn expired_leases(&self, now_ms: i64, grace_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+        let _ = (now_ms, grace_ms);
         Ok(Vec::new())
     }
 

@@ -1996,8 +1996,10 @@ const SQL_RENEW_LEASE: &str = "INSERT INTO leases (instance, expires_at, unfinis
     ON CONFLICT (instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, \
         unfinished_since_ms = EXCLUDED.unfinished_since_ms";
 
+/// `$1` grace in ms.
 const SQL_EXPIRED_LEASES: &str = "SELECT instance, unfinished_since_ms FROM leases \
-    WHERE expires_at < clock_timestamp() ORDER BY expires_at, instance";
+    WHERE expires_at < clock_timestamp() - $1::bigint * interval '1 millisecond' \
+    ORDER BY expires_at, instance";
 
 const SQL_DROP_LEASE: &str =
     "DELETE FROM leases WHERE instance = $1::text AND expires_at < clock_timestamp()";
@@ -2522,8 +2524,8 @@ impl Store for PostgresStore {
         .map(|_| ())
     }
 
-    async fn expired_leases(&self, _now_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
-        let rows = self.read(SQL_EXPIRED_LEASES, &[]).await?;
+    async fn expired_leases(&self, _now_ms: i64, grace_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+        let rows = self.read(SQL_EXPIRED_LEASES, &[&grace_ms]).await?;
         rows.iter()
             .map(|row| {
                 Ok(ExpiredLease {

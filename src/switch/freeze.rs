@@ -72,7 +72,12 @@ pub(super) async fn run(
     let mut forwarded = request.clone();
     forwarded.set(num::FORWARDER, switch.id.clone());
     let mut reversal = None;
-    let (code, auth) = match bank.request(&forwarded).await {
+    let sent = if switch.may_send() {
+        bank.request(&forwarded).await
+    } else {
+        Err(crate::link::LinkError::LeaseLost)
+    };
+    let (code, auth) = match sent {
         Ok((answer, _)) => (
             answer
                 .get_str(num::RESPONSE_CODE)

@@ -63,6 +63,8 @@ pub struct Switch {
     instance: String,
     /// The work started and not ended (its watermark goes with the lease).
     work: ownership::Work,
+    /// Until when this instance may send (see `ownership.rs`).
+    lease: ownership::LeaseClock,
 }
 
 /// A name no other instance has: host process id and start time.
@@ -93,7 +95,14 @@ impl Switch {
             settlement: crate::clearing::Settlement::default(),
             instance: new_instance_id(),
             work: ownership::Work::default(),
+            lease: ownership::LeaseClock::default(),
         }
+    }
+
+    /// Whether this instance still holds its lease and so may send a debit,
+    /// a credit or a freeze. Always, on a store that is not shared.
+    fn may_send(&self) -> bool {
+        self.lease.holds(self.clock.now_ms())
     }
 
     /// Names this instance (by default: process id and start time).

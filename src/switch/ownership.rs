@@ -9,17 +9,24 @@
 //! crash-recovery rules, reading only from the watermark on.
 //!
 //! Recovering a peer that is in fact alive but was cut off from the store for
-//! longer than its lease is safe: ending a saga is one guarded statement, so
-//! whoever ends it first wins; the loser finds it ended
-//! ([`crate::store::Settled::Before`]) and answers the wallet with what was
-//! recorded (91 when recovery failed it, its reversals queued), never with
-//! its own 00.
+//! longer than its lease must not move money twice:
+//! - an instance sends no debit, credit or freeze once its lease has run out
+//!   by its own clock (measured from before the renewal was sent, so it ends
+//!   no later than the store's);
+//! - recovery waits a grace longer than any bank timeout after the lease
+//!   expired, so what the instance sent before reaches the bank (or times
+//!   out) before a reversal of it is queued;
+//! - ending a saga is one guarded statement, so whoever ends it first wins;
+//!   the loser finds it ended ([`crate::store::Settled::Before`]) and answers
+//!   the wallet with what was recorded (91 when recovery failed it, its
+//!   reversals queued), never with its own 00.
 //!
 //! Work this instance abandons — a store error while ending it, a task that
 //! stopped half-way — is settled here too, once its task is gone, rather than
 //! waiting for the next start.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -127,13 +134,46 @@ impl Work {
     }
 }
 
+/// How this instance holds its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeasePolicy {
+    /// Whether other instances share the store (PostgreSQL). Without, there
+    /// is no lease to keep and nobody to recover: only abandoned work is
+    /// settled.
+    pub shared: bool,
+    pub duration: Duration,
+    /// How long after a peer's lease expired its work is recovered: longer
+    /// than the longest bank timeout.
+    pub grace: Duration,
+}
+
+/// Until when this instance may send, by its clock (ms): the end of the
+/// lease it last renewed. Unbounded while the store is not shared.
+pub struct LeaseClock(AtomicI64);
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        LeaseClock(AtomicI64::new(i64::MAX))
+    }
+}
+
+impl LeaseClock {
+    pub fn holds(&self, now_ms: i64) -> bool {
+        now_ms < self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, until_ms: i64) {
+        self.0.store(until_ms, Ordering::Release);
+    }
+}
+
 /// Keeps this instance's lease, recovers expired ones and settles abandoned
-/// work, every third of `lease`, until `shutdown`. The first round runs at
+/// work, every third of the lease, until `shutdown`. The first round runs at
 /// once.
-pub async fn run(switch: std::sync::Arc<Switch>, lease: Duration, shutdown: CancellationToken) {
-    let every = (lease / 3).max(Duration::from_millis(10));
+pub async fn run(switch: std::sync::Arc<Switch>, policy: LeasePolicy, shutdown: CancellationToken) {
+    let every = (policy.duration / 3).max(Duration::from_millis(10));
     loop {
-        round(&switch, lease).await;
+        round(&switch, policy).await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => break,
@@ -142,14 +182,17 @@ pub async fn run(switch: std::sync::Arc<Switch>, lease: Duration, shutdown: Canc
 }
 
 /// One round of [`run`]; errors are logged and the next round tries again.
-pub async fn round(switch: &Switch, lease: Duration) {
+pub async fn round(switch: &Switch, policy: LeasePolicy) {
     if let Err(e) = settle_abandoned(switch).await {
         warn!(error = %e, "abandoned work not settled yet");
     }
-    if let Err(e) = renew(switch, lease).await {
+    if !policy.shared {
+        return;
+    }
+    if let Err(e) = renew(switch, policy.duration).await {
         warn!(error = %e, "lease not renewed");
     }
-    match recovery::take_over_expired(switch).await {
+    match recovery::take_over_expired(switch, policy.grace).await {
         Ok(done) if done != recovery::Recovered::default() => {
             info!(?done, "work of instances whose lease expired recovered")
         }
@@ -158,18 +201,20 @@ pub async fn round(switch: &Switch, lease: Duration) {
     }
 }
 
-/// Records this instance's lease and watermark.
-pub async fn renew(switch: &Switch, lease: Duration) -> Result<(), StoreError> {
+/// Records this instance's lease and watermark; on success the instance may
+/// send until `duration` after the moment before the renewal went out.
+pub async fn renew(switch: &Switch, duration: Duration) -> Result<(), StoreError> {
+    let started = switch.clock.now_ms();
     let since = switch.work.unfinished_since(&*switch.clock);
+    let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
     let lease = Lease {
         instance: switch.instance.clone(),
-        duration_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        duration_ms,
         unfinished_since_ms: since.saturating_sub(CLOCK_SLACK_MS),
     };
-    switch
-        .store
-        .renew_lease(&lease, switch.clock.now_ms())
-        .await
+    switch.store.renew_lease(&lease, started).await?;
+    switch.lease.set(started.saturating_add(duration_ms));
+    Ok(())
 }
 
 /// Settles work whose task went away without ending it.

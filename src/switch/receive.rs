@@ -163,6 +163,10 @@ impl Saga<'_> {
         };
 
         // Debit the payer bank (state Debiting was recorded with the reservation).
+        if !switch.may_send() {
+            warn!(saga = %self.key, "lease lost: debit not sent");
+            return self.fail("91", &[]).await;
+        }
         let now = switch.clock.now();
         let msg = messages::debit(
             &self.freeze,
@@ -193,6 +197,10 @@ impl Saga<'_> {
         }
 
         // Credit the receiver bank, under the identity recorded with the reservation.
+        if !switch.may_send() {
+            warn!(saga = %self.key, "lease lost: credit not sent, debit reversed");
+            return self.fail("91", &[Undo::Debit]).await;
+        }
         let now = switch.clock.now();
         let msg = messages::credit(
             &self.freeze,

@@ -67,11 +67,21 @@ pub async fn recover(switch: &Switch) -> Result<Recovered, StoreError> {
     Ok(done)
 }
 
-/// Settles the unfinished work of every instance whose lease has expired
-/// (never this instance's own), then drops those leases.
-pub async fn take_over_expired(switch: &Switch) -> Result<Recovered, StoreError> {
+/// Settles the unfinished work of every instance whose lease expired more
+/// than `grace` ago (never this instance's own), then drops those leases.
+/// An instance sends nothing once its own lease has run out by its clock;
+/// the grace, longer than any bank timeout, lets what it sent just before
+/// reach the bank (or time out) before a reversal of it is queued.
+pub async fn take_over_expired(
+    switch: &Switch,
+    grace: std::time::Duration,
+) -> Result<Recovered, StoreError> {
     let mut done = Recovered::default();
-    let expired = switch.store.expired_leases(switch.clock.now_ms()).await?;
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let expired = switch
+        .store
+        .expired_leases(switch.clock.now_ms(), grace_ms)
+        .await?;
     for lease in expired.iter().filter(|l| l.instance != switch.instance) {
         let more = take_over(switch, lease).await?;
         done.freezes_declined += more.freezes_declined;
