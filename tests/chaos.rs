@@ -368,12 +368,19 @@ async fn chaos(postgres: bool) {
                 .iter()
                 .filter(|e| e.state == SafState::Pending)
                 .count();
-            let unfinished = sagas.iter().filter(|s| !s.state.is_final()).count();
+            let unfinished = sagas.iter().filter(|s| !s.state.is_final()).count()
+                + store
+                    .freezes()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter(|f| f.state == FreezeState::Pending)
+                    .count();
             if pending == 0 && unfinished == 0 && expired.is_empty() {
                 return entries;
             }
             *left.lock().unwrap() = format!(
-                "{unfinished} unfinished sagas, {pending} pending queue entries, {} expired leases",
+                "{unfinished} unfinished sagas or freezes, {pending} pending queue entries, {} expired leases",
                 expired.len()
             );
             drop(store);

@@ -9,8 +9,17 @@
 //! wallets resend what got no answer. After each seed the money invariants of
 //! DESIGN.md are checked against the banks' books and the switch's store.
 //!
+//! Half the seeds run a cluster instead: two instances on one shared store,
+//! each holding a lease on its work. A crashed instance comes back as a new
+//! one and does not recover anything itself; its old work is recovered by
+//! whichever instance sees its lease expired. Some "crashes" are stalls
+//! instead: an instance stops renewing its lease for longer than the lease
+//! while its requests go on, so a live instance's work is taken over under
+//! its feet.
+//!
 //! `SIM_SEEDS=N` (default 2000) runs seeds 1..=N; `SIM_SEED=S` replays one seed
-//! exactly; a failure prints its seed.
+//! exactly; a failure prints its seed; `SIM_VERBOSE=1` prints what each seed
+//! did.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +38,7 @@ use switchboard::sim::wallet::code;
 use switchboard::stan::StanSource;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::{FreezeState, SafState, SagaState, Store};
+use switchboard::switch::ownership::{self, LeasePolicy};
 use switchboard::switch::{recovery, saf, Peer, Route, Switch};
 use switchboard::Spec;
 use tokio::sync::oneshot;
@@ -41,6 +51,15 @@ const BANK_A: &str = "48020000";
 const BANK_B: &str = "01050000";
 const BALANCE: i64 = 1_000_000;
 const BANK_TIMEOUT: Duration = Duration::from_secs(1);
+const LEASE: Duration = Duration::from_secs(2);
+
+fn lease_policy() -> LeasePolicy {
+    LeasePolicy {
+        shared: true,
+        duration: LEASE,
+        grace: BANK_TIMEOUT + Duration::from_secs(1),
+    }
+}
 
 /// splitmix64: small, fast, and the same everywhere.
 #[derive(Clone)]
@@ -146,6 +165,12 @@ struct SimSwitch {
     crashes: Mutex<u32>,
     /// False from a crash until the new switch has recovered: connections refused.
     up: std::sync::atomic::AtomicBool,
+    /// On a shared store: the instance's name, its lives so far (each life is
+    /// a new instance in the store), and its lease round.
+    name: &'static str,
+    shared: bool,
+    lives: Mutex<u32>,
+    lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl SimSwitch {
@@ -160,20 +185,34 @@ impl SimSwitch {
                 link: self.banks[1].clone(),
             },
         ];
-        Arc::new(Switch::new(
-            self.spec.clone(),
-            SWITCH_ID.into(),
-            self.store.clone(),
-            routes,
-            self.clock.clone(),
-            Arc::new(StanSource::new(self.store.clone())),
-        ))
+        let life = {
+            let mut lives = self.lives.lock().unwrap();
+            *lives += 1;
+            *lives
+        };
+        Arc::new(
+            Switch::new(
+                self.spec.clone(),
+                SWITCH_ID.into(),
+                self.store.clone(),
+                routes,
+                self.clock.clone(),
+                Arc::new(StanSource::new(self.store.clone())),
+            )
+            .with_instance(format!("{}-{life}", self.name)),
+        )
     }
 
-    /// Starts (or restarts) the switch: recovery first, then store-and-forward.
+    /// Starts (or restarts) the switch: recovery first (alone on the store),
+    /// or its lease (on a shared store), then store-and-forward.
     async fn start(&self) {
         let switch = self.build();
-        recovery::recover(&switch).await.expect("recovery");
+        if self.shared {
+            ownership::renew(&switch, LEASE).await.expect("lease");
+            self.keep_lease(&switch);
+        } else {
+            recovery::recover(&switch).await.expect("recovery");
+        }
         let stop = CancellationToken::new();
         let policy = saf::SafPolicy {
             poll: Duration::from_millis(20),
@@ -188,10 +227,50 @@ impl SimSwitch {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Runs the lease round of `switch` (replacing any other).
+    fn keep_lease(&self, switch: &Arc<Switch>) {
+        let round = tokio::spawn(ownership::run(
+            switch.clone(),
+            lease_policy(),
+            CancellationToken::new(),
+        ));
+        if let Some(old) = self.lease_task.lock().unwrap().replace(round) {
+            old.abort();
+        }
+    }
+
+    /// Stops renewing the lease for `pause` while requests go on.
+    async fn stall(&self, pause: Duration) {
+        if let Some(round) = self.lease_task.lock().unwrap().take() {
+            round.abort();
+        }
+        tokio::time::sleep(pause).await;
+        self.resume();
+    }
+
+    /// Renews again, if a stall was cut short.
+    fn resume(&self) {
+        if self.shared && self.lease_task.lock().unwrap().is_none() {
+            let switch = self.current.lock().unwrap().clone();
+            self.keep_lease(&switch);
+        }
+    }
+
+    fn stop(&self) {
+        self.saf_stop.lock().unwrap().cancel();
+        self.tasks.lock().unwrap().abort_all();
+        if let Some(round) = self.lease_task.lock().unwrap().take() {
+            round.abort();
+        }
+    }
+
     /// kill -9: everything in flight is dropped; the store keeps what was committed.
     async fn crash(&self) {
         self.up.store(false, std::sync::atomic::Ordering::SeqCst);
         self.tasks.lock().unwrap().abort_all();
+        if let Some(round) = self.lease_task.lock().unwrap().take() {
+            round.abort();
+        }
         *self.crashes.lock().unwrap() += 1;
         tokio::task::yield_now().await;
         self.start().await;
@@ -216,6 +295,23 @@ impl SimSwitch {
         });
         let bytes = rx.await.ok()??;
         switchboard::codec::parse(&self.spec, bytes).ok()
+    }
+}
+
+/// The instances wallets reach, taken in turn (a balancer's round robin).
+struct Cluster {
+    instances: Vec<Arc<SimSwitch>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Cluster {
+    async fn send(&self, msg: &Message) -> Option<Message> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.instances[n % self.instances.len()].send(msg).await
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        &self.instances[0].store
     }
 }
 
@@ -263,7 +359,7 @@ impl Wallet {
 }
 
 /// Sends until answered (resending the very same message after a crash).
-async fn send_until_answered(sw: &SimSwitch, msg: &Message) -> Message {
+async fn send_until_answered(sw: &Cluster, msg: &Message) -> Message {
     for _ in 0..50 {
         if let Some(answer) = sw.send(msg).await {
             return answer;
@@ -334,41 +430,67 @@ async fn simulate(seed: u64) -> Result<String, String> {
             spec: spec.clone(),
         })
     };
-    let sw = Arc::new(SimSwitch {
-        spec: spec.clone(),
-        store: store.clone(),
-        clock: clock.clone(),
-        banks: vec![sim_bank(BANK_A, &bank_a), sim_bank(BANK_B, &bank_b)],
-        current: Mutex::new(Arc::new(Switch::new(
-            spec.clone(),
-            SWITCH_ID.into(),
-            store.clone(),
-            vec![],
-            clock.clone(),
-            Arc::new(StanSource::new(store.clone())),
-        ))),
-        tasks: Mutex::new(JoinSet::new()),
-        saf_stop: Mutex::new(CancellationToken::new()),
-        crashes: Mutex::new(0),
-        up: std::sync::atomic::AtomicBool::new(false),
+    let shared = Rng(seed ^ 0x5EED_C1A5).chance(500);
+    let banks = vec![sim_bank(BANK_A, &bank_a), sim_bank(BANK_B, &bank_b)];
+    let names: &[&'static str] = if shared { &["a", "b"] } else { &["a"] };
+    let mut instances = Vec::new();
+    for name in names {
+        let instance = Arc::new(SimSwitch {
+            spec: spec.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            banks: banks.clone(),
+            current: Mutex::new(Arc::new(Switch::new(
+                spec.clone(),
+                SWITCH_ID.into(),
+                store.clone(),
+                vec![],
+                clock.clone(),
+                Arc::new(StanSource::new(store.clone())),
+            ))),
+            tasks: Mutex::new(JoinSet::new()),
+            saf_stop: Mutex::new(CancellationToken::new()),
+            crashes: Mutex::new(0),
+            up: std::sync::atomic::AtomicBool::new(false),
+            name,
+            shared,
+            lives: Mutex::new(0),
+            lease_task: Mutex::new(None),
+        });
+        instance.start().await;
+        instances.push(instance);
+    }
+    let sw = Arc::new(Cluster {
+        instances,
+        next: std::sync::atomic::AtomicUsize::new(0),
     });
-    sw.start().await;
 
     // Crashes at random moments while the wallets work; some seeds never
     // crash, so that timeouts and the flows' own failure paths run to the end.
+    // In a cluster, one instance at a time; some are stalls.
     let crash_every_ms = if rng.chance(300) {
         1 << 40
     } else {
         200 + rng.below(8000)
     };
+    let stalls = Arc::new(Mutex::new(0u32));
     let crasher = {
         let sw = sw.clone();
+        let stalls = stalls.clone();
         let mut crash_rng = Rng(seed ^ 0x5A5A);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(crash_rng.below(crash_every_ms) + 1))
                     .await;
-                sw.crash().await;
+                let n = sw.instances.len() as u64;
+                let victim = &sw.instances[crash_rng.below(n) as usize];
+                if victim.shared && crash_rng.chance(300) {
+                    *stalls.lock().unwrap() += 1;
+                    let pause = LEASE * 2 + lease_policy().grace;
+                    victim.stall(pause).await;
+                } else {
+                    victim.crash().await;
+                }
             }
         })
     };
@@ -455,6 +577,9 @@ async fn simulate(seed: u64) -> Result<String, String> {
         result.map_err(|e| format!("wallet task failed: {e}"))?;
     }
     crasher.abort();
+    for instance in &sw.instances {
+        instance.resume();
+    }
 
     // Drain: no more faults; every packet closed; the queue delivered.
     *shared_faults.lock().unwrap() = None;
@@ -469,6 +594,8 @@ async fn simulate(seed: u64) -> Result<String, String> {
         );
         close(&sw, &unfreeze).await;
     }
+    // On a shared store the work of dead instances is recovered once their
+    // leases expire: wait for that too.
     for _ in 0..2000 {
         let pending = store
             .saf_entries()
@@ -476,34 +603,59 @@ async fn simulate(seed: u64) -> Result<String, String> {
             .unwrap()
             .iter()
             .any(|e| e.state == SafState::Pending);
-        if !pending {
+        let unfinished = store
+            .sagas()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| !s.state.is_final())
+            || store
+                .freezes()
+                .await
+                .unwrap()
+                .iter()
+                .any(|f| f.state == FreezeState::Pending);
+        let expired = !store
+            .expired_leases(clock.now_ms(), 0)
+            .await
+            .unwrap()
+            .is_empty();
+        if !pending && !unfinished && !expired {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    sw.saf_stop.lock().unwrap().cancel();
-    sw.tasks.lock().unwrap().abort_all();
+    for instance in &sw.instances {
+        instance.stop();
+    }
 
     let seen: BTreeMap<String, String> = seen.lock().unwrap().receives.clone();
     check(&store, &bank_a, &bank_b, &freezes, &seen).await?;
     let a = bank_a.lock().unwrap().snapshot();
     let b = bank_b.lock().unwrap().snapshot();
-    let crashes = *sw.crashes.lock().unwrap();
+    let crashes: u32 = sw
+        .instances
+        .iter()
+        .map(|i| *i.crashes.lock().unwrap())
+        .sum();
+    let stalls = *stalls.lock().unwrap();
     let sagas = store.sagas().await.unwrap().len();
     Ok(format!(
-        "{} crashes; A {} B {}; {} sagas",
-        crashes, a.total_balance_minor, b.total_balance_minor, sagas
+        "{} instance(s), {crashes} crashes, {stalls} stalls; A {} B {}; {sagas} sagas",
+        sw.instances.len(),
+        a.total_balance_minor,
+        b.total_balance_minor,
     ))
 }
 
 /// Unfreezes what remains, learning the remainder from the switch's store
 /// when the wallet's own count is off (13) — as a wallet would from its records.
-async fn close(sw: &SimSwitch, template: &Message) {
+async fn close(sw: &Cluster, template: &Message) {
     let freeze_key = switchboard::fields::OriginalData::of(template)
         .unwrap()
         .freeze_key();
     for attempt in 0..100u32 {
-        let Some(record) = sw.store.freeze(&freeze_key).await.unwrap() else {
+        let Some(record) = sw.store().freeze(&freeze_key).await.unwrap() else {
             return;
         };
         if record.state != FreezeState::Open {
@@ -633,6 +785,11 @@ async fn check(
 fn simulated_faults_and_crashes_keep_the_money_invariants() {
     if let Ok(seed) = std::env::var("SIM_SEED") {
         let seed: u64 = seed.parse().expect("SIM_SEED is a number");
+        // The switch's own account of the seed, with RUST_LOG=info (or debug).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         match run_seed(seed) {
             Ok(summary) => println!("seed {seed}: {summary}"),
             Err(e) => panic!(
@@ -645,9 +802,14 @@ fn simulated_faults_and_crashes_keep_the_money_invariants() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
+    let verbose = std::env::var("SIM_VERBOSE").is_ok();
     for seed in 1..=seeds {
-        if let Err(e) = run_seed(seed) {
-            panic!("seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --test simulation -- --nocapture");
+        match run_seed(seed) {
+            Ok(summary) if verbose => println!("seed {seed}: {summary}"),
+            Ok(_) => {}
+            Err(e) => panic!(
+                "seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --test simulation -- --nocapture"
+            ),
         }
     }
 }
