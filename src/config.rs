@@ -436,8 +436,8 @@ impl Config {
             return Err(err("banks", "at least one [[banks]] entry is needed"));
         }
         let mut saf = crate::switch::saf::SafPolicy::default();
-        if let Some(raw_saf) = raw.saf {
-            if let Some(codes) = raw_saf.final_codes {
+        if let Some(raw_saf) = &raw.saf {
+            if let Some(codes) = raw_saf.final_codes.clone() {
                 if codes.iter().any(|c| c.len() != 2) {
                     return Err(err("saf.final_codes", "response codes have two characters"));
                 }
@@ -455,11 +455,13 @@ impl Config {
                 }
                 saf.max_attempts = n;
             }
-            if let Some(ms) = raw_saf.hold_ms {
-                saf.hold = Duration::from_millis(ms);
-            }
         }
         let longest_timeout = banks.iter().map(|b| b.timeout).max().unwrap_or_default();
+        // Unless set: 30 s, or twice the longest bank timeout if that is more.
+        saf.hold = match raw.saf.as_ref().and_then(|s| s.hold_ms) {
+            Some(ms) => Duration::from_millis(ms),
+            None => saf.hold.max(longest_timeout * 2),
+        };
         if saf.hold <= longest_timeout {
             return Err(err(
                 "saf.hold_ms",
@@ -579,5 +581,36 @@ hosts = ["127.0.0.1:7000"]
         let bad = GOOD.replace("listen = ", "listne = ");
         let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn lease_and_hold() {
+        let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(10));
+        assert_eq!(c.saf.hold, Duration::from_secs(30));
+        let policy = c.lease_policy();
+        assert!(!policy.shared);
+        assert_eq!(
+            policy.grace,
+            Duration::from_secs(6),
+            "bank timeout 5 s + 1 s"
+        );
+        let pg = GOOD.replace(
+            "path = \"sb.db\"",
+            "url = \"postgres://db/sb\"\nlease_ms = 2000",
+        );
+        let c = Config::from_toml(&pg, Path::new(".")).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(2));
+        assert!(c.lease_policy().shared);
+        let short = GOOD.replace("path = \"sb.db\"", "path = \"sb.db\"\nlease_ms = 100");
+        let e = Config::from_toml(&short, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "store.lease_ms");
+        // A long bank timeout stretches the default hold; a hold set too short is refused.
+        let slow = format!("{GOOD}timeout_ms = 40000\n");
+        let c = Config::from_toml(&slow, Path::new(".")).unwrap();
+        assert_eq!(c.saf.hold, Duration::from_secs(80));
+        let e = Config::from_toml(&format!("{slow}[saf]\nhold_ms = 20000\n"), Path::new("."))
+            .unwrap_err();
+        assert_eq!(e.key, "saf.hold_ms");
     }
 }

@@ -1,6 +1,8 @@
 //! The real `switchboard serve` process killed with SIGKILL in the middle of a
 //! receive, then restarted: recovery fails the unfinished saga and queues the
 //! reversals, store-and-forward delivers them, and the payer bank ends whole.
+//! On PostgreSQL with two instances, the killed one is not restarted: its
+//! peer recovers the saga once the dead one's lease has expired.
 //! And SIGTERM: requests in flight are answered, the process exits 0.
 
 mod common;
@@ -184,6 +186,139 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
 
     switch.kill().unwrap();
     switch.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease() {
+    let url = common::pg::database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bank_a = spawn_bank(
+        Bank::generate(common::BANK_A, "622202", 4, 100_000, 1),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap();
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_addr = b_listener.local_addr().unwrap();
+    let reversals_at_b = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(silent_on_credits(b_listener, reversals_at_b.clone()));
+    // Lease 1 s; bank timeout 3 s, so recovery waits 1 s + 4 s of grace.
+    let store = format!("url = \"{url}\"\nlease_ms = 1000");
+    let ports = [free_port(), free_port()];
+    let configs: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            write_config(
+                dir.path(),
+                SwitchFile {
+                    name: &format!("switch-{n}.toml"),
+                    store: &store,
+                    wallet_port: *port,
+                    bank_a: bank_a.addr,
+                    bank_b: b_addr,
+                    timeout_ms: 3_000,
+                    max_backoff_ms: 500,
+                },
+            )
+        })
+        .collect();
+    let mut doomed = serve(&configs[0]);
+    let mut survivor = serve(&configs[1]);
+    let at = |port: u16| -> std::net::SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let payer = bank_a.snapshot().accounts[0].pan.clone();
+    let before = bank_a.snapshot().balance(&payer).unwrap();
+    let clock = SystemClock;
+
+    let wallet = WalletClient::connect(at(ports[0]), FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(10));
+    let freeze = wallet.freeze(&payer, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    let body = b"621700999999999";
+    let receiver = format!(
+        "{}{}",
+        std::str::from_utf8(body).unwrap(),
+        switchboard::sim::bank::luhn_check_digit(body) as char
+    );
+    let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
+    let pending = tokio::spawn({
+        let wallet = wallet.clone();
+        let receive = receive.clone();
+        async move { wallet.send(&receive).await }
+    });
+    wait_for("the debit", || {
+        bank_a.snapshot().balance(&payer) == Some(before - 2_000)
+    })
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "no answer from a killed switch"
+    );
+
+    // The peer, not restarted, not told: once the lease has expired and the
+    // grace passed, it fails the saga and its queue delivers both reversals.
+    let key = FreezeKey::of_request(&freeze).unwrap();
+    wait_for("the debit's reversal, by the peer", || {
+        let a = bank_a.snapshot();
+        a.balance(&payer) == Some(before) && a.hold(&key).map(|h| h.remaining_minor) == Some(5_000)
+    })
+    .await;
+    assert!(
+        killed_at.elapsed() >= Duration::from_secs(4),
+        "recovered {:?} after the kill: before the lease (1 s) and grace (4 s) ran out",
+        killed_at.elapsed()
+    );
+    wait_for("the credit's reversal", || {
+        reversals_at_b.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let store = switchboard::config::StoreConfig::Postgres(url.clone())
+        .open()
+        .await
+        .unwrap();
+    let saga = store
+        .sagas()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.freeze == key)
+        .unwrap();
+    assert_eq!(saga.state, switchboard::store::SagaState::Failed);
+    let freeze_record = store.freeze(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (freeze_record.received_minor, freeze_record.reserved_minor),
+        (0, 0),
+        "the reservation released"
+    );
+    assert!(
+        store
+            .expired_leases(clock.now_ms(), 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the dead instance's lease dropped once its work was recovered"
+    );
+
+    // The wallet, resending to the survivor, is never told 00; the packet
+    // closes there with everything still in it.
+    let wallet = WalletClient::connect(at(ports[1]), FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    assert_ne!(code(&wallet.send(&receive).await.unwrap()), "00");
+    let unfreeze = wallet.unfreeze(&freeze, 5_000, clock.now());
+    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    wait_for("the unfreeze", || {
+        bank_a.snapshot().hold(&key).map(|h| h.remaining_minor) == Some(0)
+    })
+    .await;
+    assert_eq!(bank_a.snapshot().balance(&payer), Some(before));
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
