@@ -41,7 +41,7 @@ use switchboard::codec::{build_bytes, parse, Message};
 use switchboard::fields::{num, FreezeKey};
 use switchboard::framing::{Frame, FrameCodec, FramingConfig};
 use switchboard::sim::bank::Bank;
-use switchboard::sim::bank_server::spawn_bank;
+use switchboard::sim::bank_server::{spawn_bank, BankHandle};
 use switchboard::sim::wallet::{code, WalletClient};
 use switchboard::Spec;
 use tokio::net::TcpListener;
@@ -98,10 +98,16 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let bank_a = spawn_bank(
+/// Bank A, a real ledger, and bank B, silent on credits (counting the
+/// reversals it gets).
+struct Banks {
+    a: BankHandle,
+    b_addr: std::net::SocketAddr,
+    reversals_at_b: Arc<AtomicUsize>,
+}
+
+async fn banks() -> Banks {
+    let a = spawn_bank(
         Bank::generate(common::BANK_A, "622202", 4, 100_000, 1),
         FramingConfig::default(),
     )
@@ -111,17 +117,28 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
     let b_addr = b_listener.local_addr().unwrap();
     let reversals_at_b = Arc::new(AtomicUsize::new(0));
     tokio::spawn(silent_on_credits(b_listener, reversals_at_b.clone()));
-    let wallet_port = free_port();
-    let config = switch_file(dir.path(), wallet_port, bank_a.addr, b_addr);
-    let payer = bank_a.snapshot().accounts[0].pan.clone();
-    let before = bank_a.snapshot().balance(&payer).unwrap();
+    Banks {
+        a,
+        b_addr,
+        reversals_at_b,
+    }
+}
 
-    let mut switch = serve(&config);
-    let addr = format!("127.0.0.1:{wallet_port}").parse().unwrap();
-    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
-        .await
-        .unwrap()
-        .with_timeout(Duration::from_secs(2));
+/// A packet of 5,000 frozen and a receive of 2,000 sent, left when its debit
+/// has landed at bank A (its credit waits at the silent bank B forever).
+struct MidReceive {
+    payer: String,
+    /// The payer's balance before.
+    before: i64,
+    freeze: Message,
+    receive: Message,
+    /// The wallet's wait for the receive's answer.
+    pending: tokio::task::JoinHandle<Result<Message, switchboard::sim::wallet::WalletError>>,
+}
+
+async fn mid_receive(banks: &Banks, wallet: &WalletClient) -> MidReceive {
+    let payer = banks.a.snapshot().accounts[0].pan.clone();
+    let before = banks.a.snapshot().balance(&payer).unwrap();
     let clock = SystemClock;
     let freeze = wallet.freeze(&payer, 5_000, clock.now());
     assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
@@ -134,13 +151,45 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
     let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
     let pending = tokio::spawn({
         let wallet = wallet.clone();
+        let receive = receive.clone();
         async move { wallet.send(&receive).await }
     });
-    // The debit lands at bank A; the credit waits at the silent bank B.
     wait_for("the debit", || {
-        bank_a.snapshot().balance(&payer) == Some(before - 2_000)
+        banks.a.snapshot().balance(&payer) == Some(before - 2_000)
     })
     .await;
+    MidReceive {
+        payer,
+        before,
+        freeze,
+        receive,
+        pending,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let banks = banks().await;
+    let (bank_a, reversals_at_b) = (&banks.a, &banks.reversals_at_b);
+    let wallet_port = free_port();
+    let config = switch_file(dir.path(), wallet_port, bank_a.addr, banks.b_addr);
+
+    let mut switch = serve(&config);
+    let addr = format!("127.0.0.1:{wallet_port}").parse().unwrap();
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
+    let clock = SystemClock;
+    let MidReceive {
+        payer,
+        before,
+        freeze,
+        receive,
+        pending,
+    } = mid_receive(&banks, &wallet).await;
+    let receiver = receive.get_str(num::PAN).unwrap().to_string();
     switch.kill().unwrap();
     switch.wait().unwrap();
     assert!(
@@ -192,16 +241,8 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
 async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease() {
     let url = common::pg::database().await;
     let dir = tempfile::tempdir().unwrap();
-    let bank_a = spawn_bank(
-        Bank::generate(common::BANK_A, "622202", 4, 100_000, 1),
-        FramingConfig::default(),
-    )
-    .await
-    .unwrap();
-    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let b_addr = b_listener.local_addr().unwrap();
-    let reversals_at_b = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(silent_on_credits(b_listener, reversals_at_b.clone()));
+    let banks = banks().await;
+    let (bank_a, reversals_at_b) = (&banks.a, &banks.reversals_at_b);
     // Lease 1 s; bank timeout 3 s, so recovery waits 1 s + 4 s of grace.
     let store = format!("url = \"{url}\"\nlease_ms = 1000");
     let ports = [free_port(), free_port()];
@@ -216,7 +257,7 @@ async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease()
                     store: &store,
                     wallet_port: *port,
                     bank_a: bank_a.addr,
-                    bank_b: b_addr,
+                    bank_b: banks.b_addr,
                     timeout_ms: 3_000,
                     max_backoff_ms: 500,
                 },
@@ -226,32 +267,19 @@ async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease()
     let mut doomed = serve(&configs[0]);
     let mut survivor = serve(&configs[1]);
     let at = |port: u16| -> std::net::SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
-    let payer = bank_a.snapshot().accounts[0].pan.clone();
-    let before = bank_a.snapshot().balance(&payer).unwrap();
     let clock = SystemClock;
 
     let wallet = WalletClient::connect(at(ports[0]), FramingConfig::default(), common::WALLET_ID)
         .await
         .unwrap()
         .with_timeout(Duration::from_secs(10));
-    let freeze = wallet.freeze(&payer, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
-    let body = b"621700999999999";
-    let receiver = format!(
-        "{}{}",
-        std::str::from_utf8(body).unwrap(),
-        switchboard::sim::bank::luhn_check_digit(body) as char
-    );
-    let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
-    let pending = tokio::spawn({
-        let wallet = wallet.clone();
-        let receive = receive.clone();
-        async move { wallet.send(&receive).await }
-    });
-    wait_for("the debit", || {
-        bank_a.snapshot().balance(&payer) == Some(before - 2_000)
-    })
-    .await;
+    let MidReceive {
+        payer,
+        before,
+        freeze,
+        receive,
+        pending,
+    } = mid_receive(&banks, &wallet).await;
     doomed.kill().unwrap();
     doomed.wait().unwrap();
     let killed_at = std::time::Instant::now();
