@@ -584,6 +584,18 @@ hosts = ["127.0.0.1:7000"]
     }
 
     #[test]
+    fn the_annotated_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/switchboard.toml"
+        ));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.banks.len(), 2);
+        assert_eq!(c.saf.final_codes, ["00", "25", "12"]);
+        assert_eq!(c.lease, Duration::from_secs(10));
+    }
+
+    #[test]
     fn lease_and_hold() {
         let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
         assert_eq!(c.lease, Duration::from_secs(10));
