@@ -26,9 +26,10 @@
 //! waiting for the next start.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -147,23 +148,24 @@ pub struct LeasePolicy {
     pub grace: Duration,
 }
 
-/// Until when this instance may send, by its clock (ms): the end of the
-/// lease it last renewed. Unbounded while the store is not shared.
-pub struct LeaseClock(AtomicI64);
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        LeaseClock(AtomicI64::new(i64::MAX))
-    }
-}
+/// Until when this instance may send: the end of the lease it last renewed,
+/// on the monotonic clock (leases are about time elapsing, which the
+/// business clock — settable for tests and demos — does not measure).
+/// Unbounded while the store is not shared.
+#[derive(Default)]
+pub struct LeaseClock(Mutex<Option<Instant>>);
 
 impl LeaseClock {
-    pub fn holds(&self, now_ms: i64) -> bool {
-        now_ms < self.0.load(Ordering::Acquire)
+    pub fn holds(&self) -> bool {
+        let until = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match until {
+            None => true,
+            Some(until) => Instant::now() < until,
+        }
     }
 
-    fn set(&self, until_ms: i64) {
-        self.0.store(until_ms, Ordering::Release);
+    fn set(&self, until: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 }
 
@@ -204,6 +206,7 @@ pub async fn round(switch: &Switch, policy: LeasePolicy) {
 /// Records this instance's lease and watermark; on success the instance may
 /// send until `duration` after the moment before the renewal went out.
 pub async fn renew(switch: &Switch, duration: Duration) -> Result<(), StoreError> {
+    let sent_at = Instant::now();
     let started = switch.clock.now_ms();
     let since = switch.work.unfinished_since(&*switch.clock);
     let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
@@ -213,7 +216,7 @@ pub async fn renew(switch: &Switch, duration: Duration) -> Result<(), StoreError
         unfinished_since_ms: since.saturating_sub(CLOCK_SLACK_MS),
     };
     switch.store.renew_lease(&lease, started).await?;
-    switch.lease.set(started.saturating_add(duration_ms));
+    switch.lease.set(sent_at + duration);
     Ok(())
 }
 
