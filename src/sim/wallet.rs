@@ -118,6 +118,19 @@ impl WalletClient {
         })
     }
 
+    /// A wallet with no connection, sending as `institution`: it builds
+    /// messages (for a `Switch` driven in-process); [`Self::send`] fails.
+    pub fn offline(institution: &str) -> WalletClient {
+        let (frames, _) = mpsc::channel::<Bytes>(1);
+        WalletClient {
+            spec: Arc::new(Spec::switchboard()),
+            institution: institution.to_string(),
+            frames,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
     /// The institution id this wallet sends as.
     pub fn institution(&self) -> &str {
         &self.institution
