@@ -1796,9 +1796,9 @@ const SQL_FINISH_FREEZE: &str = concat!(
         (SELECT state FROM freezes WHERE acquirer = $1 AND transmission = $2 AND stan = $3) \
             AS state, \
         (SELECT request_digest FROM answers WHERE mti = $4 AND acquirer = $5 \
-            AND transmission = $6 AND stan = $7) AS digest, \
+            AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM upd)) AS digest, \
         (SELECT response FROM answers WHERE mti = $4 AND acquirer = $5 \
-            AND transmission = $6 AND stan = $7) AS response"
+            AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM upd)) AS response"
 );
 
 /// `$1-$4` request, `$5-$7` freeze key, `$8` amount, `$9` receiver PAN,
@@ -1862,7 +1862,8 @@ const SQL_SAGA_STEP: &str = "WITH upd AS ( \
 /// `$1-$4` request, `$5` new saga state, `$6` response code, `$7` outcome
 /// (`approved`, `failed`, `in_doubt`), `$8` digest, `$9` response,
 /// `$10-$14` follow-up entries, `$15-$19` the unfreeze queued if the freeze is
-/// closed when a failed receive ends.
+/// closed when a failed receive ends. The answer recorded before is read only
+/// when this statement did not end the saga.
 const SQL_SETTLE: &str = "WITH u AS ( \
         UPDATE sagas SET state = $5::text, response_code = $6::text, \
             answer_digest = coalesce(answer_digest, $8::bytea), \
@@ -1898,9 +1899,9 @@ const SQL_SETTLE: &str = "WITH u AS ( \
         (SELECT state FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
             AND stan = $4) AS state, \
         (SELECT answer_digest FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4) AS digest, \
+            AND stan = $4 AND NOT EXISTS (SELECT 1 FROM u)) AS digest, \
         (SELECT response FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4) AS response, \
+            AND stan = $4 AND NOT EXISTS (SELECT 1 FROM u)) AS response, \
         (SELECT CASE WHEN $7 IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f) \
             THEN ('switchboard: freeze ' || u.freeze_acquirer || '/' || u.freeze_transmission \
                   || '/' || u.freeze_stan || ' of a saga is missing')::integer END FROM u) AS guard";
