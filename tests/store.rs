@@ -1392,6 +1392,7 @@ on_both_stores!(
     a_newer_schema_is_refused,
     reserve_with_identities_records_debiting_and_answers_block_resends,
     a_second_end_reports_the_first,
+    open_freezes_are_read_by_age,
 );
 
 // ---------------------------------------------------------------------------
@@ -2061,6 +2062,57 @@ async fn a_second_end_reports_the_first(backend: Backend) {
     assert_eq!(freeze(&*store, 52).await.state, FreezeState::Declined);
     assert_eq!(pending_entries(&store.saf_entries().await.unwrap()), 2);
     check_invariants(&*store).await;
+}
+
+/// The expiry sweep's read: open freezes only, by creation time, oldest
+/// first, within the range and the limit.
+async fn open_freezes_are_read_by_age(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    // 81..=85 created at t+81..t+85: 81, 83, 84, 85 open; 82 closed; 86 pending.
+    for n in 81..=85 {
+        open_freeze(&*store, n, 1_000).await;
+    }
+    store.insert_freeze(new_freeze(86, 1_000)).await.unwrap();
+    store
+        .close_freeze(
+            &freeze_key(82),
+            1_000,
+            &request_key(b"0120", 82),
+            answer(b"0130", "00", 3),
+        )
+        .await
+        .unwrap();
+    let t = 1_700_000_000_000;
+    let keys = |fs: Vec<FreezeRecord>| fs.into_iter().map(|f| f.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(
+            store
+                .open_freezes_created(i64::MIN, t + 100, 10)
+                .await
+                .unwrap()
+        ),
+        [81, 83, 84, 85].map(freeze_key)
+    );
+    assert_eq!(
+        keys(
+            store
+                .open_freezes_created(t + 83, t + 85, 10)
+                .await
+                .unwrap()
+        ),
+        [83, 84].map(freeze_key),
+        "from inclusive, before exclusive"
+    );
+    assert_eq!(
+        keys(
+            store
+                .open_freezes_created(i64::MIN, t + 100, 2)
+                .await
+                .unwrap()
+        ),
+        [81, 83].map(freeze_key)
+    );
 }
 
 fn now_ms() -> i64 {

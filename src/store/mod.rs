@@ -632,6 +632,28 @@ pub trait Store: Send + Sync + 'static {
     /// Every freeze (for inspection, tests, the demo).
     async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>>;
 
+    /// Open freezes with `from_ms <= created_at_ms < before_ms`, oldest first,
+    /// at most `limit` (the expiry sweep pages through them). Read by index:
+    /// closed freezes, however many, are not visited.
+    async fn open_freezes_created(
+        &self,
+        from_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<FreezeRecord>> {
+        let mut open: Vec<FreezeRecord> = self
+            .freezes()
+            .await?
+            .into_iter()
+            .filter(|f| {
+                f.state == FreezeState::Open && (from_ms..before_ms).contains(&f.created_at_ms)
+            })
+            .collect();
+        open.sort_by_key(|f| f.created_at_ms);
+        open.truncate(limit);
+        Ok(open)
+    }
+
     /// Every saga (for inspection, tests, the demo).
     async fn sagas(&self) -> StoreResult<Vec<SagaRecord>>;
 

@@ -164,6 +164,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX sagas_by_time ON sagas (created_at_ms);
     CREATE INDEX saf_by_time ON saf (created_at_ms);
     "#,
+    // 4: the expiry sweep finds open freezes by age without reading closed ones.
+    r#"
+    CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
+    "#,
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -1727,6 +1731,29 @@ impl Store for SqliteStore {
                  WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id",
                 params![from_ms, to_ms],
                 journal_row,
+            )
+        })
+        .await
+    }
+
+    async fn open_freezes_created(
+        &self,
+        from_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<FreezeRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            query_all_with(
+                c,
+                concat!(
+                    "SELECT ",
+                    freeze_columns!(),
+                    " FROM freezes WHERE state = 'open' AND created_at_ms >= ?1 \
+                     AND created_at_ms < ?2 ORDER BY created_at_ms LIMIT ?3"
+                ),
+                params![from_ms, before_ms, limit],
+                freeze_row,
             )
         })
         .await
