@@ -153,6 +153,30 @@ impl BankPort for SimBank {
     }
 }
 
+/// A bank as one instance reaches it. While the instance is paused, the
+/// answers the bank gave wait before the instance reads them: the process
+/// frozen after the bank acted (a stop-the-world pause, a suspended VM).
+struct PausableBank {
+    inner: Arc<SimBank>,
+    paused_until: Arc<Mutex<Option<tokio::time::Instant>>>,
+}
+
+#[async_trait]
+impl BankPort for PausableBank {
+    fn institution_id(&self) -> &str {
+        self.inner.institution_id()
+    }
+
+    async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError> {
+        let answer = self.inner.request(msg).await;
+        let until = *self.paused_until.lock().unwrap();
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+        answer
+    }
+}
+
 /// The switch "process": its requests run as tasks that a crash drops.
 struct SimSwitch {
     spec: Arc<Spec>,
@@ -171,18 +195,26 @@ struct SimSwitch {
     shared: bool,
     lives: Mutex<u32>,
     lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Until when the instance is paused (see [`PausableBank`]).
+    paused_until: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl SimSwitch {
     fn build(&self) -> Arc<Switch> {
+        let link = |bank: &Arc<SimBank>| {
+            Arc::new(PausableBank {
+                inner: bank.clone(),
+                paused_until: self.paused_until.clone(),
+            })
+        };
         let routes = vec![
             Route {
                 bins: vec![BinRange::parse("622202").unwrap()],
-                link: self.banks[0].clone(),
+                link: link(&self.banks[0]),
             },
             Route {
                 bins: vec![BinRange::parse("621700").unwrap()],
-                link: self.banks[1].clone(),
+                link: link(&self.banks[1]),
             },
         ];
         let life = {
@@ -246,6 +278,14 @@ impl SimSwitch {
         }
         tokio::time::sleep(pause).await;
         self.resume();
+    }
+
+    /// Pauses the whole instance for `pause`: no renewals, and the banks'
+    /// answers wait, so a peer recovers sagas the instance then finishes.
+    async fn pause(&self, pause: Duration) {
+        *self.paused_until.lock().unwrap() = Some(tokio::time::Instant::now() + pause);
+        self.stall(pause).await;
+        *self.paused_until.lock().unwrap() = None;
     }
 
     /// Renews again, if a stall was cut short.
@@ -456,6 +496,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
             shared,
             lives: Mutex::new(0),
             lease_task: Mutex::new(None),
+            paused_until: Arc::default(),
         });
         instance.start().await;
         instances.push(instance);
@@ -474,9 +515,11 @@ async fn simulate(seed: u64) -> Result<String, String> {
         200 + rng.below(8000)
     };
     let stalls = Arc::new(Mutex::new(0u32));
+    let pauses = Arc::new(Mutex::new(0u32));
     let crasher = {
         let sw = sw.clone();
         let stalls = stalls.clone();
+        let pauses = pauses.clone();
         let mut crash_rng = Rng(seed ^ 0x5A5A);
         tokio::spawn(async move {
             loop {
@@ -484,10 +527,13 @@ async fn simulate(seed: u64) -> Result<String, String> {
                     .await;
                 let n = sw.instances.len() as u64;
                 let victim = &sw.instances[crash_rng.below(n) as usize];
-                if victim.shared && crash_rng.chance(300) {
+                let pause = LEASE * 2 + lease_policy().grace;
+                if victim.shared && crash_rng.chance(200) {
                     *stalls.lock().unwrap() += 1;
-                    let pause = LEASE * 2 + lease_policy().grace;
                     victim.stall(pause).await;
+                } else if victim.shared && crash_rng.chance(250) {
+                    *pauses.lock().unwrap() += 1;
+                    victim.pause(pause).await;
                 } else {
                     victim.crash().await;
                 }
@@ -639,9 +685,10 @@ async fn simulate(seed: u64) -> Result<String, String> {
         .map(|i| *i.crashes.lock().unwrap())
         .sum();
     let stalls = *stalls.lock().unwrap();
+    let pauses = *pauses.lock().unwrap();
     let sagas = store.sagas().await.unwrap().len();
     Ok(format!(
-        "{} instance(s), {crashes} crashes, {stalls} stalls; A {} B {}; {sagas} sagas",
+        "{} instance(s), {crashes} crashes, {stalls} stalls, {pauses} pauses; A {} B {}; {sagas} sagas",
         sw.instances.len(),
         a.total_balance_minor,
         b.total_balance_minor,
