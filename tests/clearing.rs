@@ -27,7 +27,7 @@ use switchboard::service::{self, Running};
 use switchboard::sim::bank::{Bank, Movement, MovementKind};
 use switchboard::sim::bank_server::{spawn_bank, BankHandle};
 use switchboard::sim::faults::Faults;
-use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::sim::wallet::{code, WalletClient, WalletRecord, WalletRecords};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{SafState, Store};
@@ -55,6 +55,8 @@ struct Day {
     cards_a: Vec<String>,
     cards_b: Vec<String>,
     wallet: WalletClient,
+    /// The wallet's own records of every exchange.
+    records: Arc<WalletRecords>,
     dir: tempfile::TempDir,
 }
 
@@ -88,10 +90,12 @@ async fn start(backend: Backend) -> Day {
         .await
         .unwrap();
     assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
+    let records = Arc::new(WalletRecords::new());
     let wallet =
         WalletClient::connect(running.wallet_addrs[0], FramingConfig::default(), WALLET_ID)
             .await
-            .unwrap();
+            .unwrap()
+            .with_records(records.clone());
     Day {
         running,
         bank_a,
@@ -101,8 +105,21 @@ async fn start(backend: Backend) -> Day {
         cards_a,
         cards_b,
         wallet,
+        records,
         dir,
     }
+}
+
+/// The wallet's own file for `day`, from its records.
+fn wallet_export(records: &[WalletRecord], day: NaiveDate) -> ParticipantFile {
+    switchboard::clearing::wallet::export(
+        records,
+        WALLET_ID,
+        common::SWITCH_ID,
+        day,
+        &Settlement::default(),
+        &Spec::switchboard(),
+    )
 }
 
 fn date(s: &str) -> NaiveDate {
@@ -439,6 +456,42 @@ async fn full_day(backend: Backend) {
         assert_eq!(text, format!("{}\n", theirs.render()));
         assert_eq!(ParticipantFile::parse(&text).unwrap(), theirs);
     }
+
+    // The wallet's own records reconcile with zero differences too; a lost
+    // record and a different answer are each found exactly.
+    let records = d.records.all();
+    let switch_w = &cleared.wallets[WALLET11];
+    let r = reconcile(&wallet_export(&records, day), switch_w).unwrap();
+    assert!(r.is_clean(), "{}", r.report());
+    assert_eq!(r.matched, switch_w.lines.len());
+    let received = key_of(switch_w, "receive", "30.00", Status::Approved);
+    let is_received = |rec: &WalletRecord| {
+        switchboard::fields::FreezeKey::of_request(&rec.request)
+            .unwrap()
+            .to_string()
+            == received
+    };
+    let lost: Vec<WalletRecord> = records
+        .iter()
+        .filter(|r| !is_received(r))
+        .cloned()
+        .collect();
+    let r = reconcile(&wallet_export(&lost, day), switch_w).unwrap();
+    one_difference(&r, DifferenceKind::MissingAtParticipant, &received);
+    let misread: Vec<WalletRecord> = records
+        .iter()
+        .cloned()
+        .map(|mut rec| {
+            if is_received(&rec) {
+                if let Some(answer) = rec.answer.as_mut() {
+                    answer.set(39, "91");
+                }
+            }
+            rec
+        })
+        .collect();
+    let r = reconcile(&wallet_export(&misread, day), switch_w).unwrap();
+    one_difference(&r, DifferenceKind::StatusMismatch, &received);
 
     // Each kind of discrepancy, injected into bank A's records, is found exactly.
     let journal_a = d.journal(&d.bank_a);

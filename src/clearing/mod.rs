@@ -1,14 +1,15 @@
 //! End of day: settlement dates ([`settlement`]), the clearing file format
 //! ([`file`]), clearing a day from the switch's store ([`clear`]),
-//! reconciling a participant's records with the switch's ([`reconcile`]), and
-//! a bank's own file from its journal ([`bank`]). specs/clearing.md describes
-//! the files.
+//! reconciling a participant's records with the switch's ([`reconcile`]), a
+//! bank's own file from its journal ([`bank`]) and a wallet's from its
+//! records ([`wallet`]). specs/clearing.md describes the files.
 
 pub mod bank;
 pub mod clear;
 pub mod file;
 pub mod reconcile;
 pub mod settlement;
+pub mod wallet;
 
 pub use file::{Header, Kind, Line, ParticipantFile, Role, Status};
 pub use settlement::Settlement;

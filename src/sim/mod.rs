@@ -12,3 +12,4 @@ pub use bank_server::{serve_admin, serve_bank, spawn_bank, BankHandle};
 pub mod load;
 pub mod scenarios;
 pub mod wallet;
+pub mod wallet_records;

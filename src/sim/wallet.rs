@@ -21,6 +21,8 @@ use crate::framing::{Frame, FrameCodec, FramingConfig};
 use crate::link::{response_mti, MatchKey};
 use crate::spec::Spec;
 
+pub use super::wallet_records::{WalletRecord, WalletRecords};
+
 /// Why an exchange with the switch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -28,6 +30,9 @@ pub enum WalletError {
     Timeout(Duration),
     #[error("connection closed")]
     Closed,
+    /// The connection was closed before the request could be written.
+    #[error("connection closed: not sent")]
+    NotSent,
     #[error("cannot build request: {0}")]
     Build(String),
 }
@@ -61,6 +66,8 @@ pub struct WalletClient {
     frames: mpsc::Sender<Bytes>,
     pending: Arc<Pending>,
     timeout: Duration,
+    /// Where every exchange is kept, when the wallet keeps records.
+    records: Option<Arc<WalletRecords>>,
 }
 
 impl WalletClient {
@@ -115,6 +122,7 @@ impl WalletClient {
             frames,
             pending,
             timeout: Duration::from_secs(30),
+            records: None,
         })
     }
 
@@ -128,7 +136,14 @@ impl WalletClient {
             frames,
             pending: Arc::new(Mutex::new(HashMap::new())),
             timeout: Duration::from_secs(30),
+            records: None,
         }
+    }
+
+    /// Keeps every exchange of this wallet (and of its clones) in `records`.
+    pub fn with_records(mut self, records: Arc<WalletRecords>) -> Self {
+        self.records = Some(records);
+        self
     }
 
     /// The institution id this wallet sends as.
@@ -142,15 +157,26 @@ impl WalletClient {
         self
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a request and waits for its response; the exchange is recorded
+    /// when the wallet keeps records.
     pub async fn send(&self, msg: &Message) -> Result<Message, WalletError> {
+        let result = self.exchange(msg).await;
+        let sent = !matches!(result, Err(WalletError::Build(_) | WalletError::NotSent));
+        if let (Some(records), true) = (&self.records, sent) {
+            records.record(&self.spec, msg, result.as_ref().ok());
+        }
+        result
+    }
+
+    async fn exchange(&self, msg: &Message) -> Result<Message, WalletError> {
         let body = build_bytes(&self.spec, msg).map_err(|e| WalletError::Build(e.to_string()))?;
         let key = MatchKey::of(msg, response_mti(msg.mti()))
             .ok_or_else(|| WalletError::Build("request lacks F7 or F11".into()))?;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(key, tx);
         if self.frames.send(body).await.is_err() {
-            return Err(WalletError::Closed);
+            self.pending.lock().expect("pending lock").remove(&key);
+            return Err(WalletError::NotSent);
         }
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(m)) => Ok(m),
