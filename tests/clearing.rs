@@ -648,6 +648,54 @@ fn command_line(d: &Day, cleared: &Cleared, bank_a: &ParticipantFile, broken: &P
         .unwrap();
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("different participants"));
+
+    // The wallet's side as a user runs it: records as `walletsim --record`
+    // writes them, `walletsim export`, `switchboard reconcile`.
+    let walletsim = std::path::Path::new(bin).with_file_name("walletsim");
+    assert!(
+        walletsim.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        walletsim.display()
+    );
+    let records_path = dir.join("wallet-records.txt");
+    let file = WalletRecords::appending_to(&records_path).unwrap();
+    for r in d.records.all() {
+        file.record(&Spec::switchboard(), &r.request, r.answer.as_ref());
+    }
+    let run = std::process::Command::new(&walletsim)
+        .args(["export", "--records"])
+        .arg(&records_path)
+        .args(["--date", "2026-11-20", "--institution", WALLET_ID])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let wallet_file = dir.join("wallet.csv");
+    std::fs::write(&wallet_file, &run.stdout).unwrap();
+    let run = std::process::Command::new(bin)
+        .args(["reconcile", "--ours"])
+        .arg(&wallet_file)
+        .arg("--theirs")
+        .arg(out.join(format!("wallet-{WALLET11}.csv")))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("no differences"), "{stdout}");
+    // A records file that is not one: a clear error naming the line.
+    std::fs::write(&records_path, "0200zz -\n").unwrap();
+    let run = std::process::Command::new(&walletsim)
+        .args(["export", "--records"])
+        .arg(&records_path)
+        .args(["--date", "2026-11-20"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("line 1: request: not hex"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,7 @@ async fn two_instances_behind_haproxy_share_one_database() {
         clock: clock.clone() as Arc<dyn Clock>,
         movable_clock: None,
         store: Some(store_one.clone() as Arc<dyn Store>),
+        records: None,
     };
     assert_passed(&scenarios::one_to_many(&world, 10, 240).await);
 

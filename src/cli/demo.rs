@@ -146,6 +146,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         clock: clock.clone() as Arc<dyn Clock>,
         movable_clock: Some(clock.clone()),
         store: Some(store.clone()),
+        records: None,
     };
     let reports = scenarios::run_all(&world).await;
     println!();

@@ -47,6 +47,8 @@ pub struct LoadConfig {
     pub kind: LoadKind,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Where the wallet keeps its own records of every exchange, if it does.
+    pub records: Option<Arc<super::wallet::WalletRecords>>,
 }
 
 /// Results of a load run.
@@ -106,12 +108,15 @@ struct Shared {
 pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport, String> {
     let mut clients = Vec::new();
     for _ in 0..config.connections.max(1) {
-        clients.push(
+        let client =
             WalletClient::connect(config.target, config.framing.clone(), &config.institution)
                 .await
                 .map_err(|e| format!("connect {}: {e}", config.target))?
-                .with_timeout(Duration::from_secs(30)),
-        );
+                .with_timeout(Duration::from_secs(30));
+        clients.push(match &config.records {
+            Some(records) => client.with_records(records.clone()),
+            None => client,
+        });
     }
     let freezes_len = match &config.kind {
         LoadKind::Receives { freezes, .. } => freezes.len(),

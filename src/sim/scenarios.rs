@@ -72,6 +72,8 @@ pub struct World {
     pub movable_clock: Option<Arc<ShiftedClock>>,
     /// The switch's store, when it is at hand, for checking its side too.
     pub store: Option<Arc<dyn Store>>,
+    /// Where the wallet keeps its own records of every exchange, if it does.
+    pub records: Option<Arc<crate::sim::wallet::WalletRecords>>,
 }
 
 /// The outcome of one scenario.
@@ -145,10 +147,15 @@ fn yuan(minor: i64) -> String {
 
 impl World {
     async fn connect(&self) -> Result<WalletClient, String> {
-        WalletClient::connect(self.switch_addr, self.framing.clone(), &self.institution)
-            .await
-            .map(|c| c.with_timeout(Duration::from_secs(20)))
-            .map_err(|e| format!("connect {}: {e}", self.switch_addr))
+        let client =
+            WalletClient::connect(self.switch_addr, self.framing.clone(), &self.institution)
+                .await
+                .map(|c| c.with_timeout(Duration::from_secs(20)))
+                .map_err(|e| format!("connect {}: {e}", self.switch_addr))?;
+        Ok(match &self.records {
+            Some(records) => client.with_records(records.clone()),
+            None => client,
+        })
     }
 
     async fn books(&self) -> Result<Books, String> {

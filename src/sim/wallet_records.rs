@@ -22,7 +22,8 @@ pub struct WalletRecord {
     pub answer: Option<Message>,
 }
 
-/// Records of one or more wallet connections.
+/// Records of one or more wallet connections: kept in memory ([`Self::new`])
+/// or appended to a file ([`Self::appending_to`], for long runs).
 #[derive(Default)]
 pub struct WalletRecords {
     records: Mutex<Vec<WalletRecord>>,
@@ -44,8 +45,9 @@ impl WalletRecords {
         WalletRecords::default()
     }
 
-    /// Records also appended to `path` (created or extended), one line each,
-    /// flushed as they are written.
+    /// Records appended to `path` (created or extended), one line each,
+    /// flushed as they are written, and not kept in memory: read them back
+    /// with [`Self::load`].
     pub fn appending_to(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -59,7 +61,8 @@ impl WalletRecords {
 
     /// Keeps one exchange.
     pub fn record(&self, spec: &Spec, request: &Message, answer: Option<&Message>) {
-        if let Some(file) = self.file.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = file.as_mut() {
             let hex_of = |m: &Message| {
                 build_bytes(spec, m)
                     .map(hex::encode)
@@ -71,7 +74,9 @@ impl WalletRecords {
             if let Err(e) = written {
                 tracing::error!(error = %e, "wallet record not written");
             }
+            return;
         }
+        drop(file);
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -81,7 +86,7 @@ impl WalletRecords {
             });
     }
 
-    /// Every exchange kept, in the order recorded.
+    /// Every exchange kept in memory, in the order recorded.
     pub fn all(&self) -> Vec<WalletRecord> {
         self.records
             .lock()

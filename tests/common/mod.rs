@@ -126,6 +126,7 @@ pub async fn start_with(backend: Backend) -> Harness {
         clock: clock.clone() as Arc<dyn Clock>,
         movable_clock: Some(clock.clone()),
         store: Some(store.clone()),
+        records: None,
     };
     Harness {
         running,

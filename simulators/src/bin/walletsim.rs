@@ -1,13 +1,17 @@
 //! walletsim: a wallet talking to a switch. `scenarios` plays every red-packet
 //! scenario and checks the money invariants against the banks' admin ports;
 //! `load` drives open-loop receive load (or credits straight to a bank, the
-//! one-hop floor) and reports throughput and latency percentiles.
+//! one-hop floor) and reports throughput and latency percentiles. With
+//! `--record FILE` the wallet keeps its own records of every exchange, and
+//! `export` turns them into its clearing file for a settlement day, to
+//! reconcile with the switch's (`switchboard reconcile`).
 
 // Many small short-lived allocations per message: mimalloc beats glibc's malloc here.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use switchboard::fields::FreezeKey;
 use switchboard::framing::FramingConfig;
 use switchboard::sim::load::{self, LoadConfig, LoadKind};
 use switchboard::sim::scenarios::{self, BankView, World};
-use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::sim::wallet::{code, WalletClient, WalletRecords};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +41,29 @@ enum Command {
     Scenarios(ScenarioArgs),
     /// Open-loop load: receives through the switch, or credits straight to a bank.
     Load(LoadArgs),
+    /// The wallet's clearing file for a settlement day, from its records.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The records file written with `--record`.
+    #[arg(long)]
+    records: PathBuf,
+    /// Settlement date, YYYY-MM-DD.
+    #[arg(long)]
+    date: String,
+    /// The wallet's institution id (F32).
+    #[arg(long, default_value = "01020000")]
+    institution: String,
+    /// The switch's institution id.
+    #[arg(long, default_value = "00010000")]
+    switch_id: String,
+    /// The scheme's cutoff, HH:MM, and its time zone (as the switch's `[clearing]`).
+    #[arg(long, default_value = "23:00")]
+    cutoff: String,
+    #[arg(long, default_value = "Asia/Shanghai")]
+    time_zone: String,
 }
 
 #[derive(Args)]
@@ -58,6 +85,22 @@ struct Common {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Keep the wallet's own records of every exchange, appended to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+}
+
+impl Common {
+    fn records(&self) -> Result<Option<Arc<WalletRecords>>, String> {
+        self.record
+            .as_ref()
+            .map(|path| {
+                WalletRecords::appending_to(path)
+                    .map(Arc::new)
+                    .map_err(|e| format!("cannot write records to {}: {e}", path.display()))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Args)]
@@ -113,6 +156,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Scenarios(args) => scenarios_main(args).await,
             Command::Load(args) => load_main(args).await,
+            Command::Export(args) => export_main(args),
         }
     });
     match result {
@@ -138,6 +182,7 @@ async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
     let c = args.common;
     let bank_a = BankView::Admin(c.payer_admin);
     let bank_b = BankView::Admin(c.receiver_admin);
+    let records = c.records()?;
     let world = World {
         switch_addr: c.switch,
         framing: c.framing,
@@ -149,6 +194,7 @@ async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
         clock: Arc::new(SystemClock),
         movable_clock: None,
         store: None,
+        records,
     };
     if world.cards_a.len() < 3 || world.cards_b.len() < 3 {
         return Err("each bank needs at least 3 accounts".into());
@@ -191,6 +237,7 @@ async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
 async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
     let c = &args.common;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let records = c.records()?;
     let payer_view = BankView::Admin(c.payer_admin);
     let receiver_view = BankView::Admin(c.receiver_admin);
     let payers = cards(&payer_view).await?;
@@ -207,9 +254,12 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
             },
         )
     } else {
-        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
+        let mut wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
             .await
             .map_err(|e| format!("connect {}: {e}", c.switch))?;
+        if let Some(records) = &records {
+            wallet = wallet.with_records(records.clone());
+        }
         let mut freezes = Vec::new();
         for i in 0..args.freezes.max(1) {
             let freeze = wallet.freeze(&payers[i % payers.len()], args.freeze_amount, clock.now());
@@ -231,15 +281,19 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         max_in_flight: args.max_in_flight,
         kind: kind.clone(),
         progress: !c.json,
+        records: records.clone(),
     };
     let report = load::run(config, clock.clone()).await?;
 
     // Close every packet and check what the payer bank holds for it.
     let mut problems = Vec::new();
     if let LoadKind::Receives { freezes, .. } = &kind {
-        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
+        let mut wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(records) = &records {
+            wallet = wallet.with_records(records.clone());
+        }
         for (freeze, approved) in freezes.iter().zip(&report.approved_per_freeze) {
             if *approved > args.freeze_amount {
                 problems.push(format!(
@@ -288,4 +342,23 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn export_main(args: ExportArgs) -> Result<ExitCode, String> {
+    use switchboard::clearing::{parse_date, wallet, Settlement};
+    let date = parse_date(&args.date)
+        .ok_or_else(|| format!("--date {:?}: expected YYYY-MM-DD", args.date))?;
+    let settlement = Settlement::parse(&args.cutoff, &args.time_zone).map_err(|e| e.0)?;
+    let spec = switchboard::Spec::switchboard();
+    let records = WalletRecords::load(&args.records, &spec).map_err(|e| e.to_string())?;
+    let file = wallet::export(
+        &records,
+        &args.institution,
+        &args.switch_id,
+        date,
+        &settlement,
+        &spec,
+    );
+    println!("{}", file.render());
+    Ok(ExitCode::SUCCESS)
 }
