@@ -95,7 +95,7 @@ async fn start(backend: Backend) -> Day {
         WalletClient::connect(running.wallet_addrs[0], FramingConfig::default(), WALLET_ID)
             .await
             .unwrap()
-            .with_records(records.clone());
+            .with_records(Some(records.clone()));
     Day {
         running,
         bank_a,

@@ -108,15 +108,13 @@ struct Shared {
 pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport, String> {
     let mut clients = Vec::new();
     for _ in 0..config.connections.max(1) {
-        let client =
+        clients.push(
             WalletClient::connect(config.target, config.framing.clone(), &config.institution)
                 .await
                 .map_err(|e| format!("connect {}: {e}", config.target))?
-                .with_timeout(Duration::from_secs(30));
-        clients.push(match &config.records {
-            Some(records) => client.with_records(records.clone()),
-            None => client,
-        });
+                .with_timeout(Duration::from_secs(30))
+                .with_records(config.records.clone()),
+        );
     }
     let freezes_len = match &config.kind {
         LoadKind::Receives { freezes, .. } => freezes.len(),

@@ -147,15 +147,13 @@ fn yuan(minor: i64) -> String {
 
 impl World {
     async fn connect(&self) -> Result<WalletClient, String> {
-        let client =
-            WalletClient::connect(self.switch_addr, self.framing.clone(), &self.institution)
-                .await
-                .map(|c| c.with_timeout(Duration::from_secs(20)))
-                .map_err(|e| format!("connect {}: {e}", self.switch_addr))?;
-        Ok(match &self.records {
-            Some(records) => client.with_records(records.clone()),
-            None => client,
-        })
+        WalletClient::connect(self.switch_addr, self.framing.clone(), &self.institution)
+            .await
+            .map(|c| {
+                c.with_timeout(Duration::from_secs(20))
+                    .with_records(self.records.clone())
+            })
+            .map_err(|e| format!("connect {}: {e}", self.switch_addr))
     }
 
     async fn books(&self) -> Result<Books, String> {

@@ -140,9 +140,10 @@ impl WalletClient {
         }
     }
 
-    /// Keeps every exchange of this wallet (and of its clones) in `records`.
-    pub fn with_records(mut self, records: Arc<WalletRecords>) -> Self {
-        self.records = Some(records);
+    /// Keeps every exchange of this wallet (and of its clones) in `records`,
+    /// when given.
+    pub fn with_records(mut self, records: Option<Arc<WalletRecords>>) -> Self {
+        self.records = records;
         self
     }
 

@@ -230,16 +230,6 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn finish_freeze(
-        &self,
-        key: &FreezeKey,
-        approved: bool,
-        request: &RequestKey,
-        answer: StoredAnswer,
-    ) -> StoreResult<()> {
-        self.with(|s| s.finish_freeze(key, approved, request, answer).map(|_| ()))
-    }
-
     async fn finish_freeze_queueing(
         &self,
         key: &FreezeKey,

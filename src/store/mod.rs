@@ -496,14 +496,38 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze>;
 
     /// Records the payer bank's answer: `Open` when approved, else `Declined`; and
-    /// the answer given to the wallet.
+    /// the answer given to the wallet. Finishing again the same way changes
+    /// nothing; a freeze that ended otherwise is an error.
     async fn finish_freeze(
         &self,
         key: &FreezeKey,
         approved: bool,
         request: &RequestKey,
         answer: StoredAnswer,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        let target = if approved {
+            FreezeState::Open
+        } else {
+            FreezeState::Declined
+        };
+        match self
+            .finish_freeze_queueing(key, approved, request, answer, None)
+            .await?
+        {
+            Settled::Now => Ok(()),
+            Settled::Before { .. } => match self.freeze(key).await? {
+                Some(f) if f.state == target => Ok(()), // recorded already
+                Some(f) => Err(StoreError::Unavailable(format!(
+                    "invalid request to the store: finish_freeze: freeze {key} is {}, cannot become {}",
+                    f.state.as_str(),
+                    target.as_str()
+                ))),
+                None => Err(StoreError::Unavailable(format!(
+                    "invalid request to the store: finish_freeze: no freeze {key}"
+                ))),
+            },
+        }
+    }
 
     async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>>;
 
@@ -562,17 +586,7 @@ pub trait Store: Send + Sync + 'static {
         request: &RequestKey,
         answer: StoredAnswer,
         saf: Option<NewSafEntry>,
-    ) -> StoreResult<Settled> {
-        match saf {
-            None => {
-                self.finish_freeze(key, approved, request, answer).await?;
-                Ok(Settled::Now)
-            }
-            Some(_) => Err(StoreError::Unavailable(
-                "this store cannot queue follow-up messages".into(),
-            )),
-        }
-    }
+    ) -> StoreResult<Settled>;
 
     /// Like [`Store::close_freeze`], and when it closes, queues `notice` (the
     /// unfreeze forwarded to the payer bank) in the same transaction.

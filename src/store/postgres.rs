@@ -2268,30 +2268,6 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn finish_freeze(
-        &self,
-        key: &FreezeKey,
-        approved: bool,
-        request: &RequestKey,
-        answer: StoredAnswer,
-    ) -> StoreResult<()> {
-        let target = if approved { "open" } else { "declined" };
-        match self
-            .finish_freeze_queueing(key, approved, request, answer, None)
-            .await?
-        {
-            Settled::Now => Ok(()),
-            Settled::Before { .. } => match self.freeze(key).await? {
-                Some(f) if f.state.as_str() == target => Ok(()), // recorded already
-                Some(f) => Err(invalid(format!(
-                    "finish_freeze: freeze {key} is {}, cannot become {target}",
-                    f.state.as_str()
-                ))),
-                None => Err(invalid(format!("finish_freeze: no freeze {key}"))),
-            },
-        }
-    }
-
     async fn finish_freeze_queueing(
         &self,
         key: &FreezeKey,

@@ -1029,6 +1029,8 @@ fn insert_freeze(
     Ok(InsertFreeze::Inserted)
 }
 
+/// Records the payer bank's answer on a pending freeze; a freeze no longer
+/// pending is left as it is, reported with the answer recorded then.
 fn finish_freeze(
     conn: &Connection,
     key: &FreezeCols,
@@ -1036,27 +1038,22 @@ fn finish_freeze(
     request: &ReqCols,
     answer: &StoredAnswer,
     response_code: Option<&str>,
-) -> StoreResult<()> {
+) -> StoreResult<Settled> {
+    let freeze = load_freeze(conn, key)?
+        .ok_or_else(|| invalid(format!("finish_freeze: no freeze {}", key.0.join("/"))))?;
+    if freeze.state != FreezeState::Pending {
+        return Ok(Settled::Before {
+            answer: load_answer(conn, request)?,
+        });
+    }
     let target = if approved {
         FreezeState::Open
     } else {
         FreezeState::Declined
     };
-    let freeze = load_freeze(conn, key)?
-        .ok_or_else(|| invalid(format!("finish_freeze: no freeze {}", key.0.join("/"))))?;
-    match freeze.state {
-        FreezeState::Pending => set_freeze_state(conn, key, target)?,
-        state if state == target => {} // recorded already
-        state => {
-            return Err(invalid(format!(
-                "finish_freeze: freeze {} is {}, cannot become {}",
-                freeze.key,
-                state.as_str(),
-                target.as_str()
-            )))
-        }
-    }
-    insert_answer(conn, request, answer, response_code)
+    set_freeze_state(conn, key, target)?;
+    insert_answer(conn, request, answer, response_code)?;
+    Ok(Settled::Now)
 }
 
 fn reserve(
@@ -1505,20 +1502,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn finish_freeze(
-        &self,
-        key: &FreezeKey,
-        approved: bool,
-        request: &RequestKey,
-        answer: StoredAnswer,
-    ) -> StoreResult<()> {
-        let key = FreezeCols::new(key)?;
-        let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
-        self.call(move |c| finish_freeze(c, &key, approved, &request, &answer, code.as_deref()))
-            .await
-    }
-
     async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
         let key = FreezeCols::new(key)?;
         self.call(move |c| load_freeze(c, &key)).await
@@ -1590,17 +1573,11 @@ impl Store for SqliteStore {
         let request = ReqCols::new(request)?;
         let code = self.response_code(&answer);
         self.call(move |c| {
-            let pending = load_freeze(c, &key)?.map(|f| f.state) == Some(FreezeState::Pending);
-            if !pending {
-                return Ok(Settled::Before {
-                    answer: load_answer(c, &request)?,
-                });
-            }
-            finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
-            if let Some(entry) = &saf {
+            let settled = finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
+            if let (Settled::Now, Some(entry)) = (&settled, &saf) {
                 saf_enqueue(c, entry)?;
             }
-            Ok(Settled::Now)
+            Ok(settled)
         })
         .await
     }

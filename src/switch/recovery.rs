@@ -21,7 +21,7 @@ use crate::codec::Message;
 use crate::fields::{format_amount, num};
 use crate::store::{
     ExpiredLease, FreezeRecord, FreezeState, ReceiveOutcome, RequestKey, SagaRecord, SagaState,
-    Settled, StoreError, StoredAnswer,
+    Settled, StoreError, StoredAnswer, Unfinished,
 };
 
 /// What recovery did.
@@ -48,21 +48,42 @@ fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) ->
 /// Settles every unfinished freeze and saga in the store, whoever started it.
 /// Only for a store no live instance is working on.
 pub async fn recover(switch: &Switch) -> Result<Recovered, StoreError> {
+    let work = Unfinished {
+        freezes: switch
+            .store
+            .freezes()
+            .await?
+            .into_iter()
+            .filter(|f| f.state == FreezeState::Pending)
+            .collect(),
+        sagas: switch
+            .store
+            .sagas()
+            .await?
+            .into_iter()
+            .filter(|s| !s.state.is_final())
+            .collect(),
+    };
+    let done = settle(switch, &work).await?;
+    if done != Recovered::default() {
+        info!(?done, "recovery finished");
+    }
+    Ok(done)
+}
+
+/// Declines `work`'s freezes and fails its sagas, counting what this call
+/// ended (not what someone else ended meanwhile).
+async fn settle(switch: &Switch, work: &Unfinished) -> Result<Recovered, StoreError> {
     let mut done = Recovered::default();
-    for freeze_record in switch.store.freezes().await? {
-        if freeze_record.state == FreezeState::Pending
-            && decline_freeze(switch, &freeze_record).await?
-        {
+    for freeze_record in &work.freezes {
+        if decline_freeze(switch, freeze_record).await? {
             done.freezes_declined += 1;
         }
     }
-    for saga in switch.store.sagas().await? {
-        if !saga.state.is_final() && settle_saga(switch, &saga).await? {
+    for saga in &work.sagas {
+        if settle_saga(switch, saga).await? {
             done.sagas_failed += 1;
         }
-    }
-    if done != Recovered::default() {
-        info!(?done, "recovery finished");
     }
     Ok(done)
 }
@@ -91,21 +112,11 @@ pub async fn take_over_expired(
 }
 
 async fn take_over(switch: &Switch, lease: &ExpiredLease) -> Result<Recovered, StoreError> {
-    let mut done = Recovered::default();
     let work = switch
         .store
         .unfinished_of(&lease.instance, lease.unfinished_since_ms)
         .await?;
-    for freeze_record in &work.freezes {
-        if decline_freeze(switch, freeze_record).await? {
-            done.freezes_declined += 1;
-        }
-    }
-    for saga in &work.sagas {
-        if settle_saga(switch, saga).await? {
-            done.sagas_failed += 1;
-        }
-    }
+    let done = settle(switch, &work).await?;
     switch
         .store
         .drop_lease(&lease.instance, switch.clock.now_ms())

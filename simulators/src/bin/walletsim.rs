@@ -254,12 +254,10 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
             },
         )
     } else {
-        let mut wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
+        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
             .await
-            .map_err(|e| format!("connect {}: {e}", c.switch))?;
-        if let Some(records) = &records {
-            wallet = wallet.with_records(records.clone());
-        }
+            .map_err(|e| format!("connect {}: {e}", c.switch))?
+            .with_records(records.clone());
         let mut freezes = Vec::new();
         for i in 0..args.freezes.max(1) {
             let freeze = wallet.freeze(&payers[i % payers.len()], args.freeze_amount, clock.now());
@@ -288,12 +286,10 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
     // Close every packet and check what the payer bank holds for it.
     let mut problems = Vec::new();
     if let LoadKind::Receives { freezes, .. } = &kind {
-        let mut wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
+        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
             .await
-            .map_err(|e| e.to_string())?;
-        if let Some(records) = &records {
-            wallet = wallet.with_records(records.clone());
-        }
+            .map_err(|e| e.to_string())?
+            .with_records(records.clone());
         for (freeze, approved) in freezes.iter().zip(&report.approved_per_freeze) {
             if *approved > args.freeze_amount {
                 problems.push(format!(
