@@ -25,15 +25,16 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::NaiveDate;
+use iso8583::codec::{build_bytes, Message};
+use iso8583::fields::{format_amount, format_transmission, num};
+use iso8583::mask::mask_pan;
+use iso8583::Spec;
 use rusqlite::{params, Connection};
+use simulators::bank::luhn_check_digit;
 use switchboard::clearing::clear::{clear, ClearRequest};
 use switchboard::clearing::Settlement;
-use switchboard::codec::{build_bytes, Message};
-use switchboard::fields::{format_amount, format_transmission, num, InstitutionId, OriginalData};
-use switchboard::mask::mask_pan;
-use switchboard::sim::bank::luhn_check_digit;
+use switchboard::dialect::{InstitutionId, OriginalData};
 use switchboard::store::sqlite::SqliteStore;
-use switchboard::Spec;
 
 const SWITCH: &str = "00010000";
 const WALLET: &str = "01020000";
@@ -75,9 +76,7 @@ impl Writer<'_> {
                 text(num::ACQUIRER),
                 text(num::RESPONSE_CODE),
                 r.msg.get_str(num::PAN).map(mask_pan),
-                switchboard::fields::amount_minor(r.msg)
-                    .ok()
-                    .map(|a| a as i64),
+                iso8583::fields::amount_minor(r.msg).ok().map(|a| a as i64),
                 Option::<String>::None,
                 &raw[..],
             ])

@@ -1,5 +1,8 @@
-//! The `switchboard` binary: a thin shell over the library; all argument
-//! handling lives in `switchboard::cli`.
+//! The `switchboard` binary: the command line over the switch
+//! (`switchboard`), the codec (`iso8583`) and the simulators. Only this
+//! package knows about clap and the terminal.
+
+mod cli;
 
 // Many small short-lived allocations per message (frames, fields, journal
 // rows) across threads: mimalloc's thread-local free lists beat glibc's
@@ -8,5 +11,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    switchboard::cli::main()
+    cli::main()
 }

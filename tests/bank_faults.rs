@@ -11,17 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::fields::num;
+use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::Spec;
+use simulators::bank::Bank;
+use simulators::bank_server::spawn_bank;
+use simulators::wallet::{code, WalletClient};
 use switchboard::clock::{Clock, ShiftedClock};
-use switchboard::codec::{build_bytes, parse, Message};
-use switchboard::fields::{num, FreezeKey};
-use switchboard::framing::{Frame, FrameCodec, FramingConfig};
+use switchboard::dialect::FreezeKey;
 use switchboard::service;
-use switchboard::sim::bank::Bank;
-use switchboard::sim::bank_server::spawn_bank;
-use switchboard::sim::wallet::{code, WalletClient};
 use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{SafKind, SafState, SagaState, Store};
-use switchboard::Spec;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -49,7 +50,7 @@ async fn closing_bank(
             if &request.mti()[..3] == b"042" {
                 reversals.fetch_add(1, Ordering::SeqCst);
             }
-            let mut answer = Message::new(switchboard::link::response_mti(request.mti()));
+            let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
             for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
                 if let Some(v) = request.get(n) {
                     answer.set(n, v.clone());
@@ -174,8 +175,8 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
 /// (68) and ignored — it never undoes the reversals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_answer_is_journaled_and_ignored() {
-    use switchboard::sim::bank_server::spawn_bank_with_faults;
-    use switchboard::sim::faults::Faults;
+    use simulators::bank_server::spawn_bank_with_faults;
+    use simulators::faults::Faults;
 
     let dir = tempfile::tempdir().unwrap();
     let payer_bank = spawn_bank(

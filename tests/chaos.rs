@@ -18,13 +18,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iso8583::codec::Message;
+use iso8583::framing::FramingConfig;
+use simulators::bank::Ledger;
+use simulators::scenarios::BankView;
+use simulators::wallet::{code, WalletClient};
 use switchboard::clock::{Clock, SystemClock};
-use switchboard::codec::Message;
-use switchboard::fields::FreezeKey;
-use switchboard::framing::FramingConfig;
-use switchboard::sim::bank::Ledger;
-use switchboard::sim::scenarios::BankView;
-use switchboard::sim::wallet::{code, WalletClient};
+use switchboard::dialect::FreezeKey;
 use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{FreezeState, SafState, SagaState, Store};
 

@@ -15,23 +15,24 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use futures::future::join_all;
+use iso8583::codec::Message;
+use iso8583::fields::num;
+use iso8583::framing::FramingConfig;
+use iso8583::Spec;
 use rust_decimal::Decimal;
+use simulators::bank::{Bank, Movement, MovementKind};
+use simulators::bank_clearing as bank;
+use simulators::bank_server::{spawn_bank, BankHandle};
+use simulators::faults::Faults;
+use simulators::wallet::{code, WalletClient, WalletRecord, WalletRecords};
 use switchboard::clearing::clear::{clear, ClearError, ClearRequest, Cleared};
 use switchboard::clearing::reconcile::{reconcile, DifferenceKind, Reconciliation};
-use switchboard::clearing::{bank, ParticipantFile, Settlement, Status};
+use switchboard::clearing::{ParticipantFile, Settlement, Status};
 use switchboard::clock::{Clock, ShiftedClock};
-use switchboard::codec::Message;
-use switchboard::fields::num;
-use switchboard::framing::FramingConfig;
 use switchboard::service::{self, Running};
-use switchboard::sim::bank::{Bank, Movement, MovementKind};
-use switchboard::sim::bank_server::{spawn_bank, BankHandle};
-use switchboard::sim::faults::Faults;
-use switchboard::sim::wallet::{code, WalletClient, WalletRecord, WalletRecords};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{SafState, Store};
-use switchboard::Spec;
 
 use common::{bank_config, BANK_A, BANK_B, SWITCH_ID, WALLET_ID};
 
@@ -112,7 +113,7 @@ async fn start(backend: Backend) -> Day {
 
 /// The wallet's own file for `day`, from its records.
 fn wallet_export(records: &[WalletRecord], day: NaiveDate) -> ParticipantFile {
-    switchboard::clearing::wallet::export(
+    simulators::wallet_clearing::export(
         records,
         WALLET_ID,
         common::SWITCH_ID,
@@ -136,7 +137,7 @@ fn unknown_b_card() -> String {
     format!(
         "{}{}",
         std::str::from_utf8(body).unwrap(),
-        switchboard::sim::bank::luhn_check_digit(body) as char
+        simulators::bank::luhn_check_digit(body) as char
     )
 }
 
@@ -438,7 +439,7 @@ async fn full_day(backend: Backend) {
     assert_eq!(received, credited);
     assert!(!wallet.render().contains(&format!(
         "D,freeze,{}",
-        switchboard::fields::FreezeKey::of_request(&f0).unwrap()
+        switchboard::dialect::FreezeKey::of_request(&f0).unwrap()
     )));
 
     // Clearing again gives the same bytes.
@@ -466,7 +467,7 @@ async fn full_day(backend: Backend) {
     assert_eq!(r.matched, switch_w.lines.len());
     let received = key_of(switch_w, "receive", "30.00", Status::Approved);
     let is_received = |rec: &WalletRecord| {
-        switchboard::fields::FreezeKey::of_request(&rec.request)
+        switchboard::dialect::FreezeKey::of_request(&rec.request)
             .unwrap()
             .to_string()
             == received

@@ -36,14 +36,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::fields::num;
+use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::Spec;
+use simulators::bank::Bank;
+use simulators::bank_server::{spawn_bank, BankHandle};
+use simulators::wallet::{code, WalletClient};
 use switchboard::clock::{Clock, SystemClock};
-use switchboard::codec::{build_bytes, parse, Message};
-use switchboard::fields::{num, FreezeKey};
-use switchboard::framing::{Frame, FrameCodec, FramingConfig};
-use switchboard::sim::bank::Bank;
-use switchboard::sim::bank_server::{spawn_bank, BankHandle};
-use switchboard::sim::wallet::{code, WalletClient};
-use switchboard::Spec;
+use switchboard::dialect::FreezeKey;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -71,7 +72,7 @@ async fn silent_on_credits(listener: TcpListener, reversals: Arc<AtomicUsize>) {
                     }
                     _ => "00",
                 };
-                let mut answer = Message::new(switchboard::link::response_mti(request.mti()));
+                let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
                 for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
                     if let Some(v) = request.get(n) {
                         answer.set(n, v.clone());
@@ -133,7 +134,7 @@ struct MidReceive {
     freeze: Message,
     receive: Message,
     /// The wallet's wait for the receive's answer.
-    pending: tokio::task::JoinHandle<Result<Message, switchboard::sim::wallet::WalletError>>,
+    pending: tokio::task::JoinHandle<Result<Message, simulators::wallet::WalletError>>,
 }
 
 async fn mid_receive(banks: &Banks, wallet: &WalletClient) -> MidReceive {
@@ -146,7 +147,7 @@ async fn mid_receive(banks: &Banks, wallet: &WalletClient) -> MidReceive {
     let receiver = format!(
         "{}{}",
         std::str::from_utf8(body).unwrap(),
-        switchboard::sim::bank::luhn_check_digit(body) as char
+        simulators::bank::luhn_check_digit(body) as char
     );
     let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
     let pending = tokio::spawn({

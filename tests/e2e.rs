@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use switchboard::codec::{build_bytes, parse, Message};
-use switchboard::fields::num;
-use switchboard::framing::{Frame, FrameCodec, FramingConfig};
-use switchboard::sim::scenarios;
-use switchboard::sim::wallet::{code, WalletClient};
-use switchboard::Spec;
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::fields::num;
+use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::Spec;
+use simulators::scenarios;
+use simulators::wallet::{code, WalletClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -220,7 +220,7 @@ async fn declined_credit_reverses_the_debit(backend: Backend) {
     let unknown = format!(
         "{}{}",
         std::str::from_utf8(body).unwrap(),
-        switchboard::sim::bank::luhn_check_digit(body) as char
+        simulators::bank::luhn_check_digit(body) as char
     );
     let payer = w.cards_a[0].clone();
     let payer_before = h.bank_a.snapshot().balance(&payer).unwrap();
@@ -235,7 +235,7 @@ async fn declined_credit_reverses_the_debit(backend: Backend) {
 
     // The debit was made and its reversal queued; store-and-forward delivers
     // it: the payer is whole again, the hold is whole.
-    let key = switchboard::fields::FreezeKey::of_request(&freeze).unwrap();
+    let key = switchboard::dialect::FreezeKey::of_request(&freeze).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while h.bank_a.snapshot().hold(&key).unwrap().remaining_minor != 4_000 {
         assert!(
@@ -310,7 +310,7 @@ async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch(backend: Back
             .unwrap(),
         1
     );
-    let key = switchboard::fields::FreezeKey::of_request(&freeze).unwrap();
+    let key = switchboard::dialect::FreezeKey::of_request(&freeze).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while h.bank_a.snapshot().hold(&key).unwrap().remaining_minor != 0 {
         assert!(

@@ -17,19 +17,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use iso8583::codec::{build_bytes, Message};
+use iso8583::framing::FramingConfig;
+use iso8583::Spec;
+use simulators::bank::Bank;
+use simulators::bank_server::spawn_bank;
+use simulators::scenarios::{self, BankView, World};
+use simulators::wallet::{code, WalletClient};
 use switchboard::clock::{Clock, ShiftedClock};
-use switchboard::codec::{build_bytes, Message};
 use switchboard::config::StoreConfig;
-use switchboard::fields::FreezeKey;
-use switchboard::framing::FramingConfig;
+use switchboard::dialect::FreezeKey;
 use switchboard::service::{self, Running};
-use switchboard::sim::bank::Bank;
-use switchboard::sim::bank_server::spawn_bank;
-use switchboard::sim::scenarios::{self, BankView, World};
-use switchboard::sim::wallet::{code, WalletClient};
 use switchboard::store::postgres::PostgresStore;
 use switchboard::store::Store;
-use switchboard::Spec;
 
 use common::haproxy::start_haproxy;
 use common::{assert_passed, bank_config, BANK_A, BANK_B, WALLET_ID};

@@ -21,6 +21,7 @@
 //! exactly; a failure prints its seed; `SIM_VERBOSE=1` prints what each seed
 //! did.
 
+use simulators::random::SplitMix64 as Rng;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,19 +29,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::NaiveDate;
+use iso8583::codec::{build_bytes, Message};
+use iso8583::fields::num;
+use iso8583::Spec;
+use simulators::bank::Bank;
+use simulators::wallet::code;
 use switchboard::clock::{Clock, TokioClock};
-use switchboard::codec::{build_bytes, Message};
 use switchboard::config::BinRange;
-use switchboard::fields::{num, FreezeKey};
+use switchboard::dialect::FreezeKey;
 use switchboard::link::{BankPort, LinkError};
-use switchboard::sim::bank::Bank;
-use switchboard::sim::wallet::code;
 use switchboard::stan::StanSource;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::{FreezeState, SafState, SagaState, Store};
 use switchboard::switch::ownership::{self, LeasePolicy};
 use switchboard::switch::{recovery, saf, Peer, Route, Switch};
-use switchboard::Spec;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,26 +60,6 @@ fn lease_policy() -> LeasePolicy {
         shared: true,
         duration: LEASE,
         grace: BANK_TIMEOUT + Duration::from_secs(1),
-    }
-}
-
-/// splitmix64: small, fast, and the same everywhere.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
     }
 }
 
@@ -334,7 +316,7 @@ impl SimSwitch {
             let _ = tx.send(answer);
         });
         let bytes = rx.await.ok()??;
-        switchboard::codec::parse(&self.spec, bytes).ok()
+        iso8583::codec::parse(&self.spec, bytes).ok()
     }
 }
 
@@ -391,7 +373,7 @@ impl Wallet {
             .set(37, format!("{}{:06}", &f7[4..10], self.stan))
             .set(49, "156");
         if let Some(original) = f90 {
-            let od = switchboard::fields::OriginalData::naming(original).unwrap();
+            let od = switchboard::dialect::OriginalData::naming(original).unwrap();
             m.set(90, od.to_bytes().to_vec());
         }
         m
@@ -419,7 +401,7 @@ fn run_seed(seed: u64) -> Result<String, String> {
 }
 
 async fn simulate(seed: u64) -> Result<String, String> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let epoch = NaiveDate::from_ymd_opt(2026, 11, 23)
         .unwrap()
         .and_hms_opt(15, 59, 0)
@@ -435,7 +417,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
         max_delay_ms: rng.below(200),
     };
     let shared_faults = Arc::new(Mutex::new(Some(faults)));
-    let bank_rng = Arc::new(Mutex::new(Rng(seed ^ 0xA5A5_A5A5)));
+    let bank_rng = Arc::new(Mutex::new(Rng::new(seed ^ 0xA5A5_A5A5)));
     let bank_a = Arc::new(Mutex::new(Bank::generate(
         BANK_A, "622202", 3, BALANCE, seed,
     )));
@@ -470,7 +452,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
             spec: spec.clone(),
         })
     };
-    let shared = Rng(seed ^ 0x5EED_C1A5).chance(500);
+    let shared = Rng::new(seed ^ 0x5EED_C1A5).chance(500);
     let banks = vec![sim_bank(BANK_A, &bank_a), sim_bank(BANK_B, &bank_b)];
     let names: &[&'static str] = if shared { &["a", "b"] } else { &["a"] };
     let mut instances = Vec::new();
@@ -520,7 +502,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
         let sw = sw.clone();
         let stalls = stalls.clone();
         let pauses = pauses.clone();
-        let mut crash_rng = Rng(seed ^ 0x5A5A);
+        let mut crash_rng = Rng::new(seed ^ 0x5A5A);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(crash_rng.below(crash_every_ms) + 1))
@@ -698,7 +680,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
 /// Unfreezes what remains, learning the remainder from the switch's store
 /// when the wallet's own count is off (13) — as a wallet would from its records.
 async fn close(sw: &Cluster, template: &Message) {
-    let freeze_key = switchboard::fields::OriginalData::of(template)
+    let freeze_key = switchboard::dialect::OriginalData::of(template)
         .unwrap()
         .freeze_key();
     for attempt in 0..100u32 {
@@ -791,7 +773,7 @@ async fn check(
         if acct.balance_minor != expected {
             return Err(format!(
                 "payer {} has {} but should have {expected}",
-                switchboard::mask::mask_pan(&acct.pan),
+                iso8583::mask::mask_pan(&acct.pan),
                 acct.balance_minor
             ));
         }
@@ -801,7 +783,7 @@ async fn check(
         if acct.balance_minor != expected {
             return Err(format!(
                 "receiver {} has {} but should have {expected}",
-                switchboard::mask::mask_pan(&acct.pan),
+                iso8583::mask::mask_pan(&acct.pan),
                 acct.balance_minor
             ));
         }

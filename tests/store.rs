@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use iso8583::codec::{build_bytes, Message};
+use iso8583::Spec;
 use switchboard::clock::Clock;
-use switchboard::codec::{build_bytes, Message};
-use switchboard::fields::{FreezeKey, InstitutionId};
+use switchboard::dialect::{FreezeKey, InstitutionId};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::postgres::{PostgresOptions, PostgresStore};
 use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
@@ -28,7 +29,6 @@ use switchboard::store::{
     SafEntry, SafKind, SafOutcome, SafState, SagaState, SentMessage, Settled, Store, StoreError,
     StoredAnswer,
 };
-use switchboard::Spec;
 
 // ---------------------------------------------------------------------------
 // Fixtures

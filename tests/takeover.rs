@@ -17,20 +17,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::Spec;
+use simulators::bank::Bank;
+use simulators::wallet::{code, WalletClient};
 use switchboard::clock::{Clock, SystemClock};
-use switchboard::codec::{build_bytes, parse, Message};
 use switchboard::config::BinRange;
-use switchboard::fields::FreezeKey;
+use switchboard::dialect::FreezeKey;
 use switchboard::link::{BankPort, LinkError};
-use switchboard::sim::bank::Bank;
-use switchboard::sim::wallet::{code, WalletClient};
 use switchboard::stan::StanSource;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::postgres::PostgresStore;
 use switchboard::store::{SafKind, SagaState, Store};
 use switchboard::switch::ownership;
 use switchboard::switch::{recovery, saf, Peer, Route, Switch};
-use switchboard::Spec;
 use tokio::sync::Notify;
 
 /// A bank in memory. Credits (0200, F3 26…) wait for `release` when gated;

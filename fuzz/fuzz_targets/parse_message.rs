@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use switchboard::spec::BUILTIN_SPECS;
-use switchboard::Spec;
+use iso8583::spec::BUILTIN_SPECS;
+use iso8583::Spec;
 
 fn specs() -> &'static [Spec] {
     static SPECS: OnceLock<Vec<Spec>> = OnceLock::new();
@@ -27,15 +27,15 @@ fn specs() -> &'static [Spec] {
 fuzz_target!(|data: &[u8]| {
     let input = Bytes::copy_from_slice(data);
     for spec in specs() {
-        let Ok(message) = switchboard::parse(spec, input.clone()) else {
+        let Ok(message) = iso8583::parse(spec, input.clone()) else {
             continue;
         };
-        let built = switchboard::build_bytes(spec, &message)
+        let built = iso8583::build_bytes(spec, &message)
             .unwrap_or_else(|e| panic!("parsed but does not build: {e}"));
-        let again = switchboard::parse(spec, built.clone())
+        let again = iso8583::parse(spec, built.clone())
             .unwrap_or_else(|e| panic!("built bytes do not parse: {e}"));
         assert_eq!(again, message, "the message changed in a round trip");
-        let rebuilt = switchboard::build_bytes(spec, &again)
+        let rebuilt = iso8583::build_bytes(spec, &again)
             .unwrap_or_else(|e| panic!("reparsed message does not build: {e}"));
         assert_eq!(rebuilt, built, "the bytes changed in a round trip");
     }

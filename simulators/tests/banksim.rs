@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use switchboard::codec::{build_bytes, parse, Message};
-use switchboard::fields::{luhn_valid, FreezeKey};
-use switchboard::framing::{CupsHeader, Frame, FrameCodec, FramingConfig};
-use switchboard::sim::bank::{Ledger, Movement};
-use switchboard::sim::{spawn_bank, Bank, HoldState};
-use switchboard::Spec;
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::fields::luhn_valid;
+use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig};
+use iso8583::Spec;
+use simulators::bank::{Ledger, Movement};
+use simulators::{spawn_bank, Bank, HoldState};
+use switchboard::dialect::FreezeKey;
 use tokio::io::BufReader;
 use tokio_util::codec::Framed;
 

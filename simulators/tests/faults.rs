@@ -9,15 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use switchboard::codec::{parse, Message};
-use switchboard::fields::FreezeKey;
-use switchboard::framing::{Frame, FrameCodec, FramingConfig};
-use switchboard::sim::bank::{Ledger, MovementKind};
-use switchboard::sim::bank_server::{spawn_bank_with_faults, BankHandle};
-use switchboard::sim::faults::Faults;
-use switchboard::sim::{Bank, HoldState};
-use switchboard::validate::validate;
-use switchboard::Spec;
+use iso8583::codec::{parse, Message};
+use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::validate::validate;
+use iso8583::Spec;
+use simulators::bank::{Ledger, MovementKind};
+use simulators::bank_server::{spawn_bank_with_faults, BankHandle};
+use simulators::faults::Faults;
+use simulators::{Bank, HoldState};
+use switchboard::dialect::FreezeKey;
 use tokio::io::BufReader;
 use tokio_util::codec::Framed;
 

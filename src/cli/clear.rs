@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 use clap::Args;
 
-use crate::clearing::clear::{clear, ClearRequest};
-use crate::config::Config;
-use crate::spec::Spec;
+use iso8583::spec::Spec;
+use switchboard::clearing::clear::{clear, ClearRequest};
+use switchboard::config::Config;
 
 #[derive(Args, Debug)]
 pub struct ClearArgs {

@@ -7,10 +7,11 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 
+use iso8583::codec::charset::to_hex;
+use iso8583::framing::{split_frame, Frame, FramingConfig};
+use iso8583::spec::Spec;
+
 use super::render;
-use crate::codec::charset::to_hex;
-use crate::framing::{split_frame, Frame, FramingConfig};
-use crate::spec::Spec;
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
@@ -55,7 +56,7 @@ fn decode_one(args: &DecodeArgs, spec: &Spec, line: &str) -> Result<String, Stri
         },
         None => (Bytes::new(), Bytes::from(raw)),
     };
-    let msg = crate::codec::parse(spec, body).map_err(|e| e.to_string())?;
+    let msg = iso8583::codec::parse(spec, body).map_err(|e| e.to_string())?;
     if args.json {
         Ok(format!("{}\n", render::json(spec, &msg, args.unmask)))
     } else {

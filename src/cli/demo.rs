@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::clock::{Clock, ShiftedClock};
-use crate::config::{BankConfig, BinRange, Config, StoreConfig, WalletListener};
-use crate::fields::InstitutionId;
-use crate::framing::FramingConfig;
-use crate::mask::mask_pan;
-use crate::service;
-use crate::sim::bank::{Bank, Ledger};
-use crate::sim::bank_server::spawn_bank;
-use crate::sim::scenarios::{self, BankView, World};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use iso8583::framing::FramingConfig;
+use iso8583::mask::mask_pan;
+use simulators::bank::{Bank, Ledger};
+use simulators::bank_server::spawn_bank;
+use simulators::scenarios::{self, BankView, World};
+use switchboard::clock::{Clock, ShiftedClock};
+use switchboard::config::{BankConfig, BinRange, Config, StoreConfig, WalletListener};
+use switchboard::dialect::InstitutionId;
+use switchboard::service;
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::Store;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -195,7 +195,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let open = sagas.iter().filter(|s| !s.state.is_final()).count();
             let approved: u64 = sagas
                 .iter()
-                .filter(|s| s.state == crate::store::SagaState::Approved)
+                .filter(|s| s.state == switchboard::store::SagaState::Approved)
                 .map(|s| s.amount_minor)
                 .sum();
             println!(
@@ -203,7 +203,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 sagas.len(),
                 sagas
                     .iter()
-                    .filter(|s| s.state == crate::store::SagaState::Approved)
+                    .filter(|s| s.state == switchboard::store::SagaState::Approved)
                     .count(),
                 yuan(approved as i64),
                 open

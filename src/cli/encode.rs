@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
+use iso8583::codec::charset::to_hex;
+use iso8583::codec::{build_bytes, Message};
+use iso8583::framing::{frame_bytes, CupsHeader, FramingConfig, HeaderKind};
+use iso8583::spec::{ContentClass, Spec};
+use iso8583::validate::{validate, Violation};
+
 use super::decode::parse_hex;
-use crate::codec::charset::to_hex;
-use crate::codec::{build_bytes, Message};
-use crate::framing::{frame_bytes, CupsHeader, FramingConfig, HeaderKind};
-use crate::spec::{ContentClass, Spec};
-use crate::validate::{validate, Violation};
 
 #[derive(Args, Debug)]
 pub struct EncodeArgs {

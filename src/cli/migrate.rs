@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::config::StoreConfig;
-use crate::store::postgres::{self, MIGRATIONS};
-use crate::store::sqlite::SqliteStore;
+use switchboard::config::StoreConfig;
+use switchboard::store::postgres::{self, MIGRATIONS};
+use switchboard::store::sqlite::SqliteStore;
 
 #[derive(Args, Debug)]
 pub struct MigrateArgs {

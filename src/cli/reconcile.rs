@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::clearing::reconcile::reconcile;
-use crate::clearing::ParticipantFile;
+use switchboard::clearing::reconcile::reconcile;
+use switchboard::clearing::ParticipantFile;
 
 #[derive(Args, Debug)]
 pub struct ReconcileArgs {

@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::clock::SystemClock;
-use crate::config::{Config, StoreConfig};
-use crate::spec::Spec;
-use crate::stan::StanSource;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::switch::{recovery, Switch};
+use iso8583::spec::Spec;
+use switchboard::clock::SystemClock;
+use switchboard::config::{Config, StoreConfig};
+use switchboard::stan::StanSource;
+use switchboard::store::postgres::PostgresStore;
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::Store;
+use switchboard::switch::{recovery, Switch};
 
 #[derive(Args, Debug)]
 pub struct RecoverArgs {

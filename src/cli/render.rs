@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use crate::codec::charset::to_hex;
-use crate::codec::Message;
-use crate::mask::mask_pan;
-use crate::spec::{ContentClass, Spec};
-use crate::validate::validate;
+use iso8583::codec::charset::to_hex;
+use iso8583::codec::Message;
+use iso8583::mask::mask_pan;
+use iso8583::spec::{ContentClass, Spec};
+use iso8583::validate::validate;
 
 /// A field's value as it appears in the message: text, or upper-case hex for
 /// binary fields (and for text fields holding bytes that are not text).

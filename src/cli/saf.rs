@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::codec::parse;
-use crate::config::Config;
-use crate::fields::num;
-use crate::mask::mask_pan;
-use crate::spec::Spec;
-use crate::store::SafState;
+use iso8583::codec::parse;
+use iso8583::fields::num;
+use iso8583::mask::mask_pan;
+use iso8583::spec::Spec;
+use switchboard::config::Config;
+use switchboard::store::SafState;
 
 #[derive(Args, Debug)]
 pub struct SafArgs {

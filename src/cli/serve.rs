@@ -8,12 +8,12 @@ use std::time::Duration;
 use clap::Args;
 use tracing::info;
 
-use crate::clock::SystemClock;
-use crate::config::{Config, StoreConfig};
-use crate::service;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use switchboard::clock::SystemClock;
+use switchboard::config::{Config, StoreConfig};
+use switchboard::service;
+use switchboard::store::postgres::PostgresStore;
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::Store;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {

@@ -9,14 +9,14 @@ pub mod process;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iso8583::framing::FramingConfig;
+use simulators::bank::Bank;
+use simulators::bank_server::{spawn_bank, BankHandle};
+use simulators::scenarios::{BankView, World};
 use switchboard::clock::{Clock, ShiftedClock};
 use switchboard::config::{BankConfig, BinRange, Config, StoreConfig, WalletListener};
-use switchboard::fields::InstitutionId;
-use switchboard::framing::FramingConfig;
+use switchboard::dialect::InstitutionId;
 use switchboard::service::{self, Running};
-use switchboard::sim::bank::Bank;
-use switchboard::sim::bank_server::{spawn_bank, BankHandle};
-use switchboard::sim::scenarios::{BankView, World};
 use switchboard::store::Store;
 
 pub const SWITCH_ID: &str = "00010000";
@@ -140,7 +140,7 @@ pub async fn start_with(backend: Backend) -> Harness {
 }
 
 /// Fails the test with the scenario's story when an invariant did not hold.
-pub fn assert_passed(report: &switchboard::sim::scenarios::Report) {
+pub fn assert_passed(report: &simulators::scenarios::Report) {
     assert!(!report.skipped, "{} skipped", report.name);
     assert!(
         report.passed(),

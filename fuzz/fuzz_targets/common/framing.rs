@@ -8,7 +8,7 @@
 //! same single frame the stream decoder yields.
 
 use bytes::{BufMut, BytesMut};
-use switchboard::framing::{split_frame, Frame, FrameCodec, FramingConfig};
+use iso8583::framing::{split_frame, Frame, FrameCodec, FramingConfig};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Decodes until the codec wants more bytes or fails; returns the frames and

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `--faults` makes the bank slow, silent or broken on purpose (see
-//! `switchboard::sim::faults` for the compact form); the admin port's
+//! `simulators::faults` for the compact form); the admin port's
 //! `faults SPEC` command changes them while it runs.
 //!
 //! The bank logic and the servers are `switchboard::sim`; this is only the
@@ -26,11 +26,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use switchboard::fields::{luhn_valid, num, InstitutionId};
-use switchboard::framing::FramingConfig;
-use switchboard::mask::Masked;
-use switchboard::sim::faults::{FaultControl, Faults};
-use switchboard::sim::{serve_admin, serve_bank, Bank};
+use iso8583::fields::{luhn_valid, num};
+use iso8583::framing::FramingConfig;
+use iso8583::mask::Masked;
+use simulators::faults::{FaultControl, Faults};
+use simulators::{serve_admin, serve_bank, Bank};
+use switchboard::dialect::InstitutionId;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -224,7 +225,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--date {:?} is not YYYY-MM-DD", args.date))?;
     let settlement = switchboard::clearing::Settlement::parse(&args.cutoff, &args.time_zone)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let text = switchboard::clearing::bank::fetch_export(&args.admin, date, &settlement).await?;
+    let text = simulators::bank_clearing::fetch_export(&args.admin, date, &settlement).await?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use iso8583::framing::FramingConfig;
+use simulators::load::{self, LoadConfig, LoadKind};
+use simulators::scenarios::{self, BankView, World};
+use simulators::wallet::{code, WalletClient, WalletRecords};
 use switchboard::clock::{Clock, SystemClock};
-use switchboard::fields::FreezeKey;
-use switchboard::framing::FramingConfig;
-use switchboard::sim::load::{self, LoadConfig, LoadKind};
-use switchboard::sim::scenarios::{self, BankView, World};
-use switchboard::sim::wallet::{code, WalletClient, WalletRecords};
+use switchboard::dialect::FreezeKey;
 
 #[derive(Parser)]
 #[command(
@@ -341,11 +341,12 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
 }
 
 fn export_main(args: ExportArgs) -> Result<ExitCode, String> {
-    use switchboard::clearing::{parse_date, wallet, Settlement};
+    use simulators::wallet_clearing as wallet;
+    use switchboard::clearing::{parse_date, Settlement};
     let date = parse_date(&args.date)
         .ok_or_else(|| format!("--date {:?}: expected YYYY-MM-DD", args.date))?;
     let settlement = Settlement::parse(&args.cutoff, &args.time_zone).map_err(|e| e.0)?;
-    let spec = switchboard::Spec::switchboard();
+    let spec = iso8583::Spec::switchboard();
     let records = WalletRecords::load(&args.records, &spec).map_err(|e| e.to_string())?;
     let file = wallet::export(
         &records,

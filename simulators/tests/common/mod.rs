@@ -9,11 +9,11 @@ use std::process::Child;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use switchboard::codec::{build_bytes, parse, Message};
-use switchboard::fields::OriginalData;
-use switchboard::framing::{Frame, FrameCodec, FramingConfig};
-use switchboard::sim::bank::{luhn_check_digit, Ledger, Movement};
-use switchboard::Spec;
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::Spec;
+use simulators::bank::{luhn_check_digit, Ledger, Movement};
+use switchboard::dialect::OriginalData;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -144,7 +144,7 @@ pub fn assert_money_moved_only_by_the_journal(
     after: &Ledger,
     journal: &[Movement],
 ) {
-    use switchboard::sim::MovementKind;
+    use simulators::MovementKind;
     let mut applied: std::collections::HashMap<&str, (MovementKind, i64)> = Default::default();
     let mut expected = before.total_balance_minor;
     for m in journal {

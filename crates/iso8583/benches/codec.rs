@@ -1,0 +1,105 @@
+//! Codec micro-benchmarks: parse, build and parse+build of the two busiest
+//! switchboard messages, with the switchboard dialect (ASCII numerics, ASCII LL
+//! prefixes, binary bitmaps).
+//!
+//! - `0100_freeze`: fields 2,3,4,7,11,12,13,25,32,37,49 (primary bitmap only)
+//! - `0200_receive`: the same plus F90, which adds a secondary bitmap
+//!
+//! Run all with `cargo bench --bench codec`, or one message with
+//! `cargo bench --bench codec -- 0200`. Results: benches/RESULTS.md.
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use iso8583::codec::{build, parse, Message};
+use iso8583::Spec;
+
+const FREEZE_0100: &[(u16, &str)] = &[
+    (2, "6222020200112233446"),
+    (3, "030000"),
+    (4, "000000010000"),
+    (7, "1123112233"),
+    (11, "000123"),
+    (12, "192233"),
+    (13, "1123"),
+    (25, "06"),
+    (32, "01020000"),
+    (37, "000000000123"),
+    (49, "156"),
+];
+
+const RECEIVE_0200: &[(u16, &str)] = &[
+    (2, "6222020200112233446"),
+    (3, "400000"),
+    (4, "000000010000"),
+    (7, "1123112233"),
+    (11, "000123"),
+    (12, "192233"),
+    (13, "1123"),
+    (25, "00"),
+    (32, "01020000"),
+    (37, "000000000123"),
+    (49, "156"),
+    (90, "010000012311231122330000102000000000000000"),
+];
+
+fn message(mti: &[u8; 4], fields: &[(u16, &'static str)]) -> Message {
+    let mut msg = Message::new(*mti);
+    for &(n, v) in fields {
+        msg.set(n, Bytes::from_static(v.as_bytes()));
+    }
+    msg
+}
+
+fn bench_message(
+    c: &mut Criterion,
+    spec: &Spec,
+    name: &str,
+    mti: &[u8; 4],
+    fields: &[(u16, &'static str)],
+) {
+    let msg = message(mti, fields);
+    let mut wire = BytesMut::new();
+    build(spec, &msg, &mut wire).expect("build");
+    // As the framing layer hands it over: an owned, shared `Bytes`.
+    let wire: Bytes = wire.freeze();
+    let parsed = parse(spec, wire.clone()).expect("parse");
+    assert_eq!(parsed, msg, "{name}: round trip");
+
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("parse", |b| {
+        b.iter(|| parse(spec, black_box(wire.clone())).expect("parse"))
+    });
+
+    let mut out = BytesMut::with_capacity(256);
+    group.bench_function("build", |b| {
+        b.iter(|| {
+            out.clear();
+            build(spec, black_box(&msg), &mut out).expect("build");
+            black_box(out.len())
+        })
+    });
+
+    let mut out = BytesMut::with_capacity(256);
+    group.bench_function("parse+build", |b| {
+        b.iter(|| {
+            let msg = parse(spec, black_box(wire.clone())).expect("parse");
+            out.clear();
+            build(spec, &msg, &mut out).expect("build");
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+fn codec(c: &mut Criterion) {
+    let spec = Spec::switchboard();
+    bench_message(c, &spec, "0100_freeze", b"0100", FREEZE_0100);
+    bench_message(c, &spec, "0200_receive", b"0200", RECEIVE_0200);
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

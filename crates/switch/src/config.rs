@@ -1,0 +1,630 @@
+//! `switchboard serve` configuration: a TOML file (annotated example in
+//! `examples/switchboard.toml`) read into plain structs, then validated into a
+//! [`Config`]. Errors name the key and say why.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use iso8583::framing::FramingConfig;
+
+use crate::dialect::InstitutionId;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    switch: RawSwitch,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    wallets: Vec<RawWallet>,
+    #[serde(default)]
+    banks: Vec<RawBank>,
+    #[serde(default)]
+    saf: Option<RawSaf>,
+    #[serde(default)]
+    clearing: Option<RawClearing>,
+}
+
+/// `[clearing]`: when a settlement day ends.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClearing {
+    /// Local time from which transactions settle on the next day, `HH:MM`.
+    cutoff: Option<String>,
+    /// IANA time zone of the cutoff, e.g. `Asia/Shanghai`.
+    time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaf {
+    final_codes: Option<Vec<String>>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    hold_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    institution_id: String,
+    /// Freezes older than this are unfrozen by the switch itself.
+    #[serde(default = "default_max_freeze_age_s")]
+    max_freeze_age_s: u64,
+    #[serde(default = "default_spec")]
+    spec: String,
+}
+
+fn default_max_freeze_age_s() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_spec() -> String {
+    "switchboard".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<String>,
+    url: Option<String>,
+    lease_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWallet {
+    listen: String,
+    #[serde(default = "default_framing")]
+    framing: String,
+    #[serde(default)]
+    institutions: Vec<String>,
+    max_frame_len: Option<usize>,
+    max_connections: Option<usize>,
+}
+
+fn default_framing() -> String {
+    "ascii4".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBank {
+    institution_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    bins: Vec<String>,
+    hosts: Vec<String>,
+    #[serde(default = "default_framing")]
+    framing: String,
+    #[serde(default = "one")]
+    connections: usize,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    #[serde(default = "default_echo_ms")]
+    echo_interval_ms: u64,
+    #[serde(default = "default_in_flight")]
+    max_in_flight: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_echo_ms() -> u64 {
+    30_000
+}
+fn default_in_flight() -> usize {
+    4096
+}
+
+/// A range of card BINs owned by a bank: PANs whose first `len` digits, read as a
+/// number, lie in `low..=high`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinRange {
+    pub len: usize,
+    pub low: u64,
+    pub high: u64,
+}
+
+impl BinRange {
+    /// `622202` (one prefix) or `621700-621799` (a range of equal-length prefixes).
+    pub fn parse(s: &str) -> Option<BinRange> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty()
+            || a.len() != b.len()
+            || a.len() > 11
+            || !a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        let (low, high) = (a.parse().ok()?, b.parse().ok()?);
+        (low <= high).then_some(BinRange {
+            len: a.len(),
+            low,
+            high,
+        })
+    }
+
+    pub fn contains(&self, pan: &[u8]) -> bool {
+        if pan.len() < self.len || !pan[..self.len].iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let prefix = pan[..self.len]
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + (d - b'0') as u64);
+        (self.low..=self.high).contains(&prefix)
+    }
+}
+
+/// A wallet listener.
+#[derive(Debug, Clone)]
+pub struct WalletListener {
+    pub listen: SocketAddr,
+    pub framing: FramingConfig,
+    /// Institution ids (F32) its connections may send as; empty = any.
+    pub institutions: Vec<InstitutionId>,
+    pub max_connections: usize,
+}
+
+/// A bank host and how to reach it.
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    pub institution_id: String,
+    pub name: String,
+    pub bins: Vec<BinRange>,
+    pub hosts: Vec<SocketAddr>,
+    pub framing: FramingConfig,
+    pub connections: usize,
+    pub timeout: Duration,
+    pub echo_interval: Duration,
+    pub max_in_flight: usize,
+}
+
+/// Where the switch keeps its state (`[store]`: `path` or `url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded store: one SQLite file.
+    Embedded(PathBuf),
+    /// A PostgreSQL database, possibly shared by several switch instances.
+    Postgres(String),
+}
+
+impl StoreConfig {
+    /// `postgres://...` or `postgresql://...` is a database; anything else a file path.
+    pub fn parse(s: &str) -> StoreConfig {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StoreConfig::Postgres(s.to_string())
+        } else {
+            StoreConfig::Embedded(PathBuf::from(s))
+        }
+    }
+
+    /// Opens the store (migrating its schema) inside the current tokio runtime.
+    pub async fn open(&self) -> crate::store::StoreResult<std::sync::Arc<dyn crate::store::Store>> {
+        Ok(match self {
+            StoreConfig::Embedded(path) => {
+                std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(path)?)
+            }
+            StoreConfig::Postgres(url) => {
+                std::sync::Arc::new(crate::store::postgres::PostgresStore::connect(url).await?)
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for StoreConfig {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Embedded(path) => write!(f, "{}", path.display()),
+            StoreConfig::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &url[scheme + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    write!(f, "{}{user}:***{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => write!(f, "{url}"),
+            },
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub institution_id: String,
+    pub spec: String,
+    pub store: StoreConfig,
+    pub wallets: Vec<WalletListener>,
+    pub banks: Vec<BankConfig>,
+    pub saf: crate::switch::saf::SafPolicy,
+    /// How long an instance's claim on its work in a shared store lasts
+    /// without renewal (`[store] lease_ms`): after it, other instances recover
+    /// that work.
+    pub lease: Duration,
+    /// Freezes older than this are unfrozen by the switch itself.
+    pub max_freeze_age: Duration,
+    /// Settlement dates: cutoff time and time zone (`[clearing]`).
+    pub clearing: crate::clearing::Settlement,
+}
+
+impl Config {
+    /// How instances hold their work: a lease on a shared store, recovery of
+    /// a dead peer's work a grace after its lease ran out (a second more than
+    /// the longest bank timeout).
+    pub fn lease_policy(&self) -> crate::switch::ownership::LeasePolicy {
+        let longest = self
+            .banks
+            .iter()
+            .map(|b| b.timeout)
+            .max()
+            .unwrap_or_default();
+        crate::switch::ownership::LeasePolicy {
+            shared: matches!(self.store, StoreConfig::Postgres(_)),
+            duration: self.lease,
+            grace: longest + Duration::from_secs(1),
+        }
+    }
+}
+
+fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
+    InstitutionId::from_field(32, value.as_bytes()).map_err(|_| {
+        err(
+            key,
+            format!("{value:?} is not an institution id of 1 to 11 digits"),
+        )
+    })
+}
+
+fn framing(key: &str, value: &str, max: Option<usize>) -> Result<FramingConfig, ConfigError> {
+    let f: FramingConfig = value.parse().map_err(|e| err(key, format!("{e}")))?;
+    Ok(match max {
+        Some(m) => f.with_max_frame_len(m),
+        None => f,
+    })
+}
+
+fn address(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| err(key, format!("{value:?} is not a host:port address")))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, base)
+    }
+
+    /// Validates config text; relative store paths are taken from `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "(file)".into());
+            err(at, e.message().to_string())
+        })?;
+        institution("switch.institution_id", &raw.switch.institution_id)?;
+        iso8583::spec::Spec::load(&raw.switch.spec)
+            .map_err(|e| err("switch.spec", e.to_string()))?;
+        let store = match (raw.store.path.clone(), raw.store.url.clone()) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "store",
+                    "give either `path` (embedded store) or `url` (PostgreSQL), not both",
+                ))
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(err(
+                        "store.url",
+                        format!("{url:?} is not a postgres:// or postgresql:// URL"),
+                    ));
+                }
+                StoreConfig::Postgres(url)
+            }
+            (path, None) => {
+                StoreConfig::Embedded(base.join(path.unwrap_or_else(|| "switchboard.db".into())))
+            }
+        };
+        let mut wallets = Vec::new();
+        for (i, w) in raw.wallets.iter().enumerate() {
+            let k = |f: &str| format!("wallets[{i}].{f}");
+            wallets.push(WalletListener {
+                listen: address(&k("listen"), &w.listen)?,
+                framing: framing(&k("framing"), &w.framing, w.max_frame_len)?,
+                institutions: w
+                    .institutions
+                    .iter()
+                    .map(|v| institution(&k("institutions"), v))
+                    .collect::<Result<_, _>>()?,
+                max_connections: w.max_connections.unwrap_or(1024),
+            });
+        }
+        if wallets.is_empty() {
+            return Err(err(
+                "wallets",
+                "at least one [[wallets]] listener is needed",
+            ));
+        }
+        let mut banks: Vec<BankConfig> = Vec::new();
+        for (i, b) in raw.banks.iter().enumerate() {
+            let k = |f: &str| format!("banks[{i}].{f}");
+            institution(&k("institution_id"), &b.institution_id)?;
+            if banks.iter().any(|o| o.institution_id == b.institution_id) {
+                return Err(err(
+                    k("institution_id"),
+                    "two banks with the same institution id",
+                ));
+            }
+            let bins = b
+                .bins
+                .iter()
+                .map(|s| {
+                    BinRange::parse(s).ok_or_else(|| {
+                        err(
+                            k("bins"),
+                            format!("{s:?} is not a BIN (622202) or range (621700-621799)"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if bins.is_empty() {
+                return Err(err(k("bins"), "a bank needs at least one BIN"));
+            }
+            let hosts = b
+                .hosts
+                .iter()
+                .map(|h| address(&k("hosts"), h))
+                .collect::<Result<Vec<_>, _>>()?;
+            if hosts.is_empty() {
+                return Err(err(k("hosts"), "a bank needs at least one host address"));
+            }
+            if b.connections == 0 || b.connections > 64 {
+                return Err(err(k("connections"), "must be 1..=64"));
+            }
+            if b.timeout_ms == 0 {
+                return Err(err(k("timeout_ms"), "must be more than 0"));
+            }
+            banks.push(BankConfig {
+                institution_id: b.institution_id.clone(),
+                name: b
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("bank {}", b.institution_id)),
+                bins,
+                hosts,
+                framing: framing(&k("framing"), &b.framing, None)?,
+                connections: b.connections,
+                timeout: Duration::from_millis(b.timeout_ms),
+                echo_interval: Duration::from_millis(b.echo_interval_ms.max(100)),
+                max_in_flight: b.max_in_flight.max(1),
+            });
+        }
+        if banks.is_empty() {
+            return Err(err("banks", "at least one [[banks]] entry is needed"));
+        }
+        let mut saf = crate::switch::saf::SafPolicy::default();
+        if let Some(raw_saf) = &raw.saf {
+            if let Some(codes) = raw_saf.final_codes.clone() {
+                if codes.iter().any(|c| c.len() != 2) {
+                    return Err(err("saf.final_codes", "response codes have two characters"));
+                }
+                saf.final_codes = codes;
+            }
+            if let Some(ms) = raw_saf.initial_backoff_ms {
+                saf.initial_backoff = Duration::from_millis(ms.max(1));
+            }
+            if let Some(ms) = raw_saf.max_backoff_ms {
+                saf.max_backoff = Duration::from_millis(ms.max(1));
+            }
+            if let Some(n) = raw_saf.max_attempts {
+                if n == 0 {
+                    return Err(err("saf.max_attempts", "must be at least 1"));
+                }
+                saf.max_attempts = n;
+            }
+        }
+        let longest_timeout = banks.iter().map(|b| b.timeout).max().unwrap_or_default();
+        // Unless set: 30 s, or twice the longest bank timeout if that is more.
+        saf.hold = match raw.saf.as_ref().and_then(|s| s.hold_ms) {
+            Some(ms) => Duration::from_millis(ms),
+            None => saf.hold.max(longest_timeout * 2),
+        };
+        if saf.hold <= longest_timeout {
+            return Err(err(
+                "saf.hold_ms",
+                format!(
+                    "must be longer than the longest bank timeout ({} ms): \
+                     an attempt must end before another instance may take the entry",
+                    longest_timeout.as_millis()
+                ),
+            ));
+        }
+        let lease = Duration::from_millis(raw.store.lease_ms.unwrap_or(10_000));
+        if lease < Duration::from_millis(300) {
+            return Err(err("store.lease_ms", "must be at least 300"));
+        }
+        let mut clearing = crate::clearing::Settlement::default();
+        if let Some(c) = raw.clearing {
+            let cutoff = c.cutoff.unwrap_or_else(|| clearing.cutoff_text());
+            let zone = c
+                .time_zone
+                .unwrap_or_else(|| clearing.time_zone.to_string());
+            crate::clearing::Settlement::parse(&cutoff, "UTC")
+                .map_err(|e| err("clearing.cutoff", e.0))?;
+            clearing = crate::clearing::Settlement::parse(&cutoff, &zone)
+                .map_err(|e| err("clearing.time_zone", e.0))?;
+        }
+        Ok(Config {
+            institution_id: raw.switch.institution_id,
+            spec: raw.switch.spec,
+            store,
+            wallets,
+            banks,
+            saf,
+            lease,
+            max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
+            clearing,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[switch]
+institution_id = "00010000"
+[store]
+path = "sb.db"
+[[wallets]]
+listen = "127.0.0.1:0"
+institutions = ["01020000"]
+[[banks]]
+institution_id = "48020000"
+bins = ["622202", "621700-621799"]
+hosts = ["127.0.0.1:7000"]
+"#;
+
+    #[test]
+    fn good_config_loads() {
+        let c = Config::from_toml(GOOD, Path::new("/tmp")).unwrap();
+        assert_eq!(c.store, StoreConfig::Embedded("/tmp/sb.db".into()));
+        assert_eq!(c.banks[0].bins.len(), 2);
+        assert!(c.banks[0].bins[1].contains(b"6217501234567890"));
+        assert!(!c.banks[0].bins[1].contains(b"6218001234567890"));
+        assert_eq!(c.banks[0].timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn store_is_a_path_or_a_url() {
+        let pg = GOOD.replace(
+            "path = \"sb.db\"",
+            "url = \"postgres://sb:secret@db:5432/sb\"",
+        );
+        let c = Config::from_toml(&pg, Path::new("/tmp")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Postgres("postgres://sb:secret@db:5432/sb".into())
+        );
+        assert_eq!(c.store.to_string(), "postgres://sb:***@db:5432/sb");
+        let both = GOOD.replace(
+            "path = \"sb.db\"",
+            "path = \"sb.db\"\nurl = \"postgres://db/sb\"",
+        );
+        assert_eq!(
+            Config::from_toml(&both, Path::new(".")).unwrap_err().key,
+            "store"
+        );
+        let bad = GOOD.replace("path = \"sb.db\"", "url = \"mysql://db/sb\"");
+        assert_eq!(
+            Config::from_toml(&bad, Path::new(".")).unwrap_err().key,
+            "store.url"
+        );
+        let none = GOOD.replace("path = \"sb.db\"", "");
+        assert_eq!(
+            Config::from_toml(&none, Path::new("/x")).unwrap().store,
+            StoreConfig::Embedded("/x/switchboard.db".into())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = GOOD.replace("621700-621799", "6217-621799");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "banks[0].bins");
+        let bad = GOOD.replace("\"01020000\"", "\"x\"");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "wallets[0].institutions");
+        let bad = format!("{GOOD}[clearing]\ncutoff = \"24:30\"\n");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "clearing.cutoff");
+        let bad = format!("{GOOD}[clearing]\ntime_zone = \"Asia/Shang\"\n");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "clearing.time_zone");
+        let good = format!("{GOOD}[clearing]\ncutoff = \"22:30\"\ntime_zone = \"UTC\"\n");
+        let c = Config::from_toml(&good, Path::new(".")).unwrap();
+        assert_eq!(c.clearing.to_string(), "cutoff 22:30 UTC");
+        let bad = GOOD.replace("listen = ", "listne = ");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn the_annotated_example_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/switchboard.toml"
+        ));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.banks.len(), 2);
+        assert_eq!(c.saf.final_codes, ["00", "25", "12"]);
+        assert_eq!(c.lease, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn lease_and_hold() {
+        let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(10));
+        assert_eq!(c.saf.hold, Duration::from_secs(30));
+        let policy = c.lease_policy();
+        assert!(!policy.shared);
+        assert_eq!(
+            policy.grace,
+            Duration::from_secs(6),
+            "bank timeout 5 s + 1 s"
+        );
+        let pg = GOOD.replace(
+            "path = \"sb.db\"",
+            "url = \"postgres://db/sb\"\nlease_ms = 2000",
+        );
+        let c = Config::from_toml(&pg, Path::new(".")).unwrap();
+        assert_eq!(c.lease, Duration::from_secs(2));
+        assert!(c.lease_policy().shared);
+        let short = GOOD.replace("path = \"sb.db\"", "path = \"sb.db\"\nlease_ms = 100");
+        let e = Config::from_toml(&short, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "store.lease_ms");
+        // A long bank timeout stretches the default hold; a hold set too short is refused.
+        let slow = format!("{GOOD}timeout_ms = 40000\n");
+        let c = Config::from_toml(&slow, Path::new(".")).unwrap();
+        assert_eq!(c.saf.hold, Duration::from_secs(80));
+        let e = Config::from_toml(&format!("{slow}[saf]\nhold_ms = 20000\n"), Path::new("."))
+            .unwrap_err();
+        assert_eq!(e.key, "saf.hold_ms");
+    }
+}

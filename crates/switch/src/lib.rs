@@ -1,0 +1,19 @@
+//! switchboard: the red-packet switch over ISO 8583.
+//!
+//! Built on the codec crate (`iso8583`). Layers, each knowing only those
+//! below it (ARCHITECTURE.md draws them): [`dialect`] (the red-packet typed
+//! views) and [`clock`] → [`store`] (durable decisions) → [`link`] (bank
+//! hosts) → [`switch`] (the flows, recovery, store-and-forward) → [`server`]
+//! (wallet listeners) → [`service`] and [`config`] (the composition root).
+//! [`clearing`] reads what the store recorded at the end of the day.
+
+pub mod clearing;
+pub mod clock;
+pub mod config;
+pub mod dialect;
+pub mod link;
+pub mod server;
+pub mod service;
+pub mod stan;
+pub mod store;
+pub mod switch;

@@ -1,0 +1,379 @@
+//! One connection to a bank host: connect with backoff, sign on, then carry
+//! many requests in flight until the connection fails or the switch stops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::fields::{format_transmission, num};
+use iso8583::framing::{CupsHeader, Frame, FrameCodec, HeaderKind};
+use iso8583::mti::{is_response, response_mti};
+
+use super::{LinkContext, LinkError, MatchKey};
+use crate::config::BankConfig;
+use crate::store::{Direction, JournalEntry};
+
+/// Largest backoff between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Deadline for opening a TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames queued for the writer of one connection.
+const WRITE_QUEUE: usize = 4096;
+
+type Pending = Mutex<HashMap<MatchKey, oneshot::Sender<(Message, Bytes)>>>;
+
+/// How requests reach a signed-on connection.
+#[derive(Clone)]
+pub(super) struct Sender {
+    frames: mpsc::Sender<Bytes>,
+    pending: Arc<Pending>,
+    in_flight: Arc<Semaphore>,
+    /// Keys of requests that timed out, newest last, so that their responses,
+    /// should they still come, are recognised as late (68) and ignored.
+    expired: Arc<Mutex<std::collections::VecDeque<MatchKey>>>,
+}
+
+/// How many timed-out keys a connection remembers.
+const EXPIRED_KEYS: usize = 4096;
+
+pub(super) struct Connection {
+    name: String,
+    index: usize,
+    config: BankConfig,
+    context: Arc<LinkContext>,
+    ready: Mutex<Option<Sender>>,
+}
+
+impl Connection {
+    pub(super) fn new(index: usize, config: &BankConfig, context: Arc<LinkContext>) -> Self {
+        Connection {
+            name: format!("{}#{index}", config.name),
+            index,
+            config: config.clone(),
+            context,
+            ready: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready.lock().expect("ready lock").is_some()
+    }
+
+    pub(super) fn sender(&self) -> Option<Sender> {
+        self.ready.lock().expect("ready lock").clone()
+    }
+
+    fn journal(&self, direction: Direction, msg: &Message, raw: Bytes, note: Option<String>) {
+        let peer = format!("bank {}", self.config.institution_id);
+        let at = self.context.clock.now_ms();
+        self.context
+            .store
+            .journal(JournalEntry::of(direction, &peer, msg, raw, at, note));
+    }
+
+    /// Sends one request on this connection and waits for its response.
+    pub(super) async fn exchange(
+        &self,
+        sender: Sender,
+        key: MatchKey,
+        msg: &Message,
+        body: Bytes,
+    ) -> Result<(Message, Bytes), LinkError> {
+        let _permit = sender
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| LinkError::Unavailable(self.name.clone()))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = sender.pending.lock().expect("pending lock");
+            if pending.contains_key(&key) {
+                return Err(LinkError::Invalid(format!(
+                    "a request with the same key is already in flight to {}",
+                    self.name
+                )));
+            }
+            pending.insert(key, tx);
+        }
+        self.journal(Direction::Out, msg, body.clone(), None);
+        if sender.frames.send(body).await.is_err() {
+            sender.pending.lock().expect("pending lock").remove(&key);
+            return Err(LinkError::Unavailable(self.name.clone()));
+        }
+        match timeout(self.config.timeout, rx).await {
+            Ok(Ok((response, raw))) => {
+                self.journal(Direction::In, &response, raw.clone(), None);
+                Ok((response, raw))
+            }
+            Ok(Err(_)) => Err(LinkError::ConnectionLost(self.name.clone())),
+            Err(_) => {
+                sender.pending.lock().expect("pending lock").remove(&key);
+                let mut expired = sender.expired.lock().expect("expired lock");
+                if expired.len() == EXPIRED_KEYS {
+                    expired.pop_front();
+                }
+                expired.push_back(key);
+                drop(expired);
+                Err(LinkError::Timeout(
+                    self.name.clone(),
+                    self.config.timeout.as_millis(),
+                ))
+            }
+        }
+    }
+
+    /// A network management request (sign-on 001, echo 301) from the switch.
+    async fn network_request(&self, code: &str) -> Result<Message, LinkError> {
+        let stan = self
+            .context
+            .stans
+            .next()
+            .await
+            .map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let mut msg = Message::new(*b"0800");
+        msg.set(
+            num::TRANSMISSION,
+            format_transmission(self.context.clock.now()),
+        )
+        .set(num::STAN, stan.to_vec())
+        .set(num::FORWARDER, self.context.switch_id.clone())
+        .set(num::NETWORK_CODE, code.to_string())
+        .set(num::RECEIVER, self.config.institution_id.clone());
+        Ok(msg)
+    }
+
+    async fn network_exchange(&self, sender: Sender, code: &str) -> Result<(), LinkError> {
+        let msg = self.network_request(code).await?;
+        let body =
+            build_bytes(&self.context.spec, &msg).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let key = MatchKey::of(&msg, response_mti(msg.mti()))
+            .ok_or_else(|| LinkError::Invalid("0800 without key".into()))?;
+        let (response, _) = self.exchange(sender, key, &msg, body).await?;
+        match response.get_str(num::RESPONSE_CODE) {
+            Some("00") => Ok(()),
+            other => Err(LinkError::Invalid(format!(
+                "network management {code} answered {}",
+                other.unwrap_or("without F39")
+            ))),
+        }
+    }
+
+    /// Keeps this connection up until `shutdown`.
+    pub(super) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = self.index;
+        while !shutdown.is_cancelled() {
+            let host = self.config.hosts[attempt % self.config.hosts.len()];
+            attempt += 1;
+            match timeout(CONNECT_TIMEOUT, TcpStream::connect(host)).await {
+                Ok(Ok(stream)) => {
+                    backoff = Duration::from_millis(100);
+                    info!(link = %self.name, %host, "connected");
+                    self.session(stream, &shutdown).await;
+                    info!(link = %self.name, %host, "disconnected");
+                }
+                Ok(Err(e)) => debug!(link = %self.name, %host, error = %e, "connect failed"),
+                Err(_) => debug!(link = %self.name, %host, "connect timed out"),
+            }
+            *self.ready.lock().expect("ready lock") = None;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn header(&self) -> Bytes {
+        match self.config.framing.header {
+            HeaderKind::None => Bytes::new(),
+            HeaderKind::Fixed(n) => Bytes::from(vec![0u8; n]),
+            HeaderKind::Cups => {
+                CupsHeader::new(&self.config.institution_id, &self.context.switch_id)
+                    .map(|h| Bytes::copy_from_slice(&h.build()))
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    async fn session(self: &Arc<Self>, stream: TcpStream, shutdown: &CancellationToken) {
+        let _ = stream.set_nodelay(true);
+        let framed = Framed::new(stream, FrameCodec::new(self.config.framing.clone()));
+        let (mut sink, mut source) = framed.split();
+        let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let sender = Sender {
+            frames: frames_tx,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight)),
+            expired: Arc::new(Mutex::new(std::collections::VecDeque::new())),
+        };
+        let header = self.header();
+        let writer_name = self.name.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(body) = frames_rx.recv().await {
+                let mut result = sink
+                    .feed(Frame::Message {
+                        header: header.clone(),
+                        body,
+                    })
+                    .await;
+                // Batch whatever else is queued into one flush.
+                while result.is_ok() {
+                    match frames_rx.try_recv() {
+                        Ok(body) => {
+                            result = sink
+                                .feed(Frame::Message {
+                                    header: header.clone(),
+                                    body,
+                                })
+                                .await
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = result.and(sink.flush().await) {
+                    warn!(link = %writer_name, error = %e, "write failed");
+                    break;
+                }
+            }
+        });
+
+        // Sign-on and echoes run beside the reader, which delivers their responses.
+        let (failed_tx, mut failed_rx) = mpsc::channel::<String>(4);
+        {
+            let me = self.clone();
+            let sender = sender.clone();
+            let failed = failed_tx.clone();
+            tokio::spawn(async move {
+                match me.network_exchange(sender.clone(), "001").await {
+                    Ok(()) => {
+                        info!(link = %me.name, "signed on");
+                        *me.ready.lock().expect("ready lock") = Some(sender);
+                    }
+                    Err(e) => {
+                        let _ = failed.send(format!("sign-on failed: {e}")).await;
+                    }
+                }
+            });
+        }
+
+        let mut last_received = Instant::now();
+        let mut echo_tick = tokio::time::interval(self.config.echo_interval);
+        echo_tick.tick().await;
+        loop {
+            tokio::select! {
+                frame = source.next() => match frame {
+                    Some(Ok(Frame::KeepAlive)) => last_received = Instant::now(),
+                    Some(Ok(Frame::Message { body, .. })) => {
+                        last_received = Instant::now();
+                        self.dispatch(&sender, body);
+                    }
+                    Some(Err(e)) => {
+                        warn!(link = %self.name, error = %e, "bad frame from bank; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+                reason = failed_rx.recv() => {
+                    warn!(link = %self.name, reason = reason.as_deref().unwrap_or("?"), "closing connection");
+                    break;
+                }
+                _ = echo_tick.tick() => {
+                    if last_received.elapsed() >= self.config.echo_interval && self.is_ready() {
+                        let me = self.clone();
+                        let sender = sender.clone();
+                        let failed = failed_tx.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = me.network_exchange(sender, "301").await {
+                                let _ = failed.send(format!("echo failed: {e}")).await;
+                            }
+                        });
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        *self.ready.lock().expect("ready lock") = None;
+        // Waiters see their sender dropped: ConnectionLost.
+        sender.pending.lock().expect("pending lock").clear();
+        writer.abort();
+    }
+
+    /// Routes one frame from the bank: a response to its waiter, a request
+    /// (echo from the bank) to an answer.
+    fn dispatch(&self, sender: &Sender, body: Bytes) {
+        let msg = match parse(&self.context.spec, body.clone()) {
+            Ok(msg) => msg,
+            Err(e) => {
+                warn!(link = %self.name, error = %e, "undecodable message from bank");
+                return;
+            }
+        };
+        if is_response(msg.mti()) {
+            let waiter = MatchKey::of(&msg, *msg.mti())
+                .and_then(|key| sender.pending.lock().expect("pending lock").remove(&key));
+            match waiter {
+                Some(w) => {
+                    if let Err((msg, raw)) = w.send((msg, body)) {
+                        // The waiter gave up between lookup and send.
+                        self.journal(Direction::In, &msg, raw, Some("unmatched response".into()));
+                    }
+                }
+                None => {
+                    let late = MatchKey::of(&msg, *msg.mti()).is_some_and(|key| {
+                        sender.expired.lock().expect("expired lock").contains(&key)
+                    });
+                    // A late answer never undoes what the timeout decided (a
+                    // reversal is already queued): it is recorded, not acted on.
+                    let note = if late {
+                        "late response (68): its request had timed out; ignored"
+                    } else {
+                        "unmatched response"
+                    };
+                    warn!(
+                        link = %self.name,
+                        mti = msg.mti_str(),
+                        stan = msg.get_str(num::STAN).unwrap_or("-"),
+                        note,
+                        "response matches no request in flight"
+                    );
+                    self.journal(Direction::In, &msg, body, Some(note.into()));
+                }
+            }
+            return;
+        }
+        self.journal(Direction::In, &msg, body, None);
+        if msg.mti() == b"0800" {
+            let mut answer = Message::new(*b"0810");
+            for n in [
+                num::TRANSMISSION,
+                num::STAN,
+                num::ACQUIRER,
+                num::FORWARDER,
+                num::NETWORK_CODE,
+                num::RECEIVER,
+            ] {
+                if let Some(v) = msg.get(n) {
+                    answer.set(n, v.clone());
+                }
+            }
+            answer.set(num::RESPONSE_CODE, "00");
+            if let Ok(raw) = build_bytes(&self.context.spec, &answer) {
+                self.journal(Direction::Out, &answer, raw.clone(), None);
+                let _ = sender.frames.try_send(raw);
+            }
+        } else {
+            warn!(link = %self.name, mti = msg.mti_str(), "unexpected request from bank ignored");
+        }
+    }
+}

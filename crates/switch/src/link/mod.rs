@@ -1,0 +1,189 @@
+//! Links to bank hosts: persistent connections opened at start and re-opened
+//! with backoff, a sign-on (0800, F70 001) on every new connection, echo
+//! (0800, F70 301) when idle, many requests in flight on each connection, and
+//! responses matched to requests by key (response MTI + F7 + F11 + F32 + F33).
+//!
+//! A response that matches nothing is logged and journaled, never dropped
+//! silently. Every request has a deadline.
+
+mod connection;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use iso8583::codec::{build_bytes, Message, Mti};
+use iso8583::fields::num;
+use iso8583::mti::response_mti;
+use iso8583::spec::Spec;
+
+use crate::clock::Clock;
+use crate::config::BankConfig;
+use crate::dialect::InstitutionId;
+use crate::stan::StanSource;
+use crate::store::Store;
+
+use connection::Connection;
+
+/// Why a request to a bank got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// No connection to the bank is signed on: nothing was sent.
+    #[error("no connection to {0} is up")]
+    Unavailable(String),
+    /// Sent, but no response within the deadline: the bank may have acted on it.
+    #[error("no response from {0} within {1} ms")]
+    Timeout(String, u128),
+    /// Sent, but the connection closed before the response: the bank may have acted on it.
+    #[error("connection to {0} lost before the response")]
+    ConnectionLost(String),
+    /// The message could not be built or lacks its matching fields; nothing was sent.
+    #[error("cannot send: {0}")]
+    Invalid(String),
+    /// This instance's lease on its work in a shared store has run out:
+    /// another instance may be recovering it, so nothing was sent.
+    #[error("not sent: this instance's lease has run out")]
+    LeaseLost,
+}
+
+impl LinkError {
+    /// Whether the bank may have received the request (so its effect is unknown).
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(self, LinkError::Timeout(..) | LinkError::ConnectionLost(..))
+    }
+}
+
+/// How a response finds its request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct MatchKey {
+    pub mti: Mti,
+    pub transmission: [u8; 10],
+    pub stan: [u8; 6],
+    pub acquirer: InstitutionId,
+    pub forwarder: InstitutionId,
+}
+
+impl MatchKey {
+    /// The key of a message, using `mti` in place of its own (the response MTI
+    /// for a request). `None` when F7 or F11 is missing or malformed.
+    pub fn of(msg: &Message, mti: Mti) -> Option<MatchKey> {
+        let fixed = |n: u16, len: usize| msg.get(n).filter(|v| v.len() == len);
+        let institution = |n: u16| match msg.get(n) {
+            Some(v) => InstitutionId::from_field(n, v).ok(),
+            None => Some(InstitutionId::ZERO),
+        };
+        Some(MatchKey {
+            mti,
+            transmission: fixed(num::TRANSMISSION, 10)?[..].try_into().ok()?,
+            stan: fixed(num::STAN, 6)?[..].try_into().ok()?,
+            acquirer: institution(num::ACQUIRER)?,
+            forwarder: institution(num::FORWARDER)?,
+        })
+    }
+}
+
+/// What every connection of every link shares.
+pub struct LinkContext {
+    pub spec: Arc<Spec>,
+    pub switch_id: String,
+    pub clock: Arc<dyn Clock>,
+    pub stans: Arc<StanSource>,
+    pub store: Arc<dyn Store>,
+}
+
+/// What the switch needs from a bank: send a request, get its response or
+/// know why not. [`BankLink`] is the real one (TCP); the simulation tests put a
+/// bank in memory with seeded faults behind the same trait.
+#[async_trait::async_trait]
+pub trait BankPort: Send + Sync + 'static {
+    /// The bank's institution id.
+    fn institution_id(&self) -> &str;
+
+    /// Sends a request and waits for its response, within the bank's deadline.
+    async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError>;
+}
+
+#[async_trait::async_trait]
+impl BankPort for BankLink {
+    fn institution_id(&self) -> &str {
+        &self.config.institution_id
+    }
+
+    async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError> {
+        BankLink::request(self, msg).await
+    }
+}
+
+/// The connections to one bank.
+pub struct BankLink {
+    pub config: BankConfig,
+    connections: Vec<Arc<Connection>>,
+    next: AtomicUsize,
+    context: Arc<LinkContext>,
+}
+
+impl BankLink {
+    /// Starts the connections (each keeps reconnecting until `shutdown`).
+    pub fn start(
+        config: BankConfig,
+        context: Arc<LinkContext>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<BankLink> {
+        let connections: Vec<Arc<Connection>> = (0..config.connections)
+            .map(|i| Arc::new(Connection::new(i, &config, context.clone())))
+            .collect();
+        for c in &connections {
+            let c = c.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move { c.run(shutdown).await });
+        }
+        Arc::new(BankLink {
+            config,
+            connections,
+            next: AtomicUsize::new(0),
+            context,
+        })
+    }
+
+    pub fn institution_id(&self) -> &str {
+        &self.config.institution_id
+    }
+
+    /// Number of connections signed on now.
+    pub fn ready_connections(&self) -> usize {
+        self.connections.iter().filter(|c| c.is_ready()).count()
+    }
+
+    /// Waits until at least one connection is signed on, or the deadline passes.
+    pub async fn wait_ready(&self, deadline: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while tokio::time::Instant::now() < until {
+            if self.ready_connections() > 0 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Sends a request and waits for its response, within the bank's timeout.
+    pub async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError> {
+        let body =
+            build_bytes(&self.context.spec, msg).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let key = MatchKey::of(msg, response_mti(msg.mti()))
+            .ok_or_else(|| LinkError::Invalid("request lacks F7 or F11".into()))?;
+        let n = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let connection = &self.connections[(start + i) % n];
+            if let Some(sender) = connection.sender() {
+                return connection.exchange(sender, key, msg, body).await;
+            }
+        }
+        Err(LinkError::Unavailable(self.config.name.clone()))
+    }
+}

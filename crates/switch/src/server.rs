@@ -1,0 +1,170 @@
+//! Wallet listeners: accept connections, read frames, hand each request to the
+//! switch as its own task (many in flight per connection), and write the
+//! responses back through one writer per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use iso8583::codec::{parse, Message};
+use iso8583::fields::num;
+use iso8583::framing::{CupsHeader, Frame, FrameCodec, HeaderKind};
+use iso8583::mti::response_mti;
+
+use crate::config::WalletListener;
+use crate::switch::{Peer, Switch};
+
+/// Responses queued for one connection's writer.
+const WRITE_QUEUE: usize = 4096;
+
+/// Accepts wallet connections on `listener` until `shutdown`.
+pub async fn serve_wallets(
+    listener: TcpListener,
+    config: WalletListener,
+    switch: Arc<Switch>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let switch = switch.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        let inner = tracker.clone();
+        tracker.spawn(async move {
+            serve_connection(stream, addr, config, switch, inner, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The reply header for a request's header: CUPS headers get source and
+/// destination swapped; fixed headers are echoed.
+fn reply_header(kind: HeaderKind, header: &Bytes) -> Bytes {
+    match kind {
+        HeaderKind::Cups => CupsHeader::parse(header)
+            .map(|h| Bytes::copy_from_slice(&h.reply().build()))
+            .unwrap_or_else(|_| header.clone()),
+        _ => header.clone(),
+    }
+}
+
+/// A format-error answer to a message too broken to parse, when its MTI at
+/// least is readable.
+fn format_error(switch: &Switch, body: &Bytes) -> Option<Bytes> {
+    let mti: [u8; 4] = body.get(..4)?.try_into().ok()?;
+    if !mti.iter().all(u8::is_ascii_digit) || (mti[2] - b'0') % 2 == 1 {
+        return None;
+    }
+    let mut answer = Message::new(response_mti(&mti));
+    answer.set(num::RESPONSE_CODE, "30");
+    iso8583::codec::build_bytes(switch.spec(), &answer).ok()
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    config: WalletListener,
+    switch: Arc<Switch>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = Arc::new(Peer {
+        name: format!("wallet {addr}"),
+        institutions: config.institutions.clone(),
+    });
+    info!(peer = %peer.name, "connected");
+    let header_kind = config.framing.header;
+    let framed = Framed::new(stream, FrameCodec::new(config.framing.clone()));
+    let (mut sink, mut source) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let writer_peer = peer.name.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let mut result = sink.feed(frame).await;
+            while result.is_ok() {
+                match rx.try_recv() {
+                    Ok(frame) => result = sink.feed(frame).await,
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = result.and(sink.flush().await) {
+                warn!(peer = %writer_peer, error = %e, "write failed");
+                break;
+            }
+        }
+    });
+    loop {
+        let frame = tokio::select! {
+            f = source.next() => f,
+            _ = shutdown.cancelled() => break,
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                // The stream cannot be resynchronised after a bad length.
+                warn!(peer = %peer.name, error = %e, "bad frame; closing connection");
+                break;
+            }
+            Some(Ok(Frame::KeepAlive)) => {}
+            Some(Ok(Frame::Message { header, body })) => {
+                let header = reply_header(header_kind, &header);
+                match parse(switch.spec(), body.clone()) {
+                    Ok(request) => {
+                        let switch = switch.clone();
+                        let peer = peer.clone();
+                        let tx = tx.clone();
+                        tracker.spawn(async move {
+                            if let Some(response) = switch.handle(&peer, request, body).await {
+                                let _ = tx
+                                    .send(Frame::Message {
+                                        header,
+                                        body: response,
+                                    })
+                                    .await;
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        warn!(peer = %peer.name, error = %e, "undecodable message");
+                        if let Some(response) = format_error(&switch, &body) {
+                            let _ = tx
+                                .send(Frame::Message {
+                                    header,
+                                    body: response,
+                                })
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(tx);
+    // Let responses already decided go out.
+    let _ = writer.await;
+    info!(peer = %peer.name, "disconnected");
+}

@@ -1,0 +1,165 @@
+//! Assembling a running switch from a [`Config`], a store and a clock: bank
+//! links, the switch, wallet listeners, and orderly shutdown. Used by
+//! `switchboard serve`, `switchboard demo` and the integration tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use iso8583::spec::Spec;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::link::{BankLink, LinkContext};
+use crate::server::serve_wallets;
+use crate::stan::StanSource;
+use crate::store::Store;
+use crate::switch::{Route, Switch};
+
+/// A switch that is running.
+pub struct Running {
+    /// Where each wallet listener accepts connections (ports resolved).
+    pub wallet_addrs: Vec<SocketAddr>,
+    /// What recovery settled at start.
+    pub recovered: crate::switch::recovery::Recovered,
+    pub switch: Arc<Switch>,
+    pub links: Vec<Arc<BankLink>>,
+    /// Stops the listeners; requests already read still run to their answer.
+    wallets_shutdown: CancellationToken,
+    wallets: TaskTracker,
+    /// Stops the bank links, after the requests that need them are done.
+    links_shutdown: CancellationToken,
+    link_tasks: TaskTracker,
+}
+
+/// Starts the bank links and the wallet listeners.
+pub async fn start(
+    config: Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Running> {
+    let spec = Arc::new(Spec::load(&config.spec)?);
+    let stans = Arc::new(StanSource::new(store.clone()));
+    let links_shutdown = CancellationToken::new();
+    let link_tasks = TaskTracker::new();
+    let wallets_shutdown = CancellationToken::new();
+    let wallets = TaskTracker::new();
+    let context = Arc::new(LinkContext {
+        spec: spec.clone(),
+        switch_id: config.institution_id.clone(),
+        clock: clock.clone(),
+        stans: stans.clone(),
+        store: store.clone(),
+    });
+    let mut routes = Vec::new();
+    let mut links = Vec::new();
+    for bank in &config.banks {
+        let link = BankLink::start(
+            bank.clone(),
+            context.clone(),
+            &link_tasks,
+            links_shutdown.clone(),
+        );
+        routes.push(Route {
+            bins: bank.bins.clone(),
+            link: link.clone() as Arc<dyn crate::link::BankPort>,
+        });
+        links.push(link);
+    }
+    let switch = Arc::new(
+        Switch::new(
+            spec,
+            config.institution_id.clone(),
+            store,
+            routes,
+            clock,
+            stans,
+        )
+        .with_settlement(config.clearing),
+    );
+    // Settle what a crash left in flight before serving anything new. The
+    // embedded store has one instance: everything unfinished is a crash's.
+    // A shared store may hold live peers' work: this instance takes its lease
+    // first, then recovers only instances whose lease has expired (its own
+    // earlier life included, once that lease runs out).
+    let lease = config.lease_policy();
+    let recovered = if lease.shared {
+        crate::switch::ownership::renew(&switch, config.lease)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot take a lease in the store: {e}"))?;
+        crate::switch::recovery::take_over_expired(&switch, lease.grace)
+            .await
+            .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
+    } else {
+        crate::switch::recovery::recover(&switch)
+            .await
+            .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
+    };
+    link_tasks.spawn(crate::switch::ownership::run(
+        switch.clone(),
+        lease,
+        links_shutdown.clone(),
+    ));
+    link_tasks.spawn(crate::switch::saf::run(
+        switch.clone(),
+        config.saf.clone(),
+        links_shutdown.clone(),
+    ));
+    link_tasks.spawn(crate::switch::expiry::run(
+        switch.clone(),
+        config.max_freeze_age,
+        Duration::from_secs(60),
+        links_shutdown.clone(),
+    ));
+    let mut wallet_addrs = Vec::new();
+    for wallet in &config.wallets {
+        let listener = TcpListener::bind(wallet.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", wallet.listen))?;
+        wallet_addrs.push(listener.local_addr()?);
+        wallets.spawn(serve_wallets(
+            listener,
+            wallet.clone(),
+            switch.clone(),
+            wallets.clone(),
+            wallets_shutdown.clone(),
+        ));
+    }
+    Ok(Running {
+        wallet_addrs,
+        recovered,
+        switch,
+        links,
+        wallets_shutdown,
+        wallets,
+        links_shutdown,
+        link_tasks,
+    })
+}
+
+impl Running {
+    /// Waits until every bank has a signed-on connection; false on timeout.
+    pub async fn wait_banks_ready(&self, deadline: Duration) -> bool {
+        for link in &self.links {
+            if !link.wait_ready(deadline).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by the links'
+    /// timeouts), and closes the links.
+    pub async fn shutdown(self) {
+        self.wallets_shutdown.cancel();
+        self.wallets.close();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.wallets.wait()).await;
+        self.links_shutdown.cancel();
+        self.link_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.link_tasks.wait()).await;
+    }
+}

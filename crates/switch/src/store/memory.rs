@@ -1,0 +1,553 @@
+//! An in-memory store: the `Store` contract with nothing but ordered maps
+//! behind one mutex. Every call is one atomic step, as if it had committed when
+//! it returned — which is what the deterministic simulation needs: a "crash"
+//! drops whatever was in flight and keeps everything that returned. Not durable
+//! across processes; not for production.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{
+    Close, ExpiredLease, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, Lease,
+    NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafOutcome,
+    SafState, SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult,
+    StoredAnswer, Unfinished,
+};
+use crate::dialect::FreezeKey;
+
+#[derive(Default)]
+struct State {
+    freezes: BTreeMap<FreezeKey, (FreezeRecord, [u8; 32])>,
+    sagas: BTreeMap<RequestKey, (SagaRecord, [u8; 32])>,
+    answers: BTreeMap<RequestKey, StoredAnswer>,
+    saf: BTreeMap<i64, SafEntry>,
+    next_saf_id: i64,
+    next_stan: u32,
+    journal_len: u64,
+    /// Every entry, in the order written (clearing reads them back).
+    journal: Vec<JournalEntry>,
+    /// Which instance started each freeze and saga.
+    freeze_owners: BTreeMap<FreezeKey, String>,
+    saga_owners: BTreeMap<RequestKey, String>,
+    /// Instance → (lease end, unfinished since), by the callers' clock.
+    leases: BTreeMap<String, (i64, i64)>,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore {
+            state: Mutex::new(State {
+                next_stan: 1,
+                next_saf_id: 1,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> StoreResult<T>) -> StoreResult<T> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
+        f(&mut state)
+    }
+}
+
+fn invalid(why: impl Into<String>) -> StoreError {
+    StoreError::Unavailable(format!("invalid request to the store: {}", why.into()))
+}
+
+impl State {
+    fn enqueue(&mut self, entry: &NewSafEntry) {
+        let id = self.next_saf_id;
+        self.next_saf_id += 1;
+        self.saf.insert(
+            id,
+            SafEntry {
+                id,
+                entry: entry.clone(),
+                state: SafState::Pending,
+                attempts: 0,
+                next_attempt_ms: entry.created_at_ms,
+                last_result: None,
+            },
+        );
+    }
+
+    fn finish_freeze(
+        &mut self,
+        key: &FreezeKey,
+        approved: bool,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Settled> {
+        let (freeze, _) = self
+            .freezes
+            .get_mut(key)
+            .ok_or_else(|| invalid(format!("finish_freeze: no freeze {key}")))?;
+        if freeze.state != FreezeState::Pending {
+            return Ok(Settled::Before {
+                answer: self.answers.get(request).cloned(),
+            });
+        }
+        freeze.state = if approved {
+            FreezeState::Open
+        } else {
+            FreezeState::Declined
+        };
+        self.answers.entry(*request).or_insert(answer);
+        Ok(Settled::Now)
+    }
+
+    fn finish_receive(
+        &mut self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+    ) -> StoreResult<bool> {
+        let (saga, _) = self
+            .sagas
+            .get_mut(request)
+            .ok_or_else(|| invalid(format!("finish_receive: no saga {request}")))?;
+        if saga.state.is_final() {
+            return Ok(false);
+        }
+        let amount = saga.amount_minor;
+        let (freeze, _) = self
+            .freezes
+            .get_mut(&saga.freeze)
+            .ok_or_else(|| StoreError::Corrupt(format!("saga {request} has no freeze")))?;
+        match outcome {
+            ReceiveOutcome::Approved | ReceiveOutcome::Failed => {
+                if freeze.reserved_minor < amount {
+                    return Err(StoreError::Corrupt(format!(
+                        "freeze {} holds less than {amount} reserved",
+                        freeze.key
+                    )));
+                }
+                freeze.reserved_minor -= amount;
+                if outcome == ReceiveOutcome::Approved {
+                    freeze.received_minor += amount;
+                }
+            }
+            ReceiveOutcome::InDoubt => {}
+        }
+        saga.state = match outcome {
+            ReceiveOutcome::Approved => SagaState::Approved,
+            ReceiveOutcome::Failed => SagaState::Failed,
+            ReceiveOutcome::InDoubt => SagaState::InDoubt,
+        };
+        static SPEC: std::sync::OnceLock<iso8583::Spec> = std::sync::OnceLock::new();
+        let spec = SPEC.get_or_init(iso8583::Spec::switchboard);
+        saga.response_code = iso8583::codec::parse(spec, answer.response.clone())
+            .ok()
+            .and_then(|m| m.get_str(39).map(str::to_string));
+        self.answers.entry(*request).or_insert(answer);
+        Ok(true)
+    }
+
+    fn close(
+        &mut self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> Close {
+        let Some((freeze, _)) = self.freezes.get_mut(key) else {
+            return Close::NotFound;
+        };
+        if freeze.state != FreezeState::Open {
+            return Close::NotOpen(freeze.state);
+        }
+        let remaining_minor = freeze.available_minor();
+        if amount_minor != remaining_minor {
+            return Close::AmountMismatch { remaining_minor };
+        }
+        freeze.state = FreezeState::Closed;
+        let record = freeze.clone();
+        self.answers.entry(*request).or_insert(answer);
+        Close::Closed(record)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
+        self.with(|s| Ok(s.answers.get(request).cloned()))
+    }
+
+    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
+        self.with(|s| {
+            s.answers.entry(*request).or_insert(answer);
+            Ok(())
+        })
+    }
+
+    fn journal(&self, entry: JournalEntry) {
+        if let Ok(mut s) = self.state.lock() {
+            s.journal_len += 1;
+            s.journal.push(entry);
+        }
+    }
+
+    async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze> {
+        self.with(|s| {
+            if let Some(answer) = s.answers.get(&freeze.request) {
+                return Ok(InsertFreeze::Exists {
+                    request_digest: answer.request_digest,
+                    answer: Some(answer.clone()),
+                });
+            }
+            if let Some((_, digest)) = s.freezes.get(&freeze.key) {
+                return Ok(InsertFreeze::Exists {
+                    request_digest: *digest,
+                    answer: None,
+                });
+            }
+            let record = FreezeRecord {
+                key: freeze.key,
+                payer_pan: freeze.payer_pan,
+                payer_bank: freeze.payer_bank,
+                amount_minor: freeze.amount_minor,
+                currency: freeze.currency,
+                received_minor: 0,
+                reserved_minor: 0,
+                state: FreezeState::Pending,
+                created_at_ms: freeze.created_at_ms,
+            };
+            s.freezes
+                .insert(freeze.key, (record, freeze.request_digest));
+            s.freeze_owners.insert(freeze.key, freeze.owner);
+            Ok(InsertFreeze::Inserted)
+        })
+    }
+
+    async fn finish_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        approved: bool,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        saf: Option<NewSafEntry>,
+    ) -> StoreResult<Settled> {
+        self.with(|s| {
+            let settled = s.finish_freeze(key, approved, request, answer)?;
+            if let (Settled::Now, Some(entry)) = (&settled, &saf) {
+                s.enqueue(entry);
+            }
+            Ok(settled)
+        })
+    }
+
+    async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
+        self.with(|s| Ok(s.freezes.get(key).map(|(f, _)| f.clone())))
+    }
+
+    async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve> {
+        self.with(|s| {
+            if let Some(answer) = s.answers.get(&receive.request) {
+                return Ok(Reserve::Duplicate {
+                    request_digest: answer.request_digest,
+                    answer: Some(answer.clone()),
+                });
+            }
+            if let Some((_, digest)) = s.sagas.get(&receive.request) {
+                return Ok(Reserve::Duplicate {
+                    request_digest: *digest,
+                    answer: None,
+                });
+            }
+            let Some((freeze, _)) = s.freezes.get_mut(&receive.freeze) else {
+                return Ok(Reserve::NotFound);
+            };
+            if freeze.state != FreezeState::Open {
+                return Ok(Reserve::NotOpen(freeze.state));
+            }
+            let available_minor = freeze.available_minor();
+            if receive.amount_minor > available_minor {
+                return Ok(Reserve::Exceeds { available_minor });
+            }
+            freeze.reserved_minor += receive.amount_minor;
+            let record = freeze.clone();
+            let saga = SagaRecord {
+                request: receive.request,
+                freeze: receive.freeze,
+                amount_minor: receive.amount_minor,
+                receiver_pan: receive.receiver_pan,
+                receiver_bank: receive.receiver_bank,
+                state: if receive.debit.is_some() {
+                    SagaState::Debiting
+                } else {
+                    SagaState::Reserved
+                },
+                debit: receive.debit,
+                credit: receive.credit,
+                reversal: None,
+                response_code: None,
+                created_at_ms: receive.created_at_ms,
+            };
+            s.sagas
+                .insert(receive.request, (saga, receive.request_digest));
+            s.saga_owners.insert(receive.request, receive.owner);
+            Ok(Reserve::Reserved(record))
+        })
+    }
+
+    async fn saga_step(
+        &self,
+        request: &RequestKey,
+        state: SagaState,
+        sent: Option<SentMessage>,
+    ) -> StoreResult<()> {
+        self.with(|s| {
+            let (saga, _) = s
+                .sagas
+                .get_mut(request)
+                .ok_or_else(|| invalid(format!("saga_step: no saga {request}")))?;
+            if saga.state.is_final() || state.is_final() {
+                return Err(invalid(
+                    "saga_step cannot move into or out of a final state",
+                ));
+            }
+            saga.state = state;
+            match state {
+                SagaState::Debiting => saga.debit = sent.or(saga.debit),
+                SagaState::Crediting => saga.credit = sent.or(saga.credit),
+                SagaState::ReversingDebit => saga.reversal = sent.or(saga.reversal),
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+
+    async fn finish_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+    ) -> StoreResult<()> {
+        self.with(|s| s.finish_receive(request, outcome, answer).map(|_| ()))
+    }
+
+    async fn settle_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+        follow_up: FollowUp,
+    ) -> StoreResult<Settled> {
+        self.with(|s| {
+            if !s.finish_receive(request, outcome, answer)? {
+                return Ok(Settled::Before {
+                    answer: s.answers.get(request).cloned(),
+                });
+            }
+            for entry in &follow_up.saf {
+                s.enqueue(entry);
+            }
+            if outcome == ReceiveOutcome::Failed {
+                if let Some(unfreeze) = &follow_up.unfreeze_if_closed {
+                    let closed = s
+                        .sagas
+                        .get(request)
+                        .and_then(|(saga, _)| s.freezes.get(&saga.freeze))
+                        .is_some_and(|(f, _)| f.state == FreezeState::Closed);
+                    if closed {
+                        s.enqueue(unfreeze);
+                    }
+                }
+            }
+            Ok(Settled::Now)
+        })
+    }
+
+    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
+        self.with(|s| Ok(s.sagas.get(request).map(|(saga, _)| saga.clone())))
+    }
+
+    async fn close_freeze(
+        &self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Close> {
+        self.with(|s| Ok(s.close(key, amount_minor, request, answer)))
+    }
+
+    async fn close_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        notice: NewSafEntry,
+    ) -> StoreResult<Close> {
+        self.with(|s| {
+            let result = s.close(key, amount_minor, request, answer);
+            if matches!(result, Close::Closed(_)) {
+                s.enqueue(&notice);
+            }
+            Ok(result)
+        })
+    }
+
+    async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        self.with(|s| {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut due = Vec::new();
+            for entry in s.saf.values_mut().filter(|e| e.state == SafState::Pending) {
+                // Only the oldest pending entry of each ordering key.
+                if !seen.insert(entry.entry.order_key.clone()) {
+                    continue;
+                }
+                if entry.next_attempt_ms <= now_ms && due.len() < limit {
+                    due.push(entry.clone());
+                    // Handed out: not due again until its attempt settles or the hold ends.
+                    entry.next_attempt_ms = now_ms.saturating_add(hold_ms);
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    async fn renew_lease(&self, lease: &Lease, now_ms: i64) -> StoreResult<()> {
+        self.with(|s| {
+            s.leases.insert(
+                lease.instance.clone(),
+                (
+                    now_ms.saturating_add(lease.duration_ms),
+                    lease.unfinished_since_ms,
+                ),
+            );
+            Ok(())
+        })
+    }
+
+    async fn expired_leases(&self, now_ms: i64, grace_ms: i64) -> StoreResult<Vec<ExpiredLease>> {
+        self.with(|s| {
+            Ok(s.leases
+                .iter()
+                .filter(|(_, (until, _))| until.saturating_add(grace_ms) < now_ms)
+                .map(|(instance, (_, since))| ExpiredLease {
+                    instance: instance.clone(),
+                    unfinished_since_ms: *since,
+                })
+                .collect())
+        })
+    }
+
+    async fn drop_lease(&self, instance: &str, now_ms: i64) -> StoreResult<()> {
+        self.with(|s| {
+            if s.leases
+                .get(instance)
+                .is_some_and(|(until, _)| *until < now_ms)
+            {
+                s.leases.remove(instance);
+            }
+            Ok(())
+        })
+    }
+
+    async fn unfinished_of(&self, owner: &str, since_ms: i64) -> StoreResult<Unfinished> {
+        self.with(|s| {
+            let freezes = s
+                .freezes
+                .values()
+                .map(|(f, _)| f)
+                .filter(|f| f.state == FreezeState::Pending && f.created_at_ms >= since_ms)
+                .filter(|f| s.freeze_owners.get(&f.key).is_some_and(|o| o == owner))
+                .cloned()
+                .collect();
+            let sagas = s
+                .sagas
+                .values()
+                .map(|(saga, _)| saga)
+                .filter(|saga| !saga.state.is_final() && saga.created_at_ms >= since_ms)
+                .filter(|saga| s.saga_owners.get(&saga.request).is_some_and(|o| o == owner))
+                .cloned()
+                .collect();
+            Ok(Unfinished { freezes, sagas })
+        })
+    }
+
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
+        self.with(|s| {
+            let entry = s
+                .saf
+                .get_mut(&id)
+                .filter(|e| e.state == SafState::Pending)
+                .ok_or_else(|| invalid(format!("saf entry {id} is not pending")))?;
+            entry.attempts += 1;
+            match outcome {
+                SafOutcome::Done { result } => {
+                    entry.state = SafState::Done;
+                    entry.last_result = Some(result);
+                }
+                SafOutcome::Retry {
+                    next_attempt_ms,
+                    result,
+                } => {
+                    entry.next_attempt_ms = next_attempt_ms;
+                    entry.last_result = Some(result);
+                }
+                SafOutcome::Dead { result } => {
+                    entry.state = SafState::Dead;
+                    entry.last_result = Some(result);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
+        self.with(|s| Ok(s.saf.values().cloned().collect()))
+    }
+
+    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
+        self.with(|s| {
+            if count == 0 || count > 999_999 {
+                return Err(invalid("allocate_stans: count must be 1..=999999"));
+            }
+            if s.next_stan + count - 1 > 999_999 {
+                s.next_stan = 1;
+            }
+            let first = s.next_stan;
+            s.next_stan += count;
+            if s.next_stan > 999_999 {
+                s.next_stan = 1;
+            }
+            Ok(first)
+        })
+    }
+
+    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
+        self.with(|s| Ok(s.freezes.values().map(|(f, _)| f.clone()).collect()))
+    }
+
+    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
+        self.with(|s| Ok(s.sagas.values().map(|(saga, _)| saga.clone()).collect()))
+    }
+
+    async fn journal_len(&self) -> StoreResult<u64> {
+        self.with(|s| Ok(s.journal_len))
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        self.with(|s| {
+            Ok(s.journal
+                .iter()
+                .filter(|e| (from_ms..to_ms).contains(&e.at_ms))
+                .cloned()
+                .collect())
+        })
+    }
+}

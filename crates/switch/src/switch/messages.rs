@@ -1,0 +1,288 @@
+//! The messages the switch originates toward banks: debit, credit, reversal
+//! and the forwarded unfreeze notice. Each gets its own F7 and a fresh STAN;
+//! F32 and F33 are the switch; F90 names the original.
+
+use chrono::{Duration, NaiveDateTime};
+
+use iso8583::codec::Message;
+use iso8583::fields::{format_amount, format_transmission, num};
+
+use crate::dialect::{InstitutionId, OriginalData};
+use crate::store::{FreezeRecord, SentMessage};
+
+/// Local time of the switch's settlement zone (Asia/Shanghai, UTC+8, no DST).
+fn local(now: NaiveDateTime) -> NaiveDateTime {
+    now + Duration::hours(8)
+}
+
+/// A new message's identity: F7 from the clock and a fresh STAN.
+pub fn sent_message(now: NaiveDateTime, stan: [u8; 6]) -> SentMessage {
+    let mut transmission = [0u8; 10];
+    transmission.copy_from_slice(format_transmission(now).as_bytes());
+    SentMessage { stan, transmission }
+}
+
+/// Field 90 naming a freeze: the wallet's 0100 as forwarded by the switch.
+pub fn freeze_original(freeze: &FreezeRecord, switch_id: &str) -> [u8; 42] {
+    OriginalData {
+        mti: *b"0100",
+        stan: freeze.key.stan,
+        transmission: freeze.key.transmission,
+        acquirer: freeze.key.acquirer,
+        forwarder: InstitutionId::from_field(num::FORWARDER, switch_id.as_bytes())
+            .unwrap_or(InstitutionId::ZERO),
+    }
+    .to_bytes()
+}
+
+/// Field 90 naming a message the switch sent.
+pub fn own_original(mti: [u8; 4], sent: &SentMessage, switch_id: &str) -> [u8; 42] {
+    let switch = InstitutionId::from_field(num::ACQUIRER, switch_id.as_bytes())
+        .unwrap_or(InstitutionId::ZERO);
+    OriginalData {
+        mti,
+        stan: sent.stan,
+        transmission: sent.transmission,
+        acquirer: switch,
+        forwarder: switch,
+    }
+    .to_bytes()
+}
+
+/// Retrieval reference number: day, hour, minute of F7 and the STAN.
+fn rrn(sent: &SentMessage) -> Vec<u8> {
+    let mut v = sent.transmission[2..8].to_vec();
+    v.extend_from_slice(&sent.stan);
+    v
+}
+
+/// Who sends an originated message, when, under which identity.
+struct Origin<'a> {
+    sent: &'a SentMessage,
+    now: NaiveDateTime,
+    switch_id: &'a str,
+}
+
+/// The fields every originated message shares.
+fn base(
+    mti: [u8; 4],
+    processing_code: &str,
+    amount_minor: u64,
+    currency: u16,
+    receiving_bank: &str,
+    origin: Origin<'_>,
+) -> Message {
+    let Origin {
+        sent,
+        now,
+        switch_id,
+    } = origin;
+    let mut m = Message::new(mti);
+    let local = local(now);
+    m.set(num::PROCESSING_CODE, processing_code.to_string())
+        .set(
+            num::AMOUNT,
+            format_amount(amount_minor).unwrap_or_else(|_| "999999999999".into()),
+        )
+        .set(num::TRANSMISSION, sent.transmission.to_vec())
+        .set(num::STAN, sent.stan.to_vec())
+        .set(num::LOCAL_TIME, local.format("%H%M%S").to_string())
+        .set(num::LOCAL_DATE, local.format("%m%d").to_string())
+        .set(num::ACQUIRER, switch_id.to_string())
+        .set(num::FORWARDER, switch_id.to_string())
+        .set(num::RRN, rrn(sent))
+        .set(num::CURRENCY, format!("{currency:03}"))
+        .set(num::RECEIVER, receiving_bank.to_string());
+    m
+}
+
+/// Debit to the payer bank: the sender's card in F2, the recipient's in F103,
+/// F90 naming the freeze whose hold it draws on.
+pub fn debit(
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    receiver_pan: &str,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let mut m = base(
+        *b"0200",
+        "000000",
+        amount_minor,
+        freeze.currency,
+        &freeze.payer_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
+    );
+    m.set(num::PAN, freeze.payer_pan.clone())
+        .set(num::POS_CONDITION, "06")
+        .set(
+            num::ORIGINAL_DATA,
+            freeze_original(freeze, switch_id).to_vec(),
+        )
+        .set(num::ACCOUNT_2, receiver_pan.to_string());
+    m
+}
+
+/// Credit to the receiver bank: the recipient's card in F2, the sender's in F102.
+pub fn credit(
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    receiver_pan: &str,
+    receiver_bank: &str,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let mut m = base(
+        *b"0200",
+        "260000",
+        amount_minor,
+        freeze.currency,
+        receiver_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
+    );
+    m.set(num::PAN, receiver_pan.to_string())
+        .set(num::POS_CONDITION, "00")
+        .set(
+            num::ORIGINAL_DATA,
+            freeze_original(freeze, switch_id).to_vec(),
+        )
+        .set(num::ACCOUNT_1, freeze.payer_pan.clone());
+    m
+}
+
+/// Reversal (0420) of a debit the switch sent to the payer bank.
+pub fn debit_reversal(
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    receiver_pan: &str,
+    debit: &SentMessage,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let mut m = base(
+        *b"0420",
+        "000000",
+        amount_minor,
+        freeze.currency,
+        &freeze.payer_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
+    );
+    m.set(num::PAN, freeze.payer_pan.clone())
+        .set(num::POS_CONDITION, "06")
+        .set(num::RRN, rrn(debit))
+        .set(
+            num::ORIGINAL_DATA,
+            own_original(*b"0200", debit, switch_id).to_vec(),
+        )
+        .set(num::ACCOUNT_2, receiver_pan.to_string());
+    m
+}
+
+/// A message to the payer bank about a freeze's hold (its card in F2, the
+/// freeze in F90): the freeze's reversal and the unfreeze notice differ only in
+/// MTI, processing code and amount.
+fn about_hold(
+    mti: [u8; 4],
+    processing_code: &str,
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    origin: Origin<'_>,
+) -> Message {
+    let switch_id = origin.switch_id;
+    let mut m = base(
+        mti,
+        processing_code,
+        amount_minor,
+        freeze.currency,
+        &freeze.payer_bank,
+        origin,
+    );
+    m.set(num::PAN, freeze.payer_pan.clone())
+        .set(num::POS_CONDITION, "06")
+        .set(
+            num::ORIGINAL_DATA,
+            freeze_original(freeze, switch_id).to_vec(),
+        );
+    m
+}
+
+/// Reversal (0420) of a freeze the payer bank may have placed but never
+/// answered in time.
+pub fn freeze_reversal(
+    freeze: &FreezeRecord,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let origin = Origin {
+        sent,
+        now,
+        switch_id,
+    };
+    about_hold(*b"0420", "030000", freeze, freeze.amount_minor, origin)
+}
+
+/// The unfreeze notice forwarded to the payer bank: release `amount_minor` of
+/// the freeze's hold.
+pub fn unfreeze_notice(
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let origin = Origin {
+        sent,
+        now,
+        switch_id,
+    };
+    about_hold(*b"0120", "200000", freeze, amount_minor, origin)
+}
+
+/// Reversal (0420) of a credit the switch sent to the receiver bank.
+pub fn credit_reversal(
+    freeze: &FreezeRecord,
+    amount_minor: u64,
+    (receiver_pan, receiver_bank): (&str, &str),
+    credit: &SentMessage,
+    sent: &SentMessage,
+    now: NaiveDateTime,
+    switch_id: &str,
+) -> Message {
+    let mut m = base(
+        *b"0420",
+        "260000",
+        amount_minor,
+        freeze.currency,
+        receiver_bank,
+        Origin {
+            sent,
+            now,
+            switch_id,
+        },
+    );
+    m.set(num::PAN, receiver_pan.to_string())
+        .set(num::POS_CONDITION, "00")
+        .set(num::RRN, rrn(credit))
+        .set(
+            num::ORIGINAL_DATA,
+            own_original(*b"0200", credit, switch_id).to_vec(),
+        )
+        .set(num::ACCOUNT_1, freeze.payer_pan.clone());
+    m
+}

@@ -1,0 +1,411 @@
+//! The switch's decisions: every wallet request goes through [`Switch::handle`],
+//! which validates it, answers resends from what was answered before, and runs
+//! the flow of its message type, each an explicit state machine in its own
+//! module: [`freeze`], [`receive`], [`unfreeze`].
+//!
+//! The switch is written against the [`Store`] trait, the bank links and an
+//! injectable [`Clock`]; it knows nothing of sockets or framing.
+
+pub mod expiry;
+mod freeze;
+mod idempotency;
+mod messages;
+pub mod ownership;
+mod receive;
+pub mod recovery;
+pub mod saf;
+mod unfreeze;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use iso8583::codec::{build_bytes, EncodeError, Message};
+use iso8583::fields::num;
+use iso8583::mti::{is_response, response_mti};
+use iso8583::spec::Spec;
+use iso8583::validate::validate;
+
+use crate::clock::Clock;
+use crate::config::BinRange;
+use crate::dialect::InstitutionId;
+use crate::link::BankPort;
+use crate::stan::StanSource;
+use crate::store::{Direction, JournalEntry, Store, StoredAnswer};
+
+pub use idempotency::{request_digest, request_key};
+use idempotency::{Begin, InFlight};
+
+/// Who a request came from, as the listener knows it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// For logs and the journal, e.g. "wallet 127.0.0.1:50312".
+    pub name: String,
+    /// Institution ids (F32) this connection may send as; empty means any.
+    pub institutions: Vec<InstitutionId>,
+}
+
+/// A bank the switch can route to.
+pub struct Route {
+    pub bins: Vec<BinRange>,
+    pub link: Arc<dyn BankPort>,
+}
+
+pub struct Switch {
+    spec: Arc<Spec>,
+    id: String,
+    store: Arc<dyn Store>,
+    routes: Vec<Route>,
+    clock: Arc<dyn Clock>,
+    stans: Arc<StanSource>,
+    in_flight: InFlight,
+    /// Cutoff and time zone of settlement dates (F15).
+    settlement: crate::clearing::Settlement,
+    /// This instance's name in the store: owner of the work it starts.
+    instance: String,
+    /// The work started and not ended (its watermark goes with the lease).
+    work: ownership::Work,
+    /// Until when this instance may send (see `ownership.rs`).
+    lease: ownership::LeaseClock,
+}
+
+/// A name no other instance has: host process id and start time.
+fn new_instance_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+impl Switch {
+    pub fn new(
+        spec: Arc<Spec>,
+        institution_id: String,
+        store: Arc<dyn Store>,
+        routes: Vec<Route>,
+        clock: Arc<dyn Clock>,
+        stans: Arc<StanSource>,
+    ) -> Switch {
+        Switch {
+            spec,
+            id: institution_id,
+            store,
+            routes,
+            clock,
+            stans,
+            in_flight: InFlight::default(),
+            settlement: crate::clearing::Settlement::default(),
+            instance: new_instance_id(),
+            work: ownership::Work::default(),
+            lease: ownership::LeaseClock::default(),
+        }
+    }
+
+    /// Whether this instance still holds its lease and so may send a debit,
+    /// a credit or a freeze. Always, on a store that is not shared.
+    fn may_send(&self) -> bool {
+        self.lease.holds()
+    }
+
+    /// Names this instance (by default: process id and start time).
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Switch {
+        self.instance = instance.into();
+        self
+    }
+
+    /// This instance's name in the store.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The cutoff and time zone F15 is given by (23:00 Asia/Shanghai unless set).
+    pub fn with_settlement(mut self, settlement: crate::clearing::Settlement) -> Switch {
+        self.settlement = settlement;
+        self
+    }
+
+    pub fn settlement(&self) -> &crate::clearing::Settlement {
+        &self.settlement
+    }
+
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The bank owning a card, by the longest matching BIN range.
+    fn route(&self, pan: &[u8]) -> Option<&Arc<dyn BankPort>> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.bins.iter().map(move |b| (b, &r.link)))
+            .filter(|(b, _)| b.contains(pan))
+            .max_by_key(|(b, _)| b.len)
+            .map(|(_, link)| link)
+    }
+
+    /// The bank with this institution id.
+    fn bank(&self, institution_id: &str) -> Option<&Arc<dyn BankPort>> {
+        self.routes
+            .iter()
+            .map(|r| &r.link)
+            .find(|l| l.institution_id() == institution_id)
+    }
+
+    fn journal(
+        &self,
+        direction: Direction,
+        peer: &str,
+        msg: &Message,
+        raw: Bytes,
+        note: Option<String>,
+    ) {
+        let at = self.clock.now_ms();
+        self.store
+            .journal(JournalEntry::of(direction, peer, msg, raw, at, note));
+    }
+
+    /// Builds a response, leaving out any echoed field that cannot be built (a
+    /// malformed field of the request is not echoed back).
+    fn encode(&self, msg: &mut Message) -> Bytes {
+        for _ in 0..8 {
+            match build_bytes(&self.spec, msg) {
+                Ok(bytes) => return bytes,
+                Err(
+                    EncodeError::WrongLength { field, .. }
+                    | EncodeError::TooLong { field, .. }
+                    | EncodeError::UndefinedField { field }
+                    | EncodeError::Unencodable {
+                        field: Some(field), ..
+                    },
+                ) => {
+                    msg.remove(field);
+                }
+                Err(e) => {
+                    warn!(error = %e, "response cannot be built");
+                    break;
+                }
+            }
+        }
+        let mut minimal = Message::new(*msg.mti());
+        minimal.set(
+            num::RESPONSE_CODE,
+            msg.get(num::RESPONSE_CODE)
+                .cloned()
+                .unwrap_or_else(|| Bytes::from_static(b"96")),
+        );
+        build_bytes(&self.spec, &minimal).unwrap_or_default()
+    }
+
+    /// The response to `request` with code `code`: echoes 2, 3, 4, 7, 11, 32,
+    /// 33, 37, 49, 90 and 100 where present, carries 39, and 15 for financial
+    /// responses.
+    fn respond(&self, request: &Message, code: &str) -> Message {
+        let mut response = Message::new(response_mti(request.mti()));
+        let echoed: &[u16] = if request.mti() == b"0800" {
+            &[7, 11, 32, 33, 70, 100]
+        } else {
+            &[2, 3, 4, 7, 11, 32, 33, 37, 49, 90, 100]
+        };
+        for &n in echoed {
+            if let Some(v) = request.get(n) {
+                response.set(n, v.clone());
+            }
+        }
+        if &request.mti()[..2] == b"02" {
+            response.set(num::SETTLEMENT_DATE, self.settlement.f15(self.clock.now()));
+        }
+        response.set(num::RESPONSE_CODE, code.to_string());
+        response
+    }
+
+    /// A store-and-forward entry for a message the switch built.
+    pub(crate) fn saf_entry(
+        &self,
+        bank: &str,
+        order_key: &str,
+        kind: crate::store::SafKind,
+        mut msg: Message,
+    ) -> crate::store::NewSafEntry {
+        crate::store::NewSafEntry {
+            bank: bank.to_string(),
+            order_key: order_key.to_string(),
+            kind,
+            message: self.encode(&mut msg),
+            created_at_ms: self.clock.now_ms(),
+        }
+    }
+
+    /// The response to `request` with code `code`, built.
+    fn reply(&self, request: &Message, code: &str) -> Bytes {
+        let mut response = self.respond(request, code);
+        self.encode(&mut response)
+    }
+
+    /// Handles one request from a wallet and returns the response to send (the
+    /// codec bytes, without framing), or `None` when nothing is to be answered.
+    pub async fn handle(&self, peer: &Peer, request: Message, raw: Bytes) -> Option<Bytes> {
+        self.journal(Direction::In, &peer.name, &request, raw, None);
+        if is_response(request.mti()) {
+            warn!(peer = %peer.name, mti = request.mti_str(), "response from a wallet ignored");
+            return None;
+        }
+        let (bytes, note) = self.decide(peer, &request).await;
+        if let Ok(msg) = iso8583::codec::parse(&self.spec, bytes.clone()) {
+            self.journal(Direction::Out, &peer.name, &msg, bytes.clone(), note);
+        }
+        Some(bytes)
+    }
+
+    async fn decide(&self, peer: &Peer, request: &Message) -> (Bytes, Option<String>) {
+        let validation = validate(&self.spec, request);
+        if !validation.is_valid() {
+            let code = validation.response_code().unwrap_or("30");
+            debug!(
+                peer = %peer.name,
+                violations = %validation.violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                "invalid request"
+            );
+            let note = validation.violations.first().map(ToString::to_string);
+            return (self.reply(request, code), note);
+        }
+        if request.mti() == b"0800" {
+            return (self.reply(request, "00"), None);
+        }
+        let acquirer = request
+            .get(num::ACQUIRER)
+            .and_then(|v| InstitutionId::from_field(num::ACQUIRER, v).ok());
+        let allowed = peer.institutions.is_empty()
+            || acquirer.is_some_and(|a| peer.institutions.contains(&a));
+        if !allowed {
+            return (
+                self.reply(request, "63"),
+                Some("institution not allowed on this connection".into()),
+            );
+        }
+        let name = validation.message.map(|m| m.name.as_str()).unwrap_or("");
+        let Some(key) = request_key(request) else {
+            return (self.reply(request, "30"), None);
+        };
+        let digest = request_digest(request);
+
+        // A resend while the original is still being decided waits for its answer.
+        let guard = match self.in_flight.begin(key) {
+            Begin::Leader(guard) => guard,
+            Begin::Follower(waiter) => {
+                return match waiter.wait().await {
+                    Some((d, bytes)) if d == digest => (bytes, Some("resend".into())),
+                    Some(_) => (
+                        self.reply(request, "94"),
+                        Some("same key, different content".into()),
+                    ),
+                    None => (self.reply(request, "96"), None),
+                };
+            }
+        };
+        match self.store.answer(&key).await {
+            Ok(Some(answer)) if answer.request_digest == digest => {
+                guard.finish(digest, &answer.response);
+                return (answer.response, Some("resend".into()));
+            }
+            Ok(Some(_)) => {
+                return (
+                    self.reply(request, "94"),
+                    Some("same key, different content".into()),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "store unavailable");
+                return (self.reply(request, "96"), Some(e.to_string()));
+            }
+        }
+        let outcome = match name {
+            "freeze" => freeze::run(self, request, key, digest).await,
+            "receive" => receive::run(self, request, key, digest).await,
+            "unfreeze" => unfreeze::run(self, request, key, digest).await,
+            _ => Outcome::reject(self, key, digest, request, "12").await,
+        };
+        guard.finish(digest, &outcome.response);
+        (outcome.response, outcome.note)
+    }
+}
+
+/// What a flow answered, already stored.
+pub(crate) struct Outcome {
+    pub response: Bytes,
+    pub note: Option<String>,
+}
+
+impl Outcome {
+    /// The answer to a request whose key the store already holds (found by
+    /// another instance, or an earlier life of this one): the stored answer
+    /// for an exact resend, 91 while the first one is still being decided,
+    /// 94 for the same key with other content.
+    fn existing(
+        switch: &Switch,
+        request: &Message,
+        digest: [u8; 32],
+        stored_digest: [u8; 32],
+        answer: Option<StoredAnswer>,
+    ) -> Outcome {
+        let (code, note) = match answer {
+            Some(a) if stored_digest == digest => {
+                return Outcome {
+                    response: a.response,
+                    note: Some("resend".into()),
+                }
+            }
+            _ if stored_digest == digest => ("91", "resend of a request still in progress"),
+            _ => ("94", "same key, different content"),
+        };
+        Outcome {
+            response: switch.reply(request, code),
+            note: Some(note.into()),
+        }
+    }
+
+    /// The answer to a request whose freeze or saga someone else ended while
+    /// it ran (recovery, after this instance's lease expired): a reply to the
+    /// request with the code recorded then — 91 when it was undone — never
+    /// the outcome this instance saw.
+    fn ended_before(switch: &Switch, request: &Message, answer: Option<StoredAnswer>) -> Outcome {
+        let code = answer
+            .and_then(|a| iso8583::codec::parse(&switch.spec, a.response).ok())
+            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_string))
+            .unwrap_or_else(|| "91".to_string());
+        Outcome {
+            response: switch.reply(request, &code),
+            note: Some("ended by recovery meanwhile".into()),
+        }
+    }
+
+    /// A rejection that changed nothing: recorded so an exact resend gets it again.
+    async fn reject(
+        switch: &Switch,
+        key: crate::store::RequestKey,
+        digest: [u8; 32],
+        request: &Message,
+        code: &str,
+    ) -> Outcome {
+        let bytes = switch.reply(request, code);
+        let answer = StoredAnswer {
+            request_digest: digest,
+            response: bytes.clone(),
+        };
+        if let Err(e) = switch.store.record_answer(&key, answer).await {
+            warn!(error = %e, "answer not recorded");
+        }
+        Outcome {
+            response: bytes,
+            note: Some(format!("rejected {code}")),
+        }
+    }
+}

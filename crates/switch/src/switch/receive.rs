@@ -1,0 +1,395 @@
+//! Receive: the saga that moves money from a freeze to a recipient.
+//!
+//! ```text
+//! reserve (+ Debiting) ──▶ debit ──00──▶ credit ──00──▶ Approved: answer 00
+//!    │                       │               ├─declined──▶ Failed: the credit's code, debit reversal queued
+//!    │                       │               ├─no answer─▶ Failed: 91, credit and debit reversals queued
+//!    │                       ├─declined──▶ Failed: the bank's code, nothing to undo
+//!    │                       └─no answer─▶ Failed: 91, debit reversal queued
+//!    └─ 25 not found · 12 not open · 61 over the frozen amount · 94 same key other content
+//! ```
+//!
+//! The debit's and the credit's identities (F7, STAN) are allocated before the
+//! reservation and committed with it, so one commit before the debit covers
+//! both sends: whatever a crash interrupts, recovery can name (and reverse)
+//! either message. A failed saga releases its reservation and, in the same
+//! commit, queues the reversals for store-and-forward (see `saf.rs`), which
+//! retries them until the banks acknowledge; when the freeze was closed while
+//! the receive was in flight, an unfreeze of its amount is queued too, so the
+//! hold reaches zero. The answer to the wallet is given only after the saga's
+//! end is committed: two commits per receive.
+
+use tracing::warn;
+
+use iso8583::codec::Message;
+use iso8583::fields::{amount_minor, currency, num};
+
+use super::ownership::{Task, Ticket};
+use super::{messages, Outcome, Switch};
+use crate::dialect::OriginalData;
+use crate::store::{
+    FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SafKind, SentMessage,
+    Settled, StoredAnswer,
+};
+
+pub(super) async fn run(
+    switch: &Switch,
+    request: &Message,
+    key: RequestKey,
+    digest: [u8; 32],
+) -> Outcome {
+    let (Ok(original), Ok(amount), Ok(currency)) = (
+        OriginalData::of(request),
+        amount_minor(request),
+        currency(request),
+    ) else {
+        return Outcome::reject(switch, key, digest, request, "30").await;
+    };
+    if &original.mti != b"0100" {
+        return Outcome::reject(switch, key, digest, request, "25").await;
+    }
+    if amount == 0 {
+        return Outcome::reject(switch, key, digest, request, "13").await;
+    }
+    let receiver_pan = request.get_str(num::PAN).unwrap_or_default().to_string();
+    let Some(receiver_bank) = switch.route(receiver_pan.as_bytes()).cloned() else {
+        return Outcome::reject(switch, key, digest, request, "14").await;
+    };
+    let identities = async {
+        let now = switch.clock.now();
+        let debit = messages::sent_message(now, switch.stans.next().await?);
+        let credit = messages::sent_message(now, switch.stans.next().await?);
+        Ok::<_, crate::store::StoreError>((debit, credit))
+    };
+    let (debit, credit) = match identities.await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "no STAN");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
+    let ticket = switch.work.begin(&*switch.clock, Task::Saga(key));
+    let reserved = switch
+        .store
+        .reserve(NewReceive {
+            debit: Some(debit),
+            credit: Some(credit),
+            owner: switch.instance.clone(),
+            request: key,
+            request_digest: digest,
+            freeze: original.freeze_key(),
+            amount_minor: amount,
+            receiver_pan: receiver_pan.clone(),
+            receiver_bank: receiver_bank.institution_id().to_string(),
+            created_at_ms: ticket.created_at_ms(),
+        })
+        .await;
+    let code = match reserved {
+        Ok(Reserve::Reserved(freeze)) => Ok(freeze),
+        Ok(Reserve::NotFound) => Err("25"),
+        Ok(Reserve::NotOpen(_)) => Err("12"),
+        Ok(Reserve::Exceeds { .. }) => Err("61"),
+        Ok(Reserve::Duplicate {
+            request_digest,
+            answer,
+        }) => {
+            ticket.done();
+            return Outcome::existing(switch, request, digest, request_digest, answer);
+        }
+        Err(e) => {
+            // Whether the reservation landed is unknown: the dropped ticket
+            // leaves it to the ownership round.
+            warn!(error = %e, "store unavailable");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
+    let freeze = match code {
+        Ok(freeze) => freeze,
+        Err(code) => {
+            // Nothing recorded for this request but the rejection.
+            ticket.done();
+            return Outcome::reject(switch, key, digest, request, code).await;
+        }
+    };
+    let saga = Saga {
+        switch,
+        ticket,
+        request,
+        key,
+        digest,
+        freeze,
+        amount,
+        receiver_pan,
+        receiver_bank: receiver_bank.institution_id().to_string(),
+        debit,
+        credit,
+    };
+    if freeze_currency_differs(&saga.freeze, currency) {
+        return saga.fail("13", &[]).await;
+    }
+    saga.run(receiver_bank).await
+}
+
+fn freeze_currency_differs(freeze: &FreezeRecord, currency: u16) -> bool {
+    freeze.currency != currency
+}
+
+struct Saga<'a> {
+    switch: &'a Switch,
+    /// Dropped without `done` when the saga is left unfinished: the
+    /// ownership round then settles it.
+    ticket: Ticket<'a>,
+    request: &'a Message,
+    key: RequestKey,
+    digest: [u8; 32],
+    freeze: FreezeRecord,
+    amount: u64,
+    receiver_pan: String,
+    receiver_bank: String,
+    debit: SentMessage,
+    credit: SentMessage,
+}
+
+impl Saga<'_> {
+    async fn run(self, receiver_bank: std::sync::Arc<dyn crate::link::BankPort>) -> Outcome {
+        let switch = self.switch;
+        let Some(payer_bank) = switch.bank(&self.freeze.payer_bank).cloned() else {
+            // A freeze recorded for a bank no longer configured: nothing was sent.
+            return self.fail("91", &[]).await;
+        };
+
+        // Debit the payer bank (state Debiting was recorded with the reservation).
+        if !switch.may_send() {
+            warn!(saga = %self.key, "lease lost: debit not sent");
+            return self.fail("91", &[]).await;
+        }
+        let now = switch.clock.now();
+        let msg = messages::debit(
+            &self.freeze,
+            self.amount,
+            &self.receiver_pan,
+            &self.debit,
+            now,
+            &switch.id,
+        );
+        match payer_bank.request(&msg).await {
+            Ok((answer, _)) => {
+                let code = answer
+                    .get_str(num::RESPONSE_CODE)
+                    .unwrap_or("96")
+                    .to_string();
+                if code != "00" {
+                    return self.fail(&code, &[]).await;
+                }
+            }
+            Err(e) if e.maybe_delivered() => {
+                warn!(bank = payer_bank.institution_id(), error = %e, "debit outcome unknown: reversing it");
+                return self.fail("91", &[Undo::Debit]).await;
+            }
+            Err(e) => {
+                warn!(bank = payer_bank.institution_id(), error = %e, "debit not sent");
+                return self.fail("91", &[]).await;
+            }
+        }
+
+        // Credit the receiver bank, under the identity recorded with the reservation.
+        if !switch.may_send() {
+            warn!(saga = %self.key, "lease lost: credit not sent, debit reversed");
+            return self.fail("91", &[Undo::Debit]).await;
+        }
+        let now = switch.clock.now();
+        let msg = messages::credit(
+            &self.freeze,
+            self.amount,
+            &self.receiver_pan,
+            receiver_bank.institution_id(),
+            &self.credit,
+            now,
+            &switch.id,
+        );
+        match receiver_bank.request(&msg).await {
+            Ok((answer, _)) => {
+                let code = answer
+                    .get_str(num::RESPONSE_CODE)
+                    .unwrap_or("96")
+                    .to_string();
+                if code == "00" {
+                    let auth = answer.get(num::AUTH_CODE).cloned();
+                    return self
+                        .finish(ReceiveOutcome::Approved, "00", auth, FollowUp::default())
+                        .await;
+                }
+                self.fail(&code, &[Undo::Debit]).await
+            }
+            Err(e) if e.maybe_delivered() => {
+                warn!(bank = receiver_bank.institution_id(), error = %e, "credit outcome unknown: reversing both");
+                self.fail("91", &[Undo::Credit, Undo::Debit]).await
+            }
+            Err(e) => {
+                warn!(bank = receiver_bank.institution_id(), error = %e, "credit not sent: reversing the debit");
+                self.fail("91", &[Undo::Debit]).await
+            }
+        }
+    }
+
+    /// Ends the saga as failed: the reservation is released and, in the same
+    /// commit, the reversals of whatever may have moved money are queued for
+    /// store-and-forward (credit first, then debit: one queue per freeze), and
+    /// an unfreeze of the amount if the freeze was closed meanwhile.
+    async fn fail(self, code: &str, undo: &[Undo]) -> Outcome {
+        match follow_up(
+            self.switch,
+            &self.freeze,
+            self.amount,
+            &self.receiver_pan,
+            &self.receiver_bank,
+            &self.debit,
+            &self.credit,
+            undo,
+        )
+        .await
+        {
+            Ok(follow_up) => {
+                self.finish(ReceiveOutcome::Failed, code, None, follow_up)
+                    .await
+            }
+            Err(e) => {
+                // Without STANs nothing can be queued: leave the saga unsettled
+                // (reserved) for recovery, and say so.
+                warn!(error = %e, "no STAN for the follow-up messages; saga left for recovery");
+                Outcome {
+                    response: self.switch.reply(self.request, "96"),
+                    note: Some(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Ends the saga in the store, then answers the wallet.
+    async fn finish(
+        self,
+        outcome: ReceiveOutcome,
+        code: &str,
+        auth: Option<bytes::Bytes>,
+        follow_up: FollowUp,
+    ) -> Outcome {
+        let switch = self.switch;
+        let mut response = switch.respond(self.request, code);
+        // A receive settles on its debit's day (the F7 the banks date it by).
+        if let Some(sent) =
+            iso8583::fields::transmission_datetime(&self.debit.transmission, switch.clock.now())
+        {
+            response.set(num::SETTLEMENT_DATE, switch.settlement.f15(sent));
+        }
+        if code == "00" {
+            response.set(
+                num::AUTH_CODE,
+                auth.unwrap_or_else(|| bytes::Bytes::from_static(b"000000")),
+            );
+        }
+        let bytes = switch.encode(&mut response);
+        let answer = StoredAnswer {
+            request_digest: self.digest,
+            response: bytes.clone(),
+        };
+        match switch
+            .store
+            .settle_receive(&self.key, outcome, answer, follow_up)
+            .await
+        {
+            Ok(Settled::Now) => {
+                self.ticket.done();
+                Outcome {
+                    response: bytes,
+                    note: None,
+                }
+            }
+            Ok(Settled::Before { answer }) => {
+                // Recovery of this instance's expired lease failed it meanwhile
+                // and queued its reversals: the wallet gets that answer, not ours.
+                self.ticket.done();
+                warn!(saga = %self.key, "receive was ended by recovery meanwhile: answering as recorded");
+                Outcome::ended_before(switch, self.request, answer)
+            }
+            Err(e) => {
+                warn!(error = %e, "saga end not recorded; left for recovery");
+                Outcome {
+                    response: switch.reply(self.request, "96"),
+                    note: Some(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// A message of a saga that may have moved money and must be reversed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Undo {
+    Credit,
+    Debit,
+}
+
+/// The follow-up messages of a failed saga, ready to queue: reversals in the
+/// order given, and the unfreeze of the amount should the freeze be closed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn follow_up(
+    switch: &Switch,
+    freeze: &FreezeRecord,
+    amount: u64,
+    receiver_pan: &str,
+    receiver_bank: &str,
+    debit: &SentMessage,
+    credit: &SentMessage,
+    undo: &[Undo],
+) -> Result<FollowUp, crate::store::StoreError> {
+    let order_key = freeze.key.to_string();
+    let now = switch.clock.now();
+    let mut saf = Vec::new();
+    for step in undo {
+        let sent = messages::sent_message(now, switch.stans.next().await?);
+        let (bank, msg) = match step {
+            Undo::Credit => (
+                receiver_bank.to_string(),
+                messages::credit_reversal(
+                    freeze,
+                    amount,
+                    (receiver_pan, receiver_bank),
+                    credit,
+                    &sent,
+                    now,
+                    &switch.id,
+                ),
+            ),
+            Undo::Debit => (
+                freeze.payer_bank.clone(),
+                messages::debit_reversal(
+                    freeze,
+                    amount,
+                    receiver_pan,
+                    debit,
+                    &sent,
+                    now,
+                    &switch.id,
+                ),
+            ),
+        };
+        saf.push(switch.saf_entry(&bank, &order_key, SafKind::Reversal, msg));
+    }
+    let sent = messages::sent_message(now, switch.stans.next().await?);
+    let notice = messages::unfreeze_notice(freeze, amount, &sent, now, &switch.id);
+    Ok(FollowUp {
+        saf,
+        unfreeze_if_closed: Some(switch.saf_entry(
+            &freeze.payer_bank,
+            &order_key,
+            SafKind::Unfreeze,
+            notice,
+        )),
+    })
+}

@@ -1,0 +1,89 @@
+//! Unfreeze: the wallet's notice that a packet expired. Match the freeze by
+//! field 90, check F4 equals what remains (else 13), close it for new receives,
+//! acknowledge with 0130, and queue the notice to the payer bank (durably, in
+//! the same commit) so store-and-forward delivers it and the bank releases
+//! what is left of the hold.
+
+use tracing::warn;
+
+use iso8583::codec::Message;
+use iso8583::fields::amount_minor;
+
+use super::{messages, Outcome, Switch};
+use crate::dialect::OriginalData;
+use crate::store::{Close, RequestKey, SafKind, StoredAnswer};
+
+pub(super) async fn run(
+    switch: &Switch,
+    request: &Message,
+    key: RequestKey,
+    digest: [u8; 32],
+) -> Outcome {
+    let (Ok(original), Ok(amount)) = (OriginalData::of(request), amount_minor(request)) else {
+        return Outcome::reject(switch, key, digest, request, "30").await;
+    };
+    if &original.mti != b"0100" {
+        return Outcome::reject(switch, key, digest, request, "25").await;
+    }
+    let freeze_key = original.freeze_key();
+    // The notice to the payer bank is queued with the closing, in one commit,
+    // so it survives a crash; building it needs the freeze's card and bank.
+    let freeze = match switch.store.freeze(&freeze_key).await {
+        Ok(Some(freeze)) => freeze,
+        Ok(None) => return Outcome::reject(switch, key, digest, request, "25").await,
+        Err(e) => {
+            warn!(error = %e, "store unavailable");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
+    let notice = match switch.stans.next().await {
+        Ok(stan) => {
+            let now = switch.clock.now();
+            let sent = messages::sent_message(now, stan);
+            let msg = messages::unfreeze_notice(&freeze, amount, &sent, now, &switch.id);
+            switch.saf_entry(
+                &freeze.payer_bank,
+                &freeze_key.to_string(),
+                SafKind::Unfreeze,
+                msg,
+            )
+        }
+        Err(e) => {
+            warn!(error = %e, "no STAN for the unfreeze notice");
+            return Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            };
+        }
+    };
+    let bytes = switch.reply(request, "00");
+    let answer = StoredAnswer {
+        request_digest: digest,
+        response: bytes.clone(),
+    };
+    match switch
+        .store
+        .close_freeze_queueing(&freeze_key, amount, &key, answer, notice)
+        .await
+    {
+        Ok(Close::Closed(_)) => Outcome {
+            response: bytes,
+            note: None,
+        },
+        Ok(Close::NotFound) => Outcome::reject(switch, key, digest, request, "25").await,
+        Ok(Close::NotOpen(_)) => Outcome::reject(switch, key, digest, request, "12").await,
+        Ok(Close::AmountMismatch { .. }) => {
+            Outcome::reject(switch, key, digest, request, "13").await
+        }
+        Err(e) => {
+            warn!(error = %e, "store unavailable");
+            Outcome {
+                response: switch.reply(request, "96"),
+                note: Some(e.to_string()),
+            }
+        }
+    }
+}

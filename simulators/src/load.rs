@@ -1,0 +1,229 @@
+//! Open-loop load: requests are sent on a fixed schedule whatever the answers
+//! do, and each latency is measured from the moment the request was *due*,
+//! so a slow server cannot hide its queueing (no coordinated omission).
+//! Latencies go into an HDR histogram.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use iso8583::codec::Message;
+use iso8583::framing::FramingConfig;
+
+use switchboard::clock::Clock;
+
+use super::wallet::{code, WalletClient};
+
+/// What each request of the load is.
+#[derive(Clone)]
+pub enum LoadKind {
+    /// Receives through the switch, spread over already approved freezes.
+    Receives {
+        freezes: Vec<Message>,
+        receivers: Vec<String>,
+    },
+    /// Credits straight to one bank: one hop, the floor of what the switch adds to.
+    Credits {
+        receivers: Vec<String>,
+        payer: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct LoadConfig {
+    pub target: SocketAddr,
+    pub framing: FramingConfig,
+    pub institution: String,
+    pub rate_per_s: u64,
+    pub duration: Duration,
+    pub connections: usize,
+    /// Requests allowed in flight at once; beyond it the schedule slips and the
+    /// slip shows in the latencies.
+    pub max_in_flight: usize,
+    pub kind: LoadKind,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+    /// Where the wallet keeps its own records of every exchange, if it does.
+    pub records: Option<Arc<super::wallet::WalletRecords>>,
+}
+
+/// Results of a load run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LoadReport {
+    pub target: String,
+    pub kind: String,
+    pub rate_target_per_s: u64,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub answered: u64,
+    /// Answers by response code; `timeout` and `closed` for no answer.
+    pub codes: BTreeMap<String, u64>,
+    pub throughput_per_s: f64,
+    pub latency_us_p50: u64,
+    pub latency_us_p90: u64,
+    pub latency_us_p99: u64,
+    pub latency_us_p999: u64,
+    pub latency_us_max: u64,
+    pub latency_us_mean: f64,
+    /// Σ of approved amounts per freeze index (receives only).
+    #[serde(skip)]
+    pub approved_per_freeze: Vec<u64>,
+}
+
+impl LoadReport {
+    /// One paragraph for people.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} to {} at {}/s for {:.1}s: sent {}, answered {} ({:.0}/s)\n  codes {:?}\n  latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}",
+            self.kind,
+            self.target,
+            self.rate_target_per_s,
+            self.duration_s,
+            self.sent,
+            self.answered,
+            self.throughput_per_s,
+            self.codes,
+            self.latency_us_p50,
+            self.latency_us_p90,
+            self.latency_us_p99,
+            self.latency_us_p999,
+            self.latency_us_max,
+            self.latency_us_mean
+        )
+    }
+}
+
+struct Shared {
+    histogram: Histogram<u64>,
+    codes: BTreeMap<String, u64>,
+    answered: u64,
+    approved_per_freeze: Vec<u64>,
+}
+
+/// Runs the load and reports.
+pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport, String> {
+    let mut clients = Vec::new();
+    for _ in 0..config.connections.max(1) {
+        clients.push(
+            WalletClient::connect(config.target, config.framing.clone(), &config.institution)
+                .await
+                .map_err(|e| format!("connect {}: {e}", config.target))?
+                .with_timeout(Duration::from_secs(30))
+                .with_records(config.records.clone()),
+        );
+    }
+    let freezes_len = match &config.kind {
+        LoadKind::Receives { freezes, .. } => freezes.len(),
+        LoadKind::Credits { .. } => 0,
+    };
+    let shared = Arc::new(Mutex::new(Shared {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+        codes: BTreeMap::new(),
+        answered: 0,
+        approved_per_freeze: vec![0; freezes_len],
+    }));
+    let in_flight = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let total = config.rate_per_s * config.duration.as_secs_f64() as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut next_progress = start + Duration::from_secs(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    while sent < total {
+        let now = Instant::now();
+        let due = ((now - start).as_secs_f64() * config.rate_per_s as f64) as u64;
+        let due = due.min(total);
+        while sent < due {
+            let i = sent as usize;
+            sent += 1;
+            let intended = start + Duration::from_secs_f64(i as f64 / config.rate_per_s as f64);
+            let client = clients[i % clients.len()].clone();
+            let (msg, freeze_index) = match &config.kind {
+                LoadKind::Receives { freezes, receivers } => {
+                    let f = i % freezes.len();
+                    (
+                        client.receive(
+                            &freezes[f],
+                            &receivers[i % receivers.len()],
+                            1,
+                            clock.now(),
+                        ),
+                        Some(f),
+                    )
+                }
+                LoadKind::Credits { receivers, payer } => (
+                    client.credit(&receivers[i % receivers.len()], payer, 1, clock.now()),
+                    None,
+                ),
+            };
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            let shared = shared.clone();
+            tasks.spawn(async move {
+                let result = client.send(&msg).await;
+                let latency_us = intended.elapsed().as_micros() as u64;
+                drop(permit);
+                let mut s = shared.lock().expect("load stats lock");
+                let c = match &result {
+                    Ok(answer) => {
+                        s.answered += 1;
+                        code(answer)
+                    }
+                    Err(super::wallet::WalletError::Timeout(_)) => "timeout".into(),
+                    Err(_) => "closed".into(),
+                };
+                if c == "00" {
+                    if let Some(f) = freeze_index {
+                        s.approved_per_freeze[f] += 1;
+                    }
+                }
+                *s.codes.entry(c).or_default() += 1;
+                let _ = s.histogram.record(latency_us.max(1));
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        if config.progress && Instant::now() >= next_progress {
+            let s = shared.lock().expect("load stats lock");
+            eprintln!(
+                "[{:>4.0}s] sent {sent} answered {} p99 {} us",
+                start.elapsed().as_secs_f64(),
+                s.answered,
+                s.histogram.value_at_quantile(0.99)
+            );
+            next_progress += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = start.elapsed().as_secs_f64();
+    let s = shared.lock().expect("load stats lock");
+    let h = &s.histogram;
+    Ok(LoadReport {
+        target: config.target.to_string(),
+        kind: match config.kind {
+            LoadKind::Receives { .. } => "receives through the switch".into(),
+            LoadKind::Credits { .. } => "credits straight to a bank".into(),
+        },
+        rate_target_per_s: config.rate_per_s,
+        duration_s: elapsed,
+        sent,
+        answered: s.answered,
+        codes: s.codes.clone(),
+        throughput_per_s: s.answered as f64 / elapsed,
+        latency_us_p50: h.value_at_quantile(0.50),
+        latency_us_p90: h.value_at_quantile(0.90),
+        latency_us_p99: h.value_at_quantile(0.99),
+        latency_us_p999: h.value_at_quantile(0.999),
+        latency_us_max: h.max(),
+        latency_us_mean: h.mean(),
+        approved_per_freeze: s.approved_per_freeze.clone(),
+    })
+}

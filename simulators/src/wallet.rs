@@ -1,0 +1,277 @@
+//! A wallet: builds freeze, receive and unfreeze requests and exchanges them
+//! with the switch over one TCP connection, many in flight, responses matched
+//! by (MTI, F7, F11, F32).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{Duration as ChronoDuration, NaiveDateTime};
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+
+use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::fields::{format_amount, format_transmission, num};
+use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::mti::response_mti;
+use iso8583::spec::Spec;
+use switchboard::dialect::OriginalData;
+use switchboard::link::MatchKey;
+
+pub use super::wallet_records::{WalletRecord, WalletRecords};
+
+/// Why an exchange with the switch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed")]
+    Closed,
+    /// The connection was closed before the request could be written.
+    #[error("connection closed: not sent")]
+    NotSent,
+    #[error("cannot build request: {0}")]
+    Build(String),
+}
+
+type Pending = Mutex<HashMap<MatchKey, oneshot::Sender<Message>>>;
+
+/// STANs of this process's wallets, unique across connections.
+static NEXT_STAN: AtomicU32 = AtomicU32::new(0);
+
+fn next_stan() -> String {
+    let n = NEXT_STAN.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        // First use: start somewhere that differs between runs and processes.
+        let seed = (std::process::id() as u64 * 7919
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as u64)
+                .unwrap_or(0))
+            % 900_000;
+        NEXT_STAN.store(seed as u32 + 2, Ordering::Relaxed);
+        return format!("{:06}", seed + 1);
+    }
+    format!("{:06}", n % 999_999 + 1)
+}
+
+/// One connection of a wallet to the switch.
+#[derive(Clone)]
+pub struct WalletClient {
+    spec: Arc<Spec>,
+    institution: String,
+    frames: mpsc::Sender<Bytes>,
+    pending: Arc<Pending>,
+    timeout: Duration,
+    /// Where every exchange is kept, when the wallet keeps records.
+    records: Option<Arc<WalletRecords>>,
+}
+
+impl WalletClient {
+    /// Connects to a switch's wallet listener, sending as `institution` (F32).
+    pub async fn connect(
+        addr: SocketAddr,
+        framing: FramingConfig,
+        institution: &str,
+    ) -> std::io::Result<WalletClient> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sink, mut source) = Framed::new(stream, FrameCodec::new(framing)).split();
+        let (frames, mut rx) = mpsc::channel::<Bytes>(4096);
+        let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(async move {
+            while let Some(body) = rx.recv().await {
+                let mut result = sink.feed(Frame::message(body)).await;
+                while result.is_ok() {
+                    match rx.try_recv() {
+                        Ok(body) => result = sink.feed(Frame::message(body)).await,
+                        Err(_) => break,
+                    }
+                }
+                if result.and(sink.flush().await).is_err() {
+                    break;
+                }
+            }
+        });
+        let spec = Arc::new(Spec::switchboard());
+        let reader_pending = pending.clone();
+        let reader_spec = spec.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = source.next().await {
+                let Frame::Message { body, .. } = frame else {
+                    continue;
+                };
+                let Ok(msg) = parse(&reader_spec, body) else {
+                    continue;
+                };
+                let waiter = MatchKey::of(&msg, *msg.mti())
+                    .and_then(|k| reader_pending.lock().expect("pending lock").remove(&k));
+                if let Some(w) = waiter {
+                    let _ = w.send(msg);
+                }
+            }
+            // Dropping the senders tells every waiter the connection closed.
+            reader_pending.lock().expect("pending lock").clear();
+        });
+        Ok(WalletClient {
+            spec,
+            institution: institution.to_string(),
+            frames,
+            pending,
+            timeout: Duration::from_secs(30),
+            records: None,
+        })
+    }
+
+    /// A wallet with no connection, sending as `institution`: it builds
+    /// messages (for a `Switch` driven in-process); [`Self::send`] fails.
+    pub fn offline(institution: &str) -> WalletClient {
+        let (frames, _) = mpsc::channel::<Bytes>(1);
+        WalletClient {
+            spec: Arc::new(Spec::switchboard()),
+            institution: institution.to_string(),
+            frames,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            timeout: Duration::from_secs(30),
+            records: None,
+        }
+    }
+
+    /// Keeps every exchange of this wallet (and of its clones) in `records`,
+    /// when given.
+    pub fn with_records(mut self, records: Option<Arc<WalletRecords>>) -> Self {
+        self.records = records;
+        self
+    }
+
+    /// The institution id this wallet sends as.
+    pub fn institution(&self) -> &str {
+        &self.institution
+    }
+
+    /// Sets how long [`Self::send`] waits for an answer.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends a request and waits for its response; the exchange is recorded
+    /// when the wallet keeps records.
+    pub async fn send(&self, msg: &Message) -> Result<Message, WalletError> {
+        let result = self.exchange(msg).await;
+        let sent = !matches!(result, Err(WalletError::Build(_) | WalletError::NotSent));
+        if let (Some(records), true) = (&self.records, sent) {
+            records.record(&self.spec, msg, result.as_ref().ok());
+        }
+        result
+    }
+
+    async fn exchange(&self, msg: &Message) -> Result<Message, WalletError> {
+        let body = build_bytes(&self.spec, msg).map_err(|e| WalletError::Build(e.to_string()))?;
+        let key = MatchKey::of(msg, response_mti(msg.mti()))
+            .ok_or_else(|| WalletError::Build("request lacks F7 or F11".into()))?;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(key, tx);
+        if self.frames.send(body).await.is_err() {
+            self.pending.lock().expect("pending lock").remove(&key);
+            return Err(WalletError::NotSent);
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(_)) => Err(WalletError::Closed),
+            Err(_) => {
+                self.pending.lock().expect("pending lock").remove(&key);
+                Err(WalletError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    fn base(
+        &self,
+        mti: &[u8; 4],
+        processing_code: &str,
+        pan: &str,
+        amount_minor: u64,
+        now: NaiveDateTime,
+        pos: &str,
+    ) -> Message {
+        let stan = next_stan();
+        let local = now + ChronoDuration::hours(8);
+        let mut m = Message::new(*mti);
+        m.set(num::PAN, pan.to_string())
+            .set(num::PROCESSING_CODE, processing_code.to_string())
+            .set(num::AMOUNT, format_amount(amount_minor).unwrap_or_default())
+            .set(num::TRANSMISSION, format_transmission(now))
+            .set(num::LOCAL_TIME, local.format("%H%M%S").to_string())
+            .set(num::LOCAL_DATE, local.format("%m%d").to_string())
+            .set(num::POS_CONDITION, pos.to_string())
+            .set(num::ACQUIRER, self.institution.clone())
+            .set(
+                num::RRN,
+                format!("{}{stan}", &format_transmission(now)[2..8]),
+            )
+            .set(num::CURRENCY, "156")
+            .set(num::STAN, stan);
+        m
+    }
+
+    /// A freeze (0100) of `amount_minor` on the sender's card.
+    pub fn freeze(&self, payer_pan: &str, amount_minor: u64, now: NaiveDateTime) -> Message {
+        self.base(b"0100", "030000", payer_pan, amount_minor, now, "06")
+    }
+
+    /// A receive (0200) of `amount_minor` onto `receiver_pan`, naming `freeze`.
+    pub fn receive(
+        &self,
+        freeze: &Message,
+        receiver_pan: &str,
+        amount_minor: u64,
+        now: NaiveDateTime,
+    ) -> Message {
+        let mut m = self.base(b"0200", "400000", receiver_pan, amount_minor, now, "00");
+        if let Ok(od) = OriginalData::naming(freeze) {
+            m.set(num::ORIGINAL_DATA, od.to_bytes().to_vec());
+        }
+        m
+    }
+
+    /// An unfreeze notice (0120) of what remains of `freeze`.
+    pub fn unfreeze(&self, freeze: &Message, remaining_minor: u64, now: NaiveDateTime) -> Message {
+        let pan = freeze.get_str(num::PAN).unwrap_or_default().to_string();
+        let mut m = self.base(b"0120", "200000", &pan, remaining_minor, now, "06");
+        if let Ok(od) = OriginalData::naming(freeze) {
+            m.set(num::ORIGINAL_DATA, od.to_bytes().to_vec());
+        }
+        m
+    }
+}
+
+/// Field 39 of a response, or `--` when it has none.
+pub fn code(response: &Message) -> String {
+    response
+        .get_str(num::RESPONSE_CODE)
+        .unwrap_or("--")
+        .to_string()
+}
+
+impl WalletClient {
+    /// A credit (0200, F3 260000) as the switch would send it, for measuring a
+    /// bank simulator directly (the one-hop floor).
+    pub fn credit(
+        &self,
+        receiver_pan: &str,
+        payer_pan: &str,
+        amount_minor: u64,
+        now: NaiveDateTime,
+    ) -> Message {
+        let mut m = self.base(b"0200", "260000", receiver_pan, amount_minor, now, "00");
+        m.set(num::FORWARDER, self.institution.clone())
+            .set(num::ACCOUNT_1, payer_pan.to_string());
+        m
+    }
+}
