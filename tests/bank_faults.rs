@@ -103,7 +103,9 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
         ],
     );
     let clock = Arc::new(ShiftedClock::new());
-    let store: Arc<dyn Store> = config.store.open().await.unwrap();
+    let store: Arc<dyn Store> = switchboard::service::open_store(&config.store)
+        .await
+        .unwrap();
     let running = service::start(config, store.clone(), clock.clone())
         .await
         .unwrap();

@@ -226,10 +226,11 @@ async fn chaos(postgres: bool) {
     });
     let open_store = || async {
         match &url {
-            Some(url) => switchboard::config::StoreConfig::Postgres(url.clone())
-                .open()
-                .await
-                .unwrap(),
+            Some(url) => switchboard::service::open_store(
+                &switchboard::config::StoreConfig::Postgres(url.clone()),
+            )
+            .await
+            .unwrap(),
             None => Arc::new(SqliteStore::open(&dir.path().join("switchboard.db")).unwrap())
                 as Arc<dyn Store>,
         }

@@ -79,12 +79,11 @@ async fn start(backend: Backend) -> Day {
     let store: Arc<dyn Store> = match backend {
         Backend::Sqlite => Arc::new(SqliteStore::open(&dir.path().join("switchboard.db")).unwrap()),
         Backend::Memory => Arc::new(MemoryStore::new()),
-        Backend::Postgres => {
-            switchboard::config::StoreConfig::Postgres(common::pg::database().await)
-                .open()
-                .await
-                .unwrap()
-        }
+        Backend::Postgres => switchboard::service::open_store(
+            &switchboard::config::StoreConfig::Postgres(common::pg::database().await),
+        )
+        .await
+        .unwrap(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let running = service::start(config, store.clone(), clock.clone())

@@ -306,10 +306,10 @@ async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease()
         reversals_at_b.load(Ordering::SeqCst) >= 1
     })
     .await;
-    let store = switchboard::config::StoreConfig::Postgres(url.clone())
-        .open()
-        .await
-        .unwrap();
+    let store =
+        switchboard::service::open_store(&switchboard::config::StoreConfig::Postgres(url.clone()))
+            .await
+            .unwrap();
     let saga = store
         .sagas()
         .await

@@ -41,7 +41,7 @@ use switchboard::link::{BankPort, LinkError};
 use switchboard::stan::StanSource;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::{FreezeState, SafState, SagaState, Store};
-use switchboard::switch::ownership::{self, LeasePolicy};
+use switchboard::switch::lease::{self, LeasePolicy};
 use switchboard::switch::{recovery, saf, Peer, Route, Switch};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -222,7 +222,7 @@ impl SimSwitch {
     async fn start(&self) {
         let switch = self.build();
         if self.shared {
-            ownership::renew(&switch, LEASE).await.expect("lease");
+            lease::renew(&switch, LEASE).await.expect("lease");
             self.keep_lease(&switch);
         } else {
             recovery::recover(&switch).await.expect("recovery");
@@ -243,7 +243,7 @@ impl SimSwitch {
 
     /// Runs the lease round of `switch` (replacing any other).
     fn keep_lease(&self, switch: &Arc<Switch>) {
-        let round = tokio::spawn(ownership::run(
+        let round = tokio::spawn(lease::run(
             switch.clone(),
             lease_policy(),
             CancellationToken::new(),

@@ -29,7 +29,7 @@ use switchboard::stan::StanSource;
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::postgres::PostgresStore;
 use switchboard::store::{SafKind, SagaState, Store};
-use switchboard::switch::ownership;
+use switchboard::switch::lease;
 use switchboard::switch::{recovery, saf, Peer, Route, Switch};
 use tokio::sync::Notify;
 
@@ -124,8 +124,8 @@ async fn a_slow_instance_loses_its_saga_to_recovery(store: Arc<dyn Store>) {
     let a = instance("a", &store, &payer_bank, &receiver_bank);
     let b = instance("b", &store, &payer_bank, &receiver_bank);
     let lease = Duration::from_millis(300);
-    ownership::renew(&a, lease).await.unwrap();
-    ownership::renew(&b, Duration::from_secs(60)).await.unwrap();
+    lease::renew(&a, lease).await.unwrap();
+    lease::renew(&b, Duration::from_secs(60)).await.unwrap();
 
     let payer = payer_bank.bank.lock().unwrap().accounts()[0].0.clone();
     let receiver = receiver_bank.bank.lock().unwrap().accounts()[0].0.clone();
@@ -217,7 +217,7 @@ async fn a_slow_instance_loses_its_saga_to_recovery(store: Arc<dyn Store>) {
         "no debit sent without a lease"
     );
     // Renewed, it works again.
-    ownership::renew(&a, Duration::from_secs(60)).await.unwrap();
+    lease::renew(&a, Duration::from_secs(60)).await.unwrap();
     let third = wallet.receive(&freeze, &receiver, 1_000, clock.now());
     let released = tokio::spawn({
         let bank = receiver_bank.clone();

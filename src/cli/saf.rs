@@ -52,7 +52,7 @@ pub fn run(args: SafArgs) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&config.spec)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let entries = runtime.block_on(async {
-        let store = config.store.open().await?;
+        let store = switchboard::service::open_store(&config.store).await?;
         store.saf_entries().await
     })?;
     let mut dead = 0;

@@ -107,7 +107,9 @@ pub async fn start_with(backend: Backend) -> Harness {
         config.store = StoreConfig::Postgres(pg::database().await);
     }
     let clock = Arc::new(ShiftedClock::new());
-    let store: Arc<dyn Store> = config.store.open().await.unwrap();
+    let store: Arc<dyn Store> = switchboard::service::open_store(&config.store)
+        .await
+        .unwrap();
     let running = service::start(config, store.clone(), clock.clone())
         .await
         .unwrap();

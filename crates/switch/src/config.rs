@@ -12,6 +12,12 @@ use iso8583::framing::FramingConfig;
 
 use crate::dialect::InstitutionId;
 
+// The sections of the file are the parts' own types: the configuration
+// assembles them and the parts never read it back.
+pub use crate::link::BankConfig;
+pub use crate::routing::BinRange;
+pub use crate::server::WalletListener;
+
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config key `{key}`: {reason}")]
@@ -139,70 +145,6 @@ fn default_in_flight() -> usize {
     4096
 }
 
-/// A range of card BINs owned by a bank: PANs whose first `len` digits, read as a
-/// number, lie in `low..=high`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BinRange {
-    pub len: usize,
-    pub low: u64,
-    pub high: u64,
-}
-
-impl BinRange {
-    /// `622202` (one prefix) or `621700-621799` (a range of equal-length prefixes).
-    pub fn parse(s: &str) -> Option<BinRange> {
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let (a, b) = (a.trim(), b.trim());
-        if a.is_empty()
-            || a.len() != b.len()
-            || a.len() > 11
-            || !a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-        {
-            return None;
-        }
-        let (low, high) = (a.parse().ok()?, b.parse().ok()?);
-        (low <= high).then_some(BinRange {
-            len: a.len(),
-            low,
-            high,
-        })
-    }
-
-    pub fn contains(&self, pan: &[u8]) -> bool {
-        if pan.len() < self.len || !pan[..self.len].iter().all(u8::is_ascii_digit) {
-            return false;
-        }
-        let prefix = pan[..self.len]
-            .iter()
-            .fold(0u64, |acc, &d| acc * 10 + (d - b'0') as u64);
-        (self.low..=self.high).contains(&prefix)
-    }
-}
-
-/// A wallet listener.
-#[derive(Debug, Clone)]
-pub struct WalletListener {
-    pub listen: SocketAddr,
-    pub framing: FramingConfig,
-    /// Institution ids (F32) its connections may send as; empty = any.
-    pub institutions: Vec<InstitutionId>,
-    pub max_connections: usize,
-}
-
-/// A bank host and how to reach it.
-#[derive(Debug, Clone)]
-pub struct BankConfig {
-    pub institution_id: String,
-    pub name: String,
-    pub bins: Vec<BinRange>,
-    pub hosts: Vec<SocketAddr>,
-    pub framing: FramingConfig,
-    pub connections: usize,
-    pub timeout: Duration,
-    pub echo_interval: Duration,
-    pub max_in_flight: usize,
-}
-
 /// Where the switch keeps its state (`[store]`: `path` or `url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -220,18 +162,6 @@ impl StoreConfig {
         } else {
             StoreConfig::Embedded(PathBuf::from(s))
         }
-    }
-
-    /// Opens the store (migrating its schema) inside the current tokio runtime.
-    pub async fn open(&self) -> crate::store::StoreResult<std::sync::Arc<dyn crate::store::Store>> {
-        Ok(match self {
-            StoreConfig::Embedded(path) => {
-                std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(path)?)
-            }
-            StoreConfig::Postgres(url) => {
-                std::sync::Arc::new(crate::store::postgres::PostgresStore::connect(url).await?)
-            }
-        })
     }
 }
 
@@ -275,14 +205,14 @@ impl Config {
     /// How instances hold their work: a lease on a shared store, recovery of
     /// a dead peer's work a grace after its lease ran out (a second more than
     /// the longest bank timeout).
-    pub fn lease_policy(&self) -> crate::switch::ownership::LeasePolicy {
+    pub fn lease_policy(&self) -> crate::switch::lease::LeasePolicy {
         let longest = self
             .banks
             .iter()
             .map(|b| b.timeout)
             .max()
             .unwrap_or_default();
-        crate::switch::ownership::LeasePolicy {
+        crate::switch::lease::LeasePolicy {
             shared: matches!(self.store, StoreConfig::Postgres(_)),
             duration: self.lease,
             grace: longest + Duration::from_secs(1),

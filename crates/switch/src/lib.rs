@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod dialect;
 pub mod link;
+pub mod routing;
 pub mod server;
 pub mod service;
 pub mod stan;

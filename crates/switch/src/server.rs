@@ -16,11 +16,21 @@ use tracing::{info, warn};
 
 use iso8583::codec::{parse, Message};
 use iso8583::fields::num;
-use iso8583::framing::{CupsHeader, Frame, FrameCodec, HeaderKind};
+use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, HeaderKind};
 use iso8583::mti::response_mti;
 
-use crate::config::WalletListener;
+use crate::dialect::InstitutionId;
 use crate::switch::{Peer, Switch};
+
+/// A wallet listener.
+#[derive(Debug, Clone)]
+pub struct WalletListener {
+    pub listen: SocketAddr,
+    pub framing: FramingConfig,
+    /// Institution ids (F32) its connections may send as; empty = any.
+    pub institutions: Vec<InstitutionId>,
+    pub max_connections: usize,
+}
 
 /// Responses queued for one connection's writer.
 const WRITE_QUEUE: usize = 4096;

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use iso8583::spec::Spec;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::link::{BankLink, LinkContext};
 use crate::server::serve_wallets;
 use crate::stan::StanSource;
@@ -88,7 +88,7 @@ pub async fn start(
     // earlier life included, once that lease runs out).
     let lease = config.lease_policy();
     let recovered = if lease.shared {
-        crate::switch::ownership::renew(&switch, config.lease)
+        crate::switch::lease::renew(&switch, config.lease)
             .await
             .map_err(|e| anyhow::anyhow!("cannot take a lease in the store: {e}"))?;
         crate::switch::recovery::take_over_expired(&switch, lease.grace)
@@ -99,7 +99,7 @@ pub async fn start(
             .await
             .map_err(|e| anyhow::anyhow!("recovery failed: {e}"))?
     };
-    link_tasks.spawn(crate::switch::ownership::run(
+    link_tasks.spawn(crate::switch::lease::run(
         switch.clone(),
         lease,
         links_shutdown.clone(),
@@ -162,4 +162,15 @@ impl Running {
         self.link_tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.link_tasks.wait()).await;
     }
+}
+
+/// Opens the configured store (migrating its schema) inside the current tokio
+/// runtime.
+pub async fn open_store(config: &StoreConfig) -> crate::store::StoreResult<Arc<dyn Store>> {
+    Ok(match config {
+        StoreConfig::Embedded(path) => Arc::new(crate::store::sqlite::SqliteStore::open(path)?),
+        StoreConfig::Postgres(url) => {
+            Arc::new(crate::store::postgres::PostgresStore::connect(url).await?)
+        }
+    })
 }

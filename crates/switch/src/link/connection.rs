@@ -19,8 +19,8 @@ use iso8583::fields::{format_transmission, num};
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, HeaderKind};
 use iso8583::mti::{is_response, response_mti};
 
+use super::BankConfig;
 use super::{LinkContext, LinkError, MatchKey};
-use crate::config::BankConfig;
 use crate::store::{Direction, JournalEntry};
 
 /// Largest backoff between reconnection attempts.

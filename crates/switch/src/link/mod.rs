@@ -8,8 +8,10 @@
 
 mod connection;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -17,16 +19,31 @@ use tokio_util::task::TaskTracker;
 
 use iso8583::codec::{build_bytes, Message, Mti};
 use iso8583::fields::num;
+use iso8583::framing::FramingConfig;
 use iso8583::mti::response_mti;
 use iso8583::spec::Spec;
 
 use crate::clock::Clock;
-use crate::config::BankConfig;
 use crate::dialect::InstitutionId;
+use crate::routing::BinRange;
 use crate::stan::StanSource;
 use crate::store::Store;
 
 use connection::Connection;
+
+/// A bank host and how to reach it.
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    pub institution_id: String,
+    pub name: String,
+    pub bins: Vec<BinRange>,
+    pub hosts: Vec<SocketAddr>,
+    pub framing: FramingConfig,
+    pub connections: usize,
+    pub timeout: Duration,
+    pub echo_interval: Duration,
+    pub max_in_flight: usize,
+}
 
 /// Why a request to a bank got no response.
 #[derive(Debug, thiserror::Error)]

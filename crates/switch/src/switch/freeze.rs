@@ -9,7 +9,7 @@ use iso8583::codec::Message;
 use iso8583::fields::{amount_minor, currency, num};
 use iso8583::mask::Masked;
 
-use super::ownership::Task;
+use super::work::Task;
 use super::{messages, Outcome, Switch};
 use crate::dialect::FreezeKey;
 use crate::store::{
@@ -98,7 +98,7 @@ pub(super) async fn run(
                     amount,
                     currency,
                 );
-                match freeze_reversal(switch, &record).await {
+                match messages::queued_freeze_reversal(switch, &record).await {
                     Ok(entry) => reversal = Some(entry),
                     Err(e) => {
                         warn!(error = %e, "no STAN for the freeze reversal; left for recovery")
@@ -140,7 +140,7 @@ pub(super) async fn run(
             Outcome::ended_before(switch, request, answer)
         }
         Err(e) => {
-            // Left to the ownership round (the ticket is dropped unfinished).
+            // Left to the lease round (the ticket is dropped unfinished).
             warn!(error = %e, "freeze outcome not recorded");
             Outcome {
                 response: switch.reply(request, "96"),
@@ -163,20 +163,4 @@ fn record_of(key: FreezeKey, pan: &str, bank: &str, amount: u64, currency: u16) 
         state: FreezeState::Declined,
         created_at_ms: 0,
     }
-}
-
-/// The reversal (0420) of a freeze, ready for store-and-forward.
-pub(crate) async fn freeze_reversal(
-    switch: &Switch,
-    freeze: &FreezeRecord,
-) -> Result<crate::store::NewSafEntry, crate::store::StoreError> {
-    let now = switch.clock.now();
-    let sent = messages::sent_message(now, switch.stans.next().await?);
-    let reversal = messages::freeze_reversal(freeze, &sent, now, &switch.id);
-    Ok(switch.saf_entry(
-        &freeze.payer_bank,
-        &freeze.key.to_string(),
-        crate::store::SafKind::Reversal,
-        reversal,
-    ))
 }

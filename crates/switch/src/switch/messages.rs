@@ -1,14 +1,18 @@
 //! The messages the switch originates toward banks: debit, credit, reversal
 //! and the forwarded unfreeze notice. Each gets its own F7 and a fresh STAN;
-//! F32 and F33 are the switch; F90 names the original.
+//! F32 and F33 are the switch; F90 names the original. The builders at the
+//! end ([`follow_up`], [`queued_freeze_reversal`]) take the STANs and put
+//! what a failed saga or a declined freeze leaves to send into entries ready
+//! for store-and-forward.
 
 use chrono::{Duration, NaiveDateTime};
 
 use iso8583::codec::Message;
 use iso8583::fields::{format_amount, format_transmission, num};
 
+use super::Switch;
 use crate::dialect::{InstitutionId, OriginalData};
-use crate::store::{FreezeRecord, SentMessage};
+use crate::store::{FollowUp, FreezeRecord, SafKind, SentMessage};
 
 /// Local time of the switch's settlement zone (Asia/Shanghai, UTC+8, no DST).
 fn local(now: NaiveDateTime) -> NaiveDateTime {
@@ -285,4 +289,78 @@ pub fn credit_reversal(
         )
         .set(num::ACCOUNT_1, freeze.payer_pan.clone());
     m
+}
+
+/// A message of a saga that may have moved money and must be reversed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Undo {
+    Credit,
+    Debit,
+}
+
+/// The follow-up messages of a failed saga, ready to queue: reversals in the
+/// order given, and the unfreeze of the amount should the freeze be closed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn follow_up(
+    switch: &Switch,
+    freeze: &FreezeRecord,
+    amount: u64,
+    receiver_pan: &str,
+    receiver_bank: &str,
+    debit: &SentMessage,
+    credit: &SentMessage,
+    undo: &[Undo],
+) -> Result<FollowUp, crate::store::StoreError> {
+    let order_key = freeze.key.to_string();
+    let now = switch.clock.now();
+    let mut saf = Vec::new();
+    for step in undo {
+        let sent = sent_message(now, switch.stans.next().await?);
+        let (bank, msg) = match step {
+            Undo::Credit => (
+                receiver_bank.to_string(),
+                credit_reversal(
+                    freeze,
+                    amount,
+                    (receiver_pan, receiver_bank),
+                    credit,
+                    &sent,
+                    now,
+                    &switch.id,
+                ),
+            ),
+            Undo::Debit => (
+                freeze.payer_bank.clone(),
+                debit_reversal(freeze, amount, receiver_pan, debit, &sent, now, &switch.id),
+            ),
+        };
+        saf.push(switch.saf_entry(&bank, &order_key, SafKind::Reversal, msg));
+    }
+    let sent = sent_message(now, switch.stans.next().await?);
+    let notice = unfreeze_notice(freeze, amount, &sent, now, &switch.id);
+    Ok(FollowUp {
+        saf,
+        unfreeze_if_closed: Some(switch.saf_entry(
+            &freeze.payer_bank,
+            &order_key,
+            SafKind::Unfreeze,
+            notice,
+        )),
+    })
+}
+
+/// The reversal (0420) of a freeze, ready for store-and-forward.
+pub(crate) async fn queued_freeze_reversal(
+    switch: &Switch,
+    freeze: &FreezeRecord,
+) -> Result<crate::store::NewSafEntry, crate::store::StoreError> {
+    let now = switch.clock.now();
+    let sent = sent_message(now, switch.stans.next().await?);
+    let reversal = freeze_reversal(freeze, &sent, now, &switch.id);
+    Ok(switch.saf_entry(
+        &freeze.payer_bank,
+        &freeze.key.to_string(),
+        crate::store::SafKind::Reversal,
+        reversal,
+    ))
 }

@@ -9,12 +9,13 @@
 pub mod expiry;
 mod freeze;
 mod idempotency;
+pub mod lease;
 mod messages;
-pub mod ownership;
 mod receive;
 pub mod recovery;
 pub mod saf;
 mod unfreeze;
+mod work;
 
 use std::sync::Arc;
 
@@ -28,9 +29,9 @@ use iso8583::spec::Spec;
 use iso8583::validate::validate;
 
 use crate::clock::Clock;
-use crate::config::BinRange;
 use crate::dialect::InstitutionId;
 use crate::link::BankPort;
+use crate::routing::BinRange;
 use crate::stan::StanSource;
 use crate::store::{Direction, JournalEntry, Store, StoredAnswer};
 
@@ -65,9 +66,9 @@ pub struct Switch {
     /// This instance's name in the store: owner of the work it starts.
     instance: String,
     /// The work started and not ended (its watermark goes with the lease).
-    work: ownership::Work,
-    /// Until when this instance may send (see `ownership.rs`).
-    lease: ownership::LeaseClock,
+    work: work::Work,
+    /// Until when this instance may send (see `lease.rs`).
+    lease: lease::LeaseClock,
 }
 
 /// A name no other instance has: host process id and start time.
@@ -97,8 +98,8 @@ impl Switch {
             in_flight: InFlight::default(),
             settlement: crate::clearing::Settlement::default(),
             instance: new_instance_id(),
-            work: ownership::Work::default(),
-            lease: ownership::LeaseClock::default(),
+            work: work::Work::default(),
+            lease: lease::LeaseClock::default(),
         }
     }
 

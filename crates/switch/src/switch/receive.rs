@@ -24,12 +24,13 @@ use tracing::warn;
 use iso8583::codec::Message;
 use iso8583::fields::{amount_minor, currency, num};
 
-use super::ownership::{Task, Ticket};
+use super::messages::{follow_up, Undo};
+use super::work::{Task, Ticket};
 use super::{messages, Outcome, Switch};
 use crate::dialect::OriginalData;
 use crate::store::{
-    FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SafKind, SentMessage,
-    Settled, StoredAnswer,
+    FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SentMessage, Settled,
+    StoredAnswer,
 };
 
 pub(super) async fn run(
@@ -101,7 +102,7 @@ pub(super) async fn run(
         }
         Err(e) => {
             // Whether the reservation landed is unknown: the dropped ticket
-            // leaves it to the ownership round.
+            // leaves it to the lease round.
             warn!(error = %e, "store unavailable");
             return Outcome {
                 response: switch.reply(request, "96"),
@@ -326,70 +327,4 @@ impl Saga<'_> {
             }
         }
     }
-}
-
-/// A message of a saga that may have moved money and must be reversed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Undo {
-    Credit,
-    Debit,
-}
-
-/// The follow-up messages of a failed saga, ready to queue: reversals in the
-/// order given, and the unfreeze of the amount should the freeze be closed.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn follow_up(
-    switch: &Switch,
-    freeze: &FreezeRecord,
-    amount: u64,
-    receiver_pan: &str,
-    receiver_bank: &str,
-    debit: &SentMessage,
-    credit: &SentMessage,
-    undo: &[Undo],
-) -> Result<FollowUp, crate::store::StoreError> {
-    let order_key = freeze.key.to_string();
-    let now = switch.clock.now();
-    let mut saf = Vec::new();
-    for step in undo {
-        let sent = messages::sent_message(now, switch.stans.next().await?);
-        let (bank, msg) = match step {
-            Undo::Credit => (
-                receiver_bank.to_string(),
-                messages::credit_reversal(
-                    freeze,
-                    amount,
-                    (receiver_pan, receiver_bank),
-                    credit,
-                    &sent,
-                    now,
-                    &switch.id,
-                ),
-            ),
-            Undo::Debit => (
-                freeze.payer_bank.clone(),
-                messages::debit_reversal(
-                    freeze,
-                    amount,
-                    receiver_pan,
-                    debit,
-                    &sent,
-                    now,
-                    &switch.id,
-                ),
-            ),
-        };
-        saf.push(switch.saf_entry(&bank, &order_key, SafKind::Reversal, msg));
-    }
-    let sent = messages::sent_message(now, switch.stans.next().await?);
-    let notice = messages::unfreeze_notice(freeze, amount, &sent, now, &switch.id);
-    Ok(FollowUp {
-        saf,
-        unfreeze_if_closed: Some(switch.saf_entry(
-            &freeze.payer_bank,
-            &order_key,
-            SafKind::Unfreeze,
-            notice,
-        )),
-    })
 }

@@ -9,7 +9,7 @@
 //! [`recover`] settles everything unfinished: the embedded store does it at
 //! every start (one instance per file). On a shared store,
 //! [`take_over_expired`] settles only the work of instances whose lease ran
-//! out (see `ownership.rs`). Ending a freeze or a saga is guarded in the
+//! out (see `lease.rs`). Ending a freeze or a saga is guarded in the
 //! store, so two instances recovering the same work, or recovery racing the
 //! instance that owns it, end it once.
 
@@ -18,8 +18,8 @@ use tracing::{info, warn};
 use iso8583::codec::Message;
 use iso8583::fields::{format_amount, num};
 
-use super::receive::{follow_up, Undo};
-use super::{freeze, Switch};
+use super::messages::{follow_up, queued_freeze_reversal, Undo};
+use super::Switch;
 use crate::store::{
     ExpiredLease, FreezeRecord, FreezeState, ReceiveOutcome, RequestKey, SagaRecord, SagaState,
     Settled, StoreError, StoredAnswer, Unfinished,
@@ -159,7 +159,7 @@ pub(crate) async fn decline_freeze(
             (num::STAN, key.stan.to_vec()),
         ],
     );
-    let reversal = freeze::freeze_reversal(switch, freeze_record).await?;
+    let reversal = queued_freeze_reversal(switch, freeze_record).await?;
     let settled = switch
         .store
         .finish_freeze_queueing(&key, false, &request, answer, Some(reversal))
