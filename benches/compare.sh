@@ -21,8 +21,8 @@ if ! "$PYTHON" -c 'import iso8583' 2>/dev/null; then
 fi
 
 echo "== load: $(uptime | sed 's/.*load average/load average/')"
-echo "== cargo bench --bench codec -- $BENCH_FILTER"
-cargo bench --bench codec -- $BENCH_FILTER
+echo "== cargo bench -p switchboard-iso8583 --bench codec -- $BENCH_FILTER"
+cargo bench -p switchboard-iso8583 --bench codec -- $BENCH_FILTER
 
 estimate() { # ns/op of one criterion benchmark: the figure criterion prints (slope, else mean)
     "$PYTHON" -c 'import json,sys; e = json.load(open(sys.argv[1])); print((e.get("slope") or e["mean"])["point_estimate"])' \

@@ -6,8 +6,8 @@
 //! delays them, duplicates them and fails to connect, all from one seeded
 //! random generator; the switch crashes at random moments (every task in
 //! flight dropped, a new switch built on the same store, recovery run) while
-//! wallets resend what got no answer. After each seed the money invariants of
-//! DESIGN.md are checked against the banks' books and the switch's store.
+//! wallets resend what got no answer. After each seed the money invariants
+//! (README, *Money invariants*) are checked against the banks' books and the switch's store.
 //!
 //! Half the seeds run a cluster instead: two instances on one shared store,
 //! each holding a lease on its work. A crashed instance comes back as a new

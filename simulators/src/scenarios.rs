@@ -1,5 +1,5 @@
 //! The red-packet scenarios, run by a wallet against any switch, each checking
-//! the money invariants of DESIGN.md against the banks' own ledgers (and the
+//! the money invariants (README, *Money invariants*) against the banks' own ledgers (and the
 //! switch's store when it is at hand), not only response codes.
 
 use std::collections::BTreeMap;

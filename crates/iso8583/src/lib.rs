@@ -16,7 +16,7 @@
 //!
 //! let spec = Spec::switchboard();
 //! let mut msg = Message::new(*b"0800");
-//! msg.set(7, "1201120000").set(11, "000001").set(70, "301");
+//! msg.set(7, "1201120000").set(11, "000001").set(33, "00010000").set(70, "301");
 //! let wire = codec::build_bytes(&spec, &msg).unwrap();
 //! let back = codec::parse(&spec, Bytes::from(wire.to_vec())).unwrap();
 //! assert_eq!(back.get(70).map(|v| &v[..]), Some(&b"301"[..]));

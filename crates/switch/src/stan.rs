@@ -1,6 +1,6 @@
 //! STANs (field 11) for the messages the switch originates. Blocks are taken
 //! from the store, so several switch instances sharing one database never hand
-//! out the same STAN (DESIGN.md: a collision would make a bank treat a new debit
+//! out the same STAN (a collision would make a bank treat a new debit
 //! as a resend of another).
 
 use std::sync::Arc;
