@@ -15,6 +15,7 @@ use iso8583::codec::{Message, Mti};
 use iso8583::fields::{amount_minor, luhn_valid, num, FieldError};
 use iso8583::mask::mask_pan;
 use iso8583::mti::{is_response, request_class, response_mti};
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use iso8583::validate::{validate, Violation};
 use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData};
@@ -51,19 +52,6 @@ const ECHOED_NETWORK: [u16; 6] = [
     num::NETWORK_CODE,
     num::RECEIVER,
 ];
-
-/// Response codes the bank gives.
-pub mod code {
-    pub const APPROVED: &str = "00";
-    pub const INVALID_TRANSACTION: &str = "12";
-    pub const INVALID_AMOUNT: &str = "13";
-    pub const INVALID_CARD: &str = "14";
-    pub const ORIGINAL_NOT_FOUND: &str = "25";
-    pub const FORMAT_ERROR: &str = "30";
-    pub const INSUFFICIENT_FUNDS: &str = "51";
-    pub const EXCEEDS_AMOUNT: &str = "61";
-    pub const DUPLICATE: &str = "94";
-}
 
 /// The operations a bank host serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -286,7 +274,7 @@ struct Answered {
 /// How a request was decided: the response code, what it did, and the amount
 /// applied (for the journal).
 struct Decision {
-    code: &'static str,
+    code: ResponseCode,
     effect: Effect,
     applied_minor: u64,
     hold: Option<FreezeKey>,
@@ -294,7 +282,7 @@ struct Decision {
 }
 
 impl Decision {
-    fn declined(code: &'static str) -> Self {
+    fn declined(code: ResponseCode) -> Self {
         Decision {
             code,
             effect: Effect::Nothing,
@@ -525,7 +513,7 @@ impl Bank {
             return None;
         }
         let Some(operation) = Operation::of(request) else {
-            return Some(self.respond(request, code::INVALID_TRANSACTION, now));
+            return Some(self.respond(request, ResponseCode::INVALID_TRANSACTION, now));
         };
         let validation = validate(&self.spec, request);
         if !validation.is_valid() {
@@ -534,22 +522,24 @@ impl Bank {
                 .iter()
                 .any(|v| matches!(v, Violation::UnknownMessage { .. }))
             {
-                code::INVALID_TRANSACTION
+                ResponseCode::INVALID_TRANSACTION
             } else {
-                validation.response_code().unwrap_or(code::FORMAT_ERROR)
+                validation
+                    .response_code()
+                    .unwrap_or(ResponseCode::FORMAT_ERROR)
             };
             return Some(self.respond_format_error(request, code, now));
         }
         if operation == Operation::NetworkManagement {
             let code = match request.get(num::NETWORK_CODE).map(|v| &v[..]) {
-                Some(b"001" | b"002" | b"301") => code::APPROVED,
-                _ => code::INVALID_TRANSACTION,
+                Some(b"001" | b"002" | b"301") => ResponseCode::APPROVED,
+                _ => ResponseCode::INVALID_TRANSACTION,
             };
             return Some(self.respond(request, code, now));
         }
         // Validation guarantees F7, F11 and F32 in every financial request.
         let Ok(key) = RequestKey::of(request) else {
-            return Some(self.respond_format_error(request, code::FORMAT_ERROR, now));
+            return Some(self.respond_format_error(request, ResponseCode::FORMAT_ERROR, now));
         };
         let mut normalized = request.clone();
         normalized.set_mti(key.class);
@@ -557,11 +547,11 @@ impl Bank {
             return Some(if previous.request == normalized {
                 previous.response.clone()
             } else {
-                self.respond(request, code::DUPLICATE, now)
+                self.respond(request, ResponseCode::DUPLICATE_TRANSMISSION, now)
             });
         }
         let Ok(amount) = amount_minor(request) else {
-            return Some(self.respond_format_error(request, code::FORMAT_ERROR, now));
+            return Some(self.respond_format_error(request, ResponseCode::FORMAT_ERROR, now));
         };
         let decision = match operation {
             Operation::Freeze => self.freeze(request, key, amount),
@@ -608,14 +598,14 @@ impl Bank {
 
     fn freeze(&mut self, request: &Message, key: RequestKey, amount: u64) -> Decision {
         if amount == 0 {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         }
         let pan = pan_of(request);
         let Some(account) = self.accounts.get_mut(pan) else {
-            return Decision::declined(code::INVALID_CARD);
+            return Decision::declined(ResponseCode::INVALID_CARD_NUMBER);
         };
         if account.balance_minor - account.held_minor < signed(amount) {
-            return Decision::declined(code::INSUFFICIENT_FUNDS);
+            return Decision::declined(ResponseCode::INSUFFICIENT_FUNDS);
         }
         // A hold exists only for an answered freeze, and a second freeze with the
         // same key was answered from memory before getting here.
@@ -635,7 +625,7 @@ impl Bank {
             },
         );
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Freeze { hold: key.freeze },
             applied_minor: amount,
             hold: Some(key.freeze),
@@ -644,36 +634,36 @@ impl Bank {
     }
 
     /// The hold a debit or unfreeze names by F90; `Err` with 25 if none.
-    fn named_hold(request: &Message) -> Result<FreezeKey, &'static str> {
-        let od = OriginalData::of(request).map_err(|_| code::FORMAT_ERROR)?;
+    fn named_hold(request: &Message) -> Result<FreezeKey, ResponseCode> {
+        let od = OriginalData::of(request).map_err(|_| ResponseCode::FORMAT_ERROR)?;
         if od.mti != *b"0100" {
-            return Err(code::ORIGINAL_NOT_FOUND);
+            return Err(ResponseCode::UNABLE_TO_LOCATE_RECORD);
         }
         Ok(od.freeze_key())
     }
 
     fn debit(&mut self, request: &Message, amount: u64) -> Decision {
         if amount == 0 {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         }
         let key = match Self::named_hold(request) {
             Ok(key) => key,
             Err(code) => return Decision::declined(code),
         };
         let Some(hold) = self.holds.get_mut(&key) else {
-            return Decision::declined(code::ORIGINAL_NOT_FOUND);
+            return Decision::declined(ResponseCode::UNABLE_TO_LOCATE_RECORD);
         };
         let pan = pan_of(request);
         if hold.pan != pan {
             return Decision {
                 hold: Some(key),
-                ..Decision::declined(code::INVALID_CARD)
+                ..Decision::declined(ResponseCode::INVALID_CARD_NUMBER)
             };
         }
         if hold.remaining_minor < amount {
             return Decision {
                 hold: Some(key),
-                ..Decision::declined(code::EXCEEDS_AMOUNT)
+                ..Decision::declined(ResponseCode::EXCEEDS_AMOUNT_LIMIT)
             };
         }
         let account = self.accounts.get_mut(pan).expect("a hold's account exists");
@@ -684,7 +674,7 @@ impl Bank {
         account.held_minor -= signed(amount);
         account.balance_minor -= signed(amount);
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Debit {
                 hold: key,
                 pan: pan.to_string(),
@@ -698,18 +688,18 @@ impl Bank {
 
     fn credit(&mut self, request: &Message, amount: u64) -> Decision {
         if amount == 0 {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         }
         let pan = pan_of(request);
         let Some(account) = self.accounts.get_mut(pan) else {
-            return Decision::declined(code::INVALID_CARD);
+            return Decision::declined(ResponseCode::INVALID_CARD_NUMBER);
         };
         let Some(balance) = account.balance_minor.checked_add(signed(amount)) else {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         };
         account.balance_minor = balance;
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Credit {
                 pan: pan.to_string(),
                 amount_minor: amount,
@@ -726,12 +716,12 @@ impl Bank {
             Err(code) => return Decision::declined(code),
         };
         let Some(hold) = self.holds.get_mut(&key) else {
-            return Decision::declined(code::ORIGINAL_NOT_FOUND);
+            return Decision::declined(ResponseCode::UNABLE_TO_LOCATE_RECORD);
         };
         if hold.pan != pan_of(request) {
             return Decision {
                 hold: Some(key),
-                ..Decision::declined(code::INVALID_CARD)
+                ..Decision::declined(ResponseCode::INVALID_CARD_NUMBER)
             };
         }
         let released = amount.min(hold.remaining_minor);
@@ -745,7 +735,7 @@ impl Bank {
             .expect("a hold's account exists");
         account.held_minor -= signed(released);
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Final,
             applied_minor: released,
             hold: Some(key),
@@ -756,7 +746,7 @@ impl Bank {
     fn reverse(&mut self, request: &Message, amount: u64) -> Decision {
         let od = match OriginalData::of(request) {
             Ok(od) => od,
-            Err(_) => return Decision::declined(code::FORMAT_ERROR),
+            Err(_) => return Decision::declined(ResponseCode::FORMAT_ERROR),
         };
         let original_key = RequestKey::named_by(&od);
         let with_original = |d: Decision| Decision {
@@ -764,7 +754,7 @@ impl Bank {
             ..d
         };
         let Some(original) = self.answered.get_mut(&original_key) else {
-            return with_original(Decision::declined(code::ORIGINAL_NOT_FOUND));
+            return with_original(Decision::declined(ResponseCode::UNABLE_TO_LOCATE_RECORD));
         };
         let hold = match &original.effect {
             Effect::Freeze { hold } | Effect::Debit { hold, .. } => Some(*hold),
@@ -775,16 +765,16 @@ impl Bank {
             ..with_original(Decision::declined(code))
         };
         match original.effect {
-            Effect::Final => return nothing(code::INVALID_TRANSACTION),
+            Effect::Final => return nothing(ResponseCode::INVALID_TRANSACTION),
             // Declined originals moved nothing: there is nothing to undo.
-            Effect::Nothing => return nothing(code::APPROVED),
+            Effect::Nothing => return nothing(ResponseCode::APPROVED),
             _ => {}
         }
         if amount_minor(&original.request).ok() != Some(amount) {
-            return nothing(code::INVALID_AMOUNT);
+            return nothing(ResponseCode::INVALID_AMOUNT);
         }
         if original.reversed {
-            return nothing(code::APPROVED);
+            return nothing(ResponseCode::APPROVED);
         }
         original.reversed = true;
         let effect = original.effect.clone();
@@ -833,7 +823,7 @@ impl Bank {
             Effect::Nothing | Effect::Final => unreachable!("answered above"),
         };
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Final,
             applied_minor,
             hold,
@@ -857,7 +847,7 @@ impl Bank {
     }
 
     /// A response echoing the request's fields, with F39 (and F15, F38 where due).
-    fn respond(&mut self, request: &Message, code: &str, now: NaiveDateTime) -> Message {
+    fn respond(&mut self, request: &Message, code: ResponseCode, now: NaiveDateTime) -> Message {
         self.respond_filtered(request, code, now, |_, _| true)
     }
 
@@ -866,7 +856,7 @@ impl Bank {
     fn respond_format_error(
         &mut self,
         request: &Message,
-        code: &str,
+        code: ResponseCode,
         now: NaiveDateTime,
     ) -> Message {
         let spec = self.spec.clone();
@@ -886,7 +876,7 @@ impl Bank {
     fn respond_filtered(
         &mut self,
         request: &Message,
-        code: &str,
+        code: ResponseCode,
         now: NaiveDateTime,
         keep: impl Fn(u16, &bytes::Bytes) -> bool,
     ) -> Message {
@@ -904,11 +894,11 @@ impl Bank {
                 }
             }
         }
-        response.set(num::RESPONSE_CODE, code.to_string());
+        response.set(num::RESPONSE_CODE, code);
         if &mti == b"0210" {
             response.set(num::SETTLEMENT_DATE, now.format("%m%d").to_string());
         }
-        if code == code::APPROVED && matches!(&mti, b"0110" | b"0210") {
+        if code.is_approved() && matches!(&mti, b"0110" | b"0210") {
             let auth = self.next_auth_code();
             response.set(num::AUTH_CODE, auth);
         }
@@ -924,7 +914,7 @@ pub fn reject_undecodable(body: &[u8]) -> Option<Message> {
         return None;
     }
     let mut response = Message::new(response_mti(&mti));
-    response.set(num::RESPONSE_CODE, code::FORMAT_ERROR);
+    response.set(num::RESPONSE_CODE, ResponseCode::FORMAT_ERROR);
     Some(response)
 }
 
