@@ -28,7 +28,7 @@ use chrono::NaiveDate;
 use iso8583::codec::{build_bytes, Message};
 use iso8583::fields::{format_amount, format_transmission, num};
 use iso8583::mask::mask_pan;
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use rusqlite::{params, Connection};
 use simulators::bank::luhn_check_digit;
 use switchboard::clearing::clear::{clear, ClearRequest};
@@ -106,7 +106,7 @@ fn request(
     m
 }
 
-fn answer(request: &Message, code: &str) -> Message {
+fn answer(request: &Message, code: ResponseCode) -> Message {
     let mut mti = *request.mti();
     mti[2] += 1;
     let mut m = Message::new(mti);
@@ -115,7 +115,7 @@ fn answer(request: &Message, code: &str) -> Message {
             m.set(n, v.clone());
         }
     }
-    m.set(num::RESPONSE_CODE, code.to_string());
+    m.set(num::RESPONSE_CODE, code);
     m
 }
 
@@ -228,13 +228,13 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                     at_ms: at,
                     out: false,
                     peer: &peer_a,
-                    msg: &answer(&fwd, "00"),
+                    msg: &answer(&fwd, ResponseCode::APPROVED),
                 });
                 w.row(Row {
                     at_ms: at,
                     out: true,
                     peer: wallet_peer,
-                    msg: &answer(&req, "00"),
+                    msg: &answer(&req, ResponseCode::APPROVED),
                 });
                 freeze_row
                     .execute(params![
@@ -281,7 +281,7 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                 at_ms: at + 1,
                 out: false,
                 peer: &peer_a,
-                msg: &answer(&debit, "00"),
+                msg: &answer(&debit, ResponseCode::APPROVED),
             });
             let declined = i % 100 == 99;
             let mut credit = request(b"0200", "260000", &receiver, share, &f7, &cstan, SWITCH);
@@ -298,7 +298,11 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                 peer: &peer_b,
                 msg: &credit,
             });
-            let code = if declined { "14" } else { "00" };
+            let code = if declined {
+                ResponseCode::INVALID_CARD_NUMBER
+            } else {
+                ResponseCode::APPROVED
+            };
             w.row(Row {
                 at_ms: at + 2,
                 out: false,
@@ -338,7 +342,7 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                     at_ms: at + 4,
                     out: false,
                     peer: &peer_a,
-                    msg: &answer(&reversal, "00"),
+                    msg: &answer(&reversal, ResponseCode::APPROVED),
                 });
             }
             saga_row
@@ -354,7 +358,7 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                     if declined { "failed" } else { "approved" },
                     dstan,
                     cstan,
-                    code,
+                    code.as_str(),
                     &[0u8; 32][..],
                     at
                 ])
@@ -376,7 +380,7 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                     at_ms: at + 5,
                     out: true,
                     peer: wallet_peer,
-                    msg: &answer(&unfreeze, "00"),
+                    msg: &answer(&unfreeze, ResponseCode::APPROVED),
                 });
                 let nstan = next(&mut switch_stan);
                 let mut notice =
@@ -405,7 +409,7 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                     at_ms: at + 7,
                     out: false,
                     peer: &peer_a,
-                    msg: &answer(&notice, "00"),
+                    msg: &answer(&notice, ResponseCode::APPROVED),
                 });
             }
             if i % 100_000 == 99_999 {

@@ -14,7 +14,7 @@ use futures::{SinkExt, StreamExt};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::fields::num;
 use iso8583::framing::{Frame, FrameCodec, FramingConfig};
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::Bank;
 use simulators::bank_server::spawn_bank;
 use simulators::wallet::{code, WalletClient};
@@ -56,7 +56,7 @@ async fn closing_bank(
                     answer.set(n, v.clone());
                 }
             }
-            answer.set(num::RESPONSE_CODE, "00");
+            answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
             if request.mti() == b"0100" {
                 answer.set(num::AUTH_CODE, "123456");
             }
@@ -119,13 +119,16 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
     .await
     .unwrap();
     let freeze = wallet.freeze(PAYER, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
     let answer = tokio::time::timeout(Duration::from_secs(10), wallet.send(&receive))
         .await
         .expect("a definitive answer, not a hang")
         .unwrap();
-    assert_eq!(code(&answer), "91");
+    assert_eq!(code(&answer), ResponseCode::ISSUER_UNAVAILABLE);
 
     // The debit may or may not have happened at the bank: the saga failed, its
     // reservation is released, and the debit's reversal is queued with it.
@@ -168,7 +171,10 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
     assert!(reversals.load(Ordering::SeqCst) >= 1);
     // Over the frozen amount is still refused: 5,000 frozen, nothing received.
     let over = wallet.receive(&freeze, &receiver, 5_500, clock.now());
-    assert_eq!(code(&wallet.send(&over).await.unwrap()), "61");
+    assert_eq!(
+        code(&wallet.send(&over).await.unwrap()),
+        ResponseCode::EXCEEDS_AMOUNT_LIMIT
+    );
     running.shutdown().await;
 }
 
@@ -229,9 +235,15 @@ async fn a_late_answer_is_journaled_and_ignored() {
     .await
     .unwrap();
     let freeze = wallet.freeze(&payer, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
-    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "91");
+    assert_eq!(
+        code(&wallet.send(&receive).await.unwrap()),
+        ResponseCode::ISSUER_UNAVAILABLE
+    );
     // The late answer arrives; then the bank is healthy again for the reversals.
     tokio::time::sleep(Duration::from_millis(900)).await;
     receiver_bank.faults.set(Faults::default());

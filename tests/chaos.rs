@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use iso8583::codec::Message;
 use iso8583::framing::FramingConfig;
+use iso8583::ResponseCode;
 use simulators::bank::Ledger;
 use simulators::scenarios::BankView;
 use simulators::wallet::{code, WalletClient};
@@ -246,7 +247,7 @@ async fn chaos(postgres: bool) {
         for _ in 0..20 {
             let freeze = builder.freeze(&payers[i % payers.len()], 50_000, clock.now());
             if let Some(a) = wallet.send(&freeze).await {
-                if code(&a) == "00" {
+                if code(&a) == ResponseCode::APPROVED {
                     freezes.push(freeze);
                     break;
                 }
@@ -348,7 +349,7 @@ async fn chaos(postgres: bool) {
             if wallet
                 .send(&unfreeze)
                 .await
-                .is_some_and(|a| code(&a) == "00")
+                .is_some_and(|a| code(&a) == ResponseCode::APPROVED)
             {
                 break;
             }
@@ -475,7 +476,7 @@ async fn chaos(postgres: bool) {
                 String::from_utf8_lossy(&s.request.stan)
             ) == *key
         });
-        if c == "00" {
+        if *c == ResponseCode::APPROVED {
             assert!(
                 saga.is_some_and(|s| s.state == SagaState::Approved),
                 "wallet told 00 for {key} but the saga is not approved"

@@ -18,7 +18,7 @@ use futures::future::join_all;
 use iso8583::codec::Message;
 use iso8583::fields::num;
 use iso8583::framing::FramingConfig;
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use rust_decimal::Decimal;
 use simulators::bank::{Bank, Movement, MovementKind};
 use simulators::bank_clearing as bank;
@@ -149,7 +149,7 @@ impl Day {
         self.wallet.send(msg).await.expect("an answer")
     }
 
-    async fn expect(&self, what: &str, msg: &Message, want: &str) -> Message {
+    async fn expect(&self, what: &str, msg: &Message, want: ResponseCode) -> Message {
         let answer = self.send(msg).await;
         assert_eq!(code(&answer), want, "{what}");
         answer
@@ -157,18 +157,24 @@ impl Day {
 
     async fn freeze(&self, card: &str, amount: u64) -> Message {
         let f = self.wallet.freeze(card, amount, self.now());
-        self.expect("freeze", &f, "00").await;
+        self.expect("freeze", &f, ResponseCode::APPROVED).await;
         f
     }
 
-    async fn receive(&self, freeze: &Message, card: &str, amount: u64, want: &str) -> Message {
+    async fn receive(
+        &self,
+        freeze: &Message,
+        card: &str,
+        amount: u64,
+        want: ResponseCode,
+    ) -> Message {
         let r = self.wallet.receive(freeze, card, amount, self.now());
         self.expect("receive", &r, want).await
     }
 
     async fn unfreeze(&self, freeze: &Message, remaining: u64) {
         let u = self.wallet.unfreeze(freeze, remaining, self.now());
-        self.expect("unfreeze", &u, "00").await;
+        self.expect("unfreeze", &u, ResponseCode::APPROVED).await;
     }
 
     /// Waits until the store-and-forward queue has nothing pending.
@@ -278,7 +284,7 @@ async fn full_day(backend: Backend) {
 
     // One-to-one.
     let f1 = d.freeze(&a[1], 3_000).await;
-    let answer = d.receive(&f1, &b[0], 3_000, "00").await;
+    let answer = d.receive(&f1, &b[0], 3_000, ResponseCode::APPROVED).await;
     assert_eq!(answer.get_str(num::SETTLEMENT_DATE), Some("1120"));
     d.unfreeze(&f1, 0).await;
 
@@ -288,28 +294,47 @@ async fn full_day(backend: Backend) {
     let grabs =
         [&b[1], &b[2], &b[3], &a[3]].map(|card| d.wallet.receive(&f2, card, 2_500, d.now()));
     for answer in join_all(grabs.iter().map(|r| d.send(r))).await {
-        assert_eq!(code(&answer), "00");
+        assert_eq!(code(&answer), ResponseCode::APPROVED);
     }
-    d.receive(&f2, &b[4], 2_500, "61").await;
+    d.receive(&f2, &b[4], 2_500, ResponseCode::EXCEEDS_AMOUNT_LIMIT)
+        .await;
     d.unfreeze(&f2, 0).await;
 
     // The packet frozen yesterday, received today: it settles today.
-    let answer = d.receive(&f0, &b[5], 2_000, "00").await;
+    let answer = d.receive(&f0, &b[5], 2_000, ResponseCode::APPROVED).await;
     assert_eq!(answer.get_str(num::SETTLEMENT_DATE), Some("1120"));
     d.unfreeze(&f0, 3_000).await;
 
     // Declines: insufficient funds, an unknown freeze, a closed one.
     let big = d.wallet.freeze(&a[4], 2_000_000, d.now());
-    d.expect("freeze over the balance", &big, "51").await;
+    d.expect(
+        "freeze over the balance",
+        &big,
+        ResponseCode::INSUFFICIENT_FUNDS,
+    )
+    .await;
     let never_sent = d.wallet.freeze(&a[5], 100, d.now());
-    d.receive(&never_sent, &b[0], 100, "25").await;
-    d.receive(&f1, &b[0], 100, "12").await;
+    d.receive(
+        &never_sent,
+        &b[0],
+        100,
+        ResponseCode::UNABLE_TO_LOCATE_RECORD,
+    )
+    .await;
+    d.receive(&f1, &b[0], 100, ResponseCode::INVALID_TRANSACTION)
+        .await;
 
     // A declined credit: the debit is reversed.
     let f3 = d.freeze(&a[6], 4_000).await;
-    d.receive(&f3, &unknown_b_card(), 1_500, "14").await;
+    d.receive(
+        &f3,
+        &unknown_b_card(),
+        1_500,
+        ResponseCode::INVALID_CARD_NUMBER,
+    )
+    .await;
     d.drain().await;
-    d.receive(&f3, &b[6], 4_000, "00").await;
+    d.receive(&f3, &b[6], 4_000, ResponseCode::APPROVED).await;
     d.unfreeze(&f3, 0).await;
 
     // A debit lost on its way to bank A: no answer, reversed, and the bank
@@ -319,7 +344,8 @@ async fn full_day(backend: Backend) {
         lost: 1.0,
         ..Faults::default()
     });
-    d.receive(&f4, &b[7], 1_000, "91").await;
+    d.receive(&f4, &b[7], 1_000, ResponseCode::ISSUER_UNAVAILABLE)
+        .await;
     d.bank_a.faults.set(Faults::default());
     d.unfreeze(&f4, 1_000).await;
 
@@ -329,7 +355,8 @@ async fn full_day(backend: Backend) {
         silent: 1.0,
         ..Faults::default()
     });
-    d.receive(&f5, &b[8], 2_000, "91").await;
+    d.receive(&f5, &b[8], 2_000, ResponseCode::ISSUER_UNAVAILABLE)
+        .await;
 
     // The reversals are still queued: the day cannot be cleared yet...
     match d.clear(day, false).await {
@@ -361,7 +388,7 @@ async fn full_day(backend: Backend) {
     // After the cutoff (23:30 in Shanghai): the next settlement day.
     d.clock.set(utc("2026-11-20 15:30:00"));
     let g = d.freeze(&a[9], 500).await;
-    let answer = d.receive(&g, &b[9], 500, "00").await;
+    let answer = d.receive(&g, &b[9], 500, ResponseCode::APPROVED).await;
     assert_eq!(answer.get_str(num::SETTLEMENT_DATE), Some("1121"));
     d.unfreeze(&g, 0).await;
     d.drain().await;
@@ -484,7 +511,7 @@ async fn full_day(backend: Backend) {
         .map(|mut rec| {
             if is_received(&rec) {
                 if let Some(answer) = rec.answer.as_mut() {
-                    answer.set(39, "91");
+                    answer.set(39, ResponseCode::ISSUER_UNAVAILABLE);
                 }
             }
             rec

@@ -39,7 +39,7 @@ use futures::{SinkExt, StreamExt};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::fields::num;
 use iso8583::framing::{Frame, FrameCodec, FramingConfig};
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::Bank;
 use simulators::bank_server::{spawn_bank, BankHandle};
 use simulators::wallet::{code, WalletClient};
@@ -68,9 +68,9 @@ async fn silent_on_credits(listener: TcpListener, reversals: Arc<AtomicUsize>) {
                     b"0200" => continue,
                     b"0420" | b"0421" => {
                         reversals.fetch_add(1, Ordering::SeqCst);
-                        "25"
+                        ResponseCode::UNABLE_TO_LOCATE_RECORD
                     }
-                    _ => "00",
+                    _ => ResponseCode::APPROVED,
                 };
                 let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
                 for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
@@ -142,7 +142,10 @@ async fn mid_receive(banks: &Banks, wallet: &WalletClient) -> MidReceive {
     let before = banks.a.snapshot().balance(&payer).unwrap();
     let clock = SystemClock;
     let freeze = wallet.freeze(&payer, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let body = b"621700999999999";
     let receiver = format!(
         "{}{}",
@@ -216,7 +219,10 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
         .await
         .unwrap();
     let unfreeze = wallet.unfreeze(&freeze, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&unfreeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     wait_for("the unfreeze", || {
         bank_a.snapshot().hold(&key).map(|h| h.remaining_minor) == Some(0)
     })
@@ -338,9 +344,15 @@ async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease()
     let wallet = WalletClient::connect(at(ports[1]), FramingConfig::default(), common::WALLET_ID)
         .await
         .unwrap();
-    assert_ne!(code(&wallet.send(&receive).await.unwrap()), "00");
+    assert_ne!(
+        code(&wallet.send(&receive).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let unfreeze = wallet.unfreeze(&freeze, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&unfreeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     wait_for("the unfreeze", || {
         bank_a.snapshot().hold(&key).map(|h| h.remaining_minor) == Some(0)
     })
@@ -363,7 +375,10 @@ async fn sigterm_answers_requests_in_flight_and_exits_zero() {
         .unwrap();
     let clock = SystemClock;
     let freeze = wallet.freeze(&h.world.cards_a[0], 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let sends: Vec<_> = (0..20)
         .map(|i| {
             let wallet = wallet.clone();
@@ -381,7 +396,7 @@ async fn sigterm_answers_requests_in_flight_and_exits_zero() {
     let mut answered = 0;
     for s in sends {
         if let Ok(Ok(m)) = s.await {
-            assert_eq!(code(&m), "00");
+            assert_eq!(code(&m), ResponseCode::APPROVED);
             answered += 1;
         }
     }

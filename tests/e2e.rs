@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::fields::num;
 use iso8583::framing::{Frame, FrameCodec, FramingConfig};
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::scenarios;
 use simulators::wallet::{code, WalletClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,7 +78,7 @@ async fn wallet_sending_as_another_institution_gets_63(backend: Backend) {
         .unwrap();
     let freeze = wallet.freeze(&h.world.cards_a[0], 1_000, h.clock_now());
     let answer = wallet.send(&freeze).await.unwrap();
-    assert_eq!(code(&answer), "63");
+    assert_eq!(code(&answer), ResponseCode::SECURITY_VIOLATION);
     assert!(
         h.bank_a.snapshot().holds.is_empty(),
         "nothing reached the bank"
@@ -96,19 +96,34 @@ async fn bad_cards_and_amounts(backend: Backend) {
     let last = bad.pop().unwrap();
     bad.push(if last == '0' { '1' } else { '0' });
     let freeze = wallet.freeze(&bad, 1_000, h.clock_now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "14");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::INVALID_CARD_NUMBER
+    );
     // A BIN no bank owns.
     let freeze = wallet.freeze("4111111111111111", 1_000, h.clock_now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "14");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::INVALID_CARD_NUMBER
+    );
     // Zero amount.
     let freeze = wallet.freeze(&w.cards_a[0], 0, h.clock_now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "13");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::INVALID_AMOUNT
+    );
     // More than the card has: the bank's 51 comes back.
     let freeze = wallet.freeze(&w.cards_a[0], 2_000_000, h.clock_now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "51");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::INSUFFICIENT_FUNDS
+    );
     // A receive on a declined freeze: 12.
     let receive = wallet.receive(&freeze, &w.cards_b[0], 1_000, h.clock_now());
-    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "12");
+    assert_eq!(
+        code(&wallet.send(&receive).await.unwrap()),
+        ResponseCode::INVALID_TRANSACTION
+    );
     let a = h.bank_a.snapshot();
     assert_eq!(a.total_held_minor, 0);
     assert_eq!(a.total_balance_minor, 12 * 1_000_000);
@@ -169,13 +184,13 @@ async fn bad_input_gets_30_and_other_connections_keep_being_served(backend: Back
     // Missing mandatory field 90 → 30, fields echoed.
     let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
     assert_eq!(answer.mti(), b"0210");
-    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+    assert_eq!(ResponseCode::of(&answer), Some(ResponseCode::FORMAT_ERROR));
     assert_eq!(answer.get_str(num::STAN), Some("000777"));
 
     // Unknown MTI (0300 is not in the dialect) → 30.
     let answer = raw_exchange(&mut framed, receive_bytes(&h, None, b"0300")).await;
     assert_eq!(answer.mti(), b"0310");
-    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+    assert_eq!(ResponseCode::of(&answer), Some(ResponseCode::FORMAT_ERROR));
 
     // Undecodable body with a readable MTI: F2's length says 99 → 30.
     let mut broken = receive_bytes(&h, None, b"0200").to_vec();
@@ -183,7 +198,7 @@ async fn bad_input_gets_30_and_other_connections_keep_being_served(backend: Back
     broken[21] = b'9';
     let answer = raw_exchange(&mut framed, Bytes::from(broken)).await;
     assert_eq!(answer.mti(), b"0210");
-    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+    assert_eq!(ResponseCode::of(&answer), Some(ResponseCode::FORMAT_ERROR));
 
     // Garbage without an MTI gets no answer, but the connection stays usable.
     framed
@@ -191,7 +206,7 @@ async fn bad_input_gets_30_and_other_connections_keep_being_served(backend: Back
         .await
         .unwrap();
     let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
-    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+    assert_eq!(ResponseCode::of(&answer), Some(ResponseCode::FORMAT_ERROR));
 
     // An oversized length prefix closes that connection only...
     let mut oversized = TcpStream::connect(addr).await.unwrap();
@@ -206,7 +221,7 @@ async fn bad_input_gets_30_and_other_connections_keep_being_served(backend: Back
     // ...while the other connections keep being served, money flows as usual.
     assert_passed(&scenarios::one_to_one(&h.world).await);
     let answer = raw_exchange(&mut framed, receive_bytes(&h, Some(90), b"0200")).await;
-    assert_eq!(answer.get_str(num::RESPONSE_CODE), Some("30"));
+    assert_eq!(ResponseCode::of(&answer), Some(ResponseCode::FORMAT_ERROR));
 }
 
 async fn declined_credit_reverses_the_debit(backend: Backend) {
@@ -225,11 +240,14 @@ async fn declined_credit_reverses_the_debit(backend: Backend) {
     let payer = w.cards_a[0].clone();
     let payer_before = h.bank_a.snapshot().balance(&payer).unwrap();
     let freeze = wallet.freeze(&payer, 4_000, h.clock_now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let receive = wallet.receive(&freeze, &unknown, 1_500, h.clock_now());
     assert_eq!(
         code(&wallet.send(&receive).await.unwrap()),
-        "14",
+        ResponseCode::INVALID_CARD_NUMBER,
         "the credit's decline"
     );
 
@@ -263,20 +281,26 @@ async fn declined_credit_reverses_the_debit(backend: Backend) {
         })
         .collect();
     assert!(
-        debits_and_reversals.contains(&("Debit".into(), "00".into(), 1_500)),
+        debits_and_reversals.contains(&("Debit".into(), ResponseCode::APPROVED.into(), 1_500)),
         "{debits_and_reversals:?}"
     );
     assert!(
-        debits_and_reversals.contains(&("Reversal".into(), "00".into(), 1_500)),
+        debits_and_reversals.contains(&("Reversal".into(), ResponseCode::APPROVED.into(), 1_500)),
         "{debits_and_reversals:?}"
     );
     // The switch released the reservation; the whole amount can still be received.
     let record = h.store.freeze(&key).await.unwrap().unwrap();
     assert_eq!((record.reserved_minor, record.received_minor), (0, 0));
     let again = wallet.receive(&freeze, &w.cards_b[0], 4_000, h.clock_now());
-    assert_eq!(code(&wallet.send(&again).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&again).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let unfreeze = wallet.unfreeze(&freeze, 0, h.clock_now());
-    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&unfreeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     assert_eq!(
         h.bank_a.snapshot().balance(&payer),
         Some(payer_before - 4_000)
@@ -291,9 +315,15 @@ async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch(backend: Back
         .await
         .unwrap();
     let freeze = wallet.freeze(&w.cards_a[0], 6_000, h.clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let receive = wallet.receive(&freeze, &w.cards_b[0], 1_000, h.clock.now());
-    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&receive).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let max_age = Duration::from_secs(7 * 24 * 3600);
     // Not old yet: nothing happens.
     assert_eq!(
@@ -320,7 +350,10 @@ async fn freezes_past_their_maximum_age_are_unfrozen_by_the_switch(backend: Back
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let late = wallet.receive(&freeze, &w.cards_b[1], 1_000, h.clock.now());
-    assert_eq!(code(&wallet.send(&late).await.unwrap()), "12");
+    assert_eq!(
+        code(&wallet.send(&late).await.unwrap()),
+        ResponseCode::INVALID_TRANSACTION
+    );
     let record = h.store.freeze(&key).await.unwrap().unwrap();
     assert_eq!((record.received_minor, record.reserved_minor), (1_000, 0));
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use iso8583::codec::{build_bytes, Message};
 use iso8583::framing::FramingConfig;
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::Bank;
 use simulators::bank_server::spawn_bank;
 use simulators::scenarios::{self, BankView, World};
@@ -107,7 +107,7 @@ async fn two_instances_behind_haproxy_share_one_database() {
     let payer_before = bank_a.snapshot().balance(payer).unwrap();
     let freeze = connections[0].freeze(payer, frozen, clock.now());
     let freeze_answer = connections[0].send(&freeze).await.unwrap();
-    assert_eq!(code(&freeze_answer), "00");
+    assert_eq!(code(&freeze_answer), ResponseCode::APPROVED);
     let receives: Vec<(usize, Message)> = (0..220)
         .map(|i| {
             let pan = if i % 2 == 0 {
@@ -126,8 +126,14 @@ async fn two_instances_behind_haproxy_share_one_database() {
             .map(|(c, msg)| async move { connections[*c].send(msg).await.unwrap() }),
     )
     .await;
-    let approved = answers.iter().filter(|a| code(a) == "00").count();
-    let over = answers.iter().filter(|a| code(a) == "61").count();
+    let approved = answers
+        .iter()
+        .filter(|a| code(a) == ResponseCode::APPROVED)
+        .count();
+    let over = answers
+        .iter()
+        .filter(|a| code(a) == ResponseCode::EXCEEDS_AMOUNT_LIMIT)
+        .count();
     assert_eq!((approved, over), (10, 210), "exactly 10 shares approved");
 
     // Both instances did part of the work.
@@ -169,7 +175,10 @@ async fn two_instances_behind_haproxy_share_one_database() {
 
     // Nothing remains: the unfreeze of 0 closes the packet, the hold is zero.
     let unfreeze = direct[1].unfreeze(&freeze, 0, clock.now());
-    assert_eq!(code(&direct[1].send(&unfreeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&direct[1].send(&unfreeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let hold = bank_a.snapshot().hold(&key).map(|h| h.remaining_minor);
@@ -217,7 +226,10 @@ async fn database_lost_and_back() {
             .await
             .unwrap();
     let freeze = wallet.freeze(&payer, 5_000, clock.now());
-    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&freeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
 
     cluster.stop().unwrap();
     let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
@@ -225,9 +237,12 @@ async fn database_lost_and_back() {
         .await
         .expect("an answer while the database is gone, not a hang")
         .unwrap();
-    assert_eq!(code(&answer), "96");
+    assert_eq!(code(&answer), ResponseCode::SYSTEM_MALFUNCTION);
     let other = wallet.freeze(&payer, 1_000, clock.now());
-    assert_eq!(code(&wallet.send(&other).await.unwrap()), "96");
+    assert_eq!(
+        code(&wallet.send(&other).await.unwrap()),
+        ResponseCode::SYSTEM_MALFUNCTION
+    );
     // Nothing reached the banks without being recorded first.
     assert_eq!(bank_b.snapshot().total_balance_minor, 4 * 1_000_000);
 
@@ -236,17 +251,22 @@ async fn database_lost_and_back() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let again = loop {
         let answer = wallet.send(&receive).await.unwrap();
-        if code(&answer) != "96" || tokio::time::Instant::now() > deadline {
+        if code(&answer) != ResponseCode::SYSTEM_MALFUNCTION
+            || tokio::time::Instant::now() > deadline
+        {
             break answer;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(code(&again), "00");
+    assert_eq!(code(&again), ResponseCode::APPROVED);
     let key = FreezeKey::of_request(&freeze).unwrap();
     let record = store.freeze(&key).await.unwrap().unwrap();
     assert_eq!((record.received_minor, record.reserved_minor), (2_000, 0));
     let unfreeze = wallet.unfreeze(&freeze, 3_000, clock.now());
-    assert_eq!(code(&wallet.send(&unfreeze).await.unwrap()), "00");
+    assert_eq!(
+        code(&wallet.send(&unfreeze).await.unwrap()),
+        ResponseCode::APPROVED
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while bank_a
         .snapshot()

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use iso8583::codec::{build_bytes, Message};
 use iso8583::fields::num;
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::Bank;
 use simulators::wallet::code;
 use switchboard::clock::{Clock, TokioClock};
@@ -543,7 +543,7 @@ async fn simulate(seed: u64) -> Result<String, String> {
             None,
         );
         let answer = send_until_answered(&sw, &freeze).await;
-        if code(&answer) != "00" {
+        if code(&answer) != ResponseCode::APPROVED {
             continue;
         }
         let grabbers = 1 + rng.below(8);
@@ -699,7 +699,7 @@ async fn close(sw: &Cluster, template: &Message) {
             format!("{:06}", (stan + 500_000 + attempt) % 999_999 + 1),
         );
         let answer = send_until_answered(sw, &m).await;
-        if code(&answer) == "00" {
+        if code(&answer) == ResponseCode::APPROVED {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -798,7 +798,7 @@ async fn check(
             ) == *key
         });
         let approved = saga.is_some_and(|s| s.state == SagaState::Approved);
-        if (c == "00") != approved {
+        if (*c == ResponseCode::APPROVED) != approved {
             return Err(format!(
                 "receive {key}: wallet was told {c} but the saga is {:?}",
                 saga.map(|s| s.state)

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use iso8583::codec::{build_bytes, parse, Message};
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::Bank;
 use simulators::wallet::{code, WalletClient};
 use switchboard::clock::{Clock, SystemClock};
@@ -139,7 +139,7 @@ async fn a_slow_instance_loses_its_saga_to_recovery(store: Arc<dyn Store>) {
     let wallet = WalletClient::offline(common::WALLET_ID);
     let clock = SystemClock;
     let freeze = wallet.freeze(&payer, 5_000, clock.now());
-    assert_eq!(code(&handle(&a, &freeze).await), "00");
+    assert_eq!(code(&handle(&a, &freeze).await), ResponseCode::APPROVED);
     let key = FreezeKey::of_request(&freeze).unwrap();
 
     // A debits, then waits on its credit past the end of its lease.
@@ -178,7 +178,11 @@ async fn a_slow_instance_loses_its_saga_to_recovery(store: Arc<dyn Store>) {
     // The credit is approved at last: A must not tell the wallet 00.
     receiver_bank.release.notify_one();
     let answer = pending.await.unwrap();
-    assert_eq!(code(&answer), "91", "the answer recorded by recovery");
+    assert_eq!(
+        code(&answer),
+        ResponseCode::ISSUER_UNAVAILABLE,
+        "the answer recorded by recovery"
+    );
     let saga = store
         .sagas()
         .await
@@ -210,7 +214,10 @@ async fn a_slow_instance_loses_its_saga_to_recovery(store: Arc<dyn Store>) {
     // A, its lease gone, sends nothing more.
     let seen = payer_bank.requests.load(Ordering::SeqCst);
     let another = wallet.receive(&freeze, &receiver, 1_000, clock.now());
-    assert_eq!(code(&handle(&a, &another).await), "91");
+    assert_eq!(
+        code(&handle(&a, &another).await),
+        ResponseCode::ISSUER_UNAVAILABLE
+    );
     assert_eq!(
         payer_bank.requests.load(Ordering::SeqCst),
         seen,
@@ -226,7 +233,7 @@ async fn a_slow_instance_loses_its_saga_to_recovery(store: Arc<dyn Store>) {
             bank.release.notify_one();
         }
     });
-    assert_eq!(code(&handle(&a, &third).await), "00");
+    assert_eq!(code(&handle(&a, &third).await), ResponseCode::APPROVED);
     released.await.unwrap();
 }
 

@@ -15,6 +15,7 @@ use iso8583::codec::{Message, Mti};
 use iso8583::fields::{amount_minor, luhn_valid, num, FieldError};
 use iso8583::mask::mask_pan;
 use iso8583::mti::{is_response, request_class, response_mti};
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use iso8583::validate::{validate, Violation};
 use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData};
@@ -51,19 +52,6 @@ const ECHOED_NETWORK: [u16; 6] = [
     num::NETWORK_CODE,
     num::RECEIVER,
 ];
-
-/// Response codes the bank gives.
-pub mod code {
-    pub const APPROVED: &str = "00";
-    pub const INVALID_TRANSACTION: &str = "12";
-    pub const INVALID_AMOUNT: &str = "13";
-    pub const INVALID_CARD: &str = "14";
-    pub const ORIGINAL_NOT_FOUND: &str = "25";
-    pub const FORMAT_ERROR: &str = "30";
-    pub const INSUFFICIENT_FUNDS: &str = "51";
-    pub const EXCEEDS_AMOUNT: &str = "61";
-    pub const DUPLICATE: &str = "94";
-}
 
 /// The operations a bank host serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -286,7 +274,7 @@ struct Answered {
 /// How a request was decided: the response code, what it did, and the amount
 /// applied (for the journal).
 struct Decision {
-    code: &'static str,
+    code: ResponseCode,
     effect: Effect,
     applied_minor: u64,
     hold: Option<FreezeKey>,
@@ -294,7 +282,7 @@ struct Decision {
 }
 
 impl Decision {
-    fn declined(code: &'static str) -> Self {
+    fn declined(code: ResponseCode) -> Self {
         Decision {
             code,
             effect: Effect::Nothing,
@@ -525,7 +513,7 @@ impl Bank {
             return None;
         }
         let Some(operation) = Operation::of(request) else {
-            return Some(self.respond(request, code::INVALID_TRANSACTION, now));
+            return Some(self.respond(request, ResponseCode::INVALID_TRANSACTION, now));
         };
         let validation = validate(&self.spec, request);
         if !validation.is_valid() {
@@ -534,22 +522,24 @@ impl Bank {
                 .iter()
                 .any(|v| matches!(v, Violation::UnknownMessage { .. }))
             {
-                code::INVALID_TRANSACTION
+                ResponseCode::INVALID_TRANSACTION
             } else {
-                validation.response_code().unwrap_or(code::FORMAT_ERROR)
+                validation
+                    .response_code()
+                    .unwrap_or(ResponseCode::FORMAT_ERROR)
             };
             return Some(self.respond_format_error(request, code, now));
         }
         if operation == Operation::NetworkManagement {
             let code = match request.get(num::NETWORK_CODE).map(|v| &v[..]) {
-                Some(b"001" | b"002" | b"301") => code::APPROVED,
-                _ => code::INVALID_TRANSACTION,
+                Some(b"001" | b"002" | b"301") => ResponseCode::APPROVED,
+                _ => ResponseCode::INVALID_TRANSACTION,
             };
             return Some(self.respond(request, code, now));
         }
         // Validation guarantees F7, F11 and F32 in every financial request.
         let Ok(key) = RequestKey::of(request) else {
-            return Some(self.respond_format_error(request, code::FORMAT_ERROR, now));
+            return Some(self.respond_format_error(request, ResponseCode::FORMAT_ERROR, now));
         };
         let mut normalized = request.clone();
         normalized.set_mti(key.class);
@@ -557,11 +547,11 @@ impl Bank {
             return Some(if previous.request == normalized {
                 previous.response.clone()
             } else {
-                self.respond(request, code::DUPLICATE, now)
+                self.respond(request, ResponseCode::DUPLICATE_TRANSMISSION, now)
             });
         }
         let Ok(amount) = amount_minor(request) else {
-            return Some(self.respond_format_error(request, code::FORMAT_ERROR, now));
+            return Some(self.respond_format_error(request, ResponseCode::FORMAT_ERROR, now));
         };
         let decision = match operation {
             Operation::Freeze => self.freeze(request, key, amount),
@@ -608,14 +598,14 @@ impl Bank {
 
     fn freeze(&mut self, request: &Message, key: RequestKey, amount: u64) -> Decision {
         if amount == 0 {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         }
         let pan = pan_of(request);
         let Some(account) = self.accounts.get_mut(pan) else {
-            return Decision::declined(code::INVALID_CARD);
+            return Decision::declined(ResponseCode::INVALID_CARD_NUMBER);
         };
         if account.balance_minor - account.held_minor < signed(amount) {
-            return Decision::declined(code::INSUFFICIENT_FUNDS);
+            return Decision::declined(ResponseCode::INSUFFICIENT_FUNDS);
         }
         // A hold exists only for an answered freeze, and a second freeze with the
         // same key was answered from memory before getting here.
@@ -635,7 +625,7 @@ impl Bank {
             },
         );
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Freeze { hold: key.freeze },
             applied_minor: amount,
             hold: Some(key.freeze),
@@ -644,36 +634,36 @@ impl Bank {
     }
 
     /// The hold a debit or unfreeze names by F90; `Err` with 25 if none.
-    fn named_hold(request: &Message) -> Result<FreezeKey, &'static str> {
-        let od = OriginalData::of(request).map_err(|_| code::FORMAT_ERROR)?;
+    fn named_hold(request: &Message) -> Result<FreezeKey, ResponseCode> {
+        let od = OriginalData::of(request).map_err(|_| ResponseCode::FORMAT_ERROR)?;
         if od.mti != *b"0100" {
-            return Err(code::ORIGINAL_NOT_FOUND);
+            return Err(ResponseCode::UNABLE_TO_LOCATE_RECORD);
         }
         Ok(od.freeze_key())
     }
 
     fn debit(&mut self, request: &Message, amount: u64) -> Decision {
         if amount == 0 {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         }
         let key = match Self::named_hold(request) {
             Ok(key) => key,
             Err(code) => return Decision::declined(code),
         };
         let Some(hold) = self.holds.get_mut(&key) else {
-            return Decision::declined(code::ORIGINAL_NOT_FOUND);
+            return Decision::declined(ResponseCode::UNABLE_TO_LOCATE_RECORD);
         };
         let pan = pan_of(request);
         if hold.pan != pan {
             return Decision {
                 hold: Some(key),
-                ..Decision::declined(code::INVALID_CARD)
+                ..Decision::declined(ResponseCode::INVALID_CARD_NUMBER)
             };
         }
         if hold.remaining_minor < amount {
             return Decision {
                 hold: Some(key),
-                ..Decision::declined(code::EXCEEDS_AMOUNT)
+                ..Decision::declined(ResponseCode::EXCEEDS_AMOUNT_LIMIT)
             };
         }
         let account = self.accounts.get_mut(pan).expect("a hold's account exists");
@@ -684,7 +674,7 @@ impl Bank {
         account.held_minor -= signed(amount);
         account.balance_minor -= signed(amount);
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Debit {
                 hold: key,
                 pan: pan.to_string(),
@@ -698,18 +688,18 @@ impl Bank {
 
     fn credit(&mut self, request: &Message, amount: u64) -> Decision {
         if amount == 0 {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         }
         let pan = pan_of(request);
         let Some(account) = self.accounts.get_mut(pan) else {
-            return Decision::declined(code::INVALID_CARD);
+            return Decision::declined(ResponseCode::INVALID_CARD_NUMBER);
         };
         let Some(balance) = account.balance_minor.checked_add(signed(amount)) else {
-            return Decision::declined(code::INVALID_AMOUNT);
+            return Decision::declined(ResponseCode::INVALID_AMOUNT);
         };
         account.balance_minor = balance;
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Credit {
                 pan: pan.to_string(),
                 amount_minor: amount,
@@ -726,12 +716,12 @@ impl Bank {
             Err(code) => return Decision::declined(code),
         };
         let Some(hold) = self.holds.get_mut(&key) else {
-            return Decision::declined(code::ORIGINAL_NOT_FOUND);
+            return Decision::declined(ResponseCode::UNABLE_TO_LOCATE_RECORD);
         };
         if hold.pan != pan_of(request) {
             return Decision {
                 hold: Some(key),
-                ..Decision::declined(code::INVALID_CARD)
+                ..Decision::declined(ResponseCode::INVALID_CARD_NUMBER)
             };
         }
         let released = amount.min(hold.remaining_minor);
@@ -745,7 +735,7 @@ impl Bank {
             .expect("a hold's account exists");
         account.held_minor -= signed(released);
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Final,
             applied_minor: released,
             hold: Some(key),
@@ -756,7 +746,7 @@ impl Bank {
     fn reverse(&mut self, request: &Message, amount: u64) -> Decision {
         let od = match OriginalData::of(request) {
             Ok(od) => od,
-            Err(_) => return Decision::declined(code::FORMAT_ERROR),
+            Err(_) => return Decision::declined(ResponseCode::FORMAT_ERROR),
         };
         let original_key = RequestKey::named_by(&od);
         let with_original = |d: Decision| Decision {
@@ -764,7 +754,7 @@ impl Bank {
             ..d
         };
         let Some(original) = self.answered.get_mut(&original_key) else {
-            return with_original(Decision::declined(code::ORIGINAL_NOT_FOUND));
+            return with_original(Decision::declined(ResponseCode::UNABLE_TO_LOCATE_RECORD));
         };
         let hold = match &original.effect {
             Effect::Freeze { hold } | Effect::Debit { hold, .. } => Some(*hold),
@@ -775,16 +765,16 @@ impl Bank {
             ..with_original(Decision::declined(code))
         };
         match original.effect {
-            Effect::Final => return nothing(code::INVALID_TRANSACTION),
+            Effect::Final => return nothing(ResponseCode::INVALID_TRANSACTION),
             // Declined originals moved nothing: there is nothing to undo.
-            Effect::Nothing => return nothing(code::APPROVED),
+            Effect::Nothing => return nothing(ResponseCode::APPROVED),
             _ => {}
         }
         if amount_minor(&original.request).ok() != Some(amount) {
-            return nothing(code::INVALID_AMOUNT);
+            return nothing(ResponseCode::INVALID_AMOUNT);
         }
         if original.reversed {
-            return nothing(code::APPROVED);
+            return nothing(ResponseCode::APPROVED);
         }
         original.reversed = true;
         let effect = original.effect.clone();
@@ -833,7 +823,7 @@ impl Bank {
             Effect::Nothing | Effect::Final => unreachable!("answered above"),
         };
         Decision {
-            code: code::APPROVED,
+            code: ResponseCode::APPROVED,
             effect: Effect::Final,
             applied_minor,
             hold,
@@ -857,7 +847,7 @@ impl Bank {
     }
 
     /// A response echoing the request's fields, with F39 (and F15, F38 where due).
-    fn respond(&mut self, request: &Message, code: &str, now: NaiveDateTime) -> Message {
+    fn respond(&mut self, request: &Message, code: ResponseCode, now: NaiveDateTime) -> Message {
         self.respond_filtered(request, code, now, |_, _| true)
     }
 
@@ -866,7 +856,7 @@ impl Bank {
     fn respond_format_error(
         &mut self,
         request: &Message,
-        code: &str,
+        code: ResponseCode,
         now: NaiveDateTime,
     ) -> Message {
         let spec = self.spec.clone();
@@ -886,7 +876,7 @@ impl Bank {
     fn respond_filtered(
         &mut self,
         request: &Message,
-        code: &str,
+        code: ResponseCode,
         now: NaiveDateTime,
         keep: impl Fn(u16, &bytes::Bytes) -> bool,
     ) -> Message {
@@ -904,11 +894,11 @@ impl Bank {
                 }
             }
         }
-        response.set(num::RESPONSE_CODE, code.to_string());
+        response.set(num::RESPONSE_CODE, code);
         if &mti == b"0210" {
             response.set(num::SETTLEMENT_DATE, now.format("%m%d").to_string());
         }
-        if code == code::APPROVED && matches!(&mti, b"0110" | b"0210") {
+        if code.is_approved() && matches!(&mti, b"0110" | b"0210") {
             let auth = self.next_auth_code();
             response.set(num::AUTH_CODE, auth);
         }
@@ -924,7 +914,7 @@ pub fn reject_undecodable(body: &[u8]) -> Option<Message> {
         return None;
     }
     let mut response = Message::new(response_mti(&mti));
-    response.set(num::RESPONSE_CODE, code::FORMAT_ERROR);
+    response.set(num::RESPONSE_CODE, ResponseCode::FORMAT_ERROR);
     Some(response)
 }
 
@@ -1083,8 +1073,8 @@ mod tests {
         response
     }
 
-    fn rc(response: &Message) -> &str {
-        response.get_str(39).unwrap()
+    fn rc(response: &Message) -> ResponseCode {
+        ResponseCode::of(response).unwrap()
     }
 
     fn key(m: &Message) -> FreezeKey {
@@ -1097,7 +1087,7 @@ mod tests {
         let f = freeze(&sender(), 30_000, "000001");
         let r = send(&mut bank, &f);
         assert_eq!(r.mti(), b"0110");
-        assert_eq!(rc(&r), "00");
+        assert_eq!(rc(&r), ResponseCode::APPROVED);
         assert_eq!(r.get_str(38).map(str::len), Some(6));
         for field in [2, 3, 4, 7, 11, 32, 33, 37, 49, 100] {
             assert_eq!(r.get(field), f.get(field), "field {field} echoed");
@@ -1116,22 +1106,25 @@ mod tests {
     fn freeze_declines_unknown_card_insufficient_funds_and_zero() {
         let mut bank = bank();
         let r = send(&mut bank, &freeze(&card("411111111111111"), 1, "000001"));
-        assert_eq!(rc(&r), "14");
+        assert_eq!(rc(&r), ResponseCode::INVALID_CARD_NUMBER);
         assert!(!r.has(38), "no auth code on a decline");
         // Holds count against what a new freeze can take.
         assert_eq!(
             rc(&send(&mut bank, &freeze(&sender(), 60_000, "000002"))),
-            "00"
+            ResponseCode::APPROVED
         );
         assert_eq!(
             rc(&send(&mut bank, &freeze(&sender(), 40_001, "000003"))),
-            "51"
+            ResponseCode::INSUFFICIENT_FUNDS
         );
         assert_eq!(
             rc(&send(&mut bank, &freeze(&sender(), 40_000, "000004"))),
-            "00"
+            ResponseCode::APPROVED
         );
-        assert_eq!(rc(&send(&mut bank, &freeze(&sender(), 0, "000005"))), "13");
+        assert_eq!(
+            rc(&send(&mut bank, &freeze(&sender(), 0, "000005"))),
+            ResponseCode::INVALID_AMOUNT
+        );
         assert_eq!(bank.held(&sender()), Some(100_000));
         assert_eq!(bank.balance(&sender()), Some(100_000));
     }
@@ -1144,7 +1137,7 @@ mod tests {
         let d = debit(&sender(), 10_000, "100001", &f);
         let r = send(&mut bank, &d);
         assert_eq!(r.mti(), b"0210");
-        assert_eq!(rc(&r), "00");
+        assert_eq!(rc(&r), ResponseCode::APPROVED);
         assert_eq!(r.get_str(15), Some("0305"));
         assert_eq!(r.get_str(38).map(str::len), Some(6));
         assert_eq!(r.get(90), d.get(90));
@@ -1154,7 +1147,7 @@ mod tests {
         assert_eq!(bank.held(&sender()), Some(20_000));
         // The rest, exactly.
         let r = send(&mut bank, &debit(&sender(), 20_000, "100002", &f));
-        assert_eq!(rc(&r), "00");
+        assert_eq!(rc(&r), ResponseCode::APPROVED);
         let hold = bank.hold(&key(&f)).unwrap();
         assert_eq!((hold.remaining_minor, hold.state), (0, HoldState::Used));
         assert_eq!(bank.balance(&sender()), Some(70_000));
@@ -1167,20 +1160,20 @@ mod tests {
         let never_sent = freeze(&sender(), 30_000, "000999");
         send(&mut bank, &f);
         let r = send(&mut bank, &debit(&sender(), 1, "100001", &never_sent));
-        assert_eq!(rc(&r), "25");
+        assert_eq!(rc(&r), ResponseCode::UNABLE_TO_LOCATE_RECORD);
         assert_eq!(r.get_str(15), Some("0305"), "0210 always carries F15");
         assert!(!r.has(38));
         assert_eq!(
             rc(&send(&mut bank, &debit(&recipient(), 1, "100002", &f))),
-            "14"
+            ResponseCode::INVALID_CARD_NUMBER
         );
         assert_eq!(
             rc(&send(&mut bank, &debit(&sender(), 30_001, "100003", &f))),
-            "61"
+            ResponseCode::EXCEEDS_AMOUNT_LIMIT
         );
         assert_eq!(
             rc(&send(&mut bank, &debit(&sender(), 0, "100004", &f))),
-            "13"
+            ResponseCode::INVALID_AMOUNT
         );
         assert_eq!(bank.balance(&sender()), Some(100_000));
         assert_eq!(bank.hold(&key(&f)).unwrap().remaining_minor, 30_000);
@@ -1190,7 +1183,7 @@ mod tests {
     fn credit_adds_to_a_known_card_only() {
         let mut bank = bank();
         let r = send(&mut bank, &credit(&recipient(), 2_500, "200001"));
-        assert_eq!((r.mti(), rc(&r)), (b"0210", "00"));
+        assert_eq!((r.mti(), rc(&r)), (b"0210", ResponseCode::APPROVED));
         assert_eq!(r.get_str(15), Some("0305"));
         assert!(r.has(38));
         assert_eq!(bank.balance(&recipient()), Some(7_500));
@@ -1198,7 +1191,7 @@ mod tests {
             &mut bank,
             &credit(&card("411111111111111"), 2_500, "200002"),
         );
-        assert_eq!(rc(&r), "14");
+        assert_eq!(rc(&r), ResponseCode::INVALID_CARD_NUMBER);
         assert_eq!(bank.total_balance_minor(), 107_500);
     }
 
@@ -1210,7 +1203,7 @@ mod tests {
         send(&mut bank, &debit(&sender(), 5_000, "100001", &f));
         // A partial release: the hold stays usable.
         let r = send(&mut bank, &unfreeze(&sender(), 10_000, "300001", &f));
-        assert_eq!((r.mti(), rc(&r)), (b"0130", "00"));
+        assert_eq!((r.mti(), rc(&r)), (b"0130", ResponseCode::APPROVED));
         assert!(!r.has(38) && !r.has(15));
         let hold = bank.hold(&key(&f)).unwrap();
         assert_eq!(
@@ -1219,18 +1212,18 @@ mod tests {
         );
         assert_eq!(
             rc(&send(&mut bank, &debit(&sender(), 5_000, "100002", &f))),
-            "00"
+            ResponseCode::APPROVED
         );
         // More than remains: releases the rest.
         let r = send(&mut bank, &unfreeze(&sender(), 99_999, "300002", &f));
-        assert_eq!(rc(&r), "00");
+        assert_eq!(rc(&r), ResponseCode::APPROVED);
         let hold = bank.hold(&key(&f)).unwrap();
         assert_eq!((hold.remaining_minor, hold.state), (0, HoldState::Released));
         assert_eq!(bank.held(&sender()), Some(0));
         assert_eq!(bank.balance(&sender()), Some(90_000));
         assert_eq!(
             rc(&send(&mut bank, &debit(&sender(), 1, "100003", &f))),
-            "61"
+            ResponseCode::EXCEEDS_AMOUNT_LIMIT
         );
         let never_sent = freeze(&sender(), 1, "000999");
         assert_eq!(
@@ -1238,11 +1231,11 @@ mod tests {
                 &mut bank,
                 &unfreeze(&sender(), 1, "300003", &never_sent)
             )),
-            "25"
+            ResponseCode::UNABLE_TO_LOCATE_RECORD
         );
         assert_eq!(
             rc(&send(&mut bank, &unfreeze(&recipient(), 1, "300004", &f))),
-            "14"
+            ResponseCode::INVALID_CARD_NUMBER
         );
         let journal = bank.journal();
         let released: Vec<u64> = journal
@@ -1269,8 +1262,14 @@ mod tests {
 
         // A declined request is answered the same way again too.
         let over = debit(&sender(), 99_000, "100002", &f);
-        assert_eq!(rc(&send(&mut bank, &over)), "61");
-        assert_eq!(rc(&send(&mut bank, &over)), "61");
+        assert_eq!(
+            rc(&send(&mut bank, &over)),
+            ResponseCode::EXCEEDS_AMOUNT_LIMIT
+        );
+        assert_eq!(
+            rc(&send(&mut bank, &over)),
+            ResponseCode::EXCEEDS_AMOUNT_LIMIT
+        );
 
         // 0121 repeats 0120: same answer, released once.
         let u = unfreeze(&sender(), 5_000, "300001", &f);
@@ -1290,7 +1289,10 @@ mod tests {
         let mut other = f.clone();
         other.set(4, amount(30_001));
         let r = send(&mut bank, &other);
-        assert_eq!((r.mti(), rc(&r)), (b"0110", "94"));
+        assert_eq!(
+            (r.mti(), rc(&r)),
+            (b"0110", ResponseCode::DUPLICATE_TRANSMISSION)
+        );
         assert_eq!(r.get(4), other.get(4), "a 94 echoes its own request");
         assert_eq!(bank.held(&sender()), Some(30_000));
 
@@ -1299,10 +1301,13 @@ mod tests {
         send(&mut bank, &d);
         let mut c = credit(&recipient(), 1_000, "100001");
         c.set(7, d.get(7).unwrap().clone());
-        assert_eq!(rc(&send(&mut bank, &c)), "94");
+        assert_eq!(
+            rc(&send(&mut bank, &c)),
+            ResponseCode::DUPLICATE_TRANSMISSION
+        );
         assert_eq!(bank.balance(&recipient()), Some(5_000));
         // The original is still answered as it was.
-        assert_eq!(rc(&send(&mut bank, &f)), "00");
+        assert_eq!(rc(&send(&mut bank, &f)), ResponseCode::APPROVED);
     }
 
     #[test]
@@ -1315,7 +1320,7 @@ mod tests {
         assert_eq!(bank.hold(&key(&f)).unwrap().state, HoldState::Used);
         let rev = reversal(&d, "400001");
         let r = send(&mut bank, &rev);
-        assert_eq!((r.mti(), rc(&r)), (b"0430", "00"));
+        assert_eq!((r.mti(), rc(&r)), (b"0430", ResponseCode::APPROVED));
         assert!(!r.has(38));
         assert_eq!(bank.balance(&sender()), Some(100_000));
         let hold = bank.hold(&key(&f)).unwrap();
@@ -1329,14 +1334,14 @@ mod tests {
         repeat.set_mti(*b"0421");
         assert_eq!(send(&mut bank, &repeat), r);
         let again = reversal(&d, "400002");
-        assert_eq!(rc(&send(&mut bank, &again)), "00");
+        assert_eq!(rc(&send(&mut bank, &again)), ResponseCode::APPROVED);
         assert_eq!(bank.balance(&sender()), Some(100_000));
         assert_eq!(bank.hold(&key(&f)).unwrap().remaining_minor, 30_000);
 
         // The hold is usable again.
         assert_eq!(
             rc(&send(&mut bank, &debit(&sender(), 30_000, "100002", &f))),
-            "00"
+            ResponseCode::APPROVED
         );
         assert_eq!(bank.balance(&sender()), Some(70_000));
     }
@@ -1349,7 +1354,10 @@ mod tests {
         let d = debit(&sender(), 10_000, "100001", &f);
         send(&mut bank, &d);
         send(&mut bank, &unfreeze(&sender(), 20_000, "300001", &f));
-        assert_eq!(rc(&send(&mut bank, &reversal(&d, "400001"))), "00");
+        assert_eq!(
+            rc(&send(&mut bank, &reversal(&d, "400001"))),
+            ResponseCode::APPROVED
+        );
         let hold = bank.hold(&key(&f)).unwrap();
         assert_eq!((hold.remaining_minor, hold.state), (0, HoldState::Released));
         assert_eq!(bank.balance(&sender()), Some(100_000));
@@ -1363,9 +1371,12 @@ mod tests {
         send(&mut bank, &c);
         assert_eq!(bank.balance(&recipient()), Some(7_000));
         let r = send(&mut bank, &reversal(&c, "400001"));
-        assert_eq!(rc(&r), "00");
+        assert_eq!(rc(&r), ResponseCode::APPROVED);
         assert_eq!(bank.balance(&recipient()), Some(5_000));
-        assert_eq!(rc(&send(&mut bank, &reversal(&c, "400002"))), "00");
+        assert_eq!(
+            rc(&send(&mut bank, &reversal(&c, "400002"))),
+            ResponseCode::APPROVED
+        );
         assert_eq!(bank.balance(&recipient()), Some(5_000));
     }
 
@@ -1377,12 +1388,15 @@ mod tests {
         send(&mut bank, &debit(&sender(), 10_000, "100001", &f));
         let mut rev = reversal(&f, "400001");
         rev.set(25, "06");
-        assert_eq!(rc(&send(&mut bank, &rev)), "00");
+        assert_eq!(rc(&send(&mut bank, &rev)), ResponseCode::APPROVED);
         let hold = bank.hold(&key(&f)).unwrap();
         assert_eq!((hold.remaining_minor, hold.state), (0, HoldState::Released));
         assert_eq!(bank.held(&sender()), Some(0));
         assert_eq!(bank.balance(&sender()), Some(90_000), "the debit stands");
-        assert_eq!(rc(&send(&mut bank, &reversal(&f, "400002"))), "00");
+        assert_eq!(
+            rc(&send(&mut bank, &reversal(&f, "400002"))),
+            ResponseCode::APPROVED
+        );
         assert_eq!(bank.held(&sender()), Some(0));
     }
 
@@ -1392,17 +1406,26 @@ mod tests {
         // Nothing known by that name.
         let never_sent = credit(&recipient(), 1, "299999");
         let r = send(&mut bank, &reversal(&never_sent, "400001"));
-        assert_eq!((r.mti(), rc(&r)), (b"0430", "25"));
+        assert_eq!(
+            (r.mti(), rc(&r)),
+            (b"0430", ResponseCode::UNABLE_TO_LOCATE_RECORD)
+        );
         // A declined original moved nothing: 00, nothing to undo.
         let declined = credit(&card("411111111111111"), 1_000, "200001");
-        assert_eq!(rc(&send(&mut bank, &declined)), "14");
-        assert_eq!(rc(&send(&mut bank, &reversal(&declined, "400002"))), "00");
+        assert_eq!(
+            rc(&send(&mut bank, &declined)),
+            ResponseCode::INVALID_CARD_NUMBER
+        );
+        assert_eq!(
+            rc(&send(&mut bank, &reversal(&declined, "400002"))),
+            ResponseCode::APPROVED
+        );
         // Another amount than the original's.
         let c = credit(&recipient(), 1_000, "200002");
         send(&mut bank, &c);
         let mut wrong = reversal(&c, "400003");
         wrong.set(4, amount(999));
-        assert_eq!(rc(&send(&mut bank, &wrong)), "13");
+        assert_eq!(rc(&send(&mut bank, &wrong)), ResponseCode::INVALID_AMOUNT);
         assert_eq!(bank.balance(&recipient()), Some(6_000));
         // An unfreeze cannot be reversed.
         let f = freeze(&sender(), 1_000, "000001");
@@ -1411,7 +1434,10 @@ mod tests {
         send(&mut bank, &u);
         let mut rev = reversal(&u, "400004");
         rev.set(3, "200000");
-        assert_eq!(rc(&send(&mut bank, &rev)), "12");
+        assert_eq!(
+            rc(&send(&mut bank, &rev)),
+            ResponseCode::INVALID_TRANSACTION
+        );
         assert_eq!(bank.total_balance_minor(), 106_000);
     }
 
@@ -1419,12 +1445,15 @@ mod tests {
     fn network_management_is_answered_with_its_own_fields() {
         let mut bank = bank();
         let r = send(&mut bank, &sign_on("000007"));
-        assert_eq!((r.mti(), rc(&r)), (b"0810", "00"));
+        assert_eq!((r.mti(), rc(&r)), (b"0810", ResponseCode::APPROVED));
         let fields: Vec<u16> = r.fields().map(|(n, _)| n).collect();
         assert_eq!(fields, vec![7, 11, 32, 39, 70]);
         let mut odd = sign_on("000008");
         odd.set(70, "999");
-        assert_eq!(rc(&bank.handle(&odd, now()).unwrap()), "12");
+        assert_eq!(
+            rc(&bank.handle(&odd, now()).unwrap()),
+            ResponseCode::INVALID_TRANSACTION
+        );
     }
 
     #[test]
@@ -1434,23 +1463,35 @@ mod tests {
         let mut receive = credit(&recipient(), 1, "500001");
         receive.set(3, "400000");
         let r = bank.handle(&receive, now()).unwrap();
-        assert_eq!((r.mti(), rc(&r)), (b"0210", "12"));
+        assert_eq!(
+            (r.mti(), rc(&r)),
+            (b"0210", ResponseCode::INVALID_TRANSACTION)
+        );
         let mut odd = credit(&recipient(), 1, "500002");
         odd.set(3, "999999");
-        assert_eq!(rc(&bank.handle(&odd, now()).unwrap()), "12");
+        assert_eq!(
+            rc(&bank.handle(&odd, now()).unwrap()),
+            ResponseCode::INVALID_TRANSACTION
+        );
         let mut odd_mti = sign_on("500003");
         odd_mti.set_mti(*b"0600");
         let r = bank.handle(&odd_mti, now()).unwrap();
-        assert_eq!((r.mti(), rc(&r)), (b"0610", "12"));
+        assert_eq!(
+            (r.mti(), rc(&r)),
+            (b"0610", ResponseCode::INVALID_TRANSACTION)
+        );
         // A mandatory field missing.
         let mut missing = credit(&recipient(), 1, "500004");
         missing.remove(102);
-        assert_eq!(rc(&bank.handle(&missing, now()).unwrap()), "30");
+        assert_eq!(
+            rc(&bank.handle(&missing, now()).unwrap()),
+            ResponseCode::FORMAT_ERROR
+        );
         // A letter in a numeric field: not echoed, so the answer can be built.
         let mut bad = credit(&recipient(), 1, "500005");
         bad.set(4, "00000000000x");
         let r = bank.handle(&bad, now()).unwrap();
-        assert_eq!(rc(&r), "30");
+        assert_eq!(rc(&r), ResponseCode::FORMAT_ERROR);
         assert!(!r.has(4));
         assert!(iso8583::codec::build_bytes(bank.spec(), &r).is_ok());
         // Luhn alone is 14.
@@ -1463,7 +1504,10 @@ mod tests {
             pan[last] + 1
         };
         luhn.set(2, pan);
-        assert_eq!(rc(&bank.handle(&luhn, now()).unwrap()), "14");
+        assert_eq!(
+            rc(&bank.handle(&luhn, now()).unwrap()),
+            ResponseCode::INVALID_CARD_NUMBER
+        );
         // Responses get no answer.
         let resp = send(&mut bank, &sign_on("500007"));
         assert!(bank.handle(&resp, now()).is_none());
@@ -1474,7 +1518,7 @@ mod tests {
     #[test]
     fn undecodable_frames_get_30_when_the_mti_is_readable() {
         let r = reject_undecodable(b"0200\xff\xff").unwrap();
-        assert_eq!((r.mti(), rc(&r)), (b"0210", "30"));
+        assert_eq!((r.mti(), rc(&r)), (b"0210", ResponseCode::FORMAT_ERROR));
         assert_eq!(reject_undecodable(b"0421").unwrap().mti(), b"0430");
         assert!(reject_undecodable(b"0210....").is_none());
         assert!(reject_undecodable(b"02").is_none());

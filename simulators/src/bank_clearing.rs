@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use switchboard::clearing::file::{Header, Kind, Line, ParticipantFile, Role, Status};
 
@@ -64,7 +65,7 @@ pub fn export(
         switch.get_or_insert_with(|| key.split('/').next().unwrap_or("").to_string());
         let currency = m.currency.unwrap_or(156);
         let amount = decimal(m.amount_minor, exponent(currency));
-        let status = if m.response_code == "00" {
+        let status = if m.response_code == ResponseCode::APPROVED {
             Status::Approved
         } else {
             Status::Declined
@@ -97,14 +98,14 @@ pub fn export(
         }
         match lines.get_mut(key) {
             Some(line) => {
-                if line.reversal.is_empty() || m.response_code == "00" {
+                if line.reversal.is_empty() || m.response_code == ResponseCode::APPROVED {
                     line.reversal = m.response_code.clone();
                 }
-                if m.response_code == "00" {
+                if m.response_code == ResponseCode::APPROVED {
                     line.status = Status::Reversed;
                 }
             }
-            None if m.response_code == "25" => {
+            None if m.response_code == ResponseCode::UNABLE_TO_LOCATE_RECORD => {
                 let kind = match m.processing_code.as_deref() {
                     Some("000000") => Kind::Debit,
                     Some("260000") => Kind::Credit,

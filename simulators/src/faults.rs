@@ -26,6 +26,7 @@
 
 use iso8583::codec::Message;
 use iso8583::fields::num;
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 
 use crate::random::SplitMix64;
@@ -44,7 +45,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DELAY_MS: u64 = 600_000;
 
 /// The code of a decline when none is given: 96, system malfunction.
-pub const DEFAULT_DECLINE_CODE: &str = "96";
+pub const DEFAULT_DECLINE_CODE: ResponseCode = ResponseCode::SYSTEM_MALFUNCTION;
 
 /// How long each answer waits before it is sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,8 +235,7 @@ impl Faults {
                 ));
             }
         }
-        let code = self.decline_code.as_bytes();
-        if code.len() != 2 || !code.iter().all(u8::is_ascii_alphanumeric) {
+        if ResponseCode::from_bytes(self.decline_code.as_bytes()).is_err() {
             return Err(err(
                 "decline",
                 format!(
@@ -331,11 +331,11 @@ impl FromStr for Faults {
                 "garbage" => faults.garbage = probability(value).map_err(err)?,
                 "decline" => {
                     let (p, code) = match value.split_once(':') {
-                        Some((p, code)) => (p, code.trim()),
-                        None => (value, DEFAULT_DECLINE_CODE),
+                        Some((p, code)) => (p, code.trim().to_string()),
+                        None => (value, DEFAULT_DECLINE_CODE.to_string()),
                     };
                     faults.decline = probability(p).map_err(err)?;
-                    faults.decline_code = code.to_string();
+                    faults.decline_code = code;
                 }
                 "network" => {
                     faults.network = match value {
@@ -691,7 +691,7 @@ mod tests {
             (g.lost, g.drop_before_apply, g.drop_after_apply, g.decline),
             (0.1, 0.2, 0.3, 0.1)
         );
-        assert_eq!(g.decline_code, "96");
+        assert_eq!(g.decline_code, ResponseCode::SYSTEM_MALFUNCTION);
         assert!(g.network);
         assert_eq!(g.latency, Latency::Exponential { mean_ms: 5 });
         assert_eq!(parse("latency=fixed:3").latency, Latency::Fixed { ms: 3 });

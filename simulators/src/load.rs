@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use iso8583::codec::Message;
 use iso8583::framing::FramingConfig;
+use iso8583::response::ResponseCode;
 
 use switchboard::clock::Clock;
 
@@ -180,7 +181,7 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
                     Err(super::wallet::WalletError::Timeout(_)) => "timeout".into(),
                     Err(_) => "closed".into(),
                 };
-                if c == "00" {
+                if c == ResponseCode::APPROVED {
                     if let Some(f) = freeze_index {
                         s.approved_per_freeze[f] += 1;
                     }

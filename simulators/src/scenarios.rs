@@ -15,6 +15,7 @@ use iso8583::codec::Message;
 use iso8583::fields::num;
 use iso8583::framing::FramingConfig;
 use iso8583::mask::mask_pan;
+use iso8583::response::ResponseCode;
 use switchboard::clock::{Clock, ShiftedClock};
 use switchboard::dialect::FreezeKey;
 use switchboard::store::{FreezeState, Store};
@@ -104,7 +105,12 @@ impl Report {
             self.failures.push(what.into());
         }
     }
-    fn expect_code(&mut self, what: &str, response: &Result<Message, String>, want: &str) -> bool {
+    fn expect_code(
+        &mut self,
+        what: &str,
+        response: &Result<Message, String>,
+        want: ResponseCode,
+    ) -> bool {
         match response {
             Ok(r) => {
                 let got = code(r);
@@ -328,17 +334,17 @@ pub async fn one_to_one(w: &World) -> Report {
     let before = try_or_fail!(r, w.books().await);
     let freeze = wallet.freeze(&w.cards_a[0], 8_800, w.clock.now());
     let sent = w.send(&wallet, &freeze).await;
-    if !r.expect_code("freeze 88.00", &sent, "00") {
+    if !r.expect_code("freeze 88.00", &sent, ResponseCode::APPROVED) {
         return r;
     }
     let receive = wallet.receive(&freeze, &w.cards_b[0], 8_800, w.clock.now());
     let got = w.send(&wallet, &receive).await;
-    let ok = r.expect_code("receive 88.00 at bank B", &got, "00");
+    let ok = r.expect_code("receive 88.00 at bank B", &got, ResponseCode::APPROVED);
     let unfreeze = wallet.unfreeze(&freeze, 0, w.clock.now());
     r.expect_code(
         "unfreeze remainder 0.00",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     let approved = if ok {
         vec![(w.cards_b[0].clone(), 8_800)]
@@ -364,7 +370,7 @@ pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
     if !r.expect_code(
         &format!("freeze {}", yuan(frozen as i64)),
         &w.send(&wallet, &freeze).await,
-        "00",
+        ResponseCode::APPROVED,
     ) {
         return r;
     }
@@ -395,7 +401,7 @@ pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
             Ok(m) => code(m),
             Err(e) => format!("no answer ({e})"),
         };
-        if c == "00" {
+        if c == ResponseCode::APPROVED {
             approved.push((pan, share));
         }
         *codes.entry(c).or_default() += 1;
@@ -406,7 +412,9 @@ pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
         format!("{} approved, expected exactly {shares}", approved.len()),
     );
     r.check(
-        codes.keys().all(|c| c == "00" || c == "61"),
+        codes
+            .keys()
+            .all(|c| *c == ResponseCode::APPROVED || *c == ResponseCode::EXCEEDS_AMOUNT_LIMIT),
         format!("answers other than 00 and 61: {codes:?}"),
     );
     let unfreeze = wallet.unfreeze(
@@ -417,7 +425,7 @@ pub async fn one_to_many(w: &World, shares: u64, grabbers: usize) -> Report {
     r.expect_code(
         "unfreeze remainder",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     w.check_packet(&mut r, &before, &freeze, frozen, &approved, true)
         .await;
@@ -430,16 +438,24 @@ pub async fn over_receive(w: &World) -> Report {
     let wallet = try_or_fail!(r, w.connect().await);
     let before = try_or_fail!(r, w.books().await);
     let freeze = wallet.freeze(&w.cards_a[0], 5_000, w.clock.now());
-    if !r.expect_code("freeze 50.00", &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        "freeze 50.00",
+        &w.send(&wallet, &freeze).await,
+        ResponseCode::APPROVED,
+    ) {
         return r;
     }
     let first = wallet.receive(&freeze, &w.cards_b[1], 3_000, w.clock.now());
-    let ok = r.expect_code("receive 30.00", &w.send(&wallet, &first).await, "00");
+    let ok = r.expect_code(
+        "receive 30.00",
+        &w.send(&wallet, &first).await,
+        ResponseCode::APPROVED,
+    );
     let second = wallet.receive(&freeze, &w.cards_b[2], 3_000, w.clock.now());
     r.expect_code(
         "receive another 30.00 (over the frozen 50.00)",
         &w.send(&wallet, &second).await,
-        "61",
+        ResponseCode::EXCEEDS_AMOUNT_LIMIT,
     );
     let approved = if ok {
         vec![(w.cards_b[1].clone(), 3_000)]
@@ -450,7 +466,7 @@ pub async fn over_receive(w: &World) -> Report {
     r.expect_code(
         "unfreeze remainder 20.00",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     w.check_packet(&mut r, &before, &freeze, 5_000, &approved, true)
         .await;
@@ -463,16 +479,24 @@ pub async fn receive_after_unfreeze(w: &World) -> Report {
     let wallet = try_or_fail!(r, w.connect().await);
     let before = try_or_fail!(r, w.books().await);
     let freeze = wallet.freeze(&w.cards_a[1], 5_000, w.clock.now());
-    if !r.expect_code("freeze 50.00", &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        "freeze 50.00",
+        &w.send(&wallet, &freeze).await,
+        ResponseCode::APPROVED,
+    ) {
         return r;
     }
     let unfreeze = wallet.unfreeze(&freeze, 5_000, w.clock.now());
-    r.expect_code("unfreeze 50.00", &w.send(&wallet, &unfreeze).await, "00");
+    r.expect_code(
+        "unfreeze 50.00",
+        &w.send(&wallet, &unfreeze).await,
+        ResponseCode::APPROVED,
+    );
     let receive = wallet.receive(&freeze, &w.cards_b[0], 1_000, w.clock.now());
     r.expect_code(
         "receive 10.00 after unfreeze",
         &w.send(&wallet, &receive).await,
-        "12",
+        ResponseCode::INVALID_TRANSACTION,
     );
     w.check_packet(&mut r, &before, &freeze, 5_000, &[], true)
         .await;
@@ -490,7 +514,7 @@ pub async fn unknown_original(w: &World) -> Report {
     r.expect_code(
         "receive naming an unknown freeze",
         &w.send(&wallet, &receive).await,
-        "25",
+        ResponseCode::UNABLE_TO_LOCATE_RECORD,
     );
     let after = try_or_fail!(r, w.books().await);
     r.check(
@@ -508,16 +532,24 @@ pub async fn exact_resend(w: &World) -> Report {
     let wallet = try_or_fail!(r, w.connect().await);
     let before = try_or_fail!(r, w.books().await);
     let freeze = wallet.freeze(&w.cards_a[0], 6_000, w.clock.now());
-    if !r.expect_code("freeze 60.00", &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        "freeze 60.00",
+        &w.send(&wallet, &freeze).await,
+        ResponseCode::APPROVED,
+    ) {
         return r;
     }
     let resent_freeze = w.send(&wallet, &freeze).await;
-    r.expect_code("the same freeze again", &resent_freeze, "00");
+    r.expect_code(
+        "the same freeze again",
+        &resent_freeze,
+        ResponseCode::APPROVED,
+    );
     let receive = wallet.receive(&freeze, &w.cards_b[1], 2_000, w.clock.now());
     let first = w.send(&wallet, &receive).await;
-    let ok = r.expect_code("receive 20.00", &first, "00");
+    let ok = r.expect_code("receive 20.00", &first, ResponseCode::APPROVED);
     let again = w.send(&wallet, &receive).await;
-    r.expect_code("the same receive again", &again, "00");
+    r.expect_code("the same receive again", &again, ResponseCode::APPROVED);
     if let (Ok(a), Ok(b)) = (&first, &again) {
         r.check(a == b, "the resend's answer differs from the first answer");
     }
@@ -526,7 +558,7 @@ pub async fn exact_resend(w: &World) -> Report {
     r.expect_code(
         "same key, amount 30.00",
         &w.send(&wallet, &altered).await,
-        "94",
+        ResponseCode::DUPLICATE_TRANSMISSION,
     );
     let approved = if ok {
         vec![(w.cards_b[1].clone(), 2_000)]
@@ -537,14 +569,14 @@ pub async fn exact_resend(w: &World) -> Report {
     r.expect_code(
         "unfreeze remainder 40.00",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     let mut repeat = unfreeze.clone();
     repeat.set_mti(*b"0121");
     r.expect_code(
         "unfreeze repeated as 0121",
         &w.send(&wallet, &repeat).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     w.check_packet(&mut r, &before, &freeze, 6_000, &approved, true)
         .await;
@@ -567,7 +599,11 @@ pub async fn later_day(w: &World) -> Report {
     clock.set(evening);
     let freeze = wallet.freeze(&w.cards_a[1], 7_000, w.clock.now());
     r.say(format!("clock set to {evening} UTC (23:59:50 in Shanghai)"));
-    if !r.expect_code("freeze 70.00", &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        "freeze 70.00",
+        &w.send(&wallet, &freeze).await,
+        ResponseCode::APPROVED,
+    ) {
         return r;
     }
     clock.advance(ChronoDuration::days(1) + ChronoDuration::seconds(20));
@@ -577,7 +613,7 @@ pub async fn later_day(w: &World) -> Report {
     ));
     let receive = wallet.receive(&freeze, &w.cards_b[2], 7_000, w.clock.now());
     let got = w.send(&wallet, &receive).await;
-    let ok = r.expect_code("receive 70.00 the next day", &got, "00");
+    let ok = r.expect_code("receive 70.00 the next day", &got, ResponseCode::APPROVED);
     if let Ok(resp) = &got {
         let f15 = resp
             .get_str(num::SETTLEMENT_DATE)
@@ -589,7 +625,7 @@ pub async fn later_day(w: &World) -> Report {
     r.expect_code(
         "unfreeze remainder 0.00",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     let approved = if ok {
         vec![(w.cards_b[2].clone(), 7_000)]
@@ -607,7 +643,11 @@ pub async fn same_bank(w: &World) -> Report {
     let wallet = try_or_fail!(r, w.connect().await);
     let before = try_or_fail!(r, w.books().await);
     let freeze = wallet.freeze(&w.cards_a[0], 3_000, w.clock.now());
-    if !r.expect_code("freeze 30.00", &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        "freeze 30.00",
+        &w.send(&wallet, &freeze).await,
+        ResponseCode::APPROVED,
+    ) {
         return r;
     }
     let receiver = w.cards_a[2].clone();
@@ -615,13 +655,13 @@ pub async fn same_bank(w: &World) -> Report {
     let ok = r.expect_code(
         "receive 30.00 at bank A",
         &w.send(&wallet, &receive).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     let unfreeze = wallet.unfreeze(&freeze, 0, w.clock.now());
     r.expect_code(
         "unfreeze remainder 0.00",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     let approved = if ok { vec![(receiver, 3_000)] } else { vec![] };
     w.check_packet(&mut r, &before, &freeze, 3_000, &approved, true)
@@ -635,22 +675,30 @@ pub async fn expiry(w: &World) -> Report {
     let wallet = try_or_fail!(r, w.connect().await);
     let before = try_or_fail!(r, w.books().await);
     let freeze = wallet.freeze(&w.cards_a[1], 10_000, w.clock.now());
-    if !r.expect_code("freeze 100.00", &w.send(&wallet, &freeze).await, "00") {
+    if !r.expect_code(
+        "freeze 100.00",
+        &w.send(&wallet, &freeze).await,
+        ResponseCode::APPROVED,
+    ) {
         return r;
     }
     let receive = wallet.receive(&freeze, &w.cards_b[0], 3_000, w.clock.now());
-    let ok = r.expect_code("receive 30.00", &w.send(&wallet, &receive).await, "00");
+    let ok = r.expect_code(
+        "receive 30.00",
+        &w.send(&wallet, &receive).await,
+        ResponseCode::APPROVED,
+    );
     let wrong = wallet.unfreeze(&freeze, 10_000, w.clock.now());
     r.expect_code(
         "unfreeze 100.00 (not what remains)",
         &w.send(&wallet, &wrong).await,
-        "13",
+        ResponseCode::INVALID_AMOUNT,
     );
     let unfreeze = wallet.unfreeze(&freeze, 7_000, w.clock.now());
     r.expect_code(
         "unfreeze remainder 70.00",
         &w.send(&wallet, &unfreeze).await,
-        "00",
+        ResponseCode::APPROVED,
     );
     let approved = if ok {
         vec![(w.cards_b[0].clone(), 3_000)]

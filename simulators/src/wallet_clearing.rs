@@ -15,6 +15,7 @@ use chrono::{Datelike, NaiveDate};
 
 use iso8583::codec::Message;
 use iso8583::fields::{self, num};
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use switchboard::clearing::file::{Header, Kind, Line, ParticipantFile, Role, Status};
 use switchboard::clearing::{decimal, institution11, Settlement};
@@ -104,11 +105,15 @@ pub fn export(
             (Kind::Receive, Some(f15)) => date_of_f15(f15, date),
             _ => sent_on,
         };
-        if day != Some(date) || code.as_deref() == Some("63") {
+        if day != Some(date)
+            || code
+                .as_ref()
+                .is_some_and(|c| *c == ResponseCode::SECURITY_VIOLATION)
+        {
             continue;
         }
-        let status = match code.as_deref() {
-            Some("00") => Status::Approved,
+        let status = match &code {
+            Some(c) if *c == ResponseCode::APPROVED => Status::Approved,
             Some(_) => Status::Declined,
             None => Status::Unanswered,
         };

@@ -11,7 +11,7 @@ use futures::{SinkExt, StreamExt};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::fields::luhn_valid;
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig};
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::{Ledger, Movement};
 use simulators::{spawn_bank, Bank, HoldState};
 use switchboard::dialect::FreezeKey;
@@ -58,27 +58,27 @@ async fn pipelined_requests_move_money_exactly_once() {
         responses.push(receive(&mut client, &spec).await);
     }
     let sign_on_answer = by_stan(&responses, b"0810", "900001");
-    assert_eq!(rc(sign_on_answer), "00");
+    assert_eq!(rc(sign_on_answer), ResponseCode::APPROVED);
     assert_eq!(sign_on_answer.get_str(70), Some("001"));
     let freezes: Vec<&Message> = responses.iter().filter(|r| r.mti() == b"0110").collect();
     assert_eq!(freezes.len(), 3);
-    assert_eq!(rc(freezes[0]), "00");
+    assert_eq!(rc(freezes[0]), ResponseCode::APPROVED);
     assert_eq!(freezes[0].get_str(38).map(str::len), Some(6));
     assert_eq!(
         freezes[1], freezes[0],
         "an exact resend gets the same answer"
     );
-    assert_eq!(rc(freezes[2]), "94");
+    assert_eq!(rc(freezes[2]), ResponseCode::DUPLICATE_TRANSMISSION);
     let debits: Vec<&Message> = responses
         .iter()
         .filter(|r| r.get_str(3) == Some("000000"))
         .collect();
     assert_eq!(debits.len(), 2);
-    assert_eq!(rc(debits[0]), "00");
+    assert_eq!(rc(debits[0]), ResponseCode::APPROVED);
     assert_eq!(debits[0].get(90), d.get(90));
     assert_eq!(debits[1], debits[0]);
     let credit_answer = by_stan(&responses, b"0210", "100002");
-    assert_eq!(rc(credit_answer), "00");
+    assert_eq!(rc(credit_answer), ResponseCode::APPROVED);
     assert!(credit_answer.has(15) && credit_answer.has(38));
 
     let ledger = handle.snapshot();
@@ -103,7 +103,7 @@ async fn pipelined_requests_move_money_exactly_once() {
         reversals.push(receive(&mut client, &spec).await);
     }
     for r in &reversals {
-        assert_eq!((r.mti(), rc(r)), (b"0430", "00"));
+        assert_eq!((r.mti(), rc(r)), (b"0430", ResponseCode::APPROVED));
         assert_eq!(r.get(90), rev.get(90));
     }
     assert_eq!(
@@ -135,7 +135,10 @@ async fn concurrent_connections_never_take_more_than_the_hold() {
     let mut first = connect(handle.addr, &framing).await;
     feed(&mut first, &spec, &f).await;
     first.flush().await.unwrap();
-    assert_eq!(rc(&receive(&mut first, &spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut first, &spec).await),
+        ResponseCode::APPROVED
+    );
 
     // Two connections, 50 debits of 100 each, all in flight: 60 fit the hold.
     let mut tasks = Vec::new();
@@ -150,7 +153,7 @@ async fn concurrent_connections_never_take_more_than_the_hold() {
             client.flush().await.unwrap();
             let mut codes = Vec::new();
             for _ in 0..50 {
-                codes.push(rc(&receive(&mut client, &spec).await).to_string());
+                codes.push(rc(&receive(&mut client, &spec).await));
             }
             codes
         }));
@@ -158,9 +161,9 @@ async fn concurrent_connections_never_take_more_than_the_hold() {
     let mut approved = 0;
     for task in tasks {
         for code in task.await.unwrap() {
-            match code.as_str() {
-                "00" => approved += 1,
-                "61" => {}
+            match code {
+                ResponseCode::APPROVED => approved += 1,
+                ResponseCode::EXCEEDS_AMOUNT_LIMIT => {}
                 other => panic!("unexpected response code {other}"),
             }
         }
@@ -204,7 +207,7 @@ async fn cups_header_comes_back_swapped() {
     assert_eq!(reply.source, header.destination);
     assert_eq!(reply.destination, header.source);
     assert_eq!(reply.total_len(), CupsHeader::LEN + body.len());
-    assert_eq!(rc(&parse(&spec, body).unwrap()), "00");
+    assert_eq!(rc(&parse(&spec, body).unwrap()), ResponseCode::APPROVED);
 }
 
 #[tokio::test]
@@ -226,12 +229,15 @@ async fn bad_frames_are_answered_30_or_dropped_and_the_connection_goes_on() {
     // A response: no answer either.
     let mut response = sign_on("000001");
     response.set_mti(*b"0810");
-    response.set(39, "00");
+    response.set(39, ResponseCode::APPROVED);
     feed(&mut client, &spec, &response).await;
     feed(&mut client, &spec, &sign_on("000002")).await;
     client.flush().await.unwrap();
     let first = receive(&mut client, &spec).await;
-    assert_eq!((first.mti(), rc(&first)), (b"0210", "30"));
+    assert_eq!(
+        (first.mti(), rc(&first)),
+        (b"0210", ResponseCode::FORMAT_ERROR)
+    );
     let second = receive(&mut client, &spec).await;
     assert_eq!(
         (second.mti(), second.get_str(11)),
@@ -282,7 +288,10 @@ async fn banksim_binary_serves_generated_accounts_and_its_admin_port() {
     let f = freeze(&accounts[0].0, 12_345, "000777");
     feed(&mut client, &spec, &f).await;
     client.flush().await.unwrap();
-    assert_eq!(rc(&receive(&mut client, &spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::APPROVED
+    );
 
     let mut admin = BufReader::new(wait_for(&admin_addr).await);
     let snapshot = admin_command(&mut admin, "snapshot").await;
@@ -296,7 +305,7 @@ async fn banksim_binary_serves_generated_accounts_and_its_admin_port() {
     let journal = admin_command(&mut admin, "journal").await;
     assert_eq!(journal.len(), 1);
     let movement: Movement = serde_json::from_str(&journal[0]).unwrap();
-    assert_eq!(movement.response_code, "00");
+    assert_eq!(movement.response_code, ResponseCode::APPROVED);
     assert!(
         !journal[0].contains(&accounts[0].0),
         "the journal masks cards"

@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use iso8583::codec::{parse, Message};
 use iso8583::framing::{Frame, FrameCodec, FramingConfig};
 use iso8583::validate::validate;
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 use simulators::bank::{Ledger, MovementKind};
 use simulators::bank_server::{spawn_bank_with_faults, BankHandle};
 use simulators::faults::Faults;
@@ -82,7 +82,10 @@ async fn approved_freeze(handle: &BankHandle, spec: &Spec) -> Message {
     let mut client = connect(handle.addr, &FramingConfig::default()).await;
     let f = freeze(&sender(), 30_000, "000001");
     send(&mut client, spec, &f).await;
-    assert_eq!(rc(&receive(&mut client, spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut client, spec).await),
+        ResponseCode::APPROVED
+    );
     handle.faults.set(injecting);
     f
 }
@@ -110,7 +113,7 @@ async fn silent_requests_are_applied_and_never_answered() {
     send(&mut client, &spec, &sign_on("000100")).await;
     assert_eq!(
         rc(&receive(&mut client, &spec).await),
-        "00",
+        ResponseCode::APPROVED,
         "network management is spared by default"
     );
 
@@ -129,7 +132,10 @@ async fn silent_requests_are_applied_and_never_answered() {
     handle.faults.set(Faults::default());
     send(&mut client, &spec, &f).await;
     let answer = receive(&mut client, &spec).await;
-    assert_eq!((answer.mti(), rc(&answer)), (b"0110", "00"));
+    assert_eq!(
+        (answer.mti(), rc(&answer)),
+        (b"0110", ResponseCode::APPROVED)
+    );
     assert_eq!(
         check_books(&handle, &opening_books()).total_held_minor,
         30_000
@@ -157,7 +163,10 @@ async fn lost_requests_are_neither_applied_nor_answered() {
 
     handle.faults.set(Faults::default());
     send(&mut client, &spec, &f).await;
-    assert_eq!(rc(&receive(&mut client, &spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::APPROVED
+    );
     assert_eq!(handle.snapshot().total_held_minor, 30_000);
 }
 
@@ -192,7 +201,10 @@ async fn a_drop_after_apply_closes_the_connection_with_the_debit_made() {
     handle.faults.set(Faults::default());
     let mut client = connect(handle.addr, &FramingConfig::default()).await;
     send(&mut client, &spec, &reversal(&d, "000003")).await;
-    assert_eq!(rc(&receive(&mut client, &spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::APPROVED
+    );
     let ledger = check_books(&handle, &opening_books());
     assert_eq!(ledger.balance(&sender()), Some(100_000));
     let hold = ledger.hold(&key).unwrap();
@@ -220,7 +232,10 @@ async fn a_drop_before_apply_closes_the_connection_with_nothing_done() {
     handle.faults.set(Faults::default());
     let mut client = connect(handle.addr, &FramingConfig::default()).await;
     send(&mut client, &spec, &reversal(&d, "000003")).await;
-    assert_eq!(rc(&receive(&mut client, &spec).await), "25");
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::UNABLE_TO_LOCATE_RECORD
+    );
     assert_eq!(check_books(&handle, &opening_books()), after_freeze);
 }
 
@@ -237,7 +252,7 @@ async fn a_duplicate_answer_comes_twice_for_one_movement() {
     let Frame::Message { body, .. } = first else {
         panic!("a message");
     };
-    assert_eq!(rc(&parse(&spec, body).unwrap()), "00");
+    assert_eq!(rc(&parse(&spec, body).unwrap()), ResponseCode::APPROVED);
     assert_silent(&mut client, &spec).await;
     let ledger = check_books(&handle, &opening_books());
     assert_eq!(ledger.total_held_minor, 30_000, "held once");
@@ -261,7 +276,10 @@ async fn garbage_comes_instead_of_the_answer_and_the_connection_goes_on() {
         "applied"
     );
     send(&mut client, &spec, &sign_on("000100")).await;
-    assert_eq!(rc(&receive(&mut client, &spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::APPROVED
+    );
 }
 
 #[tokio::test]
@@ -272,7 +290,10 @@ async fn declines_answer_the_code_and_move_nothing() {
     let f = freeze(&sender(), 30_000, "000001");
     send(&mut client, &spec, &f).await;
     let answer = receive(&mut client, &spec).await;
-    assert_eq!((answer.mti(), rc(&answer)), (b"0110", "96"));
+    assert_eq!(
+        (answer.mti(), rc(&answer)),
+        (b"0110", ResponseCode::SYSTEM_MALFUNCTION)
+    );
     let validation = validate(&spec, &answer);
     assert!(validation.is_valid(), "{:?}", validation.violations);
     assert_eq!(answer.get(11), f.get(11));
@@ -287,7 +308,10 @@ async fn declines_answer_the_code_and_move_nothing() {
     let d = debit(&sender(), 10_000, "000002", &f);
     send(&mut client, &spec, &d).await;
     let answer = receive(&mut client, &spec).await;
-    assert_eq!((answer.mti(), rc(&answer)), (b"0210", "91"));
+    assert_eq!(
+        (answer.mti(), rc(&answer)),
+        (b"0210", ResponseCode::ISSUER_UNAVAILABLE)
+    );
     let validation = validate(&spec, &answer);
     assert!(validation.is_valid(), "{:?}", validation.violations);
     assert_eq!(answer.get(90), d.get(90));
@@ -296,7 +320,10 @@ async fn declines_answer_the_code_and_move_nothing() {
     // Not remembered: the resend, faults off, is approved.
     handle.faults.set(Faults::default());
     send(&mut client, &spec, &d).await;
-    assert_eq!(rc(&receive(&mut client, &spec).await), "00");
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::APPROVED
+    );
     assert_eq!(
         check_books(&handle, &opening_books()).balance(&sender()),
         Some(90_000)
@@ -317,7 +344,7 @@ async fn timed_answers(
     let mut answers = Vec::new();
     for _ in requests {
         let answer = receive(client, spec).await;
-        assert_eq!(rc(&answer), "00");
+        assert_eq!(rc(&answer), ResponseCode::APPROVED);
         answers.push((answer.get_str(11).unwrap().to_string(), start.elapsed()));
     }
     answers
@@ -429,8 +456,14 @@ async fn a_seed_repeats_the_same_faults() {
     assert_eq!(
         codes,
         BTreeMap::from([
-            ("00", injected("answered") + 2 * injected("duplicate")),
-            ("96", injected("decline")),
+            (
+                ResponseCode::APPROVED.as_str(),
+                injected("answered") + 2 * injected("duplicate")
+            ),
+            (
+                ResponseCode::SYSTEM_MALFUNCTION.as_str(),
+                injected("decline")
+            ),
         ])
     );
     assert_eq!(run.garbage, injected("garbage"));

@@ -5,7 +5,8 @@
 //! [`validate`] (a dialect's rules on a parsed message) and [`fields`] (typed
 //! values: amounts, currency, field 7, Luhn) → [`framing`] (length prefixes
 //! and headers on a stream). [`mti`] says which MTIs are responses and
-//! repeats; [`mask`] keeps card numbers out of human-readable output.
+//! repeats; [`response`] names the field 39 response codes; [`mask`] keeps
+//! card numbers out of human-readable output.
 //!
 //! No I/O, no switch: this crate is usable on its own by a capture tool, a
 //! fuzzer or another service.
@@ -30,8 +31,10 @@ pub mod fields;
 pub mod framing;
 pub mod mask;
 pub mod mti;
+pub mod response;
 pub mod spec;
 pub mod validate;
 
 pub use codec::{build, build_bytes, parse, DecodeError, EncodeError, Message, Mti};
+pub use response::ResponseCode;
 pub use spec::Spec;

@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::codec::Message;
 use crate::fields::{luhn_valid, num};
+use crate::response::ResponseCode;
 use crate::spec::{ContentClass, LengthKind, MessageSpec, Spec};
 
 /// One way a message breaks its dialect.
@@ -45,10 +46,10 @@ pub enum Violation {
 
 impl Violation {
     /// The response code the dialect answers this violation with.
-    pub fn response_code(&self) -> &'static str {
+    pub fn response_code(&self) -> ResponseCode {
         match self {
-            Violation::Luhn { .. } => "14",
-            _ => "30",
+            Violation::Luhn { .. } => ResponseCode::INVALID_CARD_NUMBER,
+            _ => ResponseCode::FORMAT_ERROR,
         }
     }
 
@@ -116,7 +117,7 @@ impl Validation<'_> {
 
     /// The response code for the first violation: 14 outranks 30 only when it is
     /// the sole problem, because a card number in a malformed message is not news.
-    pub fn response_code(&self) -> Option<&'static str> {
+    pub fn response_code(&self) -> Option<ResponseCode> {
         if self
             .violations
             .iter()
@@ -124,7 +125,7 @@ impl Validation<'_> {
         {
             self.violations.first().map(Violation::response_code)
         } else {
-            Some("30")
+            Some(ResponseCode::FORMAT_ERROR)
         }
     }
 }

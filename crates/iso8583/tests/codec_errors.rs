@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use iso8583::codec::{build_bytes, parse, EncodeError, Message};
 use iso8583::validate::{validate, Violation};
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 
 fn sb() -> Spec {
     Spec::switchboard()
@@ -222,7 +222,7 @@ fn validation_violations_and_their_codes() {
         v.violations[0].to_string(),
         "field 90: mandatory but missing"
     );
-    assert_eq!(v.response_code(), Some("30"));
+    assert_eq!(v.response_code(), Some(ResponseCode::FORMAT_ERROR));
 
     let mut m = receive();
     m.set(4, "00000000100A");
@@ -231,13 +231,13 @@ fn validation_violations_and_their_codes() {
         v.violations[0].to_string(),
         "field 4: byte 0x41 at position 11 is not allowed in class n"
     );
-    assert_eq!(v.response_code(), Some("30"));
+    assert_eq!(v.response_code(), Some(ResponseCode::FORMAT_ERROR));
 
     let mut m = receive();
     m.set(2, "6222020200112233440");
     let v = validate(&spec, &m);
     assert_eq!(v.violations, vec![Violation::Luhn { field: 2 }]);
-    assert_eq!(v.response_code(), Some("14"));
+    assert_eq!(v.response_code(), Some(ResponseCode::INVALID_CARD_NUMBER));
 
     let mut m = receive();
     m.set(3, "990000");

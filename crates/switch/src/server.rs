@@ -18,6 +18,7 @@ use iso8583::codec::{parse, Message};
 use iso8583::fields::num;
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, HeaderKind};
 use iso8583::mti::response_mti;
+use iso8583::response::ResponseCode;
 
 use crate::dialect::InstitutionId;
 use crate::switch::{Peer, Switch};
@@ -89,7 +90,7 @@ fn format_error(switch: &Switch, body: &Bytes) -> Option<Bytes> {
         return None;
     }
     let mut answer = Message::new(response_mti(&mti));
-    answer.set(num::RESPONSE_CODE, "30");
+    answer.set(num::RESPONSE_CODE, ResponseCode::FORMAT_ERROR);
     iso8583::codec::build_bytes(switch.spec(), &answer).ok()
 }
 

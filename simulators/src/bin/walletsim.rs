@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use iso8583::framing::FramingConfig;
+use iso8583::response::ResponseCode;
 use simulators::load::{self, LoadConfig, LoadKind};
 use simulators::scenarios::{self, BankView, World};
 use simulators::wallet::{code, WalletClient, WalletRecords};
@@ -262,7 +263,7 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         for i in 0..args.freezes.max(1) {
             let freeze = wallet.freeze(&payers[i % payers.len()], args.freeze_amount, clock.now());
             let answer = wallet.send(&freeze).await.map_err(|e| e.to_string())?;
-            if code(&answer) != "00" {
+            if code(&answer) != ResponseCode::APPROVED {
                 return Err(format!("freeze {i} answered {}", code(&answer)));
             }
             freezes.push(freeze);
@@ -299,7 +300,7 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
             }
             let unfreeze = wallet.unfreeze(freeze, args.freeze_amount - approved, clock.now());
             match wallet.send(&unfreeze).await {
-                Ok(a) if code(&a) == "00" => {}
+                Ok(a) if code(&a) == ResponseCode::APPROVED => {}
                 Ok(a) => problems.push(format!("unfreeze answered {}", code(&a))),
                 Err(e) => problems.push(format!("unfreeze: {e}")),
             }

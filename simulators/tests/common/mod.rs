@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::response::ResponseCode;
 use iso8583::Spec;
 use simulators::bank::{luhn_check_digit, Ledger, Movement};
 use switchboard::dialect::OriginalData;
@@ -125,8 +126,8 @@ pub async fn receive(client: &mut Client, spec: &Spec) -> Message {
     }
 }
 
-pub fn rc(m: &Message) -> &str {
-    m.get_str(39).unwrap()
+pub fn rc(m: &Message) -> ResponseCode {
+    ResponseCode::of(m).unwrap()
 }
 
 /// Answers by (response MTI, STAN): they are unique in each test below.

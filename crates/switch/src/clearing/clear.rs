@@ -29,6 +29,7 @@ use rust_decimal::Decimal;
 
 use iso8583::codec::parse;
 use iso8583::fields::{self, num};
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 
 use super::file::{Header, Kind, Line, ParticipantFile, Role, Status, Trailer, FORMAT, VERSION};
@@ -423,7 +424,7 @@ pub async fn clear(
                 let slot = reversals.entry(key).or_insert_with(|| state.clone());
                 let rank = |r: &Reversal| match r {
                     Reversal::Pending => 3,
-                    Reversal::Done(c) if c == "00" => 2,
+                    Reversal::Done(c) if *c == ResponseCode::APPROVED => 2,
                     Reversal::Dead(_) => 1,
                     Reversal::Done(_) => 0,
                 };
@@ -499,15 +500,19 @@ pub async fn clear(
                 )));
                 continue;
             }
-            Some(Reversal::Done(code)) if code == "00" => (Status::Reversed, code.clone()),
-            Some(Reversal::Done(code)) if code == "25" => (Status::NotApplied, code.clone()),
+            Some(Reversal::Done(code)) if *code == ResponseCode::APPROVED => {
+                (Status::Reversed, code.clone())
+            }
+            Some(Reversal::Done(code)) if *code == ResponseCode::UNABLE_TO_LOCATE_RECORD => {
+                (Status::NotApplied, code.clone())
+            }
             other => {
                 let reversal = match other {
                     Some(Reversal::Done(code)) => code.clone(),
                     _ => String::new(),
                 };
-                match answer.map(String::as_str) {
-                    Some("00") => (Status::Approved, reversal),
+                match answer {
+                    Some(code) if *code == ResponseCode::APPROVED => (Status::Approved, reversal),
                     Some(_) => (Status::Declined, reversal),
                     None => {
                         pending.insert(not_final("no answer from the bank and no reversal"));
@@ -577,10 +582,10 @@ pub async fn clear(
                 .and_then(|a| parse(spec, a.response).ok())
                 .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_string));
         }
-        let status = match answer.as_deref() {
+        let status = match &answer {
             // Refused as not this wallet's to send: not the wallet's transaction.
-            Some("63") => continue,
-            Some("00") => Status::Approved,
+            Some(code) if *code == ResponseCode::SECURITY_VIOLATION => continue,
+            Some(code) if *code == ResponseCode::APPROVED => Status::Approved,
             Some(_) => Status::Declined,
             None => {
                 let still_pending = *kind == Kind::Freeze

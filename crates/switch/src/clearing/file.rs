@@ -597,6 +597,7 @@ fn parse_trailer(n: usize, v: &[&str], role: Role) -> Result<Trailer, FormatErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iso8583::response::ResponseCode;
 
     fn header(role: Role) -> Header {
         Header {
@@ -618,9 +619,9 @@ mod tests {
             pan: "622202******1234".into(),
             currency: 156,
             amount,
-            response_code: "00".into(),
+            response_code: ResponseCode::APPROVED.into(),
             reversal: if status == Status::Reversed {
-                "00".into()
+                ResponseCode::APPROVED.into()
             } else {
                 String::new()
             },

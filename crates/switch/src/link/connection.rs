@@ -18,6 +18,7 @@ use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::fields::{format_transmission, num};
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, HeaderKind};
 use iso8583::mti::{is_response, response_mti};
+use iso8583::response::ResponseCode;
 
 use super::BankConfig;
 use super::{LinkContext, LinkError, MatchKey};
@@ -159,11 +160,13 @@ impl Connection {
         let key = MatchKey::of(&msg, response_mti(msg.mti()))
             .ok_or_else(|| LinkError::Invalid("0800 without key".into()))?;
         let (response, _) = self.exchange(sender, key, &msg, body).await?;
-        match response.get_str(num::RESPONSE_CODE) {
-            Some("00") => Ok(()),
-            other => Err(LinkError::Invalid(format!(
+        match ResponseCode::of(&response) {
+            Some(ResponseCode::APPROVED) => Ok(()),
+            _ => Err(LinkError::Invalid(format!(
                 "network management {code} answered {}",
-                other.unwrap_or("without F39")
+                response
+                    .get_str(num::RESPONSE_CODE)
+                    .unwrap_or("without F39")
             ))),
         }
     }
@@ -367,7 +370,7 @@ impl Connection {
                     answer.set(n, v.clone());
                 }
             }
-            answer.set(num::RESPONSE_CODE, "00");
+            answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
             if let Ok(raw) = build_bytes(&self.context.spec, &answer) {
                 self.journal(Direction::Out, &answer, raw.clone(), None);
                 let _ = sender.frames.try_send(raw);

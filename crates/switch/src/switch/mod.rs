@@ -268,14 +268,16 @@ impl Switch {
     async fn decide(&self, peer: &Peer, request: &Message) -> (Bytes, Option<String>) {
         let validation = validate(&self.spec, request);
         if !validation.is_valid() {
-            let code = validation.response_code().unwrap_or("30");
+            let code = validation
+                .response_code()
+                .unwrap_or(iso8583::ResponseCode::FORMAT_ERROR);
             debug!(
                 peer = %peer.name,
                 violations = %validation.violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
                 "invalid request"
             );
             let note = validation.violations.first().map(ToString::to_string);
-            return (self.reply(request, code), note);
+            return (self.reply(request, code.as_str()), note);
         }
         if request.mti() == b"0800" {
             return (self.reply(request, "00"), None);

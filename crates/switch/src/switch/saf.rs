@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use iso8583::codec::parse;
 use iso8583::fields::num;
+use iso8583::response::ResponseCode;
 
 use super::Switch;
 use crate::store::{SafEntry, SafOutcome};
@@ -39,7 +40,13 @@ pub struct SafPolicy {
 impl Default for SafPolicy {
     fn default() -> Self {
         SafPolicy {
-            final_codes: ["00", "25", "12"].map(String::from).to_vec(),
+            final_codes: [
+                ResponseCode::APPROVED,
+                ResponseCode::UNABLE_TO_LOCATE_RECORD,
+                ResponseCode::INVALID_TRANSACTION,
+            ]
+            .map(String::from)
+            .to_vec(),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_attempts: 1000,

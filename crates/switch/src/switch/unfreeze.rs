@@ -8,6 +8,7 @@ use tracing::warn;
 
 use iso8583::codec::Message;
 use iso8583::fields::amount_minor;
+use iso8583::response::ResponseCode;
 
 use super::{messages, Outcome, Switch};
 use crate::dialect::OriginalData;
@@ -20,21 +21,44 @@ pub(super) async fn run(
     digest: [u8; 32],
 ) -> Outcome {
     let (Ok(original), Ok(amount)) = (OriginalData::of(request), amount_minor(request)) else {
-        return Outcome::reject(switch, key, digest, request, "30").await;
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::FORMAT_ERROR.as_str(),
+        )
+        .await;
     };
     if &original.mti != b"0100" {
-        return Outcome::reject(switch, key, digest, request, "25").await;
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::UNABLE_TO_LOCATE_RECORD.as_str(),
+        )
+        .await;
     }
     let freeze_key = original.freeze_key();
     // The notice to the payer bank is queued with the closing, in one commit,
     // so it survives a crash; building it needs the freeze's card and bank.
     let freeze = match switch.store.freeze(&freeze_key).await {
         Ok(Some(freeze)) => freeze,
-        Ok(None) => return Outcome::reject(switch, key, digest, request, "25").await,
+        Ok(None) => {
+            return Outcome::reject(
+                switch,
+                key,
+                digest,
+                request,
+                ResponseCode::UNABLE_TO_LOCATE_RECORD.as_str(),
+            )
+            .await
+        }
         Err(e) => {
             warn!(error = %e, "store unavailable");
             return Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION.as_str()),
                 note: Some(e.to_string()),
             };
         }
@@ -54,12 +78,12 @@ pub(super) async fn run(
         Err(e) => {
             warn!(error = %e, "no STAN for the unfreeze notice");
             return Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION.as_str()),
                 note: Some(e.to_string()),
             };
         }
     };
-    let bytes = switch.reply(request, "00");
+    let bytes = switch.reply(request, ResponseCode::APPROVED.as_str());
     let answer = StoredAnswer {
         request_digest: digest,
         response: bytes.clone(),
@@ -73,15 +97,40 @@ pub(super) async fn run(
             response: bytes,
             note: None,
         },
-        Ok(Close::NotFound) => Outcome::reject(switch, key, digest, request, "25").await,
-        Ok(Close::NotOpen(_)) => Outcome::reject(switch, key, digest, request, "12").await,
+        Ok(Close::NotFound) => {
+            Outcome::reject(
+                switch,
+                key,
+                digest,
+                request,
+                ResponseCode::UNABLE_TO_LOCATE_RECORD.as_str(),
+            )
+            .await
+        }
+        Ok(Close::NotOpen(_)) => {
+            Outcome::reject(
+                switch,
+                key,
+                digest,
+                request,
+                ResponseCode::INVALID_TRANSACTION.as_str(),
+            )
+            .await
+        }
         Ok(Close::AmountMismatch { .. }) => {
-            Outcome::reject(switch, key, digest, request, "13").await
+            Outcome::reject(
+                switch,
+                key,
+                digest,
+                request,
+                ResponseCode::INVALID_AMOUNT.as_str(),
+            )
+            .await
         }
         Err(e) => {
             warn!(error = %e, "store unavailable");
             Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION.as_str()),
                 note: Some(e.to_string()),
             }
         }
