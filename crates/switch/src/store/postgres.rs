@@ -12,7 +12,7 @@
 //!   chained to its `RETURNING` in the same statement (a data-modifying CTE). The saga's
 //!   primary key is the request key: two instances reserving for the same
 //!   request cannot both insert, and the loser's whole transaction rolls back.
-//! - `close_freeze`, `finish_freeze`, `saga_step` and the end of a saga are
+//! - closing a freeze, finishing a freeze and the end of a saga are
 //!   conditional updates of the same kind; answers are `INSERT ... ON CONFLICT
 //!   DO NOTHING` (the first answer stays).
 //! - `allocate_stans` is `UPDATE stan_counter ... RETURNING`: the row lock
@@ -95,10 +95,11 @@ use iso8583::fields::num;
 use iso8583::spec::Spec;
 
 use super::{
-    Close, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, InsertFreeze,
-    JournalEntry, Lease, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve,
-    SafEntry, SafKind, SafOutcome, SafState, SagaRecord, SagaState, SentMessage, Settled, Store,
-    StoreError, StoreResult, StoredAnswer, Unfinished,
+    Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
+    InsertFreeze, JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry,
+    ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue, SafState,
+    SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult, StoredAnswer,
+    Unfinished,
 };
 use crate::dialect::{FreezeKey, InstitutionId};
 
@@ -355,9 +356,9 @@ struct Inner {
     counters: Counters,
     journal: Mutex<VecDeque<JournalEntry>>,
     journal_wake: Notify,
-    /// Entries accepted by [`Store::journal`] (written or dropped later).
+    /// Entries accepted by [`JournalSink::journal`] (written or dropped later).
     journal_accepted: AtomicU64,
-    /// Entries written or dropped so far; `journal_len` waits on it.
+    /// Entries written or dropped so far; `flush` waits on it.
     journal_done: watch::Sender<u64>,
     /// Whether the journal is written with binary COPY (else INSERT).
     journal_copy: std::sync::atomic::AtomicBool,
@@ -376,7 +377,7 @@ fn corrupt(why: impl std::fmt::Display) -> StoreError {
 
 /// A caller's value the store cannot hold, or a step the stored state does not allow.
 fn invalid(why: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("invalid request to the store: {why}"))
+    StoreError::Invalid(why.to_string())
 }
 
 fn stopped() -> StoreError {
@@ -1850,27 +1851,8 @@ const SQL_RESERVE: &str = concat!(
         WHERE acquirer = $5 AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM upd)"
 );
 
-/// `$1-$4` request, `$5` new state, `$6` which message (`none`, `debit`,
-/// `credit`, `reversal`), `$7` its STAN, `$8` its F7.
-const SQL_SAGA_STEP: &str = "WITH upd AS ( \
-        UPDATE sagas SET state = $5::text, \
-            debit_stan = CASE WHEN $6::text = 'debit' THEN $7::text ELSE debit_stan END, \
-            debit_transmission = CASE WHEN $6 = 'debit' THEN $8::text ELSE debit_transmission END, \
-            credit_stan = CASE WHEN $6 = 'credit' THEN $7 ELSE credit_stan END, \
-            credit_transmission = CASE WHEN $6 = 'credit' THEN $8 ELSE credit_transmission END, \
-            reversal_stan = CASE WHEN $6 = 'reversal' THEN $7 ELSE reversal_stan END, \
-            reversal_transmission = CASE WHEN $6 = 'reversal' THEN $8 \
-                ELSE reversal_transmission END \
-        WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text \
-          AND stan = $4::text AND state NOT IN ('approved', 'failed') \
-        RETURNING 1 \
-    ) \
-    SELECT (SELECT count(*) FROM upd) AS updated, \
-        (SELECT state FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4) AS state";
-
 /// `$1-$4` request, `$5` new saga state, `$6` response code, `$7` outcome
-/// (`approved`, `failed`, `in_doubt`), `$8` digest, `$9` response,
+/// (`approved`, `failed`), `$8` digest, `$9` response,
 /// `$10-$14` follow-up entries, `$15-$19` the unfreeze queued if the freeze is
 /// closed when a failed receive ends. The answer recorded before is read only
 /// when this statement did not end the saga.
@@ -2174,8 +2156,14 @@ fn count_and_state(rows: &[Row]) -> StoreResult<(i64, Option<String>)> {
 // ---------------------------------------------------------------------------
 // The trait
 
-#[async_trait]
 impl Store for PostgresStore {
+    fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Decisions for PostgresStore {
     async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
         let key = ReqCols::new(request)?;
         let (reply, answer) = oneshot::channel();
@@ -2197,30 +2185,6 @@ impl Store for PostgresStore {
             Decision::Done(Ok(()))
         })
         .await
-    }
-
-    fn journal(&self, entry: JournalEntry) {
-        let inner = &self.inner;
-        let mut queue = inner.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() >= inner.options.journal_capacity {
-            drop(queue);
-            bump(&inner.counters.journal_dropped, 1);
-            tracing::error!(
-                capacity = inner.options.journal_capacity,
-                mti = %String::from_utf8_lossy(&entry.mti),
-                stan = ?entry.stan,
-                peer = %entry.peer,
-                "journal buffer full (database too slow or down): entry dropped"
-            );
-            return;
-        }
-        let was_empty = queue.is_empty();
-        queue.push_back(entry);
-        drop(queue);
-        inner.journal_accepted.fetch_add(1, Ordering::SeqCst);
-        if was_empty {
-            inner.journal_wake.notify_one();
-        }
     }
 
     async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze> {
@@ -2324,11 +2288,7 @@ impl Store for PostgresStore {
         let r = ReqCols::new(&receive.request)?;
         let k = FreezeCols::new(&receive.freeze)?;
         let amount = amount_in("receive amount", receive.amount_minor)?;
-        let state = if receive.debit.is_some() {
-            SagaState::Debiting
-        } else {
-            SagaState::Reserved
-        };
+        let state = SagaState::Debiting;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut params: Params = Vec::with_capacity(18);
         r.push(&mut params);
@@ -2339,10 +2299,10 @@ impl Store for PostgresStore {
         params.push(Box::new(state.as_str()));
         params.push(Box::new(receive.request_digest.to_vec()));
         params.push(Box::new(receive.created_at_ms));
-        params.push(Box::new(receive.debit.map(|d| text(&d.stan))));
-        params.push(Box::new(receive.debit.map(|d| text(&d.transmission))));
-        params.push(Box::new(receive.credit.map(|c| text(&c.stan))));
-        params.push(Box::new(receive.credit.map(|c| text(&c.transmission))));
+        params.push(Box::new(text(&receive.debit.stan)));
+        params.push(Box::new(text(&receive.debit.transmission)));
+        params.push(Box::new(text(&receive.credit.stan)));
+        params.push(Box::new(text(&receive.credit.transmission)));
         params.push(Box::new(receive.owner.clone()));
         let amount_minor = receive.amount_minor;
         let reserved = self
@@ -2356,80 +2316,6 @@ impl Store for PostgresStore {
         Ok(reserved)
     }
 
-    async fn saga_step(
-        &self,
-        request: &RequestKey,
-        state: SagaState,
-        sent: Option<SentMessage>,
-    ) -> StoreResult<()> {
-        let r = ReqCols::new(request)?;
-        if state.is_final() {
-            return Err(invalid(format!(
-                "saga_step: {} is reached through finish_receive",
-                state.as_str()
-            )));
-        }
-        let which = match (state, sent) {
-            (_, None) => "none",
-            (SagaState::Debiting, Some(_)) => "debit",
-            (SagaState::Crediting, Some(_)) => "credit",
-            (SagaState::ReversingDebit, Some(_)) => "reversal",
-            (_, Some(_)) => {
-                return Err(invalid(format!(
-                    "saga_step: state {} sends no message",
-                    state.as_str()
-                )))
-            }
-        };
-        let (stan, transmission) = match sent {
-            Some(s) => (
-                Some(digits_text("STAN", &s.stan)?),
-                Some(digits_text("transmission date-time", &s.transmission)?),
-            ),
-            None => (None, None),
-        };
-        let mut params: Params = Vec::with_capacity(8);
-        r.push(&mut params);
-        params.push(Box::new(state.as_str()));
-        params.push(Box::new(which));
-        params.push(Box::new(stan));
-        params.push(Box::new(transmission));
-        let order = self
-            .hint(request)
-            .and_then(|f| FreezeCols::new(&f).ok())
-            .map_or_else(|| r.order(), |f| f.order());
-        let name = r.0.join("/");
-        self.write(order, SQL_SAGA_STEP, params, move |rows| {
-            let (updated, current) = match count_and_state(rows) {
-                Ok(v) => v,
-                Err(e) => return Decision::Done(Err(e)),
-            };
-            if updated == 1 {
-                return Decision::Done(Ok(()));
-            }
-            match current.as_deref().map(|s| (s, SagaState::parse(s))) {
-                None => Decision::Done(Err(invalid(format!("saga_step: no saga {name}")))),
-                Some((s, Some(c))) if c.is_final() => Decision::Done(Err(invalid(format!(
-                    "saga_step: saga {name} is {s} already"
-                )))),
-                Some((_, Some(_))) => Decision::Rerun,
-                Some((s, None)) => Decision::Done(Err(corrupt(format!("saga state {s:?}")))),
-            }
-        })
-        .await
-    }
-
-    async fn finish_receive(
-        &self,
-        request: &RequestKey,
-        outcome: ReceiveOutcome,
-        answer: StoredAnswer,
-    ) -> StoreResult<()> {
-        self.settle_receive(request, outcome, answer, FollowUp::default())
-            .await
-            .map(|_| ())
-    }
-
     async fn settle_receive(
         &self,
         request: &RequestKey,
@@ -2441,7 +2327,6 @@ impl Store for PostgresStore {
         let (new_state, outcome_text) = match outcome {
             ReceiveOutcome::Approved => (SagaState::Approved, "approved"),
             ReceiveOutcome::Failed => (SagaState::Failed, "failed"),
-            ReceiveOutcome::InDoubt => (SagaState::InDoubt, "in_doubt"),
         };
         let mut params: Params = Vec::with_capacity(19);
         r.push(&mut params);
@@ -2470,7 +2355,7 @@ impl Store for PostgresStore {
                     return Decision::Done(Ok(Settled::Now));
                 }
                 match current.as_deref().map(|s| (s, SagaState::parse(s))) {
-                    None => Decision::Done(Err(invalid(format!("finish_receive: no saga {name}")))),
+                    None => Decision::Done(Err(invalid(format!("settle_receive: no saga {name}")))),
                     // Settled already: a second finish changes nothing.
                     Some((_, Some(c))) if c.is_final() => {
                         Decision::Done(answer_before(rows).map(|answer| Settled::Before { answer }))
@@ -2498,6 +2383,38 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
+        let r = ReqCols::new(request)?;
+        let rows = self
+            .read(SQL_SAGA, &[&r.0[0], &r.0[1], &r.0[2], &r.0[3]])
+            .await?;
+        rows.first().map(saga_row).transpose()
+    }
+
+    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
+        if !(1..=MAX_STAN).contains(&count) {
+            return Err(invalid(format!(
+                "allocate_stans: count {count} is not in 1..={MAX_STAN}"
+            )));
+        }
+        let count = count as i32;
+        let rows = self.read(SQL_ALLOCATE_STANS, &[&count]).await?;
+        bump(&self.inner.counters.commits, 1);
+        let row = rows
+            .first()
+            .ok_or_else(|| corrupt("the STAN counter row is missing"))?;
+        let first: i32 = row
+            .try_get(0)
+            .map_err(|e| corrupt(format!("STAN counter: {e}")))?;
+        u32::try_from(first)
+            .ok()
+            .filter(|n| (1..=MAX_STAN).contains(n))
+            .ok_or_else(|| corrupt(format!("STAN counter at {first}")))
+    }
+}
+
+#[async_trait]
+impl SafQueue for PostgresStore {
     async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.read(SQL_SAF_DUE, &[&now_ms, &limit, &hold_ms]).await?;
@@ -2506,6 +2423,108 @@ impl Store for PostgresStore {
         Ok(due)
     }
 
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
+        let (state, next, result) = match outcome {
+            SafOutcome::Done { result } => ("done", None, result),
+            SafOutcome::Retry {
+                next_attempt_ms,
+                result,
+            } => ("pending", Some(next_attempt_ms), result),
+            SafOutcome::Dead { result } => ("dead", None, result),
+        };
+        let params: Params = vec![
+            Box::new(id),
+            Box::new(state),
+            Box::new(next),
+            Box::new(result),
+        ];
+        self.write(format!("s{id:020}"), SQL_SAF_SETTLE, params, move |rows| {
+            if rows.is_empty() {
+                Decision::Done(Err(invalid(format!("saf entry {id} is not pending"))))
+            } else {
+                Decision::Done(Ok(()))
+            }
+        })
+        .await
+    }
+
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
+        let rows = self.read(SQL_SAF_ENTRIES, &[]).await?;
+        rows.iter().map(saf_row).collect()
+    }
+}
+
+impl JournalSink for PostgresStore {
+    fn journal(&self, entry: JournalEntry) {
+        let inner = &self.inner;
+        let mut queue = inner.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= inner.options.journal_capacity {
+            drop(queue);
+            bump(&inner.counters.journal_dropped, 1);
+            tracing::error!(
+                capacity = inner.options.journal_capacity,
+                mti = %String::from_utf8_lossy(&entry.mti),
+                stan = ?entry.stan,
+                peer = %entry.peer,
+                "journal buffer full (database too slow or down): entry dropped"
+            );
+            return;
+        }
+        let was_empty = queue.is_empty();
+        queue.push_back(entry);
+        drop(queue);
+        inner.journal_accepted.fetch_add(1, Ordering::SeqCst);
+        if was_empty {
+            inner.journal_wake.notify_one();
+        }
+    }
+}
+
+#[async_trait]
+impl History for PostgresStore {
+    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
+        let rows = self.read(SQL_FREEZES, &[]).await?;
+        rows.iter().map(|row| freeze_row(row, 0)).collect()
+    }
+
+    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
+        let rows = self.read(SQL_SAGAS, &[]).await?;
+        rows.iter().map(saga_row).collect()
+    }
+
+    async fn open_freezes_created(
+        &self,
+        from_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<FreezeRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .read(SQL_OPEN_FREEZES_CREATED, &[&from_ms, &before_ms, &limit])
+            .await?;
+        rows.iter().map(|row| freeze_row(row, 0)).collect()
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        // What was given before this call is written first.
+        self.flush().await?;
+        let rows = self.read(SQL_JOURNAL_BETWEEN, &[&from_ms, &to_ms]).await?;
+        rows.iter().map(journal_row).collect()
+    }
+
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        let rows = self.read(SQL_SAGAS_BETWEEN, &[&from_ms, &to_ms]).await?;
+        rows.iter().map(saga_row).collect()
+    }
+
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        let rows = self.read(SQL_SAF_SINCE, &[&from_ms]).await?;
+        rows.iter().map(saf_row).collect()
+    }
+}
+
+#[async_trait]
+impl Leases for PostgresStore {
     async fn renew_lease(&self, lease: &Lease, _now_ms: i64) -> StoreResult<()> {
         self.read(
             SQL_RENEW_LEASE,
@@ -2549,128 +2568,6 @@ impl Store for PostgresStore {
             .map(saga_row)
             .collect::<StoreResult<_>>()?;
         Ok(Unfinished { freezes, sagas })
-    }
-
-    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
-        let (state, next, result) = match outcome {
-            SafOutcome::Done { result } => ("done", None, result),
-            SafOutcome::Retry {
-                next_attempt_ms,
-                result,
-            } => ("pending", Some(next_attempt_ms), result),
-            SafOutcome::Dead { result } => ("dead", None, result),
-        };
-        let params: Params = vec![
-            Box::new(id),
-            Box::new(state),
-            Box::new(next),
-            Box::new(result),
-        ];
-        self.write(format!("s{id:020}"), SQL_SAF_SETTLE, params, move |rows| {
-            if rows.is_empty() {
-                Decision::Done(Err(invalid(format!("saf entry {id} is not pending"))))
-            } else {
-                Decision::Done(Ok(()))
-            }
-        })
-        .await
-    }
-
-    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
-        let rows = self.read(SQL_SAF_ENTRIES, &[]).await?;
-        rows.iter().map(saf_row).collect()
-    }
-
-    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
-        let r = ReqCols::new(request)?;
-        let rows = self
-            .read(SQL_SAGA, &[&r.0[0], &r.0[1], &r.0[2], &r.0[3]])
-            .await?;
-        rows.first().map(saga_row).transpose()
-    }
-
-    async fn close_freeze(
-        &self,
-        key: &FreezeKey,
-        amount_minor: u64,
-        request: &RequestKey,
-        answer: StoredAnswer,
-    ) -> StoreResult<Close> {
-        self.close_with(key, amount_minor, request, answer, None)
-            .await
-    }
-
-    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
-        if !(1..=MAX_STAN).contains(&count) {
-            return Err(invalid(format!(
-                "allocate_stans: count {count} is not in 1..={MAX_STAN}"
-            )));
-        }
-        let count = count as i32;
-        let rows = self.read(SQL_ALLOCATE_STANS, &[&count]).await?;
-        bump(&self.inner.counters.commits, 1);
-        let row = rows
-            .first()
-            .ok_or_else(|| corrupt("the STAN counter row is missing"))?;
-        let first: i32 = row
-            .try_get(0)
-            .map_err(|e| corrupt(format!("STAN counter: {e}")))?;
-        u32::try_from(first)
-            .ok()
-            .filter(|n| (1..=MAX_STAN).contains(n))
-            .ok_or_else(|| corrupt(format!("STAN counter at {first}")))
-    }
-
-    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
-        let rows = self.read(SQL_FREEZES, &[]).await?;
-        rows.iter().map(|row| freeze_row(row, 0)).collect()
-    }
-
-    async fn open_freezes_created(
-        &self,
-        from_ms: i64,
-        before_ms: i64,
-        limit: usize,
-    ) -> StoreResult<Vec<FreezeRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .read(SQL_OPEN_FREEZES_CREATED, &[&from_ms, &before_ms, &limit])
-            .await?;
-        rows.iter().map(|row| freeze_row(row, 0)).collect()
-    }
-
-    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
-        let rows = self.read(SQL_SAGAS, &[]).await?;
-        rows.iter().map(saga_row).collect()
-    }
-
-    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
-        // What was given before this call is written first.
-        self.flush().await?;
-        let rows = self.read(SQL_JOURNAL_BETWEEN, &[&from_ms, &to_ms]).await?;
-        rows.iter().map(journal_row).collect()
-    }
-
-    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
-        let rows = self.read(SQL_SAGAS_BETWEEN, &[&from_ms, &to_ms]).await?;
-        rows.iter().map(saga_row).collect()
-    }
-
-    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
-        let rows = self.read(SQL_SAF_SINCE, &[&from_ms]).await?;
-        rows.iter().map(saf_row).collect()
-    }
-
-    async fn journal_len(&self) -> StoreResult<u64> {
-        // Entries given before this call are counted once written.
-        self.flush().await?;
-        let rows = self.read("SELECT count(*) FROM journal", &[]).await?;
-        let n = rows
-            .first()
-            .map(|row| i64_col(row, 0))
-            .transpose()?
-            .unwrap_or(0);
-        u64::try_from(n).map_err(|_| corrupt(format!("journal count {n}")))
     }
 }
 
