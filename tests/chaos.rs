@@ -365,7 +365,13 @@ async fn chaos(postgres: bool) {
             let entries = store.saf_entries().await.unwrap();
             let sagas = store.sagas().await.unwrap();
             // On PostgreSQL: and every expired lease recovered and dropped.
-            let expired = store.expired_leases(clock.now_ms(), 0).await.unwrap();
+            let expired = store
+                .clone()
+                .leases()
+                .expect("a shared store")
+                .expired_leases(clock.now_ms(), 0)
+                .await
+                .unwrap();
             let pending = entries
                 .iter()
                 .filter(|e| e.state == SafState::Pending)

@@ -332,6 +332,9 @@ async fn sigkill_of_one_instance_on_postgres_its_peer_recovers_after_the_lease()
     );
     assert!(
         store
+            .clone()
+            .leases()
+            .expect("a shared store")
             .expired_leases(clock.now_ms(), 0)
             .await
             .unwrap()

@@ -29,7 +29,7 @@ use switchboard::config::StoreConfig;
 use switchboard::dialect::FreezeKey;
 use switchboard::service::{self, Running};
 use switchboard::store::postgres::PostgresStore;
-use switchboard::store::Store;
+use switchboard::store::{Decisions, Store};
 
 use common::haproxy::start_haproxy;
 use common::{assert_passed, bank_config, BANK_A, BANK_B, WALLET_ID};

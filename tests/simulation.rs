@@ -644,6 +644,9 @@ async fn simulate(seed: u64) -> Result<String, String> {
                 .iter()
                 .any(|f| f.state == FreezeState::Pending);
         let expired = !store
+            .clone()
+            .leases()
+            .expect("a shared store")
             .expired_leases(clock.now_ms(), 0)
             .await
             .unwrap()

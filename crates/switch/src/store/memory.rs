@@ -1,19 +1,19 @@
-//! An in-memory store: the `Store` contract with nothing but ordered maps
-//! behind one mutex. Every call is one atomic step, as if it had committed when
+//! An in-memory store: the [`Store`] contract, leases included, with nothing
+//! but ordered maps behind one mutex. Every call is one atomic step, as if it had committed when
 //! it returned — which is what the deterministic simulation needs: a "crash"
 //! drops whatever was in flight and keeps everything that returned. Not durable
 //! across processes; not for production.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::{
-    Close, ExpiredLease, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, Lease,
-    NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafOutcome,
-    SafState, SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult,
-    StoredAnswer, Unfinished,
+    Close, Decisions, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze,
+    JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome,
+    RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SafState, SagaRecord, SagaState, Settled,
+    Store, StoreError, StoreResult, StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
 
@@ -25,7 +25,6 @@ struct State {
     saf: BTreeMap<i64, SafEntry>,
     next_saf_id: i64,
     next_stan: u32,
-    journal_len: u64,
     /// Every entry, in the order written (clearing reads them back).
     journal: Vec<JournalEntry>,
     /// Which instance started each freeze and saga.
@@ -62,7 +61,16 @@ impl MemoryStore {
 }
 
 fn invalid(why: impl Into<String>) -> StoreError {
-    StoreError::Unavailable(format!("invalid request to the store: {}", why.into()))
+    StoreError::Invalid(why.into())
+}
+
+/// Refuses what the SQL stores cannot hold (amounts are `i64` there), so the
+/// model answers as they do.
+fn amount_in(what: &str, amount: u64) -> StoreResult<u64> {
+    match i64::try_from(amount) {
+        Ok(_) => Ok(amount),
+        Err(_) => Err(invalid(format!("{what} {amount} exceeds i64::MAX"))),
+    }
 }
 
 impl State {
@@ -107,7 +115,8 @@ impl State {
         Ok(Settled::Now)
     }
 
-    fn finish_receive(
+    /// Ends a saga as asked; false when it had ended before.
+    fn end_saga(
         &mut self,
         request: &RequestKey,
         outcome: ReceiveOutcome,
@@ -116,7 +125,7 @@ impl State {
         let (saga, _) = self
             .sagas
             .get_mut(request)
-            .ok_or_else(|| invalid(format!("finish_receive: no saga {request}")))?;
+            .ok_or_else(|| invalid(format!("settle_receive: no saga {request}")))?;
         if saga.state.is_final() {
             return Ok(false);
         }
@@ -125,25 +134,19 @@ impl State {
             .freezes
             .get_mut(&saga.freeze)
             .ok_or_else(|| StoreError::Corrupt(format!("saga {request} has no freeze")))?;
-        match outcome {
-            ReceiveOutcome::Approved | ReceiveOutcome::Failed => {
-                if freeze.reserved_minor < amount {
-                    return Err(StoreError::Corrupt(format!(
-                        "freeze {} holds less than {amount} reserved",
-                        freeze.key
-                    )));
-                }
-                freeze.reserved_minor -= amount;
-                if outcome == ReceiveOutcome::Approved {
-                    freeze.received_minor += amount;
-                }
-            }
-            ReceiveOutcome::InDoubt => {}
+        if freeze.reserved_minor < amount {
+            return Err(StoreError::Corrupt(format!(
+                "freeze {} holds less than {amount} reserved",
+                freeze.key
+            )));
+        }
+        freeze.reserved_minor -= amount;
+        if outcome == ReceiveOutcome::Approved {
+            freeze.received_minor += amount;
         }
         saga.state = match outcome {
             ReceiveOutcome::Approved => SagaState::Approved,
             ReceiveOutcome::Failed => SagaState::Failed,
-            ReceiveOutcome::InDoubt => SagaState::InDoubt,
         };
         static SPEC: std::sync::OnceLock<iso8583::Spec> = std::sync::OnceLock::new();
         let spec = SPEC.get_or_init(iso8583::Spec::switchboard);
@@ -178,8 +181,22 @@ impl State {
     }
 }
 
-#[async_trait]
 impl Store for MemoryStore {
+    fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>> {
+        Some(self)
+    }
+}
+
+impl JournalSink for MemoryStore {
+    fn journal(&self, entry: JournalEntry) {
+        if let Ok(mut s) = self.state.lock() {
+            s.journal.push(entry);
+        }
+    }
+}
+
+#[async_trait]
+impl Decisions for MemoryStore {
     async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
         self.with(|s| Ok(s.answers.get(request).cloned()))
     }
@@ -191,14 +208,8 @@ impl Store for MemoryStore {
         })
     }
 
-    fn journal(&self, entry: JournalEntry) {
-        if let Ok(mut s) = self.state.lock() {
-            s.journal_len += 1;
-            s.journal.push(entry);
-        }
-    }
-
     async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze> {
+        amount_in("frozen amount", freeze.amount_minor)?;
         self.with(|s| {
             if let Some(answer) = s.answers.get(&freeze.request) {
                 return Ok(InsertFreeze::Exists {
@@ -252,6 +263,7 @@ impl Store for MemoryStore {
     }
 
     async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve> {
+        amount_in("receive amount", receive.amount_minor)?;
         self.with(|s| {
             if let Some(answer) = s.answers.get(&receive.request) {
                 return Ok(Reserve::Duplicate {
@@ -283,13 +295,9 @@ impl Store for MemoryStore {
                 amount_minor: receive.amount_minor,
                 receiver_pan: receive.receiver_pan,
                 receiver_bank: receive.receiver_bank,
-                state: if receive.debit.is_some() {
-                    SagaState::Debiting
-                } else {
-                    SagaState::Reserved
-                },
-                debit: receive.debit,
-                credit: receive.credit,
+                state: SagaState::Debiting,
+                debit: Some(receive.debit),
+                credit: Some(receive.credit),
                 reversal: None,
                 response_code: None,
                 created_at_ms: receive.created_at_ms,
@@ -301,42 +309,6 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn saga_step(
-        &self,
-        request: &RequestKey,
-        state: SagaState,
-        sent: Option<SentMessage>,
-    ) -> StoreResult<()> {
-        self.with(|s| {
-            let (saga, _) = s
-                .sagas
-                .get_mut(request)
-                .ok_or_else(|| invalid(format!("saga_step: no saga {request}")))?;
-            if saga.state.is_final() || state.is_final() {
-                return Err(invalid(
-                    "saga_step cannot move into or out of a final state",
-                ));
-            }
-            saga.state = state;
-            match state {
-                SagaState::Debiting => saga.debit = sent.or(saga.debit),
-                SagaState::Crediting => saga.credit = sent.or(saga.credit),
-                SagaState::ReversingDebit => saga.reversal = sent.or(saga.reversal),
-                _ => {}
-            }
-            Ok(())
-        })
-    }
-
-    async fn finish_receive(
-        &self,
-        request: &RequestKey,
-        outcome: ReceiveOutcome,
-        answer: StoredAnswer,
-    ) -> StoreResult<()> {
-        self.with(|s| s.finish_receive(request, outcome, answer).map(|_| ()))
-    }
-
     async fn settle_receive(
         &self,
         request: &RequestKey,
@@ -345,7 +317,7 @@ impl Store for MemoryStore {
         follow_up: FollowUp,
     ) -> StoreResult<Settled> {
         self.with(|s| {
-            if !s.finish_receive(request, outcome, answer)? {
+            if !s.end_saga(request, outcome, answer)? {
                 return Ok(Settled::Before {
                     answer: s.answers.get(request).cloned(),
                 });
@@ -373,16 +345,6 @@ impl Store for MemoryStore {
         self.with(|s| Ok(s.sagas.get(request).map(|(saga, _)| saga.clone())))
     }
 
-    async fn close_freeze(
-        &self,
-        key: &FreezeKey,
-        amount_minor: u64,
-        request: &RequestKey,
-        answer: StoredAnswer,
-    ) -> StoreResult<Close> {
-        self.with(|s| Ok(s.close(key, amount_minor, request, answer)))
-    }
-
     async fn close_freeze_queueing(
         &self,
         key: &FreezeKey,
@@ -400,6 +362,26 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
+        self.with(|s| {
+            if count == 0 || count > 999_999 {
+                return Err(invalid("allocate_stans: count must be 1..=999999"));
+            }
+            if s.next_stan + count - 1 > 999_999 {
+                s.next_stan = 1;
+            }
+            let first = s.next_stan;
+            s.next_stan += count;
+            if s.next_stan > 999_999 {
+                s.next_stan = 1;
+            }
+            Ok(first)
+        })
+    }
+}
+
+#[async_trait]
+impl SafQueue for MemoryStore {
     async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>> {
         self.with(|s| {
             let mut seen = std::collections::BTreeSet::new();
@@ -419,6 +401,73 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
+        self.with(|s| {
+            let entry = s
+                .saf
+                .get_mut(&id)
+                .filter(|e| e.state == SafState::Pending)
+                .ok_or_else(|| invalid(format!("saf entry {id} is not pending")))?;
+            entry.attempts += 1;
+            match outcome {
+                SafOutcome::Done { result } => {
+                    entry.state = SafState::Done;
+                    entry.last_result = Some(result);
+                }
+                SafOutcome::Retry {
+                    next_attempt_ms,
+                    result,
+                } => {
+                    entry.next_attempt_ms = next_attempt_ms;
+                    entry.last_result = Some(result);
+                }
+                SafOutcome::Dead { result } => {
+                    entry.state = SafState::Dead;
+                    entry.last_result = Some(result);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
+        self.with(|s| Ok(s.saf.values().cloned().collect()))
+    }
+}
+
+#[async_trait]
+impl History for MemoryStore {
+    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
+        self.with(|s| Ok(s.freezes.values().map(|(f, _)| f.clone()).collect()))
+    }
+
+    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
+        self.with(|s| Ok(s.sagas.values().map(|(saga, _)| saga.clone()).collect()))
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        self.with(|s| {
+            Ok(s.journal
+                .iter()
+                .filter(|e| (from_ms..to_ms).contains(&e.at_ms))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        self.with(|s| {
+            Ok(s.saf
+                .values()
+                .filter(|e| e.entry.created_at_ms >= from_ms)
+                .cloned()
+                .collect())
+        })
+    }
+}
+
+#[async_trait]
+impl Leases for MemoryStore {
     async fn renew_lease(&self, lease: &Lease, now_ms: i64) -> StoreResult<()> {
         self.with(|s| {
             s.leases.insert(
@@ -476,78 +525,6 @@ impl Store for MemoryStore {
                 .cloned()
                 .collect();
             Ok(Unfinished { freezes, sagas })
-        })
-    }
-
-    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
-        self.with(|s| {
-            let entry = s
-                .saf
-                .get_mut(&id)
-                .filter(|e| e.state == SafState::Pending)
-                .ok_or_else(|| invalid(format!("saf entry {id} is not pending")))?;
-            entry.attempts += 1;
-            match outcome {
-                SafOutcome::Done { result } => {
-                    entry.state = SafState::Done;
-                    entry.last_result = Some(result);
-                }
-                SafOutcome::Retry {
-                    next_attempt_ms,
-                    result,
-                } => {
-                    entry.next_attempt_ms = next_attempt_ms;
-                    entry.last_result = Some(result);
-                }
-                SafOutcome::Dead { result } => {
-                    entry.state = SafState::Dead;
-                    entry.last_result = Some(result);
-                }
-            }
-            Ok(())
-        })
-    }
-
-    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
-        self.with(|s| Ok(s.saf.values().cloned().collect()))
-    }
-
-    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
-        self.with(|s| {
-            if count == 0 || count > 999_999 {
-                return Err(invalid("allocate_stans: count must be 1..=999999"));
-            }
-            if s.next_stan + count - 1 > 999_999 {
-                s.next_stan = 1;
-            }
-            let first = s.next_stan;
-            s.next_stan += count;
-            if s.next_stan > 999_999 {
-                s.next_stan = 1;
-            }
-            Ok(first)
-        })
-    }
-
-    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
-        self.with(|s| Ok(s.freezes.values().map(|(f, _)| f.clone()).collect()))
-    }
-
-    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
-        self.with(|s| Ok(s.sagas.values().map(|(saga, _)| saga.clone()).collect()))
-    }
-
-    async fn journal_len(&self) -> StoreResult<u64> {
-        self.with(|s| Ok(s.journal_len))
-    }
-
-    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
-        self.with(|s| {
-            Ok(s.journal
-                .iter()
-                .filter(|e| (from_ms..to_ms).contains(&e.at_ms))
-                .cloned()
-                .collect())
         })
     }
 }

@@ -44,10 +44,10 @@ use iso8583::fields::num;
 use iso8583::spec::Spec;
 
 use super::{
-    Close, Direction, FollowUp, FreezeRecord, FreezeState, InsertFreeze, JournalEntry, NewFreeze,
-    NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome,
-    SafState, SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult,
-    StoredAnswer,
+    Close, Decisions, Direction, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze,
+    JournalEntry, JournalSink, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome,
+    RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue, SafState, SagaRecord, SagaState,
+    SentMessage, Settled, Store, StoreError, StoreResult, StoredAnswer,
 };
 use crate::dialect::{FreezeKey, InstitutionId};
 
@@ -277,7 +277,7 @@ fn stopped() -> StoreError {
 /// A caller's value the store cannot hold (an amount above `i64::MAX`, a key
 /// that is not digits, a step the saga's state does not allow).
 fn invalid(why: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("invalid request to the store: {why}"))
+    StoreError::Invalid(why.to_string())
 }
 
 fn corrupt(why: impl std::fmt::Display) -> StoreError {
@@ -1110,11 +1110,7 @@ fn reserve(
         ],
     )?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let state = if receive.debit.is_some() {
-        "debiting"
-    } else {
-        "reserved"
-    };
+    let state = SagaState::Debiting.as_str();
     execute(
         conn,
         "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
@@ -1136,10 +1132,10 @@ fn reserve(
             &receive.request_digest[..],
             receive.created_at_ms,
             state,
-            receive.debit.map(|d| text(&d.stan)),
-            receive.debit.map(|d| text(&d.transmission)),
-            receive.credit.map(|c| text(&c.stan)),
-            receive.credit.map(|c| text(&c.transmission)),
+            text(&receive.debit.stan),
+            text(&receive.debit.transmission),
+            text(&receive.credit.stan),
+            text(&receive.credit.transmission),
         ],
     )?;
     Ok(Reserve::Reserved(freeze))
@@ -1157,85 +1153,8 @@ fn saga_state(conn: &Connection, request: &ReqCols) -> StoreResult<Option<SagaSt
     )
 }
 
-fn saga_step(
-    conn: &Connection,
-    request: &ReqCols,
-    state: SagaState,
-    sent: Option<SentMessage>,
-) -> StoreResult<()> {
-    let name = request.0.join("/");
-    let current =
-        saga_state(conn, request)?.ok_or_else(|| invalid(format!("saga_step: no saga {name}")))?;
-    if current.is_final() {
-        return Err(invalid(format!(
-            "saga_step: saga {name} is {} already",
-            current.as_str()
-        )));
-    }
-    if state.is_final() {
-        return Err(invalid(format!(
-            "saga_step: {} is reached through finish_receive",
-            state.as_str()
-        )));
-    }
-    macro_rules! set_sent {
-        ($stan:literal, $transmission:literal) => {
-            concat!(
-                "UPDATE sagas SET state = ?5, ",
-                $stan,
-                " = ?6, ",
-                $transmission,
-                " = ?7 WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4"
-            )
-        };
-    }
-    let set_sent_sql = match state {
-        SagaState::Debiting => Some(set_sent!("debit_stan", "debit_transmission")),
-        SagaState::Crediting => Some(set_sent!("credit_stan", "credit_transmission")),
-        SagaState::ReversingDebit => Some(set_sent!("reversal_stan", "reversal_transmission")),
-        _ => None,
-    };
-    match (sent, set_sent_sql) {
-        (None, _) => {
-            execute(
-                conn,
-                "UPDATE sagas SET state = ?5 \
-                 WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
-                params![
-                    request.0[0],
-                    request.0[1],
-                    request.0[2],
-                    request.0[3],
-                    state.as_str()
-                ],
-            )?;
-        }
-        (Some(sent), Some(sql)) => {
-            execute(
-                conn,
-                sql,
-                params![
-                    request.0[0],
-                    request.0[1],
-                    request.0[2],
-                    request.0[3],
-                    state.as_str(),
-                    digits_text("STAN", &sent.stan)?,
-                    digits_text("transmission date-time", &sent.transmission)?,
-                ],
-            )?;
-        }
-        (Some(_), None) => {
-            return Err(invalid(format!(
-                "saga_step: state {} sends no message",
-                state.as_str()
-            )))
-        }
-    }
-    Ok(())
-}
-
-fn finish_receive(
+/// Ends a saga not ended yet: settles its reservation and records the answer.
+fn end_saga(
     conn: &Connection,
     request: &ReqCols,
     outcome: ReceiveOutcome,
@@ -1257,40 +1176,36 @@ fn finish_receive(
         },
     )?;
     let (state, amount, freeze) =
-        saga.ok_or_else(|| invalid(format!("finish_receive: no saga {name}")))?;
+        saga.ok_or_else(|| invalid(format!("settle_receive: no saga {name}")))?;
     if state.is_final() {
         // Settled already: a second finish changes nothing.
         return Ok(());
     }
     let settle = match outcome {
-        ReceiveOutcome::Approved => Some(
+        ReceiveOutcome::Approved => {
             "UPDATE freezes SET reserved_minor = reserved_minor - ?4, \
              received_minor = received_minor + ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4",
-        ),
-        ReceiveOutcome::Failed => Some(
-            "UPDATE freezes SET reserved_minor = reserved_minor - ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4",
-        ),
-        ReceiveOutcome::InDoubt => None,
-    };
-    if let Some(sql) = settle {
-        let changed = execute(
-            conn,
-            sql,
-            params![freeze.0[0], freeze.0[1], freeze.0[2], amount],
-        )?;
-        if changed != 1 {
-            return Err(corrupt(format!(
-                "saga {name}: its freeze {} is missing or holds less than {amount} reserved",
-                freeze.0.join("/")
-            )));
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
         }
+        ReceiveOutcome::Failed => {
+            "UPDATE freezes SET reserved_minor = reserved_minor - ?4 \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
+        }
+    };
+    let changed = execute(
+        conn,
+        settle,
+        params![freeze.0[0], freeze.0[1], freeze.0[2], amount],
+    )?;
+    if changed != 1 {
+        return Err(corrupt(format!(
+            "saga {name}: its freeze {} is missing or holds less than {amount} reserved",
+            freeze.0.join("/")
+        )));
     }
     let new_state = match outcome {
         ReceiveOutcome::Approved => SagaState::Approved,
         ReceiveOutcome::Failed => SagaState::Failed,
-        ReceiveOutcome::InDoubt => SagaState::InDoubt,
     };
     execute(
         conn,
@@ -1469,8 +1384,14 @@ fn queue_follow_up(
 // ---------------------------------------------------------------------------
 // The trait
 
-#[async_trait]
 impl Store for SqliteStore {
+    fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>> {
+        None
+    }
+}
+
+#[async_trait]
+impl Decisions for SqliteStore {
     async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
         let request = ReqCols::new(request)?;
         self.call(move |c| load_answer(c, &request)).await
@@ -1483,84 +1404,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn journal(&self, entry: JournalEntry) {
-        if self.journal.send(entry).is_err() {
-            tracing::error!("journal entry lost: the store's writer thread has stopped");
-            return;
-        }
-        if !self.shared.wake_pending.swap(true, Ordering::SeqCst) {
-            if let Some(commands) = &self.commands {
-                // When the channel is full a batch follows anyway and drains the journal.
-                let _ = commands.try_send(Msg::Wake);
-            }
-        }
-    }
-
     async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze> {
         let key = FreezeCols::new(&freeze.key)?;
         let request = ReqCols::new(&freeze.request)?;
         let amount = amount_in("frozen amount", freeze.amount_minor)?;
         self.call(move |c| insert_freeze(c, &key, &request, &freeze, amount))
             .await
-    }
-
-    async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
-        let key = FreezeCols::new(key)?;
-        self.call(move |c| load_freeze(c, &key)).await
-    }
-
-    async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve> {
-        let request = ReqCols::new(&receive.request)?;
-        let freeze = FreezeCols::new(&receive.freeze)?;
-        let amount = amount_in("receive amount", receive.amount_minor)?;
-        self.call(move |c| reserve(c, &request, &freeze, &receive, amount))
-            .await
-    }
-
-    async fn saga_step(
-        &self,
-        request: &RequestKey,
-        state: SagaState,
-        sent: Option<SentMessage>,
-    ) -> StoreResult<()> {
-        let request = ReqCols::new(request)?;
-        self.call(move |c| saga_step(c, &request, state, sent))
-            .await
-    }
-
-    async fn finish_receive(
-        &self,
-        request: &RequestKey,
-        outcome: ReceiveOutcome,
-        answer: StoredAnswer,
-    ) -> StoreResult<()> {
-        let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
-        self.call(move |c| finish_receive(c, &request, outcome, &answer, code.as_deref()))
-            .await
-    }
-
-    async fn settle_receive(
-        &self,
-        request: &RequestKey,
-        outcome: ReceiveOutcome,
-        answer: StoredAnswer,
-        follow_up: FollowUp,
-    ) -> StoreResult<Settled> {
-        let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
-        self.call(move |c| {
-            if matches!(saga_state(c, &request)?, Some(state) if state.is_final()) {
-                // Settled before: its follow-ups were queued then.
-                return Ok(Settled::Before {
-                    answer: load_answer(c, &request)?,
-                });
-            }
-            finish_receive(c, &request, outcome, &answer, code.as_deref())?;
-            queue_follow_up(c, &request, outcome, &follow_up)?;
-            Ok(Settled::Now)
-        })
-        .await
     }
 
     async fn finish_freeze_queueing(
@@ -1580,6 +1429,42 @@ impl Store for SqliteStore {
                 saf_enqueue(c, entry)?;
             }
             Ok(settled)
+        })
+        .await
+    }
+
+    async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
+        let key = FreezeCols::new(key)?;
+        self.call(move |c| load_freeze(c, &key)).await
+    }
+
+    async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve> {
+        let request = ReqCols::new(&receive.request)?;
+        let freeze = FreezeCols::new(&receive.freeze)?;
+        let amount = amount_in("receive amount", receive.amount_minor)?;
+        self.call(move |c| reserve(c, &request, &freeze, &receive, amount))
+            .await
+    }
+
+    async fn settle_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+        follow_up: FollowUp,
+    ) -> StoreResult<Settled> {
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            if matches!(saga_state(c, &request)?, Some(state) if state.is_final()) {
+                // Settled before: its follow-ups were queued then.
+                return Ok(Settled::Before {
+                    answer: load_answer(c, &request)?,
+                });
+            }
+            end_saga(c, &request, outcome, &answer, code.as_deref())?;
+            queue_follow_up(c, &request, outcome, &follow_up)?;
+            Ok(Settled::Now)
         })
         .await
     }
@@ -1605,6 +1490,36 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
+        let request = ReqCols::new(request)?;
+        self.call(move |c| {
+            query_opt(
+                c,
+                concat!(
+                    "SELECT ",
+                    saga_columns!(),
+                    " FROM sagas WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 \
+                     AND stan = ?4"
+                ),
+                params![request.0[0], request.0[1], request.0[2], request.0[3]],
+                saga_row,
+            )
+        })
+        .await
+    }
+
+    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
+        if !(1..=MAX_STAN).contains(&count) {
+            return Err(invalid(format!(
+                "allocate_stans: count {count} is not in 1..={MAX_STAN}"
+            )));
+        }
+        self.call(move |c| allocate_stans(c, count)).await
+    }
+}
+
+#[async_trait]
+impl SafQueue for SqliteStore {
     /// One instance per file, one worker: nothing to hold entries against.
     async fn saf_due(
         &self,
@@ -1629,48 +1544,25 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
-        let request = ReqCols::new(request)?;
-        self.call(move |c| {
-            query_opt(
-                c,
-                concat!(
-                    "SELECT ",
-                    saga_columns!(),
-                    " FROM sagas WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 \
-                     AND stan = ?4"
-                ),
-                params![request.0[0], request.0[1], request.0[2], request.0[3]],
-                saga_row,
-            )
-        })
-        .await
-    }
-
-    async fn close_freeze(
-        &self,
-        key: &FreezeKey,
-        amount_minor: u64,
-        request: &RequestKey,
-        answer: StoredAnswer,
-    ) -> StoreResult<Close> {
-        let key = FreezeCols::new(key)?;
-        let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
-        self.call(move |c| close_freeze(c, &key, amount_minor, &request, &answer, code.as_deref()))
-            .await
-    }
-
-    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
-        if !(1..=MAX_STAN).contains(&count) {
-            return Err(invalid(format!(
-                "allocate_stans: count {count} is not in 1..={MAX_STAN}"
-            )));
+impl JournalSink for SqliteStore {
+    fn journal(&self, entry: JournalEntry) {
+        if self.journal.send(entry).is_err() {
+            tracing::error!("journal entry lost: the store's writer thread has stopped");
+            return;
         }
-        self.call(move |c| allocate_stans(c, count)).await
+        if !self.shared.wake_pending.swap(true, Ordering::SeqCst) {
+            if let Some(commands) = &self.commands {
+                // When the channel is full a batch follows anyway and drains the journal.
+                let _ = commands.try_send(Msg::Wake);
+            }
+        }
     }
+}
 
+#[async_trait]
+impl History for SqliteStore {
     async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
         self.call(|c| {
             query_all(
@@ -1701,20 +1593,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
-        self.read(move |c| {
-            query_all_with(
-                c,
-                "SELECT at_ms, direction, peer, mti, processing_code, stan, transmission, \
-                 acquirer, response_code, pan_masked, amount_minor, note, raw FROM journal \
-                 WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id",
-                params![from_ms, to_ms],
-                journal_row,
-            )
-        })
-        .await
-    }
-
     async fn open_freezes_created(
         &self,
         from_ms: i64,
@@ -1733,6 +1611,20 @@ impl Store for SqliteStore {
                 ),
                 params![from_ms, before_ms, limit],
                 freeze_row,
+            )
+        })
+        .await
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                "SELECT at_ms, direction, peer, mti, processing_code, stan, transmission, \
+                 acquirer, response_code, pan_masked, amount_minor, note, raw FROM journal \
+                 WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id",
+                params![from_ms, to_ms],
+                journal_row,
             )
         })
         .await
@@ -1763,17 +1655,6 @@ impl Store for SqliteStore {
                 params![from_ms],
                 saf_row,
             )
-        })
-        .await
-    }
-
-    async fn journal_len(&self) -> StoreResult<u64> {
-        self.call(|c| {
-            let n = query_opt(c, "SELECT count(*) FROM journal", [], |row| {
-                row.get::<_, i64>(0).map_err(db)
-            })?
-            .unwrap_or(0);
-            u64::try_from(n).map_err(|_| corrupt(format!("journal count {n}")))
         })
         .await
     }

@@ -123,7 +123,9 @@ pub async fn renew(switch: &Switch, duration: Duration) -> Result<(), StoreError
         duration_ms,
         unfinished_since_ms: since.saturating_sub(CLOCK_SLACK_MS),
     };
-    switch.store.renew_lease(&lease, started).await?;
+    if let Some(leases) = &switch.leases {
+        leases.renew_lease(&lease, started).await?;
+    }
     switch.lease.set(sent_at + duration);
     Ok(())
 }

@@ -33,7 +33,7 @@ use crate::dialect::InstitutionId;
 use crate::link::BankPort;
 use crate::routing::BinRange;
 use crate::stan::StanSource;
-use crate::store::{Direction, JournalEntry, Store, StoredAnswer};
+use crate::store::{Direction, JournalEntry, Leases, Store, StoredAnswer};
 
 pub use idempotency::{request_digest, request_key};
 use idempotency::{Begin, InFlight};
@@ -57,6 +57,8 @@ pub struct Switch {
     spec: Arc<Spec>,
     id: String,
     store: Arc<dyn Store>,
+    /// The store's leases, when it is shared by several instances.
+    leases: Option<Arc<dyn Leases>>,
     routes: Vec<Route>,
     clock: Arc<dyn Clock>,
     stans: Arc<StanSource>,
@@ -91,6 +93,7 @@ impl Switch {
         Switch {
             spec,
             id: institution_id,
+            leases: store.clone().leases(),
             store,
             routes,
             clock,

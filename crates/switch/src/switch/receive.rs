@@ -76,8 +76,8 @@ pub(super) async fn run(
     let reserved = switch
         .store
         .reserve(NewReceive {
-            debit: Some(debit),
-            credit: Some(credit),
+            debit,
+            credit,
             owner: switch.instance.clone(),
             request: key,
             request_digest: digest,

@@ -21,7 +21,7 @@ use iso8583::fields::{format_amount, num};
 use super::messages::{follow_up, queued_freeze_reversal, Undo};
 use super::Switch;
 use crate::store::{
-    ExpiredLease, FreezeRecord, FreezeState, ReceiveOutcome, RequestKey, SagaRecord, SagaState,
+    ExpiredLease, FreezeRecord, FreezeState, Leases, ReceiveOutcome, RequestKey, SagaRecord,
     Settled, StoreError, StoredAnswer, Unfinished,
 };
 
@@ -99,27 +99,31 @@ pub async fn take_over_expired(
     grace: std::time::Duration,
 ) -> Result<Recovered, StoreError> {
     let mut done = Recovered::default();
+    let Some(leases) = &switch.leases else {
+        return Ok(done);
+    };
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    let expired = switch
-        .store
+    let expired = leases
         .expired_leases(switch.clock.now_ms(), grace_ms)
         .await?;
     for lease in expired.iter().filter(|l| l.instance != switch.instance) {
-        let more = take_over(switch, lease).await?;
+        let more = take_over(switch, &**leases, lease).await?;
         done.freezes_declined += more.freezes_declined;
         done.sagas_failed += more.sagas_failed;
     }
     Ok(done)
 }
 
-async fn take_over(switch: &Switch, lease: &ExpiredLease) -> Result<Recovered, StoreError> {
-    let work = switch
-        .store
+async fn take_over(
+    switch: &Switch,
+    leases: &dyn Leases,
+    lease: &ExpiredLease,
+) -> Result<Recovered, StoreError> {
+    let work = leases
         .unfinished_of(&lease.instance, lease.unfinished_since_ms)
         .await?;
     let done = settle(switch, &work).await?;
-    switch
-        .store
+    leases
         .drop_lease(&lease.instance, switch.clock.now_ms())
         .await?;
     warn!(
@@ -181,7 +185,7 @@ pub(crate) async fn settle_saga(switch: &Switch, saga: &SagaRecord) -> Result<bo
         )));
     };
     let mut undo = Vec::new();
-    if saga.state != SagaState::ReversingDebit && saga.credit.is_some() {
+    if saga.credit.is_some() {
         undo.push(Undo::Credit);
     }
     if saga.debit.is_some() {

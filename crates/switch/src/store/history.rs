@@ -1,0 +1,57 @@
+//! What was recorded, read back: end-of-day clearing (the journal, sagas and
+//! store-and-forward entries of a day), recovery's scan of a store that is
+//! not shared, the expiry sweep, and inspection.
+
+use async_trait::async_trait;
+
+use super::{FreezeRecord, FreezeState, JournalEntry, SafEntry, SagaRecord, StoreResult};
+
+/// Reads of the records, for clearing, recovery and inspection.
+#[async_trait]
+pub trait History: Send + Sync + 'static {
+    /// Every freeze (for inspection, tests, the demo, recovery's scan).
+    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>>;
+
+    /// Every saga (for inspection, tests, the demo, recovery's scan).
+    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>>;
+
+    /// Open freezes with `from_ms <= created_at_ms < before_ms`, oldest first,
+    /// at most `limit` (the expiry sweep pages through them). Read by index
+    /// in the SQL stores: closed freezes, however many, are not visited.
+    async fn open_freezes_created(
+        &self,
+        from_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<FreezeRecord>> {
+        let mut open: Vec<FreezeRecord> = self
+            .freezes()
+            .await?
+            .into_iter()
+            .filter(|f| {
+                f.state == FreezeState::Open && (from_ms..before_ms).contains(&f.created_at_ms)
+            })
+            .collect();
+        open.sort_by_key(|f| f.created_at_ms);
+        open.truncate(limit);
+        Ok(open)
+    }
+
+    /// Journal entries with `from_ms <= at_ms < to_ms`, in the order they were
+    /// written (end-of-day clearing reads the day back in slices).
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>>;
+
+    /// Sagas with `from_ms <= created_at_ms < to_ms` (for clearing).
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        Ok(self
+            .sagas()
+            .await?
+            .into_iter()
+            .filter(|s| (from_ms..to_ms).contains(&s.created_at_ms))
+            .collect())
+    }
+
+    /// Store-and-forward entries created at or after `from_ms`, in queue
+    /// order (for clearing: the reversals that net out a day's messages).
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>>;
+}

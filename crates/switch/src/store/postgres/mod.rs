@@ -1,0 +1,441 @@
+//! [`Store`] on PostgreSQL: several switch instances sharing one database.
+//!
+//! # Where correctness comes from
+//!
+//! Only from the database, never from a lock in this process: every decision
+//! is ONE SQL statement whose `WHERE` clause is the guard, and unique keys
+//! make the second of two racing inserts fail.
+//!
+//! - `reserve` is one conditional update, `UPDATE freezes SET reserved_minor
+//!   = reserved_minor + $n WHERE <key> AND state = 'open' AND $n <=
+//!   amount_minor - received_minor - reserved_minor`, with the saga `INSERT`
+//!   chained to its `RETURNING` in the same statement (a data-modifying CTE). The saga's
+//!   primary key is the request key: two instances reserving for the same
+//!   request cannot both insert, and the loser's whole transaction rolls back.
+//! - closing a freeze, finishing a freeze and the end of a saga are
+//!   conditional updates of the same kind; answers are `INSERT ... ON CONFLICT
+//!   DO NOTHING` (the first answer stays).
+//! - `allocate_stans` is `UPDATE stan_counter ... RETURNING`: the row lock
+//!   serializes allocators, so two instances never get overlapping blocks.
+//! - `CHECK` constraints (`reserved_minor >= 0`, `received_minor <=
+//!   amount_minor - reserved_minor`) hold the money invariants in the
+//!   database itself. A saga is inserted only from the freeze row its
+//!   statement just updated, and ending it fails the whole statement if that
+//!   freeze is gone; there is no foreign key (a lookup per insert here, and a
+//!   cross-partition one once freezes and sagas are sharded).
+//!
+//! Isolation is READ COMMITTED, on purpose: a single `UPDATE` re-evaluates its
+//! `WHERE` clause against the newest committed version of a row it had to wait
+//! for, so a guard in one statement is race-free without SERIALIZABLE and its
+//! retries. When a statement's own snapshot and the row it then found disagree
+//! (it classified a freeze as open with room, yet its update matched nothing),
+//! the statement wrote nothing and the command simply runs again. Databases
+//! that run everything SERIALIZABLE (CockroachDB) answer conflicts with SQLSTATE
+//! 40001, which is retried like a deadlock (40P01). The SQL uses no advisory
+//! locks, no LISTEN/NOTIFY, no PL/pgSQL: it stays within what PostgreSQL-wire
+//! distributed databases accept.
+//!
+//! # Group commit and pipelining
+//!
+//! Writes go to one of a few *lanes* (tasks, each holding one connection),
+//! chosen by the freeze the command touches. A lane takes every command queued
+//! (up to [`PostgresOptions::max_batch`]), sorts them by freeze key (so two
+//! instances lock rows in the same order and do not deadlock), and sends
+//! `BEGIN`, one statement per command and `COMMIT` in one pipelined write: one
+//! round trip and one commit (one WAL flush) for the whole batch. Because every
+//! command is a single statement that writes nothing when it fails a guard,
+//! results are read after the commit. If a statement errors, the transaction is
+//! rolled back and its commands run again one by one, so only the failing one
+//! gets the error. Reads go straight to pooled connections, one round trip each.
+//!
+//! A receive costs three calls: `answer` (a read), `reserve` and
+//! `settle_receive` (two batched writes); its six journal rows go in multi-row
+//! inserts from the journal task. See [`PgStats`] for counters.
+//!
+//! # Journal
+//!
+//! [`Store::journal`] never blocks: entries go into a bounded buffer that one
+//! task writes in order, in multi-row `INSERT ... SELECT FROM unnest(...)`
+//! statements. Entries that cannot be written stay buffered and are retried;
+//! only when the buffer is full are new entries dropped, each drop logged as
+//! an error and counted in [`PgStats::journal_dropped`].
+//!
+//! # Losing the database
+//!
+//! A call that cannot reach the database returns [`StoreError::Unavailable`]
+//! (the switch answers 96). A lane whose connection broke takes a new one from
+//! the pool (deadpool) for its next batch. Every command is inside a
+//! transaction, so nothing is ever half-written; when the connection breaks
+//! after `COMMIT` was sent, the callers get `Unavailable` though the batch may
+//! have committed (the switch then treats the receive as in progress, and
+//! recovery settles it).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures::future::{maybe_done, MaybeDone};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+use tokio_util::sync::CancellationToken;
+
+use iso8583::fields::num;
+use iso8583::spec::Spec;
+
+use super::{
+    Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
+    InsertFreeze, JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry,
+    ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue, SafState,
+    SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult, StoredAnswer,
+    Unfinished,
+};
+use crate::dialect::{FreezeKey, InstitutionId};
+
+/// Highest STAN; STANs run 1..=MAX_STAN.
+const MAX_STAN: u32 = 999_999;
+
+/// Schema steps, applied in order at start (and by `switchboard migrate`);
+/// `schema_migrations` records which versions a database has. Append new
+/// steps; never edit a published one.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "freezes, sagas, answers, journal, STAN counter",
+        r#"
+    -- Updated rows get their new version on the same page when there is room
+    -- (fillfactor): a HOT update, no index written.
+    CREATE TABLE freezes (
+        acquirer       text    NOT NULL,
+        transmission   text    NOT NULL,
+        stan           text    NOT NULL,
+        payer_pan      text    NOT NULL,
+        payer_bank     text    NOT NULL,
+        amount_minor   bigint  NOT NULL CHECK (amount_minor >= 0),
+        currency       integer NOT NULL CHECK (currency BETWEEN 0 AND 999),
+        received_minor bigint  NOT NULL DEFAULT 0 CHECK (received_minor >= 0),
+        reserved_minor bigint  NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
+        state          text    NOT NULL
+                       CHECK (state IN ('pending', 'open', 'declined', 'closed')),
+        created_at_ms  bigint  NOT NULL,
+        request_digest bytea   NOT NULL,
+        PRIMARY KEY (acquirer, transmission, stan),
+        CONSTRAINT freezes_not_overdrawn
+            CHECK (received_minor <= amount_minor - reserved_minor)
+    ) WITH (fillfactor = 50);
+
+    CREATE TABLE sagas (
+        mti                   text   NOT NULL,
+        acquirer              text   NOT NULL,
+        transmission          text   NOT NULL,
+        stan                  text   NOT NULL,
+        freeze_acquirer       text   NOT NULL,
+        freeze_transmission   text   NOT NULL,
+        freeze_stan           text   NOT NULL,
+        amount_minor          bigint NOT NULL CHECK (amount_minor >= 0),
+        receiver_pan          text   NOT NULL,
+        receiver_bank         text   NOT NULL,
+        state                 text   NOT NULL CHECK (state IN ('reserved', 'debiting',
+                              'crediting', 'reversing_debit', 'approved', 'failed', 'in_doubt')),
+        debit_stan            text,
+        debit_transmission    text,
+        credit_stan           text,
+        credit_transmission   text,
+        reversal_stan         text,
+        reversal_transmission text,
+        response_code         text,
+        request_digest        bytea  NOT NULL,
+        created_at_ms         bigint NOT NULL,
+        -- The answer given to the wallet (kept here rather than in answers:
+        -- one row written when a receive ends, not two).
+        answer_digest         bytea,
+        response              bytea,
+        PRIMARY KEY (mti, acquirer, transmission, stan),
+        CHECK ((answer_digest IS NULL) = (response IS NULL))
+    ) WITH (fillfactor = 70);
+
+
+    CREATE TABLE answers (
+        mti            text  NOT NULL,
+        acquirer       text  NOT NULL,
+        transmission   text  NOT NULL,
+        stan           text  NOT NULL,
+        request_digest bytea NOT NULL,
+        response       bytea NOT NULL,
+        response_code  text,
+        PRIMARY KEY (mti, acquirer, transmission, stan)
+    );
+
+    CREATE TABLE journal (
+        id              bigserial PRIMARY KEY,
+        at_ms           bigint NOT NULL,
+        direction       text   NOT NULL CHECK (direction IN ('in', 'out')),
+        peer            text   NOT NULL,
+        mti             text   NOT NULL,
+        processing_code text,
+        stan            text,
+        transmission    text,
+        acquirer        text,
+        response_code   text,
+        pan_masked      text,
+        amount_minor    bigint,
+        note            text,
+        raw             bytea  NOT NULL
+    );
+
+    CREATE TABLE stan_counter (
+        id         integer PRIMARY KEY CHECK (id = 0),
+        next_stan  integer NOT NULL CHECK (next_stan BETWEEN 1 AND 999999),
+        last_first integer NOT NULL DEFAULT 1
+    );
+    INSERT INTO stan_counter (id, next_stan) VALUES (0, 1);
+    "#,
+    ),
+    (
+        2,
+        "store-and-forward queue",
+        r#"
+    CREATE TABLE saf (
+        id              bigserial PRIMARY KEY,
+        bank            text    NOT NULL,
+        order_key       text    NOT NULL,
+        kind            text    NOT NULL CHECK (kind IN ('reversal', 'unfreeze')),
+        message         bytea   NOT NULL,
+        created_at_ms   bigint  NOT NULL,
+        state           text    NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+        attempts        integer NOT NULL DEFAULT 0,
+        next_attempt_ms bigint  NOT NULL,
+        last_result     text
+    );
+    CREATE INDEX saf_pending ON saf (state, order_key, id);
+    "#,
+    ),
+    (
+        3,
+        "end-of-day clearing reads the journal, sagas and queue by time",
+        r#"
+    CREATE INDEX journal_by_time ON journal (at_ms);
+    CREATE INDEX sagas_by_time ON sagas (created_at_ms);
+    CREATE INDEX saf_by_time ON saf (created_at_ms);
+    "#,
+    ),
+    (
+        4,
+        "owners and leases: instances recover the work of dead peers",
+        r#"
+    -- The instance that started each freeze and saga. Set once: updates stay HOT.
+    ALTER TABLE freezes ADD COLUMN owner text;
+    ALTER TABLE sagas ADD COLUMN owner text;
+    -- Recovery reads a dead instance's work from its lease's watermark on.
+    CREATE INDEX freezes_by_time ON freezes (created_at_ms);
+
+    -- One row per live (or not yet recovered) instance, by the database's clock.
+    CREATE TABLE leases (
+        instance            text        PRIMARY KEY,
+        expires_at          timestamptz NOT NULL,
+        unfinished_since_ms bigint      NOT NULL
+    );
+    "#,
+    ),
+    (
+        5,
+        "the expiry sweep finds open freezes by age without reading closed ones",
+        r#"
+    -- Receives change neither column: their updates of a freeze stay HOT.
+    CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
+    "#,
+    ),
+];
+
+/// Tuning of a [`PostgresStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Write lanes: connections that each run one batch at a time.
+    pub lanes: usize,
+    /// Most commands in one transaction.
+    pub max_batch: usize,
+    /// Connections in the pool (lanes, the journal task and reads share it).
+    pub pool_size: usize,
+    /// Journal entries buffered at most before new ones are dropped (loudly).
+    pub journal_capacity: usize,
+    /// Journal entries per insert.
+    pub journal_batch: usize,
+    /// How long a batch, a read or a connection attempt may take.
+    pub timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            lanes: 4,
+            max_batch: 256,
+            pool_size: 16,
+            journal_capacity: 1_000_000,
+            journal_batch: 2048,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PgStats {
+    /// Write commands run (each one statement).
+    pub commands: u64,
+    /// Transactions committed by the lanes (each holds a batch of commands).
+    pub batches: u64,
+    /// Round trips: one per batch attempt, per read, per journal insert, per
+    /// STAN allocation.
+    pub round_trips: u64,
+    /// Commits that wrote: batches, journal inserts, STAN allocations.
+    pub commits: u64,
+    /// Batches run again after a serialization failure or deadlock.
+    pub conflicts: u64,
+    /// Commands run again because their statement saw a row change under it.
+    pub reruns: u64,
+    /// Batches split into single commands after a statement failed.
+    pub splits: u64,
+    pub journal_written: u64,
+    pub journal_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commands: AtomicU64,
+    batches: AtomicU64,
+    round_trips: AtomicU64,
+    commits: AtomicU64,
+    conflicts: AtomicU64,
+    reruns: AtomicU64,
+    splits: AtomicU64,
+    journal_written: AtomicU64,
+    journal_dropped: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The PostgreSQL implementation of [`Store`]. See the module documentation.
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+    lanes: Vec<mpsc::Sender<Box<dyn Command>>>,
+    /// Answer lookups, gathered into one query per round trip.
+    lookups: mpsc::Sender<Lookup>,
+    /// Which freeze a saga of this process draws on, so that its later steps go
+    /// to the same lane and sort with the freeze. A hint only: a missing entry
+    /// costs a lane choice, never correctness.
+    hints: Mutex<HashMap<RequestKey, FreezeKey>>,
+    spec: Arc<Spec>,
+    /// Cancelled on drop: the journal task writes what it holds and stops.
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    options: PostgresOptions,
+    counters: Counters,
+    journal: Mutex<VecDeque<JournalEntry>>,
+    journal_wake: Notify,
+    /// Entries accepted by [`JournalSink::journal`] (written or dropped later).
+    journal_accepted: AtomicU64,
+    /// Entries written or dropped so far; `flush` waits on it.
+    journal_done: watch::Sender<u64>,
+    /// Whether the journal is written with binary COPY (else INSERT).
+    journal_copy: std::sync::atomic::AtomicBool,
+}
+
+#[macro_use]
+mod rows;
+mod answers;
+mod decode;
+mod journal;
+mod lanes;
+mod open;
+mod sql;
+mod traits;
+
+pub use self::open::migrate;
+use self::{answers::*, decode::*, journal::*, lanes::*, rows::*, sql::*};
+
+// ---------------------------------------------------------------------------
+// Errors
+
+fn unavailable(why: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(why.to_string())
+}
+
+fn corrupt(why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(why.to_string())
+}
+
+/// A caller's value the store cannot hold, or a step the stored state does not allow.
+fn invalid(why: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid(why.to_string())
+}
+
+fn stopped() -> StoreError {
+    unavailable("the PostgreSQL store has stopped")
+}
+
+/// Maps a database error: a stored state that breaks a constraint is
+/// `Corrupt`, everything else (connection, server, timeouts) `Unavailable`.
+fn db(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::CHECK_VIOLATION || *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            corrupt(describe(&e))
+        }
+        // A statement's own guard (see SQL_SETTLE) failing on purpose.
+        Some(c)
+            if *c == SqlState::INVALID_TEXT_REPRESENTATION
+                && e.as_db_error()
+                    .is_some_and(|d| d.message().contains("switchboard:")) =>
+        {
+            corrupt(describe(&e))
+        }
+        _ => unavailable(describe(&e)),
+    }
+}
+
+/// The server's message when there is one (tokio-postgres' `Display` says only "db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {} ({})", d.severity(), d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+        }
+        e => unavailable(format!("cannot connect to PostgreSQL: {e}")),
+    }
+}
+
+/// Whether a failed batch can simply run again: a serialization failure or a
+/// deadlock rolled it back, and nothing of it took effect.
+fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+        || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}

@@ -1,0 +1,327 @@
+//! Opening the store: the connection pool, the schema and its migrations, and the
+//! store's own calls (connect, flush, close, stats) with the plumbing its
+//! trait methods share (`write`, `read`, the freeze hints).
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Opening, migrations
+
+/// Connection settings from a URL (`postgres://user:pass@host:port/db`) or a
+/// key=value string, with this store's defaults where the URL says nothing.
+pub(super) fn pg_config(
+    url: &str,
+    options: &PostgresOptions,
+) -> StoreResult<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| unavailable(format!("bad PostgreSQL URL: {e}")))?;
+    if config.get_application_name().is_none() {
+        config.application_name("switchboard");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.timeout);
+    }
+    Ok(config)
+}
+
+pub(super) fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> StoreResult<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                // Every statement here looks rows up by key: one generic plan,
+                // made once per connection, instead of planning each execution.
+                // A database without this setting plans as it likes.
+                let _ = client
+                    .batch_execute("SET plan_cache_mode = force_generic_plan")
+                    .await;
+                Ok(())
+            })
+        }))
+        .max_size(options.pool_size.max(options.lanes + 2))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.timeout))
+        .create_timeout(Some(options.timeout))
+        .recycle_timeout(Some(options.timeout))
+        .build()
+        .map_err(|e| unavailable(format!("cannot build the connection pool: {e}")))
+}
+
+/// Brings the database at `url` to this build's schema; returns the versions
+/// applied now (empty when it was up to date). Safe to run from several
+/// instances at once: each step is one transaction that first inserts its
+/// version into `schema_migrations`, so a concurrent runner waits for it and
+/// then skips it. A database newer than this build is refused.
+pub async fn migrate(url: &str) -> StoreResult<Vec<i32>> {
+    let options = PostgresOptions::default();
+    let config = pg_config(url, &options)?;
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let result = migrate_client(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+pub(super) async fn migrate_client(client: &mut tokio_postgres::Client) -> StoreResult<Vec<i32>> {
+    // Two instances creating the table at once: one of them may fail on the
+    // catalog's unique indexes; the table exists when it tries again.
+    let create = "CREATE TABLE IF NOT EXISTS schema_migrations (\
+                  version integer PRIMARY KEY, description text NOT NULL, \
+                  applied_at timestamptz NOT NULL DEFAULT now())";
+    let mut tries = 0;
+    while let Err(e) = client.batch_execute(create).await {
+        tries += 1;
+        if tries >= 5 || e.code().is_none() {
+            return Err(unavailable(format!(
+                "cannot create schema_migrations: {}",
+                describe(&e)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+    }
+    let mut applied = Vec::new();
+    loop {
+        let rows = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let have: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        if let Some(newest) = have.iter().max().filter(|v| **v > known) {
+            return Err(unavailable(format!(
+                "the database's schema version {newest} is newer than this build's ({known})"
+            )));
+        }
+        let Some((version, description, sql)) =
+            MIGRATIONS.iter().find(|(v, _, _)| !have.contains(v))
+        else {
+            return Ok(applied);
+        };
+        let tx = client.transaction().await.map_err(db)?;
+        match tx
+            .execute(
+                "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                &[version, description],
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Applied meanwhile by another instance.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => continue,
+            Err(e) => return Err(db(e)),
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| unavailable(format!("schema migration {version}: {}", describe(&e))))?;
+        tx.commit().await.map_err(db)?;
+        tracing::info!(version, description, "schema migration applied");
+        applied.push(*version);
+    }
+}
+
+impl PostgresStore {
+    /// Connects with default options; see [`PostgresStore::connect_with`].
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        PostgresStore::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to the database at `url`, migrates its schema to this build's,
+    /// and starts the write lanes and the journal task. Must run inside a tokio
+    /// runtime, which the store's tasks live on.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> StoreResult<PostgresStore> {
+        let options = PostgresOptions {
+            lanes: options.lanes.max(1),
+            max_batch: options.max_batch.max(1),
+            journal_batch: options.journal_batch.max(1),
+            journal_capacity: options.journal_capacity.max(1),
+            ..options
+        };
+        let pool = pool(pg_config(url, &options)?, &options)?;
+        {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let client: &mut tokio_postgres::Client = &mut client;
+            migrate_client(client).await?;
+        }
+        let inner = Arc::new(Inner {
+            pool,
+            options,
+            counters: Counters::default(),
+            journal: Mutex::new(VecDeque::new()),
+            journal_wake: Notify::new(),
+            journal_accepted: AtomicU64::new(0),
+            journal_done: watch::channel(0).0,
+            journal_copy: std::sync::atomic::AtomicBool::new(true),
+        });
+        let stop = CancellationToken::new();
+        let mut lanes = Vec::with_capacity(options.lanes);
+        for n in 0..options.lanes {
+            let (tx, rx) = mpsc::channel(options.max_batch * 16);
+            lanes.push(tx);
+            tokio::spawn(lane(inner.clone(), rx, n));
+        }
+        tokio::spawn(journal_writer(inner.clone(), stop.clone()));
+        let (lookups, lookup_rx) = mpsc::channel(options.max_batch * 16);
+        tokio::spawn(answer_reader(inner.clone(), lookup_rx));
+        Ok(PostgresStore {
+            inner,
+            lanes,
+            lookups,
+            hints: Mutex::new(HashMap::new()),
+            spec: Arc::new(Spec::switchboard()),
+            stop,
+        })
+    }
+
+    pub fn stats(&self) -> PgStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PgStats {
+            commands: get(&c.commands),
+            batches: get(&c.batches),
+            round_trips: get(&c.round_trips),
+            commits: get(&c.commits),
+            conflicts: get(&c.conflicts),
+            reruns: get(&c.reruns),
+            splits: get(&c.splits),
+            journal_written: get(&c.journal_written),
+            journal_dropped: get(&c.journal_dropped),
+        }
+    }
+
+    /// Waits until every journal entry given so far is written (or dropped),
+    /// at most the store's timeout.
+    pub async fn flush(&self) -> StoreResult<()> {
+        let target = self.inner.journal_accepted.load(Ordering::SeqCst);
+        self.inner.journal_wake.notify_one();
+        let mut done = self.inner.journal_done.subscribe();
+        let waited = tokio::time::timeout(
+            self.inner.options.timeout,
+            done.wait_for(|written| *written >= target),
+        )
+        .await
+        .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(unavailable(format!(
+                "journal not written within {:?}: {} entries waiting",
+                self.inner.options.timeout,
+                self.inner.journal.lock().map(|j| j.len()).unwrap_or(0)
+            ))),
+        }
+    }
+
+    /// Writes the journal and stops the store's tasks.
+    pub async fn close(self) -> StoreResult<()> {
+        let flushed = self.flush().await;
+        drop(self);
+        flushed
+    }
+
+    /// Field 39 of a response, if it parses in the switchboard dialect.
+    pub(super) fn response_code(&self, answer: &StoredAnswer) -> Option<String> {
+        iso8583::codec::parse(&self.spec, answer.response.clone())
+            .ok()
+            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_owned))
+    }
+
+    pub(super) fn hint(&self, request: &RequestKey) -> Option<FreezeKey> {
+        self.hints.lock().ok()?.get(request).copied()
+    }
+
+    pub(super) fn set_hint(&self, request: RequestKey, freeze: FreezeKey) {
+        if let Ok(mut hints) = self.hints.lock() {
+            // Hints of sagas another instance or recovery finished would pile up.
+            if hints.len() >= 1 << 20 {
+                hints.clear();
+            }
+            hints.insert(request, freeze);
+        }
+    }
+
+    pub(super) fn drop_hint(&self, request: &RequestKey) {
+        if let Ok(mut hints) = self.hints.lock() {
+            hints.remove(request);
+        }
+    }
+
+    /// Runs one statement as a command of a lane's next batch.
+    pub(super) async fn write<T, D>(
+        &self,
+        order: String,
+        sql: &'static str,
+        params: Params,
+        decode: D,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        D: Fn(&[Row]) -> Decision<T> + Send + Sync + 'static,
+    {
+        let mut hasher = DefaultHasher::new();
+        order.hash(&mut hasher);
+        let lane = &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize];
+        let (reply, answer) = oneshot::channel();
+        let command = Box::new(Call {
+            order,
+            sql,
+            params,
+            decode,
+            reply,
+            reruns: 0,
+        });
+        lane.send(command).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs one read on a pooled connection; once more on a fresh connection
+    /// if the first one turned out to be closed.
+    pub(super) async fn read(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<Row>> {
+        let timeout = self.inner.options.timeout;
+        for attempt in 0..2 {
+            let client = self.inner.pool.get().await.map_err(pool_error)?;
+            bump(&self.inner.counters.round_trips, 1);
+            let result = tokio::time::timeout(timeout, async {
+                let statement = client.prepare_cached(sql).await?;
+                client.query(&statement, params).await
+            })
+            .await;
+            match result {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(e)) if e.is_closed() && attempt == 0 => {
+                    let _ = Object::take(client);
+                }
+                Ok(Err(e)) => return Err(db(e)),
+                Err(_) => {
+                    let _ = Object::take(client);
+                    return Err(unavailable(format!("read timed out after {timeout:?}")));
+                }
+            }
+        }
+        Err(unavailable("no usable connection"))
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,126 @@
+//! The store-and-forward queue: messages that must reach a bank (reversals,
+//! unfreeze notices), kept durably until acknowledged. Entries are queued by
+//! the decisions that need them, in the same transaction
+//! ([`super::Decisions::settle_receive`] and its kin); this trait hands them
+//! to the delivery loop and records how each attempt ended.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::StoreResult;
+
+/// What a store-and-forward entry carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SafKind {
+    /// A reversal (0420, repeated as 0421).
+    Reversal,
+    /// An unfreeze notice to the payer bank (0120, repeated as 0121).
+    Unfreeze,
+}
+
+impl SafKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SafKind::Reversal => "reversal",
+            SafKind::Unfreeze => "unfreeze",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reversal" => Some(SafKind::Reversal),
+            "unfreeze" => Some(SafKind::Unfreeze),
+            _ => None,
+        }
+    }
+}
+
+/// A message that must reach a bank, queued durably until it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSafEntry {
+    /// Institution id of the bank to deliver to.
+    pub bank: String,
+    /// Entries with the same ordering key are delivered one at a time, oldest
+    /// first: a reversal or unfreeze never overtakes what it follows. The
+    /// switch uses the freeze key.
+    pub order_key: String,
+    pub kind: SafKind,
+    /// The request as first sent (codec bytes, MTI 0420 or 0120); repeats
+    /// change only the MTI.
+    pub message: Bytes,
+    pub created_at_ms: i64,
+}
+
+/// Where a store-and-forward entry stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SafState {
+    Pending,
+    /// Acknowledged with a code that ends retries.
+    Done,
+    /// Given up on (too many attempts, too old, no such bank): needs a person.
+    Dead,
+}
+
+impl SafState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SafState::Pending => "pending",
+            SafState::Done => "done",
+            SafState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(SafState::Pending),
+            "done" => Some(SafState::Done),
+            "dead" => Some(SafState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A queued entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SafEntry {
+    pub id: i64,
+    pub entry: NewSafEntry,
+    pub state: SafState,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    /// The last response code or error, for people.
+    pub last_result: Option<String>,
+}
+
+/// How one delivery attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SafOutcome {
+    Done {
+        result: String,
+    },
+    Retry {
+        next_attempt_ms: i64,
+        result: String,
+    },
+    Dead {
+        result: String,
+    },
+}
+
+/// The queue as the delivery loop and `switchboard saf list` see it.
+#[async_trait]
+pub trait SafQueue: Send + Sync + 'static {
+    /// Pending entries due at `now_ms`, at most one per ordering key (its
+    /// oldest), oldest first. A store shared by several instances hands each
+    /// entry to one caller: it is not due again for `hold_ms` unless its
+    /// attempt is settled sooner (so two instances never deliver it at once,
+    /// and a caller that dies mid-attempt delays it by `hold_ms` at most).
+    async fn saf_due(&self, now_ms: i64, limit: usize, hold_ms: i64) -> StoreResult<Vec<SafEntry>>;
+
+    /// Records how a delivery attempt ended. An entry that is not pending is
+    /// [`super::StoreError::Invalid`].
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()>;
+
+    /// Every entry, in queue order (for `switchboard saf list`).
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>>;
+}
