@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use iso8583::framing::FramingConfig;
+use iso8583::ResponseCode;
 
 use crate::dialect::InstitutionId;
 
@@ -370,10 +371,17 @@ impl Config {
         let mut saf = crate::switch::saf::SafPolicy::default();
         if let Some(raw_saf) = &raw.saf {
             if let Some(codes) = raw_saf.final_codes.clone() {
-                if codes.iter().any(|c| c.len() != 2) {
-                    return Err(err("saf.final_codes", "response codes have two characters"));
-                }
-                saf.final_codes = codes;
+                saf.final_codes = codes
+                    .iter()
+                    .map(|c| {
+                        c.parse::<ResponseCode>().map_err(|_| {
+                            err(
+                                "saf.final_codes",
+                                format!("{c:?} is not a response code (two letters or digits)"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             if let Some(ms) = raw_saf.initial_backoff_ms {
                 saf.initial_backoff = Duration::from_millis(ms.max(1));

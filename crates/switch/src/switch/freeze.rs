@@ -8,6 +8,7 @@ use tracing::warn;
 use iso8583::codec::Message;
 use iso8583::fields::{amount_minor, currency, num};
 use iso8583::mask::Masked;
+use iso8583::ResponseCode;
 
 use super::work::Task;
 use super::{messages, Outcome, Switch};
@@ -28,15 +29,22 @@ pub(super) async fn run(
         amount_minor(request),
         currency(request),
     ) else {
-        return Outcome::reject(switch, key, digest, request, "30").await;
+        return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
     };
     let pan = request.get(num::PAN).cloned().unwrap_or_default();
     let pan_text = String::from_utf8_lossy(&pan).into_owned();
     if amount == 0 {
-        return Outcome::reject(switch, key, digest, request, "13").await;
+        return Outcome::reject(switch, key, digest, request, ResponseCode::INVALID_AMOUNT).await;
     }
     let Some(bank) = switch.route(&pan).cloned() else {
-        return Outcome::reject(switch, key, digest, request, "14").await;
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::INVALID_CARD_NUMBER,
+        )
+        .await;
     };
     let ticket = switch.work.begin(&*switch.clock, Task::Freeze(freeze_key));
     let inserted = switch
@@ -65,7 +73,7 @@ pub(super) async fn run(
         Err(e) => {
             warn!(error = %e, "store unavailable");
             return Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             };
         }
@@ -81,10 +89,7 @@ pub(super) async fn run(
     };
     let (code, auth) = match sent {
         Ok((answer, _)) => (
-            answer
-                .get_str(num::RESPONSE_CODE)
-                .unwrap_or("96")
-                .to_string(),
+            ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION),
             answer.get(num::AUTH_CODE).cloned(),
         ),
         Err(e) => {
@@ -105,11 +110,11 @@ pub(super) async fn run(
                     }
                 }
             }
-            ("91".to_string(), None)
+            (ResponseCode::ISSUER_UNAVAILABLE, None)
         }
     };
-    let approved = code == "00";
-    let mut response = switch.respond(request, &code);
+    let approved = code.is_approved();
+    let mut response = switch.respond(request, code);
     if approved {
         response.set(
             num::AUTH_CODE,
@@ -143,7 +148,7 @@ pub(super) async fn run(
             // Left to the lease round (the ticket is dropped unfinished).
             warn!(error = %e, "freeze outcome not recorded");
             Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             }
         }

@@ -27,6 +27,7 @@ use iso8583::fields::num;
 use iso8583::mti::{is_response, response_mti};
 use iso8583::spec::Spec;
 use iso8583::validate::validate;
+use iso8583::ResponseCode;
 
 use crate::clock::Clock;
 use crate::dialect::InstitutionId;
@@ -203,7 +204,7 @@ impl Switch {
             num::RESPONSE_CODE,
             msg.get(num::RESPONSE_CODE)
                 .cloned()
-                .unwrap_or_else(|| Bytes::from_static(b"96")),
+                .unwrap_or_else(|| ResponseCode::SYSTEM_MALFUNCTION.into()),
         );
         build_bytes(&self.spec, &minimal).unwrap_or_default()
     }
@@ -211,7 +212,7 @@ impl Switch {
     /// The response to `request` with code `code`: echoes 2, 3, 4, 7, 11, 32,
     /// 33, 37, 49, 90 and 100 where present, carries 39, and 15 for financial
     /// responses.
-    fn respond(&self, request: &Message, code: &str) -> Message {
+    fn respond(&self, request: &Message, code: ResponseCode) -> Message {
         let mut response = Message::new(response_mti(request.mti()));
         let echoed: &[u16] = if request.mti() == b"0800" {
             &[7, 11, 32, 33, 70, 100]
@@ -226,7 +227,7 @@ impl Switch {
         if &request.mti()[..2] == b"02" {
             response.set(num::SETTLEMENT_DATE, self.settlement.f15(self.clock.now()));
         }
-        response.set(num::RESPONSE_CODE, code.to_string());
+        response.set(num::RESPONSE_CODE, code);
         response
     }
 
@@ -248,7 +249,7 @@ impl Switch {
     }
 
     /// The response to `request` with code `code`, built.
-    fn reply(&self, request: &Message, code: &str) -> Bytes {
+    fn reply(&self, request: &Message, code: ResponseCode) -> Bytes {
         let mut response = self.respond(request, code);
         self.encode(&mut response)
     }
@@ -273,17 +274,17 @@ impl Switch {
         if !validation.is_valid() {
             let code = validation
                 .response_code()
-                .unwrap_or(iso8583::ResponseCode::FORMAT_ERROR);
+                .unwrap_or(ResponseCode::FORMAT_ERROR);
             debug!(
                 peer = %peer.name,
                 violations = %validation.violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
                 "invalid request"
             );
             let note = validation.violations.first().map(ToString::to_string);
-            return (self.reply(request, code.as_str()), note);
+            return (self.reply(request, code), note);
         }
         if request.mti() == b"0800" {
-            return (self.reply(request, "00"), None);
+            return (self.reply(request, ResponseCode::APPROVED), None);
         }
         let acquirer = request
             .get(num::ACQUIRER)
@@ -292,13 +293,13 @@ impl Switch {
             || acquirer.is_some_and(|a| peer.institutions.contains(&a));
         if !allowed {
             return (
-                self.reply(request, "63"),
+                self.reply(request, ResponseCode::SECURITY_VIOLATION),
                 Some("institution not allowed on this connection".into()),
             );
         }
         let name = validation.message.map(|m| m.name.as_str()).unwrap_or("");
         let Some(key) = request_key(request) else {
-            return (self.reply(request, "30"), None);
+            return (self.reply(request, ResponseCode::FORMAT_ERROR), None);
         };
         let digest = request_digest(request);
 
@@ -309,10 +310,10 @@ impl Switch {
                 return match waiter.wait().await {
                     Some((d, bytes)) if d == digest => (bytes, Some("resend".into())),
                     Some(_) => (
-                        self.reply(request, "94"),
+                        self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
                         Some("same key, different content".into()),
                     ),
-                    None => (self.reply(request, "96"), None),
+                    None => (self.reply(request, ResponseCode::SYSTEM_MALFUNCTION), None),
                 };
             }
         };
@@ -323,21 +324,33 @@ impl Switch {
             }
             Ok(Some(_)) => {
                 return (
-                    self.reply(request, "94"),
+                    self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
                     Some("same key, different content".into()),
                 );
             }
             Ok(None) => {}
             Err(e) => {
                 warn!(error = %e, "store unavailable");
-                return (self.reply(request, "96"), Some(e.to_string()));
+                return (
+                    self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+                    Some(e.to_string()),
+                );
             }
         }
         let outcome = match name {
             "freeze" => freeze::run(self, request, key, digest).await,
             "receive" => receive::run(self, request, key, digest).await,
             "unfreeze" => unfreeze::run(self, request, key, digest).await,
-            _ => Outcome::reject(self, key, digest, request, "12").await,
+            _ => {
+                Outcome::reject(
+                    self,
+                    key,
+                    digest,
+                    request,
+                    ResponseCode::INVALID_TRANSACTION,
+                )
+                .await
+            }
         };
         guard.finish(digest, &outcome.response);
         (outcome.response, outcome.note)
@@ -369,8 +382,14 @@ impl Outcome {
                     note: Some("resend".into()),
                 }
             }
-            _ if stored_digest == digest => ("91", "resend of a request still in progress"),
-            _ => ("94", "same key, different content"),
+            _ if stored_digest == digest => (
+                ResponseCode::ISSUER_UNAVAILABLE,
+                "resend of a request still in progress",
+            ),
+            _ => (
+                ResponseCode::DUPLICATE_TRANSMISSION,
+                "same key, different content",
+            ),
         };
         Outcome {
             response: switch.reply(request, code),
@@ -385,10 +404,10 @@ impl Outcome {
     fn ended_before(switch: &Switch, request: &Message, answer: Option<StoredAnswer>) -> Outcome {
         let code = answer
             .and_then(|a| iso8583::codec::parse(&switch.spec, a.response).ok())
-            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_string))
-            .unwrap_or_else(|| "91".to_string());
+            .and_then(|m| ResponseCode::of(&m))
+            .unwrap_or(ResponseCode::ISSUER_UNAVAILABLE);
         Outcome {
-            response: switch.reply(request, &code),
+            response: switch.reply(request, code),
             note: Some("ended by recovery meanwhile".into()),
         }
     }
@@ -399,7 +418,7 @@ impl Outcome {
         key: crate::store::RequestKey,
         digest: [u8; 32],
         request: &Message,
-        code: &str,
+        code: ResponseCode,
     ) -> Outcome {
         let bytes = switch.reply(request, code);
         let answer = StoredAnswer {

@@ -23,6 +23,7 @@ use tracing::warn;
 
 use iso8583::codec::Message;
 use iso8583::fields::{amount_minor, currency, num};
+use iso8583::ResponseCode;
 
 use super::messages::{follow_up, Undo};
 use super::work::{Task, Ticket};
@@ -44,17 +45,31 @@ pub(super) async fn run(
         amount_minor(request),
         currency(request),
     ) else {
-        return Outcome::reject(switch, key, digest, request, "30").await;
+        return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
     };
     if &original.mti != b"0100" {
-        return Outcome::reject(switch, key, digest, request, "25").await;
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::UNABLE_TO_LOCATE_RECORD,
+        )
+        .await;
     }
     if amount == 0 {
-        return Outcome::reject(switch, key, digest, request, "13").await;
+        return Outcome::reject(switch, key, digest, request, ResponseCode::INVALID_AMOUNT).await;
     }
     let receiver_pan = request.get_str(num::PAN).unwrap_or_default().to_string();
     let Some(receiver_bank) = switch.route(receiver_pan.as_bytes()).cloned() else {
-        return Outcome::reject(switch, key, digest, request, "14").await;
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::INVALID_CARD_NUMBER,
+        )
+        .await;
     };
     let identities = async {
         let now = switch.clock.now();
@@ -67,7 +82,7 @@ pub(super) async fn run(
         Err(e) => {
             warn!(error = %e, "no STAN");
             return Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             };
         }
@@ -90,9 +105,9 @@ pub(super) async fn run(
         .await;
     let code = match reserved {
         Ok(Reserve::Reserved(freeze)) => Ok(freeze),
-        Ok(Reserve::NotFound) => Err("25"),
-        Ok(Reserve::NotOpen(_)) => Err("12"),
-        Ok(Reserve::Exceeds { .. }) => Err("61"),
+        Ok(Reserve::NotFound) => Err(ResponseCode::UNABLE_TO_LOCATE_RECORD),
+        Ok(Reserve::NotOpen(_)) => Err(ResponseCode::INVALID_TRANSACTION),
+        Ok(Reserve::Exceeds { .. }) => Err(ResponseCode::EXCEEDS_AMOUNT_LIMIT),
         Ok(Reserve::Duplicate {
             request_digest,
             answer,
@@ -105,7 +120,7 @@ pub(super) async fn run(
             // leaves it to the lease round.
             warn!(error = %e, "store unavailable");
             return Outcome {
-                response: switch.reply(request, "96"),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             };
         }
@@ -132,7 +147,7 @@ pub(super) async fn run(
         credit,
     };
     if freeze_currency_differs(&saga.freeze, currency) {
-        return saga.fail("13", &[]).await;
+        return saga.fail(ResponseCode::INVALID_AMOUNT, &[]).await;
     }
     saga.run(receiver_bank).await
 }
@@ -162,13 +177,13 @@ impl Saga<'_> {
         let switch = self.switch;
         let Some(payer_bank) = switch.bank(&self.freeze.payer_bank).cloned() else {
             // A freeze recorded for a bank no longer configured: nothing was sent.
-            return self.fail("91", &[]).await;
+            return self.fail(ResponseCode::ISSUER_UNAVAILABLE, &[]).await;
         };
 
         // Debit the payer bank (state Debiting was recorded with the reservation).
         if !switch.may_send() {
             warn!(saga = %self.key, "lease lost: debit not sent");
-            return self.fail("91", &[]).await;
+            return self.fail(ResponseCode::ISSUER_UNAVAILABLE, &[]).await;
         }
         let now = switch.clock.now();
         let msg = messages::debit(
@@ -181,28 +196,29 @@ impl Saga<'_> {
         );
         match payer_bank.request(&msg).await {
             Ok((answer, _)) => {
-                let code = answer
-                    .get_str(num::RESPONSE_CODE)
-                    .unwrap_or("96")
-                    .to_string();
-                if code != "00" {
-                    return self.fail(&code, &[]).await;
+                let code = ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION);
+                if !code.is_approved() {
+                    return self.fail(code, &[]).await;
                 }
             }
             Err(e) if e.maybe_delivered() => {
                 warn!(bank = payer_bank.institution_id(), error = %e, "debit outcome unknown: reversing it");
-                return self.fail("91", &[Undo::Debit]).await;
+                return self
+                    .fail(ResponseCode::ISSUER_UNAVAILABLE, &[Undo::Debit])
+                    .await;
             }
             Err(e) => {
                 warn!(bank = payer_bank.institution_id(), error = %e, "debit not sent");
-                return self.fail("91", &[]).await;
+                return self.fail(ResponseCode::ISSUER_UNAVAILABLE, &[]).await;
             }
         }
 
         // Credit the receiver bank, under the identity recorded with the reservation.
         if !switch.may_send() {
             warn!(saga = %self.key, "lease lost: credit not sent, debit reversed");
-            return self.fail("91", &[Undo::Debit]).await;
+            return self
+                .fail(ResponseCode::ISSUER_UNAVAILABLE, &[Undo::Debit])
+                .await;
         }
         let now = switch.clock.now();
         let msg = messages::credit(
@@ -216,25 +232,32 @@ impl Saga<'_> {
         );
         match receiver_bank.request(&msg).await {
             Ok((answer, _)) => {
-                let code = answer
-                    .get_str(num::RESPONSE_CODE)
-                    .unwrap_or("96")
-                    .to_string();
-                if code == "00" {
+                let code = ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION);
+                if code.is_approved() {
                     let auth = answer.get(num::AUTH_CODE).cloned();
                     return self
-                        .finish(ReceiveOutcome::Approved, "00", auth, FollowUp::default())
+                        .finish(
+                            ReceiveOutcome::Approved,
+                            ResponseCode::APPROVED,
+                            auth,
+                            FollowUp::default(),
+                        )
                         .await;
                 }
-                self.fail(&code, &[Undo::Debit]).await
+                self.fail(code, &[Undo::Debit]).await
             }
             Err(e) if e.maybe_delivered() => {
                 warn!(bank = receiver_bank.institution_id(), error = %e, "credit outcome unknown: reversing both");
-                self.fail("91", &[Undo::Credit, Undo::Debit]).await
+                self.fail(
+                    ResponseCode::ISSUER_UNAVAILABLE,
+                    &[Undo::Credit, Undo::Debit],
+                )
+                .await
             }
             Err(e) => {
                 warn!(bank = receiver_bank.institution_id(), error = %e, "credit not sent: reversing the debit");
-                self.fail("91", &[Undo::Debit]).await
+                self.fail(ResponseCode::ISSUER_UNAVAILABLE, &[Undo::Debit])
+                    .await
             }
         }
     }
@@ -243,7 +266,7 @@ impl Saga<'_> {
     /// commit, the reversals of whatever may have moved money are queued for
     /// store-and-forward (credit first, then debit: one queue per freeze), and
     /// an unfreeze of the amount if the freeze was closed meanwhile.
-    async fn fail(self, code: &str, undo: &[Undo]) -> Outcome {
+    async fn fail(self, code: ResponseCode, undo: &[Undo]) -> Outcome {
         match follow_up(
             self.switch,
             &self.freeze,
@@ -265,7 +288,9 @@ impl Saga<'_> {
                 // (reserved) for recovery, and say so.
                 warn!(error = %e, "no STAN for the follow-up messages; saga left for recovery");
                 Outcome {
-                    response: self.switch.reply(self.request, "96"),
+                    response: self
+                        .switch
+                        .reply(self.request, ResponseCode::SYSTEM_MALFUNCTION),
                     note: Some(e.to_string()),
                 }
             }
@@ -276,7 +301,7 @@ impl Saga<'_> {
     async fn finish(
         self,
         outcome: ReceiveOutcome,
-        code: &str,
+        code: ResponseCode,
         auth: Option<bytes::Bytes>,
         follow_up: FollowUp,
     ) -> Outcome {
@@ -288,7 +313,7 @@ impl Saga<'_> {
         {
             response.set(num::SETTLEMENT_DATE, switch.settlement.f15(sent));
         }
-        if code == "00" {
+        if code.is_approved() {
             response.set(
                 num::AUTH_CODE,
                 auth.unwrap_or_else(|| bytes::Bytes::from_static(b"000000")),
@@ -321,7 +346,7 @@ impl Saga<'_> {
             Err(e) => {
                 warn!(error = %e, "saga end not recorded; left for recovery");
                 Outcome {
-                    response: switch.reply(self.request, "96"),
+                    response: switch.reply(self.request, ResponseCode::SYSTEM_MALFUNCTION),
                     note: Some(e.to_string()),
                 }
             }

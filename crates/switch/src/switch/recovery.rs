@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use iso8583::codec::Message;
 use iso8583::fields::{format_amount, num};
+use iso8583::ResponseCode;
 
 use super::messages::{follow_up, queued_freeze_reversal, Undo};
 use super::Switch;
@@ -39,7 +40,7 @@ fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) ->
     for (n, v) in fields {
         msg.set(*n, v.clone());
     }
-    msg.set(num::RESPONSE_CODE, "91");
+    msg.set(num::RESPONSE_CODE, ResponseCode::ISSUER_UNAVAILABLE);
     StoredAnswer {
         request_digest: [0; 32],
         response: switch.encode(&mut msg),

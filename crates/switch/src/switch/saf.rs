@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use iso8583::codec::parse;
-use iso8583::fields::num;
 use iso8583::response::ResponseCode;
 
 use super::Switch;
@@ -25,7 +24,7 @@ use crate::store::{SafEntry, SafOutcome};
 pub struct SafPolicy {
     /// Response codes that end retries: 00 done; 25 the bank has no original
     /// (nothing to undo); 12 nothing left to do. Any other code retries.
-    pub final_codes: Vec<String>,
+    pub final_codes: Vec<ResponseCode>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// Attempts before an entry is declared dead.
@@ -45,7 +44,6 @@ impl Default for SafPolicy {
                 ResponseCode::UNABLE_TO_LOCATE_RECORD,
                 ResponseCode::INVALID_TRANSACTION,
             ]
-            .map(String::from)
             .to_vec(),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -130,16 +128,15 @@ async fn attempt(switch: &Switch, policy: &SafPolicy, entry: &SafEntry) -> SafOu
         msg.set_mti(mti);
     }
     let result = match link.request(&msg).await {
-        Ok((answer, _)) => {
-            let code = answer
-                .get_str(num::RESPONSE_CODE)
-                .unwrap_or("--")
-                .to_string();
-            if policy.final_codes.contains(&code) {
-                return SafOutcome::Done { result: code };
+        Ok((answer, _)) => match ResponseCode::of(&answer) {
+            Some(code) if policy.final_codes.contains(&code) => {
+                return SafOutcome::Done {
+                    result: code.to_string(),
+                };
             }
-            format!("answered {code}")
-        }
+            Some(code) => format!("answered {code}"),
+            None => "answered --".to_string(),
+        },
         Err(e) => e.to_string(),
     };
     if entry.attempts + 1 >= policy.max_attempts {

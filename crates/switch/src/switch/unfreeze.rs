@@ -21,14 +21,7 @@ pub(super) async fn run(
     digest: [u8; 32],
 ) -> Outcome {
     let (Ok(original), Ok(amount)) = (OriginalData::of(request), amount_minor(request)) else {
-        return Outcome::reject(
-            switch,
-            key,
-            digest,
-            request,
-            ResponseCode::FORMAT_ERROR.as_str(),
-        )
-        .await;
+        return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
     };
     if &original.mti != b"0100" {
         return Outcome::reject(
@@ -36,7 +29,7 @@ pub(super) async fn run(
             key,
             digest,
             request,
-            ResponseCode::UNABLE_TO_LOCATE_RECORD.as_str(),
+            ResponseCode::UNABLE_TO_LOCATE_RECORD,
         )
         .await;
     }
@@ -51,14 +44,14 @@ pub(super) async fn run(
                 key,
                 digest,
                 request,
-                ResponseCode::UNABLE_TO_LOCATE_RECORD.as_str(),
+                ResponseCode::UNABLE_TO_LOCATE_RECORD,
             )
             .await
         }
         Err(e) => {
             warn!(error = %e, "store unavailable");
             return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION.as_str()),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             };
         }
@@ -78,12 +71,12 @@ pub(super) async fn run(
         Err(e) => {
             warn!(error = %e, "no STAN for the unfreeze notice");
             return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION.as_str()),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             };
         }
     };
-    let bytes = switch.reply(request, ResponseCode::APPROVED.as_str());
+    let bytes = switch.reply(request, ResponseCode::APPROVED);
     let answer = StoredAnswer {
         request_digest: digest,
         response: bytes.clone(),
@@ -103,7 +96,7 @@ pub(super) async fn run(
                 key,
                 digest,
                 request,
-                ResponseCode::UNABLE_TO_LOCATE_RECORD.as_str(),
+                ResponseCode::UNABLE_TO_LOCATE_RECORD,
             )
             .await
         }
@@ -113,24 +106,17 @@ pub(super) async fn run(
                 key,
                 digest,
                 request,
-                ResponseCode::INVALID_TRANSACTION.as_str(),
+                ResponseCode::INVALID_TRANSACTION,
             )
             .await
         }
         Ok(Close::AmountMismatch { .. }) => {
-            Outcome::reject(
-                switch,
-                key,
-                digest,
-                request,
-                ResponseCode::INVALID_AMOUNT.as_str(),
-            )
-            .await
+            Outcome::reject(switch, key, digest, request, ResponseCode::INVALID_AMOUNT).await
         }
         Err(e) => {
             warn!(error = %e, "store unavailable");
             Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION.as_str()),
+                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
                 note: Some(e.to_string()),
             }
         }
