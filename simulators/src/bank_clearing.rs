@@ -1,6 +1,6 @@
 //! A bank's own clearing file, from its journal of decided requests: what a
 //! bank back office would produce to reconcile with the switch's file. The
-//! bank simulator exports this way (`Bank::export_clearing`, the admin
+//! bank simulator exports this way (`admin_export`, the admin
 //! command `export`).
 //!
 //! A bank knows the switch's debits and credits by the key the switch gave
@@ -171,7 +171,17 @@ pub fn admin_export(bank: &crate::bank::Bank, args: &str) -> String {
         return error("usage: export YYYY-MM-DD [HH:MM [ZONE]]".into());
     };
     match Settlement::parse(&cutoff, &zone) {
-        Ok(settlement) => format!("{}\n", bank.export_clearing(date, &settlement)),
+        Ok(settlement) => format!(
+            "{}\n",
+            export(
+                bank.journal(),
+                bank.institution().as_str(),
+                date,
+                &settlement,
+                bank.spec()
+            )
+            .render()
+        ),
         Err(e) => error(e.0),
     }
 }
