@@ -23,6 +23,8 @@
 //! Only `store::sqlite` knows about SQLite, only `store::postgres` about
 //! PostgreSQL.
 
+#[macro_use]
+mod columns;
 pub mod decisions;
 pub mod history;
 pub mod journal;

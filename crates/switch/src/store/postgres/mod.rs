@@ -81,7 +81,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures::future::{maybe_done, MaybeDone};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -94,17 +93,14 @@ use tokio_util::sync::CancellationToken;
 use iso8583::fields::num;
 use iso8583::spec::Spec;
 
+use super::columns::*;
 use super::{
-    Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
-    InsertFreeze, JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry,
-    ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue, SafState,
-    SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult, StoredAnswer,
-    Unfinished,
+    Close, Decisions, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze,
+    JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome,
+    RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store,
+    StoreError, StoreResult, StoredAnswer, Unfinished,
 };
-use crate::dialect::{FreezeKey, InstitutionId};
-
-/// Highest STAN; STANs run 1..=MAX_STAN.
-const MAX_STAN: u32 = 999_999;
+use crate::dialect::FreezeKey;
 
 /// Schema steps, applied in order at start (and by `switchboard migrate`);
 /// `schema_migrations` records which versions a database has. Append new
@@ -382,15 +378,6 @@ use self::{answers::*, decode::*, journal::*, lanes::*, rows::*, sql::*};
 
 fn unavailable(why: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(why.to_string())
-}
-
-fn corrupt(why: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(why.to_string())
-}
-
-/// A caller's value the store cannot hold, or a step the stored state does not allow.
-fn invalid(why: impl std::fmt::Display) -> StoreError {
-    StoreError::Invalid(why.to_string())
 }
 
 fn stopped() -> StoreError {
