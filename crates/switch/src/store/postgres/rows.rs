@@ -40,19 +40,22 @@ impl Columns for Row {
     }
 }
 
+/// Key columns as text parameters, in column order.
+fn push_texts(params: &mut Params, columns: &[String]) {
+    for c in columns {
+        params.push(Box::new(c.clone()));
+    }
+}
+
 impl ReqCols {
     pub(super) fn push(&self, params: &mut Params) {
-        for c in &self.0 {
-            params.push(Box::new(c.clone()));
-        }
+        push_texts(params, &self.0);
     }
 }
 
 impl FreezeCols {
     pub(super) fn push(&self, params: &mut Params) {
-        for c in &self.0 {
-            params.push(Box::new(c.clone()));
-        }
+        push_texts(params, &self.0);
     }
 }
 
