@@ -21,8 +21,11 @@
 //! The implementations: [`memory`] (the model the simulation trusts),
 //! [`sqlite`] (the embedded default) and [`postgres`] (shared by instances).
 //! Only `store::sqlite` knows about SQLite, only `store::postgres` about
-//! PostgreSQL.
+//! PostgreSQL; what the two share about their columns (key columns, amounts,
+//! the readers of stored records) is written once, in `columns.rs`.
 
+#[macro_use]
+mod columns;
 pub mod decisions;
 pub mod history;
 pub mod journal;

@@ -96,7 +96,7 @@ pub(super) async fn lookup_answers(
     let mut answers: Vec<StoreResult<Option<StoredAnswer>>> =
         batch.iter().map(|_| Ok(None)).collect();
     for row in &rows {
-        let n = i64_col(row, 0)?;
+        let n = row.bigint(0)?;
         let slot = usize::try_from(n - 1)
             .ok()
             .and_then(|i| answers.get_mut(i))

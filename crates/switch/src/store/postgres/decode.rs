@@ -12,8 +12,8 @@ pub(super) fn stored_answer(
     response: usize,
 ) -> StoreResult<StoredAnswer> {
     Ok(StoredAnswer {
-        request_digest: digest_col(row, digest)?,
-        response: bytes_col(row, response)?,
+        request_digest: row.digest(digest)?,
+        response: row.bytes(response)?,
     })
 }
 
@@ -47,7 +47,7 @@ pub(super) fn decide_reserve(rows: &[Row], amount_minor: u64) -> Decision<Reserv
                 }
             } else {
                 Reserve::Duplicate {
-                    request_digest: digest_col(row, 12)?,
+                    request_digest: row.digest(12)?,
                     answer: None,
                 }
             }));
@@ -77,7 +77,7 @@ pub(super) fn decide_close(rows: &[Row], amount_minor: u64) -> Decision<Close> {
         return Decision::Done(Ok(Close::NotFound));
     };
     let decided = (|| {
-        let what = text_col(row, 0)?;
+        let what = row.text(0)?;
         let freeze = freeze_row(row, 1)?;
         if what == "closed" {
             return Ok(Some(Close::Closed(freeze)));
@@ -118,5 +118,5 @@ pub(super) fn count_and_state(rows: &[Row]) -> StoreResult<(i64, Option<String>)
     let row = rows
         .first()
         .ok_or_else(|| corrupt("a statement returned no row"))?;
-    Ok((i64_col(row, 0)?, opt_text_col(row, 1)?))
+    Ok((row.bigint(0)?, row.opt_text(1)?))
 }

@@ -128,13 +128,6 @@ pub(super) async fn write_journal(inner: &Inner, entries: &[JournalEntry]) -> St
     }
 }
 
-pub(super) fn direction_text(d: Direction) -> &'static str {
-    match d {
-        Direction::In => "in",
-        Direction::Out => "out",
-    }
-}
-
 pub(super) async fn copy_journal(
     client: &Object,
     entries: &[JournalEntry],

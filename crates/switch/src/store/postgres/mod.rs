@@ -81,7 +81,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures::future::{maybe_done, MaybeDone};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -94,169 +93,14 @@ use tokio_util::sync::CancellationToken;
 use iso8583::fields::num;
 use iso8583::spec::Spec;
 
+use super::columns::*;
 use super::{
-    Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
-    InsertFreeze, JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry,
-    ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue, SafState,
-    SagaRecord, SagaState, SentMessage, Settled, Store, StoreError, StoreResult, StoredAnswer,
-    Unfinished,
+    Close, Decisions, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze,
+    JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome,
+    RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store,
+    StoreError, StoreResult, StoredAnswer, Unfinished,
 };
-use crate::dialect::{FreezeKey, InstitutionId};
-
-/// Highest STAN; STANs run 1..=MAX_STAN.
-const MAX_STAN: u32 = 999_999;
-
-/// Schema steps, applied in order at start (and by `switchboard migrate`);
-/// `schema_migrations` records which versions a database has. Append new
-/// steps; never edit a published one.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "freezes, sagas, answers, journal, STAN counter",
-        r#"
-    -- Updated rows get their new version on the same page when there is room
-    -- (fillfactor): a HOT update, no index written.
-    CREATE TABLE freezes (
-        acquirer       text    NOT NULL,
-        transmission   text    NOT NULL,
-        stan           text    NOT NULL,
-        payer_pan      text    NOT NULL,
-        payer_bank     text    NOT NULL,
-        amount_minor   bigint  NOT NULL CHECK (amount_minor >= 0),
-        currency       integer NOT NULL CHECK (currency BETWEEN 0 AND 999),
-        received_minor bigint  NOT NULL DEFAULT 0 CHECK (received_minor >= 0),
-        reserved_minor bigint  NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
-        state          text    NOT NULL
-                       CHECK (state IN ('pending', 'open', 'declined', 'closed')),
-        created_at_ms  bigint  NOT NULL,
-        request_digest bytea   NOT NULL,
-        PRIMARY KEY (acquirer, transmission, stan),
-        CONSTRAINT freezes_not_overdrawn
-            CHECK (received_minor <= amount_minor - reserved_minor)
-    ) WITH (fillfactor = 50);
-
-    CREATE TABLE sagas (
-        mti                   text   NOT NULL,
-        acquirer              text   NOT NULL,
-        transmission          text   NOT NULL,
-        stan                  text   NOT NULL,
-        freeze_acquirer       text   NOT NULL,
-        freeze_transmission   text   NOT NULL,
-        freeze_stan           text   NOT NULL,
-        amount_minor          bigint NOT NULL CHECK (amount_minor >= 0),
-        receiver_pan          text   NOT NULL,
-        receiver_bank         text   NOT NULL,
-        state                 text   NOT NULL CHECK (state IN ('reserved', 'debiting',
-                              'crediting', 'reversing_debit', 'approved', 'failed', 'in_doubt')),
-        debit_stan            text,
-        debit_transmission    text,
-        credit_stan           text,
-        credit_transmission   text,
-        reversal_stan         text,
-        reversal_transmission text,
-        response_code         text,
-        request_digest        bytea  NOT NULL,
-        created_at_ms         bigint NOT NULL,
-        -- The answer given to the wallet (kept here rather than in answers:
-        -- one row written when a receive ends, not two).
-        answer_digest         bytea,
-        response              bytea,
-        PRIMARY KEY (mti, acquirer, transmission, stan),
-        CHECK ((answer_digest IS NULL) = (response IS NULL))
-    ) WITH (fillfactor = 70);
-
-
-    CREATE TABLE answers (
-        mti            text  NOT NULL,
-        acquirer       text  NOT NULL,
-        transmission   text  NOT NULL,
-        stan           text  NOT NULL,
-        request_digest bytea NOT NULL,
-        response       bytea NOT NULL,
-        response_code  text,
-        PRIMARY KEY (mti, acquirer, transmission, stan)
-    );
-
-    CREATE TABLE journal (
-        id              bigserial PRIMARY KEY,
-        at_ms           bigint NOT NULL,
-        direction       text   NOT NULL CHECK (direction IN ('in', 'out')),
-        peer            text   NOT NULL,
-        mti             text   NOT NULL,
-        processing_code text,
-        stan            text,
-        transmission    text,
-        acquirer        text,
-        response_code   text,
-        pan_masked      text,
-        amount_minor    bigint,
-        note            text,
-        raw             bytea  NOT NULL
-    );
-
-    CREATE TABLE stan_counter (
-        id         integer PRIMARY KEY CHECK (id = 0),
-        next_stan  integer NOT NULL CHECK (next_stan BETWEEN 1 AND 999999),
-        last_first integer NOT NULL DEFAULT 1
-    );
-    INSERT INTO stan_counter (id, next_stan) VALUES (0, 1);
-    "#,
-    ),
-    (
-        2,
-        "store-and-forward queue",
-        r#"
-    CREATE TABLE saf (
-        id              bigserial PRIMARY KEY,
-        bank            text    NOT NULL,
-        order_key       text    NOT NULL,
-        kind            text    NOT NULL CHECK (kind IN ('reversal', 'unfreeze')),
-        message         bytea   NOT NULL,
-        created_at_ms   bigint  NOT NULL,
-        state           text    NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
-        attempts        integer NOT NULL DEFAULT 0,
-        next_attempt_ms bigint  NOT NULL,
-        last_result     text
-    );
-    CREATE INDEX saf_pending ON saf (state, order_key, id);
-    "#,
-    ),
-    (
-        3,
-        "end-of-day clearing reads the journal, sagas and queue by time",
-        r#"
-    CREATE INDEX journal_by_time ON journal (at_ms);
-    CREATE INDEX sagas_by_time ON sagas (created_at_ms);
-    CREATE INDEX saf_by_time ON saf (created_at_ms);
-    "#,
-    ),
-    (
-        4,
-        "owners and leases: instances recover the work of dead peers",
-        r#"
-    -- The instance that started each freeze and saga. Set once: updates stay HOT.
-    ALTER TABLE freezes ADD COLUMN owner text;
-    ALTER TABLE sagas ADD COLUMN owner text;
-    -- Recovery reads a dead instance's work from its lease's watermark on.
-    CREATE INDEX freezes_by_time ON freezes (created_at_ms);
-
-    -- One row per live (or not yet recovered) instance, by the database's clock.
-    CREATE TABLE leases (
-        instance            text        PRIMARY KEY,
-        expires_at          timestamptz NOT NULL,
-        unfinished_since_ms bigint      NOT NULL
-    );
-    "#,
-    ),
-    (
-        5,
-        "the expiry sweep finds open freezes by age without reading closed ones",
-        r#"
-    -- Receives change neither column: their updates of a freeze stay HOT.
-    CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
-    "#,
-    ),
-];
+use crate::dialect::FreezeKey;
 
 /// Tuning of a [`PostgresStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,26 +215,18 @@ mod decode;
 mod journal;
 mod lanes;
 mod open;
+mod schema;
 mod sql;
 mod traits;
 
-pub use self::open::migrate;
-use self::{answers::*, decode::*, journal::*, lanes::*, rows::*, sql::*};
+pub use self::schema::{migrate, MIGRATIONS};
+use self::{answers::*, decode::*, journal::*, lanes::*, open::*, rows::*, schema::*, sql::*};
 
 // ---------------------------------------------------------------------------
 // Errors
 
 fn unavailable(why: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(why.to_string())
-}
-
-fn corrupt(why: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(why.to_string())
-}
-
-/// A caller's value the store cannot hold, or a step the stored state does not allow.
-fn invalid(why: impl std::fmt::Display) -> StoreError {
-    StoreError::Invalid(why.to_string())
 }
 
 fn stopped() -> StoreError {

@@ -1,11 +1,11 @@
-//! Opening the store: the connection pool, the schema and its migrations, and the
-//! store's own calls (connect, flush, close, stats) with the plumbing its
+//! Opening the store: the connection settings and pool, and the store's own
+//! calls (connect, flush, close, stats) with the plumbing its
 //! trait methods share (`write`, `read`, the freeze hints).
 
 use super::*;
 
 // ---------------------------------------------------------------------------
-// Opening, migrations
+// Opening
 
 /// Connection settings from a URL (`postgres://user:pass@host:port/db`) or a
 /// key=value string, with this store's defaults where the URL says nothing.
@@ -51,87 +51,6 @@ pub(super) fn pool(config: tokio_postgres::Config, options: &PostgresOptions) ->
         .recycle_timeout(Some(options.timeout))
         .build()
         .map_err(|e| unavailable(format!("cannot build the connection pool: {e}")))
-}
-
-/// Brings the database at `url` to this build's schema; returns the versions
-/// applied now (empty when it was up to date). Safe to run from several
-/// instances at once: each step is one transaction that first inserts its
-/// version into `schema_migrations`, so a concurrent runner waits for it and
-/// then skips it. A database newer than this build is refused.
-pub async fn migrate(url: &str) -> StoreResult<Vec<i32>> {
-    let options = PostgresOptions::default();
-    let config = pg_config(url, &options)?;
-    let (mut client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let result = migrate_client(&mut client).await;
-    drop(client);
-    let _ = driver.await;
-    result
-}
-
-pub(super) async fn migrate_client(client: &mut tokio_postgres::Client) -> StoreResult<Vec<i32>> {
-    // Two instances creating the table at once: one of them may fail on the
-    // catalog's unique indexes; the table exists when it tries again.
-    let create = "CREATE TABLE IF NOT EXISTS schema_migrations (\
-                  version integer PRIMARY KEY, description text NOT NULL, \
-                  applied_at timestamptz NOT NULL DEFAULT now())";
-    let mut tries = 0;
-    while let Err(e) = client.batch_execute(create).await {
-        tries += 1;
-        if tries >= 5 || e.code().is_none() {
-            return Err(unavailable(format!(
-                "cannot create schema_migrations: {}",
-                describe(&e)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20 * tries)).await;
-    }
-    let mut applied = Vec::new();
-    loop {
-        let rows = client
-            .query(
-                "SELECT version FROM schema_migrations ORDER BY version",
-                &[],
-            )
-            .await
-            .map_err(db)?;
-        let have: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        if let Some(newest) = have.iter().max().filter(|v| **v > known) {
-            return Err(unavailable(format!(
-                "the database's schema version {newest} is newer than this build's ({known})"
-            )));
-        }
-        let Some((version, description, sql)) =
-            MIGRATIONS.iter().find(|(v, _, _)| !have.contains(v))
-        else {
-            return Ok(applied);
-        };
-        let tx = client.transaction().await.map_err(db)?;
-        match tx
-            .execute(
-                "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
-                &[version, description],
-            )
-            .await
-        {
-            Ok(_) => {}
-            // Applied meanwhile by another instance.
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => continue,
-            Err(e) => return Err(db(e)),
-        }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|e| unavailable(format!("schema migration {version}: {}", describe(&e))))?;
-        tx.commit().await.map_err(db)?;
-        tracing::info!(version, description, "schema migration applied");
-        applied.push(*version);
-    }
 }
 
 impl PostgresStore {

@@ -271,10 +271,11 @@ pub(super) const SQL_UNFINISHED_SAGAS: &str = concat!(
       ORDER BY created_at_ms, mti, acquirer, transmission, stan"
 );
 
-pub(super) const SQL_JOURNAL_BETWEEN: &str =
-    "SELECT at_ms, direction, peer, mti, processing_code, stan, \
-    transmission, acquirer, response_code, pan_masked, amount_minor, note, raw FROM journal \
-    WHERE at_ms >= $1::bigint AND at_ms < $2::bigint ORDER BY at_ms, id";
+pub(super) const SQL_JOURNAL_BETWEEN: &str = concat!(
+    "SELECT ",
+    journal_columns!(),
+    " FROM journal WHERE at_ms >= $1::bigint AND at_ms < $2::bigint ORDER BY at_ms, id"
+);
 
 pub(super) const SQL_SAGAS_BETWEEN: &str = concat!(
     "SELECT ",

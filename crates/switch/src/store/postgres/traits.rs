@@ -69,7 +69,7 @@ impl Decisions for PostgresStore {
                 }
                 if let Some(row) = what("exists") {
                     return Ok(Some(InsertFreeze::Exists {
-                        request_digest: digest_col(row, 1)?,
+                        request_digest: row.digest(1)?,
                         answer: None,
                     }));
                 }
@@ -393,8 +393,8 @@ impl Leases for PostgresStore {
         rows.iter()
             .map(|row| {
                 Ok(ExpiredLease {
-                    instance: text_col(row, 0)?,
-                    unfinished_since_ms: i64_col(row, 1)?,
+                    instance: row.text(0)?,
+                    unfinished_since_ms: row.bigint(1)?,
                 })
             })
             .collect()

@@ -1,0 +1,308 @@
+//! Keys and values as the SQL stores hold them, written once for SQLite and
+//! PostgreSQL alike: the text columns of request and freeze keys, amounts in
+//! and out of `i64`, and the readers that turn a stored row back into a
+//! freeze, a saga, a queue entry or a journal entry.
+//!
+//! Nothing here knows a database: each store lends its own row type through
+//! [`Columns`] (a handful of typed getters, with its own error mapping), and
+//! everything built on them (digits, amounts, digests, states, whole records)
+//! is checked the same way in both. Anything unreadable is
+//! [`StoreError::Corrupt`]; a caller's value the store cannot hold is
+//! [`StoreError::Invalid`].
+
+use bytes::Bytes;
+
+use super::{
+    Direction, FreezeRecord, FreezeState, JournalEntry, NewSafEntry, RequestKey, SafEntry, SafKind,
+    SafState, SagaRecord, SagaState, SentMessage, StoreError, StoreResult,
+};
+use crate::dialect::{FreezeKey, InstitutionId};
+
+/// Highest STAN; STANs run 1..=MAX_STAN.
+pub(super) const MAX_STAN: u32 = 999_999;
+
+/// What the store holds cannot be read back as what it should be.
+pub(super) fn corrupt(why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(why.to_string())
+}
+
+/// A caller's value the store cannot hold (an amount above `i64::MAX`, a key
+/// that is not digits), or a step the stored state does not allow.
+pub(super) fn invalid(why: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid(why.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Values going in
+
+/// Key parts as the text columns hold them: ASCII digits, checked both ways.
+pub(super) fn digits_text(what: &str, bytes: &[u8]) -> StoreResult<String> {
+    if bytes.iter().all(u8::is_ascii_digit) {
+        // ASCII digits are UTF-8.
+        Ok(bytes.iter().map(|&b| b as char).collect())
+    } else {
+        Err(invalid(format!(
+            "{what} {:?} is not digits",
+            String::from_utf8_lossy(bytes)
+        )))
+    }
+}
+
+/// A request key's columns: mti, acquirer, transmission, stan.
+#[derive(Clone)]
+pub(super) struct ReqCols(pub(super) [String; 4]);
+
+impl ReqCols {
+    pub(super) fn new(k: &RequestKey) -> StoreResult<Self> {
+        Ok(ReqCols([
+            digits_text("MTI", &k.mti)?,
+            digits_text("acquirer", &k.acquirer.0)?,
+            digits_text("transmission date-time", &k.transmission)?,
+            digits_text("STAN", &k.stan)?,
+        ]))
+    }
+
+    /// The sort key of commands on this request (when no freeze is known).
+    pub(super) fn order(&self) -> String {
+        format!("r{}", self.0.join("/"))
+    }
+}
+
+/// A freeze key's columns: acquirer, transmission, stan.
+#[derive(Clone)]
+pub(super) struct FreezeCols(pub(super) [String; 3]);
+
+impl FreezeCols {
+    pub(super) fn new(k: &FreezeKey) -> StoreResult<Self> {
+        Ok(FreezeCols([
+            digits_text("acquirer", &k.acquirer.0)?,
+            digits_text("transmission date-time", &k.transmission)?,
+            digits_text("STAN", &k.stan)?,
+        ]))
+    }
+
+    /// The sort key of commands on this freeze (and the lane they go to).
+    pub(super) fn order(&self) -> String {
+        format!("f{}", self.0.join("/"))
+    }
+}
+
+/// An amount as the `INTEGER`/`bigint` columns hold it: above `i64::MAX` is
+/// refused, never wrapped.
+pub(super) fn amount_in(what: &str, amount: u64) -> StoreResult<i64> {
+    i64::try_from(amount).map_err(|_| invalid(format!("{what} {amount} exceeds i64::MAX")))
+}
+
+// ---------------------------------------------------------------------------
+// Values coming out
+
+/// `N` ASCII digits, as a key part was written.
+pub(super) fn digits_of<const N: usize>(text: &str, idx: usize) -> StoreResult<[u8; N]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != N || !bytes.iter().all(u8::is_ascii_digit) {
+        return Err(corrupt(format!("column {idx}: {text:?} is not {N} digits")));
+    }
+    let mut out = [0u8; N];
+    out.copy_from_slice(bytes);
+    Ok(out)
+}
+
+/// One row of a query, as each store reads it: typed getters by column index,
+/// failing with the store's own error. The rest is built on them, once.
+pub(super) trait Columns {
+    fn text(&self, idx: usize) -> StoreResult<String>;
+    fn opt_text(&self, idx: usize) -> StoreResult<Option<String>>;
+    /// A 64-bit integer column.
+    fn bigint(&self, idx: usize) -> StoreResult<i64>;
+    fn opt_bigint(&self, idx: usize) -> StoreResult<Option<i64>>;
+    /// A small integer column (`integer`: 32 bits in PostgreSQL).
+    fn int(&self, idx: usize) -> StoreResult<i64>;
+    fn blob(&self, idx: usize) -> StoreResult<Vec<u8>>;
+
+    fn digits<const N: usize>(&self, idx: usize) -> StoreResult<[u8; N]> {
+        digits_of(&self.text(idx)?, idx)
+    }
+
+    fn opt_digits<const N: usize>(&self, idx: usize) -> StoreResult<Option<[u8; N]>> {
+        self.opt_text(idx)?.map(|t| digits_of(&t, idx)).transpose()
+    }
+
+    fn amount(&self, idx: usize) -> StoreResult<u64> {
+        let v = self.bigint(idx)?;
+        u64::try_from(v).map_err(|_| corrupt(format!("column {idx}: negative amount {v}")))
+    }
+
+    fn digest(&self, idx: usize) -> StoreResult<[u8; 32]> {
+        let blob = self.blob(idx)?;
+        <[u8; 32]>::try_from(blob.as_slice())
+            .map_err(|_| corrupt(format!("column {idx}: digest of {} bytes", blob.len())))
+    }
+
+    fn bytes(&self, idx: usize) -> StoreResult<Bytes> {
+        Ok(Bytes::from(self.blob(idx)?))
+    }
+
+    /// A message sent to a bank: its STAN and transmission columns, both or neither.
+    fn sent(&self, stan_idx: usize, transmission_idx: usize) -> StoreResult<Option<SentMessage>> {
+        match (
+            self.opt_digits::<6>(stan_idx)?,
+            self.opt_digits::<10>(transmission_idx)?,
+        ) {
+            (None, None) => Ok(None),
+            (Some(stan), Some(transmission)) => Ok(Some(SentMessage { stan, transmission })),
+            _ => Err(corrupt(format!(
+                "columns {stan_idx} and {transmission_idx}: half of a sent message"
+            ))),
+        }
+    }
+
+    fn freeze_key(&self, at: usize) -> StoreResult<FreezeKey> {
+        Ok(FreezeKey {
+            acquirer: InstitutionId(self.digits(at)?),
+            transmission: self.digits(at + 1)?,
+            stan: self.digits(at + 2)?,
+        })
+    }
+
+    fn request_key(&self, at: usize) -> StoreResult<RequestKey> {
+        Ok(RequestKey {
+            mti: self.digits(at)?,
+            acquirer: InstitutionId(self.digits(at + 1)?),
+            transmission: self.digits(at + 2)?,
+            stan: self.digits(at + 3)?,
+        })
+    }
+
+    fn saga_state(&self, idx: usize) -> StoreResult<SagaState> {
+        let state = self.text(idx)?;
+        SagaState::parse(&state).ok_or_else(|| corrupt(format!("saga state {state:?}")))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Whole records
+
+/// The columns [`freeze_row`] reads, as a literal for `concat!`.
+macro_rules! freeze_columns {
+    () => {
+        "acquirer, transmission, stan, payer_pan, payer_bank, amount_minor, currency, \
+         received_minor, reserved_minor, state, created_at_ms"
+    };
+}
+
+/// Reads a freeze from columns `at..at + 11` in [`freeze_columns!`] order.
+pub(super) fn freeze_row(row: &impl Columns, at: usize) -> StoreResult<FreezeRecord> {
+    let state = row.text(at + 9)?;
+    let currency = row.int(at + 6)?;
+    Ok(FreezeRecord {
+        key: row.freeze_key(at)?,
+        payer_pan: row.text(at + 3)?,
+        payer_bank: row.text(at + 4)?,
+        amount_minor: row.amount(at + 5)?,
+        currency: u16::try_from(currency).map_err(|_| corrupt(format!("currency {currency}")))?,
+        received_minor: row.amount(at + 7)?,
+        reserved_minor: row.amount(at + 8)?,
+        state: FreezeState::parse(&state)
+            .ok_or_else(|| corrupt(format!("freeze state {state:?}")))?,
+        created_at_ms: row.bigint(at + 10)?,
+    })
+}
+
+/// The columns [`saga_row`] reads, as a literal for `concat!`.
+macro_rules! saga_columns {
+    () => {
+        "mti, acquirer, transmission, stan, freeze_acquirer, freeze_transmission, freeze_stan, \
+         amount_minor, receiver_pan, receiver_bank, state, debit_stan, debit_transmission, \
+         credit_stan, credit_transmission, reversal_stan, reversal_transmission, response_code, \
+         created_at_ms"
+    };
+}
+
+/// Reads a saga in [`saga_columns!`] order.
+pub(super) fn saga_row(row: &impl Columns) -> StoreResult<SagaRecord> {
+    Ok(SagaRecord {
+        request: row.request_key(0)?,
+        freeze: row.freeze_key(4)?,
+        amount_minor: row.amount(7)?,
+        receiver_pan: row.text(8)?,
+        receiver_bank: row.text(9)?,
+        state: row.saga_state(10)?,
+        debit: row.sent(11, 12)?,
+        credit: row.sent(13, 14)?,
+        reversal: row.sent(15, 16)?,
+        response_code: row.opt_text(17)?,
+        created_at_ms: row.bigint(18)?,
+    })
+}
+
+/// The columns [`saf_row`] reads, as a literal for `concat!`.
+macro_rules! saf_columns {
+    () => {
+        "id, bank, order_key, kind, message, created_at_ms, state, attempts, next_attempt_ms, \
+         last_result"
+    };
+}
+
+/// Reads a store-and-forward entry in [`saf_columns!`] order.
+pub(super) fn saf_row(row: &impl Columns) -> StoreResult<SafEntry> {
+    let kind = row.text(3)?;
+    let state = row.text(6)?;
+    let attempts = row.int(7)?;
+    Ok(SafEntry {
+        id: row.bigint(0)?,
+        entry: NewSafEntry {
+            bank: row.text(1)?,
+            order_key: row.text(2)?,
+            kind: SafKind::parse(&kind).ok_or_else(|| corrupt(format!("saf kind {kind:?}")))?,
+            message: row.bytes(4)?,
+            created_at_ms: row.bigint(5)?,
+        },
+        state: SafState::parse(&state).ok_or_else(|| corrupt(format!("saf state {state:?}")))?,
+        attempts: u32::try_from(attempts).map_err(|_| corrupt("saf attempts"))?,
+        next_attempt_ms: row.bigint(8)?,
+        last_result: row.opt_text(9)?,
+    })
+}
+
+/// The columns [`journal_row`] reads, as a literal for `concat!`.
+macro_rules! journal_columns {
+    () => {
+        "at_ms, direction, peer, mti, processing_code, stan, transmission, acquirer, \
+         response_code, pan_masked, amount_minor, note, raw"
+    };
+}
+
+/// A journal direction as the `direction` column holds it.
+pub(super) fn direction_text(direction: Direction) -> &'static str {
+    match direction {
+        Direction::In => "in",
+        Direction::Out => "out",
+    }
+}
+
+/// A journal row, in [`journal_columns!`] order, as [`super::History::journal_between`]
+/// returns it.
+pub(super) fn journal_row(row: &impl Columns) -> StoreResult<JournalEntry> {
+    let direction = match row.text(1)?.as_str() {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        other => return Err(corrupt(format!("journal direction {other:?}"))),
+    };
+    let amount = row.opt_bigint(10)?;
+    Ok(JournalEntry {
+        at_ms: row.bigint(0)?,
+        direction,
+        peer: row.text(2)?,
+        // As written: four characters, not necessarily digits.
+        mti: <[u8; 4]>::try_from(row.text(3)?.as_bytes()).unwrap_or(*b"????"),
+        processing_code: row.opt_text(4)?,
+        stan: row.opt_text(5)?,
+        transmission: row.opt_text(6)?,
+        acquirer: row.opt_text(7)?,
+        response_code: row.opt_text(8)?,
+        pan_masked: row.opt_text(9)?,
+        amount_minor: amount.and_then(|a| u64::try_from(a).ok()),
+        note: row.opt_text(11)?,
+        raw: row.bytes(12)?,
+    })
+}

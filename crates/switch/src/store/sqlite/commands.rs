@@ -1,0 +1,484 @@
+//! The statements each command runs on the writer thread, inside its own
+//! savepoint: answers, freezes, receives and their sagas, STANs, the
+//! store-and-forward queue, and the journal rows every batch writes first.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Commands, as run on the writer thread
+
+pub(super) fn load_freeze(
+    conn: &Connection,
+    key: &FreezeCols,
+) -> StoreResult<Option<FreezeRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            freeze_columns!(),
+            " FROM freezes WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3"
+        ),
+        params![key.0[0], key.0[1], key.0[2]],
+        |row| freeze_row(row, 0),
+    )
+}
+
+pub(super) fn load_answer(conn: &Connection, key: &ReqCols) -> StoreResult<Option<StoredAnswer>> {
+    query_opt(
+        conn,
+        "SELECT request_digest, response FROM answers \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![key.0[0], key.0[1], key.0[2], key.0[3]],
+        |row| {
+            Ok(StoredAnswer {
+                request_digest: row.digest(0)?,
+                response: row.bytes(1)?,
+            })
+        },
+    )
+}
+
+/// Records an answer unless one is recorded for the request already.
+pub(super) fn insert_answer(
+    conn: &Connection,
+    key: &ReqCols,
+    answer: &StoredAnswer,
+    response_code: Option<&str>,
+) -> StoreResult<()> {
+    execute(
+        conn,
+        "INSERT OR IGNORE INTO answers \
+         (mti, acquirer, transmission, stan, request_digest, response, response_code) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            key.0[0],
+            key.0[1],
+            key.0[2],
+            key.0[3],
+            &answer.request_digest[..],
+            &answer.response[..],
+            response_code,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn set_freeze_state(
+    conn: &Connection,
+    key: &FreezeCols,
+    state: FreezeState,
+) -> StoreResult<()> {
+    execute(
+        conn,
+        "UPDATE freezes SET state = ?4 WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+        params![key.0[0], key.0[1], key.0[2], state.as_str()],
+    )?;
+    Ok(())
+}
+
+pub(super) fn insert_freeze(
+    conn: &Connection,
+    key: &FreezeCols,
+    request: &ReqCols,
+    freeze: &NewFreeze,
+    amount: i64,
+) -> StoreResult<InsertFreeze> {
+    // A request already answered (even one rejected before any freeze was
+    // recorded) is a resend or a clash, whatever the freezes table says.
+    if let Some(answer) = load_answer(conn, request)? {
+        return Ok(InsertFreeze::Exists {
+            request_digest: answer.request_digest,
+            answer: Some(answer),
+        });
+    }
+    let existing = query_opt(
+        conn,
+        "SELECT request_digest FROM freezes WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+        params![key.0[0], key.0[1], key.0[2]],
+        |row| row.digest(0),
+    )?;
+    if let Some(request_digest) = existing {
+        return Ok(InsertFreeze::Exists {
+            request_digest,
+            answer: load_answer(conn, request)?,
+        });
+    }
+    execute(
+        conn,
+        "INSERT INTO freezes (acquirer, transmission, stan, payer_pan, payer_bank, amount_minor, \
+         currency, received_minor, reserved_minor, state, created_at_ms, request_digest) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 'pending', ?8, ?9)",
+        params![
+            key.0[0],
+            key.0[1],
+            key.0[2],
+            freeze.payer_pan,
+            freeze.payer_bank,
+            amount,
+            freeze.currency,
+            freeze.created_at_ms,
+            &freeze.request_digest[..],
+        ],
+    )?;
+    Ok(InsertFreeze::Inserted)
+}
+
+/// Records the payer bank's answer on a pending freeze; a freeze no longer
+/// pending is left as it is, reported with the answer recorded then.
+pub(super) fn finish_freeze(
+    conn: &Connection,
+    key: &FreezeCols,
+    approved: bool,
+    request: &ReqCols,
+    answer: &StoredAnswer,
+    response_code: Option<&str>,
+) -> StoreResult<Settled> {
+    let freeze = load_freeze(conn, key)?
+        .ok_or_else(|| invalid(format!("finish_freeze: no freeze {}", key.0.join("/"))))?;
+    if freeze.state != FreezeState::Pending {
+        return Ok(Settled::Before {
+            answer: load_answer(conn, request)?,
+        });
+    }
+    let target = if approved {
+        FreezeState::Open
+    } else {
+        FreezeState::Declined
+    };
+    set_freeze_state(conn, key, target)?;
+    insert_answer(conn, request, answer, response_code)?;
+    Ok(Settled::Now)
+}
+
+pub(super) fn reserve(
+    conn: &Connection,
+    request: &ReqCols,
+    freeze_key: &FreezeCols,
+    receive: &NewReceive,
+    amount: i64,
+) -> StoreResult<Reserve> {
+    // A request already answered (even one rejected with 25 or 61, which left
+    // no saga) is a resend or a clash.
+    if let Some(answer) = load_answer(conn, request)? {
+        return Ok(Reserve::Duplicate {
+            request_digest: answer.request_digest,
+            answer: Some(answer),
+        });
+    }
+    let existing = query_opt(
+        conn,
+        "SELECT request_digest FROM sagas \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![request.0[0], request.0[1], request.0[2], request.0[3]],
+        |row| row.digest(0),
+    )?;
+    if let Some(request_digest) = existing {
+        return Ok(Reserve::Duplicate {
+            request_digest,
+            answer: load_answer(conn, request)?,
+        });
+    }
+    let Some(mut freeze) = load_freeze(conn, freeze_key)? else {
+        return Ok(Reserve::NotFound);
+    };
+    if freeze.state != FreezeState::Open {
+        return Ok(Reserve::NotOpen(freeze.state));
+    }
+    let available_minor = freeze.available_minor();
+    if receive.amount_minor > available_minor {
+        return Ok(Reserve::Exceeds { available_minor });
+    }
+    // ≤ amount_minor ≤ i64::MAX: cannot overflow.
+    freeze.reserved_minor += receive.amount_minor;
+    execute(
+        conn,
+        "UPDATE freezes SET reserved_minor = ?4 \
+         WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+        params![
+            freeze_key.0[0],
+            freeze_key.0[1],
+            freeze_key.0[2],
+            amount_in("reserved amount", freeze.reserved_minor)?,
+        ],
+    )?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let state = SagaState::Debiting.as_str();
+    execute(
+        conn,
+        "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
+         freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
+         request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
+         credit_transmission) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?13, ?11, ?12, ?14, ?15, ?16, ?17)",
+        params![
+            request.0[0],
+            request.0[1],
+            request.0[2],
+            request.0[3],
+            freeze_key.0[0],
+            freeze_key.0[1],
+            freeze_key.0[2],
+            amount,
+            receive.receiver_pan,
+            receive.receiver_bank,
+            &receive.request_digest[..],
+            receive.created_at_ms,
+            state,
+            text(&receive.debit.stan),
+            text(&receive.debit.transmission),
+            text(&receive.credit.stan),
+            text(&receive.credit.transmission),
+        ],
+    )?;
+    Ok(Reserve::Reserved(freeze))
+}
+
+pub(super) fn saga_state(conn: &Connection, request: &ReqCols) -> StoreResult<Option<SagaState>> {
+    query_opt(
+        conn,
+        "SELECT state FROM sagas WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![request.0[0], request.0[1], request.0[2], request.0[3]],
+        |row| row.saga_state(0),
+    )
+}
+
+/// Ends a saga not ended yet: settles its reservation and records the answer.
+pub(super) fn end_saga(
+    conn: &Connection,
+    request: &ReqCols,
+    outcome: ReceiveOutcome,
+    answer: &StoredAnswer,
+    response_code: Option<&str>,
+) -> StoreResult<()> {
+    let name = request.0.join("/");
+    let saga = query_opt(
+        conn,
+        "SELECT state, amount_minor, freeze_acquirer, freeze_transmission, freeze_stan FROM sagas \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![request.0[0], request.0[1], request.0[2], request.0[3]],
+        |row| {
+            let state = row.saga_state(0)?;
+            let amount = row.bigint(1)?;
+            let freeze = FreezeCols([row.text(2)?, row.text(3)?, row.text(4)?]);
+            Ok((state, amount, freeze))
+        },
+    )?;
+    let (state, amount, freeze) =
+        saga.ok_or_else(|| invalid(format!("settle_receive: no saga {name}")))?;
+    if state.is_final() {
+        // Settled already: a second finish changes nothing.
+        return Ok(());
+    }
+    let settle = match outcome {
+        ReceiveOutcome::Approved => {
+            "UPDATE freezes SET reserved_minor = reserved_minor - ?4, \
+             received_minor = received_minor + ?4 \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
+        }
+        ReceiveOutcome::Failed => {
+            "UPDATE freezes SET reserved_minor = reserved_minor - ?4 \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
+        }
+    };
+    let changed = execute(
+        conn,
+        settle,
+        params![freeze.0[0], freeze.0[1], freeze.0[2], amount],
+    )?;
+    if changed != 1 {
+        return Err(corrupt(format!(
+            "saga {name}: its freeze {} is missing or holds less than {amount} reserved",
+            freeze.0.join("/")
+        )));
+    }
+    let new_state = match outcome {
+        ReceiveOutcome::Approved => SagaState::Approved,
+        ReceiveOutcome::Failed => SagaState::Failed,
+    };
+    execute(
+        conn,
+        "UPDATE sagas SET state = ?5, response_code = ?6 \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![
+            request.0[0],
+            request.0[1],
+            request.0[2],
+            request.0[3],
+            new_state.as_str(),
+            response_code,
+        ],
+    )?;
+    insert_answer(conn, request, answer, response_code)
+}
+
+pub(super) fn close_freeze(
+    conn: &Connection,
+    key: &FreezeCols,
+    amount_minor: u64,
+    request: &ReqCols,
+    answer: &StoredAnswer,
+    response_code: Option<&str>,
+) -> StoreResult<Close> {
+    let Some(mut freeze) = load_freeze(conn, key)? else {
+        return Ok(Close::NotFound);
+    };
+    if freeze.state != FreezeState::Open {
+        return Ok(Close::NotOpen(freeze.state));
+    }
+    let remaining_minor = freeze.available_minor();
+    if amount_minor != remaining_minor {
+        return Ok(Close::AmountMismatch { remaining_minor });
+    }
+    set_freeze_state(conn, key, FreezeState::Closed)?;
+    insert_answer(conn, request, answer, response_code)?;
+    freeze.state = FreezeState::Closed;
+    Ok(Close::Closed(freeze))
+}
+
+/// Takes `count` STANs from the counter. A block never crosses 999999: when
+/// it would, it starts at 1 instead (the STANs between are skipped this round).
+pub(super) fn allocate_stans(conn: &Connection, count: u32) -> StoreResult<u32> {
+    let next = query_opt(
+        conn,
+        "SELECT next_stan FROM stan_counter WHERE id = 0",
+        [],
+        |row| row.bigint(0),
+    )?
+    .ok_or_else(|| corrupt("the STAN counter row is missing"))?;
+    let next = u32::try_from(next)
+        .ok()
+        .filter(|n| (1..=MAX_STAN).contains(n))
+        .ok_or_else(|| corrupt(format!("STAN counter at {next}")))?;
+    let first = if next + (count - 1) > MAX_STAN {
+        1
+    } else {
+        next
+    };
+    let after = first + count;
+    let after = if after > MAX_STAN { 1 } else { after };
+    execute(
+        conn,
+        "UPDATE stan_counter SET next_stan = ?1 WHERE id = 0",
+        params![after],
+    )?;
+    Ok(first)
+}
+
+// ---------------------------------------------------------------------------
+// Store-and-forward
+
+pub(super) fn saf_enqueue(conn: &Connection, entry: &NewSafEntry) -> StoreResult<()> {
+    execute(
+        conn,
+        "INSERT INTO saf (bank, order_key, kind, message, created_at_ms, state, next_attempt_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?5)",
+        params![
+            entry.bank,
+            entry.order_key,
+            entry.kind.as_str(),
+            &entry.message[..],
+            entry.created_at_ms,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn saf_due(conn: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<SafEntry>> {
+    query_all_with(
+        conn,
+        concat!(
+            "SELECT ",
+            saf_columns!(),
+            " FROM saf s WHERE state = 'pending' AND next_attempt_ms <= ?1 \
+             AND id = (SELECT MIN(id) FROM saf t WHERE t.order_key = s.order_key \
+             AND t.state = 'pending') ORDER BY id LIMIT ?2"
+        ),
+        params![now_ms, limit as i64],
+        |row| saf_row(row),
+    )
+}
+
+pub(super) fn saf_settle(conn: &Connection, id: i64, outcome: &SafOutcome) -> StoreResult<()> {
+    let (state, next, result) = match outcome {
+        SafOutcome::Done { result } => ("done", None, result),
+        SafOutcome::Retry {
+            next_attempt_ms,
+            result,
+        } => ("pending", Some(*next_attempt_ms), result),
+        SafOutcome::Dead { result } => ("dead", None, result),
+    };
+    let changed = execute(
+        conn,
+        "UPDATE saf SET state = ?2, attempts = attempts + 1, \
+         next_attempt_ms = COALESCE(?3, next_attempt_ms), last_result = ?4 \
+         WHERE id = ?1 AND state = 'pending'",
+        params![id, state, next, result],
+    )?;
+    if changed != 1 {
+        return Err(invalid(format!("saf entry {id} is not pending")));
+    }
+    Ok(())
+}
+
+/// A failed receive whose freeze is closed leaves its amount held at the payer
+/// bank: queue the further unfreeze.
+pub(super) fn queue_follow_up(
+    conn: &Connection,
+    request: &ReqCols,
+    outcome: ReceiveOutcome,
+    follow_up: &FollowUp,
+) -> StoreResult<()> {
+    for entry in &follow_up.saf {
+        saf_enqueue(conn, entry)?;
+    }
+    if let (ReceiveOutcome::Failed, Some(unfreeze)) = (outcome, &follow_up.unfreeze_if_closed) {
+        let closed = query_opt(
+            conn,
+            "SELECT f.state FROM sagas s JOIN freezes f ON f.acquirer = s.freeze_acquirer \
+             AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
+             WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 AND s.stan = ?4",
+            params![request.0[0], request.0[1], request.0[2], request.0[3]],
+            |row| Ok(row.text(0)? == "closed"),
+        )?;
+        if closed == Some(true) {
+            saf_enqueue(conn, unfreeze)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The journal
+
+pub(super) fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO journal (at_ms, direction, peer, mti, processing_code, stan, \
+             transmission, acquirer, response_code, pan_masked, amount_minor, note, raw) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .map_err(db)?;
+    for e in entries {
+        let direction = direction_text(e.direction);
+        // F4 has 12 digits, so this only drops an amount no message can carry.
+        let amount = e.amount_minor.and_then(|a| i64::try_from(a).ok());
+        insert
+            .execute(params![
+                e.at_ms,
+                direction,
+                e.peer,
+                String::from_utf8_lossy(&e.mti),
+                e.processing_code,
+                e.stan,
+                e.transmission,
+                e.acquirer,
+                e.response_code,
+                e.pan_masked,
+                amount,
+                e.note,
+                &e.raw[..],
+            ])
+            .map_err(db)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! The embedded durable default behind [`Store`]: one SQLite file in WAL mode.
+//!
+//! # Group commit
+//!
+//! One dedicated thread (`switchboard-store`) owns the only connection. Every
+//! call is a command sent to it over a bounded channel with a oneshot for the
+//! reply. The thread blocks for the first command, drains whatever else is
+//! queued (up to [`SqliteOptions::max_batch`]), and runs them all inside ONE
+//! transaction, each inside its own `SAVEPOINT` so that a failing command rolls
+//! back alone. It then commits once and only then sends the replies: a call
+//! that changes state returns `Ok` only after its transaction is durable
+//! (`synchronous=FULL` by default), and concurrent calls share one fsync.
+//! Reads go through the same thread, so they always see a consistent state.
+//!
+//! Journal entries ([`Store::journal`] is not async) go over an unbounded
+//! channel of their own, which every batch drains first, in order; a wake-up
+//! message on the command channel makes sure a batch follows soon. Entries whose
+//! write fails are kept and retried with the next commit; dropping the store
+//! (or [`SqliteStore::close`]) writes whatever is pending and joins the thread.
+//!
+//! # Invariants
+//!
+//! - Amounts are `INTEGER` minor units (i64) in `STRICT` tables; a `u64` above
+//!   `i64::MAX` is refused, never wrapped. A `CHECK` makes
+//!   `received_minor + reserved_minor <= amount_minor` hold in the file itself.
+//! - Stored values are parsed, never trusted: anything unreadable is
+//!   [`StoreError::Corrupt`], never a panic.
+//! - If the thread is gone, every call returns [`StoreError::Unavailable`].
+//! - The schema version is `PRAGMA user_version`; [`MIGRATIONS`] lists the
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use iso8583::fields::num;
+use iso8583::spec::Spec;
+
+use super::columns::*;
+use super::{
+    Close, Decisions, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze, JournalEntry,
+    JournalSink, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve,
+    SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store, StoreError, StoreResult,
+    StoredAnswer,
+};
+use crate::dialect::FreezeKey;
+
+mod commands;
+mod rows;
+mod schema;
+mod traits;
+mod writer;
+
+pub use self::schema::MIGRATIONS;
+use self::{commands::*, rows::*, schema::*, writer::*};
+
+/// Capacity of the command channel: callers wait (asynchronously) when it is full.
+pub const COMMAND_CHANNEL_CAPACITY: usize = 4096;
+
+/// How long a write waits for a lock held by another process using the file.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Tuning of a [`SqliteStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (fsync at every commit: survives power loss). When
+    /// false, `synchronous=NORMAL`: survives a process crash, may lose the last
+    /// commits on power loss.
+    pub synchronous_full: bool,
+    /// Most commands run in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous_full: true,
+            max_batch: 512,
+        }
+    }
+}
+
+/// Counters since the store was opened: `commands / commits` is the batching factor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Commands run (reads and writes; journal entries not counted).
+    pub commands: u64,
+}
+
+/// The SQLite implementation of [`Store`]. See the module documentation.
+pub struct SqliteStore {
+    /// `None` only once closing has begun.
+    commands: Option<mpsc::Sender<Msg>>,
+    journal: std_mpsc::Sender<JournalEntry>,
+    shared: Arc<Shared>,
+    /// To read field 39 of answers, on the caller's task rather than the writer's.
+    spec: Arc<Spec>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+    /// The file, for the read-only connections of long reads (clearing), which
+    /// must not hold the writer's transaction open.
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    commits: AtomicU64,
+    commands: AtomicU64,
+    /// A wake-up for journal entries is queued (or a batch is about to drain them).
+    wake_pending: AtomicBool,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the store's writer thread has stopped".into())
+}
+
+/// Maps a SQLite error: unreadable values and damaged files are `Corrupt`,
+/// everything else (I/O, busy, full disk) `Unavailable`.
+fn db(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(e.to_string()),
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+        {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` with default options.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) the store at `path`: WAL mode, the schema
+    /// migrated to this build's version, the writer thread started.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        let conn = Connection::open(path).map_err(db)?;
+        configure(&conn, options)?;
+        migrate(&conn)?;
+
+        let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+        let (journal_tx, journal_rx) = std_mpsc::channel();
+        let shared = Arc::new(Shared {
+            commits: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            wake_pending: AtomicBool::new(false),
+        });
+        let writer = Writer {
+            conn,
+            journal: journal_rx,
+            pending_journal: Vec::new(),
+            shared: shared.clone(),
+        };
+        let max_batch = options.max_batch.max(1);
+        let thread = std::thread::Builder::new()
+            .name("switchboard-store".into())
+            .spawn(move || writer.run(command_rx, max_batch))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            commands: Some(command_tx),
+            journal: journal_tx,
+            shared,
+            spec: Arc::new(Spec::switchboard()),
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Commits and commands so far.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            commands: self.shared.commands.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs what is queued, writes pending journal entries and stops the writer
+    /// thread; reports whether the last journal entries could be written.
+    /// (Dropping the store does the same, blocking, and only logs a failure.)
+    pub async fn close(mut self) -> StoreResult<()> {
+        self.commands.take();
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(StoreError::Unavailable(e)),
+            Ok(Err(_)) => Err(StoreError::Unavailable(
+                "the store's writer thread panicked".into(),
+            )),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "cannot wait for the writer thread: {e}"
+            ))),
+        }
+    }
+
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        let (reply, rx) = oneshot::channel();
+        commands
+            .send(Msg::Command(Box::new(Call { f, reply })))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on a read-only connection of its own, in one read transaction
+    /// (a consistent snapshot), on a blocking thread: long reads neither wait
+    /// for nor hold up the writer. What was queued before (journal entries
+    /// included) is committed first.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(|_| Ok(())).await?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            use rusqlite::OpenFlags;
+            let conn = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db)?;
+            conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+                .map_err(db)?;
+            exec(&conn, "BEGIN")?;
+            let result = f(&conn);
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    /// Field 39 of a response, if it parses in the switchboard dialect.
+    fn response_code(&self, answer: &StoredAnswer) -> Option<String> {
+        iso8583::codec::parse(&self.spec, answer.response.clone())
+            .ok()
+            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_owned))
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("closing the store: {e}"),
+                Err(_) => tracing::error!("the store's writer thread panicked"),
+            }
+        }
+    }
+}

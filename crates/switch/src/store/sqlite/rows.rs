@@ -1,0 +1,89 @@
+//! Reading SQLite rows: the query helpers every command uses, and
+//! [`Columns`] for `rusqlite::Row`, through which the shared readers of
+//! `store/columns.rs` turn rows into freezes, sagas, queue and journal entries.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Rows
+
+impl Columns for Row<'_> {
+    fn text(&self, idx: usize) -> StoreResult<String> {
+        self.get(idx).map_err(db)
+    }
+
+    fn opt_text(&self, idx: usize) -> StoreResult<Option<String>> {
+        self.get(idx).map_err(db)
+    }
+
+    fn bigint(&self, idx: usize) -> StoreResult<i64> {
+        self.get(idx).map_err(db)
+    }
+
+    fn opt_bigint(&self, idx: usize) -> StoreResult<Option<i64>> {
+        self.get(idx).map_err(db)
+    }
+
+    fn int(&self, idx: usize) -> StoreResult<i64> {
+        self.get(idx).map_err(db)
+    }
+
+    fn blob(&self, idx: usize) -> StoreResult<Vec<u8>> {
+        let blob = self
+            .get_ref(idx)
+            .map_err(db)?
+            .as_blob()
+            .map_err(|e| corrupt(format!("column {idx}: {e}")))?;
+        Ok(blob.to_vec())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Queries
+
+pub(super) fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl FnOnce(&Row) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    match rows.next().map_err(db)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    decode: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    query_all_with(conn, sql, [], decode)
+}
+
+pub(super) fn query_all_with<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    decode: impl Fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params))
+        .map_err(db)
+}

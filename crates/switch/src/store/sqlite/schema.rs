@@ -1,0 +1,171 @@
+//! The SQLite schema: the steps that build it (`PRAGMA user_version` counts
+//! those applied), the connection settings (WAL, synchronous, cache), and the
+//! migration run at open.
+
+use super::*;
+
+/// Schema steps: `MIGRATIONS[i]` takes `user_version` from `i` to `i + 1`.
+/// Append new steps; never edit a published one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: freezes, sagas, answers, journal, STAN counter.
+    r#"
+    CREATE TABLE freezes (
+        acquirer       TEXT    NOT NULL,
+        transmission   TEXT    NOT NULL,
+        stan           TEXT    NOT NULL,
+        payer_pan      TEXT    NOT NULL,
+        payer_bank     TEXT    NOT NULL,
+        amount_minor   INTEGER NOT NULL CHECK (amount_minor >= 0),
+        currency       INTEGER NOT NULL CHECK (currency BETWEEN 0 AND 999),
+        received_minor INTEGER NOT NULL DEFAULT 0 CHECK (received_minor >= 0),
+        reserved_minor INTEGER NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
+        state          TEXT    NOT NULL
+                       CHECK (state IN ('pending', 'open', 'declined', 'closed')),
+        created_at_ms  INTEGER NOT NULL,
+        request_digest BLOB    NOT NULL,
+        PRIMARY KEY (acquirer, transmission, stan),
+        CHECK (received_minor + reserved_minor <= amount_minor)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE sagas (
+        mti                   TEXT    NOT NULL,
+        acquirer              TEXT    NOT NULL,
+        transmission          TEXT    NOT NULL,
+        stan                  TEXT    NOT NULL,
+        freeze_acquirer       TEXT    NOT NULL,
+        freeze_transmission   TEXT    NOT NULL,
+        freeze_stan           TEXT    NOT NULL,
+        amount_minor          INTEGER NOT NULL CHECK (amount_minor >= 0),
+        receiver_pan          TEXT    NOT NULL,
+        receiver_bank         TEXT    NOT NULL,
+        state                 TEXT    NOT NULL CHECK (state IN ('reserved', 'debiting',
+                              'crediting', 'reversing_debit', 'approved', 'failed', 'in_doubt')),
+        debit_stan            TEXT,
+        debit_transmission    TEXT,
+        credit_stan           TEXT,
+        credit_transmission   TEXT,
+        reversal_stan         TEXT,
+        reversal_transmission TEXT,
+        response_code         TEXT,
+        request_digest        BLOB    NOT NULL,
+        created_at_ms         INTEGER NOT NULL,
+        PRIMARY KEY (mti, acquirer, transmission, stan)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE INDEX sagas_by_freeze ON sagas (freeze_acquirer, freeze_transmission, freeze_stan);
+
+    CREATE TABLE answers (
+        mti            TEXT NOT NULL,
+        acquirer       TEXT NOT NULL,
+        transmission   TEXT NOT NULL,
+        stan           TEXT NOT NULL,
+        request_digest BLOB NOT NULL,
+        response       BLOB NOT NULL,
+        response_code  TEXT,
+        PRIMARY KEY (mti, acquirer, transmission, stan)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE journal (
+        id              INTEGER PRIMARY KEY,
+        at_ms           INTEGER NOT NULL,
+        direction       TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+        peer            TEXT    NOT NULL,
+        mti             TEXT    NOT NULL,
+        processing_code TEXT,
+        stan            TEXT,
+        transmission    TEXT,
+        acquirer        TEXT,
+        response_code   TEXT,
+        pan_masked      TEXT,
+        amount_minor    INTEGER,
+        note            TEXT,
+        raw             BLOB    NOT NULL
+    ) STRICT;
+
+    CREATE TABLE stan_counter (
+        id        INTEGER PRIMARY KEY CHECK (id = 0),
+        next_stan INTEGER NOT NULL CHECK (next_stan BETWEEN 1 AND 999999)
+    ) STRICT;
+    INSERT INTO stan_counter (id, next_stan) VALUES (0, 1);
+    "#,
+    // 2: the store-and-forward queue.
+    r#"
+    CREATE TABLE saf (
+        id              INTEGER PRIMARY KEY,
+        bank            TEXT    NOT NULL,
+        order_key       TEXT    NOT NULL,
+        kind            TEXT    NOT NULL CHECK (kind IN ('reversal', 'unfreeze')),
+        message         BLOB    NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        state           TEXT    NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        last_result     TEXT
+    ) STRICT;
+    CREATE INDEX saf_pending ON saf (state, order_key, id);
+    "#,
+    // 3: end-of-day clearing reads the journal, sagas and queue by time.
+    r#"
+    CREATE INDEX journal_by_time ON journal (at_ms);
+    CREATE INDEX sagas_by_time ON sagas (created_at_ms);
+    CREATE INDEX saf_by_time ON saf (created_at_ms);
+    "#,
+    // 4: the expiry sweep finds open freezes by age without reading closed ones.
+    r#"
+    CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
+    "#,
+];
+
+pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(db)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "cannot use WAL mode (journal_mode is {mode})"
+        )));
+    }
+    let sync = if options.synchronous_full {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    // A page touched by many commits between checkpoints is copied back to the
+    // database file once per checkpoint: a larger WAL (64 MiB) and page cache
+    // cut the write amplification of many small group commits.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 16384; \
+         PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 134217728;"
+    ))
+    .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Unavailable(format!(
+            "the store's schema version {version} is newer than this build's ({known})"
+        )));
+    }
+    if version < 0 {
+        return Err(corrupt(format!("schema version {version}")));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {step}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            StoreError::Unavailable(format!("schema migration {}: {e}", i + 1))
+        })?;
+    }
+    Ok(())
+}

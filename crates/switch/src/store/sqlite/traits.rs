@@ -1,0 +1,290 @@
+//! The store traits on SQLite: each call turns its keys into columns on the
+//! caller's task, then runs its command on the writer thread (`call`) or, for
+//! long reads, on a read-only connection of its own (`read`).
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// The trait
+
+impl Store for SqliteStore {
+    fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>> {
+        None
+    }
+}
+
+#[async_trait]
+impl Decisions for SqliteStore {
+    async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
+        let request = ReqCols::new(request)?;
+        self.call(move |c| load_answer(c, &request)).await
+    }
+
+    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| insert_answer(c, &request, &answer, code.as_deref()))
+            .await
+    }
+
+    async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze> {
+        let key = FreezeCols::new(&freeze.key)?;
+        let request = ReqCols::new(&freeze.request)?;
+        let amount = amount_in("frozen amount", freeze.amount_minor)?;
+        self.call(move |c| insert_freeze(c, &key, &request, &freeze, amount))
+            .await
+    }
+
+    async fn finish_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        approved: bool,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        saf: Option<NewSafEntry>,
+    ) -> StoreResult<Settled> {
+        let key = FreezeCols::new(key)?;
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            let settled = finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
+            if let (Settled::Now, Some(entry)) = (&settled, &saf) {
+                saf_enqueue(c, entry)?;
+            }
+            Ok(settled)
+        })
+        .await
+    }
+
+    async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
+        let key = FreezeCols::new(key)?;
+        self.call(move |c| load_freeze(c, &key)).await
+    }
+
+    async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve> {
+        let request = ReqCols::new(&receive.request)?;
+        let freeze = FreezeCols::new(&receive.freeze)?;
+        let amount = amount_in("receive amount", receive.amount_minor)?;
+        self.call(move |c| reserve(c, &request, &freeze, &receive, amount))
+            .await
+    }
+
+    async fn settle_receive(
+        &self,
+        request: &RequestKey,
+        outcome: ReceiveOutcome,
+        answer: StoredAnswer,
+        follow_up: FollowUp,
+    ) -> StoreResult<Settled> {
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            if matches!(saga_state(c, &request)?, Some(state) if state.is_final()) {
+                // Settled before: its follow-ups were queued then.
+                return Ok(Settled::Before {
+                    answer: load_answer(c, &request)?,
+                });
+            }
+            end_saga(c, &request, outcome, &answer, code.as_deref())?;
+            queue_follow_up(c, &request, outcome, &follow_up)?;
+            Ok(Settled::Now)
+        })
+        .await
+    }
+
+    async fn close_freeze_queueing(
+        &self,
+        key: &FreezeKey,
+        amount_minor: u64,
+        request: &RequestKey,
+        answer: StoredAnswer,
+        notice: NewSafEntry,
+    ) -> StoreResult<Close> {
+        let key = FreezeCols::new(key)?;
+        let request = ReqCols::new(request)?;
+        let code = self.response_code(&answer);
+        self.call(move |c| {
+            let result = close_freeze(c, &key, amount_minor, &request, &answer, code.as_deref())?;
+            if matches!(result, Close::Closed(_)) {
+                saf_enqueue(c, &notice)?;
+            }
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
+        let request = ReqCols::new(request)?;
+        self.call(move |c| {
+            query_opt(
+                c,
+                concat!(
+                    "SELECT ",
+                    saga_columns!(),
+                    " FROM sagas WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 \
+                     AND stan = ?4"
+                ),
+                params![request.0[0], request.0[1], request.0[2], request.0[3]],
+                |row| saga_row(row),
+            )
+        })
+        .await
+    }
+
+    async fn allocate_stans(&self, count: u32) -> StoreResult<u32> {
+        if !(1..=MAX_STAN).contains(&count) {
+            return Err(invalid(format!(
+                "allocate_stans: count {count} is not in 1..={MAX_STAN}"
+            )));
+        }
+        self.call(move |c| allocate_stans(c, count)).await
+    }
+}
+
+#[async_trait]
+impl SafQueue for SqliteStore {
+    /// One instance per file, one worker: nothing to hold entries against.
+    async fn saf_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        _hold_ms: i64,
+    ) -> StoreResult<Vec<SafEntry>> {
+        self.call(move |c| saf_due(c, now_ms, limit)).await
+    }
+
+    async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
+        self.call(move |c| saf_settle(c, id, &outcome)).await
+    }
+
+    async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
+        self.call(move |c| {
+            query_all(
+                c,
+                concat!("SELECT ", saf_columns!(), " FROM saf ORDER BY id"),
+                |row| saf_row(row),
+            )
+        })
+        .await
+    }
+}
+
+impl JournalSink for SqliteStore {
+    fn journal(&self, entry: JournalEntry) {
+        if self.journal.send(entry).is_err() {
+            tracing::error!("journal entry lost: the store's writer thread has stopped");
+            return;
+        }
+        if !self.shared.wake_pending.swap(true, Ordering::SeqCst) {
+            if let Some(commands) = &self.commands {
+                // When the channel is full a batch follows anyway and drains the journal.
+                let _ = commands.try_send(Msg::Wake);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl History for SqliteStore {
+    async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
+        self.call(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    freeze_columns!(),
+                    " FROM freezes ORDER BY created_at_ms, acquirer, transmission, stan"
+                ),
+                |row| freeze_row(row, 0),
+            )
+        })
+        .await
+    }
+
+    async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
+        self.call(|c| {
+            query_all(
+                c,
+                concat!(
+                    "SELECT ",
+                    saga_columns!(),
+                    " FROM sagas ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+                ),
+                |row| saga_row(row),
+            )
+        })
+        .await
+    }
+
+    async fn open_freezes_created(
+        &self,
+        from_ms: i64,
+        before_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<FreezeRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            query_all_with(
+                c,
+                concat!(
+                    "SELECT ",
+                    freeze_columns!(),
+                    " FROM freezes WHERE state = 'open' AND created_at_ms >= ?1 \
+                     AND created_at_ms < ?2 ORDER BY created_at_ms LIMIT ?3"
+                ),
+                params![from_ms, before_ms, limit],
+                |row| freeze_row(row, 0),
+            )
+        })
+        .await
+    }
+
+    async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                concat!(
+                    "SELECT ",
+                    journal_columns!(),
+                    " FROM journal WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id"
+                ),
+                params![from_ms, to_ms],
+                |row| journal_row(row),
+            )
+        })
+        .await
+    }
+
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                concat!(
+                    "SELECT ",
+                    saga_columns!(),
+                    " FROM sagas WHERE created_at_ms >= ?1 AND created_at_ms < ?2 \
+                     ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+                ),
+                params![from_ms, to_ms],
+                |row| saga_row(row),
+            )
+        })
+        .await
+    }
+
+    async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
+        self.read(move |c| {
+            query_all_with(
+                c,
+                concat!(
+                    "SELECT ",
+                    saf_columns!(),
+                    " FROM saf WHERE created_at_ms >= ?1 ORDER BY id"
+                ),
+                params![from_ms],
+                |row| saf_row(row),
+            )
+        })
+        .await
+    }
+}

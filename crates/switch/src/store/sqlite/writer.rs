@@ -1,0 +1,188 @@
+//! The writer thread: the only connection that writes, the commands it is
+//! sent, group commit (one transaction a batch, replies after the commit) and
+//! the savepoint that lets one failing command roll back alone.
+
+use super::*;
+
+pub(super) enum Msg {
+    Command(Box<dyn Command>),
+    /// Journal entries are waiting.
+    Wake,
+}
+
+/// What a command leaves to do once the batch's commit is decided: reply.
+pub(super) type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+pub(super) trait Command: Send {
+    /// Runs inside its own savepoint of the batch's transaction; sets `broken`
+    /// when the savepoint could not be rolled back.
+    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply;
+    /// Replies with an error without running (the transaction could not start).
+    fn fail(self: Box<Self>, why: String);
+}
+
+pub(super) struct Call<F, T> {
+    pub(super) f: F,
+    pub(super) reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<F, T> Command for Call<F, T>
+where
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+        let Call { f, reply } = *self;
+        let result = in_savepoint(conn, broken, f);
+        Box::new(move |commit: Result<(), String>| {
+            let _ = reply.send(commit.map_err(StoreError::Unavailable).and(result));
+        })
+    }
+
+    fn fail(self: Box<Self>, why: String) {
+        let _ = self.reply.send(Err(StoreError::Unavailable(why)));
+    }
+}
+
+pub(super) fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Runs `f` in a savepoint of the open transaction: on error, the transaction
+/// is left as it was before. When that cannot be done (the rollback failed, or
+/// SQLite rolled back the whole transaction itself) `broken` is set, and the
+/// batch must not be committed.
+pub(super) fn in_savepoint<T>(
+    conn: &Connection,
+    broken: &Cell<bool>,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    if let Err(e) = exec(conn, "SAVEPOINT command") {
+        broken.set(true);
+        return Err(e);
+    }
+    let result = f(conn).and_then(|v| exec(conn, "RELEASE command").map(|()| v));
+    if result.is_err()
+        && (exec(conn, "ROLLBACK TO command").is_err() || exec(conn, "RELEASE command").is_err())
+    {
+        broken.set(true);
+    }
+    result
+}
+
+// ---------------------------------------------------------------------------
+// The writer thread
+
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) journal: std_mpsc::Receiver<JournalEntry>,
+    /// Entries taken from the channel and not yet committed.
+    pub(super) pending_journal: Vec<JournalEntry>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Writer {
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        max_batch: usize,
+    ) -> Result<(), String> {
+        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
+        while let Some(first) = rx.blocking_recv() {
+            if let Msg::Command(c) = first {
+                batch.push(c);
+            }
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(Msg::Command(c)) => batch.push(c),
+                    Ok(Msg::Wake) => {}
+                    Err(_) => break,
+                }
+            }
+            self.batch(&mut batch);
+        }
+        // Every sender is gone: write what the journal still holds.
+        self.batch(&mut batch);
+        match self.pending_journal.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} journal entries could not be written")),
+        }
+    }
+
+    /// Runs `commands` (emptying it) and pending journal entries in one transaction.
+    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>) {
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        while let Ok(entry) = self.journal.try_recv() {
+            self.pending_journal.push(entry);
+        }
+        if commands.is_empty() && self.pending_journal.is_empty() {
+            return;
+        }
+        if !self.conn.is_autocommit() {
+            // A transaction left open by a failed commit.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
+            let why = format!("cannot begin a transaction: {e}");
+            tracing::warn!("{why}");
+            for command in commands.drain(..) {
+                command.fail(why.clone());
+            }
+            return;
+        }
+
+        // Whether the transaction is still whole: a failed rollback of a
+        // savepoint, or SQLite abandoning the transaction (on I/O errors, a full
+        // disk), means part of a failed command might be committed: the batch
+        // is abandoned instead.
+        let broken = Cell::new(false);
+        let journaled = match self.pending_journal.len() {
+            0 => 0,
+            n => match in_savepoint(&self.conn, &broken, |c| {
+                write_journal(c, &self.pending_journal)
+            }) {
+                Ok(()) => n,
+                Err(e) => {
+                    tracing::warn!("journal entries kept for the next commit: {e}");
+                    0
+                }
+            },
+        };
+        self.shared
+            .commands
+            .fetch_add(commands.len() as u64, Ordering::Relaxed);
+        let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
+        for command in commands.drain(..) {
+            if broken.get() || self.conn.is_autocommit() {
+                broken.set(true);
+                command.fail("the batch's transaction was abandoned".into());
+            } else {
+                replies.push(command.run(&self.conn, &broken));
+            }
+        }
+
+        let outcome = if broken.get() || self.conn.is_autocommit() {
+            Err("the batch's transaction was abandoned after an error".to_string())
+        } else {
+            exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"))
+        };
+        match &outcome {
+            Ok(()) => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.pending_journal.drain(..journaled);
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        for reply in replies {
+            reply(outcome.clone());
+        }
+    }
+}
