@@ -1,7 +1,7 @@
 //! A tight parse+build loop over the 0200 receive, for profilers
 //! (`perf record`, `valgrind --tool=callgrind`), without criterion's machinery.
 //!
-//!     cargo build --release --example parse_loop
+//!     cargo build --release -p switchboard-iso8583 --example parse_loop
 //!     valgrind --tool=callgrind target/release/examples/parse_loop 100000
 //!     perf record -g target/release/examples/parse_loop 10000000
 //!
