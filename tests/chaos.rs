@@ -8,13 +8,13 @@
 
 mod common;
 
-use common::process::{free_port, serve, write_config, SwitchFile};
+use common::process::{free_port, serve, write_config, KillOnDrop, SwitchFile};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 struct Banksim {
-    child: Child,
+    child: KillOnDrop,
     port: u16,
     admin: u16,
 }
@@ -80,6 +80,7 @@ fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim {
         .stderr(Stdio::null())
         .spawn()
         .expect("banksim runs");
+    let child = KillOnDrop::new(child);
     // Ready when its admin port answers.
     send_admin(admin, "faults");
     Banksim { child, port, admin }
@@ -208,7 +209,7 @@ async fn chaos(postgres: bool) {
             )
         })
         .collect();
-    let switches: Vec<Arc<Mutex<Child>>> = configs
+    let switches: Vec<Arc<Mutex<KillOnDrop>>> = configs
         .iter()
         .map(|c| Arc::new(Mutex::new(serve(c))))
         .collect();

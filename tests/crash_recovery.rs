@@ -403,7 +403,7 @@ async fn sigterm_answers_requests_in_flight_and_exits_zero() {
             answered += 1;
         }
     }
-    let output = switch.wait_with_output().unwrap();
+    let output = switch.into_inner().wait_with_output().unwrap();
     assert!(output.status.success(), "exit status {:?}", output.status);
     // What was read before SIGTERM was answered; money matches the answers.
     let received = h.bank_a.snapshot().balance(&h.world.cards_a[0]).unwrap();

@@ -1826,7 +1826,7 @@ fn kill_9_loses_nothing_acknowledged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("switchboard.db");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "kill_9_loses_nothing_acknowledged",
@@ -1838,6 +1838,7 @@ fn kill_9_loses_nothing_acknowledged() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = common::process::KillOnDrop::new(child);
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut acked = Vec::new();
     let mut line = String::new();

@@ -72,15 +72,56 @@ max_backoff_ms = {max_backoff}
     path
 }
 
+/// A child process that is killed and reaped when dropped, so a test that
+/// fails half-way (a panic unwinds through it) leaves no process behind.
+/// Derefs to the `Child` for `kill`, `wait` and `id`.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child, no longer killed on drop: for `wait_with_output` once the
+    /// test has told it to stop.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("present until dropped")
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already gone when the test killed or waited for it: both are no-ops then.
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts `switchboard serve` and waits until it listens.
-pub fn serve(config: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+pub fn serve(config: &Path) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop::new(child);
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
