@@ -311,6 +311,7 @@ impl SimSwitch {
             let peer = Peer {
                 name: "sim wallet".into(),
                 institutions: vec![],
+                partners: vec![],
             };
             let answer = switch.handle(&peer, msg, raw).await;
             let _ = tx.send(answer);

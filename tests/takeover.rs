@@ -112,6 +112,7 @@ async fn handle(switch: &Switch, msg: &Message) -> Message {
     let peer = Peer {
         name: "wallet".into(),
         institutions: vec![],
+        partners: vec![],
     };
     let raw = build_bytes(&Spec::switchboard(), msg).unwrap();
     let answer = switch.handle(&peer, msg.clone(), raw).await.unwrap();

@@ -96,6 +96,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             listen: "127.0.0.1:0".parse()?,
             framing: FramingConfig::default(),
             institutions: vec![InstitutionId::from_field(32, WALLET_ID.as_bytes())?],
+            partners: Vec::new(),
             max_connections: 256,
         }],
         banks: vec![

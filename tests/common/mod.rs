@@ -62,6 +62,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             framing: FramingConfig::default(),
             institutions: vec![InstitutionId::from_field(32, WALLET_ID.as_bytes()).unwrap()],
+            partners: Vec::new(),
             max_connections: 1024,
         }],
         banks,

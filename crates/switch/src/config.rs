@@ -105,6 +105,8 @@ struct RawWallet {
     framing: String,
     #[serde(default)]
     institutions: Vec<String>,
+    #[serde(default)]
+    partners: Vec<String>,
     max_frame_len: Option<usize>,
     max_connections: Option<usize>,
 }
@@ -301,6 +303,11 @@ impl Config {
                     .institutions
                     .iter()
                     .map(|v| institution(&k("institutions"), v))
+                    .collect::<Result<_, _>>()?,
+                partners: w
+                    .partners
+                    .iter()
+                    .map(|v| institution(&k("partners"), v))
                     .collect::<Result<_, _>>()?,
                 max_connections: w.max_connections.unwrap_or(1024),
             });

@@ -30,6 +30,10 @@ pub struct WalletListener {
     pub framing: FramingConfig,
     /// Institution ids (F32) its connections may send as; empty = any.
     pub institutions: Vec<InstitutionId>,
+    /// Institutions whose packets its connections may receive from besides
+    /// their own (`partners`); a packet is otherwise received from, and
+    /// unfrozen, only through the institution that froze it.
+    pub partners: Vec<InstitutionId>,
     pub max_connections: usize,
 }
 
@@ -106,6 +110,7 @@ async fn serve_connection(
     let peer = Arc::new(Peer {
         name: format!("wallet {addr}"),
         institutions: config.institutions.clone(),
+        partners: config.partners.clone(),
     });
     info!(peer = %peer.name, "connected");
     let header_kind = config.framing.header;

@@ -46,6 +46,9 @@ pub struct Peer {
     pub name: String,
     /// Institution ids (F32) this connection may send as; empty means any.
     pub institutions: Vec<InstitutionId>,
+    /// Institutions whose packets this connection may receive from besides
+    /// the sender's own (the listener's `partners`).
+    pub partners: Vec<InstitutionId>,
 }
 
 /// A bank the switch can route to.
@@ -339,7 +342,7 @@ impl Switch {
         }
         let outcome = match name {
             "freeze" => freeze::run(self, request, key, digest).await,
-            "receive" => receive::run(self, request, key, digest).await,
+            "receive" => receive::run(self, peer, request, key, digest).await,
             "unfreeze" => unfreeze::run(self, request, key, digest).await,
             _ => {
                 Outcome::reject(

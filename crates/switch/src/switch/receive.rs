@@ -27,7 +27,7 @@ use iso8583::ResponseCode;
 
 use super::messages::{follow_up, Undo};
 use super::work::{Task, Ticket};
-use super::{messages, Outcome, Switch};
+use super::{messages, Outcome, Peer, Switch};
 use crate::dialect::OriginalData;
 use crate::store::{
     FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SentMessage, Settled,
@@ -36,6 +36,7 @@ use crate::store::{
 
 pub(super) async fn run(
     switch: &Switch,
+    peer: &Peer,
     request: &Message,
     key: RequestKey,
     digest: [u8; 32],
@@ -47,6 +48,18 @@ pub(super) async fn run(
     ) else {
         return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
     };
+    // Before anything that depends on the freeze: a stranger learns nothing
+    // of it (not whether it exists, nor what is left of it).
+    if original.acquirer != key.acquirer && !peer.partners.contains(&original.acquirer) {
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::SECURITY_VIOLATION,
+        )
+        .await;
+    }
     if &original.mti != b"0100" {
         return Outcome::reject(
             switch,

@@ -7,7 +7,7 @@
 use tracing::warn;
 
 use iso8583::codec::Message;
-use iso8583::fields::amount_minor;
+use iso8583::fields::{amount_minor, num};
 use iso8583::response::ResponseCode;
 
 use super::{messages, Outcome, Switch};
@@ -23,6 +23,18 @@ pub(super) async fn run(
     let (Ok(original), Ok(amount)) = (OriginalData::of(request), amount_minor(request)) else {
         return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
     };
+    // Only the institution that froze a packet closes it, and it is told
+    // nothing about another's (not whether it exists, nor its remainder).
+    if original.acquirer != key.acquirer {
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::SECURITY_VIOLATION,
+        )
+        .await;
+    }
     if &original.mti != b"0100" {
         return Outcome::reject(
             switch,
@@ -56,6 +68,18 @@ pub(super) async fn run(
             };
         }
     };
+    // The unfreeze names the payer's card (F2): any other is refused, before
+    // the remainder is compared.
+    if request.get(num::PAN).map(|v| &v[..]) != Some(freeze.payer_pan.as_bytes()) {
+        return Outcome::reject(
+            switch,
+            key,
+            digest,
+            request,
+            ResponseCode::INVALID_CARD_NUMBER,
+        )
+        .await;
+    }
     let notice = match switch.stans.next().await {
         Ok(stan) => {
             let now = switch.clock.now();
