@@ -272,3 +272,150 @@ async fn a_late_answer_is_journaled_and_ignored() {
     assert_eq!(receiver_bank.snapshot().balance(&receiver), Some(100_000));
     running.shutdown().await;
 }
+
+/// A payer bank that approves freezes and acknowledges reversals honestly,
+/// but approves every debit with `field` changed: another card, amount,
+/// currency or original than the debit it answers.
+async fn lying_bank(listener: TcpListener, field: u16, reversals: Arc<AtomicUsize>) {
+    let spec = Spec::switchboard();
+    while let Ok((stream, _)) = listener.accept().await {
+        let spec = spec.clone();
+        let reversals = reversals.clone();
+        tokio::spawn(async move {
+            let mut framed = Framed::new(stream, FrameCodec::new(FramingConfig::default()));
+            while let Some(Ok(Frame::Message { body, .. })) = framed.next().await {
+                let request = parse(&spec, body).unwrap();
+                if &request.mti()[..3] == b"042" {
+                    reversals.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
+                for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
+                    if let Some(v) = request.get(n) {
+                        answer.set(n, v.clone());
+                    }
+                }
+                answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
+                match request.mti() {
+                    b"0100" => {
+                        answer.set(num::AUTH_CODE, "123456");
+                    }
+                    b"0200" => {
+                        answer.set(num::AUTH_CODE, "654321");
+                        let lie = match field {
+                            2 => "6222020200112233453",
+                            4 => "000000999999",
+                            49 => "840",
+                            // Another original: STAN 000099 of another day.
+                            _ => "010000009911231200000000102000000000000000",
+                        };
+                        answer.set(field, lie);
+                    }
+                    _ => {}
+                }
+                let bytes = build_bytes(&spec, &answer).unwrap();
+                if framed.send(Frame::message(bytes)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// For each echoed field (F2, F4, F49, F90): a debit "approved" for another
+/// card, amount, currency or original is not taken as the debit's answer. It
+/// is journaled as a mismatch, the debit times out, the wallet gets 91, the
+/// saga fails with nothing received, and the debit's reversal is delivered;
+/// the receiver bank is never credited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_for_other_values_is_not_the_answer() {
+    for field in [num::PAN, num::AMOUNT, num::CURRENCY, num::ORIGINAL_DATA] {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let payer_addr = listener.local_addr().unwrap();
+        let reversals = Arc::new(AtomicUsize::new(0));
+        let liar = tokio::spawn(lying_bank(listener, field, reversals.clone()));
+        let receiver_bank = spawn_bank(
+            Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
+            FramingConfig::default(),
+        )
+        .await
+        .unwrap();
+        let receiver = receiver_bank.snapshot().accounts[0].pan.clone();
+        let mut config = common::config(
+            dir.path(),
+            vec![
+                common::bank_config(
+                    common::BANK_A,
+                    "622202",
+                    payer_addr,
+                    Duration::from_millis(500),
+                ),
+                common::bank_config(
+                    common::BANK_B,
+                    "621700",
+                    receiver_bank.addr,
+                    Duration::from_secs(5),
+                ),
+            ],
+        );
+        config.saf.initial_backoff = Duration::from_millis(50);
+        let clock = Arc::new(ShiftedClock::new());
+        let store: Arc<dyn Store> = SqliteStore::open(&dir.path().join("s.db"))
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .unwrap();
+        let running = service::start(config, store.clone(), clock.clone())
+            .await
+            .unwrap();
+        assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
+        let wallet = WalletClient::connect(
+            running.wallet_addrs[0],
+            FramingConfig::default(),
+            common::WALLET_ID,
+        )
+        .await
+        .unwrap();
+        let freeze = wallet.freeze(PAYER, 5_000, clock.now());
+        assert_eq!(
+            code(&wallet.send(&freeze).await.unwrap()),
+            ResponseCode::APPROVED
+        );
+        let receive = wallet.receive(&freeze, &receiver, 2_000, clock.now());
+        assert_eq!(
+            code(&wallet.send(&receive).await.unwrap()),
+            ResponseCode::ISSUER_UNAVAILABLE,
+            "F{field}"
+        );
+        let key = FreezeKey::of_request(&freeze).unwrap();
+        let record = store.freeze(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (record.received_minor, record.reserved_minor),
+            (0, 0),
+            "F{field}"
+        );
+        let sagas = store.sagas().await.unwrap();
+        assert_eq!(sagas[0].state, SagaState::Failed, "F{field}");
+        let journal = store.journal_between(0, i64::MAX).await.unwrap();
+        let note = format!("mismatched response: F{field} differs");
+        assert!(
+            journal
+                .iter()
+                .any(|e| e.note.as_deref().is_some_and(|n| n.starts_with(&note))),
+            "F{field}: the mismatch is journaled"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while reversals.load(Ordering::SeqCst) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "F{field}: reversal delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            receiver_bank.snapshot().total_balance_minor,
+            4 * 100_000,
+            "F{field}"
+        );
+        running.shutdown().await;
+        liar.abort();
+    }
+}

@@ -31,7 +31,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames queued for the writer of one connection.
 const WRITE_QUEUE: usize = 4096;
 
-type Pending = Mutex<HashMap<MatchKey, oneshot::Sender<(Message, Bytes)>>>;
+/// The fields a response must carry back unchanged from its request: the
+/// card, the amount, the currency and the original named. A response whose
+/// key matches but which answers for another card or amount is not this
+/// request's answer.
+const ECHOED: [u16; 4] = [num::PAN, num::AMOUNT, num::CURRENCY, num::ORIGINAL_DATA];
+
+/// A request waiting for its response.
+struct Waiter {
+    tx: oneshot::Sender<(Message, Bytes)>,
+    /// The request's values of [`ECHOED`].
+    echo: [Option<Bytes>; 4],
+}
+
+impl Waiter {
+    /// The first echoed field the response carries with another value than
+    /// the request (a field the response leaves out is not compared).
+    fn mismatch(&self, response: &Message) -> Option<u16> {
+        ECHOED
+            .iter()
+            .zip(&self.echo)
+            .find(|(n, sent)| match (sent, response.get(**n)) {
+                (Some(sent), Some(got)) => sent != got,
+                _ => false,
+            })
+            .map(|(n, _)| *n)
+    }
+}
+
+type Pending = Mutex<HashMap<MatchKey, Waiter>>;
 
 /// How requests reach a signed-on connection.
 #[derive(Clone)]
@@ -104,7 +132,8 @@ impl Connection {
                     self.name
                 )));
             }
-            pending.insert(key, tx);
+            let echo = ECHOED.map(|n| msg.get(n).cloned());
+            pending.insert(key, Waiter { tx, echo });
         }
         self.journal(Direction::Out, msg, body.clone(), None);
         if sender.frames.send(body).await.is_err() {
@@ -323,11 +352,35 @@ impl Connection {
             }
         };
         if is_response(msg.mti()) {
-            let waiter = MatchKey::of(&msg, *msg.mti())
-                .and_then(|key| sender.pending.lock().expect("pending lock").remove(&key));
+            // Taken only when it answers for what was sent: a response for
+            // another card or amount leaves the request waiting, to time out
+            // and be reversed like any unanswered one.
+            let mut mismatch = None;
+            let waiter = MatchKey::of(&msg, *msg.mti()).and_then(|key| {
+                let mut pending = sender.pending.lock().expect("pending lock");
+                mismatch = pending.get(&key).and_then(|w| w.mismatch(&msg));
+                match mismatch {
+                    Some(_) => None,
+                    None => pending.remove(&key),
+                }
+            });
+            if let Some(field) = mismatch {
+                let note = format!(
+                    "mismatched response: F{field} differs from its request's; not taken as its answer"
+                );
+                warn!(
+                    link = %self.name,
+                    mti = msg.mti_str(),
+                    stan = msg.get_str(num::STAN).unwrap_or("-"),
+                    field,
+                    "response answers for another request's values"
+                );
+                self.journal(Direction::In, &msg, body, Some(note));
+                return;
+            }
             match waiter {
                 Some(w) => {
-                    if let Err((msg, raw)) = w.send((msg, body)) {
+                    if let Err((msg, raw)) = w.tx.send((msg, body)) {
                         // The waiter gave up between lookup and send.
                         self.journal(Direction::In, &msg, raw, Some("unmatched response".into()));
                     }
