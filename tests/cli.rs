@@ -180,3 +180,36 @@ fn bcd_spec_by_name() {
     );
     assert_eq!(stdout(&back).trim_end(), json, "{}", stderr(&back));
 }
+
+/// `switchboard decode | head -1`: the reader goes away after one line; the
+/// command ends quietly (killed by SIGPIPE, as Unix tools are), without a
+/// panic message.
+#[test]
+fn a_closed_output_pipe_ends_decode_quietly() {
+    use std::io::{BufRead, BufReader};
+    let hex = stdout(&run(&["encode"], RECEIVE));
+    let input = hex.repeat(20_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["decode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("switchboard runs");
+    let mut stdin = child.stdin.take().unwrap();
+    // The child may stop reading once its output is gone: a failed write is expected.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("MTI  0200"), "{first}");
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.trim().is_empty(), "nothing on stderr: {err}");
+}

@@ -50,6 +50,9 @@ enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        end_quietly_on_closed_pipe();
+    }
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -77,5 +80,19 @@ pub fn main() -> ExitCode {
             eprintln!("switchboard: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Commands that print for a pipeline (`decode | head`, `saf list | head`)
+/// end quietly when the reader goes away, as Unix tools do, rather than
+/// panicking on the failed print: the default action of SIGPIPE, which Rust
+/// programs otherwise ignore. Not for `serve` and `demo`, whose sockets must
+/// see a closed peer as an error to handle, never as a signal.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; SIG_DFL is
+    // a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

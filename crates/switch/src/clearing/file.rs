@@ -539,6 +539,23 @@ fn currency(n: usize, s: &str) -> Result<u16, FormatError> {
     }
 }
 
+/// The largest amount a detail record may carry, in major units: far above
+/// what F4's 12 digits of minor units can say, and small enough that no file
+/// can make its sums overflow.
+const MAX_DETAIL_AMOUNT: i64 = 999_999_999_999;
+
+/// A detail record's amount, bounded by [`MAX_DETAIL_AMOUNT`].
+fn detail_amount(n: usize, what: &str, s: &str) -> Result<Decimal, FormatError> {
+    let amount = decimal(n, what, s)?;
+    if amount.abs() > Decimal::from(MAX_DETAIL_AMOUNT) {
+        return Err(bad(
+            n,
+            format!("{what} {s} is out of range (at most {MAX_DETAIL_AMOUNT})"),
+        ));
+    }
+    Ok(amount)
+}
+
 fn parse_line(n: usize, v: &[&str]) -> Result<Line, FormatError> {
     if v.len() != 11 {
         return Err(bad(
@@ -558,11 +575,11 @@ fn parse_line(n: usize, v: &[&str]) -> Result<Line, FormatError> {
         freeze: v[3].to_string(),
         pan: v[4].to_string(),
         currency: currency(n, v[5])?,
-        amount: decimal(n, "amount", v[6])?,
+        amount: detail_amount(n, "amount", v[6])?,
         response_code: v[7].to_string(),
         reversal: v[8].to_string(),
         status,
-        settled: decimal(n, "settled amount", v[10])?,
+        settled: detail_amount(n, "settled amount", v[10])?,
     })
 }
 
@@ -662,6 +679,21 @@ mod tests {
              T,156,3,1,15.00,1,7.00,1,2.50,-8.00\n"
         );
         assert_eq!(ParticipantFile::parse(&text).unwrap(), f);
+    }
+
+    #[test]
+    fn huge_amounts_are_refused_not_summed() {
+        // Two details of 7.9e27 each would overflow the trailer's sum.
+        let huge = "7922816251426433759354395033";
+        let text = format!(
+            "H,switchboard-clearing,1,bank,00048020000,2026-11-23,23:00,Asia/Shanghai,00000010000\n\
+             D,debit,k1,f,622202******1234,156,{huge},00,,approved,{huge}\n\
+             D,debit,k2,f,622202******1234,156,{huge},00,,approved,{huge}\n\
+             T,156,2,2,0.00,0,0.00,0,0.00,0.00\n"
+        );
+        let e = ParticipantFile::parse(&text).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.reason.contains("out of range"), "{e}");
     }
 
     #[test]
