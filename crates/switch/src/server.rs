@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -49,6 +50,7 @@ pub async fn serve_wallets(
     shutdown: CancellationToken,
 ) {
     let connections = Arc::new(Semaphore::new(config.max_connections));
+    let mut backoff = AcceptBackoff::default();
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -56,9 +58,22 @@ pub async fn serve_wallets(
         };
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    if let Some(failures) = backoff.succeeded() {
+                        info!(failures, "accepting connections again");
+                    }
+                    x
+                }
                 Err(e) => {
-                    warn!(error = %e, "accept failed");
+                    let (pause, first) = backoff.failed();
+                    if first {
+                        warn!(error = %e, "accept failed: backing off (one line until it recovers)");
+                    }
+                    drop(permit);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
                     continue;
                 }
             },
@@ -72,6 +87,35 @@ pub async fn serve_wallets(
             serve_connection(stream, addr, config, switch, inner, shutdown).await;
             drop(permit);
         });
+    }
+}
+
+/// How the accept loop waits after a failed accept. Failures such as EMFILE
+/// (no file descriptor left) repeat at once until something is freed:
+/// retrying without a pause would spin a core and flood the log. The pause
+/// doubles from 5 ms to 1 s and is reset by the next success; one line is
+/// logged when failures start and one when they end.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// The pause after one more failure, and whether it is the first of a run.
+    fn failed(&mut self) -> (Duration, bool) {
+        self.failures += 1;
+        let doublings = (self.failures - 1).min(16) as u32;
+        let pause = Self::FIRST.saturating_mul(1 << doublings).min(Self::MAX);
+        (pause, self.failures == 1)
+    }
+
+    /// After a success: how many failures ended, if any did.
+    fn succeeded(&mut self) -> Option<u64> {
+        let failures = std::mem::take(&mut self.failures);
+        (failures > 0).then_some(failures)
     }
 }
 
@@ -183,4 +227,38 @@ async fn serve_connection(
     // Let responses already decided go out.
     let _ = writer.await;
     info!(peer = %peer.name, "disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_grows_to_a_second_and_resets() {
+        let mut b = AcceptBackoff::default();
+        assert_eq!(b.succeeded(), None);
+        let pauses: Vec<(u64, bool)> = (0..12)
+            .map(|_| b.failed())
+            .map(|(p, first)| (p.as_millis() as u64, first))
+            .collect();
+        assert_eq!(
+            pauses,
+            [
+                (5, true),
+                (10, false),
+                (20, false),
+                (40, false),
+                (80, false),
+                (160, false),
+                (320, false),
+                (640, false),
+                (1000, false),
+                (1000, false),
+                (1000, false),
+                (1000, false),
+            ]
+        );
+        assert_eq!(b.succeeded(), Some(12));
+        assert_eq!(b.failed(), (Duration::from_millis(5), true));
+    }
 }
