@@ -52,12 +52,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!(store = %config.store, "store opened");
         let banks: Vec<String> = config.banks.iter().map(|b| b.name.clone()).collect();
         let running = service::start(config, store, Arc::new(SystemClock)).await?;
+        // The line scripts wait for comes once the banks are signed on (or
+        // after 5 s without them), so the first requests do not meet a link
+        // still signing on; connections are accepted from the start.
+        if !running.wait_banks_ready(Duration::from_secs(5)).await {
+            tracing::warn!(banks = ?banks, "not every bank is signed on yet; retrying in the background");
+        }
         for addr in &running.wallet_addrs {
             info!(%addr, "listening for wallets");
             println!("switchboard listening for wallets on {addr}");
-        }
-        if !running.wait_banks_ready(Duration::from_secs(5)).await {
-            tracing::warn!(banks = ?banks, "not every bank is signed on yet; retrying in the background");
         }
         terminated().await;
         info!("shutting down: finishing requests in flight");
