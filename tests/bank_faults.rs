@@ -50,22 +50,28 @@ async fn closing_bank(
             if &request.mti()[..3] == b"042" {
                 reversals.fetch_add(1, Ordering::SeqCst);
             }
-            let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
-            for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
-                if let Some(v) = request.get(n) {
-                    answer.set(n, v.clone());
-                }
-            }
-            answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
-            if request.mti() == b"0100" {
-                answer.set(num::AUTH_CODE, "123456");
-            }
-            let bytes = build_bytes(&spec, &answer).unwrap();
+            let bytes = build_bytes(&spec, &approval(&request)).unwrap();
             if framed.send(Frame::message(bytes)).await.is_err() {
                 break;
             }
         }
     }
+}
+
+/// A bank's approval of `request`: its identifying fields echoed, 00, and an
+/// authorisation code for a freeze.
+fn approval(request: &Message) -> Message {
+    let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
+    for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
+        if let Some(v) = request.get(n) {
+            answer.set(n, v.clone());
+        }
+    }
+    answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
+    if request.mti() == b"0100" {
+        answer.set(num::AUTH_CODE, "123456");
+    }
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,29 +294,17 @@ async fn lying_bank(listener: TcpListener, field: u16, reversals: Arc<AtomicUsiz
                 if &request.mti()[..3] == b"042" {
                     reversals.fetch_add(1, Ordering::SeqCst);
                 }
-                let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
-                for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
-                    if let Some(v) = request.get(n) {
-                        answer.set(n, v.clone());
-                    }
-                }
-                answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
-                match request.mti() {
-                    b"0100" => {
-                        answer.set(num::AUTH_CODE, "123456");
-                    }
-                    b"0200" => {
-                        answer.set(num::AUTH_CODE, "654321");
-                        let lie = match field {
-                            2 => "6222020200112233453",
-                            4 => "000000999999",
-                            49 => "840",
-                            // Another original: STAN 000099 of another day.
-                            _ => "010000009911231200000000102000000000000000",
-                        };
-                        answer.set(field, lie);
-                    }
-                    _ => {}
+                let mut answer = approval(&request);
+                if request.mti() == b"0200" {
+                    answer.set(num::AUTH_CODE, "654321");
+                    let lie = match field {
+                        2 => "6222020200112233453",
+                        4 => "000000999999",
+                        49 => "840",
+                        // Another original: STAN 000099 of another day.
+                        _ => "010000009911231200000000102000000000000000",
+                    };
+                    answer.set(field, lie);
                 }
                 let bytes = build_bytes(&spec, &answer).unwrap();
                 if framed.send(Frame::message(bytes)).await.is_err() {
