@@ -109,3 +109,122 @@ async fn exhausted_file_descriptors_back_off_and_recover() {
     let text = std::fs::read_to_string(dir.path().join("switch.log")).unwrap();
     assert!(text.contains("accepting connections again"), "{text}");
 }
+
+/// A started frame that never ends (`8000` and nothing more) is cut after
+/// `frame_timeout_ms`; a silent connection after `idle_timeout_ms`, while one
+/// that sends keep-alives stays and is answered; other wallets are served
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frames_and_idle_connections_are_closed() {
+    use std::sync::Arc;
+
+    use switchboard::clock::SystemClock;
+    use switchboard::service;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let bank_a = spawn_bank(
+        Bank::generate(common::BANK_A, "622202", 2, 1_000, 1),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap();
+    let bank_b = spawn_bank(
+        Bank::generate(common::BANK_B, "621700", 2, 1_000, 2),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut config = common::config(
+        dir.path(),
+        vec![
+            common::bank_config(
+                common::BANK_A,
+                "622202",
+                bank_a.addr,
+                Duration::from_secs(5),
+            ),
+            common::bank_config(
+                common::BANK_B,
+                "621700",
+                bank_b.addr,
+                Duration::from_secs(5),
+            ),
+        ],
+    );
+    config.wallets[0].frame_timeout = Duration::from_millis(400);
+    config.wallets[0].idle_timeout = Some(Duration::from_millis(1_500));
+    let store = service::open_store(&config.store).await.unwrap();
+    let running = service::start(config, store, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let addr = running.wallet_addrs[0];
+
+    // Reads until the switch closes the connection; how long that took.
+    async fn closed_after(mut stream: tokio::net::TcpStream) -> Duration {
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the switch kept the connection open"),
+            }
+        }
+    }
+
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"8000").await.unwrap();
+    let stalled = tokio::spawn(closed_after(stalled));
+    let silent = tokio::spawn(closed_after(
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    ));
+    let mut alive = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        alive.write_all(b"0000").await.unwrap(); // a keep-alive
+    }
+    let stalled = stalled.await.unwrap();
+    assert!(
+        stalled < Duration::from_millis(1_400),
+        "stalled frame cut after {stalled:?}"
+    );
+    let silent = silent.await.unwrap();
+    assert!(
+        silent >= Duration::from_millis(1_400) && silent < Duration::from_secs(4),
+        "silent connection cut after {silent:?}"
+    );
+
+    // 2.4 s on, past the idle timeout: keep-alives kept it open, and an echo
+    // on it is answered; so is one on a new connection.
+    let mut echo = Message::new(*b"0800");
+    echo.set(7, "1201120000")
+        .set(11, "000002")
+        .set(32, common::WALLET_ID)
+        .set(70, "301");
+    let spec = iso8583::Spec::switchboard();
+    let body = iso8583::codec::build_bytes(&spec, &echo).unwrap();
+    let frame = iso8583::framing::frame_bytes(&FramingConfig::default(), &[], &body).unwrap();
+    alive.write_all(&frame).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), alive.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        n > 4,
+        "the kept connection is open and answered ({n} bytes)"
+    );
+    let answer =
+        iso8583::codec::parse(&spec, bytes::Bytes::copy_from_slice(&answer[4..n])).unwrap();
+    assert_eq!(code(&answer), ResponseCode::APPROVED);
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    echo.set(11, "000003");
+    assert_eq!(
+        code(&wallet.send(&echo).await.unwrap()),
+        ResponseCode::APPROVED
+    );
+    running.shutdown().await;
+}

@@ -36,6 +36,8 @@ fn listener(institution: &str, partners: &[&str]) -> WalletListener {
         institutions: vec![id(institution)],
         partners: partners.iter().map(|p| id(p)).collect(),
         max_connections: 16,
+        frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
+        idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
     }
 }
 

@@ -98,6 +98,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             institutions: vec![InstitutionId::from_field(32, WALLET_ID.as_bytes())?],
             partners: Vec::new(),
             max_connections: 256,
+            frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
+            idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
         }],
         banks: vec![
             bank_config(BANK_A.0, BANK_A.1, BANK_A.2, a.addr),

@@ -64,6 +64,8 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             institutions: vec![InstitutionId::from_field(32, WALLET_ID.as_bytes()).unwrap()],
             partners: Vec::new(),
             max_connections: 1024,
+            frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
+            idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
         }],
         banks,
         saf: Default::default(),

@@ -109,6 +109,8 @@ struct RawWallet {
     partners: Vec<String>,
     max_frame_len: Option<usize>,
     max_connections: Option<usize>,
+    frame_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 fn default_framing() -> String {
@@ -310,6 +312,21 @@ impl Config {
                     .map(|v| institution(&k("partners"), v))
                     .collect::<Result<_, _>>()?,
                 max_connections: w.max_connections.unwrap_or(1024),
+                frame_timeout: match w.frame_timeout_ms {
+                    Some(0) => {
+                        return Err(err(
+                            k("frame_timeout_ms"),
+                            "a frame must have a time limit: at least 1",
+                        ))
+                    }
+                    Some(ms) => Duration::from_millis(ms),
+                    None => WalletListener::DEFAULT_FRAME_TIMEOUT,
+                },
+                idle_timeout: match w.idle_timeout_ms {
+                    Some(0) => None,
+                    Some(ms) => Some(Duration::from_millis(ms)),
+                    None => Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
+                },
             });
         }
         if wallets.is_empty() {

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -36,6 +38,17 @@ pub struct WalletListener {
     /// unfrozen, only through the institution that froze it.
     pub partners: Vec<InstitutionId>,
     pub max_connections: usize,
+    /// A frame whose first byte has arrived must be whole within this
+    /// (`frame_timeout_ms`), or the connection is closed.
+    pub frame_timeout: Duration,
+    /// A connection with no frame for this long, keep-alives included, is
+    /// closed (`idle_timeout_ms`; `None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl WalletListener {
+    pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
 /// Responses queued for one connection's writer.
@@ -158,8 +171,10 @@ async fn serve_connection(
     });
     info!(peer = %peer.name, "connected");
     let header_kind = config.framing.header;
-    let framed = Framed::new(stream, FrameCodec::new(config.framing.clone()));
-    let (mut sink, mut source) = framed.split();
+    let (read_half, write_half) = stream.into_split();
+    let mut source = FramedRead::new(read_half, FrameCodec::new(config.framing.clone()));
+    let mut sink = FramedWrite::new(write_half, FrameCodec::new(config.framing.clone()));
+    let mut timer = ReadTimer::new(config.frame_timeout, config.idle_timeout);
     let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
     let writer_peer = peer.name.clone();
     let writer = tokio::spawn(async move {
@@ -177,17 +192,24 @@ async fn serve_connection(
             }
         }
     });
-    loop {
+    let closed = loop {
         let frame = tokio::select! {
             f = source.next() => f,
-            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(timer.next_check()) => {
+                match timer.check(!source.read_buffer().is_empty()) {
+                    Some(reason) => break reason,
+                    None => continue,
+                }
+            }
+            _ = shutdown.cancelled() => break "shutting down",
         };
+        timer.frame_done();
         match frame {
-            None => break,
+            None => break "closed by the wallet",
             Some(Err(e)) => {
                 // The stream cannot be resynchronised after a bad length.
-                warn!(peer = %peer.name, error = %e, "bad frame; closing connection");
-                break;
+                warn!(peer = %peer.name, error = %e, "bad frame");
+                break "bad frame";
             }
             Some(Ok(Frame::KeepAlive)) => {}
             Some(Ok(Frame::Message { header, body })) => {
@@ -222,11 +244,61 @@ async fn serve_connection(
                 }
             }
         }
-    }
+    };
     drop(tx);
     // Let responses already decided go out.
     let _ = writer.await;
-    info!(peer = %peer.name, "disconnected");
+    info!(peer = %peer.name, reason = closed, "disconnected");
+}
+
+/// When a wallet connection's reads have taken too long: a frame started and
+/// not whole within the frame timeout (a peer that sends `8000` and nothing
+/// more would otherwise hold its connection, and 8 KiB, forever), or no
+/// frame at all within the idle timeout. Whether a frame has started is what
+/// the codec has buffered, looked at every quarter of the frame timeout (at
+/// most every second), so a stalled frame is cut within 1¼ frame timeouts.
+struct ReadTimer {
+    frame: Duration,
+    idle: Option<Duration>,
+    last_frame: Instant,
+    /// When bytes of an unfinished frame were first seen.
+    started: Option<Instant>,
+}
+
+impl ReadTimer {
+    fn new(frame: Duration, idle: Option<Duration>) -> ReadTimer {
+        ReadTimer {
+            frame,
+            idle,
+            last_frame: Instant::now(),
+            started: None,
+        }
+    }
+
+    fn next_check(&self) -> Instant {
+        let tick = (self.frame / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        Instant::now() + tick
+    }
+
+    /// Why to close now, if it is time; `partial`: bytes of a frame are buffered.
+    fn check(&mut self, partial: bool) -> Option<&'static str> {
+        let now = Instant::now();
+        if partial {
+            let started = *self.started.get_or_insert(now);
+            if now - started >= self.frame {
+                return Some("frame not completed within frame_timeout_ms");
+            }
+        }
+        match self.idle {
+            Some(idle) if now - self.last_frame >= idle => Some("idle for idle_timeout_ms"),
+            _ => None,
+        }
+    }
+
+    fn frame_done(&mut self) {
+        self.last_frame = Instant::now();
+        self.started = None;
+    }
 }
 
 #[cfg(test)]
