@@ -175,6 +175,8 @@ async fn serve_connection(
     let mut source = FramedRead::new(read_half, FrameCodec::new(config.framing.clone()));
     let mut sink = FramedWrite::new(write_half, FrameCodec::new(config.framing.clone()));
     let mut timer = ReadTimer::new(config.frame_timeout, config.idle_timeout);
+    let check = tokio::time::sleep_until(timer.next_check());
+    tokio::pin!(check);
     let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
     let writer_peer = peer.name.clone();
     let writer = tokio::spawn(async move {
@@ -195,7 +197,10 @@ async fn serve_connection(
     let closed = loop {
         let frame = tokio::select! {
             f = source.next() => f,
-            _ = tokio::time::sleep_until(timer.next_check()) => {
+            _ = &mut check => {
+                // One timer per connection, reset only when it fires: no
+                // timer work per frame.
+                check.as_mut().reset(timer.next_check());
                 match timer.check(!source.read_buffer().is_empty()) {
                     Some(reason) => break reason,
                     None => continue,
