@@ -241,7 +241,7 @@ impl Connection {
             }
         };
         let mti = *request.mti();
-        let is_request = mti[2].is_ascii_digit() && (mti[2] - b'0') & 1 == 0;
+        let is_request = mti[2].is_ascii_digit() && !iso8583::mti::is_response(&mti);
         let plan = if is_request {
             self.dice.roll(mti[..2] == *b"08")
         } else {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use iso8583::codec::{parse, Message};
 use iso8583::fields::num;
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, HeaderKind};
-use iso8583::mti::response_mti;
+use iso8583::mti::{is_response, response_mti};
 use iso8583::response::ResponseCode;
 
 use crate::dialect::InstitutionId;
@@ -147,7 +147,7 @@ fn reply_header(kind: HeaderKind, header: &Bytes) -> Bytes {
 /// least is readable.
 fn format_error(switch: &Switch, body: &Bytes) -> Option<Bytes> {
     let mti: [u8; 4] = body.get(..4)?.try_into().ok()?;
-    if !mti.iter().all(u8::is_ascii_digit) || (mti[2] - b'0') % 2 == 1 {
+    if !mti.iter().all(u8::is_ascii_digit) || is_response(&mti) {
         return None;
     }
     let mut answer = Message::new(response_mti(&mti));
