@@ -11,8 +11,37 @@ use iso8583::codec::Message;
 use iso8583::framing::FramingConfig;
 use iso8583::ResponseCode;
 use simulators::bank::Bank;
-use simulators::bank_server::spawn_bank;
+use simulators::bank_server::{spawn_bank, BankHandle};
 use simulators::wallet::{code, WalletClient};
+
+/// Two banks with two cards each, as the switch's configuration expects them.
+async fn two_banks() -> (BankHandle, BankHandle) {
+    let bank = |id, bin, seed| {
+        spawn_bank(
+            Bank::generate(id, bin, 2, 1_000, seed),
+            FramingConfig::default(),
+        )
+    };
+    (
+        bank(common::BANK_A, "622202", 1).await.unwrap(),
+        bank(common::BANK_B, "621700", 2).await.unwrap(),
+    )
+}
+
+/// An in-process switch's configuration on an embedded store in `dir`.
+fn switch_config(
+    dir: &std::path::Path,
+    a: &BankHandle,
+    b: &BankHandle,
+) -> switchboard::config::Config {
+    common::config(
+        dir,
+        vec![
+            common::bank_config(common::BANK_A, "622202", a.addr, Duration::from_secs(5)),
+            common::bank_config(common::BANK_B, "621700", b.addr, Duration::from_secs(5)),
+        ],
+    )
+}
 
 /// With its file descriptors used up by connections it cannot accept, the
 /// switch backs off (one log line, not one per attempt: it used to log
@@ -20,18 +49,7 @@ use simulators::wallet::{code, WalletClient};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_file_descriptors_back_off_and_recover() {
     let dir = tempfile::tempdir().unwrap();
-    let bank_a = spawn_bank(
-        Bank::generate(common::BANK_A, "622202", 2, 1_000, 1),
-        FramingConfig::default(),
-    )
-    .await
-    .unwrap();
-    let bank_b = spawn_bank(
-        Bank::generate(common::BANK_B, "621700", 2, 1_000, 2),
-        FramingConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (bank_a, bank_b) = two_banks().await;
     let wallet_port = free_port();
     let config = write_config(
         dir.path(),
@@ -123,35 +141,8 @@ async fn stalled_frames_and_idle_connections_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
-    let bank_a = spawn_bank(
-        Bank::generate(common::BANK_A, "622202", 2, 1_000, 1),
-        FramingConfig::default(),
-    )
-    .await
-    .unwrap();
-    let bank_b = spawn_bank(
-        Bank::generate(common::BANK_B, "621700", 2, 1_000, 2),
-        FramingConfig::default(),
-    )
-    .await
-    .unwrap();
-    let mut config = common::config(
-        dir.path(),
-        vec![
-            common::bank_config(
-                common::BANK_A,
-                "622202",
-                bank_a.addr,
-                Duration::from_secs(5),
-            ),
-            common::bank_config(
-                common::BANK_B,
-                "621700",
-                bank_b.addr,
-                Duration::from_secs(5),
-            ),
-        ],
-    );
+    let (bank_a, bank_b) = two_banks().await;
+    let mut config = switch_config(dir.path(), &bank_a, &bank_b);
     config.wallets[0].frame_timeout = Duration::from_millis(400);
     config.wallets[0].idle_timeout = Some(Duration::from_millis(1_500));
     let store = service::open_store(&config.store).await.unwrap();
@@ -226,5 +217,139 @@ async fn stalled_frames_and_idle_connections_are_closed() {
         code(&wallet.send(&echo).await.unwrap()),
         ResponseCode::APPROVED
     );
+    running.shutdown().await;
+}
+
+/// A wallet that pipelines echoes and never reads its answers is read only
+/// while its requests in flight are below `max_in_flight_per_connection`:
+/// its writes stall (TCP backpressure) instead of the switch reading
+/// everything into memory; another connection is served meanwhile; and once
+/// it reads again, every request it managed to send is answered, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_that_does_not_read_is_held_back_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use switchboard::clock::SystemClock;
+    use switchboard::service;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Frames per write: the writer stops only between writes.
+    const BURST: usize = 256;
+    /// More than the kernel's buffers on both sides can hold (about 600 MB).
+    const MAX_BURSTS: u64 = 40_000;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (bank_a, bank_b) = two_banks().await;
+    let mut config = switch_config(dir.path(), &bank_a, &bank_b);
+    config.wallets[0].max_in_flight = 16;
+    let store = service::open_store(&config.store).await.unwrap();
+    let running = service::start(config, store, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let addr = running.wallet_addrs[0];
+
+    let mut echo = Message::new(*b"0800");
+    echo.set(7, "1201120000")
+        .set(11, "000001")
+        .set(32, common::WALLET_ID)
+        .set(70, "301");
+    let spec = iso8583::Spec::switchboard();
+    let body = iso8583::codec::build_bytes(&spec, &echo).unwrap();
+    let frame = iso8583::framing::frame_bytes(&FramingConfig::default(), &[], &body).unwrap();
+
+    // The flood, written without reading a byte, until it is told to stop.
+    let flooder = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut answers, mut requests) = flooder.into_split();
+    let written = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (written, stop) = (written.clone(), stop.clone());
+        async move {
+            let burst: Vec<u8> = frame
+                .iter()
+                .copied()
+                .cycle()
+                .take(frame.len() * BURST)
+                .collect();
+            for _ in 0..MAX_BURSTS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                requests.write_all(&burst).await.unwrap();
+                written.fetch_add(BURST as u64, Ordering::Relaxed);
+            }
+            (requests, written.load(Ordering::Relaxed))
+        }
+    });
+    // Written frames stop growing: the switch has stopped reading.
+    let mut last = u64::MAX;
+    let stalled_at = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !writer.is_finished(),
+            "the switch read {} echoes while none of their answers was read",
+            written.load(Ordering::Relaxed)
+        );
+        let now = written.load(Ordering::Relaxed);
+        if now == last {
+            break now;
+        }
+        last = now;
+    };
+    println!("the flood stalled after {stalled_at} echoes");
+    stop.store(true, Ordering::Relaxed);
+
+    // Another wallet is served meanwhile, and quickly.
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    echo.set(11, "000002");
+    let answer = tokio::time::timeout(Duration::from_secs(1), wallet.send(&echo))
+        .await
+        .expect("an echo on a second connection answered within 1 s during the flood")
+        .unwrap();
+    assert_eq!(code(&answer), ResponseCode::APPROVED);
+
+    // The flooder reads again: every echo it wrote is answered, once.
+    let reader = tokio::spawn(async move {
+        let (mut frames, mut buf) = (0u64, Vec::new());
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), answers.read(&mut chunk)).await {
+                Ok(Ok(0)) | Err(_) => return (frames, buf.len()),
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => panic!("reading answers: {e}"),
+            }
+            // ascii4 framing: four digits of length, then the message.
+            let mut at = 0;
+            while let Some(len) = buf
+                .get(at..at + 4)
+                .map(|l| std::str::from_utf8(l).unwrap().parse::<usize>().unwrap())
+            {
+                if buf.len() < at + 4 + len {
+                    break;
+                }
+                let answer = iso8583::codec::parse(
+                    &spec,
+                    bytes::Bytes::copy_from_slice(&buf[at + 4..at + 4 + len]),
+                )
+                .unwrap();
+                assert_eq!(answer.mti(), b"0810");
+                assert_eq!(code(&answer), ResponseCode::APPROVED);
+                frames += 1;
+                at += 4 + len;
+            }
+            buf.drain(..at);
+        }
+    });
+    let (requests, sent) = tokio::time::timeout(Duration::from_secs(120), writer)
+        .await
+        .expect("the flood is read again once its answers are")
+        .unwrap();
+    assert!(sent >= stalled_at && sent <= stalled_at + BURST as u64);
+    drop(requests);
+    let (answered, left_over) = reader.await.unwrap();
+    assert_eq!((answered, left_over), (sent, 0), "every echo answered once");
     running.shutdown().await;
 }

@@ -38,6 +38,7 @@ fn listener(institution: &str, partners: &[&str]) -> WalletListener {
         max_connections: 16,
         frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
         idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
+        max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
     }
 }
 

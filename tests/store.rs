@@ -1343,6 +1343,7 @@ async fn options_are_honoured() {
         SqliteOptions {
             synchronous_full: false,
             max_batch: 1,
+            ..SqliteOptions::default()
         },
     )
     .unwrap();

@@ -66,6 +66,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             max_connections: 1024,
             frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
             idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
+            max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
         }],
         banks,
         saf: Default::default(),

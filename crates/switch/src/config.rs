@@ -111,6 +111,7 @@ struct RawWallet {
     max_connections: Option<usize>,
     frame_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    max_in_flight_per_connection: Option<usize>,
 }
 
 fn default_framing() -> String {
@@ -326,6 +327,16 @@ impl Config {
                     Some(0) => None,
                     Some(ms) => Some(Duration::from_millis(ms)),
                     None => Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
+                },
+                max_in_flight: match w.max_in_flight_per_connection {
+                    Some(0) => {
+                        return Err(err(
+                            k("max_in_flight_per_connection"),
+                            "a connection must be allowed one request: at least 1",
+                        ))
+                    }
+                    Some(n) => n,
+                    None => WalletListener::DEFAULT_MAX_IN_FLIGHT,
                 },
             });
         }

@@ -1,6 +1,13 @@
 //! Wallet listeners: accept connections, read frames, hand each request to the
-//! switch as its own task (many in flight per connection), and write the
-//! responses back through one writer per connection.
+//! switch as its own task (up to `max_in_flight_per_connection` at once), and
+//! write the responses back through one writer per connection.
+//!
+//! Work per connection is bounded: a request takes a permit before its frame
+//! is read and gives it back only when its answer has been written to the
+//! socket. A wallet that sends without reading its answers therefore stops
+//! being read once its permits are spent: its own TCP window fills and the
+//! backpressure reaches it, while the switch holds at most that many
+//! requests and answers for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +18,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,15 +51,24 @@ pub struct WalletListener {
     /// A connection with no frame for this long, keep-alives included, is
     /// closed (`idle_timeout_ms`; `None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Requests of one connection being handled or answered at once
+    /// (`max_in_flight_per_connection`); the connection is not read further
+    /// until one of them has been written back.
+    pub max_in_flight: usize,
 }
 
 impl WalletListener {
     pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 }
 
-/// Responses queued for one connection's writer.
-const WRITE_QUEUE: usize = 4096;
+/// An answer on its way to the writer, with the permit of the request it
+/// answers: the permit is given back once the answer is in the socket.
+struct Answer {
+    frame: Frame,
+    permit: OwnedSemaphorePermit,
+}
 
 /// Accepts wallet connections on `listener` until `shutdown`.
 pub async fn serve_wallets(
@@ -177,14 +193,22 @@ async fn serve_connection(
     let mut timer = ReadTimer::new(config.frame_timeout, config.idle_timeout);
     let check = tokio::time::sleep_until(timer.next_check());
     tokio::pin!(check);
-    let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
+    let max_in_flight = config.max_in_flight.max(1);
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    // Never more answers than permits exist, so this never blocks a sender.
+    let (tx, mut rx) = mpsc::channel::<Answer>(max_in_flight);
     let writer_peer = peer.name.clone();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            let mut result = sink.feed(frame).await;
+        let mut written = Vec::new();
+        while let Some(answer) = rx.recv().await {
+            let mut result = sink.feed(answer.frame).await;
+            written.push(answer.permit);
             while result.is_ok() {
                 match rx.try_recv() {
-                    Ok(frame) => result = sink.feed(frame).await,
+                    Ok(answer) => {
+                        result = sink.feed(answer.frame).await;
+                        written.push(answer.permit);
+                    }
                     Err(_) => break,
                 }
             }
@@ -192,9 +216,29 @@ async fn serve_connection(
                 warn!(peer = %writer_peer, error = %e, "write failed");
                 break;
             }
+            // In the socket: the wallet may send as many requests again.
+            written.clear();
         }
     });
+    let mut permit: Option<OwnedSemaphorePermit> = None;
     let closed = loop {
+        if permit.is_none() {
+            permit = match in_flight.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    // Every permit is out: the connection is not read until
+                    // an answer has been written.
+                    let p = tokio::select! {
+                        p = in_flight.clone().acquire_owned() => p,
+                        _ = shutdown.cancelled() => break "shutting down",
+                    };
+                    // The wait was the switch's, not the wallet's: its
+                    // frame and idle clocks start again.
+                    timer.frame_done();
+                    p.ok()
+                }
+            };
+        }
         let frame = tokio::select! {
             f = source.next() => f,
             _ = &mut check => {
@@ -218,6 +262,12 @@ async fn serve_connection(
             }
             Some(Ok(Frame::KeepAlive)) => {}
             Some(Ok(Frame::Message { header, body })) => {
+                let Some(permit) = permit.take() else {
+                    break "shutting down";
+                };
+                if tx.is_closed() {
+                    break "writing to the wallet failed";
+                }
                 let header = reply_header(header_kind, &header);
                 match parse(switch.spec(), body.clone()) {
                     Ok(request) => {
@@ -226,24 +276,22 @@ async fn serve_connection(
                         let tx = tx.clone();
                         tracker.spawn(async move {
                             if let Some(response) = switch.handle(&peer, request, body).await {
-                                let _ = tx
-                                    .send(Frame::Message {
-                                        header,
-                                        body: response,
-                                    })
-                                    .await;
+                                let frame = Frame::Message {
+                                    header,
+                                    body: response,
+                                };
+                                let _ = tx.send(Answer { frame, permit }).await;
                             }
                         });
                     }
                     Err(e) => {
                         warn!(peer = %peer.name, error = %e, "undecodable message");
                         if let Some(response) = format_error(&switch, &body) {
-                            let _ = tx
-                                .send(Frame::Message {
-                                    header,
-                                    body: response,
-                                })
-                                .await;
+                            let frame = Frame::Message {
+                                header,
+                                body: response,
+                            };
+                            let _ = tx.send(Answer { frame, permit }).await;
                         }
                     }
                 }

@@ -308,6 +308,9 @@ impl Connection {
                     Some(Ok(Frame::KeepAlive)) => last_received = Instant::now(),
                     Some(Ok(Frame::Message { body, .. })) => {
                         last_received = Instant::now();
+                        // Each frame is journaled: a bank flooding the link
+                        // waits for the journal rather than growing it.
+                        self.context.store.journal_room().await;
                         self.dispatch(&sender, body);
                     }
                     Some(Err(e)) => {

@@ -1,8 +1,18 @@
 //! The journal: every message in and out, appended without waiting and
 //! written with the store's next commit. Clearing reads it back through
 //! [`super::History::journal_between`].
+//!
+//! No entry is ever dropped. Instead the entries accepted and not yet written
+//! are counted ([`JournalBacklog`]), and new work (a wallet request, a frame
+//! from a bank) waits in [`JournalSink::journal_room`] while they are at the
+//! store's capacity: a slow or absent database slows the switch down instead
+//! of growing its memory or losing audit rows.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 /// Direction of a journaled message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -66,8 +76,107 @@ impl JournalEntry {
 }
 
 /// Where the switch and its bank links journal messages.
+#[async_trait]
 pub trait JournalSink: Send + Sync + 'static {
     /// Appends to the journal without waiting: entries are written with the next
     /// commit, in the order given.
     fn journal(&self, entry: JournalEntry);
+
+    /// Waits until the entries not yet written are below the store's
+    /// capacity. Called before work that will journal is taken on, so the
+    /// unwritten entries stay within the capacity plus what the work already
+    /// admitted adds (a few entries per request in flight).
+    async fn journal_room(&self) {}
+}
+
+/// Journal entries accepted and not yet written, against a capacity.
+#[derive(Debug)]
+pub struct JournalBacklog {
+    unwritten: AtomicUsize,
+    capacity: usize,
+    written: Notify,
+}
+
+impl JournalBacklog {
+    pub fn new(capacity: usize) -> JournalBacklog {
+        JournalBacklog {
+            unwritten: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            written: Notify::new(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entries accepted and not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Acquire)
+    }
+
+    pub fn accepted(&self) {
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `n` entries are written (or will never be: their store is closing).
+    pub fn written(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self
+            .unwritten
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if before >= self.capacity {
+            self.written.notify_waiters();
+        }
+    }
+
+    /// Returns once fewer than `capacity` entries are unwritten.
+    pub async fn room(&self) {
+        loop {
+            // Registered before the check, so a write in between still wakes it.
+            let notified = self.written.notified();
+            if self.unwritten() < self.capacity {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn room_waits_while_the_backlog_is_full_and_not_after() {
+        let backlog = Arc::new(JournalBacklog::new(3));
+        backlog.room().await;
+        for _ in 0..4 {
+            backlog.accepted();
+        }
+        let waiter = tokio::spawn({
+            let b = backlog.clone();
+            async move { b.room().await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "four unwritten against three");
+        backlog.written(1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!waiter.is_finished(), "three unwritten is still full");
+        backlog.written(1);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken once below the capacity")
+            .unwrap();
+        assert_eq!(backlog.unwritten(), 2);
+        backlog.written(10);
+        assert_eq!(backlog.unwritten(), 0, "never below zero");
+    }
 }

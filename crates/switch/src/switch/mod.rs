@@ -260,6 +260,8 @@ impl Switch {
     /// Handles one request from a wallet and returns the response to send (the
     /// codec bytes, without framing), or `None` when nothing is to be answered.
     pub async fn handle(&self, peer: &Peer, request: Message, raw: Bytes) -> Option<Bytes> {
+        // A journal that cannot keep up holds new requests back (never drops rows).
+        self.store.journal_room().await;
         self.journal(Direction::In, &peer.name, &request, raw, None);
         if is_response(request.mti()) {
             warn!(peer = %peer.name, mti = request.mti_str(), "response from a wallet ignored");

@@ -1,5 +1,6 @@
 //! The journal task: entries buffered without waiting and written in order,
-//! by binary COPY or multi-row INSERT, retried while the database is away.
+//! by binary COPY or multi-row INSERT, retried while the database is away
+//! (never dropped: new work waits instead, see `JournalBacklog`).
 
 use super::*;
 
@@ -45,6 +46,7 @@ pub(super) async fn journal_writer(inner: Arc<Inner>, stop: CancellationToken) {
                 failures = 0;
                 bump(&inner.counters.journal_written, batch.len() as u64);
                 inner.journal_done_add(batch.len() as u64);
+                inner.journal_backlog.written(batch.len());
             }
             Err(e) => {
                 failures += 1;

@@ -54,11 +54,12 @@
 //!
 //! # Journal
 //!
-//! [`Store::journal`] never blocks: entries go into a bounded buffer that one
-//! task writes in order, in multi-row `INSERT ... SELECT FROM unnest(...)`
-//! statements. Entries that cannot be written stay buffered and are retried;
-//! only when the buffer is full are new entries dropped, each drop logged as
-//! an error and counted in [`PgStats::journal_dropped`].
+//! [`Store::journal`] never blocks: entries go into a buffer that one task
+//! writes in order, by binary `COPY` or multi-row `INSERT ... SELECT FROM
+//! unnest(...)`. Entries that cannot be written stay buffered and are
+//! retried; none is ever dropped. When [`PostgresOptions::journal_capacity`]
+//! entries are unwritten, [`JournalSink::journal_room`] makes new work wait
+//! until the task has written some.
 //!
 //! # Losing the database
 //!
@@ -101,6 +102,7 @@ use super::{
     StoreError, StoreResult, StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
+use crate::store::journal::JournalBacklog;
 
 /// Tuning of a [`PostgresStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +113,8 @@ pub struct PostgresOptions {
     pub max_batch: usize,
     /// Connections in the pool (lanes, the journal task and reads share it).
     pub pool_size: usize,
-    /// Journal entries buffered at most before new ones are dropped (loudly).
+    /// Unwritten journal entries at which new work waits for the journal
+    /// (the buffer exceeds it only by what work already admitted journals).
     pub journal_capacity: usize,
     /// Journal entries per insert.
     pub journal_batch: usize,
@@ -125,7 +128,7 @@ impl Default for PostgresOptions {
             lanes: 4,
             max_batch: 256,
             pool_size: 16,
-            journal_capacity: 1_000_000,
+            journal_capacity: 16_384,
             journal_batch: 2048,
             timeout: Duration::from_secs(5),
         }
@@ -151,7 +154,6 @@ pub struct PgStats {
     /// Batches split into single commands after a statement failed.
     pub splits: u64,
     pub journal_written: u64,
-    pub journal_dropped: u64,
 }
 
 #[derive(Default)]
@@ -164,7 +166,6 @@ struct Counters {
     reruns: AtomicU64,
     splits: AtomicU64,
     journal_written: AtomicU64,
-    journal_dropped: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -200,6 +201,8 @@ struct Inner {
     counters: Counters,
     journal: Mutex<VecDeque<JournalEntry>>,
     journal_wake: Notify,
+    /// The entries in `journal` or being written, against the capacity.
+    journal_backlog: JournalBacklog,
     /// Entries accepted by [`JournalSink::journal`] (written or dropped later).
     journal_accepted: AtomicU64,
     /// Entries written or dropped so far; `flush` waits on it.

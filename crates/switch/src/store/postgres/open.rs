@@ -82,6 +82,7 @@ impl PostgresStore {
             counters: Counters::default(),
             journal: Mutex::new(VecDeque::new()),
             journal_wake: Notify::new(),
+            journal_backlog: JournalBacklog::new(options.journal_capacity),
             journal_accepted: AtomicU64::new(0),
             journal_done: watch::channel(0).0,
             journal_copy: std::sync::atomic::AtomicBool::new(true),
@@ -118,7 +119,6 @@ impl PostgresStore {
             reruns: get(&c.reruns),
             splits: get(&c.splits),
             journal_written: get(&c.journal_written),
-            journal_dropped: get(&c.journal_dropped),
         }
     }
 

@@ -304,22 +304,12 @@ impl SafQueue for PostgresStore {
     }
 }
 
+#[async_trait]
 impl JournalSink for PostgresStore {
     fn journal(&self, entry: JournalEntry) {
         let inner = &self.inner;
+        inner.journal_backlog.accepted();
         let mut queue = inner.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() >= inner.options.journal_capacity {
-            drop(queue);
-            bump(&inner.counters.journal_dropped, 1);
-            tracing::error!(
-                capacity = inner.options.journal_capacity,
-                mti = %String::from_utf8_lossy(&entry.mti),
-                stan = ?entry.stan,
-                peer = %entry.peer,
-                "journal buffer full (database too slow or down): entry dropped"
-            );
-            return;
-        }
         let was_empty = queue.is_empty();
         queue.push_back(entry);
         drop(queue);
@@ -327,6 +317,10 @@ impl JournalSink for PostgresStore {
         if was_empty {
             inner.journal_wake.notify_one();
         }
+    }
+
+    async fn journal_room(&self) {
+        self.inner.journal_backlog.room().await
     }
 }
 

@@ -12,11 +12,13 @@
 //! (`synchronous=FULL` by default), and concurrent calls share one fsync.
 //! Reads go through the same thread, so they always see a consistent state.
 //!
-//! Journal entries ([`Store::journal`] is not async) go over an unbounded
-//! channel of their own, which every batch drains first, in order; a wake-up
-//! message on the command channel makes sure a batch follows soon. Entries whose
-//! write fails are kept and retried with the next commit; dropping the store
-//! (or [`SqliteStore::close`]) writes whatever is pending and joins the thread.
+//! Journal entries ([`Store::journal`] is not async) go over a channel of their
+//! own, which every batch drains first, in order; a wake-up message on the
+//! command channel makes sure a batch follows soon. Entries whose write fails
+//! are kept and retried with the next commit, never dropped; while
+//! [`SqliteOptions::journal_capacity`] of them are unwritten, new work waits
+//! in [`JournalSink::journal_room`]. Dropping the store (or
+//! [`SqliteStore::close`]) writes whatever is pending and joins the thread.
 //!
 //! # Invariants
 //!
@@ -49,6 +51,7 @@ use super::{
     StoredAnswer,
 };
 use crate::dialect::FreezeKey;
+use crate::store::journal::JournalBacklog;
 
 mod commands;
 mod rows;
@@ -74,6 +77,8 @@ pub struct SqliteOptions {
     pub synchronous_full: bool,
     /// Most commands run in one transaction.
     pub max_batch: usize,
+    /// Unwritten journal entries at which new work waits for the journal.
+    pub journal_capacity: usize,
 }
 
 impl Default for SqliteOptions {
@@ -81,6 +86,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             synchronous_full: true,
             max_batch: 512,
+            journal_capacity: 16_384,
         }
     }
 }
@@ -121,6 +127,8 @@ struct Shared {
     commands: AtomicU64,
     /// A wake-up for journal entries is queued (or a batch is about to drain them).
     wake_pending: AtomicBool,
+    /// Journal entries sent to the writer and not yet committed.
+    journal_backlog: JournalBacklog,
 }
 
 fn stopped() -> StoreError {
@@ -164,6 +172,7 @@ impl SqliteStore {
             commits: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
+            journal_backlog: JournalBacklog::new(options.journal_capacity),
         });
         let writer = Writer {
             conn,

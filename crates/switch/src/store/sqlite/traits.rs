@@ -169,9 +169,13 @@ impl SafQueue for SqliteStore {
     }
 }
 
+#[async_trait]
 impl JournalSink for SqliteStore {
     fn journal(&self, entry: JournalEntry) {
+        // Counted before it is sent, so the writer never counts it written first.
+        self.shared.journal_backlog.accepted();
         if self.journal.send(entry).is_err() {
+            self.shared.journal_backlog.written(1);
             tracing::error!("journal entry lost: the store's writer thread has stopped");
             return;
         }
@@ -181,6 +185,10 @@ impl JournalSink for SqliteStore {
                 let _ = commands.try_send(Msg::Wake);
             }
         }
+    }
+
+    async fn journal_room(&self) {
+        self.shared.journal_backlog.room().await
     }
 }
 

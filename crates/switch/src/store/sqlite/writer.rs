@@ -173,6 +173,7 @@ impl Writer {
             Ok(()) => {
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.pending_journal.drain(..journaled);
+                self.shared.journal_backlog.written(journaled);
             }
             Err(e) => {
                 tracing::warn!("{e}");
