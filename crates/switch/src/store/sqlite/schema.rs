@@ -133,11 +133,13 @@ pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResul
         "NORMAL"
     };
     // A page touched by many commits between checkpoints is copied back to the
-    // database file once per checkpoint: a larger WAL (64 MiB) and page cache
-    // cut the write amplification of many small group commits.
+    // database file once per checkpoint: a larger WAL (64 MiB) cuts the write
+    // amplification of many small group commits. The page cache is 16 MiB:
+    // it fills with whatever the journal writes, so it is most of what the
+    // process grows by under load (README, "Limits").
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 16384; \
-         PRAGMA cache_size = -65536; PRAGMA journal_size_limit = 134217728;"
+         PRAGMA cache_size = -16384; PRAGMA journal_size_limit = 134217728;"
     ))
     .map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
