@@ -50,7 +50,7 @@ pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let cleared = runtime.block_on(async {
-        let store = switchboard::service::open_store(&config.store).await?;
+        let store = switchboard::service::open_store_locked(&config.store, "clear").await?;
         anyhow::Ok(clear(store.as_ref(), &spec, &request).await?)
     })?;
     let out = args

@@ -34,7 +34,7 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             }
         }
         StoreConfig::Embedded(path) => {
-            drop(SqliteStore::open(&path)?);
+            drop(SqliteStore::open_locked(&path, "migrate")?);
             println!("schema up to date ({})", path.display());
         }
     }

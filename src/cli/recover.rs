@@ -38,7 +38,7 @@ pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Embedded(path) => Arc::new(SqliteStore::open(path)?),
+            StoreConfig::Embedded(path) => Arc::new(SqliteStore::open_locked(path, "recover")?),
             StoreConfig::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
         };
         // Recovery builds reversals but sends nothing itself: no bank links.

@@ -43,7 +43,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // The PostgreSQL store is kept at hand to write its journal and
         // report its counters at shutdown.
         let (store, postgres): (Arc<dyn Store>, Option<Arc<PostgresStore>>) = match &config.store {
-            StoreConfig::Embedded(path) => (Arc::new(SqliteStore::open(path)?), None),
+            StoreConfig::Embedded(path) => (Arc::new(SqliteStore::open_locked(path, "serve")?), None),
             StoreConfig::Postgres(url) => {
                 let pg = Arc::new(PostgresStore::connect(url).await?);
                 (pg.clone(), Some(pg))

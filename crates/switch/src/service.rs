@@ -174,3 +174,22 @@ pub async fn open_store(config: &StoreConfig) -> crate::store::StoreResult<Arc<d
         }
     })
 }
+
+/// Opens the configured store for a process that must not share an
+/// embedded store with another (`serve`, `recover`, `migrate`, `clear`): the
+/// file's lock is taken for `purpose` or [`crate::store::StoreError::InUse`]
+/// says who holds it. PostgreSQL is opened as by [`open_store`]: there
+/// instances share the database and leases say who does what.
+pub async fn open_store_locked(
+    config: &StoreConfig,
+    purpose: &str,
+) -> crate::store::StoreResult<Arc<dyn Store>> {
+    Ok(match config {
+        StoreConfig::Embedded(path) => Arc::new(crate::store::sqlite::SqliteStore::open_locked(
+            path, purpose,
+        )?),
+        StoreConfig::Postgres(url) => {
+            Arc::new(crate::store::postgres::PostgresStore::connect(url).await?)
+        }
+    })
+}

@@ -98,6 +98,10 @@ pub enum StoreError {
     /// Trying again will not help.
     #[error("invalid request to the store: {0}")]
     Invalid(String),
+    /// Another process works on the store and holds it exclusively (an
+    /// embedded store that `serve` has open, when `recover` is run).
+    #[error("store in use: {0}")]
+    InUse(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

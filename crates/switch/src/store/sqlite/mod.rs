@@ -54,6 +54,7 @@ use crate::dialect::FreezeKey;
 use crate::store::journal::JournalBacklog;
 
 mod commands;
+pub mod lock;
 mod rows;
 mod schema;
 mod traits;
@@ -112,6 +113,9 @@ pub struct SqliteStore {
     /// The file, for the read-only connections of long reads (clearing), which
     /// must not hold the writer's transaction open.
     path: std::path::PathBuf,
+    /// Held by a process that must have the file to itself ([`lock`]);
+    /// dropped after the writer thread has stopped.
+    _lock: Option<lock::StoreLock>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -192,7 +196,18 @@ impl SqliteStore {
             spec: Arc::new(Spec::switchboard()),
             thread: Some(thread),
             path: path.to_path_buf(),
+            _lock: None,
         })
+    }
+
+    /// Opens the store at `path` for `purpose` ("serve", "recover", ...)
+    /// holding its lock, so no other such process works on it meanwhile; an
+    /// error ([`StoreError::InUse`]) names the process that holds it.
+    pub fn open_locked(path: &Path, purpose: &str) -> StoreResult<SqliteStore> {
+        let lock = lock::StoreLock::acquire(path, purpose)?;
+        let mut store = SqliteStore::open(path)?;
+        store._lock = Some(lock);
+        Ok(store)
     }
 
     /// Commits and commands so far.
