@@ -103,6 +103,57 @@ async fn maintenance_commands_refuse_a_store_that_serve_holds() {
     assert!(text(&run).contains("recovered:"), "{}", text(&run));
 }
 
+/// `serve` with an open-file limit that its configuration does not fit in
+/// refuses to start, saying which numbers do not fit (it used to start and
+/// then fail to accept under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_configuration_the_open_file_limit_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        SwitchFile {
+            name: "switch.toml",
+            store: &format!("path = {:?}", dir.path().join("switchboard.db")),
+            wallet_port: free_port(),
+            bank_a: "127.0.0.1:9".parse().unwrap(),
+            bank_b: "127.0.0.1:9".parse().unwrap(),
+            timeout_ms: 2_000,
+            max_backoff_ms: 1_000,
+        },
+    );
+    // A shell lowers the limit (soft and hard), then becomes the switch.
+    let child = Command::new("sh")
+        .args(["-c", "ulimit -n 200 && exec \"$0\" serve --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_switchboard"))
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("serve refuses at once")
+    .unwrap()
+    .unwrap();
+    let said = text(&run);
+    assert!(!run.status.success(), "serve started: {said}");
+    for part in [
+        "333 file descriptors",
+        "open-file limit is 200",
+        "wallet listeners 257",
+        "bank connections 4",
+    ] {
+        assert!(said.contains(part), "{part:?} missing from: {said}");
+    }
+    assert!(
+        !dir.path().join("switchboard.db").exists(),
+        "refused before the store is created"
+    );
+}
+
 /// A test whose set-up fails after it started processes (here: a program
 /// that is not installed, as when haproxy was missing) leaves none of them
 /// running: the guards kill and reap them while the panic unwinds.

@@ -6,6 +6,7 @@ mod decode;
 mod demo;
 mod encode;
 mod migrate;
+mod open_files;
 mod reconcile;
 mod recover;
 mod render;

@@ -38,6 +38,13 @@ async fn terminated() {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    let limit = super::open_files::raise_to_hard_limit()?;
+    super::open_files::check(config.descriptors(), limit)?;
+    info!(
+        limit,
+        needed = config.descriptors().total(),
+        "open-file limit"
+    );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         // The PostgreSQL store is kept at hand to write its journal and

@@ -40,6 +40,7 @@ institution_id = "{switch}"
 [[wallets]]
 listen = "127.0.0.1:{wallet_port}"
 institutions = ["{wallet}"]
+max_connections = 256
 [[banks]]
 institution_id = "{a}"
 bins = ["622202"]

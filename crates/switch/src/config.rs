@@ -226,6 +226,51 @@ impl Config {
     }
 }
 
+/// The file descriptors a configuration may hold open at once, by what
+/// holds them: what `serve` checks against its open-file limit at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptors {
+    /// Σ `max_connections` of the wallet listeners, plus their listening sockets.
+    pub wallets: u64,
+    /// Σ `connections` of the banks.
+    pub banks: u64,
+    /// The store: the embedded file with its WAL and lock files, a reader
+    /// (clearing) and its files; or the PostgreSQL pool.
+    pub store: u64,
+    /// Standard streams, the runtime's epoll and wake-up descriptors, logs,
+    /// and room for short-lived ones (a clearing file, DNS).
+    pub reserve: u64,
+}
+
+impl Descriptors {
+    pub const RESERVE: u64 = 64;
+
+    pub fn total(&self) -> u64 {
+        self.wallets + self.banks + self.store + self.reserve
+    }
+}
+
+impl Config {
+    /// What this configuration needs of the open-file limit.
+    pub fn descriptors(&self) -> Descriptors {
+        Descriptors {
+            wallets: self
+                .wallets
+                .iter()
+                .map(|w| w.max_connections as u64 + 1)
+                .sum(),
+            banks: self.banks.iter().map(|b| b.connections as u64).sum(),
+            store: match self.store {
+                StoreConfig::Embedded(_) => 8,
+                StoreConfig::Postgres(_) => {
+                    crate::store::postgres::PostgresOptions::default().pool_size as u64
+                }
+            },
+            reserve: Descriptors::RESERVE,
+        }
+    }
+}
+
 fn institution(key: &str, value: &str) -> Result<InstitutionId, ConfigError> {
     InstitutionId::from_field(32, value.as_bytes()).map_err(|_| {
         err(
