@@ -15,6 +15,7 @@ pub mod link;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod socket;
 pub mod stan;
 pub mod store;
 pub mod switch;

@@ -179,7 +179,9 @@ async fn serve_connection(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
+    if let Err(e) = crate::socket::configure(&stream) {
+        warn!(%addr, error = %e, "cannot set the connection's TCP options");
+    }
     let peer = Arc::new(Peer {
         name: format!("wallet {addr}"),
         institutions: config.institutions.clone(),

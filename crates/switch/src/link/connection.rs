@@ -239,7 +239,9 @@ impl Connection {
     }
 
     async fn session(self: &Arc<Self>, stream: TcpStream, shutdown: &CancellationToken) {
-        let _ = stream.set_nodelay(true);
+        if let Err(e) = crate::socket::configure(&stream) {
+            warn!(link = %self.name, error = %e, "cannot set the connection's TCP options");
+        }
         let framed = Framed::new(stream, FrameCodec::new(self.config.framing.clone()));
         let (mut sink, mut source) = framed.split();
         let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
