@@ -368,3 +368,85 @@ async fn a_wallet_that_does_not_read_is_held_back_and_loses_nothing() {
     assert_eq!((answered, left_over), (sent, 0), "every echo answered once");
     running.shutdown().await;
 }
+
+/// Bytes from a peer reach the log only escaped: a message carrying terminal
+/// escapes, a bell and a line break (to forge a log line) is logged as
+/// printable text, and the switch goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_from_a_peer_are_escaped_in_the_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (bank_a, bank_b) = two_banks().await;
+    let wallet_port = free_port();
+    let config = write_config(
+        dir.path(),
+        SwitchFile {
+            name: "switch.toml",
+            store: &format!("path = {:?}", dir.path().join("switchboard.db")),
+            wallet_port,
+            bank_a: bank_a.addr,
+            bank_b: bank_b.addr,
+            timeout_ms: 2_000,
+            max_backoff_ms: 1_000,
+        },
+    );
+    let log_path = dir.path().join("switch.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut switch = KillOnDrop::new(child);
+    let mut line = String::new();
+    BufReader::new(switch.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "switch did not start: {line:?}");
+
+    let evil = "\u{1b}[2J\u{1b}[31m\u{7}\r\nERROR forged line";
+    let mut bodies: Vec<Vec<u8>> = vec![
+        // Unparseable from the bitmap on.
+        format!("0800{evil}").into_bytes(),
+        // A message whose bitmap is fine and whose F32 is not digits.
+        {
+            let mut m = Message::new(*b"0800");
+            m.set(7, "1201120000").set(11, "000001").set(70, "301");
+            let spec = iso8583::Spec::switchboard();
+            let mut b = iso8583::codec::build_bytes(&spec, &m).unwrap().to_vec();
+            b.extend_from_slice(evil.as_bytes());
+            b
+        },
+    ];
+    bodies.push(format!("08\u{1b}]0;title\u{7}{evil}").into_bytes());
+    for body in bodies {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", wallet_port))
+            .await
+            .unwrap();
+        stream
+            .write_all(format!("{:04}", body.len()).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&body).await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read(&log_path).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        text.contains("bad frame") || text.contains("undecodable"),
+        "the messages were logged: {text}"
+    );
+    assert!(
+        !log.iter().any(|&b| b == 0x1b || b == 0x07 || b == b'\r'),
+        "raw control bytes reached the log: {text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("ERROR forged")),
+        "a peer forged a log line: {text}"
+    );
+}
