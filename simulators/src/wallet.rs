@@ -37,6 +37,10 @@ pub enum WalletError {
     NotSent,
     #[error("cannot build request: {0}")]
     Build(String),
+    /// Resent on every connection lost or answer missed until the wallet's
+    /// patience ran out (`ResendingWallet`).
+    #[error("no answer after resending for {0:?}")]
+    GaveUp(Duration),
 }
 
 /// Waiters by the key of the answer they wait for; `None` once the
