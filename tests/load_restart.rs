@@ -1,0 +1,237 @@
+//! `walletsim load` across switch restarts, all real processes: two
+//! `banksim`s, `switchboard serve` on the embedded store, and `walletsim load`
+//! for 20 s while the switch is killed with SIGKILL twice and restarted on
+//! the same store. walletsim must reconnect, resend what the kills left
+//! unanswered, and only then close its packets and run its checks, which
+//! must pass. Then the money invariants against the banks and the switch's
+//! store, and every request in the wallet's records sent once more: the
+//! switch must answer each exactly as the wallet recorded. Bounded: about
+//! 40 s.
+
+mod common;
+
+use common::process::{
+    addr, banksim, free_port, serve, simulator_path, write_config, KillOnDrop, SwitchFile,
+};
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use iso8583::codec::build_bytes;
+use iso8583::framing::FramingConfig;
+use iso8583::Spec;
+use simulators::scenarios::BankView;
+use simulators::wallet::{WalletClient, WalletRecords};
+use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::{History, SagaState};
+use tokio::time::Instant;
+
+const RATE: u64 = 200;
+const SECONDS: u64 = 20;
+const FREEZES: u64 = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
+    let bank_a = banksim(common::BANK_A, "622202", 21, "none");
+    let bank_b = banksim(common::BANK_B, "621700", 22, "none");
+    let view_a = BankView::Admin(addr(bank_a.admin));
+    let view_b = BankView::Admin(addr(bank_b.admin));
+    let before_a = view_a.snapshot().await.unwrap().total_balance_minor;
+    let before_b = view_b.snapshot().await.unwrap().total_balance_minor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let wallet_port = free_port();
+    let config = write_config(
+        dir.path(),
+        SwitchFile {
+            name: "switch.toml",
+            store: "path = \"switchboard.db\"",
+            wallet_port,
+            bank_a: addr(bank_a.port),
+            bank_b: addr(bank_b.port),
+            timeout_ms: 2_000,
+            max_backoff_ms: 500,
+        },
+    );
+    let mut switch = serve(&config);
+
+    // walletsim's output goes to files: a pipe nobody reads could stall it.
+    let records = dir.path().join("wallet-records.txt");
+    let (out, err) = (dir.path().join("out.json"), dir.path().join("err.txt"));
+    let started = Instant::now();
+    let mut walletsim = KillOnDrop::new(
+        Command::new(simulator_path("walletsim"))
+            .arg("load")
+            .args(["--switch", &addr(wallet_port).to_string()])
+            .args(["--payer-admin", &addr(bank_a.admin).to_string()])
+            .args(["--receiver-admin", &addr(bank_b.admin).to_string()])
+            .args(["--institution", common::WALLET_ID])
+            .args(["--rate", &RATE.to_string()])
+            .args(["--duration", &SECONDS.to_string()])
+            .args(["--connections", "2", "--freezes", &FREEZES.to_string()])
+            .args(["--freeze-amount", "100000", "--give-up-after", "20"])
+            .arg("--json")
+            .arg("--record")
+            .arg(&records)
+            .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+            .spawn()
+            .expect("walletsim runs"),
+    );
+
+    // Two kills in the middle of the load, each restarted on the same store.
+    for at in [6, 13] {
+        tokio::time::sleep_until(started + Duration::from_secs(at)).await;
+        assert!(
+            walletsim.try_wait().unwrap().is_none(),
+            "walletsim ended before the kill at {at} s: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        switch.kill().unwrap();
+        switch.wait().unwrap();
+        switch = serve(&config);
+    }
+
+    let deadline = started + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = walletsim.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "walletsim still runs after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "walletsim: {status}\n{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let count = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {report}"))
+    };
+    assert_eq!(
+        report["invariant_problems"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    assert_eq!(count("sent"), RATE * SECONDS, "{report}");
+    assert_eq!(count("answered"), count("sent"), "{report}");
+    assert_eq!(count("unanswered"), 0, "{report}");
+    // Each kill broke both connections; requests in flight or due while the
+    // switch was down were sent again.
+    assert!(count("reconnects") >= 2, "{report}");
+    assert!(count("resends") > 0, "{report}");
+    let codes = report["codes"].as_object().unwrap();
+    let approved = codes["00"].as_u64().unwrap();
+    assert!(approved > 0, "{report}");
+
+    // The money: every approved receive (1 minor unit each) debited at bank A
+    // and credited at bank B, nothing else left moved once what the restarts
+    // queued (reversals of the receives they interrupted) is delivered; every
+    // hold at bank A back to zero.
+    let settled = async {
+        loop {
+            let a = view_a.snapshot().await.unwrap();
+            let b = view_b.snapshot().await.unwrap();
+            let moved = (
+                before_a - a.total_balance_minor,
+                b.total_balance_minor - before_b,
+            );
+            let held: u64 = a.holds.iter().map(|h| h.hold.remaining_minor).sum();
+            if moved == (approved as i64, approved as i64) && held == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), settled)
+        .await
+        .is_err()
+    {
+        let a = view_a.snapshot().await.unwrap();
+        let b = view_b.snapshot().await.unwrap();
+        panic!(
+            "after 20 s: bank A paid {}, bank B got {}, {} still held at A; the wallet was told 00 {approved} times",
+            before_a - a.total_balance_minor,
+            b.total_balance_minor - before_b,
+            a.holds.iter().map(|h| h.hold.remaining_minor).sum::<u64>()
+        );
+    }
+
+    // The wallet's records: one line per request (freezes, receives,
+    // unfreezes), each with an answer.
+    let spec = Spec::switchboard();
+    let kept = WalletRecords::load(&records, &spec).unwrap();
+    assert_eq!(kept.len() as u64, FREEZES + RATE * SECONDS + FREEZES);
+    let keys: BTreeSet<(String, String, String)> = kept
+        .iter()
+        .map(|r| {
+            let field = |n| r.request.get_str(n).unwrap().to_string();
+            (r.request.mti_str().to_string(), field(7), field(11))
+        })
+        .collect();
+    assert_eq!(keys.len(), kept.len(), "one record per request");
+    assert!(
+        kept.iter().all(|r| r.answer.is_some()),
+        "every request answered"
+    );
+
+    // Each request once more, exactly as sent: the switch answers as it did.
+    let wallet = WalletClient::connect(
+        addr(wallet_port),
+        FramingConfig::default(),
+        common::WALLET_ID,
+    )
+    .await
+    .unwrap()
+    .with_timeout(Duration::from_secs(10));
+    let mut resends = tokio::task::JoinSet::new();
+    for record in kept {
+        let wallet = wallet.clone();
+        resends.spawn(async move { (wallet.send(&record.request).await, record) });
+    }
+    let mut differ = Vec::new();
+    while let Some(joined) = resends.join_next().await {
+        let (again, record) = joined.unwrap();
+        let again = build_bytes(&spec, &again.unwrap()).unwrap();
+        let first = build_bytes(&spec, record.answer.as_ref().unwrap()).unwrap();
+        if again != first {
+            differ.push(format!(
+                "{} {}: first {:?}, again {:?}",
+                record.request.mti_str(),
+                record.request.get_str(11).unwrap_or(""),
+                record.answer.as_ref().and_then(|a| a.get_str(39)),
+                iso8583::codec::parse(&spec, again.clone())
+                    .ok()
+                    .and_then(|m| m.get_str(39).map(str::to_string))
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "resends answered differently:\n{}",
+        differ.join("\n")
+    );
+
+    // The switch's own books agree: as many approved receives as the wallet
+    // was told 00, none unfinished.
+    switch.kill().unwrap();
+    switch.wait().unwrap();
+    let store = SqliteStore::open(&dir.path().join("switchboard.db")).unwrap();
+    let sagas = store.sagas().await.unwrap();
+    assert!(sagas.iter().all(|s| s.state.is_final()), "unfinished sagas");
+    let approved_sagas = sagas
+        .iter()
+        .filter(|s| s.state == SagaState::Approved)
+        .count() as u64;
+    assert_eq!(approved_sagas, approved);
+    println!(
+        "walletsim load at {RATE}/s for {SECONDS}s, the switch killed twice: {} reconnects, {} resends, codes {:?}; \
+         checked: walletsim's own checks, bank A paid and bank B got exactly the {approved} approved, \
+         every hold zero, one record per request, every request answered again as first, the switch's sagas",
+        count("reconnects"),
+        count("resends"),
+        codes
+    );
+}
