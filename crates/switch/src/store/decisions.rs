@@ -164,6 +164,10 @@ pub struct SagaRecord {
     /// Response code given to the wallet, once answered.
     pub response_code: Option<String>,
     pub created_at_ms: i64,
+    /// Digest of the wallet's request: whoever ends the saga (recovery
+    /// included) records its answer under it, so an exact resend gets that
+    /// answer and not 94.
+    pub request_digest: [u8; 32],
 }
 
 /// A receive to reserve for.
