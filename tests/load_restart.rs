@@ -50,7 +50,7 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
             wallet_port,
             bank_a: addr(bank_a.port),
             bank_b: addr(bank_b.port),
-            timeout_ms: 2_000,
+            timeout_ms: 5_000,
             max_backoff_ms: 500,
         },
     );
@@ -70,7 +70,7 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
             .args(["--rate", &RATE.to_string()])
             .args(["--duration", &SECONDS.to_string()])
             .args(["--connections", "2", "--freezes", &FREEZES.to_string()])
-            .args(["--freeze-amount", "100000", "--give-up-after", "20"])
+            .args(["--freeze-amount", "100000", "--give-up-after", "25"])
             .arg("--json")
             .arg("--record")
             .arg(&records)
@@ -122,9 +122,12 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
     // switch was down were sent again.
     assert!(count("reconnects") >= 2, "{report}");
     assert!(count("resends") > 0, "{report}");
+    // Approved, or failed by recovery (a receive the kill interrupted) and
+    // told so when resent: 91, never 94 (it is the same request).
     let codes = report["codes"].as_object().unwrap();
     let approved = codes["00"].as_u64().unwrap();
     assert!(approved > 0, "{report}");
+    assert!(codes.keys().all(|c| c == "00" || c == "91"), "{report}");
 
     // The money: every approved receive (1 minor unit each) debited at bank A
     // and credited at bank B, nothing else left moved once what the restarts
