@@ -5,16 +5,18 @@
 //! unanswered, and only then close its packets and run its checks, which
 //! must pass. Then the money invariants against the banks and the switch's
 //! store, and every request in the wallet's records sent once more: the
-//! switch must answer each exactly as the wallet recorded. Bounded: about
-//! 40 s.
+//! switch must answer each exactly as the wallet recorded. And a switch
+//! that stays down: walletsim gives up, says so and fails. Bounded: about
+//! 30 s.
 
 mod common;
 
 use common::process::{
-    addr, banksim, free_port, serve, simulator_path, write_config, KillOnDrop, SwitchFile,
+    addr, banksim, free_port, serve, simulator_path, write_config, Banksim, KillOnDrop, SwitchFile,
 };
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -31,15 +33,18 @@ const RATE: u64 = 200;
 const SECONDS: u64 = 20;
 const FREEZES: u64 = 16;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
+/// Two banks and a switch on the embedded store, as separate processes.
+struct Setup {
+    bank_a: Banksim,
+    bank_b: Banksim,
+    dir: tempfile::TempDir,
+    wallet_port: u16,
+    config: PathBuf,
+}
+
+fn start() -> Setup {
     let bank_a = banksim(common::BANK_A, "622202", 21, "none");
     let bank_b = banksim(common::BANK_B, "621700", 22, "none");
-    let view_a = BankView::Admin(addr(bank_a.admin));
-    let view_b = BankView::Admin(addr(bank_b.admin));
-    let before_a = view_a.snapshot().await.unwrap().total_balance_minor;
-    let before_b = view_b.snapshot().await.unwrap().total_balance_minor;
-
     let dir = tempfile::tempdir().unwrap();
     let wallet_port = free_port();
     let config = write_config(
@@ -54,55 +59,111 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
             max_backoff_ms: 500,
         },
     );
-    let mut switch = serve(&config);
+    Setup {
+        bank_a,
+        bank_b,
+        dir,
+        wallet_port,
+        config,
+    }
+}
 
-    // walletsim's output goes to files: a pipe nobody reads could stall it.
-    let records = dir.path().join("wallet-records.txt");
-    let (out, err) = (dir.path().join("out.json"), dir.path().join("err.txt"));
+/// `walletsim load --json` with `args`; its output goes to files (a pipe
+/// nobody reads could stall it).
+struct Walletsim {
+    child: KillOnDrop,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+fn walletsim_load(setup: &Setup, args: &[&str]) -> Walletsim {
+    let out = setup.dir.path().join("out.json");
+    let err = setup.dir.path().join("err.txt");
+    let child = Command::new(simulator_path("walletsim"))
+        .arg("load")
+        .args(["--switch", &addr(setup.wallet_port).to_string()])
+        .args(["--payer-admin", &addr(setup.bank_a.admin).to_string()])
+        .args(["--receiver-admin", &addr(setup.bank_b.admin).to_string()])
+        .args(["--institution", common::WALLET_ID, "--json"])
+        .args(args)
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .expect("walletsim runs");
+    Walletsim {
+        child: KillOnDrop::new(child),
+        out,
+        err,
+    }
+}
+
+impl Walletsim {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits (until `deadline`) for it to exit: its status, stdout and stderr.
+    async fn exit(mut self, deadline: Instant) -> (std::process::ExitStatus, String, String) {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "walletsim still runs: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let stdout = std::fs::read_to_string(&self.out).unwrap();
+        (status, stdout, self.stderr())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
+    let setup = start();
+    let view_a = BankView::Admin(addr(setup.bank_a.admin));
+    let view_b = BankView::Admin(addr(setup.bank_b.admin));
+    let before_a = view_a.snapshot().await.unwrap().total_balance_minor;
+    let before_b = view_b.snapshot().await.unwrap().total_balance_minor;
+    let mut switch = serve(&setup.config);
+
+    let records = setup.dir.path().join("wallet-records.txt");
     let started = Instant::now();
-    let mut walletsim = KillOnDrop::new(
-        Command::new(simulator_path("walletsim"))
-            .arg("load")
-            .args(["--switch", &addr(wallet_port).to_string()])
-            .args(["--payer-admin", &addr(bank_a.admin).to_string()])
-            .args(["--receiver-admin", &addr(bank_b.admin).to_string()])
-            .args(["--institution", common::WALLET_ID])
-            .args(["--rate", &RATE.to_string()])
-            .args(["--duration", &SECONDS.to_string()])
-            .args(["--connections", "2", "--freezes", &FREEZES.to_string()])
-            .args(["--freeze-amount", "100000", "--give-up-after", "25"])
-            .arg("--json")
-            .arg("--record")
-            .arg(&records)
-            .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-            .spawn()
-            .expect("walletsim runs"),
+    let mut walletsim = walletsim_load(
+        &setup,
+        &[
+            "--rate",
+            &RATE.to_string(),
+            "--duration",
+            &SECONDS.to_string(),
+            "--connections",
+            "2",
+            "--freezes",
+            &FREEZES.to_string(),
+            "--freeze-amount",
+            "100000",
+            "--give-up-after",
+            "25",
+            "--record",
+            records.to_str().unwrap(),
+        ],
     );
 
     // Two kills in the middle of the load, each restarted on the same store.
     for at in [6, 13] {
         tokio::time::sleep_until(started + Duration::from_secs(at)).await;
         assert!(
-            walletsim.try_wait().unwrap().is_none(),
+            walletsim.child.try_wait().unwrap().is_none(),
             "walletsim ended before the kill at {at} s: {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
+            walletsim.stderr()
         );
         switch.kill().unwrap();
         switch.wait().unwrap();
-        switch = serve(&config);
+        switch = serve(&setup.config);
     }
-
-    let deadline = started + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = walletsim.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "walletsim still runs after 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let stdout = std::fs::read_to_string(&out).unwrap();
-    let stderr = std::fs::read_to_string(&err).unwrap();
+    let (status, stdout, stderr) = walletsim.exit(started + Duration::from_secs(60)).await;
     assert!(status.success(), "walletsim: {status}\n{stdout}\n{stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let count = |key: &str| {
@@ -182,7 +243,7 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
 
     // Each request once more, exactly as sent: the switch answers as it did.
     let wallet = WalletClient::connect(
-        addr(wallet_port),
+        addr(setup.wallet_port),
         FramingConfig::default(),
         common::WALLET_ID,
     )
@@ -221,7 +282,7 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
     // was told 00, none unfinished.
     switch.kill().unwrap();
     switch.wait().unwrap();
-    let store = SqliteStore::open(&dir.path().join("switchboard.db")).unwrap();
+    let store = SqliteStore::open(&setup.dir.path().join("switchboard.db")).unwrap();
     let sagas = store.sagas().await.unwrap();
     assert!(sagas.iter().all(|s| s.state.is_final()), "unfinished sagas");
     let approved_sagas = sagas
@@ -236,5 +297,44 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
         count("reconnects"),
         count("resends"),
         codes
+    );
+}
+
+/// The switch killed and never restarted: walletsim resends for
+/// `--give-up-after` seconds, then gives up, says so, and fails without
+/// running its checks (what the lost receives took is unknown). Bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walletsim_load_gives_up_when_the_switch_stays_down() {
+    let setup = start();
+    let mut switch = serve(&setup.config);
+    let started = Instant::now();
+    let walletsim = walletsim_load(
+        &setup,
+        &[
+            "--rate",
+            "100",
+            "--duration",
+            "4",
+            "--freezes",
+            "4",
+            "--give-up-after",
+            "2",
+        ],
+    );
+    tokio::time::sleep_until(started + Duration::from_secs(2)).await;
+    switch.kill().unwrap();
+    switch.wait().unwrap();
+    let (status, stdout, stderr) = walletsim.exit(started + Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(report["unanswered"].as_u64().unwrap() > 0, "{report}");
+    let problems = report["invariant_problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert!(
+        problems[0]
+            .as_str()
+            .unwrap()
+            .contains("got no answer after resending for 2 s"),
+        "{report}"
     );
 }
