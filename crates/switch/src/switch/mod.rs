@@ -251,7 +251,6 @@ impl Switch {
         }
     }
 
-    /// The response to `request` with code `code`, built.
     /// Whether `answer` is what recovery recorded for this very request: a
     /// receive saga it failed whose request had `digest`. Recovery records
     /// its answer without the request's digest, so without this check an
@@ -266,6 +265,7 @@ impl Switch {
             && matches!(self.store.saga(key).await, Ok(Some(saga)) if saga.request_digest == digest)
     }
 
+    /// The response to `request` with code `code`, built.
     fn reply(&self, request: &Message, code: ResponseCode) -> Bytes {
         let mut response = self.respond(request, code);
         self.encode(&mut response)
