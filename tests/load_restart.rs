@@ -120,6 +120,24 @@ impl Walletsim {
     }
 }
 
+/// When bank A holds `freezes` packets, walletsim's load begins: that
+/// moment (waited for at most 20 s from `started`), so that a kill meets the
+/// load and not the freezes before it however slow the machine is.
+async fn freezes_placed(setup: &Setup, freezes: u64, started: Instant) -> Instant {
+    let view = BankView::Admin(addr(setup.bank_a.admin));
+    loop {
+        let holds = view.snapshot().await.unwrap().holds.len() as u64;
+        if holds >= freezes {
+            return Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "walletsim placed {holds} of {freezes} freezes in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
     let setup = start();
@@ -152,8 +170,9 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
     );
 
     // Two kills in the middle of the load, each restarted on the same store.
-    for at in [6, 13] {
-        tokio::time::sleep_until(started + Duration::from_secs(at)).await;
+    let load_started = freezes_placed(&setup, FREEZES, started).await;
+    for at in [5, 12] {
+        tokio::time::sleep_until(load_started + Duration::from_secs(at)).await;
         assert!(
             walletsim.child.try_wait().unwrap().is_none(),
             "walletsim ended before the kill at {at} s: {}",
@@ -321,7 +340,8 @@ async fn walletsim_load_gives_up_when_the_switch_stays_down() {
             "2",
         ],
     );
-    tokio::time::sleep_until(started + Duration::from_secs(2)).await;
+    let load_started = freezes_placed(&setup, 4, started).await;
+    tokio::time::sleep_until(load_started + Duration::from_secs(1)).await;
     switch.kill().unwrap();
     switch.wait().unwrap();
     let (status, stdout, stderr) = walletsim.exit(started + Duration::from_secs(30)).await;
