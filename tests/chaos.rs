@@ -8,13 +8,14 @@
 
 mod common;
 
-use common::process::{free_port, serve, write_config, KillOnDrop, SwitchFile};
+use common::process::{
+    addr, banksim, free_port, send_admin, serve, write_config, KillOnDrop, SwitchFile,
+    BANKSIM_BALANCE,
+};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,76 +30,7 @@ use switchboard::dialect::FreezeKey;
 use switchboard::store::sqlite::SqliteStore;
 use switchboard::store::{FreezeState, SafState, SagaState, Store};
 
-const BALANCE: i64 = 10_000_000;
-
-/// `banksim` is built beside `switchboard` by `cargo test --workspace`.
-fn banksim_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_switchboard")).with_file_name("banksim");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
-fn addr(port: u16) -> SocketAddr {
-    format!("127.0.0.1:{port}").parse().unwrap()
-}
-
-struct Banksim {
-    child: KillOnDrop,
-    port: u16,
-    admin: u16,
-}
-
-fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim {
-    let (port, admin) = (free_port(), free_port());
-    let child = Command::new(banksim_path())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args([
-            "--institution",
-            institution,
-            "--bin",
-            bin,
-            "--accounts",
-            "6",
-        ])
-        .args([
-            "--balance",
-            &BALANCE.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .args(["--faults", faults])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("banksim runs");
-    let child = KillOnDrop::new(child);
-    // Ready when its admin port answers.
-    send_admin(admin, "faults");
-    Banksim { child, port, admin }
-}
-
-/// Sends one admin command and returns the first line of the answer.
-fn send_admin(port: u16, command: &str) -> String {
-    for _ in 0..100 {
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr(port)) {
-            stream.write_all(format!("{command}\n").as_bytes()).unwrap();
-            let mut line = String::new();
-            BufReader::new(stream).read_line(&mut line).unwrap();
-            return line;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("admin port {port} does not answer");
-}
+const BALANCE: i64 = BANKSIM_BALANCE;
 
 /// A wallet that reconnects after the switch dies and resends what got no answer.
 struct ResilientWallet {

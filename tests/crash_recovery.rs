@@ -214,10 +214,17 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
         "the credit's reversal reached bank B"
     );
 
-    // The packet can be closed: the hold goes to zero, the payer keeps everything.
+    // The receive resent byte for byte: the 91 recovery recorded for it, not
+    // 94 (it is the same request), and nothing moves again.
     let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
         .await
         .unwrap();
+    assert_eq!(
+        code(&wallet.send(&receive).await.unwrap()),
+        ResponseCode::ISSUER_UNAVAILABLE
+    );
+
+    // The packet can be closed: the hold goes to zero, the payer keeps everything.
     let unfreeze = wallet.unfreeze(&freeze, 5_000, clock.now());
     assert_eq!(
         code(&wallet.send(&unfreeze).await.unwrap()),

@@ -2014,6 +2014,11 @@ async fn reserve_with_identities_records_debiting_and_answers_block_resends(back
     assert_eq!(saga.state, SagaState::Debiting);
     assert_eq!(saga.debit, Some(sent(b"000001")));
     assert_eq!(saga.credit, Some(sent(b"000002")));
+    assert_eq!(
+        saga.request_digest,
+        digest(2),
+        "the request's digest is kept"
+    );
 
     // A receive rejected earlier (no saga, only an answer) is a resend next time.
     let rejected = request_key(b"0200", 4102);

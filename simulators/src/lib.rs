@@ -2,7 +2,8 @@
 //! framing: a bank host ([`bank`]: its books, idempotency and reversals;
 //! served over TCP with an admin port by [`bank_server`], with seeded
 //! [`faults`]) and its own clearing export ([`bank_clearing`]); a wallet
-//! ([`wallet`]: a client of the switch) with its own records
+//! ([`wallet`]: a client of the switch; [`resending`]: one that reconnects
+//! and resends what a lost connection left unanswered) with its own records
 //! ([`wallet_records`]) and clearing file ([`wallet_clearing`]); the
 //! red-packet [`scenarios`] with their invariant checks, and open-loop
 //! [`load`]. `switchboard demo`, the `banksim` and `walletsim` binaries and
@@ -14,6 +15,7 @@ pub mod bank_server;
 pub mod faults;
 pub mod load;
 pub mod random;
+pub mod resending;
 pub mod scenarios;
 pub mod wallet;
 pub mod wallet_clearing;

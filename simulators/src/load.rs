@@ -19,7 +19,8 @@ use iso8583::response::ResponseCode;
 
 use switchboard::clock::Clock;
 
-use super::wallet::{code, WalletClient};
+use super::resending::{Patience, ResendingWallet};
+use super::wallet::code;
 
 /// What each request of the load is.
 #[derive(Clone)]
@@ -52,6 +53,9 @@ pub struct LoadConfig {
     pub progress: bool,
     /// Where the wallet keeps its own records of every exchange, if it does.
     pub records: Option<Arc<super::wallet::WalletRecords>>,
+    /// How long a request waits for an answer before it is resent, and
+    /// before it is given up.
+    pub patience: Patience,
 }
 
 /// Results of a load run.
@@ -63,8 +67,15 @@ pub struct LoadReport {
     pub duration_s: f64,
     pub sent: u64,
     pub answered: u64,
-    /// Answers by response code; `timeout` and `closed` for no answer.
+    /// Requests given up without an answer (after resending).
+    pub unanswered: u64,
+    /// Answers by response code; `unanswered` for none.
     pub codes: BTreeMap<String, u64>,
+    /// Connections reopened after one was lost.
+    pub reconnects: u64,
+    /// Attempts beyond each request's first (after a lost connection or a
+    /// missed answer).
+    pub resends: u64,
     pub throughput_per_s: f64,
     pub latency_us_p50: u64,
     pub latency_us_p90: u64,
@@ -81,7 +92,7 @@ impl LoadReport {
     /// One paragraph for people.
     pub fn summary(&self) -> String {
         format!(
-            "{} to {} at {}/s for {:.1}s: sent {}, answered {} ({:.0}/s)\n  codes {:?}\n  latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}",
+            "{} to {} at {}/s for {:.1}s: sent {}, answered {} ({:.0}/s), unanswered {}\n  reconnects {}, resends {}\n  codes {:?}\n  latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.0}",
             self.kind,
             self.target,
             self.rate_target_per_s,
@@ -89,6 +100,9 @@ impl LoadReport {
             self.sent,
             self.answered,
             self.throughput_per_s,
+            self.unanswered,
+            self.reconnects,
+            self.resends,
             self.codes,
             self.latency_us_p50,
             self.latency_us_p90,
@@ -107,17 +121,29 @@ struct Shared {
     approved_per_freeze: Vec<u64>,
 }
 
-/// Runs the load and reports.
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // Counters stay usable whatever panicked while holding them.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the load and reports. A lost connection is reopened and every
+/// request whose answer it lost is sent again ([`ResendingWallet`]), so the
+/// report counts each request once, by its first answer, and `unanswered`
+/// only what got none within `patience.give_up_after`.
 pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport, String> {
     let mut clients = Vec::new();
     for _ in 0..config.connections.max(1) {
-        clients.push(
-            WalletClient::connect(config.target, config.framing.clone(), &config.institution)
-                .await
-                .map_err(|e| format!("connect {}: {e}", config.target))?
-                .with_timeout(Duration::from_secs(30))
-                .with_records(config.records.clone()),
-        );
+        clients.push(Arc::new(
+            ResendingWallet::connect(
+                config.target,
+                config.framing.clone(),
+                &config.institution,
+                config.patience,
+                config.records.clone(),
+            )
+            .await
+            .map_err(|e| format!("connect {}: {e}", config.target))?,
+        ));
     }
     let freezes_len = match &config.kind {
         LoadKind::Receives { freezes, .. } => freezes.len(),
@@ -144,11 +170,12 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
             sent += 1;
             let intended = start + Duration::from_secs_f64(i as f64 / config.rate_per_s as f64);
             let client = clients[i % clients.len()].clone();
+            let messages = client.messages();
             let (msg, freeze_index) = match &config.kind {
                 LoadKind::Receives { freezes, receivers } => {
                     let f = i % freezes.len();
                     (
-                        client.receive(
+                        messages.receive(
                             &freezes[f],
                             &receivers[i % receivers.len()],
                             1,
@@ -158,7 +185,7 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
                     )
                 }
                 LoadKind::Credits { receivers, payer } => (
-                    client.credit(&receivers[i % receivers.len()], payer, 1, clock.now()),
+                    messages.credit(&receivers[i % receivers.len()], payer, 1, clock.now()),
                     None,
                 ),
             };
@@ -172,14 +199,13 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
                 let result = client.send(&msg).await;
                 let latency_us = intended.elapsed().as_micros() as u64;
                 drop(permit);
-                let mut s = shared.lock().expect("load stats lock");
+                let mut s = lock(&shared);
                 let c = match &result {
                     Ok(answer) => {
                         s.answered += 1;
                         code(answer)
                     }
-                    Err(super::wallet::WalletError::Timeout(_)) => "timeout".into(),
-                    Err(_) => "closed".into(),
+                    Err(_) => "unanswered".into(),
                 };
                 if c == ResponseCode::APPROVED {
                     if let Some(f) = freeze_index {
@@ -192,7 +218,7 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
             while tasks.try_join_next().is_some() {}
         }
         if config.progress && Instant::now() >= next_progress {
-            let s = shared.lock().expect("load stats lock");
+            let s = lock(&shared);
             eprintln!(
                 "[{:>4.0}s] sent {sent} answered {} p99 {} us",
                 start.elapsed().as_secs_f64(),
@@ -203,9 +229,10 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // Bounded: each request gives up after `patience.give_up_after`.
     while tasks.join_next().await.is_some() {}
     let elapsed = start.elapsed().as_secs_f64();
-    let s = shared.lock().expect("load stats lock");
+    let s = lock(&shared);
     let h = &s.histogram;
     Ok(LoadReport {
         target: config.target.to_string(),
@@ -217,7 +244,10 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
         duration_s: elapsed,
         sent,
         answered: s.answered,
+        unanswered: s.codes.get("unanswered").copied().unwrap_or(0),
         codes: s.codes.clone(),
+        reconnects: clients.iter().map(|c| c.reconnects()).sum(),
+        resends: clients.iter().map(|c| c.resends()).sum(),
         throughput_per_s: s.answered as f64 / elapsed,
         latency_us_p50: h.value_at_quantile(0.50),
         latency_us_p90: h.value_at_quantile(0.90),

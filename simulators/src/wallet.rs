@@ -37,9 +37,23 @@ pub enum WalletError {
     NotSent,
     #[error("cannot build request: {0}")]
     Build(String),
+    /// Resent on every connection lost or answer missed until the wallet's
+    /// patience ran out (`ResendingWallet`).
+    #[error("no answer after resending for {0:?}")]
+    GaveUp(Duration),
 }
 
-type Pending = Mutex<HashMap<MatchKey, oneshot::Sender<Message>>>;
+/// Waiters by the key of the answer they wait for; `None` once the
+/// connection is closed, so a request made after that fails at once instead
+/// of waiting for an answer that cannot come.
+type Pending = Mutex<Option<HashMap<MatchKey, oneshot::Sender<Message>>>>;
+
+fn lock(
+    pending: &Pending,
+) -> std::sync::MutexGuard<'_, Option<HashMap<MatchKey, oneshot::Sender<Message>>>> {
+    // A waiter map stays consistent whatever panicked while holding it.
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// STANs of this process's wallets, unique across connections.
 static NEXT_STAN: AtomicU32 = AtomicU32::new(0);
@@ -83,7 +97,7 @@ impl WalletClient {
         stream.set_nodelay(true)?;
         let (mut sink, mut source) = Framed::new(stream, FrameCodec::new(framing)).split();
         let (frames, mut rx) = mpsc::channel::<Bytes>(4096);
-        let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+        let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(async move {
             while let Some(body) = rx.recv().await {
                 let mut result = sink.feed(Frame::message(body)).await;
@@ -110,13 +124,13 @@ impl WalletClient {
                     continue;
                 };
                 let waiter = MatchKey::of(&msg, *msg.mti())
-                    .and_then(|k| reader_pending.lock().expect("pending lock").remove(&k));
+                    .and_then(|k| lock(&reader_pending).as_mut()?.remove(&k));
                 if let Some(w) = waiter {
                     let _ = w.send(msg);
                 }
             }
             // Dropping the senders tells every waiter the connection closed.
-            reader_pending.lock().expect("pending lock").clear();
+            lock(&reader_pending).take();
         });
         Ok(WalletClient {
             spec,
@@ -136,7 +150,7 @@ impl WalletClient {
             spec: Arc::new(Spec::switchboard()),
             institution: institution.to_string(),
             frames,
-            pending: Arc::new(Mutex::new(HashMap::new())),
+            pending: Arc::new(Mutex::new(None)),
             timeout: Duration::from_secs(30),
             records: None,
         }
@@ -176,16 +190,23 @@ impl WalletClient {
         let key = MatchKey::of(msg, response_mti(msg.mti()))
             .ok_or_else(|| WalletError::Build("request lacks F7 or F11".into()))?;
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().expect("pending lock").insert(key, tx);
+        match lock(&self.pending).as_mut() {
+            Some(waiters) => waiters.insert(key, tx),
+            None => return Err(WalletError::NotSent),
+        };
         if self.frames.send(body).await.is_err() {
-            self.pending.lock().expect("pending lock").remove(&key);
+            if let Some(waiters) = lock(&self.pending).as_mut() {
+                waiters.remove(&key);
+            }
             return Err(WalletError::NotSent);
         }
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(m)) => Ok(m),
             Ok(Err(_)) => Err(WalletError::Closed),
             Err(_) => {
-                self.pending.lock().expect("pending lock").remove(&key);
+                if let Some(waiters) = lock(&self.pending).as_mut() {
+                    waiters.remove(&key);
+                }
                 Err(WalletError::Timeout(self.timeout))
             }
         }

@@ -1,9 +1,11 @@
-//! The real `switchboard serve` as a child process, for the tests that kill it.
+//! The real `switchboard serve` as a child process, for the tests that kill
+//! it, and the simulators' binaries (`banksim`, `walletsim`) beside it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// A port free right now on loopback.
 pub fn free_port() -> u16 {
@@ -129,4 +131,81 @@ pub fn serve(config: &Path) -> KillOnDrop {
         .unwrap();
     assert!(line.contains("listening"), "switch did not start: {line:?}");
     child
+}
+
+/// A binary of the simulators package (`banksim`, `walletsim`), built beside
+/// `switchboard` by `cargo test --workspace` (or `cargo build -p simulators`).
+pub fn simulator_path(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_switchboard")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// Loopback at `port`.
+pub fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// What each account of a [`banksim`] starts with, in minor units.
+pub const BANKSIM_BALANCE: i64 = 10_000_000;
+
+/// A `banksim` process: its bank port and admin port.
+pub struct Banksim {
+    pub child: KillOnDrop,
+    pub port: u16,
+    pub admin: u16,
+}
+
+/// Starts a `banksim` with 6 accounts of [`BANKSIM_BALANCE`] and the given
+/// faults (`none` for none), and waits until its admin port answers.
+pub fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim {
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(simulator_path("banksim"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--institution",
+            institution,
+            "--bin",
+            bin,
+            "--accounts",
+            "6",
+        ])
+        .args([
+            "--balance",
+            &BANKSIM_BALANCE.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args(["--faults", faults])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("banksim runs");
+    let child = KillOnDrop::new(child);
+    // Ready when its admin port answers.
+    send_admin(admin, "faults");
+    Banksim { child, port, admin }
+}
+
+/// Sends one admin command and returns the first line of the answer.
+pub fn send_admin(port: u16, command: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr(port)) {
+            stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).unwrap();
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("admin port {port} does not answer");
 }

@@ -20,8 +20,9 @@ use clap::{Args, Parser, Subcommand};
 use iso8583::framing::FramingConfig;
 use iso8583::response::ResponseCode;
 use simulators::load::{self, LoadConfig, LoadKind};
+use simulators::resending::{Patience, ResendingWallet};
 use simulators::scenarios::{self, BankView, World};
-use simulators::wallet::{code, WalletClient, WalletRecords};
+use simulators::wallet::{code, WalletRecords};
 use switchboard::clock::{Clock, SystemClock};
 use switchboard::dialect::FreezeKey;
 
@@ -135,6 +136,11 @@ struct LoadArgs {
     /// Send credits straight to this bank instead (the one-hop floor).
     #[arg(long)]
     direct: Option<SocketAddr>,
+    /// Seconds a request is resent for (over lost connections and missed
+    /// answers) before it is given up; the checks after the load need every
+    /// answer, so a request given up fails the run.
+    #[arg(long, default_value_t = 60)]
+    give_up_after: u64,
 }
 
 fn main() -> ExitCode {
@@ -246,29 +252,52 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
     if payers.is_empty() || receivers.is_empty() {
         return Err("both banks need accounts".into());
     }
-    let (target, kind) = if let Some(bank) = args.direct {
+    let patience = Patience {
+        give_up_after: Duration::from_secs(args.give_up_after),
+        ..Patience::default()
+    };
+    let (target, kind, wallet) = if let Some(bank) = args.direct {
         (
             bank,
             LoadKind::Credits {
                 receivers,
                 payer: payers[0].clone(),
             },
+            None,
         )
     } else {
-        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
-            .await
-            .map_err(|e| format!("connect {}: {e}", c.switch))?
-            .with_records(records.clone());
+        // The freezes and the unfreezes after the load survive a switch
+        // restart as the load does: each request is resent until answered.
+        let wallet = ResendingWallet::connect(
+            c.switch,
+            c.framing.clone(),
+            &c.institution,
+            patience,
+            records.clone(),
+        )
+        .await
+        .map_err(|e| format!("connect {}: {e}", c.switch))?;
         let mut freezes = Vec::new();
         for i in 0..args.freezes.max(1) {
-            let freeze = wallet.freeze(&payers[i % payers.len()], args.freeze_amount, clock.now());
-            let answer = wallet.send(&freeze).await.map_err(|e| e.to_string())?;
+            let freeze = wallet.messages().freeze(
+                &payers[i % payers.len()],
+                args.freeze_amount,
+                clock.now(),
+            );
+            let answer = wallet
+                .send(&freeze)
+                .await
+                .map_err(|e| format!("freeze {i}: {e}"))?;
             if code(&answer) != ResponseCode::APPROVED {
                 return Err(format!("freeze {i} answered {}", code(&answer)));
             }
             freezes.push(freeze);
         }
-        (c.switch, LoadKind::Receives { freezes, receivers })
+        (
+            c.switch,
+            LoadKind::Receives { freezes, receivers },
+            Some(wallet),
+        )
     };
     let config = LoadConfig {
         target,
@@ -281,43 +310,33 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         kind: kind.clone(),
         progress: !c.json,
         records: records.clone(),
+        patience,
     };
     let report = load::run(config, clock.clone()).await?;
 
-    // Close every packet and check what the payer bank holds for it.
+    // Close every packet and check what the payer bank holds for it. What
+    // remains of a packet is known only when every receive of the load got
+    // its answer.
     let mut problems = Vec::new();
-    if let LoadKind::Receives { freezes, .. } = &kind {
-        let wallet = WalletClient::connect(c.switch, c.framing.clone(), &c.institution)
-            .await
-            .map_err(|e| e.to_string())?
-            .with_records(records.clone());
-        for (freeze, approved) in freezes.iter().zip(&report.approved_per_freeze) {
-            if *approved > args.freeze_amount {
-                problems.push(format!(
-                    "freeze received {approved} > {}",
-                    args.freeze_amount
-                ));
-            }
-            let unfreeze = wallet.unfreeze(freeze, args.freeze_amount - approved, clock.now());
-            match wallet.send(&unfreeze).await {
-                Ok(a) if code(&a) == ResponseCode::APPROVED => {}
-                Ok(a) => problems.push(format!("unfreeze answered {}", code(&a))),
-                Err(e) => problems.push(format!("unfreeze: {e}")),
-            }
+    match (&kind, &wallet) {
+        (LoadKind::Receives { .. }, _) if report.unanswered > 0 => problems.push(format!(
+            "{} receives got no answer after resending for {} s: what they took is unknown, \
+             so the packets are left open and not checked",
+            report.unanswered, args.give_up_after
+        )),
+        (LoadKind::Receives { freezes, .. }, Some(wallet)) => {
+            check_packets(
+                wallet,
+                &payer_view,
+                freezes,
+                &report.approved_per_freeze,
+                args.freeze_amount,
+                &*clock,
+                &mut problems,
+            )
+            .await?;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let ledger = payer_view.snapshot().await?;
-        for freeze in freezes {
-            let key = FreezeKey::of_request(freeze).map_err(|e| e.to_string())?;
-            if let Some(hold) = ledger.hold(&key) {
-                if hold.remaining_minor != 0 {
-                    problems.push(format!(
-                        "hold {key} keeps {} after unfreeze",
-                        hold.remaining_minor
-                    ));
-                }
-            }
-        }
+        _ => {}
     }
     if c.json {
         let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
@@ -340,6 +359,62 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         ExitCode::FAILURE
     })
 }
+
+/// Unfreezes every packet (what remains: its amount less the receives
+/// approved), then waits until the payer bank's hold of each is zero (the
+/// unfreeze notice reaches the bank through the switch's store-and-forward
+/// queue, behind any reversal a restart queued) and checks that no packet
+/// was received beyond its amount.
+async fn check_packets(
+    wallet: &ResendingWallet,
+    payer_view: &BankView,
+    freezes: &[iso8583::codec::Message],
+    approved_per_freeze: &[u64],
+    freeze_amount: u64,
+    clock: &dyn Clock,
+    problems: &mut Vec<String>,
+) -> Result<(), String> {
+    for (freeze, approved) in freezes.iter().zip(approved_per_freeze) {
+        let Some(remaining) = freeze_amount.checked_sub(*approved) else {
+            problems.push(format!("freeze received {approved} > {freeze_amount}"));
+            continue;
+        };
+        let unfreeze = wallet.messages().unfreeze(freeze, remaining, clock.now());
+        match wallet.send(&unfreeze).await {
+            Ok(a) if code(&a) == ResponseCode::APPROVED => {}
+            Ok(a) => problems.push(format!("unfreeze answered {}", code(&a))),
+            Err(e) => problems.push(format!("unfreeze: {e}")),
+        }
+    }
+    let keys = freezes
+        .iter()
+        .map(|f| FreezeKey::of_request(f).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let deadline = tokio::time::Instant::now() + HOLDS_SETTLE;
+    loop {
+        let ledger = payer_view.snapshot().await?;
+        let held: Vec<String> = keys
+            .iter()
+            .filter_map(|key| {
+                let hold = ledger.hold(key)?;
+                (hold.remaining_minor != 0)
+                    .then(|| format!("hold {key} keeps {} after unfreeze", hold.remaining_minor))
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            problems.extend(held);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long the payer bank's holds may take to reach zero after the
+/// unfreezes: store-and-forward retries back off up to a few seconds.
+const HOLDS_SETTLE: Duration = Duration::from_secs(15);
 
 fn export_main(args: ExportArgs) -> Result<ExitCode, String> {
     use simulators::wallet_clearing as wallet;

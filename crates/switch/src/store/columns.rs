@@ -214,7 +214,7 @@ macro_rules! saga_columns {
         "mti, acquirer, transmission, stan, freeze_acquirer, freeze_transmission, freeze_stan, \
          amount_minor, receiver_pan, receiver_bank, state, debit_stan, debit_transmission, \
          credit_stan, credit_transmission, reversal_stan, reversal_transmission, response_code, \
-         created_at_ms"
+         created_at_ms, request_digest"
     };
 }
 
@@ -232,6 +232,7 @@ pub(super) fn saga_row(row: &impl Columns) -> StoreResult<SagaRecord> {
         reversal: row.sent(15, 16)?,
         response_code: row.opt_text(17)?,
         created_at_ms: row.bigint(18)?,
+        request_digest: row.digest(19)?,
     })
 }
 

@@ -164,6 +164,10 @@ pub struct SagaRecord {
     /// Response code given to the wallet, once answered.
     pub response_code: Option<String>,
     pub created_at_ms: i64,
+    /// Digest of the wallet's request: recovery records its answer without
+    /// it, and the switch compares it with a resend's, so that an exact
+    /// resend of a receive recovery ended is told recovery's answer, not 94.
+    pub request_digest: [u8; 32],
 }
 
 /// A receive to reserve for.

@@ -301,6 +301,7 @@ impl Decisions for MemoryStore {
                 reversal: None,
                 response_code: None,
                 created_at_ms: receive.created_at_ms,
+                request_digest: receive.request_digest,
             };
             s.sagas
                 .insert(receive.request, (saga, receive.request_digest));

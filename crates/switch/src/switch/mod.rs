@@ -34,7 +34,7 @@ use crate::dialect::InstitutionId;
 use crate::link::BankPort;
 use crate::routing::BinRange;
 use crate::stan::StanSource;
-use crate::store::{Direction, JournalEntry, Leases, Store, StoredAnswer};
+use crate::store::{Direction, JournalEntry, Leases, RequestKey, Store, StoredAnswer};
 
 pub use idempotency::{request_digest, request_key};
 use idempotency::{Begin, InFlight};
@@ -251,6 +251,20 @@ impl Switch {
         }
     }
 
+    /// Whether `answer` is what recovery recorded for this very request: a
+    /// receive saga it failed whose request had `digest`. Recovery records
+    /// its answer without the request's digest, so without this check an
+    /// exact resend of a receive a crash interrupted would be told 94.
+    async fn recovered_this(
+        &self,
+        key: &RequestKey,
+        digest: [u8; 32],
+        answer: &StoredAnswer,
+    ) -> bool {
+        answer.request_digest == recovery::RECOVERED_DIGEST
+            && matches!(self.store.saga(key).await, Ok(Some(saga)) if saga.request_digest == digest)
+    }
+
     /// The response to `request` with code `code`, built.
     fn reply(&self, request: &Message, code: ResponseCode) -> Bytes {
         let mut response = self.respond(request, code);
@@ -326,6 +340,14 @@ impl Switch {
             Ok(Some(answer)) if answer.request_digest == digest => {
                 guard.finish(digest, &answer.response);
                 return (answer.response, Some("resend".into()));
+            }
+            Ok(Some(answer)) if self.recovered_this(&key, digest, &answer).await => {
+                let outcome = Outcome::ended_before(self, request, Some(answer));
+                guard.finish(digest, &outcome.response);
+                return (
+                    outcome.response,
+                    Some("resend of a request recovery settled".into()),
+                );
             }
             Ok(Some(_)) => {
                 return (

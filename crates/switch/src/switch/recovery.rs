@@ -33,8 +33,13 @@ pub struct Recovered {
     pub sagas_failed: usize,
 }
 
-/// The answer recorded for a request settled by recovery. Its digest is not
-/// the request's (the request is gone), so a resend gets 94, never 00.
+/// The digest under which recovery records its answers: no request's.
+pub(crate) const RECOVERED_DIGEST: [u8; 32] = [0; 32];
+
+/// The answer (91) recorded for a request settled by recovery, under
+/// [`RECOVERED_DIGEST`] (the request itself is gone). An exact resend of a
+/// receive's request is told its code (the saga kept the request's digest:
+/// `Switch::decide`); a freeze's, 94. Never 00.
 fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) -> StoredAnswer {
     let mut msg = Message::new(mti);
     for (n, v) in fields {
@@ -42,7 +47,7 @@ fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) ->
     }
     msg.set(num::RESPONSE_CODE, ResponseCode::ISSUER_UNAVAILABLE);
     StoredAnswer {
-        request_digest: [0; 32],
+        request_digest: RECOVERED_DIGEST,
         response: switch.encode(&mut msg),
     }
 }
