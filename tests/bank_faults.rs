@@ -58,6 +58,39 @@ async fn closing_bank(
     }
 }
 
+/// The receiver bank every test here uses: bank B, four cards of 1,000.00.
+async fn receiver_bank() -> simulators::bank_server::BankHandle {
+    spawn_bank(
+        Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
+        FramingConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A switch on an embedded store in `dir` with `payer` as bank A and the
+/// receiver bank as bank B, retrying its queue quickly; its clock can be shifted.
+async fn start(
+    dir: &std::path::Path,
+    payer: switchboard::config::BankConfig,
+    receiver: &simulators::bank_server::BankHandle,
+) -> (service::Running, Arc<dyn Store>, Arc<ShiftedClock>) {
+    let receiver = common::bank_config(
+        common::BANK_B,
+        "621700",
+        receiver.addr,
+        Duration::from_secs(5),
+    );
+    let mut config = common::config(dir, vec![payer, receiver]);
+    config.saf.initial_backoff = Duration::from_millis(50);
+    let clock = Arc::new(ShiftedClock::new());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("s.db")).unwrap());
+    let running = service::start(config, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    (running, store, clock)
+}
+
 /// A bank's approval of `request`: its identifying fields echoed, 00, and an
 /// authorisation code for a freeze.
 fn approval(request: &Message) -> Message {
@@ -86,12 +119,7 @@ async fn bank_closing_mid_debit_gives_91_and_queues_the_reversal() {
         connections.clone(),
         reversals.clone(),
     ));
-    let receiver_bank = spawn_bank(
-        Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
-        FramingConfig::default(),
-    )
-    .await
-    .unwrap();
+    let receiver_bank = receiver_bank().await;
     let receiver = receiver_bank.snapshot().accounts[0].pan.clone();
     let mut payer =
         common::bank_config(common::BANK_A, "622202", payer_addr, Duration::from_secs(5));
@@ -328,38 +356,15 @@ async fn an_answer_for_other_values_is_not_the_answer() {
         let payer_addr = listener.local_addr().unwrap();
         let reversals = Arc::new(AtomicUsize::new(0));
         let liar = tokio::spawn(lying_bank(listener, field, reversals.clone()));
-        let receiver_bank = spawn_bank(
-            Bank::generate(common::BANK_B, "621700", 4, 100_000, 2),
-            FramingConfig::default(),
-        )
-        .await
-        .unwrap();
+        let receiver_bank = receiver_bank().await;
         let receiver = receiver_bank.snapshot().accounts[0].pan.clone();
-        let mut config = common::config(
-            dir.path(),
-            vec![
-                common::bank_config(
-                    common::BANK_A,
-                    "622202",
-                    payer_addr,
-                    Duration::from_millis(500),
-                ),
-                common::bank_config(
-                    common::BANK_B,
-                    "621700",
-                    receiver_bank.addr,
-                    Duration::from_secs(5),
-                ),
-            ],
+        let payer = common::bank_config(
+            common::BANK_A,
+            "622202",
+            payer_addr,
+            Duration::from_millis(500),
         );
-        config.saf.initial_backoff = Duration::from_millis(50);
-        let clock = Arc::new(ShiftedClock::new());
-        let store: Arc<dyn Store> = SqliteStore::open(&dir.path().join("s.db"))
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
-            .unwrap();
-        let running = service::start(config, store.clone(), clock.clone())
-            .await
-            .unwrap();
+        let (running, store, clock) = start(dir.path(), payer, &receiver_bank).await;
         assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
         let wallet = WalletClient::connect(
             running.wallet_addrs[0],
@@ -412,4 +417,113 @@ async fn an_answer_for_other_values_is_not_the_answer() {
         running.shutdown().await;
         liar.abort();
     }
+}
+
+/// A payer bank that signs on and acknowledges reversals but never answers a
+/// freeze; it notes when each freeze arrived.
+async fn unanswering_bank(
+    listener: TcpListener,
+    arrivals: Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+    reversals: Arc<AtomicUsize>,
+) {
+    let spec = Spec::switchboard();
+    while let Ok((stream, _)) = listener.accept().await {
+        let (spec, arrivals, reversals) = (spec.clone(), arrivals.clone(), reversals.clone());
+        tokio::spawn(async move {
+            let mut framed = Framed::new(stream, FrameCodec::new(FramingConfig::default()));
+            while let Some(Ok(Frame::Message { body, .. })) = framed.next().await {
+                let request = parse(&spec, body).unwrap();
+                if request.mti() == b"0100" {
+                    arrivals.lock().unwrap().push(tokio::time::Instant::now());
+                    continue;
+                }
+                if &request.mti()[..3] == b"042" {
+                    reversals.fetch_add(1, Ordering::SeqCst);
+                }
+                let bytes = build_bytes(&spec, &approval(&request)).unwrap();
+                if framed.send(Frame::message(bytes)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// A bank link's `max_in_flight` holds: with two slots on one connection and
+/// a bank that answers no freeze, six freezes at once reach the bank two at
+/// a time (a slot is freed only by a timeout), and a freeze that found no
+/// slot within its deadline is refused without being sent (91), so only the
+/// freezes sent are reversed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_link_never_has_more_requests_out_than_max_in_flight() {
+    const TIMEOUT: Duration = Duration::from_millis(800);
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let payer_addr = listener.local_addr().unwrap();
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reversals = Arc::new(AtomicUsize::new(0));
+    let bank = tokio::spawn(unanswering_bank(
+        listener,
+        arrivals.clone(),
+        reversals.clone(),
+    ));
+    let receiver_bank = receiver_bank().await;
+    let mut payer = common::bank_config(common::BANK_A, "622202", payer_addr, TIMEOUT);
+    payer.connections = 1;
+    payer.max_in_flight = 2;
+    let (running, store, clock) = start(dir.path(), payer, &receiver_bank).await;
+    assert!(running.wait_banks_ready(Duration::from_secs(5)).await);
+
+    let mut freezes = Vec::new();
+    for n in 0..6u64 {
+        let wallet = WalletClient::connect(
+            running.wallet_addrs[0],
+            FramingConfig::default(),
+            common::WALLET_ID,
+        )
+        .await
+        .unwrap();
+        let clock = clock.clone();
+        freezes.push(tokio::spawn(async move {
+            let freeze = wallet.freeze(PAYER, 1_000 + n, clock.now());
+            code(&wallet.send(&freeze).await.unwrap())
+        }));
+    }
+    for f in freezes {
+        assert_eq!(f.await.unwrap(), ResponseCode::ISSUER_UNAVAILABLE);
+    }
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert!(
+        (2..=6).contains(&arrivals.len()),
+        "{} freezes sent",
+        arrivals.len()
+    );
+    // Two slots: any three freezes span at least one timeout.
+    for three in arrivals.windows(3) {
+        assert!(
+            three[2] - three[0] >= TIMEOUT - Duration::from_millis(100),
+            "three freezes out at once: {:?} apart",
+            three[2] - three[0]
+        );
+    }
+    // Exactly the freezes sent are reversed; the others never left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reversals.load(Ordering::SeqCst) < arrivals.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} reversals for {} freezes sent",
+            reversals.load(Ordering::SeqCst),
+            arrivals.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reversals.load(Ordering::SeqCst), arrivals.len());
+    let queue = store.saf_entries().await.unwrap();
+    assert!(
+        queue.iter().all(|e| e.state == SafState::Done),
+        "every reversal delivered"
+    );
+    running.shutdown().await;
+    bank.abort();
 }

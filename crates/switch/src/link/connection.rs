@@ -118,11 +118,18 @@ impl Connection {
         msg: &Message,
         body: Bytes,
     ) -> Result<(Message, Bytes), LinkError> {
-        let _permit = sender
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| LinkError::Unavailable(self.name.clone()))?;
+        // At most max_in_flight requests wait for this bank's answers; the
+        // others wait for a slot, but not past the deadline.
+        let _permit = match timeout(self.config.timeout, sender.in_flight.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(LinkError::Unavailable(self.name.clone())),
+            Err(_) => {
+                return Err(LinkError::Busy(
+                    self.name.clone(),
+                    self.config.max_in_flight,
+                ))
+            }
+        };
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = sender.pending.lock().expect("pending lock");

@@ -51,6 +51,10 @@ pub enum LinkError {
     /// No connection to the bank is signed on: nothing was sent.
     #[error("no connection to {0} is up")]
     Unavailable(String),
+    /// Every request slot of the connection (`max_in_flight`) stayed taken
+    /// for the whole deadline: nothing was sent.
+    #[error("all {1} request slots of {0} stayed busy for the deadline: not sent")]
+    Busy(String, usize),
     /// Sent, but no response within the deadline: the bank may have acted on it.
     #[error("no response from {0} within {1} ms")]
     Timeout(String, u128),
