@@ -2355,3 +2355,70 @@ async fn pg_saf_entries_are_held_for_one_caller() {
 async fn memory_saf_entries_are_held_for_one_caller() {
     saf_entries_are_held_for_one_caller(Arc::new(MemoryStore::new())).await;
 }
+
+/// While the journal cannot be written (its table locked by another
+/// session), entries beyond `journal_capacity` are not dropped: new work
+/// waits in `journal_room` until the table is free again, and then every
+/// entry is written, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_journal_waits_when_full_and_drops_nothing() {
+    let url = common::pg::database().await;
+    let store = PostgresStore::connect_with(
+        &url,
+        PostgresOptions {
+            journal_capacity: 4,
+            timeout: Duration::from_secs(2),
+            ..PostgresOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut blocker = common::pg::connect(&url).await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE journal IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let entry = |n: i64| JournalEntry {
+        at_ms: n,
+        direction: Direction::In,
+        peer: "wallet 127.0.0.1:1".into(),
+        mti: *b"0800",
+        processing_code: None,
+        stan: Some(format!("{n:06}")),
+        transmission: None,
+        acquirer: None,
+        response_code: None,
+        pan_masked: None,
+        amount_minor: None,
+        note: None,
+        raw: Bytes::from_static(b"0800"),
+    };
+    for n in 0..3 {
+        store.journal(entry(n));
+    }
+    tokio::time::timeout(Duration::from_secs(1), store.journal_room())
+        .await
+        .expect("room while fewer than the capacity are unwritten");
+    for n in 3..6 {
+        store.journal(entry(n));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), store.journal_room())
+            .await
+            .is_err(),
+        "six unwritten entries against a capacity of four: new work waits"
+    );
+    lock.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), store.journal_room())
+        .await
+        .expect("room again once the journal is written");
+    store.flush().await.unwrap();
+    let journal = store.journal_between(0, 100).await.unwrap();
+    let stans: Vec<_> = journal.iter().filter_map(|e| e.stan.clone()).collect();
+    assert_eq!(
+        stans,
+        (0..6).map(|n| format!("{n:06}")).collect::<Vec<_>>(),
+        "every entry written, in order"
+    );
+    assert_eq!(store.stats().journal_written, 6);
+}

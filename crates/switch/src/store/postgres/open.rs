@@ -122,7 +122,7 @@ impl PostgresStore {
         }
     }
 
-    /// Waits until every journal entry given so far is written (or dropped),
+    /// Waits until every journal entry given so far is written,
     /// at most the store's timeout.
     pub async fn flush(&self) -> StoreResult<()> {
         let target = self.inner.journal_accepted.load(Ordering::SeqCst);
