@@ -7,7 +7,10 @@
 //! them (F32/F7/F11 of the request as received) and dates them from that F7
 //! with the scheme's cutoff, as the switch does. A reversal answered 00 turns
 //! its original into `reversed`; a reversal answered 25 for an original the
-//! bank never received stands for it as `not_applied`.
+//! bank never received stands for it as `not_applied`, and so does one
+//! answered 25 for a request declined before the books saw it (a fault's
+//! decline, journaled but not remembered): nothing moved either way, and the
+//! switch, which may not have seen that answer before a crash, says the same.
 
 use std::collections::BTreeMap;
 
@@ -103,6 +106,12 @@ pub fn export(
                 }
                 if m.response_code == ResponseCode::APPROVED {
                     line.status = Status::Reversed;
+                } else if m.response_code == ResponseCode::UNABLE_TO_LOCATE_RECORD
+                    && line.status == Status::Declined
+                {
+                    // Declined ahead of the books (a fault answered it): the
+                    // books never had it, as the reversal's 25 says.
+                    line.status = Status::NotApplied;
                 }
             }
             None if m.response_code == ResponseCode::UNABLE_TO_LOCATE_RECORD => {
