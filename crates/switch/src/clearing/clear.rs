@@ -497,14 +497,17 @@ pub async fn clear(
     // the original's. A failed saga's leg with neither a journal entry nor a
     // reversal was never sent: the bank has nothing of it either.
     let mut approved_legs: HashSet<MsgKey> = HashSet::new();
+    let mut failed_legs: HashSet<MsgKey> = HashSet::new();
     let mut freeze_of_leg: HashMap<MsgKey, String> = HashMap::new();
     for saga in sagas.values() {
         for sent in [saga.debit, saga.credit].into_iter().flatten() {
             if let Some(key) = sent_key(&switch, &sent) {
                 freeze_of_leg.insert(key, saga.freeze.to_string());
-                if saga.state == SagaState::Approved {
-                    approved_legs.insert(key);
-                }
+                match saga.state {
+                    SagaState::Approved => approved_legs.insert(key),
+                    SagaState::Failed => failed_legs.insert(key),
+                    SagaState::Debiting => false,
+                };
             }
         }
     }
@@ -616,6 +619,11 @@ pub async fn clear(
                 match answer {
                     Some(code) if *code == ResponseCode::APPROVED => (Status::Approved, reversal),
                     Some(_) => (Status::Declined, reversal),
+                    // A failed saga's message with no answer and no reversal
+                    // never left the switch (its connection failed before
+                    // writing it): the saga's end, committed after any answer
+                    // it got was journaled, would otherwise have queued one.
+                    None if failed_legs.contains(key) => continue,
                     None => {
                         pending.insert(not_final("no answer from the bank and no reversal"));
                         continue;
