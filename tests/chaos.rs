@@ -489,7 +489,7 @@ async fn chaos(postgres: bool) {
         total_before,
         "money conserved"
     );
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     for (key, c) in seen.iter() {
         let saga = sagas.iter().find(|s| {
             format!(
@@ -505,7 +505,6 @@ async fn chaos(postgres: bool) {
             );
         }
     }
-    drop(seen);
 
     // End of day: every settlement day the run touched, cleared from the
     // store, against each bank's own export and the wallet's own records.
