@@ -623,7 +623,7 @@ pub async fn clear(
                     // never left the switch (its connection failed before
                     // writing it): the saga's end, committed after any answer
                     // it got was journaled, would otherwise have queued one.
-                    None if failed_legs.contains(key) => continue,
+                    None if failed_legs.contains(key) && reversal.is_empty() => continue,
                     None => {
                         pending.insert(not_final("no answer from the bank and no reversal"));
                         continue;
