@@ -9,11 +9,13 @@
 //!   unmatched answers are not answers); the wallets' requests and the
 //!   switch's answers to them;
 //! - the **receive sagas** of the day: which debit and credit belong to which
-//!   receive (for the bilateral positions and the receives' dates), and which
-//!   are still in flight;
+//!   receive (for the bilateral positions and the receives' dates), which
+//!   are still in flight, and the identities a crash may have kept out of
+//!   the journal (an approved saga's debit and credit were both answered 00);
 //! - the **store-and-forward queue**: every reversal with how it ended, which
 //!   nets out its original (answered 00: `reversed`; answered 25: the
-//!   original never reached the bank, `not_applied`).
+//!   original never reached the bank, `not_applied`), and names it with its
+//!   card, amount and currency even when the original was never sent.
 //!
 //! A bank line belongs to the day its F7 (the switch's, as the bank received
 //! it) falls on; a wallet's request to the day the switch received it, except
