@@ -4,7 +4,9 @@
 //! and wallets that keep sending receives and resend whatever got no answer.
 //! Then the faults stop, every packet is closed, the store-and-forward queue
 //! drains, and the money invariants are checked against the banks' ledgers and
-//! the switch's store. Bounded: about a minute. `CHAOS_SECONDS` lengthens it.
+//! the switch's store. Then the day is cleared and both banks' own exports
+//! and the wallet's own records reconcile with the switch's files with zero
+//! differences. Bounded: about a minute. `CHAOS_SECONDS` lengthens it.
 
 mod common;
 
@@ -21,10 +23,15 @@ use std::time::Duration;
 
 use iso8583::codec::Message;
 use iso8583::framing::FramingConfig;
-use iso8583::ResponseCode;
+use iso8583::{ResponseCode, Spec};
+use rust_decimal::Decimal;
 use simulators::bank::Ledger;
+use simulators::bank_clearing::fetch_export;
 use simulators::scenarios::BankView;
-use simulators::wallet::{code, WalletClient};
+use simulators::wallet::{code, WalletClient, WalletRecords};
+use switchboard::clearing::clear::{clear, ClearRequest};
+use switchboard::clearing::reconcile::reconcile;
+use switchboard::clearing::{institution11, ParticipantFile, Settlement, Status};
 use switchboard::clock::{Clock, SystemClock};
 use switchboard::dialect::FreezeKey;
 use switchboard::store::sqlite::SqliteStore;
@@ -32,10 +39,12 @@ use switchboard::store::{FreezeState, SafState, SagaState, Store};
 
 const BALANCE: i64 = BANKSIM_BALANCE;
 
-/// A wallet that reconnects after the switch dies and resends what got no answer.
+/// A wallet that reconnects after the switch dies and resends what got no
+/// answer, keeping its own records of every exchange for the end of the day.
 struct ResilientWallet {
     addr: SocketAddr,
     client: tokio::sync::Mutex<Option<WalletClient>>,
+    records: Arc<WalletRecords>,
 }
 
 impl ResilientWallet {
@@ -51,7 +60,10 @@ impl ResilientWallet {
                     )
                     .await
                     .ok()
-                    .map(|c| c.with_timeout(Duration::from_secs(5)));
+                    .map(|c| {
+                        c.with_timeout(Duration::from_secs(5))
+                            .with_records(Some(self.records.clone()))
+                    });
                 }
                 guard.clone()
             };
@@ -108,8 +120,9 @@ async fn chaos(postgres: bool) {
         .into_iter()
         .map(|a| a.pan)
         .collect();
-    let total_before = view_a.snapshot().await.unwrap().total_balance_minor
-        + view_b.snapshot().await.unwrap().total_balance_minor;
+    let before_a = view_a.snapshot().await.unwrap().total_balance_minor;
+    let before_b = view_b.snapshot().await.unwrap().total_balance_minor;
+    let total_before = before_a + before_b;
 
     let dir = tempfile::tempdir().unwrap();
     let url = if postgres {
@@ -154,9 +167,11 @@ async fn chaos(postgres: bool) {
         None
     };
     let front = haproxy.as_ref().map_or(addr(ports[0]), |h| h.addr);
+    let wallet_records = Arc::new(WalletRecords::new());
     let wallet = Arc::new(ResilientWallet {
         addr: front,
         client: tokio::sync::Mutex::new(None),
+        records: wallet_records.clone(),
     });
     let open_store = || async {
         match &url {
@@ -170,6 +185,7 @@ async fn chaos(postgres: bool) {
         }
     };
     let clock = SystemClock;
+    let started_ms = clock.now_ms();
 
     // Packets: freezes retried until the bank approves (faults may decline).
     let mut freezes = Vec::new();
@@ -262,6 +278,7 @@ async fn chaos(postgres: bool) {
     let wallet = Arc::new(ResilientWallet {
         addr: front,
         client: tokio::sync::Mutex::new(None),
+        records: wallet_records.clone(),
     });
     builder = WalletClient::connect(front, FramingConfig::default(), common::WALLET_ID)
         .await
@@ -404,7 +421,7 @@ async fn chaos(postgres: bool) {
         total_before,
         "money conserved"
     );
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     for (key, c) in seen.iter() {
         let saga = sagas.iter().find(|s| {
             format!(
@@ -420,6 +437,82 @@ async fn chaos(postgres: bool) {
             );
         }
     }
+
+    // End of day: every settlement day the run touched, cleared from the
+    // store, against each bank's own export and the wallet's own records.
+    let settlement = Settlement::default();
+    let spec = Spec::switchboard();
+    let (first, last) = (
+        settlement.date_of_ms(started_ms),
+        settlement.date_of_ms(clock.now_ms()),
+    );
+    let (mut net_a, mut net_b) = (Decimal::ZERO, Decimal::ZERO);
+    let mut statuses: BTreeMap<(String, Status), usize> = BTreeMap::new();
+    let mut day = first;
+    while day <= last {
+        let cleared = clear(
+            store.as_ref(),
+            &spec,
+            &ClearRequest {
+                date: day,
+                settlement,
+                switch_id: common::SWITCH_ID.into(),
+                banks: vec![common::BANK_A.into(), common::BANK_B.into()],
+                wallets: vec![common::WALLET_ID.into()],
+                allow_pending: false,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("clearing {day}: {e}"));
+        assert!(cleared.balanced(), "invariant 5: {day} does not balance");
+        for (admin, id) in [
+            (bank_a.admin, common::BANK_A),
+            (bank_b.admin, common::BANK_B),
+        ] {
+            let id = institution11(id).unwrap();
+            let text = fetch_export(&addr(admin).to_string(), day, &settlement)
+                .await
+                .unwrap();
+            let theirs = ParticipantFile::parse(&text).unwrap();
+            let ours = &cleared.banks[&id];
+            let r = reconcile(&theirs, ours).unwrap();
+            assert!(r.is_clean(), "bank {id} on {day}:\n{}", r.report());
+            for line in &ours.lines {
+                *statuses
+                    .entry((line.kind.to_string(), line.status))
+                    .or_default() += 1;
+            }
+        }
+        for p in &cleared.positions {
+            if p.bank == institution11(common::BANK_A).unwrap() {
+                net_a += p.net;
+            } else {
+                net_b += p.net;
+            }
+        }
+        let wallet_id = institution11(common::WALLET_ID).unwrap();
+        let ours = simulators::wallet_clearing::export(
+            &wallet_records.all(),
+            common::WALLET_ID,
+            common::SWITCH_ID,
+            day,
+            &settlement,
+            &spec,
+        );
+        let r = reconcile(&ours, &cleared.wallets[&wallet_id]).unwrap();
+        assert!(r.is_clean(), "wallet on {day}:\n{}", r.report());
+        day = day.succ_opt().unwrap();
+    }
+    // What clearing says each bank pays or receives is what its books moved by.
+    assert_eq!(
+        (net_a, net_b),
+        (
+            Decimal::new(a.total_balance_minor - before_a, 2),
+            Decimal::new(b.total_balance_minor - before_b, 2)
+        ),
+        "invariant 5: net positions against the banks' books"
+    );
+
     let approved = sagas
         .iter()
         .filter(|s| s.state == SagaState::Approved)
@@ -428,7 +521,8 @@ async fn chaos(postgres: bool) {
         "chaos: {receives_sent} receives sent over {seconds}s with bank faults [{faults}] and the switch killed {kills} times; \
          {} sagas, {approved} approved; {} queue entries delivered; checked: Σ approved ≤ frozen, counters, \
          every hold zero, every payer and receiver balance equal to its approved receives, money conserved, \
-         every 00 an approved saga{}",
+         every 00 an approved saga; cleared {first}..={last} and reconciled with both banks and the wallet \
+         with zero differences, bank lines {statuses:?}{}",
         sagas.len(),
         entries.len(),
         if postgres {

@@ -29,10 +29,11 @@ use switchboard::clearing::clear::{clear, ClearError, ClearRequest, Cleared};
 use switchboard::clearing::reconcile::{reconcile, DifferenceKind, Reconciliation};
 use switchboard::clearing::{ParticipantFile, Settlement, Status};
 use switchboard::clock::{Clock, ShiftedClock};
+use switchboard::dialect::{FreezeKey, InstitutionId};
 use switchboard::service::{self, Running};
 use switchboard::store::memory::MemoryStore;
 use switchboard::store::sqlite::SqliteStore;
-use switchboard::store::{SafState, Store};
+use switchboard::store::{NewReceive, RequestKey, Reserve, SafState, SentMessage, Store};
 
 use common::{bank_config, BANK_A, BANK_B, SWITCH_ID, WALLET_ID};
 
@@ -738,4 +739,177 @@ async fn a_day_cleared_and_reconciled_on_the_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_cleared_and_reconciled_on_postgres() {
     full_day(Backend::Postgres).await;
+}
+
+/// The crash the chaos run found: the switch records a receive's debit and
+/// credit identities with its reservation, then dies before sending either.
+/// Recovery reverses both, and each bank answers its reversal 25 (it never
+/// had the original) and lists it as `not_applied`. The switch's files must
+/// list both identities the same way, though its journal never saw the
+/// debit or the credit go out.
+async fn allocated_never_sent(backend: Backend) {
+    let Day {
+        running,
+        bank_a,
+        bank_b,
+        store,
+        clock,
+        cards_a,
+        cards_b,
+        wallet,
+        records,
+        dir,
+    } = start(backend).await;
+    let day = date("2026-11-24");
+    clock.set(utc("2026-11-24 02:00:00"));
+    let books = (
+        bank_a.snapshot().total_balance_minor,
+        bank_b.snapshot().total_balance_minor,
+    );
+    let f = wallet.freeze(&cards_a[0], 3_000, clock.now());
+    assert_eq!(
+        code(&wallet.send(&f).await.unwrap()),
+        ResponseCode::APPROVED
+    );
+    running.shutdown().await;
+
+    // What the switch had committed when it died: the saga in state
+    // debiting with both identities, nothing sent.
+    let identity = |stan: &[u8; 6]| SentMessage {
+        stan: *stan,
+        transmission: iso8583::fields::format_transmission(clock.now())
+            .as_bytes()
+            .try_into()
+            .unwrap(),
+    };
+    let (debit, credit) = (identity(b"990001"), identity(b"990002"));
+    let receive = wallet.receive(&f, &cards_b[0], 1_200, clock.now());
+    let request = RequestKey {
+        mti: *b"0200",
+        acquirer: InstitutionId::from_field(32, WALLET_ID.as_bytes()).unwrap(),
+        transmission: receive.get(num::TRANSMISSION).unwrap()[..]
+            .try_into()
+            .unwrap(),
+        stan: receive.get(num::STAN).unwrap()[..].try_into().unwrap(),
+    };
+    let reserved = store
+        .reserve(NewReceive {
+            debit,
+            credit,
+            owner: "crashed".into(),
+            request,
+            request_digest: [0; 32],
+            freeze: FreezeKey::of_request(&f).unwrap(),
+            amount_minor: 1_200,
+            receiver_pan: cards_b[0].clone(),
+            receiver_bank: BANK_B.into(),
+            created_at_ms: clock.now_ms(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(reserved, Reserve::Reserved(_)), "{reserved:?}");
+
+    // The restart: recovery fails the saga and queues both reversals.
+    let config = common::config(
+        dir.path(),
+        vec![
+            bank_config(BANK_A, "622202", bank_a.addr, Duration::from_secs(5)),
+            bank_config(BANK_B, "621700", bank_b.addr, Duration::from_secs(5)),
+        ],
+    );
+    let running = service::start(config, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    assert_eq!(running.recovered.sagas_failed, 1);
+    let d = Day {
+        wallet: WalletClient::connect(running.wallet_addrs[0], FramingConfig::default(), WALLET_ID)
+            .await
+            .unwrap()
+            .with_records(Some(records.clone())),
+        running,
+        bank_a,
+        bank_b,
+        store,
+        clock,
+        cards_a,
+        cards_b,
+        records,
+        dir,
+    };
+    d.drain().await;
+    d.unfreeze(&f, 3_000).await;
+    d.drain().await;
+
+    // Both reversals were answered 25 and nothing moved.
+    let reversal_codes: Vec<String> = d
+        .store
+        .saf_entries()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entry.kind == switchboard::store::SafKind::Reversal)
+        .map(|e| e.last_result.unwrap_or_default())
+        .collect();
+    assert_eq!(reversal_codes, ["25", "25"]);
+    assert_eq!(
+        (
+            d.bank_a.snapshot().total_balance_minor,
+            d.bank_b.snapshot().total_balance_minor
+        ),
+        books
+    );
+    assert!(d
+        .bank_a
+        .snapshot()
+        .holds
+        .iter()
+        .all(|h| h.hold.remaining_minor == 0));
+
+    // Both files carry the identities as `not_applied`, and match the banks'.
+    let cleared = d.clear(day, false).await.unwrap();
+    let key = |sent: &SentMessage| {
+        format!(
+            "00000010000/{}/{}",
+            std::str::from_utf8(&sent.transmission).unwrap(),
+            std::str::from_utf8(&sent.stan).unwrap()
+        )
+    };
+    for (bank, kind, sent) in [(A11, "debit", &debit), (B11, "credit", &credit)] {
+        let file = &cleared.banks[bank];
+        let line = file
+            .lines
+            .iter()
+            .find(|l| l.key == key(sent))
+            .unwrap_or_else(|| panic!("no line for the {kind} in {}", file.render()));
+        assert_eq!(
+            (line.kind.to_string(), line.status, line.reversal.as_str()),
+            (kind.to_string(), Status::NotApplied, "25")
+        );
+        assert_eq!(line.amount, money("12.00"));
+        assert_eq!(line.settled, Decimal::ZERO);
+        let handle = if bank == A11 { &d.bank_a } else { &d.bank_b };
+        let theirs = export(&d.journal(handle), bank, day);
+        let r = reconcile(&theirs, file).unwrap();
+        assert!(r.is_clean(), "{}", r.report());
+        assert_eq!(r.matched, file.lines.len());
+    }
+    assert!(cleared.balanced());
+    assert!(cleared.positions.iter().all(|p| p.net.is_zero()));
+    let r = reconcile(
+        &wallet_export(&d.records.all(), day),
+        &cleared.wallets[WALLET11],
+    )
+    .unwrap();
+    assert!(r.is_clean(), "{}", r.report());
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocated_never_sent_is_not_applied_in_both_files_on_the_embedded_store() {
+    allocated_never_sent(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocated_never_sent_is_not_applied_in_both_files_on_postgres() {
+    allocated_never_sent(Backend::Postgres).await;
 }

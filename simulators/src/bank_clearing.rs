@@ -7,7 +7,10 @@
 //! them (F32/F7/F11 of the request as received) and dates them from that F7
 //! with the scheme's cutoff, as the switch does. A reversal answered 00 turns
 //! its original into `reversed`; a reversal answered 25 for an original the
-//! bank never received stands for it as `not_applied`.
+//! bank never received stands for it as `not_applied`, and so does one
+//! answered 25 for a request declined before the books saw it (a fault's
+//! decline, journaled but not remembered): nothing moved either way, and the
+//! switch, which may not have seen that answer before a crash, says the same.
 
 use std::collections::BTreeMap;
 
@@ -103,6 +106,12 @@ pub fn export(
                 }
                 if m.response_code == ResponseCode::APPROVED {
                     line.status = Status::Reversed;
+                } else if m.response_code == ResponseCode::UNABLE_TO_LOCATE_RECORD
+                    && line.status == Status::Declined
+                {
+                    // Declined ahead of the books (a fault answered it): the
+                    // books never had it, as the reversal's 25 says.
+                    line.status = Status::NotApplied;
                 }
             }
             None if m.response_code == ResponseCode::UNABLE_TO_LOCATE_RECORD => {
@@ -223,4 +232,83 @@ pub async fn fetch_export(
         std::io::ErrorKind::UnexpectedEof,
         format!("{addr}: the export ended early"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn movement(kind: MovementKind, request: &str, code: &str) -> Movement {
+        Movement {
+            seq: 0,
+            kind,
+            request: request.to_string(),
+            hold: None,
+            original: None,
+            pan: "622202******2783".into(),
+            amount_minor: 1_200,
+            applied_minor: 0,
+            response_code: code.into(),
+            time: "2026-11-24T02:00:00".into(),
+            processing_code: Some("000000".into()),
+            currency: Some(156),
+        }
+    }
+
+    /// What the reversals answered decides the lines of the debits they name.
+    #[test]
+    fn a_reversal_answered_25_makes_its_original_not_applied() {
+        let key = |stan: &str| format!("00000010000/1124020000/{stan}");
+        let reversal = |original: &str, stan: &str, code: &str| Movement {
+            original: Some(format!("0200/{}", key(original))),
+            ..movement(MovementKind::Reversal, &format!("0420/{}", key(stan)), code)
+        };
+        let movements = [
+            // Declined ahead of the books (a fault), reversed after a crash: 25.
+            movement(
+                MovementKind::Debit,
+                &format!("0200/{}", key("000001")),
+                "96",
+            ),
+            reversal("000001", "000101", "25"),
+            // Never received, reversed: 25.
+            reversal("000002", "000102", "25"),
+            // Declined by the books and reversed: nothing to undo, 00.
+            movement(
+                MovementKind::Debit,
+                &format!("0200/{}", key("000003")),
+                "51",
+            ),
+            reversal("000003", "000103", "00"),
+            // Declined, never reversed.
+            movement(
+                MovementKind::Debit,
+                &format!("0200/{}", key("000004")),
+                "51",
+            ),
+        ];
+        let date = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let file = export(
+            &movements,
+            "00048020000",
+            date,
+            &Settlement::default(),
+            &Spec::switchboard(),
+        );
+        let statuses: Vec<(String, Status, String)> = file
+            .lines
+            .iter()
+            .map(|l| (l.key.clone(), l.status, l.reversal.clone()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                (key("000001"), Status::NotApplied, "25".to_string()),
+                (key("000002"), Status::NotApplied, "25".to_string()),
+                (key("000003"), Status::Reversed, "00".to_string()),
+                (key("000004"), Status::Declined, String::new()),
+            ]
+        );
+        assert!(file.lines.iter().all(|l| l.settled.is_zero()));
+    }
 }

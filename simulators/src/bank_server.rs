@@ -268,6 +268,7 @@ impl Connection {
         if plan.fate == Fate::Decline && validate(&self.spec, &request).is_valid() {
             let code = &self.dice.faults().decline_code;
             if let Some(response) = faults::decline(&self.spec, &request, code, now) {
+                lock(&self.bank).journal_declined(&request, code, now);
                 log_exchange(self.peer, &request, Some(&response));
                 return self.answer(header, &response, 1, plan.delay);
             }

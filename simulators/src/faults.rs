@@ -130,7 +130,8 @@ pub struct Faults {
     /// parse (its first byte is 0xFF, no MTI).
     pub garbage: f64,
     /// The request is answered `decline_code` without being applied (nor
-    /// journaled, nor remembered: a resend may be approved).
+    /// remembered: a resend may be approved); the bank journals the answer,
+    /// so its clearing export shows the decline.
     pub decline: f64,
     pub decline_code: String,
     /// Whether network management (0800: sign-on, echo) suffers the faults too.

@@ -299,7 +299,13 @@ async fn declines_answer_the_code_and_move_nothing() {
     assert_eq!(answer.get(11), f.get(11));
     assert!(!answer.has(38), "no authorization code for a decline");
     assert_eq!(handle.snapshot(), opening_books());
-    assert!(handle.bank.lock().unwrap().journal().is_empty());
+    // Journaled as answered, nothing applied: the bank's export shows it.
+    let journal = handle.bank.lock().unwrap().journal().to_vec();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(
+        (journal[0].response_code.as_str(), journal[0].applied_minor),
+        ("96", 0)
+    );
 
     // A debit declined 91: a well-formed 0210 (F15 and F90 too), nothing moved.
     let f = approved_freeze(&handle, &spec).await;

@@ -488,6 +488,39 @@ impl Bank {
         }
     }
 
+    /// Journals a financial request that a fault answered `code` before the
+    /// bank decided it: nothing applied and nothing remembered (a resend is
+    /// decided afresh), but the bank's records show what it answered, as a
+    /// host logs every answer it gives, so its clearing export lists a debit
+    /// or credit declined this way as the switch does.
+    pub fn journal_declined(&mut self, request: &Message, code: &str, now: NaiveDateTime) {
+        let kind = match Operation::of(request) {
+            Some(Operation::Freeze) => MovementKind::Freeze,
+            Some(Operation::Debit) => MovementKind::Debit,
+            Some(Operation::Credit) => MovementKind::Credit,
+            Some(Operation::Unfreeze) => MovementKind::Unfreeze,
+            Some(Operation::Reversal) => MovementKind::Reversal,
+            Some(Operation::NetworkManagement) | None => return,
+        };
+        let (Ok(key), Ok(amount)) = (RequestKey::of(request), amount_minor(request)) else {
+            return;
+        };
+        self.journal.push(Movement {
+            seq: self.journal.len() as u64 + 1,
+            kind,
+            request: key.to_string(),
+            hold: None,
+            original: None,
+            pan: mask_pan(pan_of(request)),
+            amount_minor: amount,
+            applied_minor: 0,
+            response_code: code.to_string(),
+            time: now.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            processing_code: request.get_str(num::PROCESSING_CODE).map(str::to_string),
+            currency: iso8583::fields::currency(request).ok(),
+        });
+    }
+
     /// Answers one request; `None` for messages that get no answer (responses).
     pub fn handle(&mut self, request: &Message, now: NaiveDateTime) -> Option<Message> {
         let mti = *request.mti();

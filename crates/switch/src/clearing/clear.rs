@@ -9,11 +9,13 @@
 //!   unmatched answers are not answers); the wallets' requests and the
 //!   switch's answers to them;
 //! - the **receive sagas** of the day: which debit and credit belong to which
-//!   receive (for the bilateral positions and the receives' dates), and which
-//!   are still in flight;
+//!   receive (for the bilateral positions and the receives' dates), which
+//!   are still in flight, and the identities a crash may have kept out of
+//!   the journal (an approved saga's debit and credit were both answered 00);
 //! - the **store-and-forward queue**: every reversal with how it ended, which
 //!   nets out its original (answered 00: `reversed`; answered 25: the
-//!   original never reached the bank, `not_applied`).
+//!   original never reached the bank, `not_applied`), and names it with its
+//!   card, amount and currency even when the original was never sent.
 //!
 //! A bank line belongs to the day its F7 (the switch's, as the bank received
 //! it) falls on; a wallet's request to the day the switch received it, except
@@ -36,7 +38,8 @@ use super::file::{Header, Kind, Line, ParticipantFile, Role, Status, Trailer, FO
 use super::{decimal, institution11, Settlement};
 use crate::dialect::{InstitutionId, OriginalData};
 use crate::store::{
-    Direction, JournalEntry, RequestKey, SafKind, SafState, SagaRecord, Store, StoreError,
+    Direction, JournalEntry, RequestKey, SafKind, SafState, SagaRecord, SagaState, Store,
+    StoreError,
 };
 
 /// How far outside its day a day's message may have been journaled (its
@@ -312,6 +315,28 @@ impl Journal {
     }
 }
 
+/// The debit or credit a reversal (0420) to `bank` names: its kind from F3,
+/// its card, amount and currency (a reversal repeats the original's F2, F4
+/// and F49). The freeze is filled in from the saga.
+fn original_of_reversal(reversal: &iso8583::codec::Message, bank: &str) -> Option<BankMessage> {
+    let kind = match reversal.get_str(num::PROCESSING_CODE) {
+        Some("000000") => Kind::Debit,
+        Some("260000") => Kind::Credit,
+        _ => return None,
+    };
+    Some(BankMessage {
+        bank: institution11(bank).unwrap_or_else(|| bank.to_string()),
+        kind,
+        pan: reversal
+            .get_str(num::PAN)
+            .map(iso8583::mask::mask_pan)
+            .unwrap_or_default(),
+        currency: fields::currency(reversal).ok()?,
+        amount_minor: fields::amount_minor(reversal).ok()?,
+        freeze: String::new(),
+    })
+}
+
 /// The debit's or credit's key of a saga's message.
 fn sent_key(switch: &str, sent: &crate::store::SentMessage) -> Option<MsgKey> {
     msg_key(switch.as_bytes(), &sent.transmission, &sent.stan)
@@ -405,6 +430,9 @@ pub async fn clear(
     // Reversals, from the store-and-forward queue; other entries of the day
     // still queued.
     let mut reversals: HashMap<MsgKey, Reversal> = HashMap::new();
+    // What a reversal says of its original: the line of a debit or credit
+    // the journal does not show (see `unjournaled` below).
+    let mut reversed_originals: HashMap<MsgKey, BankMessage> = HashMap::new();
     for entry in store.saf_entries_since(read_from).await? {
         let msg = parse(spec, entry.entry.message.clone()).ok();
         let original = msg.as_ref().and_then(|m| OriginalData::of(m).ok());
@@ -414,6 +442,11 @@ pub async fn clear(
             }
             _ => None,
         };
+        if let (Some(key), Some(msg)) = (reversed, &msg) {
+            if let Some(original) = original_of_reversal(msg, &entry.entry.bank) {
+                reversed_originals.entry(key).or_insert(original);
+            }
+        }
         let state = match entry.state {
             SafState::Pending => Reversal::Pending,
             SafState::Dead => Reversal::Dead(entry.last_result.clone().unwrap_or_default()),
@@ -456,6 +489,74 @@ pub async fn clear(
         }
     }
 
+    // Every debit and credit the switch allocated and followed by a message
+    // has a line, whether or not the journal shows it: the journal is
+    // written with the store's next commit, so a crash can lose the entry of
+    // a message that went out (or the switch died after recording the
+    // identity and before sending). The saga and the queue are durable with
+    // the decisions: an approved saga's debit and credit were both answered
+    // 00; a reversed one is named by its reversal, whose F2, F4 and F49 are
+    // the original's. A failed saga's leg with neither a journal entry nor a
+    // reversal was never sent: the bank has nothing of it either.
+    let mut approved_legs: HashSet<MsgKey> = HashSet::new();
+    let mut failed_legs: HashSet<MsgKey> = HashSet::new();
+    let mut freeze_of_leg: HashMap<MsgKey, String> = HashMap::new();
+    for saga in sagas.values() {
+        for sent in [saga.debit, saga.credit].into_iter().flatten() {
+            if let Some(key) = sent_key(&switch, &sent) {
+                freeze_of_leg.insert(key, saga.freeze.to_string());
+                match saga.state {
+                    SagaState::Approved => approved_legs.insert(key),
+                    SagaState::Failed => failed_legs.insert(key),
+                    SagaState::Debiting => false,
+                };
+            }
+        }
+    }
+    let on_date = |key: &MsgKey| settlement.date_of_transmission(&key[11..21], date) == Some(date);
+    for (key, mut m) in reversed_originals {
+        if on_date(&key) && !journal.bank_messages.contains_key(&key) {
+            m.freeze = freeze_of_leg.get(&key).cloned().unwrap_or_default();
+            journal.bank_messages.insert(key, m);
+        }
+    }
+    for saga in sagas.values() {
+        if saga.state != SagaState::Approved {
+            continue;
+        }
+        let legs = [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)];
+        let mut freeze_record = None;
+        for (kind, sent) in legs {
+            let Some(key) = sent.and_then(|s| sent_key(&switch, &s)) else {
+                continue;
+            };
+            if !on_date(&key) || journal.bank_messages.contains_key(&key) {
+                continue;
+            }
+            if freeze_record.is_none() {
+                freeze_record = store.freeze(&saga.freeze).await?;
+            }
+            let Some(f) = &freeze_record else {
+                continue; // a saga without its freeze: corrupt, nothing to say
+            };
+            let (bank, pan) = match kind {
+                Kind::Debit => (&f.payer_bank, &f.payer_pan),
+                _ => (&saga.receiver_bank, &saga.receiver_pan),
+            };
+            journal.bank_messages.insert(
+                key,
+                BankMessage {
+                    bank: institution11(bank).unwrap_or_else(|| bank.clone()),
+                    kind,
+                    pan: iso8583::mask::mask_pan(pan),
+                    currency: f.currency,
+                    amount_minor: saga.amount_minor,
+                    freeze: saga.freeze.to_string(),
+                },
+            );
+        }
+    }
+
     // Bank lines.
     let header = |role: Role, participant: &str| Header {
         role,
@@ -485,7 +586,13 @@ pub async fn clear(
             pending.insert(not_final("its receive is in flight"));
             continue;
         }
-        let answer = journal.bank_answers.get(key);
+        // An approved saga's legs were answered 00 even when the journal lost the answer.
+        let answer = journal
+            .bank_answers
+            .get(key)
+            .cloned()
+            .or_else(|| approved_legs.contains(key).then(|| "00".to_string()));
+        let answer = answer.as_ref();
         let (status, reversal) = match reversals.get(key) {
             Some(Reversal::Pending) => {
                 pending.insert(not_final(
@@ -514,6 +621,11 @@ pub async fn clear(
                 match answer {
                     Some(code) if *code == ResponseCode::APPROVED => (Status::Approved, reversal),
                     Some(_) => (Status::Declined, reversal),
+                    // A failed saga's message with no answer and no reversal
+                    // never left the switch (its connection failed before
+                    // writing it): the saga's end, committed after any answer
+                    // it got was journaled, would otherwise have queued one.
+                    None if failed_legs.contains(key) && reversal.is_empty() => continue,
                     None => {
                         pending.insert(not_final("no answer from the bank and no reversal"));
                         continue;

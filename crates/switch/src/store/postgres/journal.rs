@@ -21,6 +21,25 @@ impl Inner {
     pub(super) fn journal_done_add(&self, n: u64) {
         self.journal_done.send_modify(|done| *done += n);
     }
+
+    /// Waits until every journal entry accepted so far is written, so that a
+    /// lane never commits a decision before the messages that led to it (the
+    /// wallet's request, the bank's answer): after a crash the journal
+    /// explains every decision recorded, as on the embedded store, which
+    /// writes both in one transaction (clearing relies on it). Not while the
+    /// journal cannot be written (the database is away: the batch then fails
+    /// as fast as it would have), and never longer than the store's timeout.
+    pub(super) async fn journal_caught_up(&self) {
+        let target = self.journal_accepted.load(Ordering::SeqCst);
+        let mut done = self.journal_done.subscribe();
+        let caught_up =
+            |written: &u64| *written >= target || self.journal_failing.load(Ordering::SeqCst);
+        if caught_up(&done.borrow()) {
+            return;
+        }
+        self.journal_wake.notify_one();
+        let _ = tokio::time::timeout(self.options.timeout, done.wait_for(caught_up)).await;
+    }
 }
 
 pub(super) async fn journal_writer(inner: Arc<Inner>, stop: CancellationToken) {
@@ -44,12 +63,16 @@ pub(super) async fn journal_writer(inner: Arc<Inner>, stop: CancellationToken) {
         match write_journal(&inner, &batch).await {
             Ok(()) => {
                 failures = 0;
+                inner.journal_failing.store(false, Ordering::SeqCst);
                 bump(&inner.counters.journal_written, batch.len() as u64);
                 inner.journal_done_add(batch.len() as u64);
                 inner.journal_backlog.written(batch.len());
             }
             Err(e) => {
                 failures += 1;
+                // Lanes waiting for the journal stop waiting.
+                inner.journal_failing.store(true, Ordering::SeqCst);
+                inner.journal_done.send_modify(|_| {});
                 let n = batch.len();
                 {
                     let mut queue = inner.journal.lock().unwrap_or_else(|p| p.into_inner());

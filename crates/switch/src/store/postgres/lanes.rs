@@ -113,6 +113,8 @@ pub(super) async fn lane(inner: Arc<Inner>, mut rx: mpsc::Receiver<Box<dyn Comma
         }
         // One lock order for every instance: rows of freezes are taken in key order.
         batch.sort_by(|a, b| a.order().cmp(b.order()));
+        // The messages behind these decisions are in the journal first.
+        inner.journal_caught_up().await;
         again = run_batch(&inner, &mut connection, batch).await;
         if !again.is_empty() {
             bump(&inner.counters.reruns, again.len() as u64);

@@ -205,8 +205,11 @@ struct Inner {
     journal_backlog: JournalBacklog,
     /// Entries accepted by [`JournalSink::journal`] (written or dropped later).
     journal_accepted: AtomicU64,
-    /// Entries written or dropped so far; `flush` waits on it.
+    /// Entries written or dropped so far; `flush` and the lanes wait on it.
     journal_done: watch::Sender<u64>,
+    /// Whether the journal's last write failed (the database is away): the
+    /// lanes do not wait for it then.
+    journal_failing: std::sync::atomic::AtomicBool,
     /// Whether the journal is written with binary COPY (else INSERT).
     journal_copy: std::sync::atomic::AtomicBool,
 }

@@ -85,6 +85,7 @@ impl PostgresStore {
             journal_backlog: JournalBacklog::new(options.journal_capacity),
             journal_accepted: AtomicU64::new(0),
             journal_done: watch::channel(0).0,
+            journal_failing: std::sync::atomic::AtomicBool::new(false),
             journal_copy: std::sync::atomic::AtomicBool::new(true),
         });
         let stop = CancellationToken::new();

@@ -312,8 +312,10 @@ impl JournalSink for PostgresStore {
         let mut queue = inner.journal.lock().unwrap_or_else(|p| p.into_inner());
         let was_empty = queue.is_empty();
         queue.push_back(entry);
-        drop(queue);
+        // Counted under the lock, in queue order: `journal_done` reaching the
+        // count means this entry and every one before it are written.
         inner.journal_accepted.fetch_add(1, Ordering::SeqCst);
+        drop(queue);
         if was_empty {
             inner.journal_wake.notify_one();
         }
