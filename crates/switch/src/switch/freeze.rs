@@ -102,6 +102,7 @@ pub(super) async fn run(
                     bank.institution_id(),
                     amount,
                     currency,
+                    digest,
                 );
                 match messages::queued_freeze_reversal(switch, &record).await {
                     Ok(entry) => reversal = Some(entry),
@@ -156,7 +157,14 @@ pub(super) async fn run(
 }
 
 /// The record a freeze reversal is built from.
-fn record_of(key: FreezeKey, pan: &str, bank: &str, amount: u64, currency: u16) -> FreezeRecord {
+fn record_of(
+    key: FreezeKey,
+    pan: &str,
+    bank: &str,
+    amount: u64,
+    currency: u16,
+    request_digest: [u8; 32],
+) -> FreezeRecord {
     FreezeRecord {
         key,
         payer_pan: pan.to_string(),
@@ -167,5 +175,6 @@ fn record_of(key: FreezeKey, pan: &str, bank: &str, amount: u64, currency: u16) 
         reserved_minor: 0,
         state: FreezeState::Declined,
         created_at_ms: 0,
+        request_digest,
     }
 }
