@@ -1,6 +1,8 @@
 //! The real `switchboard serve` process killed with SIGKILL in the middle of a
 //! receive, then restarted: recovery fails the unfinished saga and queues the
 //! reversals, store-and-forward delivers them, and the payer bank ends whole.
+//! Killed while a freeze waits for the payer bank: recovery declines it, and
+//! the wallet's exact resend gets the 91 recovery recorded.
 //! On PostgreSQL with two instances, the killed one is not restarted: its
 //! peer recovers the saga once the dead one's lease has expired.
 //! And SIGTERM: requests in flight are answered, the process exits 0.
@@ -48,15 +50,21 @@ use switchboard::dialect::FreezeKey;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
-/// A receiver bank that signs on and answers reversals (25: it never applied
-/// the credit) but never answers a credit. Counts reversals.
-async fn silent_on_credits(listener: TcpListener, reversals: Arc<AtomicUsize>) {
+/// A bank that signs on and answers reversals (25: it never applied what
+/// they undo) but never answers a request of the MTIs in `silent_on` (counted
+/// in `ignored`); anything else it approves. Counts reversals.
+async fn silent_bank(
+    listener: TcpListener,
+    silent_on: &'static [&'static [u8; 4]],
+    ignored: Arc<AtomicUsize>,
+    reversals: Arc<AtomicUsize>,
+) {
     let spec = Spec::switchboard();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        let reversals = reversals.clone();
+        let (ignored, reversals) = (ignored.clone(), reversals.clone());
         let spec = spec.clone();
         tokio::spawn(async move {
             let mut framed = Framed::new(stream, FrameCodec::new(FramingConfig::default()));
@@ -64,8 +72,11 @@ async fn silent_on_credits(listener: TcpListener, reversals: Arc<AtomicUsize>) {
                 let Ok(request) = parse(&spec, body) else {
                     continue;
                 };
+                if silent_on.contains(&request.mti()) {
+                    ignored.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 let code = match request.mti() {
-                    b"0200" => continue,
                     b"0420" | b"0421" => {
                         reversals.fetch_add(1, Ordering::SeqCst);
                         ResponseCode::UNABLE_TO_LOCATE_RECORD
@@ -117,7 +128,12 @@ async fn banks() -> Banks {
     let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b_addr = b_listener.local_addr().unwrap();
     let reversals_at_b = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(silent_on_credits(b_listener, reversals_at_b.clone()));
+    tokio::spawn(silent_bank(
+        b_listener,
+        &[b"0200"],
+        Arc::new(AtomicUsize::new(0)),
+        reversals_at_b.clone(),
+    ));
     Banks {
         a,
         b_addr,
@@ -246,6 +262,94 @@ async fn sigkill_mid_receive_then_restart_reverses_and_the_payer_ends_whole() {
     assert!(list.status.success(), "{text}");
     assert_eq!(text.matches(" done ").count(), 3, "{text}");
     assert!(!text.contains(&receiver), "card numbers are masked: {text}");
+
+    switch.kill().unwrap();
+    switch.wait().unwrap();
+}
+
+/// The switch killed while a freeze waits for the payer bank: restarted,
+/// recovery declines the freeze and reverses it. The wallet's resend byte for
+/// byte is told the 91 recovery recorded (the same request), one with other
+/// content under the same key 94, and neither reaches the bank again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_freeze_then_restart_an_exact_resend_gets_the_recorded_91() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a_addr, b_addr) = (
+        a_listener.local_addr().unwrap(),
+        b_listener.local_addr().unwrap(),
+    );
+    let nothing = || Arc::new(AtomicUsize::new(0));
+    tokio::spawn(silent_bank(a_listener, &[], nothing(), nothing()));
+    // The payer bank: takes the freeze and never answers it.
+    let (freezes_at_b, reversals_at_b) = (nothing(), nothing());
+    tokio::spawn(silent_bank(
+        b_listener,
+        &[b"0100"],
+        freezes_at_b.clone(),
+        reversals_at_b.clone(),
+    ));
+    let wallet_port = free_port();
+    let config = switch_file(dir.path(), wallet_port, a_addr, b_addr);
+
+    let mut switch = serve(&config);
+    let addr = format!("127.0.0.1:{wallet_port}").parse().unwrap();
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(2));
+    let body = b"621700999999999";
+    let payer = format!(
+        "{}{}",
+        std::str::from_utf8(body).unwrap(),
+        simulators::bank::luhn_check_digit(body) as char
+    );
+    let freeze = wallet.freeze(&payer, 5_000, SystemClock.now());
+    let pending = tokio::spawn({
+        let (wallet, freeze) = (wallet.clone(), freeze.clone());
+        async move { wallet.send(&freeze).await }
+    });
+    wait_for("the freeze at the payer bank", || {
+        freezes_at_b.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    switch.kill().unwrap();
+    switch.wait().unwrap();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "no answer from a killed switch"
+    );
+
+    // Restart: recovery declines the freeze and its reversal reaches the bank.
+    let mut switch = serve(&config);
+    wait_for("the freeze's reversal", || {
+        reversals_at_b.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+
+    let wallet = WalletClient::connect(addr, FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    let resent = wallet.send(&freeze).await.unwrap();
+    assert_eq!(
+        code(&resent),
+        ResponseCode::ISSUER_UNAVAILABLE,
+        "an exact resend gets the answer recovery recorded"
+    );
+    assert_eq!(resent.get(num::STAN), freeze.get(num::STAN));
+    let mut other = freeze.clone();
+    other.set(num::AMOUNT, "000000009000");
+    assert_eq!(
+        code(&wallet.send(&other).await.unwrap()),
+        ResponseCode::DUPLICATE_TRANSMISSION,
+        "the same key with other content"
+    );
+    assert_eq!(
+        freezes_at_b.load(Ordering::SeqCst),
+        1,
+        "nothing forwarded again"
+    );
 
     switch.kill().unwrap();
     switch.wait().unwrap();

@@ -384,6 +384,7 @@ async fn insert_freeze_then_exists_with_digest_and_answer(backend: Backend) {
             reserved_minor: 0,
             state: FreezeState::Pending,
             created_at_ms: 1_700_000_000_001,
+            request_digest: digest(1),
         }
     );
 
@@ -1428,6 +1429,7 @@ on_every_store!(
         journal_is_written_with_the_next_commit,
         reserve_with_identities_records_debiting_and_answers_block_resends,
         a_second_end_reports_the_first,
+        a_freeze_keeps_its_request_digest,
         open_freezes_are_read_by_age,
     ],
     // Only the two databases: what a process-local map legitimately lacks.
@@ -2135,6 +2137,113 @@ async fn a_second_end_reports_the_first(backend: Backend) {
     );
     assert_eq!(freeze(&*store, 52).await.state, FreezeState::Declined);
     assert_eq!(pending_entries(&store.saf_entries().await.unwrap()), 2);
+    check_invariants(&*store).await;
+}
+
+/// A freeze keeps its request's digest in every record the store returns,
+/// and after recovery declined it with an answer recorded under no request's
+/// digest: the switch tells an exact resend of that freeze recovery's answer
+/// by it, not 94.
+async fn a_freeze_keeps_its_request_digest(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    let mut unanswered = new_freeze(61, 1_000);
+    unanswered.request_digest = digest(61);
+    assert_eq!(
+        store.insert_freeze(unanswered).await.unwrap(),
+        InsertFreeze::Inserted
+    );
+    assert_eq!(freeze(&*store, 61).await.request_digest, digest(61));
+    if let Some(leases) = store.clone().leases() {
+        let work = leases.unfinished_of("instance-a", 0).await.unwrap();
+        let found: Vec<_> = work
+            .freezes
+            .iter()
+            .map(|f| (f.key, f.request_digest))
+            .collect();
+        assert_eq!(found, vec![(freeze_key(61), digest(61))]);
+    }
+
+    // Recovery declines it: its 91 is recorded under the all-zero digest.
+    let recovered = answer(b"0110", "91", 0);
+    assert_eq!(
+        store
+            .finish_freeze_queueing(
+                &freeze_key(61),
+                false,
+                &freeze_request(61),
+                recovered.clone(),
+                Some(saf_entry("61", "freeze")),
+            )
+            .await
+            .unwrap(),
+        Settled::Now
+    );
+    assert_eq!(
+        store.answer(&freeze_request(61)).await.unwrap(),
+        Some(recovered)
+    );
+    let declined = freeze(&*store, 61).await;
+    assert_eq!(declined.state, FreezeState::Declined);
+    assert_eq!(
+        declined.request_digest,
+        digest(61),
+        "the request's digest outlives recovery's answer"
+    );
+
+    // An open freeze: reserving and closing return it with its digest too.
+    let mut open = new_freeze(62, 1_000);
+    open.request_digest = digest(62);
+    store.insert_freeze(open).await.unwrap();
+    store
+        .finish_freeze(
+            &freeze_key(62),
+            true,
+            &freeze_request(62),
+            answer(b"0110", "00", 62),
+        )
+        .await
+        .unwrap();
+    match store.reserve(receive(62, 6201, 400)).await.unwrap() {
+        Reserve::Reserved(f) => assert_eq!(f.request_digest, digest(62)),
+        other => panic!("expected Reserved, got {other:?}"),
+    }
+    let open_ones = store
+        .open_freezes_created(i64::MIN, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        open_ones
+            .iter()
+            .map(|f| (f.key, f.request_digest))
+            .collect::<Vec<_>>(),
+        vec![(freeze_key(62), digest(62))]
+    );
+    match store
+        .close_freeze_queueing(
+            &freeze_key(62),
+            600,
+            &request_key(b"0120", 6202),
+            answer(b"0130", "00", 3),
+            saf_entry("62", "unfreeze"),
+        )
+        .await
+        .unwrap()
+    {
+        Close::Closed(f) => assert_eq!(f.request_digest, digest(62)),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    let all: Vec<_> = store
+        .freezes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.key, f.request_digest))
+        .collect();
+    assert_eq!(
+        all,
+        vec![(freeze_key(61), digest(61)), (freeze_key(62), digest(62))]
+    );
     check_invariants(&*store).await;
 }
 

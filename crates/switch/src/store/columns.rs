@@ -182,15 +182,21 @@ pub(super) trait Columns {
 // ---------------------------------------------------------------------------
 // Whole records
 
-/// The columns [`freeze_row`] reads, as a literal for `concat!`.
+/// The columns [`freeze_row`] reads, as a literal for `concat!`: as many as
+/// [`FREEZE_COLUMNS`] says.
 macro_rules! freeze_columns {
     () => {
         "acquirer, transmission, stan, payer_pan, payer_bank, amount_minor, currency, \
-         received_minor, reserved_minor, state, created_at_ms"
+         received_minor, reserved_minor, state, created_at_ms, request_digest"
     };
 }
 
-/// Reads a freeze from columns `at..at + 11` in [`freeze_columns!`] order.
+/// How many columns [`freeze_columns!`] lists: a statement that returns
+/// other columns after a freeze's finds them from `at + FREEZE_COLUMNS` on.
+pub(super) const FREEZE_COLUMNS: usize = 12;
+
+/// Reads a freeze from columns `at..at + FREEZE_COLUMNS` in
+/// [`freeze_columns!`] order.
 pub(super) fn freeze_row(row: &impl Columns, at: usize) -> StoreResult<FreezeRecord> {
     let state = row.text(at + 9)?;
     let currency = row.int(at + 6)?;
@@ -205,6 +211,7 @@ pub(super) fn freeze_row(row: &impl Columns, at: usize) -> StoreResult<FreezeRec
         state: FreezeState::parse(&state)
             .ok_or_else(|| corrupt(format!("freeze state {state:?}")))?,
         created_at_ms: row.bigint(at + 10)?,
+        request_digest: row.digest(at + 11)?,
     })
 }
 

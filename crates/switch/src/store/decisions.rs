@@ -63,6 +63,10 @@ pub struct FreezeRecord {
     pub state: FreezeState,
     /// Unix milliseconds of the switch's clock when the freeze arrived.
     pub created_at_ms: i64,
+    /// Digest of the wallet's 0100: recovery records its answer without it,
+    /// and the switch compares it with a resend's, so that an exact resend
+    /// of a freeze recovery declined is told recovery's answer, not 94.
+    pub request_digest: [u8; 32],
 }
 
 impl FreezeRecord {

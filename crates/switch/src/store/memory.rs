@@ -233,6 +233,7 @@ impl Decisions for MemoryStore {
                 reserved_minor: 0,
                 state: FreezeState::Pending,
                 created_at_ms: freeze.created_at_ms,
+                request_digest: freeze.request_digest,
             };
             s.freezes
                 .insert(freeze.key, (record, freeze.request_digest));

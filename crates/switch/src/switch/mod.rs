@@ -30,11 +30,11 @@ use iso8583::validate::validate;
 use iso8583::ResponseCode;
 
 use crate::clock::Clock;
-use crate::dialect::InstitutionId;
+use crate::dialect::{FreezeKey, InstitutionId};
 use crate::link::BankPort;
 use crate::routing::BinRange;
 use crate::stan::StanSource;
-use crate::store::{Direction, JournalEntry, Leases, RequestKey, Store, StoredAnswer};
+use crate::store::{Direction, JournalEntry, Leases, RequestKey, Store, StoreError, StoredAnswer};
 
 pub use idempotency::{request_digest, request_key};
 use idempotency::{Begin, InFlight};
@@ -252,17 +252,31 @@ impl Switch {
     }
 
     /// Whether `answer` is what recovery recorded for this very request: a
-    /// receive saga it failed whose request had `digest`. Recovery records
-    /// its answer without the request's digest, so without this check an
-    /// exact resend of a receive a crash interrupted would be told 94.
+    /// freeze it declined or a receive saga it failed, whose request had
+    /// `digest`. Recovery records its answer without the request's digest
+    /// (it no longer has the request), so without this check an exact resend
+    /// of a request a crash interrupted would be told 94. The freeze or saga
+    /// kept the digest of the request that started it.
     async fn recovered_this(
         &self,
         key: &RequestKey,
         digest: [u8; 32],
         answer: &StoredAnswer,
-    ) -> bool {
-        answer.request_digest == recovery::RECOVERED_DIGEST
-            && matches!(self.store.saga(key).await, Ok(Some(saga)) if saga.request_digest == digest)
+    ) -> Result<bool, StoreError> {
+        if answer.request_digest != recovery::RECOVERED_DIGEST {
+            return Ok(false);
+        }
+        let kept = if key.mti == *b"0100" {
+            let freeze = FreezeKey {
+                acquirer: key.acquirer,
+                transmission: key.transmission,
+                stan: key.stan,
+            };
+            self.store.freeze(&freeze).await?.map(|f| f.request_digest)
+        } else {
+            self.store.saga(key).await?.map(|s| s.request_digest)
+        };
+        Ok(kept == Some(digest))
     }
 
     /// The response to `request` with code `code`, built.
@@ -341,19 +355,28 @@ impl Switch {
                 guard.finish(digest, &answer.response);
                 return (answer.response, Some("resend".into()));
             }
-            Ok(Some(answer)) if self.recovered_this(&key, digest, &answer).await => {
-                let outcome = Outcome::ended_before(self, request, Some(answer));
-                guard.finish(digest, &outcome.response);
-                return (
-                    outcome.response,
-                    Some("resend of a request recovery settled".into()),
-                );
-            }
-            Ok(Some(_)) => {
-                return (
-                    self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
-                    Some("same key, different content".into()),
-                );
+            Ok(Some(answer)) => {
+                return match self.recovered_this(&key, digest, &answer).await {
+                    Ok(true) => {
+                        let outcome = Outcome::ended_before(self, request, Some(answer));
+                        guard.finish(digest, &outcome.response);
+                        (
+                            outcome.response,
+                            Some("resend of a request recovery settled".into()),
+                        )
+                    }
+                    Ok(false) => (
+                        self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
+                        Some("same key, different content".into()),
+                    ),
+                    Err(e) => {
+                        warn!(error = %e, "store unavailable");
+                        (
+                            self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+                            Some(e.to_string()),
+                        )
+                    }
+                };
             }
             Ok(None) => {}
             Err(e) => {
@@ -393,15 +416,23 @@ pub(crate) struct Outcome {
 impl Outcome {
     /// The answer to a request whose key the store already holds (found by
     /// another instance, or an earlier life of this one): the stored answer
-    /// for an exact resend, 91 while the first one is still being decided,
-    /// 94 for the same key with other content.
-    fn existing(
+    /// for an exact resend (recovery's code, when recovery ended it), 91
+    /// while the first one is still being decided, 94 for the same key with
+    /// other content.
+    async fn existing(
         switch: &Switch,
+        key: &RequestKey,
         request: &Message,
         digest: [u8; 32],
         stored_digest: [u8; 32],
         answer: Option<StoredAnswer>,
     ) -> Outcome {
+        if let Some(a) = answer.as_ref().filter(|_| stored_digest != digest) {
+            // Recorded by recovery between the lookup in `decide` and now.
+            if matches!(switch.recovered_this(key, digest, a).await, Ok(true)) {
+                return Outcome::ended_before(switch, request, answer);
+            }
+        }
         let (code, note) = match answer {
             Some(a) if stored_digest == digest => {
                 return Outcome {

@@ -126,7 +126,7 @@ pub(super) async fn run(
             answer,
         }) => {
             ticket.done();
-            return Outcome::existing(switch, request, digest, request_digest, answer);
+            return Outcome::existing(switch, &key, request, digest, request_digest, answer).await;
         }
         Err(e) => {
             // Whether the reservation landed is unknown: the dropped ticket

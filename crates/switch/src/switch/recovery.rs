@@ -37,9 +37,10 @@ pub struct Recovered {
 pub(crate) const RECOVERED_DIGEST: [u8; 32] = [0; 32];
 
 /// The answer (91) recorded for a request settled by recovery, under
-/// [`RECOVERED_DIGEST`] (the request itself is gone). An exact resend of a
-/// receive's request is told its code (the saga kept the request's digest:
-/// `Switch::decide`); a freeze's, 94. Never 00.
+/// [`RECOVERED_DIGEST`] (the request itself is gone). An exact resend of the
+/// request, a freeze's or a receive's, is told its code (the freeze and the
+/// saga keep their request's digest: `Switch::recovered_this`); other content
+/// under the same key, 94. Never 00.
 fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) -> StoredAnswer {
     let mut msg = Message::new(mti);
     for (n, v) in fields {

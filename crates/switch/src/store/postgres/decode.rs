@@ -19,6 +19,9 @@ pub(super) fn stored_answer(
 
 /// The rows of [`SQL_RESERVE`], first match wins.
 pub(super) fn decide_reserve(rows: &[Row], amount_minor: u64) -> Decision<Reserve> {
+    // After `what` and the freeze's columns: an earlier answer's digest and response.
+    const DIGEST: usize = 1 + FREEZE_COLUMNS;
+    const RESPONSE: usize = DIGEST + 1;
     let decided = (|| {
         let what = |name: &str| {
             rows.iter()
@@ -28,7 +31,7 @@ pub(super) fn decide_reserve(rows: &[Row], amount_minor: u64) -> Decision<Reserv
             return Ok(Some(Reserve::Reserved(freeze_row(row, 1)?)));
         }
         if let Some(row) = what("answered") {
-            let answer = stored_answer(row, 12, 13)?;
+            let answer = stored_answer(row, DIGEST, RESPONSE)?;
             return Ok(Some(Reserve::Duplicate {
                 request_digest: answer.request_digest,
                 answer: Some(answer),
@@ -36,18 +39,18 @@ pub(super) fn decide_reserve(rows: &[Row], amount_minor: u64) -> Decision<Reserv
         }
         if let Some(row) = what("saga") {
             let answered = row
-                .try_get::<_, Option<&[u8]>>(13)
+                .try_get::<_, Option<&[u8]>>(RESPONSE)
                 .map_err(|e| corrupt(format!("saga response: {e}")))?
                 .is_some();
             return Ok(Some(if answered {
-                let answer = stored_answer(row, 12, 13)?;
+                let answer = stored_answer(row, DIGEST, RESPONSE)?;
                 Reserve::Duplicate {
                     request_digest: answer.request_digest,
                     answer: Some(answer),
                 }
             } else {
                 Reserve::Duplicate {
-                    request_digest: row.digest(12)?,
+                    request_digest: row.digest(DIGEST)?,
                     answer: None,
                 }
             }));

@@ -63,7 +63,9 @@ pub(super) const SQL_FINISH_FREEZE: &str = concat!(
 
 /// `$1-$4` request, `$5-$7` freeze key, `$8` amount, `$9` receiver PAN,
 /// `$10` receiver bank, `$11` saga state, `$12` digest, `$13` created,
-/// `$14-$17` debit and credit identities, `$18` owner.
+/// `$14-$17` debit and credit identities, `$18` owner. Each row: what, the
+/// freeze's columns (NULLs in the rows that have none: as many as
+/// `FREEZE_COLUMNS`), then the digest and response of an earlier answer.
 pub(super) const SQL_RESERVE: &str = concat!(
     "WITH prior_answer AS ( \
         SELECT request_digest, response FROM answers \
@@ -91,9 +93,9 @@ pub(super) const SQL_RESERVE: &str = concat!(
     freeze_columns!(),
     ", NULL::bytea AS digest, NULL::bytea AS response FROM upd \
     UNION ALL SELECT 'answered', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-        request_digest, response FROM prior_answer \
+        NULL, request_digest, response FROM prior_answer \
     UNION ALL SELECT 'saga', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-        request_digest, response FROM prior_saga \
+        NULL, request_digest, response FROM prior_saga \
     UNION ALL SELECT 'freeze', ",
     freeze_columns!(),
     ", NULL, NULL FROM freezes \
