@@ -450,3 +450,62 @@ async fn control_characters_from_a_peer_are_escaped_in_the_log() {
         "a peer forged a log line: {text}"
     );
 }
+
+/// With `max_connections_per_address`, one address cannot take a listener's
+/// connections: past its limit a new connection is closed at once, other
+/// addresses are served, and a slot given back can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_connections() {
+    use std::sync::Arc;
+
+    use switchboard::clock::SystemClock;
+    use switchboard::service;
+    use tokio::io::AsyncReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (bank_a, bank_b) = two_banks().await;
+    let mut config = switch_config(dir.path(), &bank_a, &bank_b);
+    config.wallets[0].max_per_address = Some(2);
+    let store = service::open_store(&config.store).await.unwrap();
+    let running = service::start(config, store, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let addr = running.wallet_addrs[0];
+    let connect_from = |local: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let echo_on = |stream: tokio::net::TcpStream| async move {
+        let wallet =
+            WalletClient::over(stream, FramingConfig::default(), common::WALLET_ID).unwrap();
+        let mut echo = Message::new(*b"0800");
+        echo.set(7, "1201120000")
+            .set(11, "000001")
+            .set(32, common::WALLET_ID)
+            .set(70, "301");
+        code(&wallet.send(&echo).await.unwrap())
+    };
+    let first = connect_from("127.0.0.1").await;
+    let second = connect_from("127.0.0.1").await;
+    let mut third = connect_from("127.0.0.1").await;
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("the third connection from one address is closed at once");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert_eq!(
+        echo_on(connect_from("127.0.0.2").await).await,
+        ResponseCode::APPROVED,
+        "another address is served"
+    );
+    assert_eq!(echo_on(second).await, ResponseCode::APPROVED);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        echo_on(connect_from("127.0.0.1").await).await,
+        ResponseCode::APPROVED,
+        "a slot given back is taken again"
+    );
+    running.shutdown().await;
+}

@@ -39,6 +39,7 @@ fn listener(institution: &str, partners: &[&str]) -> WalletListener {
         frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
         idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
         max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
+        max_per_address: None,
     }
 }
 

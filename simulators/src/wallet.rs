@@ -93,7 +93,16 @@ impl WalletClient {
         framing: FramingConfig,
         institution: &str,
     ) -> std::io::Result<WalletClient> {
-        let stream = TcpStream::connect(addr).await?;
+        WalletClient::over(TcpStream::connect(addr).await?, framing, institution)
+    }
+
+    /// A client over a connection already made (from a chosen local
+    /// address, say), sending as `institution` (F32).
+    pub fn over(
+        stream: TcpStream,
+        framing: FramingConfig,
+        institution: &str,
+    ) -> std::io::Result<WalletClient> {
         stream.set_nodelay(true)?;
         let (mut sink, mut source) = Framed::new(stream, FrameCodec::new(framing)).split();
         let (frames, mut rx) = mpsc::channel::<Bytes>(4096);

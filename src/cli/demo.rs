@@ -101,6 +101,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
             idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
+            max_per_address: None,
         }],
         banks: vec![
             bank_config(BANK_A.0, BANK_A.1, BANK_A.2, a.addr),

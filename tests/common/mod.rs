@@ -67,6 +67,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             frame_timeout: WalletListener::DEFAULT_FRAME_TIMEOUT,
             idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
+            max_per_address: None,
         }],
         banks,
         saf: Default::default(),

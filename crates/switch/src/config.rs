@@ -112,6 +112,7 @@ struct RawWallet {
     frame_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_in_flight_per_connection: Option<usize>,
+    max_connections_per_address: Option<usize>,
 }
 
 fn default_framing() -> String {
@@ -383,6 +384,7 @@ impl Config {
                     Some(n) => n,
                     None => WalletListener::DEFAULT_MAX_IN_FLIGHT,
                 },
+                max_per_address: w.max_connections_per_address.filter(|&n| n > 0),
             });
         }
         if wallets.is_empty() {

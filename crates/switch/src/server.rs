@@ -55,6 +55,10 @@ pub struct WalletListener {
     /// (`max_in_flight_per_connection`); the connection is not read further
     /// until one of them has been written back.
     pub max_in_flight: usize,
+    /// Connections one remote address may hold at once
+    /// (`max_connections_per_address`; `None`: no limit below
+    /// `max_connections`). One more is closed as soon as it is accepted.
+    pub max_per_address: Option<usize>,
 }
 
 impl WalletListener {
@@ -79,6 +83,7 @@ pub async fn serve_wallets(
     shutdown: CancellationToken,
 ) {
     let connections = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let mut backoff = AcceptBackoff::default();
     loop {
         let permit = tokio::select! {
@@ -108,14 +113,78 @@ pub async fn serve_wallets(
             },
             _ = shutdown.cancelled() => break,
         };
+        let Some(slot) = per_address.take(addr.ip(), config.max_per_address) else {
+            // Dropping the stream closes it; logged once per run of refusals.
+            if per_address.first_refusal(addr.ip()) {
+                warn!(%addr, limit = config.max_per_address, "too many connections from this address: refused");
+            }
+            continue;
+        };
         let switch = switch.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         let inner = tracker.clone();
         tracker.spawn(async move {
             serve_connection(stream, addr, config, switch, inner, shutdown).await;
+            drop(slot);
             drop(permit);
         });
+    }
+}
+
+/// Connections held per remote address, for `max_connections_per_address`:
+/// one address must not take every slot of a listener. An address is kept
+/// only while it holds a connection (or has just been refused), so the map
+/// is bounded by `max_connections`.
+#[derive(Default)]
+struct PerAddress {
+    held: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, AddressCount>>,
+}
+
+#[derive(Default)]
+struct AddressCount {
+    connections: usize,
+    refusing: bool,
+}
+
+/// One connection of an address; given back on drop.
+struct AddressSlot {
+    owner: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, limit: Option<usize>) -> Option<AddressSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(ip).or_default();
+        if limit.is_some_and(|limit| count.connections >= limit) {
+            return None;
+        }
+        count.connections += 1;
+        count.refusing = false;
+        Some(AddressSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Whether this refusal starts a run of them (the one to log).
+    fn first_refusal(&self, ip: std::net::IpAddr) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get_mut(&ip)
+            .is_some_and(|c| !std::mem::replace(&mut c.refusing, true))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.ip) {
+            count.connections -= 1;
+            if count.connections == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -359,6 +428,25 @@ impl ReadTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_its_limit_and_is_forgotten_when_it_holds_none() {
+        let per_address = Arc::new(PerAddress::default());
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let first = per_address.take(a, Some(2)).unwrap();
+        let second = per_address.take(a, Some(2)).unwrap();
+        assert!(per_address.take(a, Some(2)).is_none());
+        assert!(per_address.first_refusal(a), "the first refusal is logged");
+        assert!(!per_address.first_refusal(a), "not the next ones");
+        let other = per_address.take(b, Some(2)).unwrap();
+        drop(first);
+        let third = per_address.take(a, Some(2)).expect("a slot was given back");
+        drop((second, third, other));
+        assert!(per_address.held.lock().unwrap().is_empty());
+        let unlimited: Vec<_> = (0..100).map(|_| per_address.take(a, None)).collect();
+        assert!(unlimited.iter().all(Option::is_some));
+    }
 
     #[test]
     fn accept_backoff_grows_to_a_second_and_resets() {
