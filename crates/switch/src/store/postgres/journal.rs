@@ -22,15 +22,14 @@ impl Inner {
         self.journal_done.send_modify(|done| *done += n);
     }
 
-    /// Waits until every journal entry accepted so far is written, so that a
+    /// Waits until the first `target` journal entries are written, so that a
     /// lane never commits a decision before the messages that led to it (the
     /// wallet's request, the bank's answer): after a crash the journal
     /// explains every decision recorded, as on the embedded store, which
     /// writes both in one transaction (clearing relies on it). Not while the
     /// journal cannot be written (the database is away: the batch then fails
     /// as fast as it would have), and never longer than the store's timeout.
-    pub(super) async fn journal_caught_up(&self) {
-        let target = self.journal_accepted.load(Ordering::SeqCst);
+    pub(super) async fn journal_caught_up(&self, target: u64) {
         let mut done = self.journal_done.subscribe();
         let caught_up =
             |written: &u64| *written >= target || self.journal_failing.load(Ordering::SeqCst);

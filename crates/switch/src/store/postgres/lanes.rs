@@ -19,6 +19,9 @@ pub(super) enum Decision<T> {
 
 pub(super) trait Command: Send + Sync {
     fn order(&self) -> &str;
+    /// Journal entries accepted when the command was made: the messages
+    /// behind its decision, which must be written before it commits.
+    fn journal_mark(&self) -> u64;
     fn sql(&self) -> &'static str;
     fn params(&self) -> &Params;
     /// The batch committed: reply, or hand the command back to run again.
@@ -36,6 +39,7 @@ pub(super) struct Call<T, D> {
     pub(super) decode: D,
     pub(super) reply: oneshot::Sender<StoreResult<T>>,
     pub(super) reruns: u32,
+    pub(super) journal_mark: u64,
 }
 
 /// Times a command runs again after seeing a row change under it.
@@ -48,6 +52,9 @@ where
 {
     fn order(&self) -> &str {
         &self.order
+    }
+    fn journal_mark(&self) -> u64 {
+        self.journal_mark
     }
     fn sql(&self) -> &'static str {
         self.sql
@@ -113,8 +120,11 @@ pub(super) async fn lane(inner: Arc<Inner>, mut rx: mpsc::Receiver<Box<dyn Comma
         }
         // One lock order for every instance: rows of freezes are taken in key order.
         batch.sort_by(|a, b| a.order().cmp(b.order()));
-        // The messages behind these decisions are in the journal first.
-        inner.journal_caught_up().await;
+        // The messages behind these decisions are in the journal first:
+        // those accepted before its commands were made, not what came since
+        // (usually written already while the commands waited for the lane).
+        let mark = batch.iter().map(|c| c.journal_mark()).max().unwrap_or(0);
+        inner.journal_caught_up(mark).await;
         again = run_batch(&inner, &mut connection, batch).await;
         if !again.is_empty() {
             bump(&inner.counters.reruns, again.len() as u64);

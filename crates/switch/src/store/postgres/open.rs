@@ -203,6 +203,7 @@ impl PostgresStore {
             decode,
             reply,
             reruns: 0,
+            journal_mark: self.inner.journal_accepted.load(Ordering::SeqCst),
         });
         lane.send(command).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
