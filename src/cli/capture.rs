@@ -263,7 +263,7 @@ fn summary_json(summary: &Summary) -> Value {
 
 fn summary_text(summary: &Summary) -> String {
     let mut text = format!(
-        "\n{} messages, {} errors, {} bytes skipped, {} connections\n",
+        "\nmessages {}, errors {}, bytes skipped {}, connections {}\n",
         summary.messages,
         summary.errors,
         summary.skipped_bytes,

@@ -20,6 +20,9 @@ use crate::decoder::{Event, EventKind};
 /// acquiring and forwarding institutions.
 pub const DEFAULT_KEY_FIELDS: [u16; 4] = [7, 11, 32, 33];
 
+/// Latencies are recorded up to an hour; longer ones count as an hour.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
 /// The default bound on requests waiting for their answer.
 pub const DEFAULT_MAX_OUTSTANDING: usize = 1_000_000;
 
@@ -64,6 +67,8 @@ pub struct Tracker {
     outstanding: HashMap<Vec<u8>, i64>,
     untracked: u64,
     latency_us: Histogram<u64>,
+    /// Exact, where the histogram keeps 3 significant figures.
+    max_latency_us: u64,
     connections: BTreeMap<u64, ConnectionStats>,
     by_type: BTreeMap<(String, String), u64>,
     messages: u64,
@@ -85,7 +90,9 @@ impl Tracker {
             max_outstanding,
             outstanding: HashMap::new(),
             untracked: 0,
-            latency_us: Histogram::new(3).expect("3 significant figures is valid"),
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("bounds and 3 significant figures are valid"),
+            max_latency_us: 0,
             connections: BTreeMap::new(),
             by_type: BTreeMap::new(),
             messages: 0,
@@ -136,6 +143,7 @@ impl Tracker {
                         Some(sent_ns) => {
                             let us = u64::try_from((event.ts_ns - sent_ns) / 1000).unwrap_or(0);
                             self.latency_us.saturating_record(us);
+                            self.max_latency_us = self.max_latency_us.max(us);
                             Some(us)
                         }
                         None => {
@@ -173,7 +181,7 @@ impl Tracker {
             count: self.latency_us.len(),
             p50_us: self.latency_us.value_at_quantile(0.5),
             p99_us: self.latency_us.value_at_quantile(0.99),
-            max_us: self.latency_us.max(),
+            max_us: self.max_latency_us,
         });
         Summary {
             messages: self.messages,
