@@ -55,26 +55,10 @@ pub fn tcp_segment(link_type: u32, data: &[u8]) -> Result<Option<TcpSegment<'_>>
             }
             (Some(ethertype), &data[at..])
         }
-        // Linux cooked v1: protocol at offset 14 of a 16-byte header.
-        113 => {
-            if data.len() < 16 {
-                return Err(format!(
-                    "Linux cooked header cut short ({} bytes)",
-                    data.len()
-                ));
-            }
-            (Some(be16(data, 14)), &data[16..])
-        }
-        // Linux cooked v2: protocol first, in a 20-byte header.
-        276 => {
-            if data.len() < 20 {
-                return Err(format!(
-                    "Linux cooked v2 header cut short ({} bytes)",
-                    data.len()
-                ));
-            }
-            (Some(be16(data, 0)), &data[20..])
-        }
+        // Linux cooked v1: protocol at offset 14 of a 16-byte header; v2:
+        // protocol first, in a 20-byte header.
+        113 => cooked(data, 16, 14, "Linux cooked")?,
+        276 => cooked(data, 20, 0, "Linux cooked v2")?,
         // BSD loopback: a 4-byte address family, in the capturing host's byte
         // order (NULL) or big-endian (LOOP). 2 is IPv4; 24, 28 and 30 are IPv6.
         0 | 108 => {
@@ -104,6 +88,19 @@ pub fn tcp_segment(link_type: u32, data: &[u8]) -> Result<Option<TcpSegment<'_>>
         6 => ipv6(ip),
         _ => Ok(None),
     }
+}
+
+/// A Linux cooked header of `len` bytes with the EtherType at `protocol_at`.
+fn cooked<'a>(
+    data: &'a [u8],
+    len: usize,
+    protocol_at: usize,
+    name: &str,
+) -> Result<(Option<u16>, &'a [u8]), String> {
+    if data.len() < len {
+        return Err(format!("{name} header cut short ({} bytes)", data.len()));
+    }
+    Ok((Some(be16(data, protocol_at)), &data[len..]))
 }
 
 fn ipv4(ip: &[u8]) -> Result<Option<TcpSegment<'_>>, String> {
