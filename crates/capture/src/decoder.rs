@@ -140,6 +140,8 @@ pub enum EventKind {
 struct Direction {
     reassembler: Reassembler,
     cutter: FrameCutter,
+    /// Cut before a gap, not yet made events.
+    cuts: Vec<Cut>,
     syn_seq: Option<u32>,
     closed: bool,
 }
@@ -225,6 +227,7 @@ impl<'s> CaptureDecoder<'s> {
             let dir = || Direction {
                 reassembler: Reassembler::new(self.options.max_pending_per_direction),
                 cutter: FrameCutter::new(self.options.framing.clone()),
+                cuts: Vec::new(),
                 syn_seq: None,
                 closed: false,
             };
@@ -240,48 +243,29 @@ impl<'s> CaptureDecoder<'s> {
         let index = usize::from(seg.src != conn.ends.0);
         conn.last_packet = packet.number;
         conn.last_ts_ns = packet.ts_ns;
+        let (src, dst) = (seg.src, seg.dst);
+        let stamp = |conn: u64, src, dst| Stamp {
+            packet: packet.number,
+            ts_ns: packet.ts_ns,
+            conn,
+            src,
+            dst,
+        };
+        let id = conn.id;
         let dir = &mut conn.dirs[index];
         if seg.has(SYN) && dir.syn_seq.is_none() {
             dir.syn_seq = Some(seg.seq);
         }
-        dir.reassembler.segment(
-            seg.seq,
-            seg.has(SYN),
-            seg.payload,
-            seg.missing,
-            &mut dir.cutter,
-        );
+        dir.segment(spec, &seg);
         let eof = seg.has(FIN) || seg.has(RST);
         if eof {
-            dir.reassembler.close(&mut dir.cutter);
-            dir.closed = true;
+            dir.close(spec);
         }
-        let (id, ends) = (conn.id, conn.ends);
-        cuts(
-            spec,
-            dir,
-            eof,
-            id,
-            ends,
-            index,
-            packet.number,
-            packet.ts_ns,
-            out,
-        );
+        dir.events(spec, eof, stamp(id, src, dst), out);
         if seg.has(RST) {
             let other = &mut conn.dirs[1 - index];
-            other.reassembler.close(&mut other.cutter);
-            cuts(
-                spec,
-                other,
-                true,
-                id,
-                ends,
-                1 - index,
-                packet.number,
-                packet.ts_ns,
-                out,
-            );
+            other.close(spec);
+            other.events(spec, true, stamp(id, dst, src), out);
         }
         if seg.has(RST) || conn.dirs.iter().all(|d| d.closed) {
             self.connections.remove(&key);
@@ -301,79 +285,137 @@ impl<'s> CaptureDecoder<'s> {
 
     fn flush(&self, mut conn: Connection, out: &mut Vec<Event>) {
         for (index, dir) in conn.dirs.iter_mut().enumerate() {
-            dir.reassembler.close(&mut dir.cutter);
-            cuts(
-                self.spec,
-                dir,
-                true,
-                conn.id,
-                conn.ends,
-                index,
-                conn.last_packet,
-                conn.last_ts_ns,
-                out,
-            );
+            let (src, dst) = if index == 0 {
+                conn.ends
+            } else {
+                (conn.ends.1, conn.ends.0)
+            };
+            dir.close(self.spec);
+            let stamp = Stamp {
+                packet: conn.last_packet,
+                ts_ns: conn.last_ts_ns,
+                conn: conn.id,
+                src,
+                dst,
+            };
+            dir.events(self.spec, true, stamp, out);
         }
     }
 }
 
-impl StreamSink for FrameCutter {
-    fn data(&mut self, bytes: &[u8]) {
-        self.push(bytes);
+/// What every event of one direction at one moment shares.
+struct Stamp {
+    packet: u64,
+    ts_ns: i64,
+    conn: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+}
+
+impl Direction {
+    fn feed<'a>(&'a mut self, spec: &'a Spec) -> (&'a mut Reassembler, Feed<'a>) {
+        let feed = Feed {
+            spec,
+            cutter: &mut self.cutter,
+            cuts: &mut self.cuts,
+        };
+        (&mut self.reassembler, feed)
     }
 
-    fn gap(&mut self, len: u64) {
-        FrameCutter::gap(self, len);
+    fn segment(&mut self, spec: &Spec, seg: &TcpSegment<'_>) {
+        let (reassembler, mut feed) = self.feed(spec);
+        reassembler.segment(seg.seq, seg.has(SYN), seg.payload, seg.missing, &mut feed);
+    }
+
+    fn close(&mut self, spec: &Spec) {
+        let (reassembler, mut feed) = self.feed(spec);
+        reassembler.close(&mut feed);
+        self.closed = true;
+    }
+
+    /// Everything cut so far, as events; with `eof`, nothing more will come.
+    fn events(&mut self, spec: &Spec, eof: bool, stamp: Stamp, out: &mut Vec<Event>) {
+        let mut cuts = std::mem::take(&mut self.cuts);
+        while let Some(cut) = self.cutter.next(spec, eof) {
+            cuts.push(cut);
+        }
+        for cut in cuts.drain(..) {
+            // Bytes skipped back to back (before a gap, the gap) are one run.
+            if let (Cut::Skipped { offset, len }, Some(last)) = (&cut, out.last_mut()) {
+                if let EventKind::Skipped {
+                    offset: last_offset,
+                    len: last_len,
+                } = &mut last.kind
+                {
+                    if last.conn == stamp.conn
+                        && last.src == stamp.src
+                        && *last_offset + *last_len == *offset
+                    {
+                        *last_len += len;
+                        continue;
+                    }
+                }
+            }
+            out.push(Event {
+                packet: stamp.packet,
+                ts_ns: stamp.ts_ns,
+                conn: stamp.conn,
+                src: stamp.src,
+                dst: stamp.dst,
+                kind: event_kind(spec, cut),
+            });
+        }
+        // Keep the allocation for the next segment.
+        self.cuts = cuts;
     }
 }
 
-/// Everything the direction's cutter has found, as events.
-#[allow(clippy::too_many_arguments)]
-fn cuts(
-    spec: &Spec,
-    dir: &mut Direction,
-    eof: bool,
-    conn: u64,
-    ends: (SocketAddr, SocketAddr),
-    index: usize,
-    packet: u64,
-    ts_ns: i64,
-    out: &mut Vec<Event>,
-) {
-    let (src, dst) = if index == 0 { ends } else { (ends.1, ends.0) };
-    while let Some(cut) = dir.cutter.next(spec, eof) {
-        let kind = match cut {
-            Cut::Frame {
+/// Feeds a direction's cutter. Before a gap drops what the cutter holds,
+/// the frames it holds are cut, as at the end of a stream.
+struct Feed<'a> {
+    spec: &'a Spec,
+    cutter: &'a mut FrameCutter,
+    cuts: &'a mut Vec<Cut>,
+}
+
+impl StreamSink for Feed<'_> {
+    fn data(&mut self, bytes: &[u8]) {
+        self.cutter.push(bytes);
+    }
+
+    fn gap(&mut self, len: u64) {
+        while let Some(cut) = self.cutter.next(self.spec, true) {
+            self.cuts.push(cut);
+        }
+        self.cutter.gap(len);
+    }
+}
+
+/// A cut as an event: a frame's body parsed with the spec.
+fn event_kind(spec: &Spec, cut: Cut) -> EventKind {
+    match cut {
+        Cut::Frame {
+            offset,
+            header,
+            body,
+        } => match iso8583::parse(spec, body) {
+            Ok(message) => EventKind::Message {
                 offset,
                 header,
-                body,
-            } => match iso8583::parse(spec, body) {
-                Ok(message) => EventKind::Message {
-                    offset,
-                    header,
-                    message,
-                },
-                Err(e) => EventKind::Unparsable {
-                    offset,
-                    reason: e.to_string(),
-                    error_offset: Some(e.offset),
-                },
+                message,
             },
-            Cut::KeepAlive { offset } => EventKind::KeepAlive { offset },
-            Cut::Skipped { offset, len } => EventKind::Skipped { offset, len },
-            Cut::BadPrefix { offset, reason } => EventKind::Unparsable {
+            Err(e) => EventKind::Unparsable {
                 offset,
-                reason,
-                error_offset: None,
+                reason: e.to_string(),
+                error_offset: Some(e.offset),
             },
-        };
-        out.push(Event {
-            packet,
-            ts_ns,
-            conn,
-            src,
-            dst,
-            kind,
-        });
+        },
+        Cut::KeepAlive { offset } => EventKind::KeepAlive { offset },
+        Cut::Skipped { offset, len } => EventKind::Skipped { offset, len },
+        Cut::BadPrefix { offset, reason } => EventKind::Unparsable {
+            offset,
+            reason,
+            error_offset: None,
+        },
     }
 }

@@ -49,6 +49,7 @@ pub struct FrameCutter {
 
 enum Attempt {
     Found,
+    KeepAlive,
     NeedMore,
     No,
 }
@@ -81,7 +82,8 @@ impl FrameCutter {
     }
 
     /// Bytes lost (or, for 0, the stream joined mid-way): what is buffered
-    /// cannot be completed, and the next byte need not start a frame.
+    /// cannot be completed, and the next byte need not start a frame. Take
+    /// what the buffer holds first (`next` with `eof`): it is dropped here.
     pub fn gap(&mut self, len: u64) {
         let dropped = self.buf.len() as u64;
         if dropped + len > 0 {
@@ -169,34 +171,48 @@ impl FrameCutter {
         all
     }
 
+    /// A frame of `config` starts at `start`: align there.
+    fn found(&mut self, config: &FramingConfig, start: usize, spec: &Spec, eof: bool) -> Cut {
+        if self.given.is_none() {
+            self.detected = Some(config.clone());
+        }
+        self.aligned = true;
+        if start > 0 {
+            let offset = self.offset;
+            self.consume(start);
+            return Cut::Skipped {
+                offset,
+                len: start as u64,
+            };
+        }
+        self.next(spec, eof)
+            .expect("a whole frame starts the buffer")
+    }
+
     fn search(&mut self, spec: &Spec, eof: bool) -> Option<Cut> {
         let candidates = self.candidates();
         let mut start = 0;
         while start < self.buf.len() {
             let mut wait = false;
+            // At the start of a stream a keep-alive is a frame too, though
+            // the last choice: binary4's first bytes are binary2's keep-alive.
+            let mut keepalive = None;
             for config in &candidates {
                 match attempt(config, &self.buf[start..], spec) {
-                    Attempt::Found => {
-                        if self.given.is_none() {
-                            self.detected = Some(config.clone());
-                        }
-                        self.aligned = true;
-                        if start > 0 {
-                            let offset = self.offset;
-                            self.consume(start);
-                            return Some(Cut::Skipped {
-                                offset,
-                                len: start as u64,
-                            });
-                        }
-                        return self.next(spec, eof);
+                    Attempt::Found => return Some(self.found(config, start, spec, eof)),
+                    Attempt::KeepAlive if self.aligned && start == 0 => {
+                        keepalive = keepalive.or(Some(config));
                     }
                     Attempt::NeedMore if !eof => wait = true,
-                    Attempt::NeedMore | Attempt::No => {}
+                    Attempt::KeepAlive | Attempt::NeedMore | Attempt::No => {}
                 }
             }
             if wait {
                 break;
+            }
+            if let Some(config) = keepalive {
+                let config = config.clone();
+                return Some(self.found(&config, start, spec, eof));
             }
             start += 1;
         }
@@ -212,7 +228,8 @@ impl FrameCutter {
     }
 }
 
-/// Whether a whole frame holding a parsable message starts `bytes`.
+/// Whether a whole frame holding a parsable message, or a keep-alive,
+/// starts `bytes`.
 fn attempt(config: &FramingConfig, bytes: &[u8], spec: &Spec) -> Attempt {
     match frame_len(config, bytes) {
         Ok(None) => Attempt::NeedMore,
@@ -221,6 +238,7 @@ fn attempt(config: &FramingConfig, bytes: &[u8], spec: &Spec) -> Attempt {
             Ok(Frame::Message { body, .. }) if iso8583::parse(spec, body.clone()).is_ok() => {
                 Attempt::Found
             }
+            Ok(Frame::KeepAlive) => Attempt::KeepAlive,
             _ => Attempt::No,
         },
         Err(_) => Attempt::No,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use capture::file::TsResolution;
-use capture::packet::{ACK, FIN, SYN};
+use capture::packet::{ACK, FIN, RST, SYN};
 use capture::summary::Tracker;
 use capture::write::{
     bsd_null, ethernet, ip_tcp, linux_sll, linux_sll2, PcapWriter, PcapngWriter, LINKTYPE_ETHERNET,
@@ -475,4 +475,67 @@ proptest! {
         let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &shuffled));
         prop_assert_eq!(brief(&events), expect(5));
     }
+}
+
+#[test]
+fn a_segment_never_captured_is_skipped_and_the_stream_resynchronises() {
+    let stream = requests(4);
+    let frame = framed("ascii4", "0100", 1).len();
+    let mut packets = pieces(3, &stream, &[frame + 10, 30, 400]);
+    packets.remove(2); // 30 bytes of the second frame, never seen
+    let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &packets));
+    // The 10 bytes before the hole, the 30 lost and the rest of the second
+    // frame, passed over until the third frame starts, are one run.
+    assert_eq!(
+        brief(&events),
+        [
+            "0100 000001".to_string(),
+            format!("skipped {frame}"),
+            "0100 000003".into(),
+            "0100 000004".into(),
+        ]
+    );
+}
+
+#[test]
+fn a_packet_cut_by_the_snapshot_length_is_a_gap() {
+    let stream = requests(3);
+    let frame = framed("ascii4", "0100", 1).len();
+    let mut packets = pieces(3, &stream, &[frame + 20, 400]);
+    // Keep only 10 bytes of the first data segment's payload past frame 1.
+    let cut = packets[1].1.len() - 10;
+    packets[1].1.truncate(cut);
+    let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &packets));
+    assert_eq!(
+        brief(&events),
+        [
+            "0100 000001".to_string(),
+            format!("skipped {frame}"),
+            "0100 000003".into(),
+        ]
+    );
+}
+
+#[test]
+fn keep_alives_rst_and_a_new_connection_on_the_same_ports() {
+    let first = framed("ascii4", "0100", 1);
+    let mut stream = b"0000".to_vec();
+    stream.extend_from_slice(&first);
+    stream.extend_from_slice(&framed("ascii4", "0100", 2)[..20]);
+    let mut packets = pieces(10, &stream, &[]);
+    let end = 11 + stream.len() as u32;
+    packets.push(seg(50, client(), server(), end, RST, b""));
+    // The same ports again: a new connection, numbered 2.
+    packets.extend(
+        pieces(90_000, &framed("ascii4", "0100", 3), &[])
+            .into_iter()
+            .map(|(ts, p)| (ts + 100_000, p)),
+    );
+    let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &packets));
+    assert_eq!(
+        brief(&events),
+        ["keep-alive", "0100 000001", "skipped 20", "0100 000003"]
+    );
+    let conns: Vec<u64> = events.iter().map(|e| e.conn).collect();
+    assert_eq!(conns, [1, 1, 1, 2]);
 }
