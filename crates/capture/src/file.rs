@@ -137,6 +137,7 @@ pub struct CaptureReader<R> {
     format: Format,
     buf: Vec<u8>,
     number: u64,
+    last_ts_ns: i64,
 }
 
 fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
@@ -185,6 +186,7 @@ impl<R: Read> CaptureReader<R> {
                 },
                 buf: Vec::new(),
                 number: 0,
+                last_ts_ns: 0,
             });
         }
         if le != PCAPNG_SHB {
@@ -200,6 +202,7 @@ impl<R: Read> CaptureReader<R> {
             },
             buf: Vec::new(),
             number: 0,
+            last_ts_ns: 0,
         };
         reader.section_header()?;
         Ok(reader)
@@ -359,7 +362,8 @@ impl<R: Read> CaptureReader<R> {
                     }
                     let orig_len = u32_at(body, 0, be);
                     let caplen = (orig_len as usize).min(body.len() - 4);
-                    break (0, 0, 4, 4 + caplen, orig_len);
+                    // No timestamp: the previous packet's stands in.
+                    break (0, u64::MAX, 4, 4 + caplen, orig_len);
                 }
                 _ => {}
             }
@@ -374,10 +378,14 @@ impl<R: Read> CaptureReader<R> {
             )));
         };
         self.number += 1;
-        let ts_ns = info
-            .resolution
-            .to_ns(units)
-            .saturating_add(info.offset_s.saturating_mul(1_000_000_000));
+        let ts_ns = if units == u64::MAX {
+            self.last_ts_ns
+        } else {
+            info.resolution
+                .to_ns(units)
+                .saturating_add(info.offset_s.saturating_mul(1_000_000_000))
+        };
+        self.last_ts_ns = ts_ns;
         Ok(Some(Packet {
             number: self.number,
             ts_ns,

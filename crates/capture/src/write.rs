@@ -84,7 +84,8 @@ impl<W: Write> PcapWriter<W> {
 pub struct PcapngWriter<W: Write> {
     out: W,
     big_endian: bool,
-    interfaces: Vec<TsResolution>,
+    /// Each interface's resolution and offset (seconds).
+    interfaces: Vec<(TsResolution, i64)>,
 }
 
 impl<W: Write> PcapngWriter<W> {
@@ -119,6 +120,17 @@ impl<W: Write> PcapngWriter<W> {
 
     /// Describes an interface; returns its id for [`PcapngWriter::packet`].
     pub fn interface(&mut self, link_type: u16, resolution: TsResolution) -> io::Result<u32> {
+        self.interface_with_offset(link_type, resolution, 0)
+    }
+
+    /// An interface whose timestamps count from `offset_s` seconds after the
+    /// epoch (`if_tsoffset`); the timestamps given to `packet` stay absolute.
+    pub fn interface_with_offset(
+        &mut self,
+        link_type: u16,
+        resolution: TsResolution,
+        offset_s: i64,
+    ) -> io::Result<u32> {
         let be = self.big_endian;
         let mut body = Vec::new();
         put16(&mut body, link_type, be);
@@ -129,21 +141,31 @@ impl<W: Write> PcapngWriter<W> {
             put16(&mut body, 1, be);
             body.extend_from_slice(&[resolution.byte(), 0, 0, 0]);
         }
+        if offset_s != 0 {
+            put16(&mut body, 14, be);
+            put16(&mut body, 8, be);
+            body.extend_from_slice(&if be {
+                offset_s.to_be_bytes()
+            } else {
+                offset_s.to_le_bytes()
+            });
+        }
         put16(&mut body, 0, be);
         put16(&mut body, 0, be);
         self.block(1, &body)?;
-        self.interfaces.push(resolution);
+        self.interfaces.push((resolution, offset_s));
         Ok(self.interfaces.len() as u32 - 1)
     }
 
     /// One packet on `interface` (an enhanced packet block).
     pub fn packet(&mut self, interface: u32, ts_ns: i64, data: &[u8]) -> io::Result<()> {
         let be = self.big_endian;
-        let resolution = *self
+        let (resolution, offset_s) = *self
             .interfaces
             .get(interface as usize)
             .ok_or_else(|| io::Error::other(format!("no interface {interface}")))?;
-        let units = resolution.from_ns(ts_ns);
+        let units =
+            resolution.from_ns(ts_ns.saturating_sub(offset_s.saturating_mul(1_000_000_000)));
         let len = u32::try_from(data.len()).map_err(io::Error::other)?;
         let mut body = Vec::with_capacity(20 + data.len());
         put32(&mut body, interface, be);
@@ -153,6 +175,10 @@ impl<W: Write> PcapngWriter<W> {
         put32(&mut body, len, be);
         body.extend_from_slice(data);
         self.block(6, &body)
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
     }
 
     pub fn into_inner(self) -> W {

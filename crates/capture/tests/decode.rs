@@ -539,3 +539,79 @@ fn keep_alives_rst_and_a_new_connection_on_the_same_ports() {
     let conns: Vec<u64> = events.iter().map(|e| e.conn).collect();
     assert_eq!(conns, [1, 1, 1, 2]);
 }
+
+#[test]
+fn pcapng_sections_of_both_byte_orders_offsets_and_simple_packet_blocks() {
+    let stream = requests(2);
+    let packets = pieces(5, &stream, &[50, 50]);
+    let (head, tail) = packets.split_at(2);
+    // Section 1, little-endian: an interface with if_tsoffset.
+    let mut w = PcapngWriter::new(Vec::new(), false).unwrap();
+    let lo = w
+        .interface_with_offset(
+            LINKTYPE_ETHERNET as u16,
+            TsResolution::Decimal(6),
+            1_700_000_000,
+        )
+        .unwrap();
+    for (ts, p) in head {
+        w.packet(lo, *ts, &eth(p)).unwrap();
+    }
+    let mut file = w.into_inner();
+    // Section 2, big-endian, its own interface: a simple packet block (no
+    // timestamp) then an enhanced one.
+    let mut w = PcapngWriter::new(Vec::new(), true).unwrap();
+    let raw = w
+        .interface(LINKTYPE_RAW as u16, TsResolution::Decimal(9))
+        .unwrap();
+    let first = &tail[0].1;
+    let mut spb = Vec::new();
+    let total = (12 + 4 + first.len().div_ceil(4) * 4) as u32;
+    spb.extend_from_slice(&3u32.to_be_bytes());
+    spb.extend_from_slice(&total.to_be_bytes());
+    spb.extend_from_slice(&(first.len() as u32).to_be_bytes());
+    spb.extend_from_slice(first);
+    spb.resize(total as usize - 4, 0);
+    spb.extend_from_slice(&total.to_be_bytes());
+    let mut second = w.into_inner();
+    second.extend_from_slice(&spb);
+    let mut w = PcapngWriter::new(second, true).unwrap();
+    let raw_again = w
+        .interface(LINKTYPE_RAW as u16, TsResolution::Decimal(9))
+        .unwrap();
+    assert_eq!((raw, raw_again), (0, 0));
+    for (ts, p) in &tail[1..] {
+        w.packet(raw_again, *ts, p).unwrap();
+    }
+    file.extend_from_slice(&w.into_inner());
+    let events = decode(&file);
+    assert_eq!(brief(&events), expect(2));
+    assert_eq!(events[1].ts_ns, tail.last().unwrap().0);
+    // The simple packet block completed the first message: the timestamp of
+    // the packet before it stands in, read back through if_tsoffset.
+    assert_eq!(events[0].ts_ns, head.last().unwrap().0);
+}
+
+#[test]
+fn a_corrupt_block_length_names_its_packet() {
+    let mut w = PcapngWriter::new(Vec::new(), false).unwrap();
+    let lo = w
+        .interface(LINKTYPE_ETHERNET as u16, TsResolution::Decimal(6))
+        .unwrap();
+    let packets = pieces(1, &requests(1), &[30]);
+    let mut ends = Vec::new();
+    for (ts, p) in &packets {
+        w.packet(lo, *ts, &eth(p)).unwrap();
+        ends.push(w.get_ref().len());
+    }
+    let mut file = w.into_inner();
+    // The third packet's block claims 1 GiB.
+    file[ends[1] + 4..ends[1] + 8].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    let (events, error) = decode_with(&file, DecoderOptions::default());
+    assert!(
+        matches!(&error, Some(CaptureError::Corrupt { packet: 3, .. })),
+        "{error:?}"
+    );
+    // What came before is kept: the first 30 bytes of a frame never completed.
+    assert_eq!(brief(&events), ["skipped 30"]);
+}
