@@ -180,6 +180,16 @@ impl<'s> CaptureDecoder<'s> {
         self.connections.len()
     }
 
+    /// Bytes held for all open connections: out-of-order data waiting for a
+    /// hole to be filled, and frames waiting for their end.
+    pub fn buffered_bytes(&self) -> usize {
+        self.connections
+            .values()
+            .flat_map(|c| c.dirs.iter())
+            .map(|d| d.reassembler.pending_bytes() + d.cutter.buffered())
+            .sum()
+    }
+
     fn wanted(&self, seg: &TcpSegment<'_>) -> bool {
         let ports = &self.options.ports;
         let filters = &self.options.filters;
@@ -219,6 +229,15 @@ impl<'s> CaptureDecoder<'s> {
                     self.flush(conn, out);
                 }
             }
+        }
+        // Only a SYN or data opens a connection: the last ACK of a closed
+        // one, or a stray RST, leaves no state behind.
+        if !self.connections.contains_key(&key)
+            && !seg.has(SYN)
+            && seg.payload.is_empty()
+            && seg.missing == 0
+        {
+            return Ok(());
         }
         let spec = self.spec;
         let conn = self.connections.entry(key).or_insert_with(|| {

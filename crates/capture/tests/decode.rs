@@ -615,3 +615,83 @@ fn a_corrupt_block_length_names_its_packet() {
     // What came before is kept: the first 30 bytes of a frame never completed.
     assert_eq!(brief(&events), ["skipped 30"]);
 }
+
+#[test]
+fn what_a_connection_holds_stays_bounded() {
+    // A hole at the start that is never filled, then 4 MiB of frames behind it.
+    let frame = framed("ascii4", "0100", 1);
+    let per_segment = 1400;
+    let stream: Vec<u8> = frame.iter().copied().cycle().take(4 << 20).collect();
+    let spec = spec();
+    let options = DecoderOptions {
+        max_pending_per_direction: 256 << 10,
+        ..DecoderOptions::default()
+    };
+    let mut decoder = CaptureDecoder::new(&spec, options);
+    let mut file = PcapWriter::new(Vec::new(), LINKTYPE_ETHERNET, false, false).unwrap();
+    file.packet(BASE_NS, &eth(&ip_tcp(client(), server(), 0, SYN, b"")))
+        .unwrap();
+    for (i, chunk) in stream.chunks(per_segment).enumerate().skip(1) {
+        let seq = 1 + (i * per_segment) as u32;
+        file.packet(
+            BASE_NS + i as i64,
+            &eth(&ip_tcp(client(), server(), seq, ACK, chunk)),
+        )
+        .unwrap();
+    }
+    let file = file.into_inner();
+    let mut reader = CaptureReader::new(&file[..]).unwrap();
+    let mut events = Vec::new();
+    let mut messages = 0;
+    let mut most = 0;
+    while let Some(p) = reader.next_packet().unwrap() {
+        decoder.packet(&p, &mut events).unwrap();
+        most = most.max(decoder.buffered_bytes());
+        messages += events
+            .drain(..)
+            .filter(|e| matches!(e.kind, EventKind::Message { .. }))
+            .count();
+    }
+    assert!(
+        most <= (256 << 10) + per_segment + 8192,
+        "held {most} bytes"
+    );
+    // Everything after the first hole given up is decoded.
+    let total = (4 << 20) / frame.len();
+    assert!(
+        messages + (256 << 10) / frame.len() + 2 >= total,
+        "{messages} of {total}"
+    );
+}
+
+#[test]
+fn a_closed_connection_leaves_no_state_behind() {
+    let req = framed("ascii4", "0100", 1);
+    let packets = [
+        seg(0, client(), server(), 100, SYN, b""),
+        seg(1, server(), client(), 900, SYN | ACK, b""),
+        seg(2, client(), server(), 101, ACK, &req),
+        seg(
+            3,
+            client(),
+            server(),
+            101 + req.len() as u32,
+            FIN | ACK,
+            b"",
+        ),
+        seg(4, server(), client(), 901, FIN | ACK, b""),
+        seg(5, client(), server(), 102 + req.len() as u32, ACK, b""),
+        seg(6, client(), server(), 102 + req.len() as u32, RST, b""),
+    ];
+    let file = pcap(LINKTYPE_ETHERNET, eth, &packets);
+    let spec = spec();
+    let mut reader = CaptureReader::new(&file[..]).unwrap();
+    let mut decoder = CaptureDecoder::new(&spec, DecoderOptions::default());
+    let mut events = Vec::new();
+    while let Some(p) = reader.next_packet().unwrap() {
+        decoder.packet(&p, &mut events).unwrap();
+    }
+    assert_eq!(brief(&events), expect(1));
+    assert_eq!(decoder.open_connections(), 0);
+    assert_eq!(decoder.buffered_bytes(), 0);
+}
