@@ -172,3 +172,28 @@ fn a_file_that_is_not_a_capture_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn the_summary_names_an_unanswered_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = capture_file(&dir);
+    let whole = run(&["capture", "decode", "--json", path.to_str().unwrap()]);
+    let last = text(&whole.stdout).lines().last().unwrap().to_string();
+    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(summary["summary"]["unanswered"], serde_json::json!([]));
+    // Only the first three packets: the request, without its answer.
+    let bytes = std::fs::read(&path).unwrap();
+    let mut at = 24;
+    for _ in 0..3 {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    std::fs::write(&path, &bytes[..at]).unwrap();
+    let out = run(&["capture", "decode", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("unanswered requests: 1, responses without request: 0\nunanswered:\n  2025-12-02T09:00:00.123556Z #1 192.0.2.1:40000 > 192.0.2.2:5000  0100 11=000007 (packet 3)\n"),
+        "{stdout}"
+    );
+}

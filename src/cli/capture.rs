@@ -11,7 +11,7 @@ use chrono::{DateTime, SecondsFormat};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
-use capture::summary::{Summary, Tracker, DEFAULT_KEY_FIELDS, DEFAULT_MAX_OUTSTANDING};
+use capture::summary::{Summary, Tracker, Unmatched, DEFAULT_KEY_FIELDS, DEFAULT_MAX_OUTSTANDING};
 use capture::{CaptureDecoder, CaptureReader, DecoderOptions, Endpoint, Event, EventKind};
 use iso8583::codec::charset::to_hex;
 use iso8583::framing::FramingConfig;
@@ -255,10 +255,37 @@ fn summary_json(summary: &Summary) -> Value {
         })).collect::<Vec<_>>(),
         "unanswered_requests": summary.unanswered_requests,
         "responses_without_request": summary.responses_without_request,
+        "unanswered": summary.unanswered.iter().map(unmatched_json).collect::<Vec<_>>(),
+        "without_request": summary.without_request.iter().map(unmatched_json).collect::<Vec<_>>(),
         "latency_us": summary.latency.map(|l| json!({
             "count": l.count, "p50": l.p50_us, "p99": l.p99_us, "max": l.max_us,
         })),
     })
+}
+
+fn unmatched_json(u: &Unmatched) -> Value {
+    json!({
+        "ts": timestamp(u.ts_ns),
+        "packet": u.packet,
+        "conn": u.conn,
+        "src": u.src.to_string(),
+        "dst": u.dst.to_string(),
+        "mti": u.mti,
+        "stan": u.stan,
+    })
+}
+
+fn unmatched_text(u: &Unmatched) -> String {
+    format!(
+        "  {} #{} {} > {}  {} 11={} (packet {})\n",
+        timestamp(u.ts_ns),
+        u.conn,
+        u.src,
+        u.dst,
+        u.mti,
+        u.stan,
+        u.packet
+    )
 }
 
 fn summary_text(summary: &Summary) -> String {
@@ -283,6 +310,28 @@ fn summary_text(summary: &Summary) -> String {
         "unanswered requests: {}, responses without request: {}\n",
         summary.unanswered_requests, summary.responses_without_request
     ));
+    for (title, listed, count) in [
+        (
+            "unanswered",
+            &summary.unanswered,
+            summary.unanswered_requests,
+        ),
+        (
+            "without request",
+            &summary.without_request,
+            summary.responses_without_request,
+        ),
+    ] {
+        if listed.is_empty() {
+            continue;
+        }
+        let more = count.saturating_sub(listed.len() as u64);
+        let first = if more > 0 { " (the first)" } else { "" };
+        text.push_str(&format!("{title}{first}:\n"));
+        for u in listed {
+            text.push_str(&unmatched_text(u));
+        }
+    }
     match summary.latency {
         Some(l) => text.push_str(&format!(
             "latency ({} matched): p50 {} us, p99 {} us, max {} us\n",

@@ -37,6 +37,37 @@ pub struct ConnectionStats {
     pub skipped_bytes: u64,
 }
 
+/// How many unanswered requests, and responses without request, the
+/// summary names one by one (the earliest); the rest are counted.
+pub const LISTED_UNMATCHED: usize = 20;
+
+/// A request without answer or a response without request, named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmatched {
+    pub ts_ns: i64,
+    pub packet: u64,
+    pub conn: u64,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub mti: String,
+    /// F11, empty when absent.
+    pub stan: String,
+}
+
+impl Unmatched {
+    fn of(event: &Event, message: &Message) -> Self {
+        Unmatched {
+            ts_ns: event.ts_ns,
+            packet: event.packet,
+            conn: event.conn,
+            src: event.src,
+            dst: event.dst,
+            mti: message.mti_str().to_string(),
+            stan: message.get_str(11).unwrap_or("").to_string(),
+        }
+    }
+}
+
 /// Latency from request to response, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latency {
@@ -57,6 +88,9 @@ pub struct Summary {
     pub by_type: Vec<(String, String, u64)>,
     pub unanswered_requests: u64,
     pub responses_without_request: u64,
+    /// The earliest [`LISTED_UNMATCHED`] of each, in capture order.
+    pub unanswered: Vec<Unmatched>,
+    pub without_request: Vec<Unmatched>,
     pub latency: Option<Latency>,
 }
 
@@ -64,7 +98,7 @@ pub struct Summary {
 pub struct Tracker {
     key_fields: Vec<u16>,
     max_outstanding: usize,
-    outstanding: HashMap<Vec<u8>, i64>,
+    outstanding: HashMap<Vec<u8>, Unmatched>,
     untracked: u64,
     latency_us: Histogram<u64>,
     /// Exact, where the histogram keeps 3 significant figures.
@@ -75,6 +109,7 @@ pub struct Tracker {
     errors: u64,
     skipped_bytes: u64,
     orphans: u64,
+    listed_orphans: Vec<Unmatched>,
 }
 
 impl Default for Tracker {
@@ -99,6 +134,7 @@ impl Tracker {
             errors: 0,
             skipped_bytes: 0,
             orphans: 0,
+            listed_orphans: Vec::new(),
         }
     }
 
@@ -140,14 +176,18 @@ impl Tracker {
                 if is_response(&mti) {
                     let key = self.key(event.conn, &mti, message);
                     match self.outstanding.remove(&key) {
-                        Some(sent_ns) => {
-                            let us = u64::try_from((event.ts_ns - sent_ns) / 1000).unwrap_or(0);
+                        Some(request) => {
+                            let us =
+                                u64::try_from((event.ts_ns - request.ts_ns) / 1000).unwrap_or(0);
                             self.latency_us.saturating_record(us);
                             self.max_latency_us = self.max_latency_us.max(us);
                             Some(us)
                         }
                         None => {
                             self.orphans += 1;
+                            if self.listed_orphans.len() < LISTED_UNMATCHED {
+                                self.listed_orphans.push(Unmatched::of(event, message));
+                            }
                             None
                         }
                     }
@@ -155,7 +195,9 @@ impl Tracker {
                     let key = self.key(event.conn, &response_mti(&request_class(&mti)), message);
                     if self.outstanding.len() < self.max_outstanding {
                         // A resend keeps its first sending time.
-                        self.outstanding.entry(key).or_insert(event.ts_ns);
+                        self.outstanding
+                            .entry(key)
+                            .or_insert_with(|| Unmatched::of(event, message));
                     } else if !self.outstanding.contains_key(&key) {
                         self.untracked += 1;
                     }
@@ -174,6 +216,12 @@ impl Tracker {
             }
             EventKind::KeepAlive { .. } => None,
         }
+    }
+
+    fn earliest_unanswered(&self) -> Vec<Unmatched> {
+        let mut all: Vec<&Unmatched> = self.outstanding.values().collect();
+        all.sort_by_key(|u| (u.packet, u.conn));
+        all.into_iter().take(LISTED_UNMATCHED).cloned().collect()
     }
 
     pub fn summary(&self) -> Summary {
@@ -199,6 +247,8 @@ impl Tracker {
                 .collect(),
             unanswered_requests: self.outstanding.len() as u64 + self.untracked,
             responses_without_request: self.orphans,
+            unanswered: self.earliest_unanswered(),
+            without_request: self.listed_orphans.clone(),
             latency,
         }
     }

@@ -285,6 +285,19 @@ fn requests_and_responses_are_matched_with_their_latency() {
     assert_eq!(summary.messages, 4);
     assert_eq!(summary.unanswered_requests, 1);
     assert_eq!(summary.responses_without_request, 1);
+    let named = |u: &capture::summary::Unmatched| format!("{} {} {}", u.packet, u.mti, u.stan);
+    assert_eq!(
+        summary.unanswered.iter().map(named).collect::<Vec<_>>(),
+        ["6 0100 000044"]
+    );
+    assert_eq!(
+        summary
+            .without_request
+            .iter()
+            .map(named)
+            .collect::<Vec<_>>(),
+        ["5 0110 000043"]
+    );
     assert_eq!(summary.latency.unwrap().max_us, 1500);
     assert_eq!(summary.connections.len(), 1);
     assert_eq!(
