@@ -196,4 +196,12 @@ fn the_summary_names_an_unanswered_request() {
         stdout.contains("unanswered requests: 1, responses without request: 0\nunanswered:\n  2025-12-02T09:00:00.123556Z #1 192.0.2.1:40000 > 192.0.2.2:5000  0100 11=000007 (packet 3)\n"),
         "{stdout}"
     );
+    std::fs::write(&path, b"").unwrap();
+    let out = run(&["capture", "decode", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("the file is empty"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -33,6 +33,8 @@ const OPT_IF_TSOFFSET: u16 = 14;
 pub enum CaptureError {
     #[error("reading the capture: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the file is empty: not a pcap or pcapng file")]
+    Empty,
     #[error("not a pcap or pcapng file (it starts with {magic:#010x})")]
     NotACapture { magic: u32 },
     #[error("packet {packet}: the capture ends inside it (truncated file)")]
@@ -163,7 +165,7 @@ impl<R: Read> CaptureReader<R> {
     pub fn new(mut input: R) -> Result<Self, CaptureError> {
         let mut magic = [0u8; 4];
         if !fill(&mut input, &mut magic, true, 1)? {
-            return Err(CaptureError::NotACapture { magic: 0 });
+            return Err(CaptureError::Empty);
         }
         let le = u32::from_le_bytes(magic);
         let pcap = match le {
