@@ -491,42 +491,31 @@ proptest! {
 }
 
 #[test]
-fn a_segment_never_captured_is_skipped_and_the_stream_resynchronises() {
+fn a_hole_in_the_stream_is_skipped_and_the_stream_resynchronises() {
     let stream = requests(4);
     let frame = framed("ascii4", "0100", 1).len();
-    let mut packets = pieces(3, &stream, &[frame + 10, 30, 400]);
-    packets.remove(2); // 30 bytes of the second frame, never seen
-    let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &packets));
-    // The 10 bytes before the hole, the 30 lost and the rest of the second
-    // frame, passed over until the third frame starts, are one run.
-    assert_eq!(
-        brief(&events),
-        [
-            "0100 000001".to_string(),
-            format!("skipped {frame}"),
-            "0100 000003".into(),
-            "0100 000004".into(),
-        ]
-    );
-}
-
-#[test]
-fn a_packet_cut_by_the_snapshot_length_is_a_gap() {
-    let stream = requests(3);
-    let frame = framed("ascii4", "0100", 1).len();
-    let mut packets = pieces(3, &stream, &[frame + 20, 400]);
-    // Keep only 10 bytes of the first data segment's payload past frame 1.
-    let cut = packets[1].1.len() - 10;
-    packets[1].1.truncate(cut);
-    let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &packets));
-    assert_eq!(
-        brief(&events),
-        [
-            "0100 000001".to_string(),
-            format!("skipped {frame}"),
-            "0100 000003".into(),
-        ]
-    );
+    // A segment never captured: 30 bytes of the second frame.
+    let mut lost = pieces(3, &stream, &[frame + 10, 30, 400]);
+    lost.remove(2);
+    // A packet cut by the snapshot length: 10 bytes of the second frame.
+    let mut cut = pieces(3, &stream, &[frame + 20, 400]);
+    let keep = cut[1].1.len() - 10;
+    cut[1].1.truncate(keep);
+    for (name, packets) in [("lost", lost), ("cut", cut)] {
+        let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &packets));
+        // The bytes before the hole, the hole and the rest of the second
+        // frame, passed over until the third frame starts, are one run.
+        assert_eq!(
+            brief(&events),
+            [
+                "0100 000001".to_string(),
+                format!("skipped {frame}"),
+                "0100 000003".into(),
+                "0100 000004".into(),
+            ],
+            "{name}"
+        );
+    }
 }
 
 #[test]
