@@ -11,7 +11,7 @@ use capture::write::{
     LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NULL, LINKTYPE_RAW,
 };
 use capture::{CaptureDecoder, CaptureError, CaptureReader, DecoderOptions, Event, EventKind};
-use iso8583::framing::{frame_bytes, FramingConfig};
+use iso8583::framing::{frame_bytes, CupsHeader, FramingConfig};
 use iso8583::{Message, Spec};
 use proptest::prelude::*;
 
@@ -219,6 +219,30 @@ fn framing_is_detected_per_connection_or_taken_as_given() {
         let (events, _) = decode_with(&file, given);
         assert_eq!(brief(&events), expect(2), "{framing} given");
     }
+}
+
+#[test]
+fn a_cups_header_is_detected_and_kept() {
+    let spec = spec();
+    let config: FramingConfig = "binary2+cups".parse().unwrap();
+    let header = CupsHeader::new("00010000", "01020000").unwrap().build();
+    let stream: Vec<u8> = (1..=2)
+        .flat_map(|stan| {
+            let mut msg = Message::new(*b"0800");
+            msg.set(7, "1202093000");
+            msg.set(11, format!("{stan:06}"));
+            msg.set(70, "301");
+            let body = iso8583::build_bytes(&spec, &msg).unwrap();
+            frame_bytes(&config, &header, &body).unwrap().to_vec()
+        })
+        .collect();
+    let events = decode(&pcap(LINKTYPE_ETHERNET, eth, &pieces(1, &stream, &[60])));
+    assert_eq!(brief(&events), ["0800 000001", "0800 000002"]);
+    let EventKind::Message { header: kept, .. } = &events[0].kind else {
+        panic!("{:?}", brief(&events));
+    };
+    assert_eq!(kept.len(), CupsHeader::LEN);
+    assert_eq!(&kept[6..17], b"00010000   ");
 }
 
 #[test]
