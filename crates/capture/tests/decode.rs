@@ -458,10 +458,18 @@ fn a_truncated_capture_names_the_packet_and_keeps_what_came_before() {
 
 #[test]
 fn garbage_is_never_a_panic() {
-    let file = pcap(LINKTYPE_ETHERNET, eth, &pieces(1, &requests(2), &[30]));
+    let packets = pieces(1, &requests(2), &[30]);
+    let mut pcapng = PcapngWriter::new(Vec::new(), false).unwrap();
+    let any = pcapng
+        .interface(LINKTYPE_LINUX_SLL2 as u16, TsResolution::Binary(20))
+        .unwrap();
+    for (ts, p) in &packets {
+        pcapng.packet(any, *ts, &linux_sll2(p)).unwrap();
+    }
+    let files = [pcap(LINKTYPE_ETHERNET, eth, &packets), pcapng.into_inner()];
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..300 {
-        let mut bad = file.clone();
+    for round in 0..600 {
+        let mut bad = files[round % 2].clone();
         for _ in 0..4 {
             state ^= state << 13;
             state ^= state >> 7;
