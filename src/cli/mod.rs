@@ -1,6 +1,7 @@
 //! Command-line interface. Only this module knows about clap: arguments are
 //! parsed into plain structs here, then turned into library calls.
 
+mod capture;
 mod clear;
 mod decode;
 mod demo;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Decode ISO 8583 messages given as hex (argument, or one per line on stdin).
     Decode(decode::DecodeArgs),
+    /// Packet captures (pcap, pcapng) of ISO 8583 links: `capture decode FILE`.
+    Capture(capture::CaptureArgs),
     /// Encode messages given as JSON (one object per line on stdin) into hex.
     Encode(encode::EncodeArgs),
     /// Run the switch: bank links, wallet listeners, the embedded store.
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Encode(args) => encode::run(args),
+        Command::Capture(args) => capture::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),

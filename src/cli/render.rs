@@ -25,8 +25,8 @@ pub fn field_text(spec: &Spec, number: u16, value: &[u8], unmask: bool) -> Strin
     }
 }
 
-/// `{"mti":"0200","fields":{"2":"...","3":"400000",...}}`
-pub fn json(spec: &Spec, msg: &Message, unmask: bool) -> String {
+/// `{"2":"...","3":"400000",...}`: every field by number, as [`field_text`].
+pub fn json_fields(spec: &Spec, msg: &Message, unmask: bool) -> serde_json::Value {
     let mut fields = serde_json::Map::new();
     for (number, value) in msg.fields() {
         fields.insert(
@@ -34,12 +34,17 @@ pub fn json(spec: &Spec, msg: &Message, unmask: bool) -> String {
             serde_json::Value::String(field_text(spec, number, value, unmask)),
         );
     }
+    serde_json::Value::Object(fields)
+}
+
+/// `{"mti":"0200","fields":{"2":"...","3":"400000",...}}`
+pub fn json(spec: &Spec, msg: &Message, unmask: bool) -> String {
     let mut object = serde_json::Map::new();
     object.insert(
         "mti".into(),
         serde_json::Value::String(msg.mti_str().into()),
     );
-    object.insert("fields".into(), serde_json::Value::Object(fields));
+    object.insert("fields".into(), json_fields(spec, msg, unmask));
     serde_json::Value::Object(object).to_string()
 }
 

@@ -670,6 +670,14 @@ pub fn split_frame(config: &FramingConfig, bytes: &[u8]) -> Result<Frame, Framin
     split_header(config, Bytes::copy_from_slice(&bytes[width..]))
 }
 
+/// The length of the frame at the front of `bytes`, prefix included, once the
+/// whole prefix is there (`None` before), checked as the stream decoder checks
+/// it. For tools that look for frames in a buffer rather than decode a stream,
+/// such as a capture reader resynchronising in the middle of a connection.
+pub fn frame_len(config: &FramingConfig, bytes: &[u8]) -> Result<Option<usize>, FramingError> {
+    Ok(announced_len(config, bytes)?.map(|len| config.prefix.width().saturating_add(len)))
+}
+
 /// Frames one message: prefix, header (its CUPS total length filled in) and body.
 pub fn frame_bytes(
     config: &FramingConfig,

@@ -489,3 +489,22 @@ fn arbitrary_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn frame_len_counts_the_prefix_once_the_prefix_is_there() {
+    let ascii4 = FramingConfig::default();
+    assert_eq!(frame_len(&ascii4, b"00").unwrap(), None);
+    assert_eq!(frame_len(&ascii4, b"0012").unwrap(), Some(16));
+    assert_eq!(frame_len(&ascii4, b"0000").unwrap(), Some(4));
+    let binary2 = FramingConfig::new(LengthPrefix::Binary2, HeaderKind::None);
+    assert_eq!(frame_len(&binary2, &[0x01, 0x00, 0xaa]).unwrap(), Some(258));
+    // Checked as the stream decoder checks it: too long, not digits.
+    assert!(matches!(
+        frame_len(&ascii4, b"9999"),
+        Err(FramingError::FrameTooLong { len: 9999, .. })
+    ));
+    assert!(matches!(
+        frame_len(&ascii4, b"00A1"),
+        Err(FramingError::BadAsciiPrefix { .. })
+    ));
+}
