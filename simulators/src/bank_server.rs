@@ -14,20 +14,26 @@
 //! it reads it, in order, and hands an answer that must wait to a task of its
 //! own, so that a delay never holds up the requests behind it.
 //!
+//! With a capture [`Recorder`], every frame a connection reads and sends is
+//! also recorded (see [`capture::record`]): the connection only queues a
+//! packet for the recorder's writer thread, and a packet that finds the queue
+//! full is dropped and counted, never waited for.
+//!
 //! Card numbers are logged masked.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use capture::record::{Recorder, Tap};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -69,6 +75,19 @@ pub async fn serve_bank(
     faults: Arc<FaultControl>,
     shutdown: CancellationToken,
 ) {
+    serve_bank_recorded(listener, framing, bank, faults, None, shutdown).await
+}
+
+/// [`serve_bank`], recording every frame read and sent to `capture` when given.
+pub async fn serve_bank_recorded(
+    listener: TcpListener,
+    framing: FramingConfig,
+    bank: Arc<Mutex<Bank>>,
+    faults: Arc<FaultControl>,
+    capture: Option<Recorder>,
+    shutdown: CancellationToken,
+) {
+    let local = listener.local_addr().ok();
     let spec = lock(&bank).spec().clone();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
@@ -99,6 +118,9 @@ pub async fn serve_bank(
             bank: bank.clone(),
             peer,
             dice: Dice::new(faults.clone(), accepted),
+            tap: capture
+                .as_ref()
+                .map(|c| c.tap(peer, stream.local_addr().ok().or(local).unwrap_or(peer))),
         };
         accepted += 1;
         let shutdown = shutdown.clone();
@@ -117,6 +139,14 @@ struct Connection {
     bank: Arc<Mutex<Bank>>,
     peer: SocketAddr,
     dice: Dice,
+    /// Where this connection's frames are recorded, if anywhere.
+    tap: Option<Tap>,
+}
+
+/// A frame as it is on the wire, to record it.
+fn wire_bytes(codec: &mut FrameCodec, frame: &Frame) -> Option<BytesMut> {
+    let mut out = BytesMut::new();
+    codec.encode(frame.clone(), &mut out).ok().map(|()| out)
 }
 
 /// What the reader does after a frame.
@@ -137,7 +167,18 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let (sink, mut frames) = Framed::new(stream, FrameCodec::new(self.framing.clone())).split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let mut writer = tokio::spawn(write_frames(sink, rx, self.peer));
+        let mut writer = tokio::spawn(write_frames(
+            sink,
+            rx,
+            self.peer,
+            self.tap
+                .clone()
+                .map(|tap| (tap, FrameCodec::new(self.framing.clone()))),
+        ));
+        let mut recording = self
+            .tap
+            .take()
+            .map(|tap| (tap, FrameCodec::new(self.framing.clone())));
         // Answers waiting out a delay, one task each.
         let mut delayed = JoinSet::new();
         let mut dropped = false;
@@ -149,7 +190,14 @@ impl Connection {
             };
             let frame = match next {
                 None => break,
-                Some(Ok(frame)) => frame,
+                Some(Ok(frame)) => {
+                    if let Some((tap, codec)) = &mut recording {
+                        if let Some(bytes) = wire_bytes(codec, &frame) {
+                            tap.from_client(&bytes);
+                        }
+                    }
+                    frame
+                }
                 Some(Err(FramingError::Io(e))) => {
                     debug!(peer = %self.peer, error = %e, "bank: read failed");
                     break;
@@ -354,13 +402,21 @@ async fn write_frames(
     mut sink: SplitSink<Framed<TcpStream, FrameCodec>, Frame>,
     mut rx: mpsc::Receiver<Frame>,
     peer: SocketAddr,
+    mut recording: Option<(Tap, FrameCodec)>,
 ) {
     while let Some(frame) = rx.recv().await {
         let mut next = Some(frame);
         let mut batched = 0;
         while let Some(frame) = next.take() {
+            let wire = recording
+                .as_mut()
+                .and_then(|(_, codec)| wire_bytes(codec, &frame));
             match sink.feed(frame).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let (Some((tap, _)), Some(wire)) = (&recording, wire) {
+                        tap.from_server(&wire);
+                    }
+                }
                 Err(FramingError::Io(e)) => {
                     debug!(%peer, error = %e, "bank: write failed");
                     return;
@@ -567,16 +623,28 @@ pub async fn spawn_bank_with_faults(
     framing: FramingConfig,
     faults: Faults,
 ) -> std::io::Result<BankHandle> {
+    spawn_bank_recorded(bank, framing, faults, None).await
+}
+
+/// [`spawn_bank_with_faults`], recording every frame to `capture` when given
+/// (call [`Recorder::finish`] after [`BankHandle::stop`] to flush the file).
+pub async fn spawn_bank_recorded(
+    bank: Bank,
+    framing: FramingConfig,
+    faults: Faults,
+    capture: Option<Recorder>,
+) -> std::io::Result<BankHandle> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let bank = Arc::new(Mutex::new(bank));
     let faults = Arc::new(FaultControl::new(faults));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve_bank(
+    let task = tokio::spawn(serve_bank_recorded(
         listener,
         framing,
         bank.clone(),
         faults.clone(),
+        capture,
         shutdown.clone(),
     ));
     Ok(BankHandle {

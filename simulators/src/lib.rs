@@ -22,4 +22,6 @@ pub mod wallet_clearing;
 pub mod wallet_records;
 
 pub use bank::{Bank, Hold, HoldState, Ledger, Movement, MovementKind};
-pub use bank_server::{serve_admin, serve_bank, spawn_bank, BankHandle};
+pub use bank_server::{
+    serve_admin, serve_bank, serve_bank_recorded, spawn_bank, spawn_bank_recorded, BankHandle,
+};

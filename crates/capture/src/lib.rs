@@ -27,6 +27,7 @@ pub mod file;
 pub mod frames;
 pub mod packet;
 pub mod reassembly;
+pub mod record;
 pub mod summary;
 pub mod write;
 

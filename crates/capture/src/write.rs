@@ -177,6 +177,11 @@ impl<W: Write> PcapngWriter<W> {
         self.block(6, &body)
     }
 
+    /// Flushes the underlying writer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     pub fn get_ref(&self) -> &W {
         &self.out
     }

@@ -4,8 +4,13 @@
 //! banksim --listen 127.0.0.1:9101 --institution 01020000 \
 //!         [--framing ascii4] [--bin 622202 --accounts 1000 --balance 100000 --seed 1 \
 //!          | --accounts-file FILE] [--admin 127.0.0.1:9102] [--print-accounts] \
-//!         [--faults "latency=uniform:1:20,drop=0.01,late=0.01:6000,seed=7"]
+//!         [--faults "latency=uniform:1:20,drop=0.01,late=0.01:6000,seed=7"] \
+//!         [--capture FILE]
 //! ```
+//!
+//! `--capture FILE` records every frame of the ISO 8583 port, read and sent,
+//! as a pcapng file (`switchboard capture decode FILE` reads it back); see
+//! `capture::record`.
 //!
 //! `--faults` makes the bank slow, silent or broken on purpose (see
 //! `simulators::faults` for the compact form); the admin port's
@@ -30,11 +35,11 @@ use iso8583::fields::{luhn_valid, num};
 use iso8583::framing::FramingConfig;
 use iso8583::mask::Masked;
 use simulators::faults::{FaultControl, Faults};
-use simulators::{serve_admin, serve_bank, Bank};
+use simulators::{serve_admin, serve_bank_recorded, Bank};
 use switchboard::dialect::InstitutionId;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The command line as typed.
 #[derive(Debug, Parser)]
@@ -83,6 +88,11 @@ struct Args {
     /// Print the accounts to stdout (`pan,balance_minor`) before serving.
     #[arg(long)]
     print_accounts: bool,
+    /// Record every frame read and sent on the ISO 8583 port to this pcapng
+    /// file (created or truncated; flushed on shutdown). Frames that find the
+    /// writer's queue full are dropped from the file and counted, never waited for.
+    #[arg(long)]
+    capture: Option<PathBuf>,
 }
 
 /// Where the accounts come from.
@@ -105,6 +115,7 @@ struct Config {
     admin: Option<String>,
     print_accounts: bool,
     faults: Faults,
+    capture: Option<PathBuf>,
 }
 
 impl Config {
@@ -144,6 +155,7 @@ impl Config {
             admin: args.admin,
             print_accounts: args.print_accounts,
             faults,
+            capture: args.capture,
         })
     }
 
@@ -278,6 +290,13 @@ async fn main() -> anyhow::Result<()> {
         "banksim: serving"
     );
 
+    let recorder = match &config.capture {
+        Some(path) => Some(
+            capture::record::Recorder::create(path)
+                .with_context(|| format!("--capture {}", path.display()))?,
+        ),
+        None => None,
+    };
     let bank = Arc::new(Mutex::new(bank));
     let faults = Arc::new(FaultControl::new(config.faults.clone()));
     let shutdown = CancellationToken::new();
@@ -289,11 +308,12 @@ async fn main() -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    let server = tokio::spawn(serve_bank(
+    let server = tokio::spawn(serve_bank_recorded(
         listener,
         config.framing.clone(),
         bank.clone(),
         faults.clone(),
+        recorder.clone(),
         shutdown.clone(),
     ));
     tokio::signal::ctrl_c()
@@ -304,6 +324,24 @@ async fn main() -> anyhow::Result<()> {
     let _ = server.await;
     if let Some(task) = admin_task {
         let _ = task.await;
+    }
+    if let (Some(recorder), Some(path)) = (recorder, &config.capture) {
+        // Every connection has ended: this writes what is queued and flushes.
+        match recorder.finish() {
+            Ok(stats) if stats.dropped > 0 => warn!(
+                file = %path.display(),
+                packets = stats.written,
+                dropped = stats.dropped,
+                "banksim: capture written, with packets dropped (the writer fell behind)"
+            ),
+            Ok(stats) => info!(
+                file = %path.display(),
+                packets = stats.written,
+                dropped = 0,
+                "banksim: capture written"
+            ),
+            Err(e) => warn!(file = %path.display(), error = %e, "banksim: capture not completed"),
+        }
     }
     let ledger = bank.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
     info!(

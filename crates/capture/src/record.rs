@@ -1,0 +1,250 @@
+//! Recording a process's own links as a pcapng file while it runs.
+//!
+//! A [`Recorder`] owns the file through one writer thread fed by a bounded
+//! channel: the connection that records a frame only builds a small packet and
+//! tries to queue it, and never waits for the disk. When the queue is full the
+//! packet is dropped and counted ([`Recorder::dropped`]); its bytes still take
+//! their place in the TCP sequence numbers, so a reader sees a gap where it
+//! was rather than a silently shorter stream.
+//!
+//! Each connection is a [`Tap`]: synthesised Ethernet/IPv4 (or IPv6)/TCP
+//! headers carry the connection's real addresses and ports, a SYN and SYN-ACK
+//! open it, every frame read or sent is one or more segments with consistent
+//! per-direction sequence numbers, and a FIN closes it when the tap is dropped.
+//! The file is flushed whenever the queue runs empty and when the recorder
+//! is [finished](Recorder::finish).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::file::TsResolution;
+use crate::write::flags::{ACK, FIN, PSH, SYN};
+use crate::write::{ethernet, ip_tcp, PcapngWriter, LINKTYPE_ETHERNET};
+
+/// Packets queued for the writer thread before further ones are dropped.
+pub const DEFAULT_QUEUE: usize = 16 * 1024;
+/// The largest TCP payload put in one synthesised segment.
+const MAX_SEGMENT: usize = 32 * 1024;
+
+/// One packet on its way to the file.
+struct Record {
+    ts_ns: i64,
+    frame: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What a finished recorder wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStats {
+    /// Packets written to the file.
+    pub written: u64,
+    /// Packets dropped because the writer could not keep up.
+    pub dropped: u64,
+}
+
+/// A pcapng file being written by its own thread; cheap to clone (every clone
+/// feeds the same file).
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    tx: SyncSender<Record>,
+    counters: Arc<Counters>,
+    writer: Arc<std::sync::Mutex<Option<JoinHandle<io::Result<()>>>>>,
+}
+
+impl Recorder {
+    /// Creates (or truncates) `path` and starts its writer thread.
+    pub fn create(path: &Path) -> io::Result<Recorder> {
+        Recorder::with_queue(File::create(path)?, DEFAULT_QUEUE)
+    }
+
+    /// A recorder writing to `out`, with room for `queue` packets in flight.
+    pub fn with_queue<W: Write + Send + 'static>(out: W, queue: usize) -> io::Result<Recorder> {
+        let mut pcapng = PcapngWriter::new(BufWriter::with_capacity(64 * 1024, out), false)?;
+        pcapng.interface(LINKTYPE_ETHERNET as u16, TsResolution::Decimal(9))?;
+        let (tx, rx) = sync_channel(queue.max(1));
+        let writer = std::thread::Builder::new()
+            .name("capture-writer".into())
+            .spawn(move || write_records(pcapng, rx))?;
+        Ok(Recorder {
+            tx,
+            counters: Arc::default(),
+            writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
+    }
+
+    /// A tap on a connection from `client` to `server`, opened now with a SYN
+    /// from the client and the server's SYN-ACK.
+    pub fn tap(&self, client: SocketAddr, server: SocketAddr) -> Tap {
+        let inner = TapInner {
+            recorder: self.clone(),
+            client,
+            server,
+            // Any initial sequence numbers do; distinct ones read better.
+            client_seq: AtomicU32::new(1_000),
+            server_seq: AtomicU32::new(2_000_000),
+        };
+        inner.segment(true, SYN, b"");
+        inner.segment(false, SYN | ACK, b"");
+        Tap {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Packets dropped so far because the writer thread could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    fn push(&self, frame: Vec<u8>) {
+        let record = Record {
+            ts_ns: now_ns(),
+            frame,
+        };
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops accepting packets once every clone (and every tap) is gone, waits
+    /// for the writer thread to write what is queued and flush the file, and
+    /// says how many packets were written and dropped. Packets recorded through
+    /// clones still alive after this call are dropped.
+    pub fn finish(self) -> io::Result<RecordStats> {
+        let Recorder {
+            tx,
+            counters,
+            writer,
+        } = self;
+        drop(tx);
+        let handle = writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let result = match handle {
+            // The thread ends when the last sender is dropped; a tap still
+            // alive elsewhere keeps it waiting, so give it a moment only.
+            Some(handle) => join_within(handle, std::time::Duration::from_secs(5)),
+            None => Ok(()),
+        };
+        let dropped = counters.dropped.load(Ordering::Relaxed);
+        let written = counters.queued.load(Ordering::Relaxed);
+        result.map(|()| RecordStats { written, dropped })
+    }
+}
+
+fn join_within(handle: JoinHandle<io::Result<()>>, limit: std::time::Duration) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    while !handle.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::other(
+                "capture writer still has senders: not every tap was dropped",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("capture writer panicked")))
+}
+
+fn write_records<W: Write>(
+    mut pcapng: PcapngWriter<BufWriter<W>>,
+    rx: Receiver<Record>,
+) -> io::Result<()> {
+    let mut result = Ok(());
+    while let Ok(record) = rx.recv() {
+        let mut next = Some(record);
+        while let Some(record) = next.take() {
+            if result.is_ok() {
+                result = pcapng.packet(0, record.ts_ns, &record.frame);
+            }
+            next = rx.try_recv().ok();
+        }
+        // The queue ran empty: what is written is on disk if we die now.
+        if result.is_ok() {
+            result = pcapng.flush();
+        }
+    }
+    if result.is_ok() {
+        result = pcapng.flush();
+    }
+    result
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// One connection being recorded. Reads and writes may be recorded from
+/// different tasks (each direction from one at a time, as a socket's halves
+/// are); clones record on the same connection. When the last clone is
+/// dropped, the connection's FIN is recorded.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    inner: Arc<TapInner>,
+}
+
+#[derive(Debug)]
+struct TapInner {
+    recorder: Recorder,
+    client: SocketAddr,
+    server: SocketAddr,
+    client_seq: AtomicU32,
+    server_seq: AtomicU32,
+}
+
+impl Tap {
+    /// Bytes the client sent to the server (one framed message, say).
+    pub fn from_client(&self, bytes: &[u8]) {
+        self.inner.data(true, bytes);
+    }
+
+    /// Bytes the server sent to the client.
+    pub fn from_server(&self, bytes: &[u8]) {
+        self.inner.data(false, bytes);
+    }
+}
+
+impl TapInner {
+    fn data(&self, from_client: bool, bytes: &[u8]) {
+        for chunk in bytes.chunks(MAX_SEGMENT) {
+            self.segment(from_client, ACK | PSH, chunk);
+        }
+    }
+
+    fn segment(&self, from_client: bool, flags: u8, payload: &[u8]) {
+        let (src, dst, seq) = if from_client {
+            (self.client, self.server, &self.client_seq)
+        } else {
+            (self.server, self.client, &self.server_seq)
+        };
+        // SYN and FIN take one sequence number each.
+        let len = payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0);
+        let at = seq.fetch_add(len, Ordering::Relaxed);
+        self.recorder
+            .push(ethernet(&ip_tcp(src, dst, at, flags, payload), None));
+    }
+}
+
+impl Drop for TapInner {
+    fn drop(&mut self) {
+        // Whoever records a connection is the end that sees it close.
+        self.segment(false, FIN | ACK, b"");
+    }
+}
