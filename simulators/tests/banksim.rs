@@ -1,6 +1,7 @@
 //! The bank simulator over real TCP: pipelined requests on one connection,
 //! concurrent connections on one hold, CUPS headers, bad frames, and the
-//! `banksim` binary with its admin port.
+//! `banksim` binary with its admin port, and `banksim --capture` flushing its
+//! capture on Ctrl-C.
 
 use std::io::{BufRead, BufReader as StdBufReader};
 use std::process::{Command, Stdio};
@@ -312,6 +313,82 @@ async fn banksim_binary_serves_generated_accounts_and_its_admin_port() {
     );
     let unknown = admin_command(&mut admin, "snapshot please").await;
     assert!(unknown[0].contains("error"), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn banksim_capture_holds_the_exchange_and_is_flushed_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank.pcapng");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_banksim"))
+        .args(["--listen", &listen, "--institution", BANK])
+        .args(["--bin", "622202", "--accounts", "1", "--seed", "9"])
+        .arg("--capture")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let pan = Bank::generate(BANK, "622202", 1, 100_000, 9).accounts()[0]
+        .0
+        .clone();
+    let spec = Spec::switchboard();
+    let stream = wait_for(&listen).await;
+    let client_addr = stream.local_addr().unwrap();
+    let mut client = Framed::new(stream, FrameCodec::new(FramingConfig::default()));
+    feed(&mut client, &spec, &freeze(&pan, 100, "000042")).await;
+    client.flush().await.unwrap();
+    assert_eq!(
+        rc(&receive(&mut client, &spec).await),
+        ResponseCode::APPROVED
+    );
+    drop(client);
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(child.0.wait().unwrap().success(), "{stderr}");
+    assert!(stderr.contains("banksim: capture written"), "{stderr}");
+
+    let file = std::fs::read(&path).unwrap();
+    let mut reader = capture::CaptureReader::new(&file[..]).unwrap();
+    let mut decoder = capture::CaptureDecoder::new(&spec, Default::default());
+    let mut events = Vec::new();
+    while let Some(packet) = reader.next_packet().unwrap() {
+        decoder.packet(&packet, &mut events).unwrap();
+    }
+    decoder.finish(&mut events);
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| match &e.kind {
+            capture::EventKind::Message { message, .. } => (
+                e.src.to_string(),
+                e.dst.to_string(),
+                message.mti_str().to_string(),
+                message.get_str(11).unwrap_or("").to_string(),
+            ),
+            other => panic!("not a message: {other:?}"),
+        })
+        .collect();
+    let client_addr = client_addr.to_string();
+    assert_eq!(
+        seen,
+        [
+            (
+                client_addr.clone(),
+                listen.clone(),
+                "0100".into(),
+                "000042".into()
+            ),
+            (listen.clone(), client_addr, "0110".into(), "000042".into()),
+        ]
+    );
 }
 
 #[test]
