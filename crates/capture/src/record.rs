@@ -71,12 +71,48 @@ impl Recorder {
 
     /// A recorder writing to `out`, with room for `queue` packets in flight.
     pub fn with_queue<W: Write + Send + 'static>(out: W, queue: usize) -> io::Result<Recorder> {
-        let mut pcapng = PcapngWriter::new(BufWriter::with_capacity(64 * 1024, out), false)?;
-        pcapng.interface(LINKTYPE_ETHERNET as u16, TsResolution::Decimal(9))?;
+        let mut out = Some(out);
+        Recorder::start(
+            move || {
+                out.take()
+                    .ok_or_else(|| io::Error::other("a single output cannot be rotated"))
+            },
+            None,
+            queue,
+        )
+    }
+
+    /// Creates (or truncates) `path` and starts its writer thread; once the
+    /// file holds `rotation.max_bytes` or more it is closed and renamed
+    /// `path.1` (`path.1` becoming `path.2`, and so on), the oldest beyond
+    /// `rotation.max_files` files in all are removed, and a new `path` begun,
+    /// each file a whole pcapng file of its own.
+    pub fn create_rotating(path: &Path, rotation: Rotation) -> io::Result<Recorder> {
+        let path = path.to_path_buf();
+        let mut first = true;
+        let keep = rotation.max_files.max(1);
+        Recorder::start(
+            move || {
+                if !std::mem::take(&mut first) {
+                    rotate(&path, keep)?;
+                }
+                File::create(&path)
+            },
+            Some(rotation.max_bytes.max(1)),
+            DEFAULT_QUEUE,
+        )
+    }
+
+    fn start<W, F>(mut open: F, rotate_at: Option<u64>, queue: usize) -> io::Result<Recorder>
+    where
+        W: Write + Send + 'static,
+        F: FnMut() -> io::Result<W> + Send + 'static,
+    {
+        let pcapng = begin(open()?)?;
         let (tx, rx) = sync_channel(queue.max(1));
         let writer = std::thread::Builder::new()
             .name("capture-writer".into())
-            .spawn(move || write_records(pcapng, rx))?;
+            .spawn(move || write_records(pcapng, open, rotate_at, rx))?;
         Ok(Recorder {
             tx,
             counters: Arc::default(),
@@ -161,8 +197,73 @@ fn join_within(handle: JoinHandle<io::Result<()>>, limit: std::time::Duration) -
         .unwrap_or_else(|_| Err(io::Error::other("capture writer panicked")))
 }
 
-fn write_records<W: Write>(
-    mut pcapng: PcapngWriter<BufWriter<W>>,
+/// When a rotating recorder starts a new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// A file holding this many bytes or more is rotated.
+    pub max_bytes: u64,
+    /// Files kept, the one being written included (at least 1).
+    pub max_files: u32,
+}
+
+/// `path` → `path.1` → `path.2` …, dropping what would go beyond `keep` files.
+fn rotate(path: &Path, keep: u32) -> io::Result<()> {
+    let numbered = |n: u32| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        std::path::PathBuf::from(name)
+    };
+    if keep <= 1 {
+        return Ok(()); // the next create truncates the only file
+    }
+    match std::fs::remove_file(numbered(keep - 1)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    for n in (1..keep - 1).rev() {
+        match std::fs::rename(numbered(n), numbered(n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type Output<W> = PcapngWriter<BufWriter<Counting<W>>>;
+
+/// A new file: its section header and its one interface.
+fn begin<W: Write>(out: W) -> io::Result<Output<W>> {
+    let counting = Counting {
+        inner: out,
+        bytes: 0,
+    };
+    let mut pcapng = PcapngWriter::new(BufWriter::with_capacity(64 * 1024, counting), false)?;
+    pcapng.interface(LINKTYPE_ETHERNET as u16, TsResolution::Decimal(9))?;
+    Ok(pcapng)
+}
+
+fn write_records<W: Write, F: FnMut() -> io::Result<W>>(
+    mut pcapng: Output<W>,
+    mut open: F,
+    rotate_at: Option<u64>,
     rx: Receiver<Record>,
 ) -> io::Result<()> {
     let mut result = Ok(());
@@ -171,6 +272,15 @@ fn write_records<W: Write>(
         while let Some(record) = next.take() {
             if result.is_ok() {
                 result = pcapng.packet(0, record.ts_ns, &record.frame);
+            }
+            if let (Ok(()), Some(limit)) = (&result, rotate_at) {
+                let buffered = pcapng.get_ref().buffer().len() as u64;
+                if pcapng.get_ref().get_ref().bytes + buffered >= limit {
+                    result = pcapng.flush().and_then(|()| {
+                        drop(std::mem::replace(&mut pcapng, begin(open()?)?));
+                        Ok(())
+                    });
+                }
             }
             next = rx.try_recv().ok();
         }

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 
-use capture::record::Recorder;
+use capture::record::{Recorder, Rotation};
 use capture::{CaptureDecoder, CaptureReader, DecoderOptions, Event, EventKind};
 use iso8583::framing::{frame_bytes, FramingConfig};
 use iso8583::{Message, Spec};
@@ -158,4 +158,55 @@ fn a_writer_that_falls_behind_drops_and_counts_but_never_blocks() {
     assert!(events
         .iter()
         .all(|e| !matches!(e.kind, EventKind::Unparsable { .. })));
+}
+
+#[test]
+fn a_rotating_recorder_keeps_its_last_files_each_whole() {
+    let spec = spec();
+    let dir = std::env::temp_dir().join(format!("capture-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("link.pcapng");
+    let rotation = Rotation {
+        max_bytes: 2_000,
+        max_files: 3,
+    };
+    let recorder = Recorder::create_rotating(&path, rotation).unwrap();
+    let client: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+    let server: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+    let tap = recorder.tap(client, server);
+    const SENT: u32 = 200;
+    for stan in 1..=SENT {
+        tap.from_client(&framed(&spec, "0800", stan));
+        // Slow enough for the writer to keep up: nothing dropped.
+        if stan % 16 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    drop(tap);
+    let stats = recorder.finish().unwrap();
+    assert_eq!(stats.dropped, 0);
+    let numbered = |n: u32| dir.join(format!("link.pcapng.{n}"));
+    assert!(path.exists() && numbered(1).exists() && numbered(2).exists());
+    assert!(!numbered(3).exists(), "only 3 files are kept");
+    // Oldest first: every file decodes on its own (each a whole pcapng file,
+    // the later ones starting mid-connection), and together they end with the
+    // last request, in order.
+    let mut stans = Vec::new();
+    for file in [numbered(2), numbered(1), path.clone()] {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            bytes.len() < 4_000,
+            "{}: {} bytes",
+            file.display(),
+            bytes.len()
+        );
+        for (src, dst, m) in messages(&decode(&spec, &bytes)) {
+            assert_eq!((src, dst), (client, server));
+            stans.push(m[5..].parse::<u32>().unwrap());
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(stans.last(), Some(&SENT));
+    assert!(stans.windows(2).all(|w| w[0] + 1 == w[1]), "{stans:?}");
+    assert!(stans.len() < SENT as usize);
 }
