@@ -111,6 +111,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         lease: Duration::from_secs(10),
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
+        capture: None,
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

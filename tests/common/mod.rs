@@ -74,6 +74,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         lease: Duration::from_secs(10),
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
+        capture: None,
     }
 }
 
@@ -94,6 +95,14 @@ pub async fn start() -> Harness {
 
 /// Like [`start`], on the given store.
 pub async fn start_with(backend: Backend) -> Harness {
+    start_recording(backend, None).await
+}
+
+/// Like [`start_with`], the switch recording its links as `[capture]` says.
+pub async fn start_recording(
+    backend: Backend,
+    capture: Option<switchboard::config::CaptureConfig>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let a = Bank::generate(BANK_A, "622202", 12, 1_000_000, 1);
     let b = Bank::generate(BANK_B, "621700", 12, 1_000_000, 2);
@@ -111,6 +120,7 @@ pub async fn start_with(backend: Backend) -> Harness {
     if backend == Backend::Postgres {
         config.store = StoreConfig::Postgres(pg::database().await);
     }
+    config.capture = capture;
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = switchboard::service::open_store(&config.store)
         .await

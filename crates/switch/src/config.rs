@@ -48,6 +48,34 @@ struct RawConfig {
     saf: Option<RawSaf>,
     #[serde(default)]
     clearing: Option<RawClearing>,
+    #[serde(default)]
+    capture: Option<RawCapture>,
+}
+
+/// `[capture]`: every frame of every wallet connection and bank link,
+/// recorded as pcapng.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    path: String,
+    max_bytes: Option<u64>,
+    max_files: Option<u32>,
+}
+
+/// Where the switch records its links (`[capture]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// The file being written; rotated ones are `path.1`, `path.2`, ….
+    pub path: PathBuf,
+    /// A file this big or bigger is rotated.
+    pub max_bytes: u64,
+    /// Files kept, the one being written included.
+    pub max_files: u32,
+}
+
+impl CaptureConfig {
+    pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+    pub const DEFAULT_MAX_FILES: u32 = 10;
 }
 
 /// `[clearing]`: when a settlement day ends.
@@ -206,6 +234,8 @@ pub struct Config {
     pub max_freeze_age: Duration,
     /// Settlement dates: cutoff time and time zone (`[clearing]`).
     pub clearing: crate::clearing::Settlement,
+    /// Where every frame is recorded, if anywhere (`[capture]`).
+    pub capture: Option<CaptureConfig>,
 }
 
 impl Config {
@@ -509,6 +539,27 @@ impl Config {
             clearing = crate::clearing::Settlement::parse(&cutoff, &zone)
                 .map_err(|e| err("clearing.time_zone", e.0))?;
         }
+        let capture = match raw.capture {
+            None => None,
+            Some(c) => {
+                if c.path.is_empty() {
+                    return Err(err("capture.path", "must not be empty"));
+                }
+                let max_bytes = c.max_bytes.unwrap_or(CaptureConfig::DEFAULT_MAX_BYTES);
+                if max_bytes < 4096 {
+                    return Err(err("capture.max_bytes", "must be at least 4096"));
+                }
+                let max_files = c.max_files.unwrap_or(CaptureConfig::DEFAULT_MAX_FILES);
+                if max_files == 0 {
+                    return Err(err("capture.max_files", "must be at least 1"));
+                }
+                Some(CaptureConfig {
+                    path: base.join(c.path),
+                    max_bytes,
+                    max_files,
+                })
+            }
+        };
         Ok(Config {
             institution_id: raw.switch.institution_id,
             spec: raw.switch.spec,
@@ -519,6 +570,7 @@ impl Config {
             lease,
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
+            capture,
         })
     }
 }
@@ -549,6 +601,31 @@ hosts = ["127.0.0.1:7000"]
         assert!(c.banks[0].bins[1].contains(b"6217501234567890"));
         assert!(!c.banks[0].bins[1].contains(b"6218001234567890"));
         assert_eq!(c.banks[0].timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn capture_is_off_unless_configured_and_checked() {
+        let c = Config::from_toml(GOOD, Path::new("/tmp")).unwrap();
+        assert_eq!(c.capture, None);
+        let on = format!("{GOOD}\n[capture]\npath = \"link.pcapng\"\n");
+        assert_eq!(
+            Config::from_toml(&on, Path::new("/tmp")).unwrap().capture,
+            Some(CaptureConfig {
+                path: "/tmp/link.pcapng".into(),
+                max_bytes: CaptureConfig::DEFAULT_MAX_BYTES,
+                max_files: CaptureConfig::DEFAULT_MAX_FILES,
+            })
+        );
+        for (line, key) in [
+            ("max_files = 0", "capture.max_files"),
+            ("max_bytes = 100", "capture.max_bytes"),
+        ] {
+            let bad = format!("{on}{line}\n");
+            assert_eq!(
+                Config::from_toml(&bad, Path::new("/tmp")).unwrap_err().key,
+                key
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub async fn serve_wallets(
     listener: TcpListener,
     config: WalletListener,
     switch: Arc<Switch>,
+    capture: Option<capture::record::Recorder>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -124,8 +125,13 @@ pub async fn serve_wallets(
         let config = config.clone();
         let shutdown = shutdown.clone();
         let inner = tracker.clone();
+        // The wallet is the client of its connection.
+        let tap = match (&capture, stream.local_addr()) {
+            (Some(recorder), Ok(local)) => Some(recorder.tap(addr, local)),
+            _ => None,
+        };
         tracker.spawn(async move {
-            serve_connection(stream, addr, config, switch, inner, shutdown).await;
+            serve_connection(stream, addr, config, switch, tap, inner, shutdown).await;
             drop(slot);
             drop(permit);
         });
@@ -245,9 +251,14 @@ async fn serve_connection(
     addr: SocketAddr,
     config: WalletListener,
     switch: Arc<Switch>,
+    tap: Option<capture::record::Tap>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let mut read_tap = tap
+        .clone()
+        .map(|t| (t, FrameCodec::new(config.framing.clone())));
+    let mut write_tap = tap.map(|t| (t, FrameCodec::new(config.framing.clone())));
     if let Err(e) = crate::socket::configure(&stream) {
         warn!(%addr, error = %e, "cannot set the connection's TCP options");
     }
@@ -271,12 +282,21 @@ async fn serve_connection(
     let writer_peer = peer.name.clone();
     let writer = tokio::spawn(async move {
         let mut written = Vec::new();
+        let mut record = |frame: &Frame| {
+            if let Some((tap, codec)) = &mut write_tap {
+                if let Some(wire) = crate::link::wire_bytes(codec, frame) {
+                    tap.from_server(&wire);
+                }
+            }
+        };
         while let Some(answer) = rx.recv().await {
+            record(&answer.frame);
             let mut result = sink.feed(answer.frame).await;
             written.push(answer.permit);
             while result.is_ok() {
                 match rx.try_recv() {
                     Ok(answer) => {
+                        record(&answer.frame);
                         result = sink.feed(answer.frame).await;
                         written.push(answer.permit);
                     }
@@ -324,6 +344,11 @@ async fn serve_connection(
             _ = shutdown.cancelled() => break "shutting down",
         };
         timer.frame_done();
+        if let (Some((tap, codec)), Some(Ok(frame))) = (&mut read_tap, &frame) {
+            if let Some(wire) = crate::link::wire_bytes(codec, frame) {
+                tap.from_client(&wire);
+            }
+        }
         match frame {
             None => break "closed by the wallet",
             Some(Err(e)) => {

@@ -34,6 +34,8 @@ pub struct Running {
     /// Stops the bank links, after the requests that need them are done.
     links_shutdown: CancellationToken,
     link_tasks: TaskTracker,
+    /// The `[capture]` file's writer, finished on shutdown.
+    recorder: Option<capture::record::Recorder>,
 }
 
 /// Starts the bank links and the wallet listeners.
@@ -43,6 +45,19 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Running> {
     let spec = Arc::new(Spec::load(&config.spec)?);
+    let recorder = match &config.capture {
+        Some(c) => Some(
+            capture::record::Recorder::create_rotating(
+                &c.path,
+                capture::record::Rotation {
+                    max_bytes: c.max_bytes,
+                    max_files: c.max_files,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("[capture] path {}: {e}", c.path.display()))?,
+        ),
+        None => None,
+    };
     let stans = Arc::new(StanSource::new(store.clone()));
     let links_shutdown = CancellationToken::new();
     let link_tasks = TaskTracker::new();
@@ -54,6 +69,7 @@ pub async fn start(
         clock: clock.clone(),
         stans: stans.clone(),
         store: store.clone(),
+        capture: recorder.clone(),
     });
     let mut routes = Vec::new();
     let mut links = Vec::new();
@@ -125,6 +141,7 @@ pub async fn start(
             listener,
             wallet.clone(),
             switch.clone(),
+            recorder.clone(),
             wallets.clone(),
             wallets_shutdown.clone(),
         ));
@@ -138,6 +155,7 @@ pub async fn start(
         wallets,
         links_shutdown,
         link_tasks,
+        recorder,
     })
 }
 
@@ -161,6 +179,19 @@ impl Running {
         self.links_shutdown.cancel();
         self.link_tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.link_tasks.wait()).await;
+        if let Some(recorder) = self.recorder {
+            // Every connection has ended: this writes what is queued and flushes.
+            match tokio::task::spawn_blocking(move || recorder.finish()).await {
+                Ok(Ok(stats)) if stats.dropped > 0 => tracing::warn!(
+                    packets = stats.written,
+                    dropped = stats.dropped,
+                    "capture written, with packets dropped (the writer fell behind)"
+                ),
+                Ok(Ok(stats)) => tracing::info!(packets = stats.written, "capture written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "capture not completed"),
+                Err(e) => tracing::warn!(error = %e, "capture writer lost"),
+            }
+        }
     }
 }
 

@@ -249,6 +249,19 @@ impl Connection {
         if let Err(e) = crate::socket::configure(&stream) {
             warn!(link = %self.name, error = %e, "cannot set the connection's TCP options");
         }
+        // The switch is the client of a bank link.
+        let tap = match (
+            &self.context.capture,
+            stream.local_addr(),
+            stream.peer_addr(),
+        ) {
+            (Some(recorder), Ok(local), Ok(peer)) => Some(recorder.tap(local, peer)),
+            _ => None,
+        };
+        let mut read_tap = tap
+            .clone()
+            .map(|t| (t, FrameCodec::new(self.config.framing.clone())));
+        let mut write_tap = tap.map(|t| (t, FrameCodec::new(self.config.framing.clone())));
         let framed = Framed::new(stream, FrameCodec::new(self.config.framing.clone()));
         let (mut sink, mut source) = framed.split();
         let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -261,23 +274,30 @@ impl Connection {
         let header = self.header();
         let writer_name = self.name.clone();
         let writer = tokio::spawn(async move {
+            let mut record = |frame: &Frame| {
+                if let Some((tap, codec)) = &mut write_tap {
+                    if let Some(wire) = super::wire_bytes(codec, frame) {
+                        tap.from_client(&wire);
+                    }
+                }
+            };
             while let Some(body) = frames_rx.recv().await {
-                let mut result = sink
-                    .feed(Frame::Message {
-                        header: header.clone(),
-                        body,
-                    })
-                    .await;
+                let frame = Frame::Message {
+                    header: header.clone(),
+                    body,
+                };
+                record(&frame);
+                let mut result = sink.feed(frame).await;
                 // Batch whatever else is queued into one flush.
                 while result.is_ok() {
                     match frames_rx.try_recv() {
                         Ok(body) => {
-                            result = sink
-                                .feed(Frame::Message {
-                                    header: header.clone(),
-                                    body,
-                                })
-                                .await
+                            let frame = Frame::Message {
+                                header: header.clone(),
+                                body,
+                            };
+                            record(&frame);
+                            result = sink.feed(frame).await
                         }
                         Err(_) => break,
                     }
@@ -313,7 +333,13 @@ impl Connection {
         echo_tick.tick().await;
         loop {
             tokio::select! {
-                frame = source.next() => match frame {
+                frame = source.next() => {
+                if let (Some((tap, codec)), Some(Ok(frame))) = (&mut read_tap, &frame) {
+                    if let Some(wire) = super::wire_bytes(codec, frame) {
+                        tap.from_server(&wire);
+                    }
+                }
+                match frame {
                     Some(Ok(Frame::KeepAlive)) => last_received = Instant::now(),
                     Some(Ok(Frame::Message { body, .. })) => {
                         last_received = Instant::now();
@@ -327,7 +353,7 @@ impl Connection {
                         break;
                     }
                     None => break,
-                },
+                }},
                 reason = failed_rx.recv() => {
                     warn!(link = %self.name, reason = reason.as_deref().unwrap_or("?"), "closing connection");
                     break;

@@ -113,6 +113,18 @@ pub struct LinkContext {
     pub clock: Arc<dyn Clock>,
     pub stans: Arc<StanSource>,
     pub store: Arc<dyn Store>,
+    /// Where every frame of every link is recorded (`[capture]`), if anywhere.
+    pub capture: Option<capture::record::Recorder>,
+}
+
+/// A frame as it is on the wire, to record it (`[capture]`).
+pub(crate) fn wire_bytes(
+    codec: &mut iso8583::framing::FrameCodec,
+    frame: &iso8583::framing::Frame,
+) -> Option<bytes::BytesMut> {
+    use tokio_util::codec::Encoder;
+    let mut out = bytes::BytesMut::new();
+    codec.encode(frame.clone(), &mut out).ok().map(|()| out)
 }
 
 /// What the switch needs from a bank: send a request, get its response or
