@@ -4,9 +4,10 @@
 //! bank answered is in the file, in order, with the connection's real
 //! addresses and ports, each answer matched to its request with a latency.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Command;
 
 use capture::record::Recorder;
 use futures::SinkExt;
@@ -66,20 +67,7 @@ async fn a_recorded_bank_link_decodes_with_every_message_and_its_latency() {
     // SYN, SYN-ACK, three requests, three answers, FIN.
     assert_eq!(stats.written, 9, "{stats:?}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["capture", "decode", "--json", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::process::capture_decode_json(&path);
     let (summary, events) = lines.split_last().unwrap();
     let client_addr = client_addr.to_string();
     let requests_seen: Vec<_> = events
@@ -90,9 +78,9 @@ async fn a_recorded_bank_link_decodes_with_every_message_and_its_latency() {
         .iter()
         .filter(|e| e["src"] == bank_addr.as_str())
         .collect();
-    assert_eq!(events.len(), 6, "{stdout}");
-    assert_eq!(requests_seen.len(), 3, "{stdout}");
-    assert_eq!(answers_seen.len(), 3, "{stdout}");
+    assert_eq!(events.len(), 6, "{lines:?}");
+    assert_eq!(requests_seen.len(), 3, "{lines:?}");
+    assert_eq!(answers_seen.len(), 3, "{lines:?}");
     for (sent, seen) in requests.iter().zip(&requests_seen) {
         assert_eq!(seen["dst"], bank_addr.as_str());
         assert_eq!(seen["mti"], sent.mti_str());

@@ -5,7 +5,6 @@
 //! request answered and matched with a latency, nothing unparsable.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use switchboard::config::CaptureConfig;
 
@@ -32,25 +31,12 @@ async fn a_switch_with_capture_records_its_wallet_and_bank_links() {
     let bank_b = h.bank_b.addr.to_string();
     h.running.shutdown().await;
 
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["capture", "decode", "--json", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::process::capture_decode_json(&path);
     let (summary, events) = lines.split_last().unwrap();
     let summary = &summary["summary"];
     assert_eq!(summary["errors"], 0, "{summary}");
     assert_eq!(summary["unanswered_requests"], 0, "{summary}");
-    assert!(events.iter().all(|e| e.get("mti").is_some()), "{stdout}");
+    assert!(events.iter().all(|e| e.get("mti").is_some()), "{lines:?}");
 
     // (server end, MTI, direction) of every message.
     let mut seen = BTreeSet::new();

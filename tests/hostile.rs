@@ -43,6 +43,45 @@ fn switch_config(
     )
 }
 
+/// A `serve` process on an embedded store in `dir`, logging at `level` to a
+/// file, once it listens: the process, its wallet port and its log's path.
+fn serve_logging(
+    dir: &std::path::Path,
+    a: &BankHandle,
+    b: &BankHandle,
+    level: &str,
+) -> (KillOnDrop, u16, std::path::PathBuf) {
+    let wallet_port = free_port();
+    let config = write_config(
+        dir,
+        SwitchFile {
+            name: "switch.toml",
+            store: &format!("path = {:?}", dir.join("switchboard.db")),
+            wallet_port,
+            bank_a: a.addr,
+            bank_b: b.addr,
+            timeout_ms: 2_000,
+            max_backoff_ms: 1_000,
+        },
+    );
+    let log_path = dir.join("switch.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", level)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut switch = KillOnDrop::new(child);
+    let mut line = String::new();
+    BufReader::new(switch.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "switch did not start: {line:?}");
+    (switch, wallet_port, log_path)
+}
+
 /// With its file descriptors used up by connections it cannot accept, the
 /// switch backs off (one log line, not one per attempt: it used to log
 /// millions a second and spin a core), and serves again once they close.
@@ -53,34 +92,7 @@ fn switch_config(
 async fn exhausted_file_descriptors_back_off_and_recover() {
     let dir = tempfile::tempdir().unwrap();
     let (bank_a, bank_b) = two_banks().await;
-    let wallet_port = free_port();
-    let config = write_config(
-        dir.path(),
-        SwitchFile {
-            name: "switch.toml",
-            store: &format!("path = {:?}", dir.path().join("switchboard.db")),
-            wallet_port,
-            bank_a: bank_a.addr,
-            bank_b: bank_b.addr,
-            timeout_ms: 2_000,
-            max_backoff_ms: 1_000,
-        },
-    );
-    let log = std::fs::File::create(dir.path().join("switch.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let mut switch = KillOnDrop::new(child);
-    let mut line = String::new();
-    BufReader::new(switch.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "switch did not start: {line:?}");
+    let (switch, wallet_port, log_path) = serve_logging(dir.path(), &bank_a, &bank_b, "info");
     let lowered = libc::rlimit {
         rlim_cur: 64,
         rlim_max: 64,
@@ -104,7 +116,7 @@ async fn exhausted_file_descriptors_back_off_and_recover() {
         flood.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let text = std::fs::read_to_string(dir.path().join("switch.log")).unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
     let failures = text.matches("accept failed").count();
     assert!(
         (1..=2).contains(&failures),
@@ -139,7 +151,7 @@ async fn exhausted_file_descriptors_back_off_and_recover() {
         .expect("answered within the back-off's longest pause")
         .unwrap();
     assert_eq!(code(&answer), ResponseCode::APPROVED);
-    let text = std::fs::read_to_string(dir.path().join("switch.log")).unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains("accepting connections again"), "{text}");
 }
 
@@ -378,34 +390,7 @@ async fn control_characters_from_a_peer_are_escaped_in_the_log() {
 
     let dir = tempfile::tempdir().unwrap();
     let (bank_a, bank_b) = two_banks().await;
-    let wallet_port = free_port();
-    let config = write_config(
-        dir.path(),
-        SwitchFile {
-            name: "switch.toml",
-            store: &format!("path = {:?}", dir.path().join("switchboard.db")),
-            wallet_port,
-            bank_a: bank_a.addr,
-            bank_b: bank_b.addr,
-            timeout_ms: 2_000,
-            max_backoff_ms: 1_000,
-        },
-    );
-    let log_path = dir.path().join("switch.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let mut switch = KillOnDrop::new(child);
-    let mut line = String::new();
-    BufReader::new(switch.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "switch did not start: {line:?}");
+    let (_switch, wallet_port, log_path) = serve_logging(dir.path(), &bank_a, &bank_b, "debug");
 
     let evil = "\u{1b}[2J\u{1b}[31m\u{7}\r\nERROR forged line";
     let mut bodies: Vec<Vec<u8>> = vec![

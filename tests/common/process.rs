@@ -209,3 +209,23 @@ pub fn send_admin(port: u16, command: &str) -> String {
     }
     panic!("admin port {port} does not answer");
 }
+
+/// `switchboard capture decode --json FILE`, which must succeed: its lines
+/// parsed, the summary last.
+pub fn capture_decode_json(path: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["capture", "decode", "--json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
