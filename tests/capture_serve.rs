@@ -16,15 +16,7 @@ use common::{assert_passed, start_recording, Backend};
 async fn a_switch_with_capture_records_its_wallet_and_bank_links() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switch.pcapng");
-    let h = start_recording(
-        Backend::Embedded,
-        Some(CaptureConfig {
-            path: path.clone(),
-            max_bytes: CaptureConfig::DEFAULT_MAX_BYTES,
-            max_files: 2,
-        }),
-    )
-    .await;
+    let h = start_recording(Backend::Embedded, Some(CaptureConfig::at(&path))).await;
     assert_passed(&simulators::scenarios::one_to_one(&h.world).await);
     let switch_addr = h.world.switch_addr.to_string();
     let bank_a = h.bank_a.addr.to_string();

@@ -29,6 +29,40 @@ pub struct CaptureArgs {
 enum CaptureCommand {
     /// Decode the ISO 8583 messages of a pcap or pcapng capture.
     Decode(DecodeArgs),
+    /// Send a capture's requests again to a live host and compare its
+    /// answers with the captured ones.
+    Replay(Box<super::replay::ReplayArgs>),
+}
+
+/// The spec and the connections of a capture to read, as `decode` and
+/// `replay` take them.
+#[derive(Args, Debug)]
+pub struct Selection {
+    /// A built-in spec name or the path of a spec file.
+    #[arg(long, default_value = "switchboard")]
+    spec: String,
+    /// Only connections with one end on this port (repeatable).
+    #[arg(long)]
+    port: Vec<u16>,
+    /// Only connections with one end at HOST:PORT, HOST or :PORT (repeatable).
+    #[arg(long)]
+    filter: Vec<Endpoint>,
+}
+
+impl Selection {
+    pub fn spec(&self) -> anyhow::Result<Spec> {
+        Ok(Spec::load(&self.spec)?)
+    }
+
+    /// What the decoder reads, cutting frames with `framing` when given.
+    pub fn decoder_options(&self, framing: Option<FramingConfig>) -> DecoderOptions {
+        DecoderOptions {
+            framing,
+            ports: self.port.clone(),
+            filters: self.filter.clone(),
+            ..DecoderOptions::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -39,15 +73,8 @@ pub struct DecodeArgs {
     /// optionally +cups or +header:N); detected per connection when not given.
     #[arg(long)]
     framing: Option<FramingConfig>,
-    /// A built-in spec name or the path of a spec file.
-    #[arg(long, default_value = "switchboard")]
-    spec: String,
-    /// Only connections with one end on this port (repeatable).
-    #[arg(long)]
-    port: Vec<u16>,
-    /// Only connections with one end at HOST:PORT, HOST or :PORT (repeatable).
-    #[arg(long)]
-    filter: Vec<Endpoint>,
+    #[command(flatten)]
+    selection: Selection,
     /// One JSON object per message, then one with the summary.
     #[arg(long)]
     json: bool,
@@ -63,21 +90,17 @@ pub struct DecodeArgs {
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         CaptureCommand::Decode(args) => decode(args),
+        CaptureCommand::Replay(args) => super::replay::run(*args),
     }
 }
 
 fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
-    let spec = Spec::load(&args.spec)?;
+    let spec = args.selection.spec()?;
     let file =
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let options = DecoderOptions {
-        framing: args.framing.clone(),
-        ports: args.port.clone(),
-        filters: args.filter.clone(),
-        ..DecoderOptions::default()
-    };
+    let options = args.selection.decoder_options(args.framing.clone());
     let mut decoder = CaptureDecoder::new(&spec, options);
     let mut tracker = Tracker::new(args.match_fields.clone(), DEFAULT_MAX_OUTSTANDING);
     let stdout = std::io::stdout();
@@ -143,7 +166,7 @@ fn print(
 }
 
 /// RFC 3339 with microseconds, in UTC.
-fn timestamp(ts_ns: i64) -> String {
+pub fn timestamp(ts_ns: i64) -> String {
     DateTime::from_timestamp(
         ts_ns.div_euclid(1_000_000_000),
         ts_ns.rem_euclid(1_000_000_000) as u32,
@@ -201,6 +224,7 @@ fn event_json(spec: &Spec, event: &Event, latency_us: Option<u64>, unmask: bool)
             offset,
             header,
             message,
+            ..
         } => {
             object.insert("offset".into(), (*offset).into());
             if !header.is_empty() {

@@ -11,6 +11,7 @@ mod open_files;
 mod reconcile;
 mod recover;
 mod render;
+mod replay;
 mod saf;
 mod serve;
 
@@ -30,7 +31,8 @@ struct Cli {
 enum Command {
     /// Decode ISO 8583 messages given as hex (argument, or one per line on stdin).
     Decode(decode::DecodeArgs),
-    /// Packet captures (pcap, pcapng) of ISO 8583 links: `capture decode FILE`.
+    /// Packet captures (pcap, pcapng) of ISO 8583 links: `capture decode FILE`,
+    /// `capture replay FILE --target HOST:PORT`.
     Capture(capture::CaptureArgs),
     /// Encode messages given as JSON (one object per line on stdin) into hex.
     Encode(encode::EncodeArgs),

@@ -108,6 +108,9 @@ pub struct Event {
     pub conn: u64,
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// Whether `src` opened the connection (sent its SYN); `None` when the
+    /// capture did not see the SYN.
+    pub from_client: Option<bool>,
     pub kind: EventKind,
 }
 
@@ -116,6 +119,8 @@ pub enum EventKind {
     /// A message; `offset` is where its frame starts in the direction's stream.
     Message {
         offset: u64,
+        /// The framing the frame was cut with (given, or detected).
+        framing: FramingConfig,
         header: Bytes,
         message: Message,
     },
@@ -152,6 +157,8 @@ struct Connection {
     /// `ends.0` sends direction 0.
     ends: (SocketAddr, SocketAddr),
     dirs: [Direction; 2],
+    /// The direction whose end sent the SYN, when it was captured.
+    client: Option<usize>,
     last_packet: u64,
     last_ts_ns: i64,
 }
@@ -254,6 +261,7 @@ impl<'s> CaptureDecoder<'s> {
                 id,
                 ends: (seg.src, seg.dst),
                 dirs: [dir(), dir()],
+                client: None,
                 last_packet: 0,
                 last_ts_ns: 0,
             }
@@ -262,13 +270,18 @@ impl<'s> CaptureDecoder<'s> {
         let index = usize::from(seg.src != conn.ends.0);
         conn.last_packet = packet.number;
         conn.last_ts_ns = packet.ts_ns;
+        if syn_only && conn.client.is_none() {
+            conn.client = Some(index);
+        }
         let (src, dst) = (seg.src, seg.dst);
-        let stamp = |conn: u64, src, dst| Stamp {
+        let client = conn.client;
+        let stamp = |conn: u64, src, dst, sender: usize| Stamp {
             packet: packet.number,
             ts_ns: packet.ts_ns,
             conn,
             src,
             dst,
+            from_client: client.map(|c| c == sender),
         };
         let id = conn.id;
         let dir = &mut conn.dirs[index];
@@ -280,11 +293,11 @@ impl<'s> CaptureDecoder<'s> {
         if eof {
             dir.close(spec);
         }
-        dir.events(spec, eof, stamp(id, src, dst), out);
+        dir.events(spec, eof, stamp(id, src, dst, index), out);
         if seg.has(RST) {
             let other = &mut conn.dirs[1 - index];
             other.close(spec);
-            other.events(spec, true, stamp(id, dst, src), out);
+            other.events(spec, true, stamp(id, dst, src, 1 - index), out);
         }
         if seg.has(RST) || conn.dirs.iter().all(|d| d.closed) {
             self.connections.remove(&key);
@@ -316,6 +329,7 @@ impl<'s> CaptureDecoder<'s> {
                 conn: conn.id,
                 src,
                 dst,
+                from_client: conn.client.map(|c| c == index),
             };
             dir.events(self.spec, true, stamp, out);
         }
@@ -329,6 +343,7 @@ struct Stamp {
     conn: u64,
     src: SocketAddr,
     dst: SocketAddr,
+    from_client: Option<bool>,
 }
 
 impl Direction {
@@ -381,7 +396,8 @@ impl Direction {
                 conn: stamp.conn,
                 src: stamp.src,
                 dst: stamp.dst,
-                kind: event_kind(spec, cut),
+                from_client: stamp.from_client,
+                kind: event_kind(spec, self.cutter.framing(), cut),
             });
         }
         // Keep the allocation for the next segment.
@@ -411,7 +427,7 @@ impl StreamSink for Feed<'_> {
 }
 
 /// A cut as an event: a frame's body parsed with the spec.
-fn event_kind(spec: &Spec, cut: Cut) -> EventKind {
+fn event_kind(spec: &Spec, framing: Option<&FramingConfig>, cut: Cut) -> EventKind {
     match cut {
         Cut::Frame {
             offset,
@@ -420,6 +436,8 @@ fn event_kind(spec: &Spec, cut: Cut) -> EventKind {
         } => match iso8583::parse(spec, body) {
             Ok(message) => EventKind::Message {
                 offset,
+                // A frame is only cut once the framing is known.
+                framing: framing.cloned().unwrap_or_default(),
                 header,
                 message,
             },

@@ -28,6 +28,7 @@ pub mod frames;
 pub mod packet;
 pub mod reassembly;
 pub mod record;
+pub mod replay;
 pub mod summary;
 pub mod write;
 

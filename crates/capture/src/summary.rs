@@ -94,6 +94,21 @@ pub struct Summary {
     pub latency: Option<Latency>,
 }
 
+/// The key that pairs a response with its request on connection `conn`: the
+/// response MTI (`mti`; for a request, its computed response MTI) and the
+/// values of `key_fields` (an absent field counts as empty).
+pub fn match_key(conn: u64, mti: &[u8; 4], msg: &Message, key_fields: &[u16]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(64);
+    key.extend_from_slice(&conn.to_be_bytes());
+    key.extend_from_slice(mti);
+    for &field in key_fields {
+        let value = msg.get(field).map_or(&[][..], |v| &v[..]);
+        key.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        key.extend_from_slice(value);
+    }
+    key
+}
+
 #[derive(Debug)]
 pub struct Tracker {
     key_fields: Vec<u16>,
@@ -139,15 +154,7 @@ impl Tracker {
     }
 
     fn key(&self, conn: u64, mti: &[u8; 4], msg: &Message) -> Vec<u8> {
-        let mut key = Vec::with_capacity(64);
-        key.extend_from_slice(&conn.to_be_bytes());
-        key.extend_from_slice(mti);
-        for &field in &self.key_fields {
-            let value = msg.get(field).map_or(&[][..], |v| &v[..]);
-            key.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            key.extend_from_slice(value);
-        }
-        key
+        match_key(conn, mti, msg, &self.key_fields)
     }
 
     /// Counts an event; for a response matched to its request, returns the

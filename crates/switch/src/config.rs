@@ -76,6 +76,15 @@ pub struct CaptureConfig {
 impl CaptureConfig {
     pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
     pub const DEFAULT_MAX_FILES: u32 = 10;
+
+    /// Recording to `path` with the default rotation.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        CaptureConfig {
+            path: path.into(),
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_files: Self::DEFAULT_MAX_FILES,
+        }
+    }
 }
 
 /// `[clearing]`: when a settlement day ends.
