@@ -11,14 +11,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use iso8583::framing::FramingConfig;
 use serde_json::Value;
 use simulators::bank::Ledger;
+use simulators::bank_server::spawn_bank;
 use simulators::faults::Faults;
 use switchboard::config::CaptureConfig;
 
 mod common;
 
-use common::{assert_passed, start, start_recording, Backend, Harness};
+use common::{assert_passed, books_a, start, start_recording, Backend, Harness};
 
 /// A capture of one wallet connection: a packet received and unfrozen, and
 /// one unfrozen whole and then received (declined with 12), recorded by a
@@ -27,6 +29,7 @@ struct Recorded {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
     switch_port: u16,
+    bank_a_port: u16,
     books: (Ledger, Ledger),
 }
 
@@ -37,12 +40,14 @@ async fn record() -> Recorded {
     assert_passed(&simulators::scenarios::one_to_one(&h.world).await);
     assert_passed(&simulators::scenarios::receive_after_unfreeze(&h.world).await);
     let switch_port = h.world.switch_addr.port();
+    let bank_a_port = h.bank_a.addr.port();
     let books = (h.bank_a.snapshot(), h.bank_b.snapshot());
     h.running.shutdown().await;
     Recorded {
         _dir: dir,
         path,
         switch_port,
+        bank_a_port,
         books,
     }
 }
@@ -230,6 +235,41 @@ async fn a_wallet_capture_replayed_to_another_switch_gets_the_captured_answers_a
     );
     assert_no_holds(&h).await;
     h.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_link_capture_replayed_to_a_bank_simulator_gets_the_captured_answers() {
+    let recorded = record().await;
+    let bank = spawn_bank(books_a(), FramingConfig::default())
+        .await
+        .unwrap();
+    let bank_side = format!(":{}", recorded.bank_a_port);
+    let out = replay(
+        &recorded.path,
+        bank.addr,
+        &["--filter", &bank_side, "--fast"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{:?}\n{}", out.lines, out.stderr);
+    let mtis: Vec<&str> = out
+        .outcomes()
+        .iter()
+        .map(|o| o["request"]["mti"].as_str().unwrap())
+        .collect();
+    // The switch signs on, freezes and debits at bank A, and tells it of the
+    // unfreezes; here the replay is the switch.
+    for mti in ["0800", "0100", "0200"] {
+        assert!(mtis.contains(&mti), "{mtis:?}");
+    }
+    assert!(
+        out.results().iter().all(|r| *r == "same"),
+        "{:?}",
+        out.lines
+    );
+    // The bank's books end as the recording bank's did.
+    assert_eq!(balances(&bank.snapshot()), balances(&recorded.books.0));
+    assert_eq!(bank.snapshot().total_held_minor, 0);
+    bank.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

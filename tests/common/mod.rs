@@ -98,14 +98,24 @@ pub async fn start_with(backend: Backend) -> Harness {
     start_recording(backend, None).await
 }
 
+/// Bank A's books at the start of every test: the same cards and balances
+/// each time.
+pub fn books_a() -> Bank {
+    Bank::generate(BANK_A, "622202", 12, 1_000_000, 1)
+}
+
+/// Bank B's, as [`books_a`].
+pub fn books_b() -> Bank {
+    Bank::generate(BANK_B, "621700", 12, 1_000_000, 2)
+}
+
 /// Like [`start_with`], the switch recording its links as `[capture]` says.
 pub async fn start_recording(
     backend: Backend,
     capture: Option<switchboard::config::CaptureConfig>,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let a = Bank::generate(BANK_A, "622202", 12, 1_000_000, 1);
-    let b = Bank::generate(BANK_B, "621700", 12, 1_000_000, 2);
+    let (a, b) = (books_a(), books_b());
     let cards_a: Vec<String> = a.accounts().into_iter().map(|(p, _)| p).collect();
     let cards_b: Vec<String> = b.accounts().into_iter().map(|(p, _)| p).collect();
     let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();

@@ -251,3 +251,149 @@ impl ScriptBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::message;
+
+    const CLIENT: &str = "10.0.0.1:40000";
+    const SERVER: &str = "10.0.0.2:5000";
+
+    fn event(ts_ms: i64, from_client: bool, syn_seen: bool, msg: Message) -> Event {
+        let (client, server) = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+        let (src, dst) = if from_client {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        Event {
+            packet: ts_ms as u64,
+            ts_ns: ts_ms * 1_000_000,
+            conn: 1,
+            src,
+            dst,
+            from_client: syn_seen.then_some(from_client),
+            kind: EventKind::Message {
+                offset: 0,
+                framing: FramingConfig::default(),
+                header: Bytes::new(),
+                message: msg,
+            },
+        }
+    }
+
+    fn request(mti: &[u8; 4], stan: &str) -> Message {
+        message(mti, &[(7, "1202040000"), (11, stan), (32, "48020000")])
+    }
+
+    fn answer(mti: &[u8; 4], stan: &str) -> Message {
+        message(
+            mti,
+            &[(7, "1202040000"), (11, stan), (32, "48020000"), (39, "00")],
+        )
+    }
+
+    fn run(events: &[Event], options: ScriptOptions) -> (Vec<Exchange>, ScriptStats) {
+        let mut builder = ScriptBuilder::new(options);
+        let mut out = Vec::new();
+        for e in events {
+            builder.event(e, &mut out);
+        }
+        builder.finish(&mut out);
+        (out, builder.stats().clone())
+    }
+
+    #[test]
+    fn pipelined_requests_get_their_own_answers_in_request_order() {
+        let events = [
+            event(1, true, true, request(b"0100", "000001")),
+            event(2, true, true, request(b"0200", "000002")),
+            event(3, false, true, answer(b"0210", "000002")),
+            event(4, false, true, answer(b"0110", "000001")),
+        ];
+        let (script, stats) = run(&events, ScriptOptions::default());
+        let got: Vec<(u64, &str, Option<&str>)> = script
+            .iter()
+            .map(|e| {
+                (
+                    e.number,
+                    e.request.get_str(11).unwrap(),
+                    e.answer.as_ref().map(|a| a.message.mti_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(1, "000001", Some("0110")), (2, "000002", Some("0210"))]
+        );
+        assert_eq!(script[0].answer.as_ref().unwrap().ts_ns, 4_000_000);
+        assert_eq!(stats.answered_in_capture, 2);
+    }
+
+    #[test]
+    fn the_servers_requests_and_the_clients_answers_to_them_are_not_replayed() {
+        // The SYN was not captured: the client is learnt from the first
+        // message, here the server's answer to it.
+        let events = [
+            event(1, false, false, answer(b"0810", "000001")),
+            event(2, false, false, request(b"0800", "000009")),
+            event(3, true, false, answer(b"0810", "000009")),
+            event(4, true, false, request(b"0100", "000002")),
+            event(5, false, false, answer(b"0110", "000002")),
+        ];
+        let (script, stats) = run(&events, ScriptOptions::default());
+        assert_eq!(script.len(), 1);
+        assert_eq!(script[0].request.mti_str(), "0100");
+        assert_eq!(script[0].client, CLIENT.parse().unwrap());
+        assert_eq!(stats.server_requests, 1);
+        assert_eq!(stats.client_responses, 1);
+        assert_eq!(stats.answers_without_request, 1);
+    }
+
+    #[test]
+    fn an_unanswered_request_is_released_when_the_capture_moves_on() {
+        let options = ScriptOptions {
+            answer_window_ns: 1_000_000_000,
+            ..ScriptOptions::default()
+        };
+        let mut builder = ScriptBuilder::new(options);
+        let mut out = Vec::new();
+        builder.event(&event(0, true, true, request(b"0100", "000001")), &mut out);
+        builder.event(&event(10, true, true, request(b"0100", "000002")), &mut out);
+        builder.event(&event(20, false, true, answer(b"0110", "000002")), &mut out);
+        assert!(out.is_empty(), "the first holds back the second");
+        builder.event(
+            &event(1_500, true, true, request(b"0100", "000003")),
+            &mut out,
+        );
+        let released: Vec<_> = out.iter().map(|e| e.number).collect();
+        assert_eq!(released, [1, 2]);
+        assert!(out[0].answer.is_none() && out[1].answer.is_some());
+        // Its answer, later than the window, is one without request.
+        builder.event(
+            &event(1_600, false, true, answer(b"0110", "000001")),
+            &mut out,
+        );
+        assert_eq!(builder.stats().answers_without_request, 1);
+    }
+
+    #[test]
+    fn at_most_max_pending_requests_are_held() {
+        let options = ScriptOptions {
+            max_pending: 3,
+            ..ScriptOptions::default()
+        };
+        let mut builder = ScriptBuilder::new(options);
+        let mut out = Vec::new();
+        for i in 0..10 {
+            let stan = format!("{i:06}");
+            builder.event(&event(i, true, true, request(b"0100", &stan)), &mut out);
+            assert!(builder.pending.len() <= 3);
+        }
+        assert_eq!(out.len(), 7);
+        builder.finish(&mut out);
+        assert_eq!(out.len(), 10);
+        assert!(out.windows(2).all(|w| w[0].number + 1 == w[1].number));
+    }
+}
