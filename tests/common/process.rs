@@ -1,6 +1,7 @@
 //! The real `switchboard serve` as a child process, for the tests that kill
 //! it, and the simulators' binaries (`banksim`, `walletsim`) beside it.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,17 @@ pub struct Banksim {
 /// Starts a `banksim` with 6 accounts of [`BANKSIM_BALANCE`] and the given
 /// faults (`none` for none), and waits until its admin port answers.
 pub fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim {
+    banksim_with(institution, bin, seed, faults, &[])
+}
+
+/// [`banksim`] with more arguments: `--framing binary2`, `--capture FILE`.
+pub fn banksim_with(
+    institution: &str,
+    bin: &str,
+    seed: u64,
+    faults: &str,
+    more: &[&OsStr],
+) -> Banksim {
     let (port, admin) = (free_port(), free_port());
     let child = Command::new(simulator_path("banksim"))
         .args([
@@ -186,6 +198,7 @@ pub fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim
             &seed.to_string(),
         ])
         .args(["--faults", faults])
+        .args(more)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -194,6 +207,23 @@ pub fn banksim(institution: &str, bin: &str, seed: u64, faults: &str) -> Banksim
     // Ready when its admin port answers.
     send_admin(admin, "faults");
     Banksim { child, port, admin }
+}
+
+impl Banksim {
+    /// Ctrl-C (SIGINT), as an operator stops it, and waits until it has exited
+    /// (a capture flushed and complete), which must be within 10 s and clean.
+    pub fn interrupt(mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "banksim exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("banksim did not exit within 10 s of SIGINT");
+    }
 }
 
 /// Sends one admin command and returns the first line of the answer.

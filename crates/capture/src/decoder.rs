@@ -1,7 +1,7 @@
 //! Packets in, messages out: the TCP connections of a capture, each direction
 //! reassembled and cut into frames, each frame parsed with the spec.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -163,12 +163,56 @@ struct Connection {
     last_ts_ns: i64,
 }
 
+/// How many closed connections are remembered (see `Closed`).
+const MAX_CLOSED: usize = 4096;
+
+/// A connection closed by FIN or RST, remembered so that copies of its
+/// segments read after it closed are known as copies, not taken for a new
+/// connection: dumpcap writing two interfaces into one pcapng file may write
+/// all of one interface's packets before the other's.
+#[derive(Debug)]
+struct Closed {
+    id: u64,
+    /// `ends.0` sent direction 0.
+    ends: (SocketAddr, SocketAddr),
+    /// Per direction, the sequence numbers it used: from its SYN (or first
+    /// byte) to its FIN and the ACK after it, both included; `None` when it
+    /// sent nothing.
+    seqs: [Option<(u32, u32)>; 2],
+}
+
+impl Closed {
+    fn of(conn: &Connection) -> Closed {
+        let seqs = |dir: &Direction| {
+            let (first, next) = dir.reassembler.seq_range()?;
+            Some((dir.syn_seq.unwrap_or(first), next.wrapping_add(1)))
+        };
+        Closed {
+            id: conn.id,
+            ends: conn.ends,
+            seqs: [seqs(&conn.dirs[0]), seqs(&conn.dirs[1])],
+        }
+    }
+
+    /// Whether the segment is one the connection sent (a copy or a late
+    /// retransmission), by its sequence number.
+    fn sent(&self, seg: &TcpSegment<'_>) -> bool {
+        let Some((first, last)) = self.seqs[usize::from(seg.src != self.ends.0)] else {
+            return false;
+        };
+        seg.seq.wrapping_sub(first) <= last.wrapping_sub(first)
+    }
+}
+
 /// The connections of a capture being decoded.
 #[derive(Debug)]
 pub struct CaptureDecoder<'s> {
     spec: &'s Spec,
     options: DecoderOptions,
     connections: HashMap<(SocketAddr, SocketAddr), Connection>,
+    /// The last [`MAX_CLOSED`] connections closed, oldest first in `closed_order`.
+    closed: HashMap<(SocketAddr, SocketAddr), Closed>,
+    closed_order: VecDeque<((SocketAddr, SocketAddr), u64)>,
     next_id: u64,
 }
 
@@ -178,6 +222,8 @@ impl<'s> CaptureDecoder<'s> {
             spec,
             options,
             connections: HashMap::new(),
+            closed: HashMap::new(),
+            closed_order: VecDeque::new(),
             next_id: 1,
         }
     }
@@ -221,6 +267,15 @@ impl<'s> CaptureDecoder<'s> {
         } else {
             (seg.dst, seg.src)
         };
+        if !self.connections.contains_key(&key) {
+            if let Some(closed) = self.closed.get(&key) {
+                if closed.sent(&seg) {
+                    return Ok(());
+                }
+                // Not of the closed connection: a new one on the same ends.
+                self.closed.remove(&key);
+            }
+        }
         let syn_only = seg.flags & (SYN | ACK) == SYN;
         if syn_only {
             // A new SYN on a known pair of ends is a new connection (port reuse).
@@ -300,9 +355,25 @@ impl<'s> CaptureDecoder<'s> {
             other.events(spec, true, stamp(id, dst, src, 1 - index), out);
         }
         if seg.has(RST) || conn.dirs.iter().all(|d| d.closed) {
-            self.connections.remove(&key);
+            if let Some(conn) = self.connections.remove(&key) {
+                self.remember_closed(key, &conn);
+            }
         }
         Ok(())
+    }
+
+    fn remember_closed(&mut self, key: (SocketAddr, SocketAddr), conn: &Connection) {
+        self.closed.insert(key, Closed::of(conn));
+        self.closed_order.push_back((key, conn.id));
+        while self.closed_order.len() > MAX_CLOSED {
+            let Some((key, id)) = self.closed_order.pop_front() else {
+                break;
+            };
+            // Unless it was forgotten already, or the ends closed again since.
+            if self.closed.get(&key).is_some_and(|c| c.id == id) {
+                self.closed.remove(&key);
+            }
+        }
     }
 
     /// The end of the capture: what every open connection holds is flushed,

@@ -55,6 +55,14 @@ impl Reassembler {
         self.next.is_some()
     }
 
+    /// The sequence numbers of the stream so far, from its first byte (at
+    /// most 2 GiB back) to the next byte expected (a FIN's), once known.
+    pub fn seq_range(&self) -> Option<(u32, u32)> {
+        let next = self.next?;
+        let len = self.offset.min(1 << 31) as u32;
+        Some((next.wrapping_sub(len), next))
+    }
+
     /// One segment: `seq` is its sequence number, `syn` whether it carries SYN,
     /// `missing` how many payload bytes after `payload` were not captured.
     pub fn segment(

@@ -385,18 +385,28 @@ fn nanosecond_and_big_endian_pcap() {
     }
 }
 
+/// A pcapng writer with two interfaces, as `dumpcap -i lo -i any` makes:
+/// lo (Ethernet, ns) and any with the given link type and resolution.
+fn lo_and_any(
+    big_endian: bool,
+    any_link_type: u32,
+    any_resolution: TsResolution,
+) -> (PcapngWriter<Vec<u8>>, u32, u32) {
+    let mut w = PcapngWriter::new(Vec::new(), big_endian).unwrap();
+    let lo = w
+        .interface(LINKTYPE_ETHERNET as u16, TsResolution::Decimal(9))
+        .unwrap();
+    let any = w.interface(any_link_type as u16, any_resolution).unwrap();
+    (w, lo, any)
+}
+
 #[test]
 fn pcapng_with_two_interfaces_each_segment_seen_twice() {
     let stream = requests(3);
     let packets = pieces(77, &stream, &[20, 50, 20]);
     for big_endian in [false, true] {
-        let mut w = PcapngWriter::new(Vec::new(), big_endian).unwrap();
-        let lo = w
-            .interface(LINKTYPE_ETHERNET as u16, TsResolution::Decimal(9))
-            .unwrap();
-        let any = w
-            .interface(LINKTYPE_LINUX_SLL2 as u16, TsResolution::Binary(20))
-            .unwrap();
+        let (mut w, lo, any) =
+            lo_and_any(big_endian, LINKTYPE_LINUX_SLL2, TsResolution::Binary(20));
         for (ts, p) in &packets {
             w.packet(any, *ts, &linux_sll2(p)).unwrap();
             w.packet(lo, *ts + 7, &eth(p)).unwrap();
@@ -411,6 +421,45 @@ fn pcapng_with_two_interfaces_each_segment_seen_twice() {
             events[2].ts_ns
         );
     }
+}
+
+#[test]
+fn two_interfaces_one_written_after_the_other_each_message_once() {
+    // dumpcap with two interfaces may write all of one interface's packets,
+    // the connection closed, before the other's copies of them.
+    let req = framed("binary2", "0100", 1);
+    let resp = framed("binary2", "0110", 1);
+    let (c, s) = (client(), server());
+    let end_c = 101 + req.len() as u32;
+    let end_s = 901 + resp.len() as u32;
+    let packets = [
+        seg(0, c, s, 100, SYN, b""),
+        seg(1, s, c, 900, SYN | ACK, b""),
+        seg(2, c, s, 101, ACK, &req),
+        seg(3, s, c, 901, ACK, &resp),
+        seg(4, c, s, end_c, FIN | ACK, b""),
+        seg(5, s, c, end_s, FIN | ACK, b""),
+        seg(6, c, s, end_c + 1, ACK, b""),
+    ];
+    let (mut w, lo, any) = lo_and_any(false, LINKTYPE_LINUX_SLL, TsResolution::Decimal(9));
+    for (ts, p) in &packets {
+        w.packet(lo, *ts, &eth(p)).unwrap();
+    }
+    for (ts, p) in &packets {
+        w.packet(any, *ts, &linux_sll(p)).unwrap();
+    }
+    // The same ends again later, with a new SYN: a new connection.
+    let again = pieces(5000, &framed("binary2", "0100", 2), &[]);
+    for (ts, p) in &again {
+        w.packet(any, *ts + 1_000_000, &linux_sll(p)).unwrap();
+    }
+    let events = decode(&w.into_inner());
+    assert_eq!(
+        brief(&events),
+        ["0100 000001", "0110 000001", "0100 000002"]
+    );
+    let conns: Vec<u64> = events.iter().map(|e| e.conn).collect();
+    assert_eq!(conns, [1, 1, 2]);
 }
 
 #[test]
