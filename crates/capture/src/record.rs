@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::file::TsResolution;
 use crate::write::flags::{ACK, FIN, PSH, SYN};
-use crate::write::{ethernet, ip_tcp, PcapngWriter, LINKTYPE_ETHERNET};
+use crate::write::{ethernet, ip_tcp_acking, PcapngWriter, LINKTYPE_ETHERNET};
 
 /// Packets queued for the writer thread before further ones are dropped.
 pub const DEFAULT_QUEUE: usize = 16 * 1024;
@@ -339,16 +339,25 @@ impl TapInner {
     }
 
     fn segment(&self, from_client: bool, flags: u8, payload: &[u8]) {
-        let (src, dst, seq) = if from_client {
-            (self.client, self.server, &self.client_seq)
+        let (src, dst, seq, other) = if from_client {
+            (self.client, self.server, &self.client_seq, &self.server_seq)
         } else {
-            (self.server, self.client, &self.server_seq)
+            (self.server, self.client, &self.server_seq, &self.client_seq)
         };
         // SYN and FIN take one sequence number each.
         let len = payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0);
         let at = seq.fetch_add(len, Ordering::Relaxed);
-        self.recorder
-            .push(ethernet(&ip_tcp(src, dst, at, flags, payload), None));
+        // Everything the other side has sent so far is acknowledged (the
+        // client's SYN is, by the server's SYN-ACK).
+        let ack = if flags & ACK != 0 {
+            other.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        self.recorder.push(ethernet(
+            &ip_tcp_acking(src, dst, at, ack, flags, payload),
+            None,
+        ));
     }
 }
 

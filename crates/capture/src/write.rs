@@ -209,11 +209,24 @@ pub fn ip_tcp(
     tcp_flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    ip_tcp_acking(src, dst, seq, 0, tcp_flags, payload)
+}
+
+/// [`ip_tcp`] acknowledging the other side's bytes up to `ack` (with the
+/// ACK flag, readers such as Wireshark check it against what was sent).
+pub fn ip_tcp_acking(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    tcp_flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut tcp = Vec::with_capacity(20 + payload.len());
     tcp.extend_from_slice(&src.port().to_be_bytes());
     tcp.extend_from_slice(&dst.port().to_be_bytes());
     tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&0u32.to_be_bytes()); // ack
+    tcp.extend_from_slice(&ack.to_be_bytes());
     tcp.push(5 << 4);
     tcp.push(tcp_flags);
     tcp.extend_from_slice(&65535u16.to_be_bytes());
