@@ -3,6 +3,7 @@
 
 mod capture;
 mod clear;
+mod conform;
 mod decode;
 mod demo;
 mod encode;
@@ -36,6 +37,9 @@ enum Command {
     Capture(capture::CaptureArgs),
     /// Encode messages given as JSON (one object per line on stdin) into hex.
     Encode(encode::EncodeArgs),
+    /// Run a conformance suite (bank-host, wallet, or a suite file) against
+    /// a host: a line per case, JSON and JUnit reports, exit 1 on a failure.
+    Conform(Box<conform::ConformArgs>),
     /// Run the switch: bank links, wallet listeners, the embedded store.
     Serve(serve::ServeArgs),
     /// Run the switch with two simulated banks in this process, play every
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Encode(args) => encode::run(args),
+        Command::Conform(args) => conform::run(*args),
         Command::Capture(args) => capture::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),

@@ -390,7 +390,11 @@ impl<'a> Runner<'a> {
                     answer.mti_str(),
                     answer.get_str(39).unwrap_or("absent")
                 )])),
-                Received::Nothing | Received::Closed => Ok(()),
+                Received::Nothing => Ok(()),
+                Received::Closed => {
+                    *connection = None;
+                    Ok(())
+                }
             };
         }
         let answer = match conn.response(&self.spec, wait).await.map_err(Stop::Error)? {

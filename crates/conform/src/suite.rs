@@ -44,7 +44,6 @@ pub struct Suite {
     /// The default time a step waits for its answer.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Fields a resend's answer may differ in from the first answer.
     #[serde(default)]
     pub vars: BTreeMap<String, VarSpec>,
     #[serde(default, rename = "cases")]
@@ -64,6 +63,10 @@ pub struct VarSpec {
     /// Used when not given.
     #[serde(default)]
     pub default: Option<String>,
+    /// Taken from `--accounts` when given there: the card of this rank by
+    /// balance (1 = the highest).
+    #[serde(default)]
+    pub account: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -9,6 +9,7 @@
 //! | `{luhn:BIN}` | a Luhn-valid 16-digit card on BIN (digits, or `var.NAME`: its first 6 digits) |
 //! | `{stepN.request.F}`, `{stepN.answer.F}` | field F of step N's request or answer (1-based, earlier steps of the case) |
 //! | `{original:N}` | field 90 naming step N's request: its MTI, F11, F7, F32 and F33 (11 digits each, zero-filled) |
+//! | `{id11:var.NAME}` | an institution id as field 90 carries it: right-justified, zero-filled to 11 digits |
 
 use std::collections::BTreeMap;
 
@@ -148,6 +149,18 @@ impl Scope<'_> {
             }
             return Ok(self.generator.card(&bin));
         }
+        if let Some(arg) = expr.strip_prefix("id11:") {
+            let id = match arg.strip_prefix("var.") {
+                Some(name) => self.var(name)?,
+                None => arg.to_string(),
+            };
+            if id.len() > 11 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{{{expr}}}: {id:?} is not an institution id (1 to 11 digits)"
+                ));
+            }
+            return Ok(format!("{id:0>11}"));
+        }
         if let Some(n) = expr.strip_prefix("original:") {
             let request = &self.step(n)?.request;
             return original_data(request);
@@ -187,7 +200,7 @@ impl Scope<'_> {
             }
             "stan" => Ok(self.generator.stan()),
             "rrn" => Ok(self.generator.rrn()),
-            _ => Err(format!("{{{expr}}} is not an expression (var.NAME, now, stan, rrn, luhn:BIN, stepN.request.F, stepN.answer.F, original:N)")),
+            _ => Err(format!("{{{expr}}} is not an expression (var.NAME, now, stan, rrn, luhn:BIN, stepN.request.F, stepN.answer.F, original:N, id11:ID)")),
         }
     }
 }
@@ -243,6 +256,10 @@ mod tests {
             "010000012312020405060004802000000000000000"
         );
         assert_eq!(scope.render(11, "{step1.request.11}").unwrap(), "000123");
+        assert_eq!(
+            scope.render(90, "{id11:var.wallet}").unwrap(),
+            "00048020000"
+        );
         let a = scope.render(11, "{stan}").unwrap();
         let b = scope.render(11, "{stan}").unwrap();
         assert_ne!(a, b);
