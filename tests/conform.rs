@@ -127,7 +127,7 @@ async fn bending_proxy(
     upstream: SocketAddr,
     bend: impl Fn(Message) -> Option<Message> + Send + Sync + 'static,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    proxy(upstream, |_| true, bend).await
+    proxy(upstream, Some, bend).await
 }
 
 /// A proxy that never forwards requests of MTI `mti` (so they are never
@@ -136,27 +136,32 @@ async fn swallowing_proxy(
     upstream: SocketAddr,
     mti: [u8; 4],
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    proxy(upstream, move |body| body.get(..4) != Some(&mti[..]), Some).await
+    proxy(
+        upstream,
+        move |request| (*request.mti() != mti).then_some(request),
+        Some,
+    )
+    .await
 }
 
-/// A proxy in front of `upstream`: requests whose body `pass` refuses are
-/// dropped, answers pass through `bend`.
+/// A proxy in front of `upstream`: requests pass through `rewrite`,
+/// answers through `bend` (`None`: dropped).
 async fn proxy(
     upstream: SocketAddr,
-    pass: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+    rewrite: impl Fn(Message) -> Option<Message> + Send + Sync + 'static,
     bend: impl Fn(Message) -> Option<Message> + Send + Sync + 'static,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let bend = Arc::new(bend);
-    let pass = Arc::new(pass);
+    let rewrite = Arc::new(rewrite);
     let spec = Arc::new(Spec::load("switchboard").unwrap());
     let task = tokio::spawn(async move {
         loop {
             let Ok((client, _)) = listener.accept().await else {
                 return;
             };
-            let (bend, pass, spec) = (bend.clone(), pass.clone(), spec.clone());
+            let (bend, rewrite, spec) = (bend.clone(), rewrite.clone(), spec.clone());
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     return;
@@ -166,12 +171,17 @@ async fn proxy(
                 let (mut server_tx, mut server_rx) = Framed::new(server, codec()).split();
                 let requests = async {
                     while let Some(Ok(frame)) = client_rx.next().await {
-                        if let Frame::Message { body, .. } = &frame {
-                            if !pass(body) {
-                                continue;
-                            }
-                        }
-                        if server_tx.send(frame).await.is_err() {
+                        let Frame::Message { body, .. } = frame else {
+                            continue;
+                        };
+                        let Ok(request) = iso8583::parse(&spec, body) else {
+                            continue;
+                        };
+                        let Some(request) = rewrite(request) else {
+                            continue;
+                        };
+                        let body = iso8583::build_bytes(&spec, &request).unwrap();
+                        if server_tx.send(Frame::message(body)).await.is_err() {
                             break;
                         }
                     }
@@ -320,6 +330,66 @@ async fn a_bank_host_that_never_answers_a_repeated_reversal_times_out_there_and_
         out.failures("reversal-of-debit")
     );
     assert_eq!(out.status("reversal-unknown"), "pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_host_that_reverses_a_repeated_reversal_again_fails_the_ledger_check() {
+    let bank = bank_process();
+    // The repeat 0421 is applied as money given back a second time (a
+    // credit of the amount to the card), and answered as a reversal.
+    let originals = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let remembered = originals.clone();
+    let (proxy, task) = proxy(
+        common::process::addr(bank.port),
+        move |mut request| {
+            if request.mti() == b"0421" {
+                let (stan, f90) = (request.get(11).cloned()?, request.get(90).cloned()?);
+                remembered.lock().unwrap().insert(stan, f90);
+                let card = request.get(2).cloned()?;
+                request.set_mti(*b"0200");
+                request.set(3, &b"260000"[..]);
+                request.set(12, &b"000000"[..]);
+                request.set(13, &b"0101"[..]);
+                request.set(25, &b"00"[..]);
+                request.set(102, card);
+                request.remove(90);
+            }
+            Some(request)
+        },
+        move |mut answer| {
+            let original = answer
+                .get(11)
+                .and_then(|stan| originals.lock().unwrap().remove(stan));
+            if let (b"0210", Some(f90)) = (answer.mti(), original) {
+                answer.set_mti(*b"0430");
+                answer.set(3, &b"000000"[..]);
+                answer.set(90, f90);
+                answer.remove(15);
+                answer.remove(38);
+            }
+            Some(answer)
+        },
+    )
+    .await;
+    let args = bank_args(&bank);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = conform(
+        "bank-host",
+        proxy,
+        &[&args[..], &["--case", "reversal"]].concat(),
+    )
+    .await;
+    task.abort();
+    assert_eq!(out.code, Some(1), "{:?}", out.cases);
+    assert_eq!(out.not_passed(), ["reversal-of-debit"]);
+    assert_eq!(out.status("reversal-of-debit"), "fail");
+    // The answer looks right; only the books tell.
+    let failures = out.failures("reversal-of-debit");
+    assert!(
+        failures.contains("step 4 (its repeat): card 622202")
+            && failures.contains("balance changed by 800, expected 0"),
+        "{failures}"
+    );
 }
 
 fn wallet_args(h: &common::Harness) -> Vec<String> {

@@ -212,3 +212,55 @@ pub fn ledger(
     }
     failures
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::template::Generator;
+
+    #[test]
+    fn failures_are_worded_and_card_numbers_masked() {
+        let spec = Spec::load("switchboard").unwrap();
+        let mut request = Message::new(*b"0100");
+        request.set(2, &b"6222021234567890"[..]);
+        request.set(4, &b"000000001000"[..]);
+        request.set(11, &b"000001"[..]);
+        let mut answer = Message::new(*b"0110");
+        answer.set(2, &b"6222029999999990"[..]);
+        answer.set(4, &b"000000002000"[..]);
+        answer.set(39, &b"51"[..]);
+        let expect = Expect {
+            mti: Some("0110".into()),
+            codes: vec!["00".into()],
+            echo: vec![2, 11],
+            present: vec![38],
+            amount: vec![crate::suite::AmountCheck {
+                field: 4,
+                op: "<=".into(),
+                value: "000000001500".into(),
+            }],
+            ..Expect::default()
+        };
+        let vars = BTreeMap::new();
+        let mut generator = Generator::new(1);
+        let mut scope = Scope {
+            vars: &vars,
+            steps: &[],
+            generator: &mut generator,
+            now: chrono::Utc::now().naive_utc(),
+        };
+        let failures = check(&spec, &expect, &request, &answer, None, &mut scope);
+        assert_eq!(
+            failures,
+            [
+                r#"field 39: expected "00", got "51""#,
+                r#"field 2: expected the request's "622202******7890", got "622202******9990""#,
+                r#"field 11: expected the request's "000001", got absent"#,
+                "field 38: expected present, got absent",
+                "field 4: expected F4 <= 1500, got 2000",
+            ]
+        );
+    }
+}

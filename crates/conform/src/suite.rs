@@ -297,3 +297,66 @@ impl Suite {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_suites_load() {
+        for (name, _) in BUILT_IN {
+            let suite = Suite::load(name).unwrap();
+            assert!(!suite.cases.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn setup_runs_first_and_teardown_last_whatever_the_filter() {
+        let suite = Suite::parse(
+            "t",
+            r#"
+name = "t"
+[[cases]]
+id = "last"
+kind = "teardown"
+steps = [{ send = "0800" }]
+[[cases]]
+id = "b"
+tags = ["x"]
+steps = [{ send = "0800" }]
+[[cases]]
+id = "first"
+kind = "setup"
+steps = [{ send = "0800" }]
+[[cases]]
+id = "a"
+steps = [{ send = "0800" }]
+"#,
+        )
+        .unwrap();
+        let ids = |patterns: &[&str]| {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            suite
+                .selected(&patterns)
+                .iter()
+                .map(|c| c.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&[]), ["first", "b", "a", "last"]);
+        assert_eq!(ids(&["x"]), ["first", "b", "last"]);
+    }
+
+    #[test]
+    fn mistakes_are_named_by_case_and_step() {
+        let err = |text: &str| Suite::parse("s", text).unwrap_err().to_string();
+        assert!(err(
+            "name = \"s\"\n[[cases]]\nid = \"c\"\nsteps = [{ send = \"0100\", resend = 1 }]\n"
+        )
+        .contains("case c, step 1: both `send` and `resend`"));
+        assert!(err("name = \"s\"\n[[cases]]\nid = \"c\"\nsteps = [{ send = \"0100\", fields = { 200 = \"x\" } }]\n")
+            .contains("\"200\" is not a field number"));
+        assert!(err("name = \"s\"\n[[cases]]\nid = \"c\"\nsteps = [{ send = \"0100\", expect = { matches = { 38 = \"(\" } } }]\n")
+            .contains("field 38: bad pattern"));
+        assert!(err("name = \"s\"\nbogus = 1\n").contains("bogus"));
+    }
+}
