@@ -29,6 +29,7 @@ pub struct ClearArgs {
 
 pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    super::keys::install(&config)?;
     let date = NaiveDate::parse_from_str(&args.date, "%Y-%m-%d")
         .map_err(|_| anyhow::anyhow!("--date {:?} is not YYYY-MM-DD", args.date))?;
     let spec = Spec::load(&config.spec)?;

@@ -112,6 +112,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,
+        security: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

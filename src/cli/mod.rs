@@ -7,6 +7,7 @@ mod conform;
 mod decode;
 mod demo;
 mod encode;
+mod keys;
 mod migrate;
 mod open_files;
 mod reconcile;
@@ -42,6 +43,8 @@ enum Command {
     Conform(Box<conform::ConformArgs>),
     /// Run the switch: bank links, wallet listeners, the embedded store.
     Serve(serve::ServeArgs),
+    /// Write a new key file for sealing card data at rest ([security] data_key_file).
+    Keygen(keys::KeygenArgs),
     /// Run the switch with two simulated banks in this process, play every
     /// red-packet scenario against it and check the money invariants.
     Demo(demo::DemoArgs),
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Conform(args) => conform::run(*args),
         Command::Capture(args) => capture::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Keygen(args) => keys::keygen(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),
         Command::Recover(args) => recover::run(args),

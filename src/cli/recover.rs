@@ -35,6 +35,7 @@ pub struct RecoverArgs {
 
 pub fn run(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    super::keys::install(&config)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let store: Arc<dyn Store> = match &config.store {

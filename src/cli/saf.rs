@@ -42,6 +42,7 @@ pub fn run(args: SafArgs) -> anyhow::Result<ExitCode> {
         json,
     } = args.command;
     let config = Config::load(&config)?;
+    super::keys::install(&config)?;
     let wanted = match state.as_deref() {
         None => None,
         Some(s) => Some(

@@ -38,6 +38,7 @@ async fn terminated() {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    super::keys::install(&config)?;
     let limit = super::open_files::raise_to_hard_limit()?;
     super::open_files::check(config.descriptors(), limit)?;
     info!(

@@ -75,6 +75,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,
+        security: Default::default(),
     }
 }
 

@@ -50,6 +50,27 @@ struct RawConfig {
     clearing: Option<RawClearing>,
     #[serde(default)]
     capture: Option<RawCapture>,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+/// `[security]`: where the keys that seal card data at rest come from.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    data_key_file: Option<String>,
+    #[serde(default)]
+    require_encryption: bool,
+}
+
+/// Card data at rest (`[security]`; `crate::vault`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// The key file `switchboard keygen` wrote; without it, the keys are
+    /// read from the environment variable `SWITCHBOARD_DATA_KEYS`.
+    pub data_key_file: Option<PathBuf>,
+    /// Refuse to start without keys, rather than store card data in clear.
+    pub require_encryption: bool,
 }
 
 /// `[capture]`: every frame of every wallet connection and bank link,
@@ -245,6 +266,8 @@ pub struct Config {
     pub clearing: crate::clearing::Settlement,
     /// Where every frame is recorded, if anywhere (`[capture]`).
     pub capture: Option<CaptureConfig>,
+    /// Where the keys sealing card data come from (`[security]`).
+    pub security: SecurityConfig,
 }
 
 impl Config {
@@ -580,6 +603,10 @@ impl Config {
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
             capture,
+            security: SecurityConfig {
+                data_key_file: raw.security.data_key_file.map(|f| base.join(f)),
+                require_encryption: raw.security.require_encryption,
+            },
         })
     }
 }

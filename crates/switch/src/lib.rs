@@ -19,3 +19,4 @@ pub mod socket;
 pub mod stan;
 pub mod store;
 pub mod switch;
+pub mod vault;

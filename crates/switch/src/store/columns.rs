@@ -17,6 +17,7 @@ use super::{
     SafState, SagaRecord, SagaState, SentMessage, StoreError, StoreResult,
 };
 use crate::dialect::{FreezeKey, InstitutionId};
+use crate::vault;
 
 /// Highest STAN; STANs run 1..=MAX_STAN.
 pub(super) const MAX_STAN: u32 = 999_999;
@@ -24,6 +25,22 @@ pub(super) const MAX_STAN: u32 = 999_999;
 /// What the store holds cannot be read back as what it should be.
 pub(super) fn corrupt(why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(why.to_string())
+}
+
+/// The columns sealed by `crate::vault`, by name: the associated data that
+/// binds each sealed value to its column.
+pub(crate) mod sealed {
+    pub const PAYER_PAN: &str = "freezes.payer_pan";
+    pub const RECEIVER_PAN: &str = "sagas.receiver_pan";
+    /// A stored answer, in `answers` or on its saga.
+    pub const RESPONSE: &str = "response";
+    pub const JOURNAL_RAW: &str = "journal.raw";
+    pub const SAF_MESSAGE: &str = "saf.message";
+}
+
+/// A sealed value that does not open: the wrong keys, or a changed value.
+pub(super) fn unsealed(purpose: &str, e: crate::vault::VaultError) -> StoreError {
+    StoreError::Corrupt(format!("{purpose}: {e}"))
 }
 
 /// A caller's value the store cannot hold (an amount above `i64::MAX`, a key
@@ -138,8 +155,16 @@ pub(super) trait Columns {
             .map_err(|_| corrupt(format!("column {idx}: digest of {} bytes", blob.len())))
     }
 
-    fn bytes(&self, idx: usize) -> StoreResult<Bytes> {
-        Ok(Bytes::from(self.blob(idx)?))
+    /// A card number column, opened if it was sealed (`crate::vault`).
+    fn sealed_text(&self, idx: usize, purpose: &str) -> StoreResult<String> {
+        vault::open_text(purpose, &self.text(idx)?).map_err(|e| unsealed(purpose, e))
+    }
+
+    /// A message column, opened if it was sealed.
+    fn sealed_bytes(&self, idx: usize, purpose: &str) -> StoreResult<Bytes> {
+        vault::open_bytes(purpose, &self.blob(idx)?)
+            .map(Bytes::from)
+            .map_err(|e| unsealed(purpose, e))
     }
 
     /// A message sent to a bank: its STAN and transmission columns, both or neither.
@@ -202,7 +227,7 @@ pub(super) fn freeze_row(row: &impl Columns, at: usize) -> StoreResult<FreezeRec
     let currency = row.int(at + 6)?;
     Ok(FreezeRecord {
         key: row.freeze_key(at)?,
-        payer_pan: row.text(at + 3)?,
+        payer_pan: row.sealed_text(at + 3, sealed::PAYER_PAN)?,
         payer_bank: row.text(at + 4)?,
         amount_minor: row.amount(at + 5)?,
         currency: u16::try_from(currency).map_err(|_| corrupt(format!("currency {currency}")))?,
@@ -231,7 +256,7 @@ pub(super) fn saga_row(row: &impl Columns) -> StoreResult<SagaRecord> {
         request: row.request_key(0)?,
         freeze: row.freeze_key(4)?,
         amount_minor: row.amount(7)?,
-        receiver_pan: row.text(8)?,
+        receiver_pan: row.sealed_text(8, sealed::RECEIVER_PAN)?,
         receiver_bank: row.text(9)?,
         state: row.saga_state(10)?,
         debit: row.sent(11, 12)?,
@@ -262,7 +287,7 @@ pub(super) fn saf_row(row: &impl Columns) -> StoreResult<SafEntry> {
             bank: row.text(1)?,
             order_key: row.text(2)?,
             kind: SafKind::parse(&kind).ok_or_else(|| corrupt(format!("saf kind {kind:?}")))?,
-            message: row.bytes(4)?,
+            message: row.sealed_bytes(4, sealed::SAF_MESSAGE)?,
             created_at_ms: row.bigint(5)?,
         },
         state: SafState::parse(&state).ok_or_else(|| corrupt(format!("saf state {state:?}")))?,
@@ -311,6 +336,6 @@ pub(super) fn journal_row(row: &impl Columns) -> StoreResult<JournalEntry> {
         pan_masked: row.opt_text(9)?,
         amount_minor: amount.and_then(|a| u64::try_from(a).ok()),
         note: row.opt_text(11)?,
-        raw: row.bytes(12)?,
+        raw: row.sealed_bytes(12, sealed::JOURNAL_RAW)?,
     })
 }

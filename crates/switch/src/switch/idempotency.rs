@@ -37,17 +37,31 @@ pub fn request_key(msg: &Message) -> Option<RequestKey> {
     })
 }
 
-/// SHA-256 of everything in the request but the MTI's repeat bit, so a 0121
-/// repeat of a 0120 is an exact resend.
+/// A digest of everything in the request but the MTI's repeat bit, so a 0121
+/// repeat of a 0120 is an exact resend: HMAC-SHA-256 under the data keys'
+/// HMAC key when the store seals card data (the request carries a card
+/// number; `crate::vault`), SHA-256 otherwise.
 pub fn request_digest(msg: &Message) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(original_mti(msg.mti()));
-    for (number, value) in msg.fields() {
-        hasher.update(number.to_be_bytes());
-        hasher.update((value.len() as u32).to_be_bytes());
-        hasher.update(value);
+    fn feed(msg: &Message, update: &mut dyn FnMut(&[u8])) {
+        update(&original_mti(msg.mti()));
+        for (number, value) in msg.fields() {
+            update(&number.to_be_bytes());
+            update(&(value.len() as u32).to_be_bytes());
+            update(value);
+        }
     }
-    hasher.finalize().into()
+    match crate::vault::vault() {
+        Some(vault) => {
+            let mut mac = vault.keyed_hasher();
+            feed(msg, &mut |bytes| hmac::Mac::update(&mut mac, bytes));
+            hmac::Mac::finalize(mac).into_bytes().into()
+        }
+        None => {
+            let mut hasher = Sha256::new();
+            feed(msg, &mut |bytes| hasher.update(bytes));
+            hasher.finalize().into()
+        }
+    }
 }
 
 type Answer = Option<([u8; 32], Bytes)>;

@@ -2,6 +2,7 @@
 //! (or a rerun, when a statement's snapshot and the row it met disagree).
 
 use super::*;
+use crate::store::columns::sealed;
 
 // ---------------------------------------------------------------------------
 // Decoding what the statements return
@@ -13,7 +14,7 @@ pub(super) fn stored_answer(
 ) -> StoreResult<StoredAnswer> {
     Ok(StoredAnswer {
         request_digest: row.digest(digest)?,
-        response: row.bytes(response)?,
+        response: row.sealed_bytes(response, sealed::RESPONSE)?,
     })
 }
 

@@ -3,6 +3,8 @@
 //! (never dropped: new work waits instead, see `JournalBacklog`).
 
 use super::*;
+use crate::store::columns::sealed;
+use crate::vault;
 
 // ---------------------------------------------------------------------------
 // The journal task
@@ -179,7 +181,7 @@ pub(super) async fn copy_journal(
                 &e.pan_masked,
                 &amount,
                 &e.note,
-                &&e.raw[..],
+                &vault::seal_bytes(sealed::JOURNAL_RAW, &e.raw),
             ])
             .await?;
     }
@@ -215,7 +217,10 @@ pub(super) async fn insert_journal(
         .map(|e| e.amount_minor.and_then(|a| i64::try_from(a).ok()))
         .collect();
     let note = text(|e| e.note.as_ref());
-    let raw: Vec<&[u8]> = entries.iter().map(|e| &e.raw[..]).collect();
+    let raw: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| vault::seal_bytes(sealed::JOURNAL_RAW, &e.raw))
+        .collect();
     let statement = client.prepare_cached(JOURNAL_INSERT).await?;
     client
         .execute(

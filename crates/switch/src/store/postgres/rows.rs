@@ -3,6 +3,8 @@
 //! parameters, and the store-and-forward arrays the statements `unnest`.
 
 use super::*;
+use crate::store::columns::sealed;
+use crate::vault;
 
 // ---------------------------------------------------------------------------
 // Rows and parameters
@@ -79,7 +81,7 @@ pub(super) fn push_saf(params: &mut Params, entries: &[&NewSafEntry]) {
     params.push(Box::new(
         entries
             .iter()
-            .map(|e| e.message.to_vec())
+            .map(|e| vault::seal_bytes(sealed::SAF_MESSAGE, &e.message))
             .collect::<Vec<_>>(),
     ));
     params.push(Box::new(

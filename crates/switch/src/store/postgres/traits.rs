@@ -2,6 +2,8 @@
 //! its statement to a lane (writes) or a pooled connection (reads).
 
 use super::*;
+use crate::store::columns::sealed;
+use crate::vault;
 
 // ---------------------------------------------------------------------------
 // The trait
@@ -29,7 +31,10 @@ impl Decisions for PostgresStore {
         let mut params: Params = Vec::with_capacity(7);
         r.push(&mut params);
         params.push(Box::new(answer.request_digest.to_vec()));
-        params.push(Box::new(answer.response.to_vec()));
+        params.push(Box::new(vault::seal_bytes(
+            sealed::RESPONSE,
+            &answer.response,
+        )));
         params.push(Box::new(self.response_code(&answer)));
         self.write(r.order(), SQL_RECORD_ANSWER, params, |_| {
             Decision::Done(Ok(()))
@@ -44,7 +49,10 @@ impl Decisions for PostgresStore {
         let mut params: Params = Vec::with_capacity(14);
         r.push(&mut params);
         key.push(&mut params);
-        params.push(Box::new(freeze.payer_pan.clone()));
+        params.push(Box::new(vault::seal_text(
+            sealed::PAYER_PAN,
+            &freeze.payer_pan,
+        )));
         params.push(Box::new(freeze.payer_bank.clone()));
         params.push(Box::new(amount));
         params.push(Box::new(i32::from(freeze.currency)));
@@ -104,7 +112,10 @@ impl Decisions for PostgresStore {
         r.push(&mut params);
         params.push(Box::new(target.as_str()));
         params.push(Box::new(answer.request_digest.to_vec()));
-        params.push(Box::new(answer.response.to_vec()));
+        params.push(Box::new(vault::seal_bytes(
+            sealed::RESPONSE,
+            &answer.response,
+        )));
         params.push(Box::new(self.response_code(&answer)));
         push_saf(&mut params, &saf.iter().collect::<Vec<_>>());
         let name = key.to_string();
@@ -144,7 +155,10 @@ impl Decisions for PostgresStore {
         r.push(&mut params);
         k.push(&mut params);
         params.push(Box::new(amount));
-        params.push(Box::new(receive.receiver_pan.clone()));
+        params.push(Box::new(vault::seal_text(
+            sealed::RECEIVER_PAN,
+            &receive.receiver_pan,
+        )));
         params.push(Box::new(receive.receiver_bank.clone()));
         params.push(Box::new(state.as_str()));
         params.push(Box::new(receive.request_digest.to_vec()));
@@ -184,7 +198,10 @@ impl Decisions for PostgresStore {
         params.push(Box::new(self.response_code(&answer)));
         params.push(Box::new(outcome_text));
         params.push(Box::new(answer.request_digest.to_vec()));
-        params.push(Box::new(answer.response.to_vec()));
+        params.push(Box::new(vault::seal_bytes(
+            sealed::RESPONSE,
+            &answer.response,
+        )));
         push_saf(&mut params, &follow_up.saf.iter().collect::<Vec<_>>());
         push_saf(
             &mut params,
@@ -434,7 +451,10 @@ impl PostgresStore {
         params.push(Box::new(amount));
         r.push(&mut params);
         params.push(Box::new(answer.request_digest.to_vec()));
-        params.push(Box::new(answer.response.to_vec()));
+        params.push(Box::new(vault::seal_bytes(
+            sealed::RESPONSE,
+            &answer.response,
+        )));
         params.push(Box::new(self.response_code(&answer)));
         push_saf(&mut params, &notice.iter().collect::<Vec<_>>());
         self.write(k.order(), SQL_CLOSE_FREEZE, params, move |rows| {

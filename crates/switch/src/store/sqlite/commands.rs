@@ -3,6 +3,8 @@
 //! store-and-forward queue, and the journal rows every batch writes first.
 
 use super::*;
+use crate::store::columns::sealed;
+use crate::vault;
 
 // ---------------------------------------------------------------------------
 // Commands, as run on the writer thread
@@ -32,7 +34,7 @@ pub(super) fn load_answer(conn: &Connection, key: &ReqCols) -> StoreResult<Optio
         |row| {
             Ok(StoredAnswer {
                 request_digest: row.digest(0)?,
-                response: row.bytes(1)?,
+                response: row.sealed_bytes(1, sealed::RESPONSE)?,
             })
         },
     )
@@ -56,7 +58,7 @@ pub(super) fn insert_answer(
             key.0[2],
             key.0[3],
             &answer.request_digest[..],
-            &answer.response[..],
+            vault::seal_bytes(sealed::RESPONSE, &answer.response),
             response_code,
         ],
     )?;
@@ -112,7 +114,7 @@ pub(super) fn insert_freeze(
             key.0[0],
             key.0[1],
             key.0[2],
-            freeze.payer_pan,
+            vault::seal_text(sealed::PAYER_PAN, &freeze.payer_pan),
             freeze.payer_bank,
             amount,
             freeze.currency,
@@ -219,7 +221,7 @@ pub(super) fn reserve(
             freeze_key.0[1],
             freeze_key.0[2],
             amount,
-            receive.receiver_pan,
+            vault::seal_text(sealed::RECEIVER_PAN, &receive.receiver_pan),
             receive.receiver_bank,
             &receive.request_digest[..],
             receive.created_at_ms,
@@ -376,7 +378,7 @@ pub(super) fn saf_enqueue(conn: &Connection, entry: &NewSafEntry) -> StoreResult
             entry.bank,
             entry.order_key,
             entry.kind.as_str(),
-            &entry.message[..],
+            vault::seal_bytes(sealed::SAF_MESSAGE, &entry.message),
             entry.created_at_ms,
         ],
     )?;
@@ -476,7 +478,7 @@ pub(super) fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> Stor
                 e.pan_masked,
                 amount,
                 e.note,
-                &e.raw[..],
+                vault::seal_bytes(sealed::JOURNAL_RAW, &e.raw),
             ])
             .map_err(db)?;
     }

@@ -31,15 +31,14 @@ impl StoreLock {
     /// says who holds it.
     pub fn acquire(db: &Path, purpose: &str) -> StoreResult<StoreLock> {
         let path = lock_path(db);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot open the lock {}: {e}", path.display()))
-            })?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        // It names the process holding the store: its owner's business only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot open the lock {}: {e}", path.display()))
+        })?;
         if !try_lock(&file)
             .map_err(|e| StoreError::Unavailable(format!("cannot lock {}: {e}", path.display())))?
         {

@@ -157,6 +157,27 @@ fn db(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Creates the database file readable by its owner alone (0600) when it does
+/// not exist yet: SQLite gives its `-wal` and `-shm` files the database
+/// file's permissions, so they are private too. An existing file keeps the
+/// permissions it has.
+fn create_private(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // An in-memory or special path SQLite understands and we do not.
+        Err(_) if path.as_os_str() == ":memory:" => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` with default options.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
@@ -166,6 +187,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`: WAL mode, the schema
     /// migrated to this build's version, the writer thread started.
     pub fn open_with(path: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        create_private(path)?;
         let conn = Connection::open(path).map_err(db)?;
         configure(&conn, options)?;
         migrate(&conn)?;
