@@ -32,6 +32,8 @@ pub struct Harness {
     pub store: Arc<dyn Store>,
     pub clock: Arc<ShiftedClock>,
     pub dir: tempfile::TempDir,
+    /// The store's database, on PostgreSQL.
+    pub postgres_url: Option<String>,
 }
 
 pub fn bank_config(
@@ -132,6 +134,10 @@ pub async fn start_recording(
         config.store = StoreConfig::Postgres(pg::database().await);
     }
     config.capture = capture;
+    let postgres_url = match &config.store {
+        StoreConfig::Postgres(url) => Some(url.clone()),
+        StoreConfig::Embedded(_) => None,
+    };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = switchboard::service::open_store(&config.store)
         .await
@@ -164,6 +170,7 @@ pub async fn start_recording(
         store,
         clock,
         dir,
+        postgres_url,
     }
 }
 
