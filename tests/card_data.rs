@@ -221,6 +221,26 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
     }
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(log.contains("card data sealed at rest"), "{log}");
+
+    // An operator reads the sealed journal decoded, card numbers masked...
+    let journal = |more: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["journal", "--json", "--config"])
+            .arg(dir.path().join("switch.toml"))
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let masked = journal(&[]);
+    let freezes = masked.lines().filter(|l| l.contains("\"mti\":\"0100\"")).count();
+    assert!(freezes >= 10, "{masked}");
+    assert!(masked.contains("622202******"), "{masked}");
+    assert!(!cards.iter().any(|c| masked.contains(c.as_str())));
+    // ...and in full only when asked, with the key.
+    let unmasked = journal(&["--unmask"]);
+    assert!(cards.iter().any(|c| unmasked.contains(c.as_str())));
 }
 
 #[test]

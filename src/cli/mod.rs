@@ -7,6 +7,7 @@ mod conform;
 mod decode;
 mod demo;
 mod encode;
+mod journal;
 mod keys;
 mod migrate;
 mod open_files;
@@ -45,6 +46,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write a new key file for sealing card data at rest ([security] data_key_file).
     Keygen(keys::KeygenArgs),
+    /// The messages the switch journaled, decoded and masked.
+    Journal(journal::JournalArgs),
     /// Run the switch with two simulated banks in this process, play every
     /// red-packet scenario against it and check the money invariants.
     Demo(demo::DemoArgs),
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Keygen(args) => keys::keygen(args),
+        Command::Journal(args) => journal::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),
         Command::Recover(args) => recover::run(args),

@@ -1,0 +1,150 @@
+//! `switchboard journal`: the messages the switch journaled, decoded and
+//! masked for an operator; in full only with `--unmask`, which needs the
+//! data key (sealed messages cannot be read without it anyway).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use clap::Args;
+use iso8583::spec::Spec;
+use serde_json::json;
+use switchboard::config::Config;
+use switchboard::store::Direction;
+
+use super::render;
+
+#[derive(Args, Debug)]
+pub struct JournalArgs {
+    /// The switch's configuration file (its store and keys).
+    #[arg(long)]
+    config: PathBuf,
+    /// From this moment: RFC 3339 (2026-12-02T04:00:00Z) or a date (UTC
+    /// midnight); the last hour when not given.
+    #[arg(long)]
+    from: Option<String>,
+    /// Up to this moment (same forms); now when not given.
+    #[arg(long)]
+    to: Option<String>,
+    /// Only messages with this STAN (F11).
+    #[arg(long)]
+    stan: Option<String>,
+    /// Every field of each message, one per line.
+    #[arg(long)]
+    fields: bool,
+    /// Show card numbers in full (needs the data key to be configured).
+    #[arg(long)]
+    unmask: bool,
+    /// One JSON object per message.
+    #[arg(long)]
+    json: bool,
+}
+
+fn moment(what: &str, text: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis());
+    }
+    bail!("--{what} {text:?}: give RFC 3339 (2026-12-02T04:00:00Z) or a date (2026-12-02)")
+}
+
+pub fn run(args: JournalArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    super::keys::install(&config)?;
+    if args.unmask && switchboard::vault::vault().is_none() {
+        bail!("--unmask shows card numbers in full, which needs the data key ([security] data_key_file)");
+    }
+    let now = Utc::now().timestamp_millis();
+    let to = args
+        .to
+        .as_deref()
+        .map(|t| moment("to", t))
+        .transpose()?
+        .unwrap_or(now);
+    let from = args
+        .from
+        .as_deref()
+        .map(|t| moment("from", t))
+        .transpose()?
+        .unwrap_or(to - 3_600_000);
+    let spec = Spec::load(&config.spec)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let entries = runtime
+        .block_on(async {
+            let store = switchboard::service::open_store(&config.store).await?;
+            store.journal_between(from, to).await
+        })
+        .context("reading the journal")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut shown = 0;
+    for entry in entries.iter().filter(|e| {
+        args.stan
+            .as_deref()
+            .is_none_or(|s| e.stan.as_deref() == Some(s))
+    }) {
+        shown += 1;
+        let at = DateTime::from_timestamp_millis(entry.at_ms).map_or_else(
+            || entry.at_ms.to_string(),
+            |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        );
+        let direction = match entry.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        };
+        let message = iso8583::parse(&spec, entry.raw.clone());
+        if args.json {
+            let mut object =
+                json!({ "at": at, "direction": direction, "peer": entry.peer, "note": entry.note });
+            match &message {
+                Ok(msg) => {
+                    object["mti"] = msg.mti_str().into();
+                    object["fields"] = render::json_fields(&spec, msg, args.unmask);
+                }
+                Err(e) => object["error"] = e.to_string().into(),
+            }
+            writeln!(out, "{object}")?;
+            continue;
+        }
+        let what = match &message {
+            Ok(msg) => {
+                let mut text = msg.mti_str().to_string();
+                for number in [3, 11, 2, 4, 39] {
+                    if let Some(value) = msg.get(number) {
+                        text.push_str(&format!(
+                            " {number}={}",
+                            render::field_text(&spec, number, value, args.unmask)
+                        ));
+                    }
+                }
+                text
+            }
+            Err(e) => format!("does not parse: {e}"),
+        };
+        let note = entry
+            .note
+            .as_deref()
+            .map(|n| format!("  ({n})"))
+            .unwrap_or_default();
+        writeln!(out, "{at} {direction:<3} {}  {what}{note}", entry.peer)?;
+        if args.fields {
+            if let Ok(msg) = &message {
+                for line in render::human(&spec, msg, args.unmask).lines() {
+                    writeln!(out, "    {line}")?;
+                }
+            }
+        }
+    }
+    if !args.json {
+        writeln!(out, "{shown} messages")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
