@@ -6,6 +6,7 @@
 #
 #   benches/load.sh [RATE...]        default rates: 5000 10000 20000
 #   DURATION=10 CONNECTIONS=4 benches/load.sh 8000
+#   CAPTURE=1 benches/load.sh 5000   the switch records every link ([capture])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -23,6 +24,9 @@ $B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000
 $B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
     --accounts 200 --balance 100000000000 --seed 2 >"$work/bank-b.log" 2>&1 & pids+=($!)
 sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
+if [ -n "${CAPTURE:-}" ]; then
+    printf '\n[capture]\npath = "%s/switch.pcapng"\nmax_bytes = 1073741824\nmax_files = 2\n' "$work" >>"$work/switch.toml"
+fi
 sleep 0.5
 $B/switchboard serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
 sleep 1
@@ -38,3 +42,9 @@ for rate in ${RATES[@]}; do
         python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items())]))' "$out" "$rate" "$mode"
     done
 done
+if [ -n "${CAPTURE:-}" ]; then
+    # What the switch recorded; it logs packets dropped from the capture at shutdown.
+    kill -INT "${pids[2]}" 2>/dev/null; sleep 2
+    ls -l "$work"/switch.pcapng* >&2
+    grep -E "capture (written|dropped)|dropped" "$work/switch.log" >&2 || true
+fi
