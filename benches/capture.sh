@@ -16,12 +16,14 @@
 # Each round times, with /usr/bin/time (wall seconds, peak RSS), standard
 # output to /dev/null:
 #   switchboard capture decode --json FILE          on every size
-#   tshark -r FILE -o iso8583.len_endian:Big endian -d tcp.port==P,iso8583 -T json
+#   tshark -r FILE -o "iso8583.len_endian:Big endian" \
+#       -o "iso8583.binencode:Bin data not encoded" -d tcp.port==P,iso8583 -T json
 #                                                   on the smallest size only
 #                                                   (TSHARK_ALL=1: on every size)
 # Before timing, both decoders count the capture's messages in a separate
-# pass (ours: its summary; tshark: the MTIs it dissects) and the counts must
-# agree, so both do the same work.
+# pass (ours: its summary, which must show no errors and no skipped bytes;
+# tshark: the MTIs of the packets it dissects with no error or warning) and
+# the counts must agree, so both decode every field of every message.
 #
 #   benches/capture.sh                    sizes 100000 1000000, 3 rounds
 #   ROUNDS=2 RATE=15000 benches/capture.sh 20000
@@ -41,9 +43,12 @@ SIZES=(${@:-100000 1000000})
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 B=$TARGET_DIR/release
 DIR=$TARGET_DIR/capture-bench
-# Big endian: the dissector's default is a little-endian length. (tshark's
-# stderr, a warning when run as root, is kept out of the output.)
-TSHARK=(tshark -o "iso8583.len_endian:Big endian" -d "tcp.port==$PORT,iso8583")
+# The dissector's defaults are a little-endian length and binary fields (the
+# bitmaps) in hex ASCII; the switchboard dialect sends a big-endian length and
+# binary bitmaps. (tshark's stderr, a warning when run as root, is kept out
+# of the output.)
+TSHARK=(tshark -o "iso8583.len_endian:Big endian" -o "iso8583.binencode:Bin data not encoded"
+        -d "tcp.port==$PORT,iso8583")
 
 for tool in tshark /usr/bin/time python3; do
     command -v "$tool" >/dev/null || { echo "capture.sh: $tool is needed" >&2; exit 2; }
@@ -85,8 +90,11 @@ ours_count() {
     $B/switchboard capture decode --json "$1" | tail -n 1 |
         python3 -c 'import json,sys; s=json.load(sys.stdin)["summary"]; assert s["errors"]==0 and s["skipped_bytes"]==0, s; print(s["messages"])'
 }
+# tshark's: only packets it dissects without an error or a warning (a
+# message it cannot read still shows its MTI).
 tshark_count() {
-    "${TSHARK[@]}" -r "$1" -Y iso8583 -T fields -e iso8583.mti 2>/dev/null | tr ',' '\n' | grep -c .
+    "${TSHARK[@]}" -r "$1" -Y 'iso8583 && !_ws.malformed && !(_ws.expert.severity >= warning)' \
+        -T fields -e iso8583.mti 2>/dev/null | tr ',' '\n' | grep -c .
 }
 
 # timed LABEL FILE CMD...: one timed run, appended to $work/results.
