@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat};
 use clap::{Args, Subcommand};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use capture::summary::{Summary, Tracker, Unmatched, DEFAULT_KEY_FIELDS, DEFAULT_MAX_OUTSTANDING};
 use capture::{CaptureDecoder, CaptureReader, DecoderOptions, Endpoint, Event, EventKind};
@@ -155,12 +155,12 @@ fn print(
     for event in events {
         let latency_us = tracker.event(event);
         failed |= matches!(event.kind, EventKind::Unparsable { .. });
-        let line = if args.json {
-            event_json(spec, event, latency_us, args.unmask).to_string()
+        if args.json {
+            write_event_json(out, spec, event, latency_us, args.unmask)?;
+            out.write_all(b"\n")?;
         } else {
-            event_text(spec, event, latency_us, args.unmask)
-        };
-        writeln!(out, "{line}")?;
+            writeln!(out, "{}", event_text(spec, event, latency_us, args.unmask))?;
+        }
     }
     Ok(failed)
 }
@@ -212,13 +212,23 @@ fn event_text(spec: &Spec, event: &Event, latency_us: Option<u64>, unmask: bool)
     )
 }
 
-fn event_json(spec: &Spec, event: &Event, latency_us: Option<u64>, unmask: bool) -> Value {
-    let mut object = Map::new();
-    object.insert("ts".into(), timestamp(event.ts_ns).into());
-    object.insert("packet".into(), event.packet.into());
-    object.insert("conn".into(), event.conn.into());
-    object.insert("src".into(), event.src.to_string().into());
-    object.insert("dst".into(), event.dst.to_string().into());
+/// One event as its JSON object, written straight to `out`: the bytes
+/// serde_json prints for the object, without building a `Value` (a map and a
+/// string per field) for every message first.
+fn write_event_json(
+    out: &mut impl Write,
+    spec: &Spec,
+    event: &Event,
+    latency_us: Option<u64>,
+    unmask: bool,
+) -> std::io::Result<()> {
+    out.write_all(b"{\"ts\":")?;
+    serde_json::to_writer(&mut *out, &timestamp(event.ts_ns))?;
+    write!(out, ",\"packet\":{},\"conn\":{}", event.packet, event.conn)?;
+    out.write_all(b",\"src\":")?;
+    serde_json::to_writer(&mut *out, &format_args!("{}", event.src))?;
+    out.write_all(b",\"dst\":")?;
+    serde_json::to_writer(&mut *out, &format_args!("{}", event.dst))?;
     match &event.kind {
         EventKind::Message {
             offset,
@@ -226,37 +236,43 @@ fn event_json(spec: &Spec, event: &Event, latency_us: Option<u64>, unmask: bool)
             message,
             ..
         } => {
-            object.insert("offset".into(), (*offset).into());
+            write!(out, ",\"offset\":{offset}")?;
             if !header.is_empty() {
-                object.insert("header".into(), to_hex(header).into());
+                out.write_all(b",\"header\":")?;
+                serde_json::to_writer(&mut *out, &to_hex(header))?;
             }
-            object.insert("mti".into(), message.mti_str().into());
-            object.insert("fields".into(), render::json_fields(spec, message, unmask));
+            out.write_all(b",\"mti\":")?;
+            serde_json::to_writer(&mut *out, message.mti_str())?;
+            out.write_all(b",\"fields\":{")?;
+            for (i, (number, value)) in message.fields().enumerate() {
+                let comma = if i == 0 { "" } else { "," };
+                write!(out, "{comma}\"{number}\":")?;
+                serde_json::to_writer(&mut *out, &render::field_text(spec, number, value, unmask))?;
+            }
+            out.write_all(b"}")?;
             if let Some(us) = latency_us {
-                object.insert("latency_us".into(), us.into());
+                write!(out, ",\"latency_us\":{us}")?;
             }
         }
         EventKind::KeepAlive { offset } => {
-            object.insert("offset".into(), (*offset).into());
-            object.insert("keepalive".into(), true.into());
+            write!(out, ",\"offset\":{offset},\"keepalive\":true")?;
         }
         EventKind::Unparsable {
             offset,
             reason,
             error_offset,
         } => {
-            object.insert("offset".into(), (*offset).into());
-            object.insert(
-                "error".into(),
-                json!({ "reason": reason, "offset": error_offset }),
-            );
+            write!(out, ",\"offset\":{offset},\"error\":")?;
+            serde_json::to_writer(
+                &mut *out,
+                &json!({ "reason": reason, "offset": error_offset }),
+            )?;
         }
         EventKind::Skipped { offset, len } => {
-            object.insert("offset".into(), (*offset).into());
-            object.insert("skipped".into(), (*len).into());
+            write!(out, ",\"offset\":{offset},\"skipped\":{len}")?;
         }
     }
-    Value::Object(object)
+    out.write_all(b"}")
 }
 
 fn summary_json(summary: &Summary) -> Value {
