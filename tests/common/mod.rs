@@ -50,6 +50,7 @@ pub fn bank_config(
         timeout,
         echo_interval: Duration::from_secs(30),
         max_in_flight: 4096,
+        tls: None,
     }
 }
 
@@ -68,6 +69,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
             max_per_address: None,
+            tls: None,
         }],
         banks,
         saf: Default::default(),
@@ -114,6 +116,13 @@ pub async fn start_recording(
     backend: Backend,
     capture: Option<switchboard::config::CaptureConfig>,
 ) -> Harness {
+    start_configured(backend, |config| config.capture = capture).await
+}
+
+/// Like [`start_with`], with the switch's configuration changed by `edit`
+/// before it starts (TLS on its listener or links, say); the banks already
+/// listen at the addresses `config.banks` name.
+pub async fn start_configured(backend: Backend, edit: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (books_a(), books_b());
     let cards_a: Vec<String> = a.accounts().into_iter().map(|(p, _)| p).collect();
@@ -130,7 +139,7 @@ pub async fn start_recording(
     if backend == Backend::Postgres {
         config.store = StoreConfig::Postgres(pg::database().await);
     }
-    config.capture = capture;
+    edit(&mut config);
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = switchboard::service::open_store(&config.store)
         .await
