@@ -328,14 +328,22 @@ async fn a_certificate_for_institution_a_cannot_send_as_b() {
     }
 }
 
-/// A TLS-terminating proxy in front of the address `target` will hold,
-/// requiring client certificates of `client_ca`: its address, and how many
-/// handshakes it completed.
+/// A TLS-terminating proxy in front of a bank.
+struct Proxy {
+    addr: SocketAddr,
+    /// TCP connections accepted.
+    accepted: Arc<AtomicUsize>,
+    /// TLS handshakes completed.
+    handshakes: Arc<AtomicUsize>,
+}
+
+/// A [`Proxy`] in front of the address `target` will hold, requiring client
+/// certificates of `client_ca`.
 async fn tls_proxy(
     server: &Issued,
     client_ca: &Path,
     target: Arc<std::sync::OnceLock<SocketAddr>>,
-) -> (SocketAddr, Arc<AtomicUsize>) {
+) -> Proxy {
     let config = ServerTls::new(
         ServerFiles {
             cert: server.cert.clone(),
@@ -346,19 +354,23 @@ async fn tls_proxy(
     )
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handshakes = Arc::new(AtomicUsize::new(0));
-    let counted = handshakes.clone();
+    let proxy = Proxy {
+        addr: listener.local_addr().unwrap(),
+        accepted: Arc::new(AtomicUsize::new(0)),
+        handshakes: Arc::new(AtomicUsize::new(0)),
+    };
+    let (accepted, handshakes) = (proxy.accepted.clone(), proxy.handshakes.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let acceptor = config.acceptor();
-            let counted = counted.clone();
+            let handshakes = handshakes.clone();
             let target = target.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                counted.fetch_add(1, Ordering::SeqCst);
+                handshakes.fetch_add(1, Ordering::SeqCst);
                 let Some(target) = target.get() else {
                     return;
                 };
@@ -369,7 +381,7 @@ async fn tls_proxy(
             });
         }
     });
-    (addr, handshakes)
+    proxy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,12 +401,13 @@ async fn the_switch_reaches_a_bank_over_tls() {
     )
     .unwrap();
     let target = Arc::new(std::sync::OnceLock::new());
-    let (proxy, handshakes) = tls_proxy(&bank_cert, &switch_ca.pem(), target.clone()).await;
+    let proxy = tls_proxy(&bank_cert, &switch_ca.pem(), target.clone()).await;
+    let handshakes = proxy.handshakes.clone();
     // Bank A is reached only through the proxy, over mutual TLS; the
     // harness waits until both banks are signed on.
     let h = common::start_configured(common::Backend::Embedded, |c| {
         target.set(c.banks[0].hosts[0]).unwrap();
-        c.banks[0].hosts = vec![proxy];
+        c.banks[0].hosts = vec![proxy.addr];
         c.banks[0].tls = Some(link);
     })
     .await;
@@ -434,13 +447,66 @@ async fn the_switch_reaches_a_bank_over_tls() {
             Some(name),
         )
         .unwrap();
-        let tcp = TcpStream::connect(proxy).await.unwrap();
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
         let result = wrong
             .connector()
-            .connect(wrong.server_name(proxy), tcp)
+            .connect(wrong.server_name(proxy.addr), tcp)
             .await;
         assert!(result.is_err(), "{name} under {}: refused", ca.name);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_whose_certificate_is_not_trusted_is_never_signed_on_and_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank_ca = Ca::new(dir.path(), "bank-ca");
+    let other_ca = Ca::new(dir.path(), "other-ca");
+    let switch_ca = Ca::new(dir.path(), "switch-ca");
+    let bank_cert = bank_ca.issue("bank-a", &["bank-a.example"], true);
+    let switch_cert = switch_ca.issue("switch", &[], false);
+    let bank = simulators::bank_server::spawn_bank(common::books_a(), FramingConfig::default())
+        .await
+        .unwrap();
+    let proxy = tls_proxy(
+        &bank_cert,
+        &switch_ca.pem(),
+        Arc::new(std::sync::OnceLock::from(bank.addr)),
+    )
+    .await;
+    let mut link =
+        common::bank_config(common::BANK_A, "622202", proxy.addr, Duration::from_secs(5));
+    link.tls = Some(
+        ClientTls::new(
+            ClientFiles {
+                ca: other_ca.pem(),
+                cert: Some(switch_cert.cert.clone()),
+                key: Some(switch_cert.key.clone()),
+            },
+            Some("bank-a.example"),
+        )
+        .unwrap(),
+    );
+    let config = common::config(dir.path(), vec![link]);
+    let store = switchboard::service::open_store(&config.store)
+        .await
+        .unwrap();
+    let clock = Arc::new(switchboard::clock::ShiftedClock::new());
+    let running = switchboard::service::start(config, store, clock)
+        .await
+        .unwrap();
+    assert!(
+        !running.wait_banks_ready(Duration::from_secs(2)).await,
+        "never signed on"
+    );
+    let (accepted, handshakes) = (
+        proxy.accepted.load(Ordering::SeqCst),
+        proxy.handshakes.load(Ordering::SeqCst),
+    );
+    assert_eq!(handshakes, 0);
+    // Two connections, each backing off from 100 ms doubling: about five
+    // attempts each in two seconds, not one every 100 ms.
+    assert!((2..=14).contains(&accepted), "{accepted} attempts in 2 s");
+    running.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,97 +598,42 @@ clients = [{{ subject = "CN=wallet-a", institutions = ["01020000"] }}, {{ san = 
         Config::from_toml(&good, base).expect("relative paths from the config's directory");
     assert!(loaded.wallets[0].tls.is_some() && loaded.banks[0].tls.is_some());
 
+    // `$cert`, `$key`, `$other_key` and `$ca` stand for the files above.
     let cases = [
+        (r#"tls = { cert = "missing.pem", key = "$key" }"#, "", "wallets[0].tls.cert", "cannot read"),
+        (r#"tls = { cert = "$cert", key = "garbage.pem" }"#, "", "wallets[0].tls.key", "no usable PRIVATE KEY"),
+        (r#"tls = { cert = "$cert", key = "$other_key" }"#, "", "wallets[0].tls.key", "is not the private key of the certificate"),
+        (r#"tls = { cert = "$cert", key = "$key", client_ca = "garbage.pem" }"#, "", "wallets[0].tls.client_ca", "no CERTIFICATE"),
         (
-            config(
-                &format!(r#"tls = {{ cert = "missing.pem", key = "{key}" }}"#),
-                "",
-            ),
-            "wallets[0].tls.cert",
-            "cannot read",
-        ),
-        (
-            config(
-                &format!(r#"tls = {{ cert = "{cert}", key = "garbage.pem" }}"#),
-                "",
-            ),
-            "wallets[0].tls.key",
-            "no usable PRIVATE KEY",
-        ),
-        (
-            config(
-                &format!(r#"tls = {{ cert = "{cert}", key = "{other_key}" }}"#),
-                "",
-            ),
-            "wallets[0].tls.key",
-            "is not the private key of the certificate",
-        ),
-        (
-            config(
-                &format!(
-                    r#"tls = {{ cert = "{cert}", key = "{key}", client_ca = "garbage.pem" }}"#
-                ),
-                "",
-            ),
-            "wallets[0].tls.client_ca",
-            "no CERTIFICATE",
-        ),
-        (
-            config(
-                &format!(
-                    r#"tls = {{ cert = "{cert}", key = "{key}" }}
-clients = [{{ subject = "CN=wallet-a", institutions = ["01020000"] }}]"#
-                ),
-                "",
-            ),
+            "tls = { cert = \"$cert\", key = \"$key\" }\nclients = [{ subject = \"CN=wallet-a\", institutions = [\"01020000\"] }]",
+            "",
             "wallets[0].clients",
             "client_ca",
         ),
         (
-            config(
-                &format!(
-                    r#"tls = {{ cert = "{cert}", key = "{key}", client_ca = "{ca_pem}" }}
-clients = [{{ subject = "O=wallet-a", institutions = ["01020000"] }}]"#
-                ),
-                "",
-            ),
+            "tls = { cert = \"$cert\", key = \"$key\", client_ca = \"$ca\" }\nclients = [{ subject = \"O=wallet-a\", institutions = [\"01020000\"] }]",
+            "",
             "wallets[0].clients[0].subject",
             "CN=",
         ),
         (
-            config(
-                &format!(
-                    r#"tls = {{ cert = "{cert}", key = "{key}", client_ca = "{ca_pem}" }}
-clients = [{{ san = "wallet-a.example", institutions = ["01030000"] }}]"#
-                ),
-                "",
-            ),
+            "tls = { cert = \"$cert\", key = \"$key\", client_ca = \"$ca\" }\nclients = [{ san = \"wallet-a.example\", institutions = [\"01030000\"] }]",
+            "",
             "wallets[0].clients[0].institutions",
             "listener's",
         ),
-        (
-            config("", r#"tls = { ca = "missing.pem" }"#),
-            "banks[0].tls.ca",
-            "cannot read",
-        ),
-        (
-            config(
-                "",
-                &format!(r#"tls = {{ ca = "{ca_pem}", cert = "{cert}" }}"#),
-            ),
-            "banks[0].tls.key",
-            "without its `key`",
-        ),
-        (
-            config(
-                "",
-                &format!(r#"tls = {{ ca = "{ca_pem}", server_name = "not a name!" }}"#),
-            ),
-            "banks[0].tls.server_name",
-            "not a DNS name",
-        ),
+        ("", r#"tls = { ca = "missing.pem" }"#, "banks[0].tls.ca", "cannot read"),
+        ("", r#"tls = { ca = "$ca", cert = "$cert" }"#, "banks[0].tls.key", "without its `key`"),
+        ("", r#"tls = { ca = "$ca", server_name = "not a name!" }"#, "banks[0].tls.server_name", "not a DNS name"),
     ];
-    for (text, key, why) in cases {
+    let fill = |text: &str| {
+        text.replace("$cert", &cert)
+            .replace("$other_key", &other_key)
+            .replace("$key", &key)
+            .replace("$ca", &ca_pem)
+    };
+    for (wallet, bank, key, why) in cases {
+        let text = config(&fill(wallet), &fill(bank));
         let e = Config::from_toml(&text, base).expect_err(key);
         assert_eq!(e.key, key, "{e}");
         assert!(e.reason.contains(why), "{key}: {e}");
