@@ -7,7 +7,9 @@
 //!   another CA, or none, is refused;
 //! - a certificate mapped to institution A gets 63 when it sends F32 = B,
 //!   00 as A; a certificate no `clients` entry names is refused;
-//! - the switch signs on to a bank behind TLS (mutual) and freezes through it;
+//! - the switch signs on to a bank behind TLS (mutual) and freezes through
+//!   it; a bank whose certificate it does not trust is never signed on, and
+//!   the link backs off between attempts;
 //! - replaced certificate files are used by the next connection;
 //! - configuration errors name the key.
 
@@ -151,13 +153,11 @@ fn institution(id: &str) -> InstitutionId {
 /// The listener's TLS: the switch's certificate from `server_ca`, client
 /// certificates of `client_ca` required if given, mapped by `clients`.
 fn listener_tls(
-    dir: &Path,
     server_ca: &Ca,
     client_ca: Option<&Ca>,
     clients: Option<Vec<ClientRule>>,
 ) -> ServerTls {
     let server = server_ca.issue("switch", &["localhost", "127.0.0.1"], true);
-    let _ = dir;
     ServerTls::new(
         ServerFiles {
             cert: server.cert,
@@ -179,7 +179,7 @@ async fn answered(wallet: &WalletClient, h: &common::Harness) -> Result<String, 
 async fn a_plain_client_on_a_tls_listener_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "ca");
-    let tls = listener_tls(dir.path(), &ca, None, None);
+    let tls = listener_tls(&ca, None, None);
     let h = common::start_configured(common::Backend::Embedded, |c| {
         c.wallets[0].tls = Some(tls);
         c.wallets[0].frame_timeout = Duration::from_millis(800);
@@ -242,7 +242,7 @@ async fn mutual_switch(dir: &Path) -> (common::Harness, Ca, Ca) {
             institutions: vec![institution(OTHER_WALLET)],
         },
     ];
-    let tls = listener_tls(dir, &server_ca, Some(&clients_ca), Some(rules));
+    let tls = listener_tls(&server_ca, Some(&clients_ca), Some(rules));
     let h = common::start_configured(common::Backend::Embedded, |c| {
         c.wallets[0].tls = Some(tls);
         c.wallets[0].institutions = vec![institution(common::WALLET_ID), institution(OTHER_WALLET)];
