@@ -40,6 +40,7 @@ fn listener(institution: &str, partners: &[&str]) -> WalletListener {
         idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
         max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
         max_per_address: None,
+        tls: None,
     }
 }
 

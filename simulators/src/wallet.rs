@@ -104,6 +104,15 @@ impl WalletClient {
         institution: &str,
     ) -> std::io::Result<WalletClient> {
         stream.set_nodelay(true)?;
+        Ok(WalletClient::over_stream(stream, framing, institution))
+    }
+
+    /// A client over any connected stream (a TLS session, say), sending as
+    /// `institution` (F32).
+    pub fn over_stream<S>(stream: S, framing: FramingConfig, institution: &str) -> WalletClient
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sink, mut source) = Framed::new(stream, FrameCodec::new(framing)).split();
         let (frames, mut rx) = mpsc::channel::<Bytes>(4096);
         let pending: Arc<Pending> = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -141,14 +150,14 @@ impl WalletClient {
             // Dropping the senders tells every waiter the connection closed.
             lock(&reader_pending).take();
         });
-        Ok(WalletClient {
+        WalletClient {
             spec,
             institution: institution.to_string(),
             frames,
             pending,
             timeout: Duration::from_secs(30),
             records: None,
-        })
+        }
     }
 
     /// A wallet with no connection, sending as `institution`: it builds

@@ -68,6 +68,7 @@ fn bank_config(id: &str, bin: &str, name: &str, addr: std::net::SocketAddr) -> B
         timeout: Duration::from_secs(5),
         echo_interval: Duration::from_secs(30),
         max_in_flight: 4096,
+        tls: None,
     }
 }
 
@@ -102,6 +103,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
             max_per_address: None,
+            tls: None,
         }],
         banks: vec![
             bank_config(BANK_A.0, BANK_A.1, BANK_A.2, a.addr),

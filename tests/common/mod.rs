@@ -52,6 +52,7 @@ pub fn bank_config(
         timeout,
         echo_interval: Duration::from_secs(30),
         max_in_flight: 4096,
+        tls: None,
     }
 }
 
@@ -70,6 +71,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             idle_timeout: Some(WalletListener::DEFAULT_IDLE_TIMEOUT),
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
             max_per_address: None,
+            tls: None,
         }],
         banks,
         saf: Default::default(),
@@ -117,6 +119,13 @@ pub async fn start_recording(
     backend: Backend,
     capture: Option<switchboard::config::CaptureConfig>,
 ) -> Harness {
+    start_configured(backend, |config| config.capture = capture).await
+}
+
+/// Like [`start_with`], with the switch's configuration changed by `edit`
+/// before it starts (TLS on its listener or links, say); the banks already
+/// listen at the addresses `config.banks` name.
+pub async fn start_configured(backend: Backend, edit: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (books_a(), books_b());
     let cards_a: Vec<String> = a.accounts().into_iter().map(|(p, _)| p).collect();
@@ -133,7 +142,7 @@ pub async fn start_recording(
     if backend == Backend::Postgres {
         config.store = StoreConfig::Postgres(pg::database().await);
     }
-    config.capture = capture;
+    edit(&mut config);
     let postgres_url = match &config.store {
         StoreConfig::Postgres(url) => Some(url.clone()),
         StoreConfig::Embedded(_) => None,

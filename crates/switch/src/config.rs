@@ -171,6 +171,37 @@ struct RawWallet {
     idle_timeout_ms: Option<u64>,
     max_in_flight_per_connection: Option<usize>,
     max_connections_per_address: Option<usize>,
+    tls: Option<RawServerTls>,
+    clients: Option<Vec<RawClient>>,
+}
+
+/// A wallet listener's `tls = { cert, key, client_ca }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+}
+
+/// One of a wallet listener's `clients`: a client certificate's subject
+/// common name or DNS name, and the institutions it may send as.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    subject: Option<String>,
+    san: Option<String>,
+    institutions: Vec<String>,
+}
+
+/// A bank's `tls = { ca, server_name, cert, key }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    ca: String,
+    server_name: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 fn default_framing() -> String {
@@ -195,6 +226,7 @@ struct RawBank {
     echo_interval_ms: u64,
     #[serde(default = "default_in_flight")]
     max_in_flight: usize,
+    tls: Option<RawClientTls>,
 }
 
 fn one() -> usize {
@@ -360,6 +392,109 @@ fn address(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| err(key, format!("{value:?} is not a host:port address")))
 }
 
+/// A wallet listener's `tls` and `clients` (`prefix` is `wallets[i].`):
+/// the files read now, so that one that cannot be used is a configuration
+/// error naming its key.
+fn server_tls(
+    prefix: &str,
+    raw: Option<&RawServerTls>,
+    clients: Option<&[RawClient]>,
+    institutions: &[InstitutionId],
+    base: &Path,
+) -> Result<Option<crate::tls::ServerTls>, ConfigError> {
+    use crate::tls::{ClientName, ClientRule, ServerFiles, ServerTls};
+    let Some(raw) = raw else {
+        if clients.is_some() {
+            return Err(err(
+                format!("{prefix}clients"),
+                "needs mutual TLS: `tls = { cert, key, client_ca }`",
+            ));
+        }
+        return Ok(None);
+    };
+    if raw.client_ca.is_none() && clients.is_some() {
+        return Err(err(
+            format!("{prefix}clients"),
+            "needs `tls.client_ca`: without client certificates there is nobody to map",
+        ));
+    }
+    let rules = clients
+        .map(|clients| {
+            clients
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    let k = |f: &str| format!("{prefix}clients[{j}].{f}");
+                    let name = match (&c.subject, &c.san) {
+                        (Some(subject), None) => ClientName::subject(subject).ok_or_else(|| {
+                            err(
+                                k("subject"),
+                                format!("{subject:?} is not a common name: `CN=wallet-a`"),
+                            )
+                        })?,
+                        (None, Some(san)) if !san.is_empty() => ClientName::DnsName(san.clone()),
+                        (None, Some(_)) => return Err(err(k("san"), "must not be empty")),
+                        _ => {
+                            return Err(err(
+                                format!("{prefix}clients[{j}]"),
+                                "give either `subject` or `san`",
+                            ))
+                        }
+                    };
+                    let mapped = c
+                        .institutions
+                        .iter()
+                        .map(|v| institution(&k("institutions"), v))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if mapped.is_empty() {
+                        return Err(err(k("institutions"), "at least one institution id"));
+                    }
+                    if !institutions.is_empty() && !mapped.iter().any(|m| institutions.contains(m))
+                    {
+                        return Err(err(
+                            k("institutions"),
+                            format!(
+                                "none is among the listener's `institutions`: {name} could send as nobody"
+                            ),
+                        ));
+                    }
+                    Ok(ClientRule {
+                        name,
+                        institutions: mapped,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let files = ServerFiles {
+        cert: base.join(&raw.cert),
+        key: base.join(&raw.key),
+        client_ca: raw.client_ca.as_ref().map(|p| base.join(p)),
+    };
+    ServerTls::new(files, rules)
+        .map(Some)
+        .map_err(|e| err(format!("{prefix}tls.{}", e.key), e.reason))
+}
+
+/// A bank's `tls` (`key` is `banks[i].tls`), its files read now.
+fn client_tls(
+    key: &str,
+    raw: Option<&RawClientTls>,
+    base: &Path,
+) -> Result<Option<crate::tls::ClientTls>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let files = crate::tls::ClientFiles {
+        ca: base.join(&raw.ca),
+        cert: raw.cert.as_ref().map(|p| base.join(p)),
+        key: raw.key.as_ref().map(|p| base.join(p)),
+    };
+    crate::tls::ClientTls::new(files, raw.server_name.as_deref())
+        .map(Some)
+        .map_err(|e| err(format!("{key}.{}", e.key), e.reason))
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -369,7 +504,8 @@ impl Config {
         Config::from_toml(&text, base)
     }
 
-    /// Validates config text; relative store paths are taken from `base`.
+    /// Validates config text; relative paths (store, capture, TLS files)
+    /// are taken from `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let at = e
@@ -407,14 +543,22 @@ impl Config {
         let mut wallets = Vec::new();
         for (i, w) in raw.wallets.iter().enumerate() {
             let k = |f: &str| format!("wallets[{i}].{f}");
+            let institutions: Vec<InstitutionId> = w
+                .institutions
+                .iter()
+                .map(|v| institution(&k("institutions"), v))
+                .collect::<Result<_, _>>()?;
+            let tls = server_tls(
+                &k(""),
+                w.tls.as_ref(),
+                w.clients.as_deref(),
+                &institutions,
+                base,
+            )?;
             wallets.push(WalletListener {
                 listen: address(&k("listen"), &w.listen)?,
                 framing: framing(&k("framing"), &w.framing, w.max_frame_len)?,
-                institutions: w
-                    .institutions
-                    .iter()
-                    .map(|v| institution(&k("institutions"), v))
-                    .collect::<Result<_, _>>()?,
+                institutions,
                 partners: w
                     .partners
                     .iter()
@@ -447,6 +591,7 @@ impl Config {
                     None => WalletListener::DEFAULT_MAX_IN_FLIGHT,
                 },
                 max_per_address: w.max_connections_per_address.filter(|&n| n > 0),
+                tls,
             });
         }
         if wallets.is_empty() {
@@ -507,6 +652,7 @@ impl Config {
                 timeout: Duration::from_millis(b.timeout_ms),
                 echo_interval: Duration::from_millis(b.echo_interval_ms.max(100)),
                 max_in_flight: b.max_in_flight.max(1),
+                tls: client_tls(&k("tls"), b.tls.as_ref(), base)?,
             });
         }
         if banks.is_empty() {

@@ -5,7 +5,8 @@
 //! views) and [`clock`] → [`store`] (durable decisions) → [`link`] (bank
 //! hosts) → [`switch`] (the flows, recovery, store-and-forward) → [`server`]
 //! (wallet listeners) → [`service`] and [`config`] (the composition root).
-//! [`clearing`] reads what the store recorded at the end of the day.
+//! [`clearing`] reads what the store recorded at the end of the day; [`tls`]
+//! is what wallet listeners and bank links use when they are configured for TLS.
 
 pub mod clearing;
 pub mod clock;
@@ -19,4 +20,5 @@ pub mod socket;
 pub mod stan;
 pub mod store;
 pub mod switch;
+pub mod tls;
 pub mod vault;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -46,7 +47,8 @@ pub struct WalletListener {
     pub partners: Vec<InstitutionId>,
     pub max_connections: usize,
     /// A frame whose first byte has arrived must be whole within this
-    /// (`frame_timeout_ms`), or the connection is closed.
+    /// (`frame_timeout_ms`), or the connection is closed; so must a TLS
+    /// handshake.
     pub frame_timeout: Duration,
     /// A connection with no frame for this long, keep-alives included, is
     /// closed (`idle_timeout_ms`; `None`: never).
@@ -59,6 +61,8 @@ pub struct WalletListener {
     /// (`max_connections_per_address`; `None`: no limit below
     /// `max_connections`). One more is closed as soon as it is accepted.
     pub max_per_address: Option<usize>,
+    /// TLS (`tls`, and `clients` for mutual TLS); `None`: plain TCP.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl WalletListener {
@@ -131,7 +135,7 @@ pub async fn serve_wallets(
             _ => None,
         };
         tracker.spawn(async move {
-            serve_connection(stream, addr, config, switch, tap, inner, shutdown).await;
+            serve_accepted(stream, addr, config, switch, tap, inner, shutdown).await;
             drop(slot);
             drop(permit);
         });
@@ -246,7 +250,11 @@ fn format_error(switch: &Switch, body: &Bytes) -> Option<Bytes> {
     iso8583::codec::build_bytes(switch.spec(), &answer).ok()
 }
 
-async fn serve_connection(
+/// One accepted connection, holding its slots of the listener's limits:
+/// its TLS handshake first when the listener has TLS (within
+/// `frame_timeout_ms`; a client that does not complete it, a plain TCP
+/// client among them, is closed with one log line), then its requests.
+async fn serve_accepted(
     stream: TcpStream,
     addr: SocketAddr,
     config: WalletListener,
@@ -255,21 +263,90 @@ async fn serve_connection(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    if let Err(e) = crate::socket::configure(&stream) {
+        warn!(%addr, error = %e, "cannot set the connection's TCP options");
+    }
+    let mut peer = Peer {
+        name: format!("wallet {addr}"),
+        institutions: config.institutions.clone(),
+        partners: config.partners.clone(),
+    };
+    let Some(tls) = config.tls.clone() else {
+        let (read_half, write_half) = stream.into_split();
+        let peer = Arc::new(peer);
+        serve_connection(
+            read_half, write_half, peer, config, switch, tap, tracker, shutdown,
+        )
+        .await;
+        return;
+    };
+    let handshake = tokio::time::timeout(config.frame_timeout, tls.acceptor().accept(stream));
+    let stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                warn!(%addr, error = %e, "TLS handshake failed: connection refused");
+                return;
+            }
+            Err(_) => {
+                warn!(
+                    %addr,
+                    timeout_ms = config.frame_timeout.as_millis() as u64,
+                    "TLS handshake not completed within frame_timeout_ms: connection refused"
+                );
+                return;
+            }
+        },
+        _ = shutdown.cancelled() => return,
+    };
+    match tls.identify(stream.get_ref().1.peer_certificates(), &config.institutions) {
+        Ok(None) => {}
+        Ok(Some(identity)) => {
+            peer.name = format!("wallet {addr} {}", identity.name);
+            if let Some(institutions) = identity.institutions {
+                peer.institutions = institutions;
+            }
+        }
+        Err(reason) => {
+            warn!(%addr, reason, "client certificate refused: connection closed");
+            let mut stream = stream;
+            let _ = tokio::time::timeout(
+                config.frame_timeout,
+                tokio::io::AsyncWriteExt::shutdown(&mut stream),
+            )
+            .await;
+            return;
+        }
+    }
+    let (read_half, write_half) = tokio::io::split(stream);
+    let peer = Arc::new(peer);
+    serve_connection(
+        read_half, write_half, peer, config, switch, tap, tracker, shutdown,
+    )
+    .await;
+}
+
+/// Frames in, answers out, on one connection's two halves (TCP or TLS).
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<R, W>(
+    read_half: R,
+    write_half: W,
+    peer: Arc<Peer>,
+    config: WalletListener,
+    switch: Arc<Switch>,
+    tap: Option<capture::record::Tap>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut read_tap = tap
         .clone()
         .map(|t| (t, FrameCodec::new(config.framing.clone())));
     let mut write_tap = tap.map(|t| (t, FrameCodec::new(config.framing.clone())));
-    if let Err(e) = crate::socket::configure(&stream) {
-        warn!(%addr, error = %e, "cannot set the connection's TCP options");
-    }
-    let peer = Arc::new(Peer {
-        name: format!("wallet {addr}"),
-        institutions: config.institutions.clone(),
-        partners: config.partners.clone(),
-    });
     info!(peer = %peer.name, "connected");
     let header_kind = config.framing.header;
-    let (read_half, write_half) = stream.into_split();
     let mut source = FramedRead::new(read_half, FrameCodec::new(config.framing.clone()));
     let mut sink = FramedWrite::new(write_half, FrameCodec::new(config.framing.clone()));
     let mut timer = ReadTimer::new(config.frame_timeout, config.idle_timeout);

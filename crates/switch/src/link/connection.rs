@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{timeout, Instant};
@@ -216,9 +217,11 @@ impl Connection {
             attempt += 1;
             match timeout(CONNECT_TIMEOUT, TcpStream::connect(host)).await {
                 Ok(Ok(stream)) => {
-                    backoff = Duration::from_millis(100);
                     info!(link = %self.name, %host, "connected");
-                    self.session(stream, &shutdown).await;
+                    // A failed TLS handshake keeps backing off, like a failed connect.
+                    if self.session(stream, host, &shutdown).await {
+                        backoff = Duration::from_millis(100);
+                    }
                     info!(link = %self.name, %host, "disconnected");
                 }
                 Ok(Err(e)) => debug!(link = %self.name, %host, error = %e, "connect failed"),
@@ -245,7 +248,15 @@ impl Connection {
         }
     }
 
-    async fn session(self: &Arc<Self>, stream: TcpStream, shutdown: &CancellationToken) {
+    /// A connected socket: its TLS handshake first when the bank has TLS
+    /// (within the connect timeout), then the session. False when the
+    /// handshake failed.
+    async fn session(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        host: std::net::SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> bool {
         if let Err(e) = crate::socket::configure(&stream) {
             warn!(link = %self.name, error = %e, "cannot set the connection's TCP options");
         }
@@ -258,6 +269,39 @@ impl Connection {
             (Some(recorder), Ok(local), Ok(peer)) => Some(recorder.tap(local, peer)),
             _ => None,
         };
+        let Some(tls) = &self.config.tls else {
+            self.carry(stream, tap, shutdown).await;
+            return true;
+        };
+        let handshake = tls.connector().connect(tls.server_name(host), stream);
+        let stream = tokio::select! {
+            r = timeout(CONNECT_TIMEOUT, handshake) => match r {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    warn!(link = %self.name, %host, error = %e, "TLS handshake with the bank failed");
+                    return false;
+                }
+                Err(_) => {
+                    warn!(link = %self.name, %host, "TLS handshake with the bank timed out");
+                    return false;
+                }
+            },
+            _ = shutdown.cancelled() => return false,
+        };
+        self.carry(stream, tap, shutdown).await;
+        true
+    }
+
+    /// Signs on, then carries requests until the connection fails or the
+    /// switch stops, on any stream (TCP or TLS).
+    async fn carry<S>(
+        self: &Arc<Self>,
+        stream: S,
+        tap: Option<capture::record::Tap>,
+        shutdown: &CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let mut read_tap = tap
             .clone()
             .map(|t| (t, FrameCodec::new(self.config.framing.clone())));

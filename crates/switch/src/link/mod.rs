@@ -43,6 +43,8 @@ pub struct BankConfig {
     pub timeout: Duration,
     pub echo_interval: Duration,
     pub max_in_flight: usize,
+    /// TLS to the bank's hosts (`tls`); `None`: plain TCP.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Why a request to a bank got no response.
