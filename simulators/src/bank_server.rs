@@ -14,6 +14,11 @@
 //! it reads it, in order, and hands an answer that must wait to a task of its
 //! own, so that a delay never holds up the requests behind it.
 //!
+//! With a MAC key ([`LinkOptions::mac`]), every request whose message may
+//! carry field 128 in the dialect must carry a valid one: a missing or wrong
+//! MAC is answered with [`ResponseCode::MAC_FAILURE`] (A0), journaled as a decline, and
+//! changes nothing; every answer that may carry field 128 is signed.
+//!
 //! With a capture [`Recorder`], every frame a connection reads and sends is
 //! also recorded (see [`capture::record`]): the connection only queues a
 //! packet for the recorder's writer thread, and a packet that finds the queue
@@ -40,7 +45,9 @@ use tracing::{debug, info, warn};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::fields::num;
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, FramingError, HeaderKind};
+use iso8583::mac::{self, MacKey};
 use iso8583::mask::Masked;
+use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use iso8583::validate::validate;
 
@@ -66,6 +73,16 @@ fn lock(bank: &Mutex<Bank>) -> MutexGuard<'_, Bank> {
     bank.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a bank's link adds around its books.
+#[derive(Clone, Default)]
+pub struct LinkOptions {
+    /// Record every frame read and sent.
+    pub capture: Option<Recorder>,
+    /// Require a valid field 128 on requests that may carry one, and sign
+    /// every answer that may.
+    pub mac: Option<Arc<MacKey>>,
+}
+
 /// Serves the bank's ISO 8583 port until `shutdown` is cancelled, with the
 /// faults `faults` holds at each request (see [`crate::faults`]).
 pub async fn serve_bank(
@@ -75,18 +92,27 @@ pub async fn serve_bank(
     faults: Arc<FaultControl>,
     shutdown: CancellationToken,
 ) {
-    serve_bank_recorded(listener, framing, bank, faults, None, shutdown).await
+    serve_bank_with(
+        listener,
+        framing,
+        bank,
+        faults,
+        LinkOptions::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// [`serve_bank`], recording every frame read and sent to `capture` when given.
-pub async fn serve_bank_recorded(
+/// [`serve_bank`] with a capture and MACs as `options` say.
+pub async fn serve_bank_with(
     listener: TcpListener,
     framing: FramingConfig,
     bank: Arc<Mutex<Bank>>,
     faults: Arc<FaultControl>,
-    capture: Option<Recorder>,
+    options: LinkOptions,
     shutdown: CancellationToken,
 ) {
+    let LinkOptions { capture, mac } = options;
     let local = listener.local_addr().ok();
     let spec = lock(&bank).spec().clone();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -118,6 +144,7 @@ pub async fn serve_bank_recorded(
             bank: bank.clone(),
             peer,
             dice: Dice::new(faults.clone(), accepted),
+            mac: mac.clone(),
             tap: capture
                 .as_ref()
                 .map(|c| c.tap(peer, stream.local_addr().ok().or(local).unwrap_or(peer))),
@@ -139,6 +166,8 @@ struct Connection {
     bank: Arc<Mutex<Bank>>,
     peer: SocketAddr,
     dice: Dice,
+    /// The link's MAC key, if it requires MACs.
+    mac: Option<Arc<MacKey>>,
     /// Where this connection's frames are recorded, if anywhere.
     tap: Option<Tap>,
 }
@@ -290,6 +319,11 @@ impl Connection {
         };
         let mti = *request.mti();
         let is_request = mti[2].is_ascii_digit() && !iso8583::mti::is_response(&mti);
+        if is_request {
+            if let Some(refusal) = self.refuse_mac(&header, &body, &request) {
+                return refusal;
+            }
+        }
         let plan = if is_request {
             self.dice.roll(mti[..2] == *b"08")
         } else {
@@ -343,8 +377,42 @@ impl Connection {
         }
     }
 
+    /// On a link with MACs, the answer to a request whose field 128 is
+    /// missing or wrong: A0, journaled as a decline; `None` when the MAC is
+    /// good or the message carries none in the dialect.
+    fn refuse_mac(&self, header: &Bytes, body: &Bytes, request: &Message) -> Option<Action> {
+        let key = self.mac.as_deref()?;
+        if !may_carry_mac(&self.spec, request) {
+            return None;
+        }
+        let error = mac::verify_received(&self.spec, body, request, key).err()?;
+        warn!(
+            peer = %self.peer,
+            mti = request.mti_str(),
+            stan = request.get_str(num::STAN).unwrap_or(""),
+            error = %error,
+            "bank: MAC refused"
+        );
+        let now = chrono::Utc::now().naive_utc();
+        let code = ResponseCode::MAC_FAILURE;
+        let response = faults::decline(&self.spec, request, code.as_str(), now)?;
+        lock(&self.bank).journal_declined(request, code.as_str(), now);
+        log_exchange(self.peer, request, Some(&response));
+        Some(self.answer(header.clone(), &response, 1, Duration::ZERO))
+    }
+
+    /// The wire form of an answer, its field 128 signed on a link with MACs.
+    fn build_answer(&self, response: &Message) -> Result<Bytes, String> {
+        match self.mac.as_deref() {
+            Some(key) if may_carry_mac(&self.spec, response) => {
+                mac::sign_bytes(&self.spec, &mut response.clone(), key).map_err(|e| e.to_string())
+            }
+            _ => build_bytes(&self.spec, response).map_err(|e| e.to_string()),
+        }
+    }
+
     fn answer(&self, header: Bytes, response: &Message, copies: usize, delay: Duration) -> Action {
-        match build_bytes(&self.spec, response) {
+        match self.build_answer(response) {
             Ok(body) => Action::Send {
                 frame: Frame::Message {
                     header: reply_header(&self.framing, header),
@@ -359,6 +427,20 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether the dialect lets `msg` (a request or a response) carry field 128.
+fn may_carry_mac(spec: &Spec, msg: &Message) -> bool {
+    let pc = msg.get(num::PROCESSING_CODE).map(|v| &v[..]);
+    spec.message_for(msg.mti(), pc)
+        .is_some_and(|(message, is_response)| {
+            let rule = if is_response {
+                &message.response
+            } else {
+                &message.request
+            };
+            rule.allows(mac::MAC_FIELD)
+        })
 }
 
 /// Queues `copies` copies of `frame` for the writer; false if it is gone.
@@ -634,17 +716,28 @@ pub async fn spawn_bank_recorded(
     faults: Faults,
     capture: Option<Recorder>,
 ) -> std::io::Result<BankHandle> {
+    let options = LinkOptions { capture, mac: None };
+    spawn_bank_with(bank, framing, faults, options).await
+}
+
+/// [`spawn_bank_with_faults`] with a capture and MACs as `options` say.
+pub async fn spawn_bank_with(
+    bank: Bank,
+    framing: FramingConfig,
+    faults: Faults,
+    options: LinkOptions,
+) -> std::io::Result<BankHandle> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let bank = Arc::new(Mutex::new(bank));
     let faults = Arc::new(FaultControl::new(faults));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve_bank_recorded(
+    let task = tokio::spawn(serve_bank_with(
         listener,
         framing,
         bank.clone(),
         faults.clone(),
-        capture,
+        options,
         shutdown.clone(),
     ));
     Ok(BankHandle {

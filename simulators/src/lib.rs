@@ -23,5 +23,6 @@ pub mod wallet_records;
 
 pub use bank::{Bank, Hold, HoldState, Ledger, Movement, MovementKind};
 pub use bank_server::{
-    serve_admin, serve_bank, serve_bank_recorded, spawn_bank, spawn_bank_recorded, BankHandle,
+    serve_admin, serve_bank, serve_bank_with, spawn_bank, spawn_bank_recorded, spawn_bank_with,
+    BankHandle, LinkOptions,
 };

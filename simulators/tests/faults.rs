@@ -5,12 +5,12 @@
 //! the `banksim` binary changes the faults while it serves.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use iso8583::codec::{parse, Message};
-use iso8583::framing::{Frame, FrameCodec, FramingConfig};
+use iso8583::framing::{Frame, FramingConfig};
 use iso8583::validate::validate;
 use iso8583::{ResponseCode, Spec};
 use simulators::bank::{Ledger, MovementKind};
@@ -19,7 +19,6 @@ use simulators::faults::Faults;
 use simulators::{Bank, HoldState};
 use switchboard::dialect::FreezeKey;
 use tokio::io::BufReader;
-use tokio_util::codec::Framed;
 
 mod common;
 
@@ -491,21 +490,24 @@ async fn banksim_faults_change_at_run_time_through_the_admin_port() {
     let listen = format!("127.0.0.1:{port}");
     let admin_addr = format!("127.0.0.1:{admin_port}");
     let accounts = accounts_file();
-    let child = Command::new(env!("CARGO_BIN_EXE_banksim"))
-        .args(["--listen", &listen, "--admin", &admin_addr])
-        .args(["--institution", BANK, "--accounts-file"])
-        .arg(accounts.path())
-        .args(["--faults", "decline=1:91,seed=3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _child = Running(child);
-    let spec = Spec::switchboard();
-    let mut client = Framed::new(
-        wait_for(&listen).await,
-        FrameCodec::new(FramingConfig::default()),
+    let accounts_path = accounts.path().to_str().unwrap();
+    let _child = start(
+        env!("CARGO_BIN_EXE_banksim"),
+        &[
+            "--listen",
+            &listen,
+            "--admin",
+            &admin_addr,
+            "--institution",
+            BANK,
+            "--accounts-file",
+            accounts_path,
+            "--faults",
+            "decline=1:91,seed=3",
+        ],
     );
+    let spec = Spec::switchboard();
+    let mut client = connect_when_listening(&listen).await;
     let mut admin = BufReader::new(wait_for(&admin_addr).await);
     let current = |lines: Vec<String>| -> Faults {
         serde_json::from_str(&lines[0]).unwrap_or_else(|e| panic!("{lines:?}: {e}"))

@@ -6,7 +6,8 @@
 //! values: amounts, currency, field 7, Luhn) → [`framing`] (length prefixes
 //! and headers on a stream). [`mti`] says which MTIs are responses and
 //! repeats; [`response`] names the field 39 response codes; [`mask`] keeps
-//! card numbers out of human-readable output.
+//! card numbers out of human-readable output; [`mac`] signs and verifies
+//! field 128 (ANSI X9.19 retail MAC, AES-CMAC).
 //!
 //! No I/O, no switch: this crate is usable on its own by a capture tool, a
 //! fuzzer or another service.
@@ -29,6 +30,7 @@
 pub mod codec;
 pub mod fields;
 pub mod framing;
+pub mod mac;
 pub mod mask;
 pub mod mti;
 pub mod response;

@@ -48,7 +48,7 @@ impl ResponseCode {
     pub const INSUFFICIENT_FUNDS: ResponseCode = ResponseCode(*b"51");
     /// Exceeds withdrawal amount limit; here: a receive would pass the frozen amount.
     pub const EXCEEDS_AMOUNT_LIMIT: ResponseCode = ResponseCode(*b"61");
-    /// Security violation; here: F128 fails MAC verification, or the institution is not allowed on the link.
+    /// Security violation; here: the institution is not allowed on the link.
     pub const SECURITY_VIOLATION: ResponseCode = ResponseCode(*b"63");
     /// Response received too late: the bank did not answer within the timeout.
     pub const RESPONSE_RECEIVED_TOO_LATE: ResponseCode = ResponseCode(*b"68");
@@ -58,6 +58,9 @@ impl ResponseCode {
     pub const DUPLICATE_TRANSMISSION: ResponseCode = ResponseCode(*b"94");
     /// System malfunction: an internal failure; nothing was moved.
     pub const SYSTEM_MALFUNCTION: ResponseCode = ResponseCode(*b"96");
+    /// MAC failure: field 128 missing or wrong on a link that requires MACs
+    /// (see [`crate::mac`]).
+    pub const MAC_FAILURE: ResponseCode = ResponseCode(*b"A0");
 
     /// The code in a field value: exactly two ASCII letters or digits.
     pub const fn from_bytes(value: &[u8]) -> Result<ResponseCode, InvalidResponseCode> {

@@ -5,8 +5,14 @@
 //!         [--framing ascii4] [--bin 622202 --accounts 1000 --balance 100000 --seed 1 \
 //!          | --accounts-file FILE] [--admin 127.0.0.1:9102] [--print-accounts] \
 //!         [--faults "latency=uniform:1:20,drop=0.01,late=0.01:6000,seed=7"] \
-//!         [--capture FILE]
+//!         [--capture FILE] [--mac-key HEX [--mac x9.19|aes-cmac]]
 //! ```
+//!
+//! `--mac-key` makes the link require MACs (field 128): a request whose
+//! message may carry one must carry a valid one, or it is answered with A0
+//! and changes nothing; every answer that may carry one is signed. The key
+//! is shown only by its check value; `BANKSIM_MAC_KEY` in the environment
+//! keeps it off the command line.
 //!
 //! `--capture FILE` records every frame of the ISO 8583 port, read and sent,
 //! as a pcapng file (`switchboard capture decode FILE` reads it back); see
@@ -33,9 +39,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use iso8583::fields::{luhn_valid, num};
 use iso8583::framing::FramingConfig;
+use iso8583::mac::{MacAlgorithm, MacKey};
 use iso8583::mask::Masked;
 use simulators::faults::{FaultControl, Faults};
-use simulators::{serve_admin, serve_bank_recorded, Bank};
+use simulators::{serve_admin, serve_bank_with, Bank, LinkOptions};
 use switchboard::dialect::InstitutionId;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +100,14 @@ struct Args {
     /// writer's queue full are dropped from the file and counted, never waited for.
     #[arg(long)]
     capture: Option<PathBuf>,
+    /// Require and sign MACs (field 128) on the ISO 8583 port with this key,
+    /// in hex: 32 digits for x9.19, 32, 48 or 64 for aes-cmac. Read from
+    /// BANKSIM_MAC_KEY when that is set instead.
+    #[arg(long, hide_env_values = true, env = "BANKSIM_MAC_KEY")]
+    mac_key: Option<String>,
+    /// The MAC algorithm of --mac-key: x9.19 (ANSI X9.19 retail MAC) or aes-cmac.
+    #[arg(long, default_value = "x9.19", requires = "mac_key")]
+    mac: String,
 }
 
 /// Where the accounts come from.
@@ -116,6 +131,7 @@ struct Config {
     print_accounts: bool,
     faults: Faults,
     capture: Option<PathBuf>,
+    mac: Option<Arc<MacKey>>,
 }
 
 impl Config {
@@ -147,6 +163,17 @@ impl Config {
                 }
             }
         };
+        let mac = match &args.mac_key {
+            Some(hex) => {
+                let algorithm: MacAlgorithm = args
+                    .mac
+                    .parse()
+                    .with_context(|| format!("--mac {:?}", args.mac))?;
+                let key = MacKey::from_hex(algorithm, hex.trim()).context("--mac-key")?;
+                Some(Arc::new(key))
+            }
+            None => None,
+        };
         Ok(Config {
             listen: args.listen,
             institution,
@@ -156,6 +183,7 @@ impl Config {
             print_accounts: args.print_accounts,
             faults,
             capture: args.capture,
+            mac,
         })
     }
 
@@ -287,6 +315,10 @@ async fn main() -> anyhow::Result<()> {
         accounts = accounts.len(),
         total_balance_minor = bank.total_balance_minor(),
         faults = %config.faults,
+        mac = %config.mac.as_ref().map_or_else(
+            || "none".to_string(),
+            |key| format!("{} kcv {}", key.algorithm(), key.kcv_hex())
+        ),
         "banksim: serving"
     );
 
@@ -308,12 +340,16 @@ async fn main() -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    let server = tokio::spawn(serve_bank_recorded(
+    let options = LinkOptions {
+        capture: recorder.clone(),
+        mac: config.mac.clone(),
+    };
+    let server = tokio::spawn(serve_bank_with(
         listener,
         config.framing.clone(),
         bank.clone(),
         faults.clone(),
-        recorder.clone(),
+        options,
         shutdown.clone(),
     ));
     tokio::signal::ctrl_c()

@@ -195,6 +195,26 @@ impl Drop for Running {
     }
 }
 
+/// `program` (the `banksim` binary) with `args`, its output discarded;
+/// killed when the returned guard drops.
+pub fn start<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Running {
+    let child = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// A framed client of `addr`, once something listens there (10 s at most).
+pub async fn connect_when_listening(addr: &str) -> Client {
+    Framed::new(
+        wait_for(addr).await,
+        FrameCodec::new(FramingConfig::default()),
+    )
+}
+
 pub async fn wait_for(addr: &str) -> TcpStream {
     for _ in 0..200 {
         if let Ok(stream) = TcpStream::connect(addr).await {

@@ -161,6 +161,20 @@ fn put_field(field: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), 
     Ok(())
 }
 
+/// Appends field `number` holding `value` to `out` as it is on the wire,
+/// length prefix included.
+pub(crate) fn build_field(
+    spec: &Spec,
+    number: u16,
+    value: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let field = spec
+        .field(number)
+        .ok_or(EncodeError::UndefinedField { field: number })?;
+    put_field(field, value, out)
+}
+
 /// Appends the wire form of `msg` to `out`. On error `out` is left as it was.
 pub fn build(spec: &Spec, msg: &Message, out: &mut BytesMut) -> Result<(), EncodeError> {
     let mark = out.len();

@@ -8,6 +8,7 @@ mod error;
 mod message;
 mod parse;
 
+pub(crate) use build::build_field;
 pub use build::{build, build_bytes};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, Location};
 pub use message::{Message, Mti};
