@@ -230,11 +230,18 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
             .args(more)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let masked = journal(&[]);
-    let freezes = masked.lines().filter(|l| l.contains("\"mti\":\"0100\"")).count();
+    let freezes = masked
+        .lines()
+        .filter(|l| l.contains("\"mti\":\"0100\""))
+        .count();
     assert!(freezes >= 10, "{masked}");
     assert!(masked.contains("622202******"), "{masked}");
     assert!(!cards.iter().any(|c| masked.contains(c.as_str())));

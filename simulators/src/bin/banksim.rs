@@ -329,6 +329,12 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // The handler is in place before anything serves: a Ctrl-C as soon as
+    // the ports answer must stop the bank cleanly (capture flushed), not
+    // kill it with the signal's default action.
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the Ctrl-C handler")?;
     let bank = Arc::new(Mutex::new(bank));
     let faults = Arc::new(FaultControl::new(config.faults.clone()));
     let shutdown = CancellationToken::new();
@@ -352,6 +358,9 @@ async fn main() -> anyhow::Result<()> {
         options,
         shutdown.clone(),
     ));
+    #[cfg(unix)]
+    interrupt.recv().await;
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
