@@ -7,6 +7,7 @@
 #   benches/load.sh [RATE...]        default rates: 5000 10000 20000
 #   DURATION=10 CONNECTIONS=4 benches/load.sh 8000
 #   CAPTURE=1 benches/load.sh 5000   the switch records every link ([capture])
+#   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -24,6 +25,10 @@ $B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000
 $B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
     --accounts 200 --balance 100000000000 --seed 2 >"$work/bank-b.log" 2>&1 & pids+=($!)
 sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
+if [ -n "${KEYS:-}" ]; then
+    $B/switchboard keygen --out "$work/keys.toml" >/dev/null
+    printf '\n[security]\ndata_key_file = "%s/keys.toml"\nrequire_encryption = true\n' "$work" >>"$work/switch.toml"
+fi
 if [ -n "${CAPTURE:-}" ]; then
     printf '\n[capture]\npath = "%s/switch.pcapng"\nmax_bytes = 1073741824\nmax_files = 2\n' "$work" >>"$work/switch.toml"
 fi
