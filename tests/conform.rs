@@ -89,7 +89,11 @@ impl Conformed {
     }
 }
 
-async fn conform(suite: &str, target: SocketAddr, args: &[&str]) -> Conformed {
+async fn conform<S: AsRef<std::ffi::OsStr>>(
+    suite: &str,
+    target: SocketAddr,
+    args: &[S],
+) -> Conformed {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["conform", suite, "--json", "--target"])
         .arg(target.to_string())
@@ -225,7 +229,6 @@ async fn the_bank_host_suite_passes_against_the_bank_simulator_with_its_books_ch
     let junit = dir.path().join("bank-host.xml");
     let mut args = bank_args(&bank);
     args.extend(["--junit".into(), junit.to_string_lossy().into_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = conform("bank-host", common::process::addr(bank.port), &args).await;
     assert_eq!(out.code, Some(0), "{:?}\n{}", out.cases, out.stderr);
     assert_eq!(out.not_passed(), Vec::<&str>::new());
@@ -281,7 +284,6 @@ async fn a_bank_host_that_does_not_echo_f11_in_freeze_answers_fails_exactly_the_
     })
     .await;
     let args = bank_args(&bank);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = conform("bank-host", proxy, &args).await;
     task.abort();
     assert_eq!(out.code, Some(1), "{:?}", out.cases);
@@ -312,11 +314,10 @@ async fn a_bank_host_that_never_answers_a_repeated_reversal_times_out_there_and_
     // The repeat 0421 never reaches the bank, so it is never answered.
     let (proxy, task) = swallowing_proxy(common::process::addr(bank.port), *b"0421").await;
     let args = bank_args(&bank);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = conform(
         "bank-host",
         proxy,
-        &[&args[..], &["--case", "reversal"]].concat(),
+        &[args, vec!["--case".into(), "reversal".into()]].concat(),
     )
     .await;
     task.abort();
@@ -372,11 +373,10 @@ async fn a_bank_host_that_reverses_a_repeated_reversal_again_fails_the_ledger_ch
     )
     .await;
     let args = bank_args(&bank);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = conform(
         "bank-host",
         proxy,
-        &[&args[..], &["--case", "reversal"]].concat(),
+        &[args, vec!["--case".into(), "reversal".into()]].concat(),
     )
     .await;
     task.abort();
@@ -408,7 +408,6 @@ async fn the_wallet_suite_passes_against_the_switch_and_the_money_adds_up() {
     let h = start().await;
     let (a_before, b_before) = (h.bank_a.snapshot(), h.bank_b.snapshot());
     let args = wallet_args(&h);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = conform("wallet", h.world.switch_addr, &args).await;
     assert_eq!(out.code, Some(0), "{:?}\n{}", out.cases, out.stderr);
     assert_eq!(out.not_passed(), Vec::<&str>::new());
@@ -452,7 +451,6 @@ async fn a_switch_that_approves_a_changed_resend_fails_the_94_step_alone() {
     })
     .await;
     let args = wallet_args(&h);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = conform("wallet", proxy, &args).await;
     task.abort();
     assert_eq!(out.code, Some(1), "{:?}", out.cases);

@@ -2,6 +2,7 @@
 //! failure said in words, with values masked where the spec says a field is
 //! sensitive.
 
+use iso8583::diff::{differences, Part};
 use iso8583::mask::mask_pan;
 use iso8583::{Message, Spec};
 use regex::Regex;
@@ -156,33 +157,24 @@ fn one_of(codes: &[String]) -> String {
 
 /// An answer against an earlier one: the same MTI and fields but `ignore`.
 fn same_as(spec: &Spec, earlier: &Message, answer: &Message, ignore: &[u16]) -> Vec<String> {
-    let mut failures = Vec::new();
-    if earlier.mti() != answer.mti() {
-        failures.push(format!(
-            "MTI: expected the earlier answer's {}, got {}",
-            earlier.mti_str(),
-            answer.mti_str()
-        ));
+    fn text(value: &Option<bytes::Bytes>) -> Option<std::borrow::Cow<'_, str>> {
+        value.as_deref().map(String::from_utf8_lossy)
     }
-    let mut fields: Vec<u16> = earlier
-        .fields()
-        .chain(answer.fields())
-        .map(|(n, _)| n)
-        .filter(|n| !ignore.contains(n))
-        .collect();
-    fields.sort_unstable();
-    fields.dedup();
-    for field in fields {
-        let (was, now) = (earlier.get_str(field), answer.get_str(field));
-        if was != now {
-            failures.push(format!(
+    differences(earlier, answer, ignore)
+        .iter()
+        .map(|d| match d.part {
+            Part::Mti => format!(
+                "MTI: expected the earlier answer's {}, got {}",
+                earlier.mti_str(),
+                answer.mti_str()
+            ),
+            Part::Field(field) => format!(
                 "field {field}: expected the earlier answer's {}, got {}",
-                shown(spec, field, was),
-                shown(spec, field, now)
-            ));
-        }
-    }
-    failures
+                shown(spec, field, text(&d.expected).as_deref()),
+                shown(spec, field, text(&d.actual).as_deref())
+            ),
+        })
+        .collect()
 }
 
 /// A ledger check against the card's change since the case began.

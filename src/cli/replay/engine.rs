@@ -175,6 +175,9 @@ pub struct Engine<'a> {
     /// Requests waiting for their answer, by number; their numbers by the
     /// answer's key (a request and its repeat share one).
     sent: HashMap<u64, Sent>,
+    /// When the capture saw the answers of the requests in `sent` (a count
+    /// per moment): the earliest says whether the next request must wait.
+    answer_times: BTreeMap<i64, u32>,
     by_key: HashMap<Vec<u8>, VecDeque<u64>>,
     deadlines: VecDeque<(Instant, u64)>,
     answers_tx: mpsc::Sender<Incoming>,
@@ -201,6 +204,7 @@ impl<'a> Engine<'a> {
             links: HashMap::new(),
             generations: 0,
             sent: HashMap::new(),
+            answer_times: BTreeMap::new(),
             by_key: HashMap::new(),
             deadlines: VecDeque::new(),
             answers_tx,
@@ -267,9 +271,30 @@ impl<'a> Engine<'a> {
     /// the wallet did, while requests the capture shows in flight together
     /// go together.
     fn waits_for_an_answer(&self, exchange: &Exchange) -> bool {
-        self.sent
-            .values()
-            .any(|s| s.captured_answer_ns.is_some_and(|at| at <= exchange.ts_ns))
+        self.answer_times
+            .keys()
+            .next()
+            .is_some_and(|&earliest| earliest <= exchange.ts_ns)
+    }
+
+    fn add_sent(&mut self, number: u64, sent: Sent) {
+        if let Some(at) = sent.captured_answer_ns {
+            *self.answer_times.entry(at).or_default() += 1;
+        }
+        self.sent.insert(number, sent);
+    }
+
+    fn take_sent(&mut self, number: u64) -> Option<Sent> {
+        let sent = self.sent.remove(&number)?;
+        if let Some(at) = sent.captured_answer_ns {
+            if let Some(count) = self.answer_times.get_mut(&at) {
+                *count -= 1;
+                if *count == 0 {
+                    self.answer_times.remove(&at);
+                }
+            }
+        }
+        Some(sent)
     }
 
     fn record(&mut self, number: u64, mut outcome: Outcome) {
@@ -342,7 +367,7 @@ impl<'a> Engine<'a> {
             .push_back(number);
         self.deadlines
             .push_back((now + self.options.timeout, number));
-        self.sent.insert(number, Sent { at: now, ..sent });
+        self.add_sent(number, Sent { at: now, ..sent });
     }
 
     async fn write(
@@ -470,7 +495,7 @@ impl<'a> Engine<'a> {
         if self.by_key.get(&key).is_some_and(VecDeque::is_empty) {
             self.by_key.remove(&key);
         }
-        let Some(sent) = number.and_then(|n| self.sent.remove(&n).map(|s| (n, s))) else {
+        let Some(sent) = number.and_then(|n| self.take_sent(n).map(|s| (n, s))) else {
             return self.unsolicited(conn, Some(message), Verdict::Extra);
         };
         let (number, sent) = sent;
@@ -518,7 +543,7 @@ impl<'a> Engine<'a> {
 
     /// A request that will get no answer: missing if the capture had one.
     fn give_up(&mut self, number: u64, reason: &str) {
-        let Some(sent) = self.sent.remove(&number) else {
+        let Some(sent) = self.take_sent(number) else {
             return;
         };
         if let Some(numbers) = self.by_key.get_mut(&sent.key) {

@@ -1,13 +1,12 @@
 //! What a replay needs that is not a socket: the capture as a script of
 //! requests with their captured answers ([`script`]), fields renewed so a
 //! live host takes the requests as new ones ([`renew`]), and answers compared
-//! field by field ([`compare`]). The command line sends and receives.
+//! field by field (`iso8583::diff`). The command line sends and receives.
 
-pub mod compare;
 pub mod renew;
 pub mod script;
 
-pub use compare::{differences, Difference, Part};
+pub use iso8583::diff::{differences, Difference, Part};
 pub use renew::{Renewer, DEFAULT_RENEW, RENEWABLE};
 pub use script::{CapturedAnswer, Exchange, ScriptBuilder, ScriptOptions, ScriptStats};
 

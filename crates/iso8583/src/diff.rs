@@ -1,7 +1,10 @@
-//! An answer against the captured one, field by field.
+//! Two messages compared field by field: an answer against the one
+//! expected (a captured answer on replay, an earlier answer in a
+//! conformance case).
 
 use bytes::Bytes;
-use iso8583::Message;
+
+use crate::codec::Message;
 
 /// What differs: the MTI, or a field by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +22,7 @@ pub struct Difference {
 }
 
 /// The MTI and every field, in field order, that differ between the
-/// captured answer and the one received, except the fields in `ignore`.
+/// expected message and the actual one, except the fields in `ignore`.
 pub fn differences(expected: &Message, actual: &Message, ignore: &[u16]) -> Vec<Difference> {
     let mut found = Vec::new();
     if expected.mti() != actual.mti() {
@@ -53,7 +56,14 @@ pub fn differences(expected: &Message, actual: &Message, ignore: &[u16]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::message;
+
+    fn message(mti: &[u8; 4], fields: &[(u16, &str)]) -> Message {
+        let mut msg = Message::new(*mti);
+        for (number, value) in fields {
+            msg.set(*number, value.as_bytes().to_vec());
+        }
+        msg
+    }
 
     #[test]
     fn names_each_field_that_differs_and_skips_ignored_ones() {
