@@ -89,6 +89,7 @@ async fn two_instances_behind_haproxy_share_one_database() {
         movable_clock: None,
         store: Some(store_one.clone() as Arc<dyn Store>),
         records: None,
+        mac: None,
     };
     assert_passed(&scenarios::one_to_many(&world, 10, 240).await);
 

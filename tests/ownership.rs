@@ -41,6 +41,7 @@ fn listener(institution: &str, partners: &[&str]) -> WalletListener {
         max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
         max_per_address: None,
         tls: None,
+        mac: None,
     }
 }
 

@@ -312,6 +312,7 @@ impl SimSwitch {
                 name: "sim wallet".into(),
                 institutions: vec![],
                 partners: vec![],
+                mac: None,
             };
             let answer = switch.handle(&peer, msg, raw).await;
             let _ = tx.send(answer);

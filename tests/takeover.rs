@@ -113,6 +113,7 @@ async fn handle(switch: &Switch, msg: &Message) -> Message {
         name: "wallet".into(),
         institutions: vec![],
         partners: vec![],
+        mac: None,
     };
     let raw = build_bytes(&Spec::switchboard(), msg).unwrap();
     let answer = switch.handle(&peer, msg.clone(), raw).await.unwrap();

@@ -17,7 +17,10 @@
 //! With a MAC key ([`LinkOptions::mac`]), every request whose message may
 //! carry field 128 in the dialect must carry a valid one: a missing or wrong
 //! MAC is answered with [`ResponseCode::MAC_FAILURE`] (A0), journaled as a decline, and
-//! changes nothing; every answer that may carry field 128 is signed.
+//! changes nothing; every answer that may carry field 128 is signed. With a
+//! key-encrypting key and [`LinkOptions::key_change_every`], the bank also
+//! sends the switch a new working key now and then (0800, F70 161, the key
+//! under the KEK in F48) and puts it in force once the switch approves it.
 //!
 //! With a capture [`Recorder`], every frame a connection reads and sends is
 //! also recorded (see [`capture::record`]): the connection only queues a
@@ -43,13 +46,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use iso8583::codec::{build_bytes, parse, Message};
-use iso8583::fields::num;
+use iso8583::fields::{format_transmission, num};
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, FramingError, HeaderKind};
 use iso8583::mac::{self, MacKey};
 use iso8583::mask::Masked;
 use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use iso8583::validate::validate;
+
+use switchboard::mac::{LinkMac, KEY_CHANGE, KEY_CHANGE_FIELD};
 
 use crate::bank::{reject_undecodable, Bank, Ledger};
 use crate::faults::{self, Dice, Fate, FaultControl, Faults};
@@ -80,7 +85,107 @@ pub struct LinkOptions {
     pub capture: Option<Recorder>,
     /// Require a valid field 128 on requests that may carry one, and sign
     /// every answer that may.
-    pub mac: Option<Arc<MacKey>>,
+    pub mac: Option<Arc<LinkMac>>,
+    /// Send the switch a new working key under the KEK this often (0800, F70
+    /// 161); it is put in force when the switch approves it. Needs `mac`
+    /// with a KEK.
+    pub key_change_every: Option<Duration>,
+}
+
+/// The bank's side of working-key changes: a new key sent over one live
+/// connection every period, put in force when the switch's 0810 approves
+/// it and verifies under it.
+struct KeyChanger {
+    mac: Arc<LinkMac>,
+    spec: Arc<Spec>,
+    institution: String,
+    /// The STAN of the key change in flight and the key it carries.
+    pending: Mutex<Option<(String, MacKey)>>,
+    /// The writer queues of the connections, to send the next change on.
+    writers: Mutex<Vec<mpsc::Sender<Frame>>>,
+    stan: std::sync::atomic::AtomicU32,
+}
+
+impl KeyChanger {
+    /// Sends a key change on the first connection still open.
+    async fn send_one(&self, framing: &FramingConfig) {
+        let tx = {
+            let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+            writers.retain(|tx| !tx.is_closed());
+            writers.first().cloned()
+        };
+        let Some(tx) = tx else {
+            return;
+        };
+        let change = match self.mac.new_key_change() {
+            Ok(change) => change,
+            Err(e) => {
+                warn!(error = %e, "bank: cannot make a key change");
+                return;
+            }
+        };
+        let n = self.stan.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 999_999 + 1;
+        let stan = format!("{n:06}");
+        let mut msg = Message::new(*b"0800");
+        msg.set(
+            num::TRANSMISSION,
+            format_transmission(chrono::Utc::now().naive_utc()),
+        )
+        .set(num::STAN, stan.clone())
+        .set(num::ACQUIRER, self.institution.clone())
+        .set(num::NETWORK_CODE, KEY_CHANGE)
+        .set(KEY_CHANGE_FIELD, change.to_text().to_string());
+        let body = match self.mac.build(&self.spec, &msg) {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(error = %e, "bank: cannot build a key change");
+                return;
+            }
+        };
+        let header = match framing.header {
+            HeaderKind::Fixed(n) => Bytes::from(vec![0u8; n]),
+            _ => Bytes::new(),
+        };
+        info!(stan, new_kcv = %change.key.kcv_hex(), "bank: key change sent");
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some((stan, change.key));
+        let _ = tx.send(Frame::Message { header, body }).await;
+    }
+
+    /// The switch's answer to a key change: the new key is put in force when
+    /// it approved and signed the answer with it.
+    fn answered(&self, body: &[u8], answer: &Message) {
+        let Some((stan, key)) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        if answer.get_str(num::STAN) != Some(stan.as_str()) {
+            warn!(
+                stan,
+                "bank: an answer to another key change; the key in force stays"
+            );
+            return;
+        }
+        let code = answer.get_str(num::RESPONSE_CODE).unwrap_or("none");
+        let verified =
+            mac::verify_received_with(&self.spec, body, answer, &key, self.mac.coverage());
+        match (code, verified) {
+            ("00", Ok(())) => {
+                let old = self.mac.kcv();
+                self.mac.install(key);
+                info!(old_kcv = %old, new_kcv = %self.mac.kcv(), "bank: MAC working key changed");
+            }
+            (code, verified) => warn!(
+                code,
+                mac = ?verified.err(),
+                kcv = %self.mac.kcv(),
+                "bank: key change refused by the switch; the key in force stays"
+            ),
+        }
+    }
 }
 
 /// Serves the bank's ISO 8583 port until `shutdown` is cancelled, with the
@@ -112,9 +217,39 @@ pub async fn serve_bank_with(
     options: LinkOptions,
     shutdown: CancellationToken,
 ) {
-    let LinkOptions { capture, mac } = options;
+    let LinkOptions {
+        capture,
+        mac,
+        key_change_every,
+    } = options;
     let local = listener.local_addr().ok();
     let spec = lock(&bank).spec().clone();
+    let changer = match (&mac, key_change_every) {
+        (Some(mac), Some(every)) if mac.has_kek() => {
+            let changer = Arc::new(KeyChanger {
+                mac: mac.clone(),
+                spec: spec.clone(),
+                institution: lock(&bank).institution().as_str().to_string(),
+                pending: Mutex::new(None),
+                writers: Mutex::new(Vec::new()),
+                stan: std::sync::atomic::AtomicU32::new(0),
+            });
+            let (task_changer, framing, shutdown) =
+                (changer.clone(), framing.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tick.tick() => task_changer.send_one(&framing).await,
+                    }
+                }
+            });
+            Some(changer)
+        }
+        _ => None,
+    };
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
     // Each connection's draws are seeded with its index: the same traffic
@@ -145,6 +280,7 @@ pub async fn serve_bank_with(
             peer,
             dice: Dice::new(faults.clone(), accepted),
             mac: mac.clone(),
+            changer: changer.clone(),
             tap: capture
                 .as_ref()
                 .map(|c| c.tap(peer, stream.local_addr().ok().or(local).unwrap_or(peer))),
@@ -166,8 +302,10 @@ struct Connection {
     bank: Arc<Mutex<Bank>>,
     peer: SocketAddr,
     dice: Dice,
-    /// The link's MAC key, if it requires MACs.
-    mac: Option<Arc<MacKey>>,
+    /// The link's MAC keys, if it requires MACs.
+    mac: Option<Arc<LinkMac>>,
+    /// Where key changes are sent from and answered to, if the bank sends them.
+    changer: Option<Arc<KeyChanger>>,
     /// Where this connection's frames are recorded, if anywhere.
     tap: Option<Tap>,
 }
@@ -196,6 +334,13 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let (sink, mut frames) = Framed::new(stream, FrameCodec::new(self.framing.clone())).split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        if let Some(changer) = &self.changer {
+            changer
+                .writers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tx.clone());
+        }
         let mut writer = tokio::spawn(write_frames(
             sink,
             rx,
@@ -319,6 +464,12 @@ impl Connection {
         };
         let mti = *request.mti();
         let is_request = mti[2].is_ascii_digit() && !iso8583::mti::is_response(&mti);
+        if &mti == b"0810" && request.get_str(num::NETWORK_CODE) == Some(KEY_CHANGE) {
+            if let Some(changer) = &self.changer {
+                changer.answered(&body, &request);
+            }
+            return Action::Nothing;
+        }
         if is_request {
             if let Some(refusal) = self.refuse_mac(&header, &body, &request) {
                 return refusal;
@@ -381,11 +532,11 @@ impl Connection {
     /// missing or wrong: A0, journaled as a decline; `None` when the MAC is
     /// good or the message carries none in the dialect.
     fn refuse_mac(&self, header: &Bytes, body: &Bytes, request: &Message) -> Option<Action> {
-        let key = self.mac.as_deref()?;
-        if !may_carry_mac(&self.spec, request) {
-            return None;
-        }
-        let error = mac::verify_received(&self.spec, body, request, key).err()?;
+        let error = self
+            .mac
+            .as_deref()?
+            .check(&self.spec, body, request)
+            .err()?;
         warn!(
             peer = %self.peer,
             mti = request.mti_str(),
@@ -404,10 +555,8 @@ impl Connection {
     /// The wire form of an answer, its field 128 signed on a link with MACs.
     fn build_answer(&self, response: &Message) -> Result<Bytes, String> {
         match self.mac.as_deref() {
-            Some(key) if may_carry_mac(&self.spec, response) => {
-                mac::sign_bytes(&self.spec, &mut response.clone(), key).map_err(|e| e.to_string())
-            }
-            _ => build_bytes(&self.spec, response).map_err(|e| e.to_string()),
+            Some(mac) => mac.build(&self.spec, response).map_err(|e| e.to_string()),
+            None => build_bytes(&self.spec, response).map_err(|e| e.to_string()),
         }
     }
 
@@ -427,20 +576,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// Whether the dialect lets `msg` (a request or a response) carry field 128.
-fn may_carry_mac(spec: &Spec, msg: &Message) -> bool {
-    let pc = msg.get(num::PROCESSING_CODE).map(|v| &v[..]);
-    spec.message_for(msg.mti(), pc)
-        .is_some_and(|(message, is_response)| {
-            let rule = if is_response {
-                &message.response
-            } else {
-                &message.request
-            };
-            rule.allows(mac::MAC_FIELD)
-        })
 }
 
 /// Queues `copies` copies of `frame` for the writer; false if it is gone.
@@ -716,7 +851,10 @@ pub async fn spawn_bank_recorded(
     faults: Faults,
     capture: Option<Recorder>,
 ) -> std::io::Result<BankHandle> {
-    let options = LinkOptions { capture, mac: None };
+    let options = LinkOptions {
+        capture,
+        ..LinkOptions::default()
+    };
     spawn_bank_with(bank, framing, faults, options).await
 }
 

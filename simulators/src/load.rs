@@ -56,6 +56,8 @@ pub struct LoadConfig {
     /// How long a request waits for an answer before it is resent, and
     /// before it is given up.
     pub patience: Patience,
+    /// The link's MACs, when requests must be signed.
+    pub mac: Option<Arc<switchboard::mac::LinkMac>>,
 }
 
 /// Results of a load run.
@@ -142,7 +144,8 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
                 config.records.clone(),
             )
             .await
-            .map_err(|e| format!("connect {}: {e}", config.target))?,
+            .map_err(|e| format!("connect {}: {e}", config.target))?
+            .with_mac(config.mac.clone()),
         ));
     }
     let freezes_len = match &config.kind {

@@ -63,6 +63,8 @@ pub struct ResendingWallet {
     messages: WalletClient,
     patience: Patience,
     records: Option<Arc<WalletRecords>>,
+    /// The link's MACs, for every connection this wallet opens.
+    mac: Option<Arc<switchboard::mac::LinkMac>>,
     spec: Spec,
     connection: Mutex<Connection>,
     reconnects: AtomicU64,
@@ -89,6 +91,7 @@ impl ResendingWallet {
             messages: WalletClient::offline(institution),
             patience,
             records,
+            mac: None,
             spec: Spec::switchboard(),
             connection: Mutex::new(Connection {
                 client: Some(client),
@@ -97,6 +100,17 @@ impl ResendingWallet {
             reconnects: AtomicU64::new(0),
             resends: AtomicU64::new(0),
         })
+    }
+
+    /// Signs every request and checks every answer with the link's MACs,
+    /// on this connection and on every one opened after it.
+    pub fn with_mac(mut self, mac: Option<Arc<switchboard::mac::LinkMac>>) -> Self {
+        let connection = self.connection.get_mut();
+        if let Some(client) = connection.client.take() {
+            connection.client = Some(client.with_mac(mac.clone()));
+        }
+        self.mac = mac;
+        self
     }
 
     /// Builds the requests this wallet sends (freeze, receive, unfreeze …).
@@ -138,6 +152,12 @@ impl ResendingWallet {
                         return Ok(answer);
                     }
                     Ok(Err(WalletError::Build(e))) => return Err(WalletError::Build(e)),
+                    // Answered, but not by anyone holding the link's key:
+                    // a resend would meet the same answer.
+                    Ok(Err(WalletError::Mac(e))) => {
+                        self.record(msg, None);
+                        return Err(WalletError::Mac(e));
+                    }
                     // Still connected as far as the wallet knows: resend on it
                     // (the switch answers a resend of a request it is still
                     // deciding when the decision is made).
@@ -189,7 +209,9 @@ impl ResendingWallet {
             let attempt =
                 WalletClient::connect(self.addr, self.framing.clone(), self.messages.institution());
             if let Ok(Ok(client)) = tokio::time::timeout_at(deadline, attempt).await {
-                let client = client.with_timeout(self.patience.attempt);
+                let client = client
+                    .with_timeout(self.patience.attempt)
+                    .with_mac(self.mac.clone());
                 connection.generation += 1;
                 connection.client = Some(client.clone());
                 self.reconnects.fetch_add(1, Ordering::Relaxed);

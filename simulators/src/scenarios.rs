@@ -77,6 +77,8 @@ pub struct World {
     pub store: Option<Arc<dyn Store>>,
     /// Where the wallet keeps its own records of every exchange, if it does.
     pub records: Option<Arc<crate::wallet::WalletRecords>>,
+    /// The link's MACs, when the switch's wallet listener requires them.
+    pub mac: Option<Arc<switchboard::mac::LinkMac>>,
 }
 
 /// The outcome of one scenario.
@@ -160,6 +162,7 @@ impl World {
             .map(|c| {
                 c.with_timeout(Duration::from_secs(20))
                     .with_records(self.records.clone())
+                    .with_mac(self.mac.clone())
             })
             .map_err(|e| format!("connect {}: {e}", self.switch_addr))
     }

@@ -22,6 +22,7 @@ use iso8583::mti::response_mti;
 use iso8583::spec::Spec;
 use switchboard::dialect::OriginalData;
 use switchboard::link::MatchKey;
+use switchboard::mac::LinkMac;
 
 pub use super::wallet_records::{WalletRecord, WalletRecords};
 
@@ -37,6 +38,9 @@ pub enum WalletError {
     NotSent,
     #[error("cannot build request: {0}")]
     Build(String),
+    /// The answer's MAC was missing or wrong (a link with MACs).
+    #[error("answer refused: {0}")]
+    Mac(String),
     /// Resent on every connection lost or answer missed until the wallet's
     /// patience ran out (`ResendingWallet`).
     #[error("no answer after resending for {0:?}")]
@@ -46,11 +50,11 @@ pub enum WalletError {
 /// Waiters by the key of the answer they wait for; `None` once the
 /// connection is closed, so a request made after that fails at once instead
 /// of waiting for an answer that cannot come.
-type Pending = Mutex<Option<HashMap<MatchKey, oneshot::Sender<Message>>>>;
+type Pending = Mutex<Option<Waiters>>;
 
-fn lock(
-    pending: &Pending,
-) -> std::sync::MutexGuard<'_, Option<HashMap<MatchKey, oneshot::Sender<Message>>>> {
+type Waiters = HashMap<MatchKey, oneshot::Sender<Result<Message, WalletError>>>;
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, Option<Waiters>> {
     // A waiter map stays consistent whatever panicked while holding it.
     pending.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -84,6 +88,9 @@ pub struct WalletClient {
     timeout: Duration,
     /// Where every exchange is kept, when the wallet keeps records.
     records: Option<Arc<WalletRecords>>,
+    /// The link's MACs, when it has them: requests are signed, answers
+    /// checked (shared with the reader).
+    mac: Arc<std::sync::OnceLock<Arc<LinkMac>>>,
 }
 
 impl WalletClient {
@@ -133,18 +140,24 @@ impl WalletClient {
         let spec = Arc::new(Spec::switchboard());
         let reader_pending = pending.clone();
         let reader_spec = spec.clone();
+        let mac: Arc<std::sync::OnceLock<Arc<LinkMac>>> = Arc::default();
+        let reader_mac = mac.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = source.next().await {
                 let Frame::Message { body, .. } = frame else {
                     continue;
                 };
-                let Ok(msg) = parse(&reader_spec, body) else {
+                let Ok(msg) = parse(&reader_spec, body.clone()) else {
                     continue;
                 };
-                let waiter = MatchKey::of(&msg, *msg.mti())
-                    .and_then(|k| lock(&reader_pending).as_mut()?.remove(&k));
+                let key = MatchKey::of(&msg, *msg.mti());
+                let answer = match reader_mac.get().map(|m| m.check(&reader_spec, &body, &msg)) {
+                    Some(Err(e)) => Err(WalletError::Mac(e.to_string())),
+                    _ => Ok(msg),
+                };
+                let waiter = key.and_then(|k| lock(&reader_pending).as_mut()?.remove(&k));
                 if let Some(w) = waiter {
-                    let _ = w.send(msg);
+                    let _ = w.send(answer);
                 }
             }
             // Dropping the senders tells every waiter the connection closed.
@@ -157,7 +170,22 @@ impl WalletClient {
             pending,
             timeout: Duration::from_secs(30),
             records: None,
+            mac,
         }
+    }
+
+    /// Signs every request with the link's key and refuses answers whose MAC
+    /// is missing or wrong ([`WalletError::Mac`]). Set once, before sending.
+    pub fn with_mac(self, mac: Option<Arc<LinkMac>>) -> Self {
+        if let Some(mac) = mac {
+            let _ = self.mac.set(mac);
+        }
+        self
+    }
+
+    /// The link's MACs, when this wallet signs.
+    pub fn mac(&self) -> Option<Arc<LinkMac>> {
+        self.mac.get().cloned()
     }
 
     /// A wallet with no connection, sending as `institution`: it builds
@@ -171,6 +199,7 @@ impl WalletClient {
             pending: Arc::new(Mutex::new(None)),
             timeout: Duration::from_secs(30),
             records: None,
+            mac: Arc::default(),
         }
     }
 
@@ -204,7 +233,11 @@ impl WalletClient {
     }
 
     async fn exchange(&self, msg: &Message) -> Result<Message, WalletError> {
-        let body = build_bytes(&self.spec, msg).map_err(|e| WalletError::Build(e.to_string()))?;
+        let body = match self.mac.get() {
+            Some(mac) => mac.build(&self.spec, msg).map_err(|e| e.to_string()),
+            None => build_bytes(&self.spec, msg).map_err(|e| e.to_string()),
+        }
+        .map_err(WalletError::Build)?;
         let key = MatchKey::of(msg, response_mti(msg.mti()))
             .ok_or_else(|| WalletError::Build("request lacks F7 or F11".into()))?;
         let (tx, rx) = oneshot::channel();
@@ -219,7 +252,7 @@ impl WalletClient {
             return Err(WalletError::NotSent);
         }
         match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(m)) => Ok(m),
+            Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(WalletError::Closed),
             Err(_) => {
                 if let Some(waiters) = lock(&self.pending).as_mut() {

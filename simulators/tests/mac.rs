@@ -1,6 +1,6 @@
 //! MACs on the bank's link: with a key, a request must carry a valid field
-//! 128 or it is answered A0 and changes nothing; answers are signed; network
-//! management (no field 128 in the dialect) goes on unsigned. Then the same
+//! 128 or it is answered A0 and changes nothing; answers are signed, network
+//! management's included. Then the same
 //! through the `banksim` binary's `--mac-key` and `--mac`.
 
 use std::process::Command;
@@ -9,11 +9,12 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use iso8583::codec::{build_bytes, parse, Message};
 use iso8583::framing::{Frame, FramingConfig};
-use iso8583::mac::{self, MacAlgorithm, MacError, MacKey};
+use iso8583::mac::{self, Coverage, MacAlgorithm, MacError, MacKey};
 use iso8583::{ResponseCode, Spec};
 use simulators::bank::MovementKind;
 use simulators::bank_server::{spawn_bank_with, BankHandle, LinkOptions};
 use simulators::Bank;
+use switchboard::mac::LinkMac;
 
 mod common;
 
@@ -30,8 +31,8 @@ async fn bank_with_mac(key: MacKey) -> BankHandle {
     let mut bank = Bank::new(BANK);
     bank.add_account(&sender(), 100_000);
     let options = LinkOptions {
-        capture: None,
-        mac: Some(Arc::new(key)),
+        mac: Some(Arc::new(LinkMac::new(key, Coverage::Message, None))),
+        ..LinkOptions::default()
     };
     spawn_bank_with(bank, FramingConfig::default(), Default::default(), options)
         .await
@@ -114,15 +115,18 @@ async fn a_mac_link_takes_signed_requests_and_refuses_the_rest_with_a0() {
             .iter()
             .all(|m| m.kind == MovementKind::Freeze && m.applied_minor == 0));
 
-        // Network management carries no field 128 in this dialect.
+        // Network management is signed too: unsigned, a sign-on is refused.
         let (_, answer) = exchange(
             &mut client,
             &spec,
             build_bytes(&spec, &sign_on("000005")).unwrap(),
         )
         .await;
+        assert_eq!(rc(&answer), ResponseCode::MAC_FAILURE);
+        let (body, answer) =
+            exchange(&mut client, &spec, signed(&spec, sign_on("000006"), &key)).await;
         assert_eq!(rc(&answer), ResponseCode::APPROVED);
-        assert!(!answer.has(128));
+        assert_eq!(mac::verify_received(&spec, &body, &answer, &key), Ok(()));
         handle.stop().await;
     }
 }

@@ -69,6 +69,7 @@ fn bank_config(id: &str, bin: &str, name: &str, addr: std::net::SocketAddr) -> B
         echo_interval: Duration::from_secs(30),
         max_in_flight: 4096,
         tls: None,
+        mac: None,
     }
 }
 
@@ -104,6 +105,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
             max_per_address: None,
             tls: None,
+            mac: None,
         }],
         banks: vec![
             bank_config(BANK_A.0, BANK_A.1, BANK_A.2, a.addr),
@@ -156,6 +158,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         movable_clock: Some(clock.clone()),
         store: Some(store.clone()),
         records: None,
+        mac: None,
     };
     let reports = scenarios::run_all(&world).await;
     println!();

@@ -53,6 +53,7 @@ pub fn bank_config(
         echo_interval: Duration::from_secs(30),
         max_in_flight: 4096,
         tls: None,
+        mac: None,
     }
 }
 
@@ -72,6 +73,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
             max_in_flight: WalletListener::DEFAULT_MAX_IN_FLIGHT,
             max_per_address: None,
             tls: None,
+            mac: None,
         }],
         banks,
         saf: Default::default(),
@@ -170,6 +172,7 @@ pub async fn start_configured(backend: Backend, edit: impl FnOnce(&mut Config)) 
         movable_clock: Some(clock.clone()),
         store: Some(store.clone()),
         records: None,
+        mac: None,
     };
     Harness {
         running,

@@ -56,11 +56,16 @@ use cmac::Cmac;
 use des::cipher::{Block, BlockDecrypt, BlockEncrypt, KeyInit};
 use des::{Des, TdesEde2};
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
 
-use crate::codec::charset::{hex_value, to_hex};
+use crate::codec::charset::to_hex;
 use crate::codec::{build, build_field, EncodeError, Message};
 use crate::spec::{FieldSpec, LengthKind, Spec};
+
+mod coverage;
+mod transport;
+
+pub use coverage::{Coverage, CoverageError};
+pub use transport::{KeyChange, KeyEncryptingKey, TransportError};
 
 /// The field that carries the MAC.
 pub const MAC_FIELD: u16 = 128;
@@ -225,21 +230,7 @@ impl MacKey {
     /// A key from hexadecimal digits (either case): 32 for `x9.19`; 32, 48
     /// or 64 for `aes-cmac`.
     pub fn from_hex(algorithm: MacAlgorithm, hex: &str) -> Result<MacKey, KeyError> {
-        let hex = hex.as_bytes();
-        if let Some(position) = hex.iter().position(|&c| hex_value(c).is_none()) {
-            return Err(KeyError::NotHex { position });
-        }
-        if !hex.len().is_multiple_of(2) {
-            return Err(KeyError::OddLength { digits: hex.len() });
-        }
-        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(
-            hex.chunks_exact(2)
-                .map(|pair| {
-                    (hex_value(pair[0]).unwrap_or(0) << 4) | hex_value(pair[1]).unwrap_or(0)
-                })
-                .collect(),
-        );
-        MacKey::from_bytes(algorithm, &bytes)
+        MacKey::from_bytes(algorithm, &transport::key_bytes_from_hex(hex)?)
     }
 
     /// A key from its bytes: `K1 ‖ K2` (16 bytes) for `x9.19`; an AES key of
@@ -290,6 +281,15 @@ impl MacKey {
         match self.keyed {
             Keyed::Retail { .. } => MacAlgorithm::X919,
             _ => MacAlgorithm::AesCmac,
+        }
+    }
+
+    /// Bytes of the key: 16 for `x9.19`, 16, 24 or 32 for `aes-cmac`.
+    pub fn key_len(&self) -> usize {
+        match self.keyed {
+            Keyed::Retail { .. } | Keyed::Cmac128(_) => 16,
+            Keyed::Cmac192(_) => 24,
+            Keyed::Cmac256(_) => 32,
         }
     }
 
@@ -473,6 +473,61 @@ pub fn verify_received(
         return Err(MacError::Missing);
     }
     check(key, covered(spec, wire, msg)?, msg)
+}
+
+/// Whether the dialect lets `msg` (a request or a response) carry field
+/// 128: a link with MACs signs and checks exactly these messages.
+pub fn may_carry(spec: &Spec, msg: &Message) -> bool {
+    let pc = msg.get(crate::fields::num::PROCESSING_CODE).map(|v| &v[..]);
+    spec.message_for(msg.mti(), pc)
+        .is_some_and(|(message, is_response)| {
+            let rule = if is_response {
+                &message.response
+            } else {
+                &message.request
+            };
+            rule.allows(MAC_FIELD)
+        })
+}
+
+/// [`sign_bytes`] under a link's coverage rule.
+pub fn sign_bytes_with(
+    spec: &Spec,
+    msg: &mut Message,
+    key: &MacKey,
+    coverage: &Coverage,
+) -> Result<Bytes, MacError> {
+    let Some(input) = coverage.listed_bytes(spec, msg)? else {
+        return sign_bytes(spec, msg, key);
+    };
+    check_mac_field(spec)?;
+    msg.set(
+        MAC_FIELD,
+        Bytes::copy_from_slice(&key.mac(&input).field_128()),
+    );
+    let mut wire = BytesMut::new();
+    build(spec, msg, &mut wire)?;
+    Ok(wire.freeze())
+}
+
+/// [`verify_received`] under a link's coverage rule.
+pub fn verify_received_with(
+    spec: &Spec,
+    wire: &[u8],
+    msg: &Message,
+    key: &MacKey,
+    coverage: &Coverage,
+) -> Result<(), MacError> {
+    if !msg.has(MAC_FIELD) {
+        return Err(MacError::Missing);
+    }
+    match coverage.listed_bytes(spec, msg)? {
+        None => check(key, covered(spec, wire, msg)?, msg),
+        Some(input) => {
+            check_mac_field(spec)?;
+            check(key, &input, msg)
+        }
+    }
 }
 
 #[cfg(test)]

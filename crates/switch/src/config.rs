@@ -173,6 +173,29 @@ struct RawWallet {
     max_connections_per_address: Option<usize>,
     tls: Option<RawServerTls>,
     clients: Option<Vec<RawClient>>,
+    mac: Option<RawMac>,
+}
+
+/// A link's `mac = { algorithm, key_file | key_env, kek_file | kek_env,
+/// covered, grace_s }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMac {
+    algorithm: String,
+    key_file: Option<String>,
+    key_env: Option<String>,
+    kek_file: Option<String>,
+    kek_env: Option<String>,
+    covered: Option<RawCoverage>,
+    grace_s: Option<u64>,
+}
+
+/// `covered = "message"` or a list of field numbers (0 for the MTI).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCoverage {
+    Rule(String),
+    Fields(Vec<u16>),
 }
 
 /// A wallet listener's `tls = { cert, key, client_ca }`.
@@ -227,6 +250,7 @@ struct RawBank {
     #[serde(default = "default_in_flight")]
     max_in_flight: usize,
     tls: Option<RawClientTls>,
+    mac: Option<RawMac>,
 }
 
 fn one() -> usize {
@@ -476,6 +500,56 @@ fn server_tls(
         .map_err(|e| err(format!("{prefix}tls.{}", e.key), e.reason))
 }
 
+/// A link's `mac` (`key` is e.g. `banks[i].mac`), its keys read now.
+fn link_mac(
+    key: &str,
+    raw: Option<&RawMac>,
+    base: &Path,
+) -> Result<Option<std::sync::Arc<crate::mac::LinkMac>>, ConfigError> {
+    use iso8583::mac::{Coverage, KeyEncryptingKey, MacAlgorithm, MacKey};
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let algorithm: MacAlgorithm =
+        raw.algorithm
+            .parse()
+            .map_err(|e: iso8583::mac::UnknownAlgorithm| {
+                err(format!("{key}.algorithm"), e.to_string())
+            })?;
+    let path = |p: &Option<String>| p.as_ref().map(|p| base.join(p));
+    let hex = crate::mac::read_key(path(&raw.key_file).as_deref(), raw.key_env.as_deref())
+        .map_err(|e| err(format!("{key}.key_file"), e))?;
+    let working = MacKey::from_hex(algorithm, &hex)
+        .map_err(|e| err(format!("{key}.key_file"), e.to_string()))?;
+    let kek = match (&raw.kek_file, &raw.kek_env) {
+        (None, None) => None,
+        _ => {
+            let hex = crate::mac::read_key(path(&raw.kek_file).as_deref(), raw.kek_env.as_deref())
+                .map_err(|e| err(format!("{key}.kek_file"), e))?;
+            Some(
+                KeyEncryptingKey::from_hex(algorithm, &hex)
+                    .map_err(|e| err(format!("{key}.kek_file"), e.to_string()))?,
+            )
+        }
+    };
+    let coverage = match &raw.covered {
+        None => Coverage::Message,
+        Some(RawCoverage::Rule(rule)) => {
+            rule.parse().map_err(|e: iso8583::mac::CoverageError| {
+                err(format!("{key}.covered"), e.to_string())
+            })?
+        }
+        Some(RawCoverage::Fields(list)) => {
+            Coverage::fields(list).map_err(|e| err(format!("{key}.covered"), e.to_string()))?
+        }
+    };
+    let mut link = crate::mac::LinkMac::new(working, coverage, kek);
+    if let Some(s) = raw.grace_s {
+        link = link.with_grace(Duration::from_secs(s));
+    }
+    Ok(Some(std::sync::Arc::new(link)))
+}
+
 /// A bank's `tls` (`key` is `banks[i].tls`), its files read now.
 fn client_tls(
     key: &str,
@@ -592,6 +666,7 @@ impl Config {
                 },
                 max_per_address: w.max_connections_per_address.filter(|&n| n > 0),
                 tls,
+                mac: link_mac(&k("mac"), w.mac.as_ref(), base)?,
             });
         }
         if wallets.is_empty() {
@@ -653,6 +728,7 @@ impl Config {
                 echo_interval: Duration::from_millis(b.echo_interval_ms.max(100)),
                 max_in_flight: b.max_in_flight.max(1),
                 tls: client_tls(&k("tls"), b.tls.as_ref(), base)?,
+                mac: link_mac(&k("mac"), b.mac.as_ref(), base)?,
             });
         }
         if banks.is_empty() {

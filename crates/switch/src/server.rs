@@ -63,6 +63,8 @@ pub struct WalletListener {
     pub max_per_address: Option<usize>,
     /// TLS (`tls`, and `clients` for mutual TLS); `None`: plain TCP.
     pub tls: Option<crate::tls::ServerTls>,
+    /// MACs on every message of its connections (`mac`); `None`: none.
+    pub mac: Option<Arc<crate::mac::LinkMac>>,
 }
 
 impl WalletListener {
@@ -270,6 +272,7 @@ async fn serve_accepted(
         name: format!("wallet {addr}"),
         institutions: config.institutions.clone(),
         partners: config.partners.clone(),
+        mac: config.mac.clone(),
     };
     let Some(tls) = config.tls.clone() else {
         let (read_half, write_half) = stream.into_split();

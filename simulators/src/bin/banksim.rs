@@ -5,14 +5,19 @@
 //!         [--framing ascii4] [--bin 622202 --accounts 1000 --balance 100000 --seed 1 \
 //!          | --accounts-file FILE] [--admin 127.0.0.1:9102] [--print-accounts] \
 //!         [--faults "latency=uniform:1:20,drop=0.01,late=0.01:6000,seed=7"] \
-//!         [--capture FILE] [--mac-key HEX [--mac x9.19|aes-cmac]]
+//!         [--capture FILE] [--mac-key HEX [--mac x9.19|aes-cmac] [--mac-covers LIST]
+//!          [--mac-kek HEX --key-change-every SECS]]
 //! ```
 //!
 //! `--mac-key` makes the link require MACs (field 128): a request whose
 //! message may carry one must carry a valid one, or it is answered with A0
 //! and changes nothing; every answer that may carry one is signed. The key
 //! is shown only by its check value; `BANKSIM_MAC_KEY` in the environment
-//! keeps it off the command line.
+//! keeps it off the command line. `--mac-covers` gives the fields covered
+//! instead of the whole message (`0,2,3,4,7,11`, 0 for the MTI), as the
+//! switch's `covered`. With `--mac-kek` (or `BANKSIM_MAC_KEK`) and
+//! `--key-change-every`, the bank sends the switch a new working key under
+//! that key-encrypting key every so many seconds.
 //!
 //! `--capture FILE` records every frame of the ISO 8583 port, read and sent,
 //! as a pcapng file (`switchboard capture decode FILE` reads it back); see
@@ -39,11 +44,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use iso8583::fields::{luhn_valid, num};
 use iso8583::framing::FramingConfig;
-use iso8583::mac::{MacAlgorithm, MacKey};
+use iso8583::mac::{Coverage, KeyEncryptingKey, MacAlgorithm, MacKey};
 use iso8583::mask::Masked;
 use simulators::faults::{FaultControl, Faults};
 use simulators::{serve_admin, serve_bank_with, Bank, LinkOptions};
 use switchboard::dialect::InstitutionId;
+use switchboard::mac::LinkMac;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -108,6 +114,23 @@ struct Args {
     /// The MAC algorithm of --mac-key: x9.19 (ANSI X9.19 retail MAC) or aes-cmac.
     #[arg(long, default_value = "x9.19", requires = "mac_key")]
     mac: String,
+    /// The bytes MACs cover: `message` (MTI through the last field before
+    /// 128) or field numbers, `0,2,3,4,7,11` (0 = the MTI).
+    #[arg(long, default_value = "message", requires = "mac_key")]
+    mac_covers: String,
+    /// The key-encrypting key new working keys are sent under, in hex (a
+    /// triple-DES key for x9.19, an AES key for aes-cmac). Read from
+    /// BANKSIM_MAC_KEK when that is set instead.
+    #[arg(
+        long,
+        hide_env_values = true,
+        env = "BANKSIM_MAC_KEK",
+        requires = "mac_key"
+    )]
+    mac_kek: Option<String>,
+    /// Send the switch a new working key every so many seconds (needs --mac-kek).
+    #[arg(long, requires = "mac_kek")]
+    key_change_every: Option<u64>,
 }
 
 /// Where the accounts come from.
@@ -131,7 +154,8 @@ struct Config {
     print_accounts: bool,
     faults: Faults,
     capture: Option<PathBuf>,
-    mac: Option<Arc<MacKey>>,
+    mac: Option<Arc<LinkMac>>,
+    key_change_every: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -170,7 +194,17 @@ impl Config {
                     .parse()
                     .with_context(|| format!("--mac {:?}", args.mac))?;
                 let key = MacKey::from_hex(algorithm, hex.trim()).context("--mac-key")?;
-                Some(Arc::new(key))
+                let covered: Coverage = args
+                    .mac_covers
+                    .parse()
+                    .with_context(|| format!("--mac-covers {:?}", args.mac_covers))?;
+                let kek = args
+                    .mac_kek
+                    .as_deref()
+                    .map(|hex| KeyEncryptingKey::from_hex(algorithm, hex.trim()))
+                    .transpose()
+                    .context("--mac-kek")?;
+                Some(Arc::new(LinkMac::new(key, covered, kek)))
             }
             None => None,
         };
@@ -184,6 +218,9 @@ impl Config {
             faults,
             capture: args.capture,
             mac,
+            key_change_every: args
+                .key_change_every
+                .map(|s| std::time::Duration::from_secs(s.max(1))),
         })
     }
 
@@ -317,7 +354,13 @@ async fn main() -> anyhow::Result<()> {
         faults = %config.faults,
         mac = %config.mac.as_ref().map_or_else(
             || "none".to_string(),
-            |key| format!("{} kcv {}", key.algorithm(), key.kcv_hex())
+            |mac| format!(
+                "{} kcv {} covering {}{}",
+                mac.algorithm(),
+                mac.kcv(),
+                mac.coverage(),
+                if mac.has_kek() { ", key changes under a KEK" } else { "" }
+            )
         ),
         "banksim: serving"
     );
@@ -349,6 +392,7 @@ async fn main() -> anyhow::Result<()> {
     let options = LinkOptions {
         capture: recorder.clone(),
         mac: config.mac.clone(),
+        key_change_every: config.key_change_every,
     };
     let server = tokio::spawn(serve_bank_with(
         listener,

@@ -5,6 +5,8 @@
 //! `--record FILE` the wallet keeps its own records of every exchange, and
 //! `export` turns them into its clearing file for a settlement day, to
 //! reconcile with the switch's (`switchboard reconcile`).
+//! `--mac-key` signs every request and checks every answer (field 128), for
+//! a switch whose wallet listener has `mac`.
 
 // Many small short-lived allocations per message: mimalloc beats glibc's malloc here.
 #[global_allocator]
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use iso8583::framing::FramingConfig;
+use iso8583::mac::{Coverage, MacAlgorithm, MacKey};
 use iso8583::response::ResponseCode;
 use simulators::load::{self, LoadConfig, LoadKind};
 use simulators::resending::{Patience, ResendingWallet};
@@ -25,6 +28,7 @@ use simulators::scenarios::{self, BankView, World};
 use simulators::wallet::{code, WalletRecords};
 use switchboard::clock::{Clock, SystemClock};
 use switchboard::dialect::FreezeKey;
+use switchboard::mac::LinkMac;
 
 #[derive(Parser)]
 #[command(
@@ -90,9 +94,33 @@ struct Common {
     /// Keep the wallet's own records of every exchange, appended to this file.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Sign requests and check answers (field 128) with this key, in hex,
+    /// as the switch's wallet listener `mac` requires. Read from
+    /// WALLETSIM_MAC_KEY when that is set instead.
+    #[arg(long, hide_env_values = true, env = "WALLETSIM_MAC_KEY")]
+    mac_key: Option<String>,
+    /// The MAC algorithm of --mac-key: x9.19 or aes-cmac.
+    #[arg(long, default_value = "x9.19", requires = "mac_key")]
+    mac: String,
+    /// The bytes MACs cover: `message` or field numbers (`0,2,3,4,7,11`).
+    #[arg(long, default_value = "message", requires = "mac_key")]
+    mac_covers: String,
 }
 
 impl Common {
+    fn link_mac(&self) -> Result<Option<Arc<LinkMac>>, String> {
+        let Some(hex) = &self.mac_key else {
+            return Ok(None);
+        };
+        let algorithm: MacAlgorithm = self.mac.parse().map_err(|e| format!("--mac: {e}"))?;
+        let key = MacKey::from_hex(algorithm, hex.trim()).map_err(|e| format!("--mac-key: {e}"))?;
+        let covered: Coverage = self
+            .mac_covers
+            .parse()
+            .map_err(|e| format!("--mac-covers: {e}"))?;
+        Ok(Some(Arc::new(LinkMac::new(key, covered, None))))
+    }
+
     fn records(&self) -> Result<Option<Arc<WalletRecords>>, String> {
         self.record
             .as_ref()
@@ -190,6 +218,7 @@ async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
     let bank_a = BankView::Admin(c.payer_admin);
     let bank_b = BankView::Admin(c.receiver_admin);
     let records = c.records()?;
+    let mac = c.link_mac()?;
     let world = World {
         switch_addr: c.switch,
         framing: c.framing,
@@ -202,6 +231,7 @@ async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
         movable_clock: None,
         store: None,
         records,
+        mac,
     };
     if world.cards_a.len() < 3 || world.cards_b.len() < 3 {
         return Err("each bank needs at least 3 accounts".into());
@@ -276,7 +306,8 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
             records.clone(),
         )
         .await
-        .map_err(|e| format!("connect {}: {e}", c.switch))?;
+        .map_err(|e| format!("connect {}: {e}", c.switch))?
+        .with_mac(c.link_mac()?);
         let mut freezes = Vec::new();
         for i in 0..args.freezes.max(1) {
             let freeze = wallet.messages().freeze(
@@ -311,6 +342,11 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         progress: !c.json,
         records: records.clone(),
         patience,
+        mac: if args.direct.is_some() {
+            None
+        } else {
+            c.link_mac()?
+        },
     };
     let report = load::run(config, clock.clone()).await?;
 

@@ -185,3 +185,173 @@ fn verify_refuses_short_or_overlong_tags() {
     assert!(!key.verify(data, &[]));
     assert!(!key.verify(data, &unhex("A1C72E74EA3FA9B600")));
 }
+
+fn freeze_like() -> Message {
+    let mut msg = Message::new(*b"0100");
+    msg.set(2, "6222020000000008")
+        .set(3, "030000")
+        .set(4, "000000010000")
+        .set(7, "1201083000")
+        .set(11, "000123")
+        .set(12, "083000")
+        .set(13, "1201")
+        .set(25, "00")
+        .set(32, "10000001")
+        .set(37, "000000000123")
+        .set(49, "156");
+    msg
+}
+
+#[test]
+fn a_field_list_covers_exactly_its_fields() {
+    let spec = Spec::switchboard();
+    let key = key(MacAlgorithm::X919, ISO_9797_KEY);
+    let coverage: Coverage = "0, 2, 4, 11".parse().unwrap();
+    assert_eq!(coverage, Coverage::Fields(vec![0, 2, 4, 11]));
+    let mut msg = freeze_like();
+    let wire = sign_bytes_with(&spec, &mut msg, &key, &coverage).unwrap();
+    // The MAC is that of the listed elements' wire forms, in order.
+    let block = b"0100166222020000000008000000010000000123";
+    assert_eq!(msg.get(MAC_FIELD).unwrap()[..], key.mac(block).field_128());
+    let back = crate::parse(&spec, wire.clone()).unwrap();
+    assert_eq!(
+        verify_received_with(&spec, &wire, &back, &key, &coverage),
+        Ok(())
+    );
+    // A field outside the list may change; one inside may not.
+    let mut outside = back.clone();
+    outside.set(37, "999999999999");
+    assert_eq!(
+        verify_received_with(&spec, &wire, &outside, &key, &coverage),
+        Ok(())
+    );
+    let mut inside = back.clone();
+    inside.set(4, "000000099999");
+    assert_eq!(
+        verify_received_with(&spec, &wire, &inside, &key, &coverage),
+        Err(MacError::Wrong)
+    );
+    // Under the default rule, the same signature does not verify.
+    assert_eq!(
+        verify_received_with(&spec, &wire, &back, &key, &Coverage::Message),
+        Err(MacError::Wrong)
+    );
+}
+
+#[test]
+fn the_default_coverage_is_the_message_rule() {
+    let spec = Spec::switchboard();
+    let key = key(MacAlgorithm::AesCmac, "2B7E151628AED2A6ABF7158809CF4F3C");
+    let mut a = freeze_like();
+    let mut b = freeze_like();
+    let signed = sign_bytes_with(&spec, &mut a, &key, &Coverage::Message).unwrap();
+    assert_eq!(signed, sign_bytes(&spec, &mut b, &key).unwrap());
+    let back = crate::parse(&spec, signed.clone()).unwrap();
+    assert_eq!(
+        verify_received_with(&spec, &signed, &back, &key, &"message".parse().unwrap()),
+        Ok(())
+    );
+}
+
+#[test]
+fn coverage_lists_are_checked() {
+    assert_eq!(
+        "2,x".parse::<Coverage>(),
+        Err(CoverageError::NotAField("x".into()))
+    );
+    assert_eq!(
+        "2,128".parse::<Coverage>(),
+        Err(CoverageError::OutOfRange(128))
+    );
+    assert_eq!("2,3,2".parse::<Coverage>(), Err(CoverageError::Repeated(2)));
+    assert_eq!(Coverage::fields(&[]), Err(CoverageError::Empty));
+    assert_eq!(Coverage::fields(&[0, 11]).unwrap().to_string(), "0,11");
+}
+
+/// RFC 3394 section 4.1: 128 bits of key data wrapped with a 128-bit KEK.
+#[test]
+fn aes_key_wrap_rfc_3394_4_1() {
+    let kek = KeyEncryptingKey::from_hex(MacAlgorithm::AesCmac, "000102030405060708090A0B0C0D0E0F")
+        .unwrap();
+    let data = unhex("00112233445566778899AABBCCDDEEFF");
+    let change = KeyChange::new(&kek, &data).unwrap();
+    let text = change.to_text();
+    assert_eq!(
+        &text[..48],
+        "1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5"
+    );
+    assert_eq!(&text[48..], change.key.kcv_hex());
+    let received = KeyChange::receive(&kek, text).unwrap();
+    assert_eq!(received.kcv(), change.key.kcv());
+}
+
+/// Triple-DES key transport is ECB under the KEK: with the ISO 9797-1 key as
+/// KEK, a zero half encrypts to the well-known check block 08D7B4FB629D0885.
+#[test]
+fn tdes_key_transport_under_a_known_kek() {
+    let kek =
+        KeyEncryptingKey::from_hex(MacAlgorithm::X919, "0123456789ABCDEFFEDCBA9876543210").unwrap();
+    assert_eq!(kek.kcv_hex(), "08D7B4");
+    let new_key = unhex("0000000000000000 1111111111111111");
+    let change = KeyChange::new(&kek, &new_key).unwrap();
+    assert!(
+        change.to_text().starts_with("08D7B4FB629D0885"),
+        "{}",
+        change.to_text()
+    );
+    assert_eq!(change.to_text().len(), 32 + 6);
+    let received = KeyChange::receive(&kek, change.to_text()).unwrap();
+    assert_eq!(received.kcv_hex(), change.key.kcv_hex());
+    let data = b"any message at all";
+    assert_eq!(received.mac(data), change.key.mac(data));
+}
+
+#[test]
+fn key_changes_are_refused_with_the_reason() {
+    let kek =
+        KeyEncryptingKey::from_hex(MacAlgorithm::X919, "0123456789ABCDEFFEDCBA9876543210").unwrap();
+    let other = KeyEncryptingKey::from_hex(
+        MacAlgorithm::X919,
+        "1111111111111111 2222222222222222"
+            .replace(' ', "")
+            .as_str(),
+    )
+    .unwrap();
+    let change = KeyChange::new(&kek, &unhex("0123456789ABCDEF 0011223344556677")).unwrap();
+    // Under another KEK the key decrypts to something else: its KCV differs.
+    assert!(matches!(
+        KeyChange::receive(&other, change.to_text()),
+        Err(TransportError::KcvMismatch { .. } | TransportError::BadKey { .. })
+    ));
+    // A KCV altered in transit.
+    let mut text = change.to_text().to_string();
+    let last = text.pop().unwrap();
+    text.push(if last == '0' { '1' } else { '0' });
+    assert!(matches!(
+        KeyChange::receive(&kek, &text),
+        Err(TransportError::KcvMismatch { .. })
+    ));
+    assert_eq!(
+        KeyChange::receive(&kek, "12AB").unwrap_err(),
+        TransportError::Malformed
+    );
+    assert_eq!(
+        KeyChange::receive(&kek, "XYZXYZXYZXYZXYZXYZXYZX").unwrap_err(),
+        TransportError::Malformed
+    );
+    // AES key wrap detects a wrong KEK itself.
+    let aes = KeyEncryptingKey::from_hex(MacAlgorithm::AesCmac, "000102030405060708090A0B0C0D0E0F")
+        .unwrap();
+    let aes_other =
+        KeyEncryptingKey::from_hex(MacAlgorithm::AesCmac, "0F0E0D0C0B0A09080706050403020100")
+            .unwrap();
+    let change = KeyChange::new(&aes, &[7u8; 32]).unwrap();
+    assert_eq!(
+        KeyChange::receive(&aes_other, change.to_text()).unwrap_err(),
+        TransportError::Unwrap
+    );
+    // Wrong KEK lengths name the expectation.
+    let e = KeyEncryptingKey::from_hex(MacAlgorithm::X919, "0011").unwrap_err();
+    assert!(e.to_string().contains("16 or 24 bytes"), "{e}");
+    assert!(!format!("{kek:?}").contains("0123456789"));
+}

@@ -15,7 +15,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use iso8583::codec::{build_bytes, parse, Message};
+use iso8583::codec::{parse, Message};
 use iso8583::fields::{format_transmission, num};
 use iso8583::framing::{CupsHeader, Frame, FrameCodec, HeaderKind};
 use iso8583::mti::{is_response, response_mti};
@@ -40,7 +40,7 @@ const ECHOED: [u16; 4] = [num::PAN, num::AMOUNT, num::CURRENCY, num::ORIGINAL_DA
 
 /// A request waiting for its response.
 struct Waiter {
-    tx: oneshot::Sender<(Message, Bytes)>,
+    tx: oneshot::Sender<Answer>,
     /// The request's values of [`ECHOED`].
     echo: [Option<Bytes>; 4],
 }
@@ -61,6 +61,10 @@ impl Waiter {
 }
 
 type Pending = Mutex<HashMap<MatchKey, Waiter>>;
+
+/// What a waiter is given: the response and its bytes, or why the response
+/// that came cannot be taken.
+type Answer = Result<(Message, Bytes), LinkError>;
 
 /// How requests reach a signed-on connection.
 #[derive(Clone)]
@@ -149,10 +153,12 @@ impl Connection {
             return Err(LinkError::Unavailable(self.name.clone()));
         }
         match timeout(self.config.timeout, rx).await {
-            Ok(Ok((response, raw))) => {
+            Ok(Ok(Ok((response, raw)))) => {
                 self.journal(Direction::In, &response, raw.clone(), None);
                 Ok((response, raw))
             }
+            // Journaled by the reader, with its reason.
+            Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(LinkError::ConnectionLost(self.name.clone())),
             Err(_) => {
                 sender.pending.lock().expect("pending lock").remove(&key);
@@ -192,8 +198,7 @@ impl Connection {
 
     async fn network_exchange(&self, sender: Sender, code: &str) -> Result<(), LinkError> {
         let msg = self.network_request(code).await?;
-        let body =
-            build_bytes(&self.context.spec, &msg).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let body = self.config.wire_form(&self.context.spec, &msg)?;
         let key = MatchKey::of(&msg, response_mti(msg.mti()))
             .ok_or_else(|| LinkError::Invalid("0800 without key".into()))?;
         let (response, _) = self.exchange(sender, key, &msg, body).await?;
@@ -433,6 +438,14 @@ impl Connection {
                 return;
             }
         };
+        let refused = match &self.config.mac {
+            Some(mac) => mac.check(&self.context.spec, &body, &msg).err(),
+            None => None,
+        };
+        if let Some(error) = refused {
+            self.refuse_mac(sender, msg, body, error);
+            return;
+        }
         if is_response(msg.mti()) {
             // Taken only when it answers for what was sent: a response for
             // another card or amount leaves the request waiting, to time out
@@ -462,7 +475,7 @@ impl Connection {
             }
             match waiter {
                 Some(w) => {
-                    if let Err((msg, raw)) = w.tx.send((msg, body)) {
+                    if let Err(Ok((msg, raw))) = w.tx.send(Ok((msg, body))) {
                         // The waiter gave up between lookup and send.
                         self.journal(Direction::In, &msg, raw, Some("unmatched response".into()));
                     }
@@ -492,26 +505,104 @@ impl Connection {
         }
         self.journal(Direction::In, &msg, body, None);
         if msg.mti() == b"0800" {
-            let mut answer = Message::new(*b"0810");
-            for n in [
-                num::TRANSMISSION,
-                num::STAN,
-                num::ACQUIRER,
-                num::FORWARDER,
-                num::NETWORK_CODE,
-                num::RECEIVER,
-            ] {
-                if let Some(v) = msg.get(n) {
-                    answer.set(n, v.clone());
-                }
+            let code = if msg.get_str(num::NETWORK_CODE) == Some(crate::mac::KEY_CHANGE) {
+                self.change_key(&msg)
+            } else {
+                ResponseCode::APPROVED
+            };
+            self.answer_network(sender, &msg, code);
+        } else {
+            warn!(link = %self.name, mti = msg.mti_str(), "unexpected request from bank ignored");
+        }
+    }
+
+    /// The answer to a bank's network management request, built as this
+    /// link builds (signed when it has MACs), journaled and queued.
+    fn answer_network(&self, sender: &Sender, request: &Message, code: ResponseCode) {
+        let mut answer = Message::new(response_mti(request.mti()));
+        for n in [
+            num::TRANSMISSION,
+            num::STAN,
+            num::ACQUIRER,
+            num::FORWARDER,
+            num::NETWORK_CODE,
+            num::RECEIVER,
+        ] {
+            if let Some(v) = request.get(n) {
+                answer.set(n, v.clone());
             }
-            answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);
-            if let Ok(raw) = build_bytes(&self.context.spec, &answer) {
+        }
+        answer.set(num::RESPONSE_CODE, code);
+        match self.config.wire_form(&self.context.spec, &answer) {
+            Ok(raw) => {
                 self.journal(Direction::Out, &answer, raw.clone(), None);
                 let _ = sender.frames.try_send(raw);
             }
-        } else {
-            warn!(link = %self.name, mti = msg.mti_str(), "unexpected request from bank ignored");
+            Err(e) => warn!(link = %self.name, error = %e, "cannot build the answer to the bank"),
+        }
+    }
+
+    /// A key change from the bank (0800, F70 161): the new working key is
+    /// decrypted under the KEK and checked by its KCV, then put in force;
+    /// the answer is signed with it. Refused (63) when it does not check,
+    /// and the key in force stays.
+    fn change_key(&self, request: &Message) -> ResponseCode {
+        let Some(mac) = &self.config.mac else {
+            warn!(link = %self.name, "key change from a bank whose link has no MACs: refused");
+            return ResponseCode::INVALID_TRANSACTION;
+        };
+        match mac.receive_key_change(request) {
+            Ok(key) => {
+                let old = mac.kcv();
+                let new = key.kcv_hex();
+                mac.install(key);
+                info!(
+                    link = %self.name,
+                    old_kcv = %old,
+                    new_kcv = %new,
+                    grace_s = mac.grace().as_secs(),
+                    "MAC working key changed by the bank"
+                );
+                ResponseCode::APPROVED
+            }
+            Err(e) => {
+                warn!(link = %self.name, error = %e, kcv = %mac.kcv(), "key change refused; the key in force stays");
+                ResponseCode::SECURITY_VIOLATION
+            }
+        }
+    }
+
+    /// A message from the bank whose MAC is missing or wrong: journaled with
+    /// the reason; a response is not taken as its request's answer (the
+    /// request fails as one the bank may have acted on), a network request
+    /// is answered A0, any other request ignored.
+    fn refuse_mac(
+        &self,
+        sender: &Sender,
+        msg: Message,
+        body: Bytes,
+        error: iso8583::mac::MacError,
+    ) {
+        let note = format!("MAC refused (A0): {error}");
+        warn!(
+            link = %self.name,
+            mti = msg.mti_str(),
+            stan = msg.get_str(num::STAN).unwrap_or("-"),
+            error = %error,
+            "MAC refused"
+        );
+        self.journal(Direction::In, &msg, body, Some(note));
+        if is_response(msg.mti()) {
+            let waiter = MatchKey::of(&msg, *msg.mti())
+                .and_then(|key| sender.pending.lock().expect("pending lock").remove(&key));
+            if let Some(w) = waiter {
+                let _ = w.tx.send(Err(LinkError::MacFailure(
+                    self.name.clone(),
+                    error.to_string(),
+                )));
+            }
+        } else if msg.mti() == b"0800" {
+            self.answer_network(sender, &msg, ResponseCode::MAC_FAILURE);
         }
     }
 }

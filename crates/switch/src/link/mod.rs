@@ -45,6 +45,20 @@ pub struct BankConfig {
     pub max_in_flight: usize,
     /// TLS to the bank's hosts (`tls`); `None`: plain TCP.
     pub tls: Option<crate::tls::ClientTls>,
+    /// MACs on every message of the link (`mac`); `None`: none.
+    pub mac: Option<Arc<crate::mac::LinkMac>>,
+}
+
+impl BankConfig {
+    /// A message as sent on this link: signed when the link has MACs.
+    pub(crate) fn wire_form(&self, spec: &Spec, msg: &Message) -> Result<Bytes, LinkError> {
+        match &self.mac {
+            Some(mac) => mac
+                .build(spec, msg)
+                .map_err(|e| LinkError::Invalid(e.to_string())),
+            None => build_bytes(spec, msg).map_err(|e| LinkError::Invalid(e.to_string())),
+        }
+    }
 }
 
 /// Why a request to a bank got no response.
@@ -63,6 +77,10 @@ pub enum LinkError {
     /// Sent, but the connection closed before the response: the bank may have acted on it.
     #[error("connection to {0} lost before the response")]
     ConnectionLost(String),
+    /// Sent, but the answer's MAC was missing or wrong: it is not taken, and
+    /// the bank may have acted on the request.
+    #[error("the answer from {0} was refused: {1}")]
+    MacFailure(String, String),
     /// The message could not be built or lacks its matching fields; nothing was sent.
     #[error("cannot send: {0}")]
     Invalid(String),
@@ -75,7 +93,10 @@ pub enum LinkError {
 impl LinkError {
     /// Whether the bank may have received the request (so its effect is unknown).
     pub fn maybe_delivered(&self) -> bool {
-        matches!(self, LinkError::Timeout(..) | LinkError::ConnectionLost(..))
+        matches!(
+            self,
+            LinkError::Timeout(..) | LinkError::ConnectionLost(..) | LinkError::MacFailure(..)
+        )
     }
 }
 
@@ -168,6 +189,16 @@ impl BankLink {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<BankLink> {
+        if let Some(mac) = &config.mac {
+            tracing::info!(
+                link = %config.name,
+                algorithm = %mac.algorithm(),
+                kcv = %mac.kcv(),
+                covered = %mac.coverage(),
+                key_changes = mac.has_kek(),
+                "MACs required on this link"
+            );
+        }
         let connections: Vec<Arc<Connection>> = (0..config.connections)
             .map(|i| Arc::new(Connection::new(i, &config, context.clone())))
             .collect();
@@ -207,8 +238,7 @@ impl BankLink {
 
     /// Sends a request and waits for its response, within the bank's timeout.
     pub async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError> {
-        let body =
-            build_bytes(&self.context.spec, msg).map_err(|e| LinkError::Invalid(e.to_string()))?;
+        let body = self.config.wire_form(&self.context.spec, msg)?;
         let key = MatchKey::of(msg, response_mti(msg.mti()))
             .ok_or_else(|| LinkError::Invalid("request lacks F7 or F11".into()))?;
         let n = self.connections.len();

@@ -274,6 +274,7 @@ mod tests {
             name: "wallet".into(),
             institutions: Vec::new(),
             partners: Vec::new(),
+            mac: None,
         };
         let freeze = freeze_request("000000005000");
         let raw = build_bytes(&spec, &freeze).unwrap();

@@ -49,6 +49,8 @@ pub struct Peer {
     /// Institutions whose packets this connection may receive from besides
     /// the sender's own (the listener's `partners`).
     pub partners: Vec<InstitutionId>,
+    /// The listener's MACs: requests are checked, answers signed.
+    pub mac: Option<Arc<crate::mac::LinkMac>>,
 }
 
 /// A bank the switch can route to.
@@ -290,15 +292,48 @@ impl Switch {
     pub async fn handle(&self, peer: &Peer, request: Message, raw: Bytes) -> Option<Bytes> {
         // A journal that cannot keep up holds new requests back (never drops rows).
         self.store.journal_room().await;
-        self.journal(Direction::In, &peer.name, &request, raw, None);
+        let refused = match &peer.mac {
+            Some(mac) if !is_response(request.mti()) => mac.check(&self.spec, &raw, &request).err(),
+            _ => None,
+        };
+        let refusal_note = refused.as_ref().map(|e| format!("MAC refused (A0): {e}"));
+        self.journal(
+            Direction::In,
+            &peer.name,
+            &request,
+            raw,
+            refusal_note.clone(),
+        );
         if is_response(request.mti()) {
             warn!(peer = %peer.name, mti = request.mti_str(), "response from a wallet ignored");
             return None;
         }
-        let (bytes, note) = self.decide(peer, &request).await;
-        if let Ok(msg) = iso8583::codec::parse(&self.spec, bytes.clone()) {
-            self.journal(Direction::Out, &peer.name, &msg, bytes.clone(), note);
-        }
+        let (bytes, note) = match refused {
+            Some(error) => {
+                warn!(peer = %peer.name, mti = request.mti_str(), error = %error, "MAC refused");
+                (
+                    self.reply(&request, ResponseCode::MAC_FAILURE),
+                    refusal_note,
+                )
+            }
+            None => self.decide(peer, &request).await,
+        };
+        let Ok(msg) = iso8583::codec::parse(&self.spec, bytes.clone()) else {
+            return Some(bytes);
+        };
+        // Answers are stored unsigned: each one sent (a resend's too) is
+        // signed with the key in force when it goes out.
+        let bytes = match &peer.mac {
+            Some(mac) => match mac.build(&self.spec, &msg) {
+                Ok(signed) => signed,
+                Err(e) => {
+                    warn!(peer = %peer.name, error = %e, "cannot sign the answer; sent without a MAC");
+                    bytes
+                }
+            },
+            None => bytes,
+        };
+        self.journal(Direction::Out, &peer.name, &msg, bytes.clone(), note);
         Some(bytes)
     }
 
