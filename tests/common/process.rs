@@ -118,11 +118,16 @@ impl Drop for KillOnDrop {
 
 /// Starts `switchboard serve` and waits until it listens.
 pub fn serve(config: &Path) -> KillOnDrop {
+    serve_logging(config, Stdio::null())
+}
+
+/// [`serve`] with its log (stderr) going to `log`.
+pub fn serve_logging(config: &Path, log: impl Into<Stdio>) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut child = KillOnDrop::new(child);
@@ -132,6 +137,26 @@ pub fn serve(config: &Path) -> KillOnDrop {
         .unwrap();
     assert!(line.contains("listening"), "switch did not start: {line:?}");
     child
+}
+
+/// A process's log as plain text: ANSI colour sequences left out.
+pub fn read_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// A binary of the simulators package (`banksim`, `walletsim`), built beside
@@ -175,6 +200,18 @@ pub fn banksim_with(
     faults: &str,
     more: &[&OsStr],
 ) -> Banksim {
+    banksim_logging(institution, bin, seed, faults, more, Stdio::null())
+}
+
+/// [`banksim_with`] with its log (stderr) going to `log`.
+pub fn banksim_logging(
+    institution: &str,
+    bin: &str,
+    seed: u64,
+    faults: &str,
+    more: &[&OsStr],
+    log: impl Into<Stdio>,
+) -> Banksim {
     let (port, admin) = (free_port(), free_port());
     let child = Command::new(simulator_path("banksim"))
         .args([
@@ -200,7 +237,7 @@ pub fn banksim_with(
         .args(["--faults", faults])
         .args(more)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("banksim runs");
     let child = KillOnDrop::new(child);

@@ -37,14 +37,16 @@ pub fn request_key(msg: &Message) -> Option<RequestKey> {
     })
 }
 
-/// A digest of everything in the request but the MTI's repeat bit, so a 0121
+/// A digest of everything in the request but the MTI's repeat bit and its MAC, so a 0121
 /// repeat of a 0120 is an exact resend: HMAC-SHA-256 under the data keys'
 /// HMAC key when the store seals card data (the request carries a card
 /// number; `crate::vault`), SHA-256 otherwise.
 pub fn request_digest(msg: &Message) -> [u8; 32] {
     fn feed(msg: &Message, update: &mut dyn FnMut(&[u8])) {
         update(&original_mti(msg.mti()));
-        for (number, value) in msg.fields() {
+        // Field 128 authenticates the message, it is not its content: a
+        // repeat (0121) carries another MAC than its original.
+        for (number, value) in msg.fields().filter(|(n, _)| *n != iso8583::mac::MAC_FIELD) {
             update(&number.to_be_bytes());
             update(&(value.len() as u32).to_be_bytes());
             update(value);
