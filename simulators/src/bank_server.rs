@@ -147,6 +147,9 @@ impl KeyChanger {
             _ => Bytes::new(),
         };
         info!(stan, new_kcv = %change.key.kcv_hex(), "bank: key change sent");
+        // The switch signs with the new key as soon as it has taken it,
+        // possibly before its answer gets here: accept it from now on.
+        self.mac.expect(change.key.clone());
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some((stan, change.key));
         let _ = tx.send(Frame::Message { header, body }).await;
     }
@@ -178,12 +181,15 @@ impl KeyChanger {
                 self.mac.install(key);
                 info!(old_kcv = %old, new_kcv = %self.mac.kcv(), "bank: MAC working key changed");
             }
-            (code, verified) => warn!(
-                code,
-                mac = ?verified.err(),
-                kcv = %self.mac.kcv(),
-                "bank: key change refused by the switch; the key in force stays"
-            ),
+            (code, verified) => {
+                self.mac.forget_pending();
+                warn!(
+                    code,
+                    mac = ?verified.err(),
+                    kcv = %self.mac.kcv(),
+                    "bank: key change refused by the switch; the key in force stays"
+                )
+            }
         }
     }
 }

@@ -11,7 +11,9 @@
 //! old key stays good for checking for [`LinkMac::grace`] after a change, so
 //! that messages already signed with it, on this connection or another of
 //! the same link, are not refused; messages are signed with the new one from
-//! the change on.
+//! the change on. The end that sends a key change accepts the new key from
+//! the moment it sends it ([`LinkMac::expect`]), since the other end signs
+//! with it as soon as it has taken it, possibly before its answer arrives.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -36,6 +38,9 @@ struct Keys {
     current: Arc<MacKey>,
     /// The key before the last change, and until when it still verifies.
     previous: Option<(Arc<MacKey>, Instant)>,
+    /// A key this end sent in a key change and the other end may already
+    /// sign with: it verifies from the moment it is sent.
+    pending: Option<Arc<MacKey>>,
 }
 
 /// The MAC state of one link, shared by its connections.
@@ -77,6 +82,7 @@ impl LinkMac {
             keys: RwLock::new(Keys {
                 current: Arc::new(key),
                 previous: None,
+                pending: None,
             }),
         }
     }
@@ -129,22 +135,35 @@ impl LinkMac {
         if !mac::may_carry(spec, msg) {
             return Ok(());
         }
-        let (current, previous) = {
+        let (current, others) = {
             let keys = self.keys.read().expect("MAC keys lock");
             let previous = keys
                 .previous
                 .as_ref()
                 .filter(|(_, until)| Instant::now() < *until)
                 .map(|(key, _)| key.clone());
-            (keys.current.clone(), previous)
+            (keys.current.clone(), [keys.pending.clone(), previous])
         };
-        match mac::verify_received_with(spec, wire, msg, &current, &self.coverage) {
-            Err(MacError::Wrong) => match previous {
-                Some(old) => mac::verify_received_with(spec, wire, msg, &old, &self.coverage),
-                None => Err(MacError::Wrong),
-            },
-            other => other,
+        let mut result = mac::verify_received_with(spec, wire, msg, &current, &self.coverage);
+        for key in others.iter().flatten() {
+            if result != Err(MacError::Wrong) {
+                break;
+            }
+            result = mac::verify_received_with(spec, wire, msg, key, &self.coverage);
         }
+        result
+    }
+
+    /// Accepts `key` for checking from now on, before it is in force: the
+    /// key this end has just sent in a key change, which the other end puts
+    /// in force (and may sign with) before its answer arrives here.
+    pub fn expect(&self, key: MacKey) {
+        self.keys.write().expect("MAC keys lock").pending = Some(Arc::new(key));
+    }
+
+    /// Stops accepting the key of a key change the other end refused.
+    pub fn forget_pending(&self) {
+        self.keys.write().expect("MAC keys lock").pending = None;
     }
 
     /// Puts `key` in force; the key it replaces still verifies for the grace period.
@@ -152,6 +171,7 @@ impl LinkMac {
         let mut keys = self.keys.write().expect("MAC keys lock");
         let old = std::mem::replace(&mut keys.current, Arc::new(key));
         keys.previous = Some((old, Instant::now() + self.grace));
+        keys.pending = None;
     }
 
     /// The key a received key change (its field [`KEY_CHANGE_FIELD`])
@@ -203,5 +223,89 @@ pub fn read_key(
             Err("give the key by file or by environment variable, not both".into())
         }
         (None, None) => Err("no key: give `key_file` or `key_env`".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(hex: &str) -> MacKey {
+        MacKey::from_hex(MacAlgorithm::X919, hex).unwrap()
+    }
+
+    const A: &str = "0123456789ABCDEFFEDCBA9876543210";
+    const B: &str = "1111111111111111222222222222222F";
+    const C: &str = "3333333333333333444444444444444F";
+
+    /// A freeze signed under `hex`, as received: its body and what it parsed into.
+    fn signed_under(spec: &Spec, hex: &str) -> (Bytes, Message) {
+        let sender = LinkMac::new(key(hex), Coverage::Message, None);
+        let mut msg = Message::new(*b"0800");
+        msg.set(7, "1201083000").set(11, "000001").set(70, "301");
+        let wire = sender.build(spec, &msg).unwrap();
+        let back = iso8583::parse(spec, wire.clone()).unwrap();
+        assert!(back.has(mac::MAC_FIELD), "network management is signed");
+        (wire, back)
+    }
+
+    #[test]
+    fn replaced_keys_verify_for_the_grace_period_and_sent_keys_at_once() {
+        let spec = Spec::switchboard();
+        let (under_a, msg_a) = signed_under(&spec, A);
+        let (under_c, msg_c) = signed_under(&spec, C);
+
+        let link = LinkMac::new(key(A), Coverage::Message, None);
+        assert_eq!(link.check(&spec, &under_a, &msg_a), Ok(()));
+        link.install(key(B));
+        assert_eq!(
+            link.check(&spec, &under_a, &msg_a),
+            Ok(()),
+            "within the grace period"
+        );
+
+        let strict = LinkMac::new(key(A), Coverage::Message, None).with_grace(Duration::ZERO);
+        strict.install(key(B));
+        assert_eq!(strict.check(&spec, &under_a, &msg_a), Err(MacError::Wrong));
+
+        assert_eq!(strict.check(&spec, &under_c, &msg_c), Err(MacError::Wrong));
+        strict.expect(key(C));
+        assert_eq!(
+            strict.check(&spec, &under_c, &msg_c),
+            Ok(()),
+            "a key sent verifies"
+        );
+        strict.forget_pending();
+        assert_eq!(strict.check(&spec, &under_c, &msg_c), Err(MacError::Wrong));
+    }
+
+    #[test]
+    fn key_changes_made_here_are_taken_there() {
+        let kek = || KeyEncryptingKey::from_hex(MacAlgorithm::X919, C).unwrap();
+        let bank = LinkMac::new(key(A), Coverage::Message, Some(kek()));
+        let switch = LinkMac::new(key(A), Coverage::Message, Some(kek()));
+        let change = bank.new_key_change().unwrap();
+        let mut request = Message::new(*b"0800");
+        request
+            .set(7, "1201083000")
+            .set(11, "000002")
+            .set(70, KEY_CHANGE)
+            .set(KEY_CHANGE_FIELD, change.to_text().to_string());
+        let taken = switch.receive_key_change(&request).unwrap();
+        assert_eq!(taken.kcv_hex(), change.key.kcv_hex());
+        assert_ne!(taken.kcv_hex(), bank.kcv());
+        // Without a KEK, or without field 48, nothing is taken.
+        let plain = LinkMac::new(key(A), Coverage::Message, None);
+        assert!(matches!(
+            plain.receive_key_change(&request),
+            Err(KeyChangeError::NoKek)
+        ));
+        let mut bare = request.clone();
+        bare.remove(KEY_CHANGE_FIELD);
+        assert!(matches!(
+            switch.receive_key_change(&bare),
+            Err(KeyChangeError::Missing)
+        ));
+        assert!(!format!("{switch:?}").contains(A));
     }
 }
