@@ -8,12 +8,15 @@ use super::*;
 // Opening
 
 /// Connection settings from a URL (`postgres://user:pass@host:port/db`) or a
-/// key=value string, with this store's defaults where the URL says nothing.
+/// key=value string, with this store's defaults where the URL says nothing,
+/// and the TLS connector its `sslmode`, `sslrootcert`, `sslcert` and
+/// `sslkey` ask for (see [`conninfo`](super::conninfo)).
 pub(super) fn pg_config(
     url: &str,
     options: &PostgresOptions,
-) -> StoreResult<tokio_postgres::Config> {
-    let mut config = tokio_postgres::Config::from_str(url)
+) -> StoreResult<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let (rest, ssl) = conninfo::split(url).map_err(unavailable)?;
+    let mut config = tokio_postgres::Config::from_str(&rest)
         .map_err(|e| unavailable(format!("bad PostgreSQL URL: {e}")))?;
     if config.get_application_name().is_none() {
         config.application_name("switchboard");
@@ -21,13 +24,39 @@ pub(super) fn pg_config(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.timeout);
     }
-    Ok(config)
+    config.ssl_mode(tokio_ssl_mode(&config, ssl.mode));
+    let tls = tls::connector(&ssl).map_err(unavailable)?;
+    Ok((config, tls))
 }
 
-pub(super) fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> StoreResult<Pool> {
+/// What tokio-postgres is told: it knows no `verify-*` (the connector checks
+/// the certificate), and, as libpq, no TLS is tried over Unix sockets, which
+/// PostgreSQL serves only in plain.
+fn tokio_ssl_mode(
+    config: &tokio_postgres::Config,
+    mode: SslMode,
+) -> tokio_postgres::config::SslMode {
+    use tokio_postgres::config::{Host, SslMode as Tokio};
+    let only_sockets = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, Host::Tcp(_)));
+    match mode {
+        _ if only_sockets => Tokio::Disable,
+        SslMode::Disable => Tokio::Disable,
+        SslMode::Prefer => Tokio::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Tokio::Require,
+    }
+}
+
+pub(super) fn pool(
+    (config, tls): (tokio_postgres::Config, MakeRustlsConnect),
+    options: &PostgresOptions,
+) -> StoreResult<Pool> {
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
