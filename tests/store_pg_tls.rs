@@ -9,7 +9,9 @@
 //! - `verify-full` is refused, saying why, with another CA, and with a host
 //!   name the certificate does not carry (`verify-ca` takes that one);
 //! - `require` works without a CA; `prefer` and no `sslmode` at all use TLS;
-//! - `disable` is refused by the server.
+//! - `disable` is refused by the server;
+//! - where pg_hba.conf says `cert`, `sslcert` and `sslkey` get in, and a
+//!   connection without them does not.
 
 mod common;
 
@@ -17,18 +19,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::ca::Ca;
+use common::ca::{Ca, Issued};
 use common::pg::{self, ClusterTls, Server};
 use common::{assert_passed, start_configured, Backend};
 use switchboard::config::StoreConfig;
 use switchboard::store::postgres;
 
-/// The test process's TLS cluster, the CA that signed its certificate, and
-/// a CA that did not.
+/// The database where only a client certificate of the clients' CA gets in.
+const CERT_ONLY_DB: &str = "cert_only";
+
+/// The test process's TLS cluster, the CA that signed its certificate, a
+/// CA that did not, and a client certificate for user `postgres`.
 struct TlsCluster {
     server: Server,
     ca: PathBuf,
     other_ca: PathBuf,
+    client: Issued,
     _dir: tempfile::TempDir,
 }
 
@@ -38,17 +44,21 @@ fn cluster() -> &'static TlsCluster {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new(dir.path(), "db-ca");
         let other = Ca::new(dir.path(), "other-ca");
+        let clients = Ca::new(dir.path(), "clients-ca");
         let issued = ca.issue("db", &["127.0.0.1", "db.test"], true);
         let server = Server::private_tls(&ClusterTls {
             cert: issued.cert,
             key: issued.key,
             hostssl_only: true,
+            client_ca: Some(clients.pem()),
+            hba_first: vec![format!("hostssl {CERT_ONLY_DB} all 127.0.0.1/32 cert")],
         })
         .unwrap_or_else(|e| panic!("PostgreSQL with TLS for the tests: {e}"));
         TlsCluster {
             server,
             ca: ca.pem(),
             other_ca: other.pem(),
+            client: clients.issue("postgres", &[], false),
             _dir: dir,
         }
     })
@@ -207,4 +217,29 @@ async fn a_plain_connection_to_a_tls_only_server_is_refused() {
         e.contains("no pg_hba.conf entry") && e.contains("no encryption"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_where_the_server_asks_for_one() {
+    let server = &cluster().server;
+    pg::execute(
+        &server.socket_url("postgres").unwrap(),
+        &format!("CREATE DATABASE {CERT_ONLY_DB}"),
+    )
+    .await;
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        server.url(CERT_ONLY_DB),
+        query_path(&cluster().ca)
+    );
+    let e = migrate(&url).await.unwrap_err();
+    assert!(e.contains("requires a valid client certificate"), "{e}");
+    let client = &cluster().client;
+    migrate(&format!(
+        "{url}&sslcert={}&sslkey={}",
+        query_path(&client.cert),
+        query_path(&client.key)
+    ))
+    .await
+    .unwrap();
 }

@@ -57,6 +57,11 @@ pub struct ClusterTls {
     /// Whether TCP connections without TLS are refused (pg_hba.conf has
     /// only `hostssl` lines; the socket stays open to `local`).
     pub hostssl_only: bool,
+    /// The CA of the client certificates the server accepts (`ssl_ca_file`).
+    pub client_ca: Option<PathBuf>,
+    /// pg_hba.conf lines put before the others (`hostssl_only` only), such
+    /// as `hostssl DB all 127.0.0.1/32 cert`.
+    pub hba_first: Vec<String>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -394,13 +399,18 @@ fn tls_settings(dir: &Path, tls: &ClusterTls) -> Result<String, String> {
         cert.display(),
         key.display()
     );
+    if let Some(client_ca) = &tls.client_ca {
+        let copy = dir.join("client-ca.pem");
+        std::fs::copy(client_ca, &copy).map_err(|e| format!("{}: {e}", client_ca.display()))?;
+        settings.push_str(&format!(" -c ssl_ca_file={}", copy.display()));
+    }
     if tls.hostssl_only {
         let hba = dir.join("pg_hba.conf");
-        std::fs::write(
-            &hba,
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-        )
-        .map_err(|e| format!("{}: {e}", hba.display()))?;
+        let mut lines = tls.hba_first.clone();
+        lines.push("local all all trust".into());
+        lines.push("hostssl all all 127.0.0.1/32 trust".into());
+        std::fs::write(&hba, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", hba.display()))?;
         settings.push_str(&format!(" -c hba_file={}", hba.display()));
     }
     Ok(settings)
