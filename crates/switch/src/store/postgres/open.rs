@@ -17,7 +17,7 @@ pub(super) fn pg_config(
 ) -> StoreResult<(tokio_postgres::Config, MakeRustlsConnect)> {
     let (rest, ssl) = conninfo::split(url).map_err(unavailable)?;
     let mut config = tokio_postgres::Config::from_str(&rest)
-        .map_err(|e| unavailable(format!("bad PostgreSQL URL: {e}")))?;
+        .map_err(|e| unavailable(format!("bad PostgreSQL URL: {}", describe(&e))))?;
     if config.get_application_name().is_none() {
         config.application_name("switchboard");
     }
@@ -273,5 +273,34 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_the_driver_refuses_is_named_and_the_password_is_not() {
+        let options = PostgresOptions::default();
+        let e = pg_config("postgres://u:secret@h/db?sslcrl=/crl.pem", &options)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown option `sslcrl`"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn verify_modes_reach_the_driver_as_require_and_sockets_get_no_tls() {
+        use tokio_postgres::config::SslMode as Tokio;
+        let options = PostgresOptions::default();
+        let mode = |url: &str| pg_config(url, &options).unwrap().0.get_ssl_mode();
+        assert_eq!(mode("postgres://h/db"), Tokio::Prefer);
+        assert_eq!(mode("postgres://h/db?sslmode=disable"), Tokio::Disable);
+        let tcp: tokio_postgres::Config = "host=h".parse().unwrap();
+        assert_eq!(tokio_ssl_mode(&tcp, SslMode::VerifyCa), Tokio::Require);
+        assert_eq!(tokio_ssl_mode(&tcp, SslMode::VerifyFull), Tokio::Require);
+        assert_eq!(mode("host=/run/postgresql sslmode=require"), Tokio::Disable);
     }
 }
