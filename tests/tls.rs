@@ -16,20 +16,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use common::ca::{Ca, Issued};
 use iso8583::framing::FramingConfig;
 use simulators::wallet::{code, WalletClient, WalletError};
 use switchboard::clock::Clock;
@@ -39,67 +36,6 @@ use switchboard::tls::{ClientFiles, ClientName, ClientRule, ClientTls, ServerFil
 
 /// Another wallet institution, which the test listeners also serve.
 const OTHER_WALLET: &str = "01030000";
-
-/// A certificate authority of a test, writing what it issues into `dir`.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    dir: PathBuf,
-    name: String,
-}
-
-/// A certificate and key issued by a [`Ca`], as files.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), issuer.pem()).unwrap();
-        Ca {
-            issuer,
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-        }
-    }
-
-    /// Its certificate's file, what peers trust.
-    fn pem(&self) -> PathBuf {
-        self.dir.join(format!("{}.pem", self.name))
-    }
-
-    /// A certificate with common name `cn` and the DNS names or IP addresses
-    /// `sans`, for a server or a client.
-    fn issue(&self, cn: &str, sans: &[&str], server: bool) -> Issued {
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let stem = self.dir.join(format!("{}-{cn}", self.name));
-        let issued = Issued {
-            cert: stem.with_extension("crt"),
-            key: stem.with_extension("key"),
-        };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
-    }
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

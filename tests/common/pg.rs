@@ -12,6 +12,10 @@
 //! through `runuser -u postgres --`, since the server refuses to run as root.
 //! A watchdog process stops the cluster and removes its directory once the
 //! test process has exited, however it exits.
+//!
+//! [`Server::private_tls`] starts a cluster of its own with TLS on (the
+//! certificate and key a test made), optionally refusing TCP connections
+//! without TLS; the tests' own plain connections reach it by its socket.
 
 #![allow(dead_code)]
 
@@ -41,6 +45,23 @@ pub struct Cluster {
     pub bin: PathBuf,
     /// Whether the binaries run as `postgres` through `runuser`.
     pub as_postgres: bool,
+    /// Server settings beyond the common ones (`-c name=value ...`).
+    settings: String,
+}
+
+/// TLS for a private cluster.
+pub struct ClusterTls {
+    /// The server's certificate chain and key, PEM.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Whether TCP connections without TLS are refused (pg_hba.conf has
+    /// only `hostssl` lines; the socket stays open to `local`).
+    pub hostssl_only: bool,
+    /// The CA of the client certificates the server accepts (`ssl_ca_file`).
+    pub client_ca: Option<PathBuf>,
+    /// pg_hba.conf lines put before the others (`hostssl_only` only), such
+    /// as `hostssl DB all 127.0.0.1/32 cert`.
+    pub hba_first: Vec<String>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -72,6 +93,31 @@ impl Server {
             url_of: Box::new(move |db| format!("postgres://postgres@127.0.0.1:{port}/{db}")),
             cluster: Some(cluster),
         })
+    }
+
+    /// A private cluster of the caller's own, with TLS on as `tls` says:
+    /// databases are made through its socket, and their URLs are
+    /// `postgres://postgres@127.0.0.1:PORT/DB` for the caller to add its
+    /// `sslmode` to.
+    pub fn private_tls(tls: &ClusterTls) -> Result<Server, String> {
+        let cluster = Cluster::start_with(Some(tls))?;
+        let (port, socket_dir) = (cluster.port, cluster.dir.display().to_string());
+        Ok(Server {
+            admin_url: format!("host={socket_dir} port={port} user=postgres dbname=postgres"),
+            url_of: Box::new(move |db| format!("postgres://postgres@127.0.0.1:{port}/{db}")),
+            cluster: Some(cluster),
+        })
+    }
+
+    /// The plain connection string of database `name` through the socket
+    /// of a private cluster.
+    pub fn socket_url(&self, name: &str) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        Some(format!(
+            "host={} port={} user=postgres dbname={name}",
+            cluster.dir.display(),
+            cluster.port
+        ))
     }
 
     fn external(url: &str) -> Result<Server, String> {
@@ -184,6 +230,11 @@ fn free_port() -> u16 {
 impl Cluster {
     /// `initdb` and `pg_ctl start` in a new temporary directory.
     pub fn start() -> Result<Cluster, String> {
+        Cluster::start_with(None)
+    }
+
+    /// Like [`Cluster::start`], with TLS on as `tls` says.
+    pub fn start_with(tls: Option<&ClusterTls>) -> Result<Cluster, String> {
         let bin = find_bin().ok_or_else(|| {
             format!(
                 "no PostgreSQL server binaries (initdb, pg_ctl) in /usr/lib/postgresql/*/bin or \
@@ -212,12 +263,17 @@ impl Cluster {
             .map_err(|e| format!("temporary directory: {e}"))?
             .keep();
         let data = dir.join("data");
+        let settings = match tls {
+            Some(tls) => tls_settings(&dir, tls)?,
+            None => String::new(),
+        };
         let mut cluster = Cluster {
             dir,
             data,
             port: 0,
             bin,
             as_postgres,
+            settings,
         };
         if as_postgres {
             run(Command::new("chown")
@@ -261,9 +317,10 @@ impl Cluster {
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200 \
-             -c shared_buffers=128MB",
+             -c shared_buffers=128MB {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         run(self
             .command("pg_ctl")
@@ -325,6 +382,38 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn();
     }
+}
+
+/// Puts the certificate and key (mode 0600, as the server demands; the
+/// directory is handed to the server's user after) and pg_hba.conf into
+/// `dir`; returns the settings that use them.
+fn tls_settings(dir: &Path, tls: &ClusterTls) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::copy(&tls.cert, &cert).map_err(|e| format!("{}: {e}", tls.cert.display()))?;
+    std::fs::copy(&tls.key, &key).map_err(|e| format!("{}: {e}", tls.key.display()))?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let mut settings = format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert.display(),
+        key.display()
+    );
+    if let Some(client_ca) = &tls.client_ca {
+        let copy = dir.join("client-ca.pem");
+        std::fs::copy(client_ca, &copy).map_err(|e| format!("{}: {e}", client_ca.display()))?;
+        settings.push_str(&format!(" -c ssl_ca_file={}", copy.display()));
+    }
+    if tls.hostssl_only {
+        let hba = dir.join("pg_hba.conf");
+        let mut lines = tls.hba_first.clone();
+        lines.push("local all all trust".into());
+        lines.push("hostssl all all 127.0.0.1/32 trust".into());
+        std::fs::write(&hba, lines.join("\n") + "\n")
+            .map_err(|e| format!("{}: {e}", hba.display()))?;
+        settings.push_str(&format!(" -c hba_file={}", hba.display()));
+    }
+    Ok(settings)
 }
 
 fn run(command: &mut Command) -> Result<(), String> {

@@ -46,7 +46,7 @@ fn error(key: &'static str, reason: impl Into<String>) -> TlsError {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -55,7 +55,10 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate of a PEM file, at least one.
-fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(key, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -70,7 +73,10 @@ fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'st
 }
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn private_key(
+    key: &'static str,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(key, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         error(
@@ -84,7 +90,7 @@ fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>,
 }
 
 /// Trust anchors from a PEM file of CA certificates.
-fn roots(key: &'static str, path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+pub(crate) fn roots(key: &'static str, path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for cert in certificates(key, path)? {
         store.add(cert).map_err(|e| {
@@ -98,7 +104,7 @@ fn roots(key: &'static str, path: &Path) -> Result<Arc<RootCertStore>, TlsError>
 }
 
 /// What a key that does not fit its certificate, or an unusable key, is called.
-fn key_error(e: rustls::Error, cert: &Path, key: &Path) -> TlsError {
+pub(crate) fn key_error(e: rustls::Error, cert: &Path, key: &Path) -> TlsError {
     match e {
         rustls::Error::InconsistentKeys(_) => error(
             "key",

@@ -88,7 +88,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use iso8583::fields::num;
@@ -217,14 +218,17 @@ struct Inner {
 #[macro_use]
 mod rows;
 mod answers;
+mod conninfo;
 mod decode;
 mod journal;
 mod lanes;
 mod open;
 mod schema;
 mod sql;
+mod tls;
 mod traits;
 
+use self::conninfo::SslMode;
 pub use self::schema::{migrate, MIGRATIONS};
 use self::{answers::*, decode::*, journal::*, lanes::*, open::*, rows::*, schema::*, sql::*};
 
@@ -262,7 +266,18 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {} ({})", d.severity(), d.message(), d.code().code()),
-        None => e.to_string(),
+        // tokio-postgres's own text names only the kind ("error performing
+        // TLS handshake"); the why is in its causes.
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&tls::cause_text(c));
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 

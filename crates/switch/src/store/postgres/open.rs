@@ -8,26 +8,55 @@ use super::*;
 // Opening
 
 /// Connection settings from a URL (`postgres://user:pass@host:port/db`) or a
-/// key=value string, with this store's defaults where the URL says nothing.
+/// key=value string, with this store's defaults where the URL says nothing,
+/// and the TLS connector its `sslmode`, `sslrootcert`, `sslcert` and
+/// `sslkey` ask for (see [`conninfo`](super::conninfo)).
 pub(super) fn pg_config(
     url: &str,
     options: &PostgresOptions,
-) -> StoreResult<tokio_postgres::Config> {
-    let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| unavailable(format!("bad PostgreSQL URL: {e}")))?;
+) -> StoreResult<(tokio_postgres::Config, MakeRustlsConnect)> {
+    let (rest, ssl) = conninfo::split(url).map_err(unavailable)?;
+    let mut config = tokio_postgres::Config::from_str(&rest)
+        .map_err(|e| unavailable(format!("bad PostgreSQL URL: {}", describe(&e))))?;
     if config.get_application_name().is_none() {
         config.application_name("switchboard");
     }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.timeout);
     }
-    Ok(config)
+    config.ssl_mode(tokio_ssl_mode(&config, ssl.mode));
+    let tls = tls::connector(&ssl).map_err(unavailable)?;
+    Ok((config, tls))
 }
 
-pub(super) fn pool(config: tokio_postgres::Config, options: &PostgresOptions) -> StoreResult<Pool> {
+/// What tokio-postgres is told: it knows no `verify-*` (the connector checks
+/// the certificate), and, as libpq, no TLS is tried over Unix sockets, which
+/// PostgreSQL serves only in plain.
+fn tokio_ssl_mode(
+    config: &tokio_postgres::Config,
+    mode: SslMode,
+) -> tokio_postgres::config::SslMode {
+    use tokio_postgres::config::{Host, SslMode as Tokio};
+    let only_sockets = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, Host::Tcp(_)));
+    match mode {
+        _ if only_sockets => Tokio::Disable,
+        SslMode::Disable => Tokio::Disable,
+        SslMode::Prefer => Tokio::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Tokio::Require,
+    }
+}
+
+pub(super) fn pool(
+    (config, tls): (tokio_postgres::Config, MakeRustlsConnect),
+    options: &PostgresOptions,
+) -> StoreResult<Pool> {
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -244,5 +273,34 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_the_driver_refuses_is_named_and_the_password_is_not() {
+        let options = PostgresOptions::default();
+        let e = pg_config("postgres://u:secret@h/db?sslcrl=/crl.pem", &options)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unknown option `sslcrl`"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn verify_modes_reach_the_driver_as_require_and_sockets_get_no_tls() {
+        use tokio_postgres::config::SslMode as Tokio;
+        let options = PostgresOptions::default();
+        let mode = |url: &str| pg_config(url, &options).unwrap().0.get_ssl_mode();
+        assert_eq!(mode("postgres://h/db"), Tokio::Prefer);
+        assert_eq!(mode("postgres://h/db?sslmode=disable"), Tokio::Disable);
+        let tcp: tokio_postgres::Config = "host=h".parse().unwrap();
+        assert_eq!(tokio_ssl_mode(&tcp, SslMode::VerifyCa), Tokio::Require);
+        assert_eq!(tokio_ssl_mode(&tcp, SslMode::VerifyFull), Tokio::Require);
+        assert_eq!(mode("host=/run/postgresql sslmode=require"), Tokio::Disable);
     }
 }

@@ -163,9 +163,9 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// then skips it. A database newer than this build is refused.
 pub async fn migrate(url: &str) -> StoreResult<Vec<i32>> {
     let options = PostgresOptions::default();
-    let config = pg_config(url, &options)?;
+    let (config, tls) = pg_config(url, &options)?;
     let (mut client, connection) = config
-        .connect(NoTls)
+        .connect(tls)
         .await
         .map_err(|e| unavailable(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
     let driver = tokio::spawn(async move {
