@@ -134,6 +134,39 @@ pub fn serve(config: &Path) -> KillOnDrop {
     child
 }
 
+/// Starts `switchboard serve` logging at `level` into `log`, without data
+/// keys from the environment, and waits until it listens.
+pub fn serve_logged(config: &Path, log: &Path, level: &str) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", level)
+        .env_remove(switchboard::vault::KEYS_ENV)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop::new(child);
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("listening"),
+        "switch did not start: {line:?} {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    child
+}
+
+/// Stops a switch process as an operator does (SIGTERM) and checks it ended well.
+pub fn stop(switch: KillOnDrop) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(switch.id() as i32, libc::SIGTERM) };
+    let status = switch.into_inner().wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
 /// A binary of the simulators package (`banksim`, `walletsim`), built beside
 /// `switchboard` by `cargo test --workspace` (or `cargo build -p simulators`).
 pub fn simulator_path(name: &str) -> PathBuf {

@@ -220,6 +220,7 @@ mod answers;
 mod decode;
 mod journal;
 mod lanes;
+mod maintenance;
 mod open;
 mod schema;
 mod sql;
