@@ -37,9 +37,8 @@ pub fn run(args: RekeyArgs) -> anyhow::Result<ExitCode> {
     let batch = args.batch.clamp(1, 10_000);
     let runtime = tokio::runtime::Runtime::new()?;
     let (read, resealed) = runtime.block_on(async {
-        let store = switchboard::service::open_store_locked(&config.store, "rekey")
-            .await
-            .context("rekey needs the embedded store to itself: stop the switch first")?;
+        // The embedded store's lock: refused, naming the switch, while it runs.
+        let store = switchboard::service::open_store_locked(&config.store, "rekey").await?;
         let maintenance = store
             .maintenance()
             .context("this store keeps no sealed data")?;

@@ -107,14 +107,17 @@ pub(super) fn reseal_sql(
 ) -> ResealSql {
     let n = column.key.len();
     let keys = column.key.join(", ");
+    // Named apart from the key columns: PostgreSQL would otherwise sort by
+    // the text (`ORDER BY id` finds an output column named `id` first).
     let key_text = column
         .key
         .iter()
-        .map(|k| {
+        .enumerate()
+        .map(|(i, k)| {
             if column.integer_key() {
-                format!("CAST({k} AS text)")
+                format!("CAST({k} AS text) AS key_{i}")
             } else {
-                k.to_string()
+                format!("{k} AS key_{i}")
             }
         })
         .collect::<Vec<_>>()
