@@ -19,7 +19,7 @@ use switchboard::vault::SEALED_MAGIC;
 
 mod common;
 
-use common::process::{addr, free_port, serve_logged, stop, write_config, SwitchFile};
+use common::process::{addr, free_port, serve_logged, stop};
 use common::stored::Db;
 use common::{books_a, books_b, pg, WALLET_ID};
 
@@ -86,19 +86,7 @@ async fn rotation(db: Db) {
     let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
     let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
     let port = free_port();
-    let store_line = db.store_line();
-    let config = write_config(
-        dir.path(),
-        SwitchFile {
-            name: "switch.toml",
-            store: &store_line,
-            wallet_port: port,
-            bank_a: bank_a.addr,
-            bank_b: bank_b.addr,
-            timeout_ms: 2000,
-            max_backoff_ms: 200,
-        },
-    );
+    let config = db.switch_config(dir.path(), port, (bank_a.addr, bank_b.addr));
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("[security]\ndata_key_file = \"keys.toml\"\nrequire_encryption = true\n");
     std::fs::write(&config, text).unwrap();

@@ -22,7 +22,7 @@ use switchboard::store::{Direction, JournalEntry};
 
 mod common;
 
-use common::process::{free_port, serve_logged, stop, write_config, SwitchFile};
+use common::process::{free_port, serve_logged, stop};
 use common::stored::Db;
 use common::{books_a, books_b, pg};
 
@@ -73,19 +73,7 @@ async fn retention_purges_old_cleared_days_only(db: Db, store: StoreConfig) {
     let bank_b = spawn_bank(books_b(), FramingConfig::default())
         .await
         .unwrap();
-    let store_line = db.store_line();
-    let config = write_config(
-        dir.path(),
-        SwitchFile {
-            name: "switch.toml",
-            store: &store_line,
-            wallet_port: free_port(),
-            bank_a: bank_a.addr,
-            bank_b: bank_b.addr,
-            timeout_ms: 2000,
-            max_backoff_ms: 200,
-        },
-    );
+    let config = db.switch_config(dir.path(), free_port(), (bank_a.addr, bank_b.addr));
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "[store]\n",
         "[store]\njournal_retention_days = 3\n",

@@ -19,6 +19,28 @@ impl Db {
         }
     }
 
+    /// `switch.toml` in `dir`: a switch on this store, listening for wallets
+    /// on `wallet_port`, with banks A and B at `banks`.
+    pub fn switch_config(
+        &self,
+        dir: &std::path::Path,
+        wallet_port: u16,
+        banks: (std::net::SocketAddr, std::net::SocketAddr),
+    ) -> PathBuf {
+        super::process::write_config(
+            dir,
+            super::process::SwitchFile {
+                name: "switch.toml",
+                store: &self.store_line(),
+                wallet_port,
+                bank_a: banks.0,
+                bank_b: banks.1,
+                timeout_ms: 2000,
+                max_backoff_ms: 200,
+            },
+        )
+    }
+
     /// The first column of every row `sql` returns, as bytes (text as UTF-8).
     pub async fn values(&self, sql: &str) -> Vec<Vec<u8>> {
         match self {
