@@ -90,6 +90,10 @@ pub async fn run(
     retention_days: u32,
     shutdown: CancellationToken,
 ) {
+    info!(
+        retention_days,
+        "journal retention: messages of cleared settlement days older than this are purged hourly"
+    );
     loop {
         if let Err(e) = purge(
             maintenance.as_ref(),
