@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use clap::Args;
@@ -10,6 +11,7 @@ use clap::Args;
 use iso8583::spec::Spec;
 use switchboard::clearing::clear::{clear, ClearRequest};
 use switchboard::config::Config;
+use switchboard::store::Store;
 
 #[derive(Args, Debug)]
 pub struct ClearArgs {
@@ -50,9 +52,10 @@ pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
         allow_pending: args.allow_pending,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let cleared = runtime.block_on(async {
+    let (cleared, store) = runtime.block_on(async {
         let store = switchboard::service::open_store_locked(&config.store, "clear").await?;
-        anyhow::Ok(clear(store.as_ref(), &spec, &request).await?)
+        refuse_purged(store.clone(), date).await?;
+        anyhow::Ok((clear(store.as_ref(), &spec, &request).await?, store))
     })?;
     let out = args
         .out
@@ -108,5 +111,39 @@ pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     println!("net positions sum to zero");
+    if cleared.pending.is_empty() {
+        if let Some(maintenance) = store.maintenance() {
+            let now = chrono::Utc::now().timestamp_millis();
+            runtime.block_on(maintenance.record_cleared(date, now))?;
+            println!("settlement date {date} recorded as cleared");
+        }
+    } else {
+        println!(
+            "settlement date {date} not recorded as cleared while transactions are in flight: \
+             journal retention keeps its messages until it is"
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to clear a day whose journal messages retention has begun to
+/// purge, or whose neighbour's (clearing reads an hour into each): the files
+/// it wrote when it was cleared are the day's clearing.
+async fn refuse_purged(store: Arc<dyn Store>, date: NaiveDate) -> anyhow::Result<()> {
+    let Some(maintenance) = store.maintenance() else {
+        return Ok(());
+    };
+    let near = [date.pred_opt(), Some(date), date.succ_opt()];
+    for day in maintenance.cleared_days().await? {
+        if let (Some(began), true) = (day.purge_began_ms, near.contains(&Some(day.date))) {
+            anyhow::bail!(
+                "the journal messages of settlement date {} were purged (journal_retention_days, \
+                 from {}): {date} cannot be cleared again; its clearing files are the ones \
+                 written when it was cleared",
+                day.date,
+                super::journal::utc_text(began)
+            );
+        }
+    }
+    Ok(())
 }

@@ -76,14 +76,47 @@ pub fn run(args: JournalArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(to - 3_600_000);
     let spec = Spec::load(&config.spec)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let entries = runtime
+    let (entries, cleared) = runtime
         .block_on(async {
             let store = switchboard::service::open_store(&config.store).await?;
-            store.journal_between(from, to).await
+            let entries = store.journal_between(from, to).await?;
+            let cleared = match store.maintenance() {
+                Some(m) => m.cleared_days().await?,
+                None => Vec::new(),
+            };
+            Ok::<_, switchboard::store::StoreError>((entries, cleared))
         })
         .context("reading the journal")?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    // Days in the range whose messages retention purged: said first, and
+    // each of their rows shows its summary columns only.
+    let (first_day, last_day) = (
+        config.clearing.date_of_ms(from),
+        config.clearing.date_of_ms(to),
+    );
+    for day in &cleared {
+        if let (Some(began), true) = (
+            day.purge_began_ms,
+            (first_day..=last_day).contains(&day.date),
+        ) {
+            let line = format!(
+                "settlement date {}: messages purged from {} ([store] journal_retention_days); \
+                 its rows keep their summary columns only",
+                day.date,
+                utc_text(began)
+            );
+            if args.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "purged_day": day.date.to_string(), "purged_at": utc_text(began) })
+                )?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
     let mut shown = 0;
     for entry in entries.iter().filter(|e| {
         args.stan
@@ -91,14 +124,15 @@ pub fn run(args: JournalArgs) -> anyhow::Result<ExitCode> {
             .is_none_or(|s| e.stan.as_deref() == Some(s))
     }) {
         shown += 1;
-        let at = DateTime::from_timestamp_millis(entry.at_ms).map_or_else(
-            || entry.at_ms.to_string(),
-            |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
-        );
+        let at = utc_text(entry.at_ms);
         let direction = match entry.direction {
             Direction::In => "in",
             Direction::Out => "out",
         };
+        if entry.raw.is_empty() {
+            purged_row(&mut out, entry, &at, direction, args.json)?;
+            continue;
+        }
         let message = iso8583::parse(&spec, entry.raw.clone());
         if args.json {
             let mut object =
@@ -147,4 +181,55 @@ pub fn run(args: JournalArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A moment in Unix milliseconds as RFC 3339 UTC.
+pub fn utc_text(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    )
+}
+
+/// A row whose message retention purged: its summary columns (the card
+/// number masked when it was written).
+fn purged_row(
+    out: &mut impl Write,
+    entry: &switchboard::store::JournalEntry,
+    at: &str,
+    direction: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mti = String::from_utf8_lossy(&entry.mti);
+    if json {
+        let object = json!({
+            "at": at, "direction": direction, "peer": entry.peer, "note": entry.note,
+            "mti": mti, "purged": true,
+            "summary": {
+                "3": entry.processing_code, "11": entry.stan, "7": entry.transmission,
+                "32": entry.acquirer, "2": entry.pan_masked, "4": entry.amount_minor,
+                "39": entry.response_code,
+            },
+        });
+        writeln!(out, "{object}")?;
+        return Ok(());
+    }
+    let mut text = mti.into_owned();
+    for (number, value) in [
+        (3, entry.processing_code.clone()),
+        (11, entry.stan.clone()),
+        (2, entry.pan_masked.clone()),
+        (4, entry.amount_minor.map(|a| a.to_string())),
+        (39, entry.response_code.clone()),
+    ] {
+        if let Some(value) = value {
+            text.push_str(&format!(" {number}={value}"));
+        }
+    }
+    writeln!(
+        out,
+        "{at} {direction:<3} {}  {text}  (message purged by retention)",
+        entry.peer
+    )?;
+    Ok(())
 }

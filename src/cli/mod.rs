@@ -13,6 +13,7 @@ mod migrate;
 mod open_files;
 mod reconcile;
 mod recover;
+mod rekey;
 mod render;
 mod replay;
 mod saf;
@@ -44,8 +45,11 @@ enum Command {
     Conform(Box<conform::ConformArgs>),
     /// Run the switch: bank links, wallet listeners, the embedded store.
     Serve(serve::ServeArgs),
-    /// Write a new key file for sealing card data at rest ([security] data_key_file).
+    /// Write a new key file for sealing card data at rest ([security] data_key_file),
+    /// or add a new current key to one (--add).
     Keygen(keys::KeygenArgs),
+    /// Seal every stored card value anew under the key file's current key.
+    Rekey(rekey::RekeyArgs),
     /// The messages the switch journaled, decoded and masked.
     Journal(journal::JournalArgs),
     /// Run the switch with two simulated banks in this process, play every
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Keygen(args) => keys::keygen(args),
+        Command::Rekey(args) => rekey::run(args),
         Command::Journal(args) => journal::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),

@@ -6,6 +6,7 @@ pub mod ca;
 pub mod haproxy;
 pub mod pg;
 pub mod process;
+pub mod stored;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         banks,
         saf: Default::default(),
         lease: Duration::from_secs(10),
+        journal_retention_days: None,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,

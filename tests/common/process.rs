@@ -123,19 +123,32 @@ pub fn serve(config: &Path) -> KillOnDrop {
 
 /// [`serve`] with its log (stderr) going to `log`.
 pub fn serve_logging(config: &Path, log: impl Into<Stdio>) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut command = serve_command(config);
+    command.stderr(log);
+    listening(command, String::new)
+}
+
+fn serve_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
         .args(["serve", "--config"])
         .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop::new(child);
+        .stdout(Stdio::piped());
+    command
+}
+
+/// Spawns `command` and waits for its "listening" line; `log` says why not.
+fn listening(mut command: Command, log: impl Fn() -> String) -> KillOnDrop {
+    let mut child = KillOnDrop::new(command.spawn().unwrap());
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.contains("listening"), "switch did not start: {line:?}");
+    assert!(
+        line.contains("listening"),
+        "switch did not start: {line:?} {}",
+        log()
+    );
     child
 }
 
@@ -157,6 +170,25 @@ pub fn read_log(path: &Path) -> String {
         }
     }
     plain
+}
+
+/// Starts `switchboard serve` logging at `level` into `log`, without data
+/// keys from the environment, and waits until it listens.
+pub fn serve_logged(config: &Path, log: &Path, level: &str) -> KillOnDrop {
+    let mut command = serve_command(config);
+    command
+        .env("RUST_LOG", level)
+        .env_remove(switchboard::vault::KEYS_ENV)
+        .stderr(std::fs::File::create(log).unwrap());
+    listening(command, || std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// Stops a switch process as an operator does (SIGTERM) and checks it ended well.
+pub fn stop(switch: KillOnDrop) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(switch.id() as i32, libc::SIGTERM) };
+    let status = switch.into_inner().wait().unwrap();
+    assert!(status.success(), "{status}");
 }
 
 /// A binary of the simulators package (`banksim`, `walletsim`), built beside

@@ -153,6 +153,7 @@ struct RawStore {
     path: Option<String>,
     url: Option<String>,
     lease_ms: Option<u64>,
+    journal_retention_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +317,9 @@ pub struct Config {
     /// without renewal (`[store] lease_ms`): after it, other instances recover
     /// that work.
     pub lease: Duration,
+    /// Settlement days whose journal messages are kept before today
+    /// (`[store] journal_retention_days`); `None` keeps them forever.
+    pub journal_retention_days: Option<u32>,
     /// Freezes older than this are unfrozen by the switch itself.
     pub max_freeze_age: Duration,
     /// Settlement dates: cutoff time and time zone (`[clearing]`).
@@ -782,6 +786,12 @@ impl Config {
         if lease < Duration::from_millis(300) {
             return Err(err("store.lease_ms", "must be at least 300"));
         }
+        if raw.store.journal_retention_days == Some(0) {
+            return Err(err(
+                "store.journal_retention_days",
+                "must be at least 1 (leave it out to keep the journal forever)",
+            ));
+        }
         let mut clearing = crate::clearing::Settlement::default();
         if let Some(c) = raw.clearing {
             let cutoff = c.cutoff.unwrap_or_else(|| clearing.cutoff_text());
@@ -822,6 +832,7 @@ impl Config {
             banks,
             saf,
             lease,
+            journal_retention_days: raw.store.journal_retention_days,
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
             capture,
@@ -974,6 +985,19 @@ hosts = ["127.0.0.1:7000"]
         let short = GOOD.replace("path = \"sb.db\"", "path = \"sb.db\"\nlease_ms = 100");
         let e = Config::from_toml(&short, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "store.lease_ms");
+        assert_eq!(c.journal_retention_days, None, "kept forever unless given");
+        let kept = GOOD.replace(
+            "path = \"sb.db\"",
+            "path = \"sb.db\"\njournal_retention_days = 90",
+        );
+        let c = Config::from_toml(&kept, Path::new(".")).unwrap();
+        assert_eq!(c.journal_retention_days, Some(90));
+        let none = GOOD.replace(
+            "path = \"sb.db\"",
+            "path = \"sb.db\"\njournal_retention_days = 0",
+        );
+        let e = Config::from_toml(&none, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "store.journal_retention_days");
         // A long bank timeout stretches the default hold; a hold set too short is refused.
         let slow = format!("{GOOD}timeout_ms = 40000\n");
         let c = Config::from_toml(&slow, Path::new(".")).unwrap();

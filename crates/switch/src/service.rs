@@ -86,6 +86,8 @@ pub async fn start(
         });
         links.push(link);
     }
+    let maintenance = store.clone().maintenance();
+    let retention_clock = clock.clone();
     let switch = Arc::new(
         Switch::new(
             spec,
@@ -131,6 +133,21 @@ pub async fn start(
         Duration::from_secs(60),
         links_shutdown.clone(),
     ));
+    match (config.journal_retention_days, maintenance) {
+        (Some(days), Some(maintenance)) => {
+            link_tasks.spawn(crate::switch::retention::run(
+                maintenance,
+                config.clearing,
+                retention_clock,
+                days,
+                links_shutdown.clone(),
+            ));
+        }
+        (Some(_), None) => {
+            tracing::warn!("[store] journal_retention_days: this store keeps no journal for long")
+        }
+        (None, _) => {}
+    }
     let mut wallet_addrs = Vec::new();
     for wallet in &config.wallets {
         let listener = TcpListener::bind(wallet.listen)

@@ -45,6 +45,14 @@ pub const SEALED_MAGIC: [u8; 4] = [0xE5, 0x5B, 0x45, 0x01];
 const TEXT_PREFIX: &str = "enc1:";
 const NONCE_LEN: usize = 12;
 
+/// The comment at the top of every key file `switchboard keygen` writes.
+const KEY_FILE_HEADER: &str =
+    "# switchboard data keys. Keep this file mode 0600, away from the store\n\
+     # and its backups; without it, the card data the store holds cannot be read.\n\
+     # Rotate: `switchboard keygen --add FILE` adds a key and makes it current;\n\
+     # `switchboard rekey` then seals every stored value under it, after which\n\
+     # the old keys can be removed from [data].\n";
+
 /// The environment variable that may hold the key file's text.
 pub const KEYS_ENV: &str = "SWITCHBOARD_DATA_KEYS";
 
@@ -134,24 +142,7 @@ impl Vault {
 
     /// Keys from a key file, which only its owner may read.
     pub fn from_file(path: &Path) -> Result<Vault, VaultError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| VaultError::KeyFile(format!("{}: {e}", path.display())))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(VaultError::KeyFile(format!(
-                    "{}: mode {mode:04o} lets others read the keys; chmod 600 it",
-                    path.display()
-                )));
-            }
-        }
-        let _ = meta;
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| VaultError::KeyFile(format!("{}: {e}", path.display())))?,
-        );
+        let text = crate::secret_file::read(path).map_err(VaultError::KeyFile)?;
         Vault::parse(&text).map_err(|e| match e {
             VaultError::KeyFile(why) => VaultError::KeyFile(format!("{}: {why}", path.display())),
             other => other,
@@ -164,14 +155,47 @@ impl Vault {
         let data = Aes256Gcm::generate_key(OsRng);
         let hmac = Aes256Gcm::generate_key(OsRng);
         Zeroizing::new(format!(
-            "# switchboard data keys. Keep this file mode 0600, away from the store\n\
-             # and its backups; without it, the card data the store holds cannot be read.\n\
-             # Rotate: add a key under [data] with a new id and make it current; keep\n\
-             # the old ones for as long as values sealed under them are kept.\n\
-             current = 1\nhmac = \"{}\"\n\n[data]\n1 = \"{}\"\n",
+            "{KEY_FILE_HEADER}current = 1\nhmac = \"{}\"\n\n[data]\n1 = \"{}\"\n",
             hex::encode(hmac),
             hex::encode(data)
         ))
+    }
+
+    /// The text of a key file holding these keys plus a new data key, which
+    /// becomes current (id: one above the highest, up to 255); the HMAC key
+    /// is kept (see [`Vault::keyed_hasher`]). `text` is the file's text,
+    /// re-read so that nothing but what it holds is written back.
+    pub fn with_new_key(text: &str) -> Result<(Zeroizing<String>, u8), VaultError> {
+        let file: KeyFile = toml::from_str(text)
+            .map_err(|e| VaultError::KeyFile(format!("not a key file: {}", e.message())))?;
+        // Checks every key, as a switch reading the file would.
+        let vault = Vault::parse(text)?;
+        let highest = vault.ciphers.keys().max().copied().unwrap_or(0);
+        let id = highest.checked_add(1).ok_or_else(|| {
+            VaultError::KeyFile(
+                "the key file already has a key with id 255; remove keys no value is sealed under \
+                 (after `switchboard rekey`) and renumber"
+                    .into(),
+            )
+        })?;
+        let mut data: BTreeMap<u8, Zeroizing<String>> = file
+            .data
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap_or(0), Zeroizing::new(v.trim().to_string())))
+            .collect();
+        data.insert(
+            id,
+            Zeroizing::new(hex::encode(Aes256Gcm::generate_key(OsRng))),
+        );
+        let mut out = Zeroizing::new(String::from(KEY_FILE_HEADER));
+        out.push_str(&format!(
+            "current = {id}\nhmac = \"{}\"\n\n[data]\n",
+            file.hmac.trim()
+        ));
+        for (k, v) in &data {
+            out.push_str(&format!("{k} = \"{}\"\n", v.as_str()));
+        }
+        Ok((out, id))
     }
 
     /// The ids of the data keys, and the current one.
@@ -257,6 +281,45 @@ impl Vault {
         }
     }
 
+    /// A stored text value sealed anew under the current key, or `None` when
+    /// it is sealed under the current key already (rotation, `switchboard
+    /// rekey`). A value stored in clear is sealed too.
+    pub fn reseal_text(&self, purpose: &str, stored: &str) -> Result<Option<String>, VaultError> {
+        let current = format!("{TEXT_PREFIX}{}:", self.current);
+        if stored.starts_with(&current) {
+            return Ok(None);
+        }
+        let plain = self.open_text(purpose, stored)?;
+        Ok(Some(self.seal_text(purpose, &plain)))
+    }
+
+    /// A stored byte value sealed anew under the current key, or `None` when
+    /// it is sealed under it already or is empty (a journal message purged
+    /// by retention).
+    pub fn reseal_bytes(
+        &self,
+        purpose: &str,
+        stored: &[u8],
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        if stored.is_empty()
+            || stored
+                .strip_prefix(&SEALED_MAGIC[..])
+                .and_then(|r| r.first())
+                == Some(&self.current)
+        {
+            return Ok(None);
+        }
+        let plain = self.open_bytes(purpose, stored)?;
+        Ok(Some(self.seal_bytes(purpose, &plain)))
+    }
+
+    /// The key id a stored value is sealed under; `None` in clear.
+    pub fn key_id_of_bytes(stored: &[u8]) -> Option<u8> {
+        stored
+            .strip_prefix(&SEALED_MAGIC[..])
+            .and_then(|r| r.first().copied())
+    }
+
     /// An HMAC-SHA-256 under the HMAC key, to digest a message that
     /// carries a card number so that nobody without the key can test
     /// guesses against the digest.
@@ -264,6 +327,42 @@ impl Vault {
         <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.hmac_key)
             .expect("HMAC takes a key of any length")
     }
+}
+
+/// Creates the key file `path` (mode 0600, never over an existing file)
+/// holding `text`, synced to disk.
+pub fn create_key_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// Adds a new data key to the key file `path` and makes it current
+/// ([`Vault::with_new_key`]); returns its id. The new text is written
+/// beside the file and renamed over it, so the file is whole at every
+/// moment, whatever happens.
+pub fn add_key_to_file(path: &Path) -> Result<u8, VaultError> {
+    let failed = |e: std::io::Error| VaultError::KeyFile(format!("{}: {e}", path.display()));
+    // The same checks as a switch reading it (private, well-formed).
+    Vault::from_file(path)?;
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(failed)?);
+    let (new_text, id) = Vault::with_new_key(&text)?;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = std::path::PathBuf::from(temporary);
+    create_key_file(&temporary, &new_text)
+        .map_err(|e| VaultError::KeyFile(format!("{}: {e}", temporary.display())))?;
+    std::fs::rename(&temporary, path).map_err(failed)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename itself durable.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(id)
 }
 
 static VAULT: OnceLock<Vault> = OnceLock::new();
@@ -429,6 +528,53 @@ mod tests {
             dropped.open_text("payer_pan", &sealed),
             Err(VaultError::UnknownKey(1))
         ));
+    }
+
+    #[test]
+    fn a_new_key_becomes_current_and_rekeyed_values_open_without_the_old_one() {
+        let first = Vault::generate();
+        let old = Vault::parse(&first).unwrap();
+        let pan = old.seal_text("payer_pan", "6222021234567890");
+        let raw = old.seal_bytes("journal.raw", b"0100raw");
+        let (text, id) = Vault::with_new_key(&first).unwrap();
+        assert_eq!(id, 2);
+        let rotated = Vault::parse(&text).unwrap();
+        assert_eq!(rotated.key_ids(), (vec![1, 2], 2));
+        let pan2 = rotated.reseal_text("payer_pan", &pan).unwrap().unwrap();
+        let raw2 = rotated.reseal_bytes("journal.raw", &raw).unwrap().unwrap();
+        assert!(pan2.starts_with("enc1:2:"));
+        assert_eq!(Vault::key_id_of_bytes(&raw2), Some(2));
+        // Sealed under the current key already, or purged: left alone.
+        assert!(rotated.reseal_text("payer_pan", &pan2).unwrap().is_none());
+        assert!(rotated
+            .reseal_bytes("journal.raw", &raw2)
+            .unwrap()
+            .is_none());
+        assert!(rotated.reseal_bytes("journal.raw", b"").unwrap().is_none());
+        // In clear: sealed.
+        assert!(rotated
+            .reseal_text("payer_pan", "6222021234567890")
+            .unwrap()
+            .is_some());
+        // The same HMAC key: resend digests still match.
+        let digest = |v: &Vault| hmac::Mac::finalize(v.keyed_hasher()).into_bytes();
+        assert_eq!(digest(&old), digest(&rotated));
+        // Without key 1, the resealed values open.
+        let only_new: String = text
+            .lines()
+            .filter(|l| !l.starts_with("1 = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let only_new = Vault::parse(&only_new).unwrap();
+        assert_eq!(
+            only_new.open_text("payer_pan", &pan2).unwrap(),
+            "6222021234567890"
+        );
+        assert_eq!(
+            only_new.open_bytes("journal.raw", &raw2).unwrap(),
+            b"0100raw"
+        );
+        assert!(only_new.open_text("payer_pan", &pan).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::{
     Direction, FreezeRecord, FreezeState, JournalEntry, NewSafEntry, RequestKey, SafEntry, SafKind,
-    SafState, SagaRecord, SagaState, SentMessage, StoreError, StoreResult,
+    SafState, SagaRecord, SagaState, SealedColumn, SentMessage, StoreError, StoreResult,
 };
 use crate::dialect::{FreezeKey, InstitutionId};
 use crate::vault;
@@ -36,6 +36,138 @@ pub(crate) mod sealed {
     pub const RESPONSE: &str = "response";
     pub const JOURNAL_RAW: &str = "journal.raw";
     pub const SAF_MESSAGE: &str = "saf.message";
+}
+
+/// Every column the SQL stores seal, with the key its rows are walked by
+/// (`switchboard rekey`). PostgreSQL keeps a receive's answer on its saga
+/// too: [`SAGA_RESPONSE`].
+pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[
+    SealedColumn {
+        table: "freezes",
+        key: &["acquirer", "transmission", "stan"],
+        column: "payer_pan",
+        purpose: sealed::PAYER_PAN,
+        text: true,
+    },
+    SealedColumn {
+        table: "sagas",
+        key: &["mti", "acquirer", "transmission", "stan"],
+        column: "receiver_pan",
+        purpose: sealed::RECEIVER_PAN,
+        text: true,
+    },
+    SealedColumn {
+        table: "answers",
+        key: &["mti", "acquirer", "transmission", "stan"],
+        column: "response",
+        purpose: sealed::RESPONSE,
+        text: false,
+    },
+    SealedColumn {
+        table: "saf",
+        key: &["id"],
+        column: "message",
+        purpose: sealed::SAF_MESSAGE,
+        text: false,
+    },
+    SealedColumn {
+        table: "journal",
+        key: &["id"],
+        column: "raw",
+        purpose: sealed::JOURNAL_RAW,
+        text: false,
+    },
+];
+
+/// The answer PostgreSQL keeps on a receive's saga (nullable).
+pub(crate) const SAGA_RESPONSE: SealedColumn = SealedColumn {
+    table: "sagas",
+    key: &["mti", "acquirer", "transmission", "stan"],
+    column: "response",
+    purpose: sealed::RESPONSE,
+    text: false,
+};
+
+/// The statements that walk a [`SealedColumn`] in key order and reseal its
+/// values, written once for both SQL dialects: `key_param(i)` is the `i`th
+/// (1-based) parameter holding a key column as text, `param(i)` any other.
+pub(super) struct ResealSql {
+    /// The first `limit` rows: keys as text, then the value; parameter 1 is the limit.
+    pub first: String,
+    /// The rows after a key: parameters 1..=n the key, n + 1 the limit.
+    pub after: String,
+    /// Parameter 1 the new value, 2..=n + 1 the key, n + 2 the value read.
+    pub update: String,
+}
+
+pub(super) fn reseal_sql(
+    column: &SealedColumn,
+    key_param: impl Fn(usize) -> String,
+    param: impl Fn(usize) -> String,
+) -> ResealSql {
+    let n = column.key.len();
+    let keys = column.key.join(", ");
+    // Named apart from the key columns: PostgreSQL would otherwise sort by
+    // the text (`ORDER BY id` finds an output column named `id` first).
+    let key_text = column
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if column.integer_key() {
+                format!("CAST({k} AS text) AS key_{i}")
+            } else {
+                format!("{k} AS key_{i}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key_params = |from: usize| {
+        (from..from + n)
+            .map(|i| {
+                if column.integer_key() {
+                    format!("CAST({} AS bigint)", key_param(i))
+                } else {
+                    key_param(i)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (table, col) = (column.table, column.column);
+    let select = format!("SELECT {key_text}, {col} FROM {table} WHERE {col} IS NOT NULL");
+    ResealSql {
+        first: format!("{select} ORDER BY {keys} LIMIT {}", param(1)),
+        after: format!(
+            "{select} AND ({keys}) > ({}) ORDER BY {keys} LIMIT {}",
+            key_params(1),
+            param(n + 1)
+        ),
+        update: format!(
+            "UPDATE {table} SET {col} = {} WHERE ({keys}) = ({}) AND {col} = {}",
+            param(1),
+            key_params(2),
+            param(n + 2)
+        ),
+    }
+}
+
+/// A stored value sealed anew under the current key (`None`: leave it). The
+/// stores read text columns as bytes of UTF-8 here, to handle both kinds alike.
+pub(super) fn reseal_value(column: &SealedColumn, stored: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    let vault = vault::vault().ok_or_else(|| {
+        invalid("no data key is configured: nothing to seal under ([security] data_key_file)")
+    })?;
+    let resealed = if column.text {
+        let text = std::str::from_utf8(stored)
+            .map_err(|_| corrupt(format!("{}: not text", column.name())))?;
+        vault
+            .reseal_text(column.purpose, text)
+            .map(|v| v.map(String::into_bytes))
+    } else {
+        vault.reseal_bytes(column.purpose, stored)
+    };
+    resealed.map_err(|e| unsealed(&column.name(), e))
 }
 
 /// A sealed value that does not open: the wrong keys, or a changed value.
@@ -337,5 +469,35 @@ pub(super) fn journal_row(row: &impl Columns) -> StoreResult<JournalEntry> {
         amount_minor: amount.and_then(|a| u64::try_from(a).ok()),
         note: row.opt_text(11)?,
         raw: row.sealed_bytes(12, sealed::JOURNAL_RAW)?,
+    })
+}
+
+/// A settlement date as the `cleared_days` table holds it.
+pub(super) fn date_text(date: chrono::NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// The statement that reads every cleared day, oldest first, for [`cleared_day_row`].
+pub(super) const SQL_CLEARED_DAYS: &str =
+    "SELECT date, cleared_at_ms, purge_began_ms, purged_at_ms FROM cleared_days ORDER BY date";
+
+/// The statement that records a purge's start (`done = false`) or end.
+pub(super) fn mark_purge_sql(done: bool) -> &'static str {
+    if done {
+        "UPDATE cleared_days SET purged_at_ms = $2 WHERE date = $1 AND purged_at_ms IS NULL"
+    } else {
+        "UPDATE cleared_days SET purge_began_ms = $2 WHERE date = $1 AND purge_began_ms IS NULL"
+    }
+}
+
+/// A `cleared_days` row, as [`SQL_CLEARED_DAYS`] reads it.
+pub(super) fn cleared_day_row(row: &impl Columns) -> StoreResult<super::ClearedDay> {
+    let date = row.text(0)?;
+    Ok(super::ClearedDay {
+        date: chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d")
+            .map_err(|_| corrupt(format!("cleared day {date:?}")))?,
+        cleared_at_ms: row.bigint(1)?,
+        purge_began_ms: row.opt_bigint(2)?,
+        purged_at_ms: row.opt_bigint(3)?,
     })
 }

@@ -16,7 +16,10 @@
 //! - [`JournalSink`] (`journal.rs`): the journal;
 //! - [`History`] (`history.rs`): what clearing, recovery and inspection read;
 //! - [`Leases`] (`leases.rs`): only in a store shared by instances, reached
-//!   through [`Store::leases`].
+//!   through [`Store::leases`];
+//! - [`Maintenance`] (`maintenance.rs`): cleared days, the journal's
+//!   retention and resealing card data under a new key; only in the SQL
+//!   stores, reached through [`Store::maintenance`].
 //!
 //! The implementations: [`memory`] (the model the simulation trusts),
 //! [`sqlite`] (the embedded default) and [`postgres`] (shared by instances).
@@ -30,6 +33,7 @@ pub mod decisions;
 pub mod history;
 pub mod journal;
 pub mod leases;
+pub mod maintenance;
 pub mod memory;
 pub mod postgres;
 pub mod saf;
@@ -48,6 +52,7 @@ pub use decisions::{
 pub use history::History;
 pub use journal::{Direction, JournalEntry, JournalSink};
 pub use leases::{ExpiredLease, Lease, Leases, Unfinished};
+pub use maintenance::{ClearedDay, Maintenance, Resealed, RowKey, SealedColumn};
 pub use saf::{NewSafEntry, SafEntry, SafKind, SafOutcome, SafQueue, SafState};
 
 /// Identifies one request of a wallet for idempotency: the request MTI with the
@@ -112,4 +117,10 @@ pub trait Store: Decisions + SafQueue + JournalSink + History {
     /// then each hold a lease on their work); `None` for a store one
     /// instance uses alone, where everything unfinished is a crash's.
     fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>>;
+
+    /// The store's maintenance (cleared days, retention, rekey); `None` for
+    /// a store that keeps nothing for long (the in-memory model).
+    fn maintenance(self: Arc<Self>) -> Option<Arc<dyn Maintenance>> {
+        None
+    }
 }

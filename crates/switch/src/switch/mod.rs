@@ -13,6 +13,7 @@ pub mod lease;
 mod messages;
 mod receive;
 pub mod recovery;
+pub mod retention;
 pub mod saf;
 mod unfreeze;
 mod work;

@@ -222,6 +222,7 @@ mod conninfo;
 mod decode;
 mod journal;
 mod lanes;
+mod maintenance;
 mod open;
 mod schema;
 mod sql;

@@ -154,6 +154,18 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
     "#,
     ),
+    (
+        6,
+        "the settlement days cleared, which journal retention may purge",
+        r#"
+    CREATE TABLE cleared_days (
+        date          text   PRIMARY KEY,
+        cleared_at_ms  bigint NOT NULL,
+        purge_began_ms bigint,
+        purged_at_ms   bigint
+    );
+    "#,
+    ),
 ];
 
 /// Brings the database at `url` to this build's schema; returns the versions

@@ -12,6 +12,10 @@ impl Store for PostgresStore {
     fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>> {
         Some(self)
     }
+
+    fn maintenance(self: Arc<Self>) -> Option<Arc<dyn crate::store::Maintenance>> {
+        Some(self)
+    }
 }
 
 #[async_trait]

@@ -55,6 +55,7 @@ use crate::store::journal::JournalBacklog;
 
 mod commands;
 pub mod lock;
+mod maintenance;
 mod rows;
 mod schema;
 mod traits;

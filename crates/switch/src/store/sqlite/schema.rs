@@ -114,6 +114,15 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
     "#,
+    // 5: the settlement days cleared, which journal retention may purge.
+    r#"
+    CREATE TABLE cleared_days (
+        date          TEXT    PRIMARY KEY,
+        cleared_at_ms  INTEGER NOT NULL,
+        purge_began_ms INTEGER,
+        purged_at_ms   INTEGER
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

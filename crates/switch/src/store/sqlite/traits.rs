@@ -11,6 +11,10 @@ impl Store for SqliteStore {
     fn leases(self: Arc<Self>) -> Option<Arc<dyn Leases>> {
         None
     }
+
+    fn maintenance(self: Arc<Self>) -> Option<Arc<dyn crate::store::Maintenance>> {
+        Some(self)
+    }
 }
 
 #[async_trait]

@@ -1,0 +1,193 @@
+//! Key rotation with real processes, on both stores: a switch seals card
+//! data under key 1 of its key file and serves a freeze and a receive;
+//! `switchboard keygen --add` adds key 2 and makes it current, and
+//! `switchboard rekey` seals everything stored under it (on PostgreSQL while
+//! the switch runs, restarted with the new file; the embedded store refuses
+//! it while the switch holds the file, and takes it once stopped). Every
+//! sealed value then carries key 2, and with key 1 removed from the file the
+//! switch starts (recovery reads the store), answers an exact resend with
+//! its stored answer (the resend digest's HMAC key is kept by rotation) and
+//! `switchboard journal --unmask` reads every message.
+
+use std::path::Path;
+use std::process::Command;
+
+use iso8583::framing::FramingConfig;
+use simulators::bank_server::spawn_bank;
+use simulators::wallet::{code, WalletClient};
+use switchboard::vault::SEALED_MAGIC;
+
+mod common;
+
+use common::process::{addr, free_port, serve_logged, stop};
+use common::stored::Db;
+use common::{books_a, books_b, pg, WALLET_ID};
+
+fn switchboard(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove(switchboard::vault::KEYS_ENV)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{args:?}: {text}");
+    text
+}
+
+/// Every value of every sealed column: (column, value).
+async fn sealed_values(db: &Db) -> Vec<(String, Vec<u8>)> {
+    let mut columns = vec![
+        ("freezes", "payer_pan"),
+        ("sagas", "receiver_pan"),
+        ("answers", "response"),
+        ("saf", "message"),
+        ("journal", "raw"),
+    ];
+    if matches!(db, Db::Postgres(_)) {
+        columns.push(("sagas", "response"));
+    }
+    let mut out = Vec::new();
+    for (table, column) in columns {
+        for value in db
+            .values(&format!(
+                "SELECT {column} FROM {table} WHERE {column} IS NOT NULL"
+            ))
+            .await
+        {
+            out.push((format!("{table}.{column}"), value));
+        }
+    }
+    out
+}
+
+/// The key id a stored value is sealed under (`None`: in clear).
+fn key_id(value: &[u8]) -> Option<u8> {
+    if let Some(rest) = value.strip_prefix(b"enc1:") {
+        let id = rest.split(|&b| b == b':').next()?;
+        return std::str::from_utf8(id).ok()?.parse().ok();
+    }
+    match value.strip_prefix(&SEALED_MAGIC[..]) {
+        Some([id, ..]) => Some(*id),
+        _ => None,
+    }
+}
+
+async fn rotation(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let online = matches!(db, Db::Postgres(_));
+    switchboard(&["keygen", "--out", "keys.toml"], dir.path());
+    let (a, b) = (books_a(), books_b());
+    let (payer, receiver) = (a.accounts()[0].0.clone(), b.accounts()[0].0.clone());
+    let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
+    let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
+    let port = free_port();
+    let config = db.switch_config(dir.path(), port, (bank_a.addr, bank_b.addr));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[security]\ndata_key_file = \"keys.toml\"\nrequire_encryption = true\n");
+    std::fs::write(&config, text).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let log = dir.path().join("serve.log");
+
+    // Under key 1: a freeze of 15.00 and a receive of 4.00 from it.
+    let switch = serve_logged(&config, &log, "info");
+    let wallet = WalletClient::connect(addr(port), FramingConfig::default(), WALLET_ID)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    let freeze = wallet.freeze(&payer, 1500, now);
+    let frozen = wallet.send(&freeze).await.unwrap();
+    assert_eq!(code(&frozen), "00");
+    let received = wallet
+        .send(&wallet.receive(&freeze, &receiver, 400, now))
+        .await
+        .unwrap();
+    assert_eq!(code(&received), "00");
+    let before = sealed_values(&db).await;
+    assert!(
+        before.iter().all(|(_, v)| key_id(v) == Some(1)),
+        "{before:?}"
+    );
+
+    let added = switchboard(&["keygen", "--add", "keys.toml"], dir.path());
+    assert!(added.contains("data key 2 added"), "{added}");
+    let beside = if online {
+        // Instances restarted with the new file seal under key 2 and read
+        // both; rekey then runs beside them.
+        stop(switch);
+        Some(serve_logged(&config, &log, "info"))
+    } else {
+        // The embedded store is the switch's while it runs.
+        let refused = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["rekey", "--config", config_arg])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(stderr.contains("is held by serve"), "{stderr}");
+        stop(switch);
+        None
+    };
+    let rekeyed = switchboard(
+        &["rekey", "--config", config_arg, "--batch", "3"],
+        dir.path(),
+    );
+    assert!(
+        rekeyed.contains("everything stored is sealed under key 2"),
+        "{rekeyed}"
+    );
+    assert!(rekeyed.contains("keys 1 may now be removed"), "{rekeyed}");
+    let after = sealed_values(&db).await;
+    assert!(after.len() >= before.len(), "{after:?}");
+    for (column, value) in &after {
+        assert_eq!(key_id(value), Some(2), "{column}: {rekeyed}");
+    }
+    for column in ["freezes.payer_pan", "sagas.receiver_pan", "journal.raw"] {
+        assert!(after.iter().any(|(c, _)| c == column), "no {column}");
+    }
+    if let Some(switch) = beside {
+        stop(switch);
+    }
+
+    // Key 1 removed: everything still reads.
+    let keys = dir.path().join("keys.toml");
+    let only_new: String = std::fs::read_to_string(&keys)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("1 = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&keys, only_new).unwrap();
+    let journal = switchboard(
+        &["journal", "--config", config_arg, "--unmask", "--json"],
+        dir.path(),
+    );
+    assert!(journal.contains(&payer), "{journal}");
+    assert!(journal.contains(&receiver), "{journal}");
+    let switch = serve_logged(&config, &log, "info");
+    let wallet = WalletClient::connect(addr(port), FramingConfig::default(), WALLET_ID)
+        .await
+        .unwrap();
+    let held = bank_a.snapshot().total_held_minor;
+    let again = wallet.send(&freeze).await.unwrap();
+    assert_eq!(code(&again), "00");
+    assert_eq!(again, frozen, "the stored answer, exactly");
+    // Answered from the store: the bank was not asked to freeze again.
+    assert_eq!(bank_a.snapshot().total_held_minor, held);
+    stop(switch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_rotates_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    rotation(Db::Sqlite(dir.path().join("switch.db"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_rotates_postgresql_while_the_switch_runs() {
+    rotation(Db::Postgres(pg::database().await)).await;
+}
