@@ -99,6 +99,25 @@ fn gb_codec(encoding: Encoding) -> &'static encoding_rs::Encoding {
     }
 }
 
+/// GBK has no four-byte characters; the `encoding_rs` GBK decoder (the WHATWG one)
+/// reads GB 18030's, which GBK could not write back.
+fn reject_four_byte_sequences(raw: &[u8]) -> Result<(), Invalid> {
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            0x81..=0xFE if raw.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                return Err(Invalid {
+                    index: i,
+                    byte: raw[i],
+                })
+            }
+            0x81..=0xFE => i += 2,
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
 /// Decodes wire text in a multi-byte or non-ASCII charset (Latin-1, GBK, GB 18030)
 /// to UTF-8, appended to `out`. Bytes that are not valid in the charset are an error.
 pub fn decode_wide(encoding: Encoding, raw: &[u8], out: &mut Vec<u8>) -> Result<(), Invalid> {
@@ -112,6 +131,9 @@ pub fn decode_wide(encoding: Encoding, raw: &[u8], out: &mut Vec<u8>) -> Result<
             Ok(())
         }
         _ => {
+            if encoding == Encoding::Gbk {
+                reject_four_byte_sequences(raw)?;
+            }
             let mut decoder = gb_codec(encoding).new_decoder_without_bom_handling();
             let start = out.len();
             let capacity = decoder
