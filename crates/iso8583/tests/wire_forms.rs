@@ -25,7 +25,10 @@ fn try_spec(header: &str, fields: &str) -> Result<Spec, iso8583::spec::SpecError
 }
 
 fn unhex(s: &str) -> Bytes {
-    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'|').collect();
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'|')
+        .collect();
     Bytes::from(hex::decode(digits).expect("test hex"))
 }
 
@@ -85,7 +88,10 @@ fn a_digit_where_the_pad_nibble_belongs_is_an_error() {
         }
     );
     // The right pad is checked too: 0 where F is declared.
-    let right = spec(BCD_HEADER, "2 = { name = 'PAN', format = 'n..19', pad = 'right' }");
+    let right = spec(
+        BCD_HEADER,
+        "2 = { name = 'PAN', format = 'n..19', pad = 'right' }",
+    );
     let err = decode_err(&right, "0800 4000000000000000 19 12345678901234567890");
     assert_eq!((err.offset, err.field()), (20, Some(2)));
     assert_eq!(
@@ -111,10 +117,7 @@ fn pad_nibble_per_field_and_side() {
     golden(
         &s,
         "0200 7000000000000000 16 4761739001010119 | 123F | F123",
-        &msg(
-            b"0200",
-            &[(2, "4761739001010119"), (3, "123"), (4, "123")],
-        ),
+        &msg(b"0200", &[(2, "4761739001010119"), (3, "123"), (4, "123")]),
     );
     let golden_odd = "0200 4000000000000000 03 1230";
     golden(&s, golden_odd, &msg(b"0200", &[(2, "123")]));
@@ -393,9 +396,8 @@ fn ebcdic_1047_and_latin_1() {
 /// spec says so, and builds from either.
 #[test]
 fn track_2_separator() {
-    let fields = |sep: &str| {
-        format!("35 = {{ name = 'Track 2', format = 'z..37', pad = 'right' {sep} }}")
-    };
+    let fields =
+        |sep: &str| format!("35 = {{ name = 'Track 2', format = 'z..37', pad = 'right' {sep} }}");
     let wire = "0200 0000000020000000 31 4761739001010119D22122011758928F";
     let equals = spec(BCD_HEADER, &fields(""));
     golden(
@@ -410,7 +412,10 @@ fn track_2_separator() {
         &msg(b"0200", &[(35, "4761739001010119D22122011758928")]),
     );
     // `=` is still accepted when building.
-    let built = build_bytes(&d, &msg(b"0200", &[(35, "4761739001010119=22122011758928")]));
+    let built = build_bytes(
+        &d,
+        &msg(b"0200", &[(35, "4761739001010119=22122011758928")]),
+    );
     assert_eq!(built.unwrap(), unhex(wire));
 }
 
@@ -449,19 +454,63 @@ fn header_before_the_mti() {
 #[test]
 fn new_keys_are_checked_and_named() {
     for (header, fields, key) in [
-        ("", "2 = { name = 'a', format = 'n..19', pad_nibble = '7' }", "fields.2.pad_nibble"),
+        (
+            "",
+            "2 = { name = 'a', format = 'n..19', pad_nibble = '7' }",
+            "fields.2.pad_nibble",
+        ),
         ("pad_nibble = 'x'", "", "spec.pad_nibble"),
-        ("secondary_bitmap = 'sometimes'", "", "spec.secondary_bitmap"),
-        ("secondary_bitmap_encoding = 'octal'", "", "spec.secondary_bitmap_encoding"),
+        (
+            "secondary_bitmap = 'sometimes'",
+            "",
+            "spec.secondary_bitmap",
+        ),
+        (
+            "secondary_bitmap_encoding = 'octal'",
+            "",
+            "spec.secondary_bitmap_encoding",
+        ),
         ("header_length = 2\nheader = '600001'", "", "spec.header"),
-        ("", "2 = { name = 'a', format = 'n..19', length_counts = 'words' }", "fields.2.length_counts"),
-        ("", "28 = { name = 'a', format = 'x+n8', length_counts = 'bytes' }", "fields.28.length_counts"),
-        ("", "2 = { name = 'a', format = 'n..19', length_pad = 'middle' }", "fields.2.length_pad"),
-        ("", "35 = { name = 'a', format = 'z..37', separator = '^' }", "fields.35.separator"),
-        ("", "43 = { name = 'a', format = 'ans40', encoding = 'big5' }", "fields.43.encoding"),
-        ("", "48 = { name = 'a', format = 'b..99', length_encoding = 'gbk' }", "fields.48.length_encoding"),
-        ("length_encoding = 'hex'", "48 = { name = 'a', format = 'ans..999' }", "fields.48.format"),
-        ("", "48 = { name = 'a', format = 'b..60', length_counts = 'nibbles' }", "fields.48.format"),
+        (
+            "",
+            "2 = { name = 'a', format = 'n..19', length_counts = 'words' }",
+            "fields.2.length_counts",
+        ),
+        (
+            "",
+            "28 = { name = 'a', format = 'x+n8', length_counts = 'bytes' }",
+            "fields.28.length_counts",
+        ),
+        (
+            "",
+            "2 = { name = 'a', format = 'n..19', length_pad = 'middle' }",
+            "fields.2.length_pad",
+        ),
+        (
+            "",
+            "35 = { name = 'a', format = 'z..37', separator = '^' }",
+            "fields.35.separator",
+        ),
+        (
+            "",
+            "43 = { name = 'a', format = 'ans40', encoding = 'big5' }",
+            "fields.43.encoding",
+        ),
+        (
+            "",
+            "48 = { name = 'a', format = 'b..99', length_encoding = 'gbk' }",
+            "fields.48.length_encoding",
+        ),
+        (
+            "length_encoding = 'hex'",
+            "48 = { name = 'a', format = 'ans..999' }",
+            "fields.48.format",
+        ),
+        (
+            "",
+            "48 = { name = 'a', format = 'b..60', length_counts = 'nibbles' }",
+            "fields.48.format",
+        ),
     ] {
         let err = try_spec(header, fields).expect_err(key);
         assert_eq!(err.key, key, "{header} {fields}: {err}");
@@ -630,4 +679,30 @@ proptest! {
             prop_assert_eq!(parse(&s, rebuilt).unwrap(), m);
         }
     }
+}
+
+/// Validation measures wide-charset values in wire bytes and lets their non-ASCII
+/// characters through the text classes.
+#[test]
+fn validation_of_gbk_text() {
+    use iso8583::validate::{validate, Violation};
+    let s = spec(
+        "",
+        "43 = { name = 'Card acceptor name/location', format = 'ans40', encoding = 'gbk' }",
+    );
+    let ok = msg(b"0200", &[(43, &format!("中国银联{}", " ".repeat(32)))]);
+    let v = validate(&s, &ok);
+    assert!(
+        !v.violations.iter().any(|v| matches!(
+            v,
+            Violation::BadLength { .. } | Violation::BadContent { .. }
+        )),
+        "{:?}",
+        v.violations
+    );
+    let long = msg(b"0200", &[(43, &format!("中国银联{}", " ".repeat(36)))]);
+    assert!(validate(&s, &long)
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::BadLength { field: 43, .. })));
 }
