@@ -902,7 +902,7 @@ impl Spec {
 /// Hexadecimal text (either case, spaces allowed) as bytes.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| *b != b' ').collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

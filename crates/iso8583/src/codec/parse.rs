@@ -171,7 +171,7 @@ fn parse_length(
             };
             for i in 0..nibbles {
                 let b = raw[i / 2];
-                let nib = if i % 2 == 0 { b >> 4 } else { b & 0xF };
+                let nib = if i.is_multiple_of(2) { b >> 4 } else { b & 0xF };
                 if i == pad_at {
                     if nib != 0 {
                         return Err(bad());
@@ -318,7 +318,7 @@ fn unpack_bcd(
     let nibbles = raw.len() * 2;
     let nibble = |i: usize| {
         let b = raw[i / 2];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             b >> 4
         } else {
             b & 0xF
