@@ -348,23 +348,35 @@ fn unpack_bcd(
     } else {
         0
     };
-    for i in 0..nibbles {
-        if padded && i == pad_index {
+    let bad = |i: usize| {
+        bad_byte(
+            location,
+            raw_start + i,
+            raw[i],
+            if separator != 0 {
+                "BCD track-2"
+            } else {
+                "BCD digits"
+            },
+        )
+    };
+    // Whole bytes of two decimal digits are the common case; the pad nibble and a
+    // separator only occur in the first or last byte, or in track data.
+    let skip_first = padded && field.pad == Pad::Left;
+    let skip_last = padded && field.pad == Pad::Right;
+    let last = raw.len().wrapping_sub(1);
+    for (i, &b) in raw.iter().enumerate() {
+        let (hi, lo) = (b >> 4, b & 0xF);
+        if hi <= 9 && lo <= 9 && !(i == 0 && skip_first) && !(i == last && skip_last) {
+            out.extend_from_slice(&[b'0' + hi, b'0' + lo]);
             continue;
         }
-        let c = nibble_to_char(nibble(i), separator).ok_or_else(|| {
-            bad_byte(
-                location,
-                raw_start + i / 2,
-                raw[i / 2],
-                if separator != 0 {
-                    "BCD track-2"
-                } else {
-                    "BCD digits"
-                },
-            )
-        })?;
-        out.extend_from_slice(&[c]);
+        if !(i == 0 && skip_first) {
+            out.extend_from_slice(&[nibble_to_char(hi, separator).ok_or_else(|| bad(i))?]);
+        }
+        if !(i == last && skip_last) {
+            out.extend_from_slice(&[nibble_to_char(lo, separator).ok_or_else(|| bad(i))?]);
+        }
     }
     Ok(())
 }
