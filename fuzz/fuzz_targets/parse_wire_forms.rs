@@ -2,7 +2,7 @@
 //! dialects: a header before the MTI, EBCDIC-hex and mixed bitmap encodings, an
 //! always-present secondary bitmap, strict BCD pad nibbles (0 and F, either side),
 //! 1- to 6-digit, hex and left-justified BCD length prefixes, lengths counting bytes
-//! or characters/nibbles, signed BCD amounts, the track-2 separator kept as `D`, and
+//! or characters or nibbles, signed BCD amounts, the track-2 separator kept as `D`, and
 //! EBCDIC 1047, Latin-1, GBK and GB 18030 text (see common/round_trip.rs for what
 //! is checked).
 

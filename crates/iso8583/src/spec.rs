@@ -186,8 +186,10 @@ pub enum LengthCount {
     Units,
     /// Bytes on the wire after the prefix.
     Bytes,
-    /// Characters of text; nibbles (hex digits) of `b` and BCD values.
+    /// Characters of text; hex digits of `b` values; digits of BCD values.
     Characters,
+    /// Half bytes: of the wire for text and binary (2 per byte), digits for BCD.
+    Nibbles,
 }
 
 /// One field, compiled.
@@ -251,6 +253,8 @@ impl FieldSpec {
             (LengthCount::Bytes, Encoding::Bcd) => units.div_ceil(2),
             (LengthCount::Bytes, Encoding::Hex) => units * 2,
             (LengthCount::Characters, _) if self.class == ContentClass::B => units * 2,
+            (LengthCount::Nibbles, Encoding::Bcd) => units,
+            (LengthCount::Nibbles, _) => units * 2,
             _ => units,
         }
     }
@@ -967,7 +971,8 @@ impl FieldOptions {
             o.length_counts = match v {
                 "units" => LengthCount::Units,
                 "bytes" => LengthCount::Bytes,
-                "characters" | "nibbles" => LengthCount::Characters,
+                "characters" => LengthCount::Characters,
+                "nibbles" => LengthCount::Nibbles,
                 _ => {
                     return Err(spec_err(
                         format!("{prefix}.length_counts"),

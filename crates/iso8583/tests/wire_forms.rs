@@ -549,7 +549,7 @@ fn gen_field() -> impl Strategy<Value = GenField> {
         prop::option::of(1usize..6),
         1u8..=6,
         prop_oneof![Just("ascii"), Just("ebcdic"), Just("bcd"), Just("binary"), Just("hex")],
-        prop_oneof![Just("units"), Just("bytes"), Just("characters")],
+        prop_oneof![Just("units"), Just("bytes"), Just("characters"), Just("nibbles")],
         prop_oneof![Just("left"), Just("right")],
         prop_oneof![Just("0"), Just("F")],
         prop_oneof![Just("left"), Just("right")],
@@ -705,4 +705,76 @@ fn validation_of_gbk_text() {
         .violations
         .iter()
         .any(|v| matches!(v, Violation::BadLength { field: 43, .. })));
+}
+
+/// pyiso8583's `len_count = "nibbles"` vectors (knovichikhin/pyiso8583,
+/// tests/test_nibbles.py): MTI and bitmap as ASCII text, field 2 `1234` as text or
+/// as two bytes, odd `123` packed with each pad; the prefix counts half bytes.
+#[test]
+fn pyiso8583_nibble_vectors() {
+    let head = "bitmap_encoding = 'hex'";
+    let mti_bitmap = "30323030 34303030303030303030303030303030";
+    for (field, prefix_and_data, value) in [
+        // data ascii, len ascii / binary (2 bytes): `08` / `00 08`, then "1234"
+        ("format = 'ans..4'", "3038 31323334", &b"1234"[..]),
+        (
+            "format = 'ans...4', length_encoding = 'binary'",
+            "0008 31323334",
+            b"1234",
+        ),
+        // data binary, len ascii / binary: `04` / `00 04`, then 12 34
+        ("format = 'b..2'", "3034 1234", &[0x12, 0x34]),
+        (
+            "format = 'b...2', length_encoding = 'binary'",
+            "0004 1234",
+            &[0x12, 0x34],
+        ),
+        // odd digits packed: left pad 0 / F, right pad 0 / F
+        ("format = 'n..4', encoding = 'bcd'", "3033 0123", b"123"),
+        (
+            "format = 'n..4', encoding = 'bcd', pad_nibble = 'F'",
+            "3033 F123",
+            b"123",
+        ),
+        (
+            "format = 'n..4', encoding = 'bcd', pad = 'right', pad_nibble = '0'",
+            "3033 1230",
+            b"123",
+        ),
+        (
+            "format = 'n..4', encoding = 'bcd', pad = 'right'",
+            "3033 123F",
+            b"123",
+        ),
+        (
+            "format = 'n...4', encoding = 'bcd', length_encoding = 'binary'",
+            "0003 0123",
+            b"123",
+        ),
+    ] {
+        let s = spec(
+            head,
+            &format!("2 = {{ name = 'PAN', {field}, length_counts = 'nibbles' }}"),
+        );
+        let mut m = Message::new(*b"0200");
+        m.set(2, Bytes::copy_from_slice(value));
+        golden(&s, &format!("{mti_bitmap} {prefix_and_data}"), &m);
+    }
+    // "Field data is 8 nibbles, larger than maximum 4: field 2 pos 20"
+    let s = spec(
+        head,
+        "2 = { name = 'PAN', format = 'ans..2', length_counts = 'nibbles' }",
+    );
+    let err = decode_err(&s, &format!("{mti_bitmap} 3038 31323334"));
+    assert_eq!(
+        (err.offset, err.kind),
+        (
+            20,
+            DecodeErrorKind::LengthExceedsMax {
+                prefix: "LL",
+                length: 8,
+                max: 4
+            }
+        )
+    );
 }

@@ -269,7 +269,8 @@ fn extent_of_count(
             wire_len: count,
             digits: None,
         }),
-        (LengthCount::Bytes, Encoding::Hex) | (LengthCount::Characters, Encoding::Hex) => {
+        (LengthCount::Nibbles, Encoding::Bcd) => Ok(extent_of_units(field, count)),
+        (LengthCount::Bytes | LengthCount::Characters | LengthCount::Nibbles, Encoding::Hex) => {
             if count % 2 == 1 {
                 return Err(odd());
             }
@@ -278,7 +279,7 @@ fn extent_of_count(
                 digits: None,
             })
         }
-        (LengthCount::Characters, Encoding::Binary) => {
+        (LengthCount::Characters, Encoding::Binary) | (LengthCount::Nibbles, _) => {
             if count % 2 == 1 {
                 return Err(odd());
             }
