@@ -5,6 +5,9 @@
 //! - `0100_freeze`: fields 2,3,4,7,11,12,13,25,32,37,49 (primary bitmap only)
 //! - `0200_receive`: the same plus F90, which adds a secondary bitmap
 //!
+//! - `0200_receive_bcd`: the 0200 with the `iso8583-1987-bcd` dialect (packed
+//!   numerics and lengths, decoded into the per-message buffer)
+//!
 //! Run all with `cargo bench --bench codec`, or one message with
 //! `cargo bench --bench codec -- 0200`. Results: benches/RESULTS.md.
 
@@ -99,6 +102,9 @@ fn codec(c: &mut Criterion) {
     let spec = Spec::switchboard();
     bench_message(c, &spec, "0100_freeze", b"0100", FREEZE_0100);
     bench_message(c, &spec, "0200_receive", b"0200", RECEIVE_0200);
+    // The same fields packed: BCD MTI, numerics and lengths (the decode-buffer path).
+    let bcd = Spec::load("iso8583-1987-bcd").expect("built-in spec");
+    bench_message(c, &bcd, "0200_receive_bcd", b"0200", RECEIVE_0200);
 }
 
 criterion_group!(benches, codec);

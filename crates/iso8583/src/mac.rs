@@ -410,7 +410,8 @@ fn build_for_mac(spec: &Spec, msg: &Message) -> Result<(BytesMut, usize), MacErr
 pub fn mac_input(spec: &Spec, msg: &Message) -> Result<Bytes, MacError> {
     let (mut wire, covered) = build_for_mac(spec, msg)?;
     wire.truncate(covered);
-    Ok(wire.freeze())
+    // A spec's header before the MTI is not covered.
+    Ok(wire.freeze().slice(spec.header_length..))
 }
 
 /// The bytes the MAC covers in a message as received: `wire` is its body
@@ -420,7 +421,8 @@ pub fn covered<'a>(spec: &Spec, wire: &'a [u8], msg: &Message) -> Result<&'a [u8
     let uncovered = uncovered_len(spec, msg)?;
     wire.len()
         .checked_sub(uncovered)
-        .map(|len| &wire[..len])
+        .filter(|len| *len >= spec.header_length)
+        .map(|len| &wire[spec.header_length..len])
         .ok_or(MacError::Wrong)
 }
 
@@ -428,7 +430,7 @@ pub fn covered<'a>(spec: &Spec, wire: &'a [u8], msg: &Message) -> Result<&'a [u8
 /// wire form, built once.
 pub fn sign_bytes(spec: &Spec, msg: &mut Message, key: &MacKey) -> Result<Bytes, MacError> {
     let (mut wire, covered) = build_for_mac(spec, msg)?;
-    let mac = key.mac(&wire[..covered]).field_128();
+    let mac = key.mac(&wire[spec.header_length..covered]).field_128();
     msg.set(MAC_FIELD, Bytes::copy_from_slice(&mac));
     // Field 128 is fixed-length: its value takes the place of the zeros.
     let field = field_bytes(spec, MAC_FIELD, &mac)?;

@@ -121,6 +121,14 @@ pub enum Encoding {
     Ascii,
     /// One EBCDIC (code page 037) byte per character.
     Ebcdic,
+    /// One EBCDIC (code page 1047) byte per character: 037 but for `[`, `]` and `^`.
+    Ebcdic1047,
+    /// One ISO 8859-1 byte per character; values are UTF-8.
+    Latin1,
+    /// GBK: ASCII as one byte, Chinese as two; values are UTF-8.
+    Gbk,
+    /// GB 18030: GBK plus four-byte sequences for the rest of Unicode; values are UTF-8.
+    Gb18030,
     /// Packed BCD: two digits per byte.
     Bcd,
     /// Raw bytes (for `b` data), or a big-endian unsigned integer (for lengths).
@@ -130,10 +138,32 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// Whether values in this encoding are text in a character set (not BCD, binary or hex).
+    pub fn is_charset(self) -> bool {
+        matches!(
+            self,
+            Self::Ascii
+                | Self::Ebcdic
+                | Self::Ebcdic1047
+                | Self::Latin1
+                | Self::Gbk
+                | Self::Gb18030
+        )
+    }
+
+    /// Whether the logical value may hold bytes above 0x7F (UTF-8 text).
+    pub fn is_wide(self) -> bool {
+        matches!(self, Self::Latin1 | Self::Gbk | Self::Gb18030)
+    }
+
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "ascii" => Self::Ascii,
-            "ebcdic" => Self::Ebcdic,
+            "ebcdic" | "ebcdic-037" => Self::Ebcdic,
+            "ebcdic-1047" => Self::Ebcdic1047,
+            "latin-1" => Self::Latin1,
+            "gbk" => Self::Gbk,
+            "gb18030" => Self::Gb18030,
             "bcd" => Self::Bcd,
             "binary" => Self::Binary,
             "hex" => Self::Hex,
@@ -149,6 +179,19 @@ pub enum Pad {
     Right,
 }
 
+/// What a length prefix counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthCount {
+    /// The field's own units: digits (`n`, `z`), characters (text), bytes (`b`).
+    Units,
+    /// Bytes on the wire after the prefix.
+    Bytes,
+    /// Characters of text; hex digits of `b` values; digits of BCD values.
+    Characters,
+    /// Half bytes: of the wire for text and binary (2 per byte), digits for BCD.
+    Nibbles,
+}
+
 /// One field, compiled.
 #[derive(Debug, Clone)]
 pub struct FieldSpec {
@@ -159,6 +202,15 @@ pub struct FieldSpec {
     pub encoding: Encoding,
     pub length_encoding: Encoding,
     pub pad: Pad,
+    /// The padding nibble of an odd-length BCD value: 0x0 or 0xF. Checked when reading.
+    pub pad_nibble: u8,
+    /// What the length prefix counts.
+    pub length_counts: LengthCount,
+    /// Side of the padding nibble of an odd-digit BCD length prefix (left:
+    /// right-justified `01 04`; right: left-justified `10 40`).
+    pub length_pad: Pad,
+    /// The character the BCD nibble `D` of a `z` field reads as: `=` or `D`.
+    pub separator: u8,
     /// Card data: masked in every human-readable output unless asked otherwise.
     pub sensitive: bool,
     /// The format as written in the spec, e.g. `n..19`.
@@ -193,14 +245,27 @@ impl FieldSpec {
         }
     }
 
-    /// The prefix name used in error messages: `L`, `LL`, `LLL`, `LLLL`.
+    /// What a length prefix announces for a value of `units` in the field's own
+    /// units, by the field's `length_counts`.
+    pub fn count_of_units(&self, units: usize) -> usize {
+        match (self.length_counts, self.encoding) {
+            (LengthCount::Units, _) => units,
+            (LengthCount::Bytes, Encoding::Bcd) => units.div_ceil(2),
+            (LengthCount::Bytes, Encoding::Hex) => units * 2,
+            (LengthCount::Characters, _) if self.class == ContentClass::B => units * 2,
+            (LengthCount::Nibbles, Encoding::Bcd) => units,
+            (LengthCount::Nibbles, _) => units * 2,
+            _ => units,
+        }
+    }
+
+    /// The prefix name used in error messages: `L` to `LLLLLL`.
     pub fn prefix_name(&self) -> &'static str {
         match self.length {
             LengthKind::Fixed(_) => "fixed",
-            LengthKind::Variable { digits: 1, .. } => "L",
-            LengthKind::Variable { digits: 2, .. } => "LL",
-            LengthKind::Variable { digits: 3, .. } => "LLL",
-            LengthKind::Variable { .. } => "LLLL",
+            LengthKind::Variable { digits, .. } => {
+                &"LLLLLL"[..(digits as usize).clamp(1, MAX_LENGTH_DIGITS as usize)]
+            }
         }
     }
 }
@@ -212,7 +277,21 @@ pub enum BitmapEncoding {
     Binary,
     /// 16 upper-case hexadecimal ASCII characters per bitmap.
     Hex,
+    /// 16 upper-case hexadecimal EBCDIC characters per bitmap (`F0`-`F9`, `C1`-`C6`).
+    EbcdicHex,
 }
+
+/// When the secondary bitmap is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondaryBitmap {
+    /// Only when a field 65–128 (or the tertiary bitmap) is present.
+    WhenNeeded,
+    /// In every message, all zeros when no field 65–128 is present.
+    Always,
+}
+
+/// The most length-prefix digits a variable field may have (LLLLLLVAR).
+pub const MAX_LENGTH_DIGITS: u8 = 6;
 
 /// Which fields a message (request or response) carries.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +330,15 @@ pub struct Spec {
     pub name: String,
     pub description: String,
     pub mti_encoding: Encoding,
+    /// Encoding of the primary bitmap.
     pub bitmap_encoding: BitmapEncoding,
+    /// Encoding of the secondary and tertiary bitmaps.
+    pub secondary_bitmap_encoding: BitmapEncoding,
+    pub secondary_bitmap: SecondaryBitmap,
+    /// Bytes before the MTI that belong to the message (not to a framing).
+    pub header_length: usize,
+    /// The header written when a message to build has none.
+    pub default_header: bytes::Bytes,
     /// Bit 65 announces a third bitmap (fields 129–192).
     pub tertiary_bitmap: bool,
     fields: Vec<Option<FieldSpec>>,
@@ -310,6 +397,11 @@ struct RawHeader {
     mti_encoding: String,
     #[serde(default = "binary")]
     bitmap_encoding: String,
+    secondary_bitmap_encoding: Option<String>,
+    secondary_bitmap: Option<String>,
+    #[serde(default)]
+    header_length: usize,
+    header: Option<String>,
     #[serde(default)]
     tertiary_bitmap: bool,
     #[serde(default = "ascii")]
@@ -318,6 +410,10 @@ struct RawHeader {
     length_encoding: String,
     #[serde(default = "left")]
     pad: String,
+    pad_nibble: Option<String>,
+    length_counts: Option<String>,
+    length_pad: Option<String>,
+    separator: Option<String>,
 }
 
 fn ascii() -> String {
@@ -338,6 +434,10 @@ struct RawField {
     encoding: Option<String>,
     length_encoding: Option<String>,
     pad: Option<String>,
+    pad_nibble: Option<String>,
+    length_counts: Option<String>,
+    length_pad: Option<String>,
+    separator: Option<String>,
     #[serde(default)]
     sensitive: bool,
 }
@@ -382,7 +482,7 @@ fn parse_format(format: &str) -> Option<(ContentClass, LengthKind)> {
     // ISO writes LLVAR as `..` and LLLVAR as `...`: one dot per length digit.
     let length = match dots {
         0 => LengthKind::Fixed(n),
-        1..=4 => LengthKind::Variable {
+        1..=6 => LengthKind::Variable {
             digits: dots as u8,
             max: n,
         },
@@ -460,16 +560,59 @@ impl Spec {
                 "must be ascii, bcd or ebcdic",
             ));
         }
-        let bitmap_encoding = match h.bitmap_encoding.as_str() {
-            "binary" => BitmapEncoding::Binary,
-            "hex" => BitmapEncoding::Hex,
-            v => {
+        let bitmap_enc = |key: &str, v: &str| match v {
+            "binary" => Ok(BitmapEncoding::Binary),
+            "hex" => Ok(BitmapEncoding::Hex),
+            "ebcdic-hex" => Ok(BitmapEncoding::EbcdicHex),
+            v => Err(spec_err(
+                key,
+                format!("must be binary, hex or ebcdic-hex, got {v:?}"),
+            )),
+        };
+        let bitmap_encoding = bitmap_enc("spec.bitmap_encoding", &h.bitmap_encoding)?;
+        let secondary_bitmap_encoding = match &h.secondary_bitmap_encoding {
+            Some(v) => bitmap_enc("spec.secondary_bitmap_encoding", v)?,
+            None => bitmap_encoding,
+        };
+        let secondary_bitmap = match h.secondary_bitmap.as_deref() {
+            None | Some("when-needed") => SecondaryBitmap::WhenNeeded,
+            Some("always") => SecondaryBitmap::Always,
+            Some(v) => {
                 return Err(spec_err(
-                    "spec.bitmap_encoding",
-                    format!("must be binary or hex, got {v:?}"),
+                    "spec.secondary_bitmap",
+                    format!("must be when-needed or always, got {v:?}"),
                 ))
             }
         };
+        let default_header = match &h.header {
+            None => bytes::Bytes::from(vec![0u8; h.header_length]),
+            Some(hex) => {
+                let bytes = decode_hex(hex).ok_or_else(|| {
+                    spec_err("spec.header", format!("{hex:?} is not hexadecimal"))
+                })?;
+                if bytes.len() != h.header_length {
+                    return Err(spec_err(
+                        "spec.header",
+                        format!(
+                            "{} bytes, but header_length is {}",
+                            bytes.len(),
+                            h.header_length
+                        ),
+                    ));
+                }
+                bytes::Bytes::from(bytes)
+            }
+        };
+        let field_opts = FieldOptions::parse(
+            "spec",
+            &RawFieldOptions {
+                pad_nibble: h.pad_nibble.as_deref(),
+                length_counts: h.length_counts.as_deref(),
+                length_pad: h.length_pad.as_deref(),
+                separator: h.separator.as_deref(),
+            },
+            &FieldOptions::default(),
+        )?;
         let default_enc = enc("spec.encoding", &h.encoding)?;
         let default_len_enc = enc("spec.length_encoding", &h.length_encoding)?;
         let default_pad = pad("spec.pad", &h.pad)?;
@@ -532,11 +675,11 @@ impl Spec {
                         "only b fields can be binary or hex",
                     ))
                 }
-                (ContentClass::N | ContentClass::Z, Encoding::Bcd) => {}
+                (ContentClass::N | ContentClass::Z | ContentClass::XN, Encoding::Bcd) => {}
                 (_, Encoding::Bcd) => {
                     return Err(spec_err(
                         format!("{k}.encoding"),
-                        "only n and z fields can be packed BCD",
+                        "only n, z and x+n fields can be packed BCD",
                     ))
                 }
                 _ => {}
@@ -545,31 +688,52 @@ impl Spec {
                 Some(e) => enc(&format!("{k}.length_encoding"), e)?,
                 None => default_len_enc,
             };
-            if length_encoding == Encoding::Hex {
+            if !matches!(
+                length_encoding,
+                Encoding::Ascii
+                    | Encoding::Ebcdic
+                    | Encoding::Bcd
+                    | Encoding::Binary
+                    | Encoding::Hex
+            ) {
                 return Err(spec_err(
                     format!("{k}.length_encoding"),
-                    "lengths are ascii, ebcdic, bcd or binary",
+                    "lengths are ascii, ebcdic, bcd, binary or hex",
                 ));
-            }
-            if let LengthKind::Variable { digits, max } = length {
-                let limit = match length_encoding {
-                    Encoding::Binary => {
-                        (1usize << (8 * digits_to_bytes(digits, length_encoding))) - 1
-                    }
-                    _ => 10usize.pow(digits as u32) - 1,
-                };
-                if max > limit {
-                    return Err(spec_err(
-                        format!("{k}.format"),
-                        format!("maximum {max} does not fit a {digits}-digit length prefix"),
-                    ));
-                }
             }
             let pad = match &f.pad {
                 Some(p) => pad(&format!("{k}.pad"), p)?,
                 None => default_pad,
             };
-            fields[number as usize] = Some(FieldSpec {
+            let opts = FieldOptions::parse(
+                &k,
+                &RawFieldOptions {
+                    pad_nibble: f.pad_nibble.as_deref(),
+                    length_counts: f.length_counts.as_deref(),
+                    length_pad: f.length_pad.as_deref(),
+                    separator: f.separator.as_deref(),
+                },
+                &field_opts,
+            )?;
+            let counts_key = || {
+                if f.length_counts.is_some() {
+                    format!("{k}.length_counts")
+                } else {
+                    "spec.length_counts".to_string()
+                }
+            };
+            if opts.length_counts == LengthCount::Characters
+                && !(class == ContentClass::B || encoding.is_charset() || encoding == Encoding::Bcd)
+            {
+                return Err(spec_err(
+                    counts_key(),
+                    "characters are counted in text, b and BCD values",
+                ));
+            }
+            if opts.length_counts != LengthCount::Units && class == ContentClass::XN {
+                return Err(spec_err(counts_key(), "x+n lengths count digits (units)"));
+            }
+            let compiled = FieldSpec {
                 number,
                 name: f.name.clone(),
                 class,
@@ -577,9 +741,35 @@ impl Spec {
                 encoding,
                 length_encoding,
                 pad,
+                pad_nibble: opts.pad_nibble.unwrap_or(match pad {
+                    Pad::Left => 0x0,
+                    Pad::Right => 0xF,
+                }),
+                length_counts: opts.length_counts,
+                length_pad: opts.length_pad,
+                separator: opts.separator,
                 sensitive: f.sensitive,
                 format: f.format.clone(),
-            });
+            };
+            if let LengthKind::Variable { digits, max } = length {
+                let limit = match length_encoding {
+                    Encoding::Binary => {
+                        (1u64 << (8 * digits_to_bytes(digits, length_encoding))) - 1
+                    }
+                    Encoding::Hex => 16u64.pow(digits as u32) - 1,
+                    _ => 10u64.pow(digits as u32) - 1,
+                };
+                let counted = compiled.count_of_units(max) as u64;
+                if counted > limit {
+                    return Err(spec_err(
+                        format!("{k}.format"),
+                        format!(
+                            "maximum {max} ({counted} counted) does not fit a {digits}-digit length prefix"
+                        ),
+                    ));
+                }
+            }
+            fields[number as usize] = Some(compiled);
         }
 
         let mut messages = Vec::with_capacity(raw.messages.len());
@@ -648,9 +838,13 @@ impl Spec {
         let needs_decoding = fields
             .iter()
             .flatten()
-            .any(|f| matches!(f.encoding, Encoding::Bcd | Encoding::Ebcdic | Encoding::Hex));
+            .any(|f| !matches!(f.encoding, Encoding::Ascii | Encoding::Binary));
         Ok(Spec {
             needs_decoding,
+            secondary_bitmap_encoding,
+            secondary_bitmap,
+            header_length: h.header_length,
+            default_header,
             name: h.name.clone(),
             description: h.description.clone(),
             mti_encoding,
@@ -709,6 +903,112 @@ impl Spec {
     }
 }
 
+/// Hexadecimal text (either case, spaces allowed) as bytes.
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b' ').collect();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|p| {
+            let v = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            Some((v(p[0])? << 4) | v(p[1])?)
+        })
+        .collect()
+}
+
+/// The field keys that `[spec]` may set for every field.
+struct RawFieldOptions<'a> {
+    pad_nibble: Option<&'a str>,
+    length_counts: Option<&'a str>,
+    length_pad: Option<&'a str>,
+    separator: Option<&'a str>,
+}
+
+/// Compiled [`RawFieldOptions`]; the defaults are the codec's historical behaviour.
+#[derive(Clone, Copy)]
+struct FieldOptions {
+    /// `None`: the side decides (0 on the left, F on the right).
+    pad_nibble: Option<u8>,
+    length_counts: LengthCount,
+    length_pad: Pad,
+    separator: u8,
+}
+
+impl Default for FieldOptions {
+    fn default() -> Self {
+        FieldOptions {
+            pad_nibble: None,
+            length_counts: LengthCount::Units,
+            length_pad: Pad::Left,
+            separator: b'=',
+        }
+    }
+}
+
+impl FieldOptions {
+    /// Reads the keys under `prefix` (`spec` or `fields.N`), falling back to `inherited`.
+    fn parse(
+        prefix: &str,
+        raw: &RawFieldOptions<'_>,
+        inherited: &FieldOptions,
+    ) -> Result<FieldOptions, SpecError> {
+        let mut o = *inherited;
+        if let Some(v) = raw.pad_nibble {
+            o.pad_nibble = Some(match v {
+                "0" => 0x0,
+                "F" | "f" => 0xF,
+                _ => {
+                    return Err(spec_err(
+                        format!("{prefix}.pad_nibble"),
+                        format!("must be \"0\" or \"F\", got {v:?}"),
+                    ))
+                }
+            });
+        }
+        if let Some(v) = raw.length_counts {
+            o.length_counts = match v {
+                "units" => LengthCount::Units,
+                "bytes" => LengthCount::Bytes,
+                "characters" => LengthCount::Characters,
+                "nibbles" => LengthCount::Nibbles,
+                _ => {
+                    return Err(spec_err(
+                        format!("{prefix}.length_counts"),
+                        format!("must be units, bytes, characters or nibbles, got {v:?}"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw.length_pad {
+            o.length_pad = match v {
+                "left" => Pad::Left,
+                "right" => Pad::Right,
+                _ => {
+                    return Err(spec_err(
+                        format!("{prefix}.length_pad"),
+                        format!("must be left or right, got {v:?}"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw.separator {
+            o.separator = match v {
+                "=" => b'=',
+                "D" => b'D',
+                _ => {
+                    return Err(spec_err(
+                        format!("{prefix}.separator"),
+                        format!("must be \"=\" or \"D\", got {v:?}"),
+                    ))
+                }
+            };
+        }
+        Ok(o)
+    }
+}
+
 /// Bytes taken on the wire by a length prefix of `digits` digits in an encoding.
 pub fn digits_to_bytes(digits: u8, encoding: Encoding) -> usize {
     match encoding {
@@ -747,7 +1047,17 @@ mod tests {
         );
         assert_eq!(parse_format("q8"), None);
         assert_eq!(parse_format("n0"), None);
-        assert_eq!(parse_format("n.....9"), None);
+        assert_eq!(
+            parse_format("ans......999999"),
+            Some((
+                ContentClass::Ans,
+                LengthKind::Variable {
+                    digits: 6,
+                    max: 999999
+                }
+            ))
+        );
+        assert_eq!(parse_format("n.......9"), None);
     }
 
     #[test]

@@ -139,10 +139,31 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
             violations.push(Violation::NotAllowed { field: number });
             continue;
         };
+        // Latin-1, GBK and GB 18030 values are UTF-8; their lengths count wire bytes.
+        let wide = field.encoding.is_wide();
+        let wire_len = if wide {
+            let mut wire = Vec::with_capacity(value.len());
+            crate::codec::charset::encode_wide(field.encoding, value, &mut wire)
+                .map(|()| wire.len())
+        } else {
+            Ok(value.len())
+        };
+        let wire_len = match wire_len {
+            Ok(len) => len,
+            Err(invalid) => {
+                violations.push(Violation::BadContent {
+                    field: number,
+                    position: invalid.index,
+                    byte: invalid.byte,
+                    class: field.class.as_str(),
+                });
+                continue;
+            }
+        };
         let length_ok = match field.length {
-            LengthKind::Fixed(n) => value.len() == field.value_len_of(n),
+            LengthKind::Fixed(n) => wire_len == field.value_len_of(n),
             LengthKind::Variable { max, .. } => {
-                field.units_of(value.len()) <= max && value.len() >= field.value_len_of(0)
+                field.units_of(wire_len) <= max && wire_len >= field.value_len_of(0)
             }
         };
         if !length_ok {
@@ -175,7 +196,11 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
             } else {
                 field.class
             };
-            if let Some(position) = digits.iter().position(|&b| !class.allows(b)) {
+            // Characters beyond ASCII are what a wide charset is declared for.
+            if let Some(position) = digits
+                .iter()
+                .position(|&b| !(class.allows(b) || wide && b >= 0x80))
+            {
                 let position = position + offset;
                 violations.push(Violation::BadContent {
                     field: number,

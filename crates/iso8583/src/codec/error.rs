@@ -7,6 +7,8 @@ use std::fmt;
 /// The part of a message an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
+    /// The spec's header before the MTI.
+    Header,
     Mti,
     /// Bitmap 1 (primary), 2 (secondary) or 3 (tertiary).
     Bitmap(u8),
@@ -18,6 +20,7 @@ pub enum Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Location::Header => f.write_str("header"),
             Location::Mti => f.write_str("MTI"),
             Location::Bitmap(1) => f.write_str("primary bitmap"),
             Location::Bitmap(2) => f.write_str("secondary bitmap"),
@@ -43,6 +46,10 @@ pub enum DecodeErrorKind {
     BadLengthPrefix { prefix: &'static str, raw: String },
     /// A byte that is not valid in the element's encoding.
     BadByte { byte: u8, encoding: &'static str },
+    /// The padding nibble of an odd-length BCD value is not the one the spec declares.
+    BadPadding { nibble: u8, expected: u8 },
+    /// A length prefix announcing half a byte (an odd count of hex characters or nibbles).
+    OddLength { prefix: &'static str, length: usize },
     /// The bitmap announces a field the spec does not define.
     UndefinedField,
     /// Bytes left after the last field announced by the bitmaps.
@@ -95,6 +102,16 @@ impl fmt::Display for DecodeError {
                 "byte {byte:02X} is not valid {encoding} at offset {}",
                 self.offset
             ),
+            DecodeErrorKind::BadPadding { nibble, expected } => write!(
+                f,
+                "BCD pad nibble {nibble:X} is not the declared {expected:X} at offset {}",
+                self.offset
+            ),
+            DecodeErrorKind::OddLength { prefix, length } => write!(
+                f,
+                "{prefix} length {length} counts half a byte at offset {}",
+                self.offset
+            ),
             DecodeErrorKind::UndefinedField => write!(
                 f,
                 "present in the bitmap but not defined by the spec (data at offset {})",
@@ -135,6 +152,8 @@ pub enum EncodeError {
         byte: u8,
         encoding: &'static str,
     },
+    /// A header whose length is not the spec's `header_length`.
+    WrongHeader { expected: usize, actual: usize },
     /// Field 1 or 65/129 bitmaps are computed, not set.
     BitmapField { field: u16 },
     /// A field number outside 2..=192, or above 128 without a tertiary bitmap.
@@ -173,6 +192,10 @@ impl fmt::Display for EncodeError {
                     "character {byte:#04x} at position {position} cannot be encoded as {encoding}"
                 )
             }
+            EncodeError::WrongHeader { expected, actual } => write!(
+                f,
+                "header: the spec's header is {expected} bytes, the message's {actual}"
+            ),
             EncodeError::BitmapField { field } => write!(
                 f,
                 "field {field}: is a bitmap, computed when the message is built"

@@ -13,6 +13,8 @@ pub type Mti = [u8; 4];
 /// One ISO 8583 message.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Message {
+    /// The bytes before the MTI, for specs with a `header_length`; empty otherwise.
+    header: Bytes,
     mti: Mti,
     /// Sorted by field number, no duplicates.
     fields: Vec<(u16, Bytes)>,
@@ -40,6 +42,7 @@ impl Message {
     /// An empty message of the given type.
     pub fn new(mti: Mti) -> Self {
         Message {
+            header: Bytes::new(),
             mti,
             fields: Vec::new(),
         }
@@ -47,6 +50,7 @@ impl Message {
 
     pub(crate) fn with_capacity(mti: Mti, capacity: usize) -> Self {
         Message {
+            header: Bytes::new(),
             mti,
             fields: Vec::with_capacity(capacity),
         }
@@ -56,6 +60,16 @@ impl Message {
     pub(crate) fn push_sorted(&mut self, number: u16, value: Bytes) {
         debug_assert!(self.fields.last().is_none_or(|(n, _)| *n < number));
         self.fields.push((number, value));
+    }
+
+    /// The bytes before the MTI (a spec's `header_length`); empty when there are none.
+    pub fn header(&self) -> &Bytes {
+        &self.header
+    }
+
+    /// Sets the bytes written before the MTI; an empty header means the spec's default.
+    pub fn set_header(&mut self, header: Bytes) {
+        self.header = header;
     }
 
     pub(crate) fn values_mut(&mut self) -> &mut [(u16, Bytes)] {

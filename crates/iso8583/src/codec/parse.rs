@@ -9,11 +9,15 @@ use bytes::{Bytes, BytesMut};
 use nom::bytes::complete::take;
 use nom::IResult;
 
-use super::charset::{ebcdic_to_ascii, hex_value, nibble_to_char};
+use super::charset::{
+    charset_name, decode_wide, ebcdic_1047_to_ascii, ebcdic_to_ascii, hex_value, nibble_to_char,
+    wide_prefix_len,
+};
 use super::error::{DecodeError, DecodeErrorKind, Location};
 use super::message::{Message, Mti};
 use crate::spec::{
-    digits_to_bytes, BitmapEncoding, ContentClass, Encoding, FieldSpec, LengthKind, Pad, Spec,
+    digits_to_bytes, BitmapEncoding, ContentClass, Encoding, FieldSpec, LengthCount, LengthKind,
+    Pad, Spec,
 };
 
 /// What remains and what was taken.
@@ -64,7 +68,7 @@ fn parse_mti(spec: &Spec, cur: &mut Cursor<'_>) -> Result<Mti, DecodeError> {
             let raw = cur.take(2, Location::Mti)?;
             for (i, &b) in raw.iter().enumerate() {
                 for (j, nib) in [b >> 4, b & 0xF].into_iter().enumerate() {
-                    mti[i * 2 + j] = nibble_to_char(nib, false)
+                    mti[i * 2 + j] = nibble_to_char(nib, 0)
                         .ok_or_else(|| bad_byte(Location::Mti, start + i, b, "BCD digits"))?;
                 }
             }
@@ -93,18 +97,36 @@ fn parse_mti(spec: &Spec, cur: &mut Cursor<'_>) -> Result<Mti, DecodeError> {
 fn parse_bitmap(spec: &Spec, cur: &mut Cursor<'_>, which: u8) -> Result<u64, DecodeError> {
     let location = Location::Bitmap(which);
     let start = cur.offset();
-    match spec.bitmap_encoding {
+    let encoding = if which == 1 {
+        spec.bitmap_encoding
+    } else {
+        spec.secondary_bitmap_encoding
+    };
+    match encoding {
         BitmapEncoding::Binary => {
             let raw = cur.take(8, location)?;
             let mut word = [0u8; 8];
             word.copy_from_slice(raw);
             Ok(u64::from_be_bytes(word))
         }
-        BitmapEncoding::Hex => {
+        BitmapEncoding::Hex | BitmapEncoding::EbcdicHex => {
+            let ebcdic = encoding == BitmapEncoding::EbcdicHex;
             let raw = cur.take(16, location)?;
             let mut word = 0u64;
             for (i, &c) in raw.iter().enumerate() {
-                let v = hex_value(c).ok_or_else(|| bad_byte(location, start + i, c, "hex"))?;
+                let v = if ebcdic {
+                    ebcdic_to_ascii(c).and_then(hex_value)
+                } else {
+                    hex_value(c)
+                };
+                let v = v.ok_or_else(|| {
+                    bad_byte(
+                        location,
+                        start + i,
+                        c,
+                        if ebcdic { "EBCDIC hex" } else { "hex" },
+                    )
+                })?;
                 word = (word << 4) | v as u64;
             }
             Ok(word)
@@ -112,7 +134,8 @@ fn parse_bitmap(spec: &Spec, cur: &mut Cursor<'_>, which: u8) -> Result<u64, Dec
     }
 }
 
-/// Reads a variable-length prefix and returns the announced length in units.
+/// Reads a variable-length prefix and returns the count it announces (in what the
+/// field's `length_counts` says).
 fn parse_length(
     field: &FieldSpec,
     digits: u8,
@@ -139,16 +162,34 @@ fn parse_length(
             }
         }
         Encoding::Bcd => {
-            for &b in raw {
-                for nib in [b >> 4, b & 0xF] {
-                    if nib > 9 {
+            // An odd digit count leaves one pad nibble, 0, on the `length_pad` side.
+            let nibbles = raw.len() * 2;
+            let pad_at = match (digits % 2 == 1, field.length_pad) {
+                (false, _) => usize::MAX,
+                (true, Pad::Left) => 0,
+                (true, Pad::Right) => nibbles - 1,
+            };
+            for i in 0..nibbles {
+                let b = raw[i / 2];
+                let nib = if i.is_multiple_of(2) { b >> 4 } else { b & 0xF };
+                if i == pad_at {
+                    if nib != 0 {
                         return Err(bad());
                     }
-                    length = length * 10 + nib as usize;
+                    continue;
                 }
+                if nib > 9 {
+                    return Err(bad());
+                }
+                length = length * 10 + nib as usize;
             }
         }
-        Encoding::Ebcdic => {
+        Encoding::Hex => {
+            for &b in raw {
+                length = length * 16 + hex_value(b).ok_or_else(bad)? as usize;
+            }
+        }
+        Encoding::Ebcdic | Encoding::Ebcdic1047 => {
             for &b in raw {
                 let c = ebcdic_to_ascii(b)
                     .filter(u8::is_ascii_digit)
@@ -165,6 +206,7 @@ fn parse_length(
             }
         }
     }
+    let max = field.count_of_units(max);
     if length > max {
         return Err(DecodeError {
             location,
@@ -186,21 +228,175 @@ enum Value {
     Decoded(usize, usize),
 }
 
+/// How much of the wire a field's value takes, and for BCD how many digits it holds
+/// (`None`: every nibble but a recognisable pad, when the prefix counts bytes).
+struct Extent {
+    wire_len: usize,
+    digits: Option<usize>,
+}
+
+/// The extent of a value of `units` in the field's own units.
+fn extent_of_units(field: &FieldSpec, units: usize) -> Extent {
+    let wire_len = match field.encoding {
+        Encoding::Bcd => units.div_ceil(2) + usize::from(field.class == ContentClass::XN),
+        Encoding::Hex => units * 2,
+        _ => field.value_len_of(units),
+    };
+    Extent {
+        wire_len,
+        digits: Some(units),
+    }
+}
+
+/// The extent announced by a length prefix of `count`.
+fn extent_of_count(
+    field: &FieldSpec,
+    count: usize,
+    cur: &Cursor<'_>,
+    prefix_offset: usize,
+) -> Result<Extent, DecodeError> {
+    let odd = || DecodeError {
+        location: Location::Field(field.number),
+        offset: prefix_offset,
+        kind: DecodeErrorKind::OddLength {
+            prefix: field.prefix_name(),
+            length: count,
+        },
+    };
+    match (field.length_counts, field.encoding) {
+        (LengthCount::Units, _) => Ok(extent_of_units(field, count)),
+        (LengthCount::Bytes, Encoding::Bcd) => Ok(Extent {
+            wire_len: count,
+            digits: None,
+        }),
+        (LengthCount::Nibbles, Encoding::Bcd) => Ok(extent_of_units(field, count)),
+        (LengthCount::Bytes | LengthCount::Characters | LengthCount::Nibbles, Encoding::Hex) => {
+            if count % 2 == 1 {
+                return Err(odd());
+            }
+            Ok(Extent {
+                wire_len: count,
+                digits: None,
+            })
+        }
+        (LengthCount::Characters, Encoding::Binary) | (LengthCount::Nibbles, _) => {
+            if count % 2 == 1 {
+                return Err(odd());
+            }
+            Ok(Extent {
+                wire_len: count / 2,
+                digits: None,
+            })
+        }
+        (LengthCount::Characters, Encoding::Gbk | Encoding::Gb18030) => {
+            // The wire length follows from the characters themselves; too few is truncation.
+            let wire_len =
+                wide_prefix_len(field.encoding, cur.rest, count).unwrap_or(cur.rest.len() + 1);
+            Ok(Extent {
+                wire_len,
+                digits: None,
+            })
+        }
+        // Bytes of binary or text, characters of single-byte text, digits of BCD.
+        (LengthCount::Characters, Encoding::Bcd) => Ok(extent_of_units(field, count)),
+        _ => Ok(Extent {
+            wire_len: count,
+            digits: None,
+        }),
+    }
+}
+
+/// Unpacks BCD digits into `out`, checking the pad nibble. `digits` is the number of
+/// digits, or `None` for every nibble but a pad nibble `F` where the pad goes.
+fn unpack_bcd(
+    field: &FieldSpec,
+    raw: &[u8],
+    raw_start: usize,
+    digits: Option<usize>,
+    out: &mut BytesMut,
+) -> Result<(), DecodeError> {
+    let location = Location::Field(field.number);
+    let nibbles = raw.len() * 2;
+    let nibble = |i: usize| {
+        let b = raw[i / 2];
+        if i.is_multiple_of(2) {
+            b >> 4
+        } else {
+            b & 0xF
+        }
+    };
+    let pad_index = match field.pad {
+        Pad::Left => 0,
+        Pad::Right => nibbles.saturating_sub(1),
+    };
+    let padded = match digits {
+        Some(d) => d % 2 == 1,
+        // A pad nibble 0 cannot be told from a digit; F can.
+        None => nibbles > 0 && field.pad_nibble > 9 && nibble(pad_index) == field.pad_nibble,
+    };
+    if padded && nibble(pad_index) != field.pad_nibble {
+        return Err(DecodeError {
+            location,
+            offset: raw_start + pad_index / 2,
+            kind: DecodeErrorKind::BadPadding {
+                nibble: nibble(pad_index),
+                expected: field.pad_nibble,
+            },
+        });
+    }
+    let separator = if field.class == ContentClass::Z {
+        field.separator
+    } else {
+        0
+    };
+    let bad = |i: usize| {
+        bad_byte(
+            location,
+            raw_start + i,
+            raw[i],
+            if separator != 0 {
+                "BCD track-2"
+            } else {
+                "BCD digits"
+            },
+        )
+    };
+    // Whole bytes of two decimal digits are the common case; the pad nibble and a
+    // separator only occur in the first or last byte, or in track data.
+    let skip_first = padded && field.pad == Pad::Left;
+    let skip_last = padded && field.pad == Pad::Right;
+    let last = raw.len().wrapping_sub(1);
+    for (i, &b) in raw.iter().enumerate() {
+        let (hi, lo) = (b >> 4, b & 0xF);
+        if hi <= 9 && lo <= 9 && !(i == 0 && skip_first) && !(i == last && skip_last) {
+            out.extend_from_slice(&[b'0' + hi, b'0' + lo]);
+            continue;
+        }
+        if !(i == 0 && skip_first) {
+            out.extend_from_slice(&[nibble_to_char(hi, separator).ok_or_else(|| bad(i))?]);
+        }
+        if !(i == last && skip_last) {
+            out.extend_from_slice(&[nibble_to_char(lo, separator).ok_or_else(|| bad(i))?]);
+        }
+    }
+    Ok(())
+}
+
 fn parse_field(
     field: &FieldSpec,
     cur: &mut Cursor<'_>,
     arena: &mut BytesMut,
 ) -> Result<Value, DecodeError> {
     let location = Location::Field(field.number);
-    let units = match field.length {
-        LengthKind::Fixed(n) => n,
-        LengthKind::Variable { digits, max } => parse_length(field, digits, max, cur)?,
+    let extent = match field.length {
+        LengthKind::Fixed(n) => extent_of_units(field, n),
+        LengthKind::Variable { digits, max } => {
+            let prefix_offset = cur.offset();
+            let count = parse_length(field, digits, max, cur)?;
+            extent_of_count(field, count, cur, prefix_offset)?
+        }
     };
-    let wire_len = match field.encoding {
-        Encoding::Bcd => units.div_ceil(2),
-        Encoding::Hex => units * 2,
-        _ => field.value_len_of(units),
-    };
+    let wire_len = extent.wire_len;
     let start = cur.offset();
     let raw = cur.take(wire_len, location)?;
     match field.encoding {
@@ -213,13 +409,33 @@ fn parse_field(
             }
             Ok(Value::Input(cur.whole.slice(start..start + wire_len)))
         }
-        Encoding::Ebcdic => {
+        Encoding::Ebcdic | Encoding::Ebcdic1047 => {
             let from = arena.len();
+            let table = if field.encoding == Encoding::Ebcdic {
+                ebcdic_to_ascii
+            } else {
+                ebcdic_1047_to_ascii
+            };
             for (i, &b) in raw.iter().enumerate() {
-                let c =
-                    ebcdic_to_ascii(b).ok_or_else(|| bad_byte(location, start + i, b, "EBCDIC"))?;
+                let c = table(b).ok_or_else(|| {
+                    bad_byte(location, start + i, b, charset_name(field.encoding))
+                })?;
                 arena.extend_from_slice(&[c]);
             }
+            Ok(Value::Decoded(from, arena.len()))
+        }
+        Encoding::Latin1 | Encoding::Gbk | Encoding::Gb18030 => {
+            let from = arena.len();
+            let mut text = Vec::with_capacity(raw.len() * 2);
+            decode_wide(field.encoding, raw, &mut text).map_err(|e| {
+                bad_byte(
+                    location,
+                    start + e.index,
+                    e.byte,
+                    charset_name(field.encoding),
+                )
+            })?;
+            arena.extend_from_slice(&text);
             Ok(Value::Decoded(from, arena.len()))
         }
         Encoding::Hex => {
@@ -235,41 +451,35 @@ fn parse_field(
         }
         Encoding::Bcd => {
             let from = arena.len();
-            let separator = field.class == ContentClass::Z;
-            // An odd number of digits leaves one padding nibble, first or last.
-            let skip_first = units % 2 == 1 && field.pad == Pad::Left;
-            for (i, &b) in raw.iter().enumerate() {
-                for (j, nib) in [b >> 4, b & 0xF].into_iter().enumerate() {
-                    let index = i * 2 + j;
-                    if (index == 0 && skip_first) || (index >= units && !skip_first) {
-                        continue;
-                    }
-                    let c = nibble_to_char(nib, separator).ok_or_else(|| {
-                        bad_byte(
-                            location,
-                            start + i,
-                            b,
-                            if separator {
-                                "BCD track-2"
-                            } else {
-                                "BCD digits"
-                            },
-                        )
-                    })?;
-                    arena.extend_from_slice(&[c]);
+            let (digits_raw, digits_start) = if field.class == ContentClass::XN {
+                // The sign is one ASCII character before the packed digits.
+                let sign = raw[0];
+                if sign != b'C' && sign != b'D' {
+                    return Err(bad_byte(location, start, sign, "sign (C or D)"));
                 }
-            }
+                arena.extend_from_slice(&[sign]);
+                (&raw[1..], start + 1)
+            } else {
+                (raw, start)
+            };
+            unpack_bcd(field, digits_raw, digits_start, extent.digits, arena)?;
             Ok(Value::Decoded(from, arena.len()))
         }
     }
 }
 
-/// Parses one whole message (MTI, bitmaps, fields). Every byte must be used.
+/// Parses one whole message (header, MTI, bitmaps, fields). Every byte must be used.
 pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
     let whole = &input;
     let mut cur = Cursor {
         whole,
         rest: &whole[..],
+    };
+    let header = if spec.header_length > 0 {
+        cur.take(spec.header_length, Location::Header)?;
+        input.slice(..spec.header_length)
+    } else {
+        Bytes::new()
     };
     let mti = parse_mti(spec, &mut cur)?;
     let mut bitmaps = [0u64; 3];
@@ -290,10 +500,10 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
     }
     let present: u32 = bitmaps.iter().map(|w| w.count_ones()).sum();
     let mut message = Message::with_capacity(mti, present as usize);
-    let needs_decoding = spec
-        .fields()
-        .any(|f| matches!(f.encoding, Encoding::Bcd | Encoding::Ebcdic | Encoding::Hex));
-    let mut arena = if needs_decoding {
+    if !header.is_empty() {
+        message.set_header(header);
+    }
+    let mut arena = if spec.needs_decoding() {
         BytesMut::with_capacity(input.len() * 2)
     } else {
         BytesMut::new()
