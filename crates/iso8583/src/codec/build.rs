@@ -234,3 +234,18 @@ fn build_inner(spec: &Spec, msg: &Message, out: &mut BytesMut) -> Result<(), Enc
     }
     Ok(())
 }
+
+/// Appends one element laid out like a field (length prefix, then value): the
+/// building block of composite values (`crate::composite`).
+pub(crate) fn build_element(
+    field: &FieldSpec,
+    value: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    put_field(field, value, out)
+}
+
+/// Appends one bitmap in `spec`'s bitmap encoding, for bitmaps inside a field.
+pub(crate) fn build_bitmap_word(spec: &Spec, word: u64, out: &mut BytesMut) {
+    put_bitmap(spec, out, word)
+}

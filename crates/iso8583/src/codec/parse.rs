@@ -338,3 +338,39 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
     }
     Ok(message)
 }
+
+/// Parses one element laid out like a field (length prefix, then value) at the
+/// start of `input`: the building block of composite values (`crate::composite`).
+/// Returns the logical value and how many bytes of `input` it used; error offsets
+/// count from the start of `input`.
+pub(crate) fn parse_element(
+    field: &FieldSpec,
+    input: &Bytes,
+) -> Result<(Bytes, usize), DecodeError> {
+    let mut cur = Cursor {
+        whole: input,
+        rest: &input[..],
+    };
+    let mut arena = BytesMut::new();
+    let value = match parse_field(field, &mut cur, &mut arena)? {
+        Value::Input(v) => v,
+        Value::Decoded(from, to) => arena.freeze().slice(from..to),
+    };
+    Ok((value, cur.offset()))
+}
+
+/// Parses bitmap `which` (1 primary, 2 secondary) in `spec`'s bitmap encoding at
+/// the start of `input`: for bitmaps inside a field (`crate::composite`).
+/// Returns the bitmap and how many bytes it used.
+pub(crate) fn parse_bitmap_word(
+    spec: &Spec,
+    input: &Bytes,
+    which: u8,
+) -> Result<(u64, usize), DecodeError> {
+    let mut cur = Cursor {
+        whole: input,
+        rest: &input[..],
+    };
+    let word = parse_bitmap(spec, &mut cur, which)?;
+    Ok((word, cur.offset()))
+}
