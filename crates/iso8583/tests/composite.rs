@@ -374,6 +374,12 @@ fn a_message_inside_a_field_driven_by_its_own_bitmap() {
         e.to_string(),
         "field 127, subfield 4: not defined by the spec at offset 20 of the field's value"
     );
+    // A second bitmap with no bit set would be dropped when encoding.
+    let e = layout
+        .decode(127, &unhex("C0000000000000000000000000000000"))
+        .unwrap_err();
+    assert_eq!(e.kind, SubfieldErrorKind::EmptySecondaryBitmap);
+    assert_eq!(e.offset, 8);
     let e = layout.decode(127, &unhex("40000000")).unwrap_err();
     assert_eq!(e.path, ["bitmap"]);
     assert!(matches!(e.kind, SubfieldErrorKind::Element(_)));

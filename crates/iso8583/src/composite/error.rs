@@ -27,6 +27,8 @@ pub enum SubfieldErrorKind {
     TooDeep { limit: usize },
     /// Bytes left after the last subfield.
     TrailingBytes { count: usize },
+    /// Bit 1 announces a second bitmap that has no bit set.
+    EmptySecondaryBitmap,
 }
 
 /// A value whose subfields cannot be decoded.
@@ -109,6 +111,9 @@ impl fmt::Display for SubfieldError {
             }
             SubfieldErrorKind::TrailingBytes { count } => {
                 write!(f, "{count} bytes left after the last subfield")?
+            }
+            SubfieldErrorKind::EmptySecondaryBitmap => {
+                f.write_str("a second bitmap is announced but has no bit set")?
             }
         }
         write!(f, " at offset {} of the field's value", self.offset)

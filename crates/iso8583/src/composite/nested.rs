@@ -7,7 +7,10 @@
 use bytes::{Bytes, BytesMut};
 
 use super::elements::Elements;
-use super::{all_used, check_unique, Element, SubfieldEncodeError, SubfieldError, Subfields};
+use super::{
+    all_used, check_unique, Element, SubfieldEncodeError, SubfieldError, SubfieldErrorKind,
+    Subfields,
+};
 use crate::codec::{build_bitmap_word, parse_bitmap_word};
 
 /// Subfield `n` is element number `n` of `elements`.
@@ -33,6 +36,15 @@ impl Bitmap {
         if primary & SECONDARY != 0 {
             let (secondary, used) =
                 parse_bitmap_word(spec, &value.slice(pos..), 2).map_err(bitmap_error(pos))?;
+            // An empty second bitmap would not be written back: refuse it
+            // rather than decode a value that encodes differently.
+            if secondary == 0 {
+                return Err(SubfieldError::new(
+                    Some("bitmap"),
+                    pos,
+                    SubfieldErrorKind::EmptySecondaryBitmap,
+                ));
+            }
             words[1] = secondary;
             pos += used;
         }
