@@ -113,6 +113,7 @@ fn parse_bitmap(spec: &Spec, cur: &mut Cursor<'_>, which: u8) -> Result<u64, Dec
 }
 
 /// Reads a variable-length prefix and returns the announced length in units.
+#[inline(always)]
 fn parse_length(
     field: &FieldSpec,
     digits: u8,
@@ -186,6 +187,9 @@ enum Value {
     Decoded(usize, usize),
 }
 
+// Inlined (as `parse_length`) into `parse` as when it was their only caller:
+// `parse_element` must not cost the message parser its hot loop.
+#[inline(always)]
 fn parse_field(
     field: &FieldSpec,
     cur: &mut Cursor<'_>,
