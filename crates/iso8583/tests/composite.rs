@@ -692,6 +692,37 @@ mod generated {
             round_trip(&spec, &subs);
         }
 
+        /// Valid values with one byte changed or cut short: decoding never
+        /// panics, and whatever still decodes encodes back to the same bytes.
+        #[test]
+        fn damaged_values_fail_cleanly_or_round_trip(
+            seed in 0usize..4,
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let spec = super::spec();
+            let seeds: [(u16, Bytes); 4] = [
+                (55, unhex(PUBLISHED_F55)),
+                (48, Bytes::from_static(b"A2011TERMINAL 01PN016622202020011223301006000123")),
+                (62, unhex(&format!("{}0102AABB0201CC", hex::encode("AB05REF01007")))),
+                (127, Bytes::from([&unhex("6000000000000000")[..], b"10SWITCHKEY1", &[b'R'; 48]].concat())),
+            ];
+            let (number, valid) = &seeds[seed];
+            let mut damaged = valid.to_vec();
+            let i = at.index(damaged.len());
+            if cut {
+                damaged.truncate(i);
+            } else {
+                damaged[i] = byte;
+            }
+            let damaged = Bytes::from(damaged);
+            let layout = spec.subfields(*number).unwrap();
+            if let Ok(subs) = layout.decode(*number, &damaged) {
+                prop_assert_eq!(layout.encode(*number, &subs).unwrap(), damaged);
+            }
+        }
+
         /// Whatever bytes decode, encode back to the same bytes.
         #[test]
         fn any_bytes_that_decode_encode_back(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
