@@ -63,14 +63,17 @@ pub fn json_fields_checked(
 pub fn json_fields(spec: &Spec, msg: &Message, unmask: bool) -> serde_json::Value {
     let mut fields = serde_json::Map::new();
     for (number, value) in msg.fields() {
-        let subfields = spec
-            .subfields(number)
-            .and_then(|layout| subfields::field_json(layout, number, value, unmask).ok());
-        let json = subfields
-            .unwrap_or_else(|| serde_json::Value::String(field_text(spec, number, value, unmask)));
-        fields.insert(number.to_string(), json);
+        fields.insert(number.to_string(), field_json(spec, number, value, unmask));
     }
     serde_json::Value::Object(fields)
+}
+
+/// One field as [`json_fields`] shows it: an object of its subfields when the
+/// spec defines them and they decode, else [`field_text`].
+pub fn field_json(spec: &Spec, number: u16, value: &Bytes, unmask: bool) -> serde_json::Value {
+    spec.subfields(number)
+        .and_then(|layout| subfields::field_json(layout, number, value, unmask).ok())
+        .unwrap_or_else(|| serde_json::Value::String(field_text(spec, number, value, unmask)))
 }
 
 /// `{"mti":"0200","fields":{"2":"...","3":"400000",...}}`; fails when some
