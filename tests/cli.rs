@@ -213,3 +213,49 @@ fn a_closed_output_pipe_ends_decode_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.trim().is_empty(), "nothing on stderr: {err}");
 }
+
+/// Field 55 as EMV subfields: `encode` takes the object, `decode --json` gives
+/// it back, the human output names the tags and masks the card number inside,
+/// and a broken tag is an error naming field, tag and offset.
+#[test]
+fn emv_field_55_as_subfields() {
+    let json = r#"{"mti":"0200","fields":{"3":"000000","11":"000001","55":{"9F26":"2E078F5CEA112DAA","82":"1C00","9F36":"0021","70":{"5A":"4761739001010119"}}}}"#;
+    let out = run(&["encode", "--spec", "iso8583-1987-bcd"], json);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hex = stdout(&out);
+    assert!(
+        hex.trim_end().ends_with(
+            "0032 9F26082E078F5CEA112DAA82021C009F36020021700A5A084761739001010119"
+                .replace(' ', "")
+                .as_str()
+        ),
+        "{hex}"
+    );
+    let back = run(
+        &["decode", "--json", "--unmask", "--spec", "iso8583-1987-bcd"],
+        &hex,
+    );
+    assert_eq!(stdout(&back).trim_end(), json, "{}", stderr(&back));
+
+    let human = stdout(&run(&["decode", "--spec", "iso8583-1987-bcd"], &hex));
+    assert!(human.contains("9F26   Application Cryptogram"), "{human}");
+    assert!(
+        human.contains("9F36   Application Transaction Counter (ATC)"),
+        "{human}"
+    );
+    assert!(human.contains("476173******0119"), "{human}");
+    assert!(!human.contains("4761739001010119"), "{human}");
+
+    let broken = run(
+        &["decode", "--json", "--spec", "iso8583-1987-bcd"],
+        "0200000000000000020000059F2608AABB",
+    );
+    assert!(!broken.status.success());
+    assert!(
+        stderr(&broken).contains(
+            "field 55, subfield 9F26: needs 8 bytes but only 2 remain at offset 3 of the field's value"
+        ),
+        "{}",
+        stderr(&broken)
+    );
+}

@@ -247,7 +247,7 @@ fn write_event_json(
             for (i, (number, value)) in message.fields().enumerate() {
                 let comma = if i == 0 { "" } else { "," };
                 write!(out, "{comma}\"{number}\":")?;
-                serde_json::to_writer(&mut *out, &render::field_text(spec, number, value, unmask))?;
+                serde_json::to_writer(&mut *out, &render::field_json(spec, number, value, unmask))?;
             }
             out.write_all(b"}")?;
             if let Some(us) = latency_us {

@@ -58,7 +58,8 @@ fn decode_one(args: &DecodeArgs, spec: &Spec, line: &str) -> Result<String, Stri
     };
     let msg = iso8583::codec::parse(spec, body).map_err(|e| e.to_string())?;
     if args.json {
-        Ok(format!("{}\n", render::json(spec, &msg, args.unmask)))
+        let json = render::json(spec, &msg, args.unmask).map_err(|e| e.to_string())?;
+        Ok(format!("{json}\n"))
     } else {
         let mut out = String::new();
         if !header.is_empty() {

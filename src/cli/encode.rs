@@ -13,6 +13,7 @@ use iso8583::spec::{ContentClass, Spec};
 use iso8583::validate::{validate, Violation};
 
 use super::decode::parse_hex;
+use super::subfields;
 
 #[derive(Args, Debug)]
 pub struct EncodeArgs {
@@ -57,12 +58,22 @@ pub fn message_from_json(spec: &Spec, line: &str) -> Result<Message, String> {
         let number: u16 = key
             .parse()
             .map_err(|_| format!("field key {key:?} is not a field number"))?;
-        let text = value
-            .as_str()
-            .ok_or_else(|| format!("field {number}: value must be a string"))?;
         let field = spec
             .field(number)
             .ok_or_else(|| format!("field {number}: not defined by spec {}", spec.name))?;
+        if let Some(object) = value.as_object() {
+            let layout = spec.subfields(number).ok_or_else(|| {
+                format!(
+                    "field {number}: has no subfields in spec {}; give its value as a string",
+                    spec.name
+                )
+            })?;
+            msg.set(number, subfields::from_json(layout, number, object)?);
+            continue;
+        }
+        let text = value.as_str().ok_or_else(|| {
+            format!("field {number}: value must be a string (or an object of subfields)")
+        })?;
         if field.class == ContentClass::B {
             let bytes = parse_hex(text).map_err(|e| format!("field {number}: {e}"))?;
             msg.set(number, bytes);

@@ -18,6 +18,7 @@ mod render;
 mod replay;
 mod saf;
 mod serve;
+mod subfields;
 
 use std::process::ExitCode;
 

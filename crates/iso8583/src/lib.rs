@@ -28,6 +28,7 @@
 //! ```
 
 pub mod codec;
+pub mod composite;
 pub mod diff;
 pub mod fields;
 pub mod framing;

@@ -348,6 +348,8 @@ pub struct Spec {
     pub response_codes: BTreeMap<String, String>,
     /// Minor-unit exponent per ISO 4217 numeric currency code.
     pub currency_exponents: BTreeMap<u16, u32>,
+    /// Fields whose values hold subfields, by number (see [`crate::composite`]).
+    composites: BTreeMap<u16, crate::composite::Composite>,
 }
 
 /// A spec file that cannot be used; names the key and why.
@@ -440,6 +442,8 @@ struct RawField {
     separator: Option<String>,
     #[serde(default)]
     sensitive: bool,
+    /// Subfields inside the value (`crate::composite`), kept as TOML until compiled.
+    subfields: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -618,6 +622,7 @@ impl Spec {
         let default_pad = pad("spec.pad", &h.pad)?;
 
         let mut fields: Vec<Option<FieldSpec>> = vec![None; MAX_FIELD + 1];
+        let mut composites = BTreeMap::new();
         for (key, f) in &raw.fields {
             let k = format!("fields.{key}");
             let number: u16 = key
@@ -770,6 +775,9 @@ impl Spec {
                 }
             }
             fields[number as usize] = Some(compiled);
+            if let Some(table) = &f.subfields {
+                composites.insert(number, crate::composite::compile(&k, table)?);
+            }
         }
 
         let mut messages = Vec::with_capacity(raw.messages.len());
@@ -854,6 +862,7 @@ impl Spec {
             messages,
             response_codes: raw.response_codes,
             currency_exponents,
+            composites,
         })
     }
 
@@ -867,6 +876,12 @@ impl Spec {
     #[inline]
     pub fn field(&self, number: u16) -> Option<&FieldSpec> {
         self.fields.get(number as usize).and_then(Option::as_ref)
+    }
+
+    /// The subfields of a field, when the spec defines its value as composite.
+    #[inline]
+    pub fn subfields(&self, number: u16) -> Option<&crate::composite::Composite> {
+        self.composites.get(&number)
     }
 
     /// Every defined field, in number order.

@@ -341,3 +341,24 @@ fn build_inner(spec: &Spec, msg: &Message, out: &mut BytesMut) -> Result<(), Enc
     }
     Ok(())
 }
+
+/// Appends one element laid out like a field (length prefix, then value): the
+/// building block of composite values (`crate::composite`).
+pub(crate) fn build_element(
+    field: &FieldSpec,
+    value: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    put_field(field, value, out)
+}
+
+/// Appends bitmap `which` (1 primary, 2 secondary) in `spec`'s encoding for
+/// it, for bitmaps inside a field.
+pub(crate) fn build_bitmap_word(spec: &Spec, which: u8, word: u64, out: &mut BytesMut) {
+    let encoding = if which == 1 {
+        spec.bitmap_encoding
+    } else {
+        spec.secondary_bitmap_encoding
+    };
+    put_bitmap(encoding, out, word)
+}

@@ -136,6 +136,7 @@ fn parse_bitmap(spec: &Spec, cur: &mut Cursor<'_>, which: u8) -> Result<u64, Dec
 
 /// Reads a variable-length prefix and returns the count it announces (in what the
 /// field's `length_counts` says).
+#[inline(always)]
 fn parse_length(
     field: &FieldSpec,
     digits: u8,
@@ -382,6 +383,9 @@ fn unpack_bcd(
     Ok(())
 }
 
+// Inlined (as `parse_length`) into `parse` as when it was their only caller:
+// `parse_element` must not cost the message parser its hot loop.
+#[inline(always)]
 fn parse_field(
     field: &FieldSpec,
     cur: &mut Cursor<'_>,
@@ -547,4 +551,40 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
         }
     }
     Ok(message)
+}
+
+/// Parses one element laid out like a field (length prefix, then value) at the
+/// start of `input`: the building block of composite values (`crate::composite`).
+/// Returns the logical value and how many bytes of `input` it used; error offsets
+/// count from the start of `input`.
+pub(crate) fn parse_element(
+    field: &FieldSpec,
+    input: &Bytes,
+) -> Result<(Bytes, usize), DecodeError> {
+    let mut cur = Cursor {
+        whole: input,
+        rest: &input[..],
+    };
+    let mut arena = BytesMut::new();
+    let value = match parse_field(field, &mut cur, &mut arena)? {
+        Value::Input(v) => v,
+        Value::Decoded(from, to) => arena.freeze().slice(from..to),
+    };
+    Ok((value, cur.offset()))
+}
+
+/// Parses bitmap `which` (1 primary, 2 secondary) in `spec`'s bitmap encoding at
+/// the start of `input`: for bitmaps inside a field (`crate::composite`).
+/// Returns the bitmap and how many bytes it used.
+pub(crate) fn parse_bitmap_word(
+    spec: &Spec,
+    input: &Bytes,
+    which: u8,
+) -> Result<(u64, usize), DecodeError> {
+    let mut cur = Cursor {
+        whole: input,
+        rest: &input[..],
+    };
+    let word = parse_bitmap(spec, &mut cur, which)?;
+    Ok((word, cur.offset()))
 }
