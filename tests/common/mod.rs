@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod card_scan;
 pub mod haproxy;
 pub mod pg;
 pub mod process;
