@@ -17,7 +17,11 @@ use iso8583::{Message, Spec};
 
 use common::card_scan::search;
 
-const CARDS: [&str; 3] = ["6222020200112233446", "4761739001010119", "6235010099887766554"];
+const CARDS: [&str; 3] = [
+    "6222020200112233446",
+    "4761739001010119",
+    "6235010099887766554",
+];
 
 /// A request carrying `card` in field 2 and, where the spec has it, in track 2.
 fn request(spec: &Spec, card: &str, stan: u32) -> Message {
@@ -89,7 +93,11 @@ fn a_masked_capture_holds_no_card_number_and_still_decodes() {
                 .collect();
             let messages: Vec<&serde_json::Value> =
                 lines.iter().filter(|l| l.get("mti").is_some()).collect();
-            assert_eq!(messages.len(), CARDS.len(), "{spec_name} {framing_name}: {text}");
+            assert_eq!(
+                messages.len(),
+                CARDS.len(),
+                "{spec_name} {framing_name}: {text}"
+            );
             for (message, card) in messages.iter().zip(CARDS) {
                 let f = &message["fields"];
                 let masked = format!(
@@ -98,7 +106,11 @@ fn a_masked_capture_holds_no_card_number_and_still_decodes() {
                     "0".repeat(card.len() - 10),
                     &card[card.len() - 4..]
                 );
-                assert_eq!(f["2"], masked.as_str(), "{spec_name} {framing_name}: {message}");
+                assert_eq!(
+                    f["2"],
+                    masked.as_str(),
+                    "{spec_name} {framing_name}: {message}"
+                );
                 if spec.field(35).is_some() {
                     assert_eq!(
                         f["35"],

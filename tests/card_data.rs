@@ -188,7 +188,11 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
         .arg(dir.path().join("links.pcapng"))
         .output()
         .unwrap();
-    assert!(decoded.status.success(), "{}", String::from_utf8_lossy(&decoded.stderr));
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
     let decoded = String::from_utf8(decoded.stdout).unwrap();
     let (summary, messages) = decoded.trim_end().rsplit_once('\n').unwrap();
     let summary: serde_json::Value = serde_json::from_str(summary).unwrap();

@@ -16,12 +16,7 @@ fn run_bytes(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("switchboard runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin)
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -162,7 +157,14 @@ fn raw_frames_are_decoded_from_a_file_of_frames() {
     let bad_at = good.len() + freeze.len();
     file.extend_from_slice(&good[..10]);
     let out = run_bytes(
-        &["decode", "--json", "--unmask", "--raw", "--framing", "binary2"],
+        &[
+            "decode",
+            "--json",
+            "--unmask",
+            "--raw",
+            "--framing",
+            "binary2",
+        ],
         &file,
     );
     assert_eq!(out.status.code(), Some(1));
@@ -183,10 +185,17 @@ fn raw_frames_are_decoded_from_a_file_of_frames() {
 
     // A length prefix that cannot be read: nothing after it can be found.
     let broken = [&good[..], b"0", &good[..]].concat();
-    let out = run_bytes(&["decode", "--json", "--raw", "--framing", "ascii4"], &broken);
+    let out = run_bytes(
+        &["decode", "--json", "--raw", "--framing", "ascii4"],
+        &broken,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout(&out), "");
-    assert!(stderr(&out).contains("frame 1 at byte 0: ASCII length prefix"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("frame 1 at byte 0: ASCII length prefix"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("cannot be found"), "{}", stderr(&out));
 
     // Without --framing, --raw has no frames to cut.

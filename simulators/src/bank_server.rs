@@ -145,12 +145,10 @@ pub async fn serve_bank_with(
             peer,
             dice: Dice::new(faults.clone(), accepted),
             mac: mac.clone(),
-            tap: capture
-                .as_ref()
-                .map(|c| {
-                    let local = stream.local_addr().ok().or(local).unwrap_or(peer);
-                    c.tap(peer, local, &framing)
-                }),
+            tap: capture.as_ref().map(|c| {
+                let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+                c.tap(peer, local, &framing)
+            }),
         };
         accepted += 1;
         let shutdown = shutdown.clone();

@@ -291,7 +291,10 @@ fn raw_frames(config: FramingConfig, out: &mut Output) -> io::Result<()> {
                 // A frame read whole whose header is wrong: the stream is still in step.
                 Err(e) if used > 0 => Err(e.to_string()),
                 Err(e) => {
-                    out.error(place, format_args!("{e}; the frames after it cannot be found"))?;
+                    out.error(
+                        place,
+                        format_args!("{e}; the frames after it cannot be found"),
+                    )?;
                     return Ok(());
                 }
             };
@@ -315,7 +318,10 @@ fn raw_frames(config: FramingConfig, out: &mut Output) -> io::Result<()> {
         buffer.truncate(filled + read);
         if read == 0 {
             if let Err(e) = codec.decode_eof(&mut buffer) {
-                out.error(Place::Frame(number + 1, offset), format_args!("{e} at the end of the input"))?;
+                out.error(
+                    Place::Frame(number + 1, offset),
+                    format_args!("{e} at the end of the input"),
+                )?;
             }
             return Ok(());
         }

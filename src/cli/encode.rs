@@ -176,7 +176,11 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let mut number = 0u64;
     loop {
         line.clear();
-        if input.read_until(b'\n', &mut line).context("reading stdin")? == 0 {
+        if input
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
             break;
         }
         number += 1;

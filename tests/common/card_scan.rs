@@ -52,4 +52,3 @@ pub fn search(dir: &Path, cards: &[String]) -> Vec<(PathBuf, String)> {
     }
     found
 }
-

@@ -92,7 +92,10 @@ impl CardMask {
         if !any {
             return None;
         }
-        Some(self.in_place(body, &message, &masked).unwrap_or_else(|| vec![0; body.len()]))
+        Some(
+            self.in_place(body, &message, &masked)
+                .unwrap_or_else(|| vec![0; body.len()]),
+        )
     }
 
     /// `body` with the bytes that hold card digits taken from the masked
