@@ -194,7 +194,7 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
         String::from_utf8_lossy(&decoded.stderr)
     );
     let decoded = String::from_utf8(decoded.stdout).unwrap();
-    let (summary, messages) = decoded.trim_end().rsplit_once('\n').unwrap();
+    let (messages, summary) = decoded.trim_end().rsplit_once('\n').unwrap();
     let summary: serde_json::Value = serde_json::from_str(summary).unwrap();
     assert_eq!(summary["summary"]["errors"], 0, "{summary}");
     assert!(messages.lines().count() >= 40, "{decoded}");
