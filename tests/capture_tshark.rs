@@ -155,6 +155,10 @@ async fn tshark_decodes_a_banksim_binary2_capture_as_we_do() {
         .collect();
     assert_eq!(ours, exchanged);
     assert_eq!(summary["summary"]["errors"], 0, "{summary}");
+    // Masked by default, and read as well as ever: the freeze's card number
+    // is nowhere in the file.
+    let found = common::card_scan::search(dir.path(), std::slice::from_ref(&pan));
+    assert!(found.is_empty(), "{found:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +172,7 @@ async fn every_file_of_a_rotated_serve_capture_opens_in_tshark() {
             // The smallest allowed: the scenario fills several files.
             max_bytes: 4096,
             max_files: 100,
+            mask_card_data: true,
         }),
     )
     .await;

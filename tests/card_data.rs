@@ -7,8 +7,10 @@
 //! Without a data key the search finds them (the control: the search can
 //! fail); with `[security] data_key_file` from `switchboard keygen` it finds
 //! none, the files are private (0600), and clearing, which reads the sealed
-//! journal back, works as before. A switch told to require encryption
-//! refuses to start without a key.
+//! journal back, works as before. Both runs record their links (`[capture]`):
+//! in full for the control, masked (the default) with the key, and the masked
+//! capture decodes whole. A switch told to require encryption refuses to
+//! start without a key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,58 +21,9 @@ use simulators::bank_server::spawn_bank;
 
 mod common;
 
+use common::card_scan::search;
 use common::process::{free_port, write_config, KillOnDrop, SwitchFile};
 use common::{books_a, books_b, WALLET_ID};
-
-/// Every form a card number could take in a file.
-fn needles(pan: &str) -> Vec<Vec<u8>> {
-    let digits = pan.as_bytes();
-    let bcd = |padded: &[u8]| -> Vec<u8> {
-        padded
-            .chunks(2)
-            .map(|pair| {
-                let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { 0xF };
-                (nibble(pair[0]) << 4) | nibble(*pair.get(1).unwrap_or(&b'F'))
-            })
-            .collect()
-    };
-    let mut left_padded = digits.to_vec();
-    if left_padded.len() % 2 == 1 {
-        left_padded.insert(0, b'0');
-    }
-    vec![
-        digits.to_vec(),
-        hex::encode(digits).into_bytes(),
-        hex::encode_upper(digits).into_bytes(),
-        bcd(digits),
-        bcd(&left_padded),
-    ]
-}
-
-/// (file, card) for every card found in any file under `dir`.
-fn search(dir: &Path, cards: &[String]) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        for entry in std::fs::read_dir(&at).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            for card in cards {
-                if needles(card)
-                    .iter()
-                    .any(|n| bytes.windows(n.len()).any(|w| w == &n[..]))
-                {
-                    found.push((path.clone(), card.clone()));
-                }
-            }
-        }
-    }
-    found
-}
 
 /// A switch process writing its log to `dir/serve.log`.
 fn serve_logged(config: &Path, dir: &Path) -> KillOnDrop {
@@ -121,13 +74,16 @@ async fn a_day(dir: &Path, key_file: Option<&str>) -> Vec<String> {
             max_backoff_ms: 200,
         },
     );
-    if let Some(file) = key_file {
-        let mut text = std::fs::read_to_string(&config).unwrap();
-        text.push_str(&format!(
+    // Every link recorded: masked as by default, or in full for the control.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[capture]\npath = \"links.pcapng\"\n");
+    match key_file {
+        Some(file) => text.push_str(&format!(
             "[security]\ndata_key_file = \"{file}\"\nrequire_encryption = true\n"
-        ));
-        std::fs::write(&config, text).unwrap();
+        )),
+        None => text.push_str("mask_card_data = false\n"),
     }
+    std::fs::write(&config, text).unwrap();
     let switch = serve_logged(&config, dir);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args([
@@ -195,6 +151,10 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
             .any(|(f, _)| f.ends_with("switch.db") || f.ends_with("switch.db-wal")),
         "the search finds nothing even in clear: {found:?}"
     );
+    assert!(
+        found.iter().any(|(f, _)| f.ends_with("links.pcapng")),
+        "an unmasked capture holds card numbers: {found:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let keygen = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -221,6 +181,24 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
     }
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(log.contains("card data sealed at rest"), "{log}");
+
+    // The masked capture (searched above with the rest) decodes whole.
+    let decoded = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["capture", "decode", "--json", "--unmask"])
+        .arg(dir.path().join("links.pcapng"))
+        .output()
+        .unwrap();
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let decoded = String::from_utf8(decoded.stdout).unwrap();
+    let (messages, summary) = decoded.trim_end().rsplit_once('\n').unwrap();
+    let summary: serde_json::Value = serde_json::from_str(summary).unwrap();
+    assert_eq!(summary["summary"]["errors"], 0, "{summary}");
+    assert!(messages.lines().count() >= 40, "{decoded}");
+    assert!(messages.contains("\"2\":\"622202"), "{messages}");
 
     // An operator reads the sealed journal decoded, card numbers masked...
     let journal = |more: &[&str]| {

@@ -5,6 +5,10 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn run(args: &[&str], stdin: &str) -> Output {
+    run_bytes(args, stdin.as_bytes())
+}
+
+fn run_bytes(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(args)
         .stdin(Stdio::piped())
@@ -12,12 +16,7 @@ fn run(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("switchboard runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -130,6 +129,78 @@ fn bad_lines_are_reported_and_the_rest_processed() {
         err.contains("line 3: field 2: LL length 20 exceeds maximum 19 at offset 20"),
         "{err}"
     );
+}
+
+#[test]
+fn fail_fast_stops_at_the_first_bad_line() {
+    let good = stdout(&run(&["encode"], RECEIVE));
+    let input = format!("{}\nnot-hex\n{}\n", good.trim(), good.trim());
+    let out = run(&["decode", "--json", "--fail-fast"], &input);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("line 2: not hex"), "{}", stderr(&out));
+}
+
+/// A file of frames as a host log writes them (`encode --raw --framing`):
+/// every frame decoded, a bad one reported by its number and offset and
+/// passed over, a frame cut short at the end of the file reported.
+#[test]
+fn raw_frames_are_decoded_from_a_file_of_frames() {
+    let framed = |json: &str| run(&["encode", "--raw", "--framing", "binary2"], json).stdout;
+    let good = framed(RECEIVE);
+    let freeze = framed(FREEZE_WITH_MAC);
+    // Field 2's LL prefix says 20 (> 19): in step, but not a message.
+    let mut bad = good.clone();
+    let at = bad.windows(2).position(|w| w == b"19").unwrap();
+    bad[at..at + 2].copy_from_slice(b"20");
+    let mut file = [&good[..], &freeze[..], &bad[..], &good[..]].concat();
+    let bad_at = good.len() + freeze.len();
+    file.extend_from_slice(&good[..10]);
+    let out = run_bytes(
+        &[
+            "decode",
+            "--json",
+            "--unmask",
+            "--raw",
+            "--framing",
+            "binary2",
+        ],
+        &file,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let expected = format!("{RECEIVE}\n{FREEZE_WITH_MAC}\n{RECEIVE}\n");
+    assert_eq!(stdout(&out), expected);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "frame 3 at byte {bad_at}: field 2: LL length 20 exceeds maximum 19 at offset 20"
+        )),
+        "{err}"
+    );
+    let end_at = bad_at + bad.len() + good.len();
+    assert!(
+        err.contains(&format!("frame 5 at byte {end_at}: incomplete frame")),
+        "{err}"
+    );
+
+    // A length prefix that cannot be read: nothing after it can be found.
+    let broken = [&good[..], b"0", &good[..]].concat();
+    let out = run_bytes(
+        &["decode", "--json", "--raw", "--framing", "ascii4"],
+        &broken,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("frame 1 at byte 0: ASCII length prefix"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("cannot be found"), "{}", stderr(&out));
+
+    // Without --framing, --raw has no frames to cut.
+    let out = run_bytes(&["decode", "--raw"], &good);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

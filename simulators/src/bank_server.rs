@@ -287,9 +287,10 @@ pub async fn serve_bank_with(
             dice: Dice::new(faults.clone(), accepted),
             mac: mac.clone(),
             changer: changer.clone(),
-            tap: capture
-                .as_ref()
-                .map(|c| c.tap(peer, stream.local_addr().ok().or(local).unwrap_or(peer))),
+            tap: capture.as_ref().map(|c| {
+                let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+                c.tap(peer, local, &framing)
+            }),
         };
         accepted += 1;
         let shutdown = shutdown.clone();

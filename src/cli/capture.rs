@@ -243,13 +243,8 @@ fn write_event_json(
             }
             out.write_all(b",\"mti\":")?;
             serde_json::to_writer(&mut *out, message.mti_str())?;
-            out.write_all(b",\"fields\":{")?;
-            for (i, (number, value)) in message.fields().enumerate() {
-                let comma = if i == 0 { "" } else { "," };
-                write!(out, "{comma}\"{number}\":")?;
-                serde_json::to_writer(&mut *out, &render::field_json(spec, number, value, unmask))?;
-            }
-            out.write_all(b"}")?;
+            out.write_all(b",\"fields\":")?;
+            render::write_fields_json(out, spec, message, unmask)?;
             if let Some(us) = latency_us {
                 write!(out, ",\"latency_us\":{us}")?;
             }

@@ -1,14 +1,20 @@
 //! `switchboard encode`: JSON in (the shape `decode --json` prints), hex or bytes out.
+//!
+//! A streaming pipeline like `decode`: lines read in blocks, the message's
+//! bytes, its frame and its hex built in buffers reused from line to line,
+//! output through one buffer over the locked stdout.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bytes::{Bytes, BytesMut};
 use clap::Args;
+use tokio_util::codec::Encoder as _;
 
-use iso8583::codec::charset::to_hex;
-use iso8583::codec::{build_bytes, Message};
-use iso8583::framing::{frame_bytes, CupsHeader, FramingConfig, HeaderKind};
+use iso8583::codec::charset::put_hex;
+use iso8583::codec::{build, Message};
+use iso8583::framing::{CupsHeader, Frame, FrameCodec, FramingConfig, HeaderKind};
 use iso8583::spec::{ContentClass, Spec};
 use iso8583::validate::{validate, Violation};
 
@@ -33,6 +39,10 @@ pub struct EncodeArgs {
     /// craft malformed messages for conformance tests.
     #[arg(long)]
     no_validate: bool,
+    /// Stop at the first line that does not encode; by default it is reported
+    /// and the rest are encoded.
+    #[arg(long)]
+    fail_fast: bool,
 }
 
 /// Reads `{"mti":"0200","fields":{"2":"...",...}}` into a message.
@@ -95,60 +105,119 @@ fn default_header(config: &FramingConfig) -> Vec<u8> {
     }
 }
 
-fn encode_one(args: &EncodeArgs, spec: &Spec, line: &str) -> Result<Vec<u8>, String> {
-    let msg = message_from_json(spec, line)?;
-    if !args.no_validate {
-        let validation = validate(spec, &msg);
-        let content: Vec<String> = validation
-            .violations
-            .iter()
-            .filter(|v| {
-                matches!(
-                    v,
-                    Violation::BadContent { .. } | Violation::BadLength { .. }
-                )
-            })
-            .map(ToString::to_string)
-            .collect();
-        if !content.is_empty() {
-            return Err(content.join("; "));
-        }
+/// Checks what `--no-validate` lets through: every value fits its field's
+/// content class and length.
+fn check_content(spec: &Spec, msg: &Message) -> Result<(), String> {
+    let validation = validate(spec, msg);
+    let content: Vec<String> = validation
+        .violations
+        .iter()
+        .filter(|v| {
+            matches!(
+                v,
+                Violation::BadContent { .. } | Violation::BadLength { .. }
+            )
+        })
+        .map(ToString::to_string)
+        .collect();
+    if content.is_empty() {
+        Ok(())
+    } else {
+        Err(content.join("; "))
     }
-    let body = build_bytes(spec, &msg).map_err(|e| e.to_string())?;
-    match &args.framing {
-        None => Ok(body.to_vec()),
-        Some(config) => {
-            let header = match &args.header {
-                Some(h) => parse_hex(h).map_err(|e| format!("--header: {e}"))?,
-                None => default_header(config),
-            };
-            frame_bytes(config, &header, &body)
-                .map(|b| b.to_vec())
-                .map_err(|e| e.to_string())
+}
+
+/// The buffers every line reuses: the message's bytes, and its frame.
+struct Encoder {
+    framing: Option<(FrameCodec, Bytes)>,
+    body: BytesMut,
+    framed: BytesMut,
+}
+
+impl Encoder {
+    fn new(args: &EncodeArgs) -> Result<Self, String> {
+        let framing = match &args.framing {
+            None => None,
+            Some(config) => {
+                let header = match &args.header {
+                    Some(h) => parse_hex(h).map_err(|e| format!("--header: {e}"))?,
+                    None => default_header(config),
+                };
+                Some((FrameCodec::new(config.clone()), Bytes::from(header)))
+            }
+        };
+        Ok(Encoder {
+            framing,
+            body: BytesMut::with_capacity(4096),
+            framed: BytesMut::with_capacity(4096),
+        })
+    }
+
+    /// One JSON line's message, as it goes out (framed when asked).
+    fn encode(&mut self, args: &EncodeArgs, spec: &Spec, line: &[u8]) -> Result<&[u8], String> {
+        let line = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+        let msg = message_from_json(spec, line)?;
+        if !args.no_validate {
+            check_content(spec, &msg)?;
         }
+        self.body.clear();
+        build(spec, &msg, &mut self.body).map_err(|e| e.to_string())?;
+        let Some((codec, header)) = &mut self.framing else {
+            return Ok(&self.body);
+        };
+        self.framed.clear();
+        let frame = Frame::Message {
+            header: header.clone(),
+            body: self.body.split().freeze(),
+        };
+        codec
+            .encode(frame, &mut self.framed)
+            .map_err(|e| e.to_string())?;
+        Ok(&self.framed)
     }
 }
 
 pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let spec = Spec::load(&args.spec)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut encoder = Encoder::new(&args).map_err(anyhow::Error::msg)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut input = BufReader::with_capacity(64 * 1024, std::io::stdin().lock());
+    let (mut line, mut hex) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
     let mut failed = false;
-    let stdin = std::io::stdin();
-    for (index, line) in stdin.lock().lines().enumerate() {
-        let line = line.context("reading stdin")?;
-        if line.trim().is_empty() {
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
+            break;
+        }
+        number += 1;
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match encode_one(&args, &spec, &line) {
-            Ok(bytes) if args.raw => out.write_all(&bytes)?,
-            Ok(bytes) => writeln!(out, "{}", to_hex(&bytes))?,
+        match encoder.encode(&args, &spec, &line) {
+            Ok(bytes) if args.raw => out.write_all(bytes)?,
+            Ok(bytes) => {
+                hex.clear();
+                put_hex(&mut hex, bytes);
+                hex.push(b'\n');
+                out.write_all(&hex)?;
+            }
             Err(e) => {
                 failed = true;
-                eprintln!("line {}: {e}", index + 1);
+                // What was encoded before the bad line is out before the report.
+                out.flush()?;
+                eprintln!("line {number}: {e}");
+                if args.fail_fast {
+                    break;
+                }
             }
         }
     }
+    out.flush()?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod card_scan;
 pub mod haproxy;
 pub mod pg;
 pub mod process;

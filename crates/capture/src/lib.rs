@@ -25,6 +25,7 @@
 pub mod decoder;
 pub mod file;
 pub mod frames;
+pub mod mask;
 pub mod packet;
 pub mod reassembly;
 pub mod record;

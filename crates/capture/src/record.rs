@@ -17,7 +17,9 @@
 //! switch a tenth of its throughput on two cores). The file is flushed at
 //! most [`FLUSH_EVERY`] after a packet is queued, and when the recorder is
 //! [finished](Recorder::finish). Files are created readable by their owner
-//! only (0600): a capture holds the card numbers the wire carries.
+//! only (0600). A recorder [masking card data](Recorder::masking_card_data)
+//! writes every frame with its card numbers masked (see [`crate::mask`]);
+//! without it a capture holds the card numbers the wire carries.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -30,7 +32,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use iso8583::framing::FramingConfig;
+
 use crate::file::TsResolution;
+use crate::mask::CardMask;
 use crate::write::flags::{ACK, FIN, PSH, SYN};
 use crate::write::{ethernet, ip_tcp_acking, PcapngWriter, LINKTYPE_ETHERNET};
 
@@ -65,6 +70,8 @@ pub struct RecordStats {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     tx: SyncSender<Record>,
+    /// Card numbers masked in every frame recorded, when set.
+    mask: Option<Arc<CardMask>>,
     counters: Arc<Counters>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<io::Result<()>>>>>,
 }
@@ -121,16 +128,26 @@ impl Recorder {
             .spawn(move || write_records(pcapng, open, rotate_at, rx))?;
         Ok(Recorder {
             tx,
+            mask: None,
             counters: Arc::default(),
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
         })
     }
 
-    /// A tap on a connection from `client` to `server`, opened now with a SYN
-    /// from the client and the server's SYN-ACK.
-    pub fn tap(&self, client: SocketAddr, server: SocketAddr) -> Tap {
+    /// The same recorder, masking the card numbers of every frame its taps
+    /// record from now on ([`CardMask`]).
+    pub fn masking_card_data(mut self, mask: CardMask) -> Recorder {
+        self.mask = Some(Arc::new(mask));
+        self
+    }
+
+    /// A tap on a connection from `client` to `server` whose frames are
+    /// delimited by `framing`, opened now with a SYN from the client and the
+    /// server's SYN-ACK.
+    pub fn tap(&self, client: SocketAddr, server: SocketAddr, framing: &FramingConfig) -> Tap {
         let inner = TapInner {
             recorder: self.clone(),
+            mask: self.mask.clone().map(|mask| (mask, framing.clone())),
             client,
             server,
             // Any initial sequence numbers do; distinct ones read better.
@@ -171,6 +188,7 @@ impl Recorder {
     pub fn finish(self) -> io::Result<RecordStats> {
         let Recorder {
             tx,
+            mask: _,
             counters,
             writer,
         } = self;
@@ -347,6 +365,7 @@ pub struct Tap {
 #[derive(Debug)]
 struct TapInner {
     recorder: Recorder,
+    mask: Option<(Arc<CardMask>, FramingConfig)>,
     client: SocketAddr,
     server: SocketAddr,
     client_seq: AtomicU32,
@@ -354,7 +373,8 @@ struct TapInner {
 }
 
 impl Tap {
-    /// Bytes the client sent to the server (one framed message, say).
+    /// Bytes the client sent to the server: one whole frame (card numbers
+    /// are masked frame by frame).
     pub fn from_client(&self, bytes: &[u8]) {
         self.inner.data(true, bytes);
     }
@@ -367,6 +387,10 @@ impl Tap {
 
 impl TapInner {
     fn data(&self, from_client: bool, bytes: &[u8]) {
+        let bytes = match &self.mask {
+            Some((mask, framing)) => mask.frame(framing, bytes),
+            None => std::borrow::Cow::Borrowed(bytes),
+        };
         for chunk in bytes.chunks(MAX_SEGMENT) {
             self.segment(from_client, ACK | PSH, chunk);
         }

@@ -104,7 +104,7 @@ fn a_tapped_ipv6_exchange_decodes_in_order_between_its_addresses() {
     let recorder = Recorder::with_queue(out.clone(), 64).unwrap();
     let client: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
     let server: SocketAddr = "[2001:db8::2]:5000".parse().unwrap();
-    let tap = recorder.tap(client, server);
+    let tap = recorder.tap(client, server, &FramingConfig::default());
     for stan in 1..=3 {
         tap.from_client(&framed(&spec, "0800", stan));
     }
@@ -132,7 +132,7 @@ fn a_writer_that_falls_behind_drops_and_counts_but_never_blocks() {
     let recorder = Recorder::with_queue(out.clone(), 4).unwrap();
     let client: SocketAddr = "10.0.0.1:40000".parse().unwrap();
     let server: SocketAddr = "10.0.0.2:5000".parse().unwrap();
-    let tap = recorder.tap(client, server);
+    let tap = recorder.tap(client, server, &FramingConfig::default());
     const SENT: u32 = 5_000;
     for stan in 1..=SENT {
         tap.from_client(&framed(&spec, "0800", stan)); // returns at once
@@ -173,7 +173,7 @@ fn a_rotating_recorder_keeps_its_last_files_each_whole() {
     let recorder = Recorder::create_rotating(&path, rotation).unwrap();
     let client: SocketAddr = "10.0.0.1:40000".parse().unwrap();
     let server: SocketAddr = "10.0.0.2:5000".parse().unwrap();
-    let tap = recorder.tap(client, server);
+    let tap = recorder.tap(client, server, &FramingConfig::default());
     const SENT: u32 = 200;
     for stan in 1..=SENT {
         tap.from_client(&framed(&spec, "0800", stan));

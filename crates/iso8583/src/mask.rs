@@ -4,17 +4,23 @@
 //! than 13 characters is masked entirely but for its last 4, because 6 + 4 of a
 //! short value would reveal most of it.
 
+/// How many characters a masked value of `len` characters keeps at its start
+/// and at its end; every one between is masked.
+pub fn kept_ends(len: usize) -> (usize, usize) {
+    if len >= 13 {
+        (6, 4)
+    } else if len > 4 {
+        (0, 4)
+    } else {
+        (0, 0)
+    }
+}
+
 /// Masks a card number (or any sensitive text) for display.
 pub fn mask_pan(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     let n = chars.len();
-    let (head, tail) = if n >= 13 {
-        (6, 4)
-    } else if n > 4 {
-        (0, 4)
-    } else {
-        (0, 0)
-    };
+    let (head, tail) = kept_ends(n);
     chars
         .iter()
         .enumerate()

@@ -81,6 +81,7 @@ struct RawCapture {
     path: String,
     max_bytes: Option<u64>,
     max_files: Option<u32>,
+    mask_card_data: Option<bool>,
 }
 
 /// Where the switch records its links (`[capture]`).
@@ -92,6 +93,9 @@ pub struct CaptureConfig {
     pub max_bytes: u64,
     /// Files kept, the one being written included.
     pub max_files: u32,
+    /// Card numbers masked in the frames recorded (first 6 and last 4
+    /// digits kept, the rest written 0); on unless turned off for debugging.
+    pub mask_card_data: bool,
 }
 
 impl CaptureConfig {
@@ -104,6 +108,7 @@ impl CaptureConfig {
             path: path.into(),
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_files: Self::DEFAULT_MAX_FILES,
+            mask_card_data: true,
         }
     }
 }
@@ -821,6 +826,7 @@ impl Config {
                     path: base.join(c.path),
                     max_bytes,
                     max_files,
+                    mask_card_data: c.mask_card_data.unwrap_or(true),
                 })
             }
         };
@@ -883,8 +889,12 @@ hosts = ["127.0.0.1:7000"]
                 path: "/tmp/link.pcapng".into(),
                 max_bytes: CaptureConfig::DEFAULT_MAX_BYTES,
                 max_files: CaptureConfig::DEFAULT_MAX_FILES,
+                mask_card_data: true,
             })
         );
+        let unmasked = format!("{on}mask_card_data = false\n");
+        let unmasked = Config::from_toml(&unmasked, Path::new("/tmp")).unwrap();
+        assert!(!unmasked.capture.unwrap().mask_card_data);
         for (line, key) in [
             ("max_files = 0", "capture.max_files"),
             ("max_bytes = 100", "capture.max_bytes"),

@@ -133,7 +133,7 @@ pub async fn serve_wallets(
         let inner = tracker.clone();
         // The wallet is the client of its connection.
         let tap = match (&capture, stream.local_addr()) {
-            (Some(recorder), Ok(local)) => Some(recorder.tap(addr, local)),
+            (Some(recorder), Ok(local)) => Some(recorder.tap(addr, local, &config.framing)),
             _ => None,
         };
         tracker.spawn(async move {

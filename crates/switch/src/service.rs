@@ -54,7 +54,18 @@ pub async fn start(
                     max_files: c.max_files,
                 },
             )
-            .map_err(|e| anyhow::anyhow!("[capture] path {}: {e}", c.path.display()))?,
+            .map_err(|e| anyhow::anyhow!("[capture] path {}: {e}", c.path.display()))
+            .map(|recorder| {
+                if c.mask_card_data {
+                    recorder.masking_card_data(capture::mask::CardMask::new(spec.clone()))
+                } else {
+                    tracing::warn!(
+                        path = %c.path.display(),
+                        "[capture] mask_card_data = false: the capture holds card numbers in full"
+                    );
+                    recorder
+                }
+            })?,
         ),
         None => None,
     };

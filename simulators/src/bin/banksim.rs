@@ -21,7 +21,8 @@
 //!
 //! `--capture FILE` records every frame of the ISO 8583 port, read and sent,
 //! as a pcapng file (`switchboard capture decode FILE` reads it back); see
-//! `capture::record`.
+//! `capture::record`. Card numbers are masked in it unless `--capture-mask
+//! false` is given.
 //!
 //! `--faults` makes the bank slow, silent or broken on purpose (see
 //! `simulators::faults` for the compact form); the admin port's
@@ -106,6 +107,11 @@ struct Args {
     /// writer's queue full are dropped from the file and counted, never waited for.
     #[arg(long)]
     capture: Option<PathBuf>,
+    /// Mask card numbers in the --capture file (first 6 and last 4 digits
+    /// kept, the rest written 0, lengths kept so it decodes as before);
+    /// `--capture-mask false` records them in full, for debugging.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, requires = "capture")]
+    capture_mask: bool,
     /// Require and sign MACs (field 128) on the ISO 8583 port with this key,
     /// in hex: 32 digits for x9.19, 32, 48 or 64 for aes-cmac. Read from
     /// BANKSIM_MAC_KEY when that is set instead.
@@ -154,6 +160,7 @@ struct Config {
     print_accounts: bool,
     faults: Faults,
     capture: Option<PathBuf>,
+    capture_mask: bool,
     mac: Option<Arc<LinkMac>>,
     key_change_every: Option<std::time::Duration>,
 }
@@ -217,6 +224,7 @@ impl Config {
             print_accounts: args.print_accounts,
             faults,
             capture: args.capture,
+            capture_mask: args.capture_mask,
             mac,
             key_change_every: args
                 .key_change_every
@@ -366,10 +374,17 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let recorder = match &config.capture {
-        Some(path) => Some(
-            capture::record::Recorder::create(path)
-                .with_context(|| format!("--capture {}", path.display()))?,
-        ),
+        Some(path) => {
+            let recorder = capture::record::Recorder::create(path)
+                .with_context(|| format!("--capture {}", path.display()))?;
+            Some(if config.capture_mask {
+                let spec = bank.spec().clone();
+                recorder.masking_card_data(capture::mask::CardMask::new(spec))
+            } else {
+                warn!("--capture-mask false: the capture holds card numbers in full");
+                recorder
+            })
+        }
         None => None,
     };
     // The handler is in place before anything serves: a Ctrl-C as soon as

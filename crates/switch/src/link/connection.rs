@@ -271,7 +271,9 @@ impl Connection {
             stream.local_addr(),
             stream.peer_addr(),
         ) {
-            (Some(recorder), Ok(local), Ok(peer)) => Some(recorder.tap(local, peer)),
+            (Some(recorder), Ok(local), Ok(peer)) => {
+                Some(recorder.tap(local, peer, &self.config.framing))
+            }
             _ => None,
         };
         let Some(tls) = &self.config.tls else {
