@@ -8,6 +8,7 @@
 #   DURATION=10 CONNECTIONS=4 benches/load.sh 8000
 #   CAPTURE=1 benches/load.sh 5000   the switch records every link ([capture])
 #   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
+#   MACS=1 benches/load.sh 5000      X9.19 MACs on the wallet listener and both bank links
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -20,11 +21,25 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+# With MACS=1 every link has its own X9.19 key, given through the environment.
+bank_a_mac=() bank_b_mac=() wallet_mac=() direct_mac=()
+if [ -n "${MACS:-}" ]; then
+    export SB_WALLET_MAC=11223344556677888877665544332211
+    export SB_BANK_A_MAC=0123456789ABCDEFFEDCBA9876543210
+    export SB_BANK_B_MAC=FEDCBA98765432100123456789ABCDEF
+    bank_a_mac=(--mac-key "$SB_BANK_A_MAC") bank_b_mac=(--mac-key "$SB_BANK_B_MAC")
+    wallet_mac=(--mac-key "$SB_WALLET_MAC") direct_mac=(--mac-key "$SB_BANK_B_MAC")
+fi
 $B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
-    --accounts 200 --balance 100000000000 --seed 1 >"$work/bank-a.log" 2>&1 & pids+=($!)
+    --accounts 200 --balance 100000000000 --seed 1 "${bank_a_mac[@]}" >"$work/bank-a.log" 2>&1 & pids+=($!)
 $B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
-    --accounts 200 --balance 100000000000 --seed 2 >"$work/bank-b.log" 2>&1 & pids+=($!)
+    --accounts 200 --balance 100000000000 --seed 2 "${bank_b_mac[@]}" >"$work/bank-b.log" 2>&1 & pids+=($!)
 sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
+if [ -n "${MACS:-}" ]; then
+    sed -i -e 's#^listen = "127.0.0.1:5000"#&\nmac = { algorithm = "x9.19", key_env = "SB_WALLET_MAC" }#' \
+        -e 's#^hosts = \["127.0.0.1:7001"\]#&\nmac = { algorithm = "x9.19", key_env = "SB_BANK_A_MAC" }#' \
+        -e 's#^hosts = \["127.0.0.1:7002"\]#&\nmac = { algorithm = "x9.19", key_env = "SB_BANK_B_MAC" }#' "$work/switch.toml"
+fi
 if [ -n "${KEYS:-}" ]; then
     $B/switchboard keygen --out "$work/keys.toml" >/dev/null
     printf '\n[security]\ndata_key_file = "%s/keys.toml"\nrequire_encryption = true\n' "$work" >>"$work/switch.toml"
@@ -41,8 +56,8 @@ common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 12
 echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes"
 for rate in ${RATES[@]}; do
     for mode in switch direct; do
-        extra=()
-        [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002)
+        extra=("${wallet_mac[@]}")
+        [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         out=$($B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}")
         python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items())]))' "$out" "$rate" "$mode"
     done

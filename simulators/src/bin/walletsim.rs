@@ -94,9 +94,9 @@ struct Common {
     /// Keep the wallet's own records of every exchange, appended to this file.
     #[arg(long)]
     record: Option<PathBuf>,
-    /// Sign requests and check answers (field 128) with this key, in hex,
-    /// as the switch's wallet listener `mac` requires. Read from
-    /// WALLETSIM_MAC_KEY when that is set instead.
+    /// Sign requests and check answers (field 128) with this key, in hex:
+    /// the key of the switch's wallet listener (`mac`), or with `load
+    /// --direct` the bank's. Read from WALLETSIM_MAC_KEY when that is set instead.
     #[arg(long, hide_env_values = true, env = "WALLETSIM_MAC_KEY")]
     mac_key: Option<String>,
     /// The MAC algorithm of --mac-key: x9.19 or aes-cmac.
@@ -342,11 +342,9 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         progress: !c.json,
         records: records.clone(),
         patience,
-        mac: if args.direct.is_some() {
-            None
-        } else {
-            c.link_mac()?
-        },
+        // The key of the link load goes over: the switch's wallet listener,
+        // or with --direct the bank's.
+        mac: c.link_mac()?,
     };
     let report = load::run(config, clock.clone()).await?;
 
