@@ -9,6 +9,7 @@
 #   CAPTURE=1 benches/load.sh 5000   the switch records every link ([capture])
 #   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
 #   MACS=1 benches/load.sh 5000      X9.19 MACs on the wallet listener and both bank links
+#   MACS=aes-cmac benches/load.sh 5000   the same with AES-CMAC
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -21,14 +22,16 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# With MACS=1 every link has its own X9.19 key, given through the environment.
+# With MACS every link has its own key, given through the environment.
 bank_a_mac=() bank_b_mac=() wallet_mac=() direct_mac=()
 if [ -n "${MACS:-}" ]; then
+    alg=x9.19
+    [ "$MACS" = aes-cmac ] && alg=aes-cmac
     export SB_WALLET_MAC=11223344556677888877665544332211
     export SB_BANK_A_MAC=0123456789ABCDEFFEDCBA9876543210
     export SB_BANK_B_MAC=FEDCBA98765432100123456789ABCDEF
-    bank_a_mac=(--mac-key "$SB_BANK_A_MAC") bank_b_mac=(--mac-key "$SB_BANK_B_MAC")
-    wallet_mac=(--mac-key "$SB_WALLET_MAC") direct_mac=(--mac-key "$SB_BANK_B_MAC")
+    bank_a_mac=(--mac "$alg" --mac-key "$SB_BANK_A_MAC") bank_b_mac=(--mac "$alg" --mac-key "$SB_BANK_B_MAC")
+    wallet_mac=(--mac "$alg" --mac-key "$SB_WALLET_MAC") direct_mac=(--mac "$alg" --mac-key "$SB_BANK_B_MAC")
 fi
 $B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
     --accounts 200 --balance 100000000000 --seed 1 "${bank_a_mac[@]}" >"$work/bank-a.log" 2>&1 & pids+=($!)
@@ -36,9 +39,9 @@ $B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000
     --accounts 200 --balance 100000000000 --seed 2 "${bank_b_mac[@]}" >"$work/bank-b.log" 2>&1 & pids+=($!)
 sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
 if [ -n "${MACS:-}" ]; then
-    sed -i -e 's#^listen = "127.0.0.1:5000"#&\nmac = { algorithm = "x9.19", key_env = "SB_WALLET_MAC" }#' \
-        -e 's#^hosts = \["127.0.0.1:7001"\]#&\nmac = { algorithm = "x9.19", key_env = "SB_BANK_A_MAC" }#' \
-        -e 's#^hosts = \["127.0.0.1:7002"\]#&\nmac = { algorithm = "x9.19", key_env = "SB_BANK_B_MAC" }#' "$work/switch.toml"
+    sed -i -e "s#^listen = \"127.0.0.1:5000\"#&\\nmac = { algorithm = \"$alg\", key_env = \"SB_WALLET_MAC\" }#" \
+        -e "s#^hosts = \\[\"127.0.0.1:7001\"\\]#&\\nmac = { algorithm = \"$alg\", key_env = \"SB_BANK_A_MAC\" }#" \
+        -e "s#^hosts = \\[\"127.0.0.1:7002\"\\]#&\\nmac = { algorithm = \"$alg\", key_env = \"SB_BANK_B_MAC\" }#" "$work/switch.toml"
 fi
 if [ -n "${KEYS:-}" ]; then
     $B/switchboard keygen --out "$work/keys.toml" >/dev/null

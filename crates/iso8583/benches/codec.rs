@@ -107,5 +107,40 @@ fn codec(c: &mut Criterion) {
     bench_message(c, &bcd, "0200_receive_bcd", b"0200", RECEIVE_0200);
 }
 
-criterion_group!(benches, codec);
+/// Signing and checking field 128 of the receive with each algorithm: what a
+/// link with MACs adds per message.
+fn macs(c: &mut Criterion) {
+    use iso8583::mac::{self, MacAlgorithm, MacKey};
+    let spec = Spec::switchboard();
+    let msg = message(b"0200", RECEIVE_0200);
+    for (name, algorithm, key) in [
+        (
+            "x9.19",
+            MacAlgorithm::X919,
+            "0123456789ABCDEFFEDCBA9876543210",
+        ),
+        (
+            "aes-cmac",
+            MacAlgorithm::AesCmac,
+            "2B7E151628AED2A6ABF7158809CF4F3C",
+        ),
+    ] {
+        let key = MacKey::from_hex(algorithm, key).unwrap();
+        let mut group = c.benchmark_group(format!("mac_0200_{name}"));
+        group.bench_function("sign_bytes", |b| {
+            b.iter(|| black_box(mac::sign_bytes(&spec, &mut msg.clone(), &key).unwrap()))
+        });
+        let wire = mac::sign_bytes(&spec, &mut msg.clone(), &key).unwrap();
+        let parsed = parse(&spec, wire.clone()).unwrap();
+        group.bench_function("verify_received", |b| {
+            b.iter(|| black_box(mac::verify_received(&spec, &wire, &parsed, &key).is_ok()))
+        });
+        let covered = mac::covered(&spec, &wire, &parsed).unwrap().to_vec();
+        group.throughput(Throughput::Bytes(covered.len() as u64));
+        group.bench_function("mac_only", |b| b.iter(|| black_box(key.mac(&covered))));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, codec, macs);
 criterion_main!(benches);
