@@ -330,3 +330,25 @@ fn emv_field_55_as_subfields() {
         stderr(&broken)
     );
 }
+
+#[test]
+fn a_spec_header_goes_through_json_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = include_str!("../crates/iso8583/specs/switchboard.toml");
+    let with_header = base.replacen("[spec]\n", "[spec]\nheader_length = 4\n", 1);
+    let path = dir.path().join("with-header.toml");
+    std::fs::write(&path, with_header).unwrap();
+    let spec = path.to_str().unwrap();
+    let json = r#"{"mti":"0800","header":"A1B2C3D4","fields":{"7":"1201083000","11":"000001","70":"301"}}"#;
+    let out = run(&["encode", "--spec", spec], json);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hex = stdout(&out);
+    assert!(hex.trim().starts_with("A1B2C3D430383030"), "{hex}");
+    let back = run(&["decode", "--json", "--spec", spec], &hex);
+    assert_eq!(stdout(&back).trim_end(), json, "{}", stderr(&back));
+    // A header of the wrong length is refused, saying so.
+    let short = json.replace("A1B2C3D4", "A1B2");
+    let refused = run(&["encode", "--spec", spec], &short);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("header"), "{}", stderr(&refused));
+}

@@ -45,7 +45,8 @@ pub struct EncodeArgs {
     fail_fast: bool,
 }
 
-/// Reads `{"mti":"0200","fields":{"2":"...",...}}` into a message.
+/// Reads `{"mti":"0200","fields":{"2":"...",...}}` into a message, with
+/// `"header":"HEX"` for a spec whose messages start with a header.
 pub fn message_from_json(spec: &Spec, line: &str) -> Result<Message, String> {
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
@@ -64,6 +65,10 @@ pub fn message_from_json(spec: &Spec, line: &str) -> Result<Message, String> {
         .and_then(|f| f.as_object())
         .ok_or("missing \"fields\" object")?;
     let mut msg = Message::new(mti);
+    if let Some(header) = value.get("header") {
+        let hex = header.as_str().ok_or("\"header\" must be a hex string")?;
+        msg.set_header(parse_hex(hex).map_err(|e| format!("header: {e}"))?.into());
+    }
     for (key, value) in fields {
         let number: u16 = key
             .parse()

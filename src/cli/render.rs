@@ -69,6 +69,11 @@ pub fn write_json<W: Write + ?Sized>(
 ) -> io::Result<()> {
     out.write_all(b"{\"mti\":\"")?;
     write_escaped(out, msg.mti_str())?;
+    // A spec with a header before the MTI (`header_length`): its bytes in hex.
+    if !msg.header().is_empty() {
+        out.write_all(b"\",\"header\":\"")?;
+        write_hex(out, msg.header(), false)?;
+    }
     out.write_all(b"\",\"fields\":")?;
     write_fields_json(out, spec, msg, unmask)?;
     out.write_all(b"}")
