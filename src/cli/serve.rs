@@ -22,18 +22,40 @@ pub struct ServeArgs {
     config: PathBuf,
 }
 
-async fn terminated() {
+/// The signals that stop the switch (SIGTERM, Ctrl-C), listened for from
+/// the moment this is made: made before "listening" is printed, so that a
+/// signal sent as soon as the switch says it listens stops it cleanly
+/// instead of killing it with the signal's default action.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -48,6 +70,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        let stop = StopSignals::listen()?;
         // The PostgreSQL store is kept at hand to write its journal and
         // report its counters at shutdown.
         let (store, postgres): (Arc<dyn Store>, Option<Arc<PostgresStore>>) = match &config.store {
@@ -70,7 +93,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             info!(%addr, "listening for wallets");
             println!("switchboard listening for wallets on {addr}");
         }
-        terminated().await;
+        stop.received().await;
         info!("shutting down: finishing requests in flight");
         running.shutdown().await;
         if let Some(pg) = postgres {
