@@ -124,6 +124,40 @@ async fn payer_card(admin: u16) -> (String, usize) {
     (ledger.accounts[0].pan.clone(), ledger.holds.len())
 }
 
+/// Bank A with the X9.19 key the switch has, sending a new working key
+/// under `kek` every second; its log in `log`.
+fn bank_a_changing_keys(kek: &str, log: &Path) -> Banksim {
+    let args = os(&[
+        "--mac-key",
+        BANK_A_KEY,
+        "--mac-kek",
+        kek,
+        "--key-change-every",
+        "1",
+    ]);
+    banksim_logging(
+        BANK_A,
+        "622202",
+        1,
+        "none",
+        &refs(&args),
+        std::fs::File::create(log).unwrap(),
+    )
+}
+
+/// Bank B with AES-CMAC over the field list the switch has.
+fn bank_b_aes_cmac(log: impl Into<Stdio>) -> Banksim {
+    let args = os(&[
+        "--mac-key",
+        BANK_B_KEY,
+        "--mac",
+        "aes-cmac",
+        "--mac-covers",
+        BANK_B_COVERS,
+    ]);
+    banksim_logging(BANK_B, "621700", 2, "none", &refs(&args), log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn macs_on_every_link_carry_the_scenarios_and_refuse_forgeries() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,36 +166,8 @@ async fn macs_on_every_link_carry_the_scenarios_and_refuse_forgeries() {
         dir.path().join("bank-b.log"),
         dir.path().join("switch.log"),
     );
-    let bank_a = banksim_logging(
-        BANK_A,
-        "622202",
-        1,
-        "none",
-        &refs(&os(&[
-            "--mac-key",
-            BANK_A_KEY,
-            "--mac-kek",
-            BANK_A_KEK,
-            "--key-change-every",
-            "1",
-        ])),
-        std::fs::File::create(&a_log).unwrap(),
-    );
-    let bank_b = banksim_logging(
-        BANK_B,
-        "621700",
-        2,
-        "none",
-        &refs(&os(&[
-            "--mac-key",
-            BANK_B_KEY,
-            "--mac",
-            "aes-cmac",
-            "--mac-covers",
-            BANK_B_COVERS,
-        ])),
-        std::fs::File::create(&b_log).unwrap(),
-    );
+    let bank_a = bank_a_changing_keys(BANK_A_KEK, &a_log);
+    let bank_b = bank_b_aes_cmac(std::fs::File::create(&b_log).unwrap());
     let wallet_port = free_port();
     let config = write_mac_config(dir.path(), wallet_port, bank_a.port, bank_b.port);
     std::env::set_var("TEST_BANK_B_MAC_KEY", BANK_B_KEY);
@@ -266,20 +272,7 @@ async fn a_bank_with_another_key_is_never_signed_on() {
         "none",
         &refs(&os(&["--mac-key", "FEDCBA98765432100123456789ABCDEF"])),
     );
-    let bank_b = banksim_with(
-        BANK_B,
-        "621700",
-        2,
-        "none",
-        &refs(&os(&[
-            "--mac-key",
-            BANK_B_KEY,
-            "--mac",
-            "aes-cmac",
-            "--mac-covers",
-            BANK_B_COVERS,
-        ])),
-    );
+    let bank_b = bank_b_aes_cmac(Stdio::null());
     let wallet_port = free_port();
     let config = write_mac_config(dir.path(), wallet_port, bank_a.port, bank_b.port);
     std::env::set_var("TEST_BANK_B_MAC_KEY", BANK_B_KEY);
@@ -314,35 +307,8 @@ async fn a_bank_with_another_key_is_never_signed_on() {
 async fn a_key_change_under_another_kek_is_refused_and_the_key_stays() {
     let dir = tempfile::tempdir().unwrap();
     let (a_log, switch_log) = (dir.path().join("bank-a.log"), dir.path().join("switch.log"));
-    let bank_a = banksim_logging(
-        BANK_A,
-        "622202",
-        1,
-        "none",
-        &refs(&os(&[
-            "--mac-key",
-            BANK_A_KEY,
-            "--mac-kek",
-            OTHER_KEK,
-            "--key-change-every",
-            "1",
-        ])),
-        std::fs::File::create(&a_log).unwrap(),
-    );
-    let bank_b = banksim_with(
-        BANK_B,
-        "621700",
-        2,
-        "none",
-        &refs(&os(&[
-            "--mac-key",
-            BANK_B_KEY,
-            "--mac",
-            "aes-cmac",
-            "--mac-covers",
-            BANK_B_COVERS,
-        ])),
-    );
+    let bank_a = bank_a_changing_keys(OTHER_KEK, &a_log);
+    let bank_b = bank_b_aes_cmac(Stdio::null());
     let wallet_port = free_port();
     let config = write_mac_config(dir.path(), wallet_port, bank_a.port, bank_b.port);
     std::env::set_var("TEST_BANK_B_MAC_KEY", BANK_B_KEY);
