@@ -53,8 +53,8 @@ use std::str::FromStr;
 use aes::{Aes128, Aes192, Aes256};
 use bytes::{Bytes, BytesMut};
 use cmac::Cmac;
-use des::cipher::{Block, BlockDecrypt, BlockEncrypt, KeyInit};
-use des::{Des, TdesEde2};
+use des::cipher::{Block, BlockEncrypt, KeyInit};
+use des::TdesEde2;
 use subtle::ConstantTimeEq;
 
 use crate::codec::charset::to_hex;
@@ -62,9 +62,11 @@ use crate::codec::{build, build_field, EncodeError, Message};
 use crate::spec::{FieldSpec, LengthKind, Spec};
 
 mod coverage;
+mod retail;
 mod transport;
 
 pub use coverage::{Coverage, CoverageError};
+use retail::RetailKey;
 pub use transport::{KeyChange, KeyEncryptingKey, TransportError};
 
 /// The field that carries the MAC.
@@ -193,7 +195,7 @@ impl fmt::Debug for Tag {
 
 #[derive(Clone)]
 enum Keyed {
-    Retail { k1: Des, k2: Des },
+    Retail(RetailKey),
     Cmac128(Cmac<Aes128>),
     Cmac192(Cmac<Aes192>),
     Cmac256(Cmac<Aes256>),
@@ -249,10 +251,7 @@ impl MacKey {
                 if bool::from(key[..8].ct_eq(&key[8..])) {
                     return Err(KeyError::EqualHalves);
                 }
-                Keyed::Retail {
-                    k1: Des::new_from_slice(&key[..8]).expect("8-byte DES key"),
-                    k2: Des::new_from_slice(&key[8..]).expect("8-byte DES key"),
-                }
+                Keyed::Retail(RetailKey::new(key))
             }
             MacAlgorithm::AesCmac => match key.len() {
                 16 => Keyed::Cmac128(new_cmac(key)),
@@ -279,7 +278,7 @@ impl MacKey {
 
     pub fn algorithm(&self) -> MacAlgorithm {
         match self.keyed {
-            Keyed::Retail { .. } => MacAlgorithm::X919,
+            Keyed::Retail(_) => MacAlgorithm::X919,
             _ => MacAlgorithm::AesCmac,
         }
     }
@@ -287,7 +286,7 @@ impl MacKey {
     /// Bytes of the key: 16 for `x9.19`, 16, 24 or 32 for `aes-cmac`.
     pub fn key_len(&self) -> usize {
         match self.keyed {
-            Keyed::Retail { .. } | Keyed::Cmac128(_) => 16,
+            Keyed::Retail(_) | Keyed::Cmac128(_) => 16,
             Keyed::Cmac192(_) => 24,
             Keyed::Cmac256(_) => 32,
         }
@@ -306,7 +305,7 @@ impl MacKey {
     /// The full MAC of `data`.
     pub fn mac(&self, data: &[u8]) -> Tag {
         match &self.keyed {
-            Keyed::Retail { k1, k2 } => retail_mac(k1, k2, data),
+            Keyed::Retail(key) => Tag::new(&key.mac(data)),
             Keyed::Cmac128(m) => cmac_of(m, data),
             Keyed::Cmac192(m) => cmac_of(m, data),
             Keyed::Cmac256(m) => cmac_of(m, data),
@@ -322,27 +321,6 @@ impl MacKey {
             && expected.len() <= tag.as_bytes().len()
             && bool::from(tag.leftmost(expected.len()).ct_eq(expected))
     }
-}
-
-/// ISO/IEC 9797-1 MAC algorithm 3, padding method 1: single-DES CBC-MAC
-/// under `k1` over the zero-padded data, then decrypt under `k2`, encrypt
-/// under `k1`.
-fn retail_mac(k1: &Des, k2: &Des, data: &[u8]) -> Tag {
-    let mut state = Block::<Des>::default();
-    if data.is_empty() {
-        // Padding method 1 makes an empty message one zero block.
-        k1.encrypt_block(&mut state);
-    }
-    for chunk in data.chunks(8) {
-        // A short last chunk is zero-padded: the zeros leave the state as is.
-        for (s, d) in state.iter_mut().zip(chunk) {
-            *s ^= d;
-        }
-        k1.encrypt_block(&mut state);
-    }
-    k2.decrypt_block(&mut state);
-    k1.encrypt_block(&mut state);
-    Tag::new(&state)
 }
 
 /// Why a message's MAC could not be made or did not verify.
