@@ -52,17 +52,27 @@ if [ -n "${CAPTURE:-}" ]; then
 fi
 sleep 0.5
 $B/switchboard serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
+switch_pid=$!
 sleep 1
+# The switch's own CPU (user + system, in clock ticks) from /proc: divided by
+# the answered requests it is the CPU one receive costs the switch, a figure
+# that holds up on a busy machine where throughput at saturation does not.
+clk_tck=$(getconf CLK_TCK)
+switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json)
-echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes"
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us"
 for rate in ${RATES[@]}; do
     for mode in switch direct; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
+        before=$(switch_ticks)
         out=$($B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}")
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items())]))' "$out" "$rate" "$mode"
+        ticks=$(($(switch_ticks) - before))
+        # switch_cpu_us: the switch's CPU per answered request (blank for the
+        # direct mode, which does not go through the switch).
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); cpu="" if sys.argv[3]=="direct" or not r["answered"] else round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / r["answered"]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck"
     done
 done
 if [ -n "${CAPTURE:-}" ]; then
