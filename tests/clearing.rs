@@ -86,7 +86,12 @@ async fn start(backend: Backend) -> Day {
         .await
         .unwrap(),
     };
+    // The clock starts at the earliest moment any test here sets, and only
+    // moves forward: the switch's first expiry sweep reads the time when it
+    // starts and queries the store a moment later, so a clock set back past
+    // a freeze made in between would have that freeze closed as expired.
     let clock = Arc::new(ShiftedClock::new());
+    clock.set(utc("2026-11-19 03:00:00"));
     let running = service::start(config, store.clone(), clock.clone())
         .await
         .unwrap();
