@@ -71,6 +71,8 @@ const MAX_DELAYED: usize = WRITE_QUEUE;
 const MAX_ADMIN_LINE: u64 = 1024;
 /// How long a closing connection's writer may take to flush.
 const WRITER_GRACE: Duration = Duration::from_secs(1);
+/// How long a key change may wait for room in a connection's write queue.
+const KEY_CHANGE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Locks the bank, recovering from a poisoned lock: `handle` does not panic, and
 /// if it ever did, the books are still the best we have.
@@ -150,8 +152,20 @@ impl KeyChanger {
         // The switch signs with the new key as soon as it has taken it,
         // possibly before its answer gets here: accept it from now on.
         self.mac.expect(change.key.clone());
-        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some((stan, change.key));
-        let _ = tx.send(Frame::Message { header, body }).await;
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some((stan.clone(), change.key));
+        // A connection whose writer is stuck (a peer that stops reading) must
+        // not hold the changer, and with it the bank's shutdown, forever.
+        let sent = tokio::time::timeout(
+            KEY_CHANGE_SEND_TIMEOUT,
+            tx.send(Frame::Message { header, body }),
+        )
+        .await;
+        if sent.is_err() {
+            warn!(
+                stan,
+                "bank: key change not sent: the connection's writer stayed full"
+            );
+        }
     }
 
     /// The switch's answer to a key change: the new key is put in force when
