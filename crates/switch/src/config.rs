@@ -996,6 +996,28 @@ hosts = ["127.0.0.1:7000"]
     }
 
     #[test]
+    fn admin_and_log_are_off_and_text_unless_configured() {
+        let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(
+            (c.admin, c.log_format),
+            (None, crate::logging::LogFormat::Text)
+        );
+        let on = format!("{GOOD}[admin]\nlisten = \"127.0.0.1:9100\"\n[log]\nformat = \"json\"\n");
+        let c = Config::from_toml(&on, Path::new(".")).unwrap();
+        assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.log_format, crate::logging::LogFormat::Json);
+        let bad = format!("{GOOD}[log]\nformat = \"xml\"\n");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "log.format");
+        assert!(e.reason.contains("text or json"), "{e}");
+        let bad = format!("{GOOD}[admin]\nlisten = \"nowhere\"\n");
+        assert_eq!(
+            Config::from_toml(&bad, Path::new(".")).unwrap_err().key,
+            "admin.listen"
+        );
+    }
+
+    #[test]
     fn the_annotated_example_loads() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
