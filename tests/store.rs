@@ -1431,6 +1431,7 @@ on_every_store!(
         a_second_end_reports_the_first,
         a_freeze_keeps_its_request_digest,
         open_freezes_are_read_by_age,
+        saf_counts_leave_out_done_entries,
     ],
     // Only the two databases: what a process-local map legitimately lacks.
     databases: [
@@ -2047,6 +2048,40 @@ fn saf_entry(order_key: &str, tag: &str) -> NewSafEntry {
         message: Bytes::from(format!("reversal {tag}")),
         created_at_ms: 1_700_000_000_000,
     }
+}
+
+/// What `/metrics` and `/ready` read of the store-and-forward queue:
+/// entries waiting and entries given up on, those delivered left out.
+async fn saf_counts_leave_out_done_entries(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    let none = switchboard::store::saf::SafCounts::default();
+    assert_eq!(store.saf_counts().await.unwrap(), none);
+    for n in 81..84 {
+        store.insert_freeze(new_freeze(n, 500)).await.unwrap();
+        store
+            .finish_freeze_queueing(
+                &freeze_key(n),
+                false,
+                &freeze_request(n),
+                answer(b"0110", "91", 1),
+                Some(saf_entry(&n.to_string(), "freeze")),
+            )
+            .await
+            .unwrap();
+    }
+    let due = store.saf_due(now_ms(), 10, 60_000).await.unwrap();
+    assert_eq!(due.len(), 3);
+    let done = SafOutcome::Done {
+        result: "00".into(),
+    };
+    let dead = SafOutcome::Dead {
+        result: "too many attempts".into(),
+    };
+    store.saf_settle(due[0].id, done).await.unwrap();
+    store.saf_settle(due[1].id, dead).await.unwrap();
+    let counts = store.saf_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (1, 1));
 }
 
 fn pending_entries(entries: &[SafEntry]) -> usize {

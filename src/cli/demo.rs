@@ -118,6 +118,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         clearing: Default::default(),
         capture: None,
         security: Default::default(),
+        admin: None,
+        log_format: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

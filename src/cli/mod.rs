@@ -74,22 +74,11 @@ pub fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
         end_quietly_on_closed_pipe();
     }
-    let default_level = match cli.command {
-        Command::Serve(_) => "info",
-        _ => "warn",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colours only on a terminal: a log file or a collector gets plain text.
-    // Values from peers are escaped by the formatter either way (control
-    // characters, terminal escapes, line breaks), so a peer cannot forge a
-    // log line or drive an operator's terminal (`tests/hostile.rs`).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .try_init();
+    // `serve` installs its logger once its configuration (`[log] format`)
+    // is read; the other commands log warnings as text.
+    if !matches!(cli.command, Command::Serve(_)) {
+        switchboard::logging::init(switchboard::logging::LogFormat::Text, "warn");
+    }
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Encode(args) => encode::run(args),

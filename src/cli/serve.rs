@@ -10,6 +10,7 @@ use tracing::info;
 
 use switchboard::clock::SystemClock;
 use switchboard::config::{Config, StoreConfig};
+use switchboard::logging::{self, LogFormat};
 use switchboard::service;
 use switchboard::store::postgres::PostgresStore;
 use switchboard::store::sqlite::SqliteStore;
@@ -20,6 +21,10 @@ pub struct ServeArgs {
     /// The configuration file (see examples/switchboard.toml).
     #[arg(long)]
     config: PathBuf,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one
+    /// object a line, with span fields); overrides `[log] format`.
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormat>,
 }
 
 /// The signals that stop the switch (SIGTERM, Ctrl-C), listened for from
@@ -60,6 +65,7 @@ impl StopSignals {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    logging::init(args.log_format.unwrap_or(config.log_format), "info");
     super::keys::install(&config)?;
     let limit = super::open_files::raise_to_hard_limit()?;
     super::open_files::check(config.descriptors(), limit)?;
@@ -88,6 +94,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // still signing on; connections are accepted from the start.
         if !running.wait_banks_ready(Duration::from_secs(5)).await {
             tracing::warn!(banks = ?banks, "not every bank is signed on yet; retrying in the background");
+        }
+        if let Some(addr) = running.admin_addr {
+            info!(%addr, "admin listener: /metrics, /health, /ready");
+            println!("switchboard admin listening on {addr}");
         }
         for addr in &running.wallet_addrs {
             info!(%addr, "listening for wallets");

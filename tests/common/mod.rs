@@ -86,6 +86,8 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         clearing: Default::default(),
         capture: None,
         security: Default::default(),
+        admin: None,
+        log_format: Default::default(),
     }
 }
 

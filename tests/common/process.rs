@@ -138,7 +138,7 @@ fn serve_command(config: &Path) -> Command {
 }
 
 /// Spawns `command` and waits for its "listening" line; `log` says why not.
-fn listening(mut command: Command, log: impl Fn() -> String) -> KillOnDrop {
+pub fn listening(mut command: Command, log: impl Fn() -> String) -> KillOnDrop {
     let mut child = KillOnDrop::new(command.spawn().unwrap());
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
@@ -244,8 +244,39 @@ pub fn banksim_logging(
     more: &[&OsStr],
     log: impl Into<Stdio>,
 ) -> Banksim {
-    let (port, admin) = (free_port(), free_port());
-    let child = Command::new(simulator_path("banksim"))
+    banksim_at(free_port(), institution, bin, seed, faults, more, log)
+}
+
+/// [`banksim_logging`] listening on `port`: a bank that comes back where
+/// it was, or that a switch was told of before it started.
+pub fn banksim_at(
+    port: u16,
+    institution: &str,
+    bin: &str,
+    seed: u64,
+    faults: &str,
+    more: &[&OsStr],
+    log: impl Into<Stdio>,
+) -> Banksim {
+    let admin = free_port();
+    let child = banksim_command(institution, bin, seed, port, admin)
+        .args(["--faults", faults])
+        .args(more)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("banksim runs");
+    let child = KillOnDrop::new(child);
+    // Ready when its admin port answers.
+    send_admin(admin, "faults");
+    Banksim { child, port, admin }
+}
+
+/// `banksim` with 6 accounts of [`BANKSIM_BALANCE`] on `port`, its admin
+/// port on `admin`: the rest (faults, output) is the caller's.
+pub fn banksim_command(institution: &str, bin: &str, seed: u64, port: u16, admin: u16) -> Command {
+    let mut command = Command::new(simulator_path("banksim"));
+    command
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -265,17 +296,8 @@ pub fn banksim_logging(
             &BANKSIM_BALANCE.to_string(),
             "--seed",
             &seed.to_string(),
-        ])
-        .args(["--faults", faults])
-        .args(more)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("banksim runs");
-    let child = KillOnDrop::new(child);
-    // Ready when its admin port answers.
-    send_admin(admin, "faults");
-    Banksim { child, port, admin }
+        ]);
+    command
 }
 
 impl Banksim {

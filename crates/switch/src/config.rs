@@ -52,6 +52,24 @@ struct RawConfig {
     capture: Option<RawCapture>,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    log: Option<RawLog>,
+}
+
+/// `[admin]`: the admin listener (metrics, health, readiness).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+/// `[log]`: how `serve` logs unless `--log-format` says otherwise.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
 }
 
 /// `[security]`: where the keys that seal card data at rest come from.
@@ -333,6 +351,10 @@ pub struct Config {
     pub capture: Option<CaptureConfig>,
     /// Where the keys sealing card data come from (`[security]`).
     pub security: SecurityConfig,
+    /// The admin listener (`[admin] listen`); off when absent.
+    pub admin: Option<crate::admin::AdminConfig>,
+    /// How `serve` logs (`[log] format`), unless `--log-format` is given.
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl Config {
@@ -830,7 +852,19 @@ impl Config {
                 })
             }
         };
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => Some(crate::admin::AdminConfig {
+                listen: address("admin.listen", &a.listen)?,
+            }),
+        };
+        let log_format = match raw.log.and_then(|l| l.format) {
+            None => crate::logging::LogFormat::default(),
+            Some(f) => f.parse().map_err(|e: String| err("log.format", e))?,
+        };
         Ok(Config {
+            admin,
+            log_format,
             institution_id: raw.switch.institution_id,
             spec: raw.switch.spec,
             store,
@@ -959,6 +993,28 @@ hosts = ["127.0.0.1:7000"]
         let bad = GOOD.replace("listen = ", "listne = ");
         let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn admin_and_log_are_off_and_text_unless_configured() {
+        let c = Config::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(
+            (c.admin, c.log_format),
+            (None, crate::logging::LogFormat::Text)
+        );
+        let on = format!("{GOOD}[admin]\nlisten = \"127.0.0.1:9100\"\n[log]\nformat = \"json\"\n");
+        let c = Config::from_toml(&on, Path::new(".")).unwrap();
+        assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.log_format, crate::logging::LogFormat::Json);
+        let bad = format!("{GOOD}[log]\nformat = \"xml\"\n");
+        let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "log.format");
+        assert!(e.reason.contains("text or json"), "{e}");
+        let bad = format!("{GOOD}[admin]\nlisten = \"nowhere\"\n");
+        assert_eq!(
+            Config::from_toml(&bad, Path::new(".")).unwrap_err().key,
+            "admin.listen"
+        );
     }
 
     #[test]

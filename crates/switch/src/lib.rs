@@ -8,12 +8,15 @@
 //! [`clearing`] reads what the store recorded at the end of the day; [`tls`]
 //! is what wallet listeners and bank links use when they are configured for TLS.
 
+pub mod admin;
 pub mod clearing;
 pub mod clock;
 pub mod config;
 pub mod dialect;
 pub mod link;
+pub mod logging;
 pub mod mac;
+pub mod metrics;
 pub mod routing;
 pub mod secret_file;
 pub mod server;

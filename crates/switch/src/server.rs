@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use iso8583::codec::{parse, Message};
 use iso8583::fields::num;
@@ -121,6 +121,7 @@ pub async fn serve_wallets(
             _ = shutdown.cancelled() => break,
         };
         let Some(slot) = per_address.take(addr.ip(), config.max_per_address) else {
+            refused("per_address_limit");
             // Dropping the stream closes it; logged once per run of refusals.
             if per_address.first_refusal(addr.ip()) {
                 warn!(%addr, limit = config.max_per_address, "too many connections from this address: refused");
@@ -136,12 +137,29 @@ pub async fn serve_wallets(
             (Some(recorder), Ok(local)) => Some(recorder.tap(addr, local, &config.framing)),
             _ => None,
         };
-        tracker.spawn(async move {
-            serve_accepted(stream, addr, config, switch, tap, inner, shutdown).await;
-            drop(slot);
-            drop(permit);
-        });
+        let metrics = crate::metrics::metrics();
+        metrics.wallet_accepted.inc();
+        metrics.wallet_open.inc();
+        let span = tracing::info_span!("wallet", %addr);
+        tracker.spawn(
+            async move {
+                serve_accepted(stream, addr, config, switch, tap, inner, shutdown).await;
+                metrics.wallet_open.dec();
+                drop(slot);
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
+}
+
+/// A wallet connection closed as soon as it was accepted, or before its
+/// first frame, for `reason`.
+fn refused(reason: &'static str) {
+    crate::metrics::metrics()
+        .wallet_refused
+        .get_or_create(&crate::metrics::RefusedLabels { reason })
+        .inc();
 }
 
 /// Connections held per remote address, for `max_connections_per_address`:
@@ -288,10 +306,12 @@ async fn serve_accepted(
         r = handshake => match r {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
+                refused("tls_handshake");
                 warn!(%addr, error = %e, "TLS handshake failed: connection refused");
                 return;
             }
             Err(_) => {
+                refused("tls_handshake_timeout");
                 warn!(
                     %addr,
                     timeout_ms = config.frame_timeout.as_millis() as u64,
@@ -311,6 +331,7 @@ async fn serve_accepted(
             }
         }
         Err(reason) => {
+            refused("client_certificate");
             warn!(%addr, reason, "client certificate refused: connection closed");
             let mut stream = stream;
             let _ = tokio::time::timeout(
@@ -450,15 +471,18 @@ async fn serve_connection<R, W>(
                         let switch = switch.clone();
                         let peer = peer.clone();
                         let tx = tx.clone();
-                        tracker.spawn(async move {
-                            if let Some(response) = switch.handle(&peer, request, body).await {
-                                let frame = Frame::Message {
-                                    header,
-                                    body: response,
-                                };
-                                let _ = tx.send(Answer { frame, permit }).await;
+                        tracker.spawn(
+                            async move {
+                                if let Some(response) = switch.handle(&peer, request, body).await {
+                                    let frame = Frame::Message {
+                                        header,
+                                        body: response,
+                                    };
+                                    let _ = tx.send(Answer { frame, permit }).await;
+                                }
                             }
-                        });
+                            .in_current_span(),
+                        );
                     }
                     Err(e) => {
                         warn!(peer = %peer.name, error = %e, "undecodable message");

@@ -24,6 +24,10 @@ use crate::switch::{Route, Switch};
 pub struct Running {
     /// Where each wallet listener accepts connections (ports resolved).
     pub wallet_addrs: Vec<SocketAddr>,
+    /// Where the admin listener accepts connections, when there is one.
+    pub admin_addr: Option<SocketAddr>,
+    /// Cleared when shutdown begins: `/ready` then answers 503.
+    accepting: Arc<std::sync::atomic::AtomicBool>,
     /// What recovery settled at start.
     pub recovered: crate::switch::recovery::Recovered,
     pub switch: Arc<Switch>,
@@ -174,8 +178,29 @@ pub async fn start(
             wallets_shutdown.clone(),
         ));
     }
+    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Started last, so that it never reports a switch not yet listening as
+    // ready; it stops with the links, so it reports the drain as not ready.
+    let admin_addr = match &config.admin {
+        None => None,
+        Some(admin) => {
+            let listener = TcpListener::bind(admin.listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {} ([admin] listen): {e}", admin.listen)
+            })?;
+            let addr = listener.local_addr()?;
+            let state = Arc::new(crate::admin::Admin {
+                switch: switch.clone(),
+                links: links.clone(),
+                accepting: accepting.clone(),
+            });
+            link_tasks.spawn(crate::admin::serve(listener, state, links_shutdown.clone()));
+            Some(addr)
+        }
+    };
     Ok(Running {
         wallet_addrs,
+        admin_addr,
+        accepting,
         recovered,
         switch,
         links,
@@ -201,6 +226,8 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded by the links'
     /// timeouts), and closes the links.
     pub async fn shutdown(self) {
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::Release);
         self.wallets_shutdown.cancel();
         self.wallets.close();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.wallets.wait()).await;

@@ -317,13 +317,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    switchboard::logging::init(switchboard::logging::LogFormat::Text, "info");
     if std::env::args().nth(1).as_deref() == Some("export") {
         return export(ExportArgs::parse_from(std::env::args().skip(1))).await;
     }

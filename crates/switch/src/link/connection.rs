@@ -86,6 +86,23 @@ pub(super) struct Connection {
     config: BankConfig,
     context: Arc<LinkContext>,
     ready: Mutex<Option<Sender>>,
+    metrics: crate::metrics::LinkMetrics,
+}
+
+/// Counts a request in flight on its connection's gauge while it lives.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Connection {
@@ -96,6 +113,7 @@ impl Connection {
             config: config.clone(),
             context,
             ready: Mutex::new(None),
+            metrics: crate::metrics::metrics().link(&config.institution_id, index),
         }
     }
 
@@ -108,6 +126,16 @@ impl Connection {
     }
 
     fn journal(&self, direction: Direction, msg: &Message, raw: Bytes, note: Option<String>) {
+        let counted = match direction {
+            Direction::In => crate::metrics::Direction::In,
+            Direction::Out => crate::metrics::Direction::Out,
+        };
+        crate::metrics::metrics().message(
+            counted,
+            crate::metrics::Side::Bank,
+            msg,
+            self.metrics.bank,
+        );
         let peer = format!("bank {}", self.config.institution_id);
         let at = self.context.clock.now_ms();
         self.context
@@ -147,6 +175,8 @@ impl Connection {
             let echo = ECHOED.map(|n| msg.get(n).cloned());
             pending.insert(key, Waiter { tx, echo });
         }
+        let _counted = InFlight::new(&self.metrics.in_flight);
+        let sent = Instant::now();
         self.journal(Direction::Out, msg, body.clone(), None);
         if sender.frames.send(body).await.is_err() {
             sender.pending.lock().expect("pending lock").remove(&key);
@@ -154,6 +184,7 @@ impl Connection {
         }
         match timeout(self.config.timeout, rx).await {
             Ok(Ok(Ok((response, raw)))) => {
+                self.metrics.answered(msg, sent.elapsed().as_secs_f64());
                 self.journal(Direction::In, &response, raw.clone(), None);
                 Ok((response, raw))
             }
@@ -161,6 +192,7 @@ impl Connection {
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(LinkError::ConnectionLost(self.name.clone())),
             Err(_) => {
+                self.metrics.timeouts.inc();
                 sender.pending.lock().expect("pending lock").remove(&key);
                 let mut expired = sender.expired.lock().expect("expired lock");
                 if expired.len() == EXPIRED_KEYS {
@@ -217,17 +249,24 @@ impl Connection {
     pub(super) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = self.index;
+        let mut connected_before = false;
         while !shutdown.is_cancelled() {
             let host = self.config.hosts[attempt % self.config.hosts.len()];
             attempt += 1;
             match timeout(CONNECT_TIMEOUT, TcpStream::connect(host)).await {
                 Ok(Ok(stream)) => {
                     info!(link = %self.name, %host, "connected");
+                    if std::mem::replace(&mut connected_before, true) {
+                        self.metrics.reconnects.inc();
+                    }
                     // A failed TLS handshake keeps backing off, like a failed connect.
-                    if self.session(stream, host, &shutdown).await {
+                    let (carried, reason) = self.session(stream, host, &shutdown).await;
+                    if carried {
                         backoff = Duration::from_millis(100);
                     }
-                    info!(link = %self.name, %host, "disconnected");
+                    self.metrics.up.set(0);
+                    self.metrics.signed_on.set(0);
+                    info!(link = %self.name, %host, %reason, "disconnected");
                 }
                 Ok(Err(e)) => debug!(link = %self.name, %host, error = %e, "connect failed"),
                 Err(_) => debug!(link = %self.name, %host, "connect timed out"),
@@ -255,13 +294,13 @@ impl Connection {
 
     /// A connected socket: its TLS handshake first when the bank has TLS
     /// (within the connect timeout), then the session. False when the
-    /// handshake failed.
+    /// handshake failed; and why the connection ended.
     async fn session(
         self: &Arc<Self>,
         stream: TcpStream,
         host: std::net::SocketAddr,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> (bool, String) {
         if let Err(e) = crate::socket::configure(&stream) {
             warn!(link = %self.name, error = %e, "cannot set the connection's TCP options");
         }
@@ -277,8 +316,7 @@ impl Connection {
             _ => None,
         };
         let Some(tls) = &self.config.tls else {
-            self.carry(stream, tap, shutdown).await;
-            return true;
+            return (true, self.carry(stream, tap, shutdown).await);
         };
         let handshake = tls.connector().connect(tls.server_name(host), stream);
         let stream = tokio::select! {
@@ -286,33 +324,34 @@ impl Connection {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     warn!(link = %self.name, %host, error = %e, "TLS handshake with the bank failed");
-                    return false;
+                    return (false, format!("TLS handshake failed: {e}"));
                 }
                 Err(_) => {
                     warn!(link = %self.name, %host, "TLS handshake with the bank timed out");
-                    return false;
+                    return (false, "TLS handshake timed out".into());
                 }
             },
-            _ = shutdown.cancelled() => return false,
+            _ = shutdown.cancelled() => return (false, "shutting down".into()),
         };
-        self.carry(stream, tap, shutdown).await;
-        true
+        (true, self.carry(stream, tap, shutdown).await)
     }
 
     /// Signs on, then carries requests until the connection fails or the
-    /// switch stops, on any stream (TCP or TLS).
+    /// switch stops, on any stream (TCP or TLS); returns why it ended.
     async fn carry<S>(
         self: &Arc<Self>,
         stream: S,
         tap: Option<capture::record::Tap>,
         shutdown: &CancellationToken,
-    ) where
+    ) -> String
+    where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut read_tap = tap
             .clone()
             .map(|t| (t, FrameCodec::new(self.config.framing.clone())));
         let mut write_tap = tap.map(|t| (t, FrameCodec::new(self.config.framing.clone())));
+        self.metrics.up.set(1);
         let framed = Framed::new(stream, FrameCodec::new(self.config.framing.clone()));
         let (mut sink, mut source) = framed.split();
         let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -371,6 +410,7 @@ impl Connection {
                     Ok(()) => {
                         info!(link = %me.name, "signed on");
                         *me.ready.lock().expect("ready lock") = Some(sender);
+                        me.metrics.signed_on.set(1);
                     }
                     Err(e) => {
                         let _ = failed.send(format!("sign-on failed: {e}")).await;
@@ -382,7 +422,7 @@ impl Connection {
         let mut last_received = Instant::now();
         let mut echo_tick = tokio::time::interval(self.config.echo_interval);
         echo_tick.tick().await;
-        loop {
+        let reason = loop {
             tokio::select! {
                 frame = source.next() => {
                 if let (Some((tap, codec)), Some(Ok(frame))) = (&mut read_tap, &frame) {
@@ -401,13 +441,14 @@ impl Connection {
                     }
                     Some(Err(e)) => {
                         warn!(link = %self.name, error = %e, "bad frame from bank; reconnecting");
-                        break;
+                        break format!("bad frame: {e}");
                     }
-                    None => break,
+                    None => break "closed by the bank".to_string(),
                 }},
                 reason = failed_rx.recv() => {
-                    warn!(link = %self.name, reason = reason.as_deref().unwrap_or("?"), "closing connection");
-                    break;
+                    let reason = reason.unwrap_or_else(|| "?".into());
+                    warn!(link = %self.name, %reason, "closing connection");
+                    break reason;
                 }
                 _ = echo_tick.tick() => {
                     if last_received.elapsed() >= self.config.echo_interval && self.is_ready() {
@@ -421,13 +462,15 @@ impl Connection {
                         });
                     }
                 }
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => break "shutting down".to_string(),
             }
-        }
+        };
         *self.ready.lock().expect("ready lock") = None;
+        self.metrics.signed_on.set(0);
         // Waiters see their sender dropped: ConnectionLost.
         sender.pending.lock().expect("pending lock").clear();
         writer.abort();
+        reason
     }
 
     /// Routes one frame from the bank: a response to its waiter, a request
@@ -488,6 +531,9 @@ impl Connection {
                     });
                     // A late answer never undoes what the timeout decided (a
                     // reversal is already queued): it is recorded, not acted on.
+                    if late {
+                        self.metrics.late_answers.inc();
+                    }
                     let note = if late {
                         "late response (68): its request had timed out; ignored"
                     } else {

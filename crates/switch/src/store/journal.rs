@@ -117,6 +117,7 @@ impl JournalBacklog {
 
     pub fn accepted(&self) {
         self.unwritten.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::metrics().journal_unwritten.inc();
     }
 
     /// `n` entries are written (or will never be: their store is closing).
@@ -124,6 +125,7 @@ impl JournalBacklog {
         if n == 0 {
             return;
         }
+        crate::metrics::metrics().journal_unwritten.dec_by(n as i64);
         let before = self
             .unwritten
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {

@@ -123,4 +123,46 @@ pub trait SafQueue: Send + Sync + 'static {
 
     /// Every entry, in queue order (for `switchboard saf list`).
     async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>>;
+
+    /// How many entries wait and how many were given up on (for `/metrics`
+    /// and `/ready`). The SQL stores count with one indexed query.
+    async fn saf_counts(&self) -> StoreResult<SafCounts> {
+        let mut counts = SafCounts::default();
+        for entry in self.saf_entries().await? {
+            counts.add(entry.state, 1);
+        }
+        Ok(counts)
+    }
+}
+
+/// Entries by state, leaving out those done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SafCounts {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+impl SafCounts {
+    /// The SQL both SQL stores count with.
+    pub(crate) const SQL: &'static str =
+        "SELECT state, count(*) FROM saf WHERE state IN ('pending', 'dead') GROUP BY state";
+
+    pub(crate) fn add(&mut self, state: SafState, n: u64) {
+        match state {
+            SafState::Pending => self.pending += n,
+            SafState::Dead => self.dead += n,
+            SafState::Done => {}
+        }
+    }
+}
+
+/// Counts from `(state, count)` rows of [`SafCounts::SQL`].
+pub(crate) fn saf_counts_of(rows: Vec<(String, i64)>) -> SafCounts {
+    let mut counts = SafCounts::default();
+    for (state, n) in rows {
+        if let Some(state) = SafState::parse(&state) {
+            counts.add(state, n.max(0) as u64);
+        }
+    }
+    counts
 }

@@ -119,6 +119,12 @@ impl Switch {
         self.lease.holds()
     }
 
+    /// Whether this instance holds its lease, on a store shared by
+    /// instances; `None` on a store that has no leases.
+    pub fn lease_held(&self) -> Option<bool> {
+        self.leases.as_ref().map(|_| self.lease.holds())
+    }
+
     /// Names this instance (by default: process id and start time).
     pub fn with_instance(mut self, instance: impl Into<String>) -> Switch {
         self.instance = instance.into();
@@ -179,8 +185,32 @@ impl Switch {
         note: Option<String>,
     ) {
         let at = self.clock.now_ms();
+        let counted = match direction {
+            Direction::In => crate::metrics::Direction::In,
+            Direction::Out => crate::metrics::Direction::Out,
+        };
+        let institution = msg
+            .get(num::ACQUIRER)
+            .map_or(crate::metrics::Label::EMPTY, |v| {
+                crate::metrics::Label::new(v)
+            });
+        crate::metrics::metrics().message(counted, crate::metrics::Side::Wallet, msg, institution);
         self.store
             .journal(JournalEntry::of(direction, peer, msg, raw, at, note));
+    }
+
+    /// The flow a wallet request runs, as metrics name it.
+    fn flow_name(&self, request: &Message) -> &'static str {
+        let processing = request.get(num::PROCESSING_CODE).map(|v| &v[..]);
+        match self.spec.message_for(request.mti(), processing) {
+            Some((m, false)) => match m.name.as_str() {
+                "freeze" => "freeze",
+                "receive" => "receive",
+                "unfreeze" => "unfreeze",
+                _ => "other",
+            },
+            _ => "other",
+        }
     }
 
     /// Builds a response, leaving out any echoed field that cannot be built (a
@@ -291,6 +321,7 @@ impl Switch {
     /// Handles one request from a wallet and returns the response to send (the
     /// codec bytes, without framing), or `None` when nothing is to be answered.
     pub async fn handle(&self, peer: &Peer, request: Message, raw: Bytes) -> Option<Bytes> {
+        let started = std::time::Instant::now();
         // A journal that cannot keep up holds new requests back (never drops rows).
         self.store.journal_room().await;
         let refused = match &peer.mac {
@@ -322,6 +353,14 @@ impl Switch {
         let Ok(msg) = iso8583::codec::parse(&self.spec, bytes.clone()) else {
             return Some(bytes);
         };
+        crate::metrics::metrics().flow(
+            self.flow_name(&request),
+            msg.get(num::RESPONSE_CODE)
+                .map_or(crate::metrics::Label::EMPTY, |v| {
+                    crate::metrics::Label::new(v)
+                }),
+            started.elapsed().as_secs_f64(),
+        );
         // Answers are stored unsigned: each one sent (a resend's too) is
         // signed with the key in force when it goes out.
         let bytes = match &peer.mac {

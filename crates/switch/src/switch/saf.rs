@@ -87,6 +87,18 @@ pub async fn run(switch: Arc<Switch>, policy: SafPolicy, shutdown: CancellationT
 /// One attempt at one entry.
 pub async fn deliver(switch: &Switch, policy: &SafPolicy, entry: &SafEntry) {
     let outcome = attempt(switch, policy, entry).await;
+    let result = match &outcome {
+        SafOutcome::Done { .. } => "done",
+        SafOutcome::Retry { .. } => "retry",
+        SafOutcome::Dead { .. } => "dead",
+    };
+    crate::metrics::metrics()
+        .saf_attempts
+        .get_or_create(&crate::metrics::SafAttemptLabels {
+            kind: entry.entry.kind.as_str(),
+            result,
+        })
+        .inc();
     match &outcome {
         SafOutcome::Done { result } => info!(
             id = entry.id, kind = entry.entry.kind.as_str(), bank = %entry.entry.bank,

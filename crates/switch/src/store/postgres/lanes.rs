@@ -147,8 +147,14 @@ pub(super) async fn run_batch(
         let mut conflicts = 0;
         let mut fresh_tries = 0;
         loop {
+            let started = std::time::Instant::now();
             match attempt(inner, connection, &group).await {
                 Ok(results) => {
+                    crate::metrics::metrics().commit(
+                        "postgres",
+                        group.len(),
+                        started.elapsed().as_secs_f64(),
+                    );
                     bump(&inner.counters.batches, 1);
                     bump(&inner.counters.commits, 1);
                     bump(&inner.counters.commands, group.len() as u64);

@@ -323,6 +323,15 @@ impl SafQueue for PostgresStore {
         let rows = self.read(SQL_SAF_ENTRIES, &[]).await?;
         rows.iter().map(saf_row).collect()
     }
+
+    async fn saf_counts(&self) -> StoreResult<crate::store::saf::SafCounts> {
+        let rows = self.read(crate::store::saf::SafCounts::SQL, &[]).await?;
+        let rows = rows
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.bigint(1)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(crate::store::saf::saf_counts_of(rows))
+    }
 }
 
 #[async_trait]

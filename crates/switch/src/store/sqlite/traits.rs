@@ -171,6 +171,16 @@ impl SafQueue for SqliteStore {
         })
         .await
     }
+
+    async fn saf_counts(&self) -> StoreResult<crate::store::saf::SafCounts> {
+        self.read(move |c| {
+            let rows = query_all(c, crate::store::saf::SafCounts::SQL, |row| {
+                Ok((row.text(0)?, row.bigint(1)?))
+            })?;
+            Ok(crate::store::saf::saf_counts_of(rows))
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -125,6 +125,7 @@ impl Writer {
             // A transaction left open by a failed commit.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        let started = std::time::Instant::now();
         if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
             let why = format!("cannot begin a transaction: {e}");
             tracing::warn!("{why}");
@@ -171,6 +172,11 @@ impl Writer {
         };
         match &outcome {
             Ok(()) => {
+                crate::metrics::metrics().commit(
+                    "sqlite",
+                    replies.len(),
+                    started.elapsed().as_secs_f64(),
+                );
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.pending_journal.drain(..journaled);
                 self.shared.journal_backlog.written(journaled);

@@ -1,0 +1,317 @@
+//! The admin listener (`[admin] listen`): HTTP/1.1 for operators and their
+//! tools, apart from the wallet listeners.
+//!
+//! - `GET /metrics` — every metric of [`crate::metrics`], as OpenMetrics
+//!   text (which Prometheus scrapes as it does its own text format); the
+//!   gauges describing state (store-and-forward depth, the lease, readiness)
+//!   are read from that state first.
+//! - `GET /health` — 200 while the process answers at all (liveness).
+//! - `GET /ready` — 200 when the switch can take traffic, else 503; the JSON
+//!   body says which check failed: wallet listeners accepting (not draining),
+//!   at least one signed-on connection per bank, the store answering, the
+//!   lease held on a shared store.
+//!
+//! Endpoints are looked up in [`ROUTES`], each with the [`Access`] it needs:
+//! a page or an operator action is one more row and one more
+//! [`Endpoint`] arm; an action that changes anything gets an access level
+//! checked against a token before its handler runs.
+//!
+//! Everything is bounded: [`MAX_CONNECTIONS`] connections at once (more are
+//! closed as soon as accepted), request heads of at most
+//! [`MAX_REQUEST_BYTES`] read within [`HEADER_READ_TIMEOUT`], no request
+//! body accepted, a connection kept at most [`MAX_CONNECTION_AGE`], and the
+//! store asked with a [`CHECK_TIMEOUT`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::link::BankLink;
+use crate::metrics::metrics;
+use crate::switch::Switch;
+
+/// Admin connections open at once; more are closed as soon as accepted.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A request's head (request line and headers) must be read within this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head read (hyper's smallest buffer limit).
+pub const MAX_REQUEST_BYTES: usize = 8192;
+/// A connection is closed after this long, kept alive or not.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// The store must answer a readiness or metrics query within this.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `[admin]`: where the admin listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who reaches the listener: read-only endpoints.
+    Open,
+}
+
+/// What the listener answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Metrics,
+    Health,
+    Ready,
+}
+
+/// Method, path, access, endpoint.
+pub const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
+    ("GET", "/metrics", Access::Open, Endpoint::Metrics),
+    ("GET", "/health", Access::Open, Endpoint::Health),
+    ("GET", "/ready", Access::Open, Endpoint::Ready),
+];
+
+/// What the admin listener looks at.
+pub struct Admin {
+    pub switch: Arc<Switch>,
+    pub links: Vec<Arc<BankLink>>,
+    /// False once the switch has begun to drain: no new wallet connection
+    /// is accepted, so a load balancer should send elsewhere.
+    pub accepting: Arc<AtomicBool>,
+}
+
+/// The outcome of the readiness checks.
+pub struct Readiness {
+    pub ready: bool,
+    pub body: serde_json::Value,
+}
+
+impl Admin {
+    /// Runs every readiness check, and sets the gauges that describe the
+    /// same state (store-and-forward depth, store up, lease, ready).
+    pub async fn readiness(&self) -> Readiness {
+        let m = metrics();
+        let mut problems: Vec<String> = Vec::new();
+        let accepting = self.accepting.load(Ordering::Acquire);
+        if !accepting {
+            problems.push("wallet listeners are not accepting (draining)".into());
+        }
+        let banks: Vec<serde_json::Value> = self
+            .links
+            .iter()
+            .map(|link| {
+                let signed_on = link.ready_connections();
+                let ok = signed_on > 0;
+                if !ok {
+                    problems.push(format!(
+                        "bank {} ({}): no signed-on connection",
+                        link.config.name, link.config.institution_id
+                    ));
+                }
+                json!({
+                    "bank": link.config.name,
+                    "institution_id": link.config.institution_id,
+                    "connections": link.config.connections,
+                    "signed_on": signed_on,
+                    "ok": ok,
+                })
+            })
+            .collect();
+        let store =
+            match tokio::time::timeout(CHECK_TIMEOUT, self.switch.store().saf_counts()).await {
+                Ok(Ok(counts)) => {
+                    m.saf_entries
+                        .get_or_create(&crate::metrics::SafStateLabels { state: "pending" })
+                        .set(counts.pending as i64);
+                    m.saf_entries
+                        .get_or_create(&crate::metrics::SafStateLabels { state: "dead" })
+                        .set(counts.dead as i64);
+                    m.store_up.set(1);
+                    json!({"ok": true, "saf_pending": counts.pending, "saf_dead": counts.dead})
+                }
+                Ok(Err(e)) => {
+                    m.store_up.set(0);
+                    problems.push(format!("store: {e}"));
+                    json!({"ok": false, "error": e.to_string()})
+                }
+                Err(_) => {
+                    m.store_up.set(0);
+                    let why = format!("store: no answer within {} ms", CHECK_TIMEOUT.as_millis());
+                    problems.push(why.clone());
+                    json!({"ok": false, "error": why})
+                }
+            };
+        let lease = match self.switch.lease_held() {
+            None => {
+                m.lease_held.set(1);
+                json!({"ok": true, "shared_store": false})
+            }
+            Some(held) => {
+                m.lease_held.set(held as i64);
+                if !held {
+                    problems.push("lease: this instance does not hold its lease".into());
+                }
+                json!({"ok": held, "shared_store": true, "instance": self.switch.instance()})
+            }
+        };
+        let ready = problems.is_empty();
+        m.ready.set(ready as i64);
+        Readiness {
+            ready,
+            body: json!({
+                "ready": ready,
+                "problems": problems,
+                "checks": {
+                    "listening": {"ok": accepting},
+                    "banks": banks,
+                    "store": store,
+                    "lease": lease,
+                },
+            }),
+        }
+    }
+
+    async fn answer(&self, endpoint: Endpoint) -> Response<Full<Bytes>> {
+        match endpoint {
+            Endpoint::Health => json_response(
+                StatusCode::OK,
+                &json!({"status": "alive", "instance": self.switch.instance()}),
+            ),
+            Endpoint::Ready => {
+                let r = self.readiness().await;
+                let status = if r.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json_response(status, &r.body)
+            }
+            Endpoint::Metrics => {
+                self.readiness().await;
+                let mut response = Response::new(Full::new(Bytes::from(metrics().encode())));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        // No endpoint takes a body: one announced is refused unread.
+        let has_body = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || request
+                .headers()
+                .contains_key(hyper::header::TRANSFER_ENCODING);
+        if has_body {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "requests carry no body here");
+        }
+        let (access, endpoint) = match route(request.method(), request.uri().path()) {
+            Ok(found) => found,
+            Err((status, why)) => return error(status, why),
+        };
+        match access {
+            Access::Open => self.answer(endpoint).await,
+        }
+    }
+}
+
+/// The route of a request, or the status and reason of there being none.
+fn route(method: &Method, path: &str) -> Result<(Access, Endpoint), (StatusCode, &'static str)> {
+    let mut known_path = false;
+    for &(m, p, access, endpoint) in ROUTES {
+        if p != path {
+            continue;
+        }
+        known_path = true;
+        if m == method.as_str() || (method == Method::HEAD && m == "GET") {
+            return Ok((access, endpoint));
+        }
+    }
+    Err(if known_path {
+        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else {
+        (StatusCode::NOT_FOUND, "no such endpoint")
+    })
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut text = body.to_string();
+    text.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({"error": why}))
+}
+
+/// Serves the admin listener until `shutdown`.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "admin listener: accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%addr, limit = MAX_CONNECTIONS, "admin listener: too many connections; closed");
+            continue;
+        };
+        let admin = admin.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin.handle(request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_BYTES)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                r = &mut connection => r.err().map(|e| e.to_string()),
+                _ = tokio::time::sleep(MAX_CONNECTION_AGE) => Some("open too long".into()),
+                _ = shutdown.cancelled() => None,
+            };
+            if let Some(why) = ended {
+                debug!(%addr, reason = %why, "admin connection closed");
+            }
+            drop(slot);
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+}

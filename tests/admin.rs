@@ -1,0 +1,503 @@
+//! The admin listener and the logs of a real `switchboard serve` process
+//! with two `banksim` processes over TCP: `/ready` follows the banks,
+//! `/metrics` counts a red packet exactly, every metric the Grafana
+//! dashboard in `ops/` queries is exported, and logs are JSON lines with
+//! span fields (or text without ANSI escapes), with no card number.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use common::process::{
+    addr, banksim_at, free_port, listening, simulator_path, write_config, KillOnDrop, SwitchFile,
+    BANKSIM_BALANCE,
+};
+use iso8583::framing::FramingConfig;
+use simulators::bank::Bank;
+use simulators::wallet::{code, WalletClient};
+
+const BIN_A: &str = "622202";
+const BIN_B: &str = "621700";
+
+/// A `banksim` without faults listening on `port`, its stderr to `log`.
+fn banksim_on(institution: &str, bin: &str, seed: u64, port: u16, log: Stdio) -> KillOnDrop {
+    banksim_at(port, institution, bin, seed, "none", &[], log).child
+}
+
+/// The cards `banksim --seed SEED --bin BIN --accounts 6` holds.
+fn cards(institution: &str, bin: &str, seed: u64) -> Vec<String> {
+    Bank::generate(institution, bin, 6, BANKSIM_BALANCE, seed)
+        .accounts()
+        .into_iter()
+        .map(|(pan, _)| pan)
+        .collect()
+}
+
+/// One GET on a new connection: status and body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr(port)).expect("admin listener answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `/ready` until `done` holds for its status and JSON body (each poll
+/// 100 ms apart, at most 30 s: a switch that never gets there fails).
+fn ready_until(port: u16, done: impl Fn(u16, &serde_json::Value) -> bool) -> serde_json::Value {
+    let mut last = (0, String::new());
+    for _ in 0..300 {
+        let (status, body) = get(port, "/ready");
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/ready body is not JSON ({e}): {body}"));
+        if done(status, &json) {
+            return json;
+        }
+        last = (status, body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/ready never got there; last: {last:?}");
+}
+
+/// Samples of a metrics text: `name{labels}` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} is not exported; have:\n{samples:#?}"))
+}
+
+/// Every metric name a metrics text declares or has samples of, with the
+/// suffixes its samples take (`_total`, `_bucket`, `_count`, `_sum`).
+fn exported_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            names.insert(name.to_string());
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_count", "_sum"],
+                _ => &[],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+/// The metric names the dashboard's PromQL expressions use.
+fn dashboard_metrics() -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/grafana/switchboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(
+        exprs.len() >= 10,
+        "the dashboard has its queries: {exprs:?}"
+    );
+    let mut names = BTreeSet::new();
+    for expr in exprs {
+        let bytes = expr.as_bytes();
+        let mut i = 0;
+        while let Some(at) = expr[i..].find("switchboard_") {
+            let start = i + at;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            names.insert(expr[start..end].to_string());
+            i = end;
+        }
+    }
+    names
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// A switch config with bank A at `a`, bank B at `b` and the admin listener.
+fn config_with_admin(
+    dir: &Path,
+    wallet_port: u16,
+    admin_port: u16,
+    a: u16,
+    b: u16,
+    more: &str,
+) -> std::path::PathBuf {
+    let path = write_config(
+        dir,
+        SwitchFile {
+            name: "switch.toml",
+            store: &format!("path = \"{}\"", dir.join("switch.db").display()),
+            wallet_port,
+            bank_a: addr(a),
+            bank_b: addr(b),
+            timeout_ms: 5_000,
+            max_backoff_ms: 1_000,
+        },
+    );
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{more}"
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `switchboard serve` with `args` after the config, stderr to `log`;
+/// waits until it listens.
+fn serve_with(config: &Path, args: &[&str], log: Stdio) -> KillOnDrop {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(log);
+    listening(command, String::new)
+}
+
+/// SIGTERM, then its exit, which must be clean, and its output.
+fn terminate(child: KillOnDrop) -> std::process::Output {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.into_inner().wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", output.status);
+    output
+}
+
+/// A freeze, a receive of part of it and the unfreeze of the rest.
+async fn red_packet(wallet_port: u16, payer: &str, receiver: &str) {
+    let wallet = WalletClient::connect(
+        addr(wallet_port),
+        FramingConfig::default(),
+        common::WALLET_ID,
+    )
+    .await
+    .unwrap()
+    .with_timeout(Duration::from_secs(10));
+    let now = Utc::now().naive_utc();
+    let freeze = wallet.freeze(payer, 5_000, now);
+    assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00", "freeze");
+    let receive = wallet.receive(&freeze, receiver, 2_000, now);
+    assert_eq!(code(&wallet.send(&receive).await.unwrap()), "00", "receive");
+    let unfreeze = wallet.unfreeze(&freeze, 3_000, now);
+    assert_eq!(
+        code(&wallet.send(&unfreeze).await.unwrap()),
+        "00",
+        "unfreeze"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_follows_the_banks_and_metrics_count_a_red_packet() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (wallet_port, admin_port) = (free_port(), free_port());
+    let _bank_a = banksim_on(common::BANK_A, BIN_A, 31, port_a, Stdio::null());
+    let config = config_with_admin(dir.path(), wallet_port, admin_port, port_a, port_b, "");
+    // Bank B is not there yet.
+    let switch = serve_with(&config, &[], Stdio::null());
+
+    let (status, body) = get(admin_port, "/health");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
+        "alive"
+    );
+    let not_ready = ready_until(admin_port, |status, json| {
+        status == 503 && json["checks"]["banks"][0]["ok"] == true
+    });
+    assert_eq!(not_ready["ready"], false);
+    let banks = &not_ready["checks"]["banks"];
+    assert_eq!(banks[1]["institution_id"], common::BANK_B);
+    assert_eq!(banks[1]["ok"], false);
+    assert_eq!(banks[1]["signed_on"], 0);
+    let problems = not_ready["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{not_ready}");
+    assert!(
+        problems[0].as_str().unwrap().contains(common::BANK_B)
+            && problems[0]
+                .as_str()
+                .unwrap()
+                .contains("no signed-on connection"),
+        "{not_ready}"
+    );
+    assert_eq!(not_ready["checks"]["store"]["ok"], true);
+    assert_eq!(not_ready["checks"]["listening"]["ok"], true);
+
+    let _bank_b = banksim_on(common::BANK_B, BIN_B, 32, port_b, Stdio::null());
+    let ready = ready_until(admin_port, |status, _| status == 200);
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["problems"].as_array().unwrap().len(), 0);
+
+    let payer = &cards(common::BANK_A, BIN_A, 31)[0];
+    let receiver = &cards(common::BANK_B, BIN_B, 32)[0];
+    red_packet(wallet_port, payer, receiver).await;
+
+    let (status, text) = get(admin_port, "/metrics");
+    assert_eq!(status, 200);
+    let s = samples(&text);
+    let w = common::WALLET_ID;
+    for (mti, rc, direction) in [
+        ("0100", "", "in"),
+        ("0110", "00", "out"),
+        ("0200", "", "in"),
+        ("0210", "00", "out"),
+        ("0120", "", "in"),
+        ("0130", "00", "out"),
+    ] {
+        let series = format!(
+            "switchboard_messages_total{{direction=\"{direction}\",side=\"wallet\",mti=\"{mti}\",rc=\"{rc}\",institution=\"{w}\"}}"
+        );
+        assert_eq!(sample(&s, &series), 1.0, "{series}");
+    }
+    for flow in ["freeze", "receive", "unfreeze"] {
+        assert_eq!(
+            sample(
+                &s,
+                &format!("switchboard_flow_outcomes_total{{flow=\"{flow}\",rc=\"00\"}}")
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &s,
+                &format!("switchboard_flow_duration_seconds_count{{flow=\"{flow}\"}}")
+            ),
+            1.0
+        );
+        let inf =
+            format!("switchboard_flow_duration_seconds_bucket{{le=\"+Inf\",flow=\"{flow}\"}}");
+        assert_eq!(sample(&s, &inf), 1.0, "{inf}");
+    }
+    // The payer bank froze and was debited; the receiver's bank credited.
+    for (bank, leg) in [
+        (common::BANK_A, "freeze"),
+        (common::BANK_A, "debit"),
+        (common::BANK_B, "credit"),
+    ] {
+        let series = format!(
+            "switchboard_bank_request_duration_seconds_count{{bank=\"{bank}\",leg=\"{leg}\"}}"
+        );
+        assert_eq!(sample(&s, &series), 1.0, "{series}");
+        let sent = format!(
+            "switchboard_messages_total{{direction=\"out\",side=\"bank\",mti=\"{}\",rc=\"\",institution=\"{bank}\"}}",
+            if leg == "freeze" { "0100" } else { "0200" }
+        );
+        assert!(sample(&s, &sent) >= 1.0, "{sent}");
+    }
+    for bank in [common::BANK_A, common::BANK_B] {
+        for connection in 0..2 {
+            let labels = format!("{{bank=\"{bank}\",connection=\"{connection}\"}}");
+            assert_eq!(
+                sample(&s, &format!("switchboard_bank_link_up{labels}")),
+                1.0
+            );
+            assert_eq!(
+                sample(&s, &format!("switchboard_bank_link_signed_on{labels}")),
+                1.0
+            );
+            assert_eq!(
+                sample(&s, &format!("switchboard_bank_link_timeouts_total{labels}")),
+                0.0
+            );
+        }
+    }
+    assert_eq!(
+        sample(&s, "switchboard_wallet_connections_accepted_total"),
+        1.0
+    );
+    assert_eq!(sample(&s, "switchboard_ready"), 1.0);
+    assert_eq!(sample(&s, "switchboard_store_up"), 1.0);
+    assert_eq!(sample(&s, "switchboard_saf_entries{state=\"dead\"}"), 0.0);
+    assert!(
+        sample(
+            &s,
+            "switchboard_store_commit_duration_seconds_count{store=\"sqlite\"}"
+        ) >= 3.0
+    );
+    assert!(sample(&s, "switchboard_process_resident_memory_bytes") > 0.0);
+    assert!(sample(&s, "switchboard_process_open_fds") > 0.0);
+    assert!(sample(&s, "switchboard_process_start_time_seconds") > 1.0e9);
+    assert!(text.ends_with("# EOF\n"));
+
+    // Every metric the dashboard queries is exported.
+    let exported = exported_names(&text);
+    let queried = dashboard_metrics();
+    let missing: Vec<_> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics not exported: {missing:?}"
+    );
+
+    // Anything else is refused without touching the switch.
+    assert_eq!(get(admin_port, "/nothing").0, 404);
+    terminate(switch);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_span_fields_and_no_card_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (wallet_port, admin_port) = (free_port(), free_port());
+    let _bank_a = banksim_on(common::BANK_A, BIN_A, 41, port_a, Stdio::null());
+    let _bank_b = banksim_on(common::BANK_B, BIN_B, 42, port_b, Stdio::null());
+    // `[log] format = "text"` in the file; `--log-format json` wins.
+    let config = config_with_admin(
+        dir.path(),
+        wallet_port,
+        admin_port,
+        port_a,
+        port_b,
+        "[log]\nformat = \"text\"\n",
+    );
+    let log = dir.path().join("switch.log");
+    let switch = serve_with(
+        &config,
+        &["--log-format", "json"],
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    ready_until(admin_port, |status, _| status == 200);
+    let payer = &cards(common::BANK_A, BIN_A, 41)[0];
+    let receiver = &cards(common::BANK_B, BIN_B, 42)[0];
+    red_packet(wallet_port, payer, receiver).await;
+    terminate(switch);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "no ANSI escapes in JSON logs");
+    for card in [payer, receiver] {
+        assert!(
+            !text.contains(card.as_str()),
+            "a full card number is logged"
+        );
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    // The wallet connection's close: one line, with its reason, inside the
+    // connection's span.
+    let closed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "disconnected" && l["span"]["name"] == "wallet")
+        .collect();
+    assert_eq!(closed.len(), 1, "{text}");
+    let closed = closed[0];
+    assert!(closed["reason"].is_string(), "{closed}");
+    assert!(
+        closed["span"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{closed}"
+    );
+    assert_eq!(closed["spans"][0]["name"], "wallet");
+    // Each bank connection's close says why.
+    let bank_closes = lines
+        .iter()
+        .filter(|l| l["message"] == "disconnected" && l["link"].is_string())
+        .inspect(|l| assert_eq!(l["reason"], "shutting down", "{l}"))
+        .count();
+    assert_eq!(bank_closes, 4, "two connections to each of two banks");
+}
+
+#[test]
+fn text_logs_into_a_pipe_have_no_ansi_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (wallet_port, admin_port) = (free_port(), free_port());
+    let bank_a = banksim_on(common::BANK_A, BIN_A, 51, port_a, Stdio::piped());
+    let bank_b = banksim_on(common::BANK_B, BIN_B, 52, port_b, Stdio::piped());
+    let config = config_with_admin(dir.path(), wallet_port, admin_port, port_a, port_b, "");
+    let switch = serve_with(&config, &[], Stdio::piped());
+    ready_until(admin_port, |status, _| status == 200);
+    let switch_log = String::from_utf8(terminate(switch).stderr).unwrap();
+    assert!(switch_log.contains("signed on"), "{switch_log}");
+    assert!(
+        !switch_log.contains('\u{1b}'),
+        "ANSI escapes in a piped log: {switch_log:?}"
+    );
+    for bank in [bank_a, bank_b] {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(bank.id() as i32, libc::SIGINT) };
+        let out = bank.into_inner().wait_with_output().unwrap();
+        let log = String::from_utf8(out.stderr).unwrap();
+        assert!(!log.is_empty(), "banksim logs at info");
+        assert!(
+            !log.contains('\u{1b}'),
+            "ANSI escapes in banksim's piped log: {log:?}"
+        );
+    }
+    // walletsim logs its warnings the same way: one against a closed port.
+    let out = Command::new(simulator_path("walletsim"))
+        .args([
+            "scenarios",
+            "--switch",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .args(["--payer-admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--receiver-admin", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let log = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in walletsim's piped log: {log:?}"
+    );
+}
