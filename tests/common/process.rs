@@ -328,3 +328,41 @@ pub fn capture_decode_json(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Two `banksim`s and the config of a switch between them on the embedded
+/// store, for tests that run `switchboard serve` and `walletsim` as processes.
+pub struct BanksAndSwitch {
+    pub bank_a: Banksim,
+    pub bank_b: Banksim,
+    pub dir: tempfile::TempDir,
+    pub wallet_port: u16,
+    pub config: PathBuf,
+}
+
+/// Starts the banks (their books seeded with `seed_a` and `seed_b`) and
+/// writes the switch's config; the switch is for the test to [`serve`].
+pub fn banks_and_switch(seed_a: u64, seed_b: u64) -> BanksAndSwitch {
+    let bank_a = banksim(super::BANK_A, "622202", seed_a, "none");
+    let bank_b = banksim(super::BANK_B, "621700", seed_b, "none");
+    let dir = tempfile::tempdir().unwrap();
+    let wallet_port = free_port();
+    let config = write_config(
+        dir.path(),
+        SwitchFile {
+            name: "switch.toml",
+            store: "path = \"switchboard.db\"",
+            wallet_port,
+            bank_a: addr(bank_a.port),
+            bank_b: addr(bank_b.port),
+            timeout_ms: 5_000,
+            max_backoff_ms: 500,
+        },
+    );
+    BanksAndSwitch {
+        bank_a,
+        bank_b,
+        dir,
+        wallet_port,
+        config,
+    }
+}
