@@ -7,9 +7,11 @@
 
 mod common;
 
-use common::process::{addr, banks_and_switch, free_port, serve, simulator_path, BanksAndSwitch};
+use common::process::{
+    addr, assert_no_progress, banks_and_switch, free_port, on_a_terminal, quoted, serve,
+    simulator_path, BanksAndSwitch,
+};
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use simulators::load_chart::series_colour;
@@ -58,15 +60,6 @@ fn points(doc: &roxmltree::Document, label: &str) -> usize {
         .unwrap()
         .split_whitespace()
         .count()
-}
-
-/// No progress bar: no escape sequence, no carriage return.
-fn assert_no_progress(what: &str, stderr: &[u8]) {
-    let text = String::from_utf8_lossy(stderr);
-    assert!(
-        !stderr.contains(&0x1b) && !stderr.contains(&b'\r'),
-        "{what} wrote terminal control to a stderr that is not a terminal: {text:?}"
-    );
 }
 
 #[test]
@@ -166,26 +159,6 @@ fn a_report_that_is_not_svg_is_refused_before_the_load() {
     assert!(stderr.contains("SVG only"), "{stderr}");
 }
 
-/// `command` run under `script`, on a pseudo-terminal: all it wrote to it.
-fn on_a_terminal(command: &str, dir: &Path) -> Vec<u8> {
-    let out = Command::new("script")
-        .args(["-qec", command, "/dev/null"])
-        .current_dir(dir)
-        .output()
-        .expect("script (util-linux) runs");
-    assert!(
-        out.status.success(),
-        "{command}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out.stdout
-}
-
-fn quoted(path: &Path) -> String {
-    format!("'{}'", path.display())
-}
-
 #[test]
 fn walletsim_draws_its_progress_on_a_terminal_only() {
     let setup = banks_and_switch(31, 32);
@@ -203,8 +176,9 @@ fn walletsim_draws_its_progress_on_a_terminal_only() {
         quoted(&simulator_path("walletsim")),
         args.join(" ")
     );
-    let screen = on_a_terminal(&line, setup.dir.path());
+    let (status, screen) = on_a_terminal(&line, setup.dir.path());
     let text = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{status}: {text}");
     assert!(text.contains("every packet closed"), "{text}");
     assert!(
         screen.contains(&0x1b),

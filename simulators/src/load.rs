@@ -413,3 +413,63 @@ pub async fn run(config: LoadConfig, clock: Arc<dyn Clock>) -> Result<LoadReport
         approved_per_freeze: s.approved_per_freeze.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeline_counts_each_request_in_the_second_it_finished() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(start).unwrap();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        for latency_us in [900, 1_000, 1_100] {
+            timeline.finished(true, latency_us);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        timeline.finished(true, 5_000);
+        timeline.finished(false, 60_000);
+        // Nothing finishes in second 2.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        timeline.finished(true, 2_000);
+        let seconds = timeline.into_seconds(&[3, 2, 0, 1]);
+
+        let counts: Vec<(u64, u64, u64)> = seconds
+            .iter()
+            .map(|s| (s.offered, s.answered, s.unanswered))
+            .collect();
+        assert_eq!(counts, [(3, 3, 0), (2, 1, 1), (0, 0, 0), (1, 1, 0)]);
+        let first = seconds[0].latency_us.unwrap();
+        assert_eq!((first.p50, first.max), (1_000, 1_100));
+        // Three significant digits: each within 0.1 %.
+        let second = seconds[1].latency_us.unwrap();
+        assert!((5_000..5_005).contains(&second.p50), "{second:?}");
+        assert!((60_000..60_060).contains(&second.max), "{second:?}");
+        assert_eq!(seconds[2].latency_us, None);
+        assert_eq!(seconds[3].latency_us.unwrap().max, 2_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offered_seconds_after_the_last_answer_are_kept_and_empty_ones_after_them_dropped() {
+        let mut timeline = Timeline::new(Instant::now()).unwrap();
+        timeline.finished(true, 700);
+        let seconds = timeline.into_seconds(&[1, 4, 0]);
+        assert_eq!(seconds.len(), 2);
+        assert_eq!((seconds[1].offered, seconds[1].answered), (4, 0));
+        assert_eq!(seconds[1].latency_us, None);
+    }
+
+    #[test]
+    fn the_distribution_starts_at_the_first_bucket_with_a_latency_and_counts_them_all() {
+        let mut h = latency_histogram().unwrap();
+        for v in [1_000, 1_010, 2_000, 40_000] {
+            h.record(v).unwrap();
+        }
+        let buckets = distribution(&h);
+        assert!(buckets[0].count > 0);
+        assert_eq!(buckets.iter().map(|b| b.count).sum::<u64>(), 4);
+        assert!(buckets.windows(2).all(|w| w[0].up_to_us < w[1].up_to_us));
+        assert!(buckets.last().unwrap().up_to_us >= 40_000);
+        assert!(distribution(&latency_histogram().unwrap()).is_empty());
+    }
+}

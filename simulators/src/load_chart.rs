@@ -101,7 +101,8 @@ fn throughput(area: &DrawingArea<SVGBackend, Shift>, report: &LoadReport) -> Res
         .max()
         .unwrap_or(0)
         .max(1) as f64
-        * 1.15;
+        // Room above the lines for the legend.
+        * 1.3;
     let mut chart = ChartBuilder::on(area)
         .caption("Throughput", (FONT, 18))
         .margin(12)
@@ -150,13 +151,17 @@ fn latency_over_time(
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(80)
-        .build_cartesian_2d(seconds_axis(report), ms_range(low, high).log_scale())
+        .build_cartesian_2d(
+            seconds_axis(report),
+            headroom(ms_range(low, high)).log_scale(),
+        )
         .map_err(text)?;
     chart
         .configure_mesh()
         .x_desc("seconds from the start")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("latency, ms")
+        .y_labels(12)
         .y_label_formatter(&|v| ms_text(*v))
         .draw()
         .map_err(text)?;
@@ -199,6 +204,7 @@ fn distribution(area: &DrawingArea<SVGBackend, Shift>, report: &LoadReport) -> R
     chart
         .configure_mesh()
         .x_desc("latency, ms")
+        .x_labels(16)
         .y_desc("requests")
         .x_label_formatter(&|v| ms_text(*v))
         .y_label_formatter(&|v| format!("{v:.0}"))
@@ -233,6 +239,12 @@ fn ms_range(low_us: u64, high_us: u64) -> std::ops::Range<f64> {
     let low = low_us.max(1) as f64 / 1000.0;
     let high = (high_us.max(low_us).max(1) as f64 / 1000.0).max(low * 2.0);
     low / 1.5..high * 1.5
+}
+
+/// `range` with room above it for the legend of four lines, on a log scale.
+fn headroom(range: std::ops::Range<f64>) -> std::ops::Range<f64> {
+    let decades = (range.end / range.start).log10();
+    range.start..range.end * 10f64.powf(decades * 0.4)
 }
 
 /// Milliseconds as short as they read well: 0.05, 2.5, 40, 1200.

@@ -14,5 +14,8 @@ pub fn bar(len: u64, template: &str, wanted: bool) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+    // Drawn at once, not only at the first step: a slow first step (a
+    // store to open, a first case) shows the command has started.
+    bar.tick();
     bar
 }

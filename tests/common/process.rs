@@ -366,3 +366,31 @@ pub fn banks_and_switch(seed_a: u64, seed_b: u64) -> BanksAndSwitch {
         config,
     }
 }
+
+/// Asserts that a command whose stderr was a pipe drew no progress bar on
+/// it: no escape sequence, no carriage return.
+pub fn assert_no_progress(what: &str, stderr: &[u8]) {
+    assert!(
+        !stderr.contains(&0x1b) && !stderr.contains(&b'\r'),
+        "{what} wrote terminal control to a stderr that is not a terminal: {:?}",
+        String::from_utf8_lossy(stderr)
+    );
+}
+
+/// Runs the shell command line `command` in `dir` on a pseudo-terminal
+/// (util-linux `script`), as a user at a terminal would: its exit status and
+/// all it wrote there, stdout and stderr together.
+pub fn on_a_terminal(command: &str, dir: &Path) -> (std::process::ExitStatus, Vec<u8>) {
+    let out = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    (out.status, out.stdout)
+}
+
+/// `path` quoted for a shell command line.
+pub fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display())
+}
