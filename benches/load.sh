@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
-B=target/release
+B=${CARGO_TARGET_DIR:-target}/release
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-4}
 RATES=("${@:-5000 10000 20000}")

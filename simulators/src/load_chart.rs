@@ -21,7 +21,7 @@ const FONT: &str = "sans-serif";
 
 /// Every line of the picture: its label in the legend and its colour.
 pub const SERIES: [(&str, RGBColor); 6] = [
-    ("offered", RGBColor(0x99, 0x99, 0x99)),
+    ("offered", RGBColor(0xBB, 0xBB, 0xBB)),
     ("answered", RGBColor(0x1F, 0x77, 0xB4)),
     ("p50", RGBColor(0x2C, 0xA0, 0x2C)),
     ("p90", RGBColor(0xFF, 0x7F, 0x0E)),
@@ -271,8 +271,11 @@ where
     Y: Ranged<ValueType = f64>,
 {
     let colour = colour(label);
+    // Offered is drawn first and wide, so that it shows as a band around
+    // the answered line where the two are equal.
+    let width = if label == "offered" { 6 } else { 2 };
     chart
-        .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+        .draw_series(LineSeries::new(points, colour.stroke_width(width)))
         .map_err(text)?
         .label(label)
         // A filled square, not a line, so that the only lines of a colour
