@@ -5,6 +5,9 @@
 # banksims, the switch and walletsim share its cores.
 #
 #   benches/load.sh [RATE...]        default rates: 5000 10000 20000
+#   REPORTS=DIR benches/load.sh      where the CSV (load.csv, also printed) and a
+#                                    picture per rate and mode (load-RATE-MODE.svg)
+#                                    go; default target/load-reports
 #   DURATION=10 CONNECTIONS=4 benches/load.sh 8000
 #   CAPTURE=1 benches/load.sh 5000   the switch records every link ([capture])
 #   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
@@ -13,10 +16,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
-B=target/release
+B=${CARGO_TARGET_DIR:-target}/release
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-4}
 RATES=("${@:-5000 10000 20000}")
+REPORTS=${REPORTS:-target/load-reports}
+mkdir -p "$REPORTS"
 work=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
@@ -62,19 +67,21 @@ switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json)
-echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us"
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us" | tee "$REPORTS/load.csv"
 for rate in ${RATES[@]}; do
     for mode in switch direct; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         before=$(switch_ticks)
-        out=$($B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}")
+        out=$($B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
         ticks=$(($(switch_ticks) - before))
         # switch_cpu_us: the switch's CPU per answered request (blank for the
         # direct mode, which does not go through the switch).
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); cpu="" if sys.argv[3]=="direct" or not r["answered"] else round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / r["answered"]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck"
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); cpu="" if sys.argv[3]=="direct" or not r["answered"] else round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / r["answered"]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" \
+            | tee -a "$REPORTS/load.csv"
     done
 done
+echo "CSV and pictures in $REPORTS" >&2
 if [ -n "${CAPTURE:-}" ]; then
     # What the switch recorded; it logs packets dropped from the capture at shutdown.
     kill -INT "${pids[2]}" 2>/dev/null; sleep 2

@@ -11,6 +11,10 @@ use capture::write::{ethernet, ip_tcp, PcapWriter, LINKTYPE_ETHERNET};
 use iso8583::framing::{frame_bytes, FramingConfig};
 use iso8583::{Message, Spec};
 
+mod common;
+
+use common::process::{assert_no_progress, on_a_terminal, quoted};
+
 const PAN: &str = "6222020200112233446";
 const BASE_NS: i64 = 1_764_666_000_123_456_000; // 2025-12-02T09:00:00.123456Z
 
@@ -157,6 +161,46 @@ fn a_truncated_capture_names_its_packet_and_exits_1() {
         "{stdout}"
     );
     assert!(stdout.contains("messages 2,"), "{stdout}");
+}
+
+#[test]
+fn the_progress_bar_is_drawn_on_a_terminal_only_while_the_lines_go_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = capture_file(&dir);
+    let piped = run(&["capture", "decode", path.to_str().unwrap()]);
+    assert_no_progress("capture decode", &piped.stderr);
+
+    // At a terminal, the lines into a file: the bar on the terminal, the
+    // file the same lines as through a pipe.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard"));
+    let lines = dir.path().join("lines.txt");
+    let (status, screen) = on_a_terminal(
+        &format!(
+            "{} capture decode {} > {}",
+            quoted(bin),
+            quoted(&path),
+            quoted(&lines)
+        ),
+        dir.path(),
+    );
+    // The capture's bad frame makes it exit 1, as through a pipe.
+    assert_eq!(status.code(), piped.status.code());
+    let screen_text = String::from_utf8_lossy(&screen);
+    assert!(screen.contains(&0x1b), "no bar: {screen_text:?}");
+    assert!(screen_text.contains("of the capture"), "{screen_text:?}");
+    assert_eq!(std::fs::read(&lines).unwrap(), piped.stdout);
+
+    // At a terminal, the lines on it too: they are the progress, no bar.
+    let (_, screen) = on_a_terminal(
+        &format!("{} capture decode {}", quoted(bin), quoted(&path)),
+        dir.path(),
+    );
+    assert!(
+        !screen.contains(&0x1b),
+        "{:?}",
+        String::from_utf8_lossy(&screen)
+    );
+    assert!(String::from_utf8_lossy(&screen).contains("messages 2,"));
 }
 
 #[test]

@@ -634,6 +634,32 @@ fn command_line(d: &Day, cleared: &Cleared, bank_a: &ParticipantFile, broken: &P
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("net positions sum to zero"), "{stdout}");
+    common::process::assert_no_progress("clear", &run.stderr);
+    // At a terminal: the bar while the day's journal is read, and the same files.
+    let again = dir.join("clearing-again");
+    let (status, screen) = common::process::on_a_terminal(
+        &format!(
+            "{} clear --config {} --date 2026-11-20 --out {}",
+            common::process::quoted(std::path::Path::new(bin)),
+            common::process::quoted(&config),
+            common::process::quoted(&again)
+        ),
+        dir,
+    );
+    let screen_text = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{screen_text}");
+    assert!(screen.contains(&0x1b), "no bar: {screen_text:?}");
+    assert!(
+        screen_text.contains("of the day's journal"),
+        "{screen_text:?}"
+    );
+    for (name, _) in cleared.files() {
+        assert_eq!(
+            std::fs::read(again.join(&name)).unwrap(),
+            std::fs::read(out.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
     for (name, text) in cleared.files() {
         assert_eq!(
             std::fs::read_to_string(out.join(&name)).unwrap(),

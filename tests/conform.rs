@@ -20,7 +20,9 @@ use tokio_util::codec::Framed;
 
 mod common;
 
-use common::process::{free_port, send_admin, simulator_path, KillOnDrop};
+use common::process::{
+    assert_no_progress, free_port, on_a_terminal, quoted, send_admin, simulator_path, KillOnDrop,
+};
 use common::{books_a, start, WALLET_ID};
 
 /// A bank simulator process with an admin port and the cards of bank A
@@ -246,6 +248,42 @@ async fn the_bank_host_suite_passes_against_the_bank_simulator_with_its_books_ch
     assert!(report.contains("<testsuite name=\"bank-host\""), "{report}");
     assert!(report.contains("failures=\"0\""), "{report}");
     assert_eq!(report.matches("<testcase ").count(), out.cases.len());
+}
+
+#[test]
+fn text_lines_with_a_progress_bar_on_a_terminal_only() {
+    let bank = bank_process();
+    let target = common::process::addr(bank.port).to_string();
+    let args = bank_args(&bank);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard"));
+    let piped = Command::new(bin)
+        .args(["conform", "bank-host", "--target", &target])
+        .args(&args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&piped.stdout);
+    assert!(piped.status.success(), "{stdout}");
+    assert!(stdout.contains("result: pass"), "{stdout}");
+    assert_no_progress("conform", &piped.stderr);
+
+    // A bank of its own: the suite moves the books it checks.
+    let bank = bank_process();
+    let target = common::process::addr(bank.port).to_string();
+    let quoted_args: Vec<String> = bank_args(&bank).iter().map(|a| format!("'{a}'")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (status, screen) = on_a_terminal(
+        &format!(
+            "{} conform bank-host --target {target} {}",
+            quoted(bin),
+            quoted_args.join(" ")
+        ),
+        dir.path(),
+    );
+    let text = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("result: pass"), "{text}");
+    assert!(screen.contains(&0x1b), "no bar: {text:?}");
+    assert!(text.contains(" cases "), "the bar counts cases: {text:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

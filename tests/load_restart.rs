@@ -11,9 +11,7 @@
 
 mod common;
 
-use common::process::{
-    addr, banksim, free_port, serve, simulator_path, write_config, Banksim, KillOnDrop, SwitchFile,
-};
+use common::process::{addr, banks_and_switch, serve, simulator_path, BanksAndSwitch, KillOnDrop};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -33,41 +31,6 @@ const RATE: u64 = 200;
 const SECONDS: u64 = 20;
 const FREEZES: u64 = 16;
 
-/// Two banks and a switch on the embedded store, as separate processes.
-struct Setup {
-    bank_a: Banksim,
-    bank_b: Banksim,
-    dir: tempfile::TempDir,
-    wallet_port: u16,
-    config: PathBuf,
-}
-
-fn start() -> Setup {
-    let bank_a = banksim(common::BANK_A, "622202", 21, "none");
-    let bank_b = banksim(common::BANK_B, "621700", 22, "none");
-    let dir = tempfile::tempdir().unwrap();
-    let wallet_port = free_port();
-    let config = write_config(
-        dir.path(),
-        SwitchFile {
-            name: "switch.toml",
-            store: "path = \"switchboard.db\"",
-            wallet_port,
-            bank_a: addr(bank_a.port),
-            bank_b: addr(bank_b.port),
-            timeout_ms: 5_000,
-            max_backoff_ms: 500,
-        },
-    );
-    Setup {
-        bank_a,
-        bank_b,
-        dir,
-        wallet_port,
-        config,
-    }
-}
-
 /// `walletsim load --json` with `args`; its output goes to files (a pipe
 /// nobody reads could stall it).
 struct Walletsim {
@@ -76,7 +39,7 @@ struct Walletsim {
     err: PathBuf,
 }
 
-fn walletsim_load(setup: &Setup, args: &[&str]) -> Walletsim {
+fn walletsim_load(setup: &BanksAndSwitch, args: &[&str]) -> Walletsim {
     let out = setup.dir.path().join("out.json");
     let err = setup.dir.path().join("err.txt");
     let child = Command::new(simulator_path("walletsim"))
@@ -123,7 +86,7 @@ impl Walletsim {
 /// When bank A holds `freezes` packets, walletsim's load begins: that
 /// moment (waited for at most 20 s from `started`), so that a kill meets the
 /// load and not the freezes before it however slow the machine is.
-async fn freezes_placed(setup: &Setup, freezes: u64, started: Instant) -> Instant {
+async fn freezes_placed(setup: &BanksAndSwitch, freezes: u64, started: Instant) -> Instant {
     let view = BankView::Admin(addr(setup.bank_a.admin));
     loop {
         let holds = view.snapshot().await.unwrap().holds.len() as u64;
@@ -140,7 +103,7 @@ async fn freezes_placed(setup: &Setup, freezes: u64, started: Instant) -> Instan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
-    let setup = start();
+    let setup = banks_and_switch(21, 22);
     let view_a = BankView::Admin(addr(setup.bank_a.admin));
     let view_b = BankView::Admin(addr(setup.bank_b.admin));
     let before_a = view_a.snapshot().await.unwrap().total_balance_minor;
@@ -324,7 +287,7 @@ async fn walletsim_load_survives_two_switch_kills_and_its_checks_pass() {
 /// running its checks (what the lost receives took is unknown). Bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walletsim_load_gives_up_when_the_switch_stays_down() {
-    let setup = start();
+    let setup = banks_and_switch(21, 22);
     let mut switch = serve(&setup.config);
     let started = Instant::now();
     let walletsim = walletsim_load(

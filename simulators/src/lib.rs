@@ -6,7 +6,7 @@
 //! and resends what a lost connection left unanswered) with its own records
 //! ([`wallet_records`]) and clearing file ([`wallet_clearing`]); the
 //! red-packet [`scenarios`] with their invariant checks, and open-loop
-//! [`load`]. `switchboard demo`, the `banksim` and `walletsim` binaries and
+//! [`load`] with its picture ([`load_chart`]). `switchboard demo`, the `banksim` and `walletsim` binaries and
 //! the tests embed them; the switch knows nothing of them.
 
 pub mod bank;
@@ -14,6 +14,7 @@ pub mod bank_clearing;
 pub mod bank_server;
 pub mod faults;
 pub mod load;
+pub mod load_chart;
 pub mod random;
 pub mod resending;
 pub mod scenarios;

@@ -2,7 +2,7 @@
 //! pcapng capture, one line (or JSON object) each, then a summary.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,8 +98,17 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let spec = args.selection.spec()?;
     let file =
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-    let mut reader = CaptureReader::new(BufReader::with_capacity(1 << 16, file))
-        .with_context(|| format!("reading {}", args.file.display()))?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    // Shown while the lines go to a file or a pipe: on a terminal they
+    // scroll past and are their own progress, and would tear the bar.
+    let progress = super::progress::bar(
+        size,
+        "{bar:30} {bytes}/{total_bytes} of the capture  {elapsed}",
+        !std::io::stdout().is_terminal(),
+    );
+    let mut reader =
+        CaptureReader::new(BufReader::with_capacity(1 << 16, progress.wrap_read(file)))
+            .with_context(|| format!("reading {}", args.file.display()))?;
     let options = args.selection.decoder_options(args.framing.clone());
     let mut decoder = CaptureDecoder::new(&spec, options);
     let mut tracker = Tracker::new(args.match_fields.clone(), DEFAULT_MAX_OUTSTANDING);
@@ -113,20 +122,21 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
                 if let Err(reason) = decoder.packet(&packet, &mut events) {
                     failed = true;
                     out.flush()?;
-                    eprintln!("packet {}: {reason}", packet.number);
+                    progress.suspend(|| eprintln!("packet {}: {reason}", packet.number));
                 }
             }
             Ok(None) => break,
             Err(e) => {
                 failed = true;
                 out.flush()?;
-                eprintln!("{}: {e}", args.file.display());
+                progress.suspend(|| eprintln!("{}: {e}", args.file.display()));
                 break;
             }
         }
         failed |= print(&args, &spec, &mut tracker, &events, &mut out)?;
         events.clear();
     }
+    progress.finish_and_clear();
     decoder.finish(&mut events);
     failed |= print(&args, &spec, &mut tracker, &events, &mut out)?;
     let summary = tracker.summary();

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use clap::Args;
 
 use iso8583::spec::Spec;
-use switchboard::clearing::clear::{clear, ClearRequest};
+use switchboard::clearing::clear::{clear_reporting, ClearProgress, ClearRequest};
 use switchboard::config::Config;
 use switchboard::store::Store;
 
@@ -52,11 +52,35 @@ pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
         allow_pending: args.allow_pending,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let (cleared, store) = runtime.block_on(async {
+    let bar = super::progress::bar(
+        0,
+        "{bar:30} {percent:>3}% of the day's journal  {msg}  {elapsed}",
+        true,
+    );
+    let show = |step: ClearProgress| match step {
+        ClearProgress::Journal {
+            read_ms,
+            window_ms,
+            entries,
+        } => {
+            bar.set_length(window_ms);
+            bar.set_position(read_ms);
+            bar.set_message(format!("{entries} entries"));
+        }
+        ClearProgress::JournalRead => {
+            bar.set_message("sagas, store-and-forward, files");
+        }
+    };
+    let cleared = runtime.block_on(async {
         let store = switchboard::service::open_store_locked(&config.store, "clear").await?;
         refuse_purged(store.clone(), date).await?;
-        anyhow::Ok((clear(store.as_ref(), &spec, &request).await?, store))
-    })?;
+        anyhow::Ok((
+            clear_reporting(store.as_ref(), &spec, &request, &show).await?,
+            store,
+        ))
+    });
+    bar.finish_and_clear();
+    let (cleared, store) = cleared?;
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from(format!("clearing-{}", date.format("%Y-%m-%d"))));

@@ -141,17 +141,32 @@ pub fn run(args: ConformArgs) -> anyhow::Result<ExitCode> {
     let mut runner = Runner::new(&suite, spec, options);
     let json = args.json;
     let mut write_error = None;
+    let progress = super::progress::bar(
+        cases.len() as u64,
+        "{bar:30} {pos}/{len} cases  {msg}  {elapsed}",
+        !json,
+    );
+    let (mut passed, mut not_passed) = (0, 0);
     let mut print = |result: &CaseResult| {
         let text = if json {
             case_json(result).to_string()
         } else {
             case_text(result)
         };
-        if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        let written = progress.suspend(|| writeln!(out, "{text}").and_then(|()| out.flush()));
+        if let Err(e) = written {
             write_error.get_or_insert(e);
         }
+        match result.status {
+            Status::Pass => passed += 1,
+            Status::Skipped => {}
+            _ => not_passed += 1,
+        }
+        progress.inc(1);
+        progress.set_message(format!("{passed} passed, {not_passed} not"));
     };
     let results = runtime.block_on(runner.run(&cases, &mut print));
+    progress.finish_and_clear();
     if let Some(e) = write_error {
         return Err(e).context("writing the report");
     }

@@ -11,6 +11,7 @@ mod journal;
 mod keys;
 mod migrate;
 mod open_files;
+mod progress;
 mod reconcile;
 mod recover;
 mod rekey;

@@ -350,3 +350,69 @@ pub fn capture_decode_json(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Two `banksim`s and the config of a switch between them on the embedded
+/// store, for tests that run `switchboard serve` and `walletsim` as processes.
+pub struct BanksAndSwitch {
+    pub bank_a: Banksim,
+    pub bank_b: Banksim,
+    pub dir: tempfile::TempDir,
+    pub wallet_port: u16,
+    pub config: PathBuf,
+}
+
+/// Starts the banks (their books seeded with `seed_a` and `seed_b`) and
+/// writes the switch's config; the switch is for the test to [`serve`].
+pub fn banks_and_switch(seed_a: u64, seed_b: u64) -> BanksAndSwitch {
+    let bank_a = banksim(super::BANK_A, "622202", seed_a, "none");
+    let bank_b = banksim(super::BANK_B, "621700", seed_b, "none");
+    let dir = tempfile::tempdir().unwrap();
+    let wallet_port = free_port();
+    let config = write_config(
+        dir.path(),
+        SwitchFile {
+            name: "switch.toml",
+            store: "path = \"switchboard.db\"",
+            wallet_port,
+            bank_a: addr(bank_a.port),
+            bank_b: addr(bank_b.port),
+            timeout_ms: 5_000,
+            max_backoff_ms: 500,
+        },
+    );
+    BanksAndSwitch {
+        bank_a,
+        bank_b,
+        dir,
+        wallet_port,
+        config,
+    }
+}
+
+/// Asserts that a command whose stderr was a pipe drew no progress bar on
+/// it: no escape sequence, no carriage return.
+pub fn assert_no_progress(what: &str, stderr: &[u8]) {
+    assert!(
+        !stderr.contains(&0x1b) && !stderr.contains(&b'\r'),
+        "{what} wrote terminal control to a stderr that is not a terminal: {:?}",
+        String::from_utf8_lossy(stderr)
+    );
+}
+
+/// Runs the shell command line `command` in `dir` on a pseudo-terminal
+/// (util-linux `script`), as a user at a terminal would: its exit status and
+/// all it wrote there, stdout and stderr together.
+pub fn on_a_terminal(command: &str, dir: &Path) -> (std::process::ExitStatus, Vec<u8>) {
+    let out = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    (out.status, out.stdout)
+}
+
+/// `path` quoted for a shell command line.
+pub fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display())
+}

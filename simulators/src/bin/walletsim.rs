@@ -1,7 +1,8 @@
 //! walletsim: a wallet talking to a switch. `scenarios` plays every red-packet
 //! scenario and checks the money invariants against the banks' admin ports;
 //! `load` drives open-loop receive load (or credits straight to a bank, the
-//! one-hop floor) and reports throughput and latency percentiles. With
+//! one-hop floor) and reports throughput and latency percentiles, and with
+//! `--report FILE.svg` draws them second by second. With
 //! `--record FILE` the wallet keeps its own records of every exchange, and
 //! `export` turns them into its clearing file for a settlement day, to
 //! reconcile with the switch's (`switchboard reconcile`).
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iso8583::framing::FramingConfig;
 use iso8583::mac::{Coverage, MacAlgorithm, MacKey};
 use iso8583::response::ResponseCode;
@@ -169,6 +171,10 @@ struct LoadArgs {
     /// answer, so a request given up fails the run.
     #[arg(long, default_value_t = 60)]
     give_up_after: u64,
+    /// Draw the run here as an SVG picture: offered and answered requests
+    /// per second, latency percentiles second by second, the latency distribution.
+    #[arg(long, value_name = "FILE.svg")]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -267,6 +273,18 @@ async fn scenarios_main(args: ScenarioArgs) -> Result<ExitCode, String> {
 
 async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
     let c = &args.common;
+    if let Some(path) = &args.report {
+        // Refused before the load, not after it has run for nothing.
+        if !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            return Err(format!(
+                "--report {}: the report is drawn as SVG only; name it FILE.svg",
+                path.display()
+            ));
+        }
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let records = c.records()?;
     let payer_view = BankView::Admin(c.payer_admin);
@@ -333,7 +351,7 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         connections: args.connections,
         max_in_flight: args.max_in_flight,
         kind: kind.clone(),
-        progress: !c.json,
+        progress: progress_bar(c.json),
         records: records.clone(),
         patience,
         // The key of the link load goes over: the switch's wallet listener,
@@ -341,6 +359,9 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
         mac: c.link_mac()?,
     };
     let report = load::run(config, clock.clone()).await?;
+    if let Some(path) = &args.report {
+        simulators::load_chart::write(&report, path)?;
+    }
 
     // Close every packet and check what the payer bank holds for it. What
     // remains of a packet is known only when every receive of the load got
@@ -386,6 +407,20 @@ async fn load_main(args: LoadArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The load's progress on stderr when it is a terminal (and the output is
+/// text); hidden otherwise, so files and pipes get no escape sequences.
+fn progress_bar(json: bool) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) || json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} sent  {msg}  {elapsed}")
+            .expect("a valid template"),
+    );
+    bar
 }
 
 /// Unfreezes every packet (what remains: its amount less the receives

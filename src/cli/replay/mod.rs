@@ -6,7 +6,7 @@ mod engine;
 mod report;
 mod script;
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use anyhow::Context;
 use capture::replay::{Renewer, ScriptOptions, DEFAULT_RENEW};
 use capture::summary::DEFAULT_KEY_FIELDS;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use iso8583::framing::FramingConfig;
 
 use super::capture::Selection;
@@ -116,18 +115,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         (None, false) => Pace::Original,
     };
 
-    let progress = if std::io::stderr().is_terminal() && !args.json {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} of the capture  {msg}  {elapsed}",
-            )
-            .expect("a valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = super::progress::bar(
+        0,
+        "{bar:30} {bytes}/{total_bytes} of the capture  {msg}  {elapsed}",
+        !args.json,
+    );
     let decoder = args.selection.decoder_options(args.capture_framing.clone());
     let script_options = ScriptOptions {
         key_fields: args.match_fields.clone(),

@@ -49,6 +49,21 @@ pub const MARGIN_MS: i64 = 3_600_000;
 /// The journal is read in slices of this many milliseconds (ten minutes).
 const SLICE_MS: i64 = 600_000;
 
+/// How far a clearing has got, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClearProgress {
+    /// The journal is read in time order: `read_ms` of the `window_ms` it
+    /// spans (the day and its margins) read, `entries` entries so far.
+    Journal {
+        read_ms: u64,
+        window_ms: u64,
+        entries: u64,
+    },
+    /// The journal is read; the sagas, the store-and-forward queue and the
+    /// files are next.
+    JournalRead,
+}
+
 /// What to clear.
 #[derive(Clone, Debug)]
 pub struct ClearRequest {
@@ -349,6 +364,16 @@ pub async fn clear(
     spec: &Spec,
     request: &ClearRequest,
 ) -> Result<Cleared, ClearError> {
+    clear_reporting(store, spec, request, &|_| {}).await
+}
+
+/// [`clear`], telling `progress` how far it has got as it goes.
+pub async fn clear_reporting(
+    store: &dyn Store,
+    spec: &Spec,
+    request: &ClearRequest,
+    progress: &(dyn Fn(ClearProgress) + Sync),
+) -> Result<Cleared, ClearError> {
     let date = request.date;
     let settlement = request.settlement;
     let switch = institution11(&request.switch_id)
@@ -362,7 +387,9 @@ pub async fn clear(
     let mut journal = Journal::default();
     let mut at = (read_from + SLICE_MS).min(read_to);
     let mut slice = store.journal_between(read_from, at).await?;
+    let mut entries = 0u64;
     loop {
+        entries += slice.len() as u64;
         let taking = {
             let spec = shared_spec.clone();
             let mut journal = std::mem::take(&mut journal);
@@ -383,12 +410,19 @@ pub async fn clear(
         };
         let (taken, next) = futures::join!(taking, next);
         journal = taken.map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
+        progress(ClearProgress::Journal {
+            read_ms: (at - read_from) as u64,
+            window_ms: (read_to - read_from) as u64,
+            entries,
+        });
         match next? {
             Some(entries) => slice = entries,
             None => break,
         }
         at = until;
     }
+
+    progress(ClearProgress::JournalRead);
 
     // Receive sagas: their messages, and those still in flight.
     let sagas: HashMap<RequestKey, SagaRecord> = store
