@@ -118,6 +118,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         clearing: Default::default(),
         capture: None,
         security: Default::default(),
+        risk_rules: None,
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

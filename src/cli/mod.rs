@@ -16,6 +16,7 @@ mod recover;
 mod rekey;
 mod render;
 mod replay;
+mod risk;
 mod saf;
 mod serve;
 mod subfields;
@@ -66,6 +67,8 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Bring a store's schema (PostgreSQL URL or embedded file) to this build's version.
     Migrate(migrate::MigrateArgs),
+    /// The risk rules' hits: `risk report --date D`.
+    Risk(risk::RiskArgs),
 }
 
 /// Entry point of the binary.
@@ -105,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::Clear(args) => clear::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Risk(args) => risk::run(args),
     };
     match result {
         Ok(code) => code,

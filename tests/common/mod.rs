@@ -86,6 +86,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         clearing: Default::default(),
         capture: None,
         security: Default::default(),
+        risk_rules: None,
     }
 }
 

@@ -52,6 +52,15 @@ struct RawConfig {
     capture: Option<RawCapture>,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    risk: RawRisk,
+}
+
+/// `[risk]`: the rules every freeze and receive must pass (`crate::risk`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    rules_file: Option<String>,
 }
 
 /// `[security]`: where the keys that seal card data at rest come from.
@@ -333,6 +342,9 @@ pub struct Config {
     pub capture: Option<CaptureConfig>,
     /// Where the keys sealing card data come from (`[security]`).
     pub security: SecurityConfig,
+    /// The risk rules file (`[risk] rules_file`), read at start and on
+    /// SIGHUP; `None`: no rules.
+    pub risk_rules: Option<PathBuf>,
 }
 
 impl Config {
@@ -846,6 +858,7 @@ impl Config {
                 data_key_file: raw.security.data_key_file.map(|f| base.join(f)),
                 require_encryption: raw.security.require_encryption,
             },
+            risk_rules: raw.risk.rules_file.map(|f| base.join(f)),
         })
     }
 }

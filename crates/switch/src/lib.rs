@@ -14,6 +14,7 @@ pub mod config;
 pub mod dialect;
 pub mod link;
 pub mod mac;
+pub mod risk;
 pub mod routing;
 pub mod secret_file;
 pub mod server;
