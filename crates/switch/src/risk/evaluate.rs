@@ -22,8 +22,10 @@ pub struct Screened<'a> {
     pub kind: RequestKind,
     /// The payer's card for a freeze, the receiver's for a receive.
     pub pan: &'a str,
-    /// The wallet that sent it (F32).
+    /// The wallet that sent it (F32), to match rules by.
     pub institution: InstitutionId,
+    /// F32 as the wallet sent it, for logs and the report.
+    pub wallet: &'a str,
     pub amount_minor: u64,
     pub currency: u16,
     /// The packet a receive takes from.
@@ -108,7 +110,7 @@ impl Risk {
         }
         let day = settlement.date_of_ms(now_ms).to_string();
         let card = mask_pan(request.pan);
-        let institution = request.institution.to_string();
+        let institution = request.wallet.to_string();
         for rule in hits {
             warn!(
                 rule = %rule.id,

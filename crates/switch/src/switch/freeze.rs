@@ -51,6 +51,7 @@ pub(super) async fn run(
         kind: RequestKind::Freeze,
         pan: &pan_text,
         institution: freeze_key.acquirer,
+        wallet: request.get_str(num::ACQUIRER).unwrap_or_default(),
         amount_minor: amount,
         currency,
         packet: None,

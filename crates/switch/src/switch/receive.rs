@@ -91,6 +91,7 @@ pub(super) async fn run(
         kind: RequestKind::Receive,
         pan: &receiver_pan,
         institution: key.acquirer,
+        wallet: request.get_str(num::ACQUIRER).unwrap_or_default(),
         amount_minor: amount,
         currency,
         packet: Some(original.freeze_key()),
