@@ -485,3 +485,79 @@ fn write_report_config(dir: &Path, db: &Path) -> PathBuf {
     .unwrap();
     path
 }
+
+/// `switchboard serve` reloads its rules file on SIGHUP: the next request
+/// meets the new rules; a bad file is refused with the reason in the log
+/// and the rules in force stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_its_rules_on_sighup_and_keeps_them_when_the_file_is_bad() {
+    use common::process::{
+        addr, free_port, read_log, serve_logged, stop, write_config, SwitchFile,
+    };
+    use simulators::bank_server::spawn_bank;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (common::books_a(), common::books_b());
+    let card = a.accounts()[0].0.clone();
+    let bank_a = spawn_bank(a, FramingConfig::default()).await.unwrap();
+    let bank_b = spawn_bank(b, FramingConfig::default()).await.unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        SwitchFile {
+            name: "switchboard.toml",
+            store: "path = \"switch.db\"",
+            wallet_port: port,
+            bank_a: bank_a.addr,
+            bank_b: bank_b.addr,
+            timeout_ms: 5_000,
+            max_backoff_ms: 1_000,
+        },
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[risk]\nrules_file = \"risk.toml\"\n");
+    std::fs::write(&config, text).unwrap();
+    let rules = dir.path().join("risk.toml");
+    std::fs::write(&rules, "").unwrap();
+    let log = dir.path().join("serve.log");
+    let switch = serve_logged(&config, &log, "info");
+    let w = WalletClient::connect(addr(port), FramingConfig::default(), common::WALLET_ID)
+        .await
+        .unwrap();
+    let clock = switchboard::clock::SystemClock;
+    let freeze = |amount| w.freeze(&card, amount, clock.now());
+    assert_eq!(send(&w, &freeze(6_000)).await, "00", "no rules yet");
+
+    // Sends SIGHUP and waits for the log line that says what became of it.
+    let hangup = |expect: &'static str| {
+        let before = read_log(&log).matches(expect).count();
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(switch.id() as i32, libc::SIGHUP) };
+        for _ in 0..500 {
+            if read_log(&log).matches(expect).count() > before {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("no {expect:?} in the log:\n{}", read_log(&log));
+    };
+    std::fs::write(&rules, rule(FREEZE_AT_MOST_5000, "enforce")).unwrap();
+    hangup("risk rules reloaded");
+    assert_eq!(
+        send(&w, &freeze(6_000)).await,
+        "61",
+        "the new rule declines"
+    );
+
+    std::fs::write(&rules, "[[rules]]\nid = \"x\"\nkind = \"amount\"\nmode = \"enforce\"\nrequest = \"freeze\"\nmax_minor = 1\n").unwrap();
+    hangup("risk rules file refused");
+    let logged = read_log(&log);
+    assert!(logged.contains("rules[0].currency"), "{logged}");
+    assert!(
+        logged.contains("an amount rule needs a currency"),
+        "{logged}"
+    );
+    assert_eq!(send(&w, &freeze(6_000)).await, "61", "the old rules stay");
+    assert_eq!(send(&w, &freeze(5_000)).await, "00");
+    stop(switch);
+}
