@@ -569,6 +569,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let rules = Rules::parse(include_str!("../../../../examples/risk.toml")).unwrap();
+        assert_eq!(rules.rules.len(), 10);
+        assert!(rules.allows("6222020000000018"));
+    }
+
+    #[test]
     fn a_bad_file_says_where_and_why() {
         let cases = [
             ("[[rules]]\nid = \"x\"\nkind = \"amount\"\nmode = \"enforce\"\nrequest = \"freeze\"\nmax_minor = 1\n", "rules[0].currency"),

@@ -606,7 +606,7 @@ impl super::RiskLedger for MemoryStore {
                     },
                 )
                 .collect();
-            lines.sort_by(|a, b| b.hits.cmp(&a.hits));
+            lines.sort_by_key(|l| std::cmp::Reverse(l.hits));
             Ok(lines)
         })
     }

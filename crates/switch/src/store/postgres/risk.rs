@@ -95,6 +95,6 @@ impl RiskLedger for PostgresStore {
 
     async fn hits_of_day(&self, day: &str) -> StoreResult<Vec<HitCount>> {
         let rows = self.read(SQL_HITS_OF_DAY, &[&day]).await?;
-        rows.iter().map(|r| hit_count_row(r)).collect()
+        rows.iter().map(hit_count_row).collect()
     }
 }
