@@ -343,6 +343,47 @@ async fn reload_changes_the_next_decision(backend: Backend) {
     assert_eq!(send(&w, &f).await, "61", "the old rules stay");
 }
 
+/// Every kind in observe mode at once, each matched one past its limit:
+/// nothing is declined, money moves as without rules, and each rule counts
+/// what it would have declined.
+async fn every_kind_observed(backend: Backend) {
+    let observe = |body: &str| rule(body, "observe");
+    let rules = [
+        observe("id = \"block\"\nkind = \"block\"\nrequest = \"receive\"\nbins = [\"621700\"]\nreason = \"test\""),
+        observe("id = \"daily\"\nkind = \"daily\"\nrequest = \"receive\"\nmax_count = 1"),
+        observe("id = \"shares\"\nkind = \"shares\"\nmax_shares = 1"),
+        observe("id = \"probing\"\nkind = \"probing\"\nmax_count = 1"),
+    ]
+    .concat();
+    let (h, _dir, _) = start(backend, &rules).await;
+    let w = wallet(&h).await;
+    let f = frozen(&h, &w, 0, 1_000).await;
+    let receiver = &h.world.cards_b[0];
+    let before = h.bank_b.snapshot().account(receiver).unwrap().balance_minor;
+    for _ in 0..2 {
+        let r = w.receive(&f, receiver, 100, now(&h));
+        assert_eq!(send(&w, &r).await, "00", "observed, not declined");
+    }
+    let after = h.bank_b.snapshot().account(receiver).unwrap().balance_minor;
+    assert_eq!(after, before + 200, "both receives paid");
+    let probe = frozen(&h, &w, 1, 100).await;
+    assert_eq!(send(&w, &w.unfreeze(&probe, 100, now(&h))).await, "00");
+    frozen(&h, &w, 1, 100).await;
+    let tally = h.running.switch.risk().tally();
+    let per_rule = tally.per_rule();
+    // Block: both receives; daily and shares: the second; probing: the
+    // freeze after the untouched packet.
+    let observed: Vec<(&str, u64)> = ["block", "daily", "shares", "probing"]
+        .into_iter()
+        .map(|id| (id, per_rule.get(id).map_or(0, |t| t.observed)))
+        .collect();
+    assert_eq!(
+        observed,
+        [("block", 2), ("daily", 1), ("shares", 1), ("probing", 1)]
+    );
+    assert_eq!(tally.declined.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
 macro_rules! on_both_stores {
     ($($name:ident => $body:expr;)*) => {
         mod embedded {
@@ -369,6 +410,7 @@ on_both_stores! {
     probing_refuses_the_next_freeze_with_65 => probing;
     shares_below_the_minimum_and_past_the_count_get_57 => shares;
     a_reload_changes_decisions_from_the_next_request_on => reload_changes_the_next_decision;
+    every_kind_observed_declines_nothing_and_counts_its_hits => every_kind_observed;
 }
 
 /// Two switch instances on one PostgreSQL database, each with its own
