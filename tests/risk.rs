@@ -29,6 +29,11 @@ async fn start(backend: Backend, rules: &str) -> (Harness, tempfile::TempDir, Pa
     (h, dir, path)
 }
 
+/// A switch with one enforced rule of `body` (its keys but `mode`).
+async fn enforcing(backend: Backend, body: &str) -> (Harness, tempfile::TempDir, PathBuf) {
+    start(backend, &rule(body, "enforce")).await
+}
+
 async fn wallet(h: &Harness) -> WalletClient {
     WalletClient::connect(
         h.world.switch_addr,
@@ -160,14 +165,7 @@ async fn block_and_allow_lists(backend: Backend) {
 }
 
 async fn daily_count_restarts_at_the_cutoff(backend: Backend) {
-    let (h, _dir, _) = start(
-        backend,
-        &rule(
-            "id = \"receiver-daily\"\nkind = \"daily\"\nrequest = \"receive\"\nper = \"card\"\nmax_count = 2",
-            "enforce",
-        ),
-    )
-    .await;
+    let (h, _dir, _) = enforcing(backend, "id = \"receiver-daily\"\nkind = \"daily\"\nrequest = \"receive\"\nper = \"card\"\nmax_count = 2").await;
     let settlement = *h.running.switch.settlement();
     let day = settlement.date_of(now(&h));
     let (_, next_day_ms) = settlement.window_ms(day);
@@ -205,14 +203,7 @@ async fn daily_count_restarts_at_the_cutoff(backend: Backend) {
 }
 
 async fn daily_sum_per_wallet(backend: Backend) {
-    let (h, _dir, _) = start(
-        backend,
-        &rule(
-            "id = \"wallet-daily\"\nkind = \"daily\"\nrequest = \"freeze\"\nper = \"wallet\"\nmax_sum_minor = 5000",
-            "enforce",
-        ),
-    )
-    .await;
+    let (h, _dir, _) = enforcing(backend, "id = \"wallet-daily\"\nkind = \"daily\"\nrequest = \"freeze\"\nper = \"wallet\"\nmax_sum_minor = 5000").await;
     let w = wallet(&h).await;
     frozen(&h, &w, 0, 3_000).await;
     frozen(&h, &w, 1, 2_000).await;
@@ -262,13 +253,33 @@ async fn velocity_observed(backend: Backend) {
     velocity(backend, Mode::Observe).await
 }
 
+async fn packets_per_card(backend: Backend) {
+    let (h, _dir, _) = enforcing(backend, "id = \"collector\"\nkind = \"velocity\"\nrequest = \"receive\"\ncount = \"packets\"\nmax_count = 2\nwindow_seconds = 600").await;
+    let w = wallet(&h).await;
+    let receiver = &h.world.cards_b[0];
+    let packets = [
+        frozen(&h, &w, 0, 500).await,
+        frozen(&h, &w, 1, 500).await,
+        frozen(&h, &w, 2, 500).await,
+    ];
+    // Two receives from the first packet count as one packet.
+    for p in [&packets[0], &packets[0], &packets[1]] {
+        let r = w.receive(p, receiver, 100, now(&h));
+        assert_eq!(send(&w, &r).await, "00", "within two packets");
+    }
+    let before = books(&h);
+    let r = w.receive(&packets[2], receiver, 100, now(&h));
+    assert_eq!(send(&w, &r).await, "65", "a third packet in the window");
+    assert_eq!(books(&h), before);
+    // Another receive from a packet already counted still passes.
+    let r = w.receive(&packets[1], receiver, 100, now(&h));
+    assert_eq!(send(&w, &r).await, "00");
+}
+
 async fn probing(backend: Backend) {
-    let (h, _dir, _) = start(
+    let (h, _dir, _) = enforcing(
         backend,
-        &rule(
-            "id = \"probing\"\nkind = \"probing\"\nmax_count = 1",
-            "enforce",
-        ),
+        "id = \"probing\"\nkind = \"probing\"\nmax_count = 1",
     )
     .await;
     let w = wallet(&h).await;
@@ -292,12 +303,9 @@ async fn probing(backend: Backend) {
 }
 
 async fn shares(backend: Backend) {
-    let (h, _dir, _) = start(
+    let (h, _dir, _) = enforcing(
         backend,
-        &rule(
-            "id = \"shares\"\nkind = \"shares\"\nmax_shares = 2\nmin_share_minor = 100",
-            "enforce",
-        ),
+        "id = \"shares\"\nkind = \"shares\"\nmax_shares = 2\nmin_share_minor = 100",
     )
     .await;
     let w = wallet(&h).await;
@@ -408,6 +416,7 @@ on_both_stores! {
     velocity_enforced_declines_65 => velocity_enforced;
     velocity_observed_passes => velocity_observed;
     probing_refuses_the_next_freeze_with_65 => probing;
+    a_card_receiving_from_too_many_packets_gets_65 => packets_per_card;
     shares_below_the_minimum_and_past_the_count_get_57 => shares;
     a_reload_changes_decisions_from_the_next_request_on => reload_changes_the_next_decision;
     every_kind_observed_declines_nothing_and_counts_its_hits => every_kind_observed;

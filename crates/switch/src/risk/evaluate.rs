@@ -173,6 +173,7 @@ impl Risk {
                 max_sum_minor: None,
                 amount_minor: 0,
                 enforce: false,
+                distinct: None,
                 record: true,
             })
             .collect();
@@ -230,6 +231,7 @@ fn limit_of(rule: &Rule, request: &Screened<'_>, now_ms: i64, day_start_ms: i64)
             max_sum_minor: max_sum,
             amount_minor: request.amount_minor,
             enforce: rule.mode == Mode::Enforce,
+            distinct: None,
             record: true,
         };
     match &rule.check {
@@ -249,12 +251,12 @@ fn limit_of(rule: &Rule, request: &Screened<'_>, now_ms: i64, day_start_ms: i64)
             per,
             max_count,
             window_ms,
-        } if *kind == request.kind => Some(limit(
-            subject(*per),
-            now_ms - window_ms,
-            Some(*max_count),
-            None,
-        )),
+            packets,
+        } if *kind == request.kind => Some(Limit {
+            // Counting packets: a packet counted once, whatever its receives.
+            distinct: request.packet.filter(|_| *packets).map(|p| p.to_string()),
+            ..limit(subject(*per), now_ms - window_ms, Some(*max_count), None)
+        }),
         Check::Probing { max_count } if request.kind == RequestKind::Freeze => Some(Limit {
             record: false,
             ..limit(

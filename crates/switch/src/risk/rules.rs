@@ -105,12 +105,14 @@ pub enum Check {
         max_count: Option<u64>,
         max_sum_minor: Option<u64>,
     },
-    /// At most `max_count` requests in any `window_ms`.
+    /// At most `max_count` requests in any `window_ms` (with
+    /// `packets`: receives from at most `max_count` distinct packets).
     Velocity {
         request: RequestKind,
         per: Per,
         max_count: u64,
         window_ms: i64,
+        packets: bool,
     },
     /// A card whose freezes were closed by unfreeze without any receive
     /// `max_count` times this settlement day gets no further freeze.
@@ -232,6 +234,14 @@ enum Kind {
     Block,
 }
 
+/// What a velocity rule counts.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Counted {
+    Requests,
+    Packets,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
@@ -246,6 +256,7 @@ struct RawRule {
     max_count: Option<u64>,
     max_sum_minor: Option<u64>,
     window_seconds: Option<u64>,
+    count: Option<Counted>,
     max_shares: Option<u64>,
     min_share_minor: Option<u64>,
     #[serde(default)]
@@ -346,12 +357,21 @@ fn rule(at: &str, r: RawRule) -> Result<Rule, RulesError> {
                     format!("at most {MAX_WINDOW_SECONDS} (a day): use a daily rule"),
                 ));
             }
+            let request = request("velocity")?;
+            let packets = r.count == Some(Counted::Packets);
+            if packets && request != RequestKind::Receive {
+                return Err(bad(
+                    k("count"),
+                    "count = \"packets\" counts the packets a card receives from: request = \"receive\"",
+                ));
+            }
             (
                 Check::Velocity {
-                    request: request("velocity")?,
+                    request,
                     per: r.per.unwrap_or(Per::Card),
                     max_count: required("max_count", r.max_count)?,
                     window_ms: window as i64 * 1000,
+                    packets,
                 },
                 EXCEEDS_FREQUENCY_LIMIT,
             )
@@ -571,7 +591,7 @@ mod tests {
     #[test]
     fn the_example_file_is_valid() {
         let rules = Rules::parse(include_str!("../../../../examples/risk.toml")).unwrap();
-        assert_eq!(rules.rules.len(), 10);
+        assert_eq!(rules.rules.len(), 11);
         assert!(rules.allows("6222020000000018"));
     }
 

@@ -32,10 +32,13 @@ struct State {
     saga_owners: BTreeMap<RequestKey, String>,
     /// Instance → (lease end, unfinished since), by the callers' clock.
     leases: BTreeMap<String, (i64, i64)>,
-    /// (rule, subject) → the events the risk rules count: (at_ms, amount).
-    risk_events: BTreeMap<(String, String), Vec<(i64, u64)>>,
+    /// (rule, subject) → the events the risk rules count.
+    risk_events: BTreeMap<(String, String), Vec<RiskEvent>>,
     risk_hits: Vec<super::Hit>,
 }
+
+/// One event a risk rule counts: (at_ms, amount, distinct value).
+type RiskEvent = (i64, u64, String);
 
 /// See the module documentation.
 #[derive(Default)]
@@ -544,9 +547,20 @@ impl super::RiskLedger for MemoryStore {
                     .risk_events
                     .entry((l.rule.clone(), l.subject.clone()))
                     .or_default();
-                events.retain(|&(at, _)| at >= l.since_ms);
-                let sum = events.iter().fold(0u64, |a, &(_, m)| a.saturating_add(m));
-                totals.push((events.len() as u64, sum));
+                events.retain(|(at, _, _)| *at >= l.since_ms);
+                let sum = events
+                    .iter()
+                    .fold(0u64, |a, (_, m, _)| a.saturating_add(*m));
+                let count = match &l.distinct {
+                    None => events.len(),
+                    Some(value) => events
+                        .iter()
+                        .filter(|(_, _, v)| v != value)
+                        .map(|(_, _, v)| v)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
+                };
+                totals.push((count as u64, sum));
             }
             let (exceeded, record) = super::risk::judge(&limits, &totals);
             if record {
@@ -554,7 +568,11 @@ impl super::RiskLedger for MemoryStore {
                     s.risk_events
                         .entry((l.rule.clone(), l.subject.clone()))
                         .or_default()
-                        .push((now_ms, l.amount_minor));
+                        .push((
+                            now_ms,
+                            l.amount_minor,
+                            l.distinct.clone().unwrap_or_default(),
+                        ));
                 }
             }
             Ok(exceeded)
@@ -564,7 +582,7 @@ impl super::RiskLedger for MemoryStore {
     async fn forget_before(&self, at_ms: i64) -> StoreResult<()> {
         self.with(|s| {
             s.risk_events.retain(|_, events| {
-                events.retain(|&(at, _)| at >= at_ms);
+                events.retain(|(at, _, _)| *at >= at_ms);
                 !events.is_empty()
             });
             Ok(())

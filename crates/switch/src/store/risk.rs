@@ -29,6 +29,9 @@ pub struct Limit {
     /// An enforced limit that is exceeded stops every event of the request
     /// from being recorded (the request is declined).
     pub enforce: bool,
+    /// Counts distinct values instead of events: this request's value (a
+    /// packet), counted once however many events carry it.
+    pub distinct: Option<String>,
     /// Whether passing records an event (false: a limit only read here and
     /// counted elsewhere, as probing is counted at unfreeze).
     pub record: bool,
@@ -116,8 +119,13 @@ pub(crate) const SQL_FORGET: &str =
 pub(crate) const SQL_TOTALS: &str =
     "SELECT count(*), CAST(coalesce(sum(amount_minor), 0) AS BIGINT) FROM risk_events \
      WHERE rule = $1 AND subject = $2 AND at_ms >= $3";
+/// For a distinct limit: the values other than this request's ($4), so the
+/// request itself adds one.
+pub(crate) const SQL_DISTINCT: &str =
+    "SELECT count(DISTINCT detail), CAST(0 AS BIGINT) FROM risk_events \
+     WHERE rule = $1 AND subject = $2 AND at_ms >= $3 AND detail <> $4";
 pub(crate) const SQL_ADD: &str =
-    "INSERT INTO risk_events (rule, subject, at_ms, amount_minor) VALUES ($1, $2, $3, $4)";
+    "INSERT INTO risk_events (rule, subject, at_ms, amount_minor, detail) VALUES ($1, $2, $3, $4, $5)";
 pub(crate) const SQL_SWEEP: &str = "DELETE FROM risk_events WHERE at_ms < $1";
 pub(crate) const SQL_HIT: &str =
     "INSERT INTO risk_hits (day, at_ms, rule, mode, code, card, institution) \
@@ -160,6 +168,7 @@ mod tests {
             max_sum_minor: max_sum,
             amount_minor: amount,
             enforce: true,
+            distinct: None,
             record,
         }
     }

@@ -7,8 +7,8 @@
 
 use super::*;
 use crate::store::risk::{
-    amounts_of, hit_count_row, judge, SQL_ADD, SQL_FORGET, SQL_HIT, SQL_HITS_OF_DAY, SQL_SWEEP,
-    SQL_TOTALS,
+    amounts_of, hit_count_row, judge, SQL_ADD, SQL_DISTINCT, SQL_FORGET, SQL_HIT, SQL_HITS_OF_DAY,
+    SQL_SWEEP, SQL_TOTALS,
 };
 use crate::store::{Hit, HitCount, Limit, RiskLedger};
 
@@ -38,9 +38,16 @@ impl RiskLedger for PostgresStore {
             for l in &limits {
                 tx.execute(SQL_FORGET, &[&l.rule, &l.subject, &l.since_ms])
                     .await?;
-                let row = tx
-                    .query_one(SQL_TOTALS, &[&l.rule, &l.subject, &l.since_ms])
-                    .await?;
+                let row = match &l.distinct {
+                    None => {
+                        tx.query_one(SQL_TOTALS, &[&l.rule, &l.subject, &l.since_ms])
+                            .await?
+                    }
+                    Some(value) => {
+                        tx.query_one(SQL_DISTINCT, &[&l.rule, &l.subject, &l.since_ms, value])
+                            .await?
+                    }
+                };
                 let count: i64 = row.try_get(0)?;
                 let sum: i64 = row.try_get(1)?;
                 totals.push((count.max(0) as u64, sum.max(0) as u64));
@@ -48,7 +55,8 @@ impl RiskLedger for PostgresStore {
             let (exceeded, record) = judge(&limits, &totals);
             if record {
                 for (l, amount) in limits.iter().zip(&amounts).filter(|(l, _)| l.record) {
-                    tx.execute(SQL_ADD, &[&l.rule, &l.subject, &now_ms, amount])
+                    let detail = l.distinct.as_deref().unwrap_or_default();
+                    tx.execute(SQL_ADD, &[&l.rule, &l.subject, &now_ms, amount, &detail])
                         .await?;
                 }
             }

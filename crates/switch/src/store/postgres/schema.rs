@@ -174,7 +174,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         rule         text   NOT NULL,
         subject      text   NOT NULL,
         at_ms        bigint NOT NULL,
-        amount_minor bigint NOT NULL
+        amount_minor bigint NOT NULL,
+        detail       text   NOT NULL DEFAULT ''
     );
     CREATE INDEX risk_events_by_subject ON risk_events (rule, subject, at_ms);
     CREATE INDEX risk_events_by_time ON risk_events (at_ms);

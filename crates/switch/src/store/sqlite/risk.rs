@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::store::risk::{
-    amounts_of, hit_count_row, judge, SQL_ADD, SQL_FORGET, SQL_HIT, SQL_HITS_OF_DAY, SQL_SWEEP,
-    SQL_TOTALS,
+    amounts_of, hit_count_row, judge, SQL_ADD, SQL_DISTINCT, SQL_FORGET, SQL_HIT, SQL_HITS_OF_DAY,
+    SQL_SWEEP, SQL_TOTALS,
 };
 use crate::store::{Hit, HitCount, Limit, RiskLedger};
 
@@ -26,14 +26,16 @@ impl RiskLedger for SqliteStore {
                     &sqlite(SQL_FORGET),
                     params![l.rule, l.subject, l.since_ms],
                 )?;
-                let (count, sum) = c
-                    .prepare_cached(&sqlite(SQL_TOTALS))
-                    .and_then(|mut s| {
-                        s.query_row(params![l.rule, l.subject, l.since_ms], |r| {
-                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                        })
-                    })
-                    .map_err(db)?;
+                let totals_of = |r: &Row| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?));
+                let (count, sum) = match &l.distinct {
+                    None => c.prepare_cached(&sqlite(SQL_TOTALS)).and_then(|mut s| {
+                        s.query_row(params![l.rule, l.subject, l.since_ms], totals_of)
+                    }),
+                    Some(value) => c.prepare_cached(&sqlite(SQL_DISTINCT)).and_then(|mut s| {
+                        s.query_row(params![l.rule, l.subject, l.since_ms, value], totals_of)
+                    }),
+                }
+                .map_err(db)?;
                 totals.push((count.max(0) as u64, sum.max(0) as u64));
             }
             let (exceeded, record) = judge(&limits, &totals);
@@ -42,7 +44,13 @@ impl RiskLedger for SqliteStore {
                     execute(
                         c,
                         &sqlite(SQL_ADD),
-                        params![l.rule, l.subject, now_ms, amount],
+                        params![
+                            l.rule,
+                            l.subject,
+                            now_ms,
+                            amount,
+                            l.distinct.as_deref().unwrap_or_default()
+                        ],
                     )?;
                 }
             }

@@ -129,7 +129,8 @@ pub const MIGRATIONS: &[&str] = &[
         rule         TEXT    NOT NULL,
         subject      TEXT    NOT NULL,
         at_ms        INTEGER NOT NULL,
-        amount_minor INTEGER NOT NULL
+        amount_minor INTEGER NOT NULL,
+        detail       TEXT    NOT NULL DEFAULT ''
     ) STRICT;
     CREATE INDEX risk_events_by_subject ON risk_events (rule, subject, at_ms);
     CREATE INDEX risk_events_by_time ON risk_events (at_ms);
