@@ -1372,6 +1372,127 @@ async fn options_are_honoured() {
 // Every test above, once per store (the memory store skips what needs a
 // database, each named with why)
 
+/// The risk ledger: a limit at its count and sum passes and records, one
+/// past it does not; an enforced limit exceeded records none of the
+/// request's events while an observed one records them; events before a
+/// limit's start no longer count; distinct values count once; concurrent
+/// takes never pass a limit; hits are counted by day.
+async fn risk_ledger_judges_and_records_in_one_step(backend: Backend) {
+    use switchboard::store::{Hit, Limit};
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    let limit = |rule: &str, subject: &str, since_ms, count, sum, amount, enforce| Limit {
+        rule: rule.into(),
+        subject: subject.into(),
+        since_ms,
+        max_count: count,
+        max_sum_minor: sum,
+        amount_minor: amount,
+        enforce,
+        distinct: None,
+        record: true,
+    };
+    let count2 = |since| limit("count", "card:a", since, Some(2), None, 1, true);
+    assert_eq!(
+        store.take(vec![count2(0)], 10).await.unwrap(),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        store.take(vec![count2(0)], 20).await.unwrap(),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        store.take(vec![count2(0)], 30).await.unwrap(),
+        [0],
+        "one past"
+    );
+    // From 15 on only the event at 20 counts.
+    assert_eq!(
+        store.take(vec![count2(15)], 40).await.unwrap(),
+        Vec::<usize>::new()
+    );
+    // A sum at its maximum passes; an enforced limit exceeded keeps the
+    // other limit of the request from recording.
+    let sum = |amount| limit("sum", "card:b", 0, None, Some(100), amount, true);
+    let other = limit("other", "card:b", 0, Some(1), None, 1, true);
+    assert_eq!(
+        store.take(vec![sum(100)], 1).await.unwrap(),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        store.take(vec![sum(1), other.clone()], 2).await.unwrap(),
+        [0]
+    );
+    assert_eq!(
+        store.take(vec![other.clone()], 3).await.unwrap(),
+        Vec::<usize>::new(),
+        "not recorded before"
+    );
+    // Observed: exceeded, and recorded all the same.
+    let observed = Limit {
+        enforce: false,
+        ..other.clone()
+    };
+    assert_eq!(store.take(vec![observed.clone()], 4).await.unwrap(), [0]);
+    // Distinct values: the same packet counts once.
+    let packets = |p: &str| Limit {
+        distinct: Some(p.into()),
+        ..limit("packets", "card:c", 0, Some(2), None, 1, true)
+    };
+    for (p, exceeded) in [
+        ("p1", false),
+        ("p1", false),
+        ("p2", false),
+        ("p3", true),
+        ("p2", false),
+    ] {
+        let got = store.take(vec![packets(p)], 5).await.unwrap();
+        assert_eq!(!got.is_empty(), exceeded, "{p}");
+    }
+    // Concurrent takes of one subject never pass its limit.
+    let takes: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let l = limit("race", "card:d", 0, Some(7), None, 1, true);
+            tokio::spawn(async move { store.take(vec![l], 100 + i).await.unwrap().is_empty() })
+        })
+        .collect();
+    let mut passed = 0;
+    for t in takes {
+        passed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(passed, 7);
+    // Swept: nothing before 1,000 is left.
+    store.forget_before(1_000).await.unwrap();
+    assert_eq!(
+        store.take(vec![count2(0)], 2_000).await.unwrap(),
+        Vec::<usize>::new()
+    );
+    // Hits, counted by day, rule, card and institution.
+    let hit = |day: &str, rule: &str| Hit {
+        at_ms: 1,
+        day: day.into(),
+        rule: rule.into(),
+        mode: "enforce".into(),
+        code: "61".into(),
+        card: "622202******0018".into(),
+        institution: "01020000".into(),
+    };
+    store
+        .record_hits(vec![
+            hit("2026-12-02", "a"),
+            hit("2026-12-02", "a"),
+            hit("2026-12-02", "b"),
+            hit("2026-12-03", "a"),
+        ])
+        .await
+        .unwrap();
+    let day = store.hits_of_day("2026-12-02").await.unwrap();
+    let lines: Vec<(&str, u64)> = day.iter().map(|l| (l.rule.as_str(), l.hits)).collect();
+    assert_eq!(lines, [("a", 2), ("b", 1)]);
+    assert_eq!(day[0].card, "622202******0018");
+}
+
 macro_rules! on_every_store {
     (every: [$($every:ident),* $(,)?], databases: [$($db:ident),* $(,)?] $(,)?) => {
         mod sqlite {
@@ -1432,6 +1553,7 @@ on_every_store!(
         a_freeze_keeps_its_request_digest,
         open_freezes_are_read_by_age,
         saf_counts_leave_out_done_entries,
+        risk_ledger_judges_and_records_in_one_step,
     ],
     // Only the two databases: what a process-local map legitimately lacks.
     databases: [

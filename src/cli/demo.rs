@@ -120,6 +120,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         security: Default::default(),
         admin: None,
         log_format: Default::default(),
+        risk_rules: None,
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

@@ -17,6 +17,7 @@ mod recover;
 mod rekey;
 mod render;
 mod replay;
+mod risk;
 mod saf;
 mod serve;
 mod subfields;
@@ -67,6 +68,8 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Bring a store's schema (PostgreSQL URL or embedded file) to this build's version.
     Migrate(migrate::MigrateArgs),
+    /// The risk rules' hits: `risk report --date D`.
+    Risk(risk::RiskArgs),
 }
 
 /// Entry point of the binary.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Clear(args) => clear::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Risk(args) => risk::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! `switchboard serve --config FILE`: run the switch until SIGINT or SIGTERM.
+//! `switchboard serve --config FILE`: run the switch until SIGINT or SIGTERM;
+//! SIGHUP reloads the risk rules file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,31 @@ impl StopSignals {
     }
 }
 
+/// Reloads the risk rules on every SIGHUP for as long as the switch runs:
+/// listened for before "listening" is printed, so a SIGHUP sent then
+/// reloads instead of killing the switch. A bad file is refused with the
+/// reason in the log, and the rules in force stay.
+#[cfg(unix)]
+fn reload_rules_on_hangup(
+    risk: Arc<switchboard::risk::Risk>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match risk.reload() {
+                Ok(rules) => info!(rules, "risk rules reloaded"),
+                Err(e) => tracing::error!(
+                    file = ?risk.path(),
+                    at = %e.at,
+                    reason = %e.reason,
+                    "risk rules file refused; the rules in force stay"
+                ),
+            }
+        }
+    }))
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     logging::init(args.log_format.unwrap_or(config.log_format), "info");
@@ -89,6 +115,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!(store = %config.store, "store opened");
         let banks: Vec<String> = config.banks.iter().map(|b| b.name.clone()).collect();
         let running = service::start(config, store, Arc::new(SystemClock)).await?;
+        #[cfg(unix)]
+        let reloading = reload_rules_on_hangup(running.switch.risk().clone())?;
         // The line scripts wait for comes once the banks are signed on (or
         // after 5 s without them), so the first requests do not meet a link
         // still signing on; connections are accepted from the start.
@@ -105,6 +133,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         stop.received().await;
         info!("shutting down: finishing requests in flight");
+        #[cfg(unix)]
+        reloading.abort();
         running.shutdown().await;
         if let Some(pg) = postgres {
             if let Err(e) = pg.flush().await {

@@ -88,6 +88,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         security: Default::default(),
         admin: None,
         log_format: Default::default(),
+        risk_rules: None,
     }
 }
 

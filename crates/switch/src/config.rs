@@ -56,6 +56,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     log: Option<RawLog>,
+    #[serde(default)]
+    risk: RawRisk,
 }
 
 /// `[admin]`: the admin listener (metrics, health, readiness).
@@ -70,6 +72,13 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<String>,
+}
+
+/// `[risk]`: the rules every freeze and receive must pass (`crate::risk`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    rules_file: Option<String>,
 }
 
 /// `[security]`: where the keys that seal card data at rest come from.
@@ -355,6 +364,9 @@ pub struct Config {
     pub admin: Option<crate::admin::AdminConfig>,
     /// How `serve` logs (`[log] format`), unless `--log-format` is given.
     pub log_format: crate::logging::LogFormat,
+    /// The risk rules file (`[risk] rules_file`), read at start and on
+    /// SIGHUP; `None`: no rules.
+    pub risk_rules: Option<PathBuf>,
 }
 
 impl Config {
@@ -880,6 +892,7 @@ impl Config {
                 data_key_file: raw.security.data_key_file.map(|f| base.join(f)),
                 require_encryption: raw.security.require_encryption,
             },
+            risk_rules: raw.risk.rules_file.map(|f| base.join(f)),
         })
     }
 }

@@ -101,6 +101,15 @@ pub async fn start(
         });
         links.push(link);
     }
+    let risk = match &config.risk_rules {
+        Some(path) => {
+            let risk = crate::risk::Risk::load(path)
+                .map_err(|e| anyhow::anyhow!("[risk] rules_file {}: {e}", path.display()))?;
+            tracing::info!(rules = risk.rules().rules.len(), file = %path.display(), "risk rules in force");
+            risk
+        }
+        None => crate::risk::Risk::none(),
+    };
     let maintenance = store.clone().maintenance();
     let retention_clock = clock.clone();
     let switch = Arc::new(
@@ -112,7 +121,8 @@ pub async fn start(
             clock,
             stans,
         )
-        .with_settlement(config.clearing),
+        .with_settlement(config.clearing)
+        .with_risk(Arc::new(risk)),
     );
     // Settle what a crash left in flight before serving anything new. The
     // embedded store has one instance: everything unfinished is a crash's.

@@ -32,7 +32,13 @@ struct State {
     saga_owners: BTreeMap<RequestKey, String>,
     /// Instance → (lease end, unfinished since), by the callers' clock.
     leases: BTreeMap<String, (i64, i64)>,
+    /// (rule, subject) → the events the risk rules count.
+    risk_events: BTreeMap<(String, String), Vec<RiskEvent>>,
+    risk_hits: Vec<super::Hit>,
 }
+
+/// One event a risk rule counts: (at_ms, amount, distinct value).
+type RiskEvent = (i64, u64, String);
 
 /// See the module documentation.
 #[derive(Default)]
@@ -527,6 +533,99 @@ impl Leases for MemoryStore {
                 .cloned()
                 .collect();
             Ok(Unfinished { freezes, sagas })
+        })
+    }
+}
+
+#[async_trait]
+impl super::RiskLedger for MemoryStore {
+    async fn take(&self, limits: Vec<super::Limit>, now_ms: i64) -> StoreResult<Vec<usize>> {
+        self.with(|s| {
+            let mut totals = Vec::with_capacity(limits.len());
+            for l in &limits {
+                let events = s
+                    .risk_events
+                    .entry((l.rule.clone(), l.subject.clone()))
+                    .or_default();
+                events.retain(|(at, _, _)| *at >= l.since_ms);
+                let sum = events
+                    .iter()
+                    .fold(0u64, |a, (_, m, _)| a.saturating_add(*m));
+                let count = match &l.distinct {
+                    None => events.len(),
+                    Some(value) => events
+                        .iter()
+                        .filter(|(_, _, v)| v != value)
+                        .map(|(_, _, v)| v)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len(),
+                };
+                totals.push((count as u64, sum));
+            }
+            let (exceeded, record) = super::risk::judge(&limits, &totals);
+            if record {
+                for l in limits.iter().filter(|l| l.record) {
+                    s.risk_events
+                        .entry((l.rule.clone(), l.subject.clone()))
+                        .or_default()
+                        .push((
+                            now_ms,
+                            l.amount_minor,
+                            l.distinct.clone().unwrap_or_default(),
+                        ));
+                }
+            }
+            Ok(exceeded)
+        })
+    }
+
+    async fn forget_before(&self, at_ms: i64) -> StoreResult<()> {
+        self.with(|s| {
+            s.risk_events.retain(|_, events| {
+                events.retain(|(at, _, _)| *at >= at_ms);
+                !events.is_empty()
+            });
+            Ok(())
+        })
+    }
+
+    async fn record_hits(&self, hits: Vec<super::Hit>) -> StoreResult<()> {
+        self.with(|s| {
+            s.risk_hits.extend(hits);
+            Ok(())
+        })
+    }
+
+    async fn hits_of_day(&self, day: &str) -> StoreResult<Vec<super::HitCount>> {
+        self.with(|s| {
+            let mut counts: BTreeMap<(String, String, String, String, String), u64> =
+                BTreeMap::new();
+            for h in s.risk_hits.iter().filter(|h| h.day == day) {
+                *counts
+                    .entry((
+                        h.rule.clone(),
+                        h.mode.clone(),
+                        h.code.clone(),
+                        h.card.clone(),
+                        h.institution.clone(),
+                    ))
+                    .or_default() += 1;
+            }
+            let mut lines: Vec<super::HitCount> = counts
+                .into_iter()
+                .map(
+                    |((rule, mode, code, card, institution), hits)| super::HitCount {
+                        rule,
+                        mode,
+                        code,
+                        card,
+                        institution,
+                        hits,
+                    },
+                )
+                .collect();
+            lines.sort_by_key(|l| std::cmp::Reverse(l.hits));
+            Ok(lines)
         })
     }
 }

@@ -19,7 +19,8 @@
 //!   through [`Store::leases`];
 //! - [`Maintenance`] (`maintenance.rs`): cleared days, the journal's
 //!   retention and resealing card data under a new key; only in the SQL
-//!   stores, reached through [`Store::maintenance`].
+//!   stores, reached through [`Store::maintenance`];
+//! - [`RiskLedger`] (`risk.rs`): what the risk rules count, and their hits.
 //!
 //! The implementations: [`memory`] (the model the simulation trusts),
 //! [`sqlite`] (the embedded default) and [`postgres`] (shared by instances).
@@ -36,6 +37,7 @@ pub mod leases;
 pub mod maintenance;
 pub mod memory;
 pub mod postgres;
+pub mod risk;
 pub mod saf;
 pub mod sqlite;
 
@@ -53,6 +55,7 @@ pub use history::History;
 pub use journal::{Direction, JournalEntry, JournalSink};
 pub use leases::{ExpiredLease, Lease, Leases, Unfinished};
 pub use maintenance::{ClearedDay, Maintenance, Resealed, RowKey, SealedColumn};
+pub use risk::{Hit, HitCount, Limit, RiskLedger};
 pub use saf::{NewSafEntry, SafEntry, SafKind, SafOutcome, SafQueue, SafState};
 
 /// Identifies one request of a wallet for idempotency: the request MTI with the
@@ -112,7 +115,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the switch needs from durable storage.
-pub trait Store: Decisions + SafQueue + JournalSink + History {
+pub trait Store: Decisions + SafQueue + JournalSink + History + RiskLedger {
     /// The store's leases when it is shared by several instances (which
     /// then each hold a lease on their work); `None` for a store one
     /// instance uses alone, where everything unfinished is a crash's.

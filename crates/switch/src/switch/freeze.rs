@@ -13,6 +13,7 @@ use iso8583::ResponseCode;
 use super::work::Task;
 use super::{messages, Outcome, Switch};
 use crate::dialect::FreezeKey;
+use crate::risk::{RequestKind, Screened};
 use crate::store::{
     FreezeRecord, FreezeState, InsertFreeze, NewFreeze, RequestKey, Settled, StoredAnswer,
 };
@@ -46,6 +47,18 @@ pub(super) async fn run(
         )
         .await;
     };
+    let screened = Screened {
+        kind: RequestKind::Freeze,
+        pan: &pan_text,
+        institution: freeze_key.acquirer,
+        wallet: request.get_str(num::ACQUIRER).unwrap_or_default(),
+        amount_minor: amount,
+        currency,
+        packet: None,
+    };
+    if let Some(declined) = switch.screen(key, digest, request, &screened).await {
+        return declined;
+    }
     let ticket = switch.work.begin(&*switch.clock, Task::Freeze(freeze_key));
     let inserted = switch
         .store

@@ -78,6 +78,8 @@ pub struct Switch {
     work: work::Work,
     /// Until when this instance may send (see `lease.rs`).
     lease: lease::LeaseClock,
+    /// The risk rules every freeze and receive must pass first.
+    risk: Arc<crate::risk::Risk>,
 }
 
 /// A name no other instance has: host process id and start time.
@@ -110,6 +112,51 @@ impl Switch {
             instance: new_instance_id(),
             work: work::Work::default(),
             lease: lease::LeaseClock::default(),
+            risk: Arc::new(crate::risk::Risk::none()),
+        }
+    }
+
+    /// Judges freezes and receives by these risk rules (none by default).
+    pub fn with_risk(mut self, risk: Arc<crate::risk::Risk>) -> Switch {
+        self.risk = risk;
+        self
+    }
+
+    /// The risk rules in force, to reload or read their tally.
+    pub fn risk(&self) -> &Arc<crate::risk::Risk> {
+        &self.risk
+    }
+
+    /// Whether the risk rules let `screened` through: `None` when they do,
+    /// the outcome to answer (a decline, recorded like any rejection, or 96
+    /// when the counters cannot be read) when they do not. Runs before
+    /// anything of the request is recorded or sent.
+    async fn screen(
+        &self,
+        key: RequestKey,
+        digest: [u8; 32],
+        request: &Message,
+        screened: &crate::risk::Screened<'_>,
+    ) -> Option<Outcome> {
+        let now_ms = self.clock.now_ms();
+        match self
+            .risk
+            .screen(&*self.store, &self.settlement, now_ms, screened)
+            .await
+        {
+            Ok(crate::risk::Verdict::Pass) => None,
+            Ok(crate::risk::Verdict::Decline { rule, code }) => {
+                let mut outcome = Outcome::reject(self, key, digest, request, code).await;
+                outcome.note = Some(format!("declined {code} by risk rule {rule}"));
+                Some(outcome)
+            }
+            Err(e) => {
+                warn!(error = %e, "risk counters unavailable");
+                Some(Outcome {
+                    response: self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+                    note: Some(e.to_string()),
+                })
+            }
         }
     }
 

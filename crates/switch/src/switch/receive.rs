@@ -29,6 +29,7 @@ use super::messages::{follow_up, Undo};
 use super::work::{Task, Ticket};
 use super::{messages, Outcome, Peer, Switch};
 use crate::dialect::OriginalData;
+use crate::risk::{RequestKind, Screened};
 use crate::store::{
     FollowUp, FreezeRecord, NewReceive, ReceiveOutcome, RequestKey, Reserve, SentMessage, Settled,
     StoredAnswer,
@@ -84,6 +85,20 @@ pub(super) async fn run(
         )
         .await;
     };
+    // Judged before the reservation: a declined receive reserves nothing,
+    // so it has nothing to release.
+    let screened = Screened {
+        kind: RequestKind::Receive,
+        pan: &receiver_pan,
+        institution: key.acquirer,
+        wallet: request.get_str(num::ACQUIRER).unwrap_or_default(),
+        amount_minor: amount,
+        currency,
+        packet: Some(original.freeze_key()),
+    };
+    if let Some(declined) = switch.screen(key, digest, request, &screened).await {
+        return declined;
+    }
     let identities = async {
         let now = switch.clock.now();
         let debit = messages::sent_message(now, switch.stans.next().await?);

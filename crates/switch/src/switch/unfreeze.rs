@@ -110,10 +110,28 @@ pub(super) async fn run(
         .close_freeze_queueing(&freeze_key, amount, &key, answer, notice)
         .await
     {
-        Ok(Close::Closed(_)) => Outcome {
-            response: bytes,
-            note: None,
-        },
+        Ok(Close::Closed(closed)) => {
+            if closed.received_minor == 0 {
+                // Frozen and given back untouched: what probing looks like.
+                let counted = switch
+                    .risk
+                    .note_probe(
+                        &*switch.store,
+                        &switch.settlement,
+                        switch.clock.now_ms(),
+                        &closed.payer_pan,
+                        &freeze_key.acquirer,
+                    )
+                    .await;
+                if let Err(e) = counted {
+                    warn!(error = %e, "unfreeze without receive not counted for the probing rules");
+                }
+            }
+            Outcome {
+                response: bytes,
+                note: None,
+            }
+        }
         Ok(Close::NotFound) => {
             Outcome::reject(
                 switch,

@@ -224,6 +224,7 @@ mod journal;
 mod lanes;
 mod maintenance;
 mod open;
+mod risk;
 mod schema;
 mod sql;
 mod tls;

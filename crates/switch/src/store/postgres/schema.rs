@@ -166,6 +166,31 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        7,
+        "what the risk rules count, and their hits by settlement day",
+        r#"
+    CREATE TABLE risk_events (
+        rule         text   NOT NULL,
+        subject      text   NOT NULL,
+        at_ms        bigint NOT NULL,
+        amount_minor bigint NOT NULL,
+        detail       text   NOT NULL DEFAULT ''
+    );
+    CREATE INDEX risk_events_by_subject ON risk_events (rule, subject, at_ms);
+    CREATE INDEX risk_events_by_time ON risk_events (at_ms);
+    CREATE TABLE risk_hits (
+        day         text   NOT NULL,
+        at_ms       bigint NOT NULL,
+        rule        text   NOT NULL,
+        mode        text   NOT NULL,
+        code        text   NOT NULL,
+        card        text   NOT NULL,
+        institution text   NOT NULL
+    );
+    CREATE INDEX risk_hits_by_day ON risk_hits (day);
+    "#,
+    ),
 ];
 
 /// Brings the database at `url` to this build's schema; returns the versions

@@ -56,6 +56,7 @@ use crate::store::journal::JournalBacklog;
 mod commands;
 pub mod lock;
 mod maintenance;
+mod risk;
 mod rows;
 mod schema;
 mod traits;

@@ -123,6 +123,28 @@ pub const MIGRATIONS: &[&str] = &[
         purged_at_ms   INTEGER
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 6: what the risk rules count, and their hits by settlement day.
+    r#"
+    CREATE TABLE risk_events (
+        rule         TEXT    NOT NULL,
+        subject      TEXT    NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        amount_minor INTEGER NOT NULL,
+        detail       TEXT    NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX risk_events_by_subject ON risk_events (rule, subject, at_ms);
+    CREATE INDEX risk_events_by_time ON risk_events (at_ms);
+    CREATE TABLE risk_hits (
+        day         TEXT    NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        rule        TEXT    NOT NULL,
+        mode        TEXT    NOT NULL,
+        code        TEXT    NOT NULL,
+        card        TEXT    NOT NULL,
+        institution TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX risk_hits_by_day ON risk_hits (day);
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

@@ -1,0 +1,282 @@
+//! Judging one request: the allow list, then the rules that need nothing but
+//! the request (block lists, amount limits, a share's minimum), then, in one
+//! store transaction, the counted ones (daily totals, velocity, probing, a
+//! packet's share count). The first enforced rule that matches declines the
+//! request; every matching rule, enforced or observed, is logged as a
+//! structured warning, counted in the [`Tally`](super::Tally) and recorded
+//! as a hit for `switchboard risk report`.
+
+use iso8583::mask::{mask_pan, Masked};
+use iso8583::ResponseCode;
+use tracing::warn;
+
+use super::rules::{Check, Mode, Per, RequestKind, Rule};
+use super::{card_subject, Risk};
+use crate::clearing::Settlement;
+use crate::dialect::{FreezeKey, InstitutionId};
+use crate::store::{Hit, Limit, Store, StoreResult};
+
+/// What the rules are shown of a request.
+#[derive(Debug, Clone)]
+pub struct Screened<'a> {
+    pub kind: RequestKind,
+    /// The payer's card for a freeze, the receiver's for a receive.
+    pub pan: &'a str,
+    /// The wallet that sent it (F32), to match rules by.
+    pub institution: InstitutionId,
+    /// F32 as the wallet sent it, for logs and the report.
+    pub wallet: &'a str,
+    pub amount_minor: u64,
+    pub currency: u16,
+    /// The packet a receive takes from.
+    pub packet: Option<FreezeKey>,
+}
+
+/// The rules' decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// Declined by the enforced rule `rule` with `code`.
+    Decline {
+        rule: String,
+        code: ResponseCode,
+    },
+}
+
+/// Counter events are kept this long at most: a day for daily and velocity
+/// rules, a packet's life (a week by default, `max_freeze_age`) and a day
+/// for its share count.
+const KEEP_EVENTS_MS: i64 = 8 * 24 * 3_600_000;
+
+impl Risk {
+    /// Judges a request at `now_ms`. A store fault is returned (the caller
+    /// answers 96 and nothing moves).
+    pub async fn screen(
+        &self,
+        store: &dyn Store,
+        settlement: &Settlement,
+        now_ms: i64,
+        request: &Screened<'_>,
+    ) -> StoreResult<Verdict> {
+        let rules = self.rules();
+        if rules.rules.is_empty() || rules.allows(request.pan) {
+            return Ok(Verdict::Pass);
+        }
+        let day = settlement.date_of_ms(now_ms);
+        let day_start_ms = settlement.window_ms(day).0;
+        let mut hits: Vec<&Rule> = Vec::new();
+        let mut limits: Vec<(Limit, &Rule)> = Vec::new();
+        for rule in rules
+            .rules
+            .iter()
+            .filter(|r| r.covers(&request.institution, request.pan))
+        {
+            if matches_alone(rule, request) {
+                hits.push(rule);
+                if rule.mode == Mode::Enforce {
+                    // Declined before anything is counted.
+                    return self.decide(store, settlement, now_ms, request, &hits).await;
+                }
+            }
+            if let Some(limit) = limit_of(rule, request, now_ms, day_start_ms) {
+                limits.push((limit, rule));
+            }
+        }
+        if !limits.is_empty() {
+            if self.sweep_due(now_ms) {
+                if let Err(e) = store.forget_before(now_ms - KEEP_EVENTS_MS).await {
+                    warn!(error = %e, "old risk counter events not swept");
+                }
+            }
+            let (judged, rules): (Vec<Limit>, Vec<&Rule>) = limits.into_iter().unzip();
+            for i in store.take(judged, now_ms).await? {
+                hits.push(rules[i]);
+            }
+        }
+        self.decide(store, settlement, now_ms, request, &hits).await
+    }
+
+    /// Logs, counts and records the hits; the first enforced one declines.
+    async fn decide(
+        &self,
+        store: &dyn Store,
+        settlement: &Settlement,
+        now_ms: i64,
+        request: &Screened<'_>,
+        hits: &[&Rule],
+    ) -> StoreResult<Verdict> {
+        if hits.is_empty() {
+            return Ok(Verdict::Pass);
+        }
+        let day = settlement.date_of_ms(now_ms).to_string();
+        let card = mask_pan(request.pan);
+        let institution = request.wallet.to_string();
+        for rule in hits {
+            warn!(
+                rule = %rule.id,
+                mode = rule.mode.as_str(),
+                code = %rule.code,
+                request = request.kind.as_str(),
+                card = %Masked(request.pan),
+                institution = %institution,
+                amount_minor = request.amount_minor,
+                "risk rule hit"
+            );
+            self.tally.count(&rule.id, rule.mode);
+        }
+        let recorded = hits
+            .iter()
+            .map(|rule| Hit {
+                at_ms: now_ms,
+                day: day.clone(),
+                rule: rule.id.clone(),
+                mode: rule.mode.as_str().into(),
+                code: rule.code.to_string(),
+                card: card.clone(),
+                institution: institution.clone(),
+            })
+            .collect();
+        if let Err(e) = store.record_hits(recorded).await {
+            // The decision stands: the hits are in the log.
+            warn!(error = %e, "risk hits not recorded");
+        }
+        Ok(match hits.iter().find(|r| r.mode == Mode::Enforce) {
+            Some(rule) => Verdict::Decline {
+                rule: rule.id.clone(),
+                code: rule.code,
+            },
+            None => Verdict::Pass,
+        })
+    }
+
+    /// Counts a freeze of `pan` closed by unfreeze without any receive, for
+    /// the probing rules that cover it.
+    pub async fn note_probe(
+        &self,
+        store: &dyn Store,
+        settlement: &Settlement,
+        now_ms: i64,
+        pan: &str,
+        institution: &InstitutionId,
+    ) -> StoreResult<()> {
+        let rules = self.rules();
+        let day_start_ms = settlement.window_ms(settlement.date_of_ms(now_ms)).0;
+        let events: Vec<Limit> = rules
+            .rules
+            .iter()
+            .filter(|r| matches!(r.check, Check::Probing { .. }) && r.covers(institution, pan))
+            .map(|r| Limit {
+                rule: r.id.clone(),
+                subject: card_subject(pan),
+                since_ms: day_start_ms,
+                max_count: None,
+                max_sum_minor: None,
+                amount_minor: 0,
+                enforce: false,
+                distinct: None,
+                record: true,
+            })
+            .collect();
+        if events.is_empty() || rules.allows(pan) {
+            return Ok(());
+        }
+        store.take(events, now_ms).await.map(|_| ())
+    }
+}
+
+/// Whether a rule that needs nothing but the request matches it.
+fn matches_alone(rule: &Rule, request: &Screened<'_>) -> bool {
+    match &rule.check {
+        Check::Block {
+            request: kind,
+            cards,
+            bins,
+            institutions,
+            ..
+        } => {
+            kind.is_none_or(|k| k == request.kind)
+                && (cards.contains(request.pan)
+                    || bins.iter().any(|b| b.contains(request.pan.as_bytes()))
+                    || institutions.contains(&request.institution))
+        }
+        Check::Amount {
+            request: kind,
+            currency,
+            max_minor,
+        } => {
+            *kind == request.kind
+                && *currency == request.currency
+                && request.amount_minor > *max_minor
+        }
+        Check::Shares {
+            min_share_minor: Some(min),
+            ..
+        } => request.kind == RequestKind::Receive && request.amount_minor < *min,
+        _ => false,
+    }
+}
+
+/// The counted limit a rule puts on a request, if any.
+fn limit_of(rule: &Rule, request: &Screened<'_>, now_ms: i64, day_start_ms: i64) -> Option<Limit> {
+    let subject = |per: Per| match per {
+        Per::Card => card_subject(request.pan),
+        Per::Wallet => format!("wallet:{}", request.institution),
+    };
+    let limit =
+        |subject: String, since_ms: i64, max_count: Option<u64>, max_sum: Option<u64>| Limit {
+            rule: rule.id.clone(),
+            subject,
+            since_ms,
+            max_count,
+            max_sum_minor: max_sum,
+            amount_minor: request.amount_minor,
+            enforce: rule.mode == Mode::Enforce,
+            distinct: None,
+            record: true,
+        };
+    match &rule.check {
+        Check::Daily {
+            request: kind,
+            per,
+            max_count,
+            max_sum_minor,
+        } if *kind == request.kind => Some(limit(
+            subject(*per),
+            day_start_ms,
+            *max_count,
+            *max_sum_minor,
+        )),
+        Check::Velocity {
+            request: kind,
+            per,
+            max_count,
+            window_ms,
+            packets,
+        } if *kind == request.kind => Some(Limit {
+            // Counting packets: a packet counted once, whatever its receives.
+            distinct: request.packet.filter(|_| *packets).map(|p| p.to_string()),
+            ..limit(subject(*per), now_ms - window_ms, Some(*max_count), None)
+        }),
+        Check::Probing { max_count } if request.kind == RequestKind::Freeze => Some(Limit {
+            record: false,
+            ..limit(
+                card_subject(request.pan),
+                day_start_ms,
+                Some(*max_count),
+                None,
+            )
+        }),
+        Check::Shares {
+            max_shares: Some(max),
+            ..
+        } if request.kind == RequestKind::Receive => request.packet.map(|packet| {
+            limit(
+                format!("packet:{packet}"),
+                now_ms - KEEP_EVENTS_MS,
+                Some(*max),
+                None,
+            )
+        }),
+        _ => None,
+    }
+}
