@@ -22,7 +22,7 @@ use simulators::bank_server::spawn_bank;
 mod common;
 
 use common::card_scan::search;
-use common::process::{free_port, write_config, KillOnDrop, SwitchFile};
+use common::process::{free_port, offline_config, write_config, KillOnDrop, SwitchFile};
 use common::{books_a, books_b, WALLET_ID};
 
 /// A switch process writing its log to `dir/serve.log`.
@@ -231,19 +231,7 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
 #[test]
 fn a_switch_that_requires_encryption_refuses_to_start_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
-    let any = "127.0.0.1:9".parse().unwrap();
-    let config = write_config(
-        dir.path(),
-        SwitchFile {
-            name: "switch.toml",
-            store: "path = \"switch.db\"",
-            wallet_port: free_port(),
-            bank_a: any,
-            bank_b: any,
-            timeout_ms: 500,
-            max_backoff_ms: 200,
-        },
-    );
+    let config = offline_config(dir.path());
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("[security]\nrequire_encryption = true\n");
     std::fs::write(&config, text).unwrap();

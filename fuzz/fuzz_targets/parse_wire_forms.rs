@@ -17,45 +17,8 @@ use libfuzzer_sys::fuzz_target;
 mod round_trip;
 
 const SPECS: &[&str] = &[
-    r#"
-[spec]
-name = "terminal"
-header_length = 5
-header = "6000010000"
-mti_encoding = "bcd"
-encoding = "bcd"
-length_encoding = "bcd"
-secondary_bitmap = "always"
-[fields]
-2  = { name = "PAN", format = "n..19", pad = "right", pad_nibble = "0" }
-3  = { name = "Processing code", format = "n6" }
-4  = { name = "Amount", format = "n11", pad_nibble = "F" }
-28 = { name = "Fee", format = "x+n8", encoding = "bcd" }
-32 = { name = "Acquirer", format = "n..11", length_counts = "bytes", pad = "right" }
-35 = { name = "Track 2", format = "z..37", pad = "right", separator = "D" }
-43 = { name = "Merchant", format = "ans40", encoding = "gbk" }
-48 = { name = "Private", format = "ans...999", length_pad = "right", encoding = "gb18030", length_counts = "characters" }
-52 = { name = "PIN", format = "b..16", encoding = "hex", length_encoding = "ascii", length_counts = "characters" }
-55 = { name = "ICC", format = "b...255", length_counts = "nibbles" }
-70 = { name = "Network code", format = "n3" }
-"#,
-    r#"
-[spec]
-name = "mainframe"
-mti_encoding = "ebcdic"
-encoding = "ebcdic"
-length_encoding = "ebcdic"
-bitmap_encoding = "ebcdic-hex"
-secondary_bitmap_encoding = "binary"
-[fields]
-2  = { name = "PAN", format = "n..19" }
-29 = { name = "Fee", format = "x+n8" }
-44 = { name = "Text 1047", format = "ans......999999", encoding = "ebcdic-1047" }
-45 = { name = "Latin-1", format = "ans.9", encoding = "latin-1", length_encoding = "hex" }
-46 = { name = "Hex length", format = "ans....4095", length_encoding = "hex" }
-47 = { name = "Binary length", format = "b......65535", length_encoding = "binary" }
-102 = { name = "Account", format = "ans..28" }
-"#,
+    include_str!("../../crates/iso8583/tests/specs/wire_forms_terminal.toml"),
+    include_str!("../../crates/iso8583/tests/specs/wire_forms_mainframe.toml"),
 ];
 
 fn specs() -> &'static [Spec] {

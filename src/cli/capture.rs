@@ -81,6 +81,10 @@ pub struct DecodeArgs {
     /// Show card numbers and other sensitive fields in full.
     #[arg(long)]
     unmask: bool,
+    /// Under each message's line, every field, one per line, and the
+    /// subfields of composite fields (EMV tags by name) under their field.
+    #[arg(long)]
+    fields: bool,
     /// The fields that, with the response MTI and the connection, match a
     /// response to its request.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_KEY_FIELDS)]
@@ -170,6 +174,9 @@ fn print(
             out.write_all(b"\n")?;
         } else {
             writeln!(out, "{}", event_text(spec, event, latency_us, args.unmask))?;
+            if let (true, EventKind::Message { message, .. }) = (args.fields, &event.kind) {
+                render::write_fields_under(out, spec, message, args.unmask)?;
+            }
         }
     }
     Ok(failed)

@@ -31,7 +31,8 @@ pub struct JournalArgs {
     /// Only messages with this STAN (F11).
     #[arg(long)]
     stan: Option<String>,
-    /// Every field of each message, one per line.
+    /// Every field of each message, one per line, and the subfields of
+    /// composite fields (EMV tags by name) under their field.
     #[arg(long)]
     fields: bool,
     /// Show card numbers in full (needs the data key to be configured).
@@ -170,9 +171,7 @@ pub fn run(args: JournalArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{at} {direction:<3} {}  {what}{note}", entry.peer)?;
         if args.fields {
             if let Ok(msg) = &message {
-                for line in render::human(&spec, msg, args.unmask).lines() {
-                    writeln!(out, "    {line}")?;
-                }
+                render::write_fields_under(&mut out, &spec, msg, args.unmask)?;
             }
         }
     }

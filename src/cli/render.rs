@@ -268,6 +268,21 @@ pub fn human(spec: &Spec, msg: &Message, unmask: bool) -> String {
     out
 }
 
+/// [`human`] indented under a one-line summary of the message, as `journal
+/// --fields` and `capture decode --fields` print it: every field, and under a
+/// composite field its subfields (EMV tags with their names).
+pub fn write_fields_under<W: Write + ?Sized>(
+    out: &mut W,
+    spec: &Spec,
+    msg: &Message,
+    unmask: bool,
+) -> io::Result<()> {
+    for line in human(spec, msg, unmask).lines() {
+        writeln!(out, "    {line}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +318,44 @@ mod tests {
         let empty = Message::new(*b"0800");
         assert_eq!(written(&empty, false), expected(&empty, false));
         assert!(written(&msg, false).contains(r#""2":"622202*********3446""#));
+    }
+
+    /// The lines under a message's summary (`journal --fields`, `capture decode
+    /// --fields`): every field, and a composite field's subfields under it, EMV
+    /// tags by name, card data masked unless asked.
+    #[test]
+    fn fields_under_a_summary_list_subfields_by_name() {
+        let spec = Spec::load("iso8583-1987-bcd").unwrap();
+        let mut msg = Message::new(*b"0200");
+        msg.set(3, "000000").set(
+            55,
+            hex::decode("9F26082E078F5CEA112DAA82021C005A086222020200112233").unwrap(),
+        );
+        let lines = |unmask| {
+            let mut out = Vec::new();
+            write_fields_under(&mut out, &spec, &msg, unmask).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let masked = lines(false);
+        let rows: Vec<&str> = masked.lines().collect();
+        assert!(rows[1].starts_with("       3  Processing code"), "{masked}");
+        assert!(
+            rows[2].starts_with("      55  ICC system related data"),
+            "{masked}"
+        );
+        assert!(
+            rows[3].starts_with("          9F26   Application Cryptogram")
+                && rows[3].ends_with(" 2E078F5CEA112DAA"),
+            "{masked}"
+        );
+        assert!(rows[4].starts_with("          82     Application Interchange Profile"));
+        assert!(
+            rows[5].contains("Application Primary Account Number"),
+            "{masked}"
+        );
+        assert!(rows[5].ends_with(" 622202******2233"), "{masked}");
+        assert!(!masked.contains("6222020200112233"), "{masked}");
+        assert!(lines(true).contains(" 6222020200112233\n"));
     }
 
     #[test]

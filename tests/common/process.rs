@@ -29,6 +29,25 @@ pub struct SwitchFile<'a> {
     pub max_backoff_ms: u64,
 }
 
+/// A config in `dir` for a switch whose banks are never reached (an unused
+/// address): for commands that only read its store (`switchboard.db` is
+/// `switch.db` in `dir`) and for a switch that must refuse to start.
+pub fn offline_config(dir: &Path) -> PathBuf {
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    write_config(
+        dir,
+        SwitchFile {
+            name: "switch.toml",
+            store: "path = \"switch.db\"",
+            wallet_port: free_port(),
+            bank_a: nowhere,
+            bank_b: nowhere,
+            timeout_ms: 500,
+            max_backoff_ms: 200,
+        },
+    )
+}
+
 /// Writes a config for a switch process in `dir`.
 pub fn write_config(dir: &Path, f: SwitchFile<'_>) -> PathBuf {
     let path = dir.join(f.name);

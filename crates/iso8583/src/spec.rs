@@ -27,6 +27,9 @@ pub const BUILTIN_SPECS: &[(&str, &str)] = &[
         "iso8583-1987-bcd",
         include_str!("../specs/iso8583-1987-bcd.toml"),
     ),
+    ("jpos-iso87a", include_str!("../specs/jpos-iso87a.toml")),
+    ("jpos-iso87b", include_str!("../specs/jpos-iso87b.toml")),
+    ("cup-pos", include_str!("../specs/cup-pos.toml")),
 ];
 
 /// Content class of a field, as ISO 8583 names them.

@@ -68,6 +68,12 @@ fn message(spec: &Spec, seed: u64) -> Message {
         [100, 110, 200, 210, 420, 430, 800, 810][gen.below(8)]
     );
     let mut msg = Message::new(mti.as_bytes().try_into().unwrap());
+    // A spec with a header (cup-pos: TPDU and application header) parses every
+    // message with one, so a generated message carries one of its own.
+    if spec.header_length > 0 {
+        let header: Vec<u8> = (0..spec.header_length).map(|_| gen.next() as u8).collect();
+        msg.set_header(Bytes::from(header));
+    }
     for field in spec.fields() {
         if gen.below(3) == 0 {
             msg.set(field.number, value(&mut gen, field.class, field.length));

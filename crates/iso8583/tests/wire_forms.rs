@@ -322,6 +322,40 @@ fn signed_amounts_in_bcd_and_ebcdic() {
 
 // ---- 5. Charsets ----------------------------------------------------------------
 
+/// Found by the parse_wire_forms fuzz target: a GBK merchant name ending in A2 E3,
+/// which the WHATWG decoder reads as `€` and the GBK encoder writes as the one
+/// byte 80, so the 40-byte field parsed and then could not be built (39 bytes).
+/// The other spelling is refused where it starts, naming the field.
+#[test]
+fn gbk_euro_sign_in_its_gb18030_spelling_is_refused() {
+    let s = Spec::from_toml(include_str!("specs/wire_forms_terminal.toml")).unwrap();
+    let crash = "0001004030 0100 0000000000200000 \
+                 48A848484848A8A8A8E1A8A8A8A8A8A8E1A8A8880054545460000100200000000027F85DA2E39060";
+    let err = decode_err(&s, crash);
+    assert_eq!((err.field(), err.offset), (Some(43), 51));
+    assert_eq!(
+        err.kind,
+        DecodeErrorKind::BadByte {
+            byte: 0xA2,
+            encoding: "GBK"
+        }
+    );
+    // Its GBK spelling, 80, parses and builds back to the same 40 bytes (this
+    // spec always writes a secondary bitmap).
+    golden(
+        &s,
+        &format!(
+            "0001004030 0100 8000000000200000 0000000000000000 4180{}",
+            "20".repeat(38)
+        ),
+        &{
+            let mut m = msg(b"0100", &[(43, &format!("A\u{20AC}{}", " ".repeat(38)))]);
+            m.set_header(unhex("0001004030"));
+            m
+        },
+    );
+}
+
 /// The merchant name of a Chinese domestic dialect: `ans40`, GBK, 40 bytes on the
 /// wire, space-filled. 中国银联 is D6D0 B9FA D2F8 C1AA in GBK.
 #[test]

@@ -118,6 +118,47 @@ fn reject_four_byte_sequences(raw: &[u8]) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Checks that `raw`, which decoded to `text`, is how the charset writes `text`.
+/// The WHATWG decoders `encoding_rs` implements read two spellings of `€`: the
+/// byte 80 and the pair A2 E3; the GBK encoder writes 80, the GB 18030 one A2 E3.
+/// Taking the other spelling would change the field's bytes on the way back
+/// (and a fixed-length field's length), so it is refused at its offset like any
+/// byte not of the charset.
+fn check_canonical(encoding: Encoding, raw: &[u8], text: &str) -> Result<(), Invalid> {
+    let mut encoder = gb_codec(encoding).new_encoder();
+    let mut at = 0;
+    let mut one = [0u8; 4];
+    for c in text.chars() {
+        let spelled: &[u8] = if c.is_ascii() {
+            one[0] = c as u8;
+            &one[..1]
+        } else {
+            let mut utf8 = [0u8; 4];
+            let (result, _, written) = encoder.encode_from_utf8_without_replacement(
+                c.encode_utf8(&mut utf8),
+                &mut one,
+                false,
+            );
+            // A decoded character always has a spelling of at most 4 bytes.
+            if result != EncoderResult::InputEmpty {
+                return Err(Invalid {
+                    index: at.min(raw.len().saturating_sub(1)),
+                    byte: raw.get(at).copied().unwrap_or(0),
+                });
+            }
+            &one[..written]
+        };
+        if raw.get(at..at + spelled.len()) != Some(spelled) {
+            return Err(Invalid {
+                index: at.min(raw.len().saturating_sub(1)),
+                byte: raw.get(at).copied().unwrap_or(0),
+            });
+        }
+        at += spelled.len();
+    }
+    Ok(())
+}
+
 /// Decodes wire text in a multi-byte or non-ASCII charset (Latin-1, GBK, GB 18030)
 /// to UTF-8, appended to `out`. Bytes that are not valid in the charset are an error.
 pub fn decode_wide(encoding: Encoding, raw: &[u8], out: &mut Vec<u8>) -> Result<(), Invalid> {
@@ -145,6 +186,12 @@ pub fn decode_wide(encoding: Encoding, raw: &[u8], out: &mut Vec<u8>) -> Result<
             match result {
                 DecoderResult::InputEmpty => {
                     out.truncate(start + written);
+                    // `out[start..]` is UTF-8: the decoder wrote it.
+                    let text = std::str::from_utf8(&out[start..]).unwrap_or_default();
+                    if let Err(e) = check_canonical(encoding, raw, text) {
+                        out.truncate(start);
+                        return Err(e);
+                    }
                     Ok(())
                 }
                 DecoderResult::Malformed(bad, after) => {
@@ -324,6 +371,53 @@ pub fn to_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte sequence a Chinese charset decodes is written back the same by
+    /// its encoder: all one- and two-byte sequences, and for GB 18030 every
+    /// four-byte one. A field's bytes never change in a round trip.
+    #[test]
+    fn gb_charsets_decode_only_what_they_write_back() {
+        let round_trip = |encoding, raw: &[u8]| {
+            let mut text = Vec::new();
+            if decode_wide(encoding, raw, &mut text).is_ok() {
+                let mut back = Vec::new();
+                encode_wide(encoding, &text, &mut back).unwrap();
+                assert_eq!(back, raw, "{encoding:?} {raw:02X?}");
+            }
+        };
+        for encoding in [Encoding::Gbk, Encoding::Gb18030] {
+            for a in 0..=0xFFu8 {
+                round_trip(encoding, &[a]);
+                for b in 0..=0xFFu8 {
+                    round_trip(encoding, &[a, b]);
+                }
+            }
+        }
+        for a in 0x81..=0xFEu8 {
+            for b in b'0'..=b'9' {
+                for c in 0x81..=0xFEu8 {
+                    for d in b'0'..=b'9' {
+                        round_trip(Encoding::Gb18030, &[a, b, c, d]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The euro sign's other spelling is refused at its offset: A2 E3 in GBK
+    /// (which writes 80), 80 in GB 18030 (which writes A2 E3).
+    #[test]
+    fn the_other_spelling_of_the_euro_sign_is_refused() {
+        let mut out = Vec::new();
+        let e = decode_wide(Encoding::Gbk, b"A\xA2\xE3", &mut out).unwrap_err();
+        assert_eq!((e.index, e.byte), (1, 0xA2));
+        let e = decode_wide(Encoding::Gb18030, b"AB\x80", &mut out).unwrap_err();
+        assert_eq!((e.index, e.byte), (2, 0x80));
+        assert!(out.is_empty());
+        decode_wide(Encoding::Gbk, b"\x80", &mut out).unwrap();
+        decode_wide(Encoding::Gb18030, b"\xA2\xE3", &mut out).unwrap();
+        assert_eq!(out, "\u{20AC}\u{20AC}".as_bytes());
+    }
 
     #[test]
     fn ebcdic_round_trips_every_printable_character() {
