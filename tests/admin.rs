@@ -1,8 +1,10 @@
 //! The admin listener and the logs of a real `switchboard serve` process
 //! with two `banksim` processes over TCP: `/ready` follows the banks,
 //! `/metrics` counts a red packet exactly, every metric the Grafana
-//! dashboard in `ops/` queries is exported, and logs are JSON lines with
-//! span fields (or text without ANSI escapes), with no card number.
+//! dashboard in `ops/` queries is exported, `/api/status` reflects the same
+//! traffic and the operator's page draws it in headless Chromium, and logs
+//! are JSON lines with span fields (or text without ANSI escapes), with no
+//! card number.
 
 mod common;
 
@@ -40,6 +42,12 @@ fn cards(institution: &str, bin: &str, seed: u64) -> Vec<String> {
 
 /// One GET on a new connection: status and body.
 fn get(port: u16, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with_head(port, path);
+    (status, body)
+}
+
+/// One GET on a new connection: status, response head and body.
+fn get_with_head(port: u16, path: &str) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(addr(port)).expect("admin listener answers");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -56,11 +64,11 @@ fn get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
 }
 
 /// Polls `/ready` until `done` holds for its status and JSON body (each poll
@@ -214,16 +222,21 @@ fn terminate(child: KillOnDrop) -> std::process::Output {
     output
 }
 
-/// A freeze, a receive of part of it and the unfreeze of the rest.
-async fn red_packet(wallet_port: u16, payer: &str, receiver: &str) {
-    let wallet = WalletClient::connect(
+/// A wallet connection to the switch, with a 10 s answer timeout.
+async fn wallet(wallet_port: u16) -> WalletClient {
+    WalletClient::connect(
         addr(wallet_port),
         FramingConfig::default(),
         common::WALLET_ID,
     )
     .await
     .unwrap()
-    .with_timeout(Duration::from_secs(10));
+    .with_timeout(Duration::from_secs(10))
+}
+
+/// A freeze, a receive of part of it and the unfreeze of the rest.
+async fn red_packet(wallet_port: u16, payer: &str, receiver: &str) {
+    let wallet = wallet(wallet_port).await;
     let now = Utc::now().naive_utc();
     let freeze = wallet.freeze(payer, 5_000, now);
     assert_eq!(code(&wallet.send(&freeze).await.unwrap()), "00", "freeze");
@@ -500,4 +513,274 @@ fn text_logs_into_a_pipe_have_no_ansi_escapes() {
         !log.contains('\u{1b}'),
         "ANSI escapes in walletsim's piped log: {log:?}"
     );
+}
+
+/// A freeze the payer's bank declines: more than the account holds.
+async fn declined_freeze(wallet_port: u16, payer: &str) -> String {
+    let wallet = wallet(wallet_port).await;
+    let freeze = wallet.freeze(payer, BANKSIM_BALANCE as u64 * 10, Utc::now().naive_utc());
+    code(&wallet.send(&freeze).await.unwrap()).to_string()
+}
+
+/// A frame whose ASCII length prefix is not digits: the switch logs a
+/// warning and closes the connection.
+fn bad_frame(wallet_port: u16) {
+    let mut stream = std::net::TcpStream::connect(addr(wallet_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"ZZZZ0100").unwrap();
+    // The switch closes it: the read ends, with nothing or an error.
+    let _ = stream.read(&mut [0u8; 64]);
+}
+
+/// A switch with both banks signed on that has answered a red packet (three
+/// approvals), one declined freeze and logged one warning (a bad frame).
+struct Traffic {
+    _dir: tempfile::TempDir,
+    _banks: [KillOnDrop; 2],
+    switch: KillOnDrop,
+    admin_port: u16,
+    declined_code: String,
+}
+
+async fn switch_with_traffic(seed: u64) -> Traffic {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (wallet_port, admin_port) = (free_port(), free_port());
+    let bank_a = banksim_on(common::BANK_A, BIN_A, seed, port_a, Stdio::null());
+    let bank_b = banksim_on(common::BANK_B, BIN_B, seed + 1, port_b, Stdio::null());
+    let config = config_with_admin(dir.path(), wallet_port, admin_port, port_a, port_b, "");
+    let switch = serve_with(&config, &[], Stdio::null());
+    ready_until(admin_port, |status, _| status == 200);
+    let payer = &cards(common::BANK_A, BIN_A, seed)[0];
+    let receiver = &cards(common::BANK_B, BIN_B, seed + 1)[0];
+    red_packet(wallet_port, payer, receiver).await;
+    let declined_code = declined_freeze(wallet_port, payer).await;
+    assert_ne!(declined_code, "00", "a freeze over the balance is declined");
+    bad_frame(wallet_port);
+    Traffic {
+        _dir: dir,
+        _banks: [bank_a, bank_b],
+        switch,
+        admin_port,
+        declined_code,
+    }
+}
+
+/// Polls `/api/status` until `done` holds (100 ms apart, at most 30 s).
+fn status_until(port: u16, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut last = String::new();
+    for _ in 0..300 {
+        let (status, body) = get(port, "/api/status");
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/api/status is not JSON ({e}): {body}"));
+        if done(&json) {
+            return json;
+        }
+        last = body;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/api/status never got there; last: {last}");
+}
+
+/// Whether the newest warning is the bad frame's (logged as the switch
+/// closes that connection, which may be after the client saw it closed).
+fn logged_the_bad_frame(status: &serde_json::Value) -> bool {
+    status["errors"][0]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("bad frame"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reflects_real_traffic_and_the_page_is_served_with_its_policy() {
+    let t = switch_with_traffic(61).await;
+    let status = status_until(t.admin_port, logged_the_bad_frame);
+    assert_eq!(status["ready"], true, "{status}");
+    let traffic = &status["traffic"];
+    assert_eq!(traffic["answered"], 4, "{status}");
+    assert_eq!(traffic["approved"], 3, "{status}");
+    assert_eq!(traffic["codes"]["00"], 3, "{status}");
+    assert_eq!(traffic["codes"][t.declined_code.as_str()], 1, "{status}");
+    let flows = &traffic["flows"];
+    assert_eq!(flows["freeze"]["answered"], 2);
+    assert_eq!(flows["freeze"]["approved"], 1);
+    for flow in ["receive", "unfreeze"] {
+        assert_eq!(flows[flow]["answered"], 1, "{flow}");
+        assert_eq!(flows[flow]["approved"], 1, "{flow}");
+    }
+    for flow in ["freeze", "receive", "unfreeze"] {
+        let (p50, p99) = (
+            flows[flow]["p50_ms"].as_f64().unwrap(),
+            flows[flow]["p99_ms"].as_f64().unwrap(),
+        );
+        assert!(p50 > 0.0 && p50 <= p99, "{flow}: {p50} {p99}");
+    }
+    assert_eq!(flows["other"]["p50_ms"], serde_json::Value::Null);
+    // Notices the banks are told in the background may still be pending.
+    assert!(status["saf"]["pending"].is_u64(), "{status}");
+    assert_eq!(status["saf"]["dead"], 0, "{status}");
+    let banks = status["banks"].as_array().unwrap();
+    assert_eq!(banks.len(), 2);
+    for bank in banks {
+        assert_eq!(bank["signed_on"], 2, "{bank}");
+        assert_eq!(bank["connections"], 2, "{bank}");
+    }
+    assert_eq!(status["errors"][0]["level"], "warn", "{status}");
+    assert!(status["errors_total"].as_u64() >= Some(1), "{status}");
+
+    // The page and its assets: embedded, typed, under a strict policy.
+    for (path, content_type, marker) in [
+        ("/", "text/html", "<script src=\"/page.js\""),
+        ("/page.js", "text/javascript", "/api/status"),
+        ("/page.css", "text/css", ".chart"),
+    ] {
+        let (code, head, body) = get_with_head(t.admin_port, path);
+        assert_eq!(code, 200, "{path}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("content-type: {content_type}")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self';"),
+            "{path}: {head}"
+        );
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(body.contains(marker), "{path}");
+    }
+    terminate(t.switch);
+}
+
+/// A headless Chromium in its own process group, killed with every process
+/// it started when dropped.
+struct Chromium(Option<std::process::Child>);
+
+impl Chromium {
+    /// Runs `chromium --headless` with `args` until it exits (at most
+    /// 120 s, then it is killed and the test fails): its stdout and stderr.
+    fn run(args: &[String], dir: &Path) -> (String, String) {
+        use std::os::unix::process::CommandExt;
+        let (out, err) = (dir.join("chromium.out"), dir.join("chromium.err"));
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--disable-gpu",
+                "--no-sandbox",
+                "--no-first-run",
+                "--disable-extensions",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("chromium runs (.ci/run installs it)");
+        let mut chromium = Chromium(Some(child));
+        let mut exited = None;
+        for _ in 0..1200 {
+            if let Some(status) = chromium.0.as_mut().unwrap().try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(chromium);
+        let (stdout, stderr) = (
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&err).unwrap_or_default(),
+        );
+        let status = exited.unwrap_or_else(|| panic!("chromium did not finish: {stderr}"));
+        assert!(status.success(), "chromium: {status}: {stderr}");
+        (stdout, stderr)
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The value of `attr` on the element with `id` in a serialized DOM.
+fn attribute_of(dom: &str, id: &str, attr: &str) -> String {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page: {dom}"));
+    let start = dom[..at].rfind('<').unwrap();
+    let end = at + dom[at..].find('>').unwrap();
+    let tag = &dom[start..end];
+    let from = tag
+        .find(&format!(" {attr}=\""))
+        .unwrap_or_else(|| panic!("#{id} has no {attr}: {tag}"))
+        + attr.len()
+        + 3;
+    tag[from..from + tag[from..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_page_draws_real_traffic_in_headless_chromium() {
+    let t = switch_with_traffic(71).await;
+    status_until(t.admin_port, logged_the_bad_frame);
+    let url = format!("http://127.0.0.1:{}/", t.admin_port);
+    let browser_dir = tempfile::tempdir().unwrap();
+    // Virtual time runs the page's polling several times over, waiting for
+    // each fetch; the DOM is dumped once the budget is spent.
+    let (dom, log) = Chromium::run(
+        &[
+            "--virtual-time-budget=6000".into(),
+            "--dump-dom".into(),
+            url.clone(),
+        ],
+        browser_dir.path(),
+    );
+    // The console says nothing: no script error, no policy violation.
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    assert_eq!(attribute_of(&dom, "top", "data-state"), "ok", "{dom}");
+    let polls: u32 = attribute_of(&dom, "top", "data-polls").parse().unwrap();
+    assert!(polls >= 2, "{polls} polls: {dom}");
+    let points = |id: &str| -> u32 { attribute_of(&dom, id, "data-points").parse().unwrap() };
+    // 00 and the decline's code; p50 and p99 of three flows; two
+    // connections to each of two banks; a volume line from the second poll.
+    assert_eq!(points("codes"), 2, "{dom}");
+    assert_eq!(points("latency"), 6, "{dom}");
+    assert_eq!(points("banks"), 4, "{dom}");
+    assert!(points("volume") >= 1, "{dom}");
+    assert!(points("saf") >= 2, "{dom}");
+    assert!(
+        dom.contains("bad frame"),
+        "the last warning is shown: {dom}"
+    );
+    assert!(dom.contains(">ready<"), "{dom}");
+
+    // A picture of it, kept as a test artifact.
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("operator-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    Chromium::run(
+        &[
+            "--virtual-time-budget=6000".into(),
+            "--window-size=1280,1000".into(),
+            "--hide-scrollbars".into(),
+            format!("--screenshot={}", screenshot.display()),
+            url,
+        ],
+        browser_dir.path(),
+    );
+    let png = std::fs::read(&screenshot).expect("chromium saved the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "a PNG at {}",
+        screenshot.display()
+    );
+    terminate(t.switch);
 }

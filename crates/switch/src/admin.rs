@@ -10,6 +10,10 @@
 //!   body says which check failed: wallet listeners accepting (not draining),
 //!   at least one signed-on connection per bank, the store answering, the
 //!   lease held on a shared store.
+//! - `GET /` (with `/page.js` and `/page.css`) — the operator's page
+//!   ([`page`]), which polls `GET /api/status` ([`status`]): traffic,
+//!   approval, response codes, latency per flow, store-and-forward, bank
+//!   links and the last warnings and errors, as one JSON document.
 //!
 //! Endpoints are looked up in [`ROUTES`], each with the [`Access`] it needs:
 //! a page or an operator action is one more row and one more
@@ -30,13 +34,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+pub mod page;
+pub mod status;
 
 use crate::link::BankLink;
 use crate::metrics::metrics;
@@ -72,6 +82,10 @@ pub enum Endpoint {
     Metrics,
     Health,
     Ready,
+    Page,
+    Script,
+    Style,
+    Status,
 }
 
 /// Method, path, access, endpoint.
@@ -79,6 +93,10 @@ pub const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
     ("GET", "/metrics", Access::Open, Endpoint::Metrics),
     ("GET", "/health", Access::Open, Endpoint::Health),
     ("GET", "/ready", Access::Open, Endpoint::Ready),
+    ("GET", "/", Access::Open, Endpoint::Page),
+    ("GET", "/page.js", Access::Open, Endpoint::Script),
+    ("GET", "/page.css", Access::Open, Endpoint::Style),
+    ("GET", "/api/status", Access::Open, Endpoint::Status),
 ];
 
 /// What the admin listener looks at.
@@ -207,7 +225,42 @@ impl Admin {
                 );
                 response
             }
+            Endpoint::Page => asset(&page::INDEX),
+            Endpoint::Script => asset(&page::SCRIPT),
+            Endpoint::Style => asset(&page::STYLE),
+            Endpoint::Status => {
+                let mut response = json_response(StatusCode::OK, &self.status().await);
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
         }
+    }
+
+    /// The document the operator's page draws: readiness, the traffic
+    /// figures of the metrics, and the last warnings and errors.
+    pub async fn status(&self) -> serde_json::Value {
+        let readiness = self.readiness().await;
+        let checks = &readiness.body["checks"];
+        let store = &checks["store"];
+        let saf = if store["ok"] == true {
+            json!({"pending": store["saf_pending"], "dead": store["saf_dead"]})
+        } else {
+            serde_json::Value::Null
+        };
+        let ring = crate::recent_errors::recent_errors();
+        json!({
+            "time_ms": chrono::Utc::now().timestamp_millis(),
+            "instance": self.switch.instance(),
+            "ready": readiness.ready,
+            "problems": readiness.body["problems"],
+            "traffic": status::summarize(&metrics().encode()).to_json(),
+            "saf": saf,
+            "banks": checks["banks"],
+            "errors": ring.newest_first(),
+            "errors_total": ring.total(),
+        })
     }
 
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -259,6 +312,21 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An embedded file, with its type, the page's Content-Security-Policy and
+/// no content sniffing.
+fn asset(asset: &page::Asset) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(page::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 

@@ -17,6 +17,7 @@ pub mod link;
 pub mod logging;
 pub mod mac;
 pub mod metrics;
+pub mod recent_errors;
 pub mod risk;
 pub mod routing;
 pub mod secret_file;

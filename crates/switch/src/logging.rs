@@ -41,22 +41,30 @@ impl std::fmt::Display for LogFormat {
 }
 
 /// Installs the process's logger (once; later calls change nothing).
-/// `default_level` applies when `RUST_LOG` is not set.
+/// `default_level` applies when `RUST_LOG` is not set. Warnings and errors
+/// are also kept in [`crate::recent_errors`] for the operator's page.
 pub fn init(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let ring = crate::recent_errors::RecentErrorsLayer;
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(ring)
             .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
+            .finish()
+            .with(ring)
             .try_init(),
     };
 }
