@@ -108,6 +108,16 @@ async fn amount_limit_observed(backend: Backend) {
     );
     let tally = h.running.switch.risk().tally().per_rule()["freeze-max"];
     assert_eq!((tally.declined, tally.observed), (0, 1));
+    // Exported for Prometheus (the registry is the process's, shared by the
+    // tests running beside this one: at least this hit).
+    let text = switchboard::metrics::metrics().encode();
+    let observed = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"switchboard_risk_hits_total{rule="freeze-max",mode="observe"} "#)
+        })
+        .unwrap_or_else(|| panic!("no observed freeze-max hits in\n{text}"));
+    assert!(observed.parse::<u64>().unwrap() >= 1, "{observed}");
     let day = h
         .running
         .switch

@@ -120,6 +120,14 @@ pub struct FlowLabels {
     pub rc: Label,
 }
 
+/// A risk rule's hit: the rule's id (from the operator's rules file, so
+/// the label set is bounded by it) and `enforce` or `observe`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, EncodeLabelSet)]
+pub struct RiskLabels {
+    pub rule: String,
+    pub mode: &'static str,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, EncodeLabelSet)]
 pub struct FlowOnly {
     pub flow: &'static str,
@@ -193,6 +201,7 @@ pub struct Metrics {
     /// Label sets of `messages` made so far (the family does not say).
     message_series: AtomicUsize,
     pub flows: Family<FlowLabels, Counter>,
+    pub risk_hits: Family<RiskLabels, Counter>,
     pub flow_seconds: HistogramFamily<FlowOnly>,
     pub bank_seconds: HistogramFamily<BankLeg>,
     pub bank_up: Family<LinkLabels, Gauge>,
@@ -227,6 +236,7 @@ impl Metrics {
             messages: Family::default(),
             message_series: AtomicUsize::new(0),
             flows: Family::default(),
+            risk_hits: Family::default(),
             flow_seconds: Family::new_with_constructor(latency_histogram),
             bank_seconds: Family::new_with_constructor(latency_histogram),
             bank_up: Family::default(),
@@ -258,6 +268,11 @@ impl Metrics {
             "flow_outcomes",
             "Answers to wallet requests by flow (freeze, receive, unfreeze, other) and response code",
             m.flows.clone(),
+        );
+        r.register(
+            "risk_hits",
+            "Requests a risk rule matched, by rule id and mode (enforce: declined; observe: would have been)",
+            m.risk_hits.clone(),
         );
         r.register_with_unit(
             "flow_duration",

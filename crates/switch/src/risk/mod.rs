@@ -55,6 +55,13 @@ impl Tally {
             Mode::Observe => (&self.observed, |t| &mut t.observed),
         };
         total.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::metrics()
+            .risk_hits
+            .get_or_create(&crate::metrics::RiskLabels {
+                rule: rule.to_string(),
+                mode: mode.as_str(),
+            })
+            .inc();
         if let Ok(mut per_rule) = self.per_rule.lock() {
             *field(per_rule.entry(rule.to_string()).or_default()) += 1;
         }
