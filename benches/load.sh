@@ -13,6 +13,7 @@
 #   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
 #   MACS=1 benches/load.sh 5000      X9.19 MACs on the wallet listener and both bank links
 #   MACS=aes-cmac benches/load.sh 5000   the same with AES-CMAC
+#   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -51,6 +52,9 @@ fi
 if [ -n "${KEYS:-}" ]; then
     $B/switchboard keygen --out "$work/keys.toml" >/dev/null
     printf '\n[security]\ndata_key_file = "%s/keys.toml"\nrequire_encryption = true\n' "$work" >>"$work/switch.toml"
+fi
+if [ -n "${RULES:-}" ]; then
+    sed -i "s#^\# rules_file = \"risk.toml\"#rules_file = \"$(realpath "$RULES")\"#" "$work/switch.toml"
 fi
 if [ -n "${CAPTURE:-}" ]; then
     printf '\n[capture]\npath = "%s/switch.pcapng"\nmax_bytes = 1073741824\nmax_files = 2\n' "$work" >>"$work/switch.toml"
