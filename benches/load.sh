@@ -13,11 +13,14 @@
 #   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
 #   MACS=1 benches/load.sh 5000      X9.19 MACs on the wallet listener and both bank links
 #   MACS=aes-cmac benches/load.sh 5000   the same with AES-CMAC
+#   SWITCH=/tmp/switchboard-before benches/load.sh 5000   another build of the
+#                                    switch (A/B comparisons in one session)
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
 B=${CARGO_TARGET_DIR:-target}/release
+SWITCH=${SWITCH:-$B/switchboard}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-4}
 RATES=("${@:-5000 10000 20000}")
@@ -60,7 +63,7 @@ if [ -n "${CAPTURE:-}" ]; then
     printf '\n[capture]\npath = "%s/switch.pcapng"\nmax_bytes = 1073741824\nmax_files = 2\n' "$work" >>"$work/switch.toml"
 fi
 sleep 0.5
-$B/switchboard serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
+"$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
 switch_pid=$!
 sleep 1
 # The switch's own CPU (user + system, in clock ticks) from /proc: divided by
