@@ -1385,6 +1385,7 @@ async fn risk_ledger_judges_and_records_in_one_step(backend: Backend) {
         rule: rule.into(),
         subject: subject.into(),
         since_ms,
+        window_ms: None,
         max_count: count,
         max_sum_minor: sum,
         amount_minor: amount,
@@ -1493,6 +1494,53 @@ async fn risk_ledger_judges_and_records_in_one_step(backend: Backend) {
     assert_eq!(day[0].card, "622202******0018");
 }
 
+/// Risk counters are durable: after close and reopen (on SQLite, an empty
+/// counter book loaded again from the stored events) a daily total, a
+/// sliding window and a distinct count go on from where they were.
+async fn risk_counters_survive_close_and_reopen(backend: Backend) {
+    use switchboard::store::Limit;
+    let fixture = backend.open().await;
+    let limit = |rule: &str, since_ms, window_ms, distinct: Option<&str>| Limit {
+        rule: rule.into(),
+        subject: "card:a".into(),
+        since_ms,
+        window_ms,
+        max_count: Some(2),
+        max_sum_minor: Some(1_000),
+        amount_minor: 400,
+        enforce: true,
+        distinct: distinct.map(Into::into),
+        record: true,
+    };
+    let daily = || limit("daily", 0, None, None);
+    let burst = |now: i64| limit("burst", now - 100, Some(100), None);
+    let packets = |now: i64, p: &str| limit("packets", now - 100, Some(100), Some(p));
+    {
+        let store = fixture.store();
+        for (now, p) in [(10, "p1"), (20, "p2")] {
+            let got = store
+                .take(vec![daily(), burst(now), packets(now, p)], now)
+                .await
+                .unwrap();
+            assert!(got.is_empty(), "at {now}: {got:?}");
+        }
+    }
+    let fixture = fixture.reopen().await;
+    let store = fixture.store();
+    // Daily: 2 events of 400 stored; a third is one past the count and the sum.
+    assert_eq!(store.take(vec![daily()], 30).await.unwrap(), [0]);
+    // The window: both events still in it at 105, the first gone at 111.
+    assert_eq!(store.take(vec![burst(105)], 105).await.unwrap(), [0]);
+    assert!(store.take(vec![burst(111)], 111).await.unwrap().is_empty());
+    // Distinct packets: p1 and p2 stored; p1 again passes, p3 does not.
+    assert!(store
+        .take(vec![packets(50, "p1")], 50)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.take(vec![packets(60, "p3")], 60).await.unwrap(), [0]);
+}
+
 macro_rules! on_every_store {
     (every: [$($every:ident),* $(,)?], databases: [$($db:ident),* $(,)?] $(,)?) => {
         mod sqlite {
@@ -1561,6 +1609,7 @@ on_every_store!(
         concurrent_calls_share_commits,
         // durability: a memory store cannot be closed and opened again
         state_survives_close_and_reopen,
+        risk_counters_survive_close_and_reopen,
         // written on close, checked after reopening
         journal_entries_are_all_written_in_order,
         // corrupt files: it has no file, and takes values only through the trait

@@ -66,6 +66,8 @@ impl Risk {
         let day_start_ms = settlement.window_ms(day).0;
         let mut hits: Vec<&Rule> = Vec::new();
         let mut limits: Vec<(Limit, &Rule)> = Vec::new();
+        // The card's keyed digest, made once however many rules count it.
+        let mut card = None;
         for rule in rules
             .rules
             .iter()
@@ -78,15 +80,13 @@ impl Risk {
                     return self.decide(store, settlement, now_ms, request, &hits).await;
                 }
             }
-            if let Some(limit) = limit_of(rule, request, now_ms, day_start_ms) {
+            if let Some(limit) = limit_of(rule, request, &mut card, now_ms, day_start_ms) {
                 limits.push((limit, rule));
             }
         }
         if !limits.is_empty() {
             if self.sweep_due(now_ms) {
-                if let Err(e) = store.forget_before(now_ms - KEEP_EVENTS_MS).await {
-                    warn!(error = %e, "old risk counter events not swept");
-                }
+                sweep(store, &rules.rules, now_ms, day_start_ms).await;
             }
             let (judged, rules): (Vec<Limit>, Vec<&Rule>) = limits.into_iter().unzip();
             for i in store.take(judged, now_ms).await? {
@@ -169,6 +169,7 @@ impl Risk {
                 rule: r.id.clone(),
                 subject: card_subject(pan),
                 since_ms: day_start_ms,
+                window_ms: None,
                 max_count: None,
                 max_sum_minor: None,
                 amount_minor: 0,
@@ -181,6 +182,25 @@ impl Risk {
             return Ok(());
         }
         store.take(events, now_ms).await.map(|_| ())
+    }
+}
+
+/// Deletes the counter events no limit counts any more: each rule's before
+/// its start (the settlement day's, its window's), and every rule's (those
+/// of rules since removed) after [`KEEP_EVENTS_MS`].
+async fn sweep(store: &dyn Store, rules: &[Rule], now_ms: i64, day_start_ms: i64) {
+    for rule in rules {
+        let start_ms = match &rule.check {
+            Check::Daily { .. } | Check::Probing { .. } => day_start_ms,
+            Check::Velocity { window_ms, .. } => now_ms - window_ms,
+            _ => continue,
+        };
+        if let Err(e) = store.forget_rule_before(&rule.id, start_ms).await {
+            warn!(error = %e, rule = %rule.id, "old risk counter events not swept");
+        }
+    }
+    if let Err(e) = store.forget_before(now_ms - KEEP_EVENTS_MS).await {
+        warn!(error = %e, "old risk counter events not swept");
     }
 }
 
@@ -216,10 +236,21 @@ fn matches_alone(rule: &Rule, request: &Screened<'_>) -> bool {
     }
 }
 
-/// The counted limit a rule puts on a request, if any.
-fn limit_of(rule: &Rule, request: &Screened<'_>, now_ms: i64, day_start_ms: i64) -> Option<Limit> {
-    let subject = |per: Per| match per {
-        Per::Card => card_subject(request.pan),
+/// The counted limit a rule puts on a request, if any. `card` holds the
+/// card's subject once made.
+fn limit_of(
+    rule: &Rule,
+    request: &Screened<'_>,
+    card: &mut Option<String>,
+    now_ms: i64,
+    day_start_ms: i64,
+) -> Option<Limit> {
+    let mut card_of = || {
+        card.get_or_insert_with(|| card_subject(request.pan))
+            .clone()
+    };
+    let mut subject = |per: Per| match per {
+        Per::Card => card_of(),
         Per::Wallet => format!("wallet:{}", request.institution),
     };
     let limit =
@@ -227,6 +258,7 @@ fn limit_of(rule: &Rule, request: &Screened<'_>, now_ms: i64, day_start_ms: i64)
             rule: rule.id.clone(),
             subject,
             since_ms,
+            window_ms: None,
             max_count,
             max_sum_minor: max_sum,
             amount_minor: request.amount_minor,
@@ -255,22 +287,19 @@ fn limit_of(rule: &Rule, request: &Screened<'_>, now_ms: i64, day_start_ms: i64)
         } if *kind == request.kind => Some(Limit {
             // Counting packets: a packet counted once, whatever its receives.
             distinct: request.packet.filter(|_| *packets).map(|p| p.to_string()),
+            window_ms: Some(*window_ms),
             ..limit(subject(*per), now_ms - window_ms, Some(*max_count), None)
         }),
         Check::Probing { max_count } if request.kind == RequestKind::Freeze => Some(Limit {
             record: false,
-            ..limit(
-                card_subject(request.pan),
-                day_start_ms,
-                Some(*max_count),
-                None,
-            )
+            ..limit(subject(Per::Card), day_start_ms, Some(*max_count), None)
         }),
         Check::Shares {
             max_shares: Some(max),
             ..
-        } if request.kind == RequestKind::Receive => request.packet.map(|packet| {
-            limit(
+        } if request.kind == RequestKind::Receive => request.packet.map(|packet| Limit {
+            window_ms: Some(KEEP_EVENTS_MS),
+            ..limit(
                 format!("packet:{packet}"),
                 now_ms - KEEP_EVENTS_MS,
                 Some(*max),

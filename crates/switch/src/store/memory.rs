@@ -589,6 +589,18 @@ impl super::RiskLedger for MemoryStore {
         })
     }
 
+    async fn forget_rule_before(&self, rule: &str, at_ms: i64) -> StoreResult<()> {
+        self.with(|s| {
+            s.risk_events.retain(|(r, _), events| {
+                if r == rule {
+                    events.retain(|(at, _, _)| *at >= at_ms);
+                }
+                !events.is_empty()
+            });
+            Ok(())
+        })
+    }
+
     async fn record_hits(&self, hits: Vec<super::Hit>) -> StoreResult<()> {
         self.with(|s| {
             s.risk_hits.extend(hits);

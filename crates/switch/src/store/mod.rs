@@ -38,6 +38,7 @@ pub mod maintenance;
 pub mod memory;
 pub mod postgres;
 pub mod risk;
+pub mod risk_book;
 pub mod saf;
 pub mod sqlite;
 

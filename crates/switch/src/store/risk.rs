@@ -22,6 +22,9 @@ pub struct Limit {
     /// Events before this instant (ms since the epoch) no longer count: the
     /// settlement day's start, or now minus a sliding window.
     pub since_ms: i64,
+    /// The sliding window's length (`since_ms` moves with every request);
+    /// `None`: `since_ms` is a fixed start, the settlement day's.
+    pub window_ms: Option<i64>,
     pub max_count: Option<u64>,
     pub max_sum_minor: Option<u64>,
     /// What this request adds to the sum.
@@ -90,6 +93,10 @@ pub trait RiskLedger: Send + Sync {
     /// seen again (a packet paid out, a card gone quiet).
     async fn forget_before(&self, at_ms: i64) -> StoreResult<()>;
 
+    /// Deletes the events of `rule` before `at_ms`: those its limit no
+    /// longer counts (before its window, before the settlement day).
+    async fn forget_rule_before(&self, rule: &str, at_ms: i64) -> StoreResult<()>;
+
     /// Records rule hits.
     async fn record_hits(&self, hits: Vec<Hit>) -> StoreResult<()>;
 
@@ -127,6 +134,7 @@ pub(crate) const SQL_DISTINCT: &str =
 pub(crate) const SQL_ADD: &str =
     "INSERT INTO risk_events (rule, subject, at_ms, amount_minor, detail) VALUES ($1, $2, $3, $4, $5)";
 pub(crate) const SQL_SWEEP: &str = "DELETE FROM risk_events WHERE at_ms < $1";
+pub(crate) const SQL_FORGET_RULE: &str = "DELETE FROM risk_events WHERE rule = $1 AND at_ms < $2";
 pub(crate) const SQL_HIT: &str =
     "INSERT INTO risk_hits (day, at_ms, rule, mode, code, card, institution) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -164,6 +172,7 @@ mod tests {
             rule: "r".into(),
             subject: "s".into(),
             since_ms: 0,
+            window_ms: None,
             max_count,
             max_sum_minor: max_sum,
             amount_minor: amount,

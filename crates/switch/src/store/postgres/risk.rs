@@ -7,8 +7,8 @@
 
 use super::*;
 use crate::store::risk::{
-    amounts_of, hit_count_row, judge, SQL_ADD, SQL_DISTINCT, SQL_FORGET, SQL_HIT, SQL_HITS_OF_DAY,
-    SQL_SWEEP, SQL_TOTALS,
+    amounts_of, hit_count_row, judge, SQL_ADD, SQL_DISTINCT, SQL_FORGET, SQL_FORGET_RULE, SQL_HIT,
+    SQL_HITS_OF_DAY, SQL_SWEEP, SQL_TOTALS,
 };
 use crate::store::{Hit, HitCount, Limit, RiskLedger};
 
@@ -80,6 +80,12 @@ impl RiskLedger for PostgresStore {
 
     async fn forget_before(&self, at_ms: i64) -> StoreResult<()> {
         self.read(SQL_SWEEP, &[&at_ms]).await.map(|_| ())
+    }
+
+    async fn forget_rule_before(&self, rule: &str, at_ms: i64) -> StoreResult<()> {
+        self.read(SQL_FORGET_RULE, &[&rule, &at_ms])
+            .await
+            .map(|_| ())
     }
 
     async fn record_hits(&self, hits: Vec<Hit>) -> StoreResult<()> {

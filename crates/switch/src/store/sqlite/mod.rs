@@ -118,6 +118,8 @@ pub struct SqliteStore {
     /// Held by a process that must have the file to itself ([`lock`]);
     /// dropped after the writer thread has stopped.
     _lock: Option<lock::StoreLock>,
+    /// The risk counters, judged in memory ([`super::risk_book`]).
+    risk_book: tokio::sync::Mutex<super::risk_book::CounterBook>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -220,6 +222,7 @@ impl SqliteStore {
             spec: Arc::new(Spec::switchboard()),
             thread: Some(thread),
             path: path.to_path_buf(),
+            risk_book: Default::default(),
             _lock: None,
         })
     }
@@ -274,6 +277,37 @@ impl SqliteStore {
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Queues `f` to run in the writer's next batch, behind everything queued
+    /// before; the receiver has its result as soon as it has run, without
+    /// waiting for the batch's commit.
+    async fn queue_early<T, F>(&self, f: F) -> StoreResult<oneshot::Receiver<StoreResult<T>>>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        let (reply, rx) = oneshot::channel();
+        let reply = Some(reply);
+        commands
+            .send(Msg::Command(Box::new(Early { f, reply })))
+            .await
+            .map_err(|_| stopped())?;
+        Ok(rx)
+    }
+
+    /// Queues a write to run in the writer's next batch, not waiting for it:
+    /// a command queued later commits with it or after it.
+    async fn queue_write<F>(&self, f: F) -> StoreResult<()>
+    where
+        F: FnOnce(&Connection) -> StoreResult<()> + Send + 'static,
+    {
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        commands
+            .send(Msg::Command(Box::new(Early { f, reply: None })))
+            .await
+            .map_err(|_| stopped())
     }
 
     /// Runs `f` on a read-only connection of its own, in one read transaction

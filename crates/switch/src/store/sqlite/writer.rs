@@ -44,6 +44,46 @@ where
     }
 }
 
+/// A command whose caller does not wait for the batch's commit: a read that
+/// must see every write queued before it (it is answered as soon as it has
+/// run), or a write whose durability a later command's commit carries (no
+/// answer at all; a failure is logged and breaks nothing else).
+pub(super) struct Early<F, T> {
+    pub(super) f: F,
+    pub(super) reply: Option<oneshot::Sender<StoreResult<T>>>,
+}
+
+impl<F, T> Command for Early<F, T>
+where
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+        let Early { f, reply } = *self;
+        let result = in_savepoint(conn, broken, f);
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "a queued write failed");
+                }
+            }
+        }
+        Box::new(|_| {})
+    }
+
+    fn fail(self: Box<Self>, why: String) {
+        match self.reply {
+            Some(reply) => {
+                let _ = reply.send(Err(StoreError::Unavailable(why)));
+            }
+            None => tracing::warn!("a queued write was not run: {why}"),
+        }
+    }
+}
+
 pub(super) fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))

@@ -1,0 +1,427 @@
+//! The risk counters in memory, for a store that one process owns (the
+//! embedded SQLite store): a limit is judged from counters kept here, in
+//! O(1) per limit, instead of counting the store's events on every request.
+//!
+//! The store's event table stays the durable record: every event the book
+//! adds is written to it in the writer's next batch, queued before the
+//! request's decision (so it is committed no later than the answer that
+//! depends on it), and a counter the book does not hold is loaded from it
+//! first. The book is therefore a cache that may forget: on start, when it
+//! is full ([`CAPACITY`]), after the hourly sweep, or when a limit asks for
+//! a start the counter does not reach back to (a new settlement day, a rule
+//! reloaded with a longer window).
+//!
+//! A load runs in the writer behind every event already queued, and is
+//! kept only if nothing was forgotten meanwhile ([`CounterBook::epoch`]):
+//! events judged from the book between the load and its arrival cannot be
+//! missed that way.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::Limit;
+
+/// How many counters (rule and subject) the book holds at most; past it
+/// the half used longest ago is forgotten (and loaded again when needed).
+/// A counter costs about 100 bytes plus 16 bytes (24 for a distinct count)
+/// per event of its window.
+pub const CAPACITY: usize = 500_000;
+
+/// One rule's count for one subject.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Counter {
+    /// Events since a fixed start (a settlement day's).
+    Total { since_ms: i64, count: u64, sum: u64 },
+    /// The events of a sliding window, oldest first, complete from
+    /// `floor_ms` on.
+    Window {
+        floor_ms: i64,
+        events: VecDeque<(i64, u64)>,
+        sum: u64,
+    },
+    /// The values of a sliding window's events, oldest first, complete
+    /// from `floor_ms` on, with how many events carry each.
+    Distinct {
+        floor_ms: i64,
+        events: VecDeque<(i64, String)>,
+        values: HashMap<String, u32>,
+    },
+}
+
+/// What a limit needs loaded: its kind and start.
+pub fn empty_counter(limit: &Limit) -> Counter {
+    match (&limit.distinct, limit.window_ms) {
+        (Some(_), _) => Counter::Distinct {
+            floor_ms: limit.since_ms,
+            events: VecDeque::new(),
+            values: HashMap::new(),
+        },
+        (None, Some(_)) => Counter::Window {
+            floor_ms: limit.since_ms,
+            events: VecDeque::new(),
+            sum: 0,
+        },
+        (None, None) => Counter::Total {
+            since_ms: limit.since_ms,
+            count: 0,
+            sum: 0,
+        },
+    }
+}
+
+impl Counter {
+    /// Adds a stored event (loading) or a new one (recording).
+    pub fn add(&mut self, at_ms: i64, amount_minor: u64, detail: &str) {
+        match self {
+            Counter::Total { count, sum, .. } => {
+                *count += 1;
+                *sum = sum.saturating_add(amount_minor);
+            }
+            Counter::Window { events, sum, .. } => {
+                events.push_back((at_ms, amount_minor));
+                *sum = sum.saturating_add(amount_minor);
+            }
+            Counter::Distinct { events, values, .. } => {
+                events.push_back((at_ms, detail.to_string()));
+                *values.entry(detail.to_string()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether this counter can answer for a limit starting at `since_ms`.
+    fn reaches(&self, since_ms: i64) -> bool {
+        match self {
+            Counter::Total { since_ms: s, .. } => *s == since_ms,
+            Counter::Window { floor_ms, .. } | Counter::Distinct { floor_ms, .. } => {
+                *floor_ms <= since_ms
+            }
+        }
+    }
+
+    /// Drops the events before `since_ms` (sliding windows).
+    fn trim(&mut self, since_ms: i64) {
+        match self {
+            Counter::Total { .. } => {}
+            Counter::Window {
+                floor_ms,
+                events,
+                sum,
+            } => {
+                while events.front().is_some_and(|(at, _)| *at < since_ms) {
+                    let (_, amount) = events.pop_front().expect("front exists");
+                    *sum = sum.saturating_sub(amount);
+                }
+                *floor_ms = (*floor_ms).max(since_ms);
+            }
+            Counter::Distinct {
+                floor_ms,
+                events,
+                values,
+            } => {
+                while events.front().is_some_and(|(at, _)| *at < since_ms) {
+                    let (_, value) = events.pop_front().expect("front exists");
+                    if let Some(n) = values.get_mut(&value) {
+                        *n -= 1;
+                        if *n == 0 {
+                            values.remove(&value);
+                        }
+                    }
+                }
+                *floor_ms = (*floor_ms).max(since_ms);
+            }
+        }
+    }
+
+    /// (count, sum) as the limit judges them: events, or distinct values
+    /// other than the request's own.
+    fn totals(&self, limit: &Limit) -> (u64, u64) {
+        match self {
+            Counter::Total { count, sum, .. } => (*count, *sum),
+            Counter::Window { events, sum, .. } => (events.len() as u64, *sum),
+            Counter::Distinct { values, .. } => {
+                let own = limit
+                    .distinct
+                    .as_ref()
+                    .is_some_and(|v| values.contains_key(v));
+                (values.len() as u64 - u64::from(own), 0)
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Counter::Total { count, .. } => *count == 0,
+            Counter::Window { events, .. } => events.is_empty(),
+            Counter::Distinct { events, .. } => events.is_empty(),
+        }
+    }
+}
+
+struct Entry {
+    counter: Counter,
+    last_used: u64,
+}
+
+/// The counters, by rule and subject (nested, so that a lookup borrows the
+/// limit's strings instead of copying them).
+pub struct CounterBook {
+    entries: HashMap<String, HashMap<String, Entry>>,
+    len: usize,
+    capacity: usize,
+    /// Bumped whenever a counter is forgotten: a load begun before must be
+    /// made again.
+    epoch: u64,
+    uses: u64,
+}
+
+impl Default for CounterBook {
+    fn default() -> Self {
+        CounterBook::with_capacity(CAPACITY)
+    }
+}
+
+impl CounterBook {
+    pub fn with_capacity(capacity: usize) -> CounterBook {
+        CounterBook {
+            entries: HashMap::new(),
+            len: 0,
+            capacity: capacity.max(1),
+            epoch: 0,
+            uses: 0,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn get(&self, l: &Limit) -> Option<&Entry> {
+        self.entries.get(&l.rule)?.get(&l.subject)
+    }
+
+    /// The limits whose counters must be loaded before they can be judged.
+    pub fn missing(&self, limits: &[Limit]) -> Vec<usize> {
+        limits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !self.get(l).is_some_and(|e| e.counter.reaches(l.since_ms)))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Keeps counters loaded since `epoch`, unless something was forgotten
+    /// since (then they are stale and `false` says to load again). A
+    /// counter the book already holds wins: it has every event since.
+    pub fn insert_loaded(&mut self, epoch: u64, loaded: Vec<(Limit, Counter)>) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        if self.len + loaded.len() > self.capacity {
+            self.forget_least_used();
+            return false;
+        }
+        for (limit, counter) in loaded {
+            let held = self.get(&limit).map(|e| e.counter.reaches(limit.since_ms));
+            let entry = Entry {
+                counter,
+                last_used: self.uses,
+            };
+            match held {
+                Some(true) => {}
+                Some(false) => {
+                    if let Some(stale) = self
+                        .entries
+                        .get_mut(&limit.rule)
+                        .and_then(|subjects| subjects.get_mut(&limit.subject))
+                    {
+                        *stale = entry;
+                    }
+                }
+                None => {
+                    self.len += 1;
+                    self.entries
+                        .entry(limit.rule)
+                        .or_default()
+                        .insert(limit.subject, entry);
+                }
+            }
+        }
+        true
+    }
+
+    /// Judges `limits` (all held: see [`missing`](Self::missing)) at
+    /// `now_ms`: returns the indices exceeded and whether the request's
+    /// events were recorded.
+    pub fn take(&mut self, limits: &[Limit], now_ms: i64) -> (Vec<usize>, bool) {
+        self.uses += 1;
+        let mut totals = Vec::with_capacity(limits.len());
+        for l in limits {
+            let entry = self.entry(l);
+            entry.counter.trim(l.since_ms);
+            totals.push(entry.counter.totals(l));
+        }
+        let (exceeded, record) = super::risk::judge(limits, &totals);
+        if record {
+            let uses = self.uses;
+            for l in limits.iter().filter(|l| l.record) {
+                let entry = self.entry(l);
+                entry.last_used = uses;
+                entry.counter.add(
+                    now_ms,
+                    l.amount_minor,
+                    l.distinct.as_deref().unwrap_or_default(),
+                );
+            }
+        }
+        (exceeded, record)
+    }
+
+    fn entry(&mut self, l: &Limit) -> &mut Entry {
+        self.entries
+            .get_mut(&l.rule)
+            .and_then(|subjects| subjects.get_mut(&l.subject))
+            .expect("the limit's counter was loaded first")
+    }
+
+    /// Forgets the events before `at_ms`, as the store's sweep does.
+    pub fn forget_before(&mut self, at_ms: i64) {
+        self.retain(|e| match &mut e.counter {
+            Counter::Total { since_ms, .. } => *since_ms >= at_ms,
+            window => {
+                window.trim(at_ms);
+                !window.is_empty()
+            }
+        });
+    }
+
+    /// Keeps the counters `keep` says to, forgetting the others.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Entry) -> bool) {
+        self.epoch += 1;
+        for subjects in self.entries.values_mut() {
+            subjects.retain(|_, e| keep(e));
+        }
+        self.entries.retain(|_, subjects| !subjects.is_empty());
+        self.len = self.entries.values().map(HashMap::len).sum();
+    }
+
+    /// Forgets the half of the counters used longest ago.
+    fn forget_least_used(&mut self) {
+        let mut uses: Vec<u64> = self
+            .entries
+            .values()
+            .flat_map(|subjects| subjects.values().map(|e| e.last_used))
+            .collect();
+        if uses.is_empty() {
+            return;
+        }
+        let middle = (uses.len() - 1) / 2;
+        let (_, &mut median, _) = uses.select_nth_unstable(middle);
+        self.retain(|e| e.last_used > median);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(rule: &str, since_ms: i64, window_ms: Option<i64>, max: u64) -> Limit {
+        Limit {
+            rule: rule.into(),
+            subject: "card:a".into(),
+            since_ms,
+            window_ms,
+            max_count: Some(max),
+            max_sum_minor: None,
+            amount_minor: 5,
+            enforce: true,
+            distinct: None,
+            record: true,
+        }
+    }
+
+    fn load(book: &mut CounterBook, limits: &[Limit]) {
+        let epoch = book.epoch();
+        let loaded = book
+            .missing(limits)
+            .into_iter()
+            .map(|i| (limits[i].clone(), empty_counter(&limits[i])))
+            .collect();
+        assert!(book.insert_loaded(epoch, loaded));
+    }
+
+    #[test]
+    fn a_sliding_window_counts_only_its_events() {
+        let mut book = CounterBook::default();
+        let at = |now: i64| limit("burst", now - 60, Some(60), 2);
+        load(&mut book, &[at(100)]);
+        assert_eq!(book.take(&[at(100)], 100), (vec![], true));
+        assert_eq!(book.take(&[at(110)], 110), (vec![], true));
+        assert_eq!(book.take(&[at(120)], 120), (vec![0], false));
+        // 100 has left the window at 161; 110 is still in it.
+        assert_eq!(book.take(&[at(161)], 161), (vec![], true));
+        assert_eq!(book.take(&[at(165)], 165), (vec![0], false));
+    }
+
+    #[test]
+    fn a_total_asked_from_another_start_is_loaded_again() {
+        let mut book = CounterBook::default();
+        let day = |start| limit("daily", start, None, 1);
+        load(&mut book, &[day(0)]);
+        assert_eq!(book.take(&[day(0)], 10), (vec![], true));
+        assert_eq!(book.take(&[day(0)], 20), (vec![0], false));
+        assert_eq!(book.missing(&[day(1_000)]), [0], "the next day");
+    }
+
+    #[test]
+    fn distinct_values_count_once_and_leave_with_their_last_event() {
+        let mut book = CounterBook::default();
+        let packet = |now: i64, p: &str| Limit {
+            distinct: Some(p.into()),
+            ..limit("packets", now - 100, Some(100), 2)
+        };
+        load(&mut book, &[packet(0, "p1")]);
+        assert_eq!(book.take(&[packet(0, "p1")], 0).0, Vec::<usize>::new());
+        assert_eq!(book.take(&[packet(50, "p1")], 50).0, Vec::<usize>::new());
+        assert_eq!(book.take(&[packet(60, "p2")], 60).0, Vec::<usize>::new());
+        assert_eq!(book.take(&[packet(70, "p3")], 70).0, [0]);
+        // At 140 p1 (its event at 50) and p2 are still in the window.
+        assert_eq!(book.take(&[packet(140, "p3")], 140).0, [0]);
+        // At 155 p1 has gone: p3 makes two.
+        assert_eq!(book.take(&[packet(155, "p3")], 155).0, Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_load_begun_before_something_was_forgotten_is_refused() {
+        let mut book = CounterBook::default();
+        let l = limit("daily", 0, None, 3);
+        let epoch = book.epoch();
+        book.forget_before(0);
+        assert!(!book.insert_loaded(epoch, vec![(l.clone(), empty_counter(&l))]));
+        assert_eq!(book.missing(std::slice::from_ref(&l)), [0]);
+    }
+
+    #[test]
+    fn a_full_book_forgets_the_counters_used_longest_ago() {
+        let mut book = CounterBook::with_capacity(4);
+        let card = |n: u32| Limit {
+            subject: format!("card:{n}"),
+            ..limit("daily", 0, None, 10)
+        };
+        for n in 0..4 {
+            load(&mut book, &[card(n)]);
+            book.take(&[card(n)], i64::from(n));
+        }
+        let epoch = book.epoch();
+        let fifth = card(4);
+        assert!(!book.insert_loaded(epoch, vec![(fifth.clone(), empty_counter(&fifth))]));
+        assert_eq!(book.len(), 2);
+        assert_eq!(book.missing(&[card(0), card(1), card(2), card(3)]), [0, 1]);
+    }
+}
