@@ -121,6 +121,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         admin: None,
         log_format: Default::default(),
         risk_rules: None,
+        alerts: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);

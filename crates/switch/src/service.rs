@@ -112,6 +112,10 @@ pub async fn start(
     };
     let maintenance = store.clone().maintenance();
     let retention_clock = clock.clone();
+    let alerts = Arc::new(crate::alerts::Alerts::new(
+        config.alerts.clone(),
+        clock.clone(),
+    ));
     let switch = Arc::new(
         Switch::new(
             spec,
@@ -122,7 +126,8 @@ pub async fn start(
             stans,
         )
         .with_settlement(config.clearing)
-        .with_risk(Arc::new(risk)),
+        .with_risk(Arc::new(risk))
+        .with_alerts(alerts.clone()),
     );
     // Settle what a crash left in flight before serving anything new. The
     // embedded store has one instance: everything unfinished is a crash's.
@@ -158,6 +163,7 @@ pub async fn start(
         Duration::from_secs(60),
         links_shutdown.clone(),
     ));
+    link_tasks.spawn(crate::alerts::run(alerts, links_shutdown.clone()));
     match (config.journal_retention_days, maintenance) {
         (Some(days), Some(maintenance)) => {
             link_tasks.spawn(crate::switch::retention::run(
