@@ -345,22 +345,23 @@ impl Alerts {
         party.count(epoch, event);
     }
 
+    /// The party's window: its own, or `other`'s once its side is full.
+    /// A full side is found under the read lock, so a peer sending new
+    /// institutions past the cap never takes the write lock again.
     fn party(&self, side: Side, name: Label) -> Arc<Mutex<Party>> {
-        if let Some(p) = self
-            .parties
-            .read()
-            .ok()
-            .and_then(|m| m.get(&(side, name)).cloned())
-        {
-            return p;
+        let other = (side, Label::new(b"other"));
+        let full =
+            |m: &Parties| m.keys().filter(|(s, _)| *s == side).count() >= MAX_PARTIES_PER_SIDE;
+        if let Ok(m) = self.parties.read() {
+            if let Some(p) = m.get(&(side, name)) {
+                return p.clone();
+            }
+            if let Some(p) = m.get(&other).filter(|_| full(&m)) {
+                return p.clone();
+            }
         }
         let mut parties = self.parties.write().unwrap_or_else(|p| p.into_inner());
-        let tracked = parties.keys().filter(|(s, _)| *s == side).count();
-        let key = if parties.contains_key(&(side, name)) || tracked < MAX_PARTIES_PER_SIDE {
-            (side, name)
-        } else {
-            (side, Label::new(b"other"))
-        };
+        let key = if full(&parties) { other } else { (side, name) };
         let len = (BUCKETS_PER_WINDOW * (1 + i64::from(self.history()))) as usize;
         parties
             .entry(key)
