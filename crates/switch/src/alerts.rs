@@ -345,6 +345,29 @@ impl Alerts {
         party.count(epoch, event);
     }
 
+    /// Watches a party known from the configuration (a bank, a wallet
+    /// listener's institution) from the start: its series are on
+    /// `/metrics` at 0 before its first request, so that a dashboard reads
+    /// 0 rather than nothing.
+    pub fn expect(&self, side: Side, institution: &[u8]) {
+        if !self.policy.enabled {
+            return;
+        }
+        let name = party_name(institution);
+        let _ = self.party(side, name);
+        let m = metrics();
+        for kind in Kind::ALL {
+            let labels = AlertLabels {
+                kind: kind.as_str(),
+                side,
+                party: name,
+            };
+            m.alert_active.get_or_create(&labels).set(0);
+            let _ = m.alerts.get_or_create(&labels);
+        }
+        self.set_measures(side, name, Counts::default(), None);
+    }
+
     /// The party's window: its own, or `other`'s once its side is full.
     /// A full side is found under the read lock, so a peer sending new
     /// institutions past the cap never takes the write lock again.
@@ -719,6 +742,21 @@ mod tests {
             .lock()
             .unwrap();
         assert_eq!(other.sum(i64::MIN + 1, i64::MAX).requests, 10);
+    }
+
+    #[test]
+    fn an_expected_party_is_on_metrics_at_zero_before_any_request() {
+        let (a, _) = alerts();
+        a.expect(Side::Bank, b"99990000");
+        let text = metrics().encode();
+        for series in [
+            "switchboard_alert_active{kind=\"decline_rate\",side=\"bank\",party=\"99990000\"} 0",
+            "switchboard_alerts_total{kind=\"volume_fall\",side=\"bank\",party=\"99990000\"} 0",
+            "switchboard_alert_measure{measure=\"requests\",side=\"bank\",party=\"99990000\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
+        assert!(a.evaluate().is_empty());
     }
 
     #[test]

@@ -116,6 +116,12 @@ pub async fn start(
         config.alerts.clone(),
         clock.clone(),
     ));
+    for bank in &config.banks {
+        alerts.expect(crate::metrics::Side::Bank, bank.institution_id.as_bytes());
+    }
+    for institution in config.wallets.iter().flat_map(|w| &w.institutions) {
+        alerts.expect(crate::metrics::Side::Wallet, &institution.0);
+    }
     let switch = Arc::new(
         Switch::new(
             spec,
