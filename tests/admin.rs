@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
+use common::http::{get, get_with_head, samples};
 use common::process::{
     addr, banksim_at, free_port, listening, simulator_path, write_config, KillOnDrop, SwitchFile,
     BANKSIM_BALANCE,
@@ -40,37 +41,6 @@ fn cards(institution: &str, bin: &str, seed: u64) -> Vec<String> {
         .collect()
 }
 
-/// One GET on a new connection: status and body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let (status, _, body) = get_with_head(port, path);
-    (status, body)
-}
-
-/// One GET on a new connection: status, response head and body.
-fn get_with_head(port: u16, path: &str) -> (u16, String, String) {
-    let mut stream = std::net::TcpStream::connect(addr(port)).expect("admin listener answers");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .map(|(h, b)| (h.to_string(), b.to_string()))
-        .unwrap_or_default();
-    (status, head, body)
-}
-
 /// Polls `/ready` until `done` holds for its status and JSON body (each poll
 /// 100 ms apart, at most 30 s: a switch that never gets there fails).
 fn ready_until(port: u16, done: impl Fn(u16, &serde_json::Value) -> bool) -> serde_json::Value {
@@ -86,17 +56,6 @@ fn ready_until(port: u16, done: impl Fn(u16, &serde_json::Value) -> bool) -> ser
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("/ready never got there; last: {last:?}");
-}
-
-/// Samples of a metrics text: `name{labels}` → value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {

@@ -48,6 +48,16 @@ fn now(h: &Harness) -> NaiveDateTime {
     h.clock.now()
 }
 
+/// Today's settlement date, as the hits are filed under.
+fn settlement_day(h: &Harness) -> String {
+    h.running
+        .switch
+        .settlement()
+        .date_of(now(h))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 /// Both banks' books: (balances, holds) of A and B.
 fn books(h: &Harness) -> [(i64, i64, usize); 2] {
     let (a, b) = (h.bank_a.snapshot(), h.bank_b.snapshot());
@@ -118,13 +128,7 @@ async fn amount_limit_observed(backend: Backend) {
         })
         .unwrap_or_else(|| panic!("no observed freeze-max hits in\n{text}"));
     assert!(observed.parse::<u64>().unwrap() >= 1, "{observed}");
-    let day = h
-        .running
-        .switch
-        .settlement()
-        .date_of(now(&h))
-        .format("%Y-%m-%d")
-        .to_string();
+    let day = settlement_day(&h);
     let report = h.store.hits_of_day(&day).await.unwrap();
     assert_eq!(report.len(), 1, "{report:?}");
     let card = &h.world.cards_a[0];
@@ -495,13 +499,7 @@ async fn the_report_lists_the_days_hits_masked() {
         assert_eq!(send(&w, &f).await, "61");
     }
     let config = write_report_config(dir.path(), &h.dir.path().join("switchboard.db"));
-    let day = h
-        .running
-        .switch
-        .settlement()
-        .date_of(now(&h))
-        .format("%Y-%m-%d")
-        .to_string();
+    let day = settlement_day(&h);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["risk", "report", "--config"])
         .arg(&config)
@@ -621,4 +619,39 @@ async fn serve_reloads_its_rules_on_sighup_and_keeps_them_when_the_file_is_bad()
     assert_eq!(send(&w, &freeze(6_000)).await, "61", "the old rules stay");
     assert_eq!(send(&w, &freeze(5_000)).await, "00");
     stop(switch);
+}
+
+/// The demo's mule scenario under its rule: nine payers, one receiver
+/// card, at most six packets; the last three receives declined 65, every
+/// packet's money where the invariants say, and the hits name the rule and
+/// the masked card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mule_collects_from_no_more_packets_than_the_rule_allows() {
+    let (h, _dir, _) = enforcing(
+        Backend::Embedded,
+        "id = \"mule\"\nkind = \"velocity\"\nrequest = \"receive\"\ncount = \"packets\"\nmax_count = 6\nwindow_seconds = 600",
+    )
+    .await;
+    let mule = h.world.cards_b[11].clone();
+    let report = simulators::scenarios::mule(&h.world, &mule, &h.world.cards_a[3..], 6).await;
+    common::assert_passed(&report);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains(r#"{"00": 6, "65": 3}"#)),
+        "{report:?}"
+    );
+    let day = settlement_day(&h);
+    let hits = h.store.hits_of_day(&day).await.unwrap();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].rule.as_str(), hits[0].code.as_str()),
+        ("mule", "65")
+    );
+    assert_eq!(hits[0].hits, 3);
+    assert_eq!(
+        hits[0].card,
+        format!("{}******{}", &mule[..6], &mule[mule.len() - 4..])
+    );
 }

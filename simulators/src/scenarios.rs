@@ -712,3 +712,105 @@ pub async fn expiry(w: &World) -> Report {
         .await;
     r
 }
+
+/// A mule: one packet from each of `payers`, every one received whole by
+/// the same card `mule`, under a risk rule in force that lets a card
+/// collect from at most `limit` distinct packets (the switch's rules file
+/// is the caller's, so this is not among [`run_all`]). The first `limit`
+/// receives are approved; the rest are declined 65 before anything reaches
+/// a bank: no saga, no money moved. Every packet is then unfrozen and its
+/// remainder released, as a wallet does.
+pub async fn mule(w: &World, mule: &str, payers: &[String], limit: usize) -> Report {
+    let mut r = Report::new(&format!(
+        "mule: {} packets received by one card, a rule allows {limit}",
+        payers.len()
+    ));
+    let wallet = try_or_fail!(r, w.connect().await);
+    let start = try_or_fail!(r, w.books().await);
+    let share = 1_200;
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, payer) in payers.iter().enumerate() {
+        let before = try_or_fail!(r, w.books().await);
+        let freeze = wallet.freeze(payer, share, w.clock.now());
+        let frozen = w.send(&wallet, &freeze).await;
+        if !frozen
+            .as_ref()
+            .is_ok_and(|m| code(m) == ResponseCode::APPROVED)
+        {
+            r.expect_code("freeze 12.00", &frozen, ResponseCode::APPROVED);
+            return r;
+        }
+        let receive = wallet.receive(&freeze, mule, share, w.clock.now());
+        let got = match w.send(&wallet, &receive).await {
+            Ok(m) => code(&m),
+            Err(e) => format!("no answer ({e})"),
+        };
+        *codes.entry(got.clone()).or_default() += 1;
+        let want = if i < limit { "00" } else { "65" };
+        r.check(
+            got == want,
+            format!(
+                "receive {} of packet {}: expected {want}, got {got}",
+                i + 1,
+                i + 1
+            ),
+        );
+        if got != ResponseCode::APPROVED {
+            // Declined by the rule before the reservation: no saga was begun.
+            if let (Some(store), Some(key)) = (&w.store, switchboard::switch::request_key(&receive))
+            {
+                match store.saga(&key).await {
+                    Ok(None) => {}
+                    Ok(Some(s)) => r.failures.push(format!(
+                        "declined receive {} has a saga ({})",
+                        i + 1,
+                        s.state.as_str()
+                    )),
+                    Err(e) => r.failures.push(e.to_string()),
+                }
+            }
+        }
+        let approved = if got == ResponseCode::APPROVED {
+            vec![(mule.to_string(), share)]
+        } else {
+            Vec::new()
+        };
+        let remainder = share - approved.iter().map(|(_, a)| a).sum::<u64>();
+        let unfreeze = wallet.unfreeze(&freeze, remainder, w.clock.now());
+        let unfrozen = match w.send(&wallet, &unfreeze).await {
+            Ok(m) => code(&m),
+            Err(e) => format!("no answer ({e})"),
+        };
+        r.check(
+            unfrozen == ResponseCode::APPROVED,
+            format!("unfreeze of packet {}: {unfrozen}", i + 1),
+        );
+        r.say(format!(
+            "packet {}: freeze 12.00: 00, receive by the mule: {got}, unfreeze remainder {}: {unfrozen}",
+            i + 1,
+            yuan(remainder as i64)
+        ));
+        w.check_packet(&mut r, &before, &freeze, share, &approved, true)
+            .await;
+    }
+    r.say(format!("receives: {codes:?}"));
+    let end = try_or_fail!(r, w.books().await);
+    let collected = end.balance(mule) - start.balance(mule);
+    let allowed = (limit.min(payers.len()) as u64 * share) as i64;
+    r.check(
+        collected == allowed,
+        format!(
+            "the mule {} collected {} instead of {}",
+            mask_pan(mule),
+            yuan(collected),
+            yuan(allowed)
+        ),
+    );
+    r.say(format!(
+        "mule {} collected {} from {} packets; the rest stayed with their payers",
+        mask_pan(mule),
+        yuan(collected),
+        limit.min(payers.len())
+    ));
+    r
+}

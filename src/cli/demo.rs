@@ -33,6 +33,28 @@ const BANK_A: (&str, &str, &str) = ("48020000", "622202", "Bank A");
 const BANK_B: (&str, &str, &str) = ("01050000", "621700", "Bank B");
 const OPENING_BALANCE: i64 = 1_000_000;
 
+/// The rule of the mule scenario: a card collects from at most this many
+/// distinct packets in ten minutes. Above what any other scenario gives
+/// one card (bank B's first card collects from five packets).
+const MULE_RULE: &str = "mule-receiver-packets";
+const MULE_PACKETS: usize = 6;
+
+/// The demo's risk rules file: the mule rule alone.
+fn mule_rules() -> String {
+    format!(
+        "# A receiver card collects from at most {MULE_PACKETS} distinct packets in 10 minutes:\n\
+         # more is a mule's pattern (many payers, one card), declined 65.\n\
+         [[rules]]\n\
+         id = \"{MULE_RULE}\"\n\
+         kind = \"velocity\"\n\
+         mode = \"enforce\"\n\
+         request = \"receive\"\n\
+         count = \"packets\"\n\
+         max_count = {MULE_PACKETS}\n\
+         window_seconds = 600\n"
+    )
+}
+
 fn yuan(minor: i64) -> String {
     let sign = if minor < 0 { "-" } else { "" };
     format!("{sign}{}.{:02}", minor.abs() / 100, minor.abs() % 100)
@@ -90,6 +112,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let b = spawn_bank(bank_b, FramingConfig::default()).await?;
 
     let store_path = dir.path().join("switchboard.db");
+    let rules_path = dir.path().join("risk.toml");
+    std::fs::write(&rules_path, mule_rules())?;
     let config = Config {
         institution_id: SWITCH_ID.into(),
         spec: "switchboard".into(),
@@ -120,7 +144,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         security: Default::default(),
         admin: None,
         log_format: Default::default(),
-        risk_rules: None,
+        risk_rules: Some(rules_path.clone()),
+        alerts: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);
@@ -147,6 +172,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         mask_pan(&cards_a[0]),
         mask_pan(&cards_b[0])
     );
+    println!(
+        "  risk rules {}: {MULE_RULE} (a card collects from at most {MULE_PACKETS} packets in 10 minutes)",
+        rules_path.display()
+    );
     let before = (a.snapshot(), b.snapshot());
     print_books("\nbooks before", &before.0, &before.1);
 
@@ -164,7 +193,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         records: None,
         mac: None,
     };
-    let reports = scenarios::run_all(&world).await;
+    let mut reports = scenarios::run_all(&world).await;
+    // Nine payers at bank A, one receiver at bank B that no other scenario uses.
+    let mule_card = world.cards_b[world.cards_b.len() - 1].clone();
+    let payers = world.cards_a[3..].to_vec();
+    reports.push(scenarios::mule(&world, &mule_card, &payers, MULE_PACKETS).await);
     println!();
     let mut failed = 0;
     for report in &reports {
@@ -184,6 +217,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             println!("       !! {failure}");
         }
     }
+
+    print_hits(&*store, &running, &*clock).await;
 
     // Across the whole run: money is conserved, every hold is back to zero,
     // and the switch has no saga left unfinished.
@@ -250,5 +285,25 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{failed} scenarios failed");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The day's risk rule hits, as `switchboard risk report` prints them.
+async fn print_hits(store: &dyn Store, running: &service::Running, clock: &dyn Clock) {
+    let day = running
+        .switch
+        .settlement()
+        .date_of_ms(clock.now_ms())
+        .format("%Y-%m-%d")
+        .to_string();
+    println!("\nrisk rule hits on settlement date {day} (switchboard risk report --date {day}):");
+    match store.hits_of_day(&day).await {
+        Ok(lines) if lines.is_empty() => println!("  none"),
+        Ok(lines) => {
+            for line in super::risk::table(&lines) {
+                println!("  {line}");
+            }
+        }
+        Err(e) => println!("  !! {e}"),
     }
 }

@@ -72,17 +72,35 @@ pub fn run(args: RiskArgs) -> anyhow::Result<ExitCode> {
             .map(|l| l.hits)
             .sum::<u64>(),
     );
-    if !lines.is_empty() {
-        println!(
-            "{:<24} {:<8} {:<4} {:<20} {:<12} {:>6}",
-            "rule", "mode", "code", "card", "institution", "hits"
-        );
-    }
-    for l in &lines {
-        println!(
-            "{:<24} {:<8} {:<4} {:<20} {:<12} {:>6}",
-            l.rule, l.mode, l.code, l.card, l.institution, l.hits
-        );
+    for line in table(&lines) {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The hits as the report's table: a heading, then a line per rule, card
+/// and institution (nothing when there are none). The demo prints it too.
+pub fn table(lines: &[switchboard::store::HitCount]) -> Vec<String> {
+    let row = |cells: [&str; 6]| {
+        format!(
+            "{:<24} {:<8} {:<4} {:<20} {:<12} {:>6}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
+        )
+    };
+    if lines.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![row(["rule", "mode", "code", "card", "institution", "hits"])];
+    for l in lines {
+        let hits = l.hits.to_string();
+        out.push(row([
+            &l.rule,
+            &l.mode,
+            &l.code,
+            &l.card,
+            &l.institution,
+            &hits,
+        ]));
+    }
+    out
 }

@@ -5,6 +5,7 @@
 pub mod ca;
 pub mod card_scan;
 pub mod haproxy;
+pub mod http;
 pub mod pg;
 pub mod process;
 pub mod stored;
@@ -89,6 +90,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         admin: None,
         log_format: Default::default(),
         risk_rules: None,
+        alerts: Default::default(),
     }
 }
 

@@ -58,6 +58,8 @@ struct RawConfig {
     log: Option<RawLog>,
     #[serde(default)]
     risk: RawRisk,
+    #[serde(default)]
+    alerts: RawAlerts,
 }
 
 /// `[admin]`: the admin listener (metrics, health, readiness).
@@ -79,6 +81,67 @@ struct RawLog {
 #[serde(deny_unknown_fields)]
 struct RawRisk {
     rules_file: Option<String>,
+}
+
+/// `[alerts]`: decline, reversal and volume alerts per party (`crate::alerts`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    enabled: Option<bool>,
+    window_seconds: Option<u64>,
+    history_windows: Option<u32>,
+    decline_rate: Option<f64>,
+    reversal_rate: Option<f64>,
+    volume_factor: Option<f64>,
+    min_requests: Option<u32>,
+}
+
+impl RawAlerts {
+    fn policy(self) -> Result<crate::alerts::AlertPolicy, ConfigError> {
+        let default = crate::alerts::AlertPolicy::default();
+        let window_s = self.window_seconds.unwrap_or(default.window.as_secs());
+        if !(1..=86_400).contains(&window_s) {
+            return Err(err("alerts.window_seconds", "must be 1 to 86400"));
+        }
+        let history = self.history_windows.unwrap_or(default.history_windows);
+        if !(1..=crate::alerts::MAX_HISTORY_WINDOWS).contains(&history) {
+            return Err(err(
+                "alerts.history_windows",
+                format!("must be 1 to {}", crate::alerts::MAX_HISTORY_WINDOWS),
+            ));
+        }
+        let rate = |key: &str, value: Option<f64>, default: f64| match value {
+            None => Ok(default),
+            Some(v) if v > 0.0 && v <= 1.0 => Ok(v),
+            Some(_) => Err(err(key, "must be a share above 0 and at most 1")),
+        };
+        let volume_factor = self.volume_factor.unwrap_or(default.volume_factor);
+        // Also refuses NaN.
+        if !(volume_factor > 1.0 && volume_factor.is_finite()) {
+            return Err(err("alerts.volume_factor", "must be above 1"));
+        }
+        let min_requests = self.min_requests.unwrap_or(default.min_requests);
+        if min_requests == 0 {
+            return Err(err("alerts.min_requests", "must be at least 1"));
+        }
+        Ok(crate::alerts::AlertPolicy {
+            enabled: self.enabled.unwrap_or(default.enabled),
+            window: Duration::from_secs(window_s),
+            history_windows: history,
+            decline_rate: rate(
+                "alerts.decline_rate",
+                self.decline_rate,
+                default.decline_rate,
+            )?,
+            reversal_rate: rate(
+                "alerts.reversal_rate",
+                self.reversal_rate,
+                default.reversal_rate,
+            )?,
+            volume_factor,
+            min_requests,
+        })
+    }
 }
 
 /// `[security]`: where the keys that seal card data at rest come from.
@@ -367,6 +430,8 @@ pub struct Config {
     /// The risk rules file (`[risk] rules_file`), read at start and on
     /// SIGHUP; `None`: no rules.
     pub risk_rules: Option<PathBuf>,
+    /// Decline, reversal and volume alerts per party (`[alerts]`).
+    pub alerts: crate::alerts::AlertPolicy,
 }
 
 impl Config {
@@ -893,6 +958,7 @@ impl Config {
                 require_encryption: raw.security.require_encryption,
             },
             risk_rules: raw.risk.rules_file.map(|f| base.join(f)),
+            alerts: raw.alerts.policy()?,
         })
     }
 }
@@ -947,6 +1013,34 @@ hosts = ["127.0.0.1:7000"]
             ("max_bytes = 100", "capture.max_bytes"),
         ] {
             let bad = format!("{on}{line}\n");
+            assert_eq!(
+                Config::from_toml(&bad, Path::new("/tmp")).unwrap_err().key,
+                key
+            );
+        }
+    }
+
+    #[test]
+    fn alerts_are_on_by_default_and_checked() {
+        let c = Config::from_toml(GOOD, Path::new("/tmp")).unwrap();
+        assert_eq!(c.alerts, crate::alerts::AlertPolicy::default());
+        let set = format!(
+            "{GOOD}\n[alerts]\nenabled = false\nwindow_seconds = 30\ndecline_rate = 0.25\nmin_requests = 5\n"
+        );
+        let c = Config::from_toml(&set, Path::new("/tmp")).unwrap();
+        assert!(!c.alerts.enabled);
+        assert_eq!(c.alerts.window, Duration::from_secs(30));
+        assert_eq!(c.alerts.decline_rate, 0.25);
+        assert_eq!(c.alerts.min_requests, 5);
+        for (line, key) in [
+            ("window_seconds = 0", "alerts.window_seconds"),
+            ("history_windows = 11", "alerts.history_windows"),
+            ("decline_rate = 1.5", "alerts.decline_rate"),
+            ("reversal_rate = 0.0", "alerts.reversal_rate"),
+            ("volume_factor = 1.0", "alerts.volume_factor"),
+            ("min_requests = 0", "alerts.min_requests"),
+        ] {
+            let bad = format!("{GOOD}\n[alerts]\n{line}\n");
             assert_eq!(
                 Config::from_toml(&bad, Path::new("/tmp")).unwrap_err().key,
                 key

@@ -9,6 +9,7 @@
 //! is what wallet listeners and bank links use when they are configured for TLS.
 
 pub mod admin;
+pub mod alerts;
 pub mod clearing;
 pub mod clock;
 pub mod config;

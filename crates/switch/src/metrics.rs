@@ -14,7 +14,7 @@
 
 mod process;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -128,6 +128,24 @@ pub struct RiskLabels {
     pub mode: &'static str,
 }
 
+/// An alert of a party (`crate::alerts`): its kind, the side of the
+/// switch the party is on and its institution id (parties are capped, so
+/// the label sets are bounded).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub kind: &'static str,
+    pub side: Side,
+    pub party: Label,
+}
+
+/// A party's measure over the alerts' window.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, EncodeLabelSet)]
+pub struct MeasureLabels {
+    pub measure: &'static str,
+    pub side: Side,
+    pub party: Label,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, EncodeLabelSet)]
 pub struct FlowOnly {
     pub flow: &'static str,
@@ -202,6 +220,9 @@ pub struct Metrics {
     message_series: AtomicUsize,
     pub flows: Family<FlowLabels, Counter>,
     pub risk_hits: Family<RiskLabels, Counter>,
+    pub alert_active: Family<AlertLabels, Gauge>,
+    pub alerts: Family<AlertLabels, Counter>,
+    pub alert_measure: Family<MeasureLabels, Gauge<f64, AtomicU64>>,
     pub flow_seconds: HistogramFamily<FlowOnly>,
     pub bank_seconds: HistogramFamily<BankLeg>,
     pub bank_up: Family<LinkLabels, Gauge>,
@@ -237,6 +258,9 @@ impl Metrics {
             message_series: AtomicUsize::new(0),
             flows: Family::default(),
             risk_hits: Family::default(),
+            alert_active: Family::default(),
+            alerts: Family::default(),
+            alert_measure: Family::default(),
             flow_seconds: Family::new_with_constructor(latency_histogram),
             bank_seconds: Family::new_with_constructor(latency_histogram),
             bank_up: Family::default(),
@@ -273,6 +297,21 @@ impl Metrics {
             "risk_hits",
             "Requests a risk rule matched, by rule id and mode (enforce: declined; observe: would have been)",
             m.risk_hits.clone(),
+        );
+        r.register(
+            "alert_active",
+            "1 while an alert of a party (bank or wallet institution) is raised, by kind (decline_rate, reversal_rate, volume_rise, volume_fall)",
+            m.alert_active.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alerts raised, by kind, side and party",
+            m.alerts.clone(),
+        );
+        r.register(
+            "alert_measure",
+            "What the alerts measure over their window, by measure (decline_rate, reversal_rate, requests, volume_ratio), side and party",
+            m.alert_measure.clone(),
         );
         r.register_with_unit(
             "flow_duration",

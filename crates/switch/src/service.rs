@@ -112,6 +112,16 @@ pub async fn start(
     };
     let maintenance = store.clone().maintenance();
     let retention_clock = clock.clone();
+    let alerts = Arc::new(crate::alerts::Alerts::new(
+        config.alerts.clone(),
+        clock.clone(),
+    ));
+    for bank in &config.banks {
+        alerts.expect(crate::metrics::Side::Bank, bank.institution_id.as_bytes());
+    }
+    for institution in config.wallets.iter().flat_map(|w| &w.institutions) {
+        alerts.expect(crate::metrics::Side::Wallet, &institution.0);
+    }
     let switch = Arc::new(
         Switch::new(
             spec,
@@ -122,7 +132,8 @@ pub async fn start(
             stans,
         )
         .with_settlement(config.clearing)
-        .with_risk(Arc::new(risk)),
+        .with_risk(Arc::new(risk))
+        .with_alerts(alerts.clone()),
     );
     // Settle what a crash left in flight before serving anything new. The
     // embedded store has one instance: everything unfinished is a crash's.
@@ -158,6 +169,7 @@ pub async fn start(
         Duration::from_secs(60),
         links_shutdown.clone(),
     ));
+    link_tasks.spawn(crate::alerts::run(alerts, links_shutdown.clone()));
     match (config.journal_retention_days, maintenance) {
         (Some(days), Some(maintenance)) => {
             link_tasks.spawn(crate::switch::retention::run(

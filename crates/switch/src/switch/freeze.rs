@@ -96,7 +96,7 @@ pub(super) async fn run(
     forwarded.set(num::FORWARDER, switch.id.clone());
     let mut reversal = None;
     let sent = if switch.may_send() {
-        bank.request(&forwarded).await
+        switch.ask(&bank, &forwarded).await
     } else {
         Err(crate::link::LinkError::LeaseLost)
     };

@@ -334,6 +334,7 @@ pub(crate) async fn follow_up(
                 debit_reversal(freeze, amount, receiver_pan, debit, &sent, now, &switch.id),
             ),
         };
+        switch.count_reversal(&bank, &freeze.key.acquirer);
         saf.push(switch.saf_entry(&bank, &order_key, SafKind::Reversal, msg));
     }
     let sent = sent_message(now, switch.stans.next().await?);
@@ -357,6 +358,7 @@ pub(crate) async fn queued_freeze_reversal(
     let now = switch.clock.now();
     let sent = sent_message(now, switch.stans.next().await?);
     let reversal = freeze_reversal(freeze, &sent, now, &switch.id);
+    switch.count_reversal(&freeze.payer_bank, &freeze.key.acquirer);
     Ok(switch.saf_entry(
         &freeze.payer_bank,
         &freeze.key.to_string(),

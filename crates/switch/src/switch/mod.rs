@@ -80,6 +80,8 @@ pub struct Switch {
     lease: lease::LeaseClock,
     /// The risk rules every freeze and receive must pass first.
     risk: Arc<crate::risk::Risk>,
+    /// What the alerts count: answers, declines and reversals per party.
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// A name no other instance has: host process id and start time.
@@ -113,7 +115,46 @@ impl Switch {
             work: work::Work::default(),
             lease: lease::LeaseClock::default(),
             risk: Arc::new(crate::risk::Risk::none()),
+            alerts: Arc::new(crate::alerts::Alerts::off()),
         }
+    }
+
+    /// Counts answers, declines and reversals per party for these alerts
+    /// (none by default).
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Switch {
+        self.alerts = alerts;
+        self
+    }
+
+    /// A freeze, debit or credit sent to `bank`, its answer counted for the
+    /// bank's alerts.
+    async fn ask(
+        &self,
+        bank: &Arc<dyn BankPort>,
+        msg: &Message,
+    ) -> Result<(Message, Bytes), crate::link::LinkError> {
+        let answer = bank.request(msg).await;
+        let event = match &answer {
+            Ok((m, _)) => crate::alerts::Event::Answered {
+                approved: ResponseCode::of(m).is_some_and(|c| c.is_approved()),
+            },
+            Err(_) => crate::alerts::Event::Unanswered,
+        };
+        self.alerts.record(
+            crate::metrics::Side::Bank,
+            bank.institution_id().as_bytes(),
+            event,
+        );
+        answer
+    }
+
+    /// A reversal queued toward `bank` for a packet of `wallet`.
+    pub(crate) fn count_reversal(&self, bank: &str, wallet: &crate::dialect::InstitutionId) {
+        let reversal = crate::alerts::Event::Reversal;
+        self.alerts
+            .record(crate::metrics::Side::Bank, bank.as_bytes(), reversal);
+        self.alerts
+            .record(crate::metrics::Side::Wallet, &wallet.0, reversal);
     }
 
     /// Judges freezes and receives by these risk rules (none by default).
@@ -400,14 +441,23 @@ impl Switch {
         let Ok(msg) = iso8583::codec::parse(&self.spec, bytes.clone()) else {
             return Some(bytes);
         };
+        let flow = self.flow_name(&request);
         crate::metrics::metrics().flow(
-            self.flow_name(&request),
+            flow,
             msg.get(num::RESPONSE_CODE)
                 .map_or(crate::metrics::Label::EMPTY, |v| {
                     crate::metrics::Label::new(v)
                 }),
             started.elapsed().as_secs_f64(),
         );
+        if let ("freeze" | "receive", Some(wallet)) = (flow, request.get(num::ACQUIRER)) {
+            let approved = ResponseCode::of(&msg).is_some_and(|c| c.is_approved());
+            self.alerts.record(
+                crate::metrics::Side::Wallet,
+                wallet,
+                crate::alerts::Event::Answered { approved },
+            );
+        }
         // Answers are stored unsigned: each one sent (a resend's too) is
         // signed with the key in force when it goes out.
         let bytes = match &peer.mac {

@@ -222,7 +222,7 @@ impl Saga<'_> {
             now,
             &switch.id,
         );
-        match payer_bank.request(&msg).await {
+        match switch.ask(&payer_bank, &msg).await {
             Ok((answer, _)) => {
                 let code = ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION);
                 if !code.is_approved() {
@@ -258,7 +258,7 @@ impl Saga<'_> {
             now,
             &switch.id,
         );
-        match receiver_bank.request(&msg).await {
+        match switch.ask(&receiver_bank, &msg).await {
             Ok((answer, _)) => {
                 let code = ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION);
                 if code.is_approved() {
