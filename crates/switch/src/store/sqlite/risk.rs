@@ -9,11 +9,6 @@ use crate::store::risk::{
 };
 use crate::store::{Hit, HitCount, Limit, RiskLedger};
 
-/// The shared SQL with SQLite's `?N` parameters.
-fn sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
 #[async_trait]
 impl RiskLedger for SqliteStore {
     async fn take(&self, limits: Vec<Limit>, now_ms: i64) -> StoreResult<Vec<usize>> {
