@@ -2291,7 +2291,7 @@ async fn a_dead_entry_is_retried_and_nothing_else_is(backend: Backend) {
 /// Operator actions are kept and read back newest first, as written, a
 /// read bounded by its limit.
 async fn audit_rows_are_kept_newest_first(backend: Backend) {
-    use switchboard::store::{AuditEntry, AuditLog};
+    use switchboard::store::AuditEntry;
     let fixture = backend.open().await;
     let store = fixture.store();
     assert!(store.audit_latest(10).await.unwrap().is_empty());
