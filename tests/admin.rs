@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
-use common::http::{get, get_with_head, samples};
+use common::http::{get, get_with_head, request, samples};
 use common::process::{
-    addr, banksim_at, free_port, listening, simulator_path, write_config, KillOnDrop, SwitchFile,
-    BANKSIM_BALANCE,
+    addr, banksim_at, free_port, listening, send_admin, simulator_path, write_config, KillOnDrop,
+    SwitchFile, BANKSIM_BALANCE,
 };
 use iso8583::framing::FramingConfig;
 use simulators::bank::Bank;
@@ -609,6 +609,14 @@ async fn status_reflects_real_traffic_and_the_page_is_served_with_its_policy() {
         assert!(head.contains("x-content-type-options: nosniff"), "{head}");
         assert!(body.contains(marker), "{path}");
     }
+
+    // With no operator token configured, actions are refused, and audited.
+    let (code, _, body) = request(t.admin_port, "POST", "/api/drain", &[]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("operator_token_env"), "{body}");
+    let status = status_until(t.admin_port, |s| s["audit"][0]["result"] == "refused");
+    assert_eq!(status["audit"][0]["action"], "drain", "{status}");
+    assert_eq!(status["ready"], true, "nothing drained: {status}");
     terminate(t.switch);
 }
 
@@ -690,6 +698,11 @@ fn attribute_of(dom: &str, id: &str, attr: &str) -> String {
 async fn the_operator_page_draws_real_traffic_in_headless_chromium() {
     let t = switch_with_traffic(71).await;
     status_until(t.admin_port, logged_the_bad_frame);
+    // An action refused (no operator token is configured), for the page's table.
+    assert_eq!(
+        request(t.admin_port, "POST", "/api/risk/reload", &[]).0,
+        403
+    );
     let url = format!("http://127.0.0.1:{}/", t.admin_port);
     let browser_dir = tempfile::tempdir().unwrap();
     // Virtual time runs the page's polling several times over, waiting for
@@ -721,6 +734,11 @@ async fn the_operator_page_draws_real_traffic_in_headless_chromium() {
         "the last warning is shown: {dom}"
     );
     assert!(dom.contains(">ready<"), "{dom}");
+    assert_eq!(attribute_of(&dom, "audit", "data-rows"), "1", "{dom}");
+    assert!(
+        dom.contains(">risk.reload<"),
+        "the refused action is listed: {dom}"
+    );
 
     // A picture of it, kept as a test artifact.
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("operator-page.png");
@@ -742,4 +760,356 @@ async fn the_operator_page_draws_real_traffic_in_headless_chromium() {
         screenshot.display()
     );
     terminate(t.switch);
+}
+
+// ---------------------------------------------------------------------------
+// Operator actions
+
+const OPERATOR_TOKEN: &str = "operator-token-for-the-admin-test";
+const READ_TOKEN: &str = "read-token-for-the-admin-test-0";
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}")
+}
+
+/// A POST with the operator token, as `ann`: status and JSON body.
+fn act(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let auth = bearer(OPERATOR_TOKEN);
+    let (status, _, body) = request(port, "POST", path, &[&auth, "X-Operator: ann"]);
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{path} answered no JSON ({e}): {body}"));
+    (status, json)
+}
+
+/// A GET with the read token: status and JSON body.
+fn read(port: u16, path: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = request(port, "GET", path, &[&bearer(READ_TOKEN)]);
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{path} answered no JSON ({e}): {body}"));
+    (status, json)
+}
+
+/// Polls `/api/status` with the read token until `done` holds (100 ms
+/// apart, at most 30 s).
+fn status_with_token_until(
+    port: u16,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..300 {
+        let (status, json) = read(port, "/api/status");
+        assert_eq!(status, 200, "{json}");
+        if done(&json) {
+            return json;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/api/status never got there");
+}
+
+/// One value of the switch's SQLite file, read beside the running switch.
+fn db_value(db: &Path, sql: &str) -> Option<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(sql, [], |r| {
+        r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+    })
+    .ok()
+}
+
+/// Polls the switch's SQLite file until `sql` gives `want` (100 ms apart, at most 30 s).
+fn db_until(db: &Path, sql: &str, want: &str) {
+    let mut last = None;
+    for _ in 0..300 {
+        last = db_value(db, sql);
+        if last.as_deref() == Some(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{sql} never gave {want}; last {last:?}");
+}
+
+fn snapshot(banksim_admin: u16) -> String {
+    send_admin(banksim_admin, "snapshot")
+}
+
+const FREEZE_AT_MOST_5000: &str = "[[rules]]\nid = \"freeze-max\"\nkind = \"amount\"\nrequest = \"freeze\"\ncurrency = \"156\"\nmax_minor = 5000\nmode = \"MODE\"\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_actions_need_the_operator_token_and_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (wallet_port, admin_port) = (free_port(), free_port());
+    let bank_a = banksim_at(
+        port_a,
+        common::BANK_A,
+        BIN_A,
+        81,
+        "none",
+        &[],
+        Stdio::null(),
+    );
+    let bank_b = banksim_at(
+        port_b,
+        common::BANK_B,
+        BIN_B,
+        82,
+        "none",
+        &[],
+        Stdio::null(),
+    );
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, FREEZE_AT_MOST_5000.replace("MODE", "observe")).unwrap();
+    // One attempt per store-and-forward entry: one that fails is dead at once.
+    let config = config_with_admin(
+        dir.path(),
+        wallet_port,
+        admin_port,
+        port_a,
+        port_b,
+        "operator_token_env = \"SB_TEST_OPERATOR_TOKEN\"\nread_token_env = \"SB_TEST_READ_TOKEN\"\n[risk]\nrules_file = \"rules.toml\"\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[saf]\n", "[saf]\nmax_attempts = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SB_TEST_OPERATOR_TOKEN", OPERATOR_TOKEN)
+        .env("SB_TEST_READ_TOKEN", READ_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let switch = listening(command, String::new);
+    let db = dir.path().join("switch.db");
+    ready_until(admin_port, |status, _| status == 200);
+
+    // Tokens: probes are open, data needs a token, actions the operator's.
+    assert_eq!(get(admin_port, "/health").0, 200);
+    let (status, head, _) = request(admin_port, "POST", "/api/drain", &[]);
+    assert_eq!(status, 401);
+    assert!(head.contains("www-authenticate: Bearer"), "{head}");
+    let wrong = bearer("not-the-operator-token-at-all");
+    assert_eq!(request(admin_port, "POST", "/api/drain", &[&wrong]).0, 401);
+    let reader = bearer(READ_TOKEN);
+    assert_eq!(request(admin_port, "POST", "/api/drain", &[&reader]).0, 403);
+    assert_eq!(request(admin_port, "GET", "/api/status", &[]).0, 401);
+    assert_eq!(request(admin_port, "GET", "/metrics", &[&wrong]).0, 401);
+    assert_eq!(request(admin_port, "GET", "/metrics", &[&reader]).0, 200);
+    assert_eq!(read(admin_port, "/ready").0, 200, "still serving");
+
+    // Sign bank A (the payer's) off: not ready, and a receive that needs
+    // it is answered 91 with nothing moved at either bank.
+    let payer = &cards(common::BANK_A, BIN_A, 81)[0];
+    let receiver = &cards(common::BANK_B, BIN_B, 82)[0];
+    let w = wallet(wallet_port).await;
+    let now = Utc::now().naive_utc();
+    let packet = w.freeze(payer, 5_000, now);
+    assert_eq!(code(&w.send(&packet).await.unwrap()), "00", "freeze");
+    let (status, off) = act(
+        admin_port,
+        &format!("/api/banks/{}/sign-off", common::BANK_A),
+    );
+    assert_eq!(status, 200, "{off}");
+    assert_eq!(off["signed_off"], true);
+    assert!(
+        off["answered"].as_u64().unwrap() >= 1,
+        "a sign-off 0800 was answered: {off}"
+    );
+    let (status, ready) = read(admin_port, "/ready");
+    assert_eq!(status, 503);
+    assert!(
+        ready["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("signed off by an operator"),
+        "{ready}"
+    );
+    assert_eq!(ready["checks"]["banks"][0]["signed_on"], 0, "{ready}");
+    let books = (snapshot(bank_a.admin), snapshot(bank_b.admin));
+    let receive = w.receive(&packet, receiver, 2_000, now);
+    assert_eq!(
+        code(&w.send(&receive).await.unwrap()),
+        "91",
+        "receive with the payer bank signed off"
+    );
+    assert_eq!(
+        (snapshot(bank_a.admin), snapshot(bank_b.admin)),
+        books,
+        "nothing moved"
+    );
+    assert_eq!(
+        db_value(&db, "SELECT received_minor + reserved_minor FROM freezes").as_deref(),
+        Some("0")
+    );
+    // The unfreeze is answered; its notice to bank A cannot go, and with
+    // one attempt allowed it is dead.
+    let unfreeze = w.unfreeze(&packet, 5_000, now);
+    assert_eq!(code(&w.send(&unfreeze).await.unwrap()), "00", "unfreeze");
+    status_with_token_until(admin_port, |s| s["saf"]["dead"] == 1);
+    assert_eq!(
+        (snapshot(bank_a.admin), snapshot(bank_b.admin)),
+        books,
+        "the hold stays"
+    );
+
+    // Sign it on again: ready, and red packets go through.
+    let (status, on) = act(
+        admin_port,
+        &format!("/api/banks/{}/sign-on", common::BANK_A),
+    );
+    assert_eq!(status, 200, "{on}");
+    assert_eq!(on["signed_off"], false);
+    ready_until(admin_port, |status, _| status == 200);
+    red_packet(wallet_port, payer, receiver).await;
+    assert_eq!(act(admin_port, "/api/banks/nobody/sign-on").0, 404);
+
+    // Retry the dead notice: delivered, the hold released.
+    let dead = db_value(&db, "SELECT id FROM saf WHERE state = 'dead'").expect("a dead entry");
+    db_until(&db, "SELECT count(*) FROM saf WHERE state = 'pending'", "0");
+    let before_retry = snapshot(bank_a.admin);
+    assert_eq!(act(admin_port, "/api/saf/not-a-number/retry").0, 404);
+    assert_eq!(act(admin_port, "/api/saf/99999/retry").0, 404);
+    let (status, retried) = act(admin_port, &format!("/api/saf/{dead}/retry"));
+    assert_eq!(status, 200, "{retried}");
+    db_until(
+        &db,
+        &format!("SELECT state || ' ' || last_result FROM saf WHERE id = {dead}"),
+        "done 00",
+    );
+    assert_ne!(
+        snapshot(bank_a.admin),
+        before_retry,
+        "bank A released the hold"
+    );
+    let (status, again) = act(admin_port, &format!("/api/saf/{dead}/retry"));
+    assert_eq!(status, 409, "{again}");
+    assert!(again["error"].as_str().unwrap().contains("done"), "{again}");
+
+    // Reload the risk rules: enforced from the next request; a bad file is
+    // refused with its reason and the rules in force stay.
+    let over = w.freeze(payer, 5_001, Utc::now().naive_utc());
+    assert_eq!(code(&w.send(&over).await.unwrap()), "00", "observed only");
+    std::fs::write(&rules, FREEZE_AT_MOST_5000.replace("MODE", "enforce")).unwrap();
+    let (status, reloaded) = act(admin_port, "/api/risk/reload");
+    assert_eq!(
+        (status, &reloaded["rules"]),
+        (200, &serde_json::json!(1)),
+        "{reloaded}"
+    );
+    let over = w.freeze(payer, 5_001, Utc::now().naive_utc());
+    assert_eq!(code(&w.send(&over).await.unwrap()), "61", "enforced");
+    std::fs::write(&rules, "[[rules]]\nid = \"x\"\nkind = \"amount\"\n").unwrap();
+    let (status, refused) = act(admin_port, "/api/risk/reload");
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("mode"),
+        "{refused}"
+    );
+    let over = w.freeze(payer, 5_001, Utc::now().naive_utc());
+    assert_eq!(
+        code(&w.send(&over).await.unwrap()),
+        "61",
+        "the old rules stay"
+    );
+
+    // Drain: not ready, new wallet connections refused.
+    let (status, drained) = act(admin_port, "/api/drain");
+    assert_eq!(
+        (status, &drained["already"]),
+        (200, &serde_json::json!(false)),
+        "{drained}"
+    );
+    let (status, ready) = read(admin_port, "/ready");
+    assert_eq!(status, 503);
+    assert_eq!(ready["checks"]["listening"]["ok"], false, "{ready}");
+    let mut refused = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr(wallet_port)).is_err() {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused, "a drained switch refuses new wallet connections");
+    assert_eq!(act(admin_port, "/api/drain").1["already"], true);
+
+    // Every attempt is in the audit log, newest first, without a token.
+    let (status, audit) = read(admin_port, "/api/audit?limit=200");
+    assert_eq!(status, 200);
+    let text = audit.to_string();
+    assert!(
+        !text.contains(OPERATOR_TOKEN) && !text.contains(READ_TOKEN),
+        "{text}"
+    );
+    let rows: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap().to_string();
+            (s("action"), s("target"), s("result"))
+        })
+        .collect();
+    let has = |action: &str, target: &str, result: &str| {
+        rows.iter()
+            .filter(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()) == (action, target, result))
+            .count()
+    };
+    assert_eq!(has("drain", "", "unauthorized"), 2, "{rows:?}");
+    assert_eq!(has("drain", "", "forbidden"), 1, "{rows:?}");
+    assert_eq!(has("read", "/metrics", "unauthorized"), 1, "{rows:?}");
+    assert_eq!(has("bank.sign-off", common::BANK_A, "ok"), 1, "{rows:?}");
+    assert_eq!(has("bank.sign-on", common::BANK_A, "ok"), 1, "{rows:?}");
+    assert_eq!(has("saf.retry", &dead, "ok"), 1, "{rows:?}");
+    assert_eq!(has("saf.retry", &dead, "refused"), 1, "{rows:?}");
+    assert_eq!(has("risk.reload", "", "ok"), 1, "{rows:?}");
+    assert_eq!(has("risk.reload", "", "refused"), 1, "{rows:?}");
+    assert_eq!(has("drain", "", "ok"), 2, "{rows:?}");
+    assert_eq!(rows[0].0, "drain", "newest first: {rows:?}");
+    let newest = &audit["entries"][0];
+    assert!(
+        newest["who"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator 127.0.0.1:"),
+        "{newest}"
+    );
+    assert!(
+        newest["who"].as_str().unwrap().ends_with("(ann)"),
+        "{newest}"
+    );
+    assert_eq!(
+        db_value(&db, "SELECT count(*) FROM audit_log").unwrap(),
+        rows.len().to_string(),
+        "the rows are the store's"
+    );
+    // `switchboard audit` reads the same rows beside the running switch.
+    let cli = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["audit", "--json", "--limit", "3", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(cli.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0], audit["entries"][0]);
+    // The page's document carries the latest ones.
+    let (_, status) = read(admin_port, "/api/status");
+    assert_eq!(status["audit"][0]["action"], "drain", "{status}");
+    terminate(switch);
 }

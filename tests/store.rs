@@ -1602,6 +1602,8 @@ on_every_store!(
         open_freezes_are_read_by_age,
         saf_counts_leave_out_done_entries,
         risk_ledger_judges_and_records_in_one_step,
+        a_dead_entry_is_retried_and_nothing_else_is,
+        audit_rows_are_kept_newest_first,
     ],
     // Only the two databases: what a process-local map legitimately lacks.
     databases: [
@@ -2253,6 +2255,138 @@ async fn saf_counts_leave_out_done_entries(backend: Backend) {
     store.saf_settle(due[1].id, dead).await.unwrap();
     let counts = store.saf_counts().await.unwrap();
     assert_eq!((counts.pending, counts.dead), (1, 1));
+}
+
+/// An operator's retry puts a dead entry back to pending, due now, its
+/// attempts counted again from one; anything else is left alone and said so.
+async fn a_dead_entry_is_retried_and_nothing_else_is(backend: Backend) {
+    use switchboard::store::SafRetry;
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    for n in 91..94 {
+        store.insert_freeze(new_freeze(n, 500)).await.unwrap();
+        store
+            .finish_freeze_queueing(
+                &freeze_key(n),
+                false,
+                &freeze_request(n),
+                answer(b"0110", "91", 1),
+                Some(saf_entry(&n.to_string(), "freeze")),
+            )
+            .await
+            .unwrap();
+    }
+    let due = store.saf_due(now_ms(), 10, 60_000).await.unwrap();
+    let (done, dead, pending) = (due[0].id, due[1].id, due[2].id);
+    store
+        .saf_settle(
+            done,
+            SafOutcome::Done {
+                result: "00".into(),
+            },
+        )
+        .await
+        .unwrap();
+    for result in ["91", "91 (after 2 attempts)"] {
+        let outcome = if result.contains("after") {
+            SafOutcome::Dead {
+                result: result.into(),
+            }
+        } else {
+            SafOutcome::Retry {
+                next_attempt_ms: 0,
+                result: result.into(),
+            }
+        };
+        store.saf_settle(dead, outcome).await.unwrap();
+    }
+    assert_eq!(
+        store.saf_retry(done, now_ms()).await.unwrap(),
+        SafRetry::NotDead(SafState::Done)
+    );
+    assert_eq!(
+        store.saf_retry(pending, now_ms()).await.unwrap(),
+        SafRetry::NotDead(SafState::Pending)
+    );
+    assert_eq!(
+        store.saf_retry(9_999_999, now_ms()).await.unwrap(),
+        SafRetry::NotFound
+    );
+    let at = now_ms();
+    assert_eq!(store.saf_retry(dead, at).await.unwrap(), SafRetry::Retried);
+    assert_eq!(
+        store.saf_retry(dead, at).await.unwrap(),
+        SafRetry::NotDead(SafState::Pending),
+        "a second retry finds it pending"
+    );
+    let entries = store.saf_entries().await.unwrap();
+    let retried = entries.iter().find(|e| e.id == dead).unwrap();
+    assert_eq!(retried.state, SafState::Pending);
+    assert_eq!(
+        retried.attempts, 1,
+        "a repeat still, with a full round ahead"
+    );
+    assert_eq!(retried.next_attempt_ms, at);
+    assert_eq!(
+        retried.last_result.as_deref(),
+        Some("91 (after 2 attempts)")
+    );
+    let due = store.saf_due(at, 10, 60_000).await.unwrap();
+    assert!(due.iter().any(|e| e.id == dead), "due again: {due:?}");
+    let counts = store.saf_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (2, 0));
+}
+
+/// Operator actions are kept and read back newest first, as written, a
+/// read bounded by its limit.
+async fn audit_rows_are_kept_newest_first(backend: Backend) {
+    use switchboard::store::AuditEntry;
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    assert!(store.audit_latest(10).await.unwrap().is_empty());
+    let rows = [
+        (
+            "operator 127.0.0.1:1 (ann)",
+            "bank.sign-off",
+            "48020000",
+            "ok",
+            "2 answered",
+        ),
+        (
+            "unauthenticated 127.0.0.1:2",
+            "drain",
+            "",
+            "unauthorized",
+            "no bearer token",
+        ),
+        (
+            "operator 127.0.0.1:1",
+            "saf.retry",
+            "7",
+            "refused",
+            "entry 7 is done, not dead",
+        ),
+    ];
+    for (i, (who, action, target, result, reason)) in rows.iter().enumerate() {
+        let entry = AuditEntry::new(1_000 + i as i64, who, action, target, result, reason);
+        store.audit(entry).await.unwrap();
+    }
+    let latest = store.audit_latest(2).await.unwrap();
+    assert_eq!(latest.len(), 2);
+    assert_eq!(latest[0].entry.action, "saf.retry");
+    assert_eq!(latest[1].entry.action, "drain");
+    assert!(latest[0].id > latest[1].id);
+    let all = store.audit_latest(100).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let first = &all[2].entry;
+    assert_eq!(
+        (first.at_ms, first.who.as_str(), first.target.as_str()),
+        (1_000, "operator 127.0.0.1:1 (ann)", "48020000")
+    );
+    assert_eq!(
+        (first.result.as_str(), first.reason.as_str()),
+        ("ok", "2 answered")
+    );
 }
 
 fn pending_entries(entries: &[SafEntry]) -> usize {

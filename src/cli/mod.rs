@@ -1,6 +1,7 @@
 //! Command-line interface. Only this module knows about clap: arguments are
 //! parsed into plain structs here, then turned into library calls.
 
+mod audit;
 mod capture;
 mod clear;
 mod conform;
@@ -60,6 +61,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Inspect the store-and-forward queue (reversals and unfreeze notices).
     Saf(saf::SafArgs),
+    /// The operator actions asked of the admin listener, newest first.
+    Audit(audit::AuditArgs),
     /// Settle what crashed instances left in flight, then exit.
     Recover(recover::RecoverArgs),
     /// End-of-day clearing: one file per bank and per wallet, and a summary.
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Journal(args) => journal::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Saf(args) => saf::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Recover(args) => recover::run(args),
         Command::Clear(args) => clear::run(args),
         Command::Reconcile(args) => reconcile::run(args),

@@ -1,5 +1,5 @@
-//! The admin listener's HTTP, as the tests read it: one GET per connection
-//! and the samples of a `/metrics` text.
+//! The admin listener's HTTP, as the tests read it: one request per
+//! connection and the samples of a `/metrics` text.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,15 +15,23 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
 
 /// One GET on a new connection: status, response head and body.
 pub fn get_with_head(port: u16, path: &str) -> (u16, String, String) {
+    request(port, "GET", path, &[])
+}
+
+/// One request without a body on a new connection, with extra header
+/// lines: status, response head and body.
+pub fn request(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(addr(port)).expect("admin listener answers");
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("Content-Length: 0\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response

@@ -13,21 +13,26 @@
 //! - `GET /` (with `/page.js` and `/page.css`) — the operator's page
 //!   ([`page`]), which polls `GET /api/status` ([`status`]): traffic,
 //!   approval, response codes, latency per flow, store-and-forward, bank
-//!   links and the last warnings and errors, as one JSON document.
+//!   links, the last warnings and errors and the last operator actions, as
+//!   one JSON document.
+//! - `GET /api/audit?limit=N` — the latest operator actions ([`actions`]).
+//! - `POST /api/saf/{id}/retry`, `POST /api/banks/{bank}/sign-off` and
+//!   `/sign-on`, `POST /api/drain`, `POST /api/risk/reload` — the operator's
+//!   actions ([`actions`]), each written to the store's audit log.
 //!
-//! Endpoints are looked up in [`ROUTES`], each with the [`Access`] it needs:
-//! a page or an operator action is one more row and one more
-//! [`Endpoint`] arm; an action that changes anything gets an access level
-//! checked against a token before its handler runs.
+//! Endpoints are looked up in [`ROUTES`], each with the [`Access`] it needs,
+//! checked against the bearer tokens of [`auth`] before its handler runs: a
+//! page or an action is one more row and one more [`Endpoint`] arm.
 //!
 //! Everything is bounded: [`MAX_CONNECTIONS`] connections at once (more are
 //! closed as soon as accepted), request heads of at most
 //! [`MAX_REQUEST_BYTES`] read within [`HEADER_READ_TIMEOUT`], no request
-//! body accepted, a connection kept at most [`MAX_CONNECTION_AGE`], and the
-//! store asked with a [`CHECK_TIMEOUT`].
+//! body accepted (actions take their target in the path), a connection kept
+//! at most [`MAX_CONNECTION_AGE`], the store asked with a [`CHECK_TIMEOUT`],
+//! and failed token checks logged and audited at most
+//! [`auth::MAX_FAILURES_RECORDED`] a minute.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +40,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    X_CONTENT_TYPE_OPTIONS,
+    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -45,6 +50,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub mod actions;
+pub mod auth;
 pub mod page;
 pub mod status;
 
@@ -63,17 +70,27 @@ pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// The store must answer a readiness or metrics query within this.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `[admin]`: where the admin listener listens.
+/// `[admin]`: where the admin listener listens, and the environment
+/// variables its tokens are read from at start ([`auth`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// `operator_token_env`: without it, operator actions are refused.
+    pub operator_token_env: Option<String>,
+    /// `read_token_env`: without it, the read-only endpoints are open.
+    pub read_token_env: Option<String>,
 }
 
 /// Who may call an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone who reaches the listener: read-only endpoints.
+    /// Anyone who reaches the listener: probes and the page's static files.
     Open,
+    /// The read token or the operator token, when a read token is
+    /// configured; anyone otherwise.
+    Read,
+    /// The operator token; refused when none is configured.
+    Operator,
 }
 
 /// What the listener answers.
@@ -86,26 +103,42 @@ pub enum Endpoint {
     Script,
     Style,
     Status,
+    Audit,
+    SafRetry,
+    SignOff,
+    SignOn,
+    Drain,
+    RiskReload,
 }
 
-/// Method, path, access, endpoint.
+/// Method, path, access, endpoint. A `{}` segment matches any one segment
+/// of the request's path, handed to the endpoint as its target.
+#[rustfmt::skip]
 pub const ROUTES: &[(&str, &str, Access, Endpoint)] = &[
-    ("GET", "/metrics", Access::Open, Endpoint::Metrics),
+    ("GET", "/metrics", Access::Read, Endpoint::Metrics),
     ("GET", "/health", Access::Open, Endpoint::Health),
     ("GET", "/ready", Access::Open, Endpoint::Ready),
     ("GET", "/", Access::Open, Endpoint::Page),
     ("GET", "/page.js", Access::Open, Endpoint::Script),
     ("GET", "/page.css", Access::Open, Endpoint::Style),
-    ("GET", "/api/status", Access::Open, Endpoint::Status),
+    ("GET", "/api/status", Access::Read, Endpoint::Status),
+    ("GET", "/api/audit", Access::Read, Endpoint::Audit),
+    ("POST", "/api/saf/{}/retry", Access::Operator, Endpoint::SafRetry),
+    ("POST", "/api/banks/{}/sign-off", Access::Operator, Endpoint::SignOff),
+    ("POST", "/api/banks/{}/sign-on", Access::Operator, Endpoint::SignOn),
+    ("POST", "/api/drain", Access::Operator, Endpoint::Drain),
+    ("POST", "/api/risk/reload", Access::Operator, Endpoint::RiskReload),
 ];
 
-/// What the admin listener looks at.
+/// What the admin listener looks at and acts on.
 pub struct Admin {
     pub switch: Arc<Switch>,
     pub links: Vec<Arc<BankLink>>,
-    /// False once the switch has begun to drain: no new wallet connection
-    /// is accepted, so a load balancer should send elsewhere.
-    pub accepting: Arc<AtomicBool>,
+    /// The switch's drain: once begun, no new wallet connection is
+    /// accepted, so a load balancer should send elsewhere.
+    pub drain: crate::service::Drain,
+    pub tokens: auth::Tokens,
+    pub failures: auth::Failures,
 }
 
 /// The outcome of the readiness checks.
@@ -120,7 +153,7 @@ impl Admin {
     pub async fn readiness(&self) -> Readiness {
         let m = metrics();
         let mut problems: Vec<String> = Vec::new();
-        let accepting = self.accepting.load(Ordering::Acquire);
+        let accepting = self.drain.accepting();
         if !accepting {
             problems.push("wallet listeners are not accepting (draining)".into());
         }
@@ -129,8 +162,14 @@ impl Admin {
             .iter()
             .map(|link| {
                 let signed_on = link.ready_connections();
-                let ok = signed_on > 0;
-                if !ok {
+                let signed_off = link.signed_off();
+                let ok = signed_on > 0 && !signed_off;
+                if signed_off {
+                    problems.push(format!(
+                        "bank {} ({}): signed off by an operator",
+                        link.config.name, link.config.institution_id
+                    ));
+                } else if !ok {
                     problems.push(format!(
                         "bank {} ({}): no signed-on connection",
                         link.config.name, link.config.institution_id
@@ -141,6 +180,7 @@ impl Admin {
                     "institution_id": link.config.institution_id,
                     "connections": link.config.connections,
                     "signed_on": signed_on,
+                    "signed_off": signed_off,
                     "ok": ok,
                 })
             })
@@ -199,7 +239,7 @@ impl Admin {
         }
     }
 
-    async fn answer(&self, endpoint: Endpoint) -> Response<Full<Bytes>> {
+    async fn answer(&self, endpoint: Endpoint, query: Option<&str>) -> Response<Full<Bytes>> {
         match endpoint {
             Endpoint::Health => json_response(
                 StatusCode::OK,
@@ -228,13 +268,14 @@ impl Admin {
             Endpoint::Page => asset(&page::INDEX),
             Endpoint::Script => asset(&page::SCRIPT),
             Endpoint::Style => asset(&page::STYLE),
-            Endpoint::Status => {
-                let mut response = json_response(StatusCode::OK, &self.status().await);
-                response
-                    .headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response
-            }
+            Endpoint::Status => no_store(json_response(StatusCode::OK, &self.status().await)),
+            Endpoint::Audit => no_store(self.audit_page(query).await),
+            // Actions are answered by `act`, after their token check.
+            Endpoint::SafRetry
+            | Endpoint::SignOff
+            | Endpoint::SignOn
+            | Endpoint::Drain
+            | Endpoint::RiskReload => error(StatusCode::METHOD_NOT_ALLOWED, "an action"),
         }
     }
 
@@ -260,10 +301,11 @@ impl Admin {
             "banks": checks["banks"],
             "errors": ring.newest_first(),
             "errors_total": ring.total(),
+            "audit": self.recent_actions(STATUS_AUDIT_ROWS).await,
         })
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         // No endpoint takes a body: one announced is refused unread.
         let has_body = request
             .headers()
@@ -275,26 +317,59 @@ impl Admin {
         if has_body {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "requests carry no body here");
         }
-        let (access, endpoint) = match route(request.method(), request.uri().path()) {
+        let path = request.uri().path();
+        let (access, endpoint, target) = match route(request.method(), path) {
             Ok(found) => found,
             Err((status, why)) => return error(status, why),
         };
+        let headers = request.headers();
+        let role = auth::role(
+            &self.tokens,
+            headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+        );
+        let who = actions::who(role, peer, headers.get("x-operator").map(|v| v.as_bytes()));
+        let query = request.uri().query();
         match access {
-            Access::Open => self.answer(endpoint).await,
+            Access::Open => self.answer(endpoint, query).await,
+            Access::Read if self.tokens.read.is_none() || role != auth::Role::Nobody => {
+                self.answer(endpoint, query).await
+            }
+            Access::Read => self.unauthenticated(&who, "read", path, headers).await,
+            Access::Operator => {
+                let action = actions::name(endpoint);
+                let target = target.unwrap_or_default();
+                if self.tokens.operator.is_none() {
+                    self.refused_unconfigured(&who, action, &target).await
+                } else if role == auth::Role::Nobody {
+                    self.unauthenticated(&who, action, &target, headers).await
+                } else if role != auth::Role::Operator {
+                    let why = "the read token cannot act";
+                    self.record(&who, action, &target, "forbidden", why).await;
+                    error(StatusCode::FORBIDDEN, why)
+                } else {
+                    self.act(endpoint, &who, &target).await
+                }
+            }
         }
     }
 }
 
+/// The rows of the audit log `/api/status` carries for the page.
+pub const STATUS_AUDIT_ROWS: usize = 10;
+
+/// A route found: its access, its endpoint, and what its `{}` segment matched.
+type Routed = (Access, Endpoint, Option<String>);
+
 /// The route of a request, or the status and reason of there being none.
-fn route(method: &Method, path: &str) -> Result<(Access, Endpoint), (StatusCode, &'static str)> {
+fn route(method: &Method, path: &str) -> Result<Routed, (StatusCode, &'static str)> {
     let mut known_path = false;
     for &(m, p, access, endpoint) in ROUTES {
-        if p != path {
+        let Some(target) = path_matches(p, path) else {
             continue;
-        }
+        };
         known_path = true;
         if m == method.as_str() || (method == Method::HEAD && m == "GET") {
-            return Ok((access, endpoint));
+            return Ok((access, endpoint, target));
         }
     }
     Err(if known_path {
@@ -302,6 +377,45 @@ fn route(method: &Method, path: &str) -> Result<(Access, Endpoint), (StatusCode,
     } else {
         (StatusCode::NOT_FOUND, "no such endpoint")
     })
+}
+
+/// Whether `path` matches `pattern`: `Some` with what its `{}` segment
+/// matched, percent-decoded (`None` inside when it has none), `None` when
+/// it does not match.
+fn path_matches(pattern: &str, path: &str) -> Option<Option<String>> {
+    if !pattern.contains("{}") {
+        return (pattern == path).then_some(None);
+    }
+    let mut target = None;
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(target),
+            (Some("{}"), Some(segment)) if !segment.is_empty() => {
+                let decoded = percent_encoding::percent_decode_str(segment).decode_utf8();
+                target = Some(decoded.ok()?.into_owned());
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return None,
+        }
+    }
+}
+
+fn no_store(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A 401, with the scheme the listener takes.
+fn unauthorized(why: &str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::UNAUTHORIZED, why);
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -361,7 +475,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin.handle(request).await) }
+                async move { Ok::<_, std::convert::Infallible>(admin.handle(request, addr).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -67,6 +67,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: String,
+    operator_token_env: Option<String>,
+    read_token_env: Option<String>,
 }
 
 /// `[log]`: how `serve` logs unless `--log-format` says otherwise.
@@ -524,6 +526,23 @@ fn address(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| err(key, format!("{value:?} is not a host:port address")))
 }
 
+/// The name of an environment variable (the value is read at start, never
+/// from this file): letters, digits and `_`, not starting with a digit.
+fn env_name(key: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = value else { return Ok(None) };
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(err(
+            key,
+            format!("{name:?} is not an environment variable's name"),
+        ));
+    }
+    Ok(Some(name))
+}
+
 /// A wallet listener's `tls` and `clients` (`prefix` is `wallets[i].`):
 /// the files read now, so that one that cannot be used is a configuration
 /// error naming its key.
@@ -933,6 +952,8 @@ impl Config {
             None => None,
             Some(a) => Some(crate::admin::AdminConfig {
                 listen: address("admin.listen", &a.listen)?,
+                operator_token_env: env_name("admin.operator_token_env", a.operator_token_env)?,
+                read_token_env: env_name("admin.read_token_env", a.read_token_env)?,
             }),
         };
         let log_format = match raw.log.and_then(|l| l.format) {
@@ -1117,6 +1138,23 @@ hosts = ["127.0.0.1:7000"]
         let e = Config::from_toml(&bad, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "log.format");
         assert!(e.reason.contains("text or json"), "{e}");
+        let tokens = format!(
+            "{GOOD}[admin]\nlisten = \"127.0.0.1:0\"\noperator_token_env = \"OPS_TOKEN\"\n"
+        );
+        let admin = Config::from_toml(&tokens, Path::new("."))
+            .unwrap()
+            .admin
+            .unwrap();
+        assert_eq!(admin.operator_token_env.as_deref(), Some("OPS_TOKEN"));
+        assert_eq!(admin.read_token_env, None);
+        let bad_name =
+            format!("{GOOD}[admin]\nlisten = \"127.0.0.1:0\"\nread_token_env = \"a token\"\n");
+        assert_eq!(
+            Config::from_toml(&bad_name, Path::new("."))
+                .unwrap_err()
+                .key,
+            "admin.read_token_env"
+        );
         let bad = format!("{GOOD}[admin]\nlisten = \"nowhere\"\n");
         assert_eq!(
             Config::from_toml(&bad, Path::new(".")).unwrap_err().key,

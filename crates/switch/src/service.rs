@@ -3,6 +3,7 @@
 //! `switchboard serve`, `switchboard demo` and the integration tests.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,14 +27,13 @@ pub struct Running {
     pub wallet_addrs: Vec<SocketAddr>,
     /// Where the admin listener accepts connections, when there is one.
     pub admin_addr: Option<SocketAddr>,
-    /// Cleared when shutdown begins: `/ready` then answers 503.
-    accepting: Arc<std::sync::atomic::AtomicBool>,
+    /// Stops the wallet listeners at shutdown, or earlier when an operator
+    /// drains the switch (`POST /api/drain`).
+    drain: Drain,
     /// What recovery settled at start.
     pub recovered: crate::switch::recovery::Recovered,
     pub switch: Arc<Switch>,
     pub links: Vec<Arc<BankLink>>,
-    /// Stops the listeners; requests already read still run to their answer.
-    wallets_shutdown: CancellationToken,
     wallets: TaskTracker,
     /// Stops the bank links, after the requests that need them are done.
     links_shutdown: CancellationToken,
@@ -42,12 +42,55 @@ pub struct Running {
     recorder: Option<capture::record::Recorder>,
 }
 
+/// The switch's drain: stops every wallet listener, so new connections are
+/// refused, and closes the connections once the answers to the requests
+/// already read are written; `/ready` answers 503 from then on. Used at
+/// shutdown and by the admin listener's drain action; there is no undrain
+/// (a drained switch is restarted).
+#[derive(Clone, Debug)]
+pub struct Drain {
+    /// Cleared when the drain begins.
+    accepting: Arc<AtomicBool>,
+    /// Stops the listeners; requests already read still run to their answer.
+    wallets_shutdown: CancellationToken,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain {
+            accepting: Arc::new(AtomicBool::new(true)),
+            wallets_shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Begins the drain; false when it had already begun.
+    pub fn begin(&self) -> bool {
+        let was = self.accepting.swap(false, Ordering::AcqRel);
+        self.wallets_shutdown.cancel();
+        was
+    }
+
+    /// Whether the wallet listeners still accept (no drain has begun).
+    pub fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+}
+
 /// Starts the bank links and the wallet listeners.
 pub async fn start(
     config: Config,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Running> {
+    // Read first: a token named but missing stops the start before anything runs.
+    let tokens = match &config.admin {
+        Some(admin) => crate::admin::auth::Tokens::from_env(
+            admin.operator_token_env.as_deref(),
+            admin.read_token_env.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+        None => Default::default(),
+    };
     let spec = Arc::new(Spec::load(&config.spec)?);
     let recorder = match &config.capture {
         Some(c) => Some(
@@ -76,7 +119,7 @@ pub async fn start(
     let stans = Arc::new(StanSource::new(store.clone()));
     let links_shutdown = CancellationToken::new();
     let link_tasks = TaskTracker::new();
-    let wallets_shutdown = CancellationToken::new();
+    let drain = Drain::new();
     let wallets = TaskTracker::new();
     let context = Arc::new(LinkContext {
         spec: spec.clone(),
@@ -197,10 +240,9 @@ pub async fn start(
             switch.clone(),
             recorder.clone(),
             wallets.clone(),
-            wallets_shutdown.clone(),
+            drain.wallets_shutdown.clone(),
         ));
     }
-    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     // Started last, so that it never reports a switch not yet listening as
     // ready; it stops with the links, so it reports the drain as not ready.
     let admin_addr = match &config.admin {
@@ -213,7 +255,9 @@ pub async fn start(
             let state = Arc::new(crate::admin::Admin {
                 switch: switch.clone(),
                 links: links.clone(),
-                accepting: accepting.clone(),
+                drain: drain.clone(),
+                tokens,
+                failures: Default::default(),
             });
             link_tasks.spawn(crate::admin::serve(listener, state, links_shutdown.clone()));
             Some(addr)
@@ -222,11 +266,10 @@ pub async fn start(
     Ok(Running {
         wallet_addrs,
         admin_addr,
-        accepting,
+        drain,
         recovered,
         switch,
         links,
-        wallets_shutdown,
         wallets,
         links_shutdown,
         link_tasks,
@@ -248,9 +291,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish (bounded by the links'
     /// timeouts), and closes the links.
     pub async fn shutdown(self) {
-        self.accepting
-            .store(false, std::sync::atomic::Ordering::Release);
-        self.wallets_shutdown.cancel();
+        self.drain.begin();
         self.wallets.close();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.wallets.wait()).await;
         self.links_shutdown.cancel();

@@ -2,6 +2,7 @@
 //! many requests in flight until the connection fails or the switch stops.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,7 +86,14 @@ pub(super) struct Connection {
     index: usize,
     config: BankConfig,
     context: Arc<LinkContext>,
+    /// The session's sender once it is signed on: requests are routed here.
     ready: Mutex<Option<Sender>>,
+    /// The session's sender while connected, signed on or not: what an
+    /// operator's sign-off and sign-on are sent through.
+    connected: Mutex<Option<Sender>>,
+    /// Set while an operator holds the link signed off (shared by the
+    /// link's connections): a new session does not sign on.
+    held: Arc<AtomicBool>,
     metrics: crate::metrics::LinkMetrics,
 }
 
@@ -106,13 +114,20 @@ impl Drop for InFlight<'_> {
 }
 
 impl Connection {
-    pub(super) fn new(index: usize, config: &BankConfig, context: Arc<LinkContext>) -> Self {
+    pub(super) fn new(
+        index: usize,
+        config: &BankConfig,
+        context: Arc<LinkContext>,
+        held: Arc<AtomicBool>,
+    ) -> Self {
         Connection {
             name: format!("{}#{index}", config.name),
             index,
             config: config.clone(),
             context,
             ready: Mutex::new(None),
+            connected: Mutex::new(None),
+            held,
             metrics: crate::metrics::metrics().link(&config.institution_id, index),
         }
     }
@@ -123,6 +138,49 @@ impl Connection {
 
     pub(super) fn sender(&self) -> Option<Sender> {
         self.ready.lock().expect("ready lock").clone()
+    }
+
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Makes `sender` the one requests are routed to, unless an operator
+    /// holds the link signed off (checked under the lock a sign-off takes,
+    /// so a sign-on that races a sign-off never outlives it).
+    fn signed_on(&self, sender: Sender) -> bool {
+        let mut ready = self.ready.lock().expect("ready lock");
+        if self.held.load(Ordering::Acquire) {
+            return false;
+        }
+        *ready = Some(sender);
+        self.metrics.signed_on.set(1);
+        true
+    }
+
+    /// An operator's sign-off: no new request is routed here (those in
+    /// flight get their answers), and the bank is told (0800, F70 002) when
+    /// the connection is up. False when it was not connected.
+    pub(super) async fn sign_off(&self) -> Result<bool, LinkError> {
+        *self.ready.lock().expect("ready lock") = None;
+        self.metrics.signed_on.set(0);
+        let Some(sender) = self.connected.lock().expect("connected lock").clone() else {
+            return Ok(false);
+        };
+        self.network_exchange(sender, "002").await.map(|()| true)
+    }
+
+    /// An operator's sign-on (0800, F70 001) of a connected session; False
+    /// when it was not connected (it signs on by itself once it is).
+    pub(super) async fn sign_on(&self) -> Result<bool, LinkError> {
+        let Some(sender) = self.connected.lock().expect("connected lock").clone() else {
+            return Ok(false);
+        };
+        self.network_exchange(sender.clone(), "001").await?;
+        if self.signed_on(sender) {
+            Ok(true)
+        } else {
+            Err(LinkError::Invalid("signed off again meanwhile".into()))
+        }
     }
 
     fn journal(&self, direction: Direction, msg: &Message, raw: Bytes, note: Option<String>) {
@@ -401,16 +459,21 @@ impl Connection {
 
         // Sign-on and echoes run beside the reader, which delivers their responses.
         let (failed_tx, mut failed_rx) = mpsc::channel::<String>(4);
-        {
+        *self.connected.lock().expect("connected lock") = Some(sender.clone());
+        if self.held.load(Ordering::Acquire) {
+            info!(link = %self.name, "signed off by an operator: not signing on");
+        } else {
             let me = self.clone();
             let sender = sender.clone();
             let failed = failed_tx.clone();
             tokio::spawn(async move {
                 match me.network_exchange(sender.clone(), "001").await {
                     Ok(()) => {
-                        info!(link = %me.name, "signed on");
-                        *me.ready.lock().expect("ready lock") = Some(sender);
-                        me.metrics.signed_on.set(1);
+                        if me.signed_on(sender) {
+                            info!(link = %me.name, "signed on");
+                        } else {
+                            info!(link = %me.name, "signed on, but signed off by an operator meanwhile");
+                        }
                     }
                     Err(e) => {
                         let _ = failed.send(format!("sign-on failed: {e}")).await;
@@ -466,6 +529,7 @@ impl Connection {
             }
         };
         *self.ready.lock().expect("ready lock") = None;
+        *self.connected.lock().expect("connected lock") = None;
         self.metrics.signed_on.set(0);
         // Waiters see their sender dropped: ConnectionLost.
         sender.pending.lock().expect("pending lock").clear();

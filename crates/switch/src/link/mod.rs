@@ -5,11 +5,16 @@
 //!
 //! A response that matches nothing is logged and journaled, never dropped
 //! silently. Every request has a deadline.
+//!
+//! An operator may sign a link off ([`BankLink::sign_off`]): no new request
+//! is routed to it (the switch answers as for a bank that is down), the bank
+//! is told (0800, F70 002) on each connection that is up, and connections
+//! that reconnect meanwhile do not sign on, until [`BankLink::sign_on`].
 
 mod connection;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,6 +184,18 @@ pub struct BankLink {
     connections: Vec<Arc<Connection>>,
     next: AtomicUsize,
     context: Arc<LinkContext>,
+    /// Set while an operator holds the link signed off.
+    held: Arc<AtomicBool>,
+}
+
+/// What an operator's sign-off or sign-on did, connection by connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignReport {
+    /// Connections whose bank answered the 0800 with 00.
+    pub answered: usize,
+    pub connections: usize,
+    /// One line per connection: sent and answered, not connected, or why not.
+    pub notes: Vec<String>,
 }
 
 impl BankLink {
@@ -199,8 +216,9 @@ impl BankLink {
                 "MACs required on this link"
             );
         }
+        let held = Arc::new(AtomicBool::new(false));
         let connections: Vec<Arc<Connection>> = (0..config.connections)
-            .map(|i| Arc::new(Connection::new(i, &config, context.clone())))
+            .map(|i| Arc::new(Connection::new(i, &config, context.clone(), held.clone())))
             .collect();
         for c in &connections {
             let c = c.clone();
@@ -212,7 +230,56 @@ impl BankLink {
             connections,
             next: AtomicUsize::new(0),
             context,
+            held,
         })
+    }
+
+    /// Whether an operator holds the link signed off.
+    pub fn signed_off(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Signs the link off for an operator: from now on no new request is
+    /// routed to it; then each connection that is up sends a sign-off
+    /// (0800, F70 002) and waits for its answer, within the bank's timeout.
+    pub async fn sign_off(&self) -> SignReport {
+        self.held.store(true, Ordering::Release);
+        tracing::warn!(link = %self.config.name, "signed off by an operator");
+        let results =
+            futures::future::join_all(self.connections.iter().map(|c| c.sign_off())).await;
+        self.report("sign-off", results)
+    }
+
+    /// Signs the link on again for an operator: each connection that is up
+    /// sends a sign-on (0800, F70 001) and takes requests once the bank
+    /// approves it; one that is not up signs on when it connects.
+    pub async fn sign_on(&self) -> SignReport {
+        self.held.store(false, Ordering::Release);
+        tracing::info!(link = %self.config.name, "signed on by an operator");
+        let results = futures::future::join_all(self.connections.iter().map(|c| c.sign_on())).await;
+        self.report("sign-on", results)
+    }
+
+    fn report(&self, what: &str, results: Vec<Result<bool, LinkError>>) -> SignReport {
+        let mut answered = 0;
+        let notes = self
+            .connections
+            .iter()
+            .zip(results)
+            .map(|(c, r)| match r {
+                Ok(true) => {
+                    answered += 1;
+                    format!("{}: {what} answered 00", c.name())
+                }
+                Ok(false) => format!("{}: not connected", c.name()),
+                Err(e) => format!("{}: {what} failed: {e}", c.name()),
+            })
+            .collect();
+        SignReport {
+            answered,
+            connections: self.connections.len(),
+            notes,
+        }
     }
 
     pub fn institution_id(&self) -> &str {

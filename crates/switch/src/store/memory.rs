@@ -35,6 +35,9 @@ struct State {
     /// (rule, subject) → the events the risk rules count.
     risk_events: BTreeMap<(String, String), Vec<RiskEvent>>,
     risk_hits: Vec<super::Hit>,
+    /// The last [`super::audit::MEMORY_ROWS`] audit rows, oldest first.
+    audit: std::collections::VecDeque<super::AuditRecord>,
+    next_audit_id: i64,
 }
 
 /// One event a risk rule counts: (at_ms, amount, distinct value).
@@ -440,6 +443,43 @@ impl SafQueue for MemoryStore {
 
     async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>> {
         self.with(|s| Ok(s.saf.values().cloned().collect()))
+    }
+
+    async fn saf_retry(&self, id: i64, now_ms: i64) -> StoreResult<super::SafRetry> {
+        self.with(|s| {
+            let Some(entry) = s.saf.get_mut(&id) else {
+                return Ok(super::SafRetry::NotFound);
+            };
+            if entry.state != SafState::Dead {
+                return Ok(super::SafRetry::NotDead(entry.state));
+            }
+            entry.state = SafState::Pending;
+            entry.next_attempt_ms = now_ms;
+            entry.attempts = entry.attempts.min(1);
+            Ok(super::SafRetry::Retried)
+        })
+    }
+}
+
+#[async_trait]
+impl super::AuditLog for MemoryStore {
+    async fn audit(&self, entry: super::AuditEntry) -> StoreResult<()> {
+        self.with(|s| {
+            s.next_audit_id += 1;
+            if s.audit.len() == super::audit::MEMORY_ROWS {
+                s.audit.pop_front();
+            }
+            s.audit.push_back(super::AuditRecord {
+                id: s.next_audit_id,
+                entry,
+            });
+            Ok(())
+        })
+    }
+
+    async fn audit_latest(&self, limit: usize) -> StoreResult<Vec<super::AuditRecord>> {
+        let limit = limit.min(super::audit::MAX_READ);
+        self.with(|s| Ok(s.audit.iter().rev().take(limit).cloned().collect()))
     }
 }
 

@@ -20,7 +20,9 @@
 //! - [`Maintenance`] (`maintenance.rs`): cleared days, the journal's
 //!   retention and resealing card data under a new key; only in the SQL
 //!   stores, reached through [`Store::maintenance`];
-//! - [`RiskLedger`] (`risk.rs`): what the risk rules count, and their hits.
+//! - [`RiskLedger`] (`risk.rs`): what the risk rules count, and their hits;
+//! - [`AuditLog`] (`audit.rs`): the operator actions asked of the admin
+//!   listener.
 //!
 //! The implementations: [`memory`] (the model the simulation trusts),
 //! [`sqlite`] (the embedded default) and [`postgres`] (shared by instances).
@@ -30,6 +32,7 @@
 
 #[macro_use]
 mod columns;
+pub mod audit;
 pub mod decisions;
 pub mod history;
 pub mod journal;
@@ -48,6 +51,7 @@ use bytes::Bytes;
 
 use crate::dialect::InstitutionId;
 
+pub use audit::{AuditEntry, AuditLog, AuditRecord};
 pub use decisions::{
     Close, Decisions, FollowUp, FreezeRecord, FreezeState, InsertFreeze, NewFreeze, NewReceive,
     ReceiveOutcome, Reserve, SagaRecord, SagaState, SentMessage, Settled,
@@ -57,7 +61,7 @@ pub use journal::{Direction, JournalEntry, JournalSink};
 pub use leases::{ExpiredLease, Lease, Leases, Unfinished};
 pub use maintenance::{ClearedDay, Maintenance, Resealed, RowKey, SealedColumn};
 pub use risk::{Hit, HitCount, Limit, RiskLedger};
-pub use saf::{NewSafEntry, SafEntry, SafKind, SafOutcome, SafQueue, SafState};
+pub use saf::{NewSafEntry, SafEntry, SafKind, SafOutcome, SafQueue, SafRetry, SafState};
 
 /// Identifies one request of a wallet for idempotency: the request MTI with the
 /// repeat bit cleared (0121 → 0120), F32, F7 and F11.
@@ -116,7 +120,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the switch needs from durable storage.
-pub trait Store: Decisions + SafQueue + JournalSink + History + RiskLedger {
+pub trait Store: Decisions + SafQueue + JournalSink + History + RiskLedger + AuditLog {
     /// The store's leases when it is shared by several instances (which
     /// then each hold a lease on their work); `None` for a store one
     /// instance uses alone, where everything unfinished is a crash's.

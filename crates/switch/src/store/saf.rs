@@ -124,6 +124,14 @@ pub trait SafQueue: Send + Sync + 'static {
     /// Every entry, in queue order (for `switchboard saf list`).
     async fn saf_entries(&self) -> StoreResult<Vec<SafEntry>>;
 
+    /// An operator's retry: puts a dead entry back to pending, due at
+    /// `now_ms`, with its attempts counted again from one (from none if it
+    /// was never sent), so it gets a full round of attempts and a message
+    /// sent before is still repeated as a repeat (0421, 0121). Its last
+    /// result stays until the next attempt. An entry that is not dead is
+    /// left alone and said so.
+    async fn saf_retry(&self, id: i64, now_ms: i64) -> StoreResult<SafRetry>;
+
     /// How many entries wait and how many were given up on (for `/metrics`
     /// and `/ready`). The SQL stores count with one indexed query.
     async fn saf_counts(&self) -> StoreResult<SafCounts> {
@@ -132,6 +140,39 @@ pub trait SafQueue: Send + Sync + 'static {
             counts.add(entry.state, 1);
         }
         Ok(counts)
+    }
+}
+
+/// What [`SafQueue::saf_retry`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SafRetry {
+    /// Pending again: the delivery loop sends it.
+    Retried,
+    /// No entry has this id.
+    NotFound,
+    /// The entry is not dead (pending or done): nothing changed.
+    NotDead(SafState),
+}
+
+/// `$1` id, `$2` now: a dead entry back to pending ([`SafQueue::saf_retry`]).
+pub(crate) const SQL_SAF_RETRY: &str = "UPDATE saf SET state = 'pending', next_attempt_ms = $2, \
+     attempts = CASE WHEN attempts > 0 THEN 1 ELSE 0 END \
+     WHERE id = $1 AND state = 'dead' RETURNING id";
+
+/// `$1` id: the state of an entry a retry did not change.
+pub(crate) const SQL_SAF_STATE: &str = "SELECT state FROM saf WHERE id = $1";
+
+/// What a retry did, from whether it changed a row and, if not, the state
+/// of the entry (`None`: no such entry).
+pub(crate) fn saf_retry_of(changed: bool, state: Option<String>) -> super::StoreResult<SafRetry> {
+    if changed {
+        return Ok(SafRetry::Retried);
+    }
+    match state {
+        None => Ok(SafRetry::NotFound),
+        Some(s) => SafState::parse(&s)
+            .map(SafRetry::NotDead)
+            .ok_or_else(|| super::StoreError::Corrupt(format!("saf state {s:?}"))),
     }
 }
 

@@ -224,6 +224,11 @@ impl Switch {
         &self.instance
     }
 
+    /// Now, by the switch's clock (ms since the epoch).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// The cutoff and time zone F15 is given by (23:00 Asia/Shanghai unless set).
     pub fn with_settlement(mut self, settlement: crate::clearing::Settlement) -> Switch {
         self.settlement = settlement;

@@ -1,7 +1,10 @@
-// The operator's page: polls /api/status and draws small SVG charts.
-// No library, no inline script or style (the page's Content-Security-Policy
-// forbids both). Every chart sets data-points to the number of points or
-// bars it drew, which the headless browser test reads.
+// The operator's page: polls /api/status and draws small SVG charts and the
+// latest operator actions. No library, no inline script or style (the page's
+// Content-Security-Policy forbids both). Every chart sets data-points to the
+// number of points or bars it drew, and the actions table data-rows, which
+// the headless browser test reads. When the listener asks for a read token
+// (401), a field asks for it; it is kept for this tab only (sessionStorage)
+// and sent as a bearer token.
 "use strict";
 
 const POLL_MS = 1500;
@@ -100,7 +103,8 @@ function bankChart(svg, banks) {
   let dots = 0;
   banks.forEach((b, i) => {
     const y = 20 + i * 24;
-    svg.appendChild(el("text", { x: 2, y: y + 4 }, b.bank + " (" + b.institution_id + ")"));
+    const off = b.signed_off ? " signed off" : "";
+    svg.appendChild(el("text", { x: 2, y: y + 4 }, b.bank + " (" + b.institution_id + ")" + off));
     for (let c = 0; c < b.connections; c++) {
       const on = c < b.signed_on;
       const dot = el("circle", { cx: 200 + c * 18, cy: y, r: 6, class: on ? "dot-on" : "dot-off" });
@@ -129,6 +133,35 @@ function showErrors(list, total) {
     ol.appendChild(li);
   }
   document.getElementById("errors-total").textContent = total + " since start";
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+}
+
+function showAudit(list) {
+  const body = document.getElementById("audit");
+  while (body.firstChild) body.removeChild(body.firstChild);
+  const rows = list || [];
+  if (rows.length === 0) {
+    const tr = document.createElement("tr");
+    cell(tr, list ? "none" : "audit log not readable", "none");
+    body.appendChild(tr);
+  }
+  for (const a of rows) {
+    const tr = document.createElement("tr");
+    cell(tr, a.at || String(a.at_ms));
+    cell(tr, a.who);
+    cell(tr, a.action);
+    cell(tr, a.target);
+    cell(tr, a.result, a.result === "ok" ? "ok" : "bad");
+    cell(tr, a.reason);
+    body.appendChild(tr);
+  }
+  body.setAttribute("data-rows", String(rows.length));
 }
 
 function render(s) {
@@ -167,6 +200,7 @@ function render(s) {
 
   bankChart(document.getElementById("banks"), s.banks);
   showErrors(s.errors, s.errors_total);
+  showAudit(s.audit);
 
   const badge = document.getElementById("readiness");
   badge.textContent = s.ready ? "ready" : "not ready: " + s.problems.join("; ");
@@ -175,11 +209,24 @@ function render(s) {
   document.getElementById("updated").textContent = "updated " + new Date(s.time_ms).toISOString();
 }
 
+const TOKEN_KEY = "switchboard-read-token";
+
+document.getElementById("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+  document.getElementById("token").value = "";
+  document.getElementById("token-form").hidden = true;
+});
+
 async function poll() {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), 5000);
   try {
-    const r = await fetch("/api/status", { signal: abort.signal, cache: "no-store" });
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers["Authorization"] = "Bearer " + token;
+    const r = await fetch("/api/status", { signal: abort.signal, cache: "no-store", headers: headers });
+    document.getElementById("token-form").hidden = r.status !== 401;
     if (!r.ok) throw new Error("status " + r.status);
     render(await r.json());
     document.body.setAttribute("data-state", "ok");

@@ -218,6 +218,7 @@ struct Inner {
 #[macro_use]
 mod rows;
 mod answers;
+mod audit;
 mod conninfo;
 mod decode;
 mod journal;

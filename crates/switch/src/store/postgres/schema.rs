@@ -191,6 +191,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     CREATE INDEX risk_hits_by_day ON risk_hits (day);
     "#,
     ),
+    (
+        8,
+        "the operator actions asked of the admin listener",
+        r#"
+    CREATE TABLE audit_log (
+        id     bigserial PRIMARY KEY,
+        at_ms  bigint NOT NULL,
+        who    text   NOT NULL,
+        action text   NOT NULL,
+        target text   NOT NULL,
+        result text   NOT NULL,
+        reason text   NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// Brings the database at `url` to this build's schema; returns the versions

@@ -324,6 +324,10 @@ impl SafQueue for PostgresStore {
         rows.iter().map(saf_row).collect()
     }
 
+    async fn saf_retry(&self, id: i64, now_ms: i64) -> StoreResult<crate::store::SafRetry> {
+        self.retry_dead(id, now_ms).await
+    }
+
     async fn saf_counts(&self) -> StoreResult<crate::store::saf::SafCounts> {
         let rows = self.read(crate::store::saf::SafCounts::SQL, &[]).await?;
         let rows = rows

@@ -53,6 +53,7 @@ use super::{
 use crate::dialect::FreezeKey;
 use crate::store::journal::JournalBacklog;
 
+mod audit;
 mod commands;
 pub mod lock;
 mod maintenance;

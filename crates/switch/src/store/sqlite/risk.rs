@@ -11,11 +11,6 @@ use crate::store::risk::{
 use crate::store::risk_book::{empty_counter, Counter};
 use crate::store::{Hit, HitCount, Limit, RiskLedger};
 
-/// The shared SQL with SQLite's `?N` parameters.
-fn sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
 /// SQLite's spelling of the shared SQL, made once.
 struct Sql {
     add: String,

@@ -41,6 +41,11 @@ impl Columns for Row<'_> {
 // ---------------------------------------------------------------------------
 // Queries
 
+/// SQL shared with PostgreSQL (`$N` parameters) with SQLite's `?N` ones.
+pub(super) fn sqlite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
 pub(super) fn query_opt<T>(
     conn: &Connection,
     sql: &str,

@@ -145,6 +145,18 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX risk_hits_by_day ON risk_hits (day);
     "#,
+    // 7: the operator actions asked of the admin listener.
+    r#"
+    CREATE TABLE audit_log (
+        id     INTEGER PRIMARY KEY,
+        at_ms  INTEGER NOT NULL,
+        who    TEXT    NOT NULL,
+        action TEXT    NOT NULL,
+        target TEXT    NOT NULL,
+        result TEXT    NOT NULL,
+        reason TEXT    NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

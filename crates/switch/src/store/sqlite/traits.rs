@@ -172,6 +172,11 @@ impl SafQueue for SqliteStore {
         .await
     }
 
+    async fn saf_retry(&self, id: i64, now_ms: i64) -> StoreResult<crate::store::SafRetry> {
+        self.call(move |c| super::audit::saf_retry(c, id, now_ms))
+            .await
+    }
+
     async fn saf_counts(&self) -> StoreResult<crate::store::saf::SafCounts> {
         self.read(move |c| {
             let rows = query_all(c, crate::store::saf::SafCounts::SQL, |row| {
