@@ -5,6 +5,7 @@
 //! (a bank's from its journal, a wallet's from its records) in this format.
 
 pub mod clear;
+pub mod day;
 pub mod file;
 pub mod reconcile;
 pub mod settlement;
