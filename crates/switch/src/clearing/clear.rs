@@ -570,11 +570,11 @@ pub async fn clear_day_reporting(
             _ => None,
         };
         if let (Some(key), Some(msg)) = (reversed, &msg) {
-            if !reversed_originals.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = reversed_originals.entry(key) {
                 if let Some(original) =
                     original_of_reversal(msg, &entry.entry.bank, &mut journal.words)
                 {
-                    reversed_originals.insert(key, original);
+                    slot.insert(original);
                 }
             }
         }

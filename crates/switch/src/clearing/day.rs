@@ -289,7 +289,7 @@ impl ClearedDay {
             (rank[&a.bank], ak, a.kind).cmp(&(rank[&b.bank], bk, b.kind))
         });
         // A wallet's id is its requests' F32, the key's start.
-        wallet_lines.sort_unstable_by(|(a, _), (b, _)| (a.key, a.kind).cmp(&(b.key, b.kind)));
+        wallet_lines.sort_unstable_by_key(|(r, _)| (r.key, r.kind));
 
         let mut banks: BTreeMap<String, FileLines> = BTreeMap::new();
         let mut start = 0;
