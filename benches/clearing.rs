@@ -31,7 +31,7 @@ use iso8583::mask::mask_pan;
 use iso8583::{ResponseCode, Spec};
 use rusqlite::{params, Connection};
 use simulators::bank::luhn_check_digit;
-use switchboard::clearing::clear::{clear, ClearRequest};
+use switchboard::clearing::clear::{clear_day, ClearRequest};
 use switchboard::clearing::Settlement;
 use switchboard::dialect::{InstitutionId, OriginalData};
 use switchboard::store::sqlite::SqliteStore;
@@ -453,24 +453,19 @@ fn main() {
             allow_pending: false,
         };
         let started = Instant::now();
-        let cleared = clear(store.as_ref(), &Spec::switchboard(), &request)
+        let cleared = clear_day(store.as_ref(), &Spec::switchboard(), &request)
             .await
             .expect("the day clears");
         let cleared_in = started.elapsed();
         let out = dir.join(format!("out-{receives}"));
         let files = cleared.write(&out).unwrap();
         let total = started.elapsed();
-        let lines: usize = cleared.banks.values().map(|f| f.lines.len()).sum::<usize>()
-            + cleared
-                .wallets
-                .values()
-                .map(|f| f.lines.len())
-                .sum::<usize>();
+        let lines = cleared.bank_line_count() + cleared.wallet_line_count();
         assert!(cleared.balanced(), "net positions do not sum to zero");
         println!(
             "clearing {receives} receives ({} bank lines, {lines} lines in all): \
              cleared in {:.2} s, {} files written in {:.2} s total",
-            cleared.banks.values().map(|f| f.lines.len()).sum::<usize>(),
+            cleared.bank_line_count(),
             cleared_in.as_secs_f64(),
             files.len(),
             total.as_secs_f64()

@@ -25,7 +25,7 @@ use simulators::bank_clearing as bank;
 use simulators::bank_server::{spawn_bank, BankHandle};
 use simulators::faults::Faults;
 use simulators::wallet::{code, WalletClient, WalletRecord, WalletRecords};
-use switchboard::clearing::clear::{clear, ClearError, ClearRequest, Cleared};
+use switchboard::clearing::clear::{clear, clear_day, ClearError, ClearRequest, Cleared};
 use switchboard::clearing::reconcile::{reconcile, DifferenceKind, Reconciliation};
 use switchboard::clearing::{ParticipantFile, Settlement, Status};
 use switchboard::clock::{Clock, ShiftedClock};
@@ -226,6 +226,27 @@ impl Day {
     fn journal(&self, bank: &BankHandle) -> Vec<Movement> {
         bank.bank.lock().unwrap().journal().to_vec()
     }
+}
+
+/// The files `clear_day` writes as it goes (what `switchboard clear` does) are
+/// the bytes of the lines `clear` returns.
+async fn streamed_files_are_the_same(d: &Day, day: NaiveDate, cleared: &Cleared) {
+    let streamed = clear_day(
+        d.store.as_ref(),
+        &Spec::switchboard(),
+        &d.request(day, false),
+    )
+    .await
+    .unwrap();
+    let out = d.dir.path().join(format!("streamed-{day}"));
+    let paths = streamed.write(&out).unwrap();
+    let files = cleared.files();
+    assert_eq!(paths.len(), files.len());
+    for ((name, text), path) in files.iter().zip(&paths) {
+        assert_eq!(path, &out.join(name));
+        assert_eq!(&std::fs::read_to_string(path).unwrap(), text, "{name}");
+    }
+    assert_eq!(streamed.summary(), cleared.summary());
 }
 
 fn export(movements: &[Movement], bank: &str, day: NaiveDate) -> ParticipantFile {
@@ -477,6 +498,7 @@ async fn full_day(backend: Backend) {
     // Clearing again gives the same bytes.
     let again = d.clear(day, false).await.unwrap();
     assert_eq!(again.files(), cleared.files());
+    streamed_files_are_the_same(&d, day, &cleared).await;
 
     // Both banks' own records reconcile with zero differences.
     for (handle, id) in [(&d.bank_a, A11), (&d.bank_b, B11)] {

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use clap::Args;
 
 use iso8583::spec::Spec;
-use switchboard::clearing::clear::{clear_reporting, ClearProgress, ClearRequest};
+use switchboard::clearing::clear::{clear_day_reporting, ClearProgress, ClearRequest};
 use switchboard::config::Config;
 use switchboard::store::Store;
 
@@ -75,7 +75,7 @@ pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
         let store = switchboard::service::open_store_locked(&config.store, "clear").await?;
         refuse_purged(store.clone(), date).await?;
         anyhow::Ok((
-            clear_reporting(store.as_ref(), &spec, &request, &show).await?,
+            clear_day_reporting(store.as_ref(), &spec, &request, &show).await?,
             store,
         ))
     });
@@ -89,8 +89,8 @@ pub fn run(args: ClearArgs) -> anyhow::Result<ExitCode> {
         "settlement date {} ({}): {} bank(s), {} wallet(s)",
         date,
         config.clearing,
-        cleared.banks.len(),
-        cleared.wallets.len()
+        cleared.banks().count(),
+        cleared.wallets().count()
     );
     for p in &cleared.positions {
         let side = if p.net.is_zero() {

@@ -34,9 +34,12 @@ use iso8583::fields::{self, num};
 use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 
-use super::file::{Header, Kind, Line, ParticipantFile, Role, Status, Trailer, FORMAT, VERSION};
-use super::{decimal, institution11, Settlement};
-use crate::dialect::{InstitutionId, OriginalData};
+use super::day::{
+    ClearedDay, Decided, Exponents, KeyText, MsgKey, Outcome, Request, Sent, Short, Word, Words,
+};
+use super::file::{Kind, ParticipantFile, Role, Status};
+use super::{institution11, Settlement};
+use crate::dialect::{FreezeKey, InstitutionId, OriginalData};
 use crate::store::{
     Direction, JournalEntry, RequestKey, SafKind, SafState, SagaRecord, SagaState, Store,
     StoreError,
@@ -48,6 +51,9 @@ pub const MARGIN_MS: i64 = 3_600_000;
 
 /// The journal is read in slices of this many milliseconds (ten minutes).
 const SLICE_MS: i64 = 600_000;
+
+/// The sagas are read in slices of this many milliseconds (an hour).
+const SAGA_SLICE_MS: i64 = 3_600_000;
 
 /// How far a clearing has got, for a progress display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,9 +160,6 @@ fn describe(pending: &[Pending]) -> String {
         .join("\n")
 }
 
-/// F32/F7/F11 of a message, F32 as 11 digits.
-type MsgKey = [u8; 27];
-
 fn msg_key(acquirer: &[u8], transmission: &[u8], stan: &[u8]) -> Option<MsgKey> {
     let acquirer = InstitutionId::from_field(num::ACQUIRER, acquirer).ok()?;
     if transmission.len() != 10 || stan.len() != 6 {
@@ -170,8 +173,7 @@ fn msg_key(acquirer: &[u8], transmission: &[u8], stan: &[u8]) -> Option<MsgKey> 
 }
 
 fn key_text(key: &MsgKey) -> String {
-    let s = |r: std::ops::Range<usize>| String::from_utf8_lossy(&key[r]).into_owned();
-    format!("{}/{}/{}", s(0..11), s(11..21), s(21..27))
+    KeyText::of(key).text().into_owned()
 }
 
 fn entry_key(e: &JournalEntry) -> Option<MsgKey> {
@@ -182,26 +184,48 @@ fn entry_key(e: &JournalEntry) -> Option<MsgKey> {
     )
 }
 
-/// A debit or credit the switch sent on the day.
-struct BankMessage {
-    bank: String,
-    kind: Kind,
-    pan: String,
-    currency: u16,
-    amount_minor: u64,
-    freeze: String,
+fn freeze_key(key: &FreezeKey) -> MsgKey {
+    let mut k = [0u8; 27];
+    k[..11].copy_from_slice(&key.acquirer.0);
+    k[11..21].copy_from_slice(&key.transmission);
+    k[21..].copy_from_slice(&key.stan);
+    k
+}
+
+/// Its saga decided a leg (debit or credit): approved (both legs answered 00).
+const LEG_APPROVED: u8 = 1;
+/// Its saga failed.
+const LEG_FAILED: u8 = 2;
+/// Known only from its reversal: the freeze comes from its saga.
+const LEG_FREEZE_FROM_SAGA: u8 = 4;
+
+/// A debit or credit of the day, by the switch's F32/F7/F11: the message
+/// the switch sent (once seen: a bank's answer may come first), the bank's
+/// first answer, what its saga says, and its line once decided.
+struct Leg {
+    key: MsgKey,
+    sent: Option<Sent>,
+    answer: Option<Word>,
+    flags: u8,
+    outcome: Option<Outcome>,
+}
+
+/// What a wallet request's receive saga says of it.
+#[derive(Clone, Copy)]
+struct SagaNote {
+    on_date: bool,
+    is_final: bool,
+    response: Option<Word>,
 }
 
 /// A wallet's request.
 struct WalletRequest {
+    request: Request,
     at_ms: i64,
-    wallet: String,
-    pan: String,
-    currency: u16,
-    amount_minor: u64,
-    freeze: String,
     /// The switch's decision (F39), once seen.
-    answer: Option<String>,
+    answer: Option<Word>,
+    saga: Option<SagaNote>,
+    outcome: Option<Outcome>,
 }
 
 /// How the reversal of a debit or credit stands.
@@ -212,12 +236,19 @@ enum Reversal {
     Done(String),
 }
 
-/// Everything read from the journal.
-#[derive(Default)]
+/// Everything read from the journal, kept small: a record per debit or
+/// credit of the day and per wallet request, indexed by key.
 struct Journal {
-    bank_messages: HashMap<MsgKey, BankMessage>,
-    bank_answers: HashMap<MsgKey, String>,
-    wallet_requests: HashMap<(Kind, MsgKey), WalletRequest>,
+    date: NaiveDate,
+    settlement: Settlement,
+    words: Words,
+    legs: Vec<Leg>,
+    leg_index: HashMap<MsgKey, u32>,
+    requests: Vec<WalletRequest>,
+    request_index: HashMap<(Kind, MsgKey), u32>,
+    /// Whether an F7 falls on the day, by F7: the time zone arithmetic is
+    /// done once per second of the day rather than once per message.
+    on_date: HashMap<[u8; 10], bool>,
 }
 
 fn wallet_kind(mti: &[u8; 4], processing_code: Option<&str>) -> Option<Kind> {
@@ -229,8 +260,72 @@ fn wallet_kind(mti: &[u8; 4], processing_code: Option<&str>) -> Option<Kind> {
     }
 }
 
+/// The kind of a wallet request whose request key has MTI `mti`.
+fn kind_of_request_mti(mti: &[u8; 4]) -> Option<Kind> {
+    match mti {
+        b"0100" => Some(Kind::Freeze),
+        b"0200" => Some(Kind::Receive),
+        b"0120" => Some(Kind::Unfreeze),
+        _ => None,
+    }
+}
+
+/// The F7 cache is emptied past this many entries (a day has 86,400 seconds).
+const ON_DATE_CACHE: usize = 1 << 18;
+
 impl Journal {
-    fn take(&mut self, spec: &Spec, e: JournalEntry, date: NaiveDate, settlement: &Settlement) {
+    fn new(date: NaiveDate, settlement: Settlement) -> Journal {
+        Journal {
+            date,
+            settlement,
+            words: Words::default(),
+            legs: Vec::new(),
+            leg_index: HashMap::new(),
+            requests: Vec::new(),
+            request_index: HashMap::new(),
+            on_date: HashMap::new(),
+        }
+    }
+
+    /// Whether the message of `key` belongs to the day by its F7.
+    fn on_date(&mut self, key: &MsgKey) -> bool {
+        let f7: [u8; 10] = key[11..21].try_into().expect("10 bytes");
+        if let Some(on) = self.on_date.get(&f7) {
+            return *on;
+        }
+        if self.on_date.len() >= ON_DATE_CACHE {
+            self.on_date.clear();
+        }
+        let on = self.settlement.date_of_transmission(&f7, self.date) == Some(self.date);
+        self.on_date.insert(f7, on);
+        on
+    }
+
+    fn leg(&self, key: &MsgKey) -> Option<&Leg> {
+        self.leg_index.get(key).map(|i| &self.legs[*i as usize])
+    }
+
+    /// The leg of `key`, made when new.
+    fn leg_mut(&mut self, key: MsgKey) -> &mut Leg {
+        let next = self.legs.len() as u32;
+        let i = *self.leg_index.entry(key).or_insert(next);
+        if i == next {
+            self.legs.push(Leg {
+                key,
+                sent: None,
+                answer: None,
+                flags: 0,
+                outcome: None,
+            });
+        }
+        &mut self.legs[i as usize]
+    }
+
+    fn has_sent(&self, key: &MsgKey) -> bool {
+        self.leg(key).is_some_and(|l| l.sent.is_some())
+    }
+
+    fn take(&mut self, spec: &Spec, e: JournalEntry) {
         let response = iso8583::mti::is_response(&e.mti);
         if let Some(bank) = e.peer.strip_prefix("bank ") {
             if &e.mti[..3] != b"020" && &e.mti[..3] != b"021" {
@@ -238,9 +333,13 @@ impl Journal {
             }
             let Some(key) = entry_key(&e) else { return };
             if response {
+                // Only the day's messages get lines: other answers are not kept.
                 if e.direction == Direction::In && e.note.is_none() {
                     if let Some(code) = e.response_code {
-                        self.bank_answers.entry(key).or_insert(code);
+                        if self.on_date(&key) {
+                            let code = self.words.word(&code);
+                            self.leg_mut(key).answer.get_or_insert(code);
+                        }
                     }
                 }
                 return;
@@ -250,31 +349,28 @@ impl Journal {
                 Some("260000") => Kind::Credit,
                 _ => return,
             };
-            if e.direction != Direction::Out
-                || self.bank_messages.contains_key(&key)
-                || settlement.date_of_transmission(&key[11..21], date) != Some(date)
-            {
+            if e.direction != Direction::Out || self.has_sent(&key) || !self.on_date(&key) {
                 return;
             }
-            let Ok(msg) = parse(spec, e.raw.clone()) else {
+            let Ok(msg) = parse(spec, e.raw) else {
                 return;
             };
             let freeze = OriginalData::of(&msg)
                 .ok()
                 .filter(|od| &od.mti == b"0100")
-                .map(|od| od.freeze_key().to_string())
-                .unwrap_or_default();
-            self.bank_messages.insert(
-                key,
-                BankMessage {
-                    bank: institution11(bank).unwrap_or_else(|| bank.to_string()),
-                    kind,
-                    pan: e.pan_masked.unwrap_or_default(),
-                    currency: fields::currency(&msg).unwrap_or(0),
-                    amount_minor: e.amount_minor.unwrap_or(0),
-                    freeze,
-                },
-            );
+                .map(|od| freeze_key(&od.freeze_key()));
+            let bank = match institution11(bank) {
+                Some(id) => self.words.word(&id),
+                None => self.words.word(bank),
+            };
+            self.leg_mut(key).sent = Some(Sent {
+                bank,
+                kind,
+                pan: Short::new(e.pan_masked.as_deref().unwrap_or_default()),
+                currency: fields::currency(&msg).unwrap_or(0),
+                amount_minor: e.amount_minor.unwrap_or(0),
+                freeze,
+            });
         } else if e.peer.starts_with("wallet ") {
             let Some(kind) = wallet_kind(&e.mti, e.processing_code.as_deref()) else {
                 return;
@@ -282,31 +378,34 @@ impl Journal {
             let Some(key) = entry_key(&e) else { return };
             match (e.direction, response) {
                 (Direction::In, false) => {
-                    if self.wallet_requests.contains_key(&(kind, key)) {
+                    if self.request_index.contains_key(&(kind, key)) {
                         return;
                     }
-                    let Ok(msg) = parse(spec, e.raw.clone()) else {
+                    let Ok(msg) = parse(spec, e.raw) else {
                         return;
                     };
                     let freeze = match kind {
-                        Kind::Freeze => key_text(&key),
+                        Kind::Freeze => Some(key),
                         _ => OriginalData::of(&msg)
                             .ok()
-                            .map(|od| od.freeze_key().to_string())
-                            .unwrap_or_default(),
+                            .map(|od| freeze_key(&od.freeze_key())),
                     };
-                    self.wallet_requests.insert(
-                        (kind, key),
-                        WalletRequest {
-                            at_ms: e.at_ms,
-                            wallet: key_text(&key)[..11].to_string(),
-                            pan: e.pan_masked.unwrap_or_default(),
+                    self.request_index
+                        .insert((kind, key), self.requests.len() as u32);
+                    self.requests.push(WalletRequest {
+                        request: Request {
+                            key,
+                            kind,
+                            pan: Short::new(e.pan_masked.as_deref().unwrap_or_default()),
                             currency: fields::currency(&msg).unwrap_or(0),
                             amount_minor: e.amount_minor.unwrap_or(0),
                             freeze,
-                            answer: None,
                         },
-                    );
+                        at_ms: e.at_ms,
+                        answer: None,
+                        saga: None,
+                        outcome: None,
+                    });
                 }
                 (Direction::Out, true) => {
                     // Answers to resends and to clashing keys repeat or refuse
@@ -318,10 +417,13 @@ impl Journal {
                     if repeat {
                         return;
                     }
-                    if let (Some(request), Some(code)) =
-                        (self.wallet_requests.get_mut(&(kind, key)), e.response_code)
+                    if let (Some(i), Some(code)) =
+                        (self.request_index.get(&(kind, key)), e.response_code)
                     {
-                        request.answer.get_or_insert(code);
+                        let request = &mut self.requests[*i as usize];
+                        if request.answer.is_none() {
+                            request.answer = Some(self.words.word(&code));
+                        }
                     }
                 }
                 _ => {}
@@ -333,22 +435,28 @@ impl Journal {
 /// The debit or credit a reversal (0420) to `bank` names: its kind from F3,
 /// its card, amount and currency (a reversal repeats the original's F2, F4
 /// and F49). The freeze is filled in from the saga.
-fn original_of_reversal(reversal: &iso8583::codec::Message, bank: &str) -> Option<BankMessage> {
+fn original_of_reversal(
+    reversal: &iso8583::codec::Message,
+    bank: &str,
+    words: &mut Words,
+) -> Option<Sent> {
     let kind = match reversal.get_str(num::PROCESSING_CODE) {
         Some("000000") => Kind::Debit,
         Some("260000") => Kind::Credit,
         _ => return None,
     };
-    Some(BankMessage {
-        bank: institution11(bank).unwrap_or_else(|| bank.to_string()),
+    Some(Sent {
+        bank: words.word(&institution11(bank).unwrap_or_else(|| bank.to_string())),
         kind,
-        pan: reversal
-            .get_str(num::PAN)
-            .map(iso8583::mask::mask_pan)
-            .unwrap_or_default(),
+        pan: Short::new(
+            &reversal
+                .get_str(num::PAN)
+                .map(iso8583::mask::mask_pan)
+                .unwrap_or_default(),
+        ),
         currency: fields::currency(reversal).ok()?,
         amount_minor: fields::amount_minor(reversal).ok()?,
-        freeze: String::new(),
+        freeze: None,
     })
 }
 
@@ -374,17 +482,38 @@ pub async fn clear_reporting(
     request: &ClearRequest,
     progress: &(dyn Fn(ClearProgress) + Sync),
 ) -> Result<Cleared, ClearError> {
+    Ok(clear_day_reporting(store, spec, request, progress)
+        .await?
+        .into_cleared())
+}
+
+/// Clears `request.date`, keeping its lines as small records: what the
+/// `clear` command does, [`ClearedDay::write`] writing the files from them.
+pub async fn clear_day(
+    store: &dyn Store,
+    spec: &Spec,
+    request: &ClearRequest,
+) -> Result<ClearedDay, ClearError> {
+    clear_day_reporting(store, spec, request, &|_| {}).await
+}
+
+/// [`clear_day`], telling `progress` how far it has got as it goes.
+pub async fn clear_day_reporting(
+    store: &dyn Store,
+    spec: &Spec,
+    request: &ClearRequest,
+    progress: &(dyn Fn(ClearProgress) + Sync),
+) -> Result<ClearedDay, ClearError> {
     let date = request.date;
     let settlement = request.settlement;
     let switch = institution11(&request.switch_id)
         .ok_or_else(|| ClearError::Invalid(format!("switch id {:?}", request.switch_id)))?;
-    let exponent = |currency: u16| spec.currency_exponents.get(&currency).copied().unwrap_or(2);
     let (from, to) = settlement.window_ms(date);
     let (read_from, read_to) = (from - MARGIN_MS, to + MARGIN_MS);
 
     // Read slice n + 1 while slice n is taken in on a blocking thread.
     let shared_spec = std::sync::Arc::new(spec.clone());
-    let mut journal = Journal::default();
+    let mut journal = Journal::new(date, settlement);
     let mut at = (read_from + SLICE_MS).min(read_to);
     let mut slice = store.journal_between(read_from, at).await?;
     let mut entries = 0u64;
@@ -392,10 +521,10 @@ pub async fn clear_reporting(
         entries += slice.len() as u64;
         let taking = {
             let spec = shared_spec.clone();
-            let mut journal = std::mem::take(&mut journal);
+            let mut journal = journal;
             tokio::task::spawn_blocking(move || {
                 for entry in slice {
-                    journal.take(&spec, entry, date, &settlement);
+                    journal.take(&spec, entry);
                 }
                 journal
             })
@@ -423,50 +552,14 @@ pub async fn clear_reporting(
     }
 
     progress(ClearProgress::JournalRead);
-
-    // Receive sagas: their messages, and those still in flight.
-    let sagas: HashMap<RequestKey, SagaRecord> = store
-        .sagas_between(read_from, read_to)
-        .await?
-        .into_iter()
-        .map(|s| (s.request, s))
-        .collect();
-    let saga_date = |s: &SagaRecord| {
-        s.debit
-            .and_then(|d| settlement.date_of_transmission(&d.transmission, date))
-            .unwrap_or_else(|| settlement.date_of_ms(s.created_at_ms))
-    };
     let mut pending: BTreeSet<Pending> = BTreeSet::new();
-    let mut in_flight: HashSet<MsgKey> = HashSet::new();
-    for saga in sagas.values() {
-        if saga.state.is_final() || saga_date(saga) != date {
-            continue;
-        }
-        for sent in [saga.debit, saga.credit].into_iter().flatten() {
-            if let Some(key) = sent_key(&switch, &sent) {
-                in_flight.insert(key);
-            }
-        }
-        pending.insert(Pending {
-            role: Role::Wallet,
-            participant: saga.request.acquirer.to_string(),
-            kind: Kind::Receive,
-            key: format!(
-                "{}/{}/{}",
-                saga.request.acquirer,
-                String::from_utf8_lossy(&saga.request.transmission),
-                String::from_utf8_lossy(&saga.request.stan)
-            ),
-            reason: format!("receive in flight (saga {})", saga.state.as_str()),
-        });
-    }
 
     // Reversals, from the store-and-forward queue; other entries of the day
     // still queued.
     let mut reversals: HashMap<MsgKey, Reversal> = HashMap::new();
     // What a reversal says of its original: the line of a debit or credit
     // the journal does not show (see `unjournaled` below).
-    let mut reversed_originals: HashMap<MsgKey, BankMessage> = HashMap::new();
+    let mut reversed_originals: HashMap<MsgKey, Sent> = HashMap::new();
     for entry in store.saf_entries_since(read_from).await? {
         let msg = parse(spec, entry.entry.message.clone()).ok();
         let original = msg.as_ref().and_then(|m| OriginalData::of(m).ok());
@@ -477,8 +570,12 @@ pub async fn clear_reporting(
             _ => None,
         };
         if let (Some(key), Some(msg)) = (reversed, &msg) {
-            if let Some(original) = original_of_reversal(msg, &entry.entry.bank) {
-                reversed_originals.entry(key).or_insert(original);
+            if let std::collections::hash_map::Entry::Vacant(slot) = reversed_originals.entry(key) {
+                if let Some(original) =
+                    original_of_reversal(msg, &entry.entry.bank, &mut journal.words)
+                {
+                    slot.insert(original);
+                }
             }
         }
         let state = match entry.state {
@@ -530,104 +627,153 @@ pub async fn clear_reporting(
     // identity and before sending). The saga and the queue are durable with
     // the decisions: an approved saga's debit and credit were both answered
     // 00; a reversed one is named by its reversal, whose F2, F4 and F49 are
-    // the original's. A failed saga's leg with neither a journal entry nor a
-    // reversal was never sent: the bank has nothing of it either.
-    let mut approved_legs: HashSet<MsgKey> = HashSet::new();
-    let mut failed_legs: HashSet<MsgKey> = HashSet::new();
-    let mut freeze_of_leg: HashMap<MsgKey, String> = HashMap::new();
-    for saga in sagas.values() {
-        for sent in [saga.debit, saga.credit].into_iter().flatten() {
-            if let Some(key) = sent_key(&switch, &sent) {
-                freeze_of_leg.insert(key, saga.freeze.to_string());
-                match saga.state {
-                    SagaState::Approved => approved_legs.insert(key),
-                    SagaState::Failed => failed_legs.insert(key),
-                    SagaState::Debiting => false,
-                };
-            }
-        }
-    }
-    let on_date = |key: &MsgKey| settlement.date_of_transmission(&key[11..21], date) == Some(date);
-    for (key, mut m) in reversed_originals {
-        if on_date(&key) && !journal.bank_messages.contains_key(&key) {
-            m.freeze = freeze_of_leg.get(&key).cloned().unwrap_or_default();
-            journal.bank_messages.insert(key, m);
-        }
-    }
-    for saga in sagas.values() {
-        if saga.state != SagaState::Approved {
-            continue;
-        }
-        let legs = [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)];
-        let mut freeze_record = None;
-        for (kind, sent) in legs {
-            let Some(key) = sent.and_then(|s| sent_key(&switch, &s)) else {
-                continue;
-            };
-            if !on_date(&key) || journal.bank_messages.contains_key(&key) {
-                continue;
-            }
-            if freeze_record.is_none() {
-                freeze_record = store.freeze(&saga.freeze).await?;
-            }
-            let Some(f) = &freeze_record else {
-                continue; // a saga without its freeze: corrupt, nothing to say
-            };
-            let (bank, pan) = match kind {
-                Kind::Debit => (&f.payer_bank, &f.payer_pan),
-                _ => (&saga.receiver_bank, &saga.receiver_pan),
-            };
-            journal.bank_messages.insert(
-                key,
-                BankMessage {
-                    bank: institution11(bank).unwrap_or_else(|| bank.clone()),
-                    kind,
-                    pan: iso8583::mask::mask_pan(pan),
-                    currency: f.currency,
-                    amount_minor: saga.amount_minor,
-                    freeze: saga.freeze.to_string(),
-                },
-            );
+    // the original's (its freeze comes from its saga, below). A failed
+    // saga's leg with neither a journal entry nor a reversal was never
+    // sent: the bank has nothing of it either.
+    for (key, m) in reversed_originals {
+        if journal.on_date(&key) && !journal.has_sent(&key) {
+            let leg = journal.leg_mut(key);
+            leg.sent = Some(m);
+            leg.flags |= LEG_FREEZE_FROM_SAGA;
         }
     }
 
-    // Bank lines.
-    let header = |role: Role, participant: &str| Header {
-        role,
-        participant: participant.to_string(),
-        date,
-        cutoff: settlement.cutoff_text(),
-        time_zone: settlement.time_zone.to_string(),
-        switch: switch.clone(),
+    // Receive sagas, read a slice at a time: which debit and credit belong
+    // to which receive (for the bilateral positions and the receives'
+    // dates), which are still in flight, and the legs a crash kept out of
+    // the journal.
+    let saga_date = |s: &SagaRecord| {
+        s.debit
+            .and_then(|d| settlement.date_of_transmission(&d.transmission, date))
+            .unwrap_or_else(|| settlement.date_of_ms(s.created_at_ms))
     };
-    let mut banks: BTreeMap<String, ParticipantFile> = BTreeMap::new();
-    for bank in &request.banks {
-        let id = institution11(bank).unwrap_or_else(|| bank.clone());
-        banks.insert(id.clone(), ParticipantFile::new(header(Role::Bank, &id)));
+    let mut in_flight: HashSet<MsgKey> = HashSet::new();
+    // Each receive's debit and credit legs, for who pays whom.
+    let mut receives: Vec<(u32, u32)> = Vec::new();
+    let mut at = read_from;
+    while at < read_to {
+        let until = (at + SAGA_SLICE_MS).min(read_to);
+        for saga in store.sagas_between(at, until).await? {
+            let on_date = saga_date(&saga) == date;
+            let legs = [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)]
+                .map(|(kind, sent)| (kind, sent.and_then(|s| sent_key(&switch, &s))));
+            if !saga.state.is_final() && on_date {
+                in_flight.extend(legs.iter().filter_map(|(_, key)| *key));
+                pending.insert(Pending {
+                    role: Role::Wallet,
+                    participant: saga.request.acquirer.to_string(),
+                    kind: Kind::Receive,
+                    key: format!(
+                        "{}/{}/{}",
+                        saga.request.acquirer,
+                        String::from_utf8_lossy(&saga.request.transmission),
+                        String::from_utf8_lossy(&saga.request.stan)
+                    ),
+                    reason: format!("receive in flight (saga {})", saga.state.as_str()),
+                });
+            }
+            if saga.state == SagaState::Approved {
+                let mut freeze_record = None;
+                for (kind, key) in legs {
+                    let Some(key) = key else { continue };
+                    if !journal.on_date(&key) || journal.has_sent(&key) {
+                        continue;
+                    }
+                    if freeze_record.is_none() {
+                        freeze_record = store.freeze(&saga.freeze).await?;
+                    }
+                    let Some(f) = &freeze_record else {
+                        continue; // a saga without its freeze: corrupt, nothing to say
+                    };
+                    let (bank, pan) = match kind {
+                        Kind::Debit => (&f.payer_bank, &f.payer_pan),
+                        _ => (&saga.receiver_bank, &saga.receiver_pan),
+                    };
+                    let bank = journal
+                        .words
+                        .word(&institution11(bank).unwrap_or_else(|| bank.clone()));
+                    journal.leg_mut(key).sent = Some(Sent {
+                        bank,
+                        kind,
+                        pan: Short::new(&iso8583::mask::mask_pan(pan)),
+                        currency: f.currency,
+                        amount_minor: saga.amount_minor,
+                        freeze: Some(freeze_key(&saga.freeze)),
+                    });
+                }
+            }
+            for key in legs.iter().filter_map(|(_, key)| key.as_ref()) {
+                if let Some(i) = journal.leg_index.get(key) {
+                    let leg = &mut journal.legs[*i as usize];
+                    leg.flags |= match saga.state {
+                        SagaState::Approved => LEG_APPROVED,
+                        SagaState::Failed => LEG_FAILED,
+                        SagaState::Debiting => 0,
+                    };
+                    if leg.flags & LEG_FREEZE_FROM_SAGA != 0 {
+                        if let Some(sent) = &mut leg.sent {
+                            sent.freeze = Some(freeze_key(&saga.freeze));
+                        }
+                    }
+                }
+            }
+            if let [(_, Some(debit)), (_, Some(credit))] = legs {
+                if let (Some(d), Some(c)) = (
+                    journal.leg_index.get(&debit),
+                    journal.leg_index.get(&credit),
+                ) {
+                    receives.push((*d, *c));
+                }
+            }
+            if let Some(kind) = kind_of_request_mti(&saga.request.mti) {
+                let key = freeze_key(&FreezeKey {
+                    acquirer: saga.request.acquirer,
+                    transmission: saga.request.transmission,
+                    stan: saga.request.stan,
+                });
+                if let Some(i) = journal.request_index.get(&(kind, key)) {
+                    let response = saga.response_code.as_deref().map(|c| journal.words.word(c));
+                    journal.requests[*i as usize].saga = Some(SagaNote {
+                        on_date,
+                        is_final: saga.state.is_final(),
+                        response,
+                    });
+                }
+            }
+        }
+        at = until;
     }
-    // Message key → (bank, status, settled) of the lines written.
-    let mut outcomes: HashMap<MsgKey, (String, u16, Status, Decimal)> = HashMap::new();
-    for (key, m) in &journal.bank_messages {
-        let key_str = key_text(key);
+
+    // Bank lines.
+    let Journal {
+        mut words,
+        mut legs,
+        leg_index,
+        mut requests,
+        request_index,
+        ..
+    } = journal;
+    drop((leg_index, request_index));
+    let approved = words.word(ResponseCode::APPROVED.as_str());
+    for leg in &mut legs {
+        let Some(m) = &leg.sent else { continue };
         let not_final = |reason: &str| Pending {
             role: Role::Bank,
-            participant: m.bank.clone(),
+            participant: words.name(m.bank).to_string(),
             kind: m.kind,
-            key: key_str.clone(),
+            key: key_text(&leg.key),
             reason: reason.to_string(),
         };
-        if in_flight.contains(key) {
+        if in_flight.contains(&leg.key) {
             pending.insert(not_final("its receive is in flight"));
             continue;
         }
         // An approved saga's legs were answered 00 even when the journal lost the answer.
-        let answer = journal
-            .bank_answers
-            .get(key)
-            .cloned()
-            .or_else(|| approved_legs.contains(key).then(|| "00".to_string()));
-        let answer = answer.as_ref();
-        let (status, reversal) = match reversals.get(key) {
+        let answer = leg
+            .answer
+            .or_else(|| (leg.flags & LEG_APPROVED != 0).then_some(approved));
+        let answer_code = answer.map(|w| words.name(w));
+        let (status, reversal) = match reversals.get(&leg.key) {
             Some(Reversal::Pending) => {
                 pending.insert(not_final(
                     "its reversal is pending in the store-and-forward queue",
@@ -642,24 +788,26 @@ pub async fn clear_reporting(
                 continue;
             }
             Some(Reversal::Done(code)) if *code == ResponseCode::APPROVED => {
-                (Status::Reversed, code.clone())
+                (Status::Reversed, Some(code.as_str()))
             }
             Some(Reversal::Done(code)) if *code == ResponseCode::UNABLE_TO_LOCATE_RECORD => {
-                (Status::NotApplied, code.clone())
+                (Status::NotApplied, Some(code.as_str()))
             }
             other => {
                 let reversal = match other {
-                    Some(Reversal::Done(code)) => code.clone(),
-                    _ => String::new(),
+                    Some(Reversal::Done(code)) => Some(code.as_str()),
+                    _ => None,
                 };
-                match answer {
-                    Some(code) if *code == ResponseCode::APPROVED => (Status::Approved, reversal),
+                match answer_code {
+                    Some(code) if code == ResponseCode::APPROVED => (Status::Approved, reversal),
                     Some(_) => (Status::Declined, reversal),
                     // A failed saga's message with no answer and no reversal
                     // never left the switch (its connection failed before
                     // writing it): the saga's end, committed after any answer
                     // it got was journaled, would otherwise have queued one.
-                    None if failed_legs.contains(key) && reversal.is_empty() => continue,
+                    None if leg.flags & LEG_FAILED != 0 && reversal.is_none_or(str::is_empty) => {
+                        continue
+                    }
                     None => {
                         pending.insert(not_final("no answer from the bank and no reversal"));
                         continue;
@@ -667,34 +815,28 @@ pub async fn clear_reporting(
                 }
             }
         };
-        let amount = decimal(m.amount_minor, exponent(m.currency));
-        let settled = Line::settled_for(status, amount);
-        outcomes.insert(*key, (m.bank.clone(), m.currency, status, settled));
-        banks
-            .entry(m.bank.clone())
-            .or_insert_with(|| ParticipantFile::new(header(Role::Bank, &m.bank)))
-            .lines
-            .push(Line {
-                kind: m.kind,
-                key: key_str,
-                freeze: m.freeze.clone(),
-                pan: m.pan.clone(),
-                currency: m.currency,
-                amount,
-                response_code: answer.cloned().unwrap_or_default(),
-                reversal,
-                status,
-                settled,
-            });
+        let reversal = reversal.filter(|r| !r.is_empty()).map(str::to_string);
+        leg.outcome = Some(Outcome {
+            status,
+            response: answer,
+            reversal: reversal.map(|r| words.word(&r)),
+        });
     }
 
     // Wallet lines.
-    let mut wallets: BTreeMap<String, ParticipantFile> = BTreeMap::new();
-    for wallet in &request.wallets {
-        let id = institution11(wallet).unwrap_or_else(|| wallet.clone());
-        wallets.insert(id.clone(), ParticipantFile::new(header(Role::Wallet, &id)));
-    }
-    for ((kind, key), r) in &journal.wallet_requests {
+    for r in &mut requests {
+        let day_matches = match &r.saga {
+            Some(saga) => saga.on_date,
+            None => settlement.date_of_ms(r.at_ms) == date,
+        };
+        if !day_matches {
+            continue;
+        }
+        if r.saga.is_some_and(|s| !s.is_final) {
+            continue; // listed with the sagas
+        }
+        let key = &r.request.key;
+        let kind = r.request.kind;
         let request_key = RequestKey {
             mti: match kind {
                 Kind::Freeze => *b"0100",
@@ -705,38 +847,23 @@ pub async fn clear_reporting(
             transmission: key[11..21].try_into().expect("10 digits"),
             stan: key[21..].try_into().expect("6 digits"),
         };
-        let saga = sagas.get(&request_key);
-        let day = match saga {
-            Some(s) => saga_date(s),
-            None => settlement.date_of_ms(r.at_ms),
-        };
-        if day != date {
-            continue;
-        }
-        let key_str = key_text(key);
-        if saga.is_some_and(|s| !s.state.is_final()) {
-            continue; // listed with the sagas
-        }
-        let mut answer = r.answer.clone();
-        if answer.is_none() {
-            answer = saga.and_then(|s| s.response_code.clone());
-        }
+        let mut answer = r.answer.or(r.saga.and_then(|s| s.response));
         if answer.is_none() {
             answer = store
                 .answer(&request_key)
                 .await?
                 .and_then(|a| parse(spec, a.response).ok())
-                .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_string));
+                .and_then(|m| m.get_str(num::RESPONSE_CODE).map(|c| words.word(c)));
         }
-        let status = match &answer {
+        let status = match answer.map(|w| words.name(w)) {
             // Refused as not this wallet's to send: not the wallet's transaction.
-            Some(code) if *code == ResponseCode::SECURITY_VIOLATION => continue,
-            Some(code) if *code == ResponseCode::APPROVED => Status::Approved,
+            Some(code) if code == ResponseCode::SECURITY_VIOLATION => continue,
+            Some(code) if code == ResponseCode::APPROVED => Status::Approved,
             Some(_) => Status::Declined,
             None => {
-                let still_pending = *kind == Kind::Freeze
+                let still_pending = kind == Kind::Freeze
                     && store
-                        .freeze(&crate::dialect::FreezeKey {
+                        .freeze(&FreezeKey {
                             acquirer: request_key.acquirer,
                             transmission: request_key.transmission,
                             stan: request_key.stan,
@@ -746,9 +873,9 @@ pub async fn clear_reporting(
                 if still_pending {
                     pending.insert(Pending {
                         role: Role::Wallet,
-                        participant: r.wallet.clone(),
-                        kind: *kind,
-                        key: key_str,
+                        participant: String::from_utf8_lossy(&key[..11]).into_owned(),
+                        kind,
+                        key: key_text(key),
                         reason: "freeze in flight".into(),
                     });
                     continue;
@@ -756,69 +883,36 @@ pub async fn clear_reporting(
                 Status::Unanswered
             }
         };
-        let amount = decimal(r.amount_minor, exponent(r.currency));
-        wallets
-            .entry(r.wallet.clone())
-            .or_insert_with(|| ParticipantFile::new(header(Role::Wallet, &r.wallet)))
-            .lines
-            .push(Line {
-                kind: *kind,
-                key: key_str,
-                freeze: r.freeze.clone(),
-                pan: r.pan.clone(),
-                currency: r.currency,
-                amount,
-                response_code: answer.unwrap_or_default(),
-                reversal: String::new(),
-                status,
-                settled: Line::settled_for(status, amount),
-            });
+        r.outcome = Some(Outcome {
+            status,
+            response: answer,
+            reversal: None,
+        });
     }
 
-    drop(journal);
     let pending: Vec<Pending> = pending.into_iter().collect();
     if !pending.is_empty() && !request.allow_pending {
         return Err(ClearError::NotFinal { date, pending });
     }
-    for file in banks.values_mut().chain(wallets.values_mut()) {
-        file.sort();
-    }
-
-    // Positions, from the bank files' trailers.
-    let positions: Vec<Position> = banks
-        .iter()
-        .flat_map(|(bank, file)| {
-            file.trailers()
-                .into_iter()
-                .filter(|t| t.lines > 0)
-                .map(move |t: Trailer| Position {
-                    bank: bank.clone(),
-                    currency: t.currency,
-                    debits: t.pairs[0],
-                    credits: t.pairs[1],
-                    net: t.net.unwrap_or_default(),
-                })
-        })
-        .collect();
 
     // Who pays whom: every receive whose debit and credit both stand.
+    let exponents = Exponents(spec.currency_exponents.clone());
     let mut gross: BTreeMap<(String, String, u16), Decimal> = BTreeMap::new();
-    for saga in sagas.values() {
-        let (Some(debit), Some(credit)) = (saga.debit, saga.credit) else {
-            continue;
-        };
-        let (Some(d), Some(c)) = (sent_key(&switch, &debit), sent_key(&switch, &credit)) else {
-            continue;
-        };
-        if let (
-            Some((payer, cur, Status::Approved, amount)),
-            Some((receiver, _, Status::Approved, _)),
-        ) = (outcomes.get(&d), outcomes.get(&c))
+    for (d, c) in receives {
+        let (debit, credit) = (&legs[d as usize], &legs[c as usize]);
+        let approved = |l: &Leg| l.outcome.is_some_and(|o| o.status == Status::Approved);
+        if let (Some(payer), Some(receiver), true, true) =
+            (&debit.sent, &credit.sent, approved(debit), approved(credit))
         {
-            if payer != receiver {
+            if payer.bank != receiver.bank {
+                let amount = exponents.amount(payer.currency, payer.amount_minor);
                 *gross
-                    .entry((payer.clone(), receiver.clone(), *cur))
-                    .or_insert_with(|| Decimal::new(0, amount.scale())) += *amount;
+                    .entry((
+                        words.name(payer.bank).to_string(),
+                        words.name(receiver.bank).to_string(),
+                        payer.currency,
+                    ))
+                    .or_insert_with(|| Decimal::new(0, amount.scale())) += amount;
             }
         }
     }
@@ -839,28 +933,42 @@ pub async fn clear_reporting(
         }
     }
 
-    Ok(Cleared {
+    // The records with a line, in place (no second copy of the day).
+    let bank_lines = legs
+        .into_iter()
+        .filter_map(|l| Some((l.sent?, l.key, l.outcome?)))
+        .collect();
+    let wallet_lines = requests
+        .into_iter()
+        .filter_map(|r| Some((r.request, r.outcome?)))
+        .collect();
+    Ok(ClearedDay::new(Decided {
         date,
         settlement,
         switch,
-        banks,
-        wallets,
-        positions,
+        words,
+        exponents,
+        bank_lines,
+        wallet_lines,
+        banks: request
+            .banks
+            .iter()
+            .map(|b| institution11(b).unwrap_or_else(|| b.clone()))
+            .collect(),
+        wallets: request
+            .wallets
+            .iter()
+            .map(|w| institution11(w).unwrap_or_else(|| w.clone()))
+            .collect(),
         obligations,
         pending,
-    })
+    }))
 }
 
 impl Cleared {
     /// Σ net positions per currency: zero for every currency when the day balances.
     pub fn net_by_currency(&self) -> BTreeMap<u16, Decimal> {
-        let mut sums: BTreeMap<u16, Decimal> = BTreeMap::new();
-        for p in &self.positions {
-            *sums
-                .entry(p.currency)
-                .or_insert_with(|| Decimal::new(0, p.net.scale())) += p.net;
-        }
-        sums
+        super::day::net_by_currency(&self.positions)
     }
 
     /// Whether every currency's net positions sum to zero.
@@ -870,91 +978,17 @@ impl Cleared {
 
     /// The summary file's text.
     pub fn summary(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "H,{FORMAT},{VERSION},summary,{},{},{},{},{}",
-            self.switch,
-            self.date.format("%Y-%m-%d"),
-            self.settlement.cutoff_text(),
-            self.settlement.time_zone,
-            self.switch
-        );
-        for p in &self.positions {
-            let side = if p.net.is_sign_positive() && !p.net.is_zero() {
-                "receives"
-            } else if p.net.is_zero() {
-                "even"
-            } else {
-                "pays"
-            };
-            let _ = writeln!(
-                out,
-                "N,{},{:03},{},{},{},{},{},{side}",
-                p.bank, p.currency, p.debits.0, p.debits.1, p.credits.0, p.credits.1, p.net
-            );
-        }
-        for o in &self.obligations {
-            let _ = writeln!(
-                out,
-                "B,{},{},{:03},{}",
-                o.payer, o.receiver, o.currency, o.amount
-            );
-        }
-        for (wallet, file) in &self.wallets {
-            for t in file.trailers().into_iter().filter(|t| t.lines > 0) {
-                let _ = writeln!(
-                    out,
-                    "W,{wallet},{:03},{},{},{},{},{},{},{}",
-                    t.currency,
-                    t.lines,
-                    t.pairs[0].0,
-                    t.pairs[0].1,
-                    t.pairs[1].0,
-                    t.pairs[1].1,
-                    t.pairs[2].0,
-                    t.pairs[2].1
-                );
-            }
-        }
-        for p in &self.pending {
-            let _ = writeln!(
-                out,
-                "P,{},{},{},{},{}",
-                p.role,
-                p.participant,
-                p.kind,
-                p.key,
-                p.reason.replace(',', ";")
-            );
-        }
-        let sums = self.net_by_currency();
-        if sums.is_empty() {
-            let _ = writeln!(out, "T,000,0,0,0,0,{}", self.pending.len());
-        }
-        for (currency, net) in sums {
-            let of = |f: fn(&Position) -> (u64, Decimal)| {
-                self.positions
-                    .iter()
-                    .filter(|p| p.currency == currency)
-                    .map(f)
-                    .fold(Decimal::new(0, net.scale()), |a, (_, t)| a + t)
-            };
-            let banks = self
-                .positions
+        super::day::summary(
+            &self.switch,
+            self.date,
+            &self.settlement,
+            &self.positions,
+            &self.obligations,
+            self.wallets
                 .iter()
-                .filter(|p| p.currency == currency)
-                .count();
-            let _ = writeln!(
-                out,
-                "T,{currency:03},{banks},{},{},{net},{}",
-                of(|p| p.debits),
-                of(|p| p.credits),
-                self.pending.len()
-            );
-        }
-        out
+                .map(|(id, f)| (id.as_str(), f.trailers())),
+            &self.pending,
+        )
     }
 
     /// Every file as (name, text): `bank-<id>.csv`, `wallet-<id>.csv`, `summary.csv`.

@@ -206,10 +206,44 @@ impl Line {
         }
     }
 
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
+    /// The line as a detail record.
+    pub fn detail(&self) -> Detail<'_> {
+        Detail {
+            kind: self.kind,
+            key: &self.key,
+            freeze: &self.freeze,
+            pan: &self.pan,
+            currency: self.currency,
+            amount: self.amount,
+            response_code: &self.response_code,
+            reversal: &self.reversal,
+            status: self.status,
+            settled: self.settled,
+        }
+    }
+}
+
+/// A detail record's values, borrowed: what a [`Line`] holds, and what
+/// clearing writes straight from its own records. Its `Display` is the
+/// record's text, line end included, the one way details are written.
+#[derive(Clone, Copy, Debug)]
+pub struct Detail<'a> {
+    pub kind: Kind,
+    pub key: &'a str,
+    pub freeze: &'a str,
+    pub pan: &'a str,
+    pub currency: u16,
+    pub amount: Decimal,
+    pub response_code: &'a str,
+    pub reversal: &'a str,
+    pub status: Status,
+    pub settled: Decimal,
+}
+
+impl fmt::Display for Detail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
             "D,{},{},{},{},{:03},{},{},{},{},{}",
             self.kind,
             self.key,
@@ -221,7 +255,7 @@ impl Line {
             self.reversal,
             self.status,
             self.settled
-        );
+        )
     }
 }
 
@@ -239,19 +273,110 @@ pub struct Trailer {
     pub net: Option<Decimal>,
 }
 
+impl fmt::Display for Trailer {
+    /// The trailer record's text, line end included.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "T,{:03},{}", self.currency, self.lines)?;
+        for (count, total) in &self.pairs {
+            write!(f, ",{count},{total}")?;
+        }
+        match &self.net {
+            Some(net) => writeln!(f, ",{net}"),
+            None => f.write_str(",\n"),
+        }
+    }
+}
+
 impl Trailer {
     fn render(&self, out: &mut String) {
         use std::fmt::Write;
-        let _ = write!(out, "T,{:03},{}", self.currency, self.lines);
-        for (count, total) in &self.pairs {
-            let _ = write!(out, ",{count},{total}");
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl fmt::Display for Header {
+    /// The header record's text, line end included.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "H,{FORMAT},{VERSION},{},{},{},{},{},{}",
+            self.role,
+            self.participant,
+            self.date.format("%Y-%m-%d"),
+            self.cutoff,
+            self.time_zone,
+            self.switch
+        )
+    }
+}
+
+/// The trailers of a file, added up one detail at a time: how
+/// [`ParticipantFile::trailers`] counts, and how clearing counts the details
+/// it writes without keeping them.
+#[derive(Clone, Debug)]
+pub struct TrailerTally {
+    role: Role,
+    by_currency: BTreeMap<u16, Trailer>,
+}
+
+impl TrailerTally {
+    pub fn new(role: Role) -> Self {
+        TrailerTally {
+            role,
+            by_currency: BTreeMap::new(),
         }
-        match &self.net {
-            Some(net) => {
-                let _ = writeln!(out, ",{net}");
+    }
+
+    /// Counts one detail.
+    pub fn add(&mut self, d: &Detail<'_>) {
+        let scale = d.amount.scale();
+        let role = self.role;
+        let t = self
+            .by_currency
+            .entry(d.currency)
+            .or_insert_with(|| Trailer {
+                currency: d.currency,
+                lines: 0,
+                pairs: [(0, zero(scale)), (0, zero(scale)), (0, zero(scale))],
+                net: (role == Role::Bank).then(|| zero(scale)),
+            });
+        t.lines += 1;
+        let slot = match role {
+            Role::Bank if d.status.cancelled() => Some(2),
+            Role::Bank | Role::Wallet if d.status == Status::Approved => Some(d.kind.slot()),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            let amount = if slot == 2 && role == Role::Bank {
+                d.amount
+            } else {
+                d.settled
+            };
+            t.pairs[slot].0 += 1;
+            t.pairs[slot].1 += amount;
+        }
+    }
+
+    /// The trailers, one per currency (sorted); one of currency 000, all
+    /// zero, when no detail was counted.
+    pub fn trailers(mut self) -> Vec<Trailer> {
+        for t in self.by_currency.values_mut() {
+            if let Some(net) = &mut t.net {
+                *net = t.pairs[1].1 - t.pairs[0].1;
             }
-            None => out.push_str(",\n"),
         }
+        if self.by_currency.is_empty() {
+            self.by_currency.insert(
+                0,
+                Trailer {
+                    currency: 0,
+                    lines: 0,
+                    pairs: [(0, zero(0)), (0, zero(0)), (0, zero(0))],
+                    net: (self.role == Role::Bank).then(|| zero(0)),
+                },
+            );
+        }
+        self.by_currency.into_values().collect()
     }
 }
 
@@ -300,70 +425,23 @@ impl ParticipantFile {
     /// The trailers the details add up to, one per currency (sorted); a file
     /// without details has one, of currency 000, all zero.
     pub fn trailers(&self) -> Vec<Trailer> {
-        let mut by_currency: BTreeMap<u16, Trailer> = BTreeMap::new();
+        let mut tally = TrailerTally::new(self.header.role);
         for line in &self.lines {
-            let scale = line.amount.scale();
-            let t = by_currency.entry(line.currency).or_insert_with(|| Trailer {
-                currency: line.currency,
-                lines: 0,
-                pairs: [(0, zero(scale)), (0, zero(scale)), (0, zero(scale))],
-                net: (self.header.role == Role::Bank).then(|| zero(scale)),
-            });
-            t.lines += 1;
-            let slot = match self.header.role {
-                Role::Bank if line.status.cancelled() => Some(2),
-                Role::Bank | Role::Wallet if line.status == Status::Approved => {
-                    Some(line.kind.slot())
-                }
-                _ => None,
-            };
-            if let Some(slot) = slot {
-                let amount = if slot == 2 && self.header.role == Role::Bank {
-                    line.amount
-                } else {
-                    line.settled
-                };
-                t.pairs[slot].0 += 1;
-                t.pairs[slot].1 += amount;
-            }
+            tally.add(&line.detail());
         }
-        for t in by_currency.values_mut() {
-            if let Some(net) = &mut t.net {
-                *net = t.pairs[1].1 - t.pairs[0].1;
-            }
-        }
-        if by_currency.is_empty() {
-            by_currency.insert(
-                0,
-                Trailer {
-                    currency: 0,
-                    lines: 0,
-                    pairs: [(0, zero(0)), (0, zero(0)), (0, zero(0))],
-                    net: (self.header.role == Role::Bank).then(|| zero(0)),
-                },
-            );
-        }
-        by_currency.into_values().collect()
+        tally.trailers()
     }
 
     /// The file's text: header, details as they are ordered, trailers.
     pub fn render(&self) -> String {
-        let h = &self.header;
+        use std::fmt::Write;
         let mut out = String::with_capacity(64 + self.lines.len() * 120);
-        out.push_str(&format!(
-            "H,{FORMAT},{VERSION},{},{},{},{},{},{}\n",
-            h.role,
-            h.participant,
-            h.date.format("%Y-%m-%d"),
-            h.cutoff,
-            h.time_zone,
-            h.switch
-        ));
+        let _ = write!(out, "{}", self.header);
         for line in &self.lines {
-            line.render(&mut out);
+            let _ = write!(out, "{}", line.detail());
         }
         for t in self.trailers() {
-            t.render(&mut out);
+            let _ = write!(out, "{t}");
         }
         out
     }

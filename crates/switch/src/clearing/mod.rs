@@ -1,10 +1,12 @@
 //! End of day: settlement dates ([`settlement`]), the clearing file format
-//! ([`file`]), clearing a day from the switch's store ([`clear`]),
+//! ([`file`]), clearing a day from the switch's store ([`clear`]) into small
+//! records that write the files as they go ([`day`]),
 //! reconciling a participant's records with the switch's ([`reconcile`]).
 //! specs/clearing.md describes the files; the simulators write their own
 //! (a bank's from its journal, a wallet's from its records) in this format.
 
 pub mod clear;
+pub mod day;
 pub mod file;
 pub mod reconcile;
 pub mod settlement;

@@ -503,6 +503,20 @@ impl History for MemoryStore {
         })
     }
 
+    async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        // Clearing reads the day in slices: only the slice's sagas are copied.
+        self.with(|s| {
+            let mut sagas: Vec<SagaRecord> = s
+                .sagas
+                .values()
+                .filter(|(saga, _)| (from_ms..to_ms).contains(&saga.created_at_ms))
+                .map(|(saga, _)| saga.clone())
+                .collect();
+            sagas.sort_by_key(|saga| saga.created_at_ms);
+            Ok(sagas)
+        })
+    }
+
     async fn saf_entries_since(&self, from_ms: i64) -> StoreResult<Vec<SafEntry>> {
         self.with(|s| {
             Ok(s.saf
