@@ -179,15 +179,10 @@ pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResul
     // database file once per checkpoint: a larger WAL (64 MiB) cuts the write
     // amplification of many small group commits. The page cache is 16 MiB:
     // it fills with whatever the journal writes, so it is most of what the
-    // process grows by under load (README, "Limits"). Every command runs in
-    // a savepoint, whose statement journal only ever serves to roll that
-    // command back inside the open transaction: kept in memory (a command's
-    // pages) rather than written to a temporary file at every first touch
-    // of a page.
+    // process grows by under load (README, "Limits").
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 16384; \
-         PRAGMA cache_size = -16384; PRAGMA journal_size_limit = 134217728; \
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA cache_size = -16384; PRAGMA journal_size_limit = 134217728;"
     ))
     .map_err(db)?;
     conn.set_prepared_statement_cache_capacity(64);
