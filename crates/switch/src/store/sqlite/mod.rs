@@ -63,6 +63,7 @@ mod schema;
 mod traits;
 mod writer;
 
+use self::risk::RiskEvent;
 pub use self::schema::MIGRATIONS;
 use self::{commands::*, rows::*, schema::*, writer::*};
 
@@ -121,6 +122,10 @@ pub struct SqliteStore {
     _lock: Option<lock::StoreLock>,
     /// The risk counters, judged in memory ([`super::risk_book`]).
     risk_book: tokio::sync::Mutex<super::risk_book::CounterBook>,
+    /// Their events, written at the start of the writer's next batch (as
+    /// journal entries are): before any command sent after them, in one
+    /// savepoint a batch. Bounded by the requests in flight.
+    risk_events: std_mpsc::Sender<RiskEvent>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -199,6 +204,7 @@ impl SqliteStore {
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (journal_tx, journal_rx) = std_mpsc::channel();
+        let (risk_tx, risk_rx) = std_mpsc::channel();
         let shared = Arc::new(Shared {
             commits: AtomicU64::new(0),
             commands: AtomicU64::new(0),
@@ -209,6 +215,8 @@ impl SqliteStore {
             conn,
             journal: journal_rx,
             pending_journal: Vec::new(),
+            risk_events: risk_rx,
+            pending_risk_events: Vec::new(),
             shared: shared.clone(),
         };
         let max_batch = options.max_batch.max(1);
@@ -224,6 +232,7 @@ impl SqliteStore {
             thread: Some(thread),
             path: path.to_path_buf(),
             risk_book: Default::default(),
+            risk_events: risk_tx,
             _lock: None,
         })
     }
@@ -290,25 +299,11 @@ impl SqliteStore {
     {
         let commands = self.commands.as_ref().ok_or_else(stopped)?;
         let (reply, rx) = oneshot::channel();
-        let reply = Some(reply);
         commands
             .send(Msg::Command(Box::new(Early { f, reply })))
             .await
             .map_err(|_| stopped())?;
         Ok(rx)
-    }
-
-    /// Queues a write to run in the writer's next batch, not waiting for it:
-    /// a command queued later commits with it or after it.
-    async fn queue_write<F>(&self, f: F) -> StoreResult<()>
-    where
-        F: FnOnce(&Connection) -> StoreResult<()> + Send + 'static,
-    {
-        let commands = self.commands.as_ref().ok_or_else(stopped)?;
-        commands
-            .send(Msg::Command(Box::new(Early { f, reply: None })))
-            .await
-            .map_err(|_| stopped())
     }
 
     /// Runs `f` on a read-only connection of its own, in one read transaction

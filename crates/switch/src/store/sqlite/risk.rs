@@ -74,11 +74,36 @@ fn load_counters(c: &Connection, limits: Vec<Limit>) -> StoreResult<Vec<(Limit, 
     Ok(loaded)
 }
 
+/// A counter event on its way to the writer.
+pub(super) struct RiskEvent {
+    rule: String,
+    subject: String,
+    at_ms: i64,
+    amount_minor: i64,
+    detail: String,
+}
+
+/// Writes the events taken from the channel, in the writer.
+pub(super) fn write_events(c: &Connection, events: &[RiskEvent]) -> StoreResult<()> {
+    let mut add = c.prepare_cached(&sql().add).map_err(db)?;
+    for e in events {
+        add.execute(params![
+            e.rule,
+            e.subject,
+            e.at_ms,
+            e.amount_minor,
+            e.detail
+        ])
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl RiskLedger for SqliteStore {
     /// Judged in memory ([`crate::store::risk_book`]); the events are
-    /// written in the writer's next batch, queued while the book is held so
-    /// that a counter loaded later sees them.
+    /// written at the start of the writer's next batch, sent while the book
+    /// is held so that a counter loaded later sees them.
     async fn take(&self, limits: Vec<Limit>, now_ms: i64) -> StoreResult<Vec<usize>> {
         let amounts = amounts_of(&limits)?;
         loop {
@@ -88,24 +113,17 @@ impl RiskLedger for SqliteStore {
                 let mut book = book;
                 let (exceeded, record) = book.take(&limits, now_ms);
                 if record {
-                    let events: Vec<(String, String, i64, String)> = limits
-                        .iter()
-                        .zip(&amounts)
-                        .filter(|(l, _)| l.record)
-                        .map(|(l, amount)| {
-                            let detail = l.distinct.clone().unwrap_or_default();
-                            (l.rule.clone(), l.subject.clone(), *amount, detail)
-                        })
-                        .collect();
-                    self.queue_write(move |c| {
-                        let mut add = c.prepare_cached(&sql().add).map_err(db)?;
-                        for (rule, subject, amount, detail) in &events {
-                            add.execute(params![rule, subject, now_ms, amount, detail])
-                                .map_err(db)?;
-                        }
-                        Ok(())
-                    })
-                    .await?;
+                    for (l, amount) in limits.iter().zip(&amounts).filter(|(l, _)| l.record) {
+                        let event = RiskEvent {
+                            rule: l.rule.clone(),
+                            subject: l.subject.clone(),
+                            at_ms: now_ms,
+                            amount_minor: *amount,
+                            detail: l.distinct.clone().unwrap_or_default(),
+                        };
+                        // Sent while the book is held: a load sent later sees it.
+                        self.risk_events.send(event).map_err(|_| stopped())?;
+                    }
                 }
                 return Ok(exceeded);
             }

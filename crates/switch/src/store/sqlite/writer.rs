@@ -45,12 +45,10 @@ where
 }
 
 /// A command whose caller does not wait for the batch's commit: a read that
-/// must see every write queued before it (it is answered as soon as it has
-/// run), or a write whose durability a later command's commit carries (no
-/// answer at all; a failure is logged and breaks nothing else).
+/// must see every write sent before it, answered as soon as it has run.
 pub(super) struct Early<F, T> {
     pub(super) f: F,
-    pub(super) reply: Option<oneshot::Sender<StoreResult<T>>>,
+    pub(super) reply: oneshot::Sender<StoreResult<T>>,
 }
 
 impl<F, T> Command for Early<F, T>
@@ -60,27 +58,12 @@ where
 {
     fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
         let Early { f, reply } = *self;
-        let result = in_savepoint(conn, broken, f);
-        match reply {
-            Some(reply) => {
-                let _ = reply.send(result);
-            }
-            None => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "a queued write failed");
-                }
-            }
-        }
+        let _ = reply.send(in_savepoint(conn, broken, f));
         Box::new(|_| {})
     }
 
     fn fail(self: Box<Self>, why: String) {
-        match self.reply {
-            Some(reply) => {
-                let _ = reply.send(Err(StoreError::Unavailable(why)));
-            }
-            None => tracing::warn!("a queued write was not run: {why}"),
-        }
+        let _ = self.reply.send(Err(StoreError::Unavailable(why)));
     }
 }
 
@@ -121,6 +104,9 @@ pub(super) struct Writer {
     pub(super) journal: std_mpsc::Receiver<JournalEntry>,
     /// Entries taken from the channel and not yet committed.
     pub(super) pending_journal: Vec<JournalEntry>,
+    pub(super) risk_events: std_mpsc::Receiver<RiskEvent>,
+    /// Risk counter events taken from the channel and not yet committed.
+    pub(super) pending_risk_events: Vec<RiskEvent>,
     pub(super) shared: Arc<Shared>,
 }
 
@@ -158,7 +144,13 @@ impl Writer {
         while let Ok(entry) = self.journal.try_recv() {
             self.pending_journal.push(entry);
         }
-        if commands.is_empty() && self.pending_journal.is_empty() {
+        while let Ok(event) = self.risk_events.try_recv() {
+            self.pending_risk_events.push(event);
+        }
+        if commands.is_empty()
+            && self.pending_journal.is_empty()
+            && self.pending_risk_events.is_empty()
+        {
             return;
         }
         if !self.conn.is_autocommit() {
@@ -192,6 +184,20 @@ impl Writer {
                 }
             },
         };
+        // Risk events go before every command: a counter loaded by a command
+        // of this batch sees them (they were sent before it).
+        let risk_written = match self.pending_risk_events.len() {
+            0 => 0,
+            n => match in_savepoint(&self.conn, &broken, |c| {
+                super::risk::write_events(c, &self.pending_risk_events)
+            }) {
+                Ok(()) => n,
+                Err(e) => {
+                    tracing::warn!("risk counter events kept for the next commit: {e}");
+                    0
+                }
+            },
+        };
         self.shared
             .commands
             .fetch_add(commands.len() as u64, Ordering::Relaxed);
@@ -219,6 +225,7 @@ impl Writer {
                 );
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.pending_journal.drain(..journaled);
+                self.pending_risk_events.drain(..risk_written);
                 self.shared.journal_backlog.written(journaled);
             }
             Err(e) => {
