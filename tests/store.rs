@@ -2225,12 +2225,10 @@ fn saf_entry(order_key: &str, tag: &str) -> NewSafEntry {
 
 /// What `/metrics` and `/ready` read of the store-and-forward queue:
 /// entries waiting and entries given up on, those delivered left out.
-async fn saf_counts_leave_out_done_entries(backend: Backend) {
-    let fixture = backend.open().await;
-    let store = fixture.store();
-    let none = switchboard::store::saf::SafCounts::default();
-    assert_eq!(store.saf_counts().await.unwrap(), none);
-    for n in 81..84 {
+/// Freezes `numbers`, each answered 91 with a store-and-forward entry
+/// queued.
+async fn queue_freeze_notices(store: &dyn Store, numbers: std::ops::Range<u32>) {
+    for n in numbers {
         store.insert_freeze(new_freeze(n, 500)).await.unwrap();
         store
             .finish_freeze_queueing(
@@ -2243,6 +2241,14 @@ async fn saf_counts_leave_out_done_entries(backend: Backend) {
             .await
             .unwrap();
     }
+}
+
+async fn saf_counts_leave_out_done_entries(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    let none = switchboard::store::saf::SafCounts::default();
+    assert_eq!(store.saf_counts().await.unwrap(), none);
+    queue_freeze_notices(&*store, 81..84).await;
     let due = store.saf_due(now_ms(), 10, 60_000).await.unwrap();
     assert_eq!(due.len(), 3);
     let done = SafOutcome::Done {
@@ -2263,19 +2269,7 @@ async fn a_dead_entry_is_retried_and_nothing_else_is(backend: Backend) {
     use switchboard::store::SafRetry;
     let fixture = backend.open().await;
     let store = fixture.store();
-    for n in 91..94 {
-        store.insert_freeze(new_freeze(n, 500)).await.unwrap();
-        store
-            .finish_freeze_queueing(
-                &freeze_key(n),
-                false,
-                &freeze_request(n),
-                answer(b"0110", "91", 1),
-                Some(saf_entry(&n.to_string(), "freeze")),
-            )
-            .await
-            .unwrap();
-    }
+    queue_freeze_notices(&*store, 91..94).await;
     let due = store.saf_due(now_ms(), 10, 60_000).await.unwrap();
     let (done, dead, pending) = (due[0].id, due[1].id, due[2].id);
     store

@@ -280,13 +280,18 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let commands = self.commands.as_ref().ok_or_else(stopped)?;
         let (reply, rx) = oneshot::channel();
-        commands
-            .send(Msg::Command(Box::new(Call { f, reply })))
-            .await
-            .map_err(|_| stopped())?;
+        self.send(Box::new(Call { f, reply })).await?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Hands a command to the writer thread (waiting for room in its queue).
+    async fn send(&self, command: Box<dyn Command>) -> StoreResult<()> {
+        let commands = self.commands.as_ref().ok_or_else(stopped)?;
+        commands
+            .send(Msg::Command(command))
+            .await
+            .map_err(|_| stopped())
     }
 
     /// Queues `f` to run in the writer's next batch, behind everything queued
@@ -297,12 +302,8 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let commands = self.commands.as_ref().ok_or_else(stopped)?;
         let (reply, rx) = oneshot::channel();
-        commands
-            .send(Msg::Command(Box::new(Early { f, reply })))
-            .await
-            .map_err(|_| stopped())?;
+        self.send(Box::new(Early { f, reply })).await?;
         Ok(rx)
     }
 
