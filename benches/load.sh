@@ -16,6 +16,9 @@
 #   SWITCH=/tmp/switchboard-before benches/load.sh 5000   another build of the
 #                                    switch (A/B comparisons in one session)
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
+#   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
+#                                    its throughput is then its own CPU's, not shared
+#                                    with the simulators' work (needs taskset, 2+ CPUs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -28,6 +31,11 @@ REPORTS=${REPORTS:-target/load-reports}
 mkdir -p "$REPORTS"
 work=$(mktemp -d)
 pids=()
+# With PIN the switch has CPU 0 to itself and everything else shares CPU 1.
+on_switch_cpu=() on_sim_cpu=()
+if [ -n "${PIN:-}" ]; then
+    on_switch_cpu=(taskset -c 0) on_sim_cpu=(taskset -c 1)
+fi
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -42,9 +50,9 @@ if [ -n "${MACS:-}" ]; then
     bank_a_mac=(--mac "$alg" --mac-key "$SB_BANK_A_MAC") bank_b_mac=(--mac "$alg" --mac-key "$SB_BANK_B_MAC")
     wallet_mac=(--mac "$alg" --mac-key "$SB_WALLET_MAC") direct_mac=(--mac "$alg" --mac-key "$SB_BANK_B_MAC")
 fi
-$B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
+"${on_sim_cpu[@]}" $B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
     --accounts 200 --balance 100000000000 --seed 1 "${bank_a_mac[@]}" >"$work/bank-a.log" 2>&1 & pids+=($!)
-$B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
+"${on_sim_cpu[@]}" $B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
     --accounts 200 --balance 100000000000 --seed 2 "${bank_b_mac[@]}" >"$work/bank-b.log" 2>&1 & pids+=($!)
 sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
 if [ -n "${MACS:-}" ]; then
@@ -63,7 +71,7 @@ if [ -n "${CAPTURE:-}" ]; then
     printf '\n[capture]\npath = "%s/switch.pcapng"\nmax_bytes = 1073741824\nmax_files = 2\n' "$work" >>"$work/switch.toml"
 fi
 sleep 0.5
-"$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
+"${on_switch_cpu[@]}" "$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
 switch_pid=$!
 sleep 1
 # The switch's own CPU (user + system, in clock ticks) from /proc: divided by
@@ -80,7 +88,7 @@ for rate in ${RATES[@]}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         before=$(switch_ticks)
-        out=$($B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
+        out=$("${on_sim_cpu[@]}" $B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
         ticks=$(($(switch_ticks) - before))
         # switch_cpu_us: the switch's CPU per answered request (blank for the
         # direct mode, which does not go through the switch).

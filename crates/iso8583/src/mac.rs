@@ -348,6 +348,10 @@ fn check_mac_field(spec: &Spec) -> Result<(), MacError> {
     }
 }
 
+/// Room for a message's wire form built for signing: most fit, so the
+/// buffer is not grown field by field.
+const WIRE_CAPACITY: usize = 512;
+
 /// The wire form of field `number` holding `value`.
 fn field_bytes(spec: &Spec, number: u16, value: &[u8]) -> Result<BytesMut, MacError> {
     let mut out = BytesMut::with_capacity(value.len() * 2 + 4);
@@ -377,7 +381,7 @@ fn build_for_mac(spec: &Spec, msg: &Message) -> Result<(BytesMut, usize), MacErr
         placeholder.set(MAC_FIELD, Bytes::from_static(&[0; MAC_FIELD_LEN]));
         &placeholder
     };
-    let mut wire = BytesMut::new();
+    let mut wire = BytesMut::with_capacity(WIRE_CAPACITY);
     build(spec, msg, &mut wire)?;
     let covered = wire.len() - uncovered_len(spec, msg)?;
     Ok((wire, covered))
@@ -407,6 +411,11 @@ pub fn covered<'a>(spec: &Spec, wire: &'a [u8], msg: &Message) -> Result<&'a [u8
 /// Sets field 128 of `msg` to its MAC under `key` and returns the message's
 /// wire form, built once.
 pub fn sign_bytes(spec: &Spec, msg: &mut Message, key: &MacKey) -> Result<Bytes, MacError> {
+    // Field 128 is about to be overwritten: the zeros go into `msg` itself
+    // rather than into a copy of it.
+    if !msg.get(MAC_FIELD).is_some_and(|v| v.len() == MAC_FIELD_LEN) {
+        msg.set(MAC_FIELD, Bytes::from_static(&[0; MAC_FIELD_LEN]));
+    }
     let (mut wire, covered) = build_for_mac(spec, msg)?;
     let mac = key.mac(&wire[spec.header_length..covered]).field_128();
     msg.set(MAC_FIELD, Bytes::copy_from_slice(&mac));
@@ -485,7 +494,7 @@ pub fn sign_bytes_with(
         MAC_FIELD,
         Bytes::copy_from_slice(&key.mac(&input).field_128()),
     );
-    let mut wire = BytesMut::new();
+    let mut wire = BytesMut::with_capacity(WIRE_CAPACITY);
     build(spec, msg, &mut wire)?;
     Ok(wire.freeze())
 }
