@@ -413,7 +413,7 @@ pub fn covered<'a>(spec: &Spec, wire: &'a [u8], msg: &Message) -> Result<&'a [u8
 pub fn sign_bytes(spec: &Spec, msg: &mut Message, key: &MacKey) -> Result<Bytes, MacError> {
     // Field 128 is about to be overwritten: the zeros go into `msg` itself
     // rather than into a copy of it.
-    if !msg.get(MAC_FIELD).is_some_and(|v| v.len() == MAC_FIELD_LEN) {
+    if msg.get(MAC_FIELD).is_none_or(|v| v.len() != MAC_FIELD_LEN) {
         msg.set(MAC_FIELD, Bytes::from_static(&[0; MAC_FIELD_LEN]));
     }
     let (mut wire, covered) = build_for_mac(spec, msg)?;
