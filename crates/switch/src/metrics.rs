@@ -3,10 +3,13 @@
 //!
 //! One process-wide set of metrics ([`metrics()`]): the parts that count
 //! (listeners, links, flows, stores) reach it without being handed it, and
-//! the admin listener encodes it. The hot path only touches atomics: a
-//! counter of a labelled family is found by a read-locked hash lookup of
-//! labels that are small inline values ([`Label`]), never allocated strings;
-//! the handles of a bank connection are looked up once, when it is made.
+//! the admin listener encodes it. The hot path only touches atomics: the
+//! per-message counters and the flow and bank-leg histograms are found in a
+//! cache of handles kept by each thread ([`HandleCache`]: a fast hash of
+//! small inline labels, no lock), and only a label set a thread has not
+//! seen yet goes to the family's locked map; labels are small inline values
+//! ([`Label`]), never allocated strings; the handles of a bank connection
+//! are looked up once, when it is made.
 //!
 //! Labels taken from what peers send (MTI, response code, institution) are
 //! bounded: past [`MAX_MESSAGE_SERIES`] distinct label sets, new ones are
@@ -14,6 +17,9 @@
 
 mod process;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
@@ -197,6 +203,49 @@ pub struct SafStateLabels {
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// How many handles one thread's cache holds per kind; past it a lookup
+/// goes to the family's map (the families are bounded on their own).
+const CACHED_HANDLES: usize = 4096;
+
+/// One thread's handles of a family's metrics, by the [`Metrics`] they
+/// belong to (its address: tests make more than one) and their labels.
+/// Handles share their value with the family's, so counting through the
+/// cache is counting in the family.
+struct HandleCache<L, M>(RefCell<HashMap<(usize, L), M, foldhash::fast::RandomState>>);
+
+impl<L: Hash + Eq + Copy, M: Clone> HandleCache<L, M> {
+    fn new() -> Self {
+        HandleCache(RefCell::new(HashMap::default()))
+    }
+
+    /// Applies `count` to the handle of `labels`, made by `make` (which
+    /// says whether it may be kept) the first time this thread sees them.
+    fn with(
+        &self,
+        owner: &Metrics,
+        labels: L,
+        make: impl FnOnce() -> (M, bool),
+        count: impl FnOnce(&M),
+    ) {
+        let key = (owner as *const Metrics as usize, labels);
+        let mut handles = self.0.borrow_mut();
+        if let Some(handle) = handles.get(&key) {
+            return count(handle);
+        }
+        let (handle, keep) = make();
+        count(&handle);
+        if keep && handles.len() < CACHED_HANDLES {
+            handles.insert(key, handle);
+        }
+    }
+}
+
+thread_local! {
+    static MESSAGE_HANDLES: HandleCache<MessageLabels, Counter> = HandleCache::new();
+    static FLOW_HANDLES: HandleCache<FlowLabels, (Counter, Histogram)> = HandleCache::new();
+    static BANK_LEG_HANDLES: HandleCache<BankLeg, Histogram> = HandleCache::new();
+}
 
 /// Seconds, from half a millisecond to 30 s.
 fn latency_histogram() -> Histogram {
@@ -445,33 +494,54 @@ impl Metrics {
                 .map_or(Label::EMPTY, |v| Label::new(v)),
             institution,
         };
+        MESSAGE_HANDLES.with(|cache| {
+            cache.with(
+                self,
+                labels,
+                || self.message_counter(labels),
+                |c| {
+                    c.inc();
+                },
+            )
+        });
+    }
+
+    /// The counter of a label set this thread has not counted yet, and
+    /// whether it is the set's own (not `other`) and may be cached.
+    fn message_counter(&self, labels: MessageLabels) -> (Counter, bool) {
         if let Some(counter) = self.messages.get(&labels) {
-            counter.inc();
-            return;
+            return (counter.clone(), true);
         }
         // A new label set. Counted before it is made: two threads making the
         // same one count it twice, which only makes the bound tighter.
         let series = self.message_series.fetch_add(1, Ordering::Relaxed);
-        let labels = if series < MAX_MESSAGE_SERIES {
-            labels
-        } else {
-            let other = Label::new(b"other");
-            MessageLabels {
-                mti: other,
-                rc: other,
-                institution: other,
-                ..labels
-            }
+        if series < MAX_MESSAGE_SERIES {
+            return (self.messages.get_or_create_owned(&labels), true);
+        }
+        let other = Label::new(b"other");
+        let other = MessageLabels {
+            mti: other,
+            rc: other,
+            institution: other,
+            ..labels
         };
-        self.messages.get_or_create(&labels).inc();
+        (self.messages.get_or_create_owned(&other), false)
     }
 
     /// A wallet request answered: its flow, code and time from read to answer.
     pub fn flow(&self, flow: &'static str, rc: Label, seconds: f64) {
-        self.flows.get_or_create(&FlowLabels { flow, rc }).inc();
-        self.flow_seconds
-            .get_or_create(&FlowOnly { flow })
-            .observe(seconds);
+        let labels = FlowLabels { flow, rc };
+        let make = || {
+            let count = self.flows.get_or_create_owned(&labels);
+            let time = self.flow_seconds.get_or_create_owned(&FlowOnly { flow });
+            ((count, time), true)
+        };
+        FLOW_HANDLES.with(|cache| {
+            cache.with(self, labels, make, |(count, time)| {
+                count.inc();
+                time.observe(seconds);
+            })
+        });
     }
 
     /// The handles of one bank connection, looked up once.
@@ -518,13 +588,13 @@ pub struct LinkMetrics {
 impl LinkMetrics {
     /// A request answered by the bank after `seconds`.
     pub fn answered(&self, msg: &Message, seconds: f64) {
-        metrics()
-            .bank_seconds
-            .get_or_create(&BankLeg {
-                bank: self.bank,
-                leg: leg(msg),
-            })
-            .observe(seconds);
+        let metrics = metrics();
+        let labels = BankLeg {
+            bank: self.bank,
+            leg: leg(msg),
+        };
+        let make = || (metrics.bank_seconds.get_or_create_owned(&labels), true);
+        BANK_LEG_HANDLES.with(|cache| cache.with(metrics, labels, make, |h| h.observe(seconds)));
     }
 }
 
@@ -552,6 +622,46 @@ mod tests {
         assert_eq!(Label::new(b"0110").as_str(), "0110");
         assert_eq!(Label::new(b"a\"b\n").as_str(), "a?b?");
         assert_eq!(Label::new(&[b'9'; 40]).as_str().len(), 16);
+    }
+
+    #[test]
+    fn cached_handles_count_in_their_own_metrics() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let mut msg = Message::new(*b"0110");
+        msg.set(num::RESPONSE_CODE, "00");
+        let bank = Label::new(b"48020000");
+        for _ in 0..3 {
+            a.message(Direction::Out, Side::Wallet, &msg, bank);
+        }
+        b.message(Direction::Out, Side::Wallet, &msg, bank);
+        for _ in 0..2 {
+            a.flow("receive", Label::new(b"00"), 0.001);
+        }
+        let series = "switchboard_messages_total{direction=\"out\",side=\"wallet\",mti=\"0110\",rc=\"00\",institution=\"48020000\"}";
+        assert!(
+            a.encode().contains(&format!("{series} 3\n")),
+            "{}",
+            a.encode()
+        );
+        assert!(
+            b.encode().contains(&format!("{series} 1\n")),
+            "{}",
+            b.encode()
+        );
+        assert!(
+            a.encode()
+                .contains("switchboard_flow_outcomes_total{flow=\"receive\",rc=\"00\"} 2\n"),
+            "{}",
+            a.encode()
+        );
+        assert!(!b
+            .encode()
+            .contains("switchboard_flow_outcomes_total{flow=\"receive\""));
+        // Counted again from another thread: its own cache, the same series.
+        std::thread::scope(|s| {
+            s.spawn(|| a.message(Direction::Out, Side::Wallet, &msg, bank));
+        });
+        assert!(a.encode().contains(&format!("{series} 4\n")));
     }
 
     #[test]
