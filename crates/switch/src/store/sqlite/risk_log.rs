@@ -370,10 +370,11 @@ impl RiskLog {
     pub(super) fn checkpoint(&mut self, c: &Connection) -> StoreResult<()> {
         self.usable()?;
         let over = self.unflushed_events > self.options.max_unflushed;
+        let chunk = self.options.chunk.max(1);
         let most = if over {
-            self.options.chunk.max(self.dirty.len() / 8)
+            chunk.max(self.dirty.len() / 8)
         } else {
-            self.options.chunk
+            chunk
         };
         let now = Instant::now();
         let due = self
