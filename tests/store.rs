@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -2003,39 +2002,11 @@ fn kill_9_loses_nothing_acknowledged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("switchboard.db");
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "kill_9_loses_nothing_acknowledged",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, &db)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = common::process::KillOnDrop::new(child);
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut acked = Vec::new();
-    let mut line = String::new();
-    let mut killed = false;
-    loop {
-        line.clear();
-        if out.read_line(&mut line).unwrap() == 0 {
-            break; // EOF: the child is gone and the pipe drained.
-        }
-        // A line cut by the kill has no newline: not acknowledged.
-        if let Some(n) = line.strip_prefix("ACK ").and_then(|r| r.strip_suffix('\n')) {
-            acked.push(n.parse::<u32>().unwrap());
-        }
-        if !killed && acked.len() >= 300 {
-            child.kill().unwrap(); // SIGKILL
-            killed = true;
-        }
-    }
-    child.wait().unwrap();
-    assert!(killed, "the child ended before being killed");
+    common::process::kill_9_child("kill_9_loses_nothing_acknowledged", (CHILD_ENV, &db), |n| {
+        acked.push(n.parse::<u32>().unwrap());
+        acked.len() >= 300
+    });
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

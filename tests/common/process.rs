@@ -156,6 +156,40 @@ fn serve_command(config: &Path) -> Command {
     command
 }
 
+/// The child's side of a kill -9 test: this test binary run again, running
+/// only `test`, with `env` set. Each whole line it prints starting `ACK `
+/// goes to `acked` (without the prefix and newline; a line cut by the kill
+/// has no newline and is not acknowledged); once `acked` returns true the
+/// child is killed with SIGKILL. Returns when the child is gone and its
+/// output drained; fails if it ended before being killed.
+pub fn kill_9_child(test: &str, env: (&str, &Path), mut acked: impl FnMut(&str) -> bool) {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop::new(child);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut killed = false;
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break; // EOF: the child is gone and the pipe drained.
+        }
+        if let Some(ack) = line.strip_prefix("ACK ").and_then(|r| r.strip_suffix('\n')) {
+            if acked(ack) && !killed {
+                child.kill().unwrap(); // SIGKILL
+                killed = true;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed, "the child ended before being killed");
+}
+
 /// Spawns `command` and waits for its "listening" line; `log` says why not.
 pub fn listening(mut command: Command, log: impl Fn() -> String) -> KillOnDrop {
     let mut child = KillOnDrop::new(command.spawn().unwrap());

@@ -2,14 +2,17 @@
 //! embedded SQLite store): a limit is judged from counters kept here, in
 //! O(1) per limit, instead of counting the store's events on every request.
 //!
-//! The store's event table stays the durable record: every event the book
-//! adds is written to it in the writer's next batch, queued before the
-//! request's decision (so it is committed no later than the answer that
-//! depends on it), and a counter the book does not hold is loaded from it
-//! first. The book is therefore a cache that may forget: on start, when it
-//! is full ([`CAPACITY`]), after the hourly sweep, or when a limit asks for
-//! a start the counter does not reach back to (a new settlement day, a rule
-//! reloaded with a longer window).
+//! The store keeps the durable record (on SQLite an append-only log of the
+//! events and a snapshot row per counter, `store/sqlite/risk_log.rs`): every
+//! event the book adds is sent to it before the request's decision (so it is
+//! committed no later than the answer that depends on it), and a counter the
+//! book does not hold is loaded from it first. The book is therefore a cache
+//! that may forget: on start, when it is full ([`CAPACITY`]) or after the
+//! hourly sweep.
+//!
+//! A counter asked from another start than it holds is moved there in place
+//! ([`Counter::adapt`]): a daily total asked from the next settlement day
+//! begins again at zero, a sliding window drops the events that left it.
 //!
 //! A load runs in the writer behind every event already queued, and is
 //! kept only if nothing was forgotten meanwhile ([`CounterBook::epoch`]):
@@ -47,28 +50,124 @@ pub enum Counter {
     },
 }
 
-/// What a limit needs loaded: its kind and start.
-pub fn empty_counter(limit: &Limit) -> Counter {
-    match (&limit.distinct, limit.window_ms) {
-        (Some(_), _) => Counter::Distinct {
-            floor_ms: limit.since_ms,
-            events: VecDeque::new(),
-            values: HashMap::new(),
-        },
-        (None, Some(_)) => Counter::Window {
-            floor_ms: limit.since_ms,
-            events: VecDeque::new(),
-            sum: 0,
-        },
-        (None, None) => Counter::Total {
-            since_ms: limit.since_ms,
-            count: 0,
-            sum: 0,
-        },
+/// Which of the [`Counter`] shapes a limit counts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterKind {
+    Total,
+    Window,
+    Distinct,
+}
+
+impl CounterKind {
+    pub fn of(limit: &Limit) -> CounterKind {
+        match (&limit.distinct, limit.window_ms) {
+            (Some(_), _) => CounterKind::Distinct,
+            (None, Some(_)) => CounterKind::Window,
+            (None, None) => CounterKind::Total,
+        }
+    }
+
+    /// The kind's number in the store's encodings.
+    pub fn code(self) -> u8 {
+        match self {
+            CounterKind::Total => 0,
+            CounterKind::Window => 1,
+            CounterKind::Distinct => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<CounterKind> {
+        match code {
+            0 => Some(CounterKind::Total),
+            1 => Some(CounterKind::Window),
+            2 => Some(CounterKind::Distinct),
+            _ => None,
+        }
     }
 }
 
+/// What a limit needs loaded: its kind and start.
+pub fn empty_counter(limit: &Limit) -> Counter {
+    Counter::empty(CounterKind::of(limit), limit.since_ms)
+}
+
 impl Counter {
+    /// A counter of `kind` with no events from `since_ms` on.
+    pub fn empty(kind: CounterKind, since_ms: i64) -> Counter {
+        match kind {
+            CounterKind::Distinct => Counter::Distinct {
+                floor_ms: since_ms,
+                events: VecDeque::new(),
+                values: HashMap::new(),
+            },
+            CounterKind::Window => Counter::Window {
+                floor_ms: since_ms,
+                events: VecDeque::new(),
+                sum: 0,
+            },
+            CounterKind::Total => Counter::Total {
+                since_ms,
+                count: 0,
+                sum: 0,
+            },
+        }
+    }
+
+    pub fn kind(&self) -> CounterKind {
+        match self {
+            Counter::Total { .. } => CounterKind::Total,
+            Counter::Window { .. } => CounterKind::Window,
+            Counter::Distinct { .. } => CounterKind::Distinct,
+        }
+    }
+
+    /// Moves the counter to answer for a limit of `kind` starting at
+    /// `since_ms`. A daily total asked from a later start (the next
+    /// settlement day) begins again at zero: the events it counts were all
+    /// recorded in its own day, before that start. Asked from an earlier
+    /// start (a request judged just before the cutoff that reaches the
+    /// book after one judged just past it) it answers with the newer day's
+    /// count. A sliding window drops the events before `since_ms`; asked
+    /// from before its floor (a rule reloaded with a longer window) it
+    /// cannot know the events it dropped and counts from what it holds. A
+    /// counter of another kind (a rule's id reused for another check)
+    /// starts afresh.
+    pub fn adapt(&mut self, kind: CounterKind, since_ms: i64) {
+        if self.kind() != kind {
+            *self = Counter::empty(kind, since_ms);
+            return;
+        }
+        match self {
+            Counter::Total {
+                since_ms: start,
+                count,
+                sum,
+            } => {
+                if since_ms > *start {
+                    *start = since_ms;
+                    *count = 0;
+                    *sum = 0;
+                }
+            }
+            window => {
+                window.trim(since_ms);
+                if let Counter::Window { floor_ms, .. } | Counter::Distinct { floor_ms, .. } =
+                    window
+                {
+                    *floor_ms = since_ms;
+                }
+            }
+        }
+    }
+
+    /// The instant events count from: a total's start, a window's floor.
+    pub fn since_ms(&self) -> i64 {
+        match self {
+            Counter::Total { since_ms, .. } => *since_ms,
+            Counter::Window { floor_ms, .. } | Counter::Distinct { floor_ms, .. } => *floor_ms,
+        }
+    }
+
     /// Adds a stored event (loading) or a new one (recording).
     pub fn add(&mut self, at_ms: i64, amount_minor: u64, detail: &str) {
         match self {
@@ -83,16 +182,6 @@ impl Counter {
             Counter::Distinct { events, values, .. } => {
                 events.push_back((at_ms, detail.to_string()));
                 *values.entry(detail.to_string()).or_default() += 1;
-            }
-        }
-    }
-
-    /// Whether this counter can answer for a limit starting at `since_ms`.
-    fn reaches(&self, since_ms: i64) -> bool {
-        match self {
-            Counter::Total { since_ms: s, .. } => *s == since_ms,
-            Counter::Window { floor_ms, .. } | Counter::Distinct { floor_ms, .. } => {
-                *floor_ms <= since_ms
             }
         }
     }
@@ -211,7 +300,7 @@ impl CounterBook {
         limits
             .iter()
             .enumerate()
-            .filter(|(_, l)| !self.get(l).is_some_and(|e| e.counter.reaches(l.since_ms)))
+            .filter(|(_, l)| self.get(l).is_none())
             .map(|(i, _)| i)
             .collect()
     }
@@ -228,30 +317,18 @@ impl CounterBook {
             return false;
         }
         for (limit, counter) in loaded {
-            let held = self.get(&limit).map(|e| e.counter.reaches(limit.since_ms));
+            if self.get(&limit).is_some() {
+                continue;
+            }
             let entry = Entry {
                 counter,
                 last_used: self.uses,
             };
-            match held {
-                Some(true) => {}
-                Some(false) => {
-                    if let Some(stale) = self
-                        .entries
-                        .get_mut(&limit.rule)
-                        .and_then(|subjects| subjects.get_mut(&limit.subject))
-                    {
-                        *stale = entry;
-                    }
-                }
-                None => {
-                    self.len += 1;
-                    self.entries
-                        .entry(limit.rule)
-                        .or_default()
-                        .insert(limit.subject, entry);
-                }
-            }
+            self.len += 1;
+            self.entries
+                .entry(limit.rule)
+                .or_default()
+                .insert(limit.subject, entry);
         }
         true
     }
@@ -264,7 +341,7 @@ impl CounterBook {
         let mut totals = Vec::with_capacity(limits.len());
         for l in limits {
             let entry = self.entry(l);
-            entry.counter.trim(l.since_ms);
+            entry.counter.adapt(CounterKind::of(l), l.since_ms);
             totals.push(entry.counter.totals(l));
         }
         let (exceeded, record) = super::risk::judge(limits, &totals);
@@ -370,13 +447,31 @@ mod tests {
     }
 
     #[test]
-    fn a_total_asked_from_another_start_is_loaded_again() {
+    fn a_total_asked_from_the_next_day_begins_again() {
         let mut book = CounterBook::default();
         let day = |start| limit("daily", start, None, 1);
         load(&mut book, &[day(0)]);
         assert_eq!(book.take(&[day(0)], 10), (vec![], true));
         assert_eq!(book.take(&[day(0)], 20), (vec![0], false));
-        assert_eq!(book.missing(&[day(1_000)]), [0], "the next day");
+        assert!(book.missing(&[day(1_000)]).is_empty(), "held, moved on");
+        assert_eq!(book.take(&[day(1_000)], 1_010), (vec![], true));
+        assert_eq!(book.take(&[day(1_000)], 1_020), (vec![0], false));
+        // A straggler of the day before counts to the day moved to.
+        assert_eq!(book.take(&[day(0)], 990), (vec![0], false));
+    }
+
+    #[test]
+    fn a_counter_asked_as_another_kind_starts_afresh() {
+        let mut book = CounterBook::default();
+        let total = limit("reused", 0, None, 1);
+        let window = limit("reused", 0, Some(100), 1);
+        load(&mut book, std::slice::from_ref(&total));
+        assert_eq!(book.take(std::slice::from_ref(&total), 10), (vec![], true));
+        assert_eq!(book.take(std::slice::from_ref(&window), 20), (vec![], true));
+        assert_eq!(
+            book.take(std::slice::from_ref(&window), 30),
+            (vec![0], false)
+        );
     }
 
     #[test]

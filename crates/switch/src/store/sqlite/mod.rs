@@ -58,12 +58,16 @@ mod commands;
 pub mod lock;
 mod maintenance;
 mod risk;
+mod risk_codec;
+mod risk_log;
 mod rows;
 mod schema;
 mod traits;
 mod writer;
 
-use self::risk::RiskEvent;
+use self::risk_codec::RiskEvent;
+pub use self::risk_log::CheckpointOptions;
+use self::risk_log::RiskLog;
 pub use self::schema::MIGRATIONS;
 use self::{commands::*, rows::*, schema::*, writer::*};
 
@@ -84,6 +88,10 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Unwritten journal entries at which new work waits for the journal.
     pub journal_capacity: usize,
+    /// When the risk counters' snapshot rows are rewritten from their log.
+    pub risk_checkpoint: CheckpointOptions,
+    /// Most risk counters held in memory ([`super::risk_book::CAPACITY`]).
+    pub risk_book_capacity: usize,
 }
 
 impl Default for SqliteOptions {
@@ -92,6 +100,8 @@ impl Default for SqliteOptions {
             synchronous_full: true,
             max_batch: 512,
             journal_capacity: 16_384,
+            risk_checkpoint: CheckpointOptions::default(),
+            risk_book_capacity: super::risk_book::CAPACITY,
         }
     }
 }
@@ -122,10 +132,14 @@ pub struct SqliteStore {
     _lock: Option<lock::StoreLock>,
     /// The risk counters, judged in memory ([`super::risk_book`]).
     risk_book: tokio::sync::Mutex<super::risk_book::CounterBook>,
-    /// Their events, written at the start of the writer's next batch (as
-    /// journal entries are): before any command sent after them, in one
-    /// savepoint a batch. Bounded by the requests in flight.
+    /// Their events, logged at the start of the writer's next batch (as
+    /// journal entries are written): before any command sent after them,
+    /// in one row a batch. Bounded by the requests in flight.
     risk_events: std_mpsc::Sender<RiskEvent>,
+    /// The log and snapshots of the counters ([`risk_log`]): used on the
+    /// writer thread only (by the writer and by the commands it runs), so
+    /// never waited for.
+    risk_log: Arc<std::sync::Mutex<RiskLog>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -201,6 +215,10 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(db)?;
         configure(&conn, options)?;
         migrate(&conn)?;
+        let risk_log = Arc::new(std::sync::Mutex::new(RiskLog::open(
+            &conn,
+            options.risk_checkpoint,
+        )?));
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (journal_tx, journal_rx) = std_mpsc::channel();
@@ -217,6 +235,7 @@ impl SqliteStore {
             pending_journal: Vec::new(),
             risk_events: risk_rx,
             pending_risk_events: Vec::new(),
+            risk_log: risk_log.clone(),
             shared: shared.clone(),
         };
         let max_batch = options.max_batch.max(1);
@@ -231,8 +250,11 @@ impl SqliteStore {
             spec: Arc::new(Spec::switchboard()),
             thread: Some(thread),
             path: path.to_path_buf(),
-            risk_book: Default::default(),
+            risk_book: tokio::sync::Mutex::new(super::risk_book::CounterBook::with_capacity(
+                options.risk_book_capacity,
+            )),
             risk_events: risk_tx,
+            risk_log,
             _lock: None,
         })
     }

@@ -157,6 +157,24 @@ pub const MIGRATIONS: &[&str] = &[
         reason TEXT    NOT NULL
     ) STRICT;
     "#,
+    // 8: the risk counters as an append-only log of events (one row a writer
+    // batch) and a snapshot row per counter (`risk_log.rs`). `risk_events`
+    // is no longer written: what it holds is still read for a counter
+    // without a snapshot row, until the sweeps have emptied it.
+    r#"
+    CREATE TABLE risk_log (
+        seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+        events BLOB    NOT NULL
+    ) STRICT;
+    CREATE TABLE risk_counters (
+        rule        TEXT    NOT NULL,
+        subject     TEXT    NOT NULL,
+        state       BLOB    NOT NULL,
+        last_ms     INTEGER NOT NULL,
+        through_seq INTEGER NOT NULL,
+        PRIMARY KEY (rule, subject)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

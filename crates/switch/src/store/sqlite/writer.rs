@@ -107,6 +107,7 @@ pub(super) struct Writer {
     pub(super) risk_events: std_mpsc::Receiver<RiskEvent>,
     /// Risk counter events taken from the channel and not yet committed.
     pub(super) pending_risk_events: Vec<RiskEvent>,
+    pub(super) risk_log: Arc<std::sync::Mutex<RiskLog>>,
     pub(super) shared: Arc<Shared>,
 }
 
@@ -157,6 +158,7 @@ impl Writer {
             // A transaction left open by a failed commit.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        self.read_risk_log_again_if_stale();
         let started = std::time::Instant::now();
         if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
             let why = format!("cannot begin a transaction: {e}");
@@ -189,7 +191,7 @@ impl Writer {
         let risk_written = match self.pending_risk_events.len() {
             0 => 0,
             n => match in_savepoint(&self.conn, &broken, |c| {
-                super::risk::write_events(c, &self.pending_risk_events)
+                risk_log::lock(&self.risk_log).append(c, &self.pending_risk_events)
             }) {
                 Ok(()) => n,
                 Err(e) => {
@@ -211,6 +213,16 @@ impl Writer {
             }
         }
 
+        if !broken.get()
+            && !self.conn.is_autocommit()
+            && risk_log::lock(&self.risk_log).wants_checkpoint()
+        {
+            if let Err(e) = in_savepoint(&self.conn, &broken, |c| {
+                risk_log::lock(&self.risk_log).checkpoint(c)
+            }) {
+                tracing::warn!("risk counters' checkpoint left for a later batch: {e}");
+            }
+        }
         let outcome = if broken.get() || self.conn.is_autocommit() {
             Err("the batch's transaction was abandoned after an error".to_string())
         } else {
@@ -233,10 +245,25 @@ impl Writer {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
+                // What the risk log holds in memory may now be ahead of the file.
+                risk_log::lock(&self.risk_log).set_stale();
             }
         }
         for reply in replies {
             reply(outcome.clone());
+        }
+    }
+
+    /// After a failed commit: the risk log's state read again from the file
+    /// (until that succeeds, risk events wait and counters cannot be loaded).
+    fn read_risk_log_again_if_stale(&mut self) {
+        let mut log = risk_log::lock(&self.risk_log);
+        if !log.is_stale() {
+            return;
+        }
+        match RiskLog::open(&self.conn, log.options()) {
+            Ok(fresh) => *log = fresh,
+            Err(e) => tracing::warn!("the risk counters' log cannot be read back: {e}"),
         }
     }
 }

@@ -1,0 +1,347 @@
+//! The binary forms of the risk counters' durable record: a `risk_log` row
+//! (one writer batch's counter events) and a `risk_counters` row's state (one
+//! counter). Both are read back as untrusted input: anything short, too
+//! long or out of range is [`StoreError::Corrupt`] naming the row, the byte
+//! offset and what was wrong, never a panic, and no length read from the
+//! bytes allocates more than the bytes that are there.
+//!
+//! Integers are little-endian; strings are a `u16` length and UTF-8 bytes.
+//! A log row starts with a version byte, then a table of the distinct
+//! strings of its events (rules, subjects, packets: each written once
+//! however many events name it), then the events.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::store::risk_book::{Counter, CounterKind};
+use crate::store::{StoreError, StoreResult};
+
+/// The version byte of a log row.
+const LOG_VERSION: u8 = 1;
+
+/// A counter event as the writer logs it: which counter (rule, subject, and
+/// the kind and start of the limit that recorded it, so that replaying it
+/// builds the counter the book had) and what it adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RiskEvent {
+    pub(super) rule: String,
+    pub(super) subject: String,
+    pub(super) kind: CounterKind,
+    pub(super) since_ms: i64,
+    pub(super) at_ms: i64,
+    pub(super) amount_minor: u64,
+    /// A distinct count's value (a packet); empty otherwise.
+    pub(super) detail: String,
+}
+
+/// The bytes of one log row holding `events`.
+pub(super) fn encode_events<'a>(events: &'a [RiskEvent]) -> Vec<u8> {
+    let mut strings: Vec<&'a str> = Vec::new();
+    let mut index: HashMap<&'a str, u32> = HashMap::new();
+    let mut refs = Vec::with_capacity(events.len());
+    for e in events {
+        let mut id = |s: &'a str| {
+            *index.entry(s).or_insert_with(|| {
+                strings.push(s);
+                (strings.len() - 1) as u32
+            })
+        };
+        refs.push([id(&e.rule), id(&e.subject), id(&e.detail)]);
+    }
+    let mut out = Vec::with_capacity(16 + strings.len() * 40 + events.len() * 37);
+    out.push(LOG_VERSION);
+    out.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+    for s in &strings {
+        put_str(&mut out, s);
+    }
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for (e, [rule, subject, detail]) in events.iter().zip(refs) {
+        out.extend_from_slice(&rule.to_le_bytes());
+        out.extend_from_slice(&subject.to_le_bytes());
+        out.extend_from_slice(&detail.to_le_bytes());
+        out.push(e.kind.code());
+        out.extend_from_slice(&e.since_ms.to_le_bytes());
+        out.extend_from_slice(&e.at_ms.to_le_bytes());
+        out.extend_from_slice(&e.amount_minor.to_le_bytes());
+    }
+    out
+}
+
+/// The events of log row `seq`.
+pub(super) fn decode_events(seq: i64, bytes: &[u8]) -> StoreResult<Vec<RiskEvent>> {
+    let mut r = Reader::new(bytes, format!("risk_log row {seq}"));
+    let version = r.u8()?;
+    if version != LOG_VERSION {
+        return Err(r.error(0, format!("unknown version {version}")));
+    }
+    let count = r.count(2)?;
+    let mut strings = Vec::with_capacity(count);
+    for _ in 0..count {
+        strings.push(r.str()?);
+    }
+    let events = r.count(37)?;
+    let mut out = Vec::with_capacity(events);
+    for _ in 0..events {
+        let string = |r: &mut Reader| -> StoreResult<String> {
+            let at = r.at;
+            let i = r.u32()? as usize;
+            strings
+                .get(i)
+                .cloned()
+                .ok_or_else(|| r.error(at, format!("string {i} of {}", strings.len())))
+        };
+        let rule = string(&mut r)?;
+        let subject = string(&mut r)?;
+        let detail = string(&mut r)?;
+        let kind = r.kind()?;
+        out.push(RiskEvent {
+            rule,
+            subject,
+            kind,
+            since_ms: r.i64()?,
+            at_ms: r.i64()?,
+            amount_minor: r.u64()?,
+            detail,
+        });
+    }
+    r.end()?;
+    Ok(out)
+}
+
+/// The bytes of a counter's snapshot (sums and distinct values are
+/// recomputed from the events when read back).
+pub(super) fn encode_counter(counter: &Counter) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.push(counter.kind().code());
+    out.extend_from_slice(&counter.since_ms().to_le_bytes());
+    match counter {
+        Counter::Total { count, sum, .. } => {
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&sum.to_le_bytes());
+        }
+        Counter::Window { events, .. } => {
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            for (at, amount) in events {
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&amount.to_le_bytes());
+            }
+        }
+        Counter::Distinct { events, .. } => {
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            for (at, value) in events {
+                out.extend_from_slice(&at.to_le_bytes());
+                put_str(&mut out, value);
+            }
+        }
+    }
+    out
+}
+
+/// The counter of snapshot row (`rule`, `subject`).
+pub(super) fn decode_counter(rule: &str, subject: &str, bytes: &[u8]) -> StoreResult<Counter> {
+    let mut r = Reader::new(bytes, format!("risk_counters row ({rule}, {subject})"));
+    let kind = r.kind()?;
+    let since_ms = r.i64()?;
+    let counter = match kind {
+        CounterKind::Total => Counter::Total {
+            since_ms,
+            count: r.u64()?,
+            sum: r.u64()?,
+        },
+        CounterKind::Window => {
+            let n = r.count(16)?;
+            let mut events = VecDeque::with_capacity(n);
+            let mut sum = 0u64;
+            for _ in 0..n {
+                let at = r.i64()?;
+                let amount = r.u64()?;
+                sum = sum.saturating_add(amount);
+                events.push_back((at, amount));
+            }
+            Counter::Window {
+                floor_ms: since_ms,
+                events,
+                sum,
+            }
+        }
+        CounterKind::Distinct => {
+            let n = r.count(10)?;
+            let mut counter = Counter::empty(CounterKind::Distinct, since_ms);
+            for _ in 0..n {
+                let at = r.i64()?;
+                let value = r.str()?;
+                counter.add(at, 0, &value);
+            }
+            counter
+        }
+    };
+    r.end()?;
+    Ok(counter)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Rules, subjects and packet keys are short; a longer string is cut at
+    // a character boundary rather than written with a wrong length.
+    let mut len = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    out.extend_from_slice(&(len as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len]);
+}
+
+/// Reads a stored value, naming it and the offset in every error.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    what: String,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8], what: String) -> Reader<'a> {
+        Reader { bytes, at: 0, what }
+    }
+
+    fn error(&self, at: usize, why: String) -> StoreError {
+        StoreError::Corrupt(format!("{}, byte {at}: {why}", self.what))
+    }
+
+    fn take<const N: usize>(&mut self) -> StoreResult<[u8; N]> {
+        let end = self
+            .at
+            .checked_add(N)
+            .filter(|&end| end <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(self.error(
+                self.at,
+                format!("{N} bytes wanted, {} left", self.bytes.len() - self.at),
+            ));
+        };
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.bytes[self.at..end]);
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> StoreResult<u8> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> StoreResult<u32> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    fn u64(&mut self) -> StoreResult<u64> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    fn i64(&mut self) -> StoreResult<i64> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+
+    fn kind(&mut self) -> StoreResult<CounterKind> {
+        let at = self.at;
+        let code = self.u8()?;
+        CounterKind::from_code(code).ok_or_else(|| self.error(at, format!("counter kind {code}")))
+    }
+
+    /// A count of items at least `min_size` bytes each: refused when the
+    /// bytes left cannot hold them (nothing is allocated for a lie).
+    fn count(&mut self, min_size: usize) -> StoreResult<usize> {
+        let at = self.at;
+        let n = self.u32()? as usize;
+        let left = self.bytes.len() - self.at;
+        if n.saturating_mul(min_size) > left {
+            return Err(self.error(at, format!("{n} items in {left} bytes")));
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> StoreResult<String> {
+        let at = self.at;
+        let len = u16::from_le_bytes(self.take()?) as usize;
+        let end = self.at + len;
+        let Some(bytes) = self.bytes.get(self.at..end) else {
+            return Err(self.error(at, format!("a string of {len} bytes runs past the end")));
+        };
+        let s = std::str::from_utf8(bytes)
+            .map_err(|e| self.error(at, format!("a string that is not UTF-8: {e}")))?;
+        self.at = end;
+        Ok(s.to_string())
+    }
+
+    fn end(&self) -> StoreResult<()> {
+        match self.bytes.len() - self.at {
+            0 => Ok(()),
+            left => Err(self.error(self.at, format!("{left} bytes after the end"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(rule: &str, subject: &str, kind: CounterKind, at_ms: i64, detail: &str) -> RiskEvent {
+        RiskEvent {
+            rule: rule.into(),
+            subject: subject.into(),
+            kind,
+            since_ms: at_ms - 100,
+            at_ms,
+            amount_minor: 7,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_log_row_reads_back_as_written() {
+        let events = vec![
+            event("daily", "card:x", CounterKind::Total, 10, ""),
+            event("burst", "card:x", CounterKind::Window, 11, ""),
+            event("packets", "card:x", CounterKind::Distinct, 12, "p1"),
+            event("daily", "card:y", CounterKind::Total, 13, ""),
+        ];
+        let bytes = encode_events(&events);
+        assert_eq!(decode_events(1, &bytes).unwrap(), events);
+    }
+
+    #[test]
+    fn a_damaged_log_row_is_corrupt_with_its_offset() {
+        let bytes = encode_events(&[event("daily", "card:x", CounterKind::Total, 10, "")]);
+        for cut in 0..bytes.len() {
+            let err = decode_events(9, &bytes[..cut]).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt(why) if why.starts_with("risk_log row 9, byte")),
+                "{err}"
+            );
+        }
+        let mut lying = bytes.clone();
+        // The string count claims four billion strings.
+        lying[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_events(9, &lying),
+            Err(StoreError::Corrupt(why)) if why.contains("byte 1:")
+        ));
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(decode_events(9, &longer).is_err());
+    }
+
+    #[test]
+    fn every_counter_shape_reads_back_as_written() {
+        let mut total = Counter::empty(CounterKind::Total, 5);
+        total.add(6, 100, "");
+        let mut window = Counter::empty(CounterKind::Window, 5);
+        window.add(6, 100, "");
+        window.add(8, 50, "");
+        let mut distinct = Counter::empty(CounterKind::Distinct, 5);
+        distinct.add(6, 0, "p1");
+        distinct.add(7, 0, "p1");
+        distinct.add(9, 0, "p2");
+        for counter in [total, window, distinct] {
+            let bytes = encode_counter(&counter);
+            assert_eq!(decode_counter("r", "s", &bytes).unwrap(), counter);
+            assert!(decode_counter("r", "s", &bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+}
