@@ -1046,14 +1046,17 @@ pub async fn clear_day_reporting(
         }
     }
 
-    // The records with a line, in place (no second copy of the day).
-    let bank_lines = legs
-        .into_iter()
-        .filter_map(|l| Some((l.sent?, l.key, l.outcome?)))
-        .collect();
+    // The records with a line, the wallets' first: the lines are collected
+    // beside the records they come from, so the smaller set is copied while
+    // both sets of records are alive, the larger once the smaller's records
+    // are gone.
     let wallet_lines = requests
         .into_iter()
         .filter_map(|r| Some((r.request, r.outcome?)))
+        .collect();
+    let bank_lines = legs
+        .into_iter()
+        .filter_map(|l| Some((l.sent?, l.key, l.outcome?)))
         .collect();
     Ok(ClearedDay::new(Decided {
         date,
