@@ -27,8 +27,8 @@ use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
 use switchboard::store::{
     Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
     InsertFreeze, JournalEntry, JournalSink, Lease, NewFreeze, NewReceive, NewSafEntry,
-    ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafState, SagaState,
-    SentMessage, Settled, Store, StoreError, StoredAnswer,
+    RawMessages, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafState,
+    SagaState, SentMessage, Settled, Store, StoreError, StoredAnswer,
 };
 
 // ---------------------------------------------------------------------------
@@ -1196,6 +1196,59 @@ async fn reads_by_time_for_clearing(backend: Backend) {
         .await
         .unwrap()
         .is_empty());
+
+    // Packed for clearing: the same entries; an answer's raw message is left
+    // out when only the requests' are asked for.
+    store.journal(JournalEntry {
+        mti: *b"0210",
+        at_ms: base + 50,
+        note: Some("late".into()),
+        acquirer: None,
+        ..journal_entry(1000)
+    });
+    for raw in [RawMessages::All, RawMessages::RequestsOnly] {
+        let entries = store.journal_between(base + 40, base + 60).await.unwrap();
+        let slice = store
+            .journal_slice(base + 40, base + 60, raw)
+            .await
+            .unwrap();
+        assert_eq!(slice.len(), entries.len());
+        for (view, e) in slice.iter().zip(&entries) {
+            assert_eq!(
+                (view.at_ms, view.direction, view.peer, view.mti),
+                (e.at_ms, e.direction, e.peer.as_str(), e.mti)
+            );
+            assert_eq!(
+                [
+                    view.processing_code,
+                    view.stan,
+                    view.transmission,
+                    view.acquirer,
+                    view.response_code,
+                    view.pan_masked,
+                    view.note
+                ],
+                [
+                    e.processing_code.as_deref(),
+                    e.stan.as_deref(),
+                    e.transmission.as_deref(),
+                    e.acquirer.as_deref(),
+                    e.response_code.as_deref(),
+                    e.pan_masked.as_deref(),
+                    e.note.as_deref()
+                ]
+            );
+            assert_eq!(view.amount_minor, e.amount_minor);
+            let answer_left_out = raw == RawMessages::RequestsOnly && e.mti == *b"0210";
+            let want = if answer_left_out {
+                Bytes::new()
+            } else {
+                e.raw.clone()
+            };
+            assert_eq!(view.raw(), want);
+        }
+        assert!(entries.iter().any(|e| e.mti == *b"0210"));
+    }
 
     open_freeze(&*store, 1, 1000).await;
     for i in 0..5 {

@@ -23,10 +23,13 @@
 //! day its freeze was made). Nothing final changes by clearing again, so
 //! clearing a day twice writes the same bytes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
+// SipHash's resistance to chosen keys is not needed for a day's own
+// message keys: foldhash hashes them several times faster.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rust_decimal::Decimal;
 
 use iso8583::codec::parse;
@@ -41,8 +44,8 @@ use super::file::{Kind, ParticipantFile, Role, Status};
 use super::{institution11, Settlement};
 use crate::dialect::{FreezeKey, InstitutionId, OriginalData};
 use crate::store::{
-    Direction, JournalEntry, RequestKey, SafKind, SafState, SagaRecord, SagaState, Store,
-    StoreError,
+    Direction, FreezeRecord, JournalView, RawMessages, RequestKey, SafKind, SafState, SagaRecord,
+    SagaState, Store, StoreError,
 };
 
 /// How far outside its day a day's message may have been journaled (its
@@ -176,11 +179,11 @@ fn key_text(key: &MsgKey) -> String {
     KeyText::of(key).text().into_owned()
 }
 
-fn entry_key(e: &JournalEntry) -> Option<MsgKey> {
+fn entry_key(e: &JournalView<'_>) -> Option<MsgKey> {
     msg_key(
-        e.acquirer.as_deref()?.as_bytes(),
-        e.transmission.as_deref()?.as_bytes(),
-        e.stan.as_deref()?.as_bytes(),
+        e.acquirer?.as_bytes(),
+        e.transmission?.as_bytes(),
+        e.stan?.as_bytes(),
     )
 }
 
@@ -246,9 +249,11 @@ struct Journal {
     leg_index: HashMap<MsgKey, u32>,
     requests: Vec<WalletRequest>,
     request_index: HashMap<(Kind, MsgKey), u32>,
-    /// Whether an F7 falls on the day, by F7: the time zone arithmetic is
+    /// The settlement date of an F7, by F7: the time zone arithmetic is
     /// done once per second of the day rather than once per message.
-    on_date: HashMap<[u8; 10], bool>,
+    f7_dates: HashMap<[u8; 10], Option<NaiveDate>>,
+    /// The banks' words by the name their journal peer gives them.
+    bank_words: HashMap<Box<str>, Word>,
 }
 
 fn wallet_kind(mti: &[u8; 4], processing_code: Option<&str>) -> Option<Kind> {
@@ -271,7 +276,7 @@ fn kind_of_request_mti(mti: &[u8; 4]) -> Option<Kind> {
 }
 
 /// The F7 cache is emptied past this many entries (a day has 86,400 seconds).
-const ON_DATE_CACHE: usize = 1 << 18;
+const F7_DATE_CACHE: usize = 1 << 18;
 
 impl Journal {
     fn new(date: NaiveDate, settlement: Settlement) -> Journal {
@@ -283,22 +288,42 @@ impl Journal {
             leg_index: HashMap::new(),
             requests: Vec::new(),
             request_index: HashMap::new(),
-            on_date: HashMap::new(),
+            f7_dates: HashMap::new(),
+            bank_words: HashMap::new(),
         }
+    }
+
+    /// The word of a bank as a journal's peer names it (its id, as 11
+    /// digits when it is an institution id).
+    fn bank_word(&mut self, peer_bank: &str) -> Word {
+        if let Some(w) = self.bank_words.get(peer_bank) {
+            return *w;
+        }
+        let w = match institution11(peer_bank) {
+            Some(id) => self.words.word(&id),
+            None => self.words.word(peer_bank),
+        };
+        self.bank_words.insert(peer_bank.into(), w);
+        w
     }
 
     /// Whether the message of `key` belongs to the day by its F7.
     fn on_date(&mut self, key: &MsgKey) -> bool {
-        let f7: [u8; 10] = key[11..21].try_into().expect("10 bytes");
-        if let Some(on) = self.on_date.get(&f7) {
-            return *on;
+        let f7: &[u8; 10] = key[11..21].try_into().expect("10 bytes");
+        self.date_of_transmission(f7) == Some(self.date)
+    }
+
+    /// The settlement date of the F7 `f7` (near the day's).
+    fn date_of_transmission(&mut self, f7: &[u8; 10]) -> Option<NaiveDate> {
+        if let Some(date) = self.f7_dates.get(f7) {
+            return *date;
         }
-        if self.on_date.len() >= ON_DATE_CACHE {
-            self.on_date.clear();
+        if self.f7_dates.len() >= F7_DATE_CACHE {
+            self.f7_dates.clear();
         }
-        let on = self.settlement.date_of_transmission(&f7, self.date) == Some(self.date);
-        self.on_date.insert(f7, on);
-        on
+        let date = self.settlement.date_of_transmission(f7, self.date);
+        self.f7_dates.insert(*f7, date);
+        date
     }
 
     fn leg(&self, key: &MsgKey) -> Option<&Leg> {
@@ -325,7 +350,7 @@ impl Journal {
         self.leg(key).is_some_and(|l| l.sent.is_some())
     }
 
-    fn take(&mut self, spec: &Spec, e: JournalEntry) {
+    fn take(&mut self, spec: &Spec, e: JournalView<'_>) {
         let response = iso8583::mti::is_response(&e.mti);
         if let Some(bank) = e.peer.strip_prefix("bank ") {
             if &e.mti[..3] != b"020" && &e.mti[..3] != b"021" {
@@ -337,14 +362,14 @@ impl Journal {
                 if e.direction == Direction::In && e.note.is_none() {
                     if let Some(code) = e.response_code {
                         if self.on_date(&key) {
-                            let code = self.words.word(&code);
+                            let code = self.words.word(code);
                             self.leg_mut(key).answer.get_or_insert(code);
                         }
                     }
                 }
                 return;
             }
-            let kind = match e.processing_code.as_deref() {
+            let kind = match e.processing_code {
                 Some("000000") => Kind::Debit,
                 Some("260000") => Kind::Credit,
                 _ => return,
@@ -352,27 +377,24 @@ impl Journal {
             if e.direction != Direction::Out || self.has_sent(&key) || !self.on_date(&key) {
                 return;
             }
-            let Ok(msg) = parse(spec, e.raw) else {
+            let Ok(msg) = parse(spec, e.raw()) else {
                 return;
             };
             let freeze = OriginalData::of(&msg)
                 .ok()
                 .filter(|od| &od.mti == b"0100")
                 .map(|od| freeze_key(&od.freeze_key()));
-            let bank = match institution11(bank) {
-                Some(id) => self.words.word(&id),
-                None => self.words.word(bank),
-            };
+            let bank = self.bank_word(bank);
             self.leg_mut(key).sent = Some(Sent {
                 bank,
                 kind,
-                pan: Short::new(e.pan_masked.as_deref().unwrap_or_default()),
+                pan: Short::new(e.pan_masked.unwrap_or_default()),
                 currency: fields::currency(&msg).unwrap_or(0),
                 amount_minor: e.amount_minor.unwrap_or(0),
                 freeze,
             });
         } else if e.peer.starts_with("wallet ") {
-            let Some(kind) = wallet_kind(&e.mti, e.processing_code.as_deref()) else {
+            let Some(kind) = wallet_kind(&e.mti, e.processing_code) else {
                 return;
             };
             let Some(key) = entry_key(&e) else { return };
@@ -381,7 +403,7 @@ impl Journal {
                     if self.request_index.contains_key(&(kind, key)) {
                         return;
                     }
-                    let Ok(msg) = parse(spec, e.raw) else {
+                    let Ok(msg) = parse(spec, e.raw()) else {
                         return;
                     };
                     let freeze = match kind {
@@ -396,7 +418,7 @@ impl Journal {
                         request: Request {
                             key,
                             kind,
-                            pan: Short::new(e.pan_masked.as_deref().unwrap_or_default()),
+                            pan: Short::new(e.pan_masked.unwrap_or_default()),
                             currency: fields::currency(&msg).unwrap_or(0),
                             amount_minor: e.amount_minor.unwrap_or(0),
                             freeze,
@@ -412,7 +434,6 @@ impl Journal {
                     // the request; the first other answer is the decision.
                     let repeat = e
                         .note
-                        .as_deref()
                         .is_some_and(|n| n.starts_with("resend") || n.starts_with("same key"));
                     if repeat {
                         return;
@@ -422,11 +443,140 @@ impl Journal {
                     {
                         let request = &mut self.requests[*i as usize];
                         if request.answer.is_none() {
-                            request.answer = Some(self.words.word(&code));
+                            request.answer = Some(self.words.word(code));
                         }
                     }
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+/// The receive sagas of the day folded into the journal's records (see
+/// `clear_day_reporting`).
+struct Sagas {
+    journal: Journal,
+    /// The switch's institution id, 11 digits: its debits' and credits' F32.
+    switch: String,
+    pending: BTreeSet<Pending>,
+    /// The legs of receives still in flight.
+    in_flight: HashSet<MsgKey>,
+    /// Each receive's debit and credit legs, for who pays whom.
+    receives: Vec<(u32, u32)>,
+    /// Approved sagas with a leg of the day the journal does not show: its
+    /// line is made from the saga and its freeze, read from the store.
+    need_freeze: Vec<SagaRecord>,
+}
+
+impl Sagas {
+    fn legs(&self, saga: &SagaRecord) -> [(Kind, Option<MsgKey>); 2] {
+        [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)]
+            .map(|(kind, sent)| (kind, sent.and_then(|s| sent_key(&self.switch, &s))))
+    }
+
+    /// Folds `saga` in, or keeps it for later when it needs its freeze.
+    fn take(&mut self, saga: SagaRecord) {
+        let unjournaled = saga.state == SagaState::Approved
+            && self.legs(&saga).iter().any(|(_, key)| {
+                key.is_some_and(|key| self.journal.on_date(&key) && !self.journal.has_sent(&key))
+            });
+        if unjournaled {
+            self.need_freeze.push(saga);
+        } else {
+            self.fold(saga, None);
+        }
+    }
+
+    /// Folds `saga` in; `freeze` is its freeze when it has a leg the
+    /// journal does not show.
+    fn fold(&mut self, saga: SagaRecord, freeze: Option<&FreezeRecord>) {
+        let legs = self.legs(&saga);
+        let journal = &mut self.journal;
+        // A receive belongs to its debit's day (whatever day its freeze was made).
+        let saga_date = saga
+            .debit
+            .and_then(|d| journal.date_of_transmission(&d.transmission))
+            .unwrap_or_else(|| journal.settlement.date_of_ms(saga.created_at_ms));
+        let on_date = saga_date == journal.date;
+        if !saga.state.is_final() && on_date {
+            self.in_flight
+                .extend(legs.iter().filter_map(|(_, key)| *key));
+            self.pending.insert(Pending {
+                role: Role::Wallet,
+                participant: saga.request.acquirer.to_string(),
+                kind: Kind::Receive,
+                key: format!(
+                    "{}/{}/{}",
+                    saga.request.acquirer,
+                    String::from_utf8_lossy(&saga.request.transmission),
+                    String::from_utf8_lossy(&saga.request.stan)
+                ),
+                reason: format!("receive in flight (saga {})", saga.state.as_str()),
+            });
+        }
+        if saga.state == SagaState::Approved {
+            for (kind, key) in legs {
+                let Some(key) = key else { continue };
+                if !journal.on_date(&key) || journal.has_sent(&key) {
+                    continue;
+                }
+                let Some(f) = freeze else {
+                    continue; // a saga without its freeze: corrupt, nothing to say
+                };
+                let (bank, pan) = match kind {
+                    Kind::Debit => (&f.payer_bank, &f.payer_pan),
+                    _ => (&saga.receiver_bank, &saga.receiver_pan),
+                };
+                let bank = journal
+                    .words
+                    .word(&institution11(bank).unwrap_or_else(|| bank.to_string()));
+                journal.leg_mut(key).sent = Some(Sent {
+                    bank,
+                    kind,
+                    pan: Short::new(&iso8583::mask::mask_pan(pan)),
+                    currency: f.currency,
+                    amount_minor: saga.amount_minor,
+                    freeze: Some(freeze_key(&saga.freeze)),
+                });
+            }
+        }
+        for key in legs.iter().filter_map(|(_, key)| key.as_ref()) {
+            if let Some(i) = journal.leg_index.get(key) {
+                let leg = &mut journal.legs[*i as usize];
+                leg.flags |= match saga.state {
+                    SagaState::Approved => LEG_APPROVED,
+                    SagaState::Failed => LEG_FAILED,
+                    SagaState::Debiting => 0,
+                };
+                if leg.flags & LEG_FREEZE_FROM_SAGA != 0 {
+                    if let Some(sent) = &mut leg.sent {
+                        sent.freeze = Some(freeze_key(&saga.freeze));
+                    }
+                }
+            }
+        }
+        if let [(_, Some(debit)), (_, Some(credit))] = legs {
+            if let (Some(d), Some(c)) = (
+                journal.leg_index.get(&debit),
+                journal.leg_index.get(&credit),
+            ) {
+                self.receives.push((*d, *c));
+            }
+        }
+        if let Some(kind) = kind_of_request_mti(&saga.request.mti) {
+            let key = freeze_key(&FreezeKey {
+                acquirer: saga.request.acquirer,
+                transmission: saga.request.transmission,
+                stan: saga.request.stan,
+            });
+            if let Some(i) = journal.request_index.get(&(kind, key)) {
+                let response = saga.response_code.as_deref().map(|c| journal.words.word(c));
+                journal.requests[*i as usize].saga = Some(SagaNote {
+                    on_date,
+                    is_final: saga.state.is_final(),
+                    response,
+                });
             }
         }
     }
@@ -515,7 +665,9 @@ pub async fn clear_day_reporting(
     let shared_spec = std::sync::Arc::new(spec.clone());
     let mut journal = Journal::new(date, settlement);
     let mut at = (read_from + SLICE_MS).min(read_to);
-    let mut slice = store.journal_between(read_from, at).await?;
+    let mut slice = store
+        .journal_slice(read_from, at, RawMessages::RequestsOnly)
+        .await?;
     let mut entries = 0u64;
     loop {
         entries += slice.len() as u64;
@@ -523,7 +675,7 @@ pub async fn clear_day_reporting(
             let spec = shared_spec.clone();
             let mut journal = journal;
             tokio::task::spawn_blocking(move || {
-                for entry in slice {
+                for entry in slice.iter() {
                     journal.take(&spec, entry);
                 }
                 journal
@@ -532,7 +684,10 @@ pub async fn clear_day_reporting(
         let until = (at + SLICE_MS).min(read_to);
         let next = async {
             if at < read_to {
-                store.journal_between(at, until).await.map(Some)
+                store
+                    .journal_slice(at, until, RawMessages::RequestsOnly)
+                    .await
+                    .map(Some)
             } else {
                 Ok(None)
             }
@@ -638,111 +793,59 @@ pub async fn clear_day_reporting(
         }
     }
 
-    // Receive sagas, read a slice at a time: which debit and credit belong
-    // to which receive (for the bilateral positions and the receives'
-    // dates), which are still in flight, and the legs a crash kept out of
-    // the journal.
-    let saga_date = |s: &SagaRecord| {
-        s.debit
-            .and_then(|d| settlement.date_of_transmission(&d.transmission, date))
-            .unwrap_or_else(|| settlement.date_of_ms(s.created_at_ms))
+    // Receive sagas, read a slice at a time and folded in on a blocking
+    // thread while the next slice is read: which debit and credit belong to
+    // which receive (for the bilateral positions and the receives' dates),
+    // which are still in flight, and the legs a crash kept out of the
+    // journal (those sagas need their freeze from the store: they are
+    // folded in last, here).
+    let mut sagas = Sagas {
+        journal,
+        switch: switch.clone(),
+        pending,
+        in_flight: HashSet::new(),
+        receives: Vec::new(),
+        need_freeze: Vec::new(),
     };
-    let mut in_flight: HashSet<MsgKey> = HashSet::new();
-    // Each receive's debit and credit legs, for who pays whom.
-    let mut receives: Vec<(u32, u32)> = Vec::new();
-    let mut at = read_from;
-    while at < read_to {
+    let mut at = (read_from + SAGA_SLICE_MS).min(read_to);
+    let mut slice = store.sagas_between(read_from, at).await?;
+    loop {
+        let folding = {
+            let mut sagas = sagas;
+            tokio::task::spawn_blocking(move || {
+                for saga in slice {
+                    sagas.take(saga);
+                }
+                sagas
+            })
+        };
         let until = (at + SAGA_SLICE_MS).min(read_to);
-        for saga in store.sagas_between(at, until).await? {
-            let on_date = saga_date(&saga) == date;
-            let legs = [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)]
-                .map(|(kind, sent)| (kind, sent.and_then(|s| sent_key(&switch, &s))));
-            if !saga.state.is_final() && on_date {
-                in_flight.extend(legs.iter().filter_map(|(_, key)| *key));
-                pending.insert(Pending {
-                    role: Role::Wallet,
-                    participant: saga.request.acquirer.to_string(),
-                    kind: Kind::Receive,
-                    key: format!(
-                        "{}/{}/{}",
-                        saga.request.acquirer,
-                        String::from_utf8_lossy(&saga.request.transmission),
-                        String::from_utf8_lossy(&saga.request.stan)
-                    ),
-                    reason: format!("receive in flight (saga {})", saga.state.as_str()),
-                });
+        let next = async {
+            if at < read_to {
+                store.sagas_between(at, until).await.map(Some)
+            } else {
+                Ok(None)
             }
-            if saga.state == SagaState::Approved {
-                let mut freeze_record = None;
-                for (kind, key) in legs {
-                    let Some(key) = key else { continue };
-                    if !journal.on_date(&key) || journal.has_sent(&key) {
-                        continue;
-                    }
-                    if freeze_record.is_none() {
-                        freeze_record = store.freeze(&saga.freeze).await?;
-                    }
-                    let Some(f) = &freeze_record else {
-                        continue; // a saga without its freeze: corrupt, nothing to say
-                    };
-                    let (bank, pan) = match kind {
-                        Kind::Debit => (&f.payer_bank, &f.payer_pan),
-                        _ => (&saga.receiver_bank, &saga.receiver_pan),
-                    };
-                    let bank = journal
-                        .words
-                        .word(&institution11(bank).unwrap_or_else(|| bank.clone()));
-                    journal.leg_mut(key).sent = Some(Sent {
-                        bank,
-                        kind,
-                        pan: Short::new(&iso8583::mask::mask_pan(pan)),
-                        currency: f.currency,
-                        amount_minor: saga.amount_minor,
-                        freeze: Some(freeze_key(&saga.freeze)),
-                    });
-                }
-            }
-            for key in legs.iter().filter_map(|(_, key)| key.as_ref()) {
-                if let Some(i) = journal.leg_index.get(key) {
-                    let leg = &mut journal.legs[*i as usize];
-                    leg.flags |= match saga.state {
-                        SagaState::Approved => LEG_APPROVED,
-                        SagaState::Failed => LEG_FAILED,
-                        SagaState::Debiting => 0,
-                    };
-                    if leg.flags & LEG_FREEZE_FROM_SAGA != 0 {
-                        if let Some(sent) = &mut leg.sent {
-                            sent.freeze = Some(freeze_key(&saga.freeze));
-                        }
-                    }
-                }
-            }
-            if let [(_, Some(debit)), (_, Some(credit))] = legs {
-                if let (Some(d), Some(c)) = (
-                    journal.leg_index.get(&debit),
-                    journal.leg_index.get(&credit),
-                ) {
-                    receives.push((*d, *c));
-                }
-            }
-            if let Some(kind) = kind_of_request_mti(&saga.request.mti) {
-                let key = freeze_key(&FreezeKey {
-                    acquirer: saga.request.acquirer,
-                    transmission: saga.request.transmission,
-                    stan: saga.request.stan,
-                });
-                if let Some(i) = journal.request_index.get(&(kind, key)) {
-                    let response = saga.response_code.as_deref().map(|c| journal.words.word(c));
-                    journal.requests[*i as usize].saga = Some(SagaNote {
-                        on_date,
-                        is_final: saga.state.is_final(),
-                        response,
-                    });
-                }
-            }
+        };
+        let (folded, next) = futures::join!(folding, next);
+        sagas = folded.map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
+        match next? {
+            Some(next) => slice = next,
+            None => break,
         }
         at = until;
     }
+    for saga in std::mem::take(&mut sagas.need_freeze) {
+        let freeze = store.freeze(&saga.freeze).await?;
+        sagas.fold(saga, freeze.as_ref());
+    }
+    let Sagas {
+        journal,
+        mut pending,
+        in_flight,
+        receives,
+        ..
+    } = sagas;
 
     // Bank lines.
     let Journal {
@@ -897,7 +1000,8 @@ pub async fn clear_day_reporting(
 
     // Who pays whom: every receive whose debit and credit both stand.
     let exponents = Exponents(spec.currency_exponents.clone());
-    let mut gross: BTreeMap<(String, String, u16), Decimal> = BTreeMap::new();
+    // Added up by the banks' words (a million receives), then named.
+    let mut by_word: HashMap<(Word, Word, u16), Decimal> = HashMap::new();
     for (d, c) in receives {
         let (debit, credit) = (&legs[d as usize], &legs[c as usize]);
         let approved = |l: &Leg| l.outcome.is_some_and(|o| o.status == Status::Approved);
@@ -906,16 +1010,25 @@ pub async fn clear_day_reporting(
         {
             if payer.bank != receiver.bank {
                 let amount = exponents.amount(payer.currency, payer.amount_minor);
-                *gross
-                    .entry((
-                        words.name(payer.bank).to_string(),
-                        words.name(receiver.bank).to_string(),
-                        payer.currency,
-                    ))
+                *by_word
+                    .entry((payer.bank, receiver.bank, payer.currency))
                     .or_insert_with(|| Decimal::new(0, amount.scale())) += amount;
             }
         }
     }
+    let gross: BTreeMap<(String, String, u16), Decimal> = by_word
+        .into_iter()
+        .map(|((payer, receiver, currency), amount)| {
+            (
+                (
+                    words.name(payer).to_string(),
+                    words.name(receiver).to_string(),
+                    currency,
+                ),
+                amount,
+            )
+        })
+        .collect();
     let mut obligations = Vec::new();
     for ((payer, receiver, currency), amount) in &gross {
         let back = gross
@@ -933,14 +1046,17 @@ pub async fn clear_day_reporting(
         }
     }
 
-    // The records with a line, in place (no second copy of the day).
-    let bank_lines = legs
-        .into_iter()
-        .filter_map(|l| Some((l.sent?, l.key, l.outcome?)))
-        .collect();
+    // The records with a line, the wallets' first: the lines are collected
+    // beside the records they come from, so the smaller set is copied while
+    // both sets of records are alive, the larger once the smaller's records
+    // are gone.
     let wallet_lines = requests
         .into_iter()
         .filter_map(|r| Some((r.request, r.outcome?)))
+        .collect();
+    let bank_lines = legs
+        .into_iter()
+        .filter_map(|l| Some((l.sent?, l.key, l.outcome?)))
         .collect();
     Ok(ClearedDay::new(Decided {
         date,

@@ -7,13 +7,14 @@
 //! [`Detail`] and count it with [`TrailerTally`], so their files are the
 //! same bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
+use foldhash::HashMap;
 use rust_decimal::Decimal;
 
 use super::clear::{Cleared, Obligation, Pending, Position};
@@ -271,72 +272,15 @@ impl ClearedDay {
             obligations,
             pending,
         } = d;
-        // Bank files in the order of their ids; lines by key then kind.
-        let mut bank_names: Vec<(&str, Word)> = bank_lines
-            .iter()
-            .map(|(s, _, _)| s.bank)
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
-            .map(|w| (words.name(w), w))
-            .collect();
-        bank_names.sort_unstable();
-        let rank: HashMap<Word, usize> = bank_names
-            .iter()
-            .enumerate()
-            .map(|(i, (_, w))| (*w, i))
-            .collect();
-        bank_lines.sort_unstable_by(|(a, ak, _), (b, bk, _)| {
-            (rank[&a.bank], ak, a.kind).cmp(&(rank[&b.bank], bk, b.kind))
+        // The bank files on one core, the wallets' on the other.
+        let (mut banks, mut wallets) = std::thread::scope(|scope| {
+            let wallets = scope.spawn(|| wallet_files(&mut wallet_lines, &words, &exponents));
+            let banks = bank_files(&mut bank_lines, &words, &exponents);
+            let wallets = wallets
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (banks, wallets)
         });
-        // A wallet's id is its requests' F32, the key's start.
-        wallet_lines.sort_unstable_by_key(|(r, _)| (r.key, r.kind));
-
-        let mut banks: BTreeMap<String, FileLines> = BTreeMap::new();
-        let mut start = 0;
-        while start < bank_lines.len() {
-            let bank = bank_lines[start].0.bank;
-            let end = start
-                + bank_lines[start..]
-                    .iter()
-                    .take_while(|(s, _, _)| s.bank == bank)
-                    .count();
-            let mut tally = TrailerTally::new(Role::Bank);
-            for line in &bank_lines[start..end] {
-                bank_detail(line, &words, &exponents, |d| tally.add(d));
-            }
-            banks.insert(
-                words.name(bank).to_string(),
-                FileLines {
-                    lines: start..end,
-                    trailers: tally.trailers(),
-                },
-            );
-            start = end;
-        }
-        let mut wallets: BTreeMap<String, FileLines> = BTreeMap::new();
-        let mut start = 0;
-        while start < wallet_lines.len() {
-            let wallet: [u8; 11] = wallet_lines[start].0.key[..11]
-                .try_into()
-                .expect("11 bytes");
-            let end = start
-                + wallet_lines[start..]
-                    .iter()
-                    .take_while(|(r, _)| r.key[..11] == wallet)
-                    .count();
-            let mut tally = TrailerTally::new(Role::Wallet);
-            for line in &wallet_lines[start..end] {
-                wallet_detail(line, &words, &exponents, |d| tally.add(d));
-            }
-            wallets.insert(
-                String::from_utf8_lossy(&wallet).into_owned(),
-                FileLines {
-                    lines: start..end,
-                    trailers: tally.trailers(),
-                },
-            );
-            start = end;
-        }
         let empty = |role| FileLines {
             lines: 0..0,
             trailers: TrailerTally::new(role).trailers(),
@@ -441,6 +385,21 @@ impl ClearedDay {
     /// `summary.csv`.
     pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
+        // The bank files on one core, the wallets' and the summary on the other.
+        let (banks, wallets) = std::thread::scope(|scope| {
+            let banks = scope.spawn(|| self.write_bank_files(dir));
+            let wallets = self.write_wallet_files(dir);
+            let banks = banks
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (banks, wallets)
+        });
+        let mut paths = banks?;
+        paths.extend(wallets?);
+        Ok(paths)
+    }
+
+    fn write_bank_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         let mut paths = Vec::new();
         for (id, file) in &self.banks {
             let path = write_file(dir, &format!("bank-{id}.csv"), |out| {
@@ -452,6 +411,12 @@ impl ClearedDay {
             })?;
             paths.push(path);
         }
+        Ok(paths)
+    }
+
+    /// The wallets' files, then the summary.
+    fn write_wallet_files(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
         for (id, file) in &self.wallets {
             let path = write_file(dir, &format!("wallet-{id}.csv"), |out| {
                 write!(out, "{}", self.header(Role::Wallet, id))?;
@@ -508,6 +473,92 @@ impl ClearedDay {
             pending: self.pending,
         }
     }
+}
+
+/// Sorts the bank lines into their files (banks in the order of their ids,
+/// each file's lines by key then kind) and adds up each file's trailers.
+fn bank_files(
+    bank_lines: &mut [(Sent, MsgKey, Outcome)],
+    words: &Words,
+    exponents: &Exponents,
+) -> BTreeMap<String, FileLines> {
+    // A bank's place is looked up by its word's number, as an index: the
+    // sort compares millions of times.
+    let mut used = vec![false; words.names.len()];
+    for (sent, _, _) in bank_lines.iter() {
+        used[sent.bank.0 as usize] = true;
+    }
+    let mut bank_names: Vec<(&str, Word)> = (0..words.names.len())
+        .filter(|i| used[*i])
+        .map(|i| (words.name(Word(i as u32)), Word(i as u32)))
+        .collect();
+    bank_names.sort_unstable();
+    let mut rank = vec![0u32; words.names.len()];
+    for (i, (_, w)) in bank_names.iter().enumerate() {
+        rank[w.0 as usize] = i as u32;
+    }
+    bank_lines.sort_unstable_by(|(a, ak, _), (b, bk, _)| {
+        (rank[a.bank.0 as usize], ak, a.kind).cmp(&(rank[b.bank.0 as usize], bk, b.kind))
+    });
+    let mut banks: BTreeMap<String, FileLines> = BTreeMap::new();
+    let mut start = 0;
+    while start < bank_lines.len() {
+        let bank = bank_lines[start].0.bank;
+        let end = start
+            + bank_lines[start..]
+                .iter()
+                .take_while(|(s, _, _)| s.bank == bank)
+                .count();
+        let mut tally = TrailerTally::new(Role::Bank);
+        for line in &bank_lines[start..end] {
+            bank_detail(line, words, exponents, |d| tally.add(d));
+        }
+        banks.insert(
+            words.name(bank).to_string(),
+            FileLines {
+                lines: start..end,
+                trailers: tally.trailers(),
+            },
+        );
+        start = end;
+    }
+    banks
+}
+
+/// Sorts the wallet lines into their files (a wallet's id is its requests'
+/// F32, the key's start; lines by key then kind) and adds up each file's
+/// trailers.
+fn wallet_files(
+    wallet_lines: &mut [(Request, Outcome)],
+    words: &Words,
+    exponents: &Exponents,
+) -> BTreeMap<String, FileLines> {
+    wallet_lines.sort_unstable_by_key(|(r, _)| (r.key, r.kind));
+    let mut wallets: BTreeMap<String, FileLines> = BTreeMap::new();
+    let mut start = 0;
+    while start < wallet_lines.len() {
+        let wallet: [u8; 11] = wallet_lines[start].0.key[..11]
+            .try_into()
+            .expect("11 bytes");
+        let end = start
+            + wallet_lines[start..]
+                .iter()
+                .take_while(|(r, _)| r.key[..11] == wallet)
+                .count();
+        let mut tally = TrailerTally::new(Role::Wallet);
+        for line in &wallet_lines[start..end] {
+            wallet_detail(line, words, exponents, |d| tally.add(d));
+        }
+        wallets.insert(
+            String::from_utf8_lossy(&wallet).into_owned(),
+            FileLines {
+                lines: start..end,
+                trailers: tally.trailers(),
+            },
+        );
+        start = end;
+    }
+    wallets
 }
 
 /// Writes `dir/name` through a buffer, to a temporary name first and renamed

@@ -268,12 +268,37 @@ pub(super) trait Columns {
     fn int(&self, idx: usize) -> StoreResult<i64>;
     fn blob(&self, idx: usize) -> StoreResult<Vec<u8>>;
 
+    /// A text column lent to `read`. A store whose rows can lend their own
+    /// bytes does so (SQLite): the keys of a day's records are read without
+    /// a `String` each.
+    fn with_str<T>(&self, idx: usize, read: impl FnOnce(&str) -> StoreResult<T>) -> StoreResult<T> {
+        read(&self.text(idx)?)
+    }
+
+    /// A nullable text column lent to `read` (see [`Columns::with_str`]).
+    fn with_opt_str<T>(
+        &self,
+        idx: usize,
+        read: impl FnOnce(Option<&str>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        read(self.opt_text(idx)?.as_deref())
+    }
+
+    /// A blob column lent to `read` (see [`Columns::with_str`]).
+    fn with_blob<T>(
+        &self,
+        idx: usize,
+        read: impl FnOnce(&[u8]) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        read(&self.blob(idx)?)
+    }
+
     fn digits<const N: usize>(&self, idx: usize) -> StoreResult<[u8; N]> {
-        digits_of(&self.text(idx)?, idx)
+        self.with_str(idx, |t| digits_of(t, idx))
     }
 
     fn opt_digits<const N: usize>(&self, idx: usize) -> StoreResult<Option<[u8; N]>> {
-        self.opt_text(idx)?.map(|t| digits_of(&t, idx)).transpose()
+        self.with_opt_str(idx, |t| t.map(|t| digits_of(t, idx)).transpose())
     }
 
     fn amount(&self, idx: usize) -> StoreResult<u64> {
@@ -282,14 +307,17 @@ pub(super) trait Columns {
     }
 
     fn digest(&self, idx: usize) -> StoreResult<[u8; 32]> {
-        let blob = self.blob(idx)?;
-        <[u8; 32]>::try_from(blob.as_slice())
-            .map_err(|_| corrupt(format!("column {idx}: digest of {} bytes", blob.len())))
+        self.with_blob(idx, |blob| {
+            <[u8; 32]>::try_from(blob)
+                .map_err(|_| corrupt(format!("column {idx}: digest of {} bytes", blob.len())))
+        })
     }
 
     /// A card number column, opened if it was sealed (`crate::vault`).
     fn sealed_text(&self, idx: usize, purpose: &str) -> StoreResult<String> {
-        vault::open_text(purpose, &self.text(idx)?).map_err(|e| unsealed(purpose, e))
+        self.with_str(idx, |t| {
+            vault::open_text(purpose, t).map_err(|e| unsealed(purpose, e))
+        })
     }
 
     /// A message column, opened if it was sealed.
@@ -331,8 +359,9 @@ pub(super) trait Columns {
     }
 
     fn saga_state(&self, idx: usize) -> StoreResult<SagaState> {
-        let state = self.text(idx)?;
-        SagaState::parse(&state).ok_or_else(|| corrupt(format!("saga state {state:?}")))
+        self.with_str(idx, |state| {
+            SagaState::parse(state).ok_or_else(|| corrupt(format!("saga state {state:?}")))
+        })
     }
 }
 

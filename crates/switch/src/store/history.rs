@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 
+use super::journal_slice::{JournalSlice, RawMessages};
 use super::{FreezeRecord, FreezeState, JournalEntry, SafEntry, SagaRecord, StoreResult};
 
 /// Reads of the records, for clearing, recovery and inspection.
@@ -40,6 +41,19 @@ pub trait History: Send + Sync + 'static {
     /// Journal entries with `from_ms <= at_ms < to_ms`, in the order they were
     /// written (end-of-day clearing reads the day back in slices).
     async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>>;
+
+    /// The entries of [`History::journal_between`] packed into a
+    /// [`JournalSlice`], raw messages kept as `raw` says: how clearing reads
+    /// the journal. The embedded store reads its rows straight into the
+    /// slice; a raw message left out is not read (nor opened, when sealed).
+    async fn journal_slice(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        raw: RawMessages,
+    ) -> StoreResult<JournalSlice> {
+        JournalSlice::of(&self.journal_between(from_ms, to_ms).await?, raw)
+    }
 
     /// Sagas with `from_ms <= created_at_ms < to_ms` (for clearing).
     async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {

@@ -14,7 +14,8 @@
 //! - [`Decisions`] (`decisions.rs`): freezes and sagas, answers, STANs;
 //! - [`SafQueue`] (`saf.rs`): the store-and-forward queue;
 //! - [`JournalSink`] (`journal.rs`): the journal;
-//! - [`History`] (`history.rs`): what clearing, recovery and inspection read;
+//! - [`History`] (`history.rs`): what clearing, recovery and inspection read
+//!   (clearing's journal packed a slice at a time, `journal_slice.rs`);
 //! - [`Leases`] (`leases.rs`): only in a store shared by instances, reached
 //!   through [`Store::leases`];
 //! - [`Maintenance`] (`maintenance.rs`): cleared days, the journal's
@@ -36,6 +37,7 @@ pub mod audit;
 pub mod decisions;
 pub mod history;
 pub mod journal;
+pub mod journal_slice;
 pub mod leases;
 pub mod maintenance;
 pub mod memory;
@@ -58,6 +60,7 @@ pub use decisions::{
 };
 pub use history::History;
 pub use journal::{Direction, JournalEntry, JournalSink};
+pub use journal_slice::{JournalColumns, JournalSlice, JournalView, RawMessages};
 pub use leases::{ExpiredLease, Lease, Leases, Unfinished};
 pub use maintenance::{ClearedDay, Maintenance, Resealed, RowKey, SealedColumn};
 pub use risk::{Hit, HitCount, Limit, RiskLedger};

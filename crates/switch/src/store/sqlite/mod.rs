@@ -52,6 +52,8 @@ use super::{
 };
 use crate::dialect::FreezeKey;
 use crate::store::journal::JournalBacklog;
+use crate::store::journal_slice::{JournalColumns, JournalSlice, JournalSliceBuilder, RawMessages};
+use crate::store::Direction;
 
 mod audit;
 mod commands;

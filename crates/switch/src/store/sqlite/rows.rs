@@ -2,6 +2,8 @@
 //! [`Columns`] for `rusqlite::Row`, through which the shared readers of
 //! `store/columns.rs` turn rows into freezes, sagas, queue and journal entries.
 
+use rusqlite::types::ValueRef;
+
 use super::*;
 
 // ---------------------------------------------------------------------------
@@ -29,12 +31,48 @@ impl Columns for Row<'_> {
     }
 
     fn blob(&self, idx: usize) -> StoreResult<Vec<u8>> {
+        self.with_blob(idx, |blob| Ok(blob.to_vec()))
+    }
+
+    // Borrowed where the value is what is asked for; anything else goes the
+    // owned way, for the same error.
+    fn with_str<T>(&self, idx: usize, read: impl FnOnce(&str) -> StoreResult<T>) -> StoreResult<T> {
+        if let Ok(ValueRef::Text(bytes)) = self.get_ref(idx) {
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                return read(text);
+            }
+        }
+        read(&self.text(idx)?)
+    }
+
+    fn with_opt_str<T>(
+        &self,
+        idx: usize,
+        read: impl FnOnce(Option<&str>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        match self.get_ref(idx) {
+            Ok(ValueRef::Null) => return read(None),
+            Ok(ValueRef::Text(bytes)) => {
+                if let Ok(text) = std::str::from_utf8(bytes) {
+                    return read(Some(text));
+                }
+            }
+            _ => {}
+        }
+        read(self.opt_text(idx)?.as_deref())
+    }
+
+    fn with_blob<T>(
+        &self,
+        idx: usize,
+        read: impl FnOnce(&[u8]) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let blob = self
             .get_ref(idx)
             .map_err(db)?
             .as_blob()
             .map_err(|e| corrupt(format!("column {idx}: {e}")))?;
-        Ok(blob.to_vec())
+        read(blob)
     }
 }
 
@@ -91,4 +129,66 @@ pub(super) fn execute(
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute(params))
         .map_err(db)
+}
+
+// ---------------------------------------------------------------------------
+// Clearing's journal
+
+/// Appends a journal row, in [`journal_columns!`] order, to `slice`,
+/// borrowing its columns rather than copying each into a `String`; its raw
+/// message is read (and opened, when sealed) only when `raw` keeps it.
+pub(super) fn journal_row_into(
+    row: &Row<'_>,
+    raw: RawMessages,
+    slice: &mut JournalSliceBuilder,
+) -> StoreResult<()> {
+    let text = |idx: usize| -> StoreResult<&str> {
+        row.get_ref(idx)
+            .map_err(db)?
+            .as_str()
+            .map_err(|e| corrupt(format!("journal column {idx}: {e}")))
+    };
+    let opt_text = |idx: usize| -> StoreResult<Option<&str>> {
+        row.get_ref(idx)
+            .map_err(db)?
+            .as_str_or_null()
+            .map_err(|e| corrupt(format!("journal column {idx}: {e}")))
+    };
+    let direction = match text(1)? {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        other => return Err(corrupt(format!("journal direction {other:?}"))),
+    };
+    // As written: four characters, not necessarily digits.
+    let mti = <[u8; 4]>::try_from(text(3)?.as_bytes()).unwrap_or(*b"????");
+    let amount: Option<i64> = row.get(10).map_err(db)?;
+    let columns = JournalColumns {
+        at_ms: row.get(0).map_err(db)?,
+        direction,
+        peer: text(2)?,
+        mti,
+        processing_code: opt_text(4)?,
+        stan: opt_text(5)?,
+        transmission: opt_text(6)?,
+        acquirer: opt_text(7)?,
+        response_code: opt_text(8)?,
+        pan_masked: opt_text(9)?,
+        amount_minor: amount.and_then(|a| u64::try_from(a).ok()),
+        note: opt_text(11)?,
+    };
+    if !raw.keeps(&mti) {
+        return slice.push(columns, None);
+    }
+    let stored = row
+        .get_ref(12)
+        .map_err(db)?
+        .as_blob()
+        .map_err(|e| corrupt(format!("journal column 12: {e}")))?;
+    if stored.starts_with(&crate::vault::SEALED_MAGIC) {
+        let plain = crate::vault::open_bytes(sealed::JOURNAL_RAW, stored)
+            .map_err(|e| unsealed(sealed::JOURNAL_RAW, e))?;
+        slice.push(columns, Some(&plain))
+    } else {
+        slice.push(columns, Some(stored))
+    }
 }

@@ -282,6 +282,30 @@ impl History for SqliteStore {
         .await
     }
 
+    async fn journal_slice(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        raw: RawMessages,
+    ) -> StoreResult<JournalSlice> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    journal_columns!(),
+                    " FROM journal WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id"
+                ))
+                .map_err(db)?;
+            let mut rows = stmt.query(params![from_ms, to_ms]).map_err(db)?;
+            let mut slice = JournalSliceBuilder::default();
+            while let Some(row) = rows.next().map_err(db)? {
+                journal_row_into(row, raw, &mut slice)?;
+            }
+            Ok(slice.finish())
+        })
+        .await
+    }
+
     async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
         self.read(move |c| {
             query_all_with(
