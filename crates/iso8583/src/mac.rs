@@ -411,6 +411,7 @@ pub fn covered<'a>(spec: &Spec, wire: &'a [u8], msg: &Message) -> Result<&'a [u8
 /// Sets field 128 of `msg` to its MAC under `key` and returns the message's
 /// wire form, built once.
 pub fn sign_bytes(spec: &Spec, msg: &mut Message, key: &MacKey) -> Result<Bytes, MacError> {
+    check_mac_field(spec)?;
     // Field 128 is about to be overwritten: the zeros go into `msg` itself
     // rather than into a copy of it.
     if msg.get(MAC_FIELD).is_none_or(|v| v.len() != MAC_FIELD_LEN) {
