@@ -19,7 +19,7 @@ use switchboard::store::{Limit, RiskLedger};
 fn limits(card: &str, now_ms: i64, packet: &str) -> Vec<Limit> {
     let limit = |rule: &str, since_ms, window_ms, distinct: Option<&str>| Limit {
         rule: rule.into(),
-        subject: format!("card:{card}"),
+        subject: format!("card:{card}").into(),
         since_ms,
         window_ms,
         max_count: None,
@@ -414,7 +414,8 @@ async fn serve_killed_under_risk_load_approves_no_more_than_the_limit() {
         subject: format!(
             "wallet:{}",
             InstitutionId::from_field(32, common::WALLET_ID.as_bytes()).unwrap()
-        ),
+        )
+        .into(),
         // Any start before the day's: the counter answers with its day's count.
         since_ms: 0,
         window_ms: None,

@@ -6,6 +6,8 @@
 //! structured warning, counted in the [`Tally`](super::Tally) and recorded
 //! as a hit for `switchboard risk report`.
 
+use std::sync::Arc;
+
 use iso8583::mask::{mask_pan, Masked};
 use iso8583::ResponseCode;
 use tracing::warn;
@@ -66,8 +68,9 @@ impl Risk {
         let day_start_ms = settlement.window_ms(day).0;
         let mut hits: Vec<&Rule> = Vec::new();
         let mut limits: Vec<(Limit, &Rule)> = Vec::new();
-        // The card's keyed digest, made once however many rules count it.
-        let mut card = None;
+        // The card's keyed digest (and the wallet's, the packet's subject),
+        // made once however many rules count it.
+        let mut subjects = Subjects::default();
         for rule in rules
             .rules
             .iter()
@@ -80,7 +83,7 @@ impl Risk {
                     return self.decide(store, settlement, now_ms, request, &hits).await;
                 }
             }
-            if let Some(limit) = limit_of(rule, request, &mut card, now_ms, day_start_ms) {
+            if let Some(limit) = limit_of(rule, request, &mut subjects, now_ms, day_start_ms) {
                 limits.push((limit, rule));
             }
         }
@@ -129,7 +132,7 @@ impl Risk {
             .map(|rule| Hit {
                 at_ms: now_ms,
                 day: day.clone(),
-                rule: rule.id.clone(),
+                rule: rule.id.to_string(),
                 mode: rule.mode.as_str().into(),
                 code: rule.code.to_string(),
                 card: card.clone(),
@@ -142,7 +145,7 @@ impl Risk {
         }
         Ok(match hits.iter().find(|r| r.mode == Mode::Enforce) {
             Some(rule) => Verdict::Decline {
-                rule: rule.id.clone(),
+                rule: rule.id.to_string(),
                 code: rule.code,
             },
             None => Verdict::Pass,
@@ -167,7 +170,7 @@ impl Risk {
             .filter(|r| matches!(r.check, Check::Probing { .. }) && r.covers(institution, pan))
             .map(|r| Limit {
                 rule: r.id.clone(),
-                subject: card_subject(pan),
+                subject: card_subject(pan).into(),
                 since_ms: day_start_ms,
                 window_ms: None,
                 max_count: None,
@@ -236,25 +239,48 @@ fn matches_alone(rule: &Rule, request: &Screened<'_>) -> bool {
     }
 }
 
-/// The counted limit a rule puts on a request, if any. `card` holds the
-/// card's subject once made.
+/// The subjects a request's limits count, each made once however many
+/// rules count it and shared by their limits.
+#[derive(Default)]
+struct Subjects {
+    card: Option<Arc<str>>,
+    wallet: Option<Arc<str>>,
+    packet: Option<Arc<str>>,
+}
+
+impl Subjects {
+    fn of(&mut self, per: Per, request: &Screened<'_>) -> Arc<str> {
+        match per {
+            Per::Card => self
+                .card
+                .get_or_insert_with(|| card_subject(request.pan).into())
+                .clone(),
+            Per::Wallet => self
+                .wallet
+                .get_or_insert_with(|| format!("wallet:{}", request.institution).into())
+                .clone(),
+        }
+    }
+
+    fn packet(&mut self, packet: &FreezeKey) -> Arc<str> {
+        self.packet
+            .get_or_insert_with(|| format!("packet:{packet}").into())
+            .clone()
+    }
+}
+
+/// The counted limit a rule puts on a request, if any. `subjects` holds
+/// the request's subjects once made.
 fn limit_of(
     rule: &Rule,
     request: &Screened<'_>,
-    card: &mut Option<String>,
+    subjects: &mut Subjects,
     now_ms: i64,
     day_start_ms: i64,
 ) -> Option<Limit> {
-    let mut card_of = || {
-        card.get_or_insert_with(|| card_subject(request.pan))
-            .clone()
-    };
-    let mut subject = |per: Per| match per {
-        Per::Card => card_of(),
-        Per::Wallet => format!("wallet:{}", request.institution),
-    };
+    let mut subject = |per: Per| subjects.of(per, request);
     let limit =
-        |subject: String, since_ms: i64, max_count: Option<u64>, max_sum: Option<u64>| Limit {
+        |subject: Arc<str>, since_ms: i64, max_count: Option<u64>, max_sum: Option<u64>| Limit {
             rule: rule.id.clone(),
             subject,
             since_ms,
@@ -300,7 +326,7 @@ fn limit_of(
         } if request.kind == RequestKind::Receive => request.packet.map(|packet| Limit {
             window_ms: Some(KEEP_EVENTS_MS),
             ..limit(
-                format!("packet:{packet}"),
+                subjects.packet(&packet),
                 now_ms - KEEP_EVENTS_MS,
                 Some(*max),
                 None,

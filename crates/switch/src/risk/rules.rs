@@ -136,7 +136,7 @@ pub enum Check {
 /// One rule, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     pub mode: Mode,
     pub code: ResponseCode,
     pub check: Check,
@@ -460,7 +460,7 @@ fn rule(at: &str, r: RawRule) -> Result<Rule, RulesError> {
         }
     };
     Ok(Rule {
-        id: r.id,
+        id: r.id.into(),
         mode: r.mode,
         code,
         check,

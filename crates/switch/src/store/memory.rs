@@ -599,7 +599,7 @@ impl super::RiskLedger for MemoryStore {
             for l in &limits {
                 let events = s
                     .risk_events
-                    .entry((l.rule.clone(), l.subject.clone()))
+                    .entry((l.rule.to_string(), l.subject.to_string()))
                     .or_default();
                 events.retain(|(at, _, _)| *at >= l.since_ms);
                 let sum = events
@@ -620,7 +620,7 @@ impl super::RiskLedger for MemoryStore {
             if record {
                 for l in limits.iter().filter(|l| l.record) {
                     s.risk_events
-                        .entry((l.rule.clone(), l.subject.clone()))
+                        .entry((l.rule.to_string(), l.subject.to_string()))
                         .or_default()
                         .push((
                             now_ms,

@@ -9,6 +9,8 @@
 //! the limit is judged, so the ledger holds at most a day of events per
 //! active card.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::StoreResult;
@@ -16,9 +18,12 @@ use super::StoreResult;
 /// One limit to judge for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
-    pub rule: String,
+    /// Shared with the rule and with the request's other limits: a limit
+    /// is made for every counted rule of every request, without copying
+    /// names.
+    pub rule: Arc<str>,
     /// Who is counted: `card:<keyed digest>`, `wallet:<F32>`, `packet:<key>`.
-    pub subject: String,
+    pub subject: Arc<str>,
     /// Events before this instant (ms since the epoch) no longer count: the
     /// settlement day's start, or now minus a sliding window.
     pub since_ms: i64,

@@ -19,7 +19,10 @@
 //! events judged from the book between the load and its arrival cannot be
 //! missed that way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::Limit;
 
@@ -253,7 +256,7 @@ struct Entry {
 /// The counters, by rule and subject (nested, so that a lookup borrows the
 /// limit's strings instead of copying them).
 pub struct CounterBook {
-    entries: HashMap<String, HashMap<String, Entry>>,
+    entries: HashMap<Arc<str>, HashMap<Arc<str>, Entry>>,
     len: usize,
     capacity: usize,
     /// Bumped whenever a counter is forgotten: a load begun before must be
@@ -292,7 +295,7 @@ impl CounterBook {
     }
 
     fn get(&self, l: &Limit) -> Option<&Entry> {
-        self.entries.get(&l.rule)?.get(&l.subject)
+        self.entries.get(&*l.rule)?.get(&*l.subject)
     }
 
     /// The limits whose counters must be loaded before they can be judged.
@@ -362,8 +365,8 @@ impl CounterBook {
 
     fn entry(&mut self, l: &Limit) -> &mut Entry {
         self.entries
-            .get_mut(&l.rule)
-            .and_then(|subjects| subjects.get_mut(&l.subject))
+            .get_mut(&*l.rule)
+            .and_then(|subjects| subjects.get_mut(&*l.subject))
             .expect("the limit's counter was loaded first")
     }
 
@@ -506,7 +509,7 @@ mod tests {
     fn a_full_book_forgets_the_counters_used_longest_ago() {
         let mut book = CounterBook::with_capacity(4);
         let card = |n: u32| Limit {
-            subject: format!("card:{n}"),
+            subject: format!("card:{n}").into(),
             ..limit("daily", 0, None, 10)
         };
         for n in 0..4 {

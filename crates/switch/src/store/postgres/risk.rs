@@ -36,15 +36,15 @@ impl RiskLedger for PostgresStore {
             }
             let mut totals = Vec::with_capacity(limits.len());
             for l in &limits {
-                tx.execute(SQL_FORGET, &[&l.rule, &l.subject, &l.since_ms])
+                tx.execute(SQL_FORGET, &[&&*l.rule, &&*l.subject, &l.since_ms])
                     .await?;
                 let row = match &l.distinct {
                     None => {
-                        tx.query_one(SQL_TOTALS, &[&l.rule, &l.subject, &l.since_ms])
+                        tx.query_one(SQL_TOTALS, &[&&*l.rule, &&*l.subject, &l.since_ms])
                             .await?
                     }
                     Some(value) => {
-                        tx.query_one(SQL_DISTINCT, &[&l.rule, &l.subject, &l.since_ms, value])
+                        tx.query_one(SQL_DISTINCT, &[&&*l.rule, &&*l.subject, &l.since_ms, value])
                             .await?
                     }
                 };
@@ -56,8 +56,11 @@ impl RiskLedger for PostgresStore {
             if record {
                 for (l, amount) in limits.iter().zip(&amounts).filter(|(l, _)| l.record) {
                     let detail = l.distinct.as_deref().unwrap_or_default();
-                    tx.execute(SQL_ADD, &[&l.rule, &l.subject, &now_ms, amount, &detail])
-                        .await?;
+                    tx.execute(
+                        SQL_ADD,
+                        &[&&*l.rule, &&*l.subject, &now_ms, amount, &detail],
+                    )
+                    .await?;
                 }
             }
             tx.commit().await?;

@@ -10,7 +10,10 @@
 //! strings of its events (rules, subjects, packets: each written once
 //! however many events name it), then the events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::store::risk_book::{Counter, CounterKind};
 use crate::store::{StoreError, StoreResult};
@@ -23,8 +26,8 @@ const LOG_VERSION: u8 = 1;
 /// builds the counter the book had) and what it adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RiskEvent {
-    pub(super) rule: String,
-    pub(super) subject: String,
+    pub(super) rule: Arc<str>,
+    pub(super) subject: Arc<str>,
     pub(super) kind: CounterKind,
     pub(super) since_ms: i64,
     pub(super) at_ms: i64,
@@ -74,14 +77,14 @@ pub(super) fn decode_events(seq: i64, bytes: &[u8]) -> StoreResult<Vec<RiskEvent
         return Err(r.error(0, format!("unknown version {version}")));
     }
     let count = r.count(2)?;
-    let mut strings = Vec::with_capacity(count);
+    let mut strings: Vec<Arc<str>> = Vec::with_capacity(count);
     for _ in 0..count {
-        strings.push(r.str()?);
+        strings.push(r.str()?.into());
     }
     let events = r.count(37)?;
     let mut out = Vec::with_capacity(events);
     for _ in 0..events {
-        let string = |r: &mut Reader| -> StoreResult<String> {
+        let string = |r: &mut Reader| -> StoreResult<Arc<str>> {
             let at = r.at;
             let i = r.u32()? as usize;
             strings
@@ -100,7 +103,7 @@ pub(super) fn decode_events(seq: i64, bytes: &[u8]) -> StoreResult<Vec<RiskEvent
             since_ms: r.i64()?,
             at_ms: r.i64()?,
             amount_minor: r.u64()?,
-            detail,
+            detail: detail.to_string(),
         });
     }
     r.end()?;

@@ -30,8 +30,11 @@
 //! statement or the batch's commit fails it is marked stale and read again
 //! from the file before its next use.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::risk_codec::{decode_counter, decode_events, encode_counter, encode_events, RiskEvent};
 use super::*;
@@ -97,9 +100,9 @@ struct Stored {
 pub(super) struct RiskLog {
     options: CheckpointOptions,
     /// By rule, then subject (lookups borrow the event's names).
-    unflushed: HashMap<String, HashMap<String, Vec<Unflushed>>>,
+    unflushed: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Unflushed>>>,
     /// The counters of `unflushed`, in the order they became dirty.
-    dirty: VecDeque<(Instant, String, String)>,
+    dirty: VecDeque<(Instant, Arc<str>, Arc<str>)>,
     unflushed_events: usize,
     /// For each log row, how many of its events wait.
     waiting: BTreeMap<i64, usize>,
@@ -148,7 +151,7 @@ impl RiskLog {
         let rows = query_all(c, "SELECT seq, events FROM risk_log ORDER BY seq", |r| {
             Ok((r.bigint(0)?, r.blob(1)?))
         })?;
-        let mut through: HashMap<(String, String), i64> = HashMap::new();
+        let mut through: HashMap<(Arc<str>, Arc<str>), i64> = HashMap::new();
         for (seq, bytes) in rows {
             log.last_seq = seq;
             if log.deleted_below == 0 {
@@ -185,14 +188,22 @@ impl RiskLog {
         )?;
         let seq = c.last_insert_rowid();
         self.last_seq = seq;
+        // Counted once for the row rather than once per event.
+        *self.waiting.entry(seq).or_default() += events.len();
         for e in events {
-            self.wait(seq, e);
+            self.wait_uncounted(seq, e);
         }
         self.stale = false;
         Ok(())
     }
 
     fn wait(&mut self, seq: i64, e: &RiskEvent) {
+        *self.waiting.entry(seq).or_default() += 1;
+        self.wait_uncounted(seq, e);
+    }
+
+    /// [`wait`](Self::wait) but for the count of the row's waiting events.
+    fn wait_uncounted(&mut self, seq: i64, e: &RiskEvent) {
         let event = Unflushed {
             seq,
             kind: e.kind,
@@ -201,13 +212,12 @@ impl RiskLog {
             amount_minor: e.amount_minor,
             detail: e.detail.clone(),
         };
-        *self.waiting.entry(seq).or_default() += 1;
         self.unflushed_events += 1;
         // The names are copied only for a counter not waiting yet.
         if let Some(events) = self
             .unflushed
-            .get_mut(&e.rule)
-            .and_then(|subjects| subjects.get_mut(&e.subject))
+            .get_mut(&*e.rule)
+            .and_then(|subjects| subjects.get_mut(&*e.subject))
         {
             events.push(event);
             return;
@@ -397,7 +407,7 @@ impl RiskLog {
     fn flush(&mut self, c: &Connection, n: usize) -> StoreResult<()> {
         self.stale = true;
         // In key order: neighbouring rows share pages.
-        let mut keys: Vec<(String, String)> = self
+        let mut keys: Vec<(Arc<str>, Arc<str>)> = self
             .dirty
             .drain(..n)
             .map(|(_, rule, subject)| (rule, subject))
@@ -418,10 +428,10 @@ impl RiskLog {
             )?;
         }
         for (rule, subject) in keys {
-            let Some(subjects) = self.unflushed.get_mut(&rule) else {
+            let Some(subjects) = self.unflushed.get_mut(&*rule) else {
                 continue;
             };
-            for e in subjects.remove(&subject).unwrap_or_default() {
+            for e in subjects.remove(&*subject).unwrap_or_default() {
                 self.unflushed_events -= 1;
                 if let Some(left) = self.waiting.get_mut(&e.seq) {
                     *left -= 1;
@@ -431,7 +441,7 @@ impl RiskLog {
                 }
             }
             if subjects.is_empty() {
-                self.unflushed.remove(&rule);
+                self.unflushed.remove(&*rule);
             }
         }
         let oldest_waiting = self.oldest_waiting();
