@@ -672,18 +672,25 @@ where
             }
         }
     };
-    let folding = async {
-        let mut state = start.await?;
-        while let Some(next) = read_stretches.next().await {
-            let (stretch, read) = next?;
-            let fold = fold.clone();
-            let (folded, given_back) = tokio::task::spawn_blocking(move || fold(state, read))
-                .await
-                .map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
-            state = folded;
-            done(given_back, stretch);
+    let folding = async move {
+        let folded = async {
+            let mut state = start.await?;
+            while let Some(next) = read_stretches.next().await {
+                let (stretch, read) = next?;
+                let fold = fold.clone();
+                let (folded, given_back) = tokio::task::spawn_blocking(move || fold(state, read))
+                    .await
+                    .map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
+                state = folded;
+                done(given_back, stretch);
+            }
+            Ok(state)
         }
-        Ok(state)
+        .await;
+        // Hung up before the reading is waited for: on an error, a stretch
+        // waiting to be handed over is not waited for forever.
+        drop(read_stretches);
+        folded
     };
     let ((), folded) = futures::join!(reading, folding);
     folded
