@@ -1248,6 +1248,24 @@ async fn reads_by_time_for_clearing(backend: Backend) {
             assert_eq!(view.raw(), want);
         }
         assert!(entries.iter().any(|e| e.mti == *b"0210"));
+        // Read again into the first slice's buffers: the same entries.
+        let again = store
+            .journal_slice_reusing(base + 40, base + 60, raw, slice)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), entries.len());
+        for (view, e) in again.iter().zip(&entries) {
+            assert_eq!(
+                (view.at_ms, view.peer, view.note),
+                (e.at_ms, e.peer.as_str(), e.note.as_deref())
+            );
+        }
+        // A store that counts counts the same entries.
+        let counted = store.journal_len(base + 40, base + 60).await.unwrap();
+        assert!(
+            counted.is_none_or(|n| n == entries.len() as u64),
+            "{counted:?}"
+        );
     }
 
     open_freeze(&*store, 1, 1000).await;

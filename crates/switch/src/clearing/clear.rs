@@ -44,8 +44,8 @@ use super::file::{Kind, ParticipantFile, Role, Status};
 use super::{institution11, Settlement};
 use crate::dialect::{FreezeKey, InstitutionId, OriginalData};
 use crate::store::{
-    Direction, FreezeRecord, JournalView, RawMessages, RequestKey, SafKind, SafState, SagaRecord,
-    SagaState, Store, StoreError,
+    Direction, FreezeRecord, JournalSlice, JournalView, RawMessages, RequestKey, SafKind, SafState,
+    SagaRecord, SagaState, Store, StoreError,
 };
 
 /// How far outside its day a day's message may have been journaled (its
@@ -279,15 +279,22 @@ fn kind_of_request_mti(mti: &[u8; 4]) -> Option<Kind> {
 const F7_DATE_CACHE: usize = 1 << 18;
 
 impl Journal {
-    fn new(date: NaiveDate, settlement: Settlement) -> Journal {
+    /// Records sized for a journal of `entries` entries (when known): grown
+    /// by doubling instead, a day's records would be copied as they grow and
+    /// held twice meanwhile. A receive is six entries and two legs, a
+    /// freeze or unfreeze a wallet request for two to four entries: a third
+    /// and a fifth of the entries are room for both with a margin (a
+    /// `Vec`'s room not filled is not memory used; an index's is).
+    fn new(date: NaiveDate, settlement: Settlement, entries: Option<u64>) -> Journal {
+        let entries = usize::try_from(entries.unwrap_or(0)).unwrap_or(0);
         Journal {
             date,
             settlement,
             words: Words::default(),
-            legs: Vec::new(),
-            leg_index: HashMap::new(),
-            requests: Vec::new(),
-            request_index: HashMap::new(),
+            legs: Vec::with_capacity(entries / 3),
+            leg_index: HashMap::with_capacity(entries / 3),
+            requests: Vec::with_capacity(entries / 5),
+            request_index: HashMap::with_capacity(entries / 5),
             f7_dates: HashMap::new(),
             bank_words: HashMap::new(),
         }
@@ -457,8 +464,9 @@ impl Journal {
 /// `clear_day_reporting`).
 struct Sagas {
     journal: Journal,
-    /// The switch's institution id, 11 digits: its debits' and credits' F32.
-    switch: String,
+    /// The switch's institution id: its debits' and credits' F32 (none when
+    /// not one: then no saga's message has a key).
+    switch: Option<InstitutionId>,
     pending: BTreeSet<Pending>,
     /// The legs of receives still in flight.
     in_flight: HashSet<MsgKey>,
@@ -471,8 +479,17 @@ struct Sagas {
 
 impl Sagas {
     fn legs(&self, saga: &SagaRecord) -> [(Kind, Option<MsgKey>); 2] {
-        [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)]
-            .map(|(kind, sent)| (kind, sent.and_then(|s| sent_key(&self.switch, &s))))
+        [(Kind::Debit, saga.debit), (Kind::Credit, saga.credit)].map(|(kind, sent)| {
+            let key = self.switch.as_ref().and_then(|switch| {
+                let s = sent?;
+                Some(freeze_key(&FreezeKey {
+                    acquirer: *switch,
+                    transmission: s.transmission,
+                    stan: s.stan,
+                }))
+            });
+            (kind, key)
+        })
     }
 
     /// Folds `saga` in, or keeps it for later when it needs its freeze.
@@ -515,15 +532,14 @@ impl Sagas {
                 reason: format!("receive in flight (saga {})", saga.state.as_str()),
             });
         }
-        if saga.state == SagaState::Approved {
+        // Only a saga with a leg the journal does not show is handed its
+        // freeze (a saga without its freeze: corrupt, nothing to say).
+        if let (SagaState::Approved, Some(f)) = (saga.state, freeze) {
             for (kind, key) in legs {
                 let Some(key) = key else { continue };
                 if !journal.on_date(&key) || journal.has_sent(&key) {
                     continue;
                 }
-                let Some(f) = freeze else {
-                    continue; // a saga without its freeze: corrupt, nothing to say
-                };
                 let (bank, pan) = match kind {
                     Kind::Debit => (&f.payer_bank, &f.payer_pan),
                     _ => (&saga.receiver_bank, &saga.receiver_pan),
@@ -541,28 +557,23 @@ impl Sagas {
                 });
             }
         }
-        for key in legs.iter().filter_map(|(_, key)| key.as_ref()) {
-            if let Some(i) = journal.leg_index.get(key) {
-                let leg = &mut journal.legs[*i as usize];
-                leg.flags |= match saga.state {
-                    SagaState::Approved => LEG_APPROVED,
-                    SagaState::Failed => LEG_FAILED,
-                    SagaState::Debiting => 0,
-                };
-                if leg.flags & LEG_FREEZE_FROM_SAGA != 0 {
-                    if let Some(sent) = &mut leg.sent {
-                        sent.freeze = Some(freeze_key(&saga.freeze));
-                    }
+        // Each leg looked up once, for its flags and for who pays whom.
+        let found = legs.map(|(_, key)| key.and_then(|key| journal.leg_index.get(&key).copied()));
+        for i in found.into_iter().flatten() {
+            let leg = &mut journal.legs[i as usize];
+            leg.flags |= match saga.state {
+                SagaState::Approved => LEG_APPROVED,
+                SagaState::Failed => LEG_FAILED,
+                SagaState::Debiting => 0,
+            };
+            if leg.flags & LEG_FREEZE_FROM_SAGA != 0 {
+                if let Some(sent) = &mut leg.sent {
+                    sent.freeze = Some(freeze_key(&saga.freeze));
                 }
             }
         }
-        if let [(_, Some(debit)), (_, Some(credit))] = legs {
-            if let (Some(d), Some(c)) = (
-                journal.leg_index.get(&debit),
-                journal.leg_index.get(&credit),
-            ) {
-                self.receives.push((*d, *c));
-            }
+        if let [Some(d), Some(c)] = found {
+            self.receives.push((d, c));
         }
         if let Some(kind) = kind_of_request_mti(&saga.request.mti) {
             let key = freeze_key(&FreezeKey {
@@ -610,9 +621,79 @@ fn original_of_reversal(
     })
 }
 
-/// The debit's or credit's key of a saga's message.
-fn sent_key(switch: &str, sent: &crate::store::SentMessage) -> Option<MsgKey> {
-    msg_key(switch.as_bytes(), &sent.transmission, &sent.stan)
+/// How many stretches of the store are read at once: two, each on a
+/// connection of its own, while a third is folded in.
+const READ_AHEAD: usize = 2;
+
+/// `[from_ms, to_ms)` in stretches of `step_ms`.
+fn stretches(from_ms: i64, to_ms: i64, step_ms: i64) -> impl Iterator<Item = (i64, i64)> {
+    std::iter::successors(Some(from_ms), move |at| Some(at + step_ms))
+        .take_while(move |at| *at < to_ms)
+        .map(move |at| (at, (at + step_ms).min(to_ms)))
+}
+
+/// Reads each stretch of `stretches` with `read`, [`READ_AHEAD`] at a time,
+/// and folds what was read into the state `start` gives with `fold` on a
+/// blocking thread, in order, while the next stretches are read; `done` is
+/// handed what `fold` gives back and the stretch it came from.
+///
+/// The reading runs as a future of its own beside the folding (not polled
+/// only when the folding asks for the next stretch), so that a read waiting
+/// to be started is started as soon as it can be.
+async fn read_and_fold<S, T, U, R>(
+    stretches: impl Iterator<Item = (i64, i64)>,
+    mut read: impl FnMut((i64, i64)) -> R,
+    start: impl std::future::Future<Output = Result<S, ClearError>>,
+    fold: impl Fn(S, T) -> (S, U) + Clone + Send + 'static,
+    mut done: impl FnMut(U, (i64, i64)),
+) -> Result<S, ClearError>
+where
+    S: Send + 'static,
+    T: Send + 'static,
+    U: Send + 'static,
+    R: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use futures::{SinkExt, StreamExt};
+    // No room beyond the one stretch its sender may hand over: what is read
+    // ahead is what `buffered` holds.
+    let (mut to_fold, mut read_stretches) = futures::channel::mpsc::channel(0);
+    let reading = async move {
+        let mut reads = futures::stream::iter(stretches)
+            .map(|stretch| {
+                let reading = read(stretch);
+                async move { reading.await.map(|t| (stretch, t)) }
+            })
+            .buffered(READ_AHEAD);
+        while let Some(next) = reads.next().await {
+            let failed = next.is_err();
+            // The folding has stopped (on an error) when its end is gone.
+            if to_fold.send(next).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let folding = async move {
+        let folded = async {
+            let mut state = start.await?;
+            while let Some(next) = read_stretches.next().await {
+                let (stretch, read) = next?;
+                let fold = fold.clone();
+                let (folded, given_back) = tokio::task::spawn_blocking(move || fold(state, read))
+                    .await
+                    .map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
+                state = folded;
+                done(given_back, stretch);
+            }
+            Ok(state)
+        }
+        .await;
+        // Hung up before the reading is waited for: on an error, a stretch
+        // waiting to be handed over is not waited for forever.
+        drop(read_stretches);
+        folded
+    };
+    let ((), folded) = futures::join!(reading, folding);
+    folded
 }
 
 /// Clears `request.date`. Refuses (with the list) when something of the day
@@ -661,50 +742,48 @@ pub async fn clear_day_reporting(
     let (from, to) = settlement.window_ms(date);
     let (read_from, read_to) = (from - MARGIN_MS, to + MARGIN_MS);
 
-    // Read slice n + 1 while slice n is taken in on a blocking thread.
+    // The journal's slices are read two at a time, each on a connection of
+    // its own, while the one before is taken in on a blocking thread: the
+    // reading costs more than the taking in, and there are two cores.
     let shared_spec = std::sync::Arc::new(spec.clone());
-    let mut journal = Journal::new(date, settlement);
-    let mut at = (read_from + SLICE_MS).min(read_to);
-    let mut slice = store
-        .journal_slice(read_from, at, RawMessages::RequestsOnly)
-        .await?;
+    // Counted while the first slices are read.
+    let journal = async {
+        let entries = store.journal_len(read_from, read_to).await?;
+        Ok(Journal::new(date, settlement, entries))
+    };
+    // The slices' buffers are read into again once taken in.
+    let spares: std::sync::Mutex<Vec<JournalSlice>> = std::sync::Mutex::new(Vec::new());
     let mut entries = 0u64;
-    loop {
-        entries += slice.len() as u64;
-        let taking = {
-            let spec = shared_spec.clone();
-            let mut journal = journal;
-            tokio::task::spawn_blocking(move || {
-                for entry in slice.iter() {
-                    journal.take(&spec, entry);
-                }
-                journal
-            })
-        };
-        let until = (at + SLICE_MS).min(read_to);
-        let next = async {
-            if at < read_to {
-                store
-                    .journal_slice(at, until, RawMessages::RequestsOnly)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
+    let mut journal = read_and_fold(
+        stretches(read_from, read_to, SLICE_MS),
+        |(from_ms, to_ms)| {
+            let reuse = spares
+                .lock()
+                .ok()
+                .and_then(|mut spares| spares.pop())
+                .unwrap_or_default();
+            store.journal_slice_reusing(from_ms, to_ms, RawMessages::RequestsOnly, reuse)
+        },
+        journal,
+        move |mut journal: Journal, slice: JournalSlice| {
+            for entry in slice.iter() {
+                journal.take(&shared_spec, entry);
             }
-        };
-        let (taken, next) = futures::join!(taking, next);
-        journal = taken.map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
-        progress(ClearProgress::Journal {
-            read_ms: (at - read_from) as u64,
-            window_ms: (read_to - read_from) as u64,
-            entries,
-        });
-        match next? {
-            Some(entries) => slice = entries,
-            None => break,
-        }
-        at = until;
-    }
+            (journal, slice)
+        },
+        |slice, (_, to_ms)| {
+            entries += slice.len() as u64;
+            progress(ClearProgress::Journal {
+                read_ms: (to_ms - read_from) as u64,
+                window_ms: (read_to - read_from) as u64,
+                entries,
+            });
+            if let Ok(mut spares) = spares.lock() {
+                spares.push(slice);
+            }
+        },
+    )
+    .await?;
 
     progress(ClearProgress::JournalRead);
     let mut pending: BTreeSet<Pending> = BTreeSet::new();
@@ -799,42 +878,27 @@ pub async fn clear_day_reporting(
     // which are still in flight, and the legs a crash kept out of the
     // journal (those sagas need their freeze from the store: they are
     // folded in last, here).
-    let mut sagas = Sagas {
+    let sagas = Sagas {
         journal,
-        switch: switch.clone(),
+        switch: InstitutionId::from_field(num::ACQUIRER, switch.as_bytes()).ok(),
         pending,
         in_flight: HashSet::new(),
         receives: Vec::new(),
         need_freeze: Vec::new(),
     };
-    let mut at = (read_from + SAGA_SLICE_MS).min(read_to);
-    let mut slice = store.sagas_between(read_from, at).await?;
-    loop {
-        let folding = {
-            let mut sagas = sagas;
-            tokio::task::spawn_blocking(move || {
-                for saga in slice {
-                    sagas.take(saga);
-                }
-                sagas
-            })
-        };
-        let until = (at + SAGA_SLICE_MS).min(read_to);
-        let next = async {
-            if at < read_to {
-                store.sagas_between(at, until).await.map(Some)
-            } else {
-                Ok(None)
+    let mut sagas = read_and_fold(
+        stretches(read_from, read_to, SAGA_SLICE_MS),
+        |(from_ms, to_ms)| store.sagas_between(from_ms, to_ms),
+        async { Ok(sagas) },
+        |mut sagas: Sagas, slice: Vec<SagaRecord>| {
+            for saga in slice {
+                sagas.take(saga);
             }
-        };
-        let (folded, next) = futures::join!(folding, next);
-        sagas = folded.map_err(|e| ClearError::Invalid(format!("clearing task failed: {e}")))?;
-        match next? {
-            Some(next) => slice = next,
-            None => break,
-        }
-        at = until;
-    }
+            (sagas, ())
+        },
+        |(), _| {},
+    )
+    .await?;
     for saga in std::mem::take(&mut sagas.need_freeze) {
         let freeze = store.freeze(&saga.freeze).await?;
         sagas.fold(saga, freeze.as_ref());

@@ -404,8 +404,13 @@ impl ClearedDay {
         for (id, file) in &self.banks {
             let path = write_file(dir, &format!("bank-{id}.csv"), |out| {
                 write!(out, "{}", self.header(Role::Bank, id))?;
+                let mut text = Vec::with_capacity(256);
                 for line in &self.bank_lines[file.lines.clone()] {
-                    bank_detail(line, &self.words, &self.exponents, |d| write!(out, "{d}"))?;
+                    text.clear();
+                    bank_detail(line, &self.words, &self.exponents, |d| {
+                        d.write_into(&mut text)
+                    });
+                    out.write_all(&text)?;
                 }
                 file.trailers.iter().try_for_each(|t| write!(out, "{t}"))
             })?;
@@ -420,8 +425,13 @@ impl ClearedDay {
         for (id, file) in &self.wallets {
             let path = write_file(dir, &format!("wallet-{id}.csv"), |out| {
                 write!(out, "{}", self.header(Role::Wallet, id))?;
+                let mut text = Vec::with_capacity(256);
                 for line in &self.wallet_lines[file.lines.clone()] {
-                    wallet_detail(line, &self.words, &self.exponents, |d| write!(out, "{d}"))?;
+                    text.clear();
+                    wallet_detail(line, &self.words, &self.exponents, |d| {
+                        d.write_into(&mut text)
+                    });
+                    out.write_all(&text)?;
                 }
                 file.trailers.iter().try_for_each(|t| write!(out, "{t}"))
             })?;

@@ -148,6 +148,26 @@ impl JournalSlice {
         }
     }
 
+    /// An empty builder holding this slice's buffers: read the next slice
+    /// into them instead of into fresh memory (a day is over a hundred
+    /// slices of megabytes each, and fresh pages are cleared by the kernel).
+    /// The raw messages' buffer is kept only when no message of the slice
+    /// is still shared.
+    pub fn recycle(self) -> JournalSliceBuilder {
+        let mut text = self.text.into_bytes();
+        text.clear();
+        let raw = match self.raw.try_into_mut() {
+            Ok(mut raw) => {
+                raw.clear();
+                raw
+            }
+            Err(_) => BytesMut::new(),
+        };
+        let mut entries = self.entries;
+        entries.clear();
+        JournalSliceBuilder { text, raw, entries }
+    }
+
     /// The entries of `entries`, raw messages kept as `raw` says.
     pub fn of(entries: &[JournalEntry], raw: RawMessages) -> StoreResult<JournalSlice> {
         let mut builder = JournalSliceBuilder::default();
@@ -170,32 +190,43 @@ impl JournalSlice {
                 raw.keeps(&e.mti).then_some(&e.raw[..]),
             )?;
         }
-        Ok(builder.finish())
+        builder.finish()
     }
 }
 
 /// An entry's columns but its raw message, borrowed from wherever the store
 /// read them (or from a [`JournalSlice`]).
-#[derive(Clone, Copy, Debug)]
-pub struct JournalColumns<'a> {
+/// Its text columns are `&str`, or `&[u8]` when not yet checked to be UTF-8.
+#[derive(Debug)]
+pub struct JournalColumns<'a, T: ?Sized = str> {
     pub at_ms: i64,
     pub direction: Direction,
-    pub peer: &'a str,
+    pub peer: &'a T,
     pub mti: [u8; 4],
-    pub processing_code: Option<&'a str>,
-    pub stan: Option<&'a str>,
-    pub transmission: Option<&'a str>,
-    pub acquirer: Option<&'a str>,
-    pub response_code: Option<&'a str>,
-    pub pan_masked: Option<&'a str>,
+    pub processing_code: Option<&'a T>,
+    pub stan: Option<&'a T>,
+    pub transmission: Option<&'a T>,
+    pub acquirer: Option<&'a T>,
+    pub response_code: Option<&'a T>,
+    pub pan_masked: Option<&'a T>,
     pub amount_minor: Option<u64>,
-    pub note: Option<&'a str>,
+    pub note: Option<&'a T>,
 }
+
+impl<T: ?Sized> Clone for JournalColumns<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized> Copy for JournalColumns<'_, T> {}
 
 /// Builds a [`JournalSlice`] an entry at a time.
 #[derive(Debug, Default)]
 pub struct JournalSliceBuilder {
-    text: String,
+    /// The text columns as read, checked to be UTF-8 once for the whole
+    /// slice ([`JournalSliceBuilder::finish`]) rather than column by column.
+    text: Vec<u8>,
     raw: BytesMut,
     entries: Vec<Packed>,
 }
@@ -210,6 +241,36 @@ fn too_large() -> StoreError {
 impl JournalSliceBuilder {
     /// Appends an entry; `raw` is its raw message when the slice keeps it.
     pub fn push(&mut self, c: JournalColumns<'_>, raw: Option<&[u8]>) -> StoreResult<()> {
+        fn text(value: Option<&str>) -> Option<&[u8]> {
+            value.map(str::as_bytes)
+        }
+        self.push_bytes(
+            JournalColumns {
+                at_ms: c.at_ms,
+                direction: c.direction,
+                peer: c.peer.as_bytes(),
+                mti: c.mti,
+                processing_code: text(c.processing_code),
+                stan: text(c.stan),
+                transmission: text(c.transmission),
+                acquirer: text(c.acquirer),
+                response_code: text(c.response_code),
+                pan_masked: text(c.pan_masked),
+                amount_minor: c.amount_minor,
+                note: text(c.note),
+            },
+            raw,
+        )
+    }
+
+    /// [`JournalSliceBuilder::push`] with the text columns as bytes not yet
+    /// checked to be UTF-8: [`JournalSliceBuilder::finish`] checks them all
+    /// at once.
+    pub fn push_bytes(
+        &mut self,
+        c: JournalColumns<'_, [u8]>,
+        raw: Option<&[u8]>,
+    ) -> StoreResult<()> {
         let mut texts = [NULL; TEXTS];
         let columns = [
             Some(c.peer),
@@ -230,7 +291,7 @@ impl JournalSliceBuilder {
                         .filter(|l| *l != u32::MAX)
                         .ok_or_else(too_large)?,
                 };
-                self.text.push_str(value);
+                self.text.extend_from_slice(value);
             }
         }
         let raw = match raw {
@@ -255,12 +316,25 @@ impl JournalSliceBuilder {
         Ok(())
     }
 
-    pub fn finish(self) -> JournalSlice {
-        JournalSlice {
-            text: self.text,
+    /// The slice; an error when a text column is not UTF-8.
+    pub fn finish(self) -> StoreResult<JournalSlice> {
+        let not_text = || StoreError::Corrupt("a journal text column is not UTF-8".into());
+        let text = String::from_utf8(self.text).map_err(|_| not_text())?;
+        // Each column must be whole text by itself, not only all of them
+        // together: a view lends each one out as a `&str`.
+        let whole = |span: &Span| {
+            span.len == u32::MAX
+                || (text.is_char_boundary(span.start as usize)
+                    && text.is_char_boundary(span.start as usize + span.len as usize))
+        };
+        if !self.entries.iter().all(|e| e.texts.iter().all(whole)) {
+            return Err(not_text());
+        }
+        Ok(JournalSlice {
+            text,
             raw: self.raw.freeze(),
             entries: self.entries,
-        }
+        })
     }
 }
 
@@ -314,6 +388,78 @@ mod tests {
         let slice = JournalSlice::of(&entries, RawMessages::RequestsOnly).unwrap();
         let raws: Vec<Bytes> = slice.iter().map(|v| v.raw()).collect();
         assert_eq!(raws, [Bytes::from_static(b"raw bytes"), Bytes::new()]);
+    }
+
+    #[test]
+    fn a_column_that_is_not_utf8_is_refused() {
+        let e = entry(b"0200", None);
+        let columns = |peer: &'static [u8], note: Option<&'static [u8]>| JournalColumns {
+            at_ms: e.at_ms,
+            direction: e.direction,
+            peer,
+            mti: e.mti,
+            processing_code: None,
+            stan: None,
+            transmission: None,
+            acquirer: None,
+            response_code: None,
+            pan_masked: None,
+            amount_minor: None,
+            note,
+        };
+        let mut builder = JournalSliceBuilder::default();
+        builder
+            .push_bytes(columns(b"bank \xff", None), None)
+            .unwrap();
+        assert!(builder.finish().is_err());
+        // Two halves of a character, each column invalid by itself though
+        // the text of the slice together is UTF-8.
+        let mut builder = JournalSliceBuilder::default();
+        builder
+            .push_bytes(columns(b"bank \xc3", Some(b"\xa9")), None)
+            .unwrap();
+        assert!(builder.finish().is_err());
+        let mut builder = JournalSliceBuilder::default();
+        builder
+            .push_bytes(columns(b"bank", Some("\u{e9}".as_bytes())), None)
+            .unwrap();
+        let slice = builder.finish().unwrap();
+        assert_eq!(slice.iter().next().unwrap().note, Some("\u{e9}"));
+    }
+
+    #[test]
+    fn a_recycled_slice_reads_as_new() {
+        let entries = [entry(b"0200", Some("first"))];
+        let slice = JournalSlice::of(&entries, RawMessages::All).unwrap();
+        let mut builder = slice.recycle();
+        let second = entry(b"0210", None);
+        builder
+            .push(
+                JournalColumns {
+                    at_ms: 9,
+                    direction: second.direction,
+                    peer: &second.peer,
+                    mti: second.mti,
+                    processing_code: None,
+                    stan: None,
+                    transmission: None,
+                    acquirer: None,
+                    response_code: Some("05"),
+                    pan_masked: None,
+                    amount_minor: None,
+                    note: None,
+                },
+                Some(b"other"),
+            )
+            .unwrap();
+        let slice = builder.finish().unwrap();
+        assert_eq!(slice.len(), 1);
+        let view = slice.iter().next().unwrap();
+        assert_eq!(
+            (view.at_ms, view.response_code, view.note),
+            (9, Some("05"), None)
+        );
+        assert_eq!(view.raw(), Bytes::from_static(b"other"));
     }
 
     #[test]

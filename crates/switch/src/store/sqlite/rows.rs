@@ -142,25 +142,33 @@ pub(super) fn journal_row_into(
     raw: RawMessages,
     slice: &mut JournalSliceBuilder,
 ) -> StoreResult<()> {
-    let text = |idx: usize| -> StoreResult<&str> {
-        row.get_ref(idx)
-            .map_err(db)?
-            .as_str()
-            .map_err(|e| corrupt(format!("journal column {idx}: {e}")))
+    // The text columns' bytes, checked to be UTF-8 once for the whole slice
+    // by the builder rather than here, column by column.
+    let opt_text = |idx: usize| -> StoreResult<Option<&[u8]>> {
+        match row.get_ref(idx).map_err(db)? {
+            ValueRef::Text(bytes) => Ok(Some(bytes)),
+            ValueRef::Null => Ok(None),
+            other => Err(corrupt(format!(
+                "journal column {idx}: {:?} where text was expected",
+                other.data_type()
+            ))),
+        }
     };
-    let opt_text = |idx: usize| -> StoreResult<Option<&str>> {
-        row.get_ref(idx)
-            .map_err(db)?
-            .as_str_or_null()
-            .map_err(|e| corrupt(format!("journal column {idx}: {e}")))
+    let text = |idx: usize| -> StoreResult<&[u8]> {
+        opt_text(idx)?.ok_or_else(|| corrupt(format!("journal column {idx} is null")))
     };
     let direction = match text(1)? {
-        "in" => Direction::In,
-        "out" => Direction::Out,
-        other => return Err(corrupt(format!("journal direction {other:?}"))),
+        b"in" => Direction::In,
+        b"out" => Direction::Out,
+        other => {
+            return Err(corrupt(format!(
+                "journal direction {:?}",
+                String::from_utf8_lossy(other)
+            )))
+        }
     };
     // As written: four characters, not necessarily digits.
-    let mti = <[u8; 4]>::try_from(text(3)?.as_bytes()).unwrap_or(*b"????");
+    let mti = <[u8; 4]>::try_from(text(3)?).unwrap_or(*b"????");
     let amount: Option<i64> = row.get(10).map_err(db)?;
     let columns = JournalColumns {
         at_ms: row.get(0).map_err(db)?,
@@ -177,7 +185,7 @@ pub(super) fn journal_row_into(
         note: opt_text(11)?,
     };
     if !raw.keeps(&mti) {
-        return slice.push(columns, None);
+        return slice.push_bytes(columns, None);
     }
     let stored = row
         .get_ref(12)
@@ -187,8 +195,8 @@ pub(super) fn journal_row_into(
     if stored.starts_with(&crate::vault::SEALED_MAGIC) {
         let plain = crate::vault::open_bytes(sealed::JOURNAL_RAW, stored)
             .map_err(|e| unsealed(sealed::JOURNAL_RAW, e))?;
-        slice.push(columns, Some(&plain))
+        slice.push_bytes(columns, Some(&plain))
     } else {
-        slice.push(columns, Some(stored))
+        slice.push_bytes(columns, Some(stored))
     }
 }

@@ -288,6 +288,29 @@ impl History for SqliteStore {
         to_ms: i64,
         raw: RawMessages,
     ) -> StoreResult<JournalSlice> {
+        self.journal_slice_reusing(from_ms, to_ms, raw, JournalSlice::default())
+            .await
+    }
+
+    async fn journal_len(&self, from_ms: i64, to_ms: i64) -> StoreResult<Option<u64>> {
+        // Counted in the time index alone: the rows are not read.
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT count(*) FROM journal WHERE at_ms >= ?1 AND at_ms < ?2")
+                .and_then(|mut s| s.query_row(params![from_ms, to_ms], |r| r.get(0)))
+                .map_err(db)?;
+            Ok(u64::try_from(n).ok())
+        })
+        .await
+    }
+
+    async fn journal_slice_reusing(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        raw: RawMessages,
+        reuse: JournalSlice,
+    ) -> StoreResult<JournalSlice> {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(concat!(
@@ -297,11 +320,11 @@ impl History for SqliteStore {
                 ))
                 .map_err(db)?;
             let mut rows = stmt.query(params![from_ms, to_ms]).map_err(db)?;
-            let mut slice = JournalSliceBuilder::default();
+            let mut slice = reuse.recycle();
             while let Some(row) = rows.next().map_err(db)? {
                 journal_row_into(row, raw, &mut slice)?;
             }
-            Ok(slice.finish())
+            slice.finish()
         })
         .await
     }
