@@ -8,13 +8,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A port free right now on loopback.
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768 on).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free right now on loopback, each handed out once per test
+/// process. Not one the kernel would pick (`bind` to port 0): such a port
+/// can become the local end of an outgoing connection before the process
+/// meant to listen on it starts, and a switch reconnecting to a bank that
+/// is not up yet can even connect to itself on it (TCP simultaneous open),
+/// so the bank then cannot bind its port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Test binaries run one after another; each starts at its own place.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
 
 /// Where a switch process finds its store and its banks.
@@ -370,13 +391,21 @@ impl Banksim {
     }
 }
 
-/// Sends one admin command and returns the first line of the answer.
+/// Sends one admin command and returns the first line of the answer. A
+/// process started a moment ago may take a while to listen on a loaded
+/// machine: it is given 30 s to accept, and 30 s to answer.
 pub fn send_admin(port: u16, command: &str) -> String {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if let Ok(mut stream) = std::net::TcpStream::connect(addr(port)) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
             stream.write_all(format!("{command}\n").as_bytes()).unwrap();
             let mut line = String::new();
-            BufReader::new(stream).read_line(&mut line).unwrap();
+            BufReader::new(stream)
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("admin port {port} gave no answer to {command:?}: {e}"));
             return line;
         }
         std::thread::sleep(Duration::from_millis(50));
