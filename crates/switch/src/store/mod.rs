@@ -44,6 +44,7 @@ pub mod memory;
 pub mod postgres;
 pub mod risk;
 pub mod risk_book;
+pub mod risk_window;
 pub mod saf;
 pub mod sqlite;
 

@@ -19,17 +19,19 @@
 //! events judged from the book between the load and its arrival cannot be
 //! missed that way.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 
+use super::risk_window::{Distinct, Steps};
 use super::Limit;
 
 /// How many counters (rule and subject) the book holds at most; past it
 /// the half used longest ago is forgotten (and loaded again when needed).
-/// A counter costs about 100 bytes plus 16 bytes (24 for a distinct count)
-/// per event of its window.
+/// A counter costs about 100 bytes, plus for a sliding window at most
+/// [`super::risk_window::MAX_STEPS`] steps of 24 bytes, or for a distinct
+/// count about 80 bytes per value it keeps (at most the limit's count plus
+/// one).
 pub const CAPACITY: usize = 500_000;
 
 /// One rule's count for one subject.
@@ -37,20 +39,12 @@ pub const CAPACITY: usize = 500_000;
 pub enum Counter {
     /// Events since a fixed start (a settlement day's).
     Total { since_ms: i64, count: u64, sum: u64 },
-    /// The events of a sliding window, oldest first, complete from
-    /// `floor_ms` on.
-    Window {
-        floor_ms: i64,
-        events: VecDeque<(i64, u64)>,
-        sum: u64,
-    },
-    /// The values of a sliding window's events, oldest first, complete
-    /// from `floor_ms` on, with how many events carry each.
-    Distinct {
-        floor_ms: i64,
-        events: VecDeque<(i64, String)>,
-        values: HashMap<String, u32>,
-    },
+    /// A sliding window's events, by steps of time
+    /// ([`super::risk_window::Steps`]), complete from `floor_ms` on.
+    Window { floor_ms: i64, steps: Steps },
+    /// The distinct values of a sliding window's events
+    /// ([`super::risk_window::Distinct`]), complete from `floor_ms` on.
+    Distinct { floor_ms: i64, values: Distinct },
 }
 
 /// Which of the [`Counter`] shapes a limit counts with.
@@ -100,13 +94,11 @@ impl Counter {
         match kind {
             CounterKind::Distinct => Counter::Distinct {
                 floor_ms: since_ms,
-                events: VecDeque::new(),
-                values: HashMap::new(),
+                values: Distinct::default(),
             },
             CounterKind::Window => Counter::Window {
                 floor_ms: since_ms,
-                events: VecDeque::new(),
-                sum: 0,
+                steps: Steps::default(),
             },
             CounterKind::Total => Counter::Total {
                 since_ms,
@@ -178,14 +170,8 @@ impl Counter {
                 *count += 1;
                 *sum = sum.saturating_add(amount_minor);
             }
-            Counter::Window { events, sum, .. } => {
-                events.push_back((at_ms, amount_minor));
-                *sum = sum.saturating_add(amount_minor);
-            }
-            Counter::Distinct { events, values, .. } => {
-                events.push_back((at_ms, detail.to_string()));
-                *values.entry(detail.to_string()).or_default() += 1;
-            }
+            Counter::Window { steps, .. } => steps.add(at_ms, amount_minor),
+            Counter::Distinct { values, .. } => values.add(at_ms, detail),
         }
     }
 
@@ -193,31 +179,12 @@ impl Counter {
     fn trim(&mut self, since_ms: i64) {
         match self {
             Counter::Total { .. } => {}
-            Counter::Window {
-                floor_ms,
-                events,
-                sum,
-            } => {
-                while events.front().is_some_and(|(at, _)| *at < since_ms) {
-                    let (_, amount) = events.pop_front().expect("front exists");
-                    *sum = sum.saturating_sub(amount);
-                }
+            Counter::Window { floor_ms, steps } => {
+                steps.trim(since_ms);
                 *floor_ms = (*floor_ms).max(since_ms);
             }
-            Counter::Distinct {
-                floor_ms,
-                events,
-                values,
-            } => {
-                while events.front().is_some_and(|(at, _)| *at < since_ms) {
-                    let (_, value) = events.pop_front().expect("front exists");
-                    if let Some(n) = values.get_mut(&value) {
-                        *n -= 1;
-                        if *n == 0 {
-                            values.remove(&value);
-                        }
-                    }
-                }
+            Counter::Distinct { floor_ms, values } => {
+                values.trim(since_ms);
                 *floor_ms = (*floor_ms).max(since_ms);
             }
         }
@@ -228,12 +195,9 @@ impl Counter {
     fn totals(&self, limit: &Limit) -> (u64, u64) {
         match self {
             Counter::Total { count, sum, .. } => (*count, *sum),
-            Counter::Window { events, sum, .. } => (events.len() as u64, *sum),
+            Counter::Window { steps, .. } => steps.totals(),
             Counter::Distinct { values, .. } => {
-                let own = limit
-                    .distinct
-                    .as_ref()
-                    .is_some_and(|v| values.contains_key(v));
+                let own = limit.distinct.as_ref().is_some_and(|v| values.contains(v));
                 (values.len() as u64 - u64::from(own), 0)
             }
         }
@@ -242,8 +206,8 @@ impl Counter {
     fn is_empty(&self) -> bool {
         match self {
             Counter::Total { count, .. } => *count == 0,
-            Counter::Window { events, .. } => events.is_empty(),
-            Counter::Distinct { events, .. } => events.is_empty(),
+            Counter::Window { steps, .. } => steps.is_empty(),
+            Counter::Distinct { values, .. } => values.is_empty(),
         }
     }
 }
@@ -358,6 +322,11 @@ impl CounterBook {
                     l.amount_minor,
                     l.distinct.as_deref().unwrap_or_default(),
                 );
+                if let (Counter::Distinct { values, .. }, Some(max)) =
+                    (&mut entry.counter, l.max_count)
+                {
+                    values.bound(usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1));
+                }
             }
         }
         (exceeded, record)
@@ -493,6 +462,29 @@ mod tests {
         assert_eq!(book.take(&[packet(140, "p3")], 140).0, [0]);
         // At 155 p1 has gone: p3 makes two.
         assert_eq!(book.take(&[packet(155, "p3")], 155).0, Vec::<usize>::new());
+    }
+
+    #[test]
+    fn an_observed_distinct_count_keeps_no_more_values_than_its_limit_needs() {
+        let mut book = CounterBook::default();
+        let packet = |now: i64, p: String| Limit {
+            distinct: Some(p),
+            enforce: false,
+            ..limit("packets", now - 1_000, Some(1_000), 3)
+        };
+        load(&mut book, &[packet(0, "p0".into())]);
+        for n in 0..100 {
+            let exceeded = book.take(&[packet(n, format!("p{n}"))], n).0;
+            // Observed: recorded whether or not exceeded; exceeded from the fourth.
+            assert_eq!(exceeded.is_empty(), n < 3, "packet {n}");
+        }
+        let held = match &book.get(&packet(0, String::new())).unwrap().counter {
+            Counter::Distinct { values, .. } => values.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(held, 4, "the limit's three, and one more");
+        // Seen again, an old packet is still exceeded: the newest three are others.
+        assert_eq!(book.take(&[packet(100, "p5".into())], 100).0, [0]);
     }
 
     #[test]

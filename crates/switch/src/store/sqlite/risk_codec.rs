@@ -10,12 +10,12 @@
 //! strings of its events (rules, subjects, packets: each written once
 //! however many events name it), then the events.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
 
 use crate::store::risk_book::{Counter, CounterKind};
+use crate::store::risk_window::{Step, Steps};
 use crate::store::{StoreError, StoreResult};
 
 /// The version byte of a log row.
@@ -110,27 +110,37 @@ pub(super) fn decode_events(seq: i64, bytes: &[u8]) -> StoreResult<Vec<RiskEvent
     Ok(out)
 }
 
-/// The bytes of a counter's snapshot (sums and distinct values are
-/// recomputed from the events when read back).
+/// A window's snapshot by steps; [`CounterKind::Window`]'s own code is
+/// read as its former shape, one entry per event.
+const WINDOW_STEPS: u8 = 3;
+
+/// The bytes of a counter's snapshot (a window's count and sum are
+/// recomputed from its steps when read back).
 pub(super) fn encode_counter(counter: &Counter) -> Vec<u8> {
     let mut out = Vec::new();
-    out.push(counter.kind().code());
+    match counter {
+        Counter::Window { .. } => out.push(WINDOW_STEPS),
+        other => out.push(other.kind().code()),
+    }
     out.extend_from_slice(&counter.since_ms().to_le_bytes());
     match counter {
         Counter::Total { count, sum, .. } => {
             out.extend_from_slice(&count.to_le_bytes());
             out.extend_from_slice(&sum.to_le_bytes());
         }
-        Counter::Window { events, .. } => {
-            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-            for (at, amount) in events {
-                out.extend_from_slice(&at.to_le_bytes());
-                out.extend_from_slice(&amount.to_le_bytes());
+        Counter::Window { steps, .. } => {
+            out.extend_from_slice(&steps.width_ms().to_le_bytes());
+            out.extend_from_slice(&(steps.steps().count() as u32).to_le_bytes());
+            for s in steps.steps() {
+                out.extend_from_slice(&s.start_ms.to_le_bytes());
+                out.extend_from_slice(&s.count.to_le_bytes());
+                out.extend_from_slice(&s.sum.to_le_bytes());
             }
         }
-        Counter::Distinct { events, .. } => {
-            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-            for (at, value) in events {
+        Counter::Distinct { values, .. } => {
+            let values = values.values();
+            out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+            for (at, value) in values {
                 out.extend_from_slice(&at.to_le_bytes());
                 put_str(&mut out, value);
             }
@@ -142,41 +152,43 @@ pub(super) fn encode_counter(counter: &Counter) -> Vec<u8> {
 /// The counter of snapshot row (`rule`, `subject`).
 pub(super) fn decode_counter(rule: &str, subject: &str, bytes: &[u8]) -> StoreResult<Counter> {
     let mut r = Reader::new(bytes, format!("risk_counters row ({rule}, {subject})"));
-    let kind = r.kind()?;
+    let (kind, by_steps) = r.shape()?;
     let since_ms = r.i64()?;
-    let counter = match kind {
-        CounterKind::Total => Counter::Total {
-            since_ms,
-            count: r.u64()?,
-            sum: r.u64()?,
-        },
-        CounterKind::Window => {
-            let n = r.count(16)?;
-            let mut events = VecDeque::with_capacity(n);
-            let mut sum = 0u64;
+    let mut counter = Counter::empty(kind, since_ms);
+    match &mut counter {
+        Counter::Total { count, sum, .. } => {
+            *count = r.u64()?;
+            *sum = r.u64()?;
+        }
+        Counter::Window { steps, .. } if by_steps => {
+            let at = r.at;
+            let width_ms = r.i64()?;
+            let n = r.count(24)?;
+            let mut read = Vec::with_capacity(n);
+            for _ in 0..n {
+                read.push(Step {
+                    start_ms: r.i64()?,
+                    count: r.u64()?,
+                    sum: r.u64()?,
+                });
+            }
+            *steps = Steps::from_parts(width_ms, read)
+                .ok_or_else(|| r.error(at, "steps out of order or off their width".into()))?;
+        }
+        window => {
+            // One entry per event (a window's former shape) or per value.
+            let distinct = kind == CounterKind::Distinct;
+            let n = r.count(if distinct { 10 } else { 16 })?;
             for _ in 0..n {
                 let at = r.i64()?;
-                let amount = r.u64()?;
-                sum = sum.saturating_add(amount);
-                events.push_back((at, amount));
-            }
-            Counter::Window {
-                floor_ms: since_ms,
-                events,
-                sum,
+                if distinct {
+                    window.add(at, 0, &r.str()?);
+                } else {
+                    window.add(at, r.u64()?, "");
+                }
             }
         }
-        CounterKind::Distinct => {
-            let n = r.count(10)?;
-            let mut counter = Counter::empty(CounterKind::Distinct, since_ms);
-            for _ in 0..n {
-                let at = r.i64()?;
-                let value = r.str()?;
-                counter.add(at, 0, &value);
-            }
-            counter
-        }
-    };
+    }
     r.end()?;
     Ok(counter)
 }
@@ -245,6 +257,15 @@ impl<'a> Reader<'a> {
         let at = self.at;
         let code = self.u8()?;
         CounterKind::from_code(code).ok_or_else(|| self.error(at, format!("counter kind {code}")))
+    }
+
+    /// A snapshot's kind, and whether it is a window by steps.
+    fn shape(&mut self) -> StoreResult<(CounterKind, bool)> {
+        if self.bytes.get(self.at) == Some(&WINDOW_STEPS) {
+            self.at += 1;
+            return Ok((CounterKind::Window, true));
+        }
+        Ok((self.kind()?, false))
     }
 
     /// A count of items at least `min_size` bytes each: refused when the
@@ -346,5 +367,42 @@ mod tests {
             assert_eq!(decode_counter("r", "s", &bytes).unwrap(), counter);
             assert!(decode_counter("r", "s", &bytes[..bytes.len() - 1]).is_err());
         }
+    }
+
+    #[test]
+    fn a_window_stored_one_entry_per_event_reads_as_steps() {
+        let mut old = vec![CounterKind::Window.code()];
+        old.extend_from_slice(&5i64.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        for (at, amount) in [(6i64, 100u64), (8, 50)] {
+            old.extend_from_slice(&at.to_le_bytes());
+            old.extend_from_slice(&amount.to_le_bytes());
+        }
+        let mut window = Counter::empty(CounterKind::Window, 5);
+        window.add(6, 100, "");
+        window.add(8, 50, "");
+        assert_eq!(decode_counter("r", "s", &old).unwrap(), window);
+        // Written again by steps, it reads back the same.
+        let again = encode_counter(&window);
+        assert_eq!(again[0], WINDOW_STEPS);
+        assert_eq!(decode_counter("r", "s", &again).unwrap(), window);
+    }
+
+    #[test]
+    fn steps_out_of_order_are_corrupt() {
+        let mut bytes = vec![WINDOW_STEPS];
+        bytes.extend_from_slice(&5i64.to_le_bytes());
+        bytes.extend_from_slice(&1i64.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        for start in [9i64, 8] {
+            bytes.extend_from_slice(&start.to_le_bytes());
+            bytes.extend_from_slice(&1u64.to_le_bytes());
+            bytes.extend_from_slice(&1u64.to_le_bytes());
+        }
+        let err = decode_counter("r", "s", &bytes).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt(why) if why.contains("byte 9") && why.contains("out of order")),
+            "{err}"
+        );
     }
 }
