@@ -339,6 +339,12 @@ impl Journal {
 
     /// The leg of `key`, made when new.
     fn leg_mut(&mut self, key: MsgKey) -> &mut Leg {
+        let at = self.leg_position(key);
+        &mut self.legs[at]
+    }
+
+    /// The position of the leg of `key` in `legs`, made when new.
+    fn leg_position(&mut self, key: MsgKey) -> usize {
         let next = self.legs.len() as u32;
         let i = *self.leg_index.entry(key).or_insert(next);
         if i == next {
@@ -350,7 +356,7 @@ impl Journal {
                 outcome: None,
             });
         }
-        &mut self.legs[i as usize]
+        i as usize
     }
 
     fn has_sent(&self, key: &MsgKey) -> bool {
@@ -381,18 +387,24 @@ impl Journal {
                 Some("260000") => Kind::Credit,
                 _ => return,
             };
-            if e.direction != Direction::Out || self.has_sent(&key) || !self.on_date(&key) {
+            if e.direction != Direction::Out || !self.on_date(&key) {
                 return;
             }
             let Ok(msg) = parse(spec, e.raw()) else {
                 return;
             };
+            // Looked up once, after what can return without making a leg:
+            // the first message sent under a key is the leg's.
+            let at = self.leg_position(key);
+            if self.legs[at].sent.is_some() {
+                return;
+            }
             let freeze = OriginalData::of(&msg)
                 .ok()
                 .filter(|od| &od.mti == b"0100")
                 .map(|od| freeze_key(&od.freeze_key()));
             let bank = self.bank_word(bank);
-            self.leg_mut(key).sent = Some(Sent {
+            self.legs[at].sent = Some(Sent {
                 bank,
                 kind,
                 pan: Short::new(e.pan_masked.unwrap_or_default()),
@@ -492,16 +504,26 @@ impl Sagas {
         })
     }
 
+    /// The positions of the legs `legs` in the journal's records.
+    fn found(&self, legs: &[(Kind, Option<MsgKey>); 2]) -> [Option<u32>; 2] {
+        legs.map(|(_, key)| key.and_then(|key| self.journal.leg_index.get(&key).copied()))
+    }
+
     /// Folds `saga` in, or keeps it for later when it needs its freeze.
     fn take(&mut self, saga: SagaRecord) {
+        let legs = self.legs(&saga);
+        // Each leg looked up once, for whether the journal shows it, its
+        // flags and who pays whom.
+        let found = self.found(&legs);
         let unjournaled = saga.state == SagaState::Approved
-            && self.legs(&saga).iter().any(|(_, key)| {
-                key.is_some_and(|key| self.journal.on_date(&key) && !self.journal.has_sent(&key))
+            && legs.iter().zip(found).any(|((_, key), at)| {
+                let sent = at.is_some_and(|i| self.journal.legs[i as usize].sent.is_some());
+                key.is_some_and(|key| !sent && self.journal.on_date(&key))
             });
         if unjournaled {
             self.need_freeze.push(saga);
         } else {
-            self.fold(saga, None);
+            self.fold_found(saga, legs, found);
         }
     }
 
@@ -510,28 +532,6 @@ impl Sagas {
     fn fold(&mut self, saga: SagaRecord, freeze: Option<&FreezeRecord>) {
         let legs = self.legs(&saga);
         let journal = &mut self.journal;
-        // A receive belongs to its debit's day (whatever day its freeze was made).
-        let saga_date = saga
-            .debit
-            .and_then(|d| journal.date_of_transmission(&d.transmission))
-            .unwrap_or_else(|| journal.settlement.date_of_ms(saga.created_at_ms));
-        let on_date = saga_date == journal.date;
-        if !saga.state.is_final() && on_date {
-            self.in_flight
-                .extend(legs.iter().filter_map(|(_, key)| *key));
-            self.pending.insert(Pending {
-                role: Role::Wallet,
-                participant: saga.request.acquirer.to_string(),
-                kind: Kind::Receive,
-                key: format!(
-                    "{}/{}/{}",
-                    saga.request.acquirer,
-                    String::from_utf8_lossy(&saga.request.transmission),
-                    String::from_utf8_lossy(&saga.request.stan)
-                ),
-                reason: format!("receive in flight (saga {})", saga.state.as_str()),
-            });
-        }
         // Only a saga with a leg the journal does not show is handed its
         // freeze (a saga without its freeze: corrupt, nothing to say).
         if let (SagaState::Approved, Some(f)) = (saga.state, freeze) {
@@ -557,8 +557,40 @@ impl Sagas {
                 });
             }
         }
-        // Each leg looked up once, for its flags and for who pays whom.
-        let found = legs.map(|(_, key)| key.and_then(|key| journal.leg_index.get(&key).copied()));
+        let found = self.found(&legs);
+        self.fold_found(saga, legs, found);
+    }
+
+    /// Folds `saga` in, its legs `legs` found at `found` in the journal's records.
+    fn fold_found(
+        &mut self,
+        saga: SagaRecord,
+        legs: [(Kind, Option<MsgKey>); 2],
+        found: [Option<u32>; 2],
+    ) {
+        let journal = &mut self.journal;
+        // A receive belongs to its debit's day (whatever day its freeze was made).
+        let saga_date = saga
+            .debit
+            .and_then(|d| journal.date_of_transmission(&d.transmission))
+            .unwrap_or_else(|| journal.settlement.date_of_ms(saga.created_at_ms));
+        let on_date = saga_date == journal.date;
+        if !saga.state.is_final() && on_date {
+            self.in_flight
+                .extend(legs.iter().filter_map(|(_, key)| *key));
+            self.pending.insert(Pending {
+                role: Role::Wallet,
+                participant: saga.request.acquirer.to_string(),
+                kind: Kind::Receive,
+                key: format!(
+                    "{}/{}/{}",
+                    saga.request.acquirer,
+                    String::from_utf8_lossy(&saga.request.transmission),
+                    String::from_utf8_lossy(&saga.request.stan)
+                ),
+                reason: format!("receive in flight (saga {})", saga.state.as_str()),
+            });
+        }
         for i in found.into_iter().flatten() {
             let leg = &mut journal.legs[i as usize];
             leg.flags |= match saga.state {
