@@ -32,7 +32,7 @@ use chrono::NaiveDate;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rust_decimal::Decimal;
 
-use iso8583::codec::parse;
+use iso8583::codec::{parse, parse_fields};
 use iso8583::fields::{self, num};
 use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
@@ -275,6 +275,31 @@ fn kind_of_request_mti(mti: &[u8; 4]) -> Option<Kind> {
     }
 }
 
+/// What clearing reads of a request's raw message: F49 and F90.
+struct RequestFields {
+    /// 0 when missing or not three digits.
+    currency: u16,
+    original: Option<OriginalData>,
+}
+
+impl RequestFields {
+    /// The fields of `raw`, read without making a `Message` of all its
+    /// fields (a day has millions of requests); `None` when `raw` does not
+    /// parse (such a message makes no line).
+    fn of(spec: &Spec, raw: &[u8]) -> Option<RequestFields> {
+        let read = parse_fields(spec, raw, [num::CURRENCY, num::ORIGINAL_DATA]).ok()?;
+        Some(RequestFields {
+            currency: read
+                .get(num::CURRENCY)
+                .and_then(|v| fields::currency_of(v).ok())
+                .unwrap_or(0),
+            original: read
+                .get(num::ORIGINAL_DATA)
+                .and_then(|v| OriginalData::parse(v).ok()),
+        })
+    }
+}
+
 /// The F7 cache is emptied past this many entries (a day has 86,400 seconds).
 const F7_DATE_CACHE: usize = 1 << 18;
 
@@ -390,7 +415,7 @@ impl Journal {
             if e.direction != Direction::Out || !self.on_date(&key) {
                 return;
             }
-            let Ok(msg) = parse(spec, e.raw()) else {
+            let Some(request) = RequestFields::of(spec, e.raw_bytes()) else {
                 return;
             };
             // Looked up once, after what can return without making a leg:
@@ -399,8 +424,8 @@ impl Journal {
             if self.legs[at].sent.is_some() {
                 return;
             }
-            let freeze = OriginalData::of(&msg)
-                .ok()
+            let freeze = request
+                .original
                 .filter(|od| &od.mti == b"0100")
                 .map(|od| freeze_key(&od.freeze_key()));
             let bank = self.bank_word(bank);
@@ -408,7 +433,7 @@ impl Journal {
                 bank,
                 kind,
                 pan: Short::new(e.pan_masked.unwrap_or_default()),
-                currency: fields::currency(&msg).unwrap_or(0),
+                currency: request.currency,
                 amount_minor: e.amount_minor.unwrap_or(0),
                 freeze,
             });
@@ -422,14 +447,12 @@ impl Journal {
                     if self.request_index.contains_key(&(kind, key)) {
                         return;
                     }
-                    let Ok(msg) = parse(spec, e.raw()) else {
+                    let Some(fields) = RequestFields::of(spec, e.raw_bytes()) else {
                         return;
                     };
                     let freeze = match kind {
                         Kind::Freeze => Some(key),
-                        _ => OriginalData::of(&msg)
-                            .ok()
-                            .map(|od| freeze_key(&od.freeze_key())),
+                        _ => fields.original.map(|od| freeze_key(&od.freeze_key())),
                     };
                     self.request_index
                         .insert((kind, key), self.requests.len() as u32);
@@ -438,7 +461,7 @@ impl Journal {
                             key,
                             kind,
                             pan: Short::new(e.pan_masked.unwrap_or_default()),
-                            currency: fields::currency(&msg).unwrap_or(0),
+                            currency: fields.currency,
                             amount_minor: e.amount_minor.unwrap_or(0),
                             freeze,
                         },
@@ -1232,5 +1255,57 @@ impl Cleared {
             paths.push(path);
         }
         Ok(paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iso8583::codec::{build_bytes, Message};
+
+    fn debit(f49: Option<&str>, f90: Option<&str>) -> Vec<u8> {
+        let mut m = Message::new(*b"0200");
+        m.set(2, "6222020200112233446")
+            .set(3, "000000")
+            .set(4, "000000001000")
+            .set(7, "1123112233")
+            .set(11, "000124")
+            .set(32, "00010000");
+        if let Some(v) = f49 {
+            m.set(49, v.to_string());
+        }
+        if let Some(v) = f90 {
+            m.set(90, v.to_string());
+        }
+        build_bytes(&Spec::switchboard(), &m).unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_requests_currency_and_original_are_read_from_its_raw_message() {
+        let spec = Spec::switchboard();
+        let raw = debit(
+            Some("156"),
+            Some("010000012311231122330000102000000000000000"),
+        );
+        let read = RequestFields::of(&spec, &raw).unwrap();
+        assert_eq!(read.currency, 156);
+        let od = read.original.unwrap();
+        assert_eq!(&od.mti, b"0100");
+        assert_eq!(&od.stan, b"000123");
+        assert_eq!(&od.transmission, b"1123112233");
+        // Missing: currency 0, no original, as from a parsed message.
+        let read = RequestFields::of(&spec, &debit(None, None)).unwrap();
+        assert_eq!((read.currency, read.original), (0, None));
+    }
+
+    #[test]
+    fn a_raw_message_that_does_not_parse_gives_nothing() {
+        let spec = Spec::switchboard();
+        let raw = debit(Some("156"), None);
+        for len in 0..raw.len() {
+            assert!(RequestFields::of(&spec, &raw[..len]).is_none(), "{len}");
+        }
+        assert!(RequestFields::of(&spec, b"").is_none());
+        assert!(RequestFields::of(&spec, b"not a message at all").is_none());
     }
 }
