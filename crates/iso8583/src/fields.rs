@@ -108,7 +108,12 @@ pub fn format_amount(amount_minor: u64) -> Result<String, FieldError> {
 
 /// Field 49 as an ISO 4217 numeric code.
 pub fn currency(msg: &Message) -> Result<u16, FieldError> {
-    let value = digits::<3>(num::CURRENCY, required(msg, num::CURRENCY)?)?;
+    currency_of(required(msg, num::CURRENCY)?)
+}
+
+/// A field 49 value as an ISO 4217 numeric code.
+pub fn currency_of(value: &[u8]) -> Result<u16, FieldError> {
+    let value = digits::<3>(num::CURRENCY, value)?;
     Ok(parse_u64(num::CURRENCY, &value)? as u16)
 }
 

@@ -13,5 +13,5 @@ pub use build::{build, build_bytes};
 pub(crate) use build::{build_bitmap_word, build_element};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, Location};
 pub use message::{Message, Mti};
-pub use parse::parse;
+pub use parse::{parse, parse_fields, Fields};
 pub(crate) use parse::{parse_bitmap_word, parse_element};

@@ -30,8 +30,8 @@ fn take_n(input: &[u8], n: usize) -> Result<Taken<'_>, (usize, usize)> {
 }
 
 struct Cursor<'a> {
-    /// The whole message, for offsets and zero-copy slicing.
-    whole: &'a Bytes,
+    /// The whole message, for offsets and the values' ranges.
+    whole: &'a [u8],
     rest: &'a [u8],
 }
 
@@ -223,8 +223,10 @@ fn parse_length(
 }
 
 /// Where a parsed value lives until the message is assembled.
+#[derive(Clone, Copy)]
 enum Value {
-    Input(Bytes),
+    /// A range of the input.
+    Input(usize, usize),
     /// A range of the decode buffer.
     Decoded(usize, usize),
 }
@@ -404,14 +406,14 @@ fn parse_field(
     let start = cur.offset();
     let raw = cur.take(wire_len, location)?;
     match field.encoding {
-        Encoding::Binary => Ok(Value::Input(cur.whole.slice(start..start + wire_len))),
+        Encoding::Binary => Ok(Value::Input(start, start + wire_len)),
         Encoding::Ascii => {
             // The whole-slice check is vectorised; find the culprit only on failure.
             if !raw.is_ascii() {
                 let i = raw.iter().position(|&b| b >= 0x80).unwrap_or(0);
                 return Err(bad_byte(location, start + i, raw[i], "ASCII"));
             }
-            Ok(Value::Input(cur.whole.slice(start..start + wire_len)))
+            Ok(Value::Input(start, start + wire_len))
         }
         Encoding::Ebcdic | Encoding::Ebcdic1047 => {
             let from = arena.len();
@@ -472,28 +474,29 @@ fn parse_field(
     }
 }
 
-/// Parses one whole message (header, MTI, bitmaps, fields). Every byte must be used.
-pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
-    let whole = &input;
-    let mut cur = Cursor {
-        whole,
-        rest: &whole[..],
-    };
-    let header = if spec.header_length > 0 {
+/// A message's start: its MTI and bitmaps (bitmap bits cleared).
+struct Head {
+    mti: Mti,
+    bitmaps: [u64; 3],
+    /// How many of `bitmaps` the message has.
+    count: usize,
+}
+
+/// Reads the header (skipped), the MTI and the bitmaps.
+#[inline(always)]
+fn parse_head(spec: &Spec, cur: &mut Cursor<'_>) -> Result<Head, DecodeError> {
+    if spec.header_length > 0 {
         cur.take(spec.header_length, Location::Header)?;
-        input.slice(..spec.header_length)
-    } else {
-        Bytes::new()
-    };
-    let mti = parse_mti(spec, &mut cur)?;
+    }
+    let mti = parse_mti(spec, cur)?;
     let mut bitmaps = [0u64; 3];
-    bitmaps[0] = parse_bitmap(spec, &mut cur, 1)?;
+    bitmaps[0] = parse_bitmap(spec, cur, 1)?;
     let mut count = 1;
     if bitmaps[0] & (1 << 63) != 0 {
-        bitmaps[1] = parse_bitmap(spec, &mut cur, 2)?;
+        bitmaps[1] = parse_bitmap(spec, cur, 2)?;
         count = 2;
         if spec.tertiary_bitmap && bitmaps[1] & (1 << 63) != 0 {
-            bitmaps[2] = parse_bitmap(spec, &mut cur, 3)?;
+            bitmaps[2] = parse_bitmap(spec, cur, 3)?;
             count = 3;
         }
     }
@@ -502,19 +505,26 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
     if spec.tertiary_bitmap {
         bitmaps[1] &= !(1 << 63);
     }
-    let present: u32 = bitmaps.iter().map(|w| w.count_ones()).sum();
-    let mut message = Message::with_capacity(mti, present as usize);
-    if !header.is_empty() {
-        message.set_header(header);
-    }
-    let mut arena = if spec.needs_decoding() {
-        BytesMut::with_capacity(input.len() * 2)
-    } else {
-        BytesMut::new()
-    };
-    let mut decoded: Vec<(usize, usize, usize)> = Vec::new();
+    Ok(Head {
+        mti,
+        bitmaps,
+        count,
+    })
+}
 
-    for (word_index, &word) in bitmaps.iter().enumerate().take(count) {
+/// Parses every field `head`'s bitmaps name, in order, handing each to
+/// `visit`; every byte of the input must be used. The one walk over the
+/// fields of [`parse`] and [`parse_fields`], so that both accept the same
+/// messages.
+#[inline(always)]
+fn parse_body(
+    spec: &Spec,
+    head: &Head,
+    cur: &mut Cursor<'_>,
+    arena: &mut BytesMut,
+    mut visit: impl FnMut(u16, Value),
+) -> Result<(), DecodeError> {
+    for (word_index, &word) in head.bitmaps.iter().enumerate().take(head.count) {
         let mut bits = word;
         while bits != 0 {
             let lz = bits.leading_zeros();
@@ -525,13 +535,7 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
                 offset: cur.offset(),
                 kind: DecodeErrorKind::UndefinedField,
             })?;
-            match parse_field(field, &mut cur, &mut arena)? {
-                Value::Input(v) => message.push_sorted(number, v),
-                Value::Decoded(from, to) => {
-                    decoded.push((message.len(), from, to));
-                    message.push_sorted(number, Bytes::new());
-                }
-            }
+            visit(number, parse_field(field, cur, arena)?);
         }
     }
     if !cur.rest.is_empty() {
@@ -543,6 +547,46 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
             },
         });
     }
+    Ok(())
+}
+
+/// The buffer the values of a message in `spec` are decoded into: none
+/// for specs whose values are the input's bytes.
+fn arena_for(spec: &Spec, input: &[u8]) -> BytesMut {
+    if spec.needs_decoding() {
+        BytesMut::with_capacity(input.len() * 2)
+    } else {
+        BytesMut::new()
+    }
+}
+
+/// Parses one whole message (header, MTI, bitmaps, fields). Every byte must be used.
+pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
+    let mut cur = Cursor {
+        whole: &input,
+        rest: &input[..],
+    };
+    let head = parse_head(spec, &mut cur)?;
+    let present: u32 = head.bitmaps.iter().map(|w| w.count_ones()).sum();
+    let mut message = Message::with_capacity(head.mti, present as usize);
+    if spec.header_length > 0 {
+        message.set_header(input.slice(..spec.header_length));
+    }
+    let mut arena = arena_for(spec, &input);
+    let mut decoded: Vec<(usize, usize, usize)> = Vec::new();
+    parse_body(
+        spec,
+        &head,
+        &mut cur,
+        &mut arena,
+        |number, value| match value {
+            Value::Input(from, to) => message.push_sorted(number, input.slice(from..to)),
+            Value::Decoded(from, to) => {
+                decoded.push((message.len(), from, to));
+                message.push_sorted(number, Bytes::new());
+            }
+        },
+    )?;
     if !decoded.is_empty() {
         let arena = arena.freeze();
         let values = message.values_mut();
@@ -551,6 +595,62 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
         }
     }
     Ok(message)
+}
+
+/// A few fields of one message, read by [`parse_fields`].
+pub struct Fields<'a, const N: usize> {
+    input: &'a [u8],
+    arena: BytesMut,
+    mti: Mti,
+    numbers: [u16; N],
+    values: [Option<Value>; N],
+}
+
+impl<const N: usize> Fields<'_, N> {
+    pub fn mti(&self) -> &Mti {
+        &self.mti
+    }
+
+    /// The value of field `number` (one of those asked for), as [`parse`]
+    /// would give it; `None` when the message does not have it.
+    pub fn get(&self, number: u16) -> Option<&[u8]> {
+        let at = self.numbers.iter().position(|n| *n == number)?;
+        match self.values[at]? {
+            Value::Input(from, to) => self.input.get(from..to),
+            Value::Decoded(from, to) => self.arena.get(from..to),
+        }
+    }
+}
+
+/// The fields `numbers` of the message `input`, without making a
+/// [`Message`] of all of them: for reading a field or two of many messages.
+/// The whole message is checked as [`parse`] checks it (every field, every
+/// byte used): it refuses exactly the messages `parse` refuses, and a field's
+/// value is the one `parse` gives.
+pub fn parse_fields<'a, const N: usize>(
+    spec: &Spec,
+    input: &'a [u8],
+    numbers: [u16; N],
+) -> Result<Fields<'a, N>, DecodeError> {
+    let mut cur = Cursor {
+        whole: input,
+        rest: input,
+    };
+    let head = parse_head(spec, &mut cur)?;
+    let mut arena = arena_for(spec, input);
+    let mut values = [None; N];
+    parse_body(spec, &head, &mut cur, &mut arena, |number, value| {
+        if let Some(at) = numbers.iter().position(|n| *n == number) {
+            values[at] = Some(value);
+        }
+    })?;
+    Ok(Fields {
+        input,
+        arena,
+        mti: head.mti,
+        numbers,
+        values,
+    })
 }
 
 /// Parses one element laid out like a field (length prefix, then value) at the
@@ -567,7 +667,7 @@ pub(crate) fn parse_element(
     };
     let mut arena = BytesMut::new();
     let value = match parse_field(field, &mut cur, &mut arena)? {
-        Value::Input(v) => v,
+        Value::Input(from, to) => input.slice(from..to),
         Value::Decoded(from, to) => arena.freeze().slice(from..to),
     };
     Ok((value, cur.offset()))

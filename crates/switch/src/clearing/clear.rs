@@ -32,7 +32,7 @@ use chrono::NaiveDate;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use rust_decimal::Decimal;
 
-use iso8583::codec::parse;
+use iso8583::codec::{parse, parse_fields};
 use iso8583::fields::{self, num};
 use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
@@ -275,6 +275,31 @@ fn kind_of_request_mti(mti: &[u8; 4]) -> Option<Kind> {
     }
 }
 
+/// What clearing reads of a request's raw message: F49 and F90.
+struct RequestFields {
+    /// 0 when missing or not three digits.
+    currency: u16,
+    original: Option<OriginalData>,
+}
+
+impl RequestFields {
+    /// The fields of `raw`, read without making a `Message` of all its
+    /// fields (a day has millions of requests); `None` when `raw` does not
+    /// parse (such a message makes no line).
+    fn of(spec: &Spec, raw: &[u8]) -> Option<RequestFields> {
+        let read = parse_fields(spec, raw, [num::CURRENCY, num::ORIGINAL_DATA]).ok()?;
+        Some(RequestFields {
+            currency: read
+                .get(num::CURRENCY)
+                .and_then(|v| fields::currency_of(v).ok())
+                .unwrap_or(0),
+            original: read
+                .get(num::ORIGINAL_DATA)
+                .and_then(|v| OriginalData::parse(v).ok()),
+        })
+    }
+}
+
 /// The F7 cache is emptied past this many entries (a day has 86,400 seconds).
 const F7_DATE_CACHE: usize = 1 << 18;
 
@@ -339,6 +364,12 @@ impl Journal {
 
     /// The leg of `key`, made when new.
     fn leg_mut(&mut self, key: MsgKey) -> &mut Leg {
+        let at = self.leg_position(key);
+        &mut self.legs[at]
+    }
+
+    /// The position of the leg of `key` in `legs`, made when new.
+    fn leg_position(&mut self, key: MsgKey) -> usize {
         let next = self.legs.len() as u32;
         let i = *self.leg_index.entry(key).or_insert(next);
         if i == next {
@@ -350,7 +381,7 @@ impl Journal {
                 outcome: None,
             });
         }
-        &mut self.legs[i as usize]
+        i as usize
     }
 
     fn has_sent(&self, key: &MsgKey) -> bool {
@@ -381,22 +412,28 @@ impl Journal {
                 Some("260000") => Kind::Credit,
                 _ => return,
             };
-            if e.direction != Direction::Out || self.has_sent(&key) || !self.on_date(&key) {
+            if e.direction != Direction::Out || !self.on_date(&key) {
                 return;
             }
-            let Ok(msg) = parse(spec, e.raw()) else {
+            let Some(request) = RequestFields::of(spec, e.raw_bytes()) else {
                 return;
             };
-            let freeze = OriginalData::of(&msg)
-                .ok()
+            // Looked up once, after what can return without making a leg:
+            // the first message sent under a key is the leg's.
+            let at = self.leg_position(key);
+            if self.legs[at].sent.is_some() {
+                return;
+            }
+            let freeze = request
+                .original
                 .filter(|od| &od.mti == b"0100")
                 .map(|od| freeze_key(&od.freeze_key()));
             let bank = self.bank_word(bank);
-            self.leg_mut(key).sent = Some(Sent {
+            self.legs[at].sent = Some(Sent {
                 bank,
                 kind,
                 pan: Short::new(e.pan_masked.unwrap_or_default()),
-                currency: fields::currency(&msg).unwrap_or(0),
+                currency: request.currency,
                 amount_minor: e.amount_minor.unwrap_or(0),
                 freeze,
             });
@@ -410,14 +447,12 @@ impl Journal {
                     if self.request_index.contains_key(&(kind, key)) {
                         return;
                     }
-                    let Ok(msg) = parse(spec, e.raw()) else {
+                    let Some(fields) = RequestFields::of(spec, e.raw_bytes()) else {
                         return;
                     };
                     let freeze = match kind {
                         Kind::Freeze => Some(key),
-                        _ => OriginalData::of(&msg)
-                            .ok()
-                            .map(|od| freeze_key(&od.freeze_key())),
+                        _ => fields.original.map(|od| freeze_key(&od.freeze_key())),
                     };
                     self.request_index
                         .insert((kind, key), self.requests.len() as u32);
@@ -426,7 +461,7 @@ impl Journal {
                             key,
                             kind,
                             pan: Short::new(e.pan_masked.unwrap_or_default()),
-                            currency: fields::currency(&msg).unwrap_or(0),
+                            currency: fields.currency,
                             amount_minor: e.amount_minor.unwrap_or(0),
                             freeze,
                         },
@@ -492,16 +527,26 @@ impl Sagas {
         })
     }
 
+    /// The positions of the legs `legs` in the journal's records.
+    fn found(&self, legs: &[(Kind, Option<MsgKey>); 2]) -> [Option<u32>; 2] {
+        legs.map(|(_, key)| key.and_then(|key| self.journal.leg_index.get(&key).copied()))
+    }
+
     /// Folds `saga` in, or keeps it for later when it needs its freeze.
     fn take(&mut self, saga: SagaRecord) {
+        let legs = self.legs(&saga);
+        // Each leg looked up once, for whether the journal shows it, its
+        // flags and who pays whom.
+        let found = self.found(&legs);
         let unjournaled = saga.state == SagaState::Approved
-            && self.legs(&saga).iter().any(|(_, key)| {
-                key.is_some_and(|key| self.journal.on_date(&key) && !self.journal.has_sent(&key))
+            && legs.iter().zip(found).any(|((_, key), at)| {
+                let sent = at.is_some_and(|i| self.journal.legs[i as usize].sent.is_some());
+                key.is_some_and(|key| !sent && self.journal.on_date(&key))
             });
         if unjournaled {
             self.need_freeze.push(saga);
         } else {
-            self.fold(saga, None);
+            self.fold_found(saga, legs, found);
         }
     }
 
@@ -510,28 +555,6 @@ impl Sagas {
     fn fold(&mut self, saga: SagaRecord, freeze: Option<&FreezeRecord>) {
         let legs = self.legs(&saga);
         let journal = &mut self.journal;
-        // A receive belongs to its debit's day (whatever day its freeze was made).
-        let saga_date = saga
-            .debit
-            .and_then(|d| journal.date_of_transmission(&d.transmission))
-            .unwrap_or_else(|| journal.settlement.date_of_ms(saga.created_at_ms));
-        let on_date = saga_date == journal.date;
-        if !saga.state.is_final() && on_date {
-            self.in_flight
-                .extend(legs.iter().filter_map(|(_, key)| *key));
-            self.pending.insert(Pending {
-                role: Role::Wallet,
-                participant: saga.request.acquirer.to_string(),
-                kind: Kind::Receive,
-                key: format!(
-                    "{}/{}/{}",
-                    saga.request.acquirer,
-                    String::from_utf8_lossy(&saga.request.transmission),
-                    String::from_utf8_lossy(&saga.request.stan)
-                ),
-                reason: format!("receive in flight (saga {})", saga.state.as_str()),
-            });
-        }
         // Only a saga with a leg the journal does not show is handed its
         // freeze (a saga without its freeze: corrupt, nothing to say).
         if let (SagaState::Approved, Some(f)) = (saga.state, freeze) {
@@ -557,8 +580,40 @@ impl Sagas {
                 });
             }
         }
-        // Each leg looked up once, for its flags and for who pays whom.
-        let found = legs.map(|(_, key)| key.and_then(|key| journal.leg_index.get(&key).copied()));
+        let found = self.found(&legs);
+        self.fold_found(saga, legs, found);
+    }
+
+    /// Folds `saga` in, its legs `legs` found at `found` in the journal's records.
+    fn fold_found(
+        &mut self,
+        saga: SagaRecord,
+        legs: [(Kind, Option<MsgKey>); 2],
+        found: [Option<u32>; 2],
+    ) {
+        let journal = &mut self.journal;
+        // A receive belongs to its debit's day (whatever day its freeze was made).
+        let saga_date = saga
+            .debit
+            .and_then(|d| journal.date_of_transmission(&d.transmission))
+            .unwrap_or_else(|| journal.settlement.date_of_ms(saga.created_at_ms));
+        let on_date = saga_date == journal.date;
+        if !saga.state.is_final() && on_date {
+            self.in_flight
+                .extend(legs.iter().filter_map(|(_, key)| *key));
+            self.pending.insert(Pending {
+                role: Role::Wallet,
+                participant: saga.request.acquirer.to_string(),
+                kind: Kind::Receive,
+                key: format!(
+                    "{}/{}/{}",
+                    saga.request.acquirer,
+                    String::from_utf8_lossy(&saga.request.transmission),
+                    String::from_utf8_lossy(&saga.request.stan)
+                ),
+                reason: format!("receive in flight (saga {})", saga.state.as_str()),
+            });
+        }
         for i in found.into_iter().flatten() {
             let leg = &mut journal.legs[i as usize];
             leg.flags |= match saga.state {
@@ -1200,5 +1255,57 @@ impl Cleared {
             paths.push(path);
         }
         Ok(paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iso8583::codec::{build_bytes, Message};
+
+    fn debit(f49: Option<&str>, f90: Option<&str>) -> Vec<u8> {
+        let mut m = Message::new(*b"0200");
+        m.set(2, "6222020200112233446")
+            .set(3, "000000")
+            .set(4, "000000001000")
+            .set(7, "1123112233")
+            .set(11, "000124")
+            .set(32, "00010000");
+        if let Some(v) = f49 {
+            m.set(49, v.to_string());
+        }
+        if let Some(v) = f90 {
+            m.set(90, v.to_string());
+        }
+        build_bytes(&Spec::switchboard(), &m).unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_requests_currency_and_original_are_read_from_its_raw_message() {
+        let spec = Spec::switchboard();
+        let raw = debit(
+            Some("156"),
+            Some("010000012311231122330000102000000000000000"),
+        );
+        let read = RequestFields::of(&spec, &raw).unwrap();
+        assert_eq!(read.currency, 156);
+        let od = read.original.unwrap();
+        assert_eq!(&od.mti, b"0100");
+        assert_eq!(&od.stan, b"000123");
+        assert_eq!(&od.transmission, b"1123112233");
+        // Missing: currency 0, no original, as from a parsed message.
+        let read = RequestFields::of(&spec, &debit(None, None)).unwrap();
+        assert_eq!((read.currency, read.original), (0, None));
+    }
+
+    #[test]
+    fn a_raw_message_that_does_not_parse_gives_nothing() {
+        let spec = Spec::switchboard();
+        let raw = debit(Some("156"), None);
+        for len in 0..raw.len() {
+            assert!(RequestFields::of(&spec, &raw[..len]).is_none(), "{len}");
+        }
+        assert!(RequestFields::of(&spec, b"").is_none());
+        assert!(RequestFields::of(&spec, b"not a message at all").is_none());
     }
 }

@@ -39,9 +39,14 @@ impl KeyText {
         KeyText(text)
     }
 
-    /// The three parts are each whole UTF-8 text (or digits), so this borrows.
+    /// The three parts are each whole UTF-8 text (or digits), so this
+    /// borrows; checked as a whole first, which is cheaper than the
+    /// replacing check.
     pub(super) fn text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.0)
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&self.0),
+        }
     }
 }
 

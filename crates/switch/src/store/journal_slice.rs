@@ -57,6 +57,15 @@ impl JournalView<'_> {
         let start = self.raw_at.start as usize;
         self.raw.slice(start..start + self.raw_at.len as usize)
     }
+
+    /// [`JournalView::raw`] borrowed, without counting a reference to the
+    /// slice's buffer.
+    pub fn raw_bytes(&self) -> &[u8] {
+        let start = self.raw_at.start as usize;
+        self.raw
+            .get(start..start + self.raw_at.len as usize)
+            .unwrap_or_default()
+    }
 }
 
 /// Where a value lies in one of the slice's buffers.
