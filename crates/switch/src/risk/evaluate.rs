@@ -64,10 +64,11 @@ impl Risk {
         if rules.rules.is_empty() || rules.allows(request.pan) {
             return Ok(Verdict::Pass);
         }
-        let day = settlement.date_of_ms(now_ms);
-        let day_start_ms = settlement.window_ms(day).0;
+        let day_start_ms = self.day_start_ms(settlement, now_ms);
         let mut hits: Vec<&Rule> = Vec::new();
-        let mut limits: Vec<(Limit, &Rule)> = Vec::new();
+        // Sized once for every rule: a request is judged on the hot path.
+        let mut limits: Vec<Limit> = Vec::with_capacity(rules.rules.len());
+        let mut counted: Vec<&Rule> = Vec::with_capacity(rules.rules.len());
         // The card's keyed digest (and the wallet's, the packet's subject),
         // made once however many rules count it.
         let mut subjects = Subjects::default();
@@ -84,16 +85,16 @@ impl Risk {
                 }
             }
             if let Some(limit) = limit_of(rule, request, &mut subjects, now_ms, day_start_ms) {
-                limits.push((limit, rule));
+                limits.push(limit);
+                counted.push(rule);
             }
         }
         if !limits.is_empty() {
             if self.sweep_due(now_ms) {
                 sweep(store, &rules.rules, now_ms, day_start_ms).await;
             }
-            let (judged, rules): (Vec<Limit>, Vec<&Rule>) = limits.into_iter().unzip();
-            for i in store.take(judged, now_ms).await? {
-                hits.push(rules[i]);
+            for i in store.take(limits, now_ms).await? {
+                hits.push(counted[i]);
             }
         }
         self.decide(store, settlement, now_ms, request, &hits).await
@@ -264,10 +265,19 @@ impl Subjects {
 
     fn packet(&mut self, packet: &FreezeKey) -> Arc<str> {
         self.packet
-            .get_or_insert_with(|| format!("packet:{packet}").into())
+            .get_or_insert_with(|| format!("{PACKET_PREFIX}{packet}").into())
             .clone()
     }
+
+    /// The packet itself, as a distinct count's value: the packet's
+    /// subject without its prefix, so the key is formatted once.
+    fn packet_value(&mut self, packet: &FreezeKey) -> String {
+        self.packet(packet)[PACKET_PREFIX.len()..].to_string()
+    }
 }
+
+/// How a packet's subject starts.
+const PACKET_PREFIX: &str = "packet:";
 
 /// The counted limit a rule puts on a request, if any. `subjects` holds
 /// the request's subjects once made.
@@ -310,12 +320,18 @@ fn limit_of(
             max_count,
             window_ms,
             packets,
-        } if *kind == request.kind => Some(Limit {
-            // Counting packets: a packet counted once, whatever its receives.
-            distinct: request.packet.filter(|_| *packets).map(|p| p.to_string()),
-            window_ms: Some(*window_ms),
-            ..limit(subject(*per), now_ms - window_ms, Some(*max_count), None)
-        }),
+        } if *kind == request.kind => {
+            let counted = subject(*per);
+            Some(Limit {
+                // Counting packets: a packet counted once, whatever its receives.
+                distinct: request
+                    .packet
+                    .filter(|_| *packets)
+                    .map(|p| subjects.packet_value(&p)),
+                window_ms: Some(*window_ms),
+                ..limit(counted, now_ms - window_ms, Some(*max_count), None)
+            })
+        }
         Check::Probing { max_count } if request.kind == RequestKind::Freeze => Some(Limit {
             record: false,
             ..limit(subject(Per::Card), day_start_ms, Some(*max_count), None)

@@ -30,6 +30,17 @@ pub struct Risk {
     tally: Tally,
     /// When old counter events were last swept (ms since the epoch).
     last_sweep_ms: AtomicI64,
+    /// The settlement day last judged in, so that a request does not work
+    /// out its day's start from the calendar again.
+    day: Mutex<Option<CachedDay>>,
+}
+
+/// A settlement day as `[start_ms, end_ms)` under `settlement`.
+#[derive(Clone, Copy)]
+struct CachedDay {
+    settlement: crate::clearing::Settlement,
+    start_ms: i64,
+    end_ms: i64,
 }
 
 /// What the rules did since start, for logs and metrics: per rule, how
@@ -137,6 +148,36 @@ impl Risk {
         &self.tally
     }
 
+    /// The start (ms since the epoch) of the settlement day `now_ms` falls
+    /// in, from the day last worked out while `now_ms` is still in it.
+    fn day_start_ms(&self, settlement: &crate::clearing::Settlement, now_ms: i64) -> i64 {
+        let cached = self.day.lock().ok().and_then(|day| *day);
+        if let Some(day) = cached
+            .filter(|d| d.settlement == *settlement && d.start_ms <= now_ms && now_ms < d.end_ms)
+        {
+            return day.start_ms;
+        }
+        let date = settlement.date_of_ms(now_ms);
+        let (start_ms, end_ms) = settlement.window_ms(date);
+        // Kept only when every moment of the window dates to `date` (its
+        // first and last do, and dates never go back as time goes on), so
+        // the cache answers exactly as the calendar would.
+        let whole = start_ms <= now_ms
+            && now_ms < end_ms
+            && settlement.date_of_ms(start_ms) == date
+            && settlement.date_of_ms(end_ms - 1) == date;
+        if whole {
+            if let Ok(mut day) = self.day.lock() {
+                *day = Some(CachedDay {
+                    settlement: *settlement,
+                    start_ms,
+                    end_ms,
+                });
+            }
+        }
+        start_ms
+    }
+
     /// Whether a sweep of old counter events is due at `now_ms` (at most
     /// one an hour); claims it when it is.
     fn sweep_due(&self, now_ms: i64) -> bool {
@@ -165,4 +206,37 @@ pub fn card_subject(pan: &str) -> String {
         None => sha2::Sha256::digest(pan.as_bytes()).into(),
     };
     format!("card:{}", hex::encode(&digest[..16]))
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::Risk;
+    use crate::clearing::Settlement;
+
+    /// The cached day start answers as the calendar does, on both sides of
+    /// the cutoff and in either direction of time, for two settlements.
+    #[test]
+    fn cached_day_start_matches_the_calendar() {
+        let risk = Risk::none();
+        let shanghai = Settlement::default();
+        let utc = Settlement::parse("00:00", "UTC").unwrap();
+        // 2026-12-03 14:59:59.999 UTC is 22:59:59.999 in Shanghai, a
+        // millisecond before its cutoff.
+        let before_cutoff = 1_796_309_999_999_i64;
+        for settlement in [shanghai, utc, shanghai] {
+            for ms in [
+                before_cutoff - 3_600_000,
+                before_cutoff,
+                before_cutoff + 1,
+                before_cutoff + 86_400_000,
+                before_cutoff,
+                before_cutoff - 86_400_000 * 40,
+            ] {
+                let calendar = settlement.window_ms(settlement.date_of_ms(ms)).0;
+                assert_eq!(risk.day_start_ms(&settlement, ms), calendar, "at {ms}");
+            }
+        }
+        let first = risk.day_start_ms(&shanghai, before_cutoff);
+        assert!(risk.day_start_ms(&shanghai, before_cutoff + 1) > first);
+    }
 }

@@ -304,12 +304,34 @@ impl CounterBook {
     /// `now_ms`: returns the indices exceeded and whether the request's
     /// events were recorded.
     pub fn take(&mut self, limits: &[Limit], now_ms: i64) -> (Vec<usize>, bool) {
+        self.try_take(limits, now_ms)
+            .unwrap_or_else(|_| panic!("the limits' counters were loaded first"))
+    }
+
+    /// [`take`](Self::take), or when some counters are not held, the
+    /// indices of their limits (as [`missing`](Self::missing) gives them)
+    /// and nothing recorded: one lookup per limit finds both. The held
+    /// counters may have been moved to their limits' starts meanwhile, as
+    /// judging them would.
+    pub fn try_take(
+        &mut self,
+        limits: &[Limit],
+        now_ms: i64,
+    ) -> Result<(Vec<usize>, bool), Vec<usize>> {
         self.uses += 1;
         let mut totals = Vec::with_capacity(limits.len());
-        for l in limits {
-            let entry = self.entry(l);
-            entry.counter.adapt(CounterKind::of(l), l.since_ms);
-            totals.push(entry.counter.totals(l));
+        let mut missing = Vec::new();
+        for (i, l) in limits.iter().enumerate() {
+            match self.entry_mut(l) {
+                Some(entry) => {
+                    entry.counter.adapt(CounterKind::of(l), l.since_ms);
+                    totals.push(entry.counter.totals(l));
+                }
+                None => missing.push(i),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing);
         }
         let (exceeded, record) = super::risk::judge(limits, &totals);
         if record {
@@ -329,13 +351,17 @@ impl CounterBook {
                 }
             }
         }
-        (exceeded, record)
+        Ok((exceeded, record))
     }
 
-    fn entry(&mut self, l: &Limit) -> &mut Entry {
+    fn entry_mut(&mut self, l: &Limit) -> Option<&mut Entry> {
         self.entries
             .get_mut(&*l.rule)
             .and_then(|subjects| subjects.get_mut(&*l.subject))
+    }
+
+    fn entry(&mut self, l: &Limit) -> &mut Entry {
+        self.entry_mut(l)
             .expect("the limit's counter was loaded first")
     }
 

@@ -51,28 +51,28 @@ impl RiskLedger for SqliteStore {
         // Amounts a SQL store cannot hold are refused alike on every store.
         amounts_of(&limits)?;
         loop {
-            let book = self.risk_book.lock().await;
-            let missing = book.missing(&limits);
-            if missing.is_empty() {
-                let mut book = book;
-                let (exceeded, record) = book.take(&limits, now_ms);
-                if record {
-                    for l in limits.into_iter().filter(|l| l.record) {
-                        let event = RiskEvent {
-                            kind: CounterKind::of(&l),
-                            since_ms: l.since_ms,
-                            at_ms: now_ms,
-                            amount_minor: l.amount_minor,
-                            detail: l.distinct.unwrap_or_default(),
-                            rule: l.rule,
-                            subject: l.subject,
-                        };
-                        // Sent while the book is held: a load sent later sees it.
-                        self.risk_events.send(event).map_err(|_| stopped())?;
+            let mut book = self.risk_book.lock().await;
+            let missing = match book.try_take(&limits, now_ms) {
+                Err(missing) => missing,
+                Ok((exceeded, record)) => {
+                    if record {
+                        for l in limits.into_iter().filter(|l| l.record) {
+                            let event = RiskEvent {
+                                kind: CounterKind::of(&l),
+                                since_ms: l.since_ms,
+                                at_ms: now_ms,
+                                amount_minor: l.amount_minor,
+                                detail: l.distinct.unwrap_or_default(),
+                                rule: l.rule,
+                                subject: l.subject,
+                            };
+                            // Sent while the book is held: a load sent later sees it.
+                            self.risk_events.send(event).map_err(|_| stopped())?;
+                        }
                     }
+                    return Ok(exceeded);
                 }
-                return Ok(exceeded);
-            }
+            };
             let epoch = book.epoch();
             let wanted: Vec<Limit> = missing.into_iter().map(|i| limits[i].clone()).collect();
             let log = self.risk_log.clone();

@@ -38,8 +38,9 @@ pub(super) struct RiskEvent {
 
 /// The bytes of one log row holding `events`.
 pub(super) fn encode_events<'a>(events: &'a [RiskEvent]) -> Vec<u8> {
-    let mut strings: Vec<&'a str> = Vec::new();
-    let mut index: HashMap<&'a str, u32> = HashMap::new();
+    // Sized for every string distinct, so the table never grows mid-row.
+    let mut strings: Vec<&'a str> = Vec::with_capacity(events.len() * 3);
+    let mut index: HashMap<&'a str, u32> = HashMap::with_capacity(events.len() * 3);
     let mut refs = Vec::with_capacity(events.len());
     for e in events {
         let mut id = |s: &'a str| {

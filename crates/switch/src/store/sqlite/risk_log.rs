@@ -64,7 +64,7 @@ pub struct CheckpointOptions {
 impl Default for CheckpointOptions {
     fn default() -> Self {
         CheckpointOptions {
-            after: Duration::from_secs(2),
+            after: Duration::from_secs(10),
             chunk: 512,
             max_unflushed: 200_000,
         }
