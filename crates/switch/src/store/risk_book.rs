@@ -262,7 +262,9 @@ impl CounterBook {
         self.entries.get(&*l.rule)?.get(&*l.subject)
     }
 
-    /// The limits whose counters must be loaded before they can be judged.
+    /// The limits whose counters must be loaded before they can be judged
+    /// (the store learns them from [`try_take`](Self::try_take)).
+    #[cfg(test)]
     pub fn missing(&self, limits: &[Limit]) -> Vec<usize> {
         limits
             .iter()
@@ -300,19 +302,18 @@ impl CounterBook {
         true
     }
 
-    /// Judges `limits` (all held: see [`missing`](Self::missing)) at
-    /// `now_ms`: returns the indices exceeded and whether the request's
-    /// events were recorded.
+    /// [`try_take`](Self::try_take) of limits whose counters are all held.
+    #[cfg(test)]
     pub fn take(&mut self, limits: &[Limit], now_ms: i64) -> (Vec<usize>, bool) {
         self.try_take(limits, now_ms)
             .unwrap_or_else(|_| panic!("the limits' counters were loaded first"))
     }
 
-    /// [`take`](Self::take), or when some counters are not held, the
-    /// indices of their limits (as [`missing`](Self::missing) gives them)
-    /// and nothing recorded: one lookup per limit finds both. The held
-    /// counters may have been moved to their limits' starts meanwhile, as
-    /// judging them would.
+    /// Judges `limits` at `now_ms`: the indices exceeded and whether the
+    /// request's events were recorded. When some counters are not held,
+    /// returns the indices of their limits instead and records nothing
+    /// (one lookup per limit finds both); the held counters may have been
+    /// moved to their limits' starts meanwhile, as judging them would.
     pub fn try_take(
         &mut self,
         limits: &[Limit],
