@@ -19,6 +19,11 @@
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
 #                                    with the simulators' work (needs taskset, 2+ CPUs)
+#   MAX_IN_FLIGHT=256 benches/load.sh 20000   at most 256 receives outstanding: offered
+#                                    far past saturation, the load is closed-loop and
+#                                    the switch's best rate is measured without an
+#                                    ever-growing queue (default: walletsim's 20000)
+#   MODES=switch benches/load.sh 8000   only through the switch (default: switch direct)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -81,10 +86,11 @@ clk_tck=$(getconf CLK_TCK)
 switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
-        --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json)
+        --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json
+        --max-in-flight "${MAX_IN_FLIGHT:-20000}")
 echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us" | tee "$REPORTS/load.csv"
 for rate in ${RATES[@]}; do
-    for mode in switch direct; do
+    for mode in ${MODES:-switch direct}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         before=$(switch_ticks)

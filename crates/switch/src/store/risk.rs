@@ -168,6 +168,14 @@ pub(super) fn amounts_of(limits: &[Limit]) -> StoreResult<Vec<i64>> {
         .collect()
 }
 
+/// Refuses, as [`amounts_of`] does, amounts the SQL stores cannot hold,
+/// without collecting them (the embedded store judges in memory).
+pub(super) fn check_amounts(limits: &[Limit]) -> StoreResult<()> {
+    limits
+        .iter()
+        .try_for_each(|l| super::columns::amount_in("risk amount", l.amount_minor).map(drop))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -443,7 +443,7 @@ impl Switch {
             }
             None => self.decide(peer, &request).await,
         };
-        let Ok(msg) = iso8583::codec::parse(&self.spec, bytes.clone()) else {
+        let Ok(mut msg) = iso8583::codec::parse(&self.spec, bytes.clone()) else {
             return Some(bytes);
         };
         let flow = self.flow_name(&request);
@@ -466,7 +466,7 @@ impl Switch {
         // Answers are stored unsigned: each one sent (a resend's too) is
         // signed with the key in force when it goes out.
         let bytes = match &peer.mac {
-            Some(mac) => match mac.build(&self.spec, &msg) {
+            Some(mac) => match mac.sign(&self.spec, &mut msg) {
                 Ok(signed) => signed,
                 Err(e) => {
                     warn!(peer = %peer.name, error = %e, "cannot sign the answer; sent without a MAC");

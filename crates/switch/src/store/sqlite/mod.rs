@@ -134,10 +134,11 @@ pub struct SqliteStore {
     _lock: Option<lock::StoreLock>,
     /// The risk counters, judged in memory ([`super::risk_book`]).
     risk_book: tokio::sync::Mutex<super::risk_book::CounterBook>,
-    /// Their events, logged at the start of the writer's next batch (as
-    /// journal entries are written): before any command sent after them,
-    /// in one row a batch. Bounded by the requests in flight.
-    risk_events: std_mpsc::Sender<RiskEvent>,
+    /// Their events, a request's at a time, logged at the start of the
+    /// writer's next batch (as journal entries are written): before any
+    /// command sent after them, in one row a batch. Bounded by the requests
+    /// in flight.
+    risk_events: std_mpsc::Sender<Vec<RiskEvent>>,
     /// The log and snapshots of the counters ([`risk_log`]): used on the
     /// writer thread only (by the writer and by the commands it runs), so
     /// never waited for.

@@ -7,7 +7,7 @@
 use super::risk_codec::RiskEvent;
 use super::risk_log::{lock, RiskLog};
 use super::*;
-use crate::store::risk::{amounts_of, hit_count_row, SQL_HIT, SQL_HITS_OF_DAY};
+use crate::store::risk::{check_amounts, hit_count_row, SQL_HIT, SQL_HITS_OF_DAY};
 use crate::store::risk_book::{Counter, CounterKind};
 use crate::store::{Hit, HitCount, Limit, RiskLedger};
 
@@ -49,15 +49,17 @@ impl RiskLedger for SqliteStore {
     /// is held so that a counter loaded later sees them.
     async fn take(&self, limits: Vec<Limit>, now_ms: i64) -> StoreResult<Vec<usize>> {
         // Amounts a SQL store cannot hold are refused alike on every store.
-        amounts_of(&limits)?;
+        check_amounts(&limits)?;
         loop {
             let mut book = self.risk_book.lock().await;
             let missing = match book.try_take(&limits, now_ms) {
                 Err(missing) => missing,
                 Ok((exceeded, record)) => {
                     if record {
-                        for l in limits.into_iter().filter(|l| l.record) {
-                            let event = RiskEvent {
+                        let events: Vec<RiskEvent> = limits
+                            .into_iter()
+                            .filter(|l| l.record)
+                            .map(|l| RiskEvent {
                                 kind: CounterKind::of(&l),
                                 since_ms: l.since_ms,
                                 at_ms: now_ms,
@@ -65,10 +67,11 @@ impl RiskLedger for SqliteStore {
                                 detail: l.distinct.unwrap_or_default(),
                                 rule: l.rule,
                                 subject: l.subject,
-                            };
-                            // Sent while the book is held: a load sent later sees it.
-                            self.risk_events.send(event).map_err(|_| stopped())?;
-                        }
+                            })
+                            .collect();
+                        // Sent while the book is held: a load sent later
+                        // sees them. One send for the request's events.
+                        self.risk_events.send(events).map_err(|_| stopped())?;
                     }
                     return Ok(exceeded);
                 }

@@ -37,20 +37,18 @@ pub(super) struct RiskEvent {
 }
 
 /// The bytes of one log row holding `events`.
-pub(super) fn encode_events<'a>(events: &'a [RiskEvent]) -> Vec<u8> {
+pub(super) fn encode_events(events: &[RiskEvent]) -> Vec<u8> {
     // Sized for every string distinct, so the table never grows mid-row.
-    let mut strings: Vec<&'a str> = Vec::with_capacity(events.len() * 3);
-    let mut index: HashMap<&'a str, u32> = HashMap::with_capacity(events.len() * 3);
+    let mut table = StringTable::with_capacity(events.len() * 3);
     let mut refs = Vec::with_capacity(events.len());
     for e in events {
-        let mut id = |s: &'a str| {
-            *index.entry(s).or_insert_with(|| {
-                strings.push(s);
-                (strings.len() - 1) as u32
-            })
-        };
-        refs.push([id(&e.rule), id(&e.subject), id(&e.detail)]);
+        refs.push([
+            table.id_of_shared(&e.rule),
+            table.id_of_shared(&e.subject),
+            table.id_of(&e.detail),
+        ]);
     }
+    let strings = table.strings;
     let mut out = Vec::with_capacity(16 + strings.len() * 40 + events.len() * 37);
     out.push(LOG_VERSION);
     out.extend_from_slice(&(strings.len() as u32).to_le_bytes());
@@ -68,6 +66,50 @@ pub(super) fn encode_events<'a>(events: &'a [RiskEvent]) -> Vec<u8> {
         out.extend_from_slice(&e.amount_minor.to_le_bytes());
     }
     out
+}
+
+/// A log row's table of distinct strings, with each string's index.
+///
+/// A request's events share their subject's `Arc`, and every request shares
+/// the rules' ids: an `Arc` seen before is found by its address (an integer
+/// key) instead of by hashing and comparing its text, which on the writer's
+/// hot path costs more than the rest of the row. The table is the same
+/// either way: a string's text is still written once.
+struct StringTable<'a> {
+    strings: Vec<&'a str>,
+    by_text: HashMap<&'a str, u32>,
+    by_address: HashMap<usize, u32>,
+}
+
+impl<'a> StringTable<'a> {
+    fn with_capacity(n: usize) -> Self {
+        StringTable {
+            strings: Vec::with_capacity(n),
+            by_text: HashMap::with_capacity(n),
+            by_address: HashMap::with_capacity(n),
+        }
+    }
+
+    fn id_of(&mut self, s: &'a str) -> u32 {
+        let strings = &mut self.strings;
+        *self.by_text.entry(s).or_insert_with(|| {
+            strings.push(s);
+            (strings.len() - 1) as u32
+        })
+    }
+
+    /// [`id_of`](Self::id_of), looked up first by the `Arc`'s address: the
+    /// events borrowed for the row keep every `Arc` alive, so an address
+    /// names one text for as long as the table lives.
+    fn id_of_shared(&mut self, s: &'a Arc<str>) -> u32 {
+        let address = Arc::as_ptr(s) as *const u8 as usize;
+        if let Some(&id) = self.by_address.get(&address) {
+            return id;
+        }
+        let id = self.id_of(s);
+        self.by_address.insert(address, id);
+        id
+    }
 }
 
 /// The events of log row `seq`.
@@ -328,6 +370,31 @@ mod tests {
         ];
         let bytes = encode_events(&events);
         assert_eq!(decode_events(1, &bytes).unwrap(), events);
+    }
+
+    #[test]
+    fn a_text_is_written_once_whether_its_arcs_are_shared_or_not() {
+        let card: Arc<str> = "card:x".into();
+        let rule: Arc<str> = "daily".into();
+        let shared = |at_ms| RiskEvent {
+            rule: rule.clone(),
+            subject: card.clone(),
+            ..event("", "", CounterKind::Total, at_ms, "")
+        };
+        // Two events sharing Arcs, then two with the same texts in Arcs of their own.
+        let events = vec![
+            shared(10),
+            shared(11),
+            event("daily", "card:x", CounterKind::Total, 12, ""),
+            event("daily", "card:x", CounterKind::Window, 13, "p1"),
+        ];
+        let bytes = encode_events(&events);
+        assert_eq!(decode_events(1, &bytes).unwrap(), events);
+        // "daily", "card:x", "" and "p1": four strings, each once.
+        assert_eq!(bytes[1..5], 4u32.to_le_bytes());
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(text.matches("card:x").count(), 1);
+        assert_eq!(text.matches("daily").count(), 1);
     }
 
     #[test]

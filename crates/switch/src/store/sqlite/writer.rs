@@ -104,7 +104,8 @@ pub(super) struct Writer {
     pub(super) journal: std_mpsc::Receiver<JournalEntry>,
     /// Entries taken from the channel and not yet committed.
     pub(super) pending_journal: Vec<JournalEntry>,
-    pub(super) risk_events: std_mpsc::Receiver<RiskEvent>,
+    /// A request's risk counter events, sent together.
+    pub(super) risk_events: std_mpsc::Receiver<Vec<RiskEvent>>,
     /// Risk counter events taken from the channel and not yet committed.
     pub(super) pending_risk_events: Vec<RiskEvent>,
     pub(super) risk_log: Arc<std::sync::Mutex<RiskLog>>,
@@ -145,8 +146,8 @@ impl Writer {
         while let Ok(entry) = self.journal.try_recv() {
             self.pending_journal.push(entry);
         }
-        while let Ok(event) = self.risk_events.try_recv() {
-            self.pending_risk_events.push(event);
+        while let Ok(mut events) = self.risk_events.try_recv() {
+            self.pending_risk_events.append(&mut events);
         }
         if commands.is_empty()
             && self.pending_journal.is_empty()
