@@ -73,8 +73,8 @@ pub(super) fn encode_events(events: &[RiskEvent]) -> Vec<u8> {
 /// A request's events share their subject's `Arc`, and every request shares
 /// the rules' ids: an `Arc` seen before is found by its address (an integer
 /// key) instead of by hashing and comparing its text, which on the writer's
-/// hot path costs more than the rest of the row. The table is the same
-/// either way: a string's text is still written once.
+/// hot path cost about as much as the rest of the row. The table is the
+/// same either way: a string's text is still written once.
 struct StringTable<'a> {
     strings: Vec<&'a str>,
     by_text: HashMap<&'a str, u32>,
