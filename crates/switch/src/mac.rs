@@ -122,7 +122,7 @@ impl LinkMac {
     /// message carry it.
     pub fn build(&self, spec: &Spec, msg: &Message) -> Result<Bytes, MacError> {
         if mac::may_carry(spec, msg) {
-            self.sign(spec, &mut msg.clone())
+            self.sign_carrying(spec, &mut msg.clone())
         } else {
             Ok(build_bytes(spec, msg)?)
         }
@@ -133,10 +133,16 @@ impl LinkMac {
     /// costs as much as its MAC's bookkeeping).
     pub fn sign(&self, spec: &Spec, msg: &mut Message) -> Result<Bytes, MacError> {
         if mac::may_carry(spec, msg) {
-            mac::sign_bytes_with(spec, msg, &self.current(), &self.coverage)
+            self.sign_carrying(spec, msg)
         } else {
             Ok(build_bytes(spec, msg)?)
         }
+    }
+
+    /// Signs a message the dialect lets carry field 128 (the callers have
+    /// asked `may_carry` once).
+    fn sign_carrying(&self, spec: &Spec, msg: &mut Message) -> Result<Bytes, MacError> {
+        mac::sign_bytes_with(spec, msg, &self.current(), &self.coverage)
     }
 
     /// Checks a received message (`wire` its body): its field 128 must be

@@ -71,7 +71,9 @@ impl RiskLedger for SqliteStore {
                             .collect();
                         // Sent while the book is held: a load sent later
                         // sees them. One send for the request's events.
-                        self.risk_events.send(events).map_err(|_| stopped())?;
+                        if !events.is_empty() {
+                            self.risk_events.send(events).map_err(|_| stopped())?;
+                        }
                     }
                     return Ok(exceeded);
                 }
