@@ -67,15 +67,27 @@ impl FreezeKey {
     }
 }
 
+impl FreezeKey {
+    /// The longest text a key is shown as (`acquirer/transmission/stan`).
+    pub const TEXT_LEN: usize = 11 + 1 + 10 + 1 + 6;
+
+    /// Appends the key's text, as `Display` shows it, without the
+    /// formatting machinery: risk rules name a packet by it on every
+    /// receive.
+    pub fn push_text(&self, out: &mut String) {
+        out.push_str(self.acquirer.as_str());
+        out.push('/');
+        out.push_str(std::str::from_utf8(&self.transmission).unwrap_or("?"));
+        out.push('/');
+        out.push_str(std::str::from_utf8(&self.stan).unwrap_or("?"));
+    }
+}
+
 impl fmt::Display for FreezeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}",
-            self.acquirer,
-            std::str::from_utf8(&self.transmission).unwrap_or("?"),
-            std::str::from_utf8(&self.stan).unwrap_or("?")
-        )
+        let mut text = String::with_capacity(Self::TEXT_LEN);
+        self.push_text(&mut text);
+        f.write_str(&text)
     }
 }
 

@@ -171,7 +171,7 @@ impl Risk {
             .filter(|r| matches!(r.check, Check::Probing { .. }) && r.covers(institution, pan))
             .map(|r| Limit {
                 rule: r.id.clone(),
-                subject: card_subject(pan).into(),
+                subject: card_subject(pan),
                 since_ms: day_start_ms,
                 window_ms: None,
                 max_count: None,
@@ -254,7 +254,7 @@ impl Subjects {
         match per {
             Per::Card => self
                 .card
-                .get_or_insert_with(|| card_subject(request.pan).into())
+                .get_or_insert_with(|| card_subject(request.pan))
                 .clone(),
             Per::Wallet => self
                 .wallet
@@ -265,7 +265,12 @@ impl Subjects {
 
     fn packet(&mut self, packet: &FreezeKey) -> Arc<str> {
         self.packet
-            .get_or_insert_with(|| format!("{PACKET_PREFIX}{packet}").into())
+            .get_or_insert_with(|| {
+                let mut text = String::with_capacity(PACKET_PREFIX.len() + FreezeKey::TEXT_LEN);
+                text.push_str(PACKET_PREFIX);
+                packet.push_text(&mut text);
+                text.into()
+            })
             .clone()
     }
 

@@ -215,6 +215,10 @@ impl Counter {
 struct Entry {
     counter: Counter,
     last_used: u64,
+    /// The subject's text as the map holds it: handed to the events of
+    /// every request that counts it, so that the writer finds a subject
+    /// by its address (`Arc::ptr_eq`) rather than by comparing its text.
+    subject: Arc<str>,
 }
 
 /// The counters, by rule and subject (nested, so that a lookup borrows the
@@ -292,6 +296,7 @@ impl CounterBook {
             let entry = Entry {
                 counter,
                 last_used: self.uses,
+                subject: limit.subject.clone(),
             };
             self.len += 1;
             self.entries
@@ -305,7 +310,7 @@ impl CounterBook {
     /// [`try_take`](Self::try_take) of limits whose counters are all held.
     #[cfg(test)]
     pub fn take(&mut self, limits: &[Limit], now_ms: i64) -> (Vec<usize>, bool) {
-        self.try_take(limits, now_ms)
+        self.try_take(&mut limits.to_vec(), now_ms)
             .unwrap_or_else(|_| panic!("the limits' counters were loaded first"))
     }
 
@@ -314,9 +319,11 @@ impl CounterBook {
     /// returns the indices of their limits instead and records nothing
     /// (one lookup per limit finds both); the held counters may have been
     /// moved to their limits' starts meanwhile, as judging them would.
+    /// A recorded limit's subject is replaced by the book's own `Arc` of
+    /// the same text, which the request's events then carry.
     pub fn try_take(
         &mut self,
-        limits: &[Limit],
+        limits: &mut [Limit],
         now_ms: i64,
     ) -> Result<(Vec<usize>, bool), Vec<usize>> {
         self.uses += 1;
@@ -337,9 +344,12 @@ impl CounterBook {
         let (exceeded, record) = super::risk::judge(limits, &totals);
         if record {
             let uses = self.uses;
-            for l in limits.iter().filter(|l| l.record) {
+            for l in limits.iter_mut().filter(|l| l.record) {
                 let entry = self.entry(l);
                 entry.last_used = uses;
+                if !Arc::ptr_eq(&l.subject, &entry.subject) {
+                    l.subject = entry.subject.clone();
+                }
                 entry.counter.add(
                     now_ms,
                     l.amount_minor,
@@ -430,6 +440,26 @@ mod tests {
             .map(|i| (limits[i].clone(), empty_counter(&limits[i])))
             .collect();
         assert!(book.insert_loaded(epoch, loaded));
+    }
+
+    #[test]
+    fn every_recorded_event_of_a_counter_carries_the_books_subject() {
+        let mut book = CounterBook::default();
+        // Each request makes its own `Arc` of the card's subject.
+        let request = || limit("daily", 0, None, 10);
+        let first = request();
+        load(&mut book, std::slice::from_ref(&first));
+        let mut second = [request()];
+        assert!(!Arc::ptr_eq(&first.subject, &second[0].subject));
+        assert_eq!(book.try_take(&mut second, 10), Ok((vec![], true)));
+        assert!(Arc::ptr_eq(&first.subject, &second[0].subject));
+        // Not recorded (declined): the request's own `Arc` is left alone.
+        let mut over = [Limit {
+            max_count: Some(1),
+            ..request()
+        }];
+        assert_eq!(book.try_take(&mut over, 20), Ok((vec![0], false)));
+        assert!(!Arc::ptr_eq(&first.subject, &over[0].subject));
     }
 
     #[test]

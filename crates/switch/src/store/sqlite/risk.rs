@@ -47,12 +47,12 @@ impl RiskLedger for SqliteStore {
     /// Judged in memory ([`crate::store::risk_book`]); the events are
     /// logged at the start of the writer's next batch, sent while the book
     /// is held so that a counter loaded later sees them.
-    async fn take(&self, limits: Vec<Limit>, now_ms: i64) -> StoreResult<Vec<usize>> {
+    async fn take(&self, mut limits: Vec<Limit>, now_ms: i64) -> StoreResult<Vec<usize>> {
         // Amounts a SQL store cannot hold are refused alike on every store.
         check_amounts(&limits)?;
         loop {
             let mut book = self.risk_book.lock().await;
-            let missing = match book.try_take(&limits, now_ms) {
+            let missing = match book.try_take(&mut limits, now_ms) {
                 Err(missing) => missing,
                 Ok((exceeded, record)) => {
                     if record {

@@ -70,8 +70,9 @@ pub(super) fn encode_events(events: &[RiskEvent]) -> Vec<u8> {
 
 /// A log row's table of distinct strings, with each string's index.
 ///
-/// A request's events share their subject's `Arc`, and every request shares
-/// the rules' ids: an `Arc` seen before is found by its address (an integer
+/// The events of one counter share its subject's `Arc` (the book hands
+/// each recorded event the one it holds), and every request shares the
+/// rules' ids: an `Arc` seen before is found by its address (an integer
 /// key) instead of by hashing and comparing its text, which on the writer's
 /// hot path cost about as much as the rest of the row. The table is the
 /// same either way: a string's text is still written once.
