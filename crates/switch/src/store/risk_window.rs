@@ -148,8 +148,11 @@ impl Steps {
             self.steps.pop_front();
         }
         if self.steps.is_empty() {
-            // Nothing left to be coarse about: exact again.
-            *self = Steps::default();
+            // Nothing left to be coarse about: exact again. The buffer is
+            // kept: a card's window empties and refills on most requests.
+            self.width_ms = 1;
+            self.count = 0;
+            self.sum = 0;
         }
     }
 }

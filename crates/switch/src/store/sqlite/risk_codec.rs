@@ -80,6 +80,7 @@ struct StringTable<'a> {
     strings: Vec<&'a str>,
     by_text: HashMap<&'a str, u32>,
     by_address: HashMap<usize, u32>,
+    empty: Option<u32>,
 }
 
 impl<'a> StringTable<'a> {
@@ -88,15 +89,26 @@ impl<'a> StringTable<'a> {
             strings: Vec::with_capacity(n),
             by_text: HashMap::with_capacity(n),
             by_address: HashMap::with_capacity(n),
+            empty: None,
         }
     }
 
     fn id_of(&mut self, s: &'a str) -> u32 {
+        // Most events have no detail: the empty string's id is kept aside.
+        if s.is_empty() {
+            if let Some(id) = self.empty {
+                return id;
+            }
+        }
         let strings = &mut self.strings;
-        *self.by_text.entry(s).or_insert_with(|| {
+        let id = *self.by_text.entry(s).or_insert_with(|| {
             strings.push(s);
             (strings.len() - 1) as u32
-        })
+        });
+        if s.is_empty() {
+            self.empty = Some(id);
+        }
+        id
     }
 
     /// [`id_of`](Self::id_of), looked up first by the `Arc`'s address: the
