@@ -75,19 +75,32 @@ impl FreezeKey {
     /// formatting machinery: risk rules name a packet by it on every
     /// receive.
     pub fn push_text(&self, out: &mut String) {
-        out.push_str(self.acquirer.as_str());
+        let [acquirer, transmission, stan] = self.text_parts();
+        out.push_str(acquirer);
         out.push('/');
-        out.push_str(std::str::from_utf8(&self.transmission).unwrap_or("?"));
+        out.push_str(transmission);
         out.push('/');
-        out.push_str(std::str::from_utf8(&self.stan).unwrap_or("?"));
+        out.push_str(stan);
+    }
+
+    /// The three parts of the key's text.
+    fn text_parts(&self) -> [&str; 3] {
+        [
+            self.acquirer.as_str(),
+            std::str::from_utf8(&self.transmission).unwrap_or("?"),
+            std::str::from_utf8(&self.stan).unwrap_or("?"),
+        ]
     }
 }
 
 impl fmt::Display for FreezeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut text = String::with_capacity(Self::TEXT_LEN);
-        self.push_text(&mut text);
-        f.write_str(&text)
+        let [acquirer, transmission, stan] = self.text_parts();
+        f.write_str(acquirer)?;
+        f.write_str("/")?;
+        f.write_str(transmission)?;
+        f.write_str("/")?;
+        f.write_str(stan)
     }
 }
 
@@ -176,6 +189,16 @@ mod tests {
             .set(32, "01020000")
             .set(49, "156");
         m
+    }
+
+    #[test]
+    fn a_freeze_key_is_shown_as_acquirer_transmission_and_stan() {
+        let key = FreezeKey::of_request(&freeze()).unwrap();
+        assert_eq!(key.to_string(), "00001020000/1123112233/000123");
+        let mut text = String::from("packet:");
+        key.push_text(&mut text);
+        assert_eq!(text, "packet:00001020000/1123112233/000123");
+        assert!(key.to_string().len() <= FreezeKey::TEXT_LEN);
     }
 
     #[test]
