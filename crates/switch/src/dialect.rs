@@ -65,9 +65,7 @@ impl FreezeKey {
             stan: digits(num::STAN, required(msg, num::STAN)?)?,
         })
     }
-}
 
-impl FreezeKey {
     /// The longest text a key is shown as (`acquirer/transmission/stan`).
     pub const TEXT_LEN: usize = 11 + 1 + 10 + 1 + 6;
 

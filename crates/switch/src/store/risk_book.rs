@@ -216,8 +216,8 @@ struct Entry {
     counter: Counter,
     last_used: u64,
     /// The subject's text as the map holds it: handed to the events of
-    /// every request that counts it, so that the writer finds a subject
-    /// by its address (`Arc::ptr_eq`) rather than by comparing its text.
+    /// every request that counts it, so that the writer's string table
+    /// finds a subject by its address rather than by hashing its text.
     subject: Arc<str>,
 }
 
