@@ -9,28 +9,30 @@
 //! - `risk_counters (rule, subject, state, last_ms, through_seq)`: a
 //!   counter's state as of log row `through_seq`.
 //!
-//! In between, [`RiskLog`] holds in memory the logged events not yet in
-//! their counter's row (`unflushed`). The checkpoint is incremental: each
-//! batch rewrites the rows of at most [`CheckpointOptions::chunk`] counters,
-//! those dirty longest, once they have been dirty for
-//! [`CheckpointOptions::after`] (so a busy counter is rewritten once for
-//! many events), or sooner when more than
-//! [`CheckpointOptions::max_unflushed`] events wait. A log row is deleted
-//! once none of its events waits any more.
+//! In between, [`RiskLog`] holds in memory each counter with logged events
+//! not yet in its row (`pending`): its row as read when its first such
+//! event was logged, with every such event applied as it is logged, as the
+//! book applied it (moved to the start of the limit that recorded it, then
+//! added). The checkpoint is incremental: each batch rewrites the rows of
+//! at most [`CheckpointOptions::chunk`] counters, those pending longest,
+//! once they have been pending for [`CheckpointOptions::after`] (so a busy
+//! counter is rewritten once for many events), or sooner when more than
+//! [`CheckpointOptions::max_unflushed`] events wait. Writing a row encodes
+//! the state held; nothing is replayed. A log row is deleted once no
+//! pending counter needs it (the counters pending longest need the oldest).
 //!
-//! A counter is read (loaded into the book, or rewritten) as its row (or,
-//! for a counter the table before the log still holds events of,
-//! `risk_events`, or nothing) followed by its unflushed events, each
-//! replayed as the book did: moved to the start of the limit that recorded
-//! it, then added. At open the log rows left are read back and every event
-//! a counter's `through_seq` does not include is unflushed again: a
-//! checkpoint cut short by a crash loses nothing and counts nothing twice.
+//! A counter is loaded into the book as it is pending, else as its row
+//! (or, for a counter the table before the log still holds events of,
+//! `risk_events`, or nothing). At open the log rows left are read back and
+//! every event a counter's `through_seq` does not include is applied again:
+//! a checkpoint cut short by a crash loses nothing and counts nothing
+//! twice.
 //!
 //! The state changes only after the statements behind it succeeded; when a
 //! statement or the batch's commit fails it is marked stale and read again
 //! from the file before its next use.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,21 +73,24 @@ impl Default for CheckpointOptions {
     }
 }
 
-/// A logged event waiting for its counter's row, without its counter's names.
-#[derive(Debug, Clone)]
-struct Unflushed {
-    seq: i64,
-    kind: CounterKind,
-    since_ms: i64,
-    at_ms: i64,
-    amount_minor: u64,
-    detail: String,
+/// A counter with logged events not yet in its row: its state as the row
+/// and those events make it. Each event is applied as it is logged, so a
+/// checkpoint writes the state without replaying anything.
+struct Pending {
+    row: Stored,
+    /// Its events waiting in the log (counted towards `max_unflushed`).
+    events: usize,
 }
 
-impl Unflushed {
-    fn replay(&self, counter: &mut Counter) {
-        counter.adapt(self.kind, self.since_ms);
-        counter.add(self.at_ms, self.amount_minor, &self.detail);
+impl Pending {
+    /// Applies an event as the book did: the counter moved to the start of
+    /// the limit that recorded it, then the event added.
+    fn apply(&mut self, seq: i64, e: &RiskEvent) {
+        self.row.counter.adapt(e.kind, e.since_ms);
+        self.row.counter.add(e.at_ms, e.amount_minor, &e.detail);
+        self.row.last_ms = self.row.last_ms.max(e.at_ms);
+        self.row.through_seq = seq;
+        self.events += 1;
     }
 }
 
@@ -97,15 +102,24 @@ struct Stored {
     through_seq: i64,
 }
 
+/// A counter that became pending, in that order: when, and the first log
+/// row it needs kept.
+struct Dirty {
+    since: Instant,
+    first_seq: i64,
+    rule: Arc<str>,
+    subject: Arc<str>,
+}
+
 pub(super) struct RiskLog {
     options: CheckpointOptions,
     /// By rule, then subject (lookups borrow the event's names).
-    unflushed: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Unflushed>>>,
-    /// The counters of `unflushed`, in the order they became dirty.
-    dirty: VecDeque<(Instant, Arc<str>, Arc<str>)>,
+    pending: HashMap<Arc<str>, HashMap<Arc<str>, Pending>>,
+    /// The counters of `pending`, in the order they became pending: so
+    /// also by their first log row, and the first one's is the oldest row
+    /// still needed.
+    dirty: VecDeque<Dirty>,
     unflushed_events: usize,
-    /// For each log row, how many of its events wait.
-    waiting: BTreeMap<i64, usize>,
     /// The last row appended.
     last_seq: i64,
     /// Log rows below this are deleted.
@@ -130,7 +144,7 @@ const SQL_LEGACY_EVENTS: &str = "SELECT at_ms, amount_minor, detail FROM risk_ev
 
 impl RiskLog {
     /// Reads the log back: every event its counter's row does not include
-    /// waits again.
+    /// is applied to its counter again.
     pub(super) fn open(c: &Connection, options: CheckpointOptions) -> StoreResult<RiskLog> {
         let legacy: bool = c
             .query_row("SELECT EXISTS (SELECT 1 FROM risk_events)", [], |r| {
@@ -139,10 +153,9 @@ impl RiskLog {
             .map_err(db)?;
         let mut log = RiskLog {
             options,
-            unflushed: HashMap::new(),
+            pending: HashMap::new(),
             dirty: VecDeque::new(),
             unflushed_events: 0,
-            waiting: BTreeMap::new(),
             last_seq: 0,
             deleted_below: 0,
             legacy,
@@ -151,6 +164,7 @@ impl RiskLog {
         let rows = query_all(c, "SELECT seq, events FROM risk_log ORDER BY seq", |r| {
             Ok((r.bigint(0)?, r.blob(1)?))
         })?;
+        // The last log row each counter's row includes, for those not pending.
         let mut through: HashMap<(Arc<str>, Arc<str>), i64> = HashMap::new();
         for (seq, bytes) in rows {
             log.last_seq = seq;
@@ -159,19 +173,23 @@ impl RiskLog {
                 log.deleted_below = seq;
             }
             for e in decode_events(seq, &bytes)? {
-                let key = (e.rule.clone(), e.subject.clone());
-                let done = match through.get(&key) {
-                    Some(&t) => t,
-                    None => {
-                        let t = query_opt(c, SQL_ROW, params![e.rule, e.subject], |r| r.bigint(2))?
-                            .unwrap_or(0);
-                        through.insert(key, t);
-                        t
+                if log.pending_of(&e.rule, &e.subject).is_none() {
+                    let key = (e.rule.clone(), e.subject.clone());
+                    let done = match through.get(&key) {
+                        Some(&t) => t,
+                        None => {
+                            let t =
+                                query_opt(c, SQL_ROW, params![e.rule, e.subject], |r| r.bigint(2))?
+                                    .unwrap_or(0);
+                            through.insert(key, t);
+                            t
+                        }
+                    };
+                    if seq <= done {
+                        continue;
                     }
-                };
-                if seq > done {
-                    log.wait(seq, &e);
                 }
+                log.wait(c, seq, &e)?;
             }
         }
         Ok(log)
@@ -188,46 +206,43 @@ impl RiskLog {
         )?;
         let seq = c.last_insert_rowid();
         self.last_seq = seq;
-        // Counted once for the row rather than once per event.
-        *self.waiting.entry(seq).or_default() += events.len();
         for e in events {
-            self.wait_uncounted(seq, e);
+            self.wait(c, seq, e)?;
         }
         self.stale = false;
         Ok(())
     }
 
-    fn wait(&mut self, seq: i64, e: &RiskEvent) {
-        *self.waiting.entry(seq).or_default() += 1;
-        self.wait_uncounted(seq, e);
-    }
-
-    /// [`wait`](Self::wait) but for the count of the row's waiting events.
-    fn wait_uncounted(&mut self, seq: i64, e: &RiskEvent) {
-        let event = Unflushed {
-            seq,
-            kind: e.kind,
-            since_ms: e.since_ms,
-            at_ms: e.at_ms,
-            amount_minor: e.amount_minor,
-            detail: e.detail.clone(),
-        };
-        self.unflushed_events += 1;
-        // The names are copied only for a counter not waiting yet.
-        if let Some(events) = self
-            .unflushed
+    /// Applies a logged event to its pending counter; a counter not pending
+    /// yet starts as its row.
+    fn wait(&mut self, c: &Connection, seq: i64, e: &RiskEvent) -> StoreResult<()> {
+        // The names are copied only for a counter not pending yet.
+        if let Some(pending) = self
+            .pending
             .get_mut(&*e.rule)
             .and_then(|subjects| subjects.get_mut(&*e.subject))
         {
-            events.push(event);
-            return;
+            pending.apply(seq, e);
+            self.unflushed_events += 1;
+            return Ok(());
         }
-        self.unflushed
+        let mut pending = Pending {
+            row: self.stored(c, &e.rule, &e.subject, (e.kind, e.since_ms))?,
+            events: 0,
+        };
+        pending.apply(seq, e);
+        self.unflushed_events += 1;
+        self.pending
             .entry(e.rule.clone())
             .or_default()
-            .insert(e.subject.clone(), vec![event]);
-        self.dirty
-            .push_back((Instant::now(), e.rule.clone(), e.subject.clone()));
+            .insert(e.subject.clone(), pending);
+        self.dirty.push_back(Dirty {
+            since: Instant::now(),
+            first_seq: seq,
+            rule: e.rule.clone(),
+            subject: e.subject.clone(),
+        });
+        Ok(())
     }
 
     fn usable(&self) -> StoreResult<()> {
@@ -252,11 +267,10 @@ impl RiskLog {
         self.options
     }
 
-    fn waiting_of(&self, rule: &str, subject: &str) -> &[Unflushed] {
-        self.unflushed
+    fn pending_of(&self, rule: &str, subject: &str) -> Option<&Pending> {
+        self.pending
             .get(rule)
             .and_then(|subjects| subjects.get(subject))
-            .map_or(&[], Vec::as_slice)
     }
 
     /// The counter `limit` counts with, as everything logged makes it,
@@ -264,24 +278,25 @@ impl RiskLog {
     pub(super) fn counter(&self, c: &Connection, limit: &Limit) -> StoreResult<Counter> {
         self.usable()?;
         let start = (CounterKind::of(limit), limit.since_ms);
-        let mut counter = self.current(c, &limit.rule, &limit.subject, start)?.counter;
+        let mut counter = match self.pending_of(&limit.rule, &limit.subject) {
+            Some(pending) => pending.row.counter.clone(),
+            None => self.stored(c, &limit.rule, &limit.subject, start)?.counter,
+        };
         counter.adapt(start.0, start.1);
         Ok(counter)
     }
 
-    /// The row of (`rule`, `subject`) with its waiting events replayed, but
-    /// for those the row already includes (another process opening the
-    /// file, `risk report`, may have rewritten the row meanwhile). A counter
-    /// without a row starts as its first waiting event's limit (else
-    /// `start`) counted it.
-    fn current(
+    /// The row of (`rule`, `subject`). A counter without a row starts as
+    /// the limit that first counts it (`start`) does. (Only this process
+    /// logs events, so a row another process rewrites, `risk report`
+    /// opening the file, includes no event this log does not hold.)
+    fn stored(
         &self,
         c: &Connection,
         rule: &str,
         subject: &str,
         start: (CounterKind, i64),
     ) -> StoreResult<Stored> {
-        let events = self.waiting_of(rule, subject);
         let stored = query_opt(c, SQL_ROW, params![rule, subject], |r| {
             let state = r.blob(0)?;
             Ok(Stored {
@@ -290,20 +305,10 @@ impl RiskLog {
                 through_seq: r.bigint(2)?,
             })
         })?;
-        let mut row = match stored {
-            Some(row) => row,
-            None => {
-                let (kind, since_ms) = events.first().map_or(start, |e| (e.kind, e.since_ms));
-                self.legacy_row(c, rule, subject, kind, since_ms)?
-            }
-        };
-        let included = row.through_seq;
-        for e in events.iter().filter(|e| e.seq > included) {
-            e.replay(&mut row.counter);
-            row.last_ms = row.last_ms.max(e.at_ms);
-            row.through_seq = e.seq;
+        match stored {
+            Some(row) => Ok(row),
+            None => self.legacy_row(c, rule, subject, start.0, start.1),
         }
-        Ok(row)
     }
 
     /// A counter from `risk_events`, where events were kept one a row before
@@ -367,11 +372,9 @@ impl RiskLog {
 
     /// The first log row an event waits in (past the last one when none).
     fn oldest_waiting(&self) -> i64 {
-        self.waiting
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.last_seq + 1)
+        self.dirty
+            .front()
+            .map_or(self.last_seq + 1, |dirty| dirty.first_seq)
     }
 
     /// One step of the checkpoint, at the end of a batch: rewrites the rows
@@ -391,7 +394,7 @@ impl RiskLog {
             .dirty
             .iter()
             .take(most)
-            .take_while(|(since, _, _)| over || now.duration_since(*since) >= self.options.after)
+            .take_while(|dirty| over || now.duration_since(dirty.since) >= self.options.after)
             .count();
         self.flush(c, due)
     }
@@ -410,11 +413,21 @@ impl RiskLog {
         let mut keys: Vec<(Arc<str>, Arc<str>)> = self
             .dirty
             .drain(..n)
-            .map(|(_, rule, subject)| (rule, subject))
+            .map(|dirty| (dirty.rule, dirty.subject))
             .collect();
         keys.sort_unstable();
         for (rule, subject) in &keys {
-            let row = self.current(c, rule, subject, (CounterKind::Total, 0))?;
+            let Some(subjects) = self.pending.get_mut(&**rule) else {
+                continue;
+            };
+            let Some(pending) = subjects.remove(&**subject) else {
+                continue;
+            };
+            if subjects.is_empty() {
+                self.pending.remove(&**rule);
+            }
+            self.unflushed_events -= pending.events;
+            let row = pending.row;
             execute(
                 c,
                 SQL_UPSERT,
@@ -426,23 +439,6 @@ impl RiskLog {
                     row.through_seq
                 ],
             )?;
-        }
-        for (rule, subject) in keys {
-            let Some(subjects) = self.unflushed.get_mut(&*rule) else {
-                continue;
-            };
-            for e in subjects.remove(&*subject).unwrap_or_default() {
-                self.unflushed_events -= 1;
-                if let Some(left) = self.waiting.get_mut(&e.seq) {
-                    *left -= 1;
-                    if *left == 0 {
-                        self.waiting.remove(&e.seq);
-                    }
-                }
-            }
-            if subjects.is_empty() {
-                self.unflushed.remove(&*rule);
-            }
         }
         let oldest_waiting = self.oldest_waiting();
         if oldest_waiting > self.deleted_below {
