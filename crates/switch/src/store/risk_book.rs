@@ -221,10 +221,14 @@ struct Entry {
     subject: Arc<str>,
 }
 
-/// The counters, by rule and subject (nested, so that a lookup borrows the
-/// limit's strings instead of copying them).
+/// The counters, in slots found by rule and subject (nested, so that a
+/// lookup borrows the limit's strings instead of copying them). A request's
+/// counters are looked up once: judging and recording use their slots.
 pub struct CounterBook {
-    entries: HashMap<Arc<str>, HashMap<Arc<str>, Entry>>,
+    index: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+    slots: Vec<Option<Entry>>,
+    /// Slots emptied by forgetting, used again first.
+    free: Vec<usize>,
     len: usize,
     capacity: usize,
     /// Bumped whenever a counter is forgotten: a load begun before must be
@@ -242,7 +246,9 @@ impl Default for CounterBook {
 impl CounterBook {
     pub fn with_capacity(capacity: usize) -> CounterBook {
         CounterBook {
-            entries: HashMap::new(),
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             len: 0,
             capacity: capacity.max(1),
             epoch: 0,
@@ -262,8 +268,12 @@ impl CounterBook {
         self.len == 0
     }
 
+    fn slot_of(&self, l: &Limit) -> Option<usize> {
+        self.index.get(&*l.rule)?.get(&*l.subject).copied()
+    }
+
     fn get(&self, l: &Limit) -> Option<&Entry> {
-        self.entries.get(&*l.rule)?.get(&*l.subject)
+        self.slots[self.slot_of(l)?].as_ref()
     }
 
     /// The limits whose counters must be loaded before they can be judged
@@ -299,10 +309,20 @@ impl CounterBook {
                 subject: limit.subject.clone(),
             };
             self.len += 1;
-            self.entries
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.slots[slot] = Some(entry);
+                    slot
+                }
+                None => {
+                    self.slots.push(Some(entry));
+                    self.slots.len() - 1
+                }
+            };
+            self.index
                 .entry(limit.rule)
                 .or_default()
-                .insert(limit.subject, entry);
+                .insert(limit.subject, slot);
         }
         true
     }
@@ -328,12 +348,15 @@ impl CounterBook {
     ) -> Result<(Vec<usize>, bool), Vec<usize>> {
         self.uses += 1;
         let mut totals = Vec::with_capacity(limits.len());
+        let mut slots = Vec::with_capacity(limits.len());
         let mut missing = Vec::new();
         for (i, l) in limits.iter().enumerate() {
-            match self.entry_mut(l) {
-                Some(entry) => {
+            match self.slot_of(l) {
+                Some(slot) => {
+                    let entry = self.entry(slot);
                     entry.counter.adapt(CounterKind::of(l), l.since_ms);
                     totals.push(entry.counter.totals(l));
+                    slots.push(slot);
                 }
                 None => missing.push(i),
             }
@@ -344,8 +367,8 @@ impl CounterBook {
         let (exceeded, record) = super::risk::judge(limits, &totals);
         if record {
             let uses = self.uses;
-            for l in limits.iter_mut().filter(|l| l.record) {
-                let entry = self.entry(l);
+            for (l, &slot) in limits.iter_mut().zip(&slots).filter(|(l, _)| l.record) {
+                let entry = self.entry(slot);
                 entry.last_used = uses;
                 if !Arc::ptr_eq(&l.subject, &entry.subject) {
                     l.subject = entry.subject.clone();
@@ -365,15 +388,11 @@ impl CounterBook {
         Ok((exceeded, record))
     }
 
-    fn entry_mut(&mut self, l: &Limit) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(&*l.rule)
-            .and_then(|subjects| subjects.get_mut(&*l.subject))
-    }
-
-    fn entry(&mut self, l: &Limit) -> &mut Entry {
-        self.entry_mut(l)
-            .expect("the limit's counter was loaded first")
+    /// The entry in `slot`, which the index points at.
+    fn entry(&mut self, slot: usize) -> &mut Entry {
+        self.slots[slot]
+            .as_mut()
+            .expect("the index points at held counters only")
     }
 
     /// Forgets the events before `at_ms`, as the store's sweep does.
@@ -390,20 +409,24 @@ impl CounterBook {
     /// Keeps the counters `keep` says to, forgetting the others.
     fn retain(&mut self, mut keep: impl FnMut(&mut Entry) -> bool) {
         self.epoch += 1;
-        for subjects in self.entries.values_mut() {
-            subjects.retain(|_, e| keep(e));
+        let (slots, free) = (&mut self.slots, &mut self.free);
+        for subjects in self.index.values_mut() {
+            subjects.retain(|_, &mut slot| {
+                let kept = slots[slot].as_mut().is_some_and(&mut keep);
+                if !kept {
+                    slots[slot] = None;
+                    free.push(slot);
+                }
+                kept
+            });
         }
-        self.entries.retain(|_, subjects| !subjects.is_empty());
-        self.len = self.entries.values().map(HashMap::len).sum();
+        self.index.retain(|_, subjects| !subjects.is_empty());
+        self.len = self.index.values().map(HashMap::len).sum();
     }
 
     /// Forgets the half of the counters used longest ago.
     fn forget_least_used(&mut self) {
-        let mut uses: Vec<u64> = self
-            .entries
-            .values()
-            .flat_map(|subjects| subjects.values().map(|e| e.last_used))
-            .collect();
+        let mut uses: Vec<u64> = self.slots.iter().flatten().map(|e| e.last_used).collect();
         if uses.is_empty() {
             return;
         }
@@ -570,5 +593,25 @@ mod tests {
         assert!(!book.insert_loaded(epoch, vec![(fifth.clone(), empty_counter(&fifth))]));
         assert_eq!(book.len(), 2);
         assert_eq!(book.missing(&[card(0), card(1), card(2), card(3)]), [0, 1]);
+
+        // Counters loaded again take the forgotten ones' slots, and each
+        // keeps its own count: the kept ones have one event, the new none.
+        let epoch = book.epoch();
+        let loaded = [fifth, card(0)].map(|l| {
+            let counter = empty_counter(&l);
+            (l, counter)
+        });
+        assert!(book.insert_loaded(epoch, loaded.to_vec()));
+        assert_eq!((book.len(), book.slots.len()), (4, 4));
+        let at_most_one = |n: u32| Limit {
+            max_count: Some(1),
+            ..card(n)
+        };
+        let exceeded = |book: &mut CounterBook, n: u32| book.take(&[at_most_one(n)], 10).0;
+        assert_eq!(exceeded(&mut book, 3), [0]);
+        assert_eq!(exceeded(&mut book, 2), [0]);
+        assert_eq!(exceeded(&mut book, 4), Vec::<usize>::new());
+        assert_eq!(exceeded(&mut book, 0), Vec::<usize>::new());
+        assert_eq!(exceeded(&mut book, 4), [0]);
     }
 }
