@@ -160,49 +160,68 @@ pub(super) fn reserve(
     amount: i64,
 ) -> StoreResult<Reserve> {
     // A request already answered (even one rejected with 25 or 61, which left
-    // no saga) is a resend or a clash.
-    if let Some(answer) = load_answer(conn, request)? {
-        return Ok(Reserve::Duplicate {
-            request_digest: answer.request_digest,
-            answer: Some(answer),
-        });
-    }
-    let existing = query_opt(
+    // no saga), or with a saga, is a resend or a clash: one read looks for
+    // both, the rows themselves are read only when there is one.
+    let (answered, has_saga) = query_opt(
         conn,
-        "SELECT request_digest FROM sagas \
-         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        "SELECT EXISTS (SELECT 1 FROM answers \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4), \
+         EXISTS (SELECT 1 FROM sagas \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4)",
         params![request.0[0], request.0[1], request.0[2], request.0[3]],
-        |row| row.digest(0),
-    )?;
-    if let Some(request_digest) = existing {
-        return Ok(Reserve::Duplicate {
-            request_digest,
-            answer: load_answer(conn, request)?,
-        });
+        |row| Ok((row.int(0)? != 0, row.int(1)? != 0)),
+    )?
+    .unwrap_or_default();
+    if answered {
+        if let Some(answer) = load_answer(conn, request)? {
+            return Ok(Reserve::Duplicate {
+                request_digest: answer.request_digest,
+                answer: Some(answer),
+            });
+        }
     }
-    let Some(mut freeze) = load_freeze(conn, freeze_key)? else {
-        return Ok(Reserve::NotFound);
-    };
-    if freeze.state != FreezeState::Open {
-        return Ok(Reserve::NotOpen(freeze.state));
+    if has_saga {
+        let existing = query_opt(
+            conn,
+            "SELECT request_digest FROM sagas \
+             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+            params![request.0[0], request.0[1], request.0[2], request.0[3]],
+            |row| row.digest(0),
+        )?;
+        if let Some(request_digest) = existing {
+            return Ok(Reserve::Duplicate {
+                request_digest,
+                answer: load_answer(conn, request)?,
+            });
+        }
     }
-    let available_minor = freeze.available_minor();
-    if receive.amount_minor > available_minor {
-        return Ok(Reserve::Exceeds { available_minor });
-    }
-    // ≤ amount_minor ≤ i64::MAX: cannot overflow.
-    freeze.reserved_minor += receive.amount_minor;
-    execute(
+    // The reservation is one conditional update; only when it changes
+    // nothing is the freeze read, to say why.
+    let reserved = query_opt(
         conn,
-        "UPDATE freezes SET reserved_minor = ?4 \
-         WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
-        params![
-            freeze_key.0[0],
-            freeze_key.0[1],
-            freeze_key.0[2],
-            amount_in("reserved amount", freeze.reserved_minor)?,
-        ],
+        concat!(
+            "UPDATE freezes SET reserved_minor = reserved_minor + ?4 \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND state = 'open' \
+             AND ?4 <= amount_minor - received_minor - reserved_minor RETURNING ",
+            freeze_columns!()
+        ),
+        params![freeze_key.0[0], freeze_key.0[1], freeze_key.0[2], amount],
+        |row| freeze_row(row, 0),
     )?;
+    let freeze = match reserved {
+        Some(freeze) => freeze,
+        None => {
+            let Some(freeze) = load_freeze(conn, freeze_key)? else {
+                return Ok(Reserve::NotFound);
+            };
+            if freeze.state != FreezeState::Open {
+                return Ok(Reserve::NotOpen(freeze.state));
+            }
+            return Ok(Reserve::Exceeds {
+                available_minor: freeze.available_minor(),
+            });
+        }
+    };
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let state = SagaState::Debiting.as_str();
     execute(
@@ -235,23 +254,15 @@ pub(super) fn reserve(
     Ok(Reserve::Reserved(freeze))
 }
 
-pub(super) fn saga_state(conn: &Connection, request: &ReqCols) -> StoreResult<Option<SagaState>> {
-    query_opt(
-        conn,
-        "SELECT state FROM sagas WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
-        params![request.0[0], request.0[1], request.0[2], request.0[3]],
-        |row| row.saga_state(0),
-    )
-}
-
-/// Ends a saga not ended yet: settles its reservation and records the answer.
+/// Ends a saga not ended yet: settles its reservation and records the
+/// answer. `false` when it had ended before (then nothing changes).
 pub(super) fn end_saga(
     conn: &Connection,
     request: &ReqCols,
     outcome: ReceiveOutcome,
     answer: &StoredAnswer,
     response_code: Option<&str>,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let name = request.0.join("/");
     let saga = query_opt(
         conn,
@@ -269,7 +280,7 @@ pub(super) fn end_saga(
         saga.ok_or_else(|| invalid(format!("settle_receive: no saga {name}")))?;
     if state.is_final() {
         // Settled already: a second finish changes nothing.
-        return Ok(());
+        return Ok(false);
     }
     let settle = match outcome {
         ReceiveOutcome::Approved => {
@@ -310,7 +321,8 @@ pub(super) fn end_saga(
             response_code,
         ],
     )?;
-    insert_answer(conn, request, answer, response_code)
+    insert_answer(conn, request, answer, response_code)?;
+    Ok(true)
 }
 
 pub(super) fn close_freeze(

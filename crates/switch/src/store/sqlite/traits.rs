@@ -83,13 +83,12 @@ impl Decisions for SqliteStore {
         let request = ReqCols::new(request)?;
         let code = self.response_code(&answer);
         self.call(move |c| {
-            if matches!(saga_state(c, &request)?, Some(state) if state.is_final()) {
+            if !end_saga(c, &request, outcome, &answer, code.as_deref())? {
                 // Settled before: its follow-ups were queued then.
                 return Ok(Settled::Before {
                     answer: load_answer(c, &request)?,
                 });
             }
-            end_saga(c, &request, outcome, &answer, code.as_deref())?;
             queue_follow_up(c, &request, outcome, &follow_up)?;
             Ok(Settled::Now)
         })
