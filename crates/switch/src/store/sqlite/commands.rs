@@ -195,33 +195,31 @@ pub(super) fn reserve(
             });
         }
     }
-    // The reservation is one conditional update; only when it changes
-    // nothing is the freeze read, to say why.
-    let reserved = query_opt(
-        conn,
-        concat!(
-            "UPDATE freezes SET reserved_minor = reserved_minor + ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND state = 'open' \
-             AND ?4 <= amount_minor - received_minor - reserved_minor RETURNING ",
-            freeze_columns!()
-        ),
-        params![freeze_key.0[0], freeze_key.0[1], freeze_key.0[2], amount],
-        |row| freeze_row(row, 0),
-    )?;
-    let freeze = match reserved {
-        Some(freeze) => freeze,
-        None => {
-            let Some(freeze) = load_freeze(conn, freeze_key)? else {
-                return Ok(Reserve::NotFound);
-            };
-            if freeze.state != FreezeState::Open {
-                return Ok(Reserve::NotOpen(freeze.state));
-            }
-            return Ok(Reserve::Exceeds {
-                available_minor: freeze.available_minor(),
-            });
-        }
+    // Read, then updated: an `UPDATE … RETURNING` costs SQLite a temporary
+    // table per statement, more than this read.
+    let Some(mut freeze) = load_freeze(conn, freeze_key)? else {
+        return Ok(Reserve::NotFound);
     };
+    if freeze.state != FreezeState::Open {
+        return Ok(Reserve::NotOpen(freeze.state));
+    }
+    let available_minor = freeze.available_minor();
+    if receive.amount_minor > available_minor {
+        return Ok(Reserve::Exceeds { available_minor });
+    }
+    // ≤ amount_minor ≤ i64::MAX: cannot overflow.
+    freeze.reserved_minor += receive.amount_minor;
+    execute(
+        conn,
+        "UPDATE freezes SET reserved_minor = ?4 \
+         WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+        params![
+            freeze_key.0[0],
+            freeze_key.0[1],
+            freeze_key.0[2],
+            amount_in("reserved amount", freeze.reserved_minor)?,
+        ],
+    )?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let state = SagaState::Debiting.as_str();
     execute(
