@@ -1,7 +1,7 @@
 //! The risk counters' durable record on the embedded store (an append-only
 //! log and a snapshot row per counter, `store/sqlite/risk_log.rs`): a
-//! checkpoint cut short, log rows left after a completed one, counters
-//! forgotten by a full book and loaded back, and a process killed with
+//! checkpoint cut short, log rows left after a completed one, the bound on
+//! pending counters, counters forgotten by a full book and loaded back, and a process killed with
 //! SIGKILL while it counts. Every check is a real count: a limit judged one
 //! below, at and one past what must be stored.
 
@@ -181,6 +181,30 @@ async fn log_rows_after_a_completed_checkpoint_are_replayed_on_the_snapshots() {
     assert!(exceeded_at(&store, all[1..].to_vec(), 1, later)
         .await
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_pending_counters_than_allowed_are_rewritten_without_waiting() {
+    // Two cards' three counters each pending; no checkpoint due for an hour.
+    for (max_pending, rewritten) in [(3, 3), (CheckpointOptions::default().max_pending, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("switchboard.db");
+        let mut opts = options(Duration::from_secs(3_600), 1);
+        opts.risk_checkpoint.max_pending = max_pending;
+        let store = SqliteStore::open_with(&db, opts).unwrap();
+        count_one(&store, "a", 10, "p1").await;
+        count_one(&store, "b", 20, "p2").await;
+        // Over the bound, each batch rewrites one counter until it is met.
+        for _ in 0..6 {
+            one_batch(&store).await;
+        }
+        store.close().await.unwrap();
+        assert_eq!(rows(&db).0, rewritten, "with at most {max_pending} pending");
+
+        let store = SqliteStore::open(&db).unwrap();
+        assert_counted(&store, "a", 30, 1, 1).await;
+        assert_counted(&store, "b", 30, 1, 1).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

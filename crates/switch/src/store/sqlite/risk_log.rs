@@ -17,7 +17,8 @@
 //! at most [`CheckpointOptions::chunk`] counters, those pending longest,
 //! once they have been pending for [`CheckpointOptions::after`] (so a busy
 //! counter is rewritten once for many events), or sooner when more than
-//! [`CheckpointOptions::max_unflushed`] events wait. Writing a row encodes
+//! [`CheckpointOptions::max_unflushed`] events wait or more than
+//! [`CheckpointOptions::max_pending`] counters are pending. Writing a row encodes
 //! the state held; nothing is replayed. A log row is deleted once no
 //! pending counter needs it (the counters pending longest need the oldest).
 //!
@@ -56,11 +57,16 @@ pub(super) fn lock(log: &std::sync::Mutex<RiskLog>) -> std::sync::MutexGuard<'_,
 pub struct CheckpointOptions {
     /// How long a counter's events may wait in the log alone.
     pub after: Duration,
-    /// Most counters rewritten per batch (more when over `max_unflushed`).
+    /// Most counters rewritten per batch (more when over `max_unflushed`
+    /// or `max_pending`).
     pub chunk: usize,
     /// Events waiting past which counters are rewritten without waiting
-    /// `after`: what bounds the writer's memory and the replay at open.
+    /// `after`: what bounds the replay at open.
     pub max_unflushed: usize,
+    /// Pending counters past which they are rewritten without waiting
+    /// `after`: what bounds the writer's memory (each holds its state, up
+    /// to a sliding window's 64 steps).
+    pub max_pending: usize,
 }
 
 impl Default for CheckpointOptions {
@@ -69,6 +75,7 @@ impl Default for CheckpointOptions {
             after: Duration::from_secs(10),
             chunk: 512,
             max_unflushed: 200_000,
+            max_pending: 25_000,
         }
     }
 }
@@ -382,7 +389,8 @@ impl RiskLog {
     /// deletes the log rows none of whose events wait any more.
     pub(super) fn checkpoint(&mut self, c: &Connection) -> StoreResult<()> {
         self.usable()?;
-        let over = self.unflushed_events > self.options.max_unflushed;
+        let over = self.unflushed_events > self.options.max_unflushed
+            || self.dirty.len() > self.options.max_pending;
         let chunk = self.options.chunk.max(1);
         let most = if over {
             chunk.max(self.dirty.len() / 8)
