@@ -261,7 +261,8 @@ pub(super) fn end_saga(
     answer: &StoredAnswer,
     response_code: Option<&str>,
 ) -> StoreResult<bool> {
-    let name = request.0.join("/");
+    // Named only in an error: joined then.
+    let name = || request.0.join("/");
     let saga = query_opt(
         conn,
         "SELECT state, amount_minor, freeze_acquirer, freeze_transmission, freeze_stan FROM sagas \
@@ -275,7 +276,7 @@ pub(super) fn end_saga(
         },
     )?;
     let (state, amount, freeze) =
-        saga.ok_or_else(|| invalid(format!("settle_receive: no saga {name}")))?;
+        saga.ok_or_else(|| invalid(format!("settle_receive: no saga {}", name())))?;
     if state.is_final() {
         // Settled already: a second finish changes nothing.
         return Ok(false);
@@ -298,7 +299,8 @@ pub(super) fn end_saga(
     )?;
     if changed != 1 {
         return Err(corrupt(format!(
-            "saga {name}: its freeze {} is missing or holds less than {amount} reserved",
+            "saga {}: its freeze {} is missing or holds less than {amount} reserved",
+            name(),
             freeze.0.join("/")
         )));
     }
