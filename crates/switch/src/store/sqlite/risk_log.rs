@@ -180,23 +180,21 @@ impl RiskLog {
                 log.deleted_below = seq;
             }
             for e in decode_events(seq, &bytes)? {
-                if log.pending_of(&e.rule, &e.subject).is_none() {
-                    let key = (e.rule.clone(), e.subject.clone());
-                    let done = match through.get(&key) {
-                        Some(&t) => t,
-                        None => {
-                            let t =
-                                query_opt(c, SQL_ROW, params![e.rule, e.subject], |r| r.bigint(2))?
-                                    .unwrap_or(0);
-                            through.insert(key, t);
-                            t
-                        }
-                    };
-                    if seq <= done {
-                        continue;
-                    }
+                if log.apply_if_pending(seq, &e) {
+                    continue;
                 }
-                log.wait(c, seq, &e)?;
+                // Skipped when the counter's row includes it; the row,
+                // read once, becomes the pending state otherwise.
+                let key = (e.rule.clone(), e.subject.clone());
+                if through.get(&key).is_some_and(|&done| seq <= done) {
+                    continue;
+                }
+                let row = log.stored(c, &e.rule, &e.subject, (e.kind, e.since_ms))?;
+                if seq <= row.through_seq {
+                    through.insert(key, row.through_seq);
+                    continue;
+                }
+                log.begin_pending(seq, &e, row);
             }
         }
         Ok(log)
@@ -223,20 +221,31 @@ impl RiskLog {
     /// Applies a logged event to its pending counter; a counter not pending
     /// yet starts as its row.
     fn wait(&mut self, c: &Connection, seq: i64, e: &RiskEvent) -> StoreResult<()> {
-        // The names are copied only for a counter not pending yet.
-        if let Some(pending) = self
+        if !self.apply_if_pending(seq, e) {
+            let row = self.stored(c, &e.rule, &e.subject, (e.kind, e.since_ms))?;
+            self.begin_pending(seq, e, row);
+        }
+        Ok(())
+    }
+
+    /// Applies `e` to its counter if that is pending already.
+    fn apply_if_pending(&mut self, seq: i64, e: &RiskEvent) -> bool {
+        let Some(pending) = self
             .pending
             .get_mut(&*e.rule)
             .and_then(|subjects| subjects.get_mut(&*e.subject))
-        {
-            pending.apply(seq, e);
-            self.unflushed_events += 1;
-            return Ok(());
-        }
-        let mut pending = Pending {
-            row: self.stored(c, &e.rule, &e.subject, (e.kind, e.since_ms))?,
-            events: 0,
+        else {
+            return false;
         };
+        pending.apply(seq, e);
+        self.unflushed_events += 1;
+        true
+    }
+
+    /// Makes `e`'s counter pending, as `row` with `e` applied (the names
+    /// are copied only here, for a counter not pending yet).
+    fn begin_pending(&mut self, seq: i64, e: &RiskEvent, row: Stored) {
+        let mut pending = Pending { row, events: 0 };
         pending.apply(seq, e);
         self.unflushed_events += 1;
         self.pending
@@ -249,7 +258,6 @@ impl RiskLog {
             rule: e.rule.clone(),
             subject: e.subject.clone(),
         });
-        Ok(())
     }
 
     fn usable(&self) -> StoreResult<()> {
