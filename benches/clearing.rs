@@ -7,10 +7,10 @@
 //!
 //! The day is generated straight into a SQLite file (not through the
 //! network), as the switch would have left it: for every receive the six
-//! journal rows of its messages (the wallet's request and its answer, the
+//! journal entries of its messages (in packs, as the store writes them) (the wallet's request and its answer, the
 //! debit and the credit and the banks' answers, raw bytes included) and its
-//! saga; one freeze per ten receives with its four journal rows, its
-//! unfreeze (two rows) and the unfreeze notice's delivered store-and-forward
+//! saga; one freeze per ten receives with its four journal entries, its
+//! unfreeze (two entries) and the unfreeze notice's delivered store-and-forward
 //! entry. One receive in a hundred has its credit declined and its debit
 //! reversed. The file is kept under `target/clearing-bench/` and reused.
 //! Then the day is cleared once, timed, and its files written.
@@ -27,14 +27,14 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use iso8583::codec::{build_bytes, Message};
 use iso8583::fields::{format_amount, format_transmission, num};
-use iso8583::mask::mask_pan;
 use iso8583::{ResponseCode, Spec};
 use rusqlite::{params, Connection};
 use simulators::bank::luhn_check_digit;
 use switchboard::clearing::clear::{clear_day, ClearRequest};
 use switchboard::clearing::Settlement;
 use switchboard::dialect::{InstitutionId, OriginalData};
-use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::sqlite::{write_journal, SqliteStore};
+use switchboard::store::{Direction, JournalEntry};
 
 const SWITCH: &str = "00010000";
 const WALLET: &str = "01020000";
@@ -54,34 +54,30 @@ struct Row<'a> {
     msg: &'a Message,
 }
 
+/// Journals messages as the switch does, written in packs of a commit's size.
 struct Writer<'c> {
     spec: Spec,
-    insert: rusqlite::Statement<'c>,
+    conn: &'c Connection,
+    pending: Vec<JournalEntry>,
     rows: u64,
 }
 
 impl Writer<'_> {
     fn row(&mut self, r: Row<'_>) {
         let raw = build_bytes(&self.spec, r.msg).expect("message builds");
-        let text = |n| r.msg.get_str(n).map(str::to_string);
-        self.insert
-            .execute(params![
-                r.at_ms,
-                if r.out { "out" } else { "in" },
-                r.peer,
-                r.msg.mti_str(),
-                text(num::PROCESSING_CODE),
-                text(num::STAN),
-                text(num::TRANSMISSION),
-                text(num::ACQUIRER),
-                text(num::RESPONSE_CODE),
-                r.msg.get_str(num::PAN).map(mask_pan),
-                iso8583::fields::amount_minor(r.msg).ok().map(|a| a as i64),
-                Option::<String>::None,
-                &raw[..],
-            ])
-            .expect("journal row");
+        let direction = if r.out { Direction::Out } else { Direction::In };
+        self.pending.push(JournalEntry::of(
+            direction, r.peer, r.msg, raw, r.at_ms, None,
+        ));
         self.rows += 1;
+        if self.pending.len() == 600 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        write_journal(self.conn, &self.pending).expect("journal written");
+        self.pending.clear();
     }
 }
 
@@ -153,13 +149,8 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
     {
         let mut w = Writer {
             spec: Spec::switchboard(),
-            insert: tx
-                .prepare(
-                    "INSERT INTO journal (at_ms, direction, peer, mti, processing_code, stan, \
-                     transmission, acquirer, response_code, pan_masked, amount_minor, note, raw) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                .unwrap(),
+            conn: &tx,
+            pending: Vec::new(),
             rows: 0,
         };
         let mut freeze_row = tx
@@ -413,10 +404,11 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                 });
             }
             if i % 100_000 == 99_999 {
-                eprintln!("  generated {} receives, {} journal rows", i + 1, w.rows);
+                eprintln!("  generated {} receives, {} journal entries", i + 1, w.rows);
             }
         }
-        eprintln!("  {} journal rows", w.rows);
+        w.flush();
+        eprintln!("  {} journal entries", w.rows);
     }
     tx.commit().unwrap();
 }
@@ -429,7 +421,8 @@ fn main() {
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/clearing-bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("day-{receives}.db"));
+    // Named by the journal's form: a file of an older form is not reused.
+    let path = dir.join(format!("day-{receives}-packs.db"));
     if !path.exists() {
         eprintln!("generating {receives} receives into {}", path.display());
         let started = Instant::now();

@@ -142,6 +142,7 @@ async fn retention_purges_old_cleared_days_only(db: Db, store: StoreConfig) {
             "{line}"
         );
     }
+    let reader = switchboard::service::open_store(&store).await.unwrap();
     for (day, purged) in [
         (ago(10), true),
         (ago(9), true),
@@ -153,25 +154,22 @@ async fn retention_purges_old_cleared_days_only(db: Db, store: StoreConfig) {
         (ago(2), false),
     ] {
         let (from, to) = settlement.window_ms(day);
-        let raw = db
-            .values(&format!(
-                "SELECT raw FROM journal WHERE at_ms >= {from} AND at_ms < {to}"
-            ))
-            .await;
-        assert_eq!(raw.len(), ROWS_PER_DAY, "{day}: the rows stay");
+        let entries = reader.journal_between(from, to).await.unwrap();
+        assert_eq!(entries.len(), ROWS_PER_DAY, "{day}: the entries stay");
         assert!(
-            raw.iter().all(|r| r.is_empty() == purged),
-            "{day}: purged {purged}, messages {raw:?}"
+            entries.iter().all(|e| e.raw.is_empty() == purged),
+            "{day}: purged {purged}, entries {entries:?}"
         );
         // Their summary columns stay.
-        let masked = db
-            .count(&format!(
-                "SELECT count(*) FROM journal WHERE at_ms >= {from} AND at_ms < {to} \
-                 AND pan_masked = '622202******7890'"
-            ))
-            .await;
-        assert_eq!(masked, ROWS_PER_DAY as i64);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.pan_masked.as_deref() == Some("622202******7890")),
+            "{entries:?}"
+        );
     }
+    // Let go before the commands below open the store.
+    drop(reader);
     assert_eq!(
         db.count("SELECT count(*) FROM cleared_days WHERE purged_at_ms IS NOT NULL")
             .await,

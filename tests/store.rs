@@ -285,10 +285,10 @@ impl Fixture {
         }
     }
 
-    /// The STANs of the journal's rows, in the order written.
+    /// The STANs of the journal's entries, in the order written (PostgreSQL)
+    /// or in time order (the entries of these tests are one a millisecond).
     async fn journal_stans(&self) -> Vec<String> {
         match &self.target {
-            Target::Sqlite(path) => journal_stans(path),
             Target::Postgres(url) => common::pg::connect(url)
                 .await
                 .query("SELECT stan FROM journal ORDER BY id", &[])
@@ -297,7 +297,9 @@ impl Fixture {
                 .iter()
                 .map(|r| r.get(0))
                 .collect(),
-            Target::Memory => self
+            // The embedded store's journal is packs: read through the store,
+            // whose reads see only what is committed.
+            Target::Sqlite(_) | Target::Memory => self
                 .store()
                 .journal_between(i64::MIN, i64::MAX)
                 .await
@@ -1110,13 +1112,18 @@ async fn state_survives_close_and_reopen(backend: Backend) {
     check_invariants(&*store).await;
 }
 
-fn journal_stans(path: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT stan FROM journal ORDER BY id")
-        .unwrap();
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
-    rows.map(Result::unwrap).collect()
+/// The STANs of the journal's entries, read back by a store opened on `path`.
+async fn journal_stans(path: &Path) -> Vec<String> {
+    let store = SqliteStore::open(path).unwrap();
+    let stans = store
+        .journal_between(i64::MIN, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.stan.unwrap())
+        .collect();
+    store.close().await.unwrap();
+    stans
 }
 
 #[tokio::test]
@@ -1131,7 +1138,7 @@ async fn journal_entries_are_all_written_in_order_on_drop() {
         // Dropped right away: the entries still queued are written by the drop.
     }
     let want: Vec<String> = (0..2000).map(|i| format!("{i:06}")).collect();
-    assert_eq!(journal_stans(&path), want);
+    assert_eq!(journal_stans(&path).await, want);
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(journal_len(&store).await, 2000);
@@ -1144,9 +1151,117 @@ async fn journal_entries_are_all_written_in_order_on_drop() {
     }
     assert_eq!(journal_len(&*store).await, 2100);
     Arc::into_inner(store).unwrap().close().await.unwrap();
-    let stans = journal_stans(&path);
+    let stans = journal_stans(&path).await;
     assert_eq!(stans.len(), 2100);
     assert!(stans.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// The embedded store writes its journal as packs (a row per commit); rows
+/// written one each by an older version stay in the `journal` table. Both
+/// are read together in time order, counted, and purged, a pack across the
+/// purged stretch's end keeping the messages outside it.
+#[tokio::test]
+async fn the_embedded_journal_reads_and_purges_old_rows_and_packs_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    SqliteStore::open(&path).unwrap().close().await.unwrap();
+    let legacy = [5u32, 15];
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for i in legacy {
+            let e = journal_entry(i);
+            conn.execute(
+                "INSERT INTO journal (at_ms, direction, peer, mti, processing_code, stan, \
+                 transmission, acquirer, response_code, pan_masked, amount_minor, note, raw) \
+                 VALUES (?1, 'out', ?2, '0200', ?3, ?4, ?5, ?6, NULL, ?7, 100, NULL, ?8)",
+                rusqlite::params![
+                    e.at_ms,
+                    e.peer,
+                    e.processing_code,
+                    e.stan,
+                    e.transmission,
+                    e.acquirer,
+                    e.pan_masked,
+                    e.raw.to_vec()
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    for i in (0..30).filter(|i| !legacy.contains(i)) {
+        store.journal(journal_entry(i));
+    }
+    // One far from the rest, in the same commit: in a pack of its own.
+    store.journal(journal_entry(600_000));
+    let base = 1_700_000_000_000;
+    let stans = |entries: &[JournalEntry]| -> Vec<String> {
+        entries.iter().map(|e| e.stan.clone().unwrap()).collect()
+    };
+    let all = store.journal_between(base, base + 30).await.unwrap();
+    let want: Vec<String> = (0..30).map(|i| format!("{i:06}")).collect();
+    assert_eq!(stans(&all), want);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.raw, format!("raw {i}"));
+    }
+    let far = store
+        .journal_between(base + 599_990, base + 600_010)
+        .await
+        .unwrap();
+    assert_eq!(stans(&far), ["600000"]);
+    assert_eq!(
+        store.journal_len(base + 10, base + 20).await.unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        store.journal_len(base, base + 700_000).await.unwrap(),
+        Some(31)
+    );
+
+    // Purging [10, 20): the old row 15 and the nine packed entries, whose
+    // pack runs on past 20; nothing is left to purge after.
+    let maintenance: &dyn switchboard::store::Maintenance = &store;
+    assert_eq!(
+        maintenance
+            .purge_journal(base + 10, base + 20, 100)
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        maintenance
+            .purge_journal(base + 10, base + 20, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let all = store.journal_between(base, base + 30).await.unwrap();
+    assert_eq!(stans(&all), want);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.raw.is_empty(), (10..20).contains(&i), "{e:?}");
+        assert_eq!(e.pan_masked.as_deref(), Some("622202******0001"));
+        if !e.raw.is_empty() {
+            assert_eq!(e.raw, format!("raw {i}"));
+        }
+    }
+    // Then everything: the pack is now wholly inside, and only the entries
+    // whose messages were still there count.
+    assert_eq!(
+        maintenance
+            .purge_journal(base, base + 700_000, 100)
+            .await
+            .unwrap(),
+        21
+    );
+    let all = store.journal_between(base, base + 700_000).await.unwrap();
+    assert_eq!(all.len(), 31);
+    assert!(all.iter().all(|e| e.raw.is_empty()), "{all:?}");
+    // Rekeying walks the packs' messages too.
+    assert!(maintenance
+        .sealed_columns()
+        .iter()
+        .any(|c| c.name() == "journal_packs.raws"));
+    store.close().await.unwrap();
 }
 
 async fn journal_entries_are_all_written_in_order(backend: Backend) {

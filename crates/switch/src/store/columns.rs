@@ -35,6 +35,8 @@ pub(crate) mod sealed {
     /// A stored answer, in `answers` or on its saga.
     pub const RESPONSE: &str = "response";
     pub const JOURNAL_RAW: &str = "journal.raw";
+    /// A journal pack's raw messages, sealed together (the embedded store).
+    pub const JOURNAL_PACK_RAWS: &str = "journal_packs.raws";
     pub const SAF_MESSAGE: &str = "saf.message";
 }
 

@@ -90,7 +90,8 @@ const ACQUIRER: usize = 4;
 const RESPONSE_CODE: usize = 5;
 const PAN_MASKED: usize = 6;
 const NOTE: usize = 7;
-const TEXTS: usize = 8;
+/// How many text columns an entry has ([`JournalColumns::texts`]).
+pub const TEXTS: usize = 8;
 
 /// An entry's fixed-size part.
 #[derive(Clone, Copy, Debug)]
@@ -182,24 +183,34 @@ impl JournalSlice {
         let mut builder = JournalSliceBuilder::default();
         for e in entries {
             builder.push(
-                JournalColumns {
-                    at_ms: e.at_ms,
-                    direction: e.direction,
-                    peer: &e.peer,
-                    mti: e.mti,
-                    processing_code: e.processing_code.as_deref(),
-                    stan: e.stan.as_deref(),
-                    transmission: e.transmission.as_deref(),
-                    acquirer: e.acquirer.as_deref(),
-                    response_code: e.response_code.as_deref(),
-                    pan_masked: e.pan_masked.as_deref(),
-                    amount_minor: e.amount_minor,
-                    note: e.note.as_deref(),
-                },
+                JournalColumns::of(e),
                 raw.keeps(&e.mti).then_some(&e.raw[..]),
             )?;
         }
         builder.finish()
+    }
+}
+
+impl JournalView<'_> {
+    /// The entry as an owned [`JournalEntry`] (its raw message shared, not copied).
+    pub fn to_entry(&self) -> JournalEntry {
+        let c = &self.columns;
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        JournalEntry {
+            at_ms: c.at_ms,
+            direction: c.direction,
+            peer: c.peer.to_string(),
+            mti: c.mti,
+            processing_code: owned(c.processing_code),
+            stan: owned(c.stan),
+            transmission: owned(c.transmission),
+            acquirer: owned(c.acquirer),
+            response_code: owned(c.response_code),
+            pan_masked: owned(c.pan_masked),
+            amount_minor: c.amount_minor,
+            note: owned(c.note),
+            raw: self.raw(),
+        }
     }
 }
 
@@ -220,6 +231,64 @@ pub struct JournalColumns<'a, T: ?Sized = str> {
     pub pan_masked: Option<&'a T>,
     pub amount_minor: Option<u64>,
     pub note: Option<&'a T>,
+}
+
+impl<'a> JournalColumns<'a> {
+    /// The columns of `e`, borrowed.
+    pub fn of(e: &'a JournalEntry) -> JournalColumns<'a> {
+        JournalColumns {
+            at_ms: e.at_ms,
+            direction: e.direction,
+            peer: &e.peer,
+            mti: e.mti,
+            processing_code: e.processing_code.as_deref(),
+            stan: e.stan.as_deref(),
+            transmission: e.transmission.as_deref(),
+            acquirer: e.acquirer.as_deref(),
+            response_code: e.response_code.as_deref(),
+            pan_masked: e.pan_masked.as_deref(),
+            amount_minor: e.amount_minor,
+            note: e.note.as_deref(),
+        }
+    }
+
+    /// The same columns with their text as bytes.
+    pub fn as_bytes(self) -> JournalColumns<'a, [u8]> {
+        fn bytes(value: Option<&str>) -> Option<&[u8]> {
+            value.map(str::as_bytes)
+        }
+        JournalColumns {
+            at_ms: self.at_ms,
+            direction: self.direction,
+            peer: self.peer.as_bytes(),
+            mti: self.mti,
+            processing_code: bytes(self.processing_code),
+            stan: bytes(self.stan),
+            transmission: bytes(self.transmission),
+            acquirer: bytes(self.acquirer),
+            response_code: bytes(self.response_code),
+            pan_masked: bytes(self.pan_masked),
+            amount_minor: self.amount_minor,
+            note: bytes(self.note),
+        }
+    }
+}
+
+impl<'a, T: ?Sized> JournalColumns<'a, T> {
+    /// The text columns: peer, processing code, STAN, transmission,
+    /// acquirer, response code, masked PAN, note.
+    pub fn texts(&self) -> [Option<&'a T>; TEXTS] {
+        [
+            Some(self.peer),
+            self.processing_code,
+            self.stan,
+            self.transmission,
+            self.acquirer,
+            self.response_code,
+            self.pan_masked,
+            self.note,
+        ]
+    }
 }
 
 impl<T: ?Sized> Clone for JournalColumns<'_, T> {
@@ -250,26 +319,17 @@ fn too_large() -> StoreError {
 impl JournalSliceBuilder {
     /// Appends an entry; `raw` is its raw message when the slice keeps it.
     pub fn push(&mut self, c: JournalColumns<'_>, raw: Option<&[u8]>) -> StoreResult<()> {
-        fn text(value: Option<&str>) -> Option<&[u8]> {
-            value.map(str::as_bytes)
+        self.push_bytes(c.as_bytes(), raw)
+    }
+
+    /// Puts the entries in time order, those of the same millisecond in
+    /// the order they were pushed: a store that reads entries in the order
+    /// they were written, not by time, sorts them before
+    /// [`JournalSliceBuilder::finish`].
+    pub fn sort_by_time(&mut self) {
+        if !self.entries.is_sorted_by_key(|e| e.at_ms) {
+            self.entries.sort_by_key(|e| e.at_ms);
         }
-        self.push_bytes(
-            JournalColumns {
-                at_ms: c.at_ms,
-                direction: c.direction,
-                peer: c.peer.as_bytes(),
-                mti: c.mti,
-                processing_code: text(c.processing_code),
-                stan: text(c.stan),
-                transmission: text(c.transmission),
-                acquirer: text(c.acquirer),
-                response_code: text(c.response_code),
-                pan_masked: text(c.pan_masked),
-                amount_minor: c.amount_minor,
-                note: text(c.note),
-            },
-            raw,
-        )
     }
 
     /// [`JournalSliceBuilder::push`] with the text columns as bytes not yet
@@ -281,17 +341,7 @@ impl JournalSliceBuilder {
         raw: Option<&[u8]>,
     ) -> StoreResult<()> {
         let mut texts = [NULL; TEXTS];
-        let columns = [
-            Some(c.peer),
-            c.processing_code,
-            c.stan,
-            c.transmission,
-            c.acquirer,
-            c.response_code,
-            c.pan_masked,
-            c.note,
-        ];
-        for (span, value) in texts.iter_mut().zip(columns) {
+        for (span, value) in texts.iter_mut().zip(c.texts()) {
             if let Some(value) = value {
                 *span = Span {
                     start: u32::try_from(self.text.len()).map_err(|_| too_large())?,

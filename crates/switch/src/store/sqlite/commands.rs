@@ -1,6 +1,6 @@
 //! The statements each command runs on the writer thread, inside its own
 //! savepoint: answers, freezes, receives and their sagas, STANs, the
-//! store-and-forward queue, and the journal rows every batch writes first.
+//! store-and-forward queue.
 
 use super::*;
 use crate::store::columns::sealed;
@@ -457,42 +457,6 @@ pub(super) fn queue_follow_up(
         if closed == Some(true) {
             saf_enqueue(conn, unfreeze)?;
         }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// The journal
-
-pub(super) fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()> {
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO journal (at_ms, direction, peer, mti, processing_code, stan, \
-             transmission, acquirer, response_code, pan_masked, amount_minor, note, raw) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .map_err(db)?;
-    for e in entries {
-        let direction = direction_text(e.direction);
-        // F4 has 12 digits, so this only drops an amount no message can carry.
-        let amount = e.amount_minor.and_then(|a| i64::try_from(a).ok());
-        insert
-            .execute(params![
-                e.at_ms,
-                direction,
-                e.peer,
-                String::from_utf8_lossy(&e.mti),
-                e.processing_code,
-                e.stan,
-                e.transmission,
-                e.acquirer,
-                e.response_code,
-                e.pan_masked,
-                amount,
-                e.note,
-                vault::seal_bytes(sealed::JOURNAL_RAW, &e.raw),
-            ])
-            .map_err(db)?;
     }
     Ok(())
 }

@@ -43,12 +43,7 @@ impl Maintenance for SqliteStore {
             // Freed space is overwritten with zeros, not left for a file
             // reader to find: only for the purge, which is what frees it.
             c.pragma_update(None, "secure_delete", true).map_err(db)?;
-            let purged = execute(
-                c,
-                "UPDATE journal SET raw = X'' WHERE id IN (SELECT id FROM journal \
-                 WHERE at_ms >= ?1 AND at_ms < ?2 AND length(raw) > 0 ORDER BY at_ms LIMIT ?3)",
-                params![from_ms, to_ms, limit],
-            );
+            let purged = super::journal::purge(c, from_ms, to_ms, limit);
             c.pragma_update(None, "secure_delete", false).map_err(db)?;
             purged
         })
@@ -126,6 +121,14 @@ impl Maintenance for SqliteStore {
     }
 
     fn sealed_columns(&self) -> Vec<SealedColumn> {
-        SEALED_COLUMNS.to_vec()
+        let mut columns = SEALED_COLUMNS.to_vec();
+        columns.push(SealedColumn {
+            table: "journal_packs",
+            key: &["id"],
+            column: "raws",
+            purpose: sealed::JOURNAL_PACK_RAWS,
+            text: false,
+        });
+        columns
     }
 }

@@ -56,7 +56,10 @@ use crate::store::journal_slice::{JournalColumns, JournalSlice, JournalSliceBuil
 use crate::store::Direction;
 
 mod audit;
+mod byte_reader;
 mod commands;
+mod journal;
+mod journal_pack;
 pub mod lock;
 mod maintenance;
 mod risk;
@@ -67,6 +70,7 @@ mod schema;
 mod traits;
 mod writer;
 
+pub use self::journal::write_journal;
 use self::risk_codec::RiskEvent;
 pub use self::risk_log::CheckpointOptions;
 use self::risk_log::RiskLog;

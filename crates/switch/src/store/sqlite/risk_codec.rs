@@ -1,9 +1,7 @@
 //! The binary forms of the risk counters' durable record: a `risk_log` row
 //! (one writer batch's counter events) and a `risk_counters` row's state (one
-//! counter). Both are read back as untrusted input: anything short, too
-//! long or out of range is [`StoreError::Corrupt`] naming the row, the byte
-//! offset and what was wrong, never a panic, and no length read from the
-//! bytes allocates more than the bytes that are there.
+//! counter). Both are read back as untrusted input, through
+//! [`super::byte_reader::Reader`].
 //!
 //! Integers are little-endian; strings are a `u16` length and UTF-8 bytes.
 //! A log row starts with a version byte, then a table of the distinct
@@ -16,7 +14,9 @@ use foldhash::{HashMap, HashMapExt};
 
 use crate::store::risk_book::{Counter, CounterKind};
 use crate::store::risk_window::{Step, Steps};
-use crate::store::{StoreError, StoreResult};
+use crate::store::StoreResult;
+
+use super::byte_reader::Reader;
 
 /// The version byte of a log row.
 const LOG_VERSION: u8 = 1;
@@ -260,55 +260,8 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..len]);
 }
 
-/// Reads a stored value, naming it and the offset in every error.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    what: String,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8], what: String) -> Reader<'a> {
-        Reader { bytes, at: 0, what }
-    }
-
-    fn error(&self, at: usize, why: String) -> StoreError {
-        StoreError::Corrupt(format!("{}, byte {at}: {why}", self.what))
-    }
-
-    fn take<const N: usize>(&mut self) -> StoreResult<[u8; N]> {
-        let end = self
-            .at
-            .checked_add(N)
-            .filter(|&end| end <= self.bytes.len());
-        let Some(end) = end else {
-            return Err(self.error(
-                self.at,
-                format!("{N} bytes wanted, {} left", self.bytes.len() - self.at),
-            ));
-        };
-        let mut out = [0u8; N];
-        out.copy_from_slice(&self.bytes[self.at..end]);
-        self.at = end;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> StoreResult<u8> {
-        Ok(self.take::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> StoreResult<u32> {
-        Ok(u32::from_le_bytes(self.take()?))
-    }
-
-    fn u64(&mut self) -> StoreResult<u64> {
-        Ok(u64::from_le_bytes(self.take()?))
-    }
-
-    fn i64(&mut self) -> StoreResult<i64> {
-        Ok(i64::from_le_bytes(self.take()?))
-    }
-
+/// What only the risk forms read.
+impl Reader<'_> {
     fn kind(&mut self) -> StoreResult<CounterKind> {
         let at = self.at;
         let code = self.u8()?;
@@ -317,49 +270,18 @@ impl<'a> Reader<'a> {
 
     /// A snapshot's kind, and whether it is a window by steps.
     fn shape(&mut self) -> StoreResult<(CounterKind, bool)> {
-        if self.bytes.get(self.at) == Some(&WINDOW_STEPS) {
+        if self.peek() == Some(WINDOW_STEPS) {
             self.at += 1;
             return Ok((CounterKind::Window, true));
         }
         Ok((self.kind()?, false))
-    }
-
-    /// A count of items at least `min_size` bytes each: refused when the
-    /// bytes left cannot hold them (nothing is allocated for a lie).
-    fn count(&mut self, min_size: usize) -> StoreResult<usize> {
-        let at = self.at;
-        let n = self.u32()? as usize;
-        let left = self.bytes.len() - self.at;
-        if n.saturating_mul(min_size) > left {
-            return Err(self.error(at, format!("{n} items in {left} bytes")));
-        }
-        Ok(n)
-    }
-
-    fn str(&mut self) -> StoreResult<String> {
-        let at = self.at;
-        let len = u16::from_le_bytes(self.take()?) as usize;
-        let end = self.at + len;
-        let Some(bytes) = self.bytes.get(self.at..end) else {
-            return Err(self.error(at, format!("a string of {len} bytes runs past the end")));
-        };
-        let s = std::str::from_utf8(bytes)
-            .map_err(|e| self.error(at, format!("a string that is not UTF-8: {e}")))?;
-        self.at = end;
-        Ok(s.to_string())
-    }
-
-    fn end(&self) -> StoreResult<()> {
-        match self.bytes.len() - self.at {
-            0 => Ok(()),
-            left => Err(self.error(self.at, format!("{left} bytes after the end"))),
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
 
     fn event(rule: &str, subject: &str, kind: CounterKind, at_ms: i64, detail: &str) -> RiskEvent {
         RiskEvent {

@@ -175,6 +175,20 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (rule, subject)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 9: the journal as packs, one row for the entries of a commit
+    // (`journal.rs`); the `journal` table keeps the rows written before and
+    // is still read. The time index covers what counting reads.
+    r#"
+    CREATE TABLE journal_packs (
+        id       INTEGER PRIMARY KEY,
+        first_ms INTEGER NOT NULL,
+        last_ms  INTEGER NOT NULL CHECK (last_ms >= first_ms),
+        entries  INTEGER NOT NULL CHECK (entries > 0),
+        body     BLOB    NOT NULL,
+        raws     BLOB    NOT NULL
+    ) STRICT;
+    CREATE INDEX journal_packs_by_time ON journal_packs (last_ms, first_ms, entries);
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

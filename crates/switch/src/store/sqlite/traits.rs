@@ -267,16 +267,14 @@ impl History for SqliteStore {
 
     async fn journal_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<JournalEntry>> {
         self.read(move |c| {
-            query_all_with(
+            let slice = journal::read_slice(
                 c,
-                concat!(
-                    "SELECT ",
-                    journal_columns!(),
-                    " FROM journal WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id"
-                ),
-                params![from_ms, to_ms],
-                |row| journal_row(row),
-            )
+                from_ms,
+                to_ms,
+                RawMessages::All,
+                JournalSliceBuilder::default(),
+            )?;
+            Ok(slice.iter().map(|view| view.to_entry()).collect())
         })
         .await
     }
@@ -292,15 +290,8 @@ impl History for SqliteStore {
     }
 
     async fn journal_len(&self, from_ms: i64, to_ms: i64) -> StoreResult<Option<u64>> {
-        // Counted in the time index alone: the rows are not read.
-        self.read(move |c| {
-            let n: i64 = c
-                .prepare_cached("SELECT count(*) FROM journal WHERE at_ms >= ?1 AND at_ms < ?2")
-                .and_then(|mut s| s.query_row(params![from_ms, to_ms], |r| r.get(0)))
-                .map_err(db)?;
-            Ok(u64::try_from(n).ok())
-        })
-        .await
+        self.read(move |c| journal::count(c, from_ms, to_ms).map(Some))
+            .await
     }
 
     async fn journal_slice_reusing(
@@ -310,22 +301,8 @@ impl History for SqliteStore {
         raw: RawMessages,
         reuse: JournalSlice,
     ) -> StoreResult<JournalSlice> {
-        self.read(move |c| {
-            let mut stmt = c
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    journal_columns!(),
-                    " FROM journal WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id"
-                ))
-                .map_err(db)?;
-            let mut rows = stmt.query(params![from_ms, to_ms]).map_err(db)?;
-            let mut slice = reuse.recycle();
-            while let Some(row) = rows.next().map_err(db)? {
-                journal_row_into(row, raw, &mut slice)?;
-            }
-            slice.finish()
-        })
-        .await
+        self.read(move |c| journal::read_slice(c, from_ms, to_ms, raw, reuse.recycle()))
+            .await
     }
 
     async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {

@@ -178,7 +178,7 @@ impl Writer {
         let journaled = match self.pending_journal.len() {
             0 => 0,
             n => match in_savepoint(&self.conn, &broken, |c| {
-                write_journal(c, &self.pending_journal)
+                journal::write_journal(c, &self.pending_journal)
             }) {
                 Ok(()) => n,
                 Err(e) => {

@@ -1,0 +1,358 @@
+//! The binary form of a journal pack: the entries one commit writes, kept in
+//! one row of `journal_packs` instead of a row each (a row costs the writer
+//! a statement, a b-tree insert and an index insert; a pack of a hundred
+//! entries costs one of each).
+//!
+//! A pack is two values. `body` holds each entry's columns, which carry no
+//! card data (the PAN is masked): a version byte and a `u32` count, then
+//! per entry its time (`i64`), a flags byte (direction out; amount
+//! present), the amount (`u64`), the MTI (4 bytes), the lengths of its
+//! eight text columns and of its raw message (`u32` each, `u32::MAX` for a
+//! text with no value), then the text bytes. `raws` holds the raw messages
+//! one after another, sealed as one value when a data key is configured.
+//! Retention empties `raws`, or writes a pack again with the lengths of the
+//! messages it emptied set to 0. Both are read back as untrusted input,
+//! through [`Reader`].
+
+use crate::store::journal_slice::{JournalColumns, TEXTS};
+use crate::store::{Direction, StoreResult};
+
+use super::byte_reader::Reader;
+
+const VERSION: u8 = 1;
+/// The length of a text column with no value.
+const NO_VALUE: u32 = u32::MAX;
+const OUT: u8 = 1;
+const HAS_AMOUNT: u8 = 2;
+/// The fixed part of an entry: time, flags, amount, MTI, nine lengths.
+const FIXED: usize = 8 + 1 + 8 + 4 + (TEXTS + 1) * 4;
+
+/// A pack as written: its entries' time span, count, and the two values
+/// (`raws` not yet sealed).
+#[derive(Debug, Default)]
+pub(super) struct Pack {
+    pub(super) first_ms: i64,
+    pub(super) last_ms: i64,
+    pub(super) entries: u32,
+    pub(super) body: Vec<u8>,
+    pub(super) raws: Vec<u8>,
+}
+
+impl Pack {
+    /// An empty pack, with room for `entries` entries of typical size.
+    pub(super) fn with_capacity(entries: usize) -> Pack {
+        let mut body = Vec::with_capacity(5 + entries * (FIXED + 64));
+        body.push(VERSION);
+        body.extend_from_slice(&0u32.to_le_bytes());
+        Pack {
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+            entries: 0,
+            body,
+            raws: Vec::with_capacity(entries * 256),
+        }
+    }
+
+    /// Adds an entry. A text over 4 GiB is cut rather than written with a
+    /// wrong length (no message carries one).
+    pub(super) fn push(&mut self, c: JournalColumns<'_, [u8]>, raw: &[u8]) {
+        if self.body.is_empty() {
+            *self = Pack::with_capacity(1);
+        }
+        self.first_ms = self.first_ms.min(c.at_ms);
+        self.last_ms = self.last_ms.max(c.at_ms);
+        self.entries += 1;
+        self.body[1..5].copy_from_slice(&self.entries.to_le_bytes());
+        let body = &mut self.body;
+        body.extend_from_slice(&c.at_ms.to_le_bytes());
+        let mut flags = 0;
+        if c.direction == Direction::Out {
+            flags |= OUT;
+        }
+        if c.amount_minor.is_some() {
+            flags |= HAS_AMOUNT;
+        }
+        body.push(flags);
+        body.extend_from_slice(&c.amount_minor.unwrap_or(0).to_le_bytes());
+        body.extend_from_slice(&c.mti);
+        let texts = c.texts();
+        let cut = |bytes: &[u8]| bytes.len().min(NO_VALUE as usize - 1);
+        for text in texts {
+            let len = text.map_or(NO_VALUE, |t| cut(t) as u32);
+            body.extend_from_slice(&len.to_le_bytes());
+        }
+        let raw = &raw[..cut(raw)];
+        body.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        for text in texts.into_iter().flatten() {
+            body.extend_from_slice(&text[..cut(text)]);
+        }
+        self.raws.extend_from_slice(raw);
+    }
+}
+
+/// What [`Entries`] gives of the raw messages.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Raws<'a> {
+    /// Not read: every entry's raw message is empty.
+    Unread,
+    /// The pack's `raws`, opened. Empty when retention emptied the pack.
+    Read(&'a [u8]),
+}
+
+/// An entry as read from a pack.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PackEntry<'a> {
+    pub(super) columns: JournalColumns<'a, [u8]>,
+    /// Its raw message; empty when unread or emptied.
+    pub(super) raw: &'a [u8],
+    /// The length of its raw message as written, even when unread (0 once
+    /// retention emptied it alone).
+    pub(super) raw_len: usize,
+}
+
+/// Reads a pack's entries in the order they were written.
+pub(super) struct Entries<'a> {
+    body: Reader<'a>,
+    left: u32,
+    raws: &'a [u8],
+    /// Whether the raw messages are there to be lent (not unread, not purged).
+    with_raws: bool,
+    raw_at: usize,
+}
+
+impl<'a> Entries<'a> {
+    /// The entries of pack `id`.
+    pub(super) fn new(id: i64, body: &'a [u8], raws: Raws<'a>) -> StoreResult<Entries<'a>> {
+        let mut reader = Reader::new(body, format!("journal pack {id}"));
+        let version = reader.u8()?;
+        if version != VERSION {
+            return Err(reader.error(0, format!("unknown version {version}")));
+        }
+        let left = reader.count(FIXED)? as u32;
+        let (raws, with_raws) = match raws {
+            Raws::Unread => (&[][..], false),
+            Raws::Read(bytes) => (bytes, !bytes.is_empty()),
+        };
+        Ok(Entries {
+            body: reader,
+            left,
+            raws,
+            with_raws,
+            raw_at: 0,
+        })
+    }
+
+    /// The next entry; `None` after the last.
+    pub(super) fn next_entry(&mut self) -> StoreResult<Option<PackEntry<'a>>> {
+        if self.left == 0 {
+            self.body.end()?;
+            if self.with_raws && self.raw_at != self.raws.len() {
+                return Err(self.body.error(
+                    self.body.at,
+                    format!(
+                        "the raw messages' lengths add up to {}, the pack holds {}",
+                        self.raw_at,
+                        self.raws.len()
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        self.left -= 1;
+        let r = &mut self.body;
+        let at_ms = r.i64()?;
+        let flags_at = r.at;
+        let flags = r.u8()?;
+        if flags & !(OUT | HAS_AMOUNT) != 0 {
+            return Err(r.error(flags_at, format!("flags {flags:#04x}")));
+        }
+        let amount = r.u64()?;
+        let mti = r.take::<4>()?;
+        let mut lengths = [0u32; TEXTS];
+        for len in &mut lengths {
+            *len = r.u32()?;
+        }
+        let raw_len = r.u32()? as usize;
+        let mut texts: [Option<&'a [u8]>; TEXTS] = [None; TEXTS];
+        for (text, len) in texts.iter_mut().zip(lengths) {
+            if len != NO_VALUE {
+                *text = Some(r.slice(len as usize)?);
+            }
+        }
+        let raw = if self.with_raws {
+            let at = self.raw_at;
+            let raw = at
+                .checked_add(raw_len)
+                .and_then(|end| self.raws.get(at..end))
+                .ok_or_else(|| {
+                    self.body.error(
+                        flags_at,
+                        format!(
+                            "a raw message of {raw_len} bytes past the pack's {}",
+                            self.raws.len()
+                        ),
+                    )
+                })?;
+            self.raw_at += raw_len;
+            raw
+        } else {
+            &[][..]
+        };
+        let [peer, processing_code, stan, transmission, acquirer, response_code, pan_masked, note] =
+            texts;
+        let Some(peer) = peer else {
+            return Err(self.body.error(flags_at, "an entry with no peer".into()));
+        };
+        Ok(Some(PackEntry {
+            columns: JournalColumns {
+                at_ms,
+                direction: if flags & OUT != 0 {
+                    Direction::Out
+                } else {
+                    Direction::In
+                },
+                peer,
+                mti,
+                processing_code,
+                stan,
+                transmission,
+                acquirer,
+                response_code,
+                pan_masked,
+                amount_minor: (flags & HAS_AMOUNT != 0).then_some(amount),
+                note,
+            },
+            raw,
+            raw_len,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::{JournalEntry, StoreError};
+
+    fn entry(at_ms: i64, stan: &str, note: Option<&str>, raw: &'static [u8]) -> JournalEntry {
+        JournalEntry {
+            at_ms,
+            direction: if at_ms % 2 == 0 {
+                Direction::In
+            } else {
+                Direction::Out
+            },
+            peer: "bank 48020000".into(),
+            mti: *b"0200",
+            processing_code: Some("000000".into()),
+            stan: Some(stan.into()),
+            transmission: Some("1123101500".into()),
+            acquirer: None,
+            response_code: None,
+            pan_masked: Some("622202******1234".into()),
+            amount_minor: (at_ms != 3).then_some(1_500),
+            note: note.map(str::to_string),
+            raw: Bytes::from_static(raw),
+        }
+    }
+
+    fn read_back(id: i64, pack: &Pack, raws: Raws<'_>) -> StoreResult<Vec<JournalEntry>> {
+        let mut entries = Entries::new(id, &pack.body, raws)?;
+        let mut out = Vec::new();
+        while let Some(PackEntry {
+            columns: c, raw, ..
+        }) = entries.next_entry()?
+        {
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            let opt = |b: Option<&[u8]>| b.map(text);
+            out.push(JournalEntry {
+                at_ms: c.at_ms,
+                direction: c.direction,
+                peer: text(c.peer),
+                mti: c.mti,
+                processing_code: opt(c.processing_code),
+                stan: opt(c.stan),
+                transmission: opt(c.transmission),
+                acquirer: opt(c.acquirer),
+                response_code: opt(c.response_code),
+                pan_masked: opt(c.pan_masked),
+                amount_minor: c.amount_minor,
+                note: opt(c.note),
+                raw: Bytes::copy_from_slice(raw),
+            });
+        }
+        Ok(out)
+    }
+
+    fn pack_of(entries: &[JournalEntry]) -> Pack {
+        let mut pack = Pack::with_capacity(entries.len());
+        for e in entries {
+            pack.push(JournalColumns::of(e).as_bytes(), &e.raw);
+        }
+        pack
+    }
+
+    fn sample() -> Vec<JournalEntry> {
+        vec![
+            entry(5, "000001", None, b"first"),
+            entry(3, "000002", Some("late, é"), b""),
+            entry(9, "000003", Some(""), b"third message"),
+        ]
+    }
+
+    #[test]
+    fn a_pack_reads_back_as_written() {
+        let entries = sample();
+        let pack = pack_of(&entries);
+        assert_eq!((pack.first_ms, pack.last_ms, pack.entries), (3, 9, 3));
+        let back = read_back(1, &pack, Raws::Read(&pack.raws)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{entries:?}"));
+    }
+
+    #[test]
+    fn unread_or_emptied_raw_messages_read_as_empty() {
+        let pack = pack_of(&sample());
+        for raws in [Raws::Unread, Raws::Read(&[])] {
+            let back = read_back(1, &pack, raws).unwrap();
+            assert_eq!(back.len(), 3);
+            assert!(back.iter().all(|e| e.raw.is_empty()));
+            assert_eq!(back[2].stan.as_deref(), Some("000003"));
+        }
+    }
+
+    #[test]
+    fn a_damaged_pack_is_corrupt_with_its_offset() {
+        let pack = pack_of(&sample());
+        let corrupt = |body: &[u8], raws: &[u8]| -> String {
+            let damaged = Pack {
+                body: body.to_vec(),
+                ..Pack::default()
+            };
+            match read_back(7, &damaged, Raws::Read(raws)) {
+                Err(StoreError::Corrupt(why)) => why,
+                other => panic!("read back {other:?}"),
+            }
+        };
+        // Every cut short.
+        for len in 0..pack.body.len() {
+            let why = corrupt(&pack.body[..len], &pack.raws);
+            assert!(why.starts_with("journal pack 7, byte"), "{len}: {why}");
+        }
+        // A byte too many, raw messages that do not add up, a count that
+        // the bytes cannot hold, an unknown version.
+        let mut longer = pack.body.clone();
+        longer.push(0);
+        assert!(corrupt(&longer, &pack.raws).contains("1 bytes after the end"));
+        assert!(corrupt(&pack.body, &pack.raws[1..]).contains("past the pack's"));
+        let mut more = pack.raws.clone();
+        more.push(b'x');
+        assert!(corrupt(&pack.body, &more).contains("add up to"));
+        let mut lying = pack.body.clone();
+        lying[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(corrupt(&lying, &pack.raws).contains("items in"));
+        let mut version = pack.body.clone();
+        version[0] = 9;
+        assert!(corrupt(&version, &pack.raws).contains("unknown version 9"));
+    }
+}
