@@ -77,9 +77,11 @@ pub trait Maintenance: Send + Sync + 'static {
     /// (`done = false`), or has emptied them all (`done = true`).
     async fn mark_purge(&self, date: NaiveDate, at_ms: i64, done: bool) -> StoreResult<()>;
 
-    /// Empties the raw message of at most `limit` journal rows with
+    /// Empties the raw message of about `limit` journal entries with
     /// `from_ms <= at_ms < to_ms` whose message is not empty yet, keeping
-    /// their summary columns (masked); returns how many it emptied.
+    /// their summary columns (masked); returns how many it emptied: fewer
+    /// than `limit` only when none are left. (PostgreSQL empties at most
+    /// `limit` rows; the embedded store whole packs until `limit` entries.)
     async fn purge_journal(&self, from_ms: i64, to_ms: i64, limit: usize) -> StoreResult<usize>;
 
     /// Reads at most `limit` rows of `column` after `after` (from the first

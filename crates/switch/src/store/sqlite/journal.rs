@@ -111,7 +111,7 @@ pub(super) fn read_slice(
                     slice.push_bytes(columns, kept)?;
                 }
             }
-            Ok(())
+            Ok(true)
         },
     )?;
     slice.sort_by_time();
@@ -142,7 +142,7 @@ pub(super) fn count(conn: &Connection, from_ms: i64, to_ms: i64) -> StoreResult<
             while let Some(entry) = entries.next_entry()? {
                 across += u64::from((from_ms..to_ms).contains(&entry.columns.at_ms));
             }
-            Ok(())
+            Ok(true)
         },
     )?;
     Ok(u64::try_from(legacy + inside).unwrap_or(0) + across)
@@ -151,26 +151,34 @@ pub(super) fn count(conn: &Connection, from_ms: i64, to_ms: i64) -> StoreResult<
 // ---------------------------------------------------------------------------
 // Retention
 
-/// Empties the raw messages of entries with `from_ms <= at_ms < to_ms`:
-/// rows of the `journal` table and packs, at most `limit` of each, keeping
-/// their columns; returns how many entries it emptied. A pack wholly inside
-/// has its `raws` emptied; one across an end is written again without the
-/// messages inside.
-pub(super) fn purge(conn: &Connection, from_ms: i64, to_ms: i64, limit: i64) -> StoreResult<usize> {
+/// Empties the raw messages of entries with `from_ms <= at_ms < to_ms`,
+/// keeping their columns: at most `limit` rows of the `journal` table, and
+/// packs until `limit` entries are emptied (so at most `limit` plus a
+/// pack's); returns how many entries it emptied, at least `limit` unless
+/// none are left. A pack wholly inside has its `raws` emptied; one across
+/// an end is written again without the messages inside.
+pub(super) fn purge(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    limit: usize,
+) -> StoreResult<usize> {
+    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
     let legacy = execute(
         conn,
         "UPDATE journal SET raw = X'' WHERE id IN (SELECT id FROM journal \
          WHERE at_ms >= ?1 AND at_ms < ?2 AND length(raw) > 0 ORDER BY at_ms LIMIT ?3)",
-        params![from_ms, to_ms, limit],
+        params![from_ms, to_ms, limit_sql],
     )?;
     // Those wholly inside: `raws` emptied, the entries whose message was
     // not empty yet counted from the body.
     let mut inside: Vec<(i64, usize)> = Vec::new();
+    let mut emptied_inside = 0;
     each_pack(
         conn,
         "last_ms >= ?1 AND last_ms < ?2 AND first_ms >= ?1 AND length(raws) > 0 \
          ORDER BY id LIMIT ?3",
-        params![from_ms, to_ms, limit],
+        params![from_ms, to_ms, limit_sql],
         false,
         |id, mut entries| {
             let mut with_message = 0;
@@ -178,7 +186,9 @@ pub(super) fn purge(conn: &Connection, from_ms: i64, to_ms: i64, limit: i64) -> 
                 with_message += usize::from(entry.raw_len > 0);
             }
             inside.push((id, with_message));
-            Ok(())
+            // About `limit` entries a call, not `limit` packs of them.
+            emptied_inside += with_message;
+            Ok(emptied_inside < limit)
         },
     )?;
     let mut emptied = legacy;
@@ -208,7 +218,7 @@ pub(super) fn purge(conn: &Connection, from_ms: i64, to_ms: i64, limit: i64) -> 
                 emptied += emptied_here;
                 across.push((id, kept));
             }
-            Ok(())
+            Ok(true)
         },
     )?;
     for (id, pack) in across {
@@ -229,14 +239,14 @@ pub(super) fn purge(conn: &Connection, from_ms: i64, to_ms: i64, limit: i64) -> 
 // Values
 
 /// Calls `each` with the id and entries of every pack the statement's rest
-/// after `WHERE` selects; `with_raws`: their raw messages read (and opened),
-/// else not even loaded.
+/// after `WHERE` selects, until it returns `false`; `with_raws`: their raw
+/// messages read (and opened), else not even loaded.
 fn each_pack(
     conn: &Connection,
     where_sql: &str,
     params: impl rusqlite::Params,
     with_raws: bool,
-    mut each: impl FnMut(i64, Entries<'_>) -> StoreResult<()>,
+    mut each: impl FnMut(i64, Entries<'_>) -> StoreResult<bool>,
 ) -> StoreResult<()> {
     let raws = if with_raws { "raws" } else { "X''" };
     let mut stmt = conn
@@ -257,7 +267,9 @@ fn each_pack(
             Some(raws) => Raws::Read(raws),
             None => Raws::Unread,
         };
-        each(id, Entries::new(id, body, raws)?)?;
+        if !each(id, Entries::new(id, body, raws)?)? {
+            break;
+        }
     }
     Ok(())
 }

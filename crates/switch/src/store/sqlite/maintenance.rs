@@ -38,7 +38,6 @@ impl Maintenance for SqliteStore {
     }
 
     async fn purge_journal(&self, from_ms: i64, to_ms: i64, limit: usize) -> StoreResult<usize> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |c| {
             // Freed space is overwritten with zeros, not left for a file
             // reader to find: only for the purge, which is what frees it.
