@@ -84,21 +84,25 @@ sleep 1
 # that holds up on a busy machine where throughput at saturation does not.
 clk_tck=$(getconf CLK_TCK)
 switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
+# What the switch had the disk write (its store: WAL frames, checkpoints),
+# in bytes; divided by the answered requests, the bytes one receive costs.
+switch_written() { awk '/^write_bytes/ {print $2}' "/proc/$switch_pid/io"; }
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json
         --max-in-flight "${MAX_IN_FLIGHT:-20000}")
-echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us" | tee "$REPORTS/load.csv"
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b" | tee "$REPORTS/load.csv"
 for rate in ${RATES[@]}; do
     for mode in ${MODES:-switch direct}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
-        before=$(switch_ticks)
+        before=$(switch_ticks) written_before=$(switch_written)
         out=$("${on_sim_cpu[@]}" $B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
-        ticks=$(($(switch_ticks) - before))
-        # switch_cpu_us: the switch's CPU per answered request (blank for the
-        # direct mode, which does not go through the switch).
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); cpu="" if sys.argv[3]=="direct" or not r["answered"] else round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / r["answered"]); print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" \
+        ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
+        # switch_cpu_us, switch_written_b: the switch's CPU and disk writes
+        # per answered request (blank for the direct mode, which does not go
+        # through the switch).
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); mine=sys.argv[3]!="direct" and r["answered"]; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / r["answered"]) if mine else ""; wr=round(int(sys.argv[6]) / r["answered"]) if mine else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" \
             | tee -a "$REPORTS/load.csv"
     done
 done
