@@ -47,8 +47,9 @@ async fn sealed_values(db: &Db) -> Vec<(String, Vec<u8>)> {
         ("answers", "response"),
         ("saf", "message"),
     ];
+    columns.push(("sagas", "response"));
     match db {
-        Db::Postgres(_) => columns.extend([("journal", "raw"), ("sagas", "response")]),
+        Db::Postgres(_) => columns.push(("journal", "raw")),
         // The embedded store journals in packs, their messages sealed together.
         Db::Sqlite(_) => columns.push(("journal_packs", "raws")),
     }
@@ -151,7 +152,12 @@ async fn rotation(db: Db) {
         Db::Postgres(_) => "journal.raw",
         Db::Sqlite(_) => "journal_packs.raws",
     };
-    for column in ["freezes.payer_pan", "sagas.receiver_pan", journal] {
+    for column in [
+        "freezes.payer_pan",
+        "sagas.receiver_pan",
+        "sagas.response",
+        journal,
+    ] {
         assert!(after.iter().any(|(c, _)| c == column), "no {column}");
     }
     if let Some(switch) = beside {

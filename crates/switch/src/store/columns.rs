@@ -41,8 +41,8 @@ pub(crate) mod sealed {
 }
 
 /// Every column the SQL stores seal, with the key its rows are walked by
-/// (`switchboard rekey`). PostgreSQL keeps a receive's answer on its saga
-/// too: [`SAGA_RESPONSE`].
+/// (`switchboard rekey`). Both keep a receive's answer on its saga too:
+/// [`SAGA_RESPONSE`].
 pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[
     SealedColumn {
         table: "freezes",
@@ -81,7 +81,7 @@ pub(crate) const SEALED_COLUMNS: &[SealedColumn] = &[
     },
 ];
 
-/// The answer PostgreSQL keeps on a receive's saga (nullable).
+/// The answer the SQL stores keep on a receive's saga (nullable).
 pub(crate) const SAGA_RESPONSE: SealedColumn = SealedColumn {
     table: "sagas",
     key: &["mti", "acquirer", "transmission", "stan"],

@@ -25,11 +25,17 @@ pub(super) fn load_freeze(
     )
 }
 
+/// The answer recorded for a request: in `answers`, or (a receive's) on its saga.
 pub(super) fn load_answer(conn: &Connection, key: &ReqCols) -> StoreResult<Option<StoredAnswer>> {
     query_opt(
         conn,
         "SELECT request_digest, response FROM answers \
-         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4 \
+         UNION ALL \
+         SELECT answer_digest, response FROM sagas \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4 \
+         AND response IS NOT NULL \
+         LIMIT 1",
         params![key.0[0], key.0[1], key.0[2], key.0[3]],
         |row| {
             Ok(StoredAnswer {
@@ -308,9 +314,12 @@ pub(super) fn end_saga(
         ReceiveOutcome::Approved => SagaState::Approved,
         ReceiveOutcome::Failed => SagaState::Failed,
     };
+    // The answer on the saga, as `insert_answer` would record it: the first
+    // one recorded stays.
     execute(
         conn,
-        "UPDATE sagas SET state = ?5, response_code = ?6 \
+        "UPDATE sagas SET state = ?5, response_code = ?6, \
+         answer_digest = coalesce(answer_digest, ?7), response = coalesce(response, ?8) \
          WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
         params![
             request.0[0],
@@ -319,9 +328,10 @@ pub(super) fn end_saga(
             request.0[3],
             new_state.as_str(),
             response_code,
+            &answer.request_digest[..],
+            vault::seal_bytes(sealed::RESPONSE, &answer.response),
         ],
     )?;
-    insert_answer(conn, request, answer, response_code)?;
     Ok(true)
 }
 

@@ -121,6 +121,7 @@ impl Maintenance for SqliteStore {
 
     fn sealed_columns(&self) -> Vec<SealedColumn> {
         let mut columns = SEALED_COLUMNS.to_vec();
+        columns.push(SAGA_RESPONSE);
         columns.push(SealedColumn {
             table: "journal_packs",
             key: &["id"],

@@ -189,6 +189,13 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX journal_packs_by_time ON journal_packs (last_ms, first_ms, entries);
     "#,
+    // 10: a receive's answer kept on its saga, written by the statement that
+    // ends it, rather than as a row of `answers` (one insert fewer a
+    // receive); an answer of a receive ended before stays in `answers`.
+    r#"
+    ALTER TABLE sagas ADD COLUMN answer_digest BLOB;
+    ALTER TABLE sagas ADD COLUMN response BLOB;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {
