@@ -264,7 +264,7 @@ mod tests {
             columns: c, raw, ..
         }) = entries.next_entry()?
         {
-            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             let opt = |b: Option<&[u8]>| b.map(text);
             out.push(JournalEntry {
                 at_ms: c.at_ms,
@@ -318,6 +318,35 @@ mod tests {
             assert_eq!(back.len(), 3);
             assert!(back.iter().all(|e| e.raw.is_empty()));
             assert_eq!(back[2].stan.as_deref(), Some("000003"));
+        }
+    }
+
+    #[test]
+    fn any_byte_changed_reads_back_or_is_corrupt_never_a_panic() {
+        let pack = pack_of(&sample());
+        for at in 0..pack.body.len() {
+            for value in [
+                0x00,
+                0xFF,
+                pack.body[at] ^ 0x80,
+                pack.body[at].wrapping_add(1),
+            ] {
+                let mut body = pack.body.clone();
+                body[at] = value;
+                let damaged = Pack {
+                    body,
+                    ..Pack::default()
+                };
+                for raws in [Raws::Read(&pack.raws), Raws::Unread, Raws::Read(&[])] {
+                    match read_back(3, &damaged, raws) {
+                        Ok(entries) => assert!(entries.len() <= 3),
+                        Err(StoreError::Corrupt(why)) => {
+                            assert!(why.starts_with("journal pack 3, byte"), "{why}")
+                        }
+                        Err(other) => panic!("byte {at} = {value}: {other:?}"),
+                    }
+                }
+            }
         }
     }
 
