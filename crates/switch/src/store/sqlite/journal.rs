@@ -35,8 +35,8 @@ fn span_end(to_ms: i64) -> i64 {
 // Writing
 
 /// Writes `entries` as packs: in time order (those of the same millisecond
-/// in the order given), cut where a pack would hold [`PACK_ENTRIES`] or
-/// span more than [`PACK_SPAN_MS`]. The store's writer calls it inside its
+/// in the order given), cut where a pack would hold 1,024 entries or span
+/// more than 60 s. The store's writer calls it inside its
 /// commit; it is public for tools that build a store file without a
 /// running store (the clearing benchmark), on a connection in a transaction.
 pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()> {
