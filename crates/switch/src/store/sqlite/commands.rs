@@ -166,16 +166,38 @@ pub(super) fn reserve(
     amount: i64,
 ) -> StoreResult<Reserve> {
     // A request already answered (even one rejected with 25 or 61, which left
-    // no saga), or with a saga, is a resend or a clash: one read looks for
-    // both, the rows themselves are read only when there is one.
-    let (answered, has_saga) = query_opt(
+    // no saga), or with a saga, is a resend or a clash. One read looks for
+    // both and reads the freeze (read, then updated: an `UPDATE … RETURNING`
+    // costs SQLite a temporary table per statement, more than this read);
+    // an answer's or a saga's rows are read only when there is one.
+    let (answered, has_saga, freeze) = query_opt(
         conn,
-        "SELECT EXISTS (SELECT 1 FROM answers \
-         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4), \
-         EXISTS (SELECT 1 FROM sagas \
-         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4)",
-        params![request.0[0], request.0[1], request.0[2], request.0[3]],
-        |row| Ok((row.int(0)? != 0, row.int(1)? != 0)),
+        concat!(
+            "SELECT EXISTS (SELECT 1 FROM answers \
+             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4), \
+             EXISTS (SELECT 1 FROM sagas \
+             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4), ",
+            freeze_columns!(),
+            " FROM (SELECT 1) LEFT JOIN freezes \
+             ON acquirer = ?5 AND transmission = ?6 AND stan = ?7"
+        ),
+        params![
+            request.0[0],
+            request.0[1],
+            request.0[2],
+            request.0[3],
+            freeze_key.0[0],
+            freeze_key.0[1],
+            freeze_key.0[2]
+        ],
+        |row| {
+            // No freeze: its columns are all null.
+            let freeze = match row.opt_text(2)? {
+                Some(_) => Some(freeze_row(row, 2)?),
+                None => None,
+            };
+            Ok((row.int(0)? != 0, row.int(1)? != 0, freeze))
+        },
     )?
     .unwrap_or_default();
     if answered {
@@ -201,9 +223,7 @@ pub(super) fn reserve(
             });
         }
     }
-    // Read, then updated: an `UPDATE … RETURNING` costs SQLite a temporary
-    // table per statement, more than this read.
-    let Some(mut freeze) = load_freeze(conn, freeze_key)? else {
+    let Some(mut freeze) = freeze else {
         return Ok(Reserve::NotFound);
     };
     if freeze.state != FreezeState::Open {
