@@ -76,6 +76,22 @@ impl FreezeRecord {
             .saturating_sub(self.received_minor)
             .saturating_sub(self.reserved_minor)
     }
+
+    /// Reserves `amount_minor` for a receive: the stores' one rule for
+    /// whether a freeze can take it (open, and at least that much left),
+    /// `None` when reserved, else the refusal (then nothing changes).
+    pub fn reserve(&mut self, amount_minor: u64) -> Option<Reserve> {
+        if self.state != FreezeState::Open {
+            return Some(Reserve::NotOpen(self.state));
+        }
+        let available_minor = self.available_minor();
+        if amount_minor > available_minor {
+            return Some(Reserve::Exceeds { available_minor });
+        }
+        // ≤ amount_minor − received_minor: cannot overflow.
+        self.reserved_minor += amount_minor;
+        None
+    }
 }
 
 /// A new freeze, recorded when the wallet's 0100 is forwarded.

@@ -290,14 +290,9 @@ impl Decisions for MemoryStore {
             let Some((freeze, _)) = s.freezes.get_mut(&receive.freeze) else {
                 return Ok(Reserve::NotFound);
             };
-            if freeze.state != FreezeState::Open {
-                return Ok(Reserve::NotOpen(freeze.state));
+            if let Some(refused) = freeze.reserve(receive.amount_minor) {
+                return Ok(refused);
             }
-            let available_minor = freeze.available_minor();
-            if receive.amount_minor > available_minor {
-                return Ok(Reserve::Exceeds { available_minor });
-            }
-            freeze.reserved_minor += receive.amount_minor;
             let record = freeze.clone();
             let saga = SagaRecord {
                 request: receive.request,

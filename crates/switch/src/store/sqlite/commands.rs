@@ -226,15 +226,9 @@ pub(super) fn reserve(
     let Some(mut freeze) = freeze else {
         return Ok(Reserve::NotFound);
     };
-    if freeze.state != FreezeState::Open {
-        return Ok(Reserve::NotOpen(freeze.state));
+    if let Some(refused) = freeze.reserve(receive.amount_minor) {
+        return Ok(refused);
     }
-    let available_minor = freeze.available_minor();
-    if receive.amount_minor > available_minor {
-        return Ok(Reserve::Exceeds { available_minor });
-    }
-    // ≤ amount_minor ≤ i64::MAX: cannot overflow.
-    freeze.reserved_minor += receive.amount_minor;
     execute(
         conn,
         "UPDATE freezes SET reserved_minor = ?4 \
