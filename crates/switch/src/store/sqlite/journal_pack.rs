@@ -29,7 +29,7 @@ const FIXED: usize = 8 + 1 + 8 + 4 + (TEXTS + 1) * 4;
 
 /// A pack as written: its entries' time span, count, and the two values
 /// (`raws` not yet sealed).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Pack {
     pub(super) first_ms: i64,
     pub(super) last_ms: i64,
@@ -56,9 +56,6 @@ impl Pack {
     /// Adds an entry. A text over 4 GiB is cut rather than written with a
     /// wrong length (no message carries one).
     pub(super) fn push(&mut self, c: JournalColumns<'_, [u8]>, raw: &[u8]) {
-        if self.body.is_empty() {
-            *self = Pack::with_capacity(1);
-        }
         self.first_ms = self.first_ms.min(c.at_ms);
         self.last_ms = self.last_ms.max(c.at_ms);
         self.entries += 1;
@@ -335,7 +332,7 @@ mod tests {
                 body[at] = value;
                 let damaged = Pack {
                     body,
-                    ..Pack::default()
+                    ..Pack::with_capacity(0)
                 };
                 for raws in [Raws::Read(&pack.raws), Raws::Unread, Raws::Read(&[])] {
                     match read_back(3, &damaged, raws) {
@@ -356,7 +353,7 @@ mod tests {
         let corrupt = |body: &[u8], raws: &[u8]| -> String {
             let damaged = Pack {
                 body: body.to_vec(),
-                ..Pack::default()
+                ..Pack::with_capacity(0)
             };
             match read_back(7, &damaged, Raws::Read(raws)) {
                 Err(StoreError::Corrupt(why)) => why,
