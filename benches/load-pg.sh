@@ -8,17 +8,21 @@
 #   DURATION=10 CONNECTIONS=4 PGBENCH_SECONDS=20 benches/load-pg.sh 8000
 #   STATEMENTS=1 benches/load-pg.sh 5000   # also where PostgreSQL's time goes,
 #                                          # per statement (pg_stat_statements)
+#   SWITCH=/tmp/switchboard-before benches/load-pg.sh 6000   another build of the
+#                                          # switch, for before/after comparisons
 #
 # For each rate the switch is started afresh, so its store counters (printed
 # at shutdown) belong to that run alone. Columns: answered receives/s and
 # latency (open loop, from when each request was due), then per receive:
-# WAL fsyncs and transactions at the server, round trips and batched
-# commands of the switch's store, and CPU milliseconds spent by the switch,
-# by PostgreSQL and by the two bank simulators.
+# WAL fsyncs, WAL bytes and transactions at the server, round trips,
+# statements and batched commands of the switch's store, and CPU
+# milliseconds spent by the switch, by PostgreSQL and by the two bank
+# simulators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
 B=$PWD/target/release
+SWITCH=${SWITCH:-$B/switchboard}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-4}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
@@ -67,34 +71,35 @@ postmaster=$(head -1 "$work/pg/data/postmaster.pid")
 # CPU ticks (user + system) of processes, children that exited included.
 ticks() { for p in "$@"; do awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0; done | awk '{s+=$1} END {print s+0}'; }
 pg_ticks() { ticks "$postmaster" $(pgrep -P "$postmaster" | tr '\n' ' '); }
-pgstat() { psql -d switchboard -F ' ' -c "SELECT (SELECT wal_sync FROM pg_stat_wal), (SELECT xact_commit FROM pg_stat_database WHERE datname = 'switchboard')"; }
+pgstat() { psql -d switchboard -F ' ' -c "SELECT (SELECT wal_sync FROM pg_stat_wal), (SELECT wal_bytes FROM pg_stat_wal), (SELECT xact_commit FROM pg_stat_database WHERE datname = 'switchboard')"; }
 hz=$(getconf CLK_TCK)
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json)
-echo "rate,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,fsyncs_per_receive,xacts_per_receive,round_trips_per_receive,commands_per_batch,cpu_ms_per_1000_switch,cpu_ms_per_1000_postgres,cpu_ms_per_1000_banks"
+echo "rate,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,fsyncs_per_receive,wal_bytes_per_receive,xacts_per_receive,round_trips_per_receive,statements_per_receive,commands_per_batch,cpu_ms_per_1000_switch,cpu_ms_per_1000_postgres,cpu_ms_per_1000_banks"
 sleep 0.5
 for rate in ${RATES[@]}; do
-    $B/switchboard serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 &
+    "$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 &
     switch=$!
     sleep 1.5
-    read -r wal0 xact0 < <(pgstat)
+    read -r wal0 walb0 xact0 < <(pgstat)
     sw0=$(ticks $switch); pg0=$(pg_ticks); banks0=$(ticks $bank_a $bank_b)
     out=$($B/walletsim load "${common[@]}" --rate "$rate")
     sw1=$(ticks $switch); pg1=$(pg_ticks); banks1=$(ticks $bank_a $bank_b)
-    read -r wal1 xact1 < <(pgstat)
+    read -r wal1 walb1 xact1 < <(pgstat)
     kill -TERM $switch; wait $switch || true
     stats=$(grep -o 'PgStats {[^}]*}' "$work/switch.log" | tail -1)
-    python3 - "$out" "$rate" "$stats" $((wal1-wal0)) $((xact1-xact0)) $((sw1-sw0)) $((pg1-pg0)) $((banks1-banks0)) "$hz" <<'EOF'
+    python3 - "$out" "$rate" "$stats" $((wal1-wal0)) $((walb1-walb0)) $((xact1-xact0)) $((sw1-sw0)) $((pg1-pg0)) $((banks1-banks0)) "$hz" <<'EOF'
 import json, re, sys
 r = json.loads(sys.argv[1]); rate = sys.argv[2]
 stats = dict((k, int(v)) for k, v in re.findall(r'(\w+): (\d+)', sys.argv[3]))
-wal, xact, sw, pg, banks, hz = (int(x) for x in sys.argv[4:10])
+wal, wal_bytes, xact, sw, pg, banks, hz = (int(x) for x in sys.argv[4:11])
 n = max(1, r.get("codes", {}).get("00", 0))
 ms = lambda t: round(t * 1000 / hz / n * 1000, 1)
 print(",".join(str(x) for x in [rate, round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"],
     r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k, v in r["codes"].items()),
-    round(wal / n, 3), round(xact / n, 2), round(stats.get("round_trips", 0) / n, 2),
+    round(wal / n, 3), round(wal_bytes / n), round(xact / n, 2), round(stats.get("round_trips", 0) / n, 2),
+    round(stats.get("statements", 0) / n, 2),
     round(stats.get("commands", 0) / max(1, stats.get("batches", 1)), 1), ms(sw), ms(pg), ms(banks)]))
 EOF
 done

@@ -1791,6 +1791,7 @@ on_every_store!(
         journal_is_written_with_the_next_commit,
         reserve_with_identities_records_debiting_and_answers_block_resends,
         a_second_end_reports_the_first,
+        a_failed_receive_of_a_closed_freeze_queues_its_unfreeze,
         a_freeze_keeps_its_request_digest,
         open_freezes_are_read_by_age,
         saf_counts_leave_out_done_entries,
@@ -1940,6 +1941,80 @@ async fn pg_two_stores_on_one_database() {
             assert!(seen.insert(stan), "STAN {stan} handed out twice");
         }
     }
+}
+
+/// Receives on many freezes at once: the lanes run the reservations of a
+/// batch, and the ends of its sagas, as a few set statements rather than one
+/// statement each, and every decision comes out as one at a time would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_receives_of_a_batch_share_set_statements() {
+    let url = common::pg::database().await;
+    let store = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    for n in 0..60 {
+        open_freeze(&*store, n, 100).await;
+    }
+    let before = store.stats();
+    // Twelve receives of 10 on each freeze of 100: ten fit.
+    let tasks: Vec<_> = (0..720u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let r = receive(i % 60, i, 10);
+                let key = r.request;
+                match store.reserve(r).await.unwrap() {
+                    Reserve::Reserved(_) => {
+                        let outcome = if i % 4 == 0 {
+                            ReceiveOutcome::Failed
+                        } else {
+                            ReceiveOutcome::Approved
+                        };
+                        let settled = store
+                            .settle_receive(
+                                &key,
+                                outcome,
+                                answer(b"0210", "00", 2),
+                                FollowUp::default(),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(settled, Settled::Now);
+                        Some(outcome)
+                    }
+                    Reserve::Exceeds { .. } => None,
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut approved = 0;
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(ReceiveOutcome::Approved) => approved += 1,
+            Some(ReceiveOutcome::Failed) => failed += 1,
+            None => {}
+        }
+    }
+    let after = store.stats();
+    let commands = after.commands - before.commands;
+    let statements = after.statements - before.statements;
+    assert!(commands >= 720, "{commands} commands");
+    assert!(
+        statements * 2 < commands,
+        "{statements} statements for {commands} commands"
+    );
+    // Failed receives give their amount back, so more than ten a freeze may
+    // fit; every approved amount is received exactly once.
+    assert!(
+        approved + failed >= 600,
+        "{approved} approved, {failed} failed"
+    );
+    let freezes = store.freezes().await.unwrap();
+    let received: u64 = freezes.iter().map(|f| f.received_minor).sum();
+    let reserved: u64 = freezes.iter().map(|f| f.reserved_minor).sum();
+    assert_eq!((received, reserved), (approved * 10, 0));
+    check_invariants(&*store).await;
+    eprintln!("{statements} statements for {commands} commands");
 }
 
 /// A saga whose freeze is gone cannot end: the statement fails as a whole
@@ -2553,6 +2628,99 @@ fn pending_entries(entries: &[SafEntry]) -> usize {
         .iter()
         .filter(|e| e.state == SafState::Pending)
         .count()
+}
+
+/// A receive that fails after its freeze was closed gives back what it had
+/// reserved, and the unfreeze of that amount is queued behind its own
+/// follow-up entries; an approved one, or a failed one on an open freeze,
+/// queues no unfreeze.
+async fn a_failed_receive_of_a_closed_freeze_queues_its_unfreeze(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    open_freeze(&*store, 61, 1_000).await;
+    for (request, amount) in [(6101, 300), (6102, 200), (6103, 100)] {
+        assert!(matches!(
+            store.reserve(receive(61, request, amount)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+    }
+    let follow_up = |tag: &str| FollowUp {
+        saf: vec![saf_entry("61", tag)],
+        unfreeze_if_closed: Some(unfreeze_notice()),
+    };
+    // Failed while the freeze is open: its reversal only.
+    let settle = |request: u32, outcome: ReceiveOutcome, tag: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .settle_receive(
+                    &request_key(b"0200", request),
+                    outcome,
+                    answer(b"0210", "91", 9),
+                    follow_up(tag),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        settle(6103, ReceiveOutcome::Failed, "a").await,
+        Settled::Now
+    );
+    let remaining = 1_000 - 300 - 200;
+    assert!(matches!(
+        store
+            .close_freeze_queueing(
+                &freeze_key(61),
+                remaining,
+                &request_key(b"0120", 61),
+                answer(b"0130", "00", 3),
+                unfreeze_notice(),
+            )
+            .await
+            .unwrap(),
+        Close::Closed(_)
+    ));
+    // Approved after the close: received, nothing given back.
+    assert_eq!(
+        settle(6101, ReceiveOutcome::Approved, "b").await,
+        Settled::Now
+    );
+    // Failed after the close: its reversal, then the unfreeze.
+    assert_eq!(
+        settle(6102, ReceiveOutcome::Failed, "c").await,
+        Settled::Now
+    );
+
+    let f = freeze(&*store, 61).await;
+    assert_eq!(
+        (f.state, f.received_minor, f.reserved_minor),
+        (FreezeState::Closed, 300, 0)
+    );
+    let queued: Vec<(String, String)> = store
+        .saf_entries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.entry.order_key,
+                String::from_utf8_lossy(&e.entry.message).into_owned(),
+            )
+        })
+        .collect();
+    let expect = |key: &str, message: &str| (key.to_string(), message.to_string());
+    assert_eq!(
+        queued,
+        [
+            expect("61", "reversal a"),
+            expect("unfreeze", "0120 unfreeze"),
+            expect("61", "reversal b"),
+            expect("61", "reversal c"),
+            expect("unfreeze", "0120 unfreeze"),
+        ]
+    );
+    check_invariants(&*store).await;
 }
 
 /// Recovery of an expired lease and the instance that owned the work may

@@ -18,7 +18,7 @@ pub(super) fn stored_answer(
     })
 }
 
-/// The rows of [`SQL_RESERVE`], first match wins.
+/// A reservation's rows of [`SQL_RESERVE_SET`], first match wins.
 pub(super) fn decide_reserve(rows: &[Row], amount_minor: u64) -> Decision<Reserve> {
     // After `what` and the freeze's columns: an earlier answer's digest and response.
     const DIGEST: usize = 1 + FREEZE_COLUMNS;

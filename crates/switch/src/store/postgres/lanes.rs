@@ -22,8 +22,7 @@ pub(super) trait Command: Send + Sync {
     /// Journal entries accepted when the command was made: the messages
     /// behind its decision, which must be written before it commits.
     fn journal_mark(&self) -> u64;
-    fn sql(&self) -> &'static str;
-    fn params(&self) -> &Params;
+    fn statement(&self) -> &Statement;
     /// The batch committed: reply, or hand the command back to run again.
     fn committed(self: Box<Self>, rows: &[Row]) -> Option<Box<dyn Command>>;
     /// Hands the command back to run again, or fails it with `why` when it
@@ -34,8 +33,7 @@ pub(super) trait Command: Send + Sync {
 
 pub(super) struct Call<T, D> {
     pub(super) order: String,
-    pub(super) sql: &'static str,
-    pub(super) params: Params,
+    pub(super) statement: Statement,
     pub(super) decode: D,
     pub(super) reply: oneshot::Sender<StoreResult<T>>,
     pub(super) reruns: u32,
@@ -56,11 +54,8 @@ where
     fn journal_mark(&self) -> u64 {
         self.journal_mark
     }
-    fn sql(&self) -> &'static str {
-        self.sql
-    }
-    fn params(&self) -> &Params {
-        &self.params
+    fn statement(&self) -> &Statement {
+        &self.statement
     }
     fn committed(self: Box<Self>, rows: &[Row]) -> Option<Box<dyn Command>> {
         match (self.decode)(rows) {
@@ -91,8 +86,9 @@ where
 pub(super) enum BatchError {
     /// Serialization failure or deadlock: rolled back, run it again.
     Conflict(String),
-    /// A statement failed (command `Some(i)`, or `BEGIN`/`COMMIT`): rolled back.
-    Statement(Option<usize>, tokio_postgres::Error),
+    /// A statement failed (the commands at these places of the batch, or
+    /// `None` for `BEGIN`/`COMMIT`): rolled back.
+    Statement(Option<Vec<usize>>, tokio_postgres::Error),
     /// The connection broke or timed out. `sent` when the server may have
     /// received the batch: its outcome is then unknown.
     Broken { why: String, sent: bool },
@@ -218,20 +214,18 @@ pub(super) async fn run_batch(
                         "statement failed; its command runs alone, the others again together"
                     );
                     bump(&inner.counters.splits, 1);
-                    match index {
-                        // Statements run in order: the first error is the
-                        // failing command's, the later ones only "aborted".
-                        Some(i) => {
-                            let mut rest = group;
-                            let failing = rest.remove(i);
-                            groups.push_front(rest);
-                            groups.push_front(vec![failing]);
-                        }
-                        None => {
-                            for command in group.into_iter().rev() {
-                                groups.push_front(vec![command]);
-                            }
-                        }
+                    // Statements run in order: the first error is the failing
+                    // statement's, the later ones only "aborted". Its commands
+                    // run alone (a set statement's each alone), the rest together.
+                    let (alone, rest): (Vec<_>, Vec<_>) =
+                        group.into_iter().enumerate().partition(|(i, _)| {
+                            index.as_ref().is_none_or(|failing| failing.contains(i))
+                        });
+                    if !rest.is_empty() {
+                        groups.push_front(rest.into_iter().map(|(_, c)| c).collect());
+                    }
+                    for (_, command) in alone.into_iter().rev() {
+                        groups.push_front(vec![command]);
                     }
                     continue 'groups;
                 }
@@ -261,14 +255,15 @@ pub(super) async fn attempt(
     }
     let client = connection.as_ref().expect("a connection");
     let timeout = inner.options.timeout;
+    let units = plan(batch);
     let prepared = tokio::time::timeout(timeout, async {
         let begin = client
             .prepare_cached("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
         let commit = client.prepare_cached("COMMIT").await?;
-        let mut statements = Vec::with_capacity(batch.len());
-        for command in batch {
-            statements.push(client.prepare_cached(command.sql()).await?);
+        let mut statements = Vec::with_capacity(units.len());
+        for unit in &units {
+            statements.push(client.prepare_cached(unit.sql).await?);
         }
         Ok::<_, tokio_postgres::Error>((begin, commit, statements))
     })
@@ -289,24 +284,17 @@ pub(super) async fn attempt(
             })
         }
     };
-    let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
-        .iter()
-        .map(|c| {
-            c.params()
-                .iter()
-                .map(|p| &**p as &(dyn ToSql + Sync))
-                .collect()
-        })
-        .collect();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = units.iter().map(|u| u.params.refs()).collect();
     type Query<'a> =
         Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
-    let mut queries: Vec<Query<'_>> = Vec::with_capacity(batch.len() + 2);
+    let mut queries: Vec<Query<'_>> = Vec::with_capacity(units.len() + 2);
     queries.push(Box::pin(client.query(&begin, &[])));
     for (statement, params) in statements.iter().zip(&params) {
         queries.push(Box::pin(client.query(statement, params)));
     }
     queries.push(Box::pin(client.query(&commit, &[])));
     bump(&inner.counters.round_trips, 1);
+    bump(&inner.counters.statements, units.len() as u64);
     let results = match tokio::time::timeout(timeout, pipeline(queries)).await {
         Ok(results) => results,
         Err(_) => {
@@ -319,18 +307,18 @@ pub(super) async fn attempt(
 
     let mut results = results.into_iter();
     let begun = results.next().expect("BEGIN's result");
-    let mut rows = Vec::with_capacity(batch.len());
-    let mut first_error: Option<(Option<usize>, tokio_postgres::Error)> = None;
+    let mut rows = Vec::with_capacity(units.len());
+    let mut first_error: Option<(Option<Vec<usize>>, tokio_postgres::Error)> = None;
     if let Err(e) = begun {
         first_error = Some((None, e));
     }
-    for (i, result) in results.by_ref().take(batch.len()).enumerate() {
+    for (unit, result) in units.iter().zip(results.by_ref()) {
         match result {
             Ok(r) => rows.push(r),
             Err(e) => {
                 rows.push(Vec::new());
                 if first_error.is_none() {
-                    first_error = Some((Some(i), e));
+                    first_error = Some((Some(unit.commands.clone()), e));
                 }
             }
         }
@@ -343,7 +331,12 @@ pub(super) async fn attempt(
         }
     }
     let Some((index, e)) = first_error else {
-        return Ok(rows);
+        // Committed: a row naming no command of its statement would be a
+        // defect here, and the commands' outcomes are then unknown.
+        return distribute(&units, rows, batch.len()).ok_or_else(|| BatchError::Broken {
+            why: "a set statement returned a row for no command of it".into(),
+            sent: true,
+        });
     };
     if is_conflict(&e) {
         return Err(BatchError::Conflict(describe(&e)));

@@ -7,9 +7,10 @@
 //! make the second of two racing inserts fail.
 //!
 //! - `reserve` is one conditional update, `UPDATE freezes SET reserved_minor
-//!   = reserved_minor + $n WHERE <key> AND state = 'open' AND $n <=
+//!   = reserved_minor + amount WHERE <key> AND state = 'open' AND amount <=
 //!   amount_minor - received_minor - reserved_minor`, with the saga `INSERT`
-//!   chained to its `RETURNING` in the same statement (a data-modifying CTE). The saga's
+//!   chained to its `RETURNING` in the same statement (a data-modifying CTE);
+//!   a batch's reservations of different freezes share the statement. The saga's
 //!   primary key is the request key: two instances reserving for the same
 //!   request cannot both insert, and the loser's whole transaction rolls back.
 //! - closing a freeze, finishing a freeze and the end of a saga are
@@ -41,12 +42,17 @@
 //! chosen by the freeze the command touches. A lane takes every command queued
 //! (up to [`PostgresOptions::max_batch`]), sorts them by freeze key (so two
 //! instances lock rows in the same order and do not deadlock), and sends
-//! `BEGIN`, one statement per command and `COMMIT` in one pipelined write: one
-//! round trip and one commit (one WAL flush) for the whole batch. Because every
-//! command is a single statement that writes nothing when it fails a guard,
+//! `BEGIN`, the batch's statements and `COMMIT` in one pipelined write: one
+//! round trip and one commit (one WAL flush) for the whole batch. The
+//! reservations of a batch, and the ends of its sagas, run as *set statements*
+//! over arrays of their columns, a few per batch rather than one per command
+//! (`sets.rs`: a statement's fixed cost in the server was most of a
+//! receive's); the other commands run a statement each. Because every
+//! command's share of a statement writes nothing when it fails a guard,
 //! results are read after the commit. If a statement errors, the transaction is
-//! rolled back and its commands run again one by one, so only the failing one
-//! gets the error. Reads go straight to pooled connections, one round trip each.
+//! rolled back and its commands run again one by one, the others together, so
+//! only the failing one gets the error. Reads go straight to pooled
+//! connections, one round trip each.
 //!
 //! A receive costs three calls: `answer` (a read), `reserve` and
 //! `settle_receive` (two batched writes); its six journal rows go in multi-row
@@ -139,8 +145,11 @@ impl Default for PostgresOptions {
 /// Counters since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PgStats {
-    /// Write commands run (each one statement).
+    /// Write commands run.
     pub commands: u64,
+    /// Statements the lanes sent for them (a set statement runs the
+    /// reservations, or the saga ends, of many commands).
+    pub statements: u64,
     /// Transactions committed by the lanes (each holds a batch of commands).
     pub batches: u64,
     /// Round trips: one per batch attempt, per read, per journal insert, per
@@ -160,6 +169,7 @@ pub struct PgStats {
 #[derive(Default)]
 struct Counters {
     commands: AtomicU64,
+    statements: AtomicU64,
     batches: AtomicU64,
     round_trips: AtomicU64,
     commits: AtomicU64,
@@ -227,13 +237,16 @@ mod maintenance;
 mod open;
 mod risk;
 mod schema;
+mod sets;
 mod sql;
 mod tls;
 mod traits;
 
 use self::conninfo::SslMode;
 pub use self::schema::{migrate, MIGRATIONS};
-use self::{answers::*, decode::*, journal::*, lanes::*, open::*, rows::*, schema::*, sql::*};
+use self::{
+    answers::*, decode::*, journal::*, lanes::*, open::*, rows::*, schema::*, sets::*, sql::*,
+};
 
 // ---------------------------------------------------------------------------
 // Errors

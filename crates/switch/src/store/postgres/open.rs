@@ -142,6 +142,7 @@ impl PostgresStore {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         PgStats {
             commands: get(&c.commands),
+            statements: get(&c.statements),
             batches: get(&c.batches),
             round_trips: get(&c.round_trips),
             commits: get(&c.commits),
@@ -221,14 +222,29 @@ impl PostgresStore {
         T: Send + 'static,
         D: Fn(&[Row]) -> Decision<T> + Send + Sync + 'static,
     {
+        self.command(order, Statement::Own { sql, params }, decode)
+            .await
+    }
+
+    /// Runs a command of a lane's next batch: its own statement, or its row
+    /// of one of the batch's set statements.
+    pub(super) async fn command<T, D>(
+        &self,
+        order: String,
+        statement: Statement,
+        decode: D,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        D: Fn(&[Row]) -> Decision<T> + Send + Sync + 'static,
+    {
         let mut hasher = DefaultHasher::new();
         order.hash(&mut hasher);
         let lane = &self.lanes[(hasher.finish() % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
         let command = Box::new(Call {
             order,
-            sql,
-            params,
+            statement,
             decode,
             reply,
             reruns: 0,

@@ -61,93 +61,129 @@ pub(super) const SQL_FINISH_FREEZE: &str = concat!(
             AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM upd)) AS response"
 );
 
-/// `$1-$4` request, `$5-$7` freeze key, `$8` amount, `$9` receiver PAN,
-/// `$10` receiver bank, `$11` saga state, `$12` digest, `$13` created,
-/// `$14-$17` debit and credit identities, `$18` owner. Each row: what, the
-/// freeze's columns (NULLs in the rows that have none: as many as
-/// `FREEZE_COLUMNS`), then the digest and response of an earlier answer.
-pub(super) const SQL_RESERVE: &str = concat!(
-    "WITH prior_answer AS ( \
-        SELECT request_digest, response FROM answers \
-        WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text AND stan = $4::text \
+/// Reservations, as arrays of their columns (see `sets.rs`): `$1` each
+/// command's place in the batch, `$2-$5` request, `$6-$8` freeze key, `$9`
+/// amount, `$10` receiver PAN, `$11` receiver bank, `$12` saga state, `$13`
+/// digest, `$14` created, `$15-$18` debit and credit identities, `$19` owner.
+/// Each row: what, the freeze's columns (NULLs in the rows that have none: as
+/// many as `FREEZE_COLUMNS`), the digest and response of an earlier answer,
+/// then the command's place.
+pub(super) const SQL_RESERVE_SET: &str = concat!(
+    "WITH x AS ( \
+        SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[], \
+            $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], \
+            $12::text[], $13::bytea[], $14::bigint[], $15::text[], $16::text[], $17::text[], \
+            $18::text[], $19::text[]) \
+        AS x(x_n, x_mti, x_acquirer, x_transmission, x_stan, x_f_acquirer, x_f_transmission, \
+            x_f_stan, x_amount, x_receiver_pan, x_receiver_bank, x_state, x_digest, x_created, \
+            x_debit_stan, x_debit_transmission, x_credit_stan, x_credit_transmission, x_owner) \
+    ), prior_answer AS ( \
+        SELECT x_n, a.request_digest, a.response FROM x JOIN answers a \
+            ON a.mti = x_mti AND a.acquirer = x_acquirer AND a.transmission = x_transmission \
+            AND a.stan = x_stan \
     ), prior_saga AS ( \
-        SELECT coalesce(answer_digest, request_digest) AS request_digest, response FROM sagas \
-        WHERE mti = $1 AND acquirer = $2 AND transmission = $3 AND stan = $4 \
+        SELECT x_n, coalesce(s.answer_digest, s.request_digest) AS request_digest, s.response \
+        FROM x JOIN sagas s \
+            ON s.mti = x_mti AND s.acquirer = x_acquirer AND s.transmission = x_transmission \
+            AND s.stan = x_stan \
     ), upd AS ( \
-        UPDATE freezes SET reserved_minor = reserved_minor + $8::bigint \
-        WHERE acquirer = $5::text AND transmission = $6::text AND stan = $7::text \
-          AND state = 'open' AND $8 <= amount_minor - received_minor - reserved_minor \
-          AND NOT EXISTS (SELECT 1 FROM prior_answer) AND NOT EXISTS (SELECT 1 FROM prior_saga) \
-        RETURNING ",
+        UPDATE freezes SET reserved_minor = reserved_minor + x_amount \
+        FROM (SELECT * FROM x \
+              WHERE NOT EXISTS (SELECT 1 FROM prior_answer p WHERE p.x_n = x.x_n) \
+                AND NOT EXISTS (SELECT 1 FROM prior_saga p WHERE p.x_n = x.x_n) \
+              ORDER BY x_f_acquirer, x_f_transmission, x_f_stan) y \
+        WHERE acquirer = x_f_acquirer AND transmission = x_f_transmission AND stan = x_f_stan \
+          AND state = 'open' AND x_amount <= amount_minor - received_minor - reserved_minor \
+        RETURNING x_n, ",
     freeze_columns!(),
     " ), ins AS ( \
         INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
             freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
             request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
             credit_transmission, owner) \
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::text, $10::text, $11::text, $12::bytea, \
-            $13::bigint, $14::text, $15::text, $16::text, $17::text, $18::text \
-        FROM upd \
+        SELECT x_mti, x_acquirer, x_transmission, x_stan, x_f_acquirer, x_f_transmission, \
+            x_f_stan, x_amount, x_receiver_pan, x_receiver_bank, x_state, x_digest, x_created, \
+            x_debit_stan, x_debit_transmission, x_credit_stan, x_credit_transmission, x_owner \
+        FROM upd JOIN x USING (x_n) \
     ) \
     SELECT 'reserved'::text AS what, ",
     freeze_columns!(),
-    ", NULL::bytea AS digest, NULL::bytea AS response FROM upd \
+    ", NULL::bytea AS digest, NULL::bytea AS response, x_n FROM upd \
     UNION ALL SELECT 'answered', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-        NULL, request_digest, response FROM prior_answer \
+        NULL, request_digest, response, x_n FROM prior_answer \
     UNION ALL SELECT 'saga', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-        NULL, request_digest, response FROM prior_saga \
+        NULL, request_digest, response, x_n FROM prior_saga \
     UNION ALL SELECT 'freeze', ",
     freeze_columns!(),
-    ", NULL, NULL FROM freezes \
-        WHERE acquirer = $5 AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM upd)"
+    ", NULL, NULL, x_n FROM x JOIN freezes \
+        ON acquirer = x_f_acquirer AND transmission = x_f_transmission AND stan = x_f_stan \
+        WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.x_n = x.x_n)"
 );
 
-/// `$1-$4` request, `$5` new saga state, `$6` response code, `$7` outcome
-/// (`approved`, `failed`), `$8` digest, `$9` response,
-/// `$10-$14` follow-up entries, `$15-$19` the unfreeze queued if the freeze is
-/// closed when a failed receive ends. The answer recorded before is read only
-/// when this statement did not end the saga.
-pub(super) const SQL_SETTLE: &str = "WITH u AS ( \
-        UPDATE sagas SET state = $5::text, response_code = $6::text, \
-            answer_digest = coalesce(answer_digest, $8::bytea), \
-            response = coalesce(response, $9::bytea) \
-        WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text \
-          AND stan = $4::text AND state NOT IN ('approved', 'failed') \
-        RETURNING amount_minor, freeze_acquirer, freeze_transmission, freeze_stan \
+/// Ends of sagas, as arrays of their columns (see `sets.rs`): `$1` each
+/// command's place in the batch, `$2-$5` request, `$6` new saga state, `$7`
+/// response code, `$8` outcome (`approved`, `failed`), `$9` digest, `$10`
+/// response; the store-and-forward entries flattened, `$11` their command's
+/// place, `$12` part (0 queued when the saga ends now, 1 only when a failed
+/// receive ends and its freeze is closed), `$13-$17` the entries. The amounts
+/// of the sagas ended are summed per freeze before the freezes are updated
+/// (an `UPDATE ... FROM` updates a row once, whatever joins it). Each row:
+/// whether this statement ended the saga, its state, the answer recorded
+/// before (only when it did not), the missing-freeze guard, the place.
+pub(super) const SQL_SETTLE_SET: &str = "WITH x AS ( \
+        SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[], \
+            $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[]) \
+        AS x(x_n, x_mti, x_acquirer, x_transmission, x_stan, x_state, x_code, x_outcome, \
+            x_digest, x_response) \
+    ), u AS ( \
+        UPDATE sagas SET state = x_state, response_code = x_code, \
+            answer_digest = coalesce(answer_digest, x_digest), \
+            response = coalesce(response, x_response) \
+        FROM x \
+        WHERE mti = x_mti AND acquirer = x_acquirer AND transmission = x_transmission \
+          AND stan = x_stan AND state NOT IN ('approved', 'failed') \
+        RETURNING x_n, x_outcome, amount_minor, freeze_acquirer, freeze_transmission, freeze_stan \
+    ), d AS ( \
+        SELECT freeze_acquirer, freeze_transmission, freeze_stan, \
+            sum(amount_minor)::bigint AS released, \
+            sum(CASE WHEN x_outcome = 'approved' THEN amount_minor ELSE 0 END)::bigint \
+                AS received \
+        FROM u WHERE x_outcome IN ('approved', 'failed') \
+        GROUP BY freeze_acquirer, freeze_transmission, freeze_stan \
+        ORDER BY freeze_acquirer, freeze_transmission, freeze_stan \
     ), f AS ( \
-        UPDATE freezes SET \
-            reserved_minor = freezes.reserved_minor - u.amount_minor, \
-            received_minor = freezes.received_minor \
-                + CASE WHEN $7::text = 'approved' THEN u.amount_minor ELSE 0 END \
-        FROM u \
-        WHERE freezes.acquirer = u.freeze_acquirer AND freezes.transmission = u.freeze_transmission \
-          AND freezes.stan = u.freeze_stan AND $7 IN ('approved', 'failed') \
-        RETURNING freezes.state \
+        UPDATE freezes SET reserved_minor = reserved_minor - released, \
+            received_minor = received_minor + received \
+        FROM d \
+        WHERE acquirer = freeze_acquirer AND transmission = freeze_transmission \
+          AND stan = freeze_stan \
+        RETURNING acquirer, transmission, stan, state \
     ), q AS ( \
         INSERT INTO saf (bank, order_key, kind, message, created_at_ms, state, next_attempt_ms) \
-        SELECT x.bank, x.order_key, x.kind, x.message, x.created_at_ms, 'pending', x.created_at_ms \
-        FROM ( \
-            SELECT t.*, 0 AS part FROM unnest($10::text[], $11::text[], $12::text[], \
-                $13::bytea[], $14::bigint[]) \
-                WITH ORDINALITY AS t(bank, order_key, kind, message, created_at_ms, n) \
-            WHERE EXISTS (SELECT 1 FROM u) \
-            UNION ALL \
-            SELECT t.*, 1 FROM unnest($15::text[], $16::text[], $17::text[], \
-                $18::bytea[], $19::bigint[]) \
-                WITH ORDINALITY AS t(bank, order_key, kind, message, created_at_ms, n) \
-            WHERE $7 = 'failed' AND EXISTS (SELECT 1 FROM f WHERE f.state = 'closed') \
-        ) x ORDER BY x.part, x.n \
+        SELECT e.bank, e.order_key, e.kind, e.message, e.created_at_ms, 'pending', e.created_at_ms \
+        FROM unnest($11::integer[], $12::integer[], $13::text[], $14::text[], $15::text[], \
+            $16::bytea[], $17::bigint[]) \
+            WITH ORDINALITY AS e(e_n, part, bank, order_key, kind, message, created_at_ms, i) \
+        JOIN u ON u.x_n = e.e_n \
+        WHERE e.part = 0 OR (u.x_outcome = 'failed' AND EXISTS (SELECT 1 FROM f \
+            WHERE f.acquirer = u.freeze_acquirer AND f.transmission = u.freeze_transmission \
+              AND f.stan = u.freeze_stan AND f.state = 'closed')) \
+        ORDER BY e.i \
     ) \
-    SELECT (SELECT count(*) FROM u) AS settled, \
-        (SELECT state FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4) AS state, \
-        (SELECT answer_digest FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4 AND NOT EXISTS (SELECT 1 FROM u)) AS digest, \
-        (SELECT response FROM sagas WHERE mti = $1 AND acquirer = $2 AND transmission = $3 \
-            AND stan = $4 AND NOT EXISTS (SELECT 1 FROM u)) AS response, \
-        (SELECT CASE WHEN $7 IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f) \
+    SELECT (SELECT count(*) FROM u WHERE u.x_n = x.x_n) AS settled, s.state, \
+        CASE WHEN NOT EXISTS (SELECT 1 FROM u WHERE u.x_n = x.x_n) THEN s.answer_digest END \
+            AS digest, \
+        CASE WHEN NOT EXISTS (SELECT 1 FROM u WHERE u.x_n = x.x_n) THEN s.response END \
+            AS response, \
+        (SELECT CASE WHEN u.x_outcome IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f \
+                WHERE f.acquirer = u.freeze_acquirer AND f.transmission = u.freeze_transmission \
+                  AND f.stan = u.freeze_stan) \
             THEN ('switchboard: freeze ' || u.freeze_acquirer || '/' || u.freeze_transmission \
-                  || '/' || u.freeze_stan || ' of a saga is missing')::integer END FROM u) AS guard";
+                  || '/' || u.freeze_stan || ' of a saga is missing')::integer END \
+         FROM u WHERE u.x_n = x.x_n) AS guard, \
+        x.x_n \
+    FROM x LEFT JOIN sagas s ON s.mti = x_mti AND s.acquirer = x_acquirer \
+        AND s.transmission = x_transmission AND s.stan = x_stan";
 
 /// `$1-$3` freeze key, `$4` amount, `$5-$8` request, `$9` digest,
 /// `$10` response, `$11` code, `$12-$16` the notice to queue.

@@ -153,30 +153,30 @@ impl Decisions for PostgresStore {
         let r = ReqCols::new(&receive.request)?;
         let k = FreezeCols::new(&receive.freeze)?;
         let amount = amount_in("receive amount", receive.amount_minor)?;
-        let state = SagaState::Debiting;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let mut params: Params = Vec::with_capacity(18);
-        r.push(&mut params);
-        k.push(&mut params);
-        params.push(Box::new(amount));
-        params.push(Box::new(vault::seal_text(
-            sealed::RECEIVER_PAN,
-            &receive.receiver_pan,
-        )));
-        params.push(Box::new(receive.receiver_bank.clone()));
-        params.push(Box::new(state.as_str()));
-        params.push(Box::new(receive.request_digest.to_vec()));
-        params.push(Box::new(receive.created_at_ms));
-        params.push(Box::new(text(&receive.debit.stan)));
-        params.push(Box::new(text(&receive.debit.transmission)));
-        params.push(Box::new(text(&receive.credit.stan)));
-        params.push(Box::new(text(&receive.credit.transmission)));
-        params.push(Box::new(receive.owner.clone()));
+        let order = k.order();
+        let row = ReserveRow {
+            request: r,
+            freeze: k,
+            amount_minor: amount,
+            receiver_pan: vault::seal_text(sealed::RECEIVER_PAN, &receive.receiver_pan),
+            receiver_bank: receive.receiver_bank.clone(),
+            state: SagaState::Debiting.as_str(),
+            request_digest: receive.request_digest.to_vec(),
+            created_at_ms: receive.created_at_ms,
+            debit_stan: text(&receive.debit.stan),
+            debit_transmission: text(&receive.debit.transmission),
+            credit_stan: text(&receive.credit.stan),
+            credit_transmission: text(&receive.credit.transmission),
+            owner: receive.owner.clone(),
+        };
         let amount_minor = receive.amount_minor;
         let reserved = self
-            .write(k.order(), SQL_RESERVE, params, move |rows| {
-                decide_reserve(rows, amount_minor)
-            })
+            .command(
+                order,
+                Statement::Set(SetRow::Reserve(Box::new(row))),
+                move |rows| decide_reserve(rows, amount_minor),
+            )
             .await?;
         if matches!(reserved, Reserve::Reserved(_)) {
             self.set_hint(receive.request, receive.freeze);
@@ -196,45 +196,52 @@ impl Decisions for PostgresStore {
             ReceiveOutcome::Approved => (SagaState::Approved, "approved"),
             ReceiveOutcome::Failed => (SagaState::Failed, "failed"),
         };
-        let mut params: Params = Vec::with_capacity(19);
-        r.push(&mut params);
-        params.push(Box::new(new_state.as_str()));
-        params.push(Box::new(self.response_code(&answer)));
-        params.push(Box::new(outcome_text));
-        params.push(Box::new(answer.request_digest.to_vec()));
-        params.push(Box::new(vault::seal_bytes(
-            sealed::RESPONSE,
-            &answer.response,
-        )));
-        push_saf(&mut params, &follow_up.saf.iter().collect::<Vec<_>>());
-        push_saf(
-            &mut params,
-            &follow_up.unfreeze_if_closed.iter().collect::<Vec<_>>(),
-        );
         let order = self
             .hint(request)
             .and_then(|f| FreezeCols::new(&f).ok())
             .map_or_else(|| r.order(), |f| f.order());
         let name = r.0.join("/");
+        let row = SettleRow {
+            request: r,
+            state: new_state.as_str(),
+            response_code: self.response_code(&answer),
+            outcome: outcome_text,
+            answer_digest: answer.request_digest.to_vec(),
+            response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
+            follow_up: follow_up.saf.iter().map(SafRow::new).collect(),
+            unfreeze_if_closed: follow_up
+                .unfreeze_if_closed
+                .iter()
+                .map(SafRow::new)
+                .collect(),
+        };
         let result = self
-            .write(order, SQL_SETTLE, params, move |rows| {
-                let (settled, current) = match count_and_state(rows) {
-                    Ok(v) => v,
-                    Err(e) => return Decision::Done(Err(e)),
-                };
-                if settled == 1 {
-                    return Decision::Done(Ok(Settled::Now));
-                }
-                match current.as_deref().map(|s| (s, SagaState::parse(s))) {
-                    None => Decision::Done(Err(invalid(format!("settle_receive: no saga {name}")))),
-                    // Settled already: a second finish changes nothing.
-                    Some((_, Some(c))) if c.is_final() => {
-                        Decision::Done(answer_before(rows).map(|answer| Settled::Before { answer }))
+            .command(
+                order,
+                Statement::Set(SetRow::Settle(Box::new(row))),
+                move |rows| {
+                    let (settled, current) = match count_and_state(rows) {
+                        Ok(v) => v,
+                        Err(e) => return Decision::Done(Err(e)),
+                    };
+                    if settled == 1 {
+                        return Decision::Done(Ok(Settled::Now));
                     }
-                    Some((_, Some(_))) => Decision::Rerun,
-                    Some((s, None)) => Decision::Done(Err(corrupt(format!("saga state {s:?}")))),
-                }
-            })
+                    match current.as_deref().map(|s| (s, SagaState::parse(s))) {
+                        None => {
+                            Decision::Done(Err(invalid(format!("settle_receive: no saga {name}"))))
+                        }
+                        // Settled already: a second finish changes nothing.
+                        Some((_, Some(c))) if c.is_final() => Decision::Done(
+                            answer_before(rows).map(|answer| Settled::Before { answer }),
+                        ),
+                        Some((_, Some(_))) => Decision::Rerun,
+                        Some((s, None)) => {
+                            Decision::Done(Err(corrupt(format!("saga state {s:?}"))))
+                        }
+                    }
+                },
+            )
             .await;
         if result.is_ok() {
             self.drop_hint(request);
