@@ -318,7 +318,9 @@ pub(super) async fn attempt(
             Err(e) => {
                 rows.push(Vec::new());
                 if first_error.is_none() {
-                    first_error = Some((Some(unit.commands.clone()), e));
+                    // A statement of no command's (`SQL_PLAN_BY_KEYS`): all alone.
+                    let failing = Some(unit.commands.clone()).filter(|c| !c.is_empty());
+                    first_error = Some((failing, e));
                 }
             }
         }

@@ -116,8 +116,9 @@ pub(super) struct Unit<'a> {
 }
 
 /// The statements a batch (sorted by order key) runs, in order: the commands
-/// with statements of their own, then the reservations in rounds (the
-/// `r`-th reservation of each freeze in round `r`), then the saga ends.
+/// with statements of their own, then (when there are set statements)
+/// [`SQL_PLAN_BY_KEYS`], the reservations in rounds (the `r`-th reservation
+/// of each freeze in round `r`), and the saga ends.
 pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
     let mut units = Vec::new();
     let mut rounds: Vec<Vec<(usize, &ReserveRow)>> = Vec::new();
@@ -147,6 +148,14 @@ pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
             }
             Statement::Set(SetRow::Settle(row)) => settles.push((i, row)),
         }
+    }
+    if !rounds.is_empty() || !settles.is_empty() {
+        units.push(Unit {
+            sql: SQL_PLAN_BY_KEYS,
+            params: UnitParams::Owned(Vec::new()),
+            commands: Vec::new(),
+            tagged: false,
+        });
     }
     for round in rounds {
         units.push(Unit {
@@ -258,7 +267,9 @@ pub(super) fn distribute(
     let mut rows: Vec<Vec<Row>> = (0..commands).map(|_| Vec::new()).collect();
     for (unit, result) in units.iter().zip(results) {
         if !unit.tagged {
-            rows[*unit.commands.first()?] = result;
+            if let Some(i) = unit.commands.first() {
+                rows[*i] = result;
+            }
             continue;
         }
         for row in result {

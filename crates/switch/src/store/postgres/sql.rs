@@ -61,6 +61,15 @@ pub(super) const SQL_FINISH_FREEZE: &str = concat!(
             AND transmission = $6 AND stan = $7 AND NOT EXISTS (SELECT 1 FROM upd)) AS response"
 );
 
+/// Run before the set statements in their transaction (`SET LOCAL`): they
+/// join arrays to the tables, and a join's plan is cached for the life of
+/// the connection. A plan made while a table was small (a new database, a
+/// new day) may hash or scan the whole table, and would keep doing so as the
+/// table grows to millions of rows; with these off the planner takes the
+/// primary key, one probe per row, whatever the tables' statistics say.
+pub(super) const SQL_PLAN_BY_KEYS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
+    set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
+
 /// Reservations, as arrays of their columns (see `sets.rs`): `$1` each
 /// command's place in the batch, `$2-$5` request, `$6-$8` freeze key, `$9`
 /// amount, `$10` receiver PAN, `$11` receiver bank, `$12` saga state, `$13`
