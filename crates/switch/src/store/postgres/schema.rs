@@ -206,6 +206,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        9,
+        "room on each page of sagas for its end",
+        r#"
+    -- A saga's end writes a new version of its row that is larger by the
+    -- answer. With 70 % of a page filled by inserts, about a third of the
+    -- ends found room on the row's own page (a HOT update: no entry in the
+    -- primary key or the time index); at 45 % nearly all do. New pages only.
+    ALTER TABLE sagas SET (fillfactor = 45);
+    "#,
+    ),
 ];
 
 /// Brings the database at `url` to this build's schema; returns the versions
