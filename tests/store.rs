@@ -662,6 +662,58 @@ async fn concurrent_reserves_never_pass_the_frozen_amount(backend: Backend) {
     check_invariants(&*store).await;
 }
 
+/// Reservations of different sizes on one freeze at once come out as one at
+/// a time would: each taken one reports the freeze right after it (so no two
+/// report the same reserved total), each refused one did not fit what was
+/// left, and what was taken adds up to what the freeze holds reserved.
+async fn concurrent_reserves_of_different_sizes_fit_in_turn(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    open_freeze(&*store, 1, 1000).await;
+    let tasks: Vec<_> = (0..60u32)
+        .map(|i| {
+            let store = store.clone();
+            let amount = 10 + u64::from(i * 37 % 90);
+            tokio::spawn(
+                async move { (amount, store.reserve(receive(1, i, amount)).await.unwrap()) },
+            )
+        })
+        .collect();
+    let mut taken = 0;
+    let mut steps = HashSet::new();
+    let mut refused = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (amount, Reserve::Reserved(f)) => {
+                taken += amount;
+                assert!(
+                    f.reserved_minor >= amount && f.reserved_minor <= 1000,
+                    "{f:?}"
+                );
+                assert!(steps.insert(f.reserved_minor), "two reservations saw {f:?}");
+            }
+            (amount, Reserve::Exceeds { available_minor }) => {
+                assert!(
+                    amount > available_minor,
+                    "{amount} refused with {available_minor} left"
+                );
+                refused.push(amount);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let f = freeze(&*store, 1).await;
+    assert_eq!(f.reserved_minor, taken);
+    assert_eq!(steps.iter().max().copied(), Some(taken));
+    // What is left only shrank: no refused amount fits it.
+    assert!(!refused.is_empty());
+    assert!(
+        refused.iter().all(|a| *a > 1000 - taken),
+        "{refused:?}, {taken} taken"
+    );
+    check_invariants(&*store).await;
+}
+
 // ---------------------------------------------------------------------------
 // Saga steps and finishing
 
@@ -1782,6 +1834,7 @@ on_every_store!(
         amounts_above_i64_max_are_refused_not_wrapped,
         reserve_outcomes,
         concurrent_reserves_never_pass_the_frozen_amount,
+        concurrent_reserves_of_different_sizes_fit_in_turn,
         finish_receive_settles_once,
         concurrent_reserve_and_finish_keep_the_invariants,
         close_outcomes,

@@ -215,17 +215,27 @@ pub(super) async fn run_batch(
                     );
                     bump(&inner.counters.splits, 1);
                     // Statements run in order: the first error is the failing
-                    // statement's, the later ones only "aborted". Its commands
-                    // run alone (a set statement's each alone), the rest together.
-                    let (alone, rest): (Vec<_>, Vec<_>) =
+                    // statement's, the later ones only "aborted". The rest run
+                    // together; a set statement's commands in two halves, each
+                    // run again (and halved again while it fails), until the
+                    // failing command is alone; without a statement to blame,
+                    // every command alone.
+                    let (failing, rest): (Vec<_>, Vec<_>) =
                         group.into_iter().enumerate().partition(|(i, _)| {
                             index.as_ref().is_none_or(|failing| failing.contains(i))
                         });
+                    let mut failing: Vec<_> = failing.into_iter().map(|(_, c)| c).collect();
                     if !rest.is_empty() {
                         groups.push_front(rest.into_iter().map(|(_, c)| c).collect());
                     }
-                    for (_, command) in alone.into_iter().rev() {
-                        groups.push_front(vec![command]);
+                    if index.is_some() && failing.len() > 1 {
+                        let second = failing.split_off(failing.len() / 2);
+                        groups.push_front(second);
+                        groups.push_front(failing);
+                    } else {
+                        for command in failing.into_iter().rev() {
+                            groups.push_front(vec![command]);
+                        }
                     }
                     continue 'groups;
                 }

@@ -9,12 +9,12 @@
 //!
 //! What stays true: each command's rows come back tagged with its place in
 //! the batch (the last column) and are decoded exactly as a statement of its
-//! own would be. Reservations of one freeze go into separate statements
-//! ("rounds"), which run in order in the transaction, so each sees the one
-//! before; should two meet in one statement anyway, the freeze is updated
-//! once and the other command sees the freeze open with room yet no
-//! reservation, and runs again, as after any race. Ends of sagas of one
-//! freeze share a statement: their amounts are summed per freeze first.
+//! own would be. Several reservations of one freeze are taken in batch order
+//! while their running total fits, and the freeze is updated once by their
+//! total (an `UPDATE ... FROM` updates a row once, whatever joins it); one
+//! that did not fit sees the freeze as it was before the statement, and is
+//! refused or runs again, as after any race. Ends of sagas of one freeze
+//! likewise: their amounts are summed per freeze first.
 
 use super::*;
 use crate::store::columns::sealed;
@@ -115,16 +115,13 @@ pub(super) struct Unit<'a> {
     pub(super) tagged: bool,
 }
 
-/// The statements a batch (sorted by order key) runs, in order: the commands
-/// with statements of their own, then (when there are set statements)
-/// [`SQL_PLAN_BY_KEYS`], the reservations in rounds (the `r`-th reservation
-/// of each freeze in round `r`), and the saga ends.
+/// The statements a batch runs, in order: the commands with statements of
+/// their own, then (when there are set statements) [`SQL_PLAN_BY_KEYS`],
+/// the reservations, and the saga ends.
 pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
     let mut units = Vec::new();
-    let mut rounds: Vec<Vec<(usize, &ReserveRow)>> = Vec::new();
+    let mut reserves: Vec<(usize, &ReserveRow)> = Vec::new();
     let mut settles: Vec<(usize, &SettleRow)> = Vec::new();
-    let mut round = 0;
-    let mut previous_order: Option<&str> = None;
     for (i, command) in batch.iter().enumerate() {
         match command.statement() {
             Statement::Own { sql, params } => units.push(Unit {
@@ -133,23 +130,11 @@ pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
                 commands: vec![i],
                 tagged: false,
             }),
-            Statement::Set(SetRow::Reserve(row)) => {
-                // The batch is sorted by order key, a reservation's is its freeze.
-                round = if previous_order == Some(command.order()) {
-                    round + 1
-                } else {
-                    0
-                };
-                previous_order = Some(command.order());
-                if rounds.len() <= round {
-                    rounds.push(Vec::new());
-                }
-                rounds[round].push((i, row));
-            }
+            Statement::Set(SetRow::Reserve(row)) => reserves.push((i, row)),
             Statement::Set(SetRow::Settle(row)) => settles.push((i, row)),
         }
     }
-    if !rounds.is_empty() || !settles.is_empty() {
+    if !reserves.is_empty() || !settles.is_empty() {
         units.push(Unit {
             sql: SQL_PLAN_BY_KEYS,
             params: UnitParams::Owned(Vec::new()),
@@ -157,11 +142,11 @@ pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
             tagged: false,
         });
     }
-    for round in rounds {
+    if !reserves.is_empty() {
         units.push(Unit {
             sql: SQL_RESERVE_SET,
-            commands: round.iter().map(|(i, _)| *i).collect(),
-            params: UnitParams::Owned(reserve_params(&round)),
+            commands: reserves.iter().map(|(i, _)| *i).collect(),
+            params: UnitParams::Owned(reserve_params(&reserves)),
             tagged: true,
         });
     }

@@ -66,17 +66,28 @@ pub(super) const SQL_FINISH_FREEZE: &str = concat!(
 /// the connection. A plan made while a table was small (a new database, a
 /// new day) may hash or scan the whole table, and would keep doing so as the
 /// table grows to millions of rows; with these off the planner takes the
-/// primary key, one probe per row, whatever the tables' statistics say.
+/// primary key, one probe per row, whatever the tables' statistics say; and
+/// it plans each set statement once per connection (a generic plan), not
+/// for each batch's array sizes.
 pub(super) const SQL_PLAN_BY_KEYS: &str = "SELECT set_config('enable_seqscan', 'off', true), \
-    set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)";
+    set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), \
+    set_config('plan_cache_mode', 'force_generic_plan', true)";
 
 /// Reservations, as arrays of their columns (see `sets.rs`): `$1` each
 /// command's place in the batch, `$2-$5` request, `$6-$8` freeze key, `$9`
 /// amount, `$10` receiver PAN, `$11` receiver bank, `$12` saga state, `$13`
 /// digest, `$14` created, `$15-$18` debit and credit identities, `$19` owner.
-/// Each row: what, the freeze's columns (NULLs in the rows that have none: as
-/// many as `FREEZE_COLUMNS`), the digest and response of an earlier answer,
-/// then the command's place.
+///
+/// Reservations of one freeze are taken in order while their running total
+/// fits what the freeze had left (`snap`, `accepted`: a prefix), and the
+/// freeze is updated once by their total, its guard checked again on the row
+/// as it is when locked. A reservation after the prefix is not taken: it
+/// sees the freeze as it was (exceeds, or has room and runs again).
+///
+/// Each row: what, the freeze's columns (NULLs in the rows that have none:
+/// as many as `FREEZE_COLUMNS`; a reservation's `reserved_minor` as it was
+/// right after it), the digest and response of an earlier answer, then the
+/// command's place.
 pub(super) const SQL_RESERVE_SET: &str = concat!(
     "WITH x AS ( \
         SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -95,17 +106,32 @@ pub(super) const SQL_RESERVE_SET: &str = concat!(
         FROM x JOIN sagas s \
             ON s.mti = x_mti AND s.acquirer = x_acquirer AND s.transmission = x_transmission \
             AND s.stan = x_stan \
+    ), snap AS ( \
+        SELECT x.*, f.state AS x_freeze_state, \
+            f.amount_minor - f.received_minor - f.reserved_minor AS x_available, \
+            (sum(x_amount) OVER (PARTITION BY x_f_acquirer, x_f_transmission, x_f_stan \
+                ORDER BY x_n))::bigint AS x_running \
+        FROM x JOIN freezes f \
+            ON f.acquirer = x_f_acquirer AND f.transmission = x_f_transmission \
+            AND f.stan = x_f_stan \
+        WHERE NOT EXISTS (SELECT 1 FROM prior_answer p WHERE p.x_n = x.x_n) \
+          AND NOT EXISTS (SELECT 1 FROM prior_saga p WHERE p.x_n = x.x_n) \
+    ), accepted AS ( \
+        SELECT * FROM snap WHERE x_freeze_state = 'open' AND x_running <= x_available \
+    ), totals AS ( \
+        SELECT x_f_acquirer, x_f_transmission, x_f_stan, sum(x_amount)::bigint AS x_total \
+        FROM accepted GROUP BY x_f_acquirer, x_f_transmission, x_f_stan \
+        ORDER BY x_f_acquirer, x_f_transmission, x_f_stan \
     ), upd AS ( \
-        UPDATE freezes SET reserved_minor = reserved_minor + x_amount \
-        FROM (SELECT * FROM x \
-              WHERE NOT EXISTS (SELECT 1 FROM prior_answer p WHERE p.x_n = x.x_n) \
-                AND NOT EXISTS (SELECT 1 FROM prior_saga p WHERE p.x_n = x.x_n) \
-              ORDER BY x_f_acquirer, x_f_transmission, x_f_stan) y \
+        UPDATE freezes SET reserved_minor = reserved_minor + x_total \
+        FROM totals \
         WHERE acquirer = x_f_acquirer AND transmission = x_f_transmission AND stan = x_f_stan \
-          AND state = 'open' AND x_amount <= amount_minor - received_minor - reserved_minor \
-        RETURNING x_n, ",
+          AND state = 'open' AND x_total <= amount_minor - received_minor - reserved_minor \
+        RETURNING x_f_acquirer, x_f_transmission, x_f_stan, x_total, ",
     freeze_columns!(),
-    " ), ins AS ( \
+    " ), taken AS ( \
+        SELECT * FROM accepted JOIN upd USING (x_f_acquirer, x_f_transmission, x_f_stan) \
+    ), ins AS ( \
         INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
             freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
             request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
@@ -113,11 +139,12 @@ pub(super) const SQL_RESERVE_SET: &str = concat!(
         SELECT x_mti, x_acquirer, x_transmission, x_stan, x_f_acquirer, x_f_transmission, \
             x_f_stan, x_amount, x_receiver_pan, x_receiver_bank, x_state, x_digest, x_created, \
             x_debit_stan, x_debit_transmission, x_credit_stan, x_credit_transmission, x_owner \
-        FROM upd JOIN x USING (x_n) \
+        FROM taken \
     ) \
-    SELECT 'reserved'::text AS what, ",
-    freeze_columns!(),
-    ", NULL::bytea AS digest, NULL::bytea AS response, x_n FROM upd \
+    SELECT 'reserved'::text AS what, acquirer, transmission, stan, payer_pan, payer_bank, \
+        amount_minor, currency, received_minor, reserved_minor - x_total + x_running, state, \
+        created_at_ms, request_digest, NULL::bytea AS digest, NULL::bytea AS response, x_n \
+    FROM taken \
     UNION ALL SELECT 'answered', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
         NULL, request_digest, response, x_n FROM prior_answer \
     UNION ALL SELECT 'saga', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
@@ -126,7 +153,7 @@ pub(super) const SQL_RESERVE_SET: &str = concat!(
     freeze_columns!(),
     ", NULL, NULL, x_n FROM x JOIN freezes \
         ON acquirer = x_f_acquirer AND transmission = x_f_transmission AND stan = x_f_stan \
-        WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.x_n = x.x_n)"
+        WHERE NOT EXISTS (SELECT 1 FROM taken WHERE taken.x_n = x.x_n)"
 );
 
 /// Ends of sagas, as arrays of their columns (see `sets.rs`): `$1` each
