@@ -2070,6 +2070,61 @@ async fn pg_receives_of_a_batch_share_set_statements() {
     eprintln!("{statements} statements for {commands} commands");
 }
 
+/// Two instances reserving and ending receives on the same freezes at once,
+/// their batches' set statements crossing: every decision comes out right,
+/// every reservation is given back or received, and no batch was rolled
+/// back by a conflict (a deadlock between the two would be one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_stores_on_the_same_freezes_never_deadlock() {
+    let url = common::pg::database().await;
+    let a = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let b = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    for n in 0..8 {
+        open_freeze(&*a, n, 1_000_000).await;
+    }
+    let tasks: Vec<_> = (0..1600u32)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let r = receive(i % 8, i, 1 + u64::from(i % 5));
+                let key = r.request;
+                assert!(matches!(
+                    store.reserve(r).await.unwrap(),
+                    Reserve::Reserved(_)
+                ));
+                let outcome = if i % 3 == 0 {
+                    ReceiveOutcome::Failed
+                } else {
+                    ReceiveOutcome::Approved
+                };
+                let ended = store
+                    .settle_receive(&key, outcome, answer(b"0210", "00", 2), FollowUp::default())
+                    .await
+                    .unwrap();
+                assert_eq!(ended, Settled::Now);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.conflicts, sb.conflicts), (0, 0), "{sa:?} {sb:?}");
+    assert!(
+        sa.batches < sa.commands && sb.batches < sb.commands,
+        "{sa:?} {sb:?}"
+    );
+    let reserved: u64 = a
+        .freezes()
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.reserved_minor)
+        .sum();
+    assert_eq!(reserved, 0);
+    check_invariants(&*a).await;
+}
+
 /// A saga whose freeze is gone cannot end: the statement fails as a whole
 /// (Corrupt) and leaves the saga as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

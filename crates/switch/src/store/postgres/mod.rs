@@ -41,7 +41,9 @@
 //! Writes go to one of a few *lanes* (tasks, each holding one connection),
 //! chosen by the freeze the command touches. A lane takes every command queued
 //! (up to [`PostgresOptions::max_batch`]), sorts them by freeze key (so two
-//! instances lock rows in the same order and do not deadlock), and sends
+//! instances lock rows in the same order and do not deadlock; the freezes
+//! that the set statements below update are locked in key order by one
+//! statement before them), and sends
 //! `BEGIN`, the batch's statements and `COMMIT` in one pipelined write: one
 //! round trip and one commit (one WAL flush) for the whole batch. The
 //! reservations of a batch, and the ends of its sagas, run as *set statements*

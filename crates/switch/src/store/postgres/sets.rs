@@ -117,7 +117,7 @@ pub(super) struct Unit<'a> {
 
 /// The statements a batch runs, in order: the commands with statements of
 /// their own, then (when there are set statements) [`SQL_PLAN_BY_KEYS`],
-/// the reservations, and the saga ends.
+/// [`SQL_LOCK_FREEZES`], the reservations, and the saga ends.
 pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
     let mut units = Vec::new();
     let mut reserves: Vec<(usize, &ReserveRow)> = Vec::new();
@@ -138,6 +138,12 @@ pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
         units.push(Unit {
             sql: SQL_PLAN_BY_KEYS,
             params: UnitParams::Owned(Vec::new()),
+            commands: Vec::new(),
+            tagged: false,
+        });
+        units.push(Unit {
+            sql: SQL_LOCK_FREEZES,
+            params: UnitParams::Owned(lock_params(&reserves, &settles)),
             commands: Vec::new(),
             tagged: false,
         });
@@ -181,6 +187,21 @@ fn places_and_requests<R>(rows: &[(usize, &R)], request: impl Fn(&R) -> &ReqCols
     for column in 0..4 {
         params.push(array(
             rows.iter().map(|(_, r)| request(r).0[column].clone()),
+        ));
+    }
+    params
+}
+
+fn lock_params(reserves: &[(usize, &ReserveRow)], settles: &[(usize, &SettleRow)]) -> Params {
+    let mut params = Vec::with_capacity(7);
+    for column in 0..3 {
+        params.push(array(
+            reserves.iter().map(|(_, r)| r.freeze.0[column].clone()),
+        ));
+    }
+    for column in 0..4 {
+        params.push(array(
+            settles.iter().map(|(_, r)| r.request.0[column].clone()),
         ));
     }
     params

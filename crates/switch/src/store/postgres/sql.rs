@@ -73,6 +73,24 @@ pub(super) const SQL_PLAN_BY_KEYS: &str = "SELECT set_config('enable_seqscan', '
     set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), \
     set_config('plan_cache_mode', 'force_generic_plan', true)";
 
+/// Locks, in key order, every freeze the batch's set statements will update:
+/// `$1-$3` the reservations' freeze keys, `$4-$7` the request keys of the
+/// sagas to end (their freezes found through the sagas). The reservations
+/// and the saga ends then update rows this transaction already holds, so
+/// two instances whose batches touch the same freezes wait for each other
+/// instead of deadlocking.
+pub(super) const SQL_LOCK_FREEZES: &str = "SELECT 1 FROM freezes \
+    WHERE (acquirer, transmission, stan) IN ( \
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) \
+        UNION \
+        SELECT s.freeze_acquirer, s.freeze_transmission, s.freeze_stan \
+        FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) \
+            AS r(mti, acquirer, transmission, stan) \
+        JOIN sagas s ON s.mti = r.mti AND s.acquirer = r.acquirer \
+            AND s.transmission = r.transmission AND s.stan = r.stan \
+    ) \
+    ORDER BY acquirer, transmission, stan FOR UPDATE OF freezes";
+
 /// Reservations, as arrays of their columns (see `sets.rs`): `$1` each
 /// command's place in the batch, `$2-$5` request, `$6-$8` freeze key, `$9`
 /// amount, `$10` receiver PAN, `$11` receiver bank, `$12` saga state, `$13`
