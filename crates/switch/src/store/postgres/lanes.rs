@@ -1,6 +1,8 @@
 //! The write lanes and group commit: each lane holds one connection, sorts
 //! the commands queued by freeze key and sends them as one pipelined
-//! transaction; a failing statement reruns its batch one by one.
+//! transaction (`sets.rs` says which statements); a failing statement's
+//! commands run again apart from the rest, halved until the failing one is
+//! alone.
 
 use super::*;
 
@@ -211,7 +213,7 @@ pub(super) async fn run_batch(
                     tracing::debug!(
                         ?index,
                         error = %describe(&error),
-                        "statement failed; its command runs alone, the others again together"
+                        "statement failed; its commands run again apart (halved until one is alone), the others together"
                     );
                     bump(&inner.counters.splits, 1);
                     // Statements run in order: the first error is the failing

@@ -52,8 +52,9 @@
 //! receive's); the other commands run a statement each. Because every
 //! command's share of a statement writes nothing when it fails a guard,
 //! results are read after the commit. If a statement errors, the transaction is
-//! rolled back and its commands run again one by one, the others together, so
-//! only the failing one gets the error. Reads go straight to pooled
+//! rolled back and its commands run again apart from the others (a set
+//! statement's in halves, until the failing one is alone), so only the
+//! failing one gets the error. Reads go straight to pooled
 //! connections, one round trip each.
 //!
 //! A receive costs three calls: `answer` (a read), `reserve` and
