@@ -33,8 +33,9 @@
 //! the statement wrote nothing and the command simply runs again. Databases
 //! that run everything SERIALIZABLE (CockroachDB) answer conflicts with SQLSTATE
 //! 40001, which is retried like a deadlock (40P01). The SQL uses no advisory
-//! locks, no LISTEN/NOTIFY, no PL/pgSQL: it stays within what PostgreSQL-wire
-//! distributed databases accept.
+//! locks, no LISTEN/NOTIFY, no PL/pgSQL. One thing is PostgreSQL's own: the
+//! planner settings the set statements run under (`SQL_PLAN_BY_KEYS`), which
+//! another PostgreSQL-wire database may not know; only PostgreSQL is tested.
 //!
 //! # Group commit and pipelining
 //!
