@@ -183,7 +183,10 @@ pub(super) const SQL_RESERVE_SET: &str = concat!(
 /// of the sagas ended are summed per freeze before the freezes are updated
 /// (an `UPDATE ... FROM` updates a row once, whatever joins it). Each row:
 /// whether this statement ended the saga, its state, the answer recorded
-/// before (only when it did not), the missing-freeze guard, the place.
+/// before (only when it did not), the missing-freeze guard, the place. Each
+/// row joins the ended sagas once (`u` holds a command's saga at most once):
+/// with hash joins off, a join between the statement's own results is a
+/// nested loop, so each such lookup costs the batch's size.
 pub(super) const SQL_SETTLE_SET: &str = "WITH x AS ( \
         SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[], \
             $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[]) \
@@ -224,19 +227,17 @@ pub(super) const SQL_SETTLE_SET: &str = "WITH x AS ( \
               AND f.stan = u.freeze_stan AND f.state = 'closed')) \
         ORDER BY e.i \
     ) \
-    SELECT (SELECT count(*) FROM u WHERE u.x_n = x.x_n) AS settled, s.state, \
-        CASE WHEN NOT EXISTS (SELECT 1 FROM u WHERE u.x_n = x.x_n) THEN s.answer_digest END \
-            AS digest, \
-        CASE WHEN NOT EXISTS (SELECT 1 FROM u WHERE u.x_n = x.x_n) THEN s.response END \
-            AS response, \
-        (SELECT CASE WHEN u.x_outcome IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f \
+    SELECT CASE WHEN u.x_n IS NULL THEN 0 ELSE 1 END::bigint AS settled, s.state, \
+        CASE WHEN u.x_n IS NULL THEN s.answer_digest END AS digest, \
+        CASE WHEN u.x_n IS NULL THEN s.response END AS response, \
+        CASE WHEN u.x_outcome IN ('approved', 'failed') AND NOT EXISTS (SELECT 1 FROM f \
                 WHERE f.acquirer = u.freeze_acquirer AND f.transmission = u.freeze_transmission \
                   AND f.stan = u.freeze_stan) \
             THEN ('switchboard: freeze ' || u.freeze_acquirer || '/' || u.freeze_transmission \
-                  || '/' || u.freeze_stan || ' of a saga is missing')::integer END \
-         FROM u WHERE u.x_n = x.x_n) AS guard, \
+                  || '/' || u.freeze_stan || ' of a saga is missing')::integer END AS guard, \
         x.x_n \
-    FROM x LEFT JOIN sagas s ON s.mti = x_mti AND s.acquirer = x_acquirer \
+    FROM x LEFT JOIN u ON u.x_n = x.x_n \
+    LEFT JOIN sagas s ON s.mti = x_mti AND s.acquirer = x_acquirer \
         AND s.transmission = x_transmission AND s.stan = x_stan";
 
 /// `$1-$3` freeze key, `$4` amount, `$5-$8` request, `$9` digest,
