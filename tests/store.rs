@@ -335,6 +335,14 @@ async fn freeze(store: &dyn Store, n: u32) -> FreezeRecord {
     store.freeze(&freeze_key(n)).await.unwrap().unwrap()
 }
 
+/// Ends a receive with an ordinary approval answer and nothing to queue.
+async fn end_receive(store: &dyn Store, key: &RequestKey, outcome: ReceiveOutcome) -> Settled {
+    store
+        .settle_receive(key, outcome, answer(b"0210", "00", 2), FollowUp::default())
+        .await
+        .unwrap()
+}
+
 /// Invariant 1 and the bookkeeping behind it, for every freeze: received is
 /// the Σ of approved sagas, reserved the Σ of unfinished ones (in doubt
 /// included), and together they never pass the frozen amount.
@@ -852,25 +860,9 @@ async fn concurrent_reserve_and_finish_keep_the_invariants(backend: Backend) {
                         0..=2 => ReceiveOutcome::Approved,
                         _ => ReceiveOutcome::Failed,
                     };
-                    store
-                        .settle_receive(
-                            &key,
-                            outcome,
-                            answer(b"0210", "00", 2),
-                            FollowUp::default(),
-                        )
-                        .await
-                        .unwrap();
+                    end_receive(&*store, &key, outcome).await;
                     // A duplicated finish never counts twice.
-                    store
-                        .settle_receive(
-                            &key,
-                            outcome,
-                            answer(b"0210", "00", 2),
-                            FollowUp::default(),
-                        )
-                        .await
-                        .unwrap();
+                    end_receive(&*store, &key, outcome).await;
                 }
             })
         })
@@ -2021,16 +2013,7 @@ async fn pg_receives_of_a_batch_share_set_statements() {
                         } else {
                             ReceiveOutcome::Approved
                         };
-                        let settled = store
-                            .settle_receive(
-                                &key,
-                                outcome,
-                                answer(b"0210", "00", 2),
-                                FollowUp::default(),
-                            )
-                            .await
-                            .unwrap();
-                        assert_eq!(settled, Settled::Now);
+                        assert_eq!(end_receive(&*store, &key, outcome).await, Settled::Now);
                         Some(outcome)
                     }
                     Reserve::Exceeds { .. } => None,
@@ -2097,11 +2080,7 @@ async fn pg_two_stores_on_the_same_freezes_never_deadlock() {
                 } else {
                     ReceiveOutcome::Approved
                 };
-                let ended = store
-                    .settle_receive(&key, outcome, answer(b"0210", "00", 2), FollowUp::default())
-                    .await
-                    .unwrap();
-                assert_eq!(ended, Settled::Now);
+                assert_eq!(end_receive(&*store, &key, outcome).await, Settled::Now);
             })
         })
         .collect();

@@ -115,6 +115,38 @@ pub(super) struct Unit<'a> {
     pub(super) tagged: bool,
 }
 
+impl<'a> Unit<'a> {
+    /// A command's statement of its own: all its rows are the command's.
+    fn own(sql: &'static str, params: &'a Params, command: usize) -> Self {
+        Unit {
+            sql,
+            params: UnitParams::Borrowed(params),
+            commands: vec![command],
+            tagged: false,
+        }
+    }
+
+    /// A statement of no command's, run before the set statements.
+    fn preparing(sql: &'static str, params: Params) -> Self {
+        Unit {
+            sql,
+            params: UnitParams::Owned(params),
+            commands: Vec::new(),
+            tagged: false,
+        }
+    }
+
+    /// A set statement over the rows of `commands`, each row tagged.
+    fn set<R>(sql: &'static str, rows: &[(usize, &R)], params: Params) -> Self {
+        Unit {
+            sql,
+            params: UnitParams::Owned(params),
+            commands: rows.iter().map(|(i, _)| *i).collect(),
+            tagged: true,
+        }
+    }
+}
+
 /// The statements a batch runs, in order: the commands with statements of
 /// their own, then (when there are set statements) [`SQL_PLAN_BY_KEYS`],
 /// [`SQL_LOCK_FREEZES`], the reservations, and the saga ends.
@@ -124,45 +156,25 @@ pub(super) fn plan(batch: &[Box<dyn Command>]) -> Vec<Unit<'_>> {
     let mut settles: Vec<(usize, &SettleRow)> = Vec::new();
     for (i, command) in batch.iter().enumerate() {
         match command.statement() {
-            Statement::Own { sql, params } => units.push(Unit {
-                sql,
-                params: UnitParams::Borrowed(params),
-                commands: vec![i],
-                tagged: false,
-            }),
+            Statement::Own { sql, params } => units.push(Unit::own(sql, params, i)),
             Statement::Set(SetRow::Reserve(row)) => reserves.push((i, row)),
             Statement::Set(SetRow::Settle(row)) => settles.push((i, row)),
         }
     }
     if !reserves.is_empty() || !settles.is_empty() {
-        units.push(Unit {
-            sql: SQL_PLAN_BY_KEYS,
-            params: UnitParams::Owned(Vec::new()),
-            commands: Vec::new(),
-            tagged: false,
-        });
-        units.push(Unit {
-            sql: SQL_LOCK_FREEZES,
-            params: UnitParams::Owned(lock_params(&reserves, &settles)),
-            commands: Vec::new(),
-            tagged: false,
-        });
+        units.push(Unit::preparing(SQL_PLAN_BY_KEYS, Vec::new()));
+        units.push(Unit::preparing(
+            SQL_LOCK_FREEZES,
+            lock_params(&reserves, &settles),
+        ));
     }
     if !reserves.is_empty() {
-        units.push(Unit {
-            sql: SQL_RESERVE_SET,
-            commands: reserves.iter().map(|(i, _)| *i).collect(),
-            params: UnitParams::Owned(reserve_params(&reserves)),
-            tagged: true,
-        });
+        let params = reserve_params(&reserves);
+        units.push(Unit::set(SQL_RESERVE_SET, &reserves, params));
     }
     if !settles.is_empty() {
-        units.push(Unit {
-            sql: SQL_SETTLE_SET,
-            commands: settles.iter().map(|(i, _)| *i).collect(),
-            params: UnitParams::Owned(settle_params(&settles)),
-            tagged: true,
-        });
+        let params = settle_params(&settles);
+        units.push(Unit::set(SQL_SETTLE_SET, &settles, params));
     }
     units
 }
