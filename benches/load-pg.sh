@@ -28,7 +28,12 @@ CONNECTIONS=${CONNECTIONS:-4}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
 RATES=("${@:-2000 5000 10000 15000}")
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+# Or the server found on PATH (a build installed elsewhere).
+[ -x "$PGBIN/pg_ctl" ] || PGBIN=$(dirname "$(command -v pg_ctl 2>/dev/null || echo /nonexistent/pg_ctl)")
 [ -x "$PGBIN/pg_ctl" ] || { echo "no PostgreSQL server binaries: apt-get install -y postgresql" >&2; exit 1; }
+# The client programs, beside the server's or on PATH.
+pg_program() { if [ -x "$PGBIN/$1" ]; then echo "$PGBIN/$1"; else command -v "$1" || echo "$1"; fi; }
+PSQL=$(pg_program psql) PGBENCH=$(pg_program pgbench)
 
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -50,12 +55,12 @@ extra=""
 as_pg "$PGBIN/pg_ctl" -D "$work/pg/data" -l "$work/pg/server.log" -w -o \
     "-p $PORT -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
      -c max_connections=100 -c shared_buffers=256MB -c max_wal_size=4GB $extra" start >/dev/null
-psql() { "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -X -q -t -A "$@"; }
+psql() { "$PSQL" -h 127.0.0.1 -p "$PORT" -U postgres -X -q -t -A "$@"; }
 psql -c "CREATE DATABASE pgbench" -c "CREATE DATABASE switchboard"
 
 # The database's ceiling: pgbench's simple update (-N), 8 clients, 2 threads.
-"$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q pgbench >/dev/null 2>&1
-pgbench_tps=$("$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -N -c 8 -j 2 \
+"$PGBENCH" -h 127.0.0.1 -p "$PORT" -U postgres -i -q pgbench >/dev/null 2>&1
+pgbench_tps=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U postgres -N -c 8 -j 2 \
     -T "$PGBENCH_SECONDS" pgbench 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
 echo "pgbench -N -c 8 -j 2 -T $PGBENCH_SECONDS: $pgbench_tps TPS (PostgreSQL $("$PGBIN/postgres" -V | awk '{print $3}'), fsync on)"
 
