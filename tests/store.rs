@@ -1200,6 +1200,63 @@ async fn journal_entries_are_all_written_in_order_on_drop() {
     assert!(stans.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// Schema step 11 drops the index of sagas by freeze, which no statement
+/// reads: a store built by step 10 loses it, keeps its sagas, and its
+/// receives still settle; a new store never has it.
+#[tokio::test]
+async fn the_embedded_store_keeps_no_index_of_sagas_by_freeze() {
+    let dir = tempfile::tempdir().unwrap();
+    let saga_indexes = |path: &Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut names = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'sagas' ORDER BY name")
+            .unwrap();
+        let names = names
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        names
+    };
+    let steps = switchboard::store::sqlite::MIGRATIONS;
+    let index_step = steps
+        .iter()
+        .position(|step| step.contains("DROP INDEX IF EXISTS sagas_by_freeze"))
+        .expect("a step drops the index");
+
+    // A store as the step before left it, with a receive reserved.
+    let old = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&old).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        for (i, step) in steps[..index_step].iter().enumerate() {
+            conn.execute_batch(&format!("{step}; PRAGMA user_version = {};", i + 1))
+                .unwrap();
+        }
+    }
+    assert_eq!(saga_indexes(&old), ["sagas_by_freeze", "sagas_by_time"]);
+    let store = SqliteStore::open(&old).unwrap();
+    open_freeze(&store, 1, 100).await;
+    let key = request_key(b"0200", 7);
+    assert!(matches!(
+        store.reserve(receive(1, 7, 30)).await.unwrap(),
+        Reserve::Reserved(_)
+    ));
+    store.close().await.unwrap();
+    assert_eq!(saga_indexes(&old), ["sagas_by_time"]);
+    let store = SqliteStore::open(&old).unwrap();
+    end_receive(&store, &key, ReceiveOutcome::Approved).await;
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (0, 30));
+    assert_eq!(store.sagas().await.unwrap().len(), 1);
+    check_invariants(&store).await;
+    store.close().await.unwrap();
+
+    let new = dir.path().join("new.db");
+    SqliteStore::open(&new).unwrap().close().await.unwrap();
+    assert_eq!(saga_indexes(&new), ["sagas_by_time"]);
+}
+
 /// The embedded store writes its journal as packs (a row per commit); rows
 /// written one each by an older version stay in the `journal` table. Both
 /// are read together in time order, counted, and purged, a pack across the

@@ -196,6 +196,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sagas ADD COLUMN answer_digest BLOB;
     ALTER TABLE sagas ADD COLUMN response BLOB;
     "#,
+    // 11: no index of sagas by freeze. No statement reads sagas by their
+    // freeze (a saga names its freeze; a freeze's totals are on its row), and
+    // the index cost every commit a page for each freeze its new sagas named
+    // (the end of that freeze's range), most of the pages a commit wrote.
+    r#"
+    DROP INDEX IF EXISTS sagas_by_freeze;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {
