@@ -382,6 +382,7 @@ async fn serve_connection<R, W>(
     let (tx, mut rx) = mpsc::channel::<Answer>(max_in_flight);
     let writer_peer = peer.name.clone();
     let writer = tokio::spawn(async move {
+        let mut answers = Vec::new();
         let mut written = Vec::new();
         let mut record = |frame: &Frame| {
             if let Some((tap, codec)) = &mut write_tap {
@@ -390,18 +391,15 @@ async fn serve_connection<R, W>(
                 }
             }
         };
-        while let Some(answer) = rx.recv().await {
-            record(&answer.frame);
-            let mut result = sink.feed(answer.frame).await;
-            written.push(answer.permit);
-            while result.is_ok() {
-                match rx.try_recv() {
-                    Ok(answer) => {
-                        record(&answer.frame);
-                        result = sink.feed(answer.frame).await;
-                        written.push(answer.permit);
-                    }
-                    Err(_) => break,
+        while let Some(first) = rx.recv().await {
+            crate::link::gather(first, &mut rx, &mut answers).await;
+            let mut result = Ok(());
+            for answer in answers.drain(..) {
+                record(&answer.frame);
+                result = sink.feed(answer.frame).await;
+                written.push(answer.permit);
+                if result.is_err() {
+                    break;
                 }
             }
             if let Err(e) = result.and(sink.flush().await) {

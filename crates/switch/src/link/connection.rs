@@ -429,25 +429,19 @@ impl Connection {
                     }
                 }
             };
-            while let Some(body) = frames_rx.recv().await {
-                let frame = Frame::Message {
-                    header: header.clone(),
-                    body,
-                };
-                record(&frame);
-                let mut result = sink.feed(frame).await;
-                // Batch whatever else is queued into one flush.
-                while result.is_ok() {
-                    match frames_rx.try_recv() {
-                        Ok(body) => {
-                            let frame = Frame::Message {
-                                header: header.clone(),
-                                body,
-                            };
-                            record(&frame);
-                            result = sink.feed(frame).await
-                        }
-                        Err(_) => break,
+            let mut bodies = Vec::new();
+            while let Some(first) = frames_rx.recv().await {
+                super::gather(first, &mut frames_rx, &mut bodies).await;
+                let mut result = Ok(());
+                for body in bodies.drain(..) {
+                    let frame = Frame::Message {
+                        header: header.clone(),
+                        body,
+                    };
+                    record(&frame);
+                    result = sink.feed(frame).await;
+                    if result.is_err() {
+                        break;
                     }
                 }
                 if let Err(e) = result.and(sink.flush().await) {

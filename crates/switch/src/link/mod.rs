@@ -155,6 +155,28 @@ pub(crate) fn wire_bytes(
     codec.encode(frame.clone(), &mut out).ok().map(|()| out)
 }
 
+/// Takes what a connection's writer has to send at once: `first`, whatever
+/// else its queue holds, and, after yielding once to the tasks already
+/// woken (answers and requests on their way to this queue), what they
+/// queued meanwhile. The writer then sends them with one flush: under load
+/// one write call and one TCP segment carry several messages, for us and
+/// for the peer, where each message would cost its own. `batch` is empty on
+/// entry and holds at most the queue's capacity on return.
+pub(crate) async fn gather<T>(
+    first: T,
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+) {
+    batch.push(first);
+    while let Ok(item) = queue.try_recv() {
+        batch.push(item);
+    }
+    tokio::task::yield_now().await;
+    while let Ok(item) = queue.try_recv() {
+        batch.push(item);
+    }
+}
+
 /// What the switch needs from a bank: send a request, get its response or
 /// know why not. [`BankLink`] is the real one (TCP); the simulation tests put a
 /// bank in memory with seeded faults behind the same trait.
