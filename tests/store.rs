@@ -1200,6 +1200,71 @@ async fn journal_entries_are_all_written_in_order_on_drop() {
     assert!(stans.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// The embedded store's writer runs a batch without savepoints. When a
+/// command in it fails, the batch is rolled back and runs again with a
+/// savepoint per command: the failing command alone fails, with what it
+/// wrote before failing undone. A batch without failures runs once.
+#[tokio::test]
+async fn the_embedded_writer_runs_a_batch_again_only_when_a_command_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let reserve_all = |store: Arc<SqliteStore>, requests: std::ops::Range<u32>| async move {
+        let tasks: Vec<_> = requests
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { (i, store.reserve(receive(1, i, 10)).await) })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        results
+    };
+
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    open_freeze(&*store, 1, 1000).await;
+    for (i, result) in reserve_all(store.clone(), 0..40).await {
+        assert!(
+            matches!(result, Ok(Reserve::Reserved(_))),
+            "{i}: {result:?}"
+        );
+    }
+    let stats = store.stats();
+    assert!(stats.commits < stats.commands, "{stats:?}: no batch");
+    assert_eq!(stats.reruns, 0, "{stats:?}");
+    Arc::into_inner(store).unwrap().close().await.unwrap();
+
+    // The saga insert fails after the freeze was updated.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER fail_one BEFORE INSERT ON sagas WHEN NEW.stan = '000113'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    for (i, result) in reserve_all(store.clone(), 100..140).await {
+        if i == 113 {
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(ref e)) if e.contains("injected")),
+                "{result:?}"
+            );
+        } else {
+            assert!(
+                matches!(result, Ok(Reserve::Reserved(_))),
+                "{i}: {result:?}"
+            );
+        }
+    }
+    let stats = store.stats();
+    assert!(stats.reruns >= 1, "{stats:?}");
+    let f = freeze(&*store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (790, 0));
+    assert_eq!(store.sagas().await.unwrap().len(), 79);
+    check_invariants(&*store).await;
+}
+
 /// Schema step 11 drops the index of sagas by freeze, which no statement
 /// reads: a store built by step 10 loses it, keeps its sagas, and its
 /// receives still settle; a new store never has it.

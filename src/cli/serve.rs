@@ -103,14 +103,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let stop = StopSignals::listen()?;
-        // The PostgreSQL store is kept at hand to write its journal and
-        // report its counters at shutdown.
-        let (store, postgres): (Arc<dyn Store>, Option<Arc<PostgresStore>>) = match &config.store {
-            StoreConfig::Embedded(path) => (Arc::new(SqliteStore::open_locked(path, "serve")?), None),
-            StoreConfig::Postgres(url) => {
-                let pg = Arc::new(PostgresStore::connect(url).await?);
-                (pg.clone(), Some(pg))
+        // The concrete store is kept at hand to report its counters at
+        // shutdown (and, for PostgreSQL, to write its journal).
+        let opened = match &config.store {
+            StoreConfig::Embedded(path) => {
+                OpenedStore::Embedded(Arc::new(SqliteStore::open_locked(path, "serve")?))
             }
+            StoreConfig::Postgres(url) => {
+                OpenedStore::Postgres(Arc::new(PostgresStore::connect(url).await?))
+            }
+        };
+        let store: Arc<dyn Store> = match &opened {
+            OpenedStore::Embedded(embedded) => embedded.clone(),
+            OpenedStore::Postgres(pg) => pg.clone(),
         };
         info!(store = %config.store, "store opened");
         let banks: Vec<String> = config.banks.iter().map(|b| b.name.clone()).collect();
@@ -136,12 +141,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         #[cfg(unix)]
         reloading.abort();
         running.shutdown().await;
-        if let Some(pg) = postgres {
-            if let Err(e) = pg.flush().await {
-                tracing::error!(error = %e, "journal not fully written");
+        match opened {
+            OpenedStore::Postgres(pg) => {
+                if let Err(e) = pg.flush().await {
+                    tracing::error!(error = %e, "journal not fully written");
+                }
+                info!(stats = ?pg.stats(), "PostgreSQL store");
             }
-            info!(stats = ?pg.stats(), "PostgreSQL store");
+            OpenedStore::Embedded(embedded) => info!(stats = ?embedded.stats(), "embedded store"),
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The store `serve` opened, as itself rather than as `dyn Store`.
+enum OpenedStore {
+    Embedded(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
 }

@@ -119,6 +119,9 @@ pub struct StoreStats {
     pub commits: u64,
     /// Commands run (reads and writes; journal entries not counted).
     pub commands: u64,
+    /// Batches rolled back after a command failed in a run without
+    /// savepoints, and run again with a savepoint per command.
+    pub reruns: u64,
 }
 
 /// The SQLite implementation of [`Store`]. See the module documentation.
@@ -160,6 +163,7 @@ impl std::fmt::Debug for SqliteStore {
 struct Shared {
     commits: AtomicU64,
     commands: AtomicU64,
+    reruns: AtomicU64,
     /// A wake-up for journal entries is queued (or a batch is about to drain them).
     wake_pending: AtomicBool,
     /// Journal entries sent to the writer and not yet committed.
@@ -233,6 +237,7 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             commits: AtomicU64::new(0),
             commands: AtomicU64::new(0),
+            reruns: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
             journal_backlog: JournalBacklog::new(options.journal_capacity),
         });
@@ -281,6 +286,7 @@ impl SqliteStore {
         StoreStats {
             commits: self.shared.commits.load(Ordering::Relaxed),
             commands: self.shared.commands.load(Ordering::Relaxed),
+            reruns: self.shared.reruns.load(Ordering::Relaxed),
         }
     }
 
@@ -304,13 +310,40 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `f` in the writer's next batch and waits for the batch's commit.
+    /// `f` may run twice (see `writer.rs`): the first run's writes are then
+    /// rolled back, so it must read and write only through `c`.
     async fn call<T, F>(&self, f: F) -> StoreResult<T>
     where
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call_as(f, true).await
+    }
+
+    /// [`SqliteStore::call`] for an `f` that also changes state outside the
+    /// database (which a rollback would not undo): it runs exactly once.
+    async fn call_once<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call_as(f, false).await
+    }
+
+    async fn call_as<T, F>(&self, f: F, repeatable: bool) -> StoreResult<T>
+    where
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        self.send(Box::new(Call { f, reply })).await?;
+        self.send(Box::new(Call {
+            f,
+            reply,
+            repeatable,
+            bare: None,
+        }))
+        .await?;
         rx.await.map_err(|_| stopped())?
     }
 

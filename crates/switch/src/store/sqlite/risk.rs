@@ -105,7 +105,8 @@ impl RiskLedger for SqliteStore {
     async fn forget_rule_before(&self, rule: &str, at_ms: i64) -> StoreResult<()> {
         let rule = rule.to_string();
         let log = self.risk_log.clone();
-        self.call(move |c| lock(&log).forget(c, Some(&rule), at_ms))
+        // The risk log's memory changes with its rows.
+        self.call_once(move |c| lock(&log).forget(c, Some(&rule), at_ms))
             .await
     }
 

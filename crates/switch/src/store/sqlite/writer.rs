@@ -1,6 +1,14 @@
 //! The writer thread: the only connection that writes, the commands it is
 //! sent, group commit (one transaction a batch, replies after the commit) and
 //! the savepoint that lets one failing command roll back alone.
+//!
+//! A batch is first run without savepoints when every command in it can run
+//! again (a [`Call`]: its function only borrows what it captured). A
+//! savepoint costs two statements and a copy of every page the command is
+//! first to touch, and commands almost never fail. When one does, the whole
+//! transaction is rolled back and the batch runs again the careful way, a
+//! savepoint per command, so its outcome is the same as if it had run that
+//! way at once: the failing command alone rolled back.
 
 use super::*;
 
@@ -19,28 +27,78 @@ pub(super) trait Command: Send {
     fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply;
     /// Replies with an error without running (the transaction could not start).
     fn fail(self: Box<Self>, why: String);
+    /// Whether [`Command::run_bare`] may be used: the command can run again
+    /// after a run whose transaction was rolled back.
+    fn repeatable(&self) -> bool {
+        false
+    }
+    /// Runs the command without a savepoint and keeps its result for
+    /// [`Command::concluded`]; `false` when it failed (what it wrote is then
+    /// left in the transaction, which must be rolled back). Only called when
+    /// [`Command::repeatable`].
+    fn run_bare(&mut self, _conn: &Connection) -> bool {
+        false
+    }
+    /// After a successful [`Command::run_bare`]: what to do once the batch's
+    /// commit is decided.
+    fn concluded(self: Box<Self>) -> Reply;
 }
 
 pub(super) struct Call<F, T> {
     pub(super) f: F,
     pub(super) reply: oneshot::Sender<StoreResult<T>>,
+    /// Whether `f` may run twice: it reads and writes only the database.
+    pub(super) repeatable: bool,
+    /// The result of a run without a savepoint, kept until the commit.
+    pub(super) bare: Option<T>,
 }
 
-impl<F, T> Command for Call<F, T>
-where
-    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-    T: Send + 'static,
-{
-    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
-        let Call { f, reply } = *self;
-        let result = in_savepoint(conn, broken, f);
+impl<F, T> Call<F, T> {
+    fn replying(reply: oneshot::Sender<StoreResult<T>>, result: StoreResult<T>) -> Reply
+    where
+        T: Send + 'static,
+    {
         Box::new(move |commit: Result<(), String>| {
             let _ = reply.send(commit.map_err(StoreError::Unavailable).and(result));
         })
     }
+}
+
+impl<F, T> Command for Call<F, T>
+where
+    F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+        let Call { f, reply, .. } = *self;
+        let result = in_savepoint(conn, broken, f);
+        Call::<F, T>::replying(reply, result)
+    }
 
     fn fail(self: Box<Self>, why: String) {
         let _ = self.reply.send(Err(StoreError::Unavailable(why)));
+    }
+
+    fn repeatable(&self) -> bool {
+        self.repeatable
+    }
+
+    fn run_bare(&mut self, conn: &Connection) -> bool {
+        match (self.f)(conn) {
+            Ok(value) => {
+                self.bare = Some(value);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn concluded(self: Box<Self>) -> Reply {
+        let Call { reply, bare, .. } = *self;
+        let result = bare.ok_or_else(|| {
+            StoreError::Unavailable("a command concluded without having run".into())
+        });
+        Call::<F, T>::replying(reply, result)
     }
 }
 
@@ -64,6 +122,11 @@ where
 
     fn fail(self: Box<Self>, why: String) {
         let _ = self.reply.send(Err(StoreError::Unavailable(why)));
+    }
+
+    fn concluded(self: Box<Self>) -> Reply {
+        // Never run bare (not repeatable): it has replied already or never will.
+        Box::new(|_| {})
     }
 }
 
@@ -161,6 +224,19 @@ impl Writer {
         }
         self.read_risk_log_again_if_stale();
         let started = std::time::Instant::now();
+        if commands.iter().all(|c| c.repeatable()) {
+            if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands) {
+                self.shared
+                    .commands
+                    .fetch_add(commands.len() as u64, Ordering::Relaxed);
+                let replies = commands.drain(..).map(|c| c.concluded()).collect();
+                self.conclude(outcome, replies, journaled, risk_written, started);
+                return;
+            }
+            // Rolled back: the careful way below, as if this had not run.
+            self.shared.reruns.fetch_add(1, Ordering::Relaxed);
+            self.read_risk_log_again_if_stale();
+        }
         if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
             let why = format!("cannot begin a transaction: {e}");
             tracing::warn!("{why}");
@@ -229,6 +305,56 @@ impl Writer {
         } else {
             exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"))
         };
+        self.conclude(outcome, replies, journaled, risk_written, started);
+    }
+
+    /// Runs a batch of repeatable commands, its journal entries and risk
+    /// events in one transaction without savepoints, and commits it: the
+    /// commit's outcome, the journal entries and risk events written. `None`
+    /// when anything failed before the commit: the transaction is then
+    /// rolled back, nothing is written, and every command can run again.
+    fn batch_bare(
+        &mut self,
+        commands: &mut [Box<dyn Command>],
+    ) -> Option<(Result<(), String>, usize, usize)> {
+        exec(&self.conn, "BEGIN IMMEDIATE").ok()?;
+        let journaled = self.pending_journal.len();
+        let risk_written = self.pending_risk_events.len();
+        let ran = (journaled == 0
+            || journal::write_journal(&self.conn, &self.pending_journal).is_ok())
+            && (risk_written == 0
+                || risk_log::lock(&self.risk_log)
+                    .append(&self.conn, &self.pending_risk_events)
+                    .is_ok())
+            && commands.iter_mut().all(|c| c.run_bare(&self.conn));
+        let mut checkpointed = false;
+        let ran = ran && {
+            let mut log = risk_log::lock(&self.risk_log);
+            checkpointed = log.wants_checkpoint();
+            !checkpointed || log.checkpoint(&self.conn).is_ok()
+        };
+        if !ran || self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            if risk_written > 0 || checkpointed {
+                // Its memory may hold what the file no longer does.
+                risk_log::lock(&self.risk_log).set_stale();
+            }
+            return None;
+        }
+        let outcome = exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"));
+        Some((outcome, journaled, risk_written))
+    }
+
+    /// After a batch's commit (or its failure): the counters, what the
+    /// journal and risk events still hold, and every command's reply.
+    fn conclude(
+        &mut self,
+        outcome: Result<(), String>,
+        replies: Vec<Reply>,
+        journaled: usize,
+        risk_written: usize,
+        started: std::time::Instant,
+    ) {
         match &outcome {
             Ok(()) => {
                 crate::metrics::metrics().commit(
