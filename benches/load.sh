@@ -15,6 +15,8 @@
 #   MACS=aes-cmac benches/load.sh 5000   the same with AES-CMAC
 #   SWITCH=/tmp/switchboard-before benches/load.sh 5000   another build of the
 #                                    switch (A/B comparisons in one session)
+#   SIMULATORS=/tmp/sims-before benches/load.sh 5000   banksim and walletsim from
+#                                    another directory (A/B comparisons of the simulators)
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
@@ -29,6 +31,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
 B=${CARGO_TARGET_DIR:-target}/release
 SWITCH=${SWITCH:-$B/switchboard}
+SIMULATORS=${SIMULATORS:-$B}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-4}
 RATES=("${@:-5000 10000 20000}")
@@ -55,9 +58,9 @@ if [ -n "${MACS:-}" ]; then
     bank_a_mac=(--mac "$alg" --mac-key "$SB_BANK_A_MAC") bank_b_mac=(--mac "$alg" --mac-key "$SB_BANK_B_MAC")
     wallet_mac=(--mac "$alg" --mac-key "$SB_WALLET_MAC") direct_mac=(--mac "$alg" --mac-key "$SB_BANK_B_MAC")
 fi
-"${on_sim_cpu[@]}" $B/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
+"${on_sim_cpu[@]}" $SIMULATORS/banksim --listen 127.0.0.1:7001 --admin 127.0.0.1:7101 --institution 48020000 --bin 622202 \
     --accounts 200 --balance 100000000000 --seed 1 "${bank_a_mac[@]}" >"$work/bank-a.log" 2>&1 & pids+=($!)
-"${on_sim_cpu[@]}" $B/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
+"${on_sim_cpu[@]}" $SIMULATORS/banksim --listen 127.0.0.1:7002 --admin 127.0.0.1:7102 --institution 01050000 --bin 621700 \
     --accounts 200 --balance 100000000000 --seed 2 "${bank_b_mac[@]}" >"$work/bank-b.log" 2>&1 & pids+=($!)
 sed "s#path = \"switchboard.db\"#path = \"$work/switchboard.db\"#" examples/switchboard.toml >"$work/switch.toml"
 if [ -n "${MACS:-}" ]; then
@@ -97,7 +100,7 @@ for rate in ${RATES[@]}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         before=$(switch_ticks) written_before=$(switch_written)
-        out=$("${on_sim_cpu[@]}" $B/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
+        out=$("${on_sim_cpu[@]}" $SIMULATORS/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
         ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
         # switch_cpu_us, switch_written_b: the switch's CPU and disk writes
         # per answered request (blank for the direct mode, which does not go
