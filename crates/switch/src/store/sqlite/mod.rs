@@ -6,8 +6,10 @@
 //! call is a command sent to it over a bounded channel with a oneshot for the
 //! reply. The thread blocks for the first command, drains whatever else is
 //! queued (up to [`SqliteOptions::max_batch`]), and runs them all inside ONE
-//! transaction, each inside its own `SAVEPOINT` so that a failing command rolls
-//! back alone. It then commits once and only then sends the replies: a call
+//! transaction, where a failing command rolls back alone (the batch runs
+//! without savepoints first and, when a command fails, is rolled back and
+//! runs again with a `SAVEPOINT` per command: `writer.rs`). It then commits
+//! once and only then sends the replies: a call
 //! that changes state returns `Ok` only after its transaction is durable
 //! (`synchronous=FULL` by default), and concurrent calls share one fsync.
 //! Reads go through the same thread, so they always see a consistent state.
