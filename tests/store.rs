@@ -1273,10 +1273,10 @@ async fn the_embedded_store_keeps_no_index_of_sagas_by_freeze() {
     let dir = tempfile::tempdir().unwrap();
     let saga_indexes = |path: &Path| -> Vec<String> {
         let conn = rusqlite::Connection::open(path).unwrap();
-        let mut names = conn
+        let mut statement = conn
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'sagas' ORDER BY name")
             .unwrap();
-        let names = names
+        let names = statement
             .query_map([], |r| r.get::<_, String>(0))
             .unwrap()
             .collect::<Result<Vec<_>, _>>()

@@ -320,19 +320,20 @@ impl Writer {
         exec(&self.conn, "BEGIN IMMEDIATE").ok()?;
         let journaled = self.pending_journal.len();
         let risk_written = self.pending_risk_events.len();
+        // Whether the risk log's checkpoint ran (its memory moved with it).
+        let mut checkpointed = false;
         let ran = (journaled == 0
             || journal::write_journal(&self.conn, &self.pending_journal).is_ok())
             && (risk_written == 0
                 || risk_log::lock(&self.risk_log)
                     .append(&self.conn, &self.pending_risk_events)
                     .is_ok())
-            && commands.iter_mut().all(|c| c.run_bare(&self.conn));
-        let mut checkpointed = false;
-        let ran = ran && {
-            let mut log = risk_log::lock(&self.risk_log);
-            checkpointed = log.wants_checkpoint();
-            !checkpointed || log.checkpoint(&self.conn).is_ok()
-        };
+            && commands.iter_mut().all(|c| c.run_bare(&self.conn))
+            && {
+                let mut log = risk_log::lock(&self.risk_log);
+                checkpointed = log.wants_checkpoint();
+                !checkpointed || log.checkpoint(&self.conn).is_ok()
+            };
         if !ran || self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
             if risk_written > 0 || checkpointed {
