@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use rust_decimal::Decimal;
 
 use crate::codec::Message;
@@ -155,7 +155,21 @@ pub fn transmission_datetime(value: &[u8; 10], now: NaiveDateTime) -> Option<Nai
 
 /// Field 7 for a moment: MMDDhhmmss.
 pub fn format_transmission(at: NaiveDateTime) -> String {
-    at.format("%m%d%H%M%S").to_string()
+    String::from_utf8_lossy(&transmission_digits(at)).into_owned()
+}
+
+/// Field 7 for a moment as its ten digits, MMDDhhmmss, written without a
+/// format string or an allocation (every message the switch originates
+/// carries one, and fields 12 and 13 are slices of the same digits). A leap
+/// second reads as :59.
+pub fn transmission_digits(at: NaiveDateTime) -> [u8; 10] {
+    let mut digits = [0u8; 10];
+    let parts = [at.month(), at.day(), at.hour(), at.minute(), at.second()];
+    for (pair, part) in digits.chunks_exact_mut(2).zip(parts) {
+        pair[0] = b'0' + (part / 10) as u8;
+        pair[1] = b'0' + (part % 10) as u8;
+    }
+    digits
 }
 
 /// Luhn (mod 10) check of a card number; false for anything not all digits.
@@ -221,6 +235,20 @@ mod tests {
         assert_eq!(dt.year(), 2024);
         assert!(transmission_datetime(b"1332000000", now).is_none());
         assert_eq!(format_transmission(dt), "0229000000");
+    }
+
+    #[test]
+    fn transmission_digits_are_chronos_format() {
+        let mut at = NaiveDate::from_ymd_opt(2024, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        // Every month, day, hour, minute and second digit pair is met.
+        while at.year() == 2024 {
+            let expected = at.format("%m%d%H%M%S").to_string();
+            assert_eq!(&transmission_digits(at), expected.as_bytes());
+            at += chrono::Duration::seconds(3_607);
+        }
     }
 
     #[test]

@@ -18,14 +18,31 @@ pub fn kept_ends(len: usize) -> (usize, usize) {
 
 /// Masks a card number (or any sensitive text) for display.
 pub fn mask_pan(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let n = chars.len();
-    let (head, tail) = kept_ends(n);
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| if i < head || i >= n - tail { c } else { '*' })
-        .collect()
+    let mut masked = String::with_capacity(value.len());
+    push_masked(&mut masked, value);
+    masked
+}
+
+/// Appends `value` masked to `out`. A PAN is ASCII digits, masked byte by
+/// byte; any other text (a malformed field shown to an operator) is masked
+/// by characters, so a multi-byte character is never cut.
+fn push_masked(out: &mut String, value: &str) {
+    if value.is_ascii() {
+        let n = value.len();
+        let (head, tail) = kept_ends(n);
+        out.push_str(&value[..head]);
+        out.extend(std::iter::repeat_n('*', n - head - tail));
+        out.push_str(&value[n - tail..]);
+    } else {
+        let n = value.chars().count();
+        let (head, tail) = kept_ends(n);
+        out.extend(
+            value
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if i < head || i >= n - tail { c } else { '*' }),
+        );
+    }
 }
 
 /// A display wrapper that masks its PAN, for use in log fields:
@@ -50,5 +67,13 @@ mod tests {
         assert_eq!(mask_pan("1234"), "****");
         assert_eq!(mask_pan(""), "");
         assert_eq!(Masked("4111111111111111").to_string(), "411111******1111");
+    }
+
+    #[test]
+    fn masks_other_text_by_characters() {
+        // 14 characters, 28 bytes: masked as 14, never cut inside one.
+        assert_eq!(mask_pan("éééééééééééééé"), "éééééé****éééé");
+        assert_eq!(mask_pan("ééééé"), "*éééé");
+        assert_eq!(mask_pan("éé"), "**");
     }
 }

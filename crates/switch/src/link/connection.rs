@@ -1,12 +1,12 @@
 //! One connection to a bank host: connect with backoff, sign on, then carry
 //! many requests in flight until the connection fails or the switch stops.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -61,6 +61,9 @@ impl Waiter {
     }
 }
 
+/// The requests waiting for their responses. foldhash rather than SipHash:
+/// only the switch inserts keys here (its own requests, its own STANs), a
+/// bank's responses only look them up, so no peer can choose colliding keys.
 type Pending = Mutex<HashMap<MatchKey, Waiter>>;
 
 /// What a waiter is given: the response and its bytes, or why the response
@@ -95,6 +98,9 @@ pub(super) struct Connection {
     /// link's connections): a new session does not sign on.
     held: Arc<AtomicBool>,
     metrics: crate::metrics::LinkMetrics,
+    /// Who the journal says this connection's messages went to or came
+    /// from ("bank 48020000"), made once rather than for every message.
+    journal_peer: String,
 }
 
 /// Counts a request in flight on its connection's gauge while it lives.
@@ -129,6 +135,7 @@ impl Connection {
             connected: Mutex::new(None),
             held,
             metrics: crate::metrics::metrics().link(&config.institution_id, index),
+            journal_peer: format!("bank {}", config.institution_id),
         }
     }
 
@@ -194,11 +201,15 @@ impl Connection {
             msg,
             self.metrics.bank,
         );
-        let peer = format!("bank {}", self.config.institution_id);
         let at = self.context.clock.now_ms();
-        self.context
-            .store
-            .journal(JournalEntry::of(direction, &peer, msg, raw, at, note));
+        self.context.store.journal(JournalEntry::of(
+            direction,
+            &self.journal_peer,
+            msg,
+            raw,
+            at,
+            note,
+        ));
     }
 
     /// Sends one request on this connection and waits for its response.
@@ -415,7 +426,7 @@ impl Connection {
         let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let sender = Sender {
             frames: frames_tx,
-            pending: Arc::new(Mutex::new(HashMap::new())),
+            pending: Arc::new(Mutex::new(HashMap::default())),
             in_flight: Arc::new(Semaphore::new(self.config.max_in_flight)),
             expired: Arc::new(Mutex::new(std::collections::VecDeque::new())),
         };

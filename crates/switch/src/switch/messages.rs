@@ -8,7 +8,7 @@
 use chrono::{Duration, NaiveDateTime};
 
 use iso8583::codec::Message;
-use iso8583::fields::{format_amount, format_transmission, num};
+use iso8583::fields::{format_amount, num, transmission_digits};
 
 use super::Switch;
 use crate::dialect::{InstitutionId, OriginalData};
@@ -21,9 +21,10 @@ fn local(now: NaiveDateTime) -> NaiveDateTime {
 
 /// A new message's identity: F7 from the clock and a fresh STAN.
 pub fn sent_message(now: NaiveDateTime, stan: [u8; 6]) -> SentMessage {
-    let mut transmission = [0u8; 10];
-    transmission.copy_from_slice(format_transmission(now).as_bytes());
-    SentMessage { stan, transmission }
+    SentMessage {
+        stan,
+        transmission: transmission_digits(now),
+    }
 }
 
 /// Field 90 naming a freeze: the wallet's 0100 as forwarded by the switch.
@@ -82,7 +83,8 @@ fn base(
         switch_id,
     } = origin;
     let mut m = Message::new(mti);
-    let local = local(now);
+    // Fields 13 (MMDD) and 12 (hhmmss) are the local time's F7 digits.
+    let local = transmission_digits(local(now));
     m.set(num::PROCESSING_CODE, processing_code.to_string())
         .set(
             num::AMOUNT,
@@ -90,8 +92,8 @@ fn base(
         )
         .set(num::TRANSMISSION, sent.transmission.to_vec())
         .set(num::STAN, sent.stan.to_vec())
-        .set(num::LOCAL_TIME, local.format("%H%M%S").to_string())
-        .set(num::LOCAL_DATE, local.format("%m%d").to_string())
+        .set(num::LOCAL_TIME, local[4..].to_vec())
+        .set(num::LOCAL_DATE, local[..4].to_vec())
         .set(num::ACQUIRER, switch_id.to_string())
         .set(num::FORWARDER, switch_id.to_string())
         .set(num::RRN, rrn(sent))
