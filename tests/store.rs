@@ -1265,6 +1265,64 @@ async fn the_embedded_writer_runs_a_batch_again_only_when_a_command_fails() {
     check_invariants(&*store).await;
 }
 
+/// On the embedded store, looking up a request's answer and finding none is
+/// answered as soon as the lookup has run, not after the batch's commit: a
+/// new request does not wait a group commit before its decision begins.
+/// What is found still waits for the commit. The writer is held on a slow
+/// command (a trigger counting to millions) while a lookup and a second slow
+/// command queue behind it, so both run in the next batch, the lookup first.
+#[tokio::test]
+async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    open_freeze(&store, 1, 1000).await;
+    store
+        .record_answer(&request_key(b"0200", 7), answer(b"0210", "25", 7))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER slow BEFORE INSERT ON sagas WHEN NEW.stan IN ('000901', '000902')
+             BEGIN SELECT count(*) FROM (WITH RECURSIVE c(x) AS
+               (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT x FROM c);
+             END;",
+        )
+        .unwrap();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let spawn_reserve = |request: u32| {
+        let store = store.clone();
+        tokio::spawn(async move { store.reserve(receive(1, request, 10)).await })
+    };
+    let first = spawn_reserve(901);
+    // The writer is busy with the first slow command while these queue.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let missing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.answer(&request_key(b"0200", 8)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = spawn_reserve(902);
+
+    assert_eq!(missing.await.unwrap().unwrap(), None);
+    assert!(
+        !second.is_finished(),
+        "the miss was answered only after the slow command's batch committed"
+    );
+    for slow in [first, second] {
+        assert!(matches!(slow.await.unwrap(), Ok(Reserve::Reserved(_))));
+    }
+    // What is found is found, and a miss stays a miss.
+    assert_eq!(
+        store.answer(&request_key(b"0200", 7)).await.unwrap(),
+        Some(answer(b"0210", "25", 7))
+    );
+    assert_eq!(store.answer(&request_key(b"0200", 8)).await.unwrap(), None);
+    check_invariants(&*store).await;
+}
+
 /// Schema step 11 drops the index of sagas by freeze, which no statement
 /// reads: a store built by step 10 loses it, keeps its sagas, and its
 /// receives still settle; a new store never has it.

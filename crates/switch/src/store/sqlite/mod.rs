@@ -349,6 +349,24 @@ impl SqliteStore {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Runs the read `f` in the writer's next batch: nothing found is
+    /// answered as soon as it has run, something found once the batch has
+    /// committed (see [`Lookup`]).
+    async fn lookup<T, F>(&self, f: F) -> StoreResult<Option<T>>
+    where
+        F: Fn(&Connection) -> StoreResult<Option<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        self.send(Box::new(Lookup {
+            f,
+            reply: Some(reply),
+            found: None,
+        }))
+        .await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Hands a command to the writer thread (waiting for room in its queue).
     async fn send(&self, command: Box<dyn Command>) -> StoreResult<()> {
         let commands = self.commands.as_ref().ok_or_else(stopped)?;

@@ -21,7 +21,7 @@ impl Store for SqliteStore {
 impl Decisions for SqliteStore {
     async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
         let request = ReqCols::new(request)?;
-        self.call(move |c| load_answer(c, &request)).await
+        self.lookup(move |c| load_answer(c, &request)).await
     }
 
     async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! The writer thread: the only connection that writes, the commands it is
-//! sent, group commit (one transaction a batch, replies after the commit) and
-//! the savepoint that lets one failing command roll back alone.
+//! sent, group commit (one transaction a batch, replies after the commit, but
+//! for reads that find nothing: [`Lookup`]) and the savepoint that lets one
+//! failing command roll back alone.
 //!
 //! A batch is first run without savepoints when every command in it can run
 //! again (a [`Call`]: its function only borrows what it captured). A
@@ -127,6 +128,100 @@ where
     fn concluded(self: Box<Self>) -> Reply {
         // Never run bare (not repeatable): it has replied already or never will.
         Box::new(|_| {})
+    }
+}
+
+/// A read that looks for something which, once found, is durable: a request's
+/// stored answer. Finding nothing is answered as soon as the read has run:
+/// whatever the batch's commit does, it cannot make something be found
+/// (every batch before has committed or failed, and the writes this batch
+/// holds so far are of other requests). What is found may have been written
+/// by this very batch, so it waits for the commit like a [`Call`]. A request
+/// seen for the first time, nearly every one, so does not wait a group
+/// commit before its decision begins.
+pub(super) struct Lookup<F, T> {
+    pub(super) f: F,
+    /// Taken once the caller has its answer.
+    pub(super) reply: Option<oneshot::Sender<StoreResult<Option<T>>>>,
+    /// What a run found, kept until the commit.
+    pub(super) found: Option<T>,
+}
+
+impl<F, T> Lookup<F, T>
+where
+    F: Fn(&Connection) -> StoreResult<Option<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    /// Replies at once when nothing was found; otherwise keeps what was.
+    fn settle_miss(&mut self, found: Option<T>) {
+        match found {
+            None => {
+                if let Some(reply) = self.reply.take() {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Some(value) => self.found = Some(value),
+        }
+    }
+
+    /// What to do once the commit is decided: hand over what was found.
+    fn after_commit(self) -> Reply {
+        match self.reply {
+            Some(reply) => Call::<F, Option<T>>::replying(reply, Ok(self.found)),
+            None => Box::new(|_| {}),
+        }
+    }
+}
+
+impl<F, T> Command for Lookup<F, T>
+where
+    F: Fn(&Connection) -> StoreResult<Option<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(mut self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+        if self.reply.is_none() {
+            // A first, bare run found nothing and said so.
+            return Box::new(|_| {});
+        }
+        match in_savepoint(conn, broken, &self.f) {
+            Ok(found) => {
+                self.settle_miss(found);
+                self.after_commit()
+            }
+            Err(e) => {
+                if let Some(reply) = self.reply.take() {
+                    let _ = reply.send(Err(e));
+                }
+                Box::new(|_| {})
+            }
+        }
+    }
+
+    fn fail(mut self: Box<Self>, why: String) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Err(StoreError::Unavailable(why)));
+        }
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+
+    fn run_bare(&mut self, conn: &Connection) -> bool {
+        if self.reply.is_none() {
+            return true;
+        }
+        match (self.f)(conn) {
+            Ok(found) => {
+                self.settle_miss(found);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn concluded(self: Box<Self>) -> Reply {
+        self.after_commit()
     }
 }
 
