@@ -10,6 +10,8 @@
 #                                          # per statement (pg_stat_statements)
 #   SWITCH=/tmp/switchboard-before benches/load-pg.sh 6000   another build of the
 #                                          # switch, for before/after comparisons
+#   NO_BUILD=1 benches/load-pg.sh 6000      # the release binaries as they are,
+#                                          # while the sources change
 #
 # For each rate the switch is started afresh, so its store counters (printed
 # at shutdown) belong to that run alone. Columns: answered receives/s and
@@ -20,7 +22,7 @@
 # simulators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
 B=$PWD/target/release
 SWITCH=${SWITCH:-$B/switchboard}
 DURATION=${DURATION:-10}

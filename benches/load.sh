@@ -26,9 +26,11 @@
 #                                    the switch's best rate is measured without an
 #                                    ever-growing queue (default: walletsim's 20000)
 #   MODES=switch benches/load.sh 8000   only through the switch (default: switch direct)
+#   NO_BUILD=1 benches/load.sh 5000   use the release binaries as they are: A/B runs
+#                                    (SWITCH=, SIMULATORS=) go on while the sources change
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
 B=${CARGO_TARGET_DIR:-target}/release
 SWITCH=${SWITCH:-$B/switchboard}
 SIMULATORS=${SIMULATORS:-$B}
