@@ -100,6 +100,18 @@ pub struct StoredAnswer {
     pub response: Bytes,
 }
 
+impl StoredAnswer {
+    /// Its field 39, if the response parses in `spec`: the column the stores
+    /// keep beside the response. Read without making a `Message` of the
+    /// whole response (the receive's end runs this for every receive).
+    pub fn response_code(&self, spec: &iso8583::spec::Spec) -> Option<String> {
+        use iso8583::fields::num::RESPONSE_CODE;
+        let fields = iso8583::codec::parse_fields(spec, &self.response, [RESPONSE_CODE]).ok()?;
+        let code = std::str::from_utf8(fields.get(RESPONSE_CODE)?).ok()?;
+        Some(code.to_owned())
+    }
+}
+
 /// Store failures: the switch answers 96 and keeps state consistent.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,5 +146,35 @@ pub trait Store: Decisions + SafQueue + JournalSink + History + RiskLedger + Aud
     /// a store that keeps nothing for long (the in-memory model).
     fn maintenance(self: Arc<Self>) -> Option<Arc<dyn Maintenance>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use iso8583::codec::{build_bytes, Message};
+    use iso8583::spec::Spec;
+
+    use super::StoredAnswer;
+
+    fn answer_of(response: Bytes) -> StoredAnswer {
+        StoredAnswer {
+            request_digest: [0; 32],
+            response,
+        }
+    }
+
+    #[test]
+    fn a_stored_answers_response_code_is_its_field_39() {
+        let spec = Spec::switchboard();
+        let mut response = Message::new(*b"0210");
+        response.set(11, "000001").set(39, "51");
+        let with_code = answer_of(build_bytes(&spec, &response).unwrap());
+        assert_eq!(with_code.response_code(&spec).as_deref(), Some("51"));
+        response.remove(39);
+        let without = answer_of(build_bytes(&spec, &response).unwrap());
+        assert_eq!(without.response_code(&spec), None);
+        let garbage = answer_of(Bytes::from_static(b"0210\xff\xff"));
+        assert_eq!(garbage.response_code(&spec), None);
     }
 }

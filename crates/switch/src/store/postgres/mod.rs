@@ -102,7 +102,6 @@ use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
-use iso8583::fields::num;
 use iso8583::spec::Spec;
 
 use super::columns::*;

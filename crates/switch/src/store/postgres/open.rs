@@ -185,9 +185,7 @@ impl PostgresStore {
 
     /// Field 39 of a response, if it parses in the switchboard dialect.
     pub(super) fn response_code(&self, answer: &StoredAnswer) -> Option<String> {
-        iso8583::codec::parse(&self.spec, answer.response.clone())
-            .ok()
-            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_owned))
+        answer.response_code(&self.spec)
     }
 
     pub(super) fn hint(&self, request: &RequestKey) -> Option<FreezeKey> {

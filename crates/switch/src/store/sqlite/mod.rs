@@ -42,7 +42,6 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use iso8583::fields::num;
 use iso8583::spec::Spec;
 
 use super::columns::*;
@@ -420,9 +419,7 @@ impl SqliteStore {
 
     /// Field 39 of a response, if it parses in the switchboard dialect.
     fn response_code(&self, answer: &StoredAnswer) -> Option<String> {
-        iso8583::codec::parse(&self.spec, answer.response.clone())
-            .ok()
-            .and_then(|m| m.get_str(num::RESPONSE_CODE).map(str::to_owned))
+        answer.response_code(&self.spec)
     }
 }
 
