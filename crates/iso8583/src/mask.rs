@@ -16,32 +16,27 @@ pub fn kept_ends(len: usize) -> (usize, usize) {
     }
 }
 
-/// Masks a card number (or any sensitive text) for display.
+/// Masks a card number (or any sensitive text) for display. A PAN is ASCII
+/// digits, masked byte by byte; any other text (a malformed field shown to
+/// an operator) is masked by characters, so a multi-byte character is never
+/// cut.
 pub fn mask_pan(value: &str) -> String {
-    let mut masked = String::with_capacity(value.len());
-    push_masked(&mut masked, value);
-    masked
-}
-
-/// Appends `value` masked to `out`. A PAN is ASCII digits, masked byte by
-/// byte; any other text (a malformed field shown to an operator) is masked
-/// by characters, so a multi-byte character is never cut.
-fn push_masked(out: &mut String, value: &str) {
     if value.is_ascii() {
         let n = value.len();
         let (head, tail) = kept_ends(n);
-        out.push_str(&value[..head]);
-        out.extend(std::iter::repeat_n('*', n - head - tail));
-        out.push_str(&value[n - tail..]);
+        let mut masked = String::with_capacity(n);
+        masked.push_str(&value[..head]);
+        masked.extend(std::iter::repeat_n('*', n - head - tail));
+        masked.push_str(&value[n - tail..]);
+        masked
     } else {
         let n = value.chars().count();
         let (head, tail) = kept_ends(n);
-        out.extend(
-            value
-                .chars()
-                .enumerate()
-                .map(|(i, c)| if i < head || i >= n - tail { c } else { '*' }),
-        );
+        value
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i < head || i >= n - tail { c } else { '*' })
+            .collect()
     }
 }
 

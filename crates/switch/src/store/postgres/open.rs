@@ -183,11 +183,6 @@ impl PostgresStore {
         flushed
     }
 
-    /// Field 39 of a response, if it parses in the switchboard dialect.
-    pub(super) fn response_code(&self, answer: &StoredAnswer) -> Option<String> {
-        answer.response_code(&self.spec)
-    }
-
     pub(super) fn hint(&self, request: &RequestKey) -> Option<FreezeKey> {
         self.hints.lock().ok()?.get(request).copied()
     }

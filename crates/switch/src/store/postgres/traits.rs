@@ -39,7 +39,7 @@ impl Decisions for PostgresStore {
             sealed::RESPONSE,
             &answer.response,
         )));
-        params.push(Box::new(self.response_code(&answer)));
+        params.push(Box::new(answer.response_code(&self.spec)));
         self.write(r.order(), SQL_RECORD_ANSWER, params, |_| {
             Decision::Done(Ok(()))
         })
@@ -120,7 +120,7 @@ impl Decisions for PostgresStore {
             sealed::RESPONSE,
             &answer.response,
         )));
-        params.push(Box::new(self.response_code(&answer)));
+        params.push(Box::new(answer.response_code(&self.spec)));
         push_saf(&mut params, &saf.iter().collect::<Vec<_>>());
         let name = key.to_string();
         self.write(k.order(), SQL_FINISH_FREEZE, params, move |rows| {
@@ -204,7 +204,7 @@ impl Decisions for PostgresStore {
         let row = SettleRow {
             request: r,
             state: new_state.as_str(),
-            response_code: self.response_code(&answer),
+            response_code: answer.response_code(&self.spec),
             outcome: outcome_text,
             answer_digest: answer.request_digest.to_vec(),
             response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
@@ -479,7 +479,7 @@ impl PostgresStore {
             sealed::RESPONSE,
             &answer.response,
         )));
-        params.push(Box::new(self.response_code(&answer)));
+        params.push(Box::new(answer.response_code(&self.spec)));
         push_saf(&mut params, &notice.iter().collect::<Vec<_>>());
         self.write(k.order(), SQL_CLOSE_FREEZE, params, move |rows| {
             decide_close(rows, amount_minor)

@@ -416,11 +416,6 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
-
-    /// Field 39 of a response, if it parses in the switchboard dialect.
-    fn response_code(&self, answer: &StoredAnswer) -> Option<String> {
-        answer.response_code(&self.spec)
-    }
 }
 
 impl Drop for SqliteStore {

@@ -26,7 +26,7 @@ impl Decisions for SqliteStore {
 
     async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
         let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
+        let code = answer.response_code(&self.spec);
         self.call(move |c| insert_answer(c, &request, &answer, code.as_deref()))
             .await
     }
@@ -49,7 +49,7 @@ impl Decisions for SqliteStore {
     ) -> StoreResult<Settled> {
         let key = FreezeCols::new(key)?;
         let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
+        let code = answer.response_code(&self.spec);
         self.call(move |c| {
             let settled = finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
             if let (Settled::Now, Some(entry)) = (&settled, &saf) {
@@ -81,7 +81,7 @@ impl Decisions for SqliteStore {
         follow_up: FollowUp,
     ) -> StoreResult<Settled> {
         let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
+        let code = answer.response_code(&self.spec);
         self.call(move |c| {
             if !end_saga(c, &request, outcome, &answer, code.as_deref())? {
                 // Settled before: its follow-ups were queued then.
@@ -105,7 +105,7 @@ impl Decisions for SqliteStore {
     ) -> StoreResult<Close> {
         let key = FreezeCols::new(key)?;
         let request = ReqCols::new(request)?;
-        let code = self.response_code(&answer);
+        let code = answer.response_code(&self.spec);
         self.call(move |c| {
             let result = close_freeze(c, &key, amount_minor, &request, &answer, code.as_deref())?;
             if matches!(result, Close::Closed(_)) {

@@ -54,15 +54,15 @@ pub(super) struct Call<F, T> {
     pub(super) bare: Option<T>,
 }
 
-impl<F, T> Call<F, T> {
-    fn replying(reply: oneshot::Sender<StoreResult<T>>, result: StoreResult<T>) -> Reply
-    where
-        T: Send + 'static,
-    {
-        Box::new(move |commit: Result<(), String>| {
-            let _ = reply.send(commit.map_err(StoreError::Unavailable).and(result));
-        })
-    }
+/// The reply a command's caller gets once the batch's commit is decided:
+/// `result`, or the commit's failure.
+fn replying<T: Send + 'static>(
+    reply: oneshot::Sender<StoreResult<T>>,
+    result: StoreResult<T>,
+) -> Reply {
+    Box::new(move |commit: Result<(), String>| {
+        let _ = reply.send(commit.map_err(StoreError::Unavailable).and(result));
+    })
 }
 
 impl<F, T> Command for Call<F, T>
@@ -73,7 +73,7 @@ where
     fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
         let Call { f, reply, .. } = *self;
         let result = in_savepoint(conn, broken, f);
-        Call::<F, T>::replying(reply, result)
+        replying(reply, result)
     }
 
     fn fail(self: Box<Self>, why: String) {
@@ -99,7 +99,7 @@ where
         let result = bare.ok_or_else(|| {
             StoreError::Unavailable("a command concluded without having run".into())
         });
-        Call::<F, T>::replying(reply, result)
+        replying(reply, result)
     }
 }
 
@@ -167,7 +167,7 @@ where
     /// What to do once the commit is decided: hand over what was found.
     fn after_commit(self) -> Reply {
         match self.reply {
-            Some(reply) => Call::<F, Option<T>>::replying(reply, Ok(self.found)),
+            Some(reply) => replying(reply, Ok(self.found)),
             None => Box::new(|_| {}),
         }
     }
