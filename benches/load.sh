@@ -18,6 +18,8 @@
 #   SIMULATORS=/tmp/sims-before benches/load.sh 5000   banksim and walletsim from
 #                                    another directory (A/B comparisons of the simulators)
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
+#   COMMIT_INTERVAL_MS=1 benches/load.sh 10000   the store's batches begin at least
+#                                    1 ms apart ([store] commit_interval_ms)
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
 #                                    with the simulators' work (needs taskset, 2+ CPUs)
@@ -73,6 +75,9 @@ fi
 if [ -n "${KEYS:-}" ]; then
     $B/switchboard keygen --out "$work/keys.toml" >/dev/null
     printf '\n[security]\ndata_key_file = "%s/keys.toml"\nrequire_encryption = true\n' "$work" >>"$work/switch.toml"
+fi
+if [ -n "${COMMIT_INTERVAL_MS:-}" ]; then
+    sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_ms = $COMMIT_INTERVAL_MS#" "$work/switch.toml"
 fi
 if [ -n "${RULES:-}" ]; then
     sed -i "s#^\# rules_file = \"risk.toml\"#rules_file = \"$(realpath "$RULES")\"#" "$work/switch.toml"

@@ -1323,6 +1323,70 @@ async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch
     check_invariants(&*store).await;
 }
 
+/// `commit_interval`: a batch begins no sooner than the interval after the
+/// one before began, so writes that arrive within it share one commit. Ten
+/// receives sent 10 ms apart, under an interval of 500 ms, are reserved in one
+/// commit and settled in one more; each call still answers only once its
+/// commit is durable: all ten are there after the store is opened again.
+#[tokio::test]
+async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let options = SqliteOptions {
+        commit_interval: Duration::from_millis(500),
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
+    open_freeze(&*store, 1, 1000).await;
+    let requests: Vec<u32> = (701..711).collect();
+
+    let before = store.stats().commits;
+    let mut reserves = Vec::new();
+    for &request in &requests {
+        let store = store.clone();
+        reserves.push(tokio::spawn(async move {
+            store.reserve(receive(1, request, 10)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for reserve in reserves {
+        assert!(matches!(reserve.await.unwrap(), Ok(Reserve::Reserved(_))));
+    }
+    assert_eq!(
+        store.stats().commits - before,
+        1,
+        "ten reserves within one interval share one commit"
+    );
+    assert_eq!(freeze(&*store, 1).await.reserved_minor, 100);
+
+    let before = store.stats().commits;
+    let mut settles = Vec::new();
+    for &request in &requests {
+        let store = store.clone();
+        settles.push(tokio::spawn(async move {
+            end_receive(
+                &*store,
+                &request_key(b"0200", request),
+                ReceiveOutcome::Approved,
+            )
+            .await
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for settle in settles {
+        assert_eq!(settle.await.unwrap(), Settled::Now);
+    }
+    assert_eq!(store.stats().commits - before, 1);
+    check_invariants(&*store).await;
+
+    Arc::into_inner(store).unwrap().close().await.unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let record = freeze(&store, 1).await;
+    assert_eq!((record.received_minor, record.reserved_minor), (100, 0));
+    assert_eq!(store.sagas().await.unwrap().len(), requests.len());
+    check_invariants(&store).await;
+}
+
 /// Schema step 11 drops the index of sagas by freeze, which no statement
 /// reads: a store built by step 10 loses it, keeps its sagas, and its
 /// receives still settle; a new store never has it.

@@ -138,6 +138,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         saf: Default::default(),
         lease: Duration::from_secs(10),
         journal_retention_days: None,
+        commit_interval: std::time::Duration::ZERO,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,

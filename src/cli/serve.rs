@@ -14,7 +14,7 @@ use switchboard::config::{Config, StoreConfig};
 use switchboard::logging::{self, LogFormat};
 use switchboard::service;
 use switchboard::store::postgres::PostgresStore;
-use switchboard::store::sqlite::SqliteStore;
+use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
 use switchboard::store::Store;
 
 #[derive(Args, Debug)]
@@ -107,7 +107,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // shutdown (and, for PostgreSQL, to write its journal).
         let opened = match &config.store {
             StoreConfig::Embedded(path) => {
-                OpenedStore::Embedded(Arc::new(SqliteStore::open_locked(path, "serve")?))
+                let options = SqliteOptions {
+                    commit_interval: config.commit_interval,
+                    ..SqliteOptions::default()
+                };
+                OpenedStore::Embedded(Arc::new(SqliteStore::open_locked_with(
+                    path, "serve", options,
+                )?))
             }
             StoreConfig::Postgres(url) => {
                 OpenedStore::Postgres(Arc::new(PostgresStore::connect(url).await?))

@@ -83,6 +83,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         saf: Default::default(),
         lease: Duration::from_secs(10),
         journal_retention_days: None,
+        commit_interval: std::time::Duration::ZERO,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,

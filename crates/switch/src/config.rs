@@ -251,6 +251,7 @@ struct RawStore {
     url: Option<String>,
     lease_ms: Option<u64>,
     journal_retention_days: Option<u32>,
+    commit_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +402,10 @@ impl std::fmt::Display for StoreConfig {
     }
 }
 
+/// The most `[store] commit_interval_ms` may be: every store command may wait
+/// up to it before its batch begins.
+pub const MAX_COMMIT_INTERVAL_MS: u64 = 50;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -417,6 +422,10 @@ pub struct Config {
     /// Settlement days whose journal messages are kept before today
     /// (`[store] journal_retention_days`); `None` keeps them forever.
     pub journal_retention_days: Option<u32>,
+    /// The embedded store's least time between the starts of two commits
+    /// (`[store] commit_interval_ms`, at most [`MAX_COMMIT_INTERVAL_MS`]);
+    /// zero, the default, commits each batch as soon as it has run.
+    pub commit_interval: Duration,
     /// Freezes older than this are unfrozen by the switch itself.
     pub max_freeze_age: Duration,
     /// Settlement dates: cutoff time and time zone (`[clearing]`).
@@ -909,6 +918,21 @@ impl Config {
         if lease < Duration::from_millis(300) {
             return Err(err("store.lease_ms", "must be at least 300"));
         }
+        let commit_interval =
+            match raw.store.commit_interval_ms {
+                None => Duration::ZERO,
+                Some(_) if matches!(store, StoreConfig::Postgres(_)) => return Err(err(
+                    "store.commit_interval_ms",
+                    "only the embedded store (`path`) has it: PostgreSQL groups its own commits",
+                )),
+                Some(ms) if ms > MAX_COMMIT_INTERVAL_MS => return Err(err(
+                    "store.commit_interval_ms",
+                    format!(
+                        "must be at most {MAX_COMMIT_INTERVAL_MS} (every command waits up to it)"
+                    ),
+                )),
+                Some(ms) => Duration::from_millis(ms),
+            };
         if raw.store.journal_retention_days == Some(0) {
             return Err(err(
                 "store.journal_retention_days",
@@ -971,6 +995,7 @@ impl Config {
             saf,
             lease,
             journal_retention_days: raw.store.journal_retention_days,
+            commit_interval,
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
             capture,
@@ -1209,6 +1234,24 @@ hosts = ["127.0.0.1:7000"]
         );
         let e = Config::from_toml(&none, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "store.journal_retention_days");
+        // The embedded store's commit interval: none unless given, bounded,
+        // and refused for PostgreSQL, which has no such setting.
+        assert_eq!(c.commit_interval, Duration::ZERO);
+        let with_interval = |store: &str, ms: u64| {
+            GOOD.replace(
+                "path = \"sb.db\"",
+                &format!("{store}\ncommit_interval_ms = {ms}"),
+            )
+        };
+        let c = Config::from_toml(&with_interval("path = \"sb.db\"", 2), Path::new(".")).unwrap();
+        assert_eq!(c.commit_interval, Duration::from_millis(2));
+        for refused in [
+            with_interval("path = \"sb.db\"", MAX_COMMIT_INTERVAL_MS + 1),
+            with_interval("url = \"postgres://db/sb\"", 2),
+        ] {
+            let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
+            assert_eq!(e.key, "store.commit_interval_ms");
+        }
         // A long bank timeout stretches the default hold; a hold set too short is refused.
         let slow = format!("{GOOD}timeout_ms = 40000\n");
         let c = Config::from_toml(&slow, Path::new(".")).unwrap();

@@ -99,6 +99,13 @@ pub struct SqliteOptions {
     pub risk_checkpoint: CheckpointOptions,
     /// Most risk counters held in memory ([`super::risk_book::CAPACITY`]).
     pub risk_book_capacity: usize,
+    /// Least time from one commit's start to the next's (`[store]
+    /// commit_interval_ms`): a batch that would begin sooner waits for the
+    /// rest of it, gathering what arrives meanwhile. Zero (the default)
+    /// begins each batch at once. Under a steady load below saturation,
+    /// each commit's cost (its WAL pages and fsync) is shared by more
+    /// commands, for up to this much more latency a command.
+    pub commit_interval: std::time::Duration,
 }
 
 impl Default for SqliteOptions {
@@ -109,6 +116,7 @@ impl Default for SqliteOptions {
             journal_capacity: 16_384,
             risk_checkpoint: CheckpointOptions::default(),
             risk_book_capacity: super::risk_book::CAPACITY,
+            commit_interval: std::time::Duration::ZERO,
         }
     }
 }
@@ -254,7 +262,7 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || writer.run(command_rx, max_batch))
+            .spawn(move || writer.run(command_rx, max_batch, options.commit_interval))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             commands: Some(command_tx),
@@ -276,8 +284,17 @@ impl SqliteStore {
     /// holding its lock, so no other such process works on it meanwhile; an
     /// error ([`StoreError::InUse`]) names the process that holds it.
     pub fn open_locked(path: &Path, purpose: &str) -> StoreResult<SqliteStore> {
+        SqliteStore::open_locked_with(path, purpose, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open_locked`] with `options`.
+    pub fn open_locked_with(
+        path: &Path,
+        purpose: &str,
+        options: SqliteOptions,
+    ) -> StoreResult<SqliteStore> {
         let lock = lock::StoreLock::acquire(path, purpose)?;
-        let mut store = SqliteStore::open(path)?;
+        let mut store = SqliteStore::open_with(path, options)?;
         store._lock = Some(lock);
         Ok(store)
     }

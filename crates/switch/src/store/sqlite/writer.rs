@@ -11,6 +11,8 @@
 //! savepoint per command, so its outcome is the same as if it had run that
 //! way at once: the failing command alone rolled back.
 
+use std::time::Instant;
+
 use super::*;
 
 pub(super) enum Msg {
@@ -225,6 +227,17 @@ where
     }
 }
 
+/// Moves what is queued into `batch`, up to `max_batch` commands.
+fn take_queued(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Box<dyn Command>>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(Msg::Command(c)) => batch.push(c),
+            Ok(Msg::Wake) => {}
+            Err(_) => break,
+        }
+    }
+}
+
 pub(super) fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.execute([]))
@@ -271,23 +284,31 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// Takes batches of commands until every sender is gone; a batch begins
+    /// no sooner than `commit_interval` after the one before began.
     pub(super) fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
         max_batch: usize,
+        commit_interval: std::time::Duration,
     ) -> Result<(), String> {
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
+        let mut last_began: Option<std::time::Instant> = None;
         while let Some(first) = rx.blocking_recv() {
             if let Msg::Command(c) = first {
                 batch.push(c);
             }
-            while batch.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(Msg::Command(c)) => batch.push(c),
-                    Ok(Msg::Wake) => {}
-                    Err(_) => break,
-                }
+            take_queued(&mut rx, &mut batch, max_batch);
+            if let Some(wait) = last_began
+                .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
+                .filter(|wait| !wait.is_zero() && batch.len() < max_batch)
+            {
+                // The wait is bounded by the interval: what arrives meanwhile
+                // shares this batch's commit.
+                std::thread::sleep(wait);
+                take_queued(&mut rx, &mut batch, max_batch);
             }
+            last_began = Some(Instant::now());
             self.batch(&mut batch);
         }
         // Every sender is gone: write what the journal still holds.
