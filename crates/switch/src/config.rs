@@ -925,12 +925,14 @@ impl Config {
                     "store.commit_interval_ms",
                     "only the embedded store (`path`) has it: PostgreSQL groups its own commits",
                 )),
-                Some(ms) if ms > MAX_COMMIT_INTERVAL_MS => return Err(err(
-                    "store.commit_interval_ms",
-                    format!(
+                Some(ms) if ms > MAX_COMMIT_INTERVAL_MS => {
+                    return Err(err(
+                        "store.commit_interval_ms",
+                        format!(
                         "must be at most {MAX_COMMIT_INTERVAL_MS} (every command waits up to it)"
                     ),
-                )),
+                    ))
+                }
                 Some(ms) => Duration::from_millis(ms),
             };
         if raw.store.journal_retention_days == Some(0) {
