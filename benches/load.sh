@@ -97,22 +97,34 @@ switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 # What the switch had the disk write (its store: WAL frames, checkpoints),
 # in bytes; divided by the answered requests, the bytes one receive costs.
 switch_written() { awk '/^write_bytes/ {print $2}' "/proc/$switch_pid/io"; }
+# Both bank simulators' CPU, in clock ticks: what the load costs the
+# machine's other residents, which share its cores with the switch.
+bank_pids=("${pids[0]}" "${pids[1]}")
+banks_ticks() { cat "/proc/${bank_pids[0]}/stat" "/proc/${bank_pids[1]}/stat" | awk '{t += $14 + $15} END {print t}'; }
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json
         --max-in-flight "${MAX_IN_FLIGHT:-20000}")
-echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b" | tee "$REPORTS/load.csv"
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us" | tee "$REPORTS/load.csv"
 for rate in ${RATES[@]}; do
     for mode in ${MODES:-switch direct}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
-        before=$(switch_ticks) written_before=$(switch_written)
-        out=$("${on_sim_cpu[@]}" $SIMULATORS/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg")
+        before=$(switch_ticks) written_before=$(switch_written) banks_before=$(banks_ticks)
+        # walletsim's own CPU (user + system seconds) from bash's `time`.
+        status=0
+        out=$({ TIMEFORMAT='%3U %3S'; time "${on_sim_cpu[@]}" $SIMULATORS/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg" 2>"$work/walletsim.err"; } 2>"$work/walletsim.time") || status=$?
+        cat "$work/walletsim.err" >&2
+        [ "$status" = 0 ] || exit "$status"
         ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
+        banks=$(($(banks_ticks) - banks_before))
+        walletsim_s=$(awk '{print $1 + $2}' "$work/walletsim.time")
         # switch_cpu_us, switch_written_b: the switch's CPU and disk writes
         # per answered request (blank for the direct mode, which does not go
-        # through the switch).
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); mine=sys.argv[3]!="direct" and r["answered"]; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / r["answered"]) if mine else ""; wr=round(int(sys.argv[6]) / r["answered"]) if mine else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" \
+        # through the switch); banks_cpu_us, walletsim_cpu_us: the
+        # simulators' CPU per answered request (walletsim's includes making
+        # and closing its packets).
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" \
             | tee -a "$REPORTS/load.csv"
     done
 done
