@@ -918,23 +918,20 @@ impl Config {
         if lease < Duration::from_millis(300) {
             return Err(err("store.lease_ms", "must be at least 300"));
         }
-        let commit_interval =
-            match raw.store.commit_interval_ms {
-                None => Duration::ZERO,
-                Some(_) if matches!(store, StoreConfig::Postgres(_)) => return Err(err(
-                    "store.commit_interval_ms",
-                    "only the embedded store (`path`) has it: PostgreSQL groups its own commits",
-                )),
-                Some(ms) if ms > MAX_COMMIT_INTERVAL_MS => {
-                    return Err(err(
-                        "store.commit_interval_ms",
-                        format!(
-                        "must be at most {MAX_COMMIT_INTERVAL_MS} (every command waits up to it)"
-                    ),
-                    ))
-                }
-                Some(ms) => Duration::from_millis(ms),
-            };
+        let key = "store.commit_interval_ms";
+        let commit_interval = match (raw.store.commit_interval_ms, &store) {
+            (None, _) => Duration::ZERO,
+            (Some(_), StoreConfig::Postgres(_)) => {
+                return Err(err(key, "only the embedded store (`path`) has it"));
+            }
+            (Some(ms), _) if ms > MAX_COMMIT_INTERVAL_MS => {
+                return Err(err(
+                    key,
+                    format!("must be at most {MAX_COMMIT_INTERVAL_MS}"),
+                ));
+            }
+            (Some(ms), _) => Duration::from_millis(ms),
+        };
         if raw.store.journal_retention_days == Some(0) {
             return Err(err(
                 "store.journal_retention_days",

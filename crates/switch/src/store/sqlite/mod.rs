@@ -13,6 +13,9 @@
 //! that changes state returns `Ok` only after its transaction is durable
 //! (`synchronous=FULL` by default), and concurrent calls share one fsync.
 //! Reads go through the same thread, so they always see a consistent state.
+//! With [`SqliteOptions::commit_interval`] a batch begins no sooner than
+//! that after the one before began: fewer, larger commits below
+//! saturation, for up to that much more latency a command.
 //!
 //! Journal entries ([`Store::journal`] is not async) go over a channel of their
 //! own, which every batch drains first, in order; a wake-up message on the

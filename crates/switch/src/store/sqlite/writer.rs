@@ -11,7 +11,7 @@
 //! savepoint per command, so its outcome is the same as if it had run that
 //! way at once: the failing command alone rolled back.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 
@@ -290,10 +290,10 @@ impl Writer {
         mut self,
         mut rx: mpsc::Receiver<Msg>,
         max_batch: usize,
-        commit_interval: std::time::Duration,
+        commit_interval: Duration,
     ) -> Result<(), String> {
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
-        let mut last_began: Option<std::time::Instant> = None;
+        let mut last_began: Option<Instant> = None;
         while let Some(first) = rx.blocking_recv() {
             if let Msg::Command(c) = first {
                 batch.push(c);
