@@ -1268,9 +1268,10 @@ async fn the_embedded_writer_runs_a_batch_again_only_when_a_command_fails() {
 /// On the embedded store, looking up a request's answer and finding none is
 /// answered as soon as the lookup has run, not after the batch's commit: a
 /// new request does not wait a group commit before its decision begins.
-/// What is found still waits for the commit. The writer is held on a slow
-/// command (a trigger counting to millions) while a lookup and a second slow
-/// command queue behind it, so both run in the next batch, the lookup first.
+/// What is found still waits for the commit. A commit interval of half a
+/// second makes a lookup and a slow command (a trigger counting to millions) sent
+/// just after a commit share the next batch, the lookup first; the miss
+/// must arrive while the slow command, and so the commit, is still running.
 #[tokio::test]
 async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch_commits() {
     let dir = tempfile::tempdir().unwrap();
@@ -1285,35 +1286,38 @@ async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch(
-            "CREATE TRIGGER slow BEFORE INSERT ON sagas WHEN NEW.stan IN ('000901', '000902')
+            "CREATE TRIGGER slow BEFORE INSERT ON sagas WHEN NEW.stan = '000902'
              BEGIN SELECT count(*) FROM (WITH RECURSIVE c(x) AS
                (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT x FROM c);
              END;",
         )
         .unwrap();
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    let spawn_reserve = |request: u32| {
-        let store = store.clone();
-        tokio::spawn(async move { store.reserve(receive(1, request, 10)).await })
+    let options = SqliteOptions {
+        commit_interval: Duration::from_millis(500),
+        ..SqliteOptions::default()
     };
-    let first = spawn_reserve(901);
-    // The writer is busy with the first slow command while these queue.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
+    // A commit, so that the next batch begins half a second after it.
+    assert!(matches!(
+        store.reserve(receive(1, 901, 10)).await,
+        Ok(Reserve::Reserved(_))
+    ));
     let missing = {
         let store = store.clone();
         tokio::spawn(async move { store.answer(&request_key(b"0200", 8)).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let second = spawn_reserve(902);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let slow = {
+        let store = store.clone();
+        tokio::spawn(async move { store.reserve(receive(1, 902, 10)).await })
+    };
 
     assert_eq!(missing.await.unwrap().unwrap(), None);
     assert!(
-        !second.is_finished(),
-        "the miss was answered only after the slow command's batch committed"
+        !slow.is_finished(),
+        "the miss was answered only after its batch committed"
     );
-    for slow in [first, second] {
-        assert!(matches!(slow.await.unwrap(), Ok(Reserve::Reserved(_))));
-    }
+    assert!(matches!(slow.await.unwrap(), Ok(Reserve::Reserved(_))));
     // What is found is found, and a miss stays a miss.
     assert_eq!(
         store.answer(&request_key(b"0200", 7)).await.unwrap(),
