@@ -1391,6 +1391,19 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
     check_invariants(&store).await;
 }
 
+/// An embedded store file as the schema steps before `step` (counted from 0)
+/// left it, open on a plain connection.
+fn embedded_store_before_step(path: &Path, step: usize) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+    let steps = switchboard::store::sqlite::MIGRATIONS;
+    for (i, sql) in steps[..step].iter().enumerate() {
+        conn.execute_batch(&format!("{sql}; PRAGMA user_version = {};", i + 1))
+            .unwrap();
+    }
+    conn
+}
+
 /// Schema step 11 drops the index of sagas by freeze, which no statement
 /// reads: a store built by step 10 loses it, keeps its sagas, and its
 /// receives still settle; a new store never has it.
@@ -1417,14 +1430,7 @@ async fn the_embedded_store_keeps_no_index_of_sagas_by_freeze() {
 
     // A store as the step before left it, with a receive reserved.
     let old = dir.path().join("old.db");
-    {
-        let conn = rusqlite::Connection::open(&old).unwrap();
-        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-        for (i, step) in steps[..index_step].iter().enumerate() {
-            conn.execute_batch(&format!("{step}; PRAGMA user_version = {};", i + 1))
-                .unwrap();
-        }
-    }
+    drop(embedded_store_before_step(&old, index_step));
     assert_eq!(saga_indexes(&old), ["sagas_by_freeze", "sagas_by_time"]);
     let store = SqliteStore::open(&old).unwrap();
     open_freeze(&store, 1, 100).await;
@@ -1446,6 +1452,143 @@ async fn the_embedded_store_keeps_no_index_of_sagas_by_freeze() {
     let new = dir.path().join("new.db");
     SqliteStore::open(&new).unwrap().close().await.unwrap();
     assert_eq!(saga_indexes(&new), ["sagas_by_time"]);
+}
+
+/// Schema step 12 makes the freezes and sagas tables again with their states
+/// checked by comparisons: SQLite checks `state IN (…)` by building a
+/// temporary B-tree for every row written. A store built by step 11 keeps
+/// every row, column and index through it, its receives still settle, and
+/// a state outside the list is still refused; a new store has the same.
+#[tokio::test]
+async fn the_embedded_store_checks_states_without_a_temporary_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = switchboard::store::sqlite::MIGRATIONS;
+    let rebuild_step = steps
+        .iter()
+        .position(|step| step.contains("CREATE TABLE sagas_12"))
+        .expect("a step makes the sagas table again");
+    let rows = |conn: &rusqlite::Connection, table: &str| -> Vec<String> {
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3, 4"))
+            .unwrap();
+        let width = statement.column_count();
+        let all = statement
+            .query_map([], |r| {
+                (0..width)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|v| v.join("|"))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        all
+    };
+    let names = |conn: &rusqlite::Connection, kind: &str, table: &str| -> Vec<String> {
+        let mut statement = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = ?1 AND tbl_name = ?2 ORDER BY name",
+            )
+            .unwrap();
+        let names = statement
+            .query_map([kind, table], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        names
+    };
+    let uses_a_temporary_table = |conn: &rusqlite::Connection, sql: &str| -> bool {
+        let mut statement = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+        let opcodes = statement
+            .query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        opcodes.iter().any(|op| op == "OpenEphemeral")
+    };
+    let insert_saga = "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
+        freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
+        request_digest, created_at_ms) VALUES ('0200', 'a', 'b', 'c', 'a', 'b', 'c', 1, 'p', \
+        'r', 'debiting', x'00', 1)";
+    let end_saga = "UPDATE sagas SET state = 'approved' WHERE mti = '0200' AND acquirer = 'a' \
+        AND transmission = 'b' AND stan = 'c'";
+    let close_freeze = "UPDATE freezes SET state = 'closed' WHERE acquirer = 'a' \
+        AND transmission = 'b' AND stan = 'c'";
+
+    // Rows as this version writes them: an approved receive, one reserved,
+    // and the freeze they share.
+    let current = dir.path().join("current.db");
+    let store = SqliteStore::open(&current).unwrap();
+    open_freeze(&store, 1, 100).await;
+    for request in [7, 8] {
+        assert!(matches!(
+            store.reserve(receive(1, request, 30)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+    }
+    end_receive(&store, &request_key(b"0200", 7), ReceiveOutcome::Approved).await;
+    store.close().await.unwrap();
+
+    // The same rows in a store as step 11 left it.
+    let old = dir.path().join("old.db");
+    {
+        let conn = embedded_store_before_step(&old, rebuild_step);
+        assert!(uses_a_temporary_table(&conn, insert_saga));
+        conn.execute("ATTACH ?1 AS current", [current.to_str().unwrap()])
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO freezes SELECT * FROM current.freezes; \
+             INSERT INTO sagas SELECT * FROM current.sagas; \
+             DETACH current;",
+        )
+        .unwrap();
+    }
+    let before = {
+        let conn = rusqlite::Connection::open(&old).unwrap();
+        (rows(&conn, "freezes"), rows(&conn, "sagas"))
+    };
+    assert_eq!((before.0.len(), before.1.len()), (1, 2));
+
+    let store = SqliteStore::open(&old).unwrap();
+    store.close().await.unwrap();
+    for path in [&old, &current] {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        assert_eq!((rows(&conn, "freezes"), rows(&conn, "sagas")), before);
+        assert_eq!(names(&conn, "index", "sagas"), ["sagas_by_time"]);
+        assert_eq!(names(&conn, "index", "freezes"), ["freezes_open_by_time"]);
+        assert_eq!(names(&conn, "table", "sagas"), ["sagas"]);
+        assert_eq!(names(&conn, "table", "freezes"), ["freezes"]);
+        for sql in [insert_saga, end_saga, close_freeze] {
+            assert!(!uses_a_temporary_table(&conn, sql), "{sql}");
+        }
+        let refused = conn
+            .execute(
+                "UPDATE sagas SET state = 'bogus' WHERE stan = ?1",
+                [String::from_utf8(stan(7).to_vec()).unwrap()],
+            )
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("CHECK constraint failed"),
+            "{refused}"
+        );
+        let refused = conn
+            .execute("UPDATE freezes SET state = 'bogus'", [])
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("CHECK constraint failed"),
+            "{refused}"
+        );
+    }
+
+    let store = SqliteStore::open(&old).unwrap();
+    end_receive(&store, &request_key(b"0200", 8), ReceiveOutcome::Failed).await;
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (0, 30));
+    assert_eq!(store.sagas().await.unwrap().len(), 2);
+    check_invariants(&store).await;
 }
 
 /// The embedded store writes its journal as packs (a row per commit); rows

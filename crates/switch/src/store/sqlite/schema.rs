@@ -203,6 +203,84 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX IF EXISTS sagas_by_freeze;
     "#,
+    // 12: the states of freezes and sagas checked by comparisons, not `IN`.
+    // SQLite evaluates `state IN (three or more values)` in a CHECK by
+    // building a temporary B-tree of the values for every row written, so
+    // every saga's insert and end, and every freeze's state change, paid
+    // for one. A CHECK cannot be altered: both tables are made again with
+    // the same columns, rows and indexes, the states spelt out as `OR`s.
+    r#"
+    CREATE TABLE freezes_12 (
+        acquirer       TEXT    NOT NULL,
+        transmission   TEXT    NOT NULL,
+        stan           TEXT    NOT NULL,
+        payer_pan      TEXT    NOT NULL,
+        payer_bank     TEXT    NOT NULL,
+        amount_minor   INTEGER NOT NULL CHECK (amount_minor >= 0),
+        currency       INTEGER NOT NULL CHECK (currency BETWEEN 0 AND 999),
+        received_minor INTEGER NOT NULL DEFAULT 0 CHECK (received_minor >= 0),
+        reserved_minor INTEGER NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
+        state          TEXT    NOT NULL
+                       CHECK (state = 'pending' OR state = 'open' OR state = 'declined'
+                              OR state = 'closed'),
+        created_at_ms  INTEGER NOT NULL,
+        request_digest BLOB    NOT NULL,
+        PRIMARY KEY (acquirer, transmission, stan),
+        CHECK (received_minor + reserved_minor <= amount_minor)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO freezes_12 (acquirer, transmission, stan, payer_pan, payer_bank, amount_minor,
+        currency, received_minor, reserved_minor, state, created_at_ms, request_digest)
+    SELECT acquirer, transmission, stan, payer_pan, payer_bank, amount_minor,
+        currency, received_minor, reserved_minor, state, created_at_ms, request_digest
+    FROM freezes;
+    DROP TABLE freezes;
+    ALTER TABLE freezes_12 RENAME TO freezes;
+    CREATE INDEX freezes_open_by_time ON freezes (created_at_ms) WHERE state = 'open';
+
+    CREATE TABLE sagas_12 (
+        mti                   TEXT    NOT NULL,
+        acquirer              TEXT    NOT NULL,
+        transmission          TEXT    NOT NULL,
+        stan                  TEXT    NOT NULL,
+        freeze_acquirer       TEXT    NOT NULL,
+        freeze_transmission   TEXT    NOT NULL,
+        freeze_stan           TEXT    NOT NULL,
+        amount_minor          INTEGER NOT NULL CHECK (amount_minor >= 0),
+        receiver_pan          TEXT    NOT NULL,
+        receiver_bank         TEXT    NOT NULL,
+        state                 TEXT    NOT NULL
+                              CHECK (state = 'reserved' OR state = 'debiting'
+                                     OR state = 'crediting' OR state = 'reversing_debit'
+                                     OR state = 'approved' OR state = 'failed'
+                                     OR state = 'in_doubt'),
+        debit_stan            TEXT,
+        debit_transmission    TEXT,
+        credit_stan           TEXT,
+        credit_transmission   TEXT,
+        reversal_stan         TEXT,
+        reversal_transmission TEXT,
+        response_code         TEXT,
+        request_digest        BLOB    NOT NULL,
+        created_at_ms         INTEGER NOT NULL,
+        answer_digest         BLOB,
+        response              BLOB,
+        PRIMARY KEY (mti, acquirer, transmission, stan)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO sagas_12 (mti, acquirer, transmission, stan, freeze_acquirer,
+        freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state,
+        debit_stan, debit_transmission, credit_stan, credit_transmission, reversal_stan,
+        reversal_transmission, response_code, request_digest, created_at_ms, answer_digest,
+        response)
+    SELECT mti, acquirer, transmission, stan, freeze_acquirer,
+        freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state,
+        debit_stan, debit_transmission, credit_stan, credit_transmission, reversal_stan,
+        reversal_transmission, response_code, request_digest, created_at_ms, answer_digest,
+        response
+    FROM sagas;
+    DROP TABLE sagas;
+    ALTER TABLE sagas_12 RENAME TO sagas;
+    CREATE INDEX sagas_by_time ON sagas (created_at_ms);
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {
