@@ -1557,6 +1557,10 @@ async fn the_embedded_store_checks_states_without_a_temporary_table() {
     for path in [&old, &current] {
         let conn = rusqlite::Connection::open(path).unwrap();
         assert_eq!((rows(&conn, "freezes"), rows(&conn, "sagas")), before);
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
         assert_eq!(names(&conn, "index", "sagas"), ["sagas_by_time"]);
         assert_eq!(names(&conn, "index", "freezes"), ["freezes_open_by_time"]);
         assert_eq!(names(&conn, "table", "sagas"), ["sagas"]);
