@@ -188,14 +188,13 @@ pub(super) fn invalid(why: impl std::fmt::Display) -> StoreError {
 
 /// Key parts as the text columns hold them: ASCII digits, checked both ways.
 pub(super) fn digits_text(what: &str, bytes: &[u8]) -> StoreResult<String> {
-    if bytes.iter().all(u8::is_ascii_digit) {
-        // ASCII digits are UTF-8.
-        Ok(bytes.iter().map(|&b| b as char).collect())
-    } else {
-        Err(invalid(format!(
+    // ASCII digits are UTF-8: the text is the bytes, copied once.
+    match std::str::from_utf8(bytes) {
+        Ok(text) if bytes.iter().all(u8::is_ascii_digit) => Ok(text.to_owned()),
+        _ => Err(invalid(format!(
             "{what} {:?} is not digits",
             String::from_utf8_lossy(bytes)
-        )))
+        ))),
     }
 }
 
@@ -531,4 +530,19 @@ pub(super) fn cleared_day_row(row: &impl Columns) -> StoreResult<super::ClearedD
         purge_began_ms: row.opt_bigint(2)?,
         purged_at_ms: row.opt_bigint(3)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts_are_their_digits_as_text_and_nothing_else_is() {
+        assert_eq!(digits_text("STAN", b"000123").unwrap(), "000123");
+        assert_eq!(digits_text("STAN", b"").unwrap(), "");
+        for bad in [&b"00012a"[..], b"12 4", "１２".as_bytes(), &[0xff, b'1']] {
+            let e = digits_text("STAN", bad).unwrap_err();
+            assert!(e.to_string().contains("STAN"), "{e}");
+        }
+    }
 }
