@@ -1391,6 +1391,20 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
     check_invariants(&store).await;
 }
 
+/// The names of a table's entries of one kind (`index`, `table`) in an
+/// embedded store's schema, sorted.
+fn schema_names(conn: &rusqlite::Connection, kind: &str, table: &str) -> Vec<String> {
+    let mut statement = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = ?1 AND tbl_name = ?2 ORDER BY name")
+        .unwrap();
+    let names = statement
+        .query_map([kind, table], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    names
+}
+
 /// An embedded store file as the schema steps before `step` (counted from 0)
 /// left it, open on a plain connection.
 fn embedded_store_before_step(path: &Path, step: usize) -> rusqlite::Connection {
@@ -1410,18 +1424,8 @@ fn embedded_store_before_step(path: &Path, step: usize) -> rusqlite::Connection 
 #[tokio::test]
 async fn the_embedded_store_keeps_no_index_of_sagas_by_freeze() {
     let dir = tempfile::tempdir().unwrap();
-    let saga_indexes = |path: &Path| -> Vec<String> {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        let mut statement = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'sagas' ORDER BY name")
-            .unwrap();
-        let names = statement
-            .query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        names
-    };
+    let saga_indexes =
+        |path: &Path| schema_names(&rusqlite::Connection::open(path).unwrap(), "index", "sagas");
     let steps = switchboard::store::sqlite::MIGRATIONS;
     let index_step = steps
         .iter()
@@ -1487,19 +1491,6 @@ async fn the_embedded_store_checks_states_without_a_temporary_table() {
             .unwrap();
         all
     };
-    let names = |conn: &rusqlite::Connection, kind: &str, table: &str| -> Vec<String> {
-        let mut statement = conn
-            .prepare(
-                "SELECT name FROM sqlite_schema WHERE type = ?1 AND tbl_name = ?2 ORDER BY name",
-            )
-            .unwrap();
-        let names = statement
-            .query_map([kind, table], |r| r.get::<_, String>(0))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        names
-    };
     let uses_a_temporary_table = |conn: &rusqlite::Connection, sql: &str| -> bool {
         let mut statement = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
         let opcodes = statement
@@ -1561,10 +1552,13 @@ async fn the_embedded_store_checks_states_without_a_temporary_table() {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(integrity, "ok");
-        assert_eq!(names(&conn, "index", "sagas"), ["sagas_by_time"]);
-        assert_eq!(names(&conn, "index", "freezes"), ["freezes_open_by_time"]);
-        assert_eq!(names(&conn, "table", "sagas"), ["sagas"]);
-        assert_eq!(names(&conn, "table", "freezes"), ["freezes"]);
+        assert_eq!(schema_names(&conn, "index", "sagas"), ["sagas_by_time"]);
+        assert_eq!(
+            schema_names(&conn, "index", "freezes"),
+            ["freezes_open_by_time"]
+        );
+        assert_eq!(schema_names(&conn, "table", "sagas"), ["sagas"]);
+        assert_eq!(schema_names(&conn, "table", "freezes"), ["freezes"]);
         for sql in [insert_saga, end_saga, close_freeze] {
             assert!(!uses_a_temporary_table(&conn, sql), "{sql}");
         }
