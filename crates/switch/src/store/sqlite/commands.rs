@@ -2,6 +2,7 @@
 //! savepoint: answers, freezes, receives and their sagas, STANs, the
 //! store-and-forward queue.
 
+use super::saga_book::{insert_row, FlyingSaga, RowState, SagaBook};
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -158,8 +159,11 @@ pub(super) fn finish_freeze(
     Ok(Settled::Now)
 }
 
+/// Reserves for a receive: the freeze's reserved amount updated, the saga
+/// put in `book` (its row is written when it ends: `saga_book.rs`).
 pub(super) fn reserve(
     conn: &Connection,
+    book: &mut SagaBook,
     request: &ReqCols,
     freeze_key: &FreezeCols,
     receive: &NewReceive,
@@ -170,6 +174,7 @@ pub(super) fn reserve(
     // both and reads the freeze (read, then updated: an `UPDATE … RETURNING`
     // costs SQLite a temporary table per statement, more than this read);
     // an answer's or a saga's rows are read only when there is one.
+    book.usable()?;
     let (answered, has_saga, freeze) = query_opt(
         conn,
         concat!(
@@ -223,6 +228,13 @@ pub(super) fn reserve(
             });
         }
     }
+    if let Some(saga) = book.get(&request.0) {
+        // In flight: not answered yet.
+        return Ok(Reserve::Duplicate {
+            request_digest: saga.request_digest,
+            answer: None,
+        });
+    }
     let Some(mut freeze) = freeze else {
         return Ok(Reserve::NotFound);
     };
@@ -241,41 +253,31 @@ pub(super) fn reserve(
         ],
     )?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let state = SagaState::Debiting.as_str();
-    execute(
-        conn,
-        "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
-         freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
-         request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
-         credit_transmission) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?13, ?11, ?12, ?14, ?15, ?16, ?17)",
-        params![
-            request.0[0],
-            request.0[1],
-            request.0[2],
-            request.0[3],
-            freeze_key.0[0],
-            freeze_key.0[1],
-            freeze_key.0[2],
-            amount,
-            vault::seal_text(sealed::RECEIVER_PAN, &receive.receiver_pan),
-            receive.receiver_bank,
-            &receive.request_digest[..],
-            receive.created_at_ms,
-            state,
-            text(&receive.debit.stan),
-            text(&receive.debit.transmission),
+    // Last, once every statement has succeeded (see `saga_book.rs`).
+    book.reserve(FlyingSaga {
+        request: request.0.clone(),
+        freeze: freeze_key.0.clone(),
+        amount_minor: amount,
+        receiver_pan: vault::seal_text(sealed::RECEIVER_PAN, &receive.receiver_pan),
+        receiver_bank: receive.receiver_bank.clone(),
+        request_digest: receive.request_digest,
+        created_at_ms: receive.created_at_ms,
+        debit: [text(&receive.debit.stan), text(&receive.debit.transmission)],
+        credit: [
             text(&receive.credit.stan),
             text(&receive.credit.transmission),
         ],
-    )?;
+    });
     Ok(Reserve::Reserved(freeze))
 }
 
 /// Ends a saga not ended yet: settles its reservation and records the
-/// answer. `false` when it had ended before (then nothing changes).
+/// answer. `false` when it had ended before (then nothing changes). A saga
+/// in `book` gets its row, final, here; the caller takes it out of the book
+/// once the rest of its command has succeeded.
 pub(super) fn end_saga(
     conn: &Connection,
+    book: &SagaBook,
     request: &ReqCols,
     outcome: ReceiveOutcome,
     answer: &StoredAnswer,
@@ -283,6 +285,25 @@ pub(super) fn end_saga(
 ) -> StoreResult<bool> {
     // Named only in an error: joined then.
     let name = || request.0.join("/");
+    let new_state = match outcome {
+        ReceiveOutcome::Approved => SagaState::Approved,
+        ReceiveOutcome::Failed => SagaState::Failed,
+    };
+    if let Some(saga) = book.get(&request.0) {
+        settle_reservation(conn, &saga.freeze, saga.amount_minor, outcome, &name)?;
+        insert_row(
+            conn,
+            saga,
+            RowState {
+                state: new_state,
+                response_code,
+                answer_digest: Some(&answer.request_digest[..]),
+                response: Some(vault::seal_bytes(sealed::RESPONSE, &answer.response)),
+            },
+            false,
+        )?;
+        return Ok(true);
+    }
     let saga = query_opt(
         conn,
         "SELECT state, amount_minor, freeze_acquirer, freeze_transmission, freeze_stan FROM sagas \
@@ -291,7 +312,7 @@ pub(super) fn end_saga(
         |row| {
             let state = row.saga_state(0)?;
             let amount = row.bigint(1)?;
-            let freeze = FreezeCols([row.text(2)?, row.text(3)?, row.text(4)?]);
+            let freeze = [row.text(2)?, row.text(3)?, row.text(4)?];
             Ok((state, amount, freeze))
         },
     )?;
@@ -301,33 +322,7 @@ pub(super) fn end_saga(
         // Settled already: a second finish changes nothing.
         return Ok(false);
     }
-    let settle = match outcome {
-        ReceiveOutcome::Approved => {
-            "UPDATE freezes SET reserved_minor = reserved_minor - ?4, \
-             received_minor = received_minor + ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
-        }
-        ReceiveOutcome::Failed => {
-            "UPDATE freezes SET reserved_minor = reserved_minor - ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
-        }
-    };
-    let changed = execute(
-        conn,
-        settle,
-        params![freeze.0[0], freeze.0[1], freeze.0[2], amount],
-    )?;
-    if changed != 1 {
-        return Err(corrupt(format!(
-            "saga {}: its freeze {} is missing or holds less than {amount} reserved",
-            name(),
-            freeze.0.join("/")
-        )));
-    }
-    let new_state = match outcome {
-        ReceiveOutcome::Approved => SagaState::Approved,
-        ReceiveOutcome::Failed => SagaState::Failed,
-    };
+    settle_reservation(conn, &freeze, amount, outcome, &name)?;
     // The answer on the saga, as `insert_answer` would record it: the first
     // one recorded stays.
     execute(
@@ -347,6 +342,40 @@ pub(super) fn end_saga(
         ],
     )?;
     Ok(true)
+}
+
+/// A saga's reserved amount taken off its freeze: received when approved.
+fn settle_reservation(
+    conn: &Connection,
+    freeze: &[String; 3],
+    amount: i64,
+    outcome: ReceiveOutcome,
+    saga_name: &dyn Fn() -> String,
+) -> StoreResult<()> {
+    let settle = match outcome {
+        ReceiveOutcome::Approved => {
+            "UPDATE freezes SET reserved_minor = reserved_minor - ?4, \
+             received_minor = received_minor + ?4 \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
+        }
+        ReceiveOutcome::Failed => {
+            "UPDATE freezes SET reserved_minor = reserved_minor - ?4 \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
+        }
+    };
+    let changed = execute(
+        conn,
+        settle,
+        params![freeze[0], freeze[1], freeze[2], amount],
+    )?;
+    if changed != 1 {
+        return Err(corrupt(format!(
+            "saga {}: its freeze {} is missing or holds less than {amount} reserved",
+            saga_name(),
+            freeze.join("/")
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn close_freeze(

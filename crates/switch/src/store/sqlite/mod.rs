@@ -70,6 +70,7 @@ mod risk;
 mod risk_codec;
 mod risk_log;
 mod rows;
+mod saga_book;
 mod schema;
 mod traits;
 mod writer;
@@ -78,6 +79,7 @@ pub use self::journal::write_journal;
 use self::risk_codec::RiskEvent;
 pub use self::risk_log::CheckpointOptions;
 use self::risk_log::RiskLog;
+use self::saga_book::SagaBook;
 pub use self::schema::MIGRATIONS;
 use self::{commands::*, rows::*, schema::*, writer::*};
 
@@ -162,6 +164,9 @@ pub struct SqliteStore {
     /// writer thread only (by the writer and by the commands it runs), so
     /// never waited for.
     risk_log: Arc<std::sync::Mutex<RiskLog>>,
+    /// The receive sagas in flight ([`saga_book`]): used on the writer
+    /// thread only, so never waited for.
+    sagas: Arc<std::sync::Mutex<SagaBook>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -242,6 +247,10 @@ impl SqliteStore {
             &conn,
             options.risk_checkpoint,
         )?));
+        // What a run that stopped without closing left in the sagas' log.
+        let mut book = SagaBook::default();
+        saga_book::fold_log(&conn, &mut book)?;
+        let sagas = Arc::new(std::sync::Mutex::new(book));
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let (journal_tx, journal_rx) = std_mpsc::channel();
@@ -260,6 +269,7 @@ impl SqliteStore {
             risk_events: risk_rx,
             pending_risk_events: Vec::new(),
             risk_log: risk_log.clone(),
+            sagas: sagas.clone(),
             shared: shared.clone(),
         };
         let max_batch = options.max_batch.max(1);
@@ -279,6 +289,7 @@ impl SqliteStore {
             )),
             risk_events: risk_tx,
             risk_log,
+            sagas,
             _lock: None,
         })
     }
@@ -406,6 +417,14 @@ impl SqliteStore {
         let (reply, rx) = oneshot::channel();
         self.send(Box::new(Early { f, reply })).await?;
         Ok(rx)
+    }
+
+    /// Writes the rows of the sagas in flight ([`saga_book`]), for a read of
+    /// `sagas` on a connection of its own.
+    async fn write_sagas_in_flight(&self) -> StoreResult<()> {
+        let sagas = self.sagas.clone();
+        self.call(move |c| saga_book::materialize_all(c, &mut saga_book::lock(&sagas)))
+            .await
     }
 
     /// Runs `f` on a read-only connection of its own, in one read transaction

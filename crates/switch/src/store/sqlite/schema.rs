@@ -281,6 +281,15 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sagas_12 RENAME TO sagas;
     CREATE INDEX sagas_by_time ON sagas (created_at_ms);
     "#,
+    // 13: the log of sagas in flight (`saga_book.rs`): a batch's
+    // reservations appended as one row, a saga's row in `sagas` written
+    // once, at its end.
+    r#"
+    CREATE TABLE saga_log (
+        id   INTEGER PRIMARY KEY,
+        body BLOB    NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

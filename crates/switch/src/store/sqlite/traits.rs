@@ -69,8 +69,12 @@ impl Decisions for SqliteStore {
         let request = ReqCols::new(&receive.request)?;
         let freeze = FreezeCols::new(&receive.freeze)?;
         let amount = amount_in("receive amount", receive.amount_minor)?;
-        self.call(move |c| reserve(c, &request, &freeze, &receive, amount))
-            .await
+        let sagas = self.sagas.clone();
+        self.call(move |c| {
+            let mut book = saga_book::lock(&sagas);
+            reserve(c, &mut book, &request, &freeze, &receive, amount)
+        })
+        .await
     }
 
     async fn settle_receive(
@@ -82,14 +86,19 @@ impl Decisions for SqliteStore {
     ) -> StoreResult<Settled> {
         let request = ReqCols::new(request)?;
         let code = answer.response_code(&self.spec);
+        let sagas = self.sagas.clone();
         self.call(move |c| {
-            if !end_saga(c, &request, outcome, &answer, code.as_deref())? {
+            let mut book = saga_book::lock(&sagas);
+            book.usable()?;
+            if !end_saga(c, &book, &request, outcome, &answer, code.as_deref())? {
                 // Settled before: its follow-ups were queued then.
                 return Ok(Settled::Before {
                     answer: load_answer(c, &request)?,
                 });
             }
             queue_follow_up(c, &request, outcome, &follow_up)?;
+            // Its row is written: out of the book, last (see `saga_book.rs`).
+            book.remove(&request.0);
             Ok(Settled::Now)
         })
         .await
@@ -118,7 +127,14 @@ impl Decisions for SqliteStore {
 
     async fn saga(&self, request: &RequestKey) -> StoreResult<Option<SagaRecord>> {
         let request = ReqCols::new(request)?;
+        let sagas = self.sagas.clone();
         self.call(move |c| {
+            let mut book = saga_book::lock(&sagas);
+            if let Some(saga) = book.get(&request.0) {
+                // In flight: its row written as it is, to be read like any other.
+                saga_book::insert_row(c, saga, saga_book::RowState::reserved(), false)?;
+                book.remove(&request.0);
+            }
             query_opt(
                 c,
                 concat!(
@@ -228,6 +244,7 @@ impl History for SqliteStore {
     }
 
     async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
+        self.write_sagas_in_flight().await?;
         self.call(|c| {
             query_all(
                 c,
@@ -306,6 +323,7 @@ impl History for SqliteStore {
     }
 
     async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
+        self.write_sagas_in_flight().await?;
         self.read(move |c| {
             query_all_with(
                 c,

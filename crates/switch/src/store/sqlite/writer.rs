@@ -25,9 +25,10 @@ pub(super) enum Msg {
 pub(super) type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 pub(super) trait Command: Send {
-    /// Runs inside its own savepoint of the batch's transaction; sets `broken`
-    /// when the savepoint could not be rolled back.
-    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply;
+    /// Runs inside its own savepoint of the batch's transaction; sets
+    /// `health.failed` when it failed, `health.broken` when its savepoint
+    /// could not be rolled back.
+    fn run(self: Box<Self>, conn: &Connection, health: &Health) -> Reply;
     /// Replies with an error without running (the transaction could not start).
     fn fail(self: Box<Self>, why: String);
     /// Whether [`Command::run_bare`] may be used: the command can run again
@@ -72,9 +73,9 @@ where
     F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+    fn run(self: Box<Self>, conn: &Connection, health: &Health) -> Reply {
         let Call { f, reply, .. } = *self;
-        let result = in_savepoint(conn, broken, f);
+        let result = in_savepoint(conn, health, f);
         replying(reply, result)
     }
 
@@ -117,9 +118,9 @@ where
     F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+    fn run(self: Box<Self>, conn: &Connection, health: &Health) -> Reply {
         let Early { f, reply } = *self;
-        let _ = reply.send(in_savepoint(conn, broken, f));
+        let _ = reply.send(in_savepoint(conn, health, f));
         Box::new(|_| {})
     }
 
@@ -180,12 +181,12 @@ where
     F: Fn(&Connection) -> StoreResult<Option<T>> + Send + 'static,
     T: Send + 'static,
 {
-    fn run(mut self: Box<Self>, conn: &Connection, broken: &Cell<bool>) -> Reply {
+    fn run(mut self: Box<Self>, conn: &Connection, health: &Health) -> Reply {
         if self.reply.is_none() {
             // A first, bare run found nothing and said so.
             return Box::new(|_| {});
         }
-        match in_savepoint(conn, broken, &self.f) {
+        match in_savepoint(conn, health, &self.f) {
             Ok(found) => {
                 self.settle_miss(found);
                 self.after_commit()
@@ -245,24 +246,36 @@ pub(super) fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// What the savepoints of a batch run the careful way report.
+#[derive(Default)]
+pub(super) struct Health {
+    /// A savepoint could not be rolled back, or SQLite abandoned the
+    /// transaction: the batch must not be committed.
+    pub(super) broken: Cell<bool>,
+    /// Something failed and was rolled back alone: what the writer holds in
+    /// memory beside the file may no longer match it.
+    pub(super) failed: Cell<bool>,
+}
+
 /// Runs `f` in a savepoint of the open transaction: on error, the transaction
 /// is left as it was before. When that cannot be done (the rollback failed, or
-/// SQLite rolled back the whole transaction itself) `broken` is set, and the
+/// SQLite rolled back the whole transaction itself) `health.broken` is set, and the
 /// batch must not be committed.
 pub(super) fn in_savepoint<T>(
     conn: &Connection,
-    broken: &Cell<bool>,
+    health: &Health,
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     if let Err(e) = exec(conn, "SAVEPOINT command") {
-        broken.set(true);
+        health.broken.set(true);
         return Err(e);
     }
     let result = f(conn).and_then(|v| exec(conn, "RELEASE command").map(|()| v));
-    if result.is_err()
-        && (exec(conn, "ROLLBACK TO command").is_err() || exec(conn, "RELEASE command").is_err())
-    {
-        broken.set(true);
+    if result.is_err() {
+        health.failed.set(true);
+        if exec(conn, "ROLLBACK TO command").is_err() || exec(conn, "RELEASE command").is_err() {
+            health.broken.set(true);
+        }
     }
     result
 }
@@ -280,6 +293,7 @@ pub(super) struct Writer {
     /// Risk counter events taken from the channel and not yet committed.
     pub(super) pending_risk_events: Vec<RiskEvent>,
     pub(super) risk_log: Arc<std::sync::Mutex<RiskLog>>,
+    pub(super) sagas: Arc<std::sync::Mutex<SagaBook>>,
     pub(super) shared: Arc<Shared>,
 }
 
@@ -311,8 +325,14 @@ impl Writer {
             last_began = Some(Instant::now());
             self.batch(&mut batch);
         }
-        // Every sender is gone: write what the journal still holds.
+        // Every sender is gone: write what the journal still holds, and the
+        // rows of the sagas still in flight (the file then needs no log).
         self.batch(&mut batch);
+        if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
+            tracing::warn!(
+                "the sagas in flight stay in the store's log until it is next opened: {e}"
+            );
+        }
         match self.pending_journal.len() {
             0 => Ok(()),
             n => Err(format!("{n} journal entries could not be written")),
@@ -339,6 +359,7 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         self.read_risk_log_again_if_stale();
+        self.fold_sagas_if_stale();
         let started = std::time::Instant::now();
         if commands.iter().all(|c| c.repeatable()) {
             if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands) {
@@ -352,6 +373,7 @@ impl Writer {
             // Rolled back: the careful way below, as if this had not run.
             self.shared.reruns.fetch_add(1, Ordering::Relaxed);
             self.read_risk_log_again_if_stale();
+            self.fold_sagas_if_stale();
         }
         if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
             let why = format!("cannot begin a transaction: {e}");
@@ -366,10 +388,10 @@ impl Writer {
         // savepoint, or SQLite abandoning the transaction (on I/O errors, a full
         // disk), means part of a failed command might be committed: the batch
         // is abandoned instead.
-        let broken = Cell::new(false);
+        let health = Health::default();
         let journaled = match self.pending_journal.len() {
             0 => 0,
-            n => match in_savepoint(&self.conn, &broken, |c| {
+            n => match in_savepoint(&self.conn, &health, |c| {
                 journal::write_journal(c, &self.pending_journal)
             }) {
                 Ok(()) => n,
@@ -383,7 +405,7 @@ impl Writer {
         // of this batch sees them (they were sent before it).
         let risk_written = match self.pending_risk_events.len() {
             0 => 0,
-            n => match in_savepoint(&self.conn, &broken, |c| {
+            n => match in_savepoint(&self.conn, &health, |c| {
                 risk_log::lock(&self.risk_log).append(c, &self.pending_risk_events)
             }) {
                 Ok(()) => n,
@@ -398,29 +420,40 @@ impl Writer {
             .fetch_add(commands.len() as u64, Ordering::Relaxed);
         let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
         for command in commands.drain(..) {
-            if broken.get() || self.conn.is_autocommit() {
-                broken.set(true);
+            if health.broken.get() || self.conn.is_autocommit() {
+                health.broken.set(true);
                 command.fail("the batch's transaction was abandoned".into());
             } else {
-                replies.push(command.run(&self.conn, &broken));
+                replies.push(command.run(&self.conn, &health));
             }
         }
 
-        if !broken.get()
+        if !health.broken.get()
             && !self.conn.is_autocommit()
             && risk_log::lock(&self.risk_log).wants_checkpoint()
         {
-            if let Err(e) = in_savepoint(&self.conn, &broken, |c| {
+            if let Err(e) = in_savepoint(&self.conn, &health, |c| {
                 risk_log::lock(&self.risk_log).checkpoint(c)
             }) {
                 tracing::warn!("risk counters' checkpoint left for a later batch: {e}");
             }
         }
-        let outcome = if broken.get() || self.conn.is_autocommit() {
+        // The batch's reservations are durable with it, or it is not committed.
+        if !health.broken.get() && !self.conn.is_autocommit() {
+            if let Err(e) = saga_book::log_batch(&self.conn, &mut saga_book::lock(&self.sagas)) {
+                tracing::warn!("the sagas reserved could not be logged: {e}");
+                health.broken.set(true);
+            }
+        }
+        let outcome = if health.broken.get() || self.conn.is_autocommit() {
             Err("the batch's transaction was abandoned after an error".to_string())
         } else {
             exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"))
         };
+        if health.failed.get() {
+            // A command failed: the sagas' book may hold what it did.
+            saga_book::lock(&self.sagas).set_stale();
+        }
         self.conclude(outcome, replies, journaled, risk_written, started);
     }
 
@@ -449,9 +482,11 @@ impl Writer {
                 let mut log = risk_log::lock(&self.risk_log);
                 checkpointed = log.wants_checkpoint();
                 !checkpointed || log.checkpoint(&self.conn).is_ok()
-            };
+            }
+            && saga_book::log_batch(&self.conn, &mut saga_book::lock(&self.sagas)).is_ok();
         if !ran || self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
+            saga_book::lock(&self.sagas).set_stale();
             if risk_written > 0 || checkpointed {
                 // Its memory may hold what the file no longer does.
                 risk_log::lock(&self.risk_log).set_stale();
@@ -480,6 +515,7 @@ impl Writer {
                     started.elapsed().as_secs_f64(),
                 );
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                saga_book::lock(&self.sagas).committed();
                 self.pending_journal.drain(..journaled);
                 self.pending_risk_events.drain(..risk_written);
                 self.shared.journal_backlog.written(journaled);
@@ -489,12 +525,26 @@ impl Writer {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
                 }
-                // What the risk log holds in memory may now be ahead of the file.
+                // What the risk log and the sagas' book hold in memory may
+                // now be ahead of the file.
                 risk_log::lock(&self.risk_log).set_stale();
+                saga_book::lock(&self.sagas).set_stale();
             }
         }
         for reply in replies {
             reply(outcome.clone());
+        }
+    }
+
+    /// After a failure: the sagas' log folded into `sagas`, which rebuilds
+    /// the book (until that succeeds, commands that need it fail).
+    fn fold_sagas_if_stale(&mut self) {
+        let mut book = saga_book::lock(&self.sagas);
+        if !book.is_stale() {
+            return;
+        }
+        if let Err(e) = saga_book::fold_log(&self.conn, &mut book) {
+            tracing::warn!("the sagas in flight cannot be read back from the store: {e}");
         }
     }
 
