@@ -1840,6 +1840,47 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
     check_invariants(&store).await;
 }
 
+/// A command such as `switchboard journal` opens the embedded store beside
+/// a running switch, without its lock, and folds the log of sagas in flight
+/// into `sagas` as any opening does. The switch's sagas in flight then have
+/// their rows already: their ends update them, and the log is pruned as
+/// before.
+#[tokio::test]
+async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    open_freeze(&*store, 1, 100_000).await;
+    assert_eq!(reserve_concurrently(&store, 1, 1..=3, 10).await, 3);
+    SqliteStore::open(&path).unwrap().close().await.unwrap();
+    let (rows, logged) = embedded_sagas_on_file(&path);
+    assert_eq!((rows.len(), logged), (3, 0));
+
+    end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
+    end_receive(&*store, &request_key(b"0200", 2), ReceiveOutcome::Failed).await;
+    // The log's pruning writes the rows of sagas in flight long: saga 3's
+    // row is there already.
+    for i in 4..=1_400 {
+        assert!(matches!(
+            store.reserve(receive(1, i, 1)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+        end_receive(&*store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
+    }
+    end_receive(&*store, &request_key(b"0200", 3), ReceiveOutcome::Approved).await;
+    assert_eq!(store.stats().reruns, 0, "no statement failed on the way");
+    let (rows, logged) = embedded_sagas_on_file(&path);
+    assert_eq!(rows.len(), 1_400);
+    assert!(logged < 1_024 + 256, "{logged}");
+    assert!(
+        rows.iter().all(|(_, state)| state != "debiting"),
+        "{rows:?}"
+    );
+    let f = freeze(&*store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (0, 20 + 1_397));
+    check_invariants(&*store).await;
+}
+
 /// A log row of sagas in flight that cannot be read back stops the store
 /// from opening, naming the row and the byte: the sagas it holds might
 /// otherwise be lost to recovery.

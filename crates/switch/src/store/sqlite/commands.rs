@@ -290,19 +290,18 @@ pub(super) fn end_saga(
         ReceiveOutcome::Failed => SagaState::Failed,
     };
     if let Some(saga) = book.get(&request.0) {
-        settle_reservation(conn, &saga.freeze, saga.amount_minor, outcome, &name)?;
-        insert_row(
-            conn,
-            saga,
-            RowState {
-                state: new_state,
-                response_code,
-                answer_digest: Some(&answer.request_digest[..]),
-                response: Some(vault::seal_bytes(sealed::RESPONSE, &answer.response)),
-            },
-            false,
-        )?;
-        return Ok(true);
+        let final_row = RowState {
+            state: new_state,
+            response_code,
+            answer_digest: Some(&answer.request_digest[..]),
+            response: Some(vault::seal_bytes(sealed::RESPONSE, &answer.response)),
+        };
+        // Its row may have been written as it was meanwhile (by a read, or
+        // by another process folding the log): then updated below.
+        if insert_row(conn, saga, final_row)? {
+            settle_reservation(conn, &saga.freeze, saga.amount_minor, outcome, &name)?;
+            return Ok(true);
+        }
     }
     let saga = query_opt(
         conn,

@@ -22,6 +22,10 @@
 //! - Reading sagas other than through the book (`saga`, `sagas`,
 //!   `sagas_between`) first writes the rows of every saga in the book, as
 //!   they are ([`materialize_all`]).
+//! - Another process that opens the file without its lock (`switchboard
+//!   journal`, `saf`, `audit`, `risk` beside a running switch) folds the log
+//!   too, so a saga of the book may have its row already: rows are written
+//!   only where missing, and a saga's end that finds its row updates it.
 //! - At open, and after any failure that may have left the book unlike the
 //!   file, the log is folded into `sagas` ([`fold_log`]): every saga it
 //!   holds whose row is missing gets its row as reserved, and the log is
@@ -162,34 +166,18 @@ impl SagaBook {
     }
 }
 
-/// Writes a saga's row into `sagas`; with `if_missing`, nothing when it has one.
-pub(super) fn insert_row(
-    conn: &Connection,
-    saga: &FlyingSaga,
-    row: RowState,
-    if_missing: bool,
-) -> StoreResult<()> {
-    macro_rules! insert {
-        ($verb:literal) => {
-            concat!(
-                $verb,
-                " INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
-                 freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, \
-                 state, request_digest, created_at_ms, debit_stan, debit_transmission, \
-                 credit_stan, credit_transmission, response_code, answer_digest, response) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18, ?19, ?20)"
-            )
-        };
-    }
-    let sql = if if_missing {
-        insert!("INSERT OR IGNORE")
-    } else {
-        insert!("INSERT")
-    };
-    execute(
+/// Writes a saga's row into `sagas` unless it has one (another key clash
+/// or a broken CHECK is still an error): whether it wrote the row.
+pub(super) fn insert_row(conn: &Connection, saga: &FlyingSaga, row: RowState) -> StoreResult<bool> {
+    let written = execute(
         conn,
-        sql,
+        "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
+         freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
+         request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
+         credit_transmission, response_code, answer_digest, response) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19, ?20) \
+         ON CONFLICT (mti, acquirer, transmission, stan) DO NOTHING",
         params![
             saga.request[0],
             saga.request[1],
@@ -213,7 +201,7 @@ pub(super) fn insert_row(
             row.response,
         ],
     )?;
-    Ok(())
+    Ok(written == 1)
 }
 
 /// Writes the rows of every saga in the book as they are (in flight) and
@@ -226,7 +214,7 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
     let mut keys: Vec<&[String; 4]> = book.flying.keys().collect();
     keys.sort();
     for key in keys {
-        insert_row(conn, &book.flying[key].saga, RowState::reserved(), false)?;
+        insert_row(conn, &book.flying[key].saga, RowState::reserved())?;
     }
     book.flying.clear();
     book.unlogged.clear();
@@ -276,7 +264,7 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         .collect();
     old.sort();
     for key in &old {
-        insert_row(conn, &book.flying[key].saga, RowState::reserved(), false)?;
+        insert_row(conn, &book.flying[key].saga, RowState::reserved())?;
     }
     let keep_from = book
         .flying
@@ -311,7 +299,7 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
         )?;
         for (id, body) in &bodies {
             for saga in decode(body, *id)? {
-                insert_row(conn, &saga, RowState::reserved(), true)?;
+                insert_row(conn, &saga, RowState::reserved())?;
             }
         }
         if !bodies.is_empty() {

@@ -132,7 +132,7 @@ impl Decisions for SqliteStore {
             let mut book = saga_book::lock(&sagas);
             if let Some(saga) = book.get(&request.0) {
                 // In flight: its row written as it is, to be read like any other.
-                saga_book::insert_row(c, saga, saga_book::RowState::reserved(), false)?;
+                saga_book::insert_row(c, saga, saga_book::RowState::reserved())?;
                 book.remove(&request.0);
             }
             query_opt(
