@@ -7,11 +7,20 @@
 //! 2026-11-23 22:59:59 Shanghai time. A cutoff of 00:00 makes settlement days
 //! calendar days. Times the switch keeps are UTC; they are converted here.
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
+
+thread_local! {
+    /// The settlement day found last on this thread, with its window in UTC
+    /// milliseconds: nearly every moment asked about falls in the same day
+    /// as the one before (a response's F15, clearing's legs), and finding a
+    /// day walks the time zone's rules several times.
+    static LAST_DAY: Cell<Option<(Settlement, i64, i64, NaiveDate)>> = const { Cell::new(None) };
+}
 
 /// A cutoff time in a time zone: what decides every settlement date.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -107,6 +116,22 @@ impl Settlement {
 
     /// The settlement date of a UTC moment.
     pub fn date_of(&self, utc: NaiveDateTime) -> NaiveDate {
+        let ms = utc.and_utc().timestamp_millis();
+        if let Some((settlement, start, end, date)) = LAST_DAY.get() {
+            if settlement == *self && (start..end).contains(&ms) {
+                return date;
+            }
+        }
+        let date = self.find_date_of(utc);
+        let (start, end) = self.window_ms(date);
+        if (start..end).contains(&ms) {
+            LAST_DAY.set(Some((*self, start, end, date)));
+        }
+        date
+    }
+
+    /// [`Settlement::date_of`] worked out from the time zone's rules.
+    fn find_date_of(&self, utc: NaiveDateTime) -> NaiveDate {
         let local = self.time_zone.from_utc_datetime(&utc).naive_local();
         let mut date = (local + self.shift()).date();
         // Around daylight-saving changes the local clock repeats or skips: the
@@ -133,7 +158,13 @@ impl Settlement {
 
     /// Field 15 (MMDD) for a moment.
     pub fn f15(&self, utc: NaiveDateTime) -> String {
-        self.date_of(utc).format("%m%d").to_string()
+        let date = self.date_of(utc);
+        let mut mmdd = String::with_capacity(4);
+        for part in [date.month(), date.day()] {
+            mmdd.push(char::from(b'0' + (part / 10) as u8));
+            mmdd.push(char::from(b'0' + (part % 10) as u8));
+        }
+        mmdd
     }
 
     /// The settlement date of a message sent with field 7 `transmission`
@@ -216,6 +247,39 @@ mod tests {
             assert_eq!(s.date_of_ms(ms), day);
         }
         assert_eq!(s.date_of_ms(to), date("2026-03-30"));
+    }
+
+    /// The day remembered from the moment before gives what the time zone's
+    /// rules give, on both sides of every cutoff and daylight-saving change
+    /// of a year, with two settlements asked in turn on one thread.
+    #[test]
+    fn the_remembered_day_is_the_day_the_rules_give() {
+        let berlin = Settlement::parse("02:30", "Europe/Berlin").unwrap();
+        let shanghai = Settlement::default();
+        let new_york = Settlement::parse("00:00", "America/New_York").unwrap();
+        let start = utc("2026-01-01 00:00:00");
+        // Every 5 minutes of the year, and 1 ms either side of each.
+        let moments = (0..(366 * 24 * 12)).flat_map(|step| {
+            let at = start + Duration::minutes(5 * step);
+            [
+                at - Duration::milliseconds(1),
+                at,
+                at + Duration::milliseconds(1),
+            ]
+        });
+        for s in [berlin, shanghai, new_york] {
+            for moment in moments.clone() {
+                assert_eq!(s.date_of(moment), s.find_date_of(moment), "{s} {moment}");
+            }
+        }
+        // Two settlements in turn: each asked about the other's day.
+        for moment in moments.step_by(97) {
+            for s in [berlin, new_york] {
+                assert_eq!(s.date_of(moment), s.find_date_of(moment), "{s} {moment}");
+            }
+        }
+        assert_eq!(shanghai.f15(utc("2026-03-04 12:00:00")), "0304");
+        assert_eq!(shanghai.f15(utc("2026-11-30 15:00:00")), "1201");
     }
 
     #[test]
