@@ -27,8 +27,8 @@ use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
 use switchboard::store::{
     Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
     InsertFreeze, JournalEntry, JournalSink, Lease, NewFreeze, NewReceive, NewSafEntry,
-    RawMessages, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafState,
-    SagaState, SentMessage, Settled, Store, StoreError, StoredAnswer,
+    RawMessages, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue,
+    SafState, SagaState, SentMessage, Settled, Store, StoreError, StoredAnswer,
 };
 
 // ---------------------------------------------------------------------------
@@ -1200,7 +1200,8 @@ async fn journal_entries_are_all_written_in_order_on_drop() {
     assert!(stans.windows(2).all(|w| w[0] < w[1]));
 }
 
-/// Ends receives `requests` at once (so in shared batches), each approved:
+/// Ends receives `requests` at once (so in shared batches), each approved
+/// and queueing a store-and-forward entry with order key `r<request>`:
 /// those in `injected` must fail with the injected failure, every other
 /// must end now.
 async fn approve_all_but_injected(
@@ -1214,8 +1215,12 @@ async fn approve_all_but_injected(
             tokio::spawn(async move {
                 let key = request_key(b"0200", i);
                 let answer = answer(b"0210", "00", 2);
+                let follow_up = FollowUp {
+                    saf: vec![saf_entry(&format!("r{i}"), "follow-up")],
+                    unfreeze_if_closed: None,
+                };
                 let ended = store
-                    .settle_receive(&key, ReceiveOutcome::Approved, answer, FollowUp::default())
+                    .settle_receive(&key, ReceiveOutcome::Approved, answer, follow_up)
                     .await;
                 (i, ended)
             })
@@ -1267,17 +1272,12 @@ async fn the_embedded_writer_runs_a_batch_again_only_when_a_command_fails() {
     assert_eq!(stats.reruns, 0, "{stats:?}");
     Arc::into_inner(store).unwrap().close().await.unwrap();
 
-    // A receive's end fails after its freeze was updated: the saga's row,
-    // written at its end (inserted, or updated once the sagas in flight
-    // have been read back from the log after a failure), is refused.
+    // A receive's end fails after its freeze was updated: the follow-up it
+    // queues is refused.
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch(
-            "CREATE TRIGGER fail_insert BEFORE INSERT ON sagas
-             WHEN NEW.stan = '000113' AND NEW.state = 'approved'
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
-             CREATE TRIGGER fail_update BEFORE UPDATE ON sagas
-             WHEN NEW.stan = '000113' AND NEW.state = 'approved'
+            "CREATE TRIGGER fail_one BEFORE INSERT ON saf WHEN NEW.order_key = 'r113'
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
         )
         .unwrap();
@@ -1303,6 +1303,7 @@ async fn the_embedded_writer_runs_a_batch_again_only_when_a_command_fails() {
         .collect();
     assert_eq!(in_flight.len(), 41, "{in_flight:?}");
     assert!(in_flight.contains(&stan(113)));
+    assert_eq!(store.saf_entries().await.unwrap().len(), 39);
     check_invariants(&*store).await;
 }
 
@@ -1632,7 +1633,8 @@ async fn the_embedded_store_checks_states_without_a_temporary_table() {
 }
 
 /// What a connection of its own sees in the embedded store's file: the
-/// sagas' rows (STAN, state) and how many sagas the log of those in flight holds.
+/// sagas' rows (STAN, state) and how many records (reservations and ends)
+/// the sagas' log holds.
 fn embedded_sagas_on_file(path: &Path) -> (Vec<(String, String)>, usize) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut statement = conn
@@ -1643,7 +1645,7 @@ fn embedded_sagas_on_file(path: &Path) -> (Vec<(String, String)>, usize) {
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    // A log row's body: a format byte, then the count of its sagas (u32 LE).
+    // A log row's body: a format byte, then the count of its records (u32 LE).
     let mut statement = conn.prepare("SELECT body FROM saga_log").unwrap();
     let logged = statement
         .query_map([], |r| r.get::<_, Vec<u8>>(0))
@@ -1656,12 +1658,12 @@ fn embedded_sagas_on_file(path: &Path) -> (Vec<(String, String)>, usize) {
     (rows, logged)
 }
 
-/// The embedded store writes a receive saga's row once, when the saga ends:
-/// until then the reservation is in the log of sagas in flight, committed
-/// with its batch. No saga's row is updated on the way, and the store's
-/// reads see the saga in flight all the same.
+/// The embedded store writes a receive saga's row once, after the saga has
+/// ended: until then its reservation and its end are in the sagas' log,
+/// committed with their batches. No saga's row is updated on the way, and
+/// the store's reads (answers to resends, sagas) see the sagas all the same.
 #[tokio::test]
-async fn the_embedded_store_writes_a_sagas_row_once_at_its_end() {
+async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     SqliteStore::open(&path).unwrap().close().await.unwrap();
@@ -1691,19 +1693,24 @@ async fn the_embedded_store_writes_a_sagas_row_once_at_its_end() {
 
     end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
     end_receive(&*store, &request_key(b"0200", 2), ReceiveOutcome::Failed).await;
-    let (rows, logged) = embedded_sagas_on_file(&path);
-    assert_eq!(
-        rows,
-        vec![
-            ("000001".to_string(), "approved".to_string()),
-            ("000002".to_string(), "failed".to_string())
-        ]
-    );
-    assert_eq!(logged, 4, "the log keeps its rows until it is pruned");
+    // Ended, durably, and still only in the log.
+    assert_eq!(embedded_sagas_on_file(&path), (vec![], 6));
     assert_eq!(
         store.answer(&request_key(b"0200", 1)).await.unwrap(),
         Some(answer(b"0210", "00", 2))
     );
+    // A resend of an ended receive: a duplicate with its answer; its end
+    // again changes nothing.
+    match store.reserve(receive(1, 2, 10)).await.unwrap() {
+        Reserve::Duplicate {
+            answer: recorded, ..
+        } => assert_eq!(recorded, Some(answer(b"0210", "00", 2))),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Failed).await,
+        Settled::Before { answer: Some(_) }
+    ));
     // A saga read alone while in flight: its row is written as it is, and
     // its end then updates it.
     let third = store.saga(&request_key(b"0200", 3)).await.unwrap().unwrap();
@@ -1711,6 +1718,21 @@ async fn the_embedded_store_writes_a_sagas_row_once_at_its_end() {
     assert_eq!(third.receiver_pan, "6222020000000001");
     end_receive(&*store, &request_key(b"0200", 3), ReceiveOutcome::Approved).await;
 
+    let f = freeze(&*store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (10, 20));
+    // Every saga, the one still in flight included, through the store's
+    // reads: the ended ones' rows written in their final state.
+    let sagas = store.sagas().await.unwrap();
+    assert_eq!(sagas.len(), 4);
+    assert_eq!(
+        sagas.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [
+            SagaState::Approved,
+            SagaState::Failed,
+            SagaState::Approved,
+            SagaState::Debiting
+        ]
+    );
     let updated: Vec<String> = rusqlite::Connection::open(&path)
         .unwrap()
         .prepare("SELECT stan FROM saga_updates")
@@ -1720,12 +1742,6 @@ async fn the_embedded_store_writes_a_sagas_row_once_at_its_end() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(updated, vec!["000003".to_string()]);
-    let f = freeze(&*store, 1).await;
-    assert_eq!((f.reserved_minor, f.received_minor), (10, 20));
-    // Every saga, the one still in flight included, through the store's reads.
-    let sagas = store.sagas().await.unwrap();
-    assert_eq!(sagas.len(), 4);
-    assert_eq!(sagas[3].state, SagaState::Debiting);
     check_invariants(&*store).await;
 
     // Closed: every saga has its row and the log is empty.
@@ -1776,7 +1792,8 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
         .unwrap()
         .execute("VACUUM INTO ?1", [crashed.to_str().unwrap()])
         .unwrap();
-    assert_eq!(embedded_sagas_on_file(&crashed).1, 6);
+    // Six reservations and an end, in the log alone.
+    assert_eq!(embedded_sagas_on_file(&crashed), (vec![], 7));
     drop(store);
 
     let store = SqliteStore::open(&crashed).unwrap();
@@ -1806,10 +1823,11 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     check_invariants(&store).await;
 }
 
-/// The log of sagas in flight stays small: every 256 commits it is pruned,
-/// a saga in flight for more than 1,024 log rows getting its row as it is.
-/// One receive is left in flight while 1,400 others are reserved a commit
-/// each; it then ends like any other.
+/// The sagas' log stays small: every 256 commits the rows of the ended
+/// sagas are written and the log is pruned, a saga in flight for more than
+/// 1,024 log rows getting its row as it is. One receive is left in flight
+/// while 1,400 others are reserved and ended a commit each; it then ends
+/// like any other.
 #[tokio::test]
 async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
     let dir = tempfile::tempdir().unwrap();
@@ -1828,23 +1846,26 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
         end_receive(&store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
     }
     let (rows, logged) = embedded_sagas_on_file(&path);
-    assert!(logged <= 1_024 + 256, "{logged} sagas in the log");
+    // What the commits since the last pruning logged, a record each.
+    assert!(logged <= 257, "{logged} records in the log");
     assert!(
         rows.contains(&("000001".to_string(), "debiting".to_string())),
         "the saga in flight longest has its row"
     );
-    assert_eq!(rows.len(), 1_401);
+    // The ended sagas' rows, but for those of the last 256 commits.
+    assert!(rows.len() > 1_401 - 128, "{}", rows.len());
+    assert!(rows.iter().filter(|(_, s)| s == "approved").count() > 1_400 - 128);
     end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
+    assert_eq!(store.sagas().await.unwrap().len(), 1_401);
     let f = freeze(&store, 1).await;
     assert_eq!((f.reserved_minor, f.received_minor), (0, 1_410));
     check_invariants(&store).await;
 }
 
 /// A command such as `switchboard journal` opens the embedded store beside
-/// a running switch, without its lock, and folds the log of sagas in flight
-/// into `sagas` as any opening does. The switch's sagas in flight then have
-/// their rows already: their ends update them, and the log is pruned as
-/// before.
+/// a running switch, without its lock, and folds the sagas' log into
+/// `sagas` as any opening does. The switch's sagas in flight then have their
+/// rows already: their ends update them, and the log is pruned as before.
 #[tokio::test]
 async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     let dir = tempfile::tempdir().unwrap();
@@ -1858,6 +1879,14 @@ async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
 
     end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
     end_receive(&*store, &request_key(b"0200", 2), ReceiveOutcome::Failed).await;
+    // A resend of an ended one: its row says in flight, its end (in
+    // memory) has the answer.
+    match store.reserve(receive(1, 1, 10)).await.unwrap() {
+        Reserve::Duplicate {
+            answer: recorded, ..
+        } => assert_eq!(recorded, Some(answer(b"0210", "00", 2))),
+        other => panic!("{other:?}"),
+    }
     // The log's pruning writes the rows of sagas in flight long: saga 3's
     // row is there already.
     for i in 4..=1_400 {
@@ -1868,10 +1897,12 @@ async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
         end_receive(&*store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
     }
     end_receive(&*store, &request_key(b"0200", 3), ReceiveOutcome::Approved).await;
+    // Every row written (the ended sagas' last ones by this read).
+    assert_eq!(store.sagas().await.unwrap().len(), 1_400);
     assert_eq!(store.stats().reruns, 0, "no statement failed on the way");
     let (rows, logged) = embedded_sagas_on_file(&path);
     assert_eq!(rows.len(), 1_400);
-    assert!(logged < 1_024 + 256, "{logged}");
+    assert!(logged <= 257, "{logged}");
     assert!(
         rows.iter().all(|(_, state)| state != "debiting"),
         "{rows:?}"
@@ -2220,8 +2251,8 @@ async fn corrupt_stored_values_are_errors_not_panics(backend: Backend) {
 }
 
 /// A command that fails after writing rolls back alone: the rest of its
-/// batch commits. A trigger injects the failure into the saga's row at a
-/// receive's end, after the freeze's update.
+/// batch commits. A trigger injects the failure into the store-and-forward
+/// entry a receive's end queues, after the freeze's update.
 async fn a_failing_command_rolls_back_alone_within_its_batch(backend: Backend) {
     let fixture = backend.open().await;
     {
@@ -2237,20 +2268,16 @@ async fn a_failing_command_rolls_back_alone_within_its_batch(backend: Backend) {
     }
     fixture
         .sql(
-            "CREATE TRIGGER fail_insert BEFORE INSERT ON sagas
-             WHEN NEW.stan IN ('000013', '000031') AND NEW.state = 'approved'
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
-             CREATE TRIGGER fail_update BEFORE UPDATE ON sagas
-             WHEN NEW.stan IN ('000013', '000031') AND NEW.state = 'approved'
+            "CREATE TRIGGER fail_some BEFORE INSERT ON saf WHEN NEW.order_key IN ('r13', 'r31')
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
             "CREATE FUNCTION fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
-                 IF NEW.stan IN ('000013', '000031') AND NEW.state = 'approved' THEN
+                 IF NEW.order_key IN ('r13', 'r31') THEN
                      RAISE EXCEPTION 'injected failure';
                  END IF;
                  RETURN NEW;
              END $$;
-             CREATE TRIGGER fail_some BEFORE INSERT OR UPDATE ON sagas
+             CREATE TRIGGER fail_some BEFORE INSERT ON saf
              FOR EACH ROW EXECUTE FUNCTION fail_some();",
         )
         .await;
@@ -2268,6 +2295,7 @@ async fn a_failing_command_rolls_back_alone_within_its_batch(backend: Backend) {
     let sagas = store.sagas().await.unwrap();
     assert_eq!(sagas.len(), 50);
     assert_eq!(sagas.iter().filter(|s| s.state.is_final()).count(), 48);
+    assert_eq!(store.saf_entries().await.unwrap().len(), 48);
     check_invariants(&*store).await;
 }
 

@@ -2,7 +2,7 @@
 //! savepoint: answers, freezes, receives and their sagas, STANs, the
 //! store-and-forward queue.
 
-use super::saga_book::{insert_row, FlyingSaga, RowState, SagaBook};
+use super::saga_book::{FlyingSaga, SagaBook, SagaEnd};
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -45,6 +45,18 @@ pub(super) fn load_answer(conn: &Connection, key: &ReqCols) -> StoreResult<Optio
             })
         },
     )
+}
+
+/// The answer recorded for a request, a receive's held in `book` included.
+pub(super) fn answer_of(
+    conn: &Connection,
+    book: &SagaBook,
+    request: &ReqCols,
+) -> StoreResult<Option<StoredAnswer>> {
+    match book.answer(&request.0)? {
+        Some(answer) => Ok(Some(answer)),
+        None => load_answer(conn, request),
+    }
 }
 
 /// Records an answer unless one is recorded for the request already.
@@ -160,7 +172,7 @@ pub(super) fn finish_freeze(
 }
 
 /// Reserves for a receive: the freeze's reserved amount updated, the saga
-/// put in `book` (its row is written when it ends: `saga_book.rs`).
+/// put in `book` (its row is written after it ends: `saga_book.rs`).
 pub(super) fn reserve(
     conn: &Connection,
     book: &mut SagaBook,
@@ -222,17 +234,19 @@ pub(super) fn reserve(
             |row| row.digest(0),
         )?;
         if let Some(request_digest) = existing {
+            // Its end may be in the book still (another opening of the
+            // file wrote its row as reserved).
             return Ok(Reserve::Duplicate {
                 request_digest,
-                answer: load_answer(conn, request)?,
+                answer: answer_of(conn, book, request)?,
             });
         }
     }
-    if let Some(saga) = book.get(&request.0) {
-        // In flight: not answered yet.
+    if let Some((saga, _)) = book.get(&request.0) {
+        // In the book: in flight, or ended with its answer there.
         return Ok(Reserve::Duplicate {
             request_digest: saga.request_digest,
-            answer: None,
+            answer: book.answer(&request.0)?,
         });
     }
     let Some(mut freeze) = freeze else {
@@ -271,10 +285,19 @@ pub(super) fn reserve(
     Ok(Reserve::Reserved(freeze))
 }
 
+/// How [`end_saga`] ended a saga.
+pub(super) enum Ending {
+    /// It had ended before: nothing changed.
+    Before,
+    /// Its row was updated.
+    Written,
+    /// It is in the book: the caller records this end there once the rest
+    /// of its command has succeeded.
+    Held(SagaEnd),
+}
+
 /// Ends a saga not ended yet: settles its reservation and records the
-/// answer. `false` when it had ended before (then nothing changes). A saga
-/// in `book` gets its row, final, here; the caller takes it out of the book
-/// once the rest of its command has succeeded.
+/// answer (on its row, or, for a saga in `book`, in the book).
 pub(super) fn end_saga(
     conn: &Connection,
     book: &SagaBook,
@@ -282,26 +305,24 @@ pub(super) fn end_saga(
     outcome: ReceiveOutcome,
     answer: &StoredAnswer,
     response_code: Option<&str>,
-) -> StoreResult<bool> {
+) -> StoreResult<Ending> {
     // Named only in an error: joined then.
     let name = || request.0.join("/");
     let new_state = match outcome {
         ReceiveOutcome::Approved => SagaState::Approved,
         ReceiveOutcome::Failed => SagaState::Failed,
     };
-    if let Some(saga) = book.get(&request.0) {
-        let final_row = RowState {
-            state: new_state,
-            response_code,
-            answer_digest: Some(&answer.request_digest[..]),
-            response: Some(vault::seal_bytes(sealed::RESPONSE, &answer.response)),
-        };
-        // Its row may have been written as it was meanwhile (by a read, or
-        // by another process folding the log): then updated below.
-        if insert_row(conn, saga, final_row)? {
-            settle_reservation(conn, &saga.freeze, saga.amount_minor, outcome, &name)?;
-            return Ok(true);
+    if let Some((saga, ended)) = book.get(&request.0) {
+        if ended.is_some() {
+            return Ok(Ending::Before);
         }
+        settle_reservation(conn, &saga.freeze, saga.amount_minor, outcome, &name)?;
+        return Ok(Ending::Held(SagaEnd {
+            state: new_state,
+            response_code: response_code.map(String::from),
+            answer_digest: answer.request_digest,
+            response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
+        }));
     }
     let saga = query_opt(
         conn,
@@ -319,7 +340,7 @@ pub(super) fn end_saga(
         saga.ok_or_else(|| invalid(format!("settle_receive: no saga {}", name())))?;
     if state.is_final() {
         // Settled already: a second finish changes nothing.
-        return Ok(false);
+        return Ok(Ending::Before);
     }
     settle_reservation(conn, &freeze, amount, outcome, &name)?;
     // The answer on the saga, as `insert_answer` would record it: the first
@@ -340,7 +361,7 @@ pub(super) fn end_saga(
             vault::seal_bytes(sealed::RESPONSE, &answer.response),
         ],
     )?;
-    Ok(true)
+    Ok(Ending::Written)
 }
 
 /// A saga's reserved amount taken off its freeze: received when approved.
@@ -490,6 +511,7 @@ pub(super) fn saf_settle(conn: &Connection, id: i64, outcome: &SafOutcome) -> St
 /// bank: queue the further unfreeze.
 pub(super) fn queue_follow_up(
     conn: &Connection,
+    book: &SagaBook,
     request: &ReqCols,
     outcome: ReceiveOutcome,
     follow_up: &FollowUp,
@@ -498,14 +520,22 @@ pub(super) fn queue_follow_up(
         saf_enqueue(conn, entry)?;
     }
     if let (ReceiveOutcome::Failed, Some(unfreeze)) = (outcome, &follow_up.unfreeze_if_closed) {
-        let closed = query_opt(
-            conn,
-            "SELECT f.state FROM sagas s JOIN freezes f ON f.acquirer = s.freeze_acquirer \
-             AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
-             WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 AND s.stan = ?4",
-            params![request.0[0], request.0[1], request.0[2], request.0[3]],
-            |row| Ok(row.text(0)? == "closed"),
-        )?;
+        let closed = match book.get(&request.0) {
+            Some((saga, _)) => query_opt(
+                conn,
+                "SELECT state FROM freezes WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+                params![saga.freeze[0], saga.freeze[1], saga.freeze[2]],
+                |row| Ok(row.text(0)? == "closed"),
+            )?,
+            None => query_opt(
+                conn,
+                "SELECT f.state FROM sagas s JOIN freezes f ON f.acquirer = s.freeze_acquirer \
+                 AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
+                 WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 AND s.stan = ?4",
+                params![request.0[0], request.0[1], request.0[2], request.0[3]],
+                |row| Ok(row.text(0)? == "closed"),
+            )?,
+        };
         if closed == Some(true) {
             saf_enqueue(conn, unfreeze)?;
         }

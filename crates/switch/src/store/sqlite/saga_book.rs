@@ -1,36 +1,41 @@
-//! Receive sagas in flight, held by the writer thread, with `saga_log` as
-//! their durable record: a saga's row in `sagas` is written once, when the
-//! saga ends, already in its final state.
+//! Receive sagas held by the writer thread, with `saga_log` as their durable
+//! record: a saga's row in `sagas` is written once, after it has ended,
+//! already in its final state, together with the rows of other ended sagas.
 //!
 //! Why: a saga's row used to be inserted at its reservation and rewritten at
-//! its end, and the rewrite (a row that grows by its answer, inside a
-//! `WITHOUT ROWID` B-tree, so deleted and inserted again) was the writer's
-//! costliest statement per receive. Now:
+//! its end (a row that grows by its answer, inside a `WITHOUT ROWID` B-tree,
+//! so deleted and inserted again), and every commit wrote the pages of
+//! `sagas` and of its time index for the few sagas it held. Now:
 //!
-//! - A reservation goes into the [`SagaBook`]; before its batch commits, the
-//!   batch's reservations are appended as ONE row of `saga_log`, in the
-//!   batch's transaction: durable before the reserve's caller hears back, as
-//!   the row in `sagas` was. Appending touches only the log's rightmost page.
-//! - A saga's end inserts its row into `sagas` in its final state and takes
-//!   it out of the book.
-//! - Every [`PRUNE_EVERY`] commits the log is pruned: a saga still in flight
-//!   after [`MATERIALIZE_AFTER`] log rows has its row written as it is (its
-//!   end then updates it, as before), and the rows no saga in the book needs
-//!   are deleted. So the book holds at most the sagas reserved in the last
-//!   `MATERIALIZE_AFTER + PRUNE_EVERY` log rows, each of them a receive in
-//!   flight (bounded by the listeners' limits on requests in flight).
-//! - Reading sagas other than through the book (`saga`, `sagas`,
-//!   `sagas_between`) first writes the rows of every saga in the book, as
-//!   they are ([`materialize_all`]).
+//! - A reservation goes into the [`SagaBook`], and so does a saga's end (its
+//!   state and answer), once the freeze's amounts are updated. Before a batch
+//!   commits, its reservations and ends are appended as ONE row of
+//!   `saga_log`, in the batch's transaction: durable before the caller hears
+//!   back, as the rows in `sagas` were. Appending touches only the log's
+//!   rightmost page.
+//! - Every [`PRUNE_EVERY`] commits, or once [`FLUSH_ENDED`] sagas have
+//!   ended, the rows of the ended sagas are written into `sagas` in one go,
+//!   in key order (each page of `sagas` and of its time index written once
+//!   for many sagas); a saga still in flight after [`MATERIALIZE_AFTER`] log
+//!   rows has its row written as it is (its end then updates it); the log
+//!   rows no saga in the book needs are deleted. So the book holds at most
+//!   the sagas reserved in the last `MATERIALIZE_AFTER + PRUNE_EVERY` log
+//!   rows that are still in flight (bounded by the listeners' limits on
+//!   requests in flight) and fewer than `FLUSH_ENDED` plus a batch of ended
+//!   ones, and the log as many rows.
+//! - A saga's answer (a resend's lookup) and whether it ended are read from
+//!   the book first. Reading sagas other than through the book (`saga`,
+//!   `sagas`, `sagas_between`) first writes the rows of every saga in it
+//!   ([`materialize_all`]).
+//! - At open and close, and after any failure that may have left the book
+//!   unlike the file, the log is folded into `sagas` ([`fold_log`]): every
+//!   saga it holds gets its row, as reserved or as ended, and the log is
+//!   emptied. A crash therefore loses nothing: a reservation or an end is in
+//!   the log or in `sagas`, and recovery finds it in `sagas`.
 //! - Another process that opens the file without its lock (`switchboard
 //!   journal`, `saf`, `audit`, `risk` beside a running switch) folds the log
-//!   too, so a saga of the book may have its row already: rows are written
-//!   only where missing, and a saga's end that finds its row updates it.
-//! - At open, and after any failure that may have left the book unlike the
-//!   file, the log is folded into `sagas` ([`fold_log`]): every saga it
-//!   holds whose row is missing gets its row as reserved, and the log is
-//!   emptied. A crash therefore loses nothing: a reserved saga is in the
-//!   log or in `sagas`, and recovery finds it in `sagas`.
+//!   too, so a saga of the book may have its row already: a row written as
+//!   reserved is updated to the end, a row already ended is left as it is.
 //!
 //! The book changes only after the statements behind a change succeeded,
 //! as the last step of a command; when a command, the log's append or the
@@ -38,20 +43,29 @@
 //! (by [`fold_log`]) before its next use; commands that need it fail until
 //! then.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::byte_reader::Reader;
 use super::*;
+use crate::store::columns::sealed;
+use crate::vault;
 
 /// Commits between two prunings of the log.
 pub(super) const PRUNE_EVERY: u32 = 256;
+
+/// Ended sagas held before their rows are written, whatever the commits.
+pub(super) const FLUSH_ENDED: usize = 2048;
 
 /// Log rows a saga may stay in the book for before its row is written as it
 /// is (a saga waiting long for a bank, or recovery).
 pub(super) const MATERIALIZE_AFTER: i64 = 1024;
 
-/// The format of a `saga_log` row's body (its first byte).
-const LOG_FORMAT: u8 = 1;
+/// The formats of a `saga_log` row's body (its first byte): 1, reservations
+/// only; 2, records tagged [`RESERVED`] or [`ENDED`].
+const LOG_RESERVATIONS: u8 = 1;
+const LOG_RECORDS: u8 = 2;
+const RESERVED: u8 = 1;
+const ENDED: u8 = 2;
 
 /// The book's state, on the writer thread (a panic while it was held leaves
 /// it no worse than a failed statement: the batch fails and it is marked stale).
@@ -77,43 +91,38 @@ pub(super) struct FlyingSaga {
     pub(super) credit: [String; 2],
 }
 
-/// A saga in the book: its columns and the log row that holds them.
-struct Entry {
-    saga: FlyingSaga,
-    /// `None` until its batch's log row is written.
-    log_id: Option<i64>,
+/// How a saga ended: its final state and the answer recorded (the response
+/// sealed, as the column holds it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SagaEnd {
+    pub(super) state: SagaState,
+    pub(super) response_code: Option<String>,
+    pub(super) answer_digest: [u8; 32],
+    pub(super) response: Vec<u8>,
 }
 
-/// The sagas reserved and not yet written to `sagas`.
+/// A saga in the book.
+struct Entry {
+    saga: FlyingSaga,
+    /// The log row that holds its reservation; `None` until it is written.
+    log_id: Option<i64>,
+    end: Option<SagaEnd>,
+}
+
+/// The sagas whose rows are not written yet.
 #[derive(Default)]
 pub(super) struct SagaBook {
-    flying: HashMap<[String; 4], Entry>,
+    sagas: HashMap<[String; 4], Entry>,
     /// Reserved in the open batch: not in the log yet.
     unlogged: Vec<[String; 4]>,
+    /// Ended in the open batch: not in the log yet.
+    unlogged_ends: Vec<[String; 4]>,
+    /// Sagas in the book that have ended.
+    ended: usize,
     /// The book may differ from the file: fold the log before its next use.
     stale: bool,
     /// Commits since the log was last pruned.
     since_prune: u32,
-}
-
-/// How a saga's row is written: as reserved, or ended with its answer.
-pub(super) struct RowState<'a> {
-    pub(super) state: SagaState,
-    pub(super) response_code: Option<&'a str>,
-    pub(super) answer_digest: Option<&'a [u8]>,
-    pub(super) response: Option<Vec<u8>>,
-}
-
-impl RowState<'_> {
-    /// A saga in flight: no answer yet.
-    pub(super) fn reserved() -> RowState<'static> {
-        RowState {
-            state: SagaState::Debiting,
-            response_code: None,
-            answer_digest: None,
-            response: None,
-        }
-    }
 }
 
 impl SagaBook {
@@ -136,21 +145,56 @@ impl SagaBook {
         self.stale = true;
     }
 
-    pub(super) fn get(&self, request: &[String; 4]) -> Option<&FlyingSaga> {
-        self.flying.get(request).map(|e| &e.saga)
+    /// A saga in the book and how it ended, if it has.
+    pub(super) fn get(&self, request: &[String; 4]) -> Option<(&FlyingSaga, Option<&SagaEnd>)> {
+        self.sagas.get(request).map(|e| (&e.saga, e.end.as_ref()))
+    }
+
+    /// The answer recorded for a saga of the book that has ended.
+    pub(super) fn answer(&self, request: &[String; 4]) -> StoreResult<Option<StoredAnswer>> {
+        let Some(end) = self.sagas.get(request).and_then(|e| e.end.as_ref()) else {
+            return Ok(None);
+        };
+        let response = vault::open_bytes(sealed::RESPONSE, &end.response)
+            .map_err(|e| unsealed(sealed::RESPONSE, e))?;
+        Ok(Some(StoredAnswer {
+            request_digest: end.answer_digest,
+            response: response.into(),
+        }))
     }
 
     /// A reservation: logged with its batch.
     pub(super) fn reserve(&mut self, saga: FlyingSaga) {
         self.unlogged.push(saga.request.clone());
-        self.flying
-            .insert(saga.request.clone(), Entry { saga, log_id: None });
+        self.sagas.insert(
+            saga.request.clone(),
+            Entry {
+                saga,
+                log_id: None,
+                end: None,
+            },
+        );
+    }
+
+    /// A saga of the book has ended: logged with its batch.
+    pub(super) fn end(&mut self, request: &[String; 4], end: SagaEnd) {
+        if let Some(entry) = self.sagas.get_mut(request) {
+            if entry.end.is_none() {
+                self.ended += 1;
+                self.unlogged_ends.push(request.clone());
+            }
+            entry.end = Some(end);
+        }
     }
 
     /// A saga whose row has been written: out of the book.
     pub(super) fn remove(&mut self, request: &[String; 4]) {
-        if self.flying.remove(request).is_some() {
+        if let Some(entry) = self.sagas.remove(request) {
             self.unlogged.retain(|k| k != request);
+            if entry.end.is_some() {
+                self.ended -= 1;
+                self.unlogged_ends.retain(|k| k != request);
+            }
         }
     }
 
@@ -160,16 +204,24 @@ impl SagaBook {
     }
 
     fn clear(&mut self) {
-        self.flying.clear();
+        self.sagas.clear();
         self.unlogged.clear();
+        self.unlogged_ends.clear();
+        self.ended = 0;
         self.stale = false;
     }
 }
 
-/// Writes a saga's row into `sagas` unless it has one (another key clash
-/// or a broken CHECK is still an error): whether it wrote the row.
-pub(super) fn insert_row(conn: &Connection, saga: &FlyingSaga, row: RowState) -> StoreResult<bool> {
-    let written = execute(
+/// Writes a saga's row into `sagas`, as reserved (`end` `None`) or ended. A
+/// row there already is left as it is, unless it is still in flight and
+/// this is its end. Another key clash or a broken CHECK is an error.
+pub(super) fn write_row(
+    conn: &Connection,
+    saga: &FlyingSaga,
+    end: Option<&SagaEnd>,
+) -> StoreResult<()> {
+    let state = end.map_or(SagaState::Debiting, |e| e.state);
+    execute(
         conn,
         "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
          freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
@@ -177,7 +229,11 @@ pub(super) fn insert_row(conn: &Connection, saga: &FlyingSaga, row: RowState) ->
          credit_transmission, response_code, answer_digest, response) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
          ?18, ?19, ?20) \
-         ON CONFLICT (mti, acquirer, transmission, stan) DO NOTHING",
+         ON CONFLICT (mti, acquirer, transmission, stan) DO UPDATE SET \
+         state = excluded.state, response_code = excluded.response_code, \
+         answer_digest = coalesce(answer_digest, excluded.answer_digest), \
+         response = coalesce(response, excluded.response) \
+         WHERE ?21 AND state <> 'approved' AND state <> 'failed'",
         params![
             saga.request[0],
             saga.request[1],
@@ -189,44 +245,73 @@ pub(super) fn insert_row(conn: &Connection, saga: &FlyingSaga, row: RowState) ->
             saga.amount_minor,
             saga.receiver_pan,
             saga.receiver_bank,
-            row.state.as_str(),
+            state.as_str(),
             &saga.request_digest[..],
             saga.created_at_ms,
             saga.debit[0],
             saga.debit[1],
             saga.credit[0],
             saga.credit[1],
-            row.response_code,
-            row.answer_digest,
-            row.response,
+            end.and_then(|e| e.response_code.as_deref()),
+            end.map(|e| &e.answer_digest[..]),
+            end.map(|e| &e.response[..]),
+            end.is_some(),
         ],
     )?;
-    Ok(written == 1)
-}
-
-/// Writes the rows of every saga in the book as they are (in flight) and
-/// empties it: for reads of `sagas` that do not go through the book.
-pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
-    book.usable()?;
-    if book.flying.is_empty() {
-        return Ok(());
-    }
-    let mut keys: Vec<&[String; 4]> = book.flying.keys().collect();
-    keys.sort();
-    for key in keys {
-        insert_row(conn, &book.flying[key].saga, RowState::reserved())?;
-    }
-    book.flying.clear();
-    book.unlogged.clear();
     Ok(())
 }
 
-/// Before a batch's commit: its reservations appended as one log row and,
-/// when due, the log pruned. An error leaves the transaction to be rolled
-/// back (and the book to be marked stale).
+/// Writes the rows of every saga in the book and empties it: for reads of
+/// `sagas` that do not go through the book.
+pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
+    book.usable()?;
+    if book.sagas.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<&[String; 4]> = book.sagas.keys().collect();
+    keys.sort();
+    for key in keys {
+        let entry = &book.sagas[key];
+        write_row(conn, &entry.saga, entry.end.as_ref())?;
+    }
+    book.clear();
+    Ok(())
+}
+
+/// Writes one saga's row, if it is in the book, and takes it out.
+pub(super) fn materialize(
+    conn: &Connection,
+    book: &mut SagaBook,
+    request: &[String; 4],
+) -> StoreResult<()> {
+    if let Some((saga, end)) = book.get(request) {
+        write_row(conn, saga, end)?;
+        book.remove(request);
+    }
+    Ok(())
+}
+
+/// Before a batch's commit: its reservations and ends appended as one log
+/// row and, when due, the ended sagas' rows written and the log pruned. An
+/// error leaves the transaction to be rolled back (and the book to be
+/// marked stale).
 pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
-    if !book.unlogged.is_empty() {
-        let body = encode(book.unlogged.iter().map(|k| &book.flying[k].saga));
+    if !book.unlogged.is_empty() || !book.unlogged_ends.is_empty() {
+        // Both lists hold only sagas of the book (`remove` and `clear` keep
+        // them so); a key that was not would simply not be logged.
+        let reserved: Vec<&FlyingSaga> = book
+            .unlogged
+            .iter()
+            .filter_map(|k| book.sagas.get(k))
+            .map(|e| &e.saga)
+            .collect();
+        let ended: Vec<(&[String; 4], &SagaEnd)> = book
+            .unlogged_ends
+            .iter()
+            .filter_map(|k| book.sagas.get(k))
+            .filter_map(|e| e.end.as_ref().map(|end| (&e.saga.request, end)))
+            .collect();
+        let body = encode(reserved.into_iter(), ended.into_iter());
         execute(
             conn,
             "INSERT INTO saga_log (body) VALUES (?1)",
@@ -234,19 +319,20 @@ pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<(
         )?;
         let id = conn.last_insert_rowid();
         for key in std::mem::take(&mut book.unlogged) {
-            if let Some(entry) = book.flying.get_mut(&key) {
+            if let Some(entry) = book.sagas.get_mut(&key) {
                 entry.log_id = Some(id);
             }
         }
+        book.unlogged_ends.clear();
     }
-    if book.since_prune >= PRUNE_EVERY {
+    if book.since_prune >= PRUNE_EVERY || book.ended >= FLUSH_ENDED {
         prune(conn, book)?;
     }
     Ok(())
 }
 
-/// Writes the rows of the sagas in the book longest and deletes the log rows
-/// no saga in the book needs any more.
+/// Writes the rows of the ended sagas and of those in flight longest, and
+/// deletes the log rows no saga left in the book needs.
 fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     let newest: Option<i64> = query_opt(conn, "SELECT max(id) FROM saga_log", [], |row| {
         row.opt_bigint(0)
@@ -256,20 +342,25 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         book.since_prune = 0;
         return Ok(());
     };
-    let mut old: Vec<[String; 4]> = book
-        .flying
+    let mut written: Vec<[String; 4]> = book
+        .sagas
         .iter()
-        .filter(|(_, e)| e.log_id.is_some_and(|id| id <= newest - MATERIALIZE_AFTER))
+        .filter(|(_, e)| {
+            e.end.is_some() || e.log_id.is_some_and(|id| id <= newest - MATERIALIZE_AFTER)
+        })
         .map(|(k, _)| k.clone())
         .collect();
-    old.sort();
-    for key in &old {
-        insert_row(conn, &book.flying[key].saga, RowState::reserved())?;
+    written.sort();
+    for key in &written {
+        let entry = &book.sagas[key];
+        write_row(conn, &entry.saga, entry.end.as_ref())?;
     }
     let keep_from = book
-        .flying
+        .sagas
         .iter()
-        .filter(|(k, _)| !old.contains(k))
+        .filter(|(_, e)| {
+            e.end.is_none() && e.log_id.is_some_and(|id| id > newest - MATERIALIZE_AFTER)
+        })
         .filter_map(|(_, e)| e.log_id)
         .min()
         .unwrap_or(newest + 1);
@@ -278,16 +369,16 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         "DELETE FROM saga_log WHERE id < ?1",
         params![keep_from],
     )?;
-    for key in &old {
-        book.flying.remove(key);
+    for key in &written {
+        book.remove(key);
     }
     book.since_prune = 0;
     Ok(())
 }
 
 /// Folds the log into `sagas` in a transaction of its own: every saga it
-/// holds whose row is missing gets its row as reserved; the log is emptied,
-/// and so is the book. At open, and to rebuild a stale book.
+/// holds gets its row, as reserved or as ended; the log is emptied, and so
+/// is the book. At open and close, and to rebuild a stale book.
 pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     exec(conn, "BEGIN IMMEDIATE")?;
     let folded = (|| {
@@ -297,10 +388,22 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
             [],
             |row| Ok((row.bigint(0)?, row.blob(1)?)),
         )?;
+        let mut reserved = BTreeMap::new();
+        let mut ended = BTreeMap::new();
         for (id, body) in &bodies {
-            for saga in decode(body, *id)? {
-                insert_row(conn, &saga, RowState::reserved())?;
+            let records = decode(body, *id)?;
+            for saga in records.reserved {
+                reserved.insert(saga.request.clone(), saga);
             }
+            ended.extend(records.ended);
+        }
+        for (key, saga) in &reserved {
+            write_row(conn, saga, ended.get(key))?;
+        }
+        for (key, end) in ended.iter().filter(|(k, _)| !reserved.contains_key(*k)) {
+            // Its reservation's row was written before its log row was
+            // deleted: the end goes onto that row.
+            end_row(conn, key, end)?;
         }
         if !bodies.is_empty() {
             exec(conn, "DELETE FROM saga_log")?;
@@ -310,10 +413,7 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
     match folded.and_then(|n| exec(conn, "COMMIT").map(|()| n)) {
         Ok(n) => {
             if n > 0 {
-                tracing::info!(
-                    log_rows = n,
-                    "sagas in flight read back from the store's log"
-                );
+                tracing::info!(log_rows = n, "sagas read back from the store's log");
             }
             book.clear();
             Ok(())
@@ -326,19 +426,52 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
     }
 }
 
+/// A saga's end onto its row, unless the row has ended already.
+fn end_row(conn: &Connection, request: &[String; 4], end: &SagaEnd) -> StoreResult<()> {
+    execute(
+        conn,
+        "UPDATE sagas SET state = ?5, response_code = ?6, \
+         answer_digest = coalesce(answer_digest, ?7), response = coalesce(response, ?8) \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4 \
+         AND state <> 'approved' AND state <> 'failed'",
+        params![
+            request[0],
+            request[1],
+            request[2],
+            request[3],
+            end.state.as_str(),
+            end.response_code,
+            &end.answer_digest[..],
+            end.response,
+        ],
+    )?;
+    Ok(())
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Every column is far below 64 KiB: key parts, a bank id, a sealed PAN.
+    // Every column is far below 64 KiB: key parts, a bank id, a sealed PAN,
+    // a response code.
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
 }
 
-/// A log row's body: the format, a count, then each saga's columns.
-pub(super) fn encode<'a>(sagas: impl ExactSizeIterator<Item = &'a FlyingSaga>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + sagas.len() * 192);
-    out.push(LOG_FORMAT);
-    out.extend_from_slice(&(sagas.len() as u32).to_le_bytes());
-    for saga in sagas {
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// A log row's body: the format, a count, then each record: a tag and a
+/// reservation's columns, or a tag, a request key and an end.
+pub(super) fn encode<'a>(
+    reserved: impl ExactSizeIterator<Item = &'a FlyingSaga>,
+    ended: impl ExactSizeIterator<Item = (&'a [String; 4], &'a SagaEnd)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + (reserved.len() + ended.len()) * 192);
+    out.push(LOG_RECORDS);
+    out.extend_from_slice(&((reserved.len() + ended.len()) as u32).to_le_bytes());
+    for saga in reserved {
+        out.push(RESERVED);
         for s in saga.request.iter().chain(&saga.freeze) {
             put_str(&mut out, s);
         }
@@ -351,44 +484,103 @@ pub(super) fn encode<'a>(sagas: impl ExactSizeIterator<Item = &'a FlyingSaga>) -
             put_str(&mut out, s);
         }
     }
+    for (request, end) in ended {
+        out.push(ENDED);
+        for s in request {
+            put_str(&mut out, s);
+        }
+        put_str(&mut out, end.state.as_str());
+        match &end.response_code {
+            Some(code) => {
+                out.push(1);
+                put_str(&mut out, code);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&end.answer_digest);
+        put_bytes(&mut out, &end.response);
+    }
     out
+}
+
+/// What a log row holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Records {
+    pub(super) reserved: Vec<FlyingSaga>,
+    pub(super) ended: Vec<([String; 4], SagaEnd)>,
 }
 
 /// Reads a log row's body back: anything short, long or malformed is
 /// [`StoreError::Corrupt`] naming the row and the offset.
-pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Vec<FlyingSaga>> {
+pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
     let mut r = Reader::new(body, format!("saga log row {id}"));
     let format = r.u8()?;
-    if format != LOG_FORMAT {
-        return Err(r.error(0, format!("format {format} is not {LOG_FORMAT}")));
+    if format != LOG_RESERVATIONS && format != LOG_RECORDS {
+        return Err(r.error(0, format!("format {format} is not one this build reads")));
     }
-    // The smallest saga: 13 empty strings, two integers and a digest.
-    let n = r.count(13 * 2 + 16 + 32)?;
-    let mut sagas = Vec::with_capacity(n);
+    // The smallest record: an end of empty strings, a digest and no response.
+    let n = r.count(1 + 4 * 2 + 2 + 1 + 32 + 4)?;
+    let mut records = Records::default();
     for _ in 0..n {
-        let request = [r.str()?, r.str()?, r.str()?, r.str()?];
-        let freeze = [r.str()?, r.str()?, r.str()?];
-        let amount_minor = r.i64()?;
-        let receiver_pan = r.str()?;
-        let receiver_bank = r.str()?;
-        let request_digest = r.take::<32>()?;
-        let created_at_ms = r.i64()?;
-        let debit = [r.str()?, r.str()?];
-        let credit = [r.str()?, r.str()?];
-        sagas.push(FlyingSaga {
-            request,
-            freeze,
-            amount_minor,
-            receiver_pan,
-            receiver_bank,
-            request_digest,
-            created_at_ms,
-            debit,
-            credit,
-        });
+        let at = r.at;
+        let tag = if format == LOG_RESERVATIONS {
+            RESERVED
+        } else {
+            r.u8()?
+        };
+        match tag {
+            RESERVED => {
+                let request = [r.str()?, r.str()?, r.str()?, r.str()?];
+                let freeze = [r.str()?, r.str()?, r.str()?];
+                let amount_minor = r.i64()?;
+                let receiver_pan = r.str()?;
+                let receiver_bank = r.str()?;
+                let request_digest = r.take::<32>()?;
+                let created_at_ms = r.i64()?;
+                let debit = [r.str()?, r.str()?];
+                let credit = [r.str()?, r.str()?];
+                records.reserved.push(FlyingSaga {
+                    request,
+                    freeze,
+                    amount_minor,
+                    receiver_pan,
+                    receiver_bank,
+                    request_digest,
+                    created_at_ms,
+                    debit,
+                    credit,
+                });
+            }
+            ENDED => {
+                let request = [r.str()?, r.str()?, r.str()?, r.str()?];
+                let state_at = r.at;
+                let state = match r.str()?.as_str() {
+                    "approved" => SagaState::Approved,
+                    "failed" => SagaState::Failed,
+                    other => return Err(r.error(state_at, format!("an end in state {other:?}"))),
+                };
+                let response_code = match r.u8()? {
+                    0 => None,
+                    _ => Some(r.str()?),
+                };
+                let answer_digest = r.take::<32>()?;
+                let len = r.u32()? as usize;
+                let response = r.slice(len)?.to_vec();
+                records.ended.push((
+                    request,
+                    SagaEnd {
+                        state,
+                        response_code,
+                        answer_digest,
+                        response,
+                    },
+                ));
+            }
+            other => return Err(r.error(at, format!("a record of kind {other}"))),
+        }
     }
     r.end()?;
-    Ok(sagas)
+    Ok(records)
 }
 
 #[cfg(test)]
@@ -414,18 +606,47 @@ mod tests {
         }
     }
 
+    fn end(code: Option<&str>) -> SagaEnd {
+        SagaEnd {
+            state: SagaState::Approved,
+            response_code: code.map(String::from),
+            answer_digest: [9; 32],
+            response: b"0210 response".to_vec(),
+        }
+    }
+
     #[test]
     fn a_log_row_reads_back_as_written() {
         let sagas = [saga("000002"), saga("000003")];
-        let body = encode(sagas.iter());
-        assert_eq!(decode(&body, 1).unwrap(), sagas);
-        assert_eq!(decode(&encode([].iter()), 2).unwrap(), vec![]);
+        let ends = [
+            (saga("000001").request, end(Some("00"))),
+            (saga("000004").request, end(None)),
+        ];
+        let body = encode(sagas.iter(), ends.iter().map(|(k, e)| (k, e)));
+        let records = decode(&body, 1).unwrap();
+        assert_eq!(records.reserved, sagas);
+        assert_eq!(records.ended, ends);
+        assert_eq!(
+            decode(&encode([].iter(), [].into_iter()), 2).unwrap(),
+            Records::default()
+        );
+    }
+
+    /// Rows written before ends were logged: reservations only, untagged.
+    #[test]
+    fn a_log_row_of_reservations_only_reads_back() {
+        let mut body = vec![LOG_RESERVATIONS];
+        body.extend_from_slice(&1u32.to_le_bytes());
+        let tagged = encode([saga("000002")].iter(), [].into_iter());
+        body.extend_from_slice(&tagged[6..]);
+        assert_eq!(decode(&body, 1).unwrap().reserved, vec![saga("000002")]);
     }
 
     #[test]
     fn a_damaged_log_row_is_refused_with_its_offset() {
-        let body = encode([saga("000002")].iter());
-        for cut in [0, 1, 5, 20, body.len() - 1] {
+        let ends = [(saga("000001").request, end(Some("00")))];
+        let body = encode([saga("000002")].iter(), ends.iter().map(|(k, e)| (k, e)));
+        for cut in [0, 1, 5, 20, 200, body.len() - 1] {
             let err = decode(&body[..cut], 9).unwrap_err();
             assert!(
                 matches!(&err, StoreError::Corrupt(m) if m.starts_with("saga log row 9, byte ")),
@@ -439,13 +660,16 @@ mod tests {
             .to_string()
             .contains("after the end"));
         let mut other = body.clone();
-        other[0] = 2;
+        other[0] = 3;
         assert!(decode(&other, 9)
             .unwrap_err()
             .to_string()
-            .contains("format 2"));
+            .contains("format 3"));
+        let mut kind = body.clone();
+        kind[5] = 7;
+        assert!(decode(&kind, 9).unwrap_err().to_string().contains("kind 7"));
         // A count no body could hold allocates nothing.
-        let mut lying = vec![LOG_FORMAT];
+        let mut lying = vec![LOG_RECORDS];
         lying.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&lying, 9)
             .unwrap_err()

@@ -21,7 +21,13 @@ impl Store for SqliteStore {
 impl Decisions for SqliteStore {
     async fn answer(&self, request: &RequestKey) -> StoreResult<Option<StoredAnswer>> {
         let request = ReqCols::new(request)?;
-        self.lookup(move |c| load_answer(c, &request)).await
+        let sagas = self.sagas.clone();
+        self.lookup(move |c| {
+            let book = saga_book::lock(&sagas);
+            book.usable()?;
+            answer_of(c, &book, &request)
+        })
+        .await
     }
 
     async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
@@ -90,15 +96,18 @@ impl Decisions for SqliteStore {
         self.call(move |c| {
             let mut book = saga_book::lock(&sagas);
             book.usable()?;
-            if !end_saga(c, &book, &request, outcome, &answer, code.as_deref())? {
+            let ending = end_saga(c, &book, &request, outcome, &answer, code.as_deref())?;
+            if let Ending::Before = ending {
                 // Settled before: its follow-ups were queued then.
                 return Ok(Settled::Before {
-                    answer: load_answer(c, &request)?,
+                    answer: answer_of(c, &book, &request)?,
                 });
             }
-            queue_follow_up(c, &request, outcome, &follow_up)?;
-            // Its row is written: out of the book, last (see `saga_book.rs`).
-            book.remove(&request.0);
+            queue_follow_up(c, &book, &request, outcome, &follow_up)?;
+            if let Ending::Held(end) = ending {
+                // Last, once every statement has succeeded (see `saga_book.rs`).
+                book.end(&request.0, end);
+            }
             Ok(Settled::Now)
         })
         .await
@@ -130,11 +139,9 @@ impl Decisions for SqliteStore {
         let sagas = self.sagas.clone();
         self.call(move |c| {
             let mut book = saga_book::lock(&sagas);
-            if let Some(saga) = book.get(&request.0) {
-                // In flight: its row written as it is, to be read like any other.
-                saga_book::insert_row(c, saga, saga_book::RowState::reserved())?;
-                book.remove(&request.0);
-            }
+            book.usable()?;
+            // In the book: its row written as it is, to be read like any other.
+            saga_book::materialize(c, &mut book, &request.0)?;
             query_opt(
                 c,
                 concat!(
