@@ -1912,6 +1912,140 @@ async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     check_invariants(&*store).await;
 }
 
+/// A reservation that fails after its freeze's update rolls back alone,
+/// while the reservations that shared its batch are logged and held: a
+/// trigger refuses every reservation on freeze 2.
+#[tokio::test]
+async fn the_embedded_store_holds_the_reservations_a_failing_one_shared_a_batch_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    open_freeze(&store, 1, 1000).await;
+    open_freeze(&store, 2, 1000).await;
+    store.close().await.unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER fail_freeze_2 BEFORE UPDATE ON freezes
+             WHEN NEW.stan = '000002' AND NEW.reserved_minor > OLD.reserved_minor
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let tasks: Vec<_> = (1..=30u32)
+        .map(|i| {
+            let store = store.clone();
+            let freeze = if i % 3 == 0 { 2 } else { 1 };
+            tokio::spawn(async move { (i, store.reserve(receive(freeze, i, 10)).await) })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            (i, result) if i % 3 == 0 => assert!(
+                matches!(result, Err(StoreError::Unavailable(ref e)) if e.contains("injected")),
+                "{i}: {result:?}"
+            ),
+            (i, result) => assert!(
+                matches!(result, Ok(Reserve::Reserved(_))),
+                "{i}: {result:?}"
+            ),
+        }
+    }
+    assert!(store.stats().reruns >= 1, "{:?}", store.stats());
+    for i in (1..=30).filter(|i| i % 3 != 0) {
+        end_receive(&*store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
+    }
+    let (f1, f2) = (freeze(&*store, 1).await, freeze(&*store, 2).await);
+    assert_eq!((f1.reserved_minor, f1.received_minor), (0, 200));
+    assert_eq!((f2.reserved_minor, f2.received_minor), (0, 0));
+    let sagas = store.sagas().await.unwrap();
+    assert_eq!(sagas.len(), 20);
+    assert!(sagas.iter().all(|s| s.state == SagaState::Approved));
+    check_invariants(&*store).await;
+}
+
+/// When the sagas' log cannot be folded back after a failure (here a
+/// trigger refuses one saga's row), the store holds nothing of what the
+/// failed batch did and logs nothing until the log is read back: commands
+/// that need the sagas fail meanwhile, others go on. A reservation that
+/// shared the failed batch is then neither logged nor written.
+#[tokio::test]
+async fn the_embedded_store_logs_nothing_while_its_sagas_cannot_be_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    open_freeze(&store, 1, 1000).await;
+    store.close().await.unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER fail_follow_up BEFORE INSERT ON saf WHEN NEW.order_key = 'r1'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;
+         CREATE TRIGGER fail_fold BEFORE INSERT ON sagas WHEN NEW.stan = '000777'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .unwrap();
+    // Commands sent together share a batch.
+    let options = SqliteOptions {
+        commit_interval: Duration::from_millis(300),
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
+    for i in [777, 1] {
+        assert!(matches!(
+            store.reserve(receive(1, i, 10)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+    }
+    // A reservation and a failing end in one batch: the batch is rolled
+    // back, and the log cannot be folded (saga 777's row is refused).
+    let reserve = {
+        let store = store.clone();
+        tokio::spawn(async move { store.reserve(receive(1, 5, 10)).await })
+    };
+    // The reservation first in the batch: it succeeds before the end fails.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let follow_up = FollowUp {
+        saf: vec![saf_entry("r1", "follow-up")],
+        unfreeze_if_closed: None,
+    };
+    let ended = store
+        .settle_receive(
+            &request_key(b"0200", 1),
+            ReceiveOutcome::Approved,
+            answer(b"0210", "00", 2),
+            follow_up,
+        )
+        .await;
+    assert!(ended.is_err(), "{ended:?}");
+    let reserved = reserve.await.unwrap();
+    assert!(
+        matches!(reserved, Err(StoreError::Unavailable(_))),
+        "{reserved:?}"
+    );
+    // What needs no saga goes on, and commits nothing of the failed batch.
+    store.insert_freeze(new_freeze(3, 5)).await.unwrap();
+    assert!(matches!(
+        store.reserve(receive(1, 6, 10)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(embedded_sagas_on_file(&path), (vec![], 2));
+
+    raw.execute_batch("DROP TRIGGER fail_fold").unwrap();
+    assert!(matches!(
+        store.reserve(receive(1, 5, 10)).await.unwrap(),
+        Reserve::Reserved(_)
+    ));
+    let sagas = store.sagas().await.unwrap();
+    let stans: Vec<[u8; 6]> = sagas.iter().map(|s| s.request.stan).collect();
+    assert_eq!(stans.len(), 3, "{stans:?}");
+    for n in [1, 5, 777] {
+        assert!(stans.contains(&stan(n)), "{n}: {stans:?}");
+    }
+    assert!(sagas.iter().all(|s| s.state == SagaState::Debiting));
+    assert_eq!(freeze(&*store, 1).await.reserved_minor, 30);
+    check_invariants(&*store).await;
+}
+
 /// A log row of sagas in flight that cannot be read back stops the store
 /// from opening, naming the row and the byte: the sagas it holds might
 /// otherwise be lost to recovery.

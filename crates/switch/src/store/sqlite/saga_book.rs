@@ -38,10 +38,11 @@
 //!   reserved is updated to the end, a row already ended is left as it is.
 //!
 //! The book changes only after the statements behind a change succeeded,
-//! as the last step of a command; when a command, the log's append or the
-//! batch's commit fails the book is marked stale and rebuilt from the file
-//! (by [`fold_log`]) before its next use; commands that need it fail until
-//! then.
+//! as the last step of a command (a savepoint that cannot be released
+//! abandons the batch); when a command, the log's append or the batch's
+//! commit fails the book is emptied, marked stale and rebuilt from the file
+//! (by [`fold_log`]) before its next use: until then commands that need it
+//! fail and nothing is logged or pruned.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -140,8 +141,11 @@ impl SagaBook {
         self.stale
     }
 
-    /// After a failure: rebuilt from the file before its next use.
+    /// After a failure: rebuilt from the file before its next use. What it
+    /// held is dropped at once (it may hold what was rolled back), so
+    /// nothing of it can be logged or written meanwhile.
     pub(super) fn set_stale(&mut self) {
+        self.clear();
         self.stale = true;
     }
 
@@ -278,24 +282,15 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
     Ok(())
 }
 
-/// Writes one saga's row, if it is in the book, and takes it out.
-pub(super) fn materialize(
-    conn: &Connection,
-    book: &mut SagaBook,
-    request: &[String; 4],
-) -> StoreResult<()> {
-    if let Some((saga, end)) = book.get(request) {
-        write_row(conn, saga, end)?;
-        book.remove(request);
-    }
-    Ok(())
-}
-
 /// Before a batch's commit: its reservations and ends appended as one log
 /// row and, when due, the ended sagas' rows written and the log pruned. An
 /// error leaves the transaction to be rolled back (and the book to be
 /// marked stale).
 pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
+    if book.stale {
+        // Not read back from the file yet: its log rows are all still needed.
+        return Ok(());
+    }
     if !book.unlogged.is_empty() || !book.unlogged_ends.is_empty() {
         // Both lists hold only sagas of the book (`remove` and `clear` keep
         // them so); a key that was not would simply not be logged.

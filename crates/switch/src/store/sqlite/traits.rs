@@ -140,8 +140,15 @@ impl Decisions for SqliteStore {
         self.call(move |c| {
             let mut book = saga_book::lock(&sagas);
             book.usable()?;
-            // In the book: its row written as it is, to be read like any other.
-            saga_book::materialize(c, &mut book, &request.0)?;
+            // In the book: its row written as it is, to be read like any
+            // other, and out of the book once the read has succeeded.
+            let held = match book.get(&request.0) {
+                Some((saga, end)) => {
+                    saga_book::write_row(c, saga, end)?;
+                    true
+                }
+                None => false,
+            };
             query_opt(
                 c,
                 concat!(
@@ -153,6 +160,11 @@ impl Decisions for SqliteStore {
                 params![request.0[0], request.0[1], request.0[2], request.0[3]],
                 |row| saga_row(row),
             )
+            .inspect(|_| {
+                if held {
+                    book.remove(&request.0);
+                }
+            })
         })
         .await
     }

@@ -259,7 +259,8 @@ pub(super) struct Health {
 
 /// Runs `f` in a savepoint of the open transaction: on error, the transaction
 /// is left as it was before. When that cannot be done (the rollback failed, or
-/// SQLite rolled back the whole transaction itself) `health.broken` is set, and the
+/// SQLite rolled back the whole transaction itself), or when `f` succeeded
+/// but its savepoint could not be released, `health.broken` is set, and the
 /// batch must not be committed.
 pub(super) fn in_savepoint<T>(
     conn: &Connection,
@@ -270,14 +271,27 @@ pub(super) fn in_savepoint<T>(
         health.broken.set(true);
         return Err(e);
     }
-    let result = f(conn).and_then(|v| exec(conn, "RELEASE command").map(|()| v));
-    if result.is_err() {
-        health.failed.set(true);
-        if exec(conn, "ROLLBACK TO command").is_err() || exec(conn, "RELEASE command").is_err() {
-            health.broken.set(true);
+    match f(conn) {
+        Ok(value) => {
+            if let Err(e) = exec(conn, "RELEASE command") {
+                // What the command changed beside the database (the sagas'
+                // book) cannot be taken back with the savepoint: the batch
+                // is abandoned instead.
+                health.failed.set(true);
+                health.broken.set(true);
+                return Err(e);
+            }
+            Ok(value)
+        }
+        Err(e) => {
+            health.failed.set(true);
+            if exec(conn, "ROLLBACK TO command").is_err() || exec(conn, "RELEASE command").is_err()
+            {
+                health.broken.set(true);
+            }
+            Err(e)
         }
     }
-    result
 }
 
 // ---------------------------------------------------------------------------
