@@ -1823,6 +1823,21 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     check_invariants(&store).await;
 }
 
+/// Reserves 1 on freeze 1 for each of `requests` and approves it, one
+/// request at a time (a commit each).
+async fn reserve_and_approve_one_by_one(
+    store: &dyn Store,
+    requests: std::ops::RangeInclusive<u32>,
+) {
+    for i in requests {
+        assert!(matches!(
+            store.reserve(receive(1, i, 1)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+        end_receive(store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
+    }
+}
+
 /// The sagas' log stays small: every 256 commits the rows of the ended
 /// sagas are written and the log is pruned, a saga in flight for more than
 /// 1,024 log rows getting its row as it is. One receive is left in flight
@@ -1838,13 +1853,7 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
         store.reserve(receive(1, 1, 10)).await.unwrap(),
         Reserve::Reserved(_)
     ));
-    for i in 2..=1_401 {
-        assert!(matches!(
-            store.reserve(receive(1, i, 1)).await.unwrap(),
-            Reserve::Reserved(_)
-        ));
-        end_receive(&store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
-    }
+    reserve_and_approve_one_by_one(&store, 2..=1_401).await;
     let (rows, logged) = embedded_sagas_on_file(&path);
     // What the commits since the last pruning logged, a record each.
     assert!(logged <= 257, "{logged} records in the log");
@@ -1889,13 +1898,7 @@ async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     }
     // The log's pruning writes the rows of sagas in flight long: saga 3's
     // row is there already.
-    for i in 4..=1_400 {
-        assert!(matches!(
-            store.reserve(receive(1, i, 1)).await.unwrap(),
-            Reserve::Reserved(_)
-        ));
-        end_receive(&*store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
-    }
+    reserve_and_approve_one_by_one(&*store, 4..=1_400).await;
     end_receive(&*store, &request_key(b"0200", 3), ReceiveOutcome::Approved).await;
     // Every row written (the ended sagas' last ones by this read).
     assert_eq!(store.sagas().await.unwrap().len(), 1_400);

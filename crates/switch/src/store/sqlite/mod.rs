@@ -164,8 +164,8 @@ pub struct SqliteStore {
     /// writer thread only (by the writer and by the commands it runs), so
     /// never waited for.
     risk_log: Arc<std::sync::Mutex<RiskLog>>,
-    /// The receive sagas in flight ([`saga_book`]): used on the writer
-    /// thread only, so never waited for.
+    /// The receive sagas whose rows are not written yet ([`saga_book`]):
+    /// used on the writer thread only, so never waited for.
     sagas: Arc<std::sync::Mutex<SagaBook>>,
 }
 
@@ -419,8 +419,8 @@ impl SqliteStore {
         Ok(rx)
     }
 
-    /// Writes the rows of the sagas in flight ([`saga_book`]), for a read of
-    /// `sagas` on a connection of its own.
+    /// Writes the rows of the sagas held in memory ([`saga_book`]), for a
+    /// read of `sagas` on a connection of its own.
     async fn write_sagas_in_flight(&self) -> StoreResult<()> {
         let sagas = self.sagas.clone();
         self.call(move |c| saga_book::materialize_all(c, &mut saga_book::lock(&sagas)))

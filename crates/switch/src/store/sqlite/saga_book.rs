@@ -337,12 +337,13 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         book.since_prune = 0;
         return Ok(());
     };
+    // Written now: the ended, and those in flight longest.
+    let due =
+        |e: &Entry| e.end.is_some() || e.log_id.is_some_and(|id| id <= newest - MATERIALIZE_AFTER);
     let mut written: Vec<[String; 4]> = book
         .sagas
         .iter()
-        .filter(|(_, e)| {
-            e.end.is_some() || e.log_id.is_some_and(|id| id <= newest - MATERIALIZE_AFTER)
-        })
+        .filter(|(_, e)| due(e))
         .map(|(k, _)| k.clone())
         .collect();
     written.sort();
@@ -350,13 +351,12 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         let entry = &book.sagas[key];
         write_row(conn, &entry.saga, entry.end.as_ref())?;
     }
+    // The log rows the others still need.
     let keep_from = book
         .sagas
-        .iter()
-        .filter(|(_, e)| {
-            e.end.is_none() && e.log_id.is_some_and(|id| id > newest - MATERIALIZE_AFTER)
-        })
-        .filter_map(|(_, e)| e.log_id)
+        .values()
+        .filter(|e| !due(e))
+        .filter_map(|e| e.log_id)
         .min()
         .unwrap_or(newest + 1);
     execute(

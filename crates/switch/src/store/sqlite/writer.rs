@@ -340,7 +340,7 @@ impl Writer {
             self.batch(&mut batch);
         }
         // Every sender is gone: write what the journal still holds, and the
-        // rows of the sagas still in flight (the file then needs no log).
+        // rows of the sagas held in memory (the file then needs no log).
         self.batch(&mut batch);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
