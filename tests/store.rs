@@ -2716,6 +2716,7 @@ on_every_store!(
         a_failed_receive_of_a_closed_freeze_queues_its_unfreeze,
         a_freeze_keeps_its_request_digest,
         open_freezes_are_read_by_age,
+        unfinished_is_every_pending_freeze_and_saga_not_ended,
         saf_counts_leave_out_done_entries,
         risk_ledger_judges_and_records_in_one_step,
         a_dead_entry_is_retried_and_nothing_else_is,
@@ -3928,6 +3929,91 @@ async fn open_freezes_are_read_by_age(backend: Backend) {
         ),
         [81, 83].map(freeze_key)
     );
+}
+
+/// What recovery settles in a store nobody works on: every freeze still
+/// pending and every saga not ended, whoever started them, oldest first;
+/// nothing finished.
+async fn unfinished_is_every_pending_freeze_and_saga_not_ended(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    // 71 open; 72 and 73 pending (73 another instance's); 74 declined.
+    open_freeze(&*store, 71, 1_000).await;
+    store.insert_freeze(new_freeze(72, 1_000)).await.unwrap();
+    let mut other = new_freeze(73, 1_000);
+    other.owner = "instance-b".into();
+    store.insert_freeze(other).await.unwrap();
+    store.insert_freeze(new_freeze(74, 1_000)).await.unwrap();
+    store
+        .finish_freeze(
+            &freeze_key(74),
+            false,
+            &freeze_request(74),
+            answer(b"0110", "05", 1),
+        )
+        .await
+        .unwrap();
+    // On 71: 7101 approved, 7102 failed, 7103 and 7104 in flight (7104
+    // created first, and another instance's).
+    for (request, created_at_ms, owner) in [
+        (7101, 10, "instance-a"),
+        (7102, 20, "instance-a"),
+        (7103, 40, "instance-a"),
+        (7104, 30, "instance-b"),
+    ] {
+        let mut r = receive(71, request, 100);
+        r.created_at_ms = 1_700_000_100_000 + created_at_ms;
+        r.owner = owner.into();
+        assert!(matches!(
+            store.reserve(r).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+    }
+    for (request, outcome) in [
+        (7101, ReceiveOutcome::Approved),
+        (7102, ReceiveOutcome::Failed),
+    ] {
+        store
+            .settle_receive(
+                &request_key(b"0200", request),
+                outcome,
+                answer(b"0210", "00", 2),
+                FollowUp::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    let work = store.unfinished().await.unwrap();
+    let freezes: Vec<_> = work.freezes.iter().map(|f| f.key).collect();
+    let sagas: Vec<_> = work.sagas.iter().map(|s| s.request).collect();
+    assert_eq!(freezes, [72, 73].map(freeze_key));
+    assert!(work.freezes.iter().all(|f| f.state == FreezeState::Pending));
+    assert_eq!(sagas, [7104, 7103].map(|n| request_key(b"0200", n)));
+    assert!(work.sagas.iter().all(|s| !s.state.is_final()));
+    assert!(work.sagas.iter().all(|s| s.amount_minor == 100));
+    let frozen = store.freeze(&freeze_key(71)).await.unwrap().unwrap();
+    assert_eq!((frozen.reserved_minor, frozen.received_minor), (200, 100));
+    check_invariants(&*store).await;
+
+    // Once they end, no saga is left unfinished.
+    for request in [7103, 7104] {
+        store
+            .settle_receive(
+                &request_key(b"0200", request),
+                ReceiveOutcome::Approved,
+                answer(b"0210", "00", 2),
+                FollowUp::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let work = store.unfinished().await.unwrap();
+    assert!(work.sagas.is_empty(), "{:?}", work.sagas);
+    assert_eq!(work.freezes.len(), 2);
+    let frozen = store.freeze(&freeze_key(71)).await.unwrap().unwrap();
+    assert_eq!((frozen.reserved_minor, frozen.received_minor), (0, 300));
+    check_invariants(&*store).await;
 }
 
 fn now_ms() -> i64 {

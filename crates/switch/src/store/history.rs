@@ -1,11 +1,13 @@
 //! What was recorded, read back: end-of-day clearing (the journal, sagas and
-//! store-and-forward entries of a day), recovery's scan of a store that is
-//! not shared, the expiry sweep, and inspection.
+//! store-and-forward entries of a day), recovery's read of what a store that
+//! is not shared left unfinished, the expiry sweep, and inspection.
 
 use async_trait::async_trait;
 
 use super::journal_slice::{JournalSlice, RawMessages};
-use super::{FreezeRecord, FreezeState, JournalEntry, SafEntry, SagaRecord, StoreResult};
+use super::{
+    FreezeRecord, FreezeState, JournalEntry, SafEntry, SagaRecord, StoreResult, Unfinished,
+};
 
 /// Reads of the records, for clearing, recovery and inspection.
 #[async_trait]
@@ -13,8 +15,30 @@ pub trait History: Send + Sync + 'static {
     /// Every freeze (for inspection, tests, the demo, recovery's scan).
     async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>>;
 
-    /// Every saga (for inspection, tests, the demo, recovery's scan).
+    /// Every saga (for inspection, tests, the demo).
     async fn sagas(&self) -> StoreResult<Vec<SagaRecord>>;
+
+    /// Freezes still pending and sagas not ended, whoever started them,
+    /// oldest first: what recovery settles in a store no live instance works
+    /// on. Read by index in the embedded store, so a start after a long day
+    /// visits only what is unfinished, not every freeze and saga.
+    async fn unfinished(&self) -> StoreResult<Unfinished> {
+        let mut freezes: Vec<FreezeRecord> = self
+            .freezes()
+            .await?
+            .into_iter()
+            .filter(|f| f.state == FreezeState::Pending)
+            .collect();
+        freezes.sort_by_key(|f| f.created_at_ms);
+        let mut sagas: Vec<SagaRecord> = self
+            .sagas()
+            .await?
+            .into_iter()
+            .filter(|s| !s.state.is_final())
+            .collect();
+        sagas.sort_by_key(|s| s.created_at_ms);
+        Ok(Unfinished { freezes, sagas })
+    }
 
     /// Open freezes with `from_ms <= created_at_ms < before_ms`, oldest first,
     /// at most `limit` (the expiry sweep pages through them). Read by index

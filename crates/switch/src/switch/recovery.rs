@@ -22,8 +22,8 @@ use iso8583::ResponseCode;
 use super::messages::{follow_up, queued_freeze_reversal, Undo};
 use super::Switch;
 use crate::store::{
-    ExpiredLease, FreezeRecord, FreezeState, Leases, ReceiveOutcome, RequestKey, SagaRecord,
-    Settled, StoreError, StoredAnswer, Unfinished,
+    ExpiredLease, FreezeRecord, Leases, ReceiveOutcome, RequestKey, SagaRecord, Settled,
+    StoreError, StoredAnswer, Unfinished,
 };
 
 /// What recovery did.
@@ -56,22 +56,7 @@ fn recovered_answer(switch: &Switch, mti: [u8; 4], fields: &[(u16, Vec<u8>)]) ->
 /// Settles every unfinished freeze and saga in the store, whoever started it.
 /// Only for a store no live instance is working on.
 pub async fn recover(switch: &Switch) -> Result<Recovered, StoreError> {
-    let work = Unfinished {
-        freezes: switch
-            .store
-            .freezes()
-            .await?
-            .into_iter()
-            .filter(|f| f.state == FreezeState::Pending)
-            .collect(),
-        sagas: switch
-            .store
-            .sagas()
-            .await?
-            .into_iter()
-            .filter(|s| !s.state.is_final())
-            .collect(),
-    };
+    let work = switch.store.unfinished().await?;
     let done = settle(switch, &work).await?;
     if done != Recovered::default() {
         info!(?done, "recovery finished");

@@ -364,6 +364,25 @@ pub(super) const SQL_UNFINISHED_SAGAS: &str = concat!(
       ORDER BY created_at_ms, mti, acquirer, transmission, stan"
 );
 
+/// Recovery's read of a store no live instance works on
+/// (`History::unfinished`): only `switchboard recover` asks it of
+/// PostgreSQL, whose instances recover by lease (`unfinished_of`). No index
+/// serves it: one naming `state` would make every saga end's update of its
+/// row a non-HOT one.
+pub(super) const SQL_PENDING_FREEZES: &str = concat!(
+    "SELECT ",
+    freeze_columns!(),
+    " FROM freezes WHERE state = 'pending' \
+      ORDER BY created_at_ms, acquirer, transmission, stan"
+);
+
+pub(super) const SQL_SAGAS_NOT_ENDED: &str = concat!(
+    "SELECT ",
+    saga_columns!(),
+    " FROM sagas WHERE state NOT IN ('approved', 'failed') \
+      ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+);
+
 pub(super) const SQL_JOURNAL_BETWEEN: &str = concat!(
     "SELECT ",
     journal_columns!(),

@@ -379,6 +379,22 @@ impl History for PostgresStore {
         rows.iter().map(saga_row).collect()
     }
 
+    async fn unfinished(&self) -> StoreResult<Unfinished> {
+        let freezes = self
+            .read(SQL_PENDING_FREEZES, &[])
+            .await?
+            .iter()
+            .map(|row| freeze_row(row, 0))
+            .collect::<StoreResult<_>>()?;
+        let sagas = self
+            .read(SQL_SAGAS_NOT_ENDED, &[])
+            .await?
+            .iter()
+            .map(saga_row)
+            .collect::<StoreResult<_>>()?;
+        Ok(Unfinished { freezes, sagas })
+    }
+
     async fn open_freezes_created(
         &self,
         from_ms: i64,

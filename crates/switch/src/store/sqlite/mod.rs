@@ -52,7 +52,7 @@ use super::{
     Close, Decisions, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze, JournalEntry,
     JournalSink, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve,
     SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store, StoreError, StoreResult,
-    StoredAnswer,
+    StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
 use crate::store::journal::JournalBacklog;

@@ -245,6 +245,22 @@ impl JournalSink for SqliteStore {
     }
 }
 
+/// Recovery's reads (`History::unfinished`). Their conditions are the
+/// partial indexes' own (schema step 14), so SQLite reads those indexes and
+/// no finished row.
+const PENDING_FREEZES: &str = concat!(
+    "SELECT ",
+    freeze_columns!(),
+    " FROM freezes WHERE state = 'pending' \
+     ORDER BY created_at_ms, acquirer, transmission, stan"
+);
+const SAGAS_NOT_ENDED: &str = concat!(
+    "SELECT ",
+    saga_columns!(),
+    " FROM sagas WHERE state <> 'approved' AND state <> 'failed' \
+     ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+);
+
 #[async_trait]
 impl History for SqliteStore {
     async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
@@ -274,6 +290,16 @@ impl History for SqliteStore {
                 ),
                 |row| saga_row(row),
             )
+        })
+        .await
+    }
+
+    async fn unfinished(&self) -> StoreResult<Unfinished> {
+        self.write_sagas_in_flight().await?;
+        self.call(|c| {
+            let freezes = query_all(c, PENDING_FREEZES, |row| freeze_row(row, 0))?;
+            let sagas = query_all(c, SAGAS_NOT_ENDED, |row| saga_row(row))?;
+            Ok(Unfinished { freezes, sagas })
         })
         .await
     }
@@ -373,5 +399,45 @@ impl History for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recovery's reads go through the partial indexes: a start reads what
+    /// is unfinished, however many finished freezes and sagas the file holds.
+    #[test]
+    fn recovery_reads_only_the_unfinished_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        for (sql, index) in [
+            (PENDING_FREEZES, "freezes_pending"),
+            (SAGAS_NOT_ENDED, "sagas_unfinished"),
+        ] {
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let steps: Vec<String> = plan
+                .query_map([], |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.contains(&format!("USING INDEX {index}"))),
+                "{sql}: {steps:?}"
+            );
+            // Never the table itself, row by row.
+            assert!(
+                steps
+                    .iter()
+                    .filter(|s| s.starts_with("SCAN") || s.starts_with("SEARCH"))
+                    .all(|s| s.contains("USING INDEX")),
+                "{steps:?}"
+            );
+        }
     }
 }
