@@ -139,17 +139,21 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
     runtime.block_on(async {
         SqliteStore::open(path).unwrap().close().await.unwrap();
     });
-    let mut conn = Connection::open(path).unwrap();
+    let conn = Connection::open(path).unwrap();
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
         .unwrap();
     let settlement = Settlement::default();
     let (from, to) = settlement.window_ms(date);
     let step = (to - from) / (receives as i64 + 1);
-    let tx = conn.transaction().unwrap();
+    // A transaction per 100,000 receives (below): the WAL is checkpointed
+    // between them, so a day of ten million needs room for the file alone,
+    // not for the file and a WAL as large.
+    conn.execute_batch("BEGIN").unwrap();
+    let tx = &conn;
     {
         let mut w = Writer {
             spec: Spec::switchboard(),
-            conn: &tx,
+            conn: tx,
             pending: Vec::new(),
             rows: 0,
         };
@@ -404,13 +408,14 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                 });
             }
             if i % 100_000 == 99_999 {
+                tx.execute_batch("COMMIT; BEGIN").unwrap();
                 eprintln!("  generated {} receives, {} journal entries", i + 1, w.rows);
             }
         }
         w.flush();
         eprintln!("  {} journal entries", w.rows);
     }
-    tx.commit().unwrap();
+    tx.execute_batch("COMMIT").unwrap();
 }
 
 fn main() {
