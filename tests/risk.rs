@@ -216,6 +216,35 @@ async fn daily_count_restarts_at_the_cutoff(backend: Backend) {
     );
 }
 
+/// A receive's exact resend is answered its 00 again and is not counted a
+/// second time: a card allowed one receive a day still takes the resend,
+/// and only another receive is declined.
+async fn a_resend_is_answered_again_and_not_counted(backend: Backend) {
+    let (h, _dir, _) = enforcing(backend, "id = \"receiver-daily\"\nkind = \"daily\"\nrequest = \"receive\"\nper = \"card\"\nmax_count = 1").await;
+    let w = wallet(&h).await;
+    let f = frozen(&h, &w, 0, 10_000).await;
+    let receiver = &h.world.cards_b[0];
+    let r = w.receive(&f, receiver, 1_000, now(&h));
+    assert_eq!(send(&w, &r).await, "00");
+    let before = books(&h);
+    for _ in 0..2 {
+        assert_eq!(send(&w, &r).await, "00", "the exact resend");
+    }
+    assert_eq!(books(&h), before, "a resend moves nothing");
+    let again = w.receive(&f, receiver, 1_000, now(&h));
+    assert_eq!(send(&w, &again).await, "65", "one past the day's count");
+    assert_eq!(books(&h), before, "the declined receive moved nothing");
+    assert_eq!(
+        h.bank_b.snapshot().account(receiver).unwrap().balance_minor,
+        1_000_000 + 1_000,
+        "the receiver got the one receive once"
+    );
+    assert_eq!(
+        h.running.switch.risk().tally().per_rule()["receiver-daily"].declined,
+        1
+    );
+}
+
 async fn daily_sum_per_wallet(backend: Backend) {
     let (h, _dir, _) = enforcing(backend, "id = \"wallet-daily\"\nkind = \"daily\"\nrequest = \"freeze\"\nper = \"wallet\"\nmax_sum_minor = 5000").await;
     let w = wallet(&h).await;
@@ -427,6 +456,7 @@ on_both_stores! {
     block_list_declines_62_and_the_allow_list_exempts => block_and_allow_lists;
     daily_count_per_card_restarts_at_the_cutoff => daily_count_restarts_at_the_cutoff;
     daily_sum_per_wallet_declines_61 => daily_sum_per_wallet;
+    a_receive_resent_is_answered_again_and_not_counted => a_resend_is_answered_again_and_not_counted;
     velocity_enforced_declines_65 => velocity_enforced;
     velocity_observed_passes => velocity_observed;
     probing_refuses_the_next_freeze_with_65 => probing;

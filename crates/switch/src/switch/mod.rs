@@ -527,41 +527,14 @@ impl Switch {
                 };
             }
         };
-        match self.store.answer(&key).await {
-            Ok(Some(answer)) if answer.request_digest == digest => {
-                guard.finish(digest, &answer.response);
-                return (answer.response, Some("resend".into()));
-            }
-            Ok(Some(answer)) => {
-                return match self.recovered_this(&key, digest, &answer).await {
-                    Ok(true) => {
-                        let outcome = Outcome::ended_before(self, request, Some(answer));
-                        guard.finish(digest, &outcome.response);
-                        (
-                            outcome.response,
-                            Some("resend of a request recovery settled".into()),
-                        )
-                    }
-                    Ok(false) => (
-                        self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
-                        Some("same key, different content".into()),
-                    ),
-                    Err(e) => {
-                        warn!(error = %e, "store unavailable");
-                        (
-                            self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                            Some(e.to_string()),
-                        )
-                    }
-                };
-            }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(error = %e, "store unavailable");
-                return (
-                    self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                    Some(e.to_string()),
-                );
+        // A receive looks for an earlier answer only where it must
+        // (`receive::run`): its reservation finds a resend by itself, so
+        // only a rejection before it, or a screening that counts, looks
+        // first. That saves every receive a store round trip.
+        if name != "receive" {
+            if let Some(before) = self.answered_before(&key, digest, request).await {
+                guard.finish(digest, &before.response);
+                return (before.response, before.note);
             }
         }
         let outcome = match name {
@@ -581,6 +554,53 @@ impl Switch {
         };
         guard.finish(digest, &outcome.response);
         (outcome.response, outcome.note)
+    }
+
+    /// The answer to a request whose key the store already holds, if it
+    /// does: the stored answer for an exact resend; for a request recovery
+    /// settled, the code it recorded; 94 for other content under the key;
+    /// 96 when the store cannot be read. `None`: the key is new.
+    pub(crate) async fn answered_before(
+        &self,
+        key: &RequestKey,
+        digest: [u8; 32],
+        request: &Message,
+    ) -> Option<Outcome> {
+        let answer = match self.store.answer(key).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return None,
+            Err(e) => {
+                warn!(error = %e, "store unavailable");
+                return Some(Outcome {
+                    response: self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+                    note: Some(e.to_string()),
+                });
+            }
+        };
+        if answer.request_digest == digest {
+            return Some(Outcome {
+                response: answer.response,
+                note: Some("resend".into()),
+            });
+        }
+        Some(match self.recovered_this(key, digest, &answer).await {
+            Ok(true) => {
+                let mut outcome = Outcome::ended_before(self, request, Some(answer));
+                outcome.note = Some("resend of a request recovery settled".into());
+                outcome
+            }
+            Ok(false) => Outcome {
+                response: self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
+                note: Some("same key, different content".into()),
+            },
+            Err(e) => {
+                warn!(error = %e, "store unavailable");
+                Outcome {
+                    response: self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+                    note: Some(e.to_string()),
+                }
+            }
+        })
     }
 }
 
@@ -604,10 +624,20 @@ impl Outcome {
         stored_digest: [u8; 32],
         answer: Option<StoredAnswer>,
     ) -> Outcome {
-        if let Some(a) = answer.as_ref().filter(|_| stored_digest != digest) {
-            // Recorded by recovery between the lookup in `decide` and now.
+        let by_recovery = |a: &&StoredAnswer| a.request_digest == recovery::RECOVERED_DIGEST;
+        if let Some(a) = answer
+            .as_ref()
+            .filter(|a| stored_digest != digest || by_recovery(a))
+        {
+            // Recorded by recovery, before this request came or while it
+            // ran: the code recovery recorded, in a reply to this request
+            // (recovery no longer had the request to answer).
             if matches!(switch.recovered_this(key, digest, a).await, Ok(true)) {
-                return Outcome::ended_before(switch, request, answer);
+                let mut outcome = Outcome::ended_before(switch, request, answer);
+                if stored_digest == digest {
+                    outcome.note = Some("resend of a request recovery settled".into());
+                }
+                return outcome;
             }
         }
         let (code, note) = match answer {

@@ -42,51 +42,32 @@ pub(super) async fn run(
     key: RequestKey,
     digest: [u8; 32],
 ) -> Outcome {
-    let (Ok(original), Ok(amount), Ok(currency)) = (
-        OriginalData::of(request),
-        amount_minor(request),
-        currency(request),
-    ) else {
-        return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
+    let admitted = match admit(switch, peer, request, &key) {
+        Ok(admitted) => admitted,
+        Err(code) => {
+            // A resend of a request answered before gets that answer, not a
+            // rejection (the routes or partners may have changed since).
+            if let Some(before) = switch.answered_before(&key, digest, request).await {
+                return before;
+            }
+            return Outcome::reject(switch, key, digest, request, code).await;
+        }
     };
-    // Before anything that depends on the freeze: a stranger learns nothing
-    // of it (not whether it exists, nor what is left of it).
-    if original.acquirer != key.acquirer && !peer.partners.contains(&original.acquirer) {
-        return Outcome::reject(
-            switch,
-            key,
-            digest,
-            request,
-            ResponseCode::SECURITY_VIOLATION,
-        )
-        .await;
-    }
-    if &original.mti != b"0100" {
-        return Outcome::reject(
-            switch,
-            key,
-            digest,
-            request,
-            ResponseCode::UNABLE_TO_LOCATE_RECORD,
-        )
-        .await;
-    }
-    if amount == 0 {
-        return Outcome::reject(switch, key, digest, request, ResponseCode::INVALID_AMOUNT).await;
-    }
-    let receiver_pan = request.get_str(num::PAN).unwrap_or_default().to_string();
-    let Some(receiver_bank) = switch.route(receiver_pan.as_bytes()).cloned() else {
-        return Outcome::reject(
-            switch,
-            key,
-            digest,
-            request,
-            ResponseCode::INVALID_CARD_NUMBER,
-        )
-        .await;
-    };
+    let Admitted {
+        original,
+        amount,
+        currency,
+        receiver_pan,
+        receiver_bank,
+    } = admitted;
     // Judged before the reservation: a declined receive reserves nothing,
-    // so it has nothing to release.
+    // so it has nothing to release. Rules that count would count a resend
+    // again, so with rules a resend is found first.
+    if switch.risk.has_rules() {
+        if let Some(before) = switch.answered_before(&key, digest, request).await {
+            return before;
+        }
+    }
     let screened = Screened {
         kind: RequestKind::Receive,
         pan: &receiver_pan,
@@ -178,6 +159,55 @@ pub(super) async fn run(
         return saga.fail(ResponseCode::INVALID_AMOUNT, &[]).await;
     }
     saga.run(receiver_bank).await
+}
+
+/// What a receive's request names, once it passed the checks that need
+/// no store.
+struct Admitted {
+    original: OriginalData,
+    amount: u64,
+    currency: u16,
+    receiver_pan: String,
+    receiver_bank: std::sync::Arc<dyn crate::link::BankPort>,
+}
+
+/// The checks of a receive before anything is read or counted, or the code
+/// it is rejected with.
+fn admit(
+    switch: &Switch,
+    peer: &Peer,
+    request: &Message,
+    key: &RequestKey,
+) -> Result<Admitted, ResponseCode> {
+    let (Ok(original), Ok(amount), Ok(currency)) = (
+        OriginalData::of(request),
+        amount_minor(request),
+        currency(request),
+    ) else {
+        return Err(ResponseCode::FORMAT_ERROR);
+    };
+    // Before anything that depends on the freeze: a stranger learns nothing
+    // of it (not whether it exists, nor what is left of it).
+    if original.acquirer != key.acquirer && !peer.partners.contains(&original.acquirer) {
+        return Err(ResponseCode::SECURITY_VIOLATION);
+    }
+    if &original.mti != b"0100" {
+        return Err(ResponseCode::UNABLE_TO_LOCATE_RECORD);
+    }
+    if amount == 0 {
+        return Err(ResponseCode::INVALID_AMOUNT);
+    }
+    let receiver_pan = request.get_str(num::PAN).unwrap_or_default().to_string();
+    let Some(receiver_bank) = switch.route(receiver_pan.as_bytes()).cloned() else {
+        return Err(ResponseCode::INVALID_CARD_NUMBER);
+    };
+    Ok(Admitted {
+        original,
+        amount,
+        currency,
+        receiver_pan,
+        receiver_bank,
+    })
 }
 
 fn freeze_currency_differs(freeze: &FreezeRecord, currency: u16) -> bool {
@@ -379,5 +409,165 @@ impl Saga<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A receive finds a resend in its reservation, without a lookup before
+    //! it; a rejection before the reservation first looks for an answer
+    //! recorded earlier, so an exact resend is answered what it was even
+    //! after the switch's routes changed.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use iso8583::codec::{build_bytes, parse};
+    use iso8583::fields::luhn_valid;
+    use iso8583::mti::response_mti;
+    use iso8583::Spec;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::link::{BankPort, LinkError};
+    use crate::routing::BinRange;
+    use crate::stan::StanSource;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
+    use crate::switch::Route;
+
+    /// A bank that approves every request, counting them.
+    struct Approving(&'static str, AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl BankPort for Approving {
+        fn institution_id(&self) -> &str {
+            self.0
+        }
+
+        async fn request(&self, msg: &Message) -> Result<(Message, Bytes), LinkError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            let mut answer = msg.clone();
+            answer.set_mti(response_mti(msg.mti()));
+            answer.set(num::RESPONSE_CODE, "00");
+            let bytes = build_bytes(&Spec::switchboard(), &answer).unwrap();
+            Ok((answer, bytes))
+        }
+    }
+
+    /// A switch routing the payer's BIN to `payer`, and the receiver's to
+    /// `receiver` when there is one.
+    fn switch(
+        store: &Arc<dyn Store>,
+        payer: &Arc<Approving>,
+        receiver: Option<&Arc<Approving>>,
+    ) -> Switch {
+        let mut routes = vec![Route {
+            bins: vec![BinRange::parse("622202").unwrap()],
+            link: payer.clone(),
+        }];
+        if let Some(receiver) = receiver {
+            routes.push(Route {
+                bins: vec![BinRange::parse("621700").unwrap()],
+                link: receiver.clone(),
+            });
+        }
+        Switch::new(
+            Arc::new(Spec::switchboard()),
+            "00010000".into(),
+            store.clone(),
+            routes,
+            Arc::new(SystemClock),
+            Arc::new(StanSource::new(store.clone())),
+        )
+    }
+
+    /// A card of `bin` with its Luhn digit.
+    fn card(bin: &str) -> String {
+        (0..10)
+            .map(|d| format!("{bin}000000001{d}"))
+            .find(|pan| luhn_valid(pan.as_bytes()))
+            .unwrap()
+    }
+
+    fn request(mti: &[u8; 4], code: &str, pan: &str, amount: &str, stan: &str) -> Message {
+        let mut m = Message::new(*mti);
+        m.set(num::PAN, pan.to_string())
+            .set(num::PROCESSING_CODE, code.to_string())
+            .set(num::AMOUNT, amount.to_string())
+            .set(num::TRANSMISSION, "1202015900")
+            .set(num::STAN, stan.to_string())
+            .set(num::LOCAL_TIME, "095900")
+            .set(num::LOCAL_DATE, "1202")
+            .set(num::POS_CONDITION, "00")
+            .set(num::ACQUIRER, "01020000")
+            .set(num::RRN, format!("120201{stan}"))
+            .set(num::CURRENCY, "156");
+        m
+    }
+
+    async fn send(switch: &Switch, peer: &Peer, msg: &Message) -> String {
+        let raw = build_bytes(&Spec::switchboard(), msg).unwrap();
+        let answer = switch.handle(peer, msg.clone(), raw).await.unwrap();
+        let answer = parse(&Spec::switchboard(), answer).unwrap();
+        answer.get_str(num::RESPONSE_CODE).unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_exact_resend_is_answered_what_it_was_after_the_routes_changed() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let payer = Arc::new(Approving("48020000", AtomicUsize::new(0)));
+        let receiver = Arc::new(Approving("01050000", AtomicUsize::new(0)));
+        let peer = Peer {
+            name: "wallet".into(),
+            institutions: Vec::new(),
+            partners: Vec::new(),
+            mac: None,
+        };
+        let first = switch(&store, &payer, Some(&receiver));
+        let mut freeze = request(b"0100", "030000", &card("622202"), "000000005000", "000001");
+        freeze.set(num::POS_CONDITION, "06");
+        assert_eq!(send(&first, &peer, &freeze).await, "00");
+        let mut receive = request(b"0200", "400000", &card("621700"), "000000001000", "000002");
+        receive.set(
+            num::ORIGINAL_DATA,
+            OriginalData::naming(&freeze).unwrap().to_bytes().to_vec(),
+        );
+        assert_eq!(send(&first, &peer, &receive).await, "00");
+        assert_eq!(send(&first, &peer, &receive).await, "00", "resent");
+        let mut other = receive.clone();
+        other.set(num::AMOUNT, "000000002000");
+        assert_eq!(
+            send(&first, &peer, &other).await,
+            "94",
+            "the key with other content"
+        );
+        let sent = |bank: &Approving| bank.1.load(Ordering::SeqCst);
+        assert_eq!((sent(&payer), sent(&receiver)), (2, 1), "moved once");
+
+        // The receiver's bank is no longer routed: a new receive is refused
+        // (14), the exact resend still gets its 00 and moves nothing.
+        let second = switch(&store, &payer, None);
+        assert_eq!(send(&second, &peer, &receive).await, "00", "resent");
+        assert_eq!(send(&second, &peer, &other).await, "94");
+        let mut new = receive.clone();
+        new.set(num::STAN, "000003");
+        assert_eq!(send(&second, &peer, &new).await, "14");
+        assert_eq!(
+            (sent(&payer), sent(&receiver)),
+            (2, 1),
+            "nothing sent again"
+        );
+
+        let frozen = store
+            .freeze(&OriginalData::naming(&freeze).unwrap().freeze_key())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((frozen.reserved_minor, frozen.received_minor), (0, 1000));
+        let sagas = store.sagas().await.unwrap();
+        assert_eq!(sagas.len(), 1);
+        assert_eq!(sagas[0].state, crate::store::SagaState::Approved);
     }
 }
