@@ -12,7 +12,7 @@ use iso8583::mask::{mask_pan, Masked};
 use iso8583::ResponseCode;
 use tracing::warn;
 
-use super::rules::{Check, Mode, Per, RequestKind, Rule};
+use super::rules::{Check, Mode, Per, RequestKind, Rule, Rules};
 use super::{card_subject, Risk};
 use crate::clearing::Settlement;
 use crate::dialect::{FreezeKey, InstitutionId};
@@ -51,16 +51,18 @@ pub enum Verdict {
 const KEEP_EVENTS_MS: i64 = 8 * 24 * 3_600_000;
 
 impl Risk {
-    /// Judges a request at `now_ms`. A store fault is returned (the caller
-    /// answers 96 and nothing moves).
+    /// Judges a request at `now_ms` by `rules`, the snapshot the caller
+    /// took with [`Risk::rules`] (one snapshot for everything it decides
+    /// about the request, however the rules are reloaded meanwhile). A
+    /// store fault is returned (the caller answers 96 and nothing moves).
     pub async fn screen(
         &self,
+        rules: &Rules,
         store: &dyn Store,
         settlement: &Settlement,
         now_ms: i64,
         request: &Screened<'_>,
     ) -> StoreResult<Verdict> {
-        let rules = self.rules();
         if rules.rules.is_empty() || rules.allows(request.pan) {
             return Ok(Verdict::Pass);
         }

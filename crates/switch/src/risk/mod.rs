@@ -131,11 +131,6 @@ impl Risk {
         }
     }
 
-    /// Whether any rule is in force (whether `screen` judges at all).
-    pub fn has_rules(&self) -> bool {
-        !self.rules().rules.is_empty()
-    }
-
     /// The rules in force now.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules

@@ -56,7 +56,10 @@ pub(super) async fn run(
         currency,
         packet: None,
     };
-    if let Some(declined) = switch.screen(key, digest, request, &screened).await {
+    if let Some(declined) = switch
+        .screen(&switch.risk.rules(), key, digest, request, &screened)
+        .await
+    {
         return declined;
     }
     let ticket = switch.work.begin(&*switch.clock, Task::Freeze(freeze_key));

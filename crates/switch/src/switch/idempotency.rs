@@ -109,6 +109,12 @@ impl Guard<'_> {
     pub(super) fn finish(self, digest: [u8; 32], response: &Bytes) {
         let _ = self.sender.send(Some((digest, response.clone())));
     }
+
+    /// Whether a resend waits on this request (besides the map's own receiver).
+    #[cfg(test)]
+    pub(super) fn has_followers(&self) -> bool {
+        self.sender.receiver_count() > 1
+    }
 }
 
 impl Drop for Guard<'_> {

@@ -174,6 +174,7 @@ impl Switch {
     /// anything of the request is recorded or sent.
     async fn screen(
         &self,
+        rules: &crate::risk::Rules,
         key: RequestKey,
         digest: [u8; 32],
         request: &Message,
@@ -182,7 +183,7 @@ impl Switch {
         let now_ms = self.clock.now_ms();
         match self
             .risk
-            .screen(&*self.store, &self.settlement, now_ms, screened)
+            .screen(rules, &*self.store, &self.settlement, now_ms, screened)
             .await
         {
             Ok(crate::risk::Verdict::Pass) => None,
@@ -519,10 +520,13 @@ impl Switch {
             Begin::Follower(waiter) => {
                 return match waiter.wait().await {
                     Some((d, bytes)) if d == digest => (bytes, Some("resend".into())),
-                    Some(_) => (
-                        self.reply(request, ResponseCode::DUPLICATE_TRANSMISSION),
-                        Some("same key, different content".into()),
-                    ),
+                    // The leader was other content under this key, which
+                    // may itself have been a clash with an earlier answer
+                    // this request is the exact resend of: the store says.
+                    Some(_) => match self.answered_before(&key, digest, request).await {
+                        Some(before) => (before.response, before.note),
+                        None => (self.reply(request, ResponseCode::SYSTEM_MALFUNCTION), None),
+                    },
                     None => (self.reply(request, ResponseCode::SYSTEM_MALFUNCTION), None),
                 };
             }
@@ -632,12 +636,25 @@ impl Outcome {
             // Recorded by recovery, before this request came or while it
             // ran: the code recovery recorded, in a reply to this request
             // (recovery no longer had the request to answer).
-            if matches!(switch.recovered_this(key, digest, a).await, Ok(true)) {
-                let mut outcome = Outcome::ended_before(switch, request, answer);
-                if stored_digest == digest {
-                    outcome.note = Some("resend of a request recovery settled".into());
+            match switch.recovered_this(key, digest, a).await {
+                Ok(true) => {
+                    let mut outcome = Outcome::ended_before(switch, request, answer);
+                    if stored_digest == digest {
+                        outcome.note = Some("resend of a request recovery settled".into());
+                    }
+                    return outcome;
                 }
-                return outcome;
+                Ok(false) => {}
+                // Unknown whether this is the request recovery settled:
+                // 96, which a wallet retries, rather than 94, which it
+                // would take for a clash of its own.
+                Err(e) => {
+                    warn!(error = %e, "store unavailable");
+                    return Outcome {
+                        response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+                        note: Some(e.to_string()),
+                    };
+                }
             }
         }
         let (code, note) = match answer {

@@ -62,8 +62,10 @@ pub(super) async fn run(
     } = admitted;
     // Judged before the reservation: a declined receive reserves nothing,
     // so it has nothing to release. Rules that count would count a resend
-    // again, so with rules a resend is found first.
-    if switch.risk.has_rules() {
+    // again, so with rules a resend is found first. One snapshot of the
+    // rules decides both, so a reload between them cannot count a resend.
+    let rules = switch.risk.rules();
+    if !rules.rules.is_empty() {
         if let Some(before) = switch.answered_before(&key, digest, request).await {
             return before;
         }
@@ -77,7 +79,7 @@ pub(super) async fn run(
         currency,
         packet: Some(original.freeze_key()),
     };
-    if let Some(declined) = switch.screen(key, digest, request, &screened).await {
+    if let Some(declined) = switch.screen(&rules, key, digest, request, &screened).await {
         return declined;
     }
     let identities = async {
@@ -514,60 +516,119 @@ mod tests {
         answer.get_str(num::RESPONSE_CODE).unwrap().to_string()
     }
 
+    /// A store, two approving banks, a wallet's connection, a freeze of
+    /// 50.00 and a receive of 10.00 from it (neither sent yet).
+    struct Scene {
+        store: Arc<dyn Store>,
+        payer: Arc<Approving>,
+        receiver: Arc<Approving>,
+        peer: Peer,
+        freeze: Message,
+        receive: Message,
+    }
+
+    impl Scene {
+        fn new() -> Self {
+            let mut freeze = request(b"0100", "030000", &card("622202"), "000000005000", "000001");
+            freeze.set(num::POS_CONDITION, "06");
+            let mut receive = request(b"0200", "400000", &card("621700"), "000000001000", "000002");
+            receive.set(
+                num::ORIGINAL_DATA,
+                OriginalData::naming(&freeze).unwrap().to_bytes().to_vec(),
+            );
+            Scene {
+                store: Arc::new(MemoryStore::new()),
+                payer: Arc::new(Approving("48020000", AtomicUsize::new(0))),
+                receiver: Arc::new(Approving("01050000", AtomicUsize::new(0))),
+                peer: Peer {
+                    name: "wallet".into(),
+                    institutions: Vec::new(),
+                    partners: Vec::new(),
+                    mac: None,
+                },
+                freeze,
+                receive,
+            }
+        }
+
+        /// Requests each bank got: (payer, receiver).
+        fn sent(&self) -> (usize, usize) {
+            let sent = |bank: &Approving| bank.1.load(Ordering::SeqCst);
+            (sent(&self.payer), sent(&self.receiver))
+        }
+
+        /// The freeze's (reserved, received) amounts.
+        async fn totals(&self) -> (u64, u64) {
+            let key = OriginalData::naming(&self.freeze).unwrap().freeze_key();
+            let frozen = self.store.freeze(&key).await.unwrap().unwrap();
+            (frozen.reserved_minor, frozen.received_minor)
+        }
+    }
+
     #[tokio::test]
     async fn an_exact_resend_is_answered_what_it_was_after_the_routes_changed() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let payer = Arc::new(Approving("48020000", AtomicUsize::new(0)));
-        let receiver = Arc::new(Approving("01050000", AtomicUsize::new(0)));
-        let peer = Peer {
-            name: "wallet".into(),
-            institutions: Vec::new(),
-            partners: Vec::new(),
-            mac: None,
-        };
-        let first = switch(&store, &payer, Some(&receiver));
-        let mut freeze = request(b"0100", "030000", &card("622202"), "000000005000", "000001");
-        freeze.set(num::POS_CONDITION, "06");
-        assert_eq!(send(&first, &peer, &freeze).await, "00");
-        let mut receive = request(b"0200", "400000", &card("621700"), "000000001000", "000002");
-        receive.set(
-            num::ORIGINAL_DATA,
-            OriginalData::naming(&freeze).unwrap().to_bytes().to_vec(),
-        );
-        assert_eq!(send(&first, &peer, &receive).await, "00");
-        assert_eq!(send(&first, &peer, &receive).await, "00", "resent");
+        let scene = Scene::new();
+        let (peer, receive) = (&scene.peer, &scene.receive);
+        let first = switch(&scene.store, &scene.payer, Some(&scene.receiver));
+        assert_eq!(send(&first, peer, &scene.freeze).await, "00");
+        assert_eq!(send(&first, peer, receive).await, "00");
+        assert_eq!(send(&first, peer, receive).await, "00", "resent");
         let mut other = receive.clone();
         other.set(num::AMOUNT, "000000002000");
         assert_eq!(
-            send(&first, &peer, &other).await,
+            send(&first, peer, &other).await,
             "94",
             "the key with other content"
         );
-        let sent = |bank: &Approving| bank.1.load(Ordering::SeqCst);
-        assert_eq!((sent(&payer), sent(&receiver)), (2, 1), "moved once");
+        assert_eq!(scene.sent(), (2, 1), "moved once");
 
         // The receiver's bank is no longer routed: a new receive is refused
         // (14), the exact resend still gets its 00 and moves nothing.
-        let second = switch(&store, &payer, None);
-        assert_eq!(send(&second, &peer, &receive).await, "00", "resent");
-        assert_eq!(send(&second, &peer, &other).await, "94");
+        let second = switch(&scene.store, &scene.payer, None);
+        assert_eq!(send(&second, peer, receive).await, "00", "resent");
+        assert_eq!(send(&second, peer, &other).await, "94");
         let mut new = receive.clone();
         new.set(num::STAN, "000003");
-        assert_eq!(send(&second, &peer, &new).await, "14");
-        assert_eq!(
-            (sent(&payer), sent(&receiver)),
-            (2, 1),
-            "nothing sent again"
-        );
+        assert_eq!(send(&second, peer, &new).await, "14");
+        assert_eq!(scene.sent(), (2, 1), "nothing sent again");
 
-        let frozen = store
-            .freeze(&OriginalData::naming(&freeze).unwrap().freeze_key())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((frozen.reserved_minor, frozen.received_minor), (0, 1000));
-        let sagas = store.sagas().await.unwrap();
+        assert_eq!(scene.totals().await, (0, 1000));
+        let sagas = scene.store.sagas().await.unwrap();
         assert_eq!(sagas.len(), 1);
         assert_eq!(sagas[0].state, crate::store::SagaState::Approved);
+    }
+
+    /// An exact resend that waits behind other content under its key (a
+    /// clash, answered 94) gets its own stored answer, not the clash's.
+    #[tokio::test]
+    async fn a_resend_waiting_behind_a_clash_gets_its_own_answer() {
+        use crate::switch::idempotency::{request_digest, request_key, Begin};
+
+        let scene = Scene::new();
+        let switch = Arc::new(switch(&scene.store, &scene.payer, Some(&scene.receiver)));
+        assert_eq!(send(&switch, &scene.peer, &scene.freeze).await, "00");
+        assert_eq!(send(&switch, &scene.peer, &scene.receive).await, "00");
+        let mut clash = scene.receive.clone();
+        clash.set(num::AMOUNT, "000000002000");
+
+        // The clash leads under the key; the exact resend arrives meanwhile.
+        let key = request_key(&scene.receive).unwrap();
+        let Begin::Leader(leader) = switch.in_flight.begin(key) else {
+            panic!("nothing else is in flight");
+        };
+        let follower = tokio::spawn({
+            let (switch, peer, receive) =
+                (switch.clone(), scene.peer.clone(), scene.receive.clone());
+            async move { send(&switch, &peer, &receive).await }
+        });
+        while !leader.has_followers() {
+            tokio::task::yield_now().await;
+        }
+        let clash_answer = switch.reply(&clash, ResponseCode::DUPLICATE_TRANSMISSION);
+        leader.finish(request_digest(&clash), &clash_answer);
+        assert_eq!(follower.await.unwrap(), "00", "the resend's own answer");
+
+        assert_eq!(scene.sent(), (2, 1), "moved once");
+        assert_eq!(scene.totals().await, (0, 1000));
     }
 }
