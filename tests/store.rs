@@ -27,8 +27,8 @@ use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
 use switchboard::store::{
     Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
     InsertFreeze, JournalEntry, JournalSink, Lease, NewFreeze, NewReceive, NewSafEntry,
-    RawMessages, ReceiveOutcome, RequestKey, Reserve, SafEntry, SafKind, SafOutcome, SafQueue,
-    SafState, SagaState, SentMessage, Settled, Store, StoreError, StoredAnswer,
+    RawMessages, ReceiveOutcome, Recorded, RequestKey, Reserve, SafEntry, SafKind, SafOutcome,
+    SafQueue, SafState, SagaState, SentMessage, Settled, Store, StoreError, StoredAnswer,
 };
 
 // ---------------------------------------------------------------------------
@@ -496,6 +496,66 @@ async fn record_answer_keeps_the_first(backend: Backend) {
     let key2 = request_key(b"0200", 8);
     store.record_answer(&key2, odd.clone()).await.unwrap();
     assert_eq!(store.answer(&key2).await.unwrap(), Some(odd));
+}
+
+/// A rejection of a request whose key a freeze or saga holds (a resend of it
+/// rejected on another instance while it is decided) records nothing: that
+/// request's own answer stays the key's.
+async fn record_answer_leaves_a_held_key_to_its_freeze_or_saga(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    let rejection = answer(b"0210", "14", 2);
+
+    // A freeze pending at its bank holds its 0100's key.
+    store.insert_freeze(new_freeze(1, 5_000)).await.unwrap();
+    assert_eq!(
+        store
+            .record_answer(&freeze_request(1), answer(b"0110", "14", 1))
+            .await
+            .unwrap(),
+        Recorded::Held {
+            request_digest: digest(1)
+        }
+    );
+    assert_eq!(store.answer(&freeze_request(1)).await.unwrap(), None);
+
+    // A saga in flight holds its receive's key; once it ends, its answer
+    // is the key's, not the rejection.
+    open_freeze(&*store, 2, 10_000).await;
+    let key = request_key(b"0200", 20);
+    assert!(matches!(
+        store.reserve(receive(2, 20, 1_000)).await.unwrap(),
+        Reserve::Reserved(_)
+    ));
+    assert_eq!(
+        store.record_answer(&key, rejection.clone()).await.unwrap(),
+        Recorded::Held {
+            request_digest: digest(2)
+        }
+    );
+    assert_eq!(store.answer(&key).await.unwrap(), None);
+    end_receive(&*store, &key, ReceiveOutcome::Approved).await;
+    let ended = answer(b"0210", "00", 2);
+    assert_eq!(store.answer(&key).await.unwrap(), Some(ended.clone()));
+    assert_eq!(
+        store.record_answer(&key, rejection.clone()).await.unwrap(),
+        Recorded::Held {
+            request_digest: digest(2)
+        },
+        "ended: still its saga's"
+    );
+    assert_eq!(store.answer(&key).await.unwrap(), Some(ended));
+    let frozen = freeze(&*store, 2).await;
+    assert_eq!((frozen.reserved_minor, frozen.received_minor), (0, 1_000));
+
+    // A key nothing holds gets the rejection.
+    let free = request_key(b"0200", 21);
+    assert_eq!(
+        store.record_answer(&free, rejection.clone()).await.unwrap(),
+        Recorded::Kept
+    );
+    assert_eq!(store.answer(&free).await.unwrap(), Some(rejection));
+    check_invariants(&*store).await;
 }
 
 async fn amounts_above_i64_max_are_refused_not_wrapped(backend: Backend) {
@@ -2700,6 +2760,7 @@ on_every_store!(
     every: [
         insert_freeze_then_exists_with_digest_and_answer,
         record_answer_keeps_the_first,
+        record_answer_leaves_a_held_key_to_its_freeze_or_saga,
         amounts_above_i64_max_are_refused_not_wrapped,
         reserve_outcomes,
         concurrent_reserves_never_pass_the_frozen_amount,

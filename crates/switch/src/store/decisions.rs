@@ -228,6 +228,16 @@ pub enum Reserve {
     },
 }
 
+/// Result of [`Decisions::record_answer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The key's answer is this one, or a rejection recorded before it.
+    Kept,
+    /// A freeze or saga holds the key: nothing recorded; its request's digest
+    /// (a resend of it, or a clash: compare digests).
+    Held { request_digest: [u8; 32] },
+}
+
 /// How a saga ends.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ReceiveOutcome {
@@ -288,8 +298,15 @@ pub trait Decisions: Send + Sync + 'static {
 
     /// Records the answer to a request that changed nothing (a rejection such as
     /// 25, 30, 61), so an exact resend gets the same answer. Keeps the first answer
-    /// if one exists.
-    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()>;
+    /// if one exists. Records nothing when a freeze (an 0100's key) or a saga
+    /// holds the key, in flight or ended: that request's own answer is the
+    /// key's, and a rejection of a resend of it (on another instance, while
+    /// it is decided) must not take its place.
+    async fn record_answer(
+        &self,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Recorded>;
 
     /// Records a freeze in state `Pending` unless its key exists or the request
     /// was answered already.

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use super::{
     Close, Decisions, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze,
     JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome,
-    RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SafState, SagaRecord, SagaState, Settled,
-    Store, StoreError, StoreResult, StoredAnswer, Unfinished,
+    Recorded, RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SafState, SagaRecord, SagaState,
+    Settled, Store, StoreError, StoreResult, StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
 
@@ -210,10 +210,21 @@ impl Decisions for MemoryStore {
         self.with(|s| Ok(s.answers.get(request).cloned()))
     }
 
-    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
+    async fn record_answer(
+        &self,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Recorded> {
         self.with(|s| {
+            let freeze = (request.mti == *b"0100")
+                .then(|| s.freezes.get(&request.freeze_key()).map(|(_, d)| *d))
+                .flatten();
+            let held = s.sagas.get(request).map(|(_, d)| *d).or(freeze);
+            if let Some(request_digest) = held {
+                return Ok(Recorded::Held { request_digest });
+            }
             s.answers.entry(*request).or_insert(answer);
-            Ok(())
+            Ok(Recorded::Kept)
         })
     }
 

@@ -57,7 +57,7 @@ use crate::dialect::InstitutionId;
 pub use audit::{AuditEntry, AuditLog, AuditRecord};
 pub use decisions::{
     Close, Decisions, FollowUp, FreezeRecord, FreezeState, InsertFreeze, NewFreeze, NewReceive,
-    ReceiveOutcome, Reserve, SagaRecord, SagaState, SentMessage, Settled,
+    ReceiveOutcome, Recorded, Reserve, SagaRecord, SagaState, SentMessage, Settled,
 };
 pub use history::History;
 pub use journal::{Direction, JournalEntry, JournalSink};
@@ -75,6 +75,17 @@ pub struct RequestKey {
     pub acquirer: InstitutionId,
     pub transmission: [u8; 10],
     pub stan: [u8; 6],
+}
+
+impl RequestKey {
+    /// The key of the freeze a freeze request (0100) under this key makes.
+    pub fn freeze_key(&self) -> crate::dialect::FreezeKey {
+        crate::dialect::FreezeKey {
+            acquirer: self.acquirer,
+            transmission: self.transmission,
+            stan: self.stan,
+        }
+    }
 }
 
 impl std::fmt::Display for RequestKey {

@@ -31,11 +31,13 @@ use iso8583::validate::validate;
 use iso8583::ResponseCode;
 
 use crate::clock::Clock;
-use crate::dialect::{FreezeKey, InstitutionId};
+use crate::dialect::InstitutionId;
 use crate::link::BankPort;
 use crate::routing::BinRange;
 use crate::stan::StanSource;
-use crate::store::{Direction, JournalEntry, Leases, RequestKey, Store, StoreError, StoredAnswer};
+use crate::store::{
+    Direction, JournalEntry, Leases, Recorded, RequestKey, Store, StoreError, StoredAnswer,
+};
 
 pub use idempotency::{request_digest, request_key};
 use idempotency::{Begin, InFlight};
@@ -394,12 +396,10 @@ impl Switch {
             return Ok(false);
         }
         let kept = if key.mti == *b"0100" {
-            let freeze = FreezeKey {
-                acquirer: key.acquirer,
-                transmission: key.transmission,
-                stan: key.stan,
-            };
-            self.store.freeze(&freeze).await?.map(|f| f.request_digest)
+            self.store
+                .freeze(&key.freeze_key())
+                .await?
+                .map(|f| f.request_digest)
         } else {
             self.store.saga(key).await?.map(|s| s.request_digest)
         };
@@ -707,8 +707,17 @@ impl Outcome {
             request_digest: digest,
             response: bytes.clone(),
         };
-        if let Err(e) = switch.store.record_answer(&key, answer).await {
-            warn!(error = %e, "answer not recorded");
+        match switch.store.record_answer(&key, answer).await {
+            Ok(Recorded::Kept) => {}
+            // A freeze or saga holds the key (another instance decides it,
+            // or decided it): this is a resend of it or a clash, answered
+            // as such, and its own answer stays the key's.
+            Ok(Recorded::Held { request_digest }) => {
+                let answer = switch.store.answer(&key).await.ok().flatten();
+                return Outcome::existing(switch, &key, request, digest, request_digest, answer)
+                    .await;
+            }
+            Err(e) => warn!(error = %e, "answer not recorded"),
         }
         Outcome {
             response: bytes,

@@ -631,4 +631,70 @@ mod tests {
         assert_eq!(scene.sent(), (2, 1), "moved once");
         assert_eq!(scene.totals().await, (0, 1000));
     }
+
+    /// A resend rejected before its reservation (here: its receiver's bank
+    /// no longer routed) while another instance still runs its saga is told
+    /// 91, and records nothing: once the saga ends, resends get its 00.
+    #[tokio::test]
+    async fn a_resend_rejected_while_its_saga_runs_elsewhere_leaves_the_key_to_it() {
+        use crate::store::{FollowUp, NewReceive, ReceiveOutcome, SentMessage, StoredAnswer};
+        use crate::switch::idempotency::{request_digest, request_key};
+
+        let scene = Scene::new();
+        let first = switch(&scene.store, &scene.payer, Some(&scene.receiver));
+        assert_eq!(send(&first, &scene.peer, &scene.freeze).await, "00");
+        // The other instance's reservation of the receive.
+        let key = request_key(&scene.receive).unwrap();
+        let sent = |stan: &[u8; 6]| SentMessage {
+            stan: *stan,
+            transmission: *b"1202015900",
+        };
+        let reserved = scene
+            .store
+            .reserve(NewReceive {
+                debit: sent(b"900001"),
+                credit: sent(b"900002"),
+                owner: "the other instance".into(),
+                request: key,
+                request_digest: request_digest(&scene.receive),
+                freeze: OriginalData::naming(&scene.freeze).unwrap().freeze_key(),
+                amount_minor: 1000,
+                receiver_pan: card("621700"),
+                receiver_bank: "01050000".into(),
+                created_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(reserved, Reserve::Reserved(_)));
+
+        let unrouted = switch(&scene.store, &scene.payer, None);
+        assert_eq!(
+            send(&unrouted, &scene.peer, &scene.receive).await,
+            "91",
+            "in progress elsewhere, not 14"
+        );
+        let mut clash = scene.receive.clone();
+        clash.set(num::AMOUNT, "000000002000");
+        assert_eq!(send(&unrouted, &scene.peer, &clash).await, "94");
+        assert_eq!(scene.store.answer(&key).await.unwrap(), None);
+
+        // The other instance ends it, approved.
+        let approval = unrouted.reply(&scene.receive, ResponseCode::APPROVED);
+        let answer = StoredAnswer {
+            request_digest: request_digest(&scene.receive),
+            response: approval,
+        };
+        scene
+            .store
+            .settle_receive(&key, ReceiveOutcome::Approved, answer, FollowUp::default())
+            .await
+            .unwrap();
+        assert_eq!(send(&unrouted, &scene.peer, &scene.receive).await, "00");
+        assert_eq!(scene.totals().await, (0, 1000));
+        assert_eq!(
+            scene.sent(),
+            (1, 0),
+            "the freeze alone: no debit, no credit"
+        );
+    }
 }

@@ -108,8 +108,8 @@ use super::columns::*;
 use super::{
     Close, Decisions, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze,
     JournalEntry, JournalSink, Lease, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome,
-    RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store,
-    StoreError, StoreResult, StoredAnswer, Unfinished,
+    Recorded, RequestKey, Reserve, SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled,
+    Store, StoreError, StoreResult, StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
 use crate::store::journal::JournalBacklog;

@@ -4,10 +4,22 @@
 // Statements. Parameters are cast where they first appear; every statement
 // writes nothing when it does not succeed.
 
-pub(super) const SQL_RECORD_ANSWER: &str = "INSERT INTO answers \
-    (mti, acquirer, transmission, stan, request_digest, response, response_code) \
-    VALUES ($1::text, $2::text, $3::text, $4::text, $5::bytea, $6::bytea, $7::text) \
-    ON CONFLICT DO NOTHING";
+/// `$1-$4` request, `$5` digest, `$6` response, `$7` code. Nothing is
+/// recorded when a saga or (an 0100's) a freeze holds the key: then the
+/// holder's digest is returned. An answer recorded before is kept.
+pub(super) const SQL_RECORD_ANSWER: &str = "WITH held AS ( \
+        SELECT request_digest FROM sagas \
+        WHERE mti = $1::text AND acquirer = $2::text AND transmission = $3::text AND stan = $4::text \
+        UNION ALL SELECT request_digest FROM freezes \
+        WHERE $1::text = '0100' AND acquirer = $2::text AND transmission = $3::text AND stan = $4::text \
+    ), ins AS ( \
+        INSERT INTO answers (mti, acquirer, transmission, stan, request_digest, response, response_code) \
+        SELECT $1::text, $2::text, $3::text, $4::text, $5::bytea, $6::bytea, $7::text \
+        WHERE NOT EXISTS (SELECT 1 FROM held) \
+        ON CONFLICT DO NOTHING \
+        RETURNING 1 \
+    ) \
+    SELECT request_digest FROM held LIMIT 1";
 
 /// `$1-$4` request, `$5-$7` freeze key, `$8` payer PAN, `$9` payer bank,
 /// `$10` amount, `$11` currency, `$12` created, `$13` digest, `$14` owner.

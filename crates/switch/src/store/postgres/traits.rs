@@ -30,7 +30,11 @@ impl Decisions for PostgresStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
+    async fn record_answer(
+        &self,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Recorded> {
         let r = ReqCols::new(request)?;
         let mut params: Params = Vec::with_capacity(7);
         r.push(&mut params);
@@ -40,8 +44,14 @@ impl Decisions for PostgresStore {
             &answer.response,
         )));
         params.push(Box::new(answer.response_code(&self.spec)));
-        self.write(r.order(), SQL_RECORD_ANSWER, params, |_| {
-            Decision::Done(Ok(()))
+        self.write(r.order(), SQL_RECORD_ANSWER, params, |rows| {
+            // A row: the freeze's or saga's digest that holds the key.
+            Decision::Done(match rows.first() {
+                Some(row) => row
+                    .digest(0)
+                    .map(|request_digest| Recorded::Held { request_digest }),
+                None => Ok(Recorded::Kept),
+            })
         })
         .await
     }

@@ -84,6 +84,45 @@ pub(super) fn insert_answer(
     Ok(())
 }
 
+/// A rejection's answer, unless a freeze or saga holds its key (see
+/// `Decisions::record_answer`); an answer recorded before is kept.
+pub(super) fn record_rejection(
+    conn: &Connection,
+    book: &SagaBook,
+    key: &ReqCols,
+    answer: &StoredAnswer,
+    response_code: Option<&str>,
+) -> StoreResult<Recorded> {
+    let [mti, acquirer, transmission, stan] = &key.0;
+    if let Some((saga, _)) = book.get(&key.0) {
+        return Ok(Recorded::Held {
+            request_digest: saga.request_digest,
+        });
+    }
+    let held = if mti == "0100" {
+        query_opt(
+            conn,
+            "SELECT request_digest FROM freezes \
+             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+            params![acquirer, transmission, stan],
+            |row| row.digest(0),
+        )?
+    } else {
+        query_opt(
+            conn,
+            "SELECT request_digest FROM sagas \
+             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+            params![mti, acquirer, transmission, stan],
+            |row| row.digest(0),
+        )?
+    };
+    if let Some(request_digest) = held {
+        return Ok(Recorded::Held { request_digest });
+    }
+    insert_answer(conn, key, answer, response_code)?;
+    Ok(Recorded::Kept)
+}
+
 pub(super) fn set_freeze_state(
     conn: &Connection,
     key: &FreezeCols,

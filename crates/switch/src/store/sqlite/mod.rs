@@ -50,9 +50,9 @@ use iso8583::spec::Spec;
 use super::columns::*;
 use super::{
     Close, Decisions, FollowUp, FreezeRecord, FreezeState, History, InsertFreeze, JournalEntry,
-    JournalSink, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, RequestKey, Reserve,
-    SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store, StoreError, StoreResult,
-    StoredAnswer, Unfinished,
+    JournalSink, Leases, NewFreeze, NewReceive, NewSafEntry, ReceiveOutcome, Recorded, RequestKey,
+    Reserve, SafEntry, SafOutcome, SafQueue, SagaRecord, SagaState, Settled, Store, StoreError,
+    StoreResult, StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
 use crate::store::journal::JournalBacklog;

@@ -30,11 +30,20 @@ impl Decisions for SqliteStore {
         .await
     }
 
-    async fn record_answer(&self, request: &RequestKey, answer: StoredAnswer) -> StoreResult<()> {
+    async fn record_answer(
+        &self,
+        request: &RequestKey,
+        answer: StoredAnswer,
+    ) -> StoreResult<Recorded> {
         let request = ReqCols::new(request)?;
         let code = answer.response_code(&self.spec);
-        self.call(move |c| insert_answer(c, &request, &answer, code.as_deref()))
-            .await
+        let sagas = self.sagas.clone();
+        self.call(move |c| {
+            let book = saga_book::lock(&sagas);
+            book.usable()?;
+            record_rejection(c, &book, &request, &answer, code.as_deref())
+        })
+        .await
     }
 
     async fn insert_freeze(&self, freeze: NewFreeze) -> StoreResult<InsertFreeze> {
