@@ -35,6 +35,8 @@
 mod columns;
 pub mod audit;
 pub mod decisions;
+#[cfg(test)]
+pub mod failing;
 pub mod history;
 pub mod journal;
 pub mod journal_slice;

@@ -557,6 +557,30 @@ mod tests {
             (sent(&self.payer), sent(&self.receiver))
         }
 
+        /// The receive's reservation as `owner` (another instance, or a
+        /// life of this one a crash ended) made it, with its own STANs.
+        fn reservation(&self, owner: &str) -> crate::store::NewReceive {
+            use crate::store::SentMessage;
+            use crate::switch::idempotency::{request_digest, request_key};
+
+            let sent = |stan: &[u8; 6]| SentMessage {
+                stan: *stan,
+                transmission: *b"1202015900",
+            };
+            crate::store::NewReceive {
+                debit: sent(b"900001"),
+                credit: sent(b"900002"),
+                owner: owner.into(),
+                request: request_key(&self.receive).unwrap(),
+                request_digest: request_digest(&self.receive),
+                freeze: OriginalData::naming(&self.freeze).unwrap().freeze_key(),
+                amount_minor: 1000,
+                receiver_pan: card("621700"),
+                receiver_bank: "01050000".into(),
+                created_at_ms: 0,
+            }
+        }
+
         /// The freeze's (reserved, received) amounts.
         async fn totals(&self) -> (u64, u64) {
             let key = OriginalData::naming(&self.freeze).unwrap().freeze_key();
@@ -637,7 +661,7 @@ mod tests {
     /// 91, and records nothing: once the saga ends, resends get its 00.
     #[tokio::test]
     async fn a_resend_rejected_while_its_saga_runs_elsewhere_leaves_the_key_to_it() {
-        use crate::store::{FollowUp, NewReceive, ReceiveOutcome, SentMessage, StoredAnswer};
+        use crate::store::{FollowUp, ReceiveOutcome, StoredAnswer};
         use crate::switch::idempotency::{request_digest, request_key};
 
         let scene = Scene::new();
@@ -645,24 +669,9 @@ mod tests {
         assert_eq!(send(&first, &scene.peer, &scene.freeze).await, "00");
         // The other instance's reservation of the receive.
         let key = request_key(&scene.receive).unwrap();
-        let sent = |stan: &[u8; 6]| SentMessage {
-            stan: *stan,
-            transmission: *b"1202015900",
-        };
         let reserved = scene
             .store
-            .reserve(NewReceive {
-                debit: sent(b"900001"),
-                credit: sent(b"900002"),
-                owner: "the other instance".into(),
-                request: key,
-                request_digest: request_digest(&scene.receive),
-                freeze: OriginalData::naming(&scene.freeze).unwrap().freeze_key(),
-                amount_minor: 1000,
-                receiver_pan: card("621700"),
-                receiver_bank: "01050000".into(),
-                created_at_ms: 0,
-            })
+            .reserve(scene.reservation("the other instance"))
             .await
             .unwrap();
         assert!(matches!(reserved, Reserve::Reserved(_)));
@@ -696,5 +705,37 @@ mod tests {
             (1, 0),
             "the freeze alone: no debit, no credit"
         );
+    }
+
+    /// A resend of a receive recovery failed is told recovery's 91; when
+    /// the store cannot say whether it is that request, 96 (which the
+    /// wallet retries), never 94 (a clash of its own).
+    #[tokio::test]
+    async fn a_resend_of_a_recovered_receive_gets_96_while_its_saga_cannot_be_read() {
+        use std::sync::atomic::Ordering::SeqCst;
+
+        use crate::store::failing::FailingStore;
+        use crate::switch::recovery;
+
+        let scene = Scene::new();
+        let failing = Arc::new(FailingStore::new(scene.store.clone()));
+        let store: Arc<dyn Store> = failing.clone();
+        let switch = switch(&store, &scene.payer, Some(&scene.receiver));
+        assert_eq!(send(&switch, &scene.peer, &scene.freeze).await, "00");
+        // A receive a crash interrupted after its reservation.
+        let reserved = store
+            .reserve(scene.reservation(switch.instance()))
+            .await
+            .unwrap();
+        assert!(matches!(reserved, Reserve::Reserved(_)));
+        recovery::recover(&switch).await.unwrap();
+        assert_eq!(scene.totals().await, (0, 0), "recovery released it");
+
+        failing.fail_saga_reads.store(true, SeqCst);
+        assert_eq!(send(&switch, &scene.peer, &scene.receive).await, "96");
+        failing.fail_saga_reads.store(false, SeqCst);
+        assert_eq!(send(&switch, &scene.peer, &scene.receive).await, "91");
+        assert_eq!(scene.totals().await, (0, 0));
+        assert_eq!(scene.sent(), (1, 0), "the freeze alone: nothing moved");
     }
 }
