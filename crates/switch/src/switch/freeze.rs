@@ -88,10 +88,7 @@ pub(super) async fn run(
         }
         Err(e) => {
             warn!(error = %e, "store unavailable");
-            return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            };
+            return Outcome::unavailable(switch, request, &e);
         }
     }
 
@@ -164,10 +161,7 @@ pub(super) async fn run(
         Err(e) => {
             // Left to the lease round (the ticket is dropped unfinished).
             warn!(error = %e, "freeze outcome not recorded");
-            Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            }
+            Outcome::unavailable(switch, request, &e)
         }
     }
 }

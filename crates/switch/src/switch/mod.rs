@@ -196,10 +196,7 @@ impl Switch {
             }
             Err(e) => {
                 warn!(error = %e, "risk counters unavailable");
-                Some(Outcome {
-                    response: self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                    note: Some(e.to_string()),
-                })
+                Some(Outcome::unavailable(self, request, &e))
             }
         }
     }
@@ -575,10 +572,7 @@ impl Switch {
             Ok(None) => return None,
             Err(e) => {
                 warn!(error = %e, "store unavailable");
-                return Some(Outcome {
-                    response: self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                    note: Some(e.to_string()),
-                });
+                return Some(Outcome::unavailable(self, request, &e));
             }
         };
         if answer.request_digest == digest {
@@ -599,10 +593,7 @@ impl Switch {
             },
             Err(e) => {
                 warn!(error = %e, "store unavailable");
-                Outcome {
-                    response: self.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                    note: Some(e.to_string()),
-                }
+                Outcome::unavailable(self, request, &e)
             }
         })
     }
@@ -650,10 +641,7 @@ impl Outcome {
                 // would take for a clash of its own.
                 Err(e) => {
                     warn!(error = %e, "store unavailable");
-                    return Outcome {
-                        response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                        note: Some(e.to_string()),
-                    };
+                    return Outcome::unavailable(switch, request, &e);
                 }
             }
         }
@@ -676,6 +664,16 @@ impl Outcome {
         Outcome {
             response: switch.reply(request, code),
             note: Some(note.into()),
+        }
+    }
+
+    /// 96 to `request`, the error kept as the journal's note: the store (or
+    /// a counter it keeps) could not be read or written, and the wallet
+    /// retries.
+    fn unavailable(switch: &Switch, request: &Message, e: &dyn std::fmt::Display) -> Outcome {
+        Outcome {
+            response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
+            note: Some(e.to_string()),
         }
     }
 

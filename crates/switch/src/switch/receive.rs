@@ -92,10 +92,7 @@ pub(super) async fn run(
         Ok(ids) => ids,
         Err(e) => {
             warn!(error = %e, "no STAN");
-            return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            };
+            return Outcome::unavailable(switch, request, &e);
         }
     };
     let ticket = switch.work.begin(&*switch.clock, Task::Saga(key));
@@ -130,10 +127,7 @@ pub(super) async fn run(
             // Whether the reservation landed is unknown: the dropped ticket
             // leaves it to the lease round.
             warn!(error = %e, "store unavailable");
-            return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            };
+            return Outcome::unavailable(switch, request, &e);
         }
     };
     let freeze = match code {
@@ -347,12 +341,7 @@ impl Saga<'_> {
                 // Without STANs nothing can be queued: leave the saga unsettled
                 // (reserved) for recovery, and say so.
                 warn!(error = %e, "no STAN for the follow-up messages; saga left for recovery");
-                Outcome {
-                    response: self
-                        .switch
-                        .reply(self.request, ResponseCode::SYSTEM_MALFUNCTION),
-                    note: Some(e.to_string()),
-                }
+                Outcome::unavailable(self.switch, self.request, &e)
             }
         }
     }
@@ -405,10 +394,7 @@ impl Saga<'_> {
             }
             Err(e) => {
                 warn!(error = %e, "saga end not recorded; left for recovery");
-                Outcome {
-                    response: switch.reply(self.request, ResponseCode::SYSTEM_MALFUNCTION),
-                    note: Some(e.to_string()),
-                }
+                Outcome::unavailable(switch, self.request, &e)
             }
         }
     }

@@ -62,10 +62,7 @@ pub(super) async fn run(
         }
         Err(e) => {
             warn!(error = %e, "store unavailable");
-            return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            };
+            return Outcome::unavailable(switch, request, &e);
         }
     };
     // The unfreeze names the payer's card (F2): any other is refused, before
@@ -94,10 +91,7 @@ pub(super) async fn run(
         }
         Err(e) => {
             warn!(error = %e, "no STAN for the unfreeze notice");
-            return Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            };
+            return Outcome::unavailable(switch, request, &e);
         }
     };
     let bytes = switch.reply(request, ResponseCode::APPROVED);
@@ -157,10 +151,7 @@ pub(super) async fn run(
         }
         Err(e) => {
             warn!(error = %e, "store unavailable");
-            Outcome {
-                response: switch.reply(request, ResponseCode::SYSTEM_MALFUNCTION),
-                note: Some(e.to_string()),
-            }
+            Outcome::unavailable(switch, request, &e)
         }
     }
 }
