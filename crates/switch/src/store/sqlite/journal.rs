@@ -12,7 +12,7 @@
 
 use rusqlite::types::ValueRef;
 
-use super::journal_pack::{Entries, Pack, Raws};
+use super::journal_pack::{self, Entries, Pack, Raws};
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -61,13 +61,14 @@ pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult
         for e in &rest[..end] {
             pack.push(JournalColumns::of(e).as_bytes(), &e.raw);
         }
+        let (body, raws) = pack.stored();
         insert
             .execute(params![
                 pack.first_ms,
                 pack.last_ms,
                 pack.entries,
-                pack.body,
-                vault::seal_bytes(sealed::JOURNAL_PACK_RAWS, &pack.raws),
+                body,
+                vault::seal_bytes(sealed::JOURNAL_PACK_RAWS, &raws),
             ])
             .map_err(db)?;
         rest = &rest[end..];
@@ -222,12 +223,13 @@ pub(super) fn purge(
         },
     )?;
     for (id, pack) in across {
+        let (body, raws) = pack.stored();
         execute(
             conn,
             "UPDATE journal_packs SET body = ?1, raws = ?2 WHERE id = ?3",
             params![
-                pack.body,
-                vault::seal_bytes(sealed::JOURNAL_PACK_RAWS, &pack.raws),
+                body,
+                vault::seal_bytes(sealed::JOURNAL_PACK_RAWS, &raws),
                 id
             ],
         )?;
@@ -257,9 +259,19 @@ fn each_pack(
     let mut rows = stmt.query(params).map_err(db)?;
     while let Some(row) = rows.next().map_err(db)? {
         let id: i64 = row.get(0).map_err(db)?;
-        let body = blob(row, 1, id)?;
+        let stored_body = blob(row, 1, id)?;
+        let compressed = journal_pack::is_compressed(stored_body);
+        let body = journal_pack::open(id, "body", stored_body, compressed)?;
         let opened = if with_raws {
-            Some(open_raws(blob(row, 2, id)?)?)
+            let raws = open_raws(blob(row, 2, id)?)?;
+            Some(if compressed && !raws.is_empty() {
+                // From the unsealed bytes, owned or the row's: a copy only
+                // when the pack is not compressed, which it is here.
+                let opened = journal_pack::open(id, "raws", &raws, true)?;
+                std::borrow::Cow::Owned(opened.into_owned())
+            } else {
+                raws
+            })
         } else {
             None
         };
@@ -267,7 +279,7 @@ fn each_pack(
             Some(raws) => Raws::Read(raws),
             None => Raws::Unread,
         };
-        if !each(id, Entries::new(id, body, raws)?)? {
+        if !each(id, Entries::new(id, &body, raws)?)? {
             break;
         }
     }
@@ -356,5 +368,102 @@ fn journal_row_into(
         slice.push_bytes(columns, Some(&plain))
     } else {
         slice.push_bytes(columns, Some(stored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn entry(i: i64) -> JournalEntry {
+        JournalEntry {
+            at_ms: 1_000 + i,
+            direction: Direction::In,
+            peer: "wallet 127.0.0.1:5000".into(),
+            mti: *b"0200",
+            processing_code: Some("400000".into()),
+            stan: Some(format!("{i:06}")),
+            transmission: Some("0501130000".into()),
+            acquirer: Some("48020000".into()),
+            response_code: None,
+            pan_masked: Some("622202******0001".into()),
+            amount_minor: Some(100),
+            note: None,
+            raw: Bytes::from(format!("raw {i}")),
+        }
+    }
+
+    fn all(conn: &Connection) -> Vec<JournalEntry> {
+        let slice = read_slice(
+            conn,
+            i64::MIN,
+            i64::MAX,
+            RawMessages::All,
+            JournalSliceBuilder::default(),
+        )
+        .unwrap();
+        slice.iter().map(|view| view.to_entry()).collect()
+    }
+
+    /// A file written before packs were compressed holds packs of version 1:
+    /// they read beside compressed ones, and retention writes one it cuts
+    /// across compressed.
+    #[test]
+    fn packs_of_version_1_read_and_purge_beside_compressed_ones() {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&conn).unwrap();
+        let old: Vec<JournalEntry> = (0..10).map(entry).collect();
+        let mut pack = Pack::with_capacity(old.len());
+        for e in &old {
+            pack.push(JournalColumns::of(e).as_bytes(), &e.raw);
+        }
+        conn.execute(
+            "INSERT INTO journal_packs (first_ms, last_ms, entries, body, raws) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                pack.first_ms,
+                pack.last_ms,
+                pack.entries,
+                pack.body,
+                pack.raws
+            ],
+        )
+        .unwrap();
+        let new: Vec<JournalEntry> = (10..20).map(entry).collect();
+        write_journal(&conn, &new).unwrap();
+        let bodies: Vec<Vec<u8>> = conn
+            .prepare("SELECT body FROM journal_packs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(bodies.len(), 2);
+        assert!(!journal_pack::is_compressed(&bodies[0]));
+        assert!(journal_pack::is_compressed(&bodies[1]));
+        let read = all(&conn);
+        assert_eq!(format!("{read:?}"), format!("{:?}", [old, new].concat()));
+
+        // [5, 15): half of each pack; the old one is written again, compressed.
+        assert_eq!(purge(&conn, 1_005, 1_015, 100).unwrap(), 10);
+        let read = all(&conn);
+        assert_eq!(read.len(), 20);
+        for (i, e) in read.iter().enumerate() {
+            let emptied = (5..15).contains(&i);
+            assert_eq!(e.raw.is_empty(), emptied, "{e:?}");
+            if !emptied {
+                assert_eq!(e.raw, format!("raw {i}"));
+            }
+        }
+        let compressed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM journal_packs WHERE substr(body, 1, 1) = X'02'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(compressed, 2);
     }
 }

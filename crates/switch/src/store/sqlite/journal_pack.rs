@@ -13,6 +13,18 @@
 //! Retention empties `raws`, or writes a pack again with the lengths of the
 //! messages it emptied set to 0. Both are read back as untrusted input,
 //! through [`Reader`].
+//!
+//! Since version 2 both values are stored compressed ([`Pack::stored`]):
+//! the body as the byte 2, the length of the version-1 body it opens to
+//! (`u32`) and that body as an LZ4 block; `raws`, when not empty, the same
+//! way (byte 2, length, block), then sealed. A pack's entries repeat one
+//! another (peers, keys, the fields a debit and a credit copy from the
+//! receive), so LZ4 makes them 4–6 times smaller: most of what a receive
+//! writes is its journal, and every byte of it is written to the WAL,
+//! synced and copied again at each checkpoint. Packs of version 1 stay
+//! readable as they are. A stored length is checked before anything is
+//! allocated for it: at most [`MAX_OPENED`] bytes, and no more than LZ4
+//! can make of the block's size.
 
 use crate::store::journal_slice::{JournalColumns, TEXTS};
 use crate::store::{Direction, StoreResult};
@@ -20,6 +32,14 @@ use crate::store::{Direction, StoreResult};
 use super::byte_reader::Reader;
 
 const VERSION: u8 = 1;
+/// The first byte of a compressed value: a version-2 body, or its `raws`.
+const COMPRESSED: u8 = 2;
+/// The most bytes a stored value may open to (a pack holds at most 1,024
+/// entries, each at most a frame).
+pub(super) const MAX_OPENED: usize = 256 << 20;
+/// LZ4 makes at most about 255 bytes of one (a match's length grows by 255
+/// per extra byte): a length beyond that is not a block's.
+const MAX_RATIO: usize = 255;
 /// The length of a text column with no value.
 const NO_VALUE: u32 = u32::MAX;
 const OUT: u8 = 1;
@@ -85,6 +105,91 @@ impl Pack {
         }
         self.raws.extend_from_slice(raw);
     }
+
+    /// The pack's two values as stored: compressed, `raws` not yet sealed
+    /// (and left empty when the pack has no raw message bytes).
+    pub(super) fn stored(&self) -> (Vec<u8>, Vec<u8>) {
+        let raws = if self.raws.is_empty() {
+            Vec::new()
+        } else {
+            compress(&self.raws)
+        };
+        (compress(&self.body), raws)
+    }
+}
+
+/// A value as [`COMPRESSED`], its length and its LZ4 block.
+fn compress(plain: &[u8]) -> Vec<u8> {
+    const HEAD: usize = 5;
+    let mut out = vec![0; HEAD + lz4_flex::block::get_maximum_output_size(plain.len())];
+    out[0] = COMPRESSED;
+    // A pack's values are far below 4 GiB (`push` cuts each part there and
+    // a pack holds at most 1,024 entries).
+    out[1..HEAD].copy_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_le_bytes());
+    match lz4_flex::block::compress_into(plain, &mut out[HEAD..]) {
+        Ok(written) => out.truncate(HEAD + written),
+        // Room for the worst case was made, so this is not expected: the
+        // block is then made in a buffer of its own.
+        Err(_) => {
+            out.truncate(HEAD);
+            out.extend_from_slice(&lz4_flex::block::compress(plain));
+        }
+    }
+    out
+}
+
+/// Whether a stored body is compressed, and its pack's `raws` with it (a
+/// version-1 `raws` may begin with any byte: a BCD MTI 0200 begins with 2).
+pub(super) fn is_compressed(body: &[u8]) -> bool {
+    body.first() == Some(&COMPRESSED)
+}
+
+/// A stored value of pack `id` opened: decompressed when its pack is
+/// `compressed` (anything but a compressed value is then corrupt), else lent
+/// as it is. `what` names the value in an error.
+pub(super) fn open<'a>(
+    id: i64,
+    what: &str,
+    stored: &'a [u8],
+    compressed: bool,
+) -> StoreResult<std::borrow::Cow<'a, [u8]>> {
+    use std::borrow::Cow;
+
+    if !compressed {
+        return Ok(Cow::Borrowed(stored));
+    }
+    let bad = |why: String| {
+        crate::store::StoreError::Corrupt(format!("journal pack {id}, {what}: {why}"))
+    };
+    let Some(rest) = stored.strip_prefix(&[COMPRESSED]) else {
+        return Err(bad(format!(
+            "{} bytes that are not a compressed value",
+            stored.len()
+        )));
+    };
+    let (length, block) = match rest.split_first_chunk::<4>() {
+        Some((length, block)) => (u32::from_le_bytes(*length) as usize, block),
+        None => {
+            return Err(bad(format!(
+                "{} bytes, too short for a length",
+                stored.len()
+            )))
+        }
+    };
+    if length > MAX_OPENED || length > block.len().saturating_mul(MAX_RATIO) {
+        return Err(bad(format!(
+            "a block of {} bytes said to open to {length}",
+            block.len()
+        )));
+    }
+    let opened = lz4_flex::block::decompress(block, length).map_err(|e| bad(e.to_string()))?;
+    if opened.len() != length {
+        return Err(bad(format!(
+            "opened to {} bytes, {length} expected",
+            opened.len()
+        )));
+    }
+    Ok(Cow::Owned(opened))
 }
 
 /// What [`Entries`] gives of the raw messages.
@@ -380,5 +485,114 @@ mod tests {
         let mut version = pack.body.clone();
         version[0] = 9;
         assert!(corrupt(&version, &pack.raws).contains("unknown version 9"));
+    }
+
+    /// A receive's six messages as a commit journals them, `n` times over.
+    fn receives(n: usize) -> Vec<JournalEntry> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            for (leg, mti) in [b"0200", b"0210", b"0200", b"0210", b"0200", b"0210"]
+                .into_iter()
+                .enumerate()
+            {
+                let stan = format!("{:06}", 3 * i + leg / 2);
+                let raw = format!(
+                    "{}7238000108C18000166217000000000019400000000000001000120509{stan}\
+                     0905001205060001020000480200001205090{stan}{stan}156",
+                    String::from_utf8_lossy(mti)
+                );
+                let mut e = entry(1_000 + i as i64, &stan, None, b"");
+                e.mti = *mti;
+                e.raw = Bytes::from(raw);
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_stored_pack_is_compressed_and_opens_to_what_was_written() {
+        let entries = receives(12);
+        let pack = pack_of(&entries);
+        let (body, raws) = pack.stored();
+        assert!(is_compressed(&body));
+        assert_eq!(open(1, "body", &body, true).unwrap()[..], pack.body[..]);
+        assert_eq!(open(1, "raws", &raws, true).unwrap()[..], pack.raws[..]);
+        // Entries repeat one another: several times smaller stored.
+        let (plain, stored) = (pack.body.len() + pack.raws.len(), body.len() + raws.len());
+        assert!(stored * 3 < plain, "{plain} bytes stored in {stored}");
+        let body = open(1, "body", &body, true).unwrap();
+        let raws = open(1, "raws", &raws, true).unwrap();
+        let opened = Pack {
+            body: body.into_owned(),
+            ..Pack::with_capacity(0)
+        };
+        let back = read_back(1, &opened, Raws::Read(&raws)).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{entries:?}"));
+        // A pack with no message bytes keeps `raws` empty.
+        let pack = pack_of(&[entry(1, "000001", None, b"")]);
+        assert!(pack.stored().1.is_empty());
+    }
+
+    #[test]
+    fn a_version_1_value_is_lent_as_it_is() {
+        let pack = pack_of(&sample());
+        assert!(!is_compressed(&pack.body));
+        let body = open(1, "body", &pack.body, false).unwrap();
+        assert!(matches!(body, std::borrow::Cow::Borrowed(_)));
+        assert_eq!(body[..], pack.body[..]);
+    }
+
+    #[test]
+    fn any_byte_of_a_stored_value_changed_opens_or_is_corrupt_never_a_panic() {
+        let pack = pack_of(&receives(2));
+        let (body, raws) = pack.stored();
+        for (what, stored) in [("body", &body), ("raws", &raws)] {
+            for at in 0..stored.len() {
+                for value in [0x00, 0xFF, stored[at] ^ 0x80, stored[at].wrapping_add(1)] {
+                    let mut damaged = stored.clone();
+                    damaged[at] = value;
+                    match open(4, what, &damaged, true) {
+                        Ok(opened) => assert!(opened.len() <= MAX_OPENED),
+                        Err(StoreError::Corrupt(why)) => {
+                            assert!(
+                                why.starts_with(&format!("journal pack 4, {what}: ")),
+                                "{why}"
+                            )
+                        }
+                        Err(other) => panic!("{what} byte {at} = {value}: {other:?}"),
+                    }
+                }
+            }
+            // Cut short anywhere.
+            for len in 0..stored.len() {
+                assert!(
+                    open(4, what, &stored[..len], true).is_err(),
+                    "{what} cut to {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_length_no_block_of_that_size_opens_to_is_refused_before_anything_is_allocated() {
+        let corrupt = |stored: &[u8]| match open(5, "raws", stored, true) {
+            Err(StoreError::Corrupt(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        // 4 GiB said of a block of three bytes; 300 bytes of one byte.
+        let huge = [COMPRESSED, 0xFF, 0xFF, 0xFF, 0xFF, 0x10, b'a', 0];
+        assert!(
+            corrupt(&huge).contains("said to open to 4294967295"),
+            "{}",
+            corrupt(&huge)
+        );
+        let mut over = vec![COMPRESSED];
+        over.extend_from_slice(&300u32.to_le_bytes());
+        over.push(0x10);
+        assert!(corrupt(&over).contains("said to open to 300"));
+        // Not a compressed value where one belongs; no length.
+        assert!(corrupt(b"\x01abc").contains("not a compressed value"));
+        assert!(corrupt(&[COMPRESSED, 1, 0]).contains("too short for a length"));
     }
 }
