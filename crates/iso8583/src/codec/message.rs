@@ -51,7 +51,8 @@ impl Message {
         }
     }
 
-    pub(crate) fn with_capacity(mti: Mti, capacity: usize) -> Self {
+    /// An empty message with room for `capacity` fields.
+    pub fn with_capacity(mti: Mti, capacity: usize) -> Self {
         Message {
             header: Bytes::new(),
             mti,
