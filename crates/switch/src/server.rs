@@ -471,7 +471,11 @@ async fn serve_connection<R, W>(
                         let tx = tx.clone();
                         tracker.spawn(
                             async move {
-                                if let Some(response) = switch.handle(&peer, request, body).await {
+                                // Boxed: a request's future is kilobytes, and
+                                // tokio copies a task's future whole when it
+                                // is spawned and again when it ends.
+                                let handled = Box::pin(switch.handle(&peer, request, body));
+                                if let Some(response) = handled.await {
                                     let frame = Frame::Message {
                                         header,
                                         body: response,
