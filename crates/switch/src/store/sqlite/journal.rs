@@ -58,9 +58,17 @@ pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult
             .position(|e| e.at_ms.saturating_sub(first.at_ms) > PACK_SPAN_MS)
             .unwrap_or(rest.len().min(PACK_ENTRIES));
         let mut pack = Pack::with_capacity(end);
+        let mut taken = 0;
         for e in &rest[..end] {
-            pack.push(JournalColumns::of(e).as_bytes(), &e.raw);
+            let columns = JournalColumns::of(e).as_bytes();
+            // Cut where a value would grow past what a reader opens.
+            if !pack.fits(&columns, &e.raw) {
+                break;
+            }
+            pack.push(columns, &e.raw);
+            taken += 1;
         }
+        let end = taken;
         let (body, raws) = pack.stored();
         insert
             .execute(params![

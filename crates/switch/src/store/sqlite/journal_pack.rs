@@ -34,9 +34,16 @@ use super::byte_reader::Reader;
 const VERSION: u8 = 1;
 /// The first byte of a compressed value: a version-2 body, or its `raws`.
 const COMPRESSED: u8 = 2;
-/// The most bytes a stored value may open to (a pack holds at most 1,024
-/// entries, each at most a frame).
+/// The most bytes a stored value may open to: the writer cuts a pack before
+/// either of its values would pass it ([`Pack::fits`]), and [`Pack::push`]
+/// cuts one entry's parts so that a pack of one entry stays within it.
 pub(super) const MAX_OPENED: usize = 256 << 20;
+/// The most bytes kept of one entry's raw message (a link's frames are 8 KiB
+/// unless `max_frame_len` says more).
+const MAX_RAW: usize = MAX_OPENED;
+/// The most bytes kept of one of an entry's texts: its eight texts and fixed
+/// part stay within [`MAX_OPENED`].
+const MAX_TEXT: usize = MAX_OPENED / 16;
 /// LZ4 makes at most about 255 bytes of one (a match's length grows by 255
 /// per extra byte): a length beyond that is not a block's.
 const MAX_RATIO: usize = 255;
@@ -73,8 +80,23 @@ impl Pack {
         }
     }
 
-    /// Adds an entry. A text over 4 GiB is cut rather than written with a
-    /// wrong length (no message carries one).
+    /// Whether an entry with this raw message and these texts can be added
+    /// with both values staying within [`MAX_OPENED`]; an empty pack takes
+    /// any entry (whose parts [`Pack::push`] cuts).
+    pub(super) fn fits(&self, c: &JournalColumns<'_, [u8]>, raw: &[u8]) -> bool {
+        let texts: usize = c
+            .texts()
+            .iter()
+            .flatten()
+            .map(|t| t.len().min(MAX_TEXT))
+            .sum();
+        self.entries == 0
+            || (self.body.len() + FIXED + texts <= MAX_OPENED
+                && self.raws.len() + raw.len().min(MAX_RAW) <= MAX_OPENED)
+    }
+
+    /// Adds an entry. A raw message over [`MAX_RAW`] bytes or a text over
+    /// [`MAX_TEXT`] is cut there, so that a reader can always open the pack.
     pub(super) fn push(&mut self, c: JournalColumns<'_, [u8]>, raw: &[u8]) {
         self.first_ms = self.first_ms.min(c.at_ms);
         self.last_ms = self.last_ms.max(c.at_ms);
@@ -93,12 +115,12 @@ impl Pack {
         body.extend_from_slice(&c.amount_minor.unwrap_or(0).to_le_bytes());
         body.extend_from_slice(&c.mti);
         let texts = c.texts();
-        let cut = |bytes: &[u8]| bytes.len().min(NO_VALUE as usize - 1);
+        let cut = |bytes: &[u8]| bytes.len().min(MAX_TEXT);
         for text in texts {
             let len = text.map_or(NO_VALUE, |t| cut(t) as u32);
             body.extend_from_slice(&len.to_le_bytes());
         }
-        let raw = &raw[..cut(raw)];
+        let raw = &raw[..raw.len().min(MAX_RAW)];
         body.extend_from_slice(&(raw.len() as u32).to_le_bytes());
         for text in texts.into_iter().flatten() {
             body.extend_from_slice(&text[..cut(text)]);
@@ -123,8 +145,7 @@ fn compress(plain: &[u8]) -> Vec<u8> {
     const HEAD: usize = 5;
     let mut out = vec![0; HEAD + lz4_flex::block::get_maximum_output_size(plain.len())];
     out[0] = COMPRESSED;
-    // A pack's values are far below 4 GiB (`push` cuts each part there and
-    // a pack holds at most 1,024 entries).
+    // A pack's values stay within `MAX_OPENED` (`Pack::fits`), far below 4 GiB.
     out[1..HEAD].copy_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_le_bytes());
     match lz4_flex::block::compress_into(plain, &mut out[HEAD..]) {
         Ok(written) => out.truncate(HEAD + written),
@@ -553,7 +574,22 @@ mod tests {
                     let mut damaged = stored.clone();
                     damaged[at] = value;
                     match open(4, what, &damaged, true) {
-                        Ok(opened) => assert!(opened.len() <= MAX_OPENED),
+                        // What opens is read as the entries, or is corrupt.
+                        Ok(opened) => {
+                            let (body, raws) = match what {
+                                "body" => (opened.into_owned(), pack.raws.clone()),
+                                _ => (pack.body.clone(), opened.into_owned()),
+                            };
+                            let opened = Pack {
+                                body,
+                                ..Pack::with_capacity(0)
+                            };
+                            match read_back(4, &opened, Raws::Read(&raws)) {
+                                Ok(entries) => assert!(entries.len() <= 12),
+                                Err(StoreError::Corrupt(_)) => {}
+                                Err(other) => panic!("{what} byte {at} = {value}: {other:?}"),
+                            }
+                        }
                         Err(StoreError::Corrupt(why)) => {
                             assert!(
                                 why.starts_with(&format!("journal pack 4, {what}: ")),
@@ -594,5 +630,33 @@ mod tests {
         // Not a compressed value where one belongs; no length.
         assert!(corrupt(b"\x01abc").contains("not a compressed value"));
         assert!(corrupt(&[COMPRESSED, 1, 0]).contains("too short for a length"));
+    }
+
+    #[test]
+    fn a_pack_is_cut_before_a_value_would_pass_what_a_reader_opens() {
+        let e = entry(1, "000001", None, b"x");
+        let columns = || JournalColumns::of(&e).as_bytes();
+        // Zeroed lazily: only its length is read.
+        let huge = vec![0u8; MAX_RAW];
+        let mut pack = Pack::with_capacity(1);
+        assert!(
+            pack.fits(&columns(), &huge),
+            "an empty pack takes any entry"
+        );
+        pack.push(columns(), b"x");
+        assert!(!pack.fits(&columns(), &huge));
+        assert!(pack.fits(&columns(), &huge[..MAX_OPENED - 1]));
+        // A text beyond its bound is cut to it, and the pack still opens.
+        let long = "n".repeat(MAX_TEXT + 5);
+        let pack = pack_of(&[entry(2, "000002", Some(&long), b"raw")]);
+        let (body, raws) = pack.stored();
+        let opened = Pack {
+            body: open(6, "body", &body, true).unwrap().into_owned(),
+            ..Pack::with_capacity(0)
+        };
+        let raws = open(6, "raws", &raws, true).unwrap();
+        let back = read_back(6, &opened, Raws::Read(&raws)).unwrap();
+        assert_eq!(back[0].note.as_ref().map(String::len), Some(MAX_TEXT));
+        assert_eq!(back[0].raw, "raw");
     }
 }
