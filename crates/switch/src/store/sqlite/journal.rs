@@ -58,7 +58,6 @@ pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult
             .position(|e| e.at_ms.saturating_sub(first.at_ms) > PACK_SPAN_MS)
             .unwrap_or(rest.len().min(PACK_ENTRIES));
         let mut pack = Pack::with_capacity(end);
-        let mut taken = 0;
         for e in &rest[..end] {
             let columns = JournalColumns::of(e).as_bytes();
             // Cut where a value would grow past what a reader opens.
@@ -66,9 +65,9 @@ pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult
                 break;
             }
             pack.push(columns, &e.raw);
-            taken += 1;
         }
-        let end = taken;
+        // The entries the pack took: all up to `end`, or fewer when cut.
+        let end = pack.entries as usize;
         let (body, raws) = pack.stored();
         insert
             .execute(params![
