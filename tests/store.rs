@@ -2280,6 +2280,130 @@ async fn journal_entries_are_all_written_in_order(backend: Backend) {
     assert_eq!(journal_len(&*fixture.store()).await, 2200);
 }
 
+/// A message journaled as it crossed the wire (`journal_message`, which
+/// the embedded store encodes straight from the message) reads back as the
+/// entry `JournalEntry::of` makes of it: every column, the PAN masked.
+async fn a_message_journaled_reads_back_as_its_entry(backend: Backend) {
+    let fixture = backend.open().await;
+    let store = fixture.store();
+    let base = 1_700_000_100_000;
+    let mut full = Message::new(*b"0200");
+    for (n, v) in [
+        (2, "6222020200112233441"),
+        (3, "400000"),
+        (4, "000000012345"),
+        (7, "1201093000"),
+        (11, "000042"),
+        (32, "48020000"),
+        (39, "00"),
+    ] {
+        full.set(n, Bytes::copy_from_slice(v.as_bytes()));
+    }
+    let bare = Message::new(*b"0800");
+    let mut odd = Message::new(*b"0210");
+    // Not UTF-8, and an amount that is not digits: no column for either.
+    odd.set(11, Bytes::from_static(b"\xff\xfe0001"));
+    odd.set(4, Bytes::from_static(b"12AB"));
+    let cases = [
+        (Direction::In, "wallet 127.0.0.1:5000", &full, None),
+        (
+            Direction::Out,
+            "bank 48020000",
+            &bare,
+            Some("unmatched response"),
+        ),
+        (Direction::In, "bank 01050000", &odd, None),
+    ];
+    for (i, (direction, peer, msg, note)) in cases.iter().enumerate() {
+        let raw = Bytes::from(format!("raw {i}"));
+        let at = base + 2 * i as i64;
+        let note = note.map(String::from);
+        store.journal(JournalEntry::of(
+            *direction,
+            peer,
+            msg,
+            raw.clone(),
+            at,
+            note.clone(),
+        ));
+        store.journal_message(*direction, peer, msg, raw, at + 1, note);
+    }
+    let entries = store.journal_between(base, base + 10).await.unwrap();
+    assert_eq!(entries.len(), 2 * cases.len());
+    for pair in entries.chunks(2) {
+        let (owned, encoded) = (&pair[0], &pair[1]);
+        assert_eq!(encoded.at_ms, owned.at_ms + 1);
+        assert_eq!(
+            format!(
+                "{:?}",
+                JournalEntry {
+                    at_ms: 0,
+                    ..encoded.clone()
+                }
+            ),
+            format!(
+                "{:?}",
+                JournalEntry {
+                    at_ms: 0,
+                    ..owned.clone()
+                }
+            )
+        );
+    }
+    let e = &entries[1];
+    assert_eq!(
+        (
+            e.direction,
+            e.peer.as_str(),
+            e.mti,
+            e.processing_code.as_deref(),
+            e.stan.as_deref(),
+            e.transmission.as_deref(),
+            e.acquirer.as_deref(),
+            e.response_code.as_deref(),
+            e.pan_masked.as_deref(),
+            e.amount_minor,
+            e.note.as_deref(),
+            e.raw.clone(),
+        ),
+        (
+            Direction::In,
+            "wallet 127.0.0.1:5000",
+            *b"0200",
+            Some("400000"),
+            Some("000042"),
+            Some("1201093000"),
+            Some("48020000"),
+            Some("00"),
+            Some("622202*********3441"),
+            Some(12_345),
+            None,
+            Bytes::from("raw 0"),
+        )
+    );
+    let e = &entries[3];
+    assert_eq!(
+        (
+            e.peer.as_str(),
+            e.mti,
+            e.stan.as_deref(),
+            e.pan_masked.as_deref(),
+            e.amount_minor,
+            e.note.as_deref()
+        ),
+        (
+            "bank 48020000",
+            *b"0800",
+            None,
+            None,
+            None,
+            Some("unmatched response")
+        )
+    );
+    let e = &entries[5];
+    assert_eq!((e.stan.as_deref(), e.amount_minor), (None, None));
+}
+
 async fn reads_by_time_for_clearing(backend: Backend) {
     let fixture = backend.open().await;
     let store = fixture.store();
@@ -2775,6 +2899,7 @@ on_every_store!(
         stans_are_consecutive_blocks_that_wrap,
         concurrent_stan_blocks_never_overlap,
         reads_by_time_for_clearing,
+        a_message_journaled_reads_back_as_its_entry,
         journal_is_written_with_the_next_commit,
         reserve_with_identities_records_debiting_and_answers_block_resends,
         a_second_end_reports_the_first,

@@ -24,7 +24,7 @@ use iso8583::response::ResponseCode;
 
 use super::BankConfig;
 use super::{LinkContext, LinkError, MatchKey};
-use crate::store::{Direction, JournalEntry};
+use crate::store::Direction;
 
 /// Largest backoff between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -202,14 +202,9 @@ impl Connection {
             self.metrics.bank,
         );
         let at = self.context.clock.now_ms();
-        self.context.store.journal(JournalEntry::of(
-            direction,
-            &self.journal_peer,
-            msg,
-            raw,
-            at,
-            note,
-        ));
+        self.context
+            .store
+            .journal_message(direction, &self.journal_peer, msg, raw, at, note);
     }
 
     /// Sends one request on this connection and waits for its response.

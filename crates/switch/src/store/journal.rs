@@ -14,6 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use super::journal_slice::JournalColumns;
+
 /// Direction of a journaled message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Direction {
@@ -55,24 +57,41 @@ impl JournalEntry {
         at_ms: i64,
         note: Option<String>,
     ) -> JournalEntry {
-        use iso8583::fields::num;
-        let text = |n| msg.get_str(n).map(str::to_string);
-        JournalEntry {
-            at_ms,
-            direction,
-            peer: peer.to_string(),
-            mti: *msg.mti(),
-            processing_code: text(num::PROCESSING_CODE),
-            stan: text(num::STAN),
-            transmission: text(num::TRANSMISSION),
-            acquirer: text(num::ACQUIRER),
-            response_code: text(num::RESPONSE_CODE),
-            pan_masked: msg.get_str(num::PAN).map(iso8583::mask::mask_pan),
-            amount_minor: iso8583::fields::amount_minor(msg).ok(),
-            note,
-            raw,
-        }
+        with_message_columns(direction, peer, msg, at_ms, note.as_deref(), |c| {
+            c.to_entry(raw)
+        })
     }
+}
+
+/// Gives `f` the journal columns of a message crossing the wire: F3, F11,
+/// F7, F32 and F39 as text where present (none of them card data), F2
+/// masked to first 6 / last 4, F4 as an amount. The one place that says
+/// which field goes to which column, for an owned [`JournalEntry`] and for
+/// a store that encodes the columns straight from the message.
+pub fn with_message_columns<R>(
+    direction: Direction,
+    peer: &str,
+    msg: &iso8583::codec::Message,
+    at_ms: i64,
+    note: Option<&str>,
+    f: impl FnOnce(JournalColumns<'_>) -> R,
+) -> R {
+    use iso8583::fields::num;
+    let pan_masked = msg.get_str(num::PAN).map(iso8583::mask::mask_pan);
+    f(JournalColumns {
+        at_ms,
+        direction,
+        peer,
+        mti: *msg.mti(),
+        processing_code: msg.get_str(num::PROCESSING_CODE),
+        stan: msg.get_str(num::STAN),
+        transmission: msg.get_str(num::TRANSMISSION),
+        acquirer: msg.get_str(num::ACQUIRER),
+        response_code: msg.get_str(num::RESPONSE_CODE),
+        pan_masked: pan_masked.as_deref(),
+        amount_minor: iso8583::fields::amount_minor(msg).ok(),
+        note,
+    })
 }
 
 /// Where the switch and its bank links journal messages.
@@ -81,6 +100,22 @@ pub trait JournalSink: Send + Sync + 'static {
     /// Appends to the journal without waiting: entries are written with the next
     /// commit, in the order given.
     fn journal(&self, entry: JournalEntry);
+
+    /// Appends a message crossing the wire, as [`JournalEntry::of`] makes
+    /// its entry. A store may take the columns straight from the message
+    /// instead (the embedded store encodes them as its packs hold them:
+    /// one allocation rather than an owned string per column).
+    fn journal_message(
+        &self,
+        direction: Direction,
+        peer: &str,
+        msg: &iso8583::codec::Message,
+        raw: Bytes,
+        at_ms: i64,
+        note: Option<String>,
+    ) {
+        self.journal(JournalEntry::of(direction, peer, msg, raw, at_ms, note));
+    }
 
     /// Waits until the entries not yet written are below the store's
     /// capacity. Called before work that will journal is taken on, so the

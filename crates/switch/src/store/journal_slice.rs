@@ -194,23 +194,7 @@ impl JournalSlice {
 impl JournalView<'_> {
     /// The entry as an owned [`JournalEntry`] (its raw message shared, not copied).
     pub fn to_entry(&self) -> JournalEntry {
-        let c = &self.columns;
-        let owned = |s: Option<&str>| s.map(str::to_string);
-        JournalEntry {
-            at_ms: c.at_ms,
-            direction: c.direction,
-            peer: c.peer.to_string(),
-            mti: c.mti,
-            processing_code: owned(c.processing_code),
-            stan: owned(c.stan),
-            transmission: owned(c.transmission),
-            acquirer: owned(c.acquirer),
-            response_code: owned(c.response_code),
-            pan_masked: owned(c.pan_masked),
-            amount_minor: c.amount_minor,
-            note: owned(c.note),
-            raw: self.raw(),
-        }
+        self.columns.to_entry(self.raw())
     }
 }
 
@@ -249,6 +233,26 @@ impl<'a> JournalColumns<'a> {
             pan_masked: e.pan_masked.as_deref(),
             amount_minor: e.amount_minor,
             note: e.note.as_deref(),
+        }
+    }
+
+    /// An owned entry of these columns and `raw`.
+    pub fn to_entry(self, raw: Bytes) -> JournalEntry {
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        JournalEntry {
+            at_ms: self.at_ms,
+            direction: self.direction,
+            peer: self.peer.to_string(),
+            mti: self.mti,
+            processing_code: owned(self.processing_code),
+            stan: owned(self.stan),
+            transmission: owned(self.transmission),
+            acquirer: owned(self.acquirer),
+            response_code: owned(self.response_code),
+            pan_masked: owned(self.pan_masked),
+            amount_minor: self.amount_minor,
+            note: owned(self.note),
+            raw,
         }
     }
 

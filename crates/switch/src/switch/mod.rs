@@ -35,9 +35,7 @@ use crate::dialect::InstitutionId;
 use crate::link::BankPort;
 use crate::routing::BinRange;
 use crate::stan::StanSource;
-use crate::store::{
-    Direction, JournalEntry, Leases, Recorded, RequestKey, Store, StoreError, StoredAnswer,
-};
+use crate::store::{Direction, Leases, Recorded, RequestKey, Store, StoreError, StoredAnswer};
 
 pub use idempotency::{request_digest, request_key};
 use idempotency::{Begin, InFlight};
@@ -289,7 +287,7 @@ impl Switch {
             });
         crate::metrics::metrics().message(counted, crate::metrics::Side::Wallet, msg, institution);
         self.store
-            .journal(JournalEntry::of(direction, peer, msg, raw, at, note));
+            .journal_message(direction, peer, msg, raw, at, note);
     }
 
     /// The flow a wallet request runs, as metrics name it.

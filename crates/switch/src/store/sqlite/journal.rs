@@ -12,7 +12,7 @@
 
 use rusqlite::types::ValueRef;
 
-use super::journal_pack::{self, Entries, Pack, Raws};
+use super::journal_pack::{self, Entries, Pack, PackedEntry, Raws};
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -34,13 +34,20 @@ fn span_end(to_ms: i64) -> i64 {
 // ---------------------------------------------------------------------------
 // Writing
 
+/// Writes `entries` as packs (see [`write_packed`]). Public for tools that
+/// build a store file without a running store (the clearing benchmark), on
+/// a connection in a transaction.
+pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()> {
+    let packed: Vec<PackedEntry> = entries.iter().map(PackedEntry::of).collect();
+    write_packed(conn, &packed)
+}
+
 /// Writes `entries` as packs: in time order (those of the same millisecond
 /// in the order given), cut where a pack would hold 1,024 entries or span
-/// more than 60 s. The store's writer calls it inside its
-/// commit; it is public for tools that build a store file without a
-/// running store (the clearing benchmark), on a connection in a transaction.
-pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()> {
-    let mut ordered: Vec<&JournalEntry> = entries.iter().collect();
+/// more than 60 s, or a value would pass what a reader opens. The store's
+/// writer calls it inside its commit.
+pub(super) fn write_packed(conn: &Connection, entries: &[PackedEntry]) -> StoreResult<()> {
+    let mut ordered: Vec<&PackedEntry> = entries.iter().collect();
     if !ordered.is_sorted_by_key(|e| e.at_ms) {
         ordered.sort_by_key(|e| e.at_ms);
     }
@@ -59,12 +66,11 @@ pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult
             .unwrap_or(rest.len().min(PACK_ENTRIES));
         let mut pack = Pack::with_capacity(end);
         for e in &rest[..end] {
-            let columns = JournalColumns::of(e).as_bytes();
             // Cut where a value would grow past what a reader opens.
-            if !pack.fits(&columns, &e.raw) {
+            if !pack.fits(e) {
                 break;
             }
-            pack.push(columns, &e.raw);
+            pack.push(e);
         }
         // The entries the pack took: all up to `end`, or fewer when cut.
         let end = pack.entries as usize;
@@ -220,7 +226,7 @@ pub(super) fn purge(
             while let Some(entry) = entries.next_entry()? {
                 let inside = (from_ms..to_ms).contains(&entry.columns.at_ms);
                 emptied_here += usize::from(inside && entry.raw_len > 0);
-                kept.push(entry.columns, if inside { &[] } else { entry.raw });
+                kept.push_columns(entry.columns, if inside { &[] } else { entry.raw });
             }
             if emptied_here > 0 {
                 emptied += emptied_here;
@@ -424,7 +430,7 @@ mod tests {
         let old: Vec<JournalEntry> = (0..10).map(entry).collect();
         let mut pack = Pack::with_capacity(old.len());
         for e in &old {
-            pack.push(JournalColumns::of(e).as_bytes(), &e.raw);
+            pack.push(&PackedEntry::of(e));
         }
         conn.execute(
             "INSERT INTO journal_packs (first_ms, last_ms, entries, body, raws) \

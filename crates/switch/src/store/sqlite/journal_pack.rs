@@ -26,8 +26,10 @@
 //! allocated for it: at most [`MAX_OPENED`] bytes, and no more than LZ4
 //! can make of the block's size.
 
+use bytes::Bytes;
+
 use crate::store::journal_slice::{JournalColumns, TEXTS};
-use crate::store::{Direction, StoreResult};
+use crate::store::{Direction, JournalEntry, StoreResult};
 
 use super::byte_reader::Reader;
 
@@ -80,52 +82,37 @@ impl Pack {
         }
     }
 
-    /// Whether an entry with this raw message and these texts can be added
-    /// with both values staying within [`MAX_OPENED`]; an empty pack takes
-    /// any entry (whose parts [`Pack::push`] cuts).
-    pub(super) fn fits(&self, c: &JournalColumns<'_, [u8]>, raw: &[u8]) -> bool {
-        let texts: usize = c
-            .texts()
-            .iter()
-            .flatten()
-            .map(|t| t.len().min(MAX_TEXT))
-            .sum();
+    /// Whether `entry` can be added with both values staying within
+    /// [`MAX_OPENED`]; an empty pack takes any entry (whose parts
+    /// [`PackedEntry::new`] cut).
+    pub(super) fn fits(&self, entry: &PackedEntry) -> bool {
         self.entries == 0
-            || (self.body.len() + FIXED + texts <= MAX_OPENED
-                && self.raws.len() + raw.len().min(MAX_RAW) <= MAX_OPENED)
+            || (self.body.len() + entry.part.len() <= MAX_OPENED
+                && self.raws.len() + entry.raw.len() <= MAX_OPENED)
     }
 
-    /// Adds an entry. A raw message over [`MAX_RAW`] bytes or a text over
-    /// [`MAX_TEXT`] is cut there, so that a reader can always open the pack.
-    pub(super) fn push(&mut self, c: JournalColumns<'_, [u8]>, raw: &[u8]) {
-        self.first_ms = self.first_ms.min(c.at_ms);
-        self.last_ms = self.last_ms.max(c.at_ms);
+    /// Adds an entry.
+    pub(super) fn push(&mut self, entry: &PackedEntry) {
+        self.counted(entry.at_ms);
+        self.body.extend_from_slice(&entry.part);
+        self.raws.extend_from_slice(&entry.raw);
+    }
+
+    /// Adds an entry from its columns and raw message, cut as
+    /// [`PackedEntry::new`] cuts them: for packs written again from packs
+    /// read, whose raw messages are borrowed.
+    pub(super) fn push_columns(&mut self, c: JournalColumns<'_, [u8]>, raw: &[u8]) {
+        self.counted(c.at_ms);
+        let raw = &raw[..raw.len().min(MAX_RAW)];
+        encode_into(&mut self.body, c, raw.len());
+        self.raws.extend_from_slice(raw);
+    }
+
+    fn counted(&mut self, at_ms: i64) {
+        self.first_ms = self.first_ms.min(at_ms);
+        self.last_ms = self.last_ms.max(at_ms);
         self.entries += 1;
         self.body[1..5].copy_from_slice(&self.entries.to_le_bytes());
-        let body = &mut self.body;
-        body.extend_from_slice(&c.at_ms.to_le_bytes());
-        let mut flags = 0;
-        if c.direction == Direction::Out {
-            flags |= OUT;
-        }
-        if c.amount_minor.is_some() {
-            flags |= HAS_AMOUNT;
-        }
-        body.push(flags);
-        body.extend_from_slice(&c.amount_minor.unwrap_or(0).to_le_bytes());
-        body.extend_from_slice(&c.mti);
-        let texts = c.texts();
-        let cut = |bytes: &[u8]| bytes.len().min(MAX_TEXT);
-        for text in texts {
-            let len = text.map_or(NO_VALUE, |t| cut(t) as u32);
-            body.extend_from_slice(&len.to_le_bytes());
-        }
-        let raw = &raw[..raw.len().min(MAX_RAW)];
-        body.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-        for text in texts.into_iter().flatten() {
-            body.extend_from_slice(&text[..cut(text)]);
-        }
-        self.raws.extend_from_slice(raw);
     }
 
     /// The pack's two values as stored: compressed, `raws` not yet sealed
@@ -137,6 +124,74 @@ impl Pack {
             compress(&self.raws)
         };
         (compress(&self.body), raws)
+    }
+}
+
+/// An entry encoded as a pack's body holds it, with its raw message: made
+/// where the entry is journaled, so that the writer thread only appends it.
+#[derive(Debug)]
+pub(in crate::store::sqlite) struct PackedEntry {
+    pub(super) at_ms: i64,
+    /// Its fixed part, the lengths of its texts and raw message, its texts.
+    part: Vec<u8>,
+    /// Its raw message (at most [`MAX_RAW`] bytes).
+    raw: Bytes,
+}
+
+impl PackedEntry {
+    /// Encodes an entry. A raw message over [`MAX_RAW`] bytes or a text
+    /// over [`MAX_TEXT`] is cut there, so that a reader can always open a
+    /// pack that holds it.
+    pub(super) fn new(c: JournalColumns<'_, [u8]>, mut raw: Bytes) -> PackedEntry {
+        raw.truncate(MAX_RAW);
+        let mut part = Vec::with_capacity(FIXED + text_len(&c));
+        encode_into(&mut part, c, raw.len());
+        PackedEntry {
+            at_ms: c.at_ms,
+            part,
+            raw,
+        }
+    }
+
+    /// An owned entry, encoded.
+    pub(super) fn of(e: &JournalEntry) -> PackedEntry {
+        PackedEntry::new(JournalColumns::of(e).as_bytes(), e.raw.clone())
+    }
+}
+
+/// The bytes of an entry's texts as written: each cut to [`MAX_TEXT`].
+fn text_len(c: &JournalColumns<'_, [u8]>) -> usize {
+    c.texts()
+        .iter()
+        .flatten()
+        .map(|t| t.len().min(MAX_TEXT))
+        .sum()
+}
+
+/// Appends an entry's part of a pack's body to `out`: its fixed part, the
+/// lengths of its texts (each cut to [`MAX_TEXT`]) and of its raw message,
+/// then its texts.
+fn encode_into(out: &mut Vec<u8>, c: JournalColumns<'_, [u8]>, raw_len: usize) {
+    let cut = |bytes: &[u8]| bytes.len().min(MAX_TEXT);
+    out.extend_from_slice(&c.at_ms.to_le_bytes());
+    let mut flags = 0;
+    if c.direction == Direction::Out {
+        flags |= OUT;
+    }
+    if c.amount_minor.is_some() {
+        flags |= HAS_AMOUNT;
+    }
+    out.push(flags);
+    out.extend_from_slice(&c.amount_minor.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&c.mti);
+    let texts = c.texts();
+    for text in texts {
+        let len = text.map_or(NO_VALUE, |t| cut(t) as u32);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out.extend_from_slice(&(raw_len as u32).to_le_bytes());
+    for text in texts.into_iter().flatten() {
+        out.extend_from_slice(&text[..cut(text)]);
     }
 }
 
@@ -411,7 +466,7 @@ mod tests {
     fn pack_of(entries: &[JournalEntry]) -> Pack {
         let mut pack = Pack::with_capacity(entries.len());
         for e in entries {
-            pack.push(JournalColumns::of(e).as_bytes(), &e.raw);
+            pack.push(&PackedEntry::of(e));
         }
         pack
     }
@@ -635,17 +690,21 @@ mod tests {
     #[test]
     fn a_pack_is_cut_before_a_value_would_pass_what_a_reader_opens() {
         let e = entry(1, "000001", None, b"x");
-        let columns = || JournalColumns::of(&e).as_bytes();
+        let with_raw =
+            |raw: &Bytes| PackedEntry::new(JournalColumns::of(&e).as_bytes(), raw.clone());
         // Zeroed lazily: only its length is read.
-        let huge = vec![0u8; MAX_RAW];
+        let huge = Bytes::from(vec![0u8; MAX_RAW + 1]);
         let mut pack = Pack::with_capacity(1);
-        assert!(
-            pack.fits(&columns(), &huge),
-            "an empty pack takes any entry"
+        let alone = with_raw(&huge);
+        assert!(pack.fits(&alone), "an empty pack takes any entry");
+        assert_eq!(
+            alone.raw.len(),
+            MAX_RAW,
+            "a raw message is cut to its bound"
         );
-        pack.push(columns(), b"x");
-        assert!(!pack.fits(&columns(), &huge));
-        assert!(pack.fits(&columns(), &huge[..MAX_OPENED - 1]));
+        pack.push(&with_raw(&Bytes::from_static(b"x")));
+        assert!(!pack.fits(&alone));
+        assert!(pack.fits(&with_raw(&huge.slice(..MAX_OPENED - 1))));
         // A text beyond its bound is cut to it, and the pack still opens.
         let long = "n".repeat(MAX_TEXT + 5);
         let pack = pack_of(&[entry(2, "000002", Some(&long), b"raw")]);

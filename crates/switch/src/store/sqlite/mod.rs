@@ -18,7 +18,9 @@
 //! saturation, for up to that much more latency a command.
 //!
 //! Journal entries ([`Store::journal`] is not async) go over a channel of their
-//! own, which every batch drains first, in order; a wake-up message on the
+//! own, already encoded as a pack holds them (on the caller's task, straight
+//! from the message for [`JournalSink::journal_message`]: one allocation
+//! an entry, not one per column), which every batch drains first, in order; a wake-up message on the
 //! command channel makes sure a batch follows soon. Entries whose write fails
 //! are kept and retried with the next commit, never dropped; while
 //! [`SqliteOptions::journal_capacity`] of them are unwritten, new work waits
@@ -55,7 +57,7 @@ use super::{
     StoreResult, StoredAnswer, Unfinished,
 };
 use crate::dialect::FreezeKey;
-use crate::store::journal::JournalBacklog;
+use crate::store::journal::{with_message_columns, JournalBacklog};
 use crate::store::journal_slice::{JournalColumns, JournalSlice, JournalSliceBuilder, RawMessages};
 use crate::store::Direction;
 
@@ -76,6 +78,7 @@ mod traits;
 mod writer;
 
 pub use self::journal::write_journal;
+use self::journal_pack::PackedEntry;
 use self::risk_codec::RiskEvent;
 pub use self::risk_log::CheckpointOptions;
 use self::risk_log::RiskLog;
@@ -142,7 +145,7 @@ pub struct StoreStats {
 pub struct SqliteStore {
     /// `None` only once closing has begun.
     commands: Option<mpsc::Sender<Msg>>,
-    journal: std_mpsc::Sender<JournalEntry>,
+    journal: std_mpsc::Sender<PackedEntry>,
     shared: Arc<Shared>,
     /// To read field 39 of answers, on the caller's task rather than the writer's.
     spec: Arc<Spec>,

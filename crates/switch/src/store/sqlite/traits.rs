@@ -2,6 +2,8 @@
 //! caller's task, then runs its command on the writer thread (`call`) or, for
 //! long reads, on a read-only connection of its own (`read`).
 
+use bytes::Bytes;
+
 use super::*;
 
 // ---------------------------------------------------------------------------
@@ -231,9 +233,10 @@ impl SafQueue for SqliteStore {
     }
 }
 
-#[async_trait]
-impl JournalSink for SqliteStore {
-    fn journal(&self, entry: JournalEntry) {
+impl SqliteStore {
+    /// Hands an entry to the writer thread, which writes it with its next
+    /// commit, and wakes the writer unless a wake-up is queued already.
+    fn enqueue_journal(&self, entry: PackedEntry) {
         // Counted before it is sent, so the writer never counts it written first.
         self.shared.journal_backlog.accepted();
         if self.journal.send(entry).is_err() {
@@ -247,6 +250,28 @@ impl JournalSink for SqliteStore {
                 let _ = commands.try_send(Msg::Wake);
             }
         }
+    }
+}
+
+#[async_trait]
+impl JournalSink for SqliteStore {
+    fn journal(&self, entry: JournalEntry) {
+        self.enqueue_journal(PackedEntry::of(&entry));
+    }
+
+    fn journal_message(
+        &self,
+        direction: Direction,
+        peer: &str,
+        msg: &iso8583::codec::Message,
+        raw: Bytes,
+        at_ms: i64,
+        note: Option<String>,
+    ) {
+        let entry = with_message_columns(direction, peer, msg, at_ms, note.as_deref(), |c| {
+            PackedEntry::new(c.as_bytes(), raw)
+        });
+        self.enqueue_journal(entry);
     }
 
     async fn journal_room(&self) {

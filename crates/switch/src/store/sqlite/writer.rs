@@ -299,9 +299,9 @@ pub(super) fn in_savepoint<T>(
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
-    pub(super) journal: std_mpsc::Receiver<JournalEntry>,
+    pub(super) journal: std_mpsc::Receiver<PackedEntry>,
     /// Entries taken from the channel and not yet committed.
-    pub(super) pending_journal: Vec<JournalEntry>,
+    pub(super) pending_journal: Vec<PackedEntry>,
     /// A request's risk counter events, sent together.
     pub(super) risk_events: std_mpsc::Receiver<Vec<RiskEvent>>,
     /// Risk counter events taken from the channel and not yet committed.
@@ -406,7 +406,7 @@ impl Writer {
         let journaled = match self.pending_journal.len() {
             0 => 0,
             n => match in_savepoint(&self.conn, &health, |c| {
-                journal::write_journal(c, &self.pending_journal)
+                journal::write_packed(c, &self.pending_journal)
             }) {
                 Ok(()) => n,
                 Err(e) => {
@@ -486,7 +486,7 @@ impl Writer {
         // Whether the risk log's checkpoint ran (its memory moved with it).
         let mut checkpointed = false;
         let ran = (journaled == 0
-            || journal::write_journal(&self.conn, &self.pending_journal).is_ok())
+            || journal::write_packed(&self.conn, &self.pending_journal).is_ok())
             && (risk_written == 0
                 || risk_log::lock(&self.risk_log)
                     .append(&self.conn, &self.pending_risk_events)
