@@ -1430,6 +1430,51 @@ async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch
     check_invariants(&*store).await;
 }
 
+/// The WAL is copied into the database file by a thread of its own, long
+/// before the writer's own checkpoint at 16,384 pages would: a few
+/// megabytes of journal reach the database file within moments, and read
+/// back whole after the store is opened again.
+#[tokio::test]
+async fn the_embedded_store_checkpoints_its_wal_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    // Raw messages LZ4 cannot shrink, 4 KiB each: 4 MiB of journal.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..1024 {
+        let raw: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        store.journal(JournalEntry {
+            raw: Bytes::from(raw),
+            ..journal_entry(i)
+        });
+    }
+    assert_eq!(journal_len(&store).await, 1024);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let copied = loop {
+        let grown = std::fs::metadata(&path).unwrap().len() - before;
+        if grown >= 4 << 20 || Instant::now() > deadline {
+            break grown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        copied >= 4 << 20,
+        "the database file grew by {copied} bytes"
+    );
+    store.close().await.unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(journal_len(&store).await, 1024);
+    store.close().await.unwrap();
+}
+
 /// `commit_interval`: a batch begins no sooner than the interval after the
 /// one before began, so writes that arrive within it share one commit. Ten
 /// receives sent 10 ms apart, under an interval of 500 ms, are reserved in one

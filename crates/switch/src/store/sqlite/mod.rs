@@ -63,6 +63,7 @@ use crate::store::Direction;
 
 mod audit;
 mod byte_reader;
+mod checkpointer;
 mod commands;
 mod journal;
 mod journal_pack;
@@ -77,6 +78,7 @@ mod schema;
 mod traits;
 mod writer;
 
+use self::checkpointer::Checkpointer;
 pub use self::journal::write_journal;
 use self::journal_pack::PackedEntry;
 use self::risk_codec::RiskEvent;
@@ -274,6 +276,7 @@ impl SqliteStore {
             risk_log: risk_log.clone(),
             sagas: sagas.clone(),
             shared: shared.clone(),
+            checkpointer: Checkpointer::start(path)?,
         };
         let max_batch = options.max_batch.max(1);
         let thread = std::thread::Builder::new()

@@ -309,6 +309,9 @@ pub(super) struct Writer {
     pub(super) risk_log: Arc<std::sync::Mutex<RiskLog>>,
     pub(super) sagas: Arc<std::sync::Mutex<SagaBook>>,
     pub(super) shared: Arc<Shared>,
+    /// Copies the WAL into the database file beside the writer; stopped
+    /// before the writer's last batch, whose connection then closes last.
+    pub(super) checkpointer: Checkpointer,
 }
 
 impl Writer {
@@ -341,6 +344,7 @@ impl Writer {
         }
         // Every sender is gone: write what the journal still holds, and the
         // rows of the sagas held in memory (the file then needs no log).
+        self.checkpointer.stop();
         self.batch(&mut batch);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
