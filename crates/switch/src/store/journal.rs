@@ -103,8 +103,8 @@ pub trait JournalSink: Send + Sync + 'static {
 
     /// Appends a message crossing the wire, as [`JournalEntry::of`] makes
     /// its entry. A store may take the columns straight from the message
-    /// instead (the embedded store encodes them as its packs hold them:
-    /// one allocation rather than an owned string per column).
+    /// instead (the embedded store encodes them as its packs hold them, in
+    /// one buffer rather than an owned string per column).
     fn journal_message(
         &self,
         direction: Direction,

@@ -19,8 +19,9 @@
 //!
 //! Journal entries ([`Store::journal`] is not async) go over a channel of their
 //! own, already encoded as a pack holds them (on the caller's task, straight
-//! from the message for [`JournalSink::journal_message`]: one allocation
-//! an entry, not one per column), which every batch drains first, in order; a wake-up message on the
+//! from the message for [`JournalSink::journal_message`]: one buffer an
+//! entry, and the masked PAN's, not a string per column), which every batch
+//! drains first, in order; a wake-up message on the
 //! command channel makes sure a batch follows soon. Entries whose write fails
 //! are kept and retried with the next commit, never dropped; while
 //! [`SqliteOptions::journal_capacity`] of them are unwritten, new work waits
@@ -276,7 +277,11 @@ impl SqliteStore {
             risk_log: risk_log.clone(),
             sagas: sagas.clone(),
             shared: shared.clone(),
-            checkpointer: Checkpointer::start(path)?,
+            checkpointer: Checkpointer::start(path)
+                .map_err(|e| {
+                    tracing::warn!("the store checkpoints only in the writer's commits: {e}")
+                })
+                .ok(),
         };
         let max_batch = options.max_batch.max(1);
         let thread = std::thread::Builder::new()

@@ -322,9 +322,10 @@ pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResul
     } else {
         "NORMAL"
     };
-    // A page touched by many commits between checkpoints is copied back to the
-    // database file once per checkpoint: a larger WAL (64 MiB) cuts the write
-    // amplification of many small group commits. The page cache is 16 MiB:
+    // The WAL starts again from its beginning after the writer's own
+    // checkpoint, at 64 MiB; a thread of the store's copies it into the
+    // database file every 250 ms meanwhile (`checkpointer.rs`), so that
+    // checkpoint finds little left to copy. The page cache is 16 MiB:
     // it fills with whatever the journal writes, so it is most of what the
     // process grows by under load (README, "Limits").
     conn.execute_batch(&format!(

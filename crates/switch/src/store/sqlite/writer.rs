@@ -309,9 +309,11 @@ pub(super) struct Writer {
     pub(super) risk_log: Arc<std::sync::Mutex<RiskLog>>,
     pub(super) sagas: Arc<std::sync::Mutex<SagaBook>>,
     pub(super) shared: Arc<Shared>,
-    /// Copies the WAL into the database file beside the writer; stopped
-    /// before the writer's last batch, whose connection then closes last.
-    pub(super) checkpointer: Checkpointer,
+    /// Copies the WAL into the database file beside the writer (`None`
+    /// when it could not start: the writer's own checkpoints go on);
+    /// stopped before the writer's last batch, whose connection then
+    /// closes last.
+    pub(super) checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
@@ -344,7 +346,9 @@ impl Writer {
         }
         // Every sender is gone: write what the journal still holds, and the
         // rows of the sagas held in memory (the file then needs no log).
-        self.checkpointer.stop();
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.stop();
+        }
         self.batch(&mut batch);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
