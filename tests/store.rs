@@ -2326,8 +2326,9 @@ async fn journal_entries_are_all_written_in_order(backend: Backend) {
 }
 
 /// A message journaled as it crossed the wire (`journal_message`, which
-/// the embedded store encodes straight from the message) reads back as the
-/// entry `JournalEntry::of` makes of it: every column, the PAN masked.
+/// the embedded store encodes straight from the message) reads back with
+/// every column as the fields say, the PAN masked, and as the entry
+/// `JournalEntry::of` makes of it journaled through `journal`.
 async fn a_message_journaled_reads_back_as_its_entry(backend: Backend) {
     let fixture = backend.open().await;
     let store = fixture.store();

@@ -687,6 +687,41 @@ mod tests {
         assert!(corrupt(&[COMPRESSED, 1, 0]).contains("too short for a length"));
     }
 
+    /// The body's bytes, laid out by hand as the module's documentation
+    /// says: what packs already written hold, whatever encodes them.
+    #[test]
+    fn an_entry_is_encoded_as_the_format_says() {
+        let e = entry(7, "000042", None, b"RAW!");
+        let pack = pack_of(std::slice::from_ref(&e));
+        let mut want = vec![VERSION];
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&7i64.to_le_bytes());
+        want.push(OUT | HAS_AMOUNT);
+        want.extend_from_slice(&1_500u64.to_le_bytes());
+        want.extend_from_slice(b"0200");
+        let texts: [Option<&str>; TEXTS] = [
+            Some("bank 48020000"),
+            Some("000000"),
+            Some("000042"),
+            Some("1123101500"),
+            None,
+            None,
+            Some("622202******1234"),
+            None,
+        ];
+        for text in texts {
+            let len = text.map_or(u32::MAX, |t| t.len() as u32);
+            want.extend_from_slice(&len.to_le_bytes());
+        }
+        want.extend_from_slice(&4u32.to_le_bytes());
+        for text in texts.into_iter().flatten() {
+            want.extend_from_slice(text.as_bytes());
+        }
+        assert_eq!(pack.body, want);
+        assert_eq!(pack.raws, b"RAW!");
+        assert_eq!((pack.first_ms, pack.last_ms, pack.entries), (7, 7, 1));
+    }
+
     #[test]
     fn a_pack_is_cut_before_a_value_would_pass_what_a_reader_opens() {
         let e = entry(1, "000001", None, b"x");
