@@ -30,6 +30,10 @@
 #   MODES=switch benches/load.sh 8000   only through the switch (default: switch direct)
 #   NO_BUILD=1 benches/load.sh 5000   use the release binaries as they are: A/B runs
 #                                    (SWITCH=, SIMULATORS=) go on while the sources change
+#   METRICS=1 benches/load.sh 10000  the switch gets an admin listener (127.0.0.1:9100);
+#                                    after each run its /metrics go to metrics-RATE-MODE.txt
+#                                    and how many of its store's batches took over 10, 20
+#                                    and 50 ms (since it started) is printed: the writer's stalls
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
@@ -85,6 +89,9 @@ fi
 if [ -n "${CAPTURE:-}" ]; then
     printf '\n[capture]\npath = "%s/switch.pcapng"\nmax_bytes = 1073741824\nmax_files = 2\n' "$work" >>"$work/switch.toml"
 fi
+if [ -n "${METRICS:-}" ]; then
+    printf '\n[admin]\nlisten = "127.0.0.1:9100"\n' >>"$work/switch.toml"
+fi
 sleep 0.5
 "${on_switch_cpu[@]}" "$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
 switch_pid=$!
@@ -126,6 +133,16 @@ for rate in ${RATES[@]}; do
         # and closing its packets).
         python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" \
             | tee -a "$REPORTS/load.csv"
+        if [ -n "${METRICS:-}" ]; then
+            python3 - "$REPORTS/metrics-$rate-$mode.txt" <<'PY' >&2
+import re, sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=5).read().decode()
+open(sys.argv[1], "w").write(text)
+le = {m[0]: int(float(m[1])) for m in re.findall(r'store_commit_duration_seconds_bucket\{le="([^"]+)"[^}]*\} (\S+)', text)}
+n = le.get("+Inf", 0)
+print(f"store batches since start: {n}, over 10 ms {n - le.get('0.01', n)}, over 20 ms {n - le.get('0.02', n)}, over 50 ms {n - le.get('0.05', n)}")
+PY
+        fi
     done
 done
 echo "CSV and pictures in $REPORTS" >&2
