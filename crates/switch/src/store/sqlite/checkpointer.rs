@@ -59,9 +59,15 @@ impl Checkpointer {
         // before the WAL may start again only when `synchronous` is not OFF.
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(db)?;
-        let file = std::fs::File::open(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {} to sync it: {e}", path.display()))
-        })?;
+        // Opened for writing (nothing is written through it): some
+        // systems sync only a file opened so.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {} to sync it: {e}", path.display()))
+            })?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
