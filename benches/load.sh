@@ -31,7 +31,7 @@
 #   NO_BUILD=1 benches/load.sh 5000   use the release binaries as they are: A/B runs
 #                                    (SWITCH=, SIMULATORS=) go on while the sources change
 #   METRICS=1 benches/load.sh 10000  the switch gets an admin listener (127.0.0.1:9100);
-#                                    after each run its /metrics go to metrics-RATE-MODE.txt
+#                                    after each run through it its /metrics go to metrics-RATE-switch.txt
 #                                    and how many of its store's batches took over 10, 20
 #                                    and 50 ms (since it started) is printed: the writer's stalls
 set -euo pipefail
@@ -133,7 +133,7 @@ for rate in ${RATES[@]}; do
         # and closing its packets).
         python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" \
             | tee -a "$REPORTS/load.csv"
-        if [ -n "${METRICS:-}" ]; then
+        if [ -n "${METRICS:-}" ] && [ "$mode" != direct ]; then
             python3 - "$REPORTS/metrics-$rate-$mode.txt" <<'PY' >&2
 import re, sys, urllib.request
 text = urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=5).read().decode()
