@@ -59,20 +59,11 @@ impl Checkpointer {
         // before the WAL may start again only when `synchronous` is not OFF.
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(db)?;
-        // Opened for writing (nothing is written through it): some
-        // systems sync only a file opened so.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot open {} to sync it: {e}", path.display()))
-            })?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("switchboard-checkpoint".into())
-            .spawn(move || run(&conn, &file, &stopped))
+            .spawn(move || run(&conn, &stopped))
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the checkpointing thread: {e}"))
             })?;
@@ -123,7 +114,44 @@ pub(super) fn checkpoint(conn: &Connection) -> StoreResult<Checkpointed> {
     .map_err(db)
 }
 
-fn run(conn: &Connection, file: &std::fs::File, stop: &(Mutex<bool>, Condvar)) {
+/// Syncs the database file through the connection's own handle, SQLite's
+/// VFS. Not through a file of our own: closing any descriptor of a file
+/// drops every POSIX lock the process holds on it, SQLite's connections'
+/// included, which would let another process take the file for its own
+/// (delete the WAL, say) while this one still writes it.
+pub(super) fn sync_database_file(conn: &Connection) -> StoreResult<()> {
+    use rusqlite::ffi;
+    let failed = |why: String| StoreError::Unavailable(format!("syncing the database file: {why}"));
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `conn` is open and used by this thread alone for the call;
+    // FILE_POINTER writes the main database's `sqlite3_file`, which the
+    // connection owns and keeps open until it closes.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK || file.is_null() {
+        return Err(failed(format!("no file handle (SQLite code {rc})")));
+    }
+    // SAFETY: `file` is the connection's open main database file; its
+    // methods are set while it is open.
+    let sync = unsafe { (*file).pMethods.as_ref().and_then(|methods| methods.xSync) };
+    let Some(sync) = sync else {
+        return Err(failed("the file has no sync method".into()));
+    };
+    // SAFETY: as above; xSync only flushes the file (fdatasync or fsync).
+    let rc = unsafe { sync(file, ffi::SQLITE_SYNC_NORMAL) };
+    if rc != ffi::SQLITE_OK {
+        return Err(failed(format!("SQLite code {rc}")));
+    }
+    Ok(())
+}
+
+fn run(conn: &Connection, stop: &(Mutex<bool>, Condvar)) {
     let (flag, wake) = stop;
     // The last failure, logged once until the checkpoints work again (a
     // full disk would otherwise log four times a second).
@@ -148,9 +176,7 @@ fn run(conn: &Connection, file: &std::fs::File, stop: &(Mutex<bool>, Condvar)) {
             // Pages copied since the last pass (or the WAL started again):
             // flushed here rather than in the writer's own checkpoint.
             if now.copied > 0 && now != last {
-                file.sync_data().map_err(|e| {
-                    StoreError::Unavailable(format!("syncing the database file: {e}"))
-                })?;
+                sync_database_file(conn)?;
             }
             last = now;
             Ok(())
@@ -171,5 +197,39 @@ fn run(conn: &Connection, file: &std::fs::File, stop: &(Mutex<bool>, Condvar)) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sync goes through SQLite's own handle of the file, on a
+    /// connection in WAL mode with pages to copy, and the checkpoint reports
+    /// them copied.
+    #[test]
+    fn a_checkpoint_copies_and_the_file_syncs_through_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; \
+                 CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(100000));",
+            )
+            .unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let done = checkpoint(&conn).unwrap();
+        assert!(done.wal_frames > 0, "{done:?}");
+        assert_eq!(done.copied, done.wal_frames);
+        sync_database_file(&conn).unwrap();
+        // The writer's own handle is untouched: it goes on writing.
+        writer
+            .execute_batch("INSERT INTO t VALUES (zeroblob(10))")
+            .unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
     }
 }
