@@ -14,10 +14,10 @@
 //! writer (a passive checkpoint waits for no lock; it copies what no reader
 //! still needs). Under load a commit nearly always lands while it copies,
 //! and SQLite syncs the database file only after a checkpoint that copied
-//! the WAL to its last frame; so this thread then syncs the file itself
-//! (`fdatasync`). The writer's own checkpoint still comes at
-//! `wal_autocheckpoint` pages, but finds all but the last moments' pages
-//! copied and flushed, and its sync short. The WAL starts again from its
+//! the WAL to its last frame; so this thread then syncs the file itself,
+//! through SQLite's own handle of it. The writer's own checkpoint still
+//! comes at `wal_autocheckpoint` pages, but finds all but the last
+//! moments' pages copied and flushed, and its sync short. The WAL starts again from its
 //! beginning at the first commit after a checkpoint that copied all of it:
 //! under load, the writer's own; when the load pauses, this thread's.
 //!
