@@ -19,10 +19,10 @@
 //!
 //! Journal entries ([`Store::journal`] is not async) go over a channel of their
 //! own, already encoded as a pack holds them (on the caller's task, straight
-//! from the message for [`JournalSink::journal_message`]: one buffer an
-//! entry, and the masked PAN's, not a string per column), which every batch
-//! drains first, in order; a wake-up message on the
-//! command channel makes sure a batch follows soon. Entries whose write fails
+//! from the message for [`JournalSink::journal_message`]: one buffer per
+//! entry, not a string per column), which every batch drains first, in
+//! order; a wake-up message on the command channel makes sure a batch
+//! follows soon. Entries whose write fails
 //! are kept and retried with the next commit, never dropped; while
 //! [`SqliteOptions::journal_capacity`] of them are unwritten, new work waits
 //! in [`JournalSink::journal_room`]. Dropping the store (or
