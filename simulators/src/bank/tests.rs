@@ -340,6 +340,25 @@ fn exact_resend_gets_the_same_answer_without_moving_money() {
 }
 
 #[test]
+fn a_resend_on_a_later_day_gets_the_answer_of_the_day_it_was_decided() {
+    let mut bank = bank();
+    let f = freeze(&sender(), 30_000, "000001");
+    send(&mut bank, &f);
+    let d = debit(&sender(), 10_000, "100001", &f);
+    let first = send(&mut bank, &d);
+    assert_eq!(first.get_str(15), Some("0305"));
+    let code = first.get_str(38).expect("an approval code").to_string();
+    // Another approval takes the next code.
+    let c = credit(&recipient(), 1_000, "200001");
+    assert_ne!(send(&mut bank, &c).get_str(38), Some(code.as_str()));
+
+    let next_day = now() + chrono::Duration::days(1);
+    let again = bank.handle(&d, next_day).expect("an answer");
+    assert_eq!(again, first, "F15 and F38 as the first time");
+    assert_eq!(bank.balance(&sender()), Some(90_000), "debited once");
+}
+
+#[test]
 fn same_key_with_other_content_is_a_duplicate_94() {
     let mut bank = bank();
     let f = freeze(&sender(), 30_000, "000001");
