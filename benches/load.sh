@@ -108,16 +108,22 @@ switch_written() { awk '/^write_bytes/ {print $2}' "/proc/$switch_pid/io"; }
 # machine's other residents, which share its cores with the switch.
 bank_pids=("${pids[0]}" "${pids[1]}")
 banks_ticks() { cat "/proc/${bank_pids[0]}/stat" "/proc/${bank_pids[1]}/stat" | awk '{t += $14 + $15} END {print t}'; }
+# The whole machine's CPU time, in clock ticks: busy (user, nice, system,
+# irq, softirq, steal), stolen by the host, and all (busy, idle, iowait).
+# A p99 on a machine busy at 80 % is a queue for its cores; a run that
+# lost time to the host says so.
+machine_ticks() { awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, $9, busy + $5 + $6}' /proc/stat; }
 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json
         --max-in-flight "${MAX_IN_FLIGHT:-20000}")
-echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us" | tee "$REPORTS/load.csv"
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,machine_stolen_pct" | tee "$REPORTS/load.csv"
 for rate in ${RATES[@]}; do
     for mode in ${MODES:-switch direct}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         before=$(switch_ticks) written_before=$(switch_written) banks_before=$(banks_ticks)
+        machine_before=$(machine_ticks)
         # walletsim's own CPU (user + system seconds) from bash's `time`.
         status=0
         out=$({ TIMEFORMAT='%3U %3S'; time "${on_sim_cpu[@]}" $SIMULATORS/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg" 2>"$work/walletsim.err"; } 2>"$work/walletsim.time") || status=$?
@@ -126,12 +132,15 @@ for rate in ${RATES[@]}; do
         ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
         banks=$(($(banks_ticks) - banks_before))
         walletsim_s=$(awk '{print $1 + $2}' "$work/walletsim.time")
+        machine=$(echo "$machine_before $(machine_ticks)" | awk '{all = $6 - $3; if (all > 0) printf "%.0f %.1f", 100 * ($4 - $1) / all, 100 * ($5 - $2) / all; else print "- -"}')
         # switch_cpu_us, switch_written_b: the switch's CPU and disk writes
         # per answered request (blank for the direct mode, which does not go
         # through the switch); banks_cpu_us, walletsim_cpu_us: the
         # simulators' CPU per answered request (walletsim's includes making
-        # and closing its packets).
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" \
+        # and closing its packets); machine_busy_pct, machine_stolen_pct:
+        # the share of the machine's CPU time busy, and stolen by its host,
+        # during the run.
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet] + sys.argv[9].split()))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" "$machine" \
             | tee -a "$REPORTS/load.csv"
         if [ -n "${METRICS:-}" ] && [ "$mode" != direct ]; then
             python3 - "$REPORTS/metrics-$rate-$mode.txt" <<'PY' >&2
