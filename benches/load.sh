@@ -132,7 +132,7 @@ for rate in ${RATES[@]}; do
         ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
         banks=$(($(banks_ticks) - banks_before))
         walletsim_s=$(awk '{print $1 + $2}' "$work/walletsim.time")
-        machine=$(echo "$machine_before $(machine_ticks)" | awk '{all = $6 - $3; if (all > 0) printf "%.0f %.1f", 100 * ($4 - $1) / all, 100 * ($5 - $2) / all; else print "- -"}')
+        machine=$(echo "$machine_before $(machine_ticks)" | awk '{all = $6 - $3; if (all > 0) printf "%.0f %.1f", 100 * ($4 - $1) / all, 100 * ($5 - $2) / all}')
         # switch_cpu_us, switch_written_b: the switch's CPU and disk writes
         # per answered request (blank for the direct mode, which does not go
         # through the switch); banks_cpu_us, walletsim_cpu_us: the
@@ -140,7 +140,7 @@ for rate in ${RATES[@]}; do
         # and closing its packets); machine_busy_pct, machine_stolen_pct:
         # the share of the machine's CPU time busy, and stolen by its host,
         # during the run.
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet] + sys.argv[9].split()))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" "$machine" \
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet] + (sys.argv[9].split() + ["", ""])[:2]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" "$machine" \
             | tee -a "$REPORTS/load.csv"
         if [ -n "${METRICS:-}" ] && [ "$mode" != direct ]; then
             python3 - "$REPORTS/metrics-$rate-$mode.txt" <<'PY' >&2

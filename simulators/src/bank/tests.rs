@@ -359,6 +359,30 @@ fn a_resend_on_a_later_day_gets_the_answer_of_the_day_it_was_decided() {
 }
 
 #[test]
+fn a_repeat_with_another_mac_is_an_exact_resend() {
+    let mut bank = bank();
+    let f = freeze(&sender(), 30_000, "000001");
+    send(&mut bank, &f);
+    let mut u = unfreeze(&sender(), 5_000, "300001", &f);
+    u.set(128, &b"\x01\x02\x03\x04\x05\x06\x07\x08"[..]);
+    let first = send(&mut bank, &u);
+    assert_eq!(rc(&first), ResponseCode::APPROVED);
+    // The repeat's MAC covers its MTI, so it differs from the original's.
+    let mut repeat = u.clone();
+    repeat.set_mti(*b"0121");
+    repeat.set(128, &b"\x11\x12\x13\x14\x15\x16\x17\x18"[..]);
+    assert_eq!(send(&mut bank, &repeat), first);
+    assert_eq!(bank.hold(&key(&f)).unwrap().remaining_minor, 25_000);
+    // Another amount under the same key is still a duplicate.
+    let mut other = repeat.clone();
+    other.set(4, amount(6_000));
+    assert_eq!(
+        rc(&send(&mut bank, &other)),
+        ResponseCode::DUPLICATE_TRANSMISSION
+    );
+}
+
+#[test]
 fn same_key_with_other_content_is_a_duplicate_94() {
     let mut bank = bank();
     let f = freeze(&sender(), 30_000, "000001");
