@@ -265,12 +265,13 @@ enum Effect {
 /// keeps one for every request it decides, so its memory grows by what this
 /// holds: a digest of the request rather than the request, and what the
 /// response added to the fields it echoed rather than the response (both
-/// messages kept made about 2 KB a request, and a bank under load spent a
-/// third of its time faulting in and zeroing fresh pages for them).
+/// messages kept made about 2.5 KB a request with its journal line, and a
+/// bank under load spent a third of its time faulting in and zeroing fresh
+/// pages for them).
 #[derive(Clone, Debug)]
 struct Answered {
-    /// The request with its MTI set to its class, digested: an exact resend
-    /// has the same digest.
+    /// The request's [`digest`] (its MTI class, everything but its MAC):
+    /// an exact resend has the same.
     request_digest: [u8; 32],
     /// F4 of the request, which a reversal must repeat.
     amount_minor: u64,
