@@ -108,13 +108,47 @@ impl RequestKey {
 
 impl fmt::Display for RequestKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            std::str::from_utf8(&self.class).unwrap_or("????"),
-            self.freeze
-        )
+        f.write_str(std::str::from_utf8(&self.class).unwrap_or("????"))?;
+        f.write_str("/")?;
+        fmt::Display::fmt(&self.freeze, f)
     }
+}
+
+impl RequestKey {
+    /// As the journal writes it, in one allocation (a bank journals every
+    /// request it decides).
+    fn text(&self) -> String {
+        use fmt::Write;
+        let mut text = String::with_capacity(48);
+        let _ = write!(text, "{self}");
+        text
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ss`, as the journal writes times: digits written
+/// straight, not through a format string parsed at every request.
+fn journal_time(now: NaiveDateTime) -> String {
+    use chrono::Timelike;
+    let mut text = String::with_capacity(19);
+    let mut digits = |n: u32, width: usize, after: Option<char>| {
+        let mut buf = [b'0'; 4];
+        let mut rest = n;
+        for digit in buf[..width].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        text.extend(buf[..width].iter().map(|&b| char::from(b)));
+        if let Some(c) = after {
+            text.push(c);
+        }
+    };
+    digits(now.year().clamp(0, 9999) as u32, 4, Some('-'));
+    digits(now.month(), 2, Some('-'));
+    digits(now.day(), 2, Some('T'));
+    digits(now.hour(), 2, Some(':'));
+    digits(now.minute(), 2, Some(':'));
+    digits(now.second(), 2, None);
+    text
 }
 
 /// Where a hold stands.
@@ -578,14 +612,14 @@ impl Bank {
         self.journal.push(Movement {
             seq: self.journal.len() as u64 + 1,
             kind,
-            request: key.to_string(),
+            request: key.text(),
             hold: None,
             original: None,
             pan: mask_pan(pan_of(request)),
             amount_minor: amount,
             applied_minor: 0,
             response_code: code.to_string(),
-            time: now.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            time: journal_time(now),
             processing_code: request.get_str(num::PROCESSING_CODE).map(str::to_string),
             currency: iso8583::fields::currency(request).ok(),
         });
@@ -658,14 +692,14 @@ impl Bank {
         self.journal.push(Movement {
             seq: self.journal.len() as u64 + 1,
             kind,
-            request: key.to_string(),
+            request: key.text(),
             hold: decision.hold.map(|k| k.to_string()),
             original: decision.original.map(|k| k.to_string()),
             pan: mask_pan(pan_of(request)),
             amount_minor: amount,
             applied_minor: decision.applied_minor,
             response_code: decision.code.to_string(),
-            time: now.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            time: journal_time(now),
             processing_code: request.get_str(num::PROCESSING_CODE).map(str::to_string),
             currency: iso8583::fields::currency(request).ok(),
         });

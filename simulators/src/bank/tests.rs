@@ -688,3 +688,22 @@ fn journal_masks_cards_and_snapshot_is_json() {
     assert_eq!(back.hold(&key(&f)).unwrap().remaining_minor, 20_000);
     assert!(!format!("{bank:?}").contains(&sender()));
 }
+
+#[test]
+fn journal_times_and_keys_read_as_chrono_and_display_write_them() {
+    for (y, mo, d, h, mi, s) in [
+        (2026, 3, 5, 10, 0, 0),
+        (2026, 12, 31, 23, 59, 59),
+        (999, 1, 2, 3, 4, 5),
+    ] {
+        let t = NaiveDate::from_ymd_opt(y, mo, d)
+            .unwrap()
+            .and_hms_opt(h, mi, s)
+            .unwrap();
+        assert_eq!(journal_time(t), t.format("%Y-%m-%dT%H:%M:%S").to_string());
+    }
+    let f = freeze(&sender(), 1_000, "000001");
+    let key = RequestKey::of(&f).unwrap();
+    assert_eq!(key.text(), key.to_string());
+    assert_eq!(key.text(), "0100/00048020000/0305093000/000001");
+}
