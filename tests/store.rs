@@ -1754,17 +1754,107 @@ fn embedded_sagas_on_file(path: &Path) -> (Vec<(String, String)>, usize) {
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    // A log row's body: a format byte, then the count of its records (u32 LE).
-    let mut statement = conn.prepare("SELECT body FROM saga_log").unwrap();
-    let logged = statement
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+    (rows, embedded_log(path).0)
+}
+
+/// The sagas' log, read as the embedded store writes its rows (oldest row
+/// first): how many reservations and ends it holds, and the freezes'
+/// totals it holds (STAN, received, reserved) in the order logged.
+fn embedded_log(path: &Path) -> (usize, Vec<(String, u64, u64)>) {
+    struct Body<'a>(&'a [u8]);
+    impl Body<'_> {
+        fn take(&mut self, n: usize) -> &[u8] {
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            head
+        }
+        fn u16(&mut self) -> usize {
+            u16::from_le_bytes(self.take(2).try_into().unwrap()).into()
+        }
+        fn u32(&mut self) -> usize {
+            u32::from_le_bytes(self.take(4).try_into().unwrap()) as usize
+        }
+        fn u64(&mut self) -> u64 {
+            u64::from_le_bytes(self.take(8).try_into().unwrap())
+        }
+        fn str(&mut self) -> String {
+            let n = self.u16();
+            String::from_utf8(self.take(n).to_vec()).unwrap()
+        }
+        fn strs(&mut self, n: usize) {
+            (0..n).for_each(|_| drop(self.str()));
+        }
+    }
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut statement = conn
+        .prepare("SELECT body FROM saga_log ORDER BY id")
+        .unwrap();
+    let bodies: Vec<Vec<u8>> = statement
+        .query_map([], |r| r.get(0))
         .unwrap()
-        .map(|body| {
-            let body = body.unwrap();
-            u32::from_le_bytes(body[1..5].try_into().unwrap()) as usize
-        })
-        .sum();
-    (rows, logged)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (mut sagas, mut freezes) = (0, Vec::new());
+    for body in &bodies {
+        let mut b = Body(body);
+        let format = b.take(1)[0];
+        for _ in 0..b.u32() {
+            // Format 1 holds untagged reservations.
+            match if format == 1 { 1 } else { b.take(1)[0] } {
+                1 => {
+                    b.strs(7);
+                    b.u64();
+                    b.strs(2);
+                    b.take(32 + 8);
+                    b.strs(4);
+                    sagas += 1;
+                }
+                2 => {
+                    b.strs(5);
+                    if b.take(1)[0] != 0 {
+                        b.str();
+                    }
+                    b.take(32);
+                    let n = b.u32();
+                    b.take(n);
+                    sagas += 1;
+                }
+                3 => {
+                    b.strs(2);
+                    let stan = b.str();
+                    freezes.push((stan, b.u64(), b.u64()));
+                }
+                other => panic!("a log record of kind {other}"),
+            }
+        }
+        assert!(b.0.is_empty(), "a log row longer than its records");
+    }
+    (sagas, freezes)
+}
+
+/// Makes the embedded store's file count the updates of `table`'s rows
+/// (a trigger records each updated row's STAN).
+fn count_updates(path: &Path, table: &str) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE {table}_updates (stan TEXT NOT NULL);
+             CREATE TRIGGER count_{table}_updates AFTER UPDATE ON {table}
+             BEGIN INSERT INTO {table}_updates VALUES (NEW.stan); END;"
+        ))
+        .unwrap();
+}
+
+/// The STANs of the rows of `table` updated since [`count_updates`].
+fn updates_counted(path: &Path, table: &str) -> Vec<String> {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .prepare(&format!("SELECT stan FROM {table}_updates"))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 /// The embedded store writes a receive saga's row once, after the saga has
@@ -1776,14 +1866,7 @@ async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     SqliteStore::open(&path).unwrap().close().await.unwrap();
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE saga_updates (stan TEXT NOT NULL);
-             CREATE TRIGGER count_updates AFTER UPDATE ON sagas
-             BEGIN INSERT INTO saga_updates VALUES (NEW.stan); END;",
-        )
-        .unwrap();
+    count_updates(&path, "sagas");
     let store = Arc::new(SqliteStore::open(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     let reserved = reserve_concurrently(&store, 1, 1..=4, 10).await;
@@ -1842,15 +1925,7 @@ async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
             SagaState::Debiting
         ]
     );
-    let updated: Vec<String> = rusqlite::Connection::open(&path)
-        .unwrap()
-        .prepare("SELECT stan FROM saga_updates")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(updated, vec!["000003".to_string()]);
+    assert_eq!(updates_counted(&path, "sagas"), vec!["000003".to_string()]);
     check_invariants(&*store).await;
 
     // Closed: every saga has its row and the log is empty.
@@ -1930,6 +2005,82 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     let f = freeze(&store, 1).await;
     assert_eq!((f.reserved_minor, f.received_minor), (0, 10));
     check_invariants(&store).await;
+}
+
+/// A freeze's received and reserved totals as its row in the embedded
+/// store's file holds them, read on a connection of its own.
+fn embedded_freeze_row(path: &Path, n: u32) -> (u64, u64) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT received_minor, reserved_minor FROM freezes WHERE stan = ?1",
+            [format!("{n:06}")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// The embedded store does not write a freeze's row at each reservation
+/// and end: the freeze's totals are logged with each batch, as absolute
+/// values, and written onto the row when the log is pruned. A crash
+/// between leaves the row behind and its log ahead; reading the log back
+/// takes each freeze's newest totals, even while the log still holds older
+/// ones (a saga in flight keeps the rows it was logged in).
+#[tokio::test]
+async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let crashed = dir.path().join("crashed.db");
+    SqliteStore::open(&path).unwrap().close().await.unwrap();
+    count_updates(&path, "freezes");
+    let freeze_updates = || updates_counted(&path, "freezes").len();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    open_freeze(&*store, 1, 1_000_000).await;
+    let opened = freeze_updates();
+    // Receive 1 stays in flight, and keeps the log rows from its own on.
+    assert_eq!(reserve_concurrently(&store, 1, 1..=1, 10).await, 1);
+    reserve_and_approve_one_by_one(&*store, 2..=11).await;
+    // Twenty-one changes of the freeze's totals: logged, its row untouched.
+    assert_eq!(freeze_updates(), opened);
+    assert_eq!(embedded_freeze_row(&path, 1), (0, 0));
+    let (_, logged) = embedded_log(&path);
+    assert_eq!(logged.len(), 21, "{logged:?}");
+    assert_eq!(logged.last(), Some(&("000001".to_string(), 10, 10)));
+    let f = freeze(&*store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (10, 10));
+
+    // Every 256 commits the log is pruned and the row gets the totals: 599
+    // commits, two rewrites of the row where there were 598.
+    reserve_and_approve_one_by_one(&*store, 12..=300).await;
+    assert_eq!(freeze_updates(), opened + 2);
+    let row = embedded_freeze_row(&path, 1);
+    // As of the second pruning (commit 512 or so): receive 1 in flight, and
+    // maybe one reserved in that batch.
+    assert!(row.0 >= 250 && (row.1 == 10 || row.1 == 11), "{row:?}");
+    let (_, logged) = embedded_log(&path);
+    assert_eq!(
+        logged.first(),
+        Some(&("000001".to_string(), 0, 10)),
+        "receive 1's log row is kept, with the totals of its batch"
+    );
+    assert_eq!(logged.last(), Some(&("000001".to_string(), 299, 10)));
+
+    // The file as a crash would leave it: reading its log back takes the
+    // newest totals, not the oldest row's.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [crashed.to_str().unwrap()])
+        .unwrap();
+    drop(store);
+    let store = SqliteStore::open(&crashed).unwrap();
+    assert_eq!(embedded_freeze_row(&crashed, 1), (299, 10));
+    assert_eq!(embedded_log(&crashed), (0, vec![]));
+    end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.received_minor, f.reserved_minor), (309, 0));
+    check_invariants(&store).await;
+    store.close().await.unwrap();
+    assert_eq!(embedded_freeze_row(&crashed, 1), (309, 0));
 }
 
 /// Reserves 1 on freeze 1 for each of `requests` and approves it, one
@@ -2024,9 +2175,10 @@ async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     check_invariants(&*store).await;
 }
 
-/// A reservation that fails after its freeze's update rolls back alone,
-/// while the reservations that shared its batch are logged and held: a
-/// trigger refuses every reservation on freeze 2.
+/// A reservation that fails rolls back alone, while the reservations that
+/// shared its batch are logged and held, their freeze's totals with them:
+/// freeze 2's sealed PAN cannot be opened, so every reservation on it fails,
+/// and so does every read of all freezes, which share batches with them.
 #[tokio::test]
 async fn the_embedded_store_holds_the_reservations_a_failing_one_shared_a_batch_with() {
     let dir = tempfile::tempdir().unwrap();
@@ -2035,14 +2187,19 @@ async fn the_embedded_store_holds_the_reservations_a_failing_one_shared_a_batch_
     open_freeze(&store, 1, 1000).await;
     open_freeze(&store, 2, 1000).await;
     store.close().await.unwrap();
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER fail_freeze_2 BEFORE UPDATE ON freezes
-             WHEN NEW.stan = '000002' AND NEW.reserved_minor > OLD.reserved_minor
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let pan: String = raw
+        .query_row(
+            "SELECT payer_pan FROM freezes WHERE stan = '000002'",
+            [],
+            |r| r.get(0),
         )
         .unwrap();
+    raw.execute(
+        "UPDATE freezes SET payer_pan = 'enc1:9:00' WHERE stan = '000002'",
+        [],
+    )
+    .unwrap();
     let store = Arc::new(SqliteStore::open(&path).unwrap());
     let tasks: Vec<_> = (1..=30u32)
         .map(|i| {
@@ -2051,10 +2208,23 @@ async fn the_embedded_store_holds_the_reservations_a_failing_one_shared_a_batch_
             tokio::spawn(async move { (i, store.reserve(receive(freeze, i, 10)).await) })
         })
         .collect();
+    let reads: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.freezes().await })
+        })
+        .collect();
+    for read in reads {
+        let read = read.await.unwrap();
+        assert!(
+            matches!(&read, Err(e) if e.to_string().contains("data key")),
+            "{read:?}"
+        );
+    }
     for t in tasks {
         match t.await.unwrap() {
             (i, result) if i % 3 == 0 => assert!(
-                matches!(result, Err(StoreError::Unavailable(ref e)) if e.contains("injected")),
+                matches!(&result, Err(e) if e.to_string().contains("data key")),
                 "{i}: {result:?}"
             ),
             (i, result) => assert!(
@@ -2067,13 +2237,22 @@ async fn the_embedded_store_holds_the_reservations_a_failing_one_shared_a_batch_
     for i in (1..=30).filter(|i| i % 3 != 0) {
         end_receive(&*store, &request_key(b"0200", i), ReceiveOutcome::Approved).await;
     }
-    let (f1, f2) = (freeze(&*store, 1).await, freeze(&*store, 2).await);
+    let f1 = freeze(&*store, 1).await;
     assert_eq!((f1.reserved_minor, f1.received_minor), (0, 200));
-    assert_eq!((f2.reserved_minor, f2.received_minor), (0, 0));
     let sagas = store.sagas().await.unwrap();
     assert_eq!(sagas.len(), 20);
     assert!(sagas.iter().all(|s| s.state == SagaState::Approved));
-    check_invariants(&*store).await;
+    Arc::into_inner(store).unwrap().close().await.unwrap();
+    raw.execute(
+        "UPDATE freezes SET payer_pan = ?1 WHERE stan = '000002'",
+        [pan],
+    )
+    .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let (f1, f2) = (freeze(&store, 1).await, freeze(&store, 2).await);
+    assert_eq!((f1.reserved_minor, f1.received_minor), (0, 200));
+    assert_eq!((f2.reserved_minor, f2.received_minor), (0, 0));
+    check_invariants(&store).await;
 }
 
 /// When the sagas' log cannot be folded back after a failure (here a

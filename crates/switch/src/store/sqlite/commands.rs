@@ -2,6 +2,7 @@
 //! savepoint: answers, freezes, receives and their sagas, STANs, the
 //! store-and-forward queue.
 
+use super::freeze_totals::{self, FreezeTotals, Totals};
 use super::saga_book::{FlyingSaga, SagaBook, SagaEnd};
 use super::*;
 use crate::store::columns::sealed;
@@ -10,11 +11,13 @@ use crate::vault;
 // ---------------------------------------------------------------------------
 // Commands, as run on the writer thread
 
+/// A freeze, its totals as `totals` holds them if it does (`freeze_totals.rs`).
 pub(super) fn load_freeze(
     conn: &Connection,
+    totals: &FreezeTotals,
     key: &FreezeCols,
 ) -> StoreResult<Option<FreezeRecord>> {
-    query_opt(
+    let mut freeze = query_opt(
         conn,
         concat!(
             "SELECT ",
@@ -23,7 +26,11 @@ pub(super) fn load_freeze(
         ),
         params![key.0[0], key.0[1], key.0[2]],
         |row| freeze_row(row, 0),
-    )
+    )?;
+    if let Some(freeze) = &mut freeze {
+        totals.overlay(&key.0, freeze);
+    }
+    Ok(freeze)
 }
 
 /// The answer recorded for a request: in `answers`, or (a receive's) on its saga.
@@ -187,13 +194,14 @@ pub(super) fn insert_freeze(
 /// pending is left as it is, reported with the answer recorded then.
 pub(super) fn finish_freeze(
     conn: &Connection,
+    totals: &FreezeTotals,
     key: &FreezeCols,
     approved: bool,
     request: &ReqCols,
     answer: &StoredAnswer,
     response_code: Option<&str>,
 ) -> StoreResult<Settled> {
-    let freeze = load_freeze(conn, key)?
+    let freeze = load_freeze(conn, totals, key)?
         .ok_or_else(|| invalid(format!("finish_freeze: no freeze {}", key.0.join("/"))))?;
     if freeze.state != FreezeState::Pending {
         return Ok(Settled::Before {
@@ -291,22 +299,23 @@ pub(super) fn reserve(
     let Some(mut freeze) = freeze else {
         return Ok(Reserve::NotFound);
     };
+    // Its totals as the book holds them, if they changed since last written.
+    book.freezes.overlay(&freeze_key.0, &mut freeze);
     if let Some(refused) = freeze.reserve(receive.amount_minor) {
         return Ok(refused);
     }
-    execute(
-        conn,
-        "UPDATE freezes SET reserved_minor = ?4 \
-         WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
-        params![
-            freeze_key.0[0],
-            freeze_key.0[1],
-            freeze_key.0[2],
-            amount_in("reserved amount", freeze.reserved_minor)?,
-        ],
-    )?;
+    amount_in("reserved amount", freeze.reserved_minor)?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    // Last, once every statement has succeeded (see `saga_book.rs`).
+    // Last, once every statement has succeeded (see `saga_book.rs`): the
+    // freeze's new totals are logged with the batch, not written onto its
+    // row (`freeze_totals.rs`).
+    book.freezes.set(
+        &freeze_key.0,
+        Totals {
+            received_minor: freeze.received_minor,
+            reserved_minor: freeze.reserved_minor,
+        },
+    );
     book.reserve(FlyingSaga {
         request: request.0.clone(),
         freeze: freeze_key.0.clone(),
@@ -328,11 +337,12 @@ pub(super) fn reserve(
 pub(super) enum Ending {
     /// It had ended before: nothing changed.
     Before,
-    /// Its row was updated.
-    Written,
-    /// It is in the book: the caller records this end there once the rest
-    /// of its command has succeeded.
-    Held(SagaEnd),
+    /// Its row was updated; its freeze's new totals are the caller's to
+    /// put in the book once the rest of its command has succeeded.
+    Written { freeze: [String; 3], totals: Totals },
+    /// It is in the book: the caller records this end there, with its
+    /// freeze's new totals, once the rest of its command has succeeded.
+    Held { end: SagaEnd, totals: Totals },
 }
 
 /// Ends a saga not ended yet: settles its reservation and records the
@@ -355,13 +365,16 @@ pub(super) fn end_saga(
         if ended.is_some() {
             return Ok(Ending::Before);
         }
-        settle_reservation(conn, &saga.freeze, saga.amount_minor, outcome, &name)?;
-        return Ok(Ending::Held(SagaEnd {
-            state: new_state,
-            response_code: response_code.map(String::from),
-            answer_digest: answer.request_digest,
-            response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
-        }));
+        let totals = settled_totals(conn, book, &saga.freeze, saga.amount_minor, outcome, &name)?;
+        return Ok(Ending::Held {
+            end: SagaEnd {
+                state: new_state,
+                response_code: response_code.map(String::from),
+                answer_digest: answer.request_digest,
+                response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
+            },
+            totals,
+        });
     }
     let saga = query_opt(
         conn,
@@ -381,7 +394,7 @@ pub(super) fn end_saga(
         // Settled already: a second finish changes nothing.
         return Ok(Ending::Before);
     }
-    settle_reservation(conn, &freeze, amount, outcome, &name)?;
+    let totals = settled_totals(conn, book, &freeze, amount, outcome, &name)?;
     // The answer on the saga, as `insert_answer` would record it: the first
     // one recorded stays.
     execute(
@@ -400,52 +413,48 @@ pub(super) fn end_saga(
             vault::seal_bytes(sealed::RESPONSE, &answer.response),
         ],
     )?;
-    Ok(Ending::Written)
+    Ok(Ending::Written { freeze, totals })
 }
 
-/// A saga's reserved amount taken off its freeze: received when approved.
-fn settle_reservation(
+/// A saga's freeze's totals once its reservation is settled: the amount
+/// taken off the reserved total and, when approved, added to the received
+/// one. Read from the book, or from the freeze's row when the book does not
+/// hold them; the caller puts them in the book.
+fn settled_totals(
     conn: &Connection,
+    book: &SagaBook,
     freeze: &[String; 3],
     amount: i64,
     outcome: ReceiveOutcome,
     saga_name: &dyn Fn() -> String,
-) -> StoreResult<()> {
-    let settle = match outcome {
-        ReceiveOutcome::Approved => {
-            "UPDATE freezes SET reserved_minor = reserved_minor - ?4, \
-             received_minor = received_minor + ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
-        }
-        ReceiveOutcome::Failed => {
-            "UPDATE freezes SET reserved_minor = reserved_minor - ?4 \
-             WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3 AND reserved_minor >= ?4"
-        }
+) -> StoreResult<Totals> {
+    let totals = match book.freezes.get(freeze) {
+        Some(totals) => Some(totals),
+        None => freeze_totals::read(conn, freeze)?,
     };
-    let changed = execute(
-        conn,
-        settle,
-        params![freeze[0], freeze[1], freeze[2], amount],
-    )?;
-    if changed != 1 {
-        return Err(corrupt(format!(
-            "saga {}: its freeze {} is missing or holds less than {amount} reserved",
-            saga_name(),
-            freeze.join("/")
-        )));
-    }
-    Ok(())
+    let approved = matches!(outcome, ReceiveOutcome::Approved);
+    totals
+        .zip(u64::try_from(amount).ok())
+        .and_then(|(totals, amount)| totals.settled(amount, approved))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "saga {}: its freeze {} is missing or holds less than {amount} reserved",
+                saga_name(),
+                freeze.join("/")
+            ))
+        })
 }
 
 pub(super) fn close_freeze(
     conn: &Connection,
+    totals: &FreezeTotals,
     key: &FreezeCols,
     amount_minor: u64,
     request: &ReqCols,
     answer: &StoredAnswer,
     response_code: Option<&str>,
 ) -> StoreResult<Close> {
-    let Some(mut freeze) = load_freeze(conn, key)? else {
+    let Some(mut freeze) = load_freeze(conn, totals, key)? else {
         return Ok(Close::NotFound);
     };
     if freeze.state != FreezeState::Open {

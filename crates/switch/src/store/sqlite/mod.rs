@@ -66,6 +66,7 @@ mod audit;
 mod byte_reader;
 mod checkpointer;
 mod commands;
+mod freeze_totals;
 mod journal;
 mod journal_pack;
 pub mod lock;

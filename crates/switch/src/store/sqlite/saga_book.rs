@@ -47,6 +47,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::byte_reader::Reader;
+use super::freeze_totals::{self, FreezeTotals, Totals};
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -67,11 +68,13 @@ pub(super) const FLUSH_ENDED: usize = 256;
 pub(super) const MATERIALIZE_AFTER: i64 = 1024;
 
 /// The formats of a `saga_log` row's body (its first byte): 1, reservations
-/// only; 2, records tagged [`RESERVED`] or [`ENDED`].
+/// only; 2, records tagged [`RESERVED`], [`ENDED`] or [`FREEZE_TOTALS`].
 const LOG_RESERVATIONS: u8 = 1;
 const LOG_RECORDS: u8 = 2;
 const RESERVED: u8 = 1;
 const ENDED: u8 = 2;
+/// A freeze's totals after the batch (`freeze_totals.rs`; schema step 16).
+const FREEZE_TOTALS: u8 = 3;
 
 /// The book's state, on the writer thread (a panic while it was held leaves
 /// it no worse than a failed statement: the batch fails and it is marked stale).
@@ -129,6 +132,8 @@ pub(super) struct SagaBook {
     stale: bool,
     /// Commits since the log was last pruned.
     since_prune: u32,
+    /// The totals of the freezes changed since the log was last pruned.
+    pub(super) freezes: FreezeTotals,
 }
 
 impl SagaBook {
@@ -185,12 +190,14 @@ impl SagaBook {
         );
     }
 
-    /// A saga of the book has ended: logged with its batch.
-    pub(super) fn end(&mut self, request: &[String; 4], end: SagaEnd) {
+    /// A saga of the book has ended, its freeze's totals now `totals`:
+    /// logged with its batch.
+    pub(super) fn end(&mut self, request: &[String; 4], end: SagaEnd, totals: Totals) {
         if let Some(entry) = self.sagas.get_mut(request) {
             if entry.end.is_none() {
                 self.ended += 1;
                 self.unlogged_ends.push(request.clone());
+                self.freezes.set(&entry.saga.freeze, totals);
             }
             entry.end = Some(end);
         }
@@ -217,6 +224,7 @@ impl SagaBook {
         self.unlogged.clear();
         self.unlogged_ends.clear();
         self.ended = 0;
+        self.freezes.clear();
         self.stale = false;
     }
 }
@@ -274,7 +282,7 @@ pub(super) fn write_row(
 /// `sagas` that do not go through the book.
 pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     book.usable()?;
-    if book.sagas.is_empty() {
+    if book.sagas.is_empty() && book.freezes.len() == 0 {
         return Ok(());
     }
     let mut keys: Vec<&[String; 4]> = book.sagas.keys().collect();
@@ -283,6 +291,10 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
         let entry = &book.sagas[key];
         write_row(conn, &entry.saga, entry.end.as_ref())?;
     }
+    freeze_totals::write_all(conn, &book.freezes)?;
+    // Everything the log holds is now on the rows: a log row left would
+    // hold totals older than the rows' (`freeze_totals.rs`).
+    exec(conn, "DELETE FROM saga_log")?;
     book.clear();
     Ok(())
 }
@@ -296,7 +308,7 @@ pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<(
         // Not read back from the file yet: its log rows are all still needed.
         return Ok(());
     }
-    if !book.unlogged.is_empty() || !book.unlogged_ends.is_empty() {
+    if !book.unlogged.is_empty() || !book.unlogged_ends.is_empty() || book.freezes.has_unlogged() {
         // Both lists hold only sagas of the book (`remove` and `clear` keep
         // them so); a key that was not would simply not be logged.
         let reserved: Vec<&FlyingSaga> = book
@@ -311,7 +323,11 @@ pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<(
             .filter_map(|k| book.sagas.get(k))
             .filter_map(|e| e.end.as_ref().map(|end| (&e.saga.request, end)))
             .collect();
-        let body = encode(reserved.into_iter(), ended.into_iter());
+        let body = encode(
+            reserved.into_iter(),
+            ended.into_iter(),
+            book.freezes.unlogged(),
+        );
         execute(
             conn,
             "INSERT INTO saga_log (body) VALUES (?1)",
@@ -324,6 +340,7 @@ pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<(
             }
         }
         book.unlogged_ends.clear();
+        book.freezes.logged();
     }
     if book.since_prune >= PRUNE_EVERY || book.ended >= FLUSH_ENDED {
         prune(conn, book)?;
@@ -339,6 +356,10 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     })?
     .flatten();
     let Some(newest) = newest else {
+        // Another opening of the file folded the log: the totals it held
+        // are on the rows already; these are the same or newer.
+        freeze_totals::write_all(conn, &book.freezes)?;
+        book.freezes.clear();
         book.since_prune = 0;
         return Ok(());
     };
@@ -356,6 +377,8 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         let entry = &book.sagas[key];
         write_row(conn, &entry.saga, entry.end.as_ref())?;
     }
+    // Before any log row goes: the totals they hold, onto the freezes' rows.
+    freeze_totals::write_all(conn, &book.freezes)?;
     // The log rows the others still need.
     let keep_from = book
         .sagas
@@ -372,6 +395,7 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     for key in &written {
         book.remove(key);
     }
+    book.freezes.clear();
     book.since_prune = 0;
     Ok(())
 }
@@ -390,12 +414,15 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
         )?;
         let mut reserved = BTreeMap::new();
         let mut ended = BTreeMap::new();
+        // The newest row's totals of each freeze (`freeze_totals.rs`).
+        let mut totals = BTreeMap::new();
         for (id, body) in &bodies {
             let records = decode(body, *id)?;
             for saga in records.reserved {
                 reserved.insert(saga.request.clone(), saga);
             }
             ended.extend(records.ended);
+            totals.extend(records.freezes);
         }
         for (key, saga) in &reserved {
             write_row(conn, saga, ended.get(key))?;
@@ -404,6 +431,9 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
             // Its reservation's row was written before its log row was
             // deleted: the end goes onto that row.
             end_row(conn, key, end)?;
+        }
+        for (freeze, totals) in &totals {
+            freeze_totals::write(conn, freeze, *totals)?;
         }
         if !bodies.is_empty() {
             exec(conn, "DELETE FROM saga_log")?;
@@ -462,14 +492,17 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// A log row's body: the format, a count, then each record: a tag and a
-/// reservation's columns, or a tag, a request key and an end.
+/// reservation's columns, a tag, a request key and an end, or a tag, a
+/// freeze's key and its totals.
 pub(super) fn encode<'a>(
     reserved: impl ExactSizeIterator<Item = &'a FlyingSaga>,
     ended: impl ExactSizeIterator<Item = (&'a [String; 4], &'a SagaEnd)>,
+    freezes: impl ExactSizeIterator<Item = (&'a [String; 3], Totals)>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + (reserved.len() + ended.len()) * 192);
+    let count = reserved.len() + ended.len() + freezes.len();
+    let mut out = Vec::with_capacity(5 + count * 192);
     out.push(LOG_RECORDS);
-    out.extend_from_slice(&((reserved.len() + ended.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&(count as u32).to_le_bytes());
     for saga in reserved {
         out.push(RESERVED);
         for s in saga.request.iter().chain(&saga.freeze) {
@@ -500,6 +533,14 @@ pub(super) fn encode<'a>(
         out.extend_from_slice(&end.answer_digest);
         put_bytes(&mut out, &end.response);
     }
+    for (freeze, totals) in freezes {
+        out.push(FREEZE_TOTALS);
+        for s in freeze {
+            put_str(&mut out, s);
+        }
+        out.extend_from_slice(&totals.received_minor.to_le_bytes());
+        out.extend_from_slice(&totals.reserved_minor.to_le_bytes());
+    }
     out
 }
 
@@ -508,6 +549,7 @@ pub(super) fn encode<'a>(
 pub(super) struct Records {
     pub(super) reserved: Vec<FlyingSaga>,
     pub(super) ended: Vec<([String; 4], SagaEnd)>,
+    pub(super) freezes: Vec<([String; 3], Totals)>,
 }
 
 /// Reads a log row's body back: anything short, long or malformed is
@@ -518,8 +560,8 @@ pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
     if format != LOG_RESERVATIONS && format != LOG_RECORDS {
         return Err(r.error(0, format!("format {format} is not one this build reads")));
     }
-    // The smallest record: an end of empty strings, a digest and no response.
-    let n = r.count(1 + 4 * 2 + 2 + 1 + 32 + 4)?;
+    // The smallest record: a freeze's totals under a key of empty strings.
+    let n = r.count(1 + 3 * 2 + 2 * 8)?;
     let mut records = Records::default();
     for _ in 0..n {
         let at = r.at;
@@ -576,6 +618,18 @@ pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
                     },
                 ));
             }
+            FREEZE_TOTALS => {
+                let freeze = [r.str()?, r.str()?, r.str()?];
+                let received_minor = r.u64()?;
+                let reserved_minor = r.u64()?;
+                records.freezes.push((
+                    freeze,
+                    Totals {
+                        received_minor,
+                        reserved_minor,
+                    },
+                ));
+            }
             other => return Err(r.error(at, format!("a record of kind {other}"))),
         }
     }
@@ -622,12 +676,24 @@ mod tests {
             (saga("000001").request, end(Some("00"))),
             (saga("000004").request, end(None)),
         ];
-        let body = encode(sagas.iter(), ends.iter().map(|(k, e)| (k, e)));
+        let totals = [(
+            saga("000001").freeze,
+            Totals {
+                received_minor: 1_234,
+                reserved_minor: 2_468,
+            },
+        )];
+        let body = encode(
+            sagas.iter(),
+            ends.iter().map(|(k, e)| (k, e)),
+            totals.iter().map(|(k, t)| (k, *t)),
+        );
         let records = decode(&body, 1).unwrap();
         assert_eq!(records.reserved, sagas);
         assert_eq!(records.ended, ends);
+        assert_eq!(records.freezes, totals);
         assert_eq!(
-            decode(&encode([].iter(), [].into_iter()), 2).unwrap(),
+            decode(&encode([].iter(), [].into_iter(), [].into_iter()), 2).unwrap(),
             Records::default()
         );
     }
@@ -637,7 +703,7 @@ mod tests {
     fn a_log_row_of_reservations_only_reads_back() {
         let mut body = vec![LOG_RESERVATIONS];
         body.extend_from_slice(&1u32.to_le_bytes());
-        let tagged = encode([saga("000002")].iter(), [].into_iter());
+        let tagged = encode([saga("000002")].iter(), [].into_iter(), [].into_iter());
         body.extend_from_slice(&tagged[6..]);
         assert_eq!(decode(&body, 1).unwrap().reserved, vec![saga("000002")]);
     }
@@ -645,7 +711,11 @@ mod tests {
     #[test]
     fn a_damaged_log_row_is_refused_with_its_offset() {
         let ends = [(saga("000001").request, end(Some("00")))];
-        let body = encode([saga("000002")].iter(), ends.iter().map(|(k, e)| (k, e)));
+        let body = encode(
+            [saga("000002")].iter(),
+            ends.iter().map(|(k, e)| (k, e)),
+            [].into_iter(),
+        );
         for cut in [0, 1, 5, 20, 200, body.len() - 1] {
             let err = decode(&body[..cut], 9).unwrap_err();
             assert!(

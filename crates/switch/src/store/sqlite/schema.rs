@@ -304,6 +304,11 @@ pub const MIGRATIONS: &[&str] = &[
     // before, which cannot read such packs, refuse the file as newer than
     // itself rather than fail at every read of the journal.
     "/* journal packs of version 2: compressed */",
+    // 16: a `saga_log` row also holds the totals of the freezes its batch
+    // changed (`freeze_totals.rs`), which folding the log writes onto their
+    // rows. No table changes: a build from before would neither read such
+    // rows nor know that a freeze's row may be behind its log.
+    "/* saga_log rows carry freezes' totals */",
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

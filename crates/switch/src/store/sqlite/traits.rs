@@ -67,8 +67,20 @@ impl Decisions for SqliteStore {
         let key = FreezeCols::new(key)?;
         let request = ReqCols::new(request)?;
         let code = answer.response_code(&self.spec);
+        let sagas = self.sagas.clone();
         self.call(move |c| {
-            let settled = finish_freeze(c, &key, approved, &request, &answer, code.as_deref())?;
+            // A pending freeze has no totals to take from the book: a stale
+            // book (emptied) does not hold this up.
+            let book = saga_book::lock(&sagas);
+            let settled = finish_freeze(
+                c,
+                &book.freezes,
+                &key,
+                approved,
+                &request,
+                &answer,
+                code.as_deref(),
+            )?;
             if let (Settled::Now, Some(entry)) = (&settled, &saf) {
                 saf_enqueue(c, entry)?;
             }
@@ -79,7 +91,13 @@ impl Decisions for SqliteStore {
 
     async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
         let key = FreezeCols::new(key)?;
-        self.call(move |c| load_freeze(c, &key)).await
+        let sagas = self.sagas.clone();
+        self.call(move |c| {
+            let book = saga_book::lock(&sagas);
+            book.usable()?;
+            load_freeze(c, &book.freezes, &key)
+        })
+        .await
     }
 
     async fn reserve(&self, receive: NewReceive) -> StoreResult<Reserve> {
@@ -115,9 +133,11 @@ impl Decisions for SqliteStore {
                 });
             }
             queue_follow_up(c, &book, &request, outcome, &follow_up)?;
-            if let Ending::Held(end) = ending {
-                // Last, once every statement has succeeded (see `saga_book.rs`).
-                book.end(&request.0, end);
+            // Last, once every statement has succeeded (see `saga_book.rs`).
+            match ending {
+                Ending::Held { end, totals } => book.end(&request.0, end, totals),
+                Ending::Written { freeze, totals } => book.freezes.set(&freeze, totals),
+                Ending::Before => {}
             }
             Ok(Settled::Now)
         })
@@ -135,8 +155,19 @@ impl Decisions for SqliteStore {
         let key = FreezeCols::new(key)?;
         let request = ReqCols::new(request)?;
         let code = answer.response_code(&self.spec);
+        let sagas = self.sagas.clone();
         self.call(move |c| {
-            let result = close_freeze(c, &key, amount_minor, &request, &answer, code.as_deref())?;
+            let book = saga_book::lock(&sagas);
+            book.usable()?;
+            let result = close_freeze(
+                c,
+                &book.freezes,
+                &key,
+                amount_minor,
+                &request,
+                &answer,
+                code.as_deref(),
+            )?;
             if matches!(result, Close::Closed(_)) {
                 saf_enqueue(c, &notice)?;
             }
@@ -298,8 +329,11 @@ const SAGAS_NOT_ENDED: &str = concat!(
 #[async_trait]
 impl History for SqliteStore {
     async fn freezes(&self) -> StoreResult<Vec<FreezeRecord>> {
-        self.call(|c| {
-            query_all(
+        let sagas = self.sagas.clone();
+        self.call(move |c| {
+            let book = saga_book::lock(&sagas);
+            book.usable()?;
+            let mut freezes = query_all(
                 c,
                 concat!(
                     "SELECT ",
@@ -307,7 +341,14 @@ impl History for SqliteStore {
                     " FROM freezes ORDER BY created_at_ms, acquirer, transmission, stan"
                 ),
                 |row| freeze_row(row, 0),
-            )
+            )?;
+            // With the totals the book holds (read, not written out: the
+            // book changes only as a command's last step).
+            for freeze in &mut freezes {
+                book.freezes
+                    .overlay(&FreezeCols::new(&freeze.key)?.0, freeze);
+            }
+            Ok(freezes)
         })
         .await
     }
@@ -345,6 +386,8 @@ impl History for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<FreezeRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The freezes' totals the book holds, onto their rows for the read.
+        self.write_sagas_in_flight().await?;
         self.read(move |c| {
             query_all_with(
                 c,
