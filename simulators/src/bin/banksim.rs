@@ -96,7 +96,7 @@ struct Args {
     /// late=0.01:6000,dup=0.02,garbage=0.005,decline=0.01:96,seed=7". Keys:
     /// latency (fixed:MS, uniform:MIN:MAX, exp:MEAN), silent, lost, late (P:MS),
     /// drop (= drop_after), drop_before, drop_after, dup, garbage,
-    /// decline (P[:CODE]), network (true: 0800 too), seed.
+    /// decline (P, or P:CODE), network (true: 0800 too), seed.
     #[arg(long, default_value = "none")]
     faults: String,
     /// Print the accounts to stdout (`pan,balance_minor`) before serving.
