@@ -2083,6 +2083,202 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
     assert_eq!(embedded_freeze_row(&crashed, 1), (309, 0));
 }
 
+/// The embedded store's freeze totals under a random walk of receives
+/// against a model: reservations (some refused for want of money, some
+/// resent), ends approved or failed, reservations in shared batches with
+/// the sagas written out behind them, reads of one freeze and of all,
+/// closes and crashes (a copy of the file as committed, opened in the
+/// store's place). The first 800 steps run without a crash, so the sagas'
+/// log is pruned several times with sagas in flight across the prunings;
+/// after them crashes are frequent, often right after a shared batch.
+/// After every step the store's totals are the model's; after every crash
+/// or close, the rows' are too.
+#[tokio::test]
+async fn the_embedded_stores_freeze_totals_follow_a_model_through_crashes_and_prunings() {
+    const FREEZES: u32 = 3;
+    const FROZEN: u64 = 1_000;
+    for seed in [0x9e37_79b9_7f4a_7c15_u64, 0x2545_f491_4f6c_dd1d] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut generation = 0;
+        let mut path = dir.path().join("store-0.db");
+        let mut store = Arc::new(SqliteStore::open(&path).unwrap());
+        for n in 1..=FREEZES {
+            open_freeze(&*store, n, FROZEN).await;
+        }
+        // The model: each freeze's (received, reserved), the receives in
+        // flight and ended, by request number.
+        let mut totals = vec![(0u64, 0u64); FREEZES as usize + 1];
+        let mut in_flight: BTreeMap<u32, (u32, u64)> = BTreeMap::new();
+        let mut ended: Vec<u32> = Vec::new();
+        let mut next_request = 1u32;
+        let mut commits = 0;
+        let mut state = seed;
+        let mut random = |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        for step in 0..1_400 {
+            let crashing = step >= 800;
+            let mut crash_now = step == 799;
+            let roll = random(100);
+            if roll < 40 || in_flight.is_empty() {
+                // A reservation: taken when the model has the money.
+                let freeze = 1 + random(u64::from(FREEZES)) as u32;
+                let amount = 1 + random(40);
+                let request = next_request;
+                next_request += 1;
+                let (received, reserved) = totals[freeze as usize];
+                let available = FROZEN - received - reserved;
+                match store
+                    .reserve(receive(freeze, request, amount))
+                    .await
+                    .unwrap()
+                {
+                    Reserve::Reserved(f) => {
+                        assert!(amount <= available, "{step}: over-reserved");
+                        totals[freeze as usize].1 += amount;
+                        assert_eq!(
+                            (f.received_minor, f.reserved_minor),
+                            totals[freeze as usize],
+                            "{step}: what the reservation returned"
+                        );
+                        in_flight.insert(request, (freeze, amount));
+                    }
+                    Reserve::Exceeds { available_minor } => {
+                        assert!(amount > available, "{step}: refused with {available}");
+                        assert_eq!(available_minor, available, "{step}");
+                    }
+                    other => panic!("{step}: {other:?}"),
+                }
+            } else if roll < 75 {
+                // An end, approved or failed.
+                let pick = random(in_flight.len() as u64) as usize;
+                let request = *in_flight.keys().nth(pick).unwrap();
+                let (freeze, amount) = in_flight.remove(&request).unwrap();
+                let approved = random(4) != 0;
+                let outcome = if approved {
+                    ReceiveOutcome::Approved
+                } else {
+                    ReceiveOutcome::Failed
+                };
+                let key = request_key(b"0200", request);
+                assert_eq!(end_receive(&*store, &key, outcome).await, Settled::Now);
+                let t = &mut totals[freeze as usize];
+                t.1 -= amount;
+                if approved {
+                    t.0 += amount;
+                }
+                ended.push(request);
+            } else if roll < 80 {
+                // Resends: a reservation again, in flight or ended; nothing moves.
+                let request = if ended.is_empty() || random(2) == 0 {
+                    *in_flight.keys().next().unwrap()
+                } else {
+                    ended[random(ended.len() as u64) as usize]
+                };
+                assert!(
+                    matches!(
+                        store.reserve(receive(1, request, 1)).await.unwrap(),
+                        Reserve::Duplicate { .. }
+                    ),
+                    "{step}"
+                );
+            } else if roll < 86 {
+                // Reservations sharing batches, each on freeze 3, small, and
+                // the sagas written out behind them (likely in the last of
+                // their batches).
+                let tasks: Vec<_> = (0..8)
+                    .map(|k| {
+                        let store = store.clone();
+                        let request = next_request + k;
+                        tokio::spawn(async move {
+                            (
+                                request,
+                                store.reserve(receive(3, request, 1)).await.unwrap(),
+                            )
+                        })
+                    })
+                    .collect();
+                next_request += 8;
+                let written_out = {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.sagas().await.map(|s| s.len()) })
+                };
+                for task in tasks {
+                    let (request, reserved) = task.await.unwrap();
+                    match reserved {
+                        Reserve::Reserved(_) => {
+                            totals[3].1 += 1;
+                            in_flight.insert(request, (3, 1));
+                        }
+                        Reserve::Exceeds { .. } => {}
+                        other => panic!("{step}: {other:?}"),
+                    }
+                }
+                assert!(totals[3].0 + totals[3].1 <= FROZEN, "{step}");
+                written_out.await.unwrap().unwrap();
+                crash_now = crashing && random(2) == 0;
+            } else if roll < 91 || (roll >= 96 && !crashing) {
+                let freeze = 1 + random(u64::from(FREEZES)) as u32;
+                let f = store.freeze(&freeze_key(freeze)).await.unwrap().unwrap();
+                assert_eq!(
+                    (f.received_minor, f.reserved_minor),
+                    totals[freeze as usize],
+                    "{step}: freeze {freeze}"
+                );
+            } else if roll < 94 {
+                for f in store.freezes().await.unwrap() {
+                    let n: usize = std::str::from_utf8(&f.key.stan).unwrap().parse().unwrap();
+                    assert_eq!((f.received_minor, f.reserved_minor), totals[n], "{step}");
+                }
+            } else if roll < 96 {
+                // The sagas written out, as a read of them does.
+                store.sagas().await.unwrap();
+            } else {
+                crash_now = true;
+            }
+            if crash_now {
+                // A crash (the file as committed, copied) or a close, then
+                // the store opened again: the rows hold the model's totals.
+                generation += 1;
+                commits += store.stats().commits;
+                let next = dir.path().join(format!("store-{generation}.db"));
+                let crash = random(2) == 0;
+                if !crash {
+                    Arc::into_inner(store).unwrap().close().await.unwrap();
+                    assert_eq!(embedded_log(&path), (0, vec![]), "{step}: closed");
+                }
+                rusqlite::Connection::open(&path)
+                    .unwrap()
+                    .execute("VACUUM INTO ?1", [next.to_str().unwrap()])
+                    .unwrap();
+                path = next;
+                store = Arc::new(SqliteStore::open(&path).unwrap());
+                for n in 1..=FREEZES {
+                    assert_eq!(
+                        embedded_freeze_row(&path, n),
+                        totals[n as usize],
+                        "{step}: freeze {n}'s row after opening"
+                    );
+                }
+            }
+        }
+        commits += store.stats().commits;
+        assert!(commits > 3 * 256, "pruned several times: {commits} commits");
+        for (request, _) in std::mem::take(&mut in_flight) {
+            end_receive(
+                &*store,
+                &request_key(b"0200", request),
+                ReceiveOutcome::Approved,
+            )
+            .await;
+        }
+        check_invariants(&*store).await;
+    }
+}
+
 /// Reserves 1 on freeze 1 for each of `requests` and approves it, one
 /// request at a time (a commit each).
 async fn reserve_and_approve_one_by_one(
