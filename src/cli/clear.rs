@@ -15,7 +15,7 @@ use switchboard::store::Store;
 
 #[derive(Args, Debug)]
 pub struct ClearArgs {
-    /// The switch's configuration file (store, banks, wallets, [clearing]).
+    /// The switch's configuration file (store, banks, wallets, `[clearing]`).
     #[arg(long)]
     config: PathBuf,
     /// The settlement date to clear, YYYY-MM-DD.

@@ -49,7 +49,7 @@ enum Command {
     Conform(Box<conform::ConformArgs>),
     /// Run the switch: bank links, wallet listeners, the embedded store.
     Serve(serve::ServeArgs),
-    /// Write a new key file for sealing card data at rest ([security] data_key_file),
+    /// Write a new key file for sealing card data at rest (`[security] data_key_file`),
     /// or add a new current key to one (--add).
     Keygen(keys::KeygenArgs),
     /// Seal every stored card value anew under the key file's current key.

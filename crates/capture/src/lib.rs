@@ -2,9 +2,9 @@
 //!
 //! The layers, each knowing only the one below it:
 //!
-//! - [`file`] reads pcap (both byte orders, µs and ns) and pcapng (sections,
+//! - [`file`](mod@file) reads pcap (both byte orders, µs and ns) and pcapng (sections,
 //!   several interfaces, `if_tsresol`, `if_tsoffset`) one packet at a time,
-//!   never holding more than one packet in memory; [`write`] writes both.
+//!   never holding more than one packet in memory; [`write`](mod@write) writes both.
 //! - [`packet`] reads the link layer (Ethernet with 802.1Q tags, Linux cooked
 //!   v1 and v2, BSD loopback, raw IP), IPv4 and IPv6, and TCP.
 //! - [`reassembly`] puts one direction of a TCP connection back in order:

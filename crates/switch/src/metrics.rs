@@ -5,7 +5,7 @@
 //! (listeners, links, flows, stores) reach it without being handed it, and
 //! the admin listener encodes it. The hot path only touches atomics: the
 //! per-message counters and the flow and bank-leg histograms are found in a
-//! cache of handles kept by each thread ([`HandleCache`]: a fast hash of
+//! cache of handles kept by each thread (`HandleCache`: a fast hash of
 //! small inline labels, no lock), and only a label set a thread has not
 //! seen yet goes to the family's locked map; labels are small inline values
 //! ([`Label`]), never allocated strings; the handles of a bank connection

@@ -66,7 +66,7 @@ impl Encoder<Frame> for FrameCodec {
 
     /// Writes prefix, header and body. For CUPS headers the total-length field
     /// is overwritten with the real length, so callers can reuse a request's
-    /// header (see [`CupsHeader::reply`]) without recomputing it.
+    /// header (see [`CupsHeader::reply`](super::CupsHeader::reply)) without recomputing it.
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FramingError> {
         match frame {
             Frame::KeepAlive => {

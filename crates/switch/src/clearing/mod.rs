@@ -1,5 +1,5 @@
 //! End of day: settlement dates ([`settlement`]), the clearing file format
-//! ([`file`]), clearing a day from the switch's store ([`clear`]) into small
+//! ([`file`](mod@file)), clearing a day from the switch's store ([`clear`]) into small
 //! records that write the files as they go ([`day`]),
 //! reconciling a participant's records with the switch's ([`reconcile`]).
 //! specs/clearing.md describes the files; the simulators write their own

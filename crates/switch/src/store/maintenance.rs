@@ -24,7 +24,7 @@ pub struct ClearedDay {
 
 /// One column that holds sealed card data, and how its rows are found: by
 /// their key columns, in order. The SQL stores share the list
-/// ([`super::columns::SEALED_COLUMNS`]); `switchboard rekey` walks it.
+/// (`SEALED_COLUMNS` in `store/columns.rs`); `switchboard rekey` walks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SealedColumn {
     pub table: &'static str,

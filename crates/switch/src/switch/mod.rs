@@ -1,7 +1,7 @@
 //! The switch's decisions: every wallet request goes through [`Switch::handle`],
 //! which validates it, answers resends from what was answered before, and runs
 //! the flow of its message type, each an explicit state machine in its own
-//! module: [`freeze`], [`receive`], [`unfreeze`].
+//! module: `freeze`, `receive`, `unfreeze`.
 //!
 //! The switch is written against the [`Store`] trait, the bank links and an
 //! injectable [`Clock`]; it knows nothing of sockets or framing.

@@ -64,7 +64,7 @@
 //!
 //! # Journal
 //!
-//! [`Store::journal`] never blocks: entries go into a buffer that one task
+//! [`JournalSink::journal`] never blocks: entries go into a buffer that one task
 //! writes in order, by binary `COPY` or multi-row `INSERT ... SELECT FROM
 //! unnest(...)`. Entries that cannot be written stay buffered and are
 //! retried; none is ever dropped. When [`PostgresOptions::journal_capacity`]

@@ -34,7 +34,7 @@ fn span_end(to_ms: i64) -> i64 {
 // ---------------------------------------------------------------------------
 // Writing
 
-/// Writes `entries` as packs (see [`write_packed`]). Public for tools that
+/// Writes `entries` as packs (see `write_packed`). Public for tools that
 /// build a store file without a running store (the clearing benchmark), on
 /// a connection in a transaction.
 pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult<()> {

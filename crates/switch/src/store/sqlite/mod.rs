@@ -17,7 +17,7 @@
 //! that after the one before began: fewer, larger commits below
 //! saturation, for up to that much more latency a command.
 //!
-//! Journal entries ([`Store::journal`] is not async) go over a channel of their
+//! Journal entries ([`JournalSink::journal`] is not async) go over a channel of their
 //! own, already encoded as a pack holds them (on the caller's task, straight
 //! from the message for [`JournalSink::journal_message`]: one buffer per
 //! entry, not a string per column), which every batch drains first, in
