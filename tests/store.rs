@@ -2050,7 +2050,8 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
     assert_eq!((f.received_minor, f.reserved_minor), (10, 10));
 
     // Every 256 commits the log is pruned and the row gets the totals: 599
-    // commits, two rewrites of the row where there were 598.
+    // changes of the totals, a commit each, and two rewrites of the row
+    // where each change used to be one.
     reserve_and_approve_one_by_one(&*store, 12..=300).await;
     assert_eq!(freeze_updates(), opened + 2);
     let row = embedded_freeze_row(&path, 1);

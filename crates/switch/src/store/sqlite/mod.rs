@@ -32,7 +32,11 @@
 //!
 //! - Amounts are `INTEGER` minor units (i64) in `STRICT` tables; a `u64` above
 //!   `i64::MAX` is refused, never wrapped. A `CHECK` makes
-//!   `received_minor + reserved_minor <= amount_minor` hold in the file itself.
+//!   `received_minor + reserved_minor <= amount_minor` hold in the file itself,
+//!   checked whenever a freeze's totals are written onto its row (when the
+//!   sagas' log is pruned or folded: `freeze_totals.rs`); in memory the same
+//!   rule is `FreezeRecord::reserve`'s, and a settled reservation only
+//!   moves an amount from reserved to received or releases it.
 //! - Stored values are parsed, never trusted: anything unreadable is
 //!   [`StoreError::Corrupt`], never a panic.
 //! - If the thread is gone, every call returns [`StoreError::Unavailable`].

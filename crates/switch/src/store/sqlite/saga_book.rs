@@ -8,11 +8,11 @@
 //! `sagas` and of its time index for the few sagas it held. Now:
 //!
 //! - A reservation goes into the [`SagaBook`], and so does a saga's end (its
-//!   state and answer), once the freeze's amounts are updated. Before a batch
-//!   commits, its reservations and ends are appended as ONE row of
-//!   `saga_log`, in the batch's transaction: durable before the caller hears
-//!   back, as the rows in `sagas` were. Appending touches only the log's
-//!   rightmost page.
+//!   state and answer), with its freeze's new totals (`freeze_totals.rs`).
+//!   Before a batch commits, its reservations and ends are appended as ONE
+//!   row of `saga_log`, in the batch's transaction: durable before the
+//!   caller hears back, as the rows in `sagas` were. Appending touches only
+//!   the log's rightmost page.
 //! - Every [`PRUNE_EVERY`] commits, or once [`FLUSH_ENDED`] sagas have
 //!   ended, the rows of the ended sagas are written into `sagas` in one go,
 //!   in key order (each page of `sagas` and of its time index written once
