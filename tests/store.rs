@@ -2089,9 +2089,10 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
 /// resent), ends approved or failed, reservations in shared batches with
 /// the sagas written out behind them, reads of one freeze and of all,
 /// closes and crashes (a copy of the file as committed, opened in the
-/// store's place). The first 800 steps run without a crash, so the sagas'
-/// log is pruned several times with sagas in flight across the prunings;
-/// after them crashes are frequent, often right after a shared batch.
+/// store's place). Steps 0–799 and 1,400–1,999 run without a crash until
+/// their last, so the sagas' log is pruned several times with sagas in
+/// flight across the prunings; between them crashes are frequent, often
+/// right after a shared batch.
 /// After every step the store's totals are the model's; after every crash
 /// or close, the rows' are too.
 #[tokio::test]
@@ -2120,9 +2121,12 @@ async fn the_embedded_stores_freeze_totals_follow_a_model_through_crashes_and_pr
             state ^= state << 17;
             state % below
         };
-        for step in 0..1_400 {
-            let crashing = step >= 800;
-            let mut crash_now = step == 799;
+        for step in 0..2_000 {
+            // Long stretches without a crash (so the log is pruned, with
+            // sagas in flight across the prunings, before the crash that
+            // ends each), and between them a stretch of frequent crashes.
+            let crashing = (800..1_400).contains(&step);
+            let mut crash_now = step == 799 || step == 1_999;
             let roll = random(100);
             if roll < 40 || in_flight.is_empty() {
                 // A reservation: taken when the model has the money.
