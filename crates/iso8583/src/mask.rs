@@ -40,6 +40,26 @@ pub fn mask_pan(value: &str) -> String {
     }
 }
 
+/// Room for a masked PAN in [`mask_pan_into`]: the longest PAN ISO 8583
+/// allows (19 digits) and then some.
+pub const MASKED_ROOM: usize = 32;
+
+/// [`mask_pan`] into `buf`, without allocating: `None` when `value` is not
+/// ASCII or longer than `buf` (then [`mask_pan`] does it). The same text
+/// as [`mask_pan`] gives.
+pub fn mask_pan_into<'b>(value: &str, buf: &'b mut [u8; MASKED_ROOM]) -> Option<&'b str> {
+    let n = value.len();
+    if !value.is_ascii() || n > MASKED_ROOM {
+        return None;
+    }
+    let (head, tail) = kept_ends(n);
+    let out = &mut buf[..n];
+    out.copy_from_slice(value.as_bytes());
+    out[head..n - tail].fill(b'*');
+    // ASCII in, ASCII out.
+    std::str::from_utf8(out).ok()
+}
+
 /// A display wrapper that masks its PAN, for use in log fields:
 /// `tracing::info!(pan = %Masked(pan), ...)`.
 pub struct Masked<'a>(pub &'a str);
@@ -70,5 +90,29 @@ mod tests {
         assert_eq!(mask_pan("éééééééééééééé"), "éééééé****éééé");
         assert_eq!(mask_pan("ééééé"), "*éééé");
         assert_eq!(mask_pan("éé"), "**");
+    }
+
+    #[test]
+    fn masking_into_a_buffer_gives_the_same_text() {
+        let mut buf = [0; MASKED_ROOM];
+        let long = "1".repeat(MASKED_ROOM);
+        for value in [
+            "6222020200112233441",
+            "4111111111111111",
+            "123456789012",
+            "1234",
+            "",
+            "12345",
+            "1234567890123",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                mask_pan_into(value, &mut buf),
+                Some(mask_pan(value).as_str())
+            );
+        }
+        // Not ASCII, or longer than the buffer: left to `mask_pan`.
+        assert_eq!(mask_pan_into("éééééééééééééé", &mut buf), None);
+        assert_eq!(mask_pan_into(&"1".repeat(MASKED_ROOM + 1), &mut buf), None);
     }
 }
