@@ -304,6 +304,8 @@ pub(super) fn reserve(
     if let Some(refused) = freeze.reserve(receive.amount_minor) {
         return Ok(refused);
     }
+    // A total the row could not hold is refused here, by this command, not
+    // later when the totals are written out (which would fail the batch).
     amount_in("reserved amount", freeze.reserved_minor)?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     // Last, once every statement has succeeded (see `saga_book.rs`): the

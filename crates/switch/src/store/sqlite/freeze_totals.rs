@@ -127,8 +127,8 @@ impl FreezeTotals {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.held.len()
+    pub(super) fn is_empty(&self) -> bool {
+        self.held.is_empty()
     }
 
     pub(super) fn clear(&mut self) {

@@ -282,7 +282,7 @@ pub(super) fn write_row(
 /// `sagas` that do not go through the book.
 pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     book.usable()?;
-    if book.sagas.is_empty() && book.freezes.len() == 0 {
+    if book.sagas.is_empty() && book.freezes.is_empty() {
         return Ok(());
     }
     let mut keys: Vec<&[String; 4]> = book.sagas.keys().collect();
