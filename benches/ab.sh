@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Two builds (or two settings) of the switch compared in one session, runs
+# interleaved A B B A A B B A ... so that the machine's drift from minute to
+# minute falls on both alike, each run one `benches/load.sh` through the
+# switch at one rate. Prints every run, then each side's mean and median,
+# B's ratio to A, and in how many adjacent pairs B came out ahead.
+#
+#   benches/ab.sh A_SWITCH B_SWITCH [RATE]   default rate 10000, 6 pairs
+#   PAIRS=10 DURATION=10 benches/ab.sh /tmp/sw-before target/release/switchboard 10000
+#   SIMULATORS_A=DIR SIMULATORS_B=DIR        banksim and walletsim per side
+#                                            (default: both sides the same, SIMULATORS or
+#                                            the release directory)
+#   ENV_A="COMMIT_INTERVAL_MS=0" ENV_B="COMMIT_INTERVAL_MS=1" benches/ab.sh S S 10000
+#                                            the same build under two settings of load.sh
+#   PIN=1 MAX_IN_FLIGHT=256 benches/ab.sh A B 20000   the switch's own saturation
+#                                            (passed through to load.sh, as any of its
+#                                            variables are)
+#   REPORTS=DIR                              where each run's load.sh reports go
+#                                            (default target/ab-reports)
+#
+# Nothing is built: give two binaries that exist (copy a build aside before
+# changing the sources). Compare the means only alongside the pairs: on a
+# noisy machine a difference of a few per cent that wins 5 of 10 pairs is
+# noise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+fi
+A=$1 B=$2 RATE=${3:-10000}
+for build in "$A" "$B"; do
+    [ -x "$build" ] || { echo "ab.sh: $build is not an executable" >&2; exit 2; }
+done
+PAIRS=${PAIRS:-6}
+release=${CARGO_TARGET_DIR:-target}/release
+SIMULATORS_A=${SIMULATORS_A:-${SIMULATORS:-$release}}
+SIMULATORS_B=${SIMULATORS_B:-${SIMULATORS:-$release}}
+REPORTS=${REPORTS:-target/ab-reports}
+mkdir -p "$REPORTS"
+runs="$REPORTS/ab.csv"
+
+# A B, then B A: the order within each pair alternates.
+order=()
+for ((i = 0; i < PAIRS; i++)); do
+    if ((i % 2 == 0)); then order+=(A B); else order+=(B A); fi
+done
+
+echo "side,pair,rate,answered_per_s,p50_us,p99_us,switch_cpu_us,machine_busy_pct" | tee "$runs"
+n=0
+for side in "${order[@]}"; do
+    pair=$((n / 2 + 1))
+    n=$((n + 1))
+    if [ "$side" = A ]; then
+        build=$A sims=$SIMULATORS_A settings=${ENV_A:-}
+    else
+        build=$B sims=$SIMULATORS_B settings=${ENV_B:-}
+    fi
+    # shellcheck disable=SC2086 # the settings are words of VAR=value
+    line=$(env $settings NO_BUILD=1 MODES=switch SWITCH="$build" SIMULATORS="$sims" \
+        REPORTS="$REPORTS/$side-$pair" benches/load.sh "$RATE" 2>"$REPORTS/$side-$pair.log" |
+        grep -E "^$RATE,switch," || true)
+    if [ -z "$line" ]; then
+        echo "ab.sh: run $n ($side) printed no result; see $REPORTS/$side-$pair.log" >&2
+        exit 1
+    fi
+    # load.sh's columns: rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,
+    # switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,...
+    echo "$line" | awk -F, -v side="$side" -v pair="$pair" \
+        '{ print side "," pair "," $1 "," $3 "," $4 "," $5 "," $9 "," $13 }' | tee -a "$runs"
+done
+
+# Means, medians, B/A, and the pairs B won (more answered, lower p99, less CPU).
+awk -F, '
+    NR == 1 { next }
+    {
+        k = $1; c[k]++
+        ans[k, c[k]] = $4; p99[k, c[k]] = $6; cpu[k, c[k]] = $7
+        sa[k] += $4; sp[k] += $6; sc[k] += $7
+        pa[$2, k] = $4; pp[$2, k] = $6; pc[$2, k] = $7; last = $2
+    }
+    function median(arr, side, n,    i, j, t, v) {
+        for (i = 1; i <= n; i++) v[i] = arr[side, i] + 0
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+        return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    END {
+        if (!c["A"] || !c["B"]) exit 1
+        for (i = 1; i <= last; i++) {
+            if ((i, "A") in pa && (i, "B") in pa) {
+                pairs++
+                wa += pa[i, "B"] > pa[i, "A"]; wp += pp[i, "B"] < pp[i, "A"]; wc += pc[i, "B"] < pc[i, "A"]
+            }
+        }
+        printf "\n%-24s %15s %15s %8s %s\n", "", "A mean (median)", "B mean (median)", "B/A", "pairs B ahead"
+        printf "%-24s %7.0f (%5.0f) %7.0f (%5.0f) %8.3f %d of %d\n", "answered/s",
+            sa["A"] / c["A"], median(ans, "A", c["A"]), sa["B"] / c["B"], median(ans, "B", c["B"]),
+            (sa["B"] / c["B"]) / (sa["A"] / c["A"]), wa, pairs
+        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8.3f %d of %d\n", "p99, ms",
+            sp["A"] / c["A"] / 1000, median(p99, "A", c["A"]) / 1000, sp["B"] / c["B"] / 1000,
+            median(p99, "B", c["B"]) / 1000, (sp["B"] / c["B"]) / (sp["A"] / c["A"]), wp, pairs
+        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8.3f %d of %d\n", "switch CPU/receive, us",
+            sc["A"] / c["A"], median(cpu, "A", c["A"]), sc["B"] / c["B"], median(cpu, "B", c["B"]),
+            (sc["B"] / c["B"]) / (sc["A"] / c["A"]), wc, pairs
+    }' "$runs"
