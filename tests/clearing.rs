@@ -224,7 +224,7 @@ impl Day {
     }
 
     fn journal(&self, bank: &BankHandle) -> Vec<Movement> {
-        bank.bank.lock().unwrap().journal().to_vec()
+        bank.bank.lock().unwrap().journal()
     }
 }
 

@@ -183,7 +183,7 @@ pub fn admin_export(bank: &crate::bank::Bank, args: &str) -> String {
         Ok(settlement) => format!(
             "{}\n",
             export(
-                bank.journal(),
+                &bank.journal(),
                 bank.institution().as_str(),
                 date,
                 &settlement,

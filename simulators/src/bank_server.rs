@@ -522,7 +522,11 @@ impl Connection {
         if plan.fate == Fate::Decline && validate(&self.spec, &request).is_valid() {
             let code = &self.dice.faults().decline_code;
             if let Some(response) = faults::decline(&self.spec, &request, code, now) {
-                lock(&self.bank).journal_declined(&request, code, now);
+                // The faults' decline code was checked to be a response code
+                // when it was set, so it always reads as one here.
+                if let Ok(code) = ResponseCode::from_bytes(code.as_bytes()) {
+                    lock(&self.bank).journal_declined(&request, code, now);
+                }
                 log_exchange(self.peer, &request, Some(&response));
                 return self.answer(header, &response, 1, plan.delay);
             }
@@ -568,7 +572,7 @@ impl Connection {
         let now = chrono::Utc::now().naive_utc();
         let code = ResponseCode::MAC_FAILURE;
         let response = faults::decline(&self.spec, request, code.as_str(), now)?;
-        lock(&self.bank).journal_declined(request, code.as_str(), now);
+        lock(&self.bank).journal_declined(request, code, now);
         log_exchange(self.peer, request, Some(&response));
         Some(self.answer(header.clone(), &response, 1, Duration::ZERO))
     }
@@ -765,7 +769,7 @@ async fn admin_connection(
                 out.push('\n');
             }
             ("journal", "") => {
-                let journal = lock(&bank).journal().to_vec();
+                let journal = lock(&bank).journal();
                 for movement in &journal {
                     out.push_str(&to_json(movement));
                     out.push('\n');

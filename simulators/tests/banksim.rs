@@ -88,7 +88,11 @@ async fn pipelined_requests_move_money_exactly_once() {
     assert_eq!(ledger.balance(&recipient()), Some(15_000));
     assert_eq!(ledger.hold(&key).unwrap().remaining_minor, 20_000);
     assert_eq!(ledger.total_held_minor, 20_000);
-    assert_money_moved_only_by_the_journal(&before, &ledger, handle.bank.lock().unwrap().journal());
+    assert_money_moved_only_by_the_journal(
+        &before,
+        &ledger,
+        &handle.bank.lock().unwrap().journal(),
+    );
 
     // The debit is reversed (and the reversal repeated): money and hold come back once.
     let rev = reversal(&d, "100003");

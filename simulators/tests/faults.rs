@@ -93,7 +93,7 @@ fn check_books(handle: &BankHandle, before: &Ledger) -> Ledger {
     let bank = handle.bank.lock().unwrap();
     bank.check_invariants();
     let after = bank.snapshot();
-    assert_money_moved_only_by_the_journal(before, &after, bank.journal());
+    assert_money_moved_only_by_the_journal(before, &after, &bank.journal());
     after
 }
 

@@ -665,7 +665,7 @@ fn journal_masks_cards_and_snapshot_is_json() {
     );
     assert_eq!(journal[1].hold.as_deref(), Some(&*key(&f).to_string()));
     assert_eq!(journal[1].request, "0200/00000010000/0305094500/100001");
-    let text = serde_json::to_string(journal).unwrap();
+    let text = serde_json::to_string(&journal).unwrap();
     assert!(!text.contains(&sender()) && !text.contains(&recipient()));
     assert!(text.contains(&mask_pan(&sender())));
 
@@ -706,4 +706,39 @@ fn journal_times_and_keys_read_as_chrono_and_display_write_them() {
     let key = RequestKey::of(&f).unwrap();
     assert_eq!(key.text(), key.to_string());
     assert_eq!(key.text(), "0100/00048020000/0305093000/000001");
+}
+
+#[test]
+fn the_journal_is_written_out_the_same_as_the_movements_it_keeps() {
+    let mut bank = bank();
+    let f = freeze(&sender(), 30_000, "000001");
+    let d = debit(&sender(), 10_000, "100001", &f);
+    send(&mut bank, &f);
+    send(&mut bank, &d);
+    send(&mut bank, &reversal(&d, "100002"));
+    // A fault's decline: journaled with its code, nothing applied.
+    let c = credit(&recipient(), 700, "200001");
+    bank.journal_declined(&c, ResponseCode::SYSTEM_MALFUNCTION, now());
+    let lines: Vec<String> = bank
+        .journal()
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+    let sender_masked = mask_pan(&sender());
+    let recipient_masked = mask_pan(&recipient());
+    let expected = [
+        format!(
+            r#"{{"seq":1,"kind":"freeze","request":"0100/00048020000/0305093000/000001","hold":"00048020000/0305093000/000001","pan":"{sender_masked}","amount_minor":30000,"applied_minor":30000,"response_code":"00","time":"2026-03-05T10:00:00","processing_code":"030000","currency":156}}"#
+        ),
+        format!(
+            r#"{{"seq":2,"kind":"debit","request":"0200/00000010000/0305094500/100001","hold":"00048020000/0305093000/000001","pan":"{sender_masked}","amount_minor":10000,"applied_minor":10000,"response_code":"00","time":"2026-03-05T10:00:00","processing_code":"000000","currency":156}}"#
+        ),
+        format!(
+            r#"{{"seq":3,"kind":"reversal","request":"0420/00000010000/0305095900/100002","hold":"00048020000/0305093000/000001","original":"0200/00000010000/0305094500/100001","pan":"{sender_masked}","amount_minor":10000,"applied_minor":10000,"response_code":"00","time":"2026-03-05T10:00:00","processing_code":"000000","currency":156}}"#
+        ),
+        format!(
+            r#"{{"seq":4,"kind":"credit","request":"0200/00000010000/0305094600/200001","pan":"{recipient_masked}","amount_minor":700,"applied_minor":0,"response_code":"96","time":"2026-03-05T10:00:00","processing_code":"260000","currency":156}}"#
+        ),
+    ];
+    assert_eq!(lines, expected);
 }
