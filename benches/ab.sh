@@ -23,15 +23,18 @@
 # noisy machine a difference of a few per cent that wins 5 of 10 pairs is
 # noise.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(realpath "$0")
 if [ $# -lt 2 ]; then
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,24p' "$self" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
-A=$1 B=$2 RATE=${3:-10000}
-for build in "$A" "$B"; do
+for build in "$1" "$2"; do
     [ -x "$build" ] || { echo "ab.sh: $build is not an executable" >&2; exit 2; }
 done
+# The binaries as given from where the script was called; it runs from the
+# repository's root.
+A=$(realpath "$1") B=$(realpath "$2") RATE=${3:-10000}
+cd "$(dirname "$self")/.."
 PAIRS=${PAIRS:-6}
 release=${CARGO_TARGET_DIR:-target}/release
 SIMULATORS_A=${SIMULATORS_A:-${SIMULATORS:-$release}}
@@ -68,6 +71,8 @@ for side in "${order[@]}"; do
     # switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,...
     echo "$line" | awk -F, -v side="$side" -v pair="$pair" \
         '{ print side "," pair "," $1 "," $3 "," $4 "," $5 "," $9 "," $13 }' | tee -a "$runs"
+    # The ports of the run before are let go before the next one binds them.
+    sleep 1
 done
 
 # Means, medians, B/A, and the pairs B won (more answered, lower p99, less CPU).
@@ -79,6 +84,7 @@ awk -F, '
         sa[k] += $4; sp[k] += $6; sc[k] += $7
         pa[$2, k] = $4; pp[$2, k] = $6; pc[$2, k] = $7; last = $2
     }
+    function ratio(b, a) { return a == 0 ? "n/a" : sprintf("%.3f", b / a) }
     function median(arr, side, n,    i, j, t, v) {
         for (i = 1; i <= n; i++) v[i] = arr[side, i] + 0
         for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
@@ -93,13 +99,13 @@ awk -F, '
             }
         }
         printf "\n%-24s %15s %15s %8s %s\n", "", "A mean (median)", "B mean (median)", "B/A", "pairs B ahead"
-        printf "%-24s %7.0f (%5.0f) %7.0f (%5.0f) %8.3f %d of %d\n", "answered/s",
+        printf "%-24s %7.0f (%5.0f) %7.0f (%5.0f) %8s %d of %d\n", "answered/s",
             sa["A"] / c["A"], median(ans, "A", c["A"]), sa["B"] / c["B"], median(ans, "B", c["B"]),
-            (sa["B"] / c["B"]) / (sa["A"] / c["A"]), wa, pairs
-        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8.3f %d of %d\n", "p99, ms",
+            ratio(sa["B"] / c["B"], sa["A"] / c["A"]), wa, pairs
+        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %d of %d\n", "p99, ms",
             sp["A"] / c["A"] / 1000, median(p99, "A", c["A"]) / 1000, sp["B"] / c["B"] / 1000,
-            median(p99, "B", c["B"]) / 1000, (sp["B"] / c["B"]) / (sp["A"] / c["A"]), wp, pairs
-        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8.3f %d of %d\n", "switch CPU/receive, us",
+            median(p99, "B", c["B"]) / 1000, ratio(sp["B"] / c["B"], sp["A"] / c["A"]), wp, pairs
+        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %d of %d\n", "switch CPU/receive, us",
             sc["A"] / c["A"], median(cpu, "A", c["A"]), sc["B"] / c["B"], median(cpu, "B", c["B"]),
-            (sc["B"] / c["B"]) / (sc["A"] / c["A"]), wc, pairs
+            ratio(sc["B"] / c["B"], sc["A"] / c["A"]), wc, pairs
     }' "$runs"

@@ -251,7 +251,7 @@ async fn streamed_files_are_the_same(d: &Day, day: NaiveDate, cleared: &Cleared)
 
 fn export(movements: &[Movement], bank: &str, day: NaiveDate) -> ParticipantFile {
     bank::export(
-        movements,
+        movements.iter().cloned(),
         bank,
         day,
         &Settlement::default(),

@@ -44,7 +44,7 @@ fn on_date(key: &str, date: NaiveDate, settlement: &Settlement) -> bool {
 /// day `date`, from its journal. Amounts use the exponents of `spec`'s
 /// currencies (2 for a currency it does not list).
 pub fn export(
-    movements: &[Movement],
+    movements: impl IntoIterator<Item = Movement>,
     institution: &str,
     date: NaiveDate,
     settlement: &Settlement,
@@ -53,7 +53,14 @@ pub fn export(
     let exponent = |currency: u16| spec.currency_exponents.get(&currency).copied().unwrap_or(2);
     let mut lines: BTreeMap<String, Line> = BTreeMap::new();
     let mut switch = None;
+    // Reversals apply to the lines the debits and credits make, so they
+    // are kept aside (a few in a day) and applied after them.
+    let mut reversals = Vec::new();
     for m in movements {
+        if m.kind == MovementKind::Reversal {
+            reversals.push(m);
+            continue;
+        }
         let kind = match m.kind {
             MovementKind::Debit => Kind::Debit,
             MovementKind::Credit => Kind::Credit,
@@ -89,10 +96,7 @@ pub fn export(
             },
         );
     }
-    for m in movements {
-        if m.kind != MovementKind::Reversal {
-            continue;
-        }
+    for m in reversals {
         let Some(("0200", key)) = m.original.as_deref().and_then(split_key) else {
             continue;
         };
@@ -183,7 +187,7 @@ pub fn admin_export(bank: &crate::bank::Bank, args: &str) -> String {
         Ok(settlement) => format!(
             "{}\n",
             export(
-                &bank.journal(),
+                bank.movements(),
                 bank.institution().as_str(),
                 date,
                 &settlement,
@@ -289,7 +293,7 @@ mod tests {
         ];
         let date = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
         let file = export(
-            &movements,
+            movements,
             "00048020000",
             date,
             &Settlement::default(),

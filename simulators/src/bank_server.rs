@@ -522,10 +522,14 @@ impl Connection {
         if plan.fate == Fate::Decline && validate(&self.spec, &request).is_valid() {
             let code = &self.dice.faults().decline_code;
             if let Some(response) = faults::decline(&self.spec, &request, code, now) {
-                // The faults' decline code was checked to be a response code
-                // when it was set, so it always reads as one here.
-                if let Ok(code) = ResponseCode::from_bytes(code.as_bytes()) {
-                    lock(&self.bank).journal_declined(&request, code, now);
+                // `--faults` and the admin's `faults` command refuse a
+                // decline code that is not a response code; one set
+                // otherwise is answered but cannot be journaled.
+                match ResponseCode::from_bytes(code.as_bytes()) {
+                    Ok(code) => lock(&self.bank).journal_declined(&request, code, now),
+                    Err(_) => {
+                        warn!(code = %code, "bank: decline code is not a response code: not journaled")
+                    }
                 }
                 log_exchange(self.peer, &request, Some(&response));
                 return self.answer(header, &response, 1, plan.delay);
@@ -769,6 +773,7 @@ async fn admin_connection(
                 out.push('\n');
             }
             ("journal", "") => {
+                // Copied out under the lock, written out after it.
                 let journal = lock(&bank).journal();
                 for movement in &journal {
                     out.push_str(&to_json(movement));

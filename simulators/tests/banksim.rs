@@ -123,7 +123,7 @@ async fn pipelined_requests_move_money_exactly_once() {
         (hold.remaining_minor, hold.state),
         (30_000, HoldState::Open)
     );
-    let journal = handle.bank.lock().unwrap().journal().to_vec();
+    let journal = handle.bank.lock().unwrap().journal();
     assert_money_moved_only_by_the_journal(&before, &ledger, &journal);
     handle.bank.lock().unwrap().check_invariants();
     handle.stop().await;

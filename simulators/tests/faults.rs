@@ -299,7 +299,7 @@ async fn declines_answer_the_code_and_move_nothing() {
     assert!(!answer.has(38), "no authorization code for a decline");
     assert_eq!(handle.snapshot(), opening_books());
     // Journaled as answered, nothing applied: the bank's export shows it.
-    let journal = handle.bank.lock().unwrap().journal().to_vec();
+    let journal = handle.bank.lock().unwrap().journal();
     assert_eq!(journal.len(), 1);
     assert_eq!(
         (journal[0].response_code.as_str(), journal[0].applied_minor),

@@ -238,8 +238,8 @@ struct Entry {
     applied_minor: u64,
     response_code: ResponseCode,
     time: NaiveDateTime,
-    /// F3, which the dialect makes six digits (`None` also for any other
-    /// length, which parsing refuses before the bank sees the request).
+    /// F3's text, which the dialect makes six characters (`None` also for
+    /// any other length, which parsing refuses before the bank sees it).
     processing_code: Option<[u8; 6]>,
     currency: Option<u16>,
 }
@@ -260,17 +260,18 @@ impl Entry {
             time: journal_time(self.time),
             processing_code: self
                 .processing_code
-                .map(|pc| pc.iter().map(|&b| char::from(b)).collect()),
+                .and_then(|pc| std::str::from_utf8(&pc).ok().map(str::to_string)),
             currency: self.currency,
         }
     }
 }
 
-/// F3 of `request` as its six digits, as the journal keeps it.
+/// F3 of `request` as the journal keeps it: its text when it has one (a
+/// request refused for its MAC was not validated), in six bytes.
 fn processing_code_of(request: &Message) -> Option<[u8; 6]> {
     request
-        .get(num::PROCESSING_CODE)
-        .and_then(|value| <[u8; 6]>::try_from(&value[..]).ok())
+        .get_str(num::PROCESSING_CODE)
+        .and_then(|text| <[u8; 6]>::try_from(text.as_bytes()).ok())
 }
 
 /// One account in a [`Ledger`].
@@ -585,11 +586,17 @@ impl Bank {
 
     /// Every request decided, in order (made into text at each call).
     pub fn journal(&self) -> Vec<Movement> {
+        self.movements().collect()
+    }
+
+    /// The journal one movement at a time, each made into text as it is
+    /// reached: what reads the whole journal (the clearing export, the
+    /// `journal` admin command) holds no second copy of it.
+    pub fn movements(&self) -> impl Iterator<Item = Movement> + '_ {
         self.journal
             .iter()
             .zip(1..)
             .map(|(entry, seq)| entry.movement(seq))
-            .collect()
     }
 
     /// The books, with full card numbers.

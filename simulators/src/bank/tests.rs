@@ -716,8 +716,15 @@ fn the_journal_is_written_out_the_same_as_the_movements_it_keeps() {
     send(&mut bank, &f);
     send(&mut bank, &d);
     send(&mut bank, &reversal(&d, "100002"));
+    // Declined by the books: more than the hold has left.
+    send(&mut bank, &debit(&sender(), 40_000, "100003", &f));
+    // Decided a minute later.
+    let u = unfreeze(&sender(), 30_000, "300001", &f);
+    let later = now() + chrono::Duration::seconds(61);
+    bank.handle(&u, later).expect("an answer");
     // A fault's decline: journaled with its code, nothing applied.
-    let c = credit(&recipient(), 700, "200001");
+    let mut c = credit(&recipient(), 700, "200001");
+    c.remove(49);
     bank.journal_declined(&c, ResponseCode::SYSTEM_MALFUNCTION, now());
     let lines: Vec<String> = bank
         .journal()
@@ -737,7 +744,13 @@ fn the_journal_is_written_out_the_same_as_the_movements_it_keeps() {
             r#"{{"seq":3,"kind":"reversal","request":"0420/00000010000/0305095900/100002","hold":"00048020000/0305093000/000001","original":"0200/00000010000/0305094500/100001","pan":"{sender_masked}","amount_minor":10000,"applied_minor":10000,"response_code":"00","time":"2026-03-05T10:00:00","processing_code":"000000","currency":156}}"#
         ),
         format!(
-            r#"{{"seq":4,"kind":"credit","request":"0200/00000010000/0305094600/200001","pan":"{recipient_masked}","amount_minor":700,"applied_minor":0,"response_code":"96","time":"2026-03-05T10:00:00","processing_code":"260000","currency":156}}"#
+            r#"{{"seq":4,"kind":"debit","request":"0200/00000010000/0305094500/100003","hold":"00048020000/0305093000/000001","pan":"{sender_masked}","amount_minor":40000,"applied_minor":0,"response_code":"61","time":"2026-03-05T10:00:00","processing_code":"000000","currency":156}}"#
+        ),
+        format!(
+            r#"{{"seq":5,"kind":"unfreeze","request":"0120/00000010000/0305100000/300001","hold":"00048020000/0305093000/000001","pan":"{sender_masked}","amount_minor":30000,"applied_minor":30000,"response_code":"00","time":"2026-03-05T10:01:01","processing_code":"200000","currency":156}}"#
+        ),
+        format!(
+            r#"{{"seq":6,"kind":"credit","request":"0200/00000010000/0305094600/200001","pan":"{recipient_masked}","amount_minor":700,"applied_minor":0,"response_code":"96","time":"2026-03-05T10:00:00","processing_code":"260000"}}"#
         ),
     ];
     assert_eq!(lines, expected);
