@@ -49,7 +49,8 @@ for ((i = 0; i < PAIRS; i++)); do
     if ((i % 2 == 0)); then order+=(A B); else order+=(B A); fi
 done
 
-echo "side,pair,rate,answered_per_s,p50_us,p99_us,switch_cpu_us,machine_busy_pct" | tee "$runs"
+echo "side,pair,rate,answered_per_s,p50_us,p99_us,switch_cpu_us,machine_busy_pct,banks_cpu_us,walletsim_cpu_us" |
+    tee "$runs"
 n=0
 for side in "${order[@]}"; do
     pair=$((n / 2 + 1))
@@ -70,7 +71,8 @@ for side in "${order[@]}"; do
     # load.sh's columns: rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,
     # switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,...
     echo "$line" | awk -F, -v side="$side" -v pair="$pair" \
-        '{ print side "," pair "," $1 "," $3 "," $4 "," $5 "," $9 "," $13 }' | tee -a "$runs"
+        '{ print side "," pair "," $1 "," $3 "," $4 "," $5 "," $9 "," $13 "," $11 "," $12 }' |
+        tee -a "$runs"
     # The ports of the run before are let go before the next one binds them.
     sleep 1
 done
