@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 use iso8583::codec::{build_bytes, parse, Message};
-use iso8583::fields::{format_amount, format_transmission, num};
+use iso8583::fields::{format_amount, num, transmission_digits};
 use iso8583::framing::{Frame, FrameCodec, FramingConfig};
 use iso8583::mti::response_mti;
 use iso8583::spec::Spec;
@@ -273,22 +273,15 @@ impl WalletClient {
         pos: &str,
     ) -> Message {
         let stan = next_stan();
-        let local = now + ChronoDuration::hours(8);
         let mut m = Message::new(*mti);
         m.set(num::PAN, pan.to_string())
             .set(num::PROCESSING_CODE, processing_code.to_string())
             .set(num::AMOUNT, format_amount(amount_minor).unwrap_or_default())
-            .set(num::TRANSMISSION, format_transmission(now))
-            .set(num::LOCAL_TIME, local.format("%H%M%S").to_string())
-            .set(num::LOCAL_DATE, local.format("%m%d").to_string())
             .set(num::POS_CONDITION, pos.to_string())
             .set(num::ACQUIRER, self.institution.clone())
-            .set(
-                num::RRN,
-                format!("{}{stan}", &format_transmission(now)[2..8]),
-            )
-            .set(num::CURRENCY, "156")
-            .set(num::STAN, stan);
+            .set(num::CURRENCY, "156");
+        set_times(&mut m, now, &stan);
+        m.set(num::STAN, stan);
         m
     }
 
@@ -323,6 +316,21 @@ impl WalletClient {
     }
 }
 
+/// Fields 7, 12, 13 and 37 of a request the wallet makes at `now` (UTC),
+/// its local time being UTC+8: the clock's digits written straight rather
+/// than through format strings, since the load makes thousands a second.
+fn set_times(m: &mut Message, now: NaiveDateTime, stan: &str) {
+    let at = transmission_digits(now);
+    let local = transmission_digits(now + ChronoDuration::hours(8));
+    let mut rrn = Vec::with_capacity(6 + stan.len());
+    rrn.extend_from_slice(&at[2..8]);
+    rrn.extend_from_slice(stan.as_bytes());
+    m.set(num::TRANSMISSION, Bytes::copy_from_slice(&at))
+        .set(num::LOCAL_TIME, Bytes::copy_from_slice(&local[4..]))
+        .set(num::LOCAL_DATE, Bytes::copy_from_slice(&local[..4]))
+        .set(num::RRN, rrn);
+}
+
 /// Field 39 of a response, or `--` when it has none.
 pub fn code(response: &Message) -> String {
     response
@@ -345,5 +353,37 @@ impl WalletClient {
         m.set(num::FORWARDER, self.institution.clone())
             .set(num::ACCOUNT_1, payer_pan.to_string());
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn a_requests_times_are_the_clocks_digits_in_utc_and_utc_plus_8() {
+        for (y, mo, d, h, mi, sec) in [
+            (2026, 3, 5, 10, 0, 0),
+            (2026, 12, 31, 16, 59, 59),
+            (2026, 2, 28, 23, 30, 7),
+            (2028, 2, 29, 15, 59, 1),
+        ] {
+            let now = NaiveDate::from_ymd_opt(y, mo, d)
+                .unwrap()
+                .and_hms_opt(h, mi, sec)
+                .unwrap();
+            let local = now + ChronoDuration::hours(8);
+            let mut m = Message::new(*b"0200");
+            set_times(&mut m, now, "123456");
+            let field = |n| m.get_str(n).unwrap().to_string();
+            assert_eq!(
+                field(num::TRANSMISSION),
+                now.format("%m%d%H%M%S").to_string()
+            );
+            assert_eq!(field(num::LOCAL_TIME), local.format("%H%M%S").to_string());
+            assert_eq!(field(num::LOCAL_DATE), local.format("%m%d").to_string());
+            assert_eq!(field(num::RRN), format!("{}123456", now.format("%d%H%M")));
+        }
     }
 }
