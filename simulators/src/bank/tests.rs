@@ -726,6 +726,14 @@ fn the_journal_is_written_out_the_same_as_the_movements_it_keeps() {
     let mut c = credit(&recipient(), 700, "200001");
     c.remove(49);
     bank.journal_declined(&c, ResponseCode::SYSTEM_MALFUNCTION, now());
+    // The money: the debit reversed, the hold released, the credit never
+    // applied, so every balance is where it began and nothing is held.
+    bank.check_invariants();
+    let ledger = bank.snapshot();
+    assert_eq!(
+        (ledger.total_balance_minor, ledger.total_held_minor),
+        (105_000, 0)
+    );
     let lines: Vec<String> = bank
         .journal()
         .iter()
