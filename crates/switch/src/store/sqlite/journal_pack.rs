@@ -179,10 +179,13 @@ fn text_len(c: &JournalColumns<'_, [u8]>) -> usize {
 
 /// Appends an entry's part of a pack's body to `out`: its fixed part, the
 /// lengths of its texts (each cut to [`MAX_TEXT`]) and of its raw message,
-/// then its texts.
+/// then its texts. The fixed part is laid out on the stack and appended
+/// whole: one copy instead of a dozen small ones, for every message
+/// journaled.
 fn encode_into(out: &mut impl PartOut, c: JournalColumns<'_, [u8]>, raw_len: usize) {
     let cut = |bytes: &[u8]| bytes.len().min(MAX_TEXT);
-    out.put(&c.at_ms.to_le_bytes());
+    let mut fixed = [0u8; FIXED];
+    fixed[..8].copy_from_slice(&c.at_ms.to_le_bytes());
     let mut flags = 0;
     if c.direction == Direction::Out {
         flags |= OUT;
@@ -190,15 +193,18 @@ fn encode_into(out: &mut impl PartOut, c: JournalColumns<'_, [u8]>, raw_len: usi
     if c.amount_minor.is_some() {
         flags |= HAS_AMOUNT;
     }
-    out.put(&[flags]);
-    out.put(&c.amount_minor.unwrap_or(0).to_le_bytes());
-    out.put(&c.mti);
+    fixed[8] = flags;
+    fixed[9..17].copy_from_slice(&c.amount_minor.unwrap_or(0).to_le_bytes());
+    fixed[17..21].copy_from_slice(&c.mti);
     let texts = c.texts();
-    for text in texts {
-        let len = text.map_or(NO_VALUE, |t| cut(t) as u32);
-        out.put(&len.to_le_bytes());
+    let lengths = texts
+        .iter()
+        .map(|text| text.map_or(NO_VALUE, |t| cut(t) as u32))
+        .chain([raw_len as u32]);
+    for (slot, len) in fixed[21..].chunks_exact_mut(4).zip(lengths) {
+        slot.copy_from_slice(&len.to_le_bytes());
     }
-    out.put(&(raw_len as u32).to_le_bytes());
+    out.put(&fixed);
     for text in texts.into_iter().flatten() {
         out.put(&text[..cut(text)]);
     }

@@ -214,6 +214,24 @@ impl SagaBook {
         }
     }
 
+    /// The sagas whose rows have been written (those `written` says):
+    /// out of the book, in one pass over it.
+    fn remove_where(&mut self, written: impl Fn(&Entry) -> bool) {
+        let mut ended = 0;
+        self.sagas.retain(|_, e| {
+            let gone = written(e);
+            if gone && e.end.is_some() {
+                ended += 1;
+            }
+            !gone
+        });
+        self.ended -= ended;
+        // Empty after a batch's log row; kept to what is left all the same.
+        let sagas = &self.sagas;
+        self.unlogged.retain(|k| sagas.contains_key(k));
+        self.unlogged_ends.retain(|k| sagas.contains_key(k));
+    }
+
     /// A commit succeeded.
     pub(super) fn committed(&mut self) {
         self.since_prune = self.since_prune.saturating_add(1);
@@ -229,53 +247,76 @@ impl SagaBook {
     }
 }
 
-/// Writes a saga's row into `sagas`, as reserved (`end` `None`) or ended. A
-/// row there already is left as it is, unless it is still in flight and
-/// this is its end. Another key clash or a broken CHECK is an error.
+/// The statement that writes a saga's row into `sagas`, as reserved or
+/// ended. A row there already is left as it is, unless it is still in
+/// flight and this is its end. Another key clash or a broken CHECK is an
+/// error.
+const WRITE_ROW: &str = "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
+     freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
+     request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
+     credit_transmission, response_code, answer_digest, response) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+     ?18, ?19, ?20) \
+     ON CONFLICT (mti, acquirer, transmission, stan) DO UPDATE SET \
+     state = excluded.state, response_code = excluded.response_code, \
+     answer_digest = coalesce(answer_digest, excluded.answer_digest), \
+     response = coalesce(response, excluded.response) \
+     WHERE ?21 AND state <> 'approved' AND state <> 'failed'";
+
+/// Writes a saga's row into `sagas` ([`WRITE_ROW`]).
 pub(super) fn write_row(
     conn: &Connection,
     saga: &FlyingSaga,
     end: Option<&SagaEnd>,
 ) -> StoreResult<()> {
-    let state = end.map_or(SagaState::Debiting, |e| e.state);
-    execute(
-        conn,
-        "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
-         freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, state, \
-         request_digest, created_at_ms, debit_stan, debit_transmission, credit_stan, \
-         credit_transmission, response_code, answer_digest, response) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20) \
-         ON CONFLICT (mti, acquirer, transmission, stan) DO UPDATE SET \
-         state = excluded.state, response_code = excluded.response_code, \
-         answer_digest = coalesce(answer_digest, excluded.answer_digest), \
-         response = coalesce(response, excluded.response) \
-         WHERE ?21 AND state <> 'approved' AND state <> 'failed'",
-        params![
-            saga.request[0],
-            saga.request[1],
-            saga.request[2],
-            saga.request[3],
-            saga.freeze[0],
-            saga.freeze[1],
-            saga.freeze[2],
-            saga.amount_minor,
-            saga.receiver_pan,
-            saga.receiver_bank,
-            state.as_str(),
-            &saga.request_digest[..],
-            saga.created_at_ms,
-            saga.debit[0],
-            saga.debit[1],
-            saga.credit[0],
-            saga.credit[1],
-            end.and_then(|e| e.response_code.as_deref()),
-            end.map(|e| &e.answer_digest[..]),
-            end.map(|e| &e.response[..]),
-            end.is_some(),
-        ],
-    )?;
-    Ok(())
+    let mut rows = RowWriter::new(conn)?;
+    rows.write(saga, end)
+}
+
+/// Writes sagas' rows through one prepared statement: a pruning writes
+/// hundreds, and looking the statement up by its text for each row cost
+/// as much as binding it.
+pub(super) struct RowWriter<'c> {
+    statement: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> RowWriter<'c> {
+    pub(super) fn new(conn: &'c Connection) -> StoreResult<RowWriter<'c>> {
+        Ok(RowWriter {
+            statement: conn.prepare_cached(WRITE_ROW).map_err(db)?,
+        })
+    }
+
+    /// Writes one saga's row, as reserved (`end` `None`) or ended.
+    pub(super) fn write(&mut self, saga: &FlyingSaga, end: Option<&SagaEnd>) -> StoreResult<()> {
+        let state = end.map_or(SagaState::Debiting, |e| e.state);
+        self.statement
+            .execute(params![
+                saga.request[0],
+                saga.request[1],
+                saga.request[2],
+                saga.request[3],
+                saga.freeze[0],
+                saga.freeze[1],
+                saga.freeze[2],
+                saga.amount_minor,
+                saga.receiver_pan,
+                saga.receiver_bank,
+                state.as_str(),
+                &saga.request_digest[..],
+                saga.created_at_ms,
+                saga.debit[0],
+                saga.debit[1],
+                saga.credit[0],
+                saga.credit[1],
+                end.and_then(|e| e.response_code.as_deref()),
+                end.map(|e| &e.answer_digest[..]),
+                end.map(|e| &e.response[..]),
+                end.is_some(),
+            ])
+            .map_err(db)?;
+        Ok(())
+    }
 }
 
 /// Writes the rows of every saga in the book and empties it: for reads of
@@ -285,11 +326,11 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
     if book.sagas.is_empty() && book.freezes.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<&[String; 4]> = book.sagas.keys().collect();
-    keys.sort();
-    for key in keys {
-        let entry = &book.sagas[key];
-        write_row(conn, &entry.saga, entry.end.as_ref())?;
+    let mut entries: Vec<(&[String; 4], &Entry)> = book.sagas.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut rows = RowWriter::new(conn)?;
+    for (_, entry) in entries {
+        rows.write(&entry.saga, entry.end.as_ref())?;
     }
     freeze_totals::write_all(conn, &book.freezes)?;
     // Everything the log holds is now on the rows: a log row left would
@@ -366,17 +407,14 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     // Written now: the ended, and those in flight longest.
     let due =
         |e: &Entry| e.end.is_some() || e.log_id.is_some_and(|id| id <= newest - MATERIALIZE_AFTER);
-    let mut written: Vec<[String; 4]> = book
-        .sagas
-        .iter()
-        .filter(|(_, e)| due(e))
-        .map(|(k, _)| k.clone())
-        .collect();
-    written.sort();
-    for key in &written {
-        let entry = &book.sagas[key];
-        write_row(conn, &entry.saga, entry.end.as_ref())?;
+    let mut written: Vec<(&[String; 4], &Entry)> =
+        book.sagas.iter().filter(|(_, e)| due(e)).collect();
+    written.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut rows = RowWriter::new(conn)?;
+    for (_, entry) in written {
+        rows.write(&entry.saga, entry.end.as_ref())?;
     }
+    drop(rows);
     // Before any log row goes: the totals they hold, onto the freezes' rows.
     freeze_totals::write_all(conn, &book.freezes)?;
     // The log rows the others still need.
@@ -392,9 +430,7 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
         "DELETE FROM saga_log WHERE id < ?1",
         params![keep_from],
     )?;
-    for key in &written {
-        book.remove(key);
-    }
+    book.remove_where(due);
     book.freezes.clear();
     book.since_prune = 0;
     Ok(())
@@ -424,9 +460,11 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
             ended.extend(records.ended);
             totals.extend(records.freezes);
         }
+        let mut rows = RowWriter::new(conn)?;
         for (key, saga) in &reserved {
-            write_row(conn, saga, ended.get(key))?;
+            rows.write(saga, ended.get(key))?;
         }
+        drop(rows);
         for (key, end) in ended.iter().filter(|(k, _)| !reserved.contains_key(*k)) {
             // Its reservation's row was written before its log row was
             // deleted: the end goes onto that row.
