@@ -129,6 +129,8 @@ for rate in ${RATES[@]}; do
         out=$({ TIMEFORMAT='%3U %3S'; time "${on_sim_cpu[@]}" $SIMULATORS/walletsim load "${common[@]}" --rate "$rate" "${extra[@]}" --report "$REPORTS/load-$rate-$mode.svg" 2>"$work/walletsim.err"; } 2>"$work/walletsim.time") || status=$?
         cat "$work/walletsim.err" >&2
         [ "$status" = 0 ] || exit "$status"
+        # The whole report (latency second by second too) beside its picture.
+        printf '%s\n' "$out" >"$REPORTS/load-$rate-$mode.json"
         ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
         banks=$(($(banks_ticks) - banks_before))
         walletsim_s=$(awk '{print $1 + $2}' "$work/walletsim.time")
