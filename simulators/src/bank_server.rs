@@ -520,17 +520,9 @@ impl Connection {
         // Only a request the bank would decide is declined: anything else it
         // rejects as usual.
         if plan.fate == Fate::Decline && validate(&self.spec, &request).is_valid() {
-            let code = &self.dice.faults().decline_code;
+            let code = self.dice.faults().decline_code;
             if let Some(response) = faults::decline(&self.spec, &request, code, now) {
-                // `--faults` and the admin's `faults` command refuse a
-                // decline code that is not a response code; one set
-                // otherwise is answered but cannot be journaled.
-                match ResponseCode::from_bytes(code.as_bytes()) {
-                    Ok(code) => lock(&self.bank).journal_declined(&request, code, now),
-                    Err(_) => {
-                        warn!(code = %code, "bank: decline code is not a response code: not journaled")
-                    }
-                }
+                lock(&self.bank).journal_declined(&request, code, now);
                 log_exchange(self.peer, &request, Some(&response));
                 return self.answer(header, &response, 1, plan.delay);
             }
@@ -575,7 +567,7 @@ impl Connection {
         );
         let now = chrono::Utc::now().naive_utc();
         let code = ResponseCode::MAC_FAILURE;
-        let response = faults::decline(&self.spec, request, code.as_str(), now)?;
+        let response = faults::decline(&self.spec, request, code, now)?;
         lock(&self.bank).journal_declined(request, code, now);
         log_exchange(self.peer, request, Some(&response));
         Some(self.answer(header.clone(), &response, 1, Duration::ZERO))

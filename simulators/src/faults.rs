@@ -133,7 +133,7 @@ pub struct Faults {
     /// remembered: a resend may be approved); the bank journals the answer,
     /// so its clearing export shows the decline.
     pub decline: f64,
-    pub decline_code: String,
+    pub decline_code: ResponseCode,
     /// Whether network management (0800: sign-on, echo) suffers the faults too.
     pub network: bool,
     /// Seed of the draws: the same seed, faults and traffic give the same fates.
@@ -153,7 +153,7 @@ impl Default for Faults {
             duplicate: 0.0,
             garbage: 0.0,
             decline: 0.0,
-            decline_code: DEFAULT_DECLINE_CODE.to_string(),
+            decline_code: DEFAULT_DECLINE_CODE,
             network: false,
             seed: 0,
         }
@@ -235,15 +235,6 @@ impl Faults {
                     format!("{ms} ms is longer than the longest delay, {MAX_DELAY_MS} ms"),
                 ));
             }
-        }
-        if ResponseCode::from_bytes(self.decline_code.as_bytes()).is_err() {
-            return Err(err(
-                "decline",
-                format!(
-                    "response code {:?} is not two letters or digits",
-                    self.decline_code
-                ),
-            ));
         }
         Ok(())
     }
@@ -332,8 +323,16 @@ impl FromStr for Faults {
                 "garbage" => faults.garbage = probability(value).map_err(err)?,
                 "decline" => {
                     let (p, code) = match value.split_once(':') {
-                        Some((p, code)) => (p, code.trim().to_string()),
-                        None => (value, DEFAULT_DECLINE_CODE.to_string()),
+                        Some((p, code)) => {
+                            let code = code.trim();
+                            let code = ResponseCode::from_bytes(code.as_bytes()).map_err(|_| {
+                                err(format!(
+                                    "response code {code:?} is not two letters or digits"
+                                ))
+                            })?;
+                            (p, code)
+                        }
+                        None => (value, DEFAULT_DECLINE_CODE),
                     };
                     faults.decline = probability(p).map_err(err)?;
                     faults.decline_code = code;
@@ -628,7 +627,12 @@ impl Dice {
 /// MTI, the request's fields the response may carry (not a MAC, which would not
 /// match), F39, and F15 when the response must have it. `None` when the dialect
 /// has no response for the request.
-pub fn decline(spec: &Spec, request: &Message, code: &str, now: NaiveDateTime) -> Option<Message> {
+pub fn decline(
+    spec: &Spec,
+    request: &Message,
+    code: ResponseCode,
+    now: NaiveDateTime,
+) -> Option<Message> {
     let pc = request.get(num::PROCESSING_CODE).map(|v| &v[..]);
     let (message, is_response) = spec.message_for(request.mti(), pc)?;
     if is_response {
@@ -640,7 +644,7 @@ pub fn decline(spec: &Spec, request: &Message, code: &str, now: NaiveDateTime) -
             response.set(number, value.clone());
         }
     }
-    response.set(num::RESPONSE_CODE, code.to_string());
+    response.set(num::RESPONSE_CODE, Bytes::from(code));
     if message.response.mandatory.contains(&num::SETTLEMENT_DATE) {
         response.set(num::SETTLEMENT_DATE, now.format("%m%d").to_string());
     }
@@ -682,7 +686,7 @@ mod tests {
                 duplicate: 0.02,
                 garbage: 0.005,
                 decline: 0.01,
-                decline_code: "91".to_string(),
+                decline_code: ResponseCode::ISSUER_UNAVAILABLE,
                 seed: 7,
                 ..Faults::default()
             }

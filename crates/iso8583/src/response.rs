@@ -124,6 +124,26 @@ impl TryFrom<&str> for ResponseCode {
     }
 }
 
+/// As its two characters, e.g. `"91"`: how a configuration or a report
+/// written as JSON or TOML holds a code.
+impl serde::Serialize for ResponseCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// From its two characters; anything else is refused with the value named.
+impl<'de> serde::Deserialize<'de> for ResponseCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ResponseCode::from_bytes(text.as_bytes()).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "response code {text:?} is not two letters or digits"
+            ))
+        })
+    }
+}
+
 impl fmt::Display for ResponseCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
@@ -306,5 +326,26 @@ mod tests {
         assert_eq!(format!("{code:?}"), "ResponseCode(\"00\")");
         assert_eq!(String::from(code), "00");
         assert_eq!(Bytes::from(code), Bytes::from_static(b"00"));
+    }
+
+    #[test]
+    fn serializes_as_its_two_characters_and_refuses_anything_else() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Holder {
+            code: ResponseCode,
+        }
+        let held = Holder {
+            code: ResponseCode::MAC_FAILURE,
+        };
+        let json = serde_json::to_string(&held).unwrap();
+        assert_eq!(json, r#"{"code":"A0"}"#);
+        assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), held);
+        let from_toml: Holder = toml::from_str("code = \"05\"").unwrap();
+        assert_eq!(from_toml.code, ResponseCode::DO_NOT_HONOUR);
+        for bad in [r#"{"code":"9"}"#, r#"{"code":"9!"}"#, r#"{"code":"051"}"#] {
+            let e = serde_json::from_str::<Holder>(bad).unwrap_err().to_string();
+            assert!(e.contains("is not two letters or digits"), "{bad}: {e}");
+        }
+        assert!(serde_json::from_str::<Holder>(r#"{"code":5}"#).is_err());
     }
 }
