@@ -707,6 +707,44 @@ mod tests {
         }
     }
 
+    /// A pruning takes out the sagas whose rows it wrote, and only those:
+    /// the count of ended sagas and the lists of what the open batch has
+    /// not logged follow.
+    #[test]
+    fn the_written_sagas_leave_the_book_and_the_rest_stay() {
+        let totals = Totals {
+            received_minor: 0,
+            reserved_minor: 0,
+        };
+        let mut book = SagaBook::default();
+        for stan in ["000001", "000002", "000003", "000004"] {
+            book.reserve(saga(stan));
+        }
+        book.end(&saga("000001").request, end(Some("00")), totals);
+        book.end(&saga("000003").request, end(None), totals);
+        assert_eq!(book.ended, 2);
+        // As if the batch's log row held all four but 000004, which, with
+        // 000003's end, came after it.
+        book.unlogged = vec![saga("000004").request];
+        book.unlogged_ends = vec![saga("000003").request];
+        for stan in ["000001", "000002", "000003"] {
+            book.sagas.get_mut(&saga(stan).request).unwrap().log_id = Some(1);
+        }
+        // Written: the ended, and 000002 as if in flight for too long.
+        book.remove_where(|e| e.end.is_some() || e.saga.request == saga("000002").request);
+        let mut left: Vec<&str> = book.sagas.keys().map(|k| k[3].as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["000004"]);
+        assert_eq!(book.ended, 0);
+        assert_eq!(book.unlogged, [saga("000004").request]);
+        assert!(book.unlogged_ends.is_empty());
+        assert!(book.get(&saga("000001").request).is_none());
+        assert!(book.get(&saga("000004").request).is_some());
+        // An end after the pruning counts again.
+        book.end(&saga("000004").request, end(Some("00")), totals);
+        assert_eq!(book.ended, 1);
+    }
+
     #[test]
     fn a_log_row_reads_back_as_written() {
         let sagas = [saga("000002"), saga("000003")];
