@@ -8,6 +8,8 @@
 //! - `0200_receive_bcd`: the 0200 with the `iso8583-1987-bcd` dialect (packed
 //!   numerics and lengths, decoded into the per-message buffer)
 //!
+//! Each also times `validate`, the dialect's rules on the parsed message.
+//!
 //! Run all with `cargo bench --bench codec`, or one message with
 //! `cargo bench --bench codec -- 0200`. Results: benches/RESULTS.md.
 
@@ -16,6 +18,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iso8583::codec::{build, parse, Message};
+use iso8583::validate::validate;
 use iso8583::Spec;
 
 const FREEZE_0100: &[(u16, &str)] = &[
@@ -84,6 +87,12 @@ fn bench_message(
             build(spec, black_box(&msg), &mut out).expect("build");
             black_box(out.len())
         })
+    });
+
+    // What a host checks of every request it parses (the dialect's rules).
+    assert!(validate(spec, &parsed).is_valid(), "{name}: valid");
+    group.bench_function("validate", |b| {
+        b.iter(|| validate(spec, black_box(&parsed)).is_valid())
     });
 
     let mut out = BytesMut::with_capacity(256);

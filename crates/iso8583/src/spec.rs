@@ -91,7 +91,7 @@ impl ContentClass {
     }
 
     /// Whether one byte of this class's value is allowed.
-    pub fn allows(self, c: u8) -> bool {
+    pub const fn allows(self, c: u8) -> bool {
         match self {
             Self::N => c.is_ascii_digit(),
             Self::A => c.is_ascii_alphabetic(),
@@ -99,11 +99,50 @@ impl ContentClass {
             Self::As => c.is_ascii_graphic() && !c.is_ascii_digit() || c == b' ',
             Self::Ns => c.is_ascii_graphic() && !c.is_ascii_alphabetic() || c == b' ',
             Self::Anp => c.is_ascii_alphanumeric() || c == b' ',
-            Self::Ans => (0x20..=0x7e).contains(&c),
+            Self::Ans => c >= 0x20 && c <= 0x7e,
             Self::XN => c.is_ascii_digit() || c == b'C' || c == b'D',
             Self::Z => c.is_ascii_digit() || c == b'=' || c == b'D',
             Self::B => true,
         }
+    }
+
+    /// [`Self::allows`] for every byte value, as a table: checking a value
+    /// is then one load per byte rather than the class's tests (validation
+    /// checks every byte of every field).
+    pub fn byte_table(self) -> &'static [bool; 256] {
+        const fn table_of(class: ContentClass) -> [bool; 256] {
+            let mut table = [false; 256];
+            let mut c = 0usize;
+            while c < 256 {
+                table[c] = class.allows(c as u8);
+                c += 1;
+            }
+            table
+        }
+        static TABLES: [[bool; 256]; 10] = [
+            table_of(ContentClass::N),
+            table_of(ContentClass::A),
+            table_of(ContentClass::An),
+            table_of(ContentClass::As),
+            table_of(ContentClass::Ns),
+            table_of(ContentClass::Anp),
+            table_of(ContentClass::Ans),
+            table_of(ContentClass::XN),
+            table_of(ContentClass::Z),
+            table_of(ContentClass::B),
+        ];
+        &TABLES[match self {
+            Self::N => 0,
+            Self::A => 1,
+            Self::An => 2,
+            Self::As => 3,
+            Self::Ns => 4,
+            Self::Anp => 5,
+            Self::Ans => 6,
+            Self::XN => 7,
+            Self::Z => 8,
+            Self::B => 9,
+        }]
     }
 }
 
@@ -1038,6 +1077,38 @@ pub fn digits_to_bytes(digits: u8, encoding: Encoding) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_table_holds_the_bytes_the_class_allows() {
+        for class in [
+            ContentClass::N,
+            ContentClass::A,
+            ContentClass::An,
+            ContentClass::As,
+            ContentClass::Ns,
+            ContentClass::Anp,
+            ContentClass::Ans,
+            ContentClass::XN,
+            ContentClass::Z,
+            ContentClass::B,
+        ] {
+            let table = class.byte_table();
+            for c in 0..=u8::MAX {
+                assert_eq!(table[c as usize], class.allows(c), "{class:?} {c:#04x}");
+                if c >= 0x80 {
+                    assert_eq!(
+                        class.allows(c),
+                        class == ContentClass::B,
+                        "{class:?} {c:#04x}"
+                    );
+                }
+            }
+        }
+        let count = |class: ContentClass| class.byte_table().iter().filter(|&&b| b).count();
+        assert_eq!(count(ContentClass::N), 10);
+        assert_eq!(count(ContentClass::Ans), 95);
+        assert_eq!(count(ContentClass::B), 256);
+    }
 
     #[test]
     fn formats_parse() {

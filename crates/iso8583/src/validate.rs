@@ -197,9 +197,10 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
                 field.class
             };
             // Characters beyond ASCII are what a wide charset is declared for.
+            let allowed = class.byte_table();
             if let Some(position) = digits
                 .iter()
-                .position(|&b| !(class.allows(b) || wide && b >= 0x80))
+                .position(|&b| !(allowed[usize::from(b)] || wide && b >= 0x80))
             {
                 let position = position + offset;
                 violations.push(Violation::BadContent {
