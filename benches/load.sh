@@ -5,9 +5,10 @@
 # banksims, the switch and walletsim share its cores.
 #
 #   benches/load.sh [RATE...]        default rates: 5000 10000 20000
-#   REPORTS=DIR benches/load.sh      where the CSV (load.csv, also printed) and a
+#   REPORTS=DIR benches/load.sh      where the CSV (load.csv, also printed), a
 #                                    picture per rate and mode (load-RATE-MODE.svg)
-#                                    go; default target/load-reports
+#                                    and walletsim's whole report beside it
+#                                    (load-RATE-MODE.json) go; default target/load-reports
 #   DURATION=10 CONNECTIONS=4 benches/load.sh 8000
 #   CAPTURE=1 benches/load.sh 5000   the switch records every link ([capture])
 #   KEYS=1 benches/load.sh 5000      card data sealed at rest ([security] data_key_file)
@@ -156,7 +157,7 @@ PY
         fi
     done
 done
-echo "CSV and pictures in $REPORTS" >&2
+echo "CSV, pictures and reports in $REPORTS" >&2
 if [ -n "${CAPTURE:-}" ]; then
     # What the switch recorded; it logs packets dropped from the capture at shutdown.
     kill -INT "${pids[2]}" 2>/dev/null; sleep 2

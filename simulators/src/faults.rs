@@ -194,8 +194,8 @@ impl Faults {
     }
 
     /// Checks what the parser checks, for faults built otherwise: probabilities
-    /// from 0 to 1 adding up to 1 at most, delays up to [`MAX_DELAY_MS`], a
-    /// response code of two letters or digits.
+    /// from 0 to 1 adding up to 1 at most, delays up to [`MAX_DELAY_MS`] (the
+    /// decline's code is a [`ResponseCode`], well-formed by its type).
     pub fn check(&self) -> Result<(), FaultsError> {
         let err = |item: &str, reason: String| FaultsError {
             item: item.to_string(),
