@@ -3,7 +3,8 @@
 # interleaved A B B A A B B A ... so that the machine's drift from minute to
 # minute falls on both alike, each run one `benches/load.sh` through the
 # switch at one rate. Prints every run, then each side's mean and median,
-# B's ratio to A, and in how many adjacent pairs B came out ahead.
+# B's ratio to A, in how many adjacent pairs B came out ahead (and how many
+# were even), and the sign test's two-sided p for that split.
 #
 #   benches/ab.sh A_SWITCH B_SWITCH [RATE]   default rate 10000, 6 pairs
 #   PAIRS=10 DURATION=10 benches/ab.sh /tmp/sw-before target/release/switchboard 10000
@@ -25,7 +26,7 @@
 set -euo pipefail
 self=$(realpath "$0")
 if [ $# -lt 2 ]; then
-    sed -n '2,24p' "$self" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,25p' "$self" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 for build in "$1" "$2"; do
@@ -87,6 +88,24 @@ awk -F, '
         pa[$2, k] = $4; pp[$2, k] = $6; pc[$2, k] = $7; last = $2
     }
     function ratio(b, a) { return a == 0 ? "n/a" : sprintf("%.3f", b / a) }
+    # The sign test: how likely a split of the pairs that differ at least
+    # this uneven is when neither side is better (two-sided, pairs even left out).
+    function sign_p(ahead, behind,    n, k, i, tail, term) {
+        n = ahead + behind; k = ahead > behind ? ahead : behind
+        if (n == 0) return 1
+        term = 1; for (i = 0; i < n; i++) term /= 2          # C(n, 0) / 2^n
+        tail = 0
+        for (i = 0; i <= n; i++) {
+            if (i >= k) tail += term
+            term = term * (n - i) / (i + 1)                   # C(n, i + 1) / 2^n
+        }
+        return 2 * tail > 1 ? 1 : 2 * tail
+    }
+    function pairs_text(ahead, behind, pairs) {
+        return sprintf("%d of %d%s, sign test p %.2f", ahead, pairs,
+            pairs - ahead - behind ? sprintf(" (%d even)", pairs - ahead - behind) : "",
+            sign_p(ahead, behind))
+    }
     function median(arr, side, n,    i, j, t, v) {
         for (i = 1; i <= n; i++) v[i] = arr[side, i] + 0
         for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
@@ -98,16 +117,17 @@ awk -F, '
             if ((i, "A") in pa && (i, "B") in pa) {
                 pairs++
                 wa += pa[i, "B"] > pa[i, "A"]; wp += pp[i, "B"] < pp[i, "A"]; wc += pc[i, "B"] < pc[i, "A"]
+                la += pa[i, "B"] < pa[i, "A"]; lp += pp[i, "B"] > pp[i, "A"]; lc += pc[i, "B"] > pc[i, "A"]
             }
         }
         printf "\n%-24s %15s %15s %8s %s\n", "", "A mean (median)", "B mean (median)", "B/A", "pairs B ahead"
-        printf "%-24s %7.0f (%5.0f) %7.0f (%5.0f) %8s %d of %d\n", "answered/s",
+        printf "%-24s %7.0f (%5.0f) %7.0f (%5.0f) %8s %s\n", "answered/s",
             sa["A"] / c["A"], median(ans, "A", c["A"]), sa["B"] / c["B"], median(ans, "B", c["B"]),
-            ratio(sa["B"] / c["B"], sa["A"] / c["A"]), wa, pairs
-        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %d of %d\n", "p99, ms",
+            ratio(sa["B"] / c["B"], sa["A"] / c["A"]), pairs_text(wa, la, pairs)
+        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %s\n", "p99, ms",
             sp["A"] / c["A"] / 1000, median(p99, "A", c["A"]) / 1000, sp["B"] / c["B"] / 1000,
-            median(p99, "B", c["B"]) / 1000, ratio(sp["B"] / c["B"], sp["A"] / c["A"]), wp, pairs
-        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %d of %d\n", "switch CPU/receive, us",
+            median(p99, "B", c["B"]) / 1000, ratio(sp["B"] / c["B"], sp["A"] / c["A"]), pairs_text(wp, lp, pairs)
+        printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %s\n", "switch CPU/receive, us",
             sc["A"] / c["A"], median(cpu, "A", c["A"]), sc["B"] / c["B"], median(cpu, "B", c["B"]),
-            ratio(sc["B"] / c["B"], sc["A"] / c["A"]), wc, pairs
+            ratio(sc["B"] / c["B"], sc["A"] / c["A"]), pairs_text(wc, lc, pairs)
     }' "$runs"
