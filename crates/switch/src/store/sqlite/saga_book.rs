@@ -415,7 +415,6 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     for (_, entry) in written {
         rows.write(&entry.saga, entry.end.as_ref())?;
     }
-    drop(rows);
     // Before any log row goes: the totals they hold, onto the freezes' rows.
     freeze_totals::write_all(conn, &book.freezes)?;
     // The log rows the others still need.
@@ -465,7 +464,6 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
         for (key, saga) in &reserved {
             rows.write(saga, ended.get(key))?;
         }
-        drop(rows);
         for (key, end) in ended.iter().filter(|(k, _)| !reserved.contains_key(*k)) {
             // Its reservation's row was written before its log row was
             // deleted: the end goes onto that row.
