@@ -27,8 +27,9 @@ use switchboard::store::sqlite::{SqliteOptions, SqliteStore};
 use switchboard::store::{
     Close, Decisions, Direction, ExpiredLease, FollowUp, FreezeRecord, FreezeState, History,
     InsertFreeze, JournalEntry, JournalSink, Lease, NewFreeze, NewReceive, NewSafEntry,
-    RawMessages, ReceiveOutcome, Recorded, RequestKey, Reserve, SafEntry, SafKind, SafOutcome,
-    SafQueue, SafState, SagaState, SentMessage, Settled, Store, StoreError, StoredAnswer,
+    RawMessages, ReceiveOutcome, Recorded, RequestKey, Reserve, RiskLedger, SafEntry, SafKind,
+    SafOutcome, SafQueue, SafState, SagaState, SentMessage, Settled, Store, StoreError,
+    StoredAnswer,
 };
 
 // ---------------------------------------------------------------------------
@@ -1427,6 +1428,88 @@ async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch
         Some(answer(b"0210", "25", 7))
     );
     assert_eq!(store.answer(&request_key(b"0200", 8)).await.unwrap(), None);
+    check_invariants(&*store).await;
+}
+
+/// Commands that arrive while a batch's commands run join its commit (they
+/// would otherwise wait for it and then for a commit of their own), once;
+/// a command that cannot run again (the risk log's forgetting, which
+/// changes its memory with its rows) does not join a batch run without
+/// savepoints, and begins the next one, after what came before it. The
+/// writer is held inside a slow command (a trigger counting to millions on
+/// one answer's insert) while the others are sent.
+#[tokio::test]
+async fn the_embedded_store_lets_what_arrives_while_a_batch_runs_join_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    open_freeze(&store, 1, 1000).await;
+    store.close().await.unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER slow BEFORE INSERT ON answers
+             WHEN NEW.stan IN ('000900', '000910')
+             BEGIN SELECT count(*) FROM (WITH RECURSIVE c(x) AS
+               (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT x FROM c);
+             END;",
+        )
+        .unwrap();
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    /// Sends one command to the store on a task of its own.
+    type Sending = Box<dyn FnOnce(Arc<SqliteStore>) -> tokio::task::JoinHandle<()>>;
+    // Sends `slow`'s answer, then, while the writer runs it, `then`.
+    async fn while_slow(store: &Arc<SqliteStore>, slow: u32, then: Vec<Sending>) {
+        let held = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let recorded = store
+                    .record_answer(&request_key(b"0200", slow), answer(b"0210", "25", 9))
+                    .await;
+                assert!(matches!(recorded, Ok(Recorded::Kept)), "{recorded:?}");
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sent: Vec<_> = then.into_iter().map(|send| send(store.clone())).collect();
+        assert!(
+            !held.is_finished(),
+            "the slow command ended before the others were sent"
+        );
+        held.await.unwrap();
+        for task in sent {
+            task.await.unwrap();
+        }
+    }
+    fn reserve(n: u32) -> Sending {
+        Box::new(move |store| {
+            tokio::spawn(async move {
+                let reserved = store.reserve(receive(1, n, 10)).await;
+                assert!(matches!(reserved, Ok(Reserve::Reserved(_))), "{reserved:?}");
+            })
+        })
+    }
+
+    // Three reservations sent while the slow answer runs: one commit.
+    let before = store.stats();
+    while_slow(&store, 900, vec![reserve(901), reserve(902), reserve(903)]).await;
+    let after = store.stats();
+    assert_eq!(after.commands - before.commands, 4);
+    assert_eq!(after.commits - before.commits, 1, "{before:?} {after:?}");
+    assert_eq!(after.reruns, before.reruns);
+
+    // A command that cannot run again, between two reservations: the first
+    // joins the slow batch, the second the next batch with it.
+    let forget: Sending = Box::new(|store| {
+        tokio::spawn(async move { store.forget_rule_before("any", 0).await.unwrap() })
+    });
+    let before = store.stats();
+    while_slow(&store, 910, vec![reserve(911), forget, reserve(912)]).await;
+    let after = store.stats();
+    assert_eq!(after.commands - before.commands, 4);
+    assert_eq!(after.commits - before.commits, 2, "{before:?} {after:?}");
+
+    let freeze = store.freeze(&freeze_key(1)).await.unwrap().unwrap();
+    assert_eq!(freeze.reserved_minor, 50);
     check_invariants(&*store).await;
 }
 

@@ -288,10 +288,10 @@ impl SqliteStore {
                 })
                 .ok(),
         };
-        let max_batch = options.max_batch.max(1);
+        let queue = writer::Queue::new(command_rx, options.max_batch);
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || writer.run(command_rx, max_batch, options.commit_interval))
+            .spawn(move || writer.run(queue, options.commit_interval))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             commands: Some(command_tx),

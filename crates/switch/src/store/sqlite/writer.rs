@@ -10,6 +10,11 @@
 //! transaction is rolled back and the batch runs again the careful way, a
 //! savepoint per command, so its outcome is the same as if it had run that
 //! way at once: the failing command alone rolled back.
+//!
+//! Commands that arrive while such a batch's commands run join it before
+//! its commit, once ([`Queue::take_joining`]): they would otherwise wait
+//! for this commit and then for a commit of their own, and each commit
+//! costs the same whatever it holds (its WAL frames and `fsync`).
 
 use std::time::{Duration, Instant};
 
@@ -228,13 +233,67 @@ where
     }
 }
 
-/// Moves what is queued into `batch`, up to `max_batch` commands.
-fn take_queued(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Box<dyn Command>>, max_batch: usize) {
-    while batch.len() < max_batch {
-        match rx.try_recv() {
-            Ok(Msg::Command(c)) => batch.push(c),
-            Ok(Msg::Wake) => {}
-            Err(_) => break,
+/// The writer's side of its channel: what a batch may take from it.
+pub(super) struct Queue {
+    rx: mpsc::Receiver<Msg>,
+    /// The most commands a batch holds.
+    max_batch: usize,
+    /// A command taken to join a running batch that could not (it cannot
+    /// run again): it begins the next batch, so the order is kept.
+    held: Option<Box<dyn Command>>,
+}
+
+impl Queue {
+    pub(super) fn new(rx: mpsc::Receiver<Msg>, max_batch: usize) -> Self {
+        Queue {
+            rx,
+            max_batch: max_batch.max(1),
+            held: None,
+        }
+    }
+
+    /// Waits for what begins the next batch: the command held, else the
+    /// next message (a `Wake` begins a batch with no command, for the
+    /// journal). `false` once every sender is gone.
+    fn begin(&mut self, batch: &mut Vec<Box<dyn Command>>) -> bool {
+        if let Some(held) = self.held.take() {
+            batch.push(held);
+            return true;
+        }
+        match self.rx.blocking_recv() {
+            Some(Msg::Command(c)) => batch.push(c),
+            Some(Msg::Wake) => {}
+            None => return false,
+        }
+        true
+    }
+
+    /// Moves what is queued into `batch`, up to `max_batch` commands.
+    fn take_queued(&mut self, batch: &mut Vec<Box<dyn Command>>) {
+        while batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(Msg::Command(c)) => batch.push(c),
+                Ok(Msg::Wake) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Like `take_queued`, for a batch already running without savepoints:
+    /// only commands that can run again join it (so that the whole batch
+    /// can still be run again the careful way); the first that cannot is
+    /// held for the next batch, and nothing after it is taken.
+    fn take_joining(&mut self, batch: &mut Vec<Box<dyn Command>>) {
+        while batch.len() < self.max_batch {
+            match self.rx.try_recv() {
+                Ok(Msg::Command(c)) if c.repeatable() => batch.push(c),
+                Ok(Msg::Command(c)) => {
+                    self.held = Some(c);
+                    break;
+                }
+                Ok(Msg::Wake) => {}
+                Err(_) => break,
+            }
         }
     }
 }
@@ -319,37 +378,29 @@ pub(super) struct Writer {
 impl Writer {
     /// Takes batches of commands until every sender is gone; a batch begins
     /// no sooner than `commit_interval` after the one before began.
-    pub(super) fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Msg>,
-        max_batch: usize,
-        commit_interval: Duration,
-    ) -> Result<(), String> {
-        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
+    pub(super) fn run(mut self, mut queue: Queue, commit_interval: Duration) -> Result<(), String> {
+        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(queue.max_batch);
         let mut last_began: Option<Instant> = None;
-        while let Some(first) = rx.blocking_recv() {
-            if let Msg::Command(c) = first {
-                batch.push(c);
-            }
-            take_queued(&mut rx, &mut batch, max_batch);
+        while queue.begin(&mut batch) {
+            queue.take_queued(&mut batch);
             if let Some(wait) = last_began
                 .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
-                .filter(|wait| !wait.is_zero() && batch.len() < max_batch)
+                .filter(|wait| !wait.is_zero() && batch.len() < queue.max_batch)
             {
                 // The wait is bounded by the interval: what arrives meanwhile
                 // shares this batch's commit.
                 std::thread::sleep(wait);
-                take_queued(&mut rx, &mut batch, max_batch);
+                queue.take_queued(&mut batch);
             }
             last_began = Some(Instant::now());
-            self.batch(&mut batch);
+            self.batch(&mut batch, &mut queue);
         }
         // Every sender is gone: write what the journal still holds, and the
         // rows of the sagas held in memory (the file then needs no log).
         if let Some(checkpointer) = &mut self.checkpointer {
             checkpointer.stop();
         }
-        self.batch(&mut batch);
+        self.batch(&mut batch, &mut queue);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
                 "the sagas in flight stay in the store's log until it is next opened: {e}"
@@ -361,8 +412,9 @@ impl Writer {
         }
     }
 
-    /// Runs `commands` (emptying it) and pending journal entries in one transaction.
-    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>) {
+    /// Runs `commands` (emptying it) and pending journal entries in one
+    /// transaction, with what arrives meanwhile when it runs bare.
+    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>, queue: &mut Queue) {
         self.shared.wake_pending.store(false, Ordering::SeqCst);
         while let Ok(entry) = self.journal.try_recv() {
             self.pending_journal.push(entry);
@@ -384,7 +436,7 @@ impl Writer {
         self.fold_sagas_if_stale();
         let started = std::time::Instant::now();
         if commands.iter().all(|c| c.repeatable()) {
-            if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands) {
+            if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands, queue) {
                 self.shared
                     .commands
                     .fetch_add(commands.len() as u64, Ordering::Relaxed);
@@ -480,13 +532,16 @@ impl Writer {
     }
 
     /// Runs a batch of repeatable commands, its journal entries and risk
-    /// events in one transaction without savepoints, and commits it: the
-    /// commit's outcome, the journal entries and risk events written. `None`
-    /// when anything failed before the commit: the transaction is then
-    /// rolled back, nothing is written, and every command can run again.
+    /// events in one transaction without savepoints, then the repeatable
+    /// commands that arrived meanwhile (added to `commands`), and commits
+    /// it: the commit's outcome, the journal entries and risk events
+    /// written. `None` when anything failed before the commit: the
+    /// transaction is then rolled back, nothing is written, and every
+    /// command in `commands` can run again.
     fn batch_bare(
         &mut self,
-        commands: &mut [Box<dyn Command>],
+        commands: &mut Vec<Box<dyn Command>>,
+        queue: &mut Queue,
     ) -> Option<(Result<(), String>, usize, usize)> {
         exec(&self.conn, "BEGIN IMMEDIATE").ok()?;
         let journaled = self.pending_journal.len();
@@ -500,6 +555,13 @@ impl Writer {
                     .append(&self.conn, &self.pending_risk_events)
                     .is_ok())
             && commands.iter_mut().all(|c| c.run_bare(&self.conn))
+            && {
+                // Once: joining without end would hold back the commit, and
+                // every reply, of a batch that keeps being joined.
+                let ran = commands.len();
+                queue.take_joining(commands);
+                commands[ran..].iter_mut().all(|c| c.run_bare(&self.conn))
+            }
             && {
                 let mut log = risk_log::lock(&self.risk_log);
                 checkpointed = log.wants_checkpoint();
