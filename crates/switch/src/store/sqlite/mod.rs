@@ -8,7 +8,9 @@
 //! queued (up to [`SqliteOptions::max_batch`]), and runs them all inside ONE
 //! transaction, where a failing command rolls back alone (the batch runs
 //! without savepoints first and, when a command fails, is rolled back and
-//! runs again with a `SAVEPOINT` per command: `writer.rs`). It then commits
+//! runs again with a `SAVEPOINT` per command: `writer.rs`; what arrives
+//! while it runs without savepoints joins it once, with the journal
+//! entries and risk events sent before). It then commits
 //! once and only then sends the replies: a call
 //! that changes state returns `Ok` only after its transaction is durable
 //! (`synchronous=FULL` by default), and concurrent calls share one fsync.

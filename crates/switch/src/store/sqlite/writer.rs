@@ -13,8 +13,11 @@
 //!
 //! Commands that arrive while such a batch's commands run join it before
 //! its commit, once ([`Queue::take_joining`]): they would otherwise wait
-//! for this commit and then for a commit of their own, and each commit
-//! costs the same whatever it holds (its WAL frames and `fsync`).
+//! for this commit and then for a commit of their own, and a commit costs
+//! much the same for a few commands more (its WAL frames and `fsync`). The
+//! journal entries and risk events sent meanwhile join it too, before the
+//! joining commands run: what was sent before a command is never committed
+//! after it.
 
 use std::time::{Duration, Instant};
 
@@ -415,13 +418,7 @@ impl Writer {
     /// Runs `commands` (emptying it) and pending journal entries in one
     /// transaction, with what arrives meanwhile when it runs bare.
     fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>, queue: &mut Queue) {
-        self.shared.wake_pending.store(false, Ordering::SeqCst);
-        while let Ok(entry) = self.journal.try_recv() {
-            self.pending_journal.push(entry);
-        }
-        while let Ok(mut events) = self.risk_events.try_recv() {
-            self.pending_risk_events.append(&mut events);
-        }
+        self.take_journal_and_risk_events();
         if commands.is_empty()
             && self.pending_journal.is_empty()
             && self.pending_risk_events.is_empty()
@@ -532,42 +529,56 @@ impl Writer {
     }
 
     /// Runs a batch of repeatable commands, its journal entries and risk
-    /// events in one transaction without savepoints, then the repeatable
-    /// commands that arrived meanwhile (added to `commands`), and commits
-    /// it: the commit's outcome, the journal entries and risk events
-    /// written. `None` when anything failed before the commit: the
-    /// transaction is then rolled back, nothing is written, and every
-    /// command in `commands` can run again.
+    /// events in one transaction without savepoints, with the repeatable
+    /// commands that arrived meanwhile (added to `commands`) and the
+    /// entries and events sent before them, and commits it: the commit's
+    /// outcome, the journal entries and risk events written. `None` when
+    /// anything failed before the commit: the transaction is then rolled
+    /// back, nothing is written, and every command in `commands` can run
+    /// again.
     fn batch_bare(
         &mut self,
         commands: &mut Vec<Box<dyn Command>>,
         queue: &mut Queue,
     ) -> Option<(Result<(), String>, usize, usize)> {
         exec(&self.conn, "BEGIN IMMEDIATE").ok()?;
-        let journaled = self.pending_journal.len();
-        let risk_written = self.pending_risk_events.len();
+        let mut risk_written = self.pending_risk_events.len();
         // Whether the risk log's checkpoint ran (its memory moved with it).
         let mut checkpointed = false;
-        let ran = (journaled == 0
-            || journal::write_packed(&self.conn, &self.pending_journal).is_ok())
-            && (risk_written == 0
-                || risk_log::lock(&self.risk_log)
-                    .append(&self.conn, &self.pending_risk_events)
-                    .is_ok())
+        // Risk events go before the commands that may count them; the
+        // journal goes after every command, so that the entries sent while
+        // they ran share the batch's one pack.
+        let ran = (risk_written == 0
+            || risk_log::lock(&self.risk_log)
+                .append(&self.conn, &self.pending_risk_events)
+                .is_ok())
             && commands.iter_mut().all(|c| c.run_bare(&self.conn))
             && {
                 // Once: joining without end would hold back the commit, and
                 // every reply, of a batch that keeps being joined.
                 let ran = commands.len();
                 queue.take_joining(commands);
-                commands[ran..].iter_mut().all(|c| c.run_bare(&self.conn))
+                // What was journaled or counted before a joining command is
+                // committed with it, as what was before the batch began is
+                // (and the wake-up sent with those entries, taken just now,
+                // is answered by this commit).
+                let (_, events_from) = self.take_journal_and_risk_events();
+                risk_written = self.pending_risk_events.len();
+                (events_from == risk_written
+                    || risk_log::lock(&self.risk_log)
+                        .append(&self.conn, &self.pending_risk_events[events_from..])
+                        .is_ok())
+                    && commands[ran..].iter_mut().all(|c| c.run_bare(&self.conn))
             }
+            && (self.pending_journal.is_empty()
+                || journal::write_packed(&self.conn, &self.pending_journal).is_ok())
             && {
                 let mut log = risk_log::lock(&self.risk_log);
                 checkpointed = log.wants_checkpoint();
                 !checkpointed || log.checkpoint(&self.conn).is_ok()
             }
             && saga_book::log_batch(&self.conn, &mut saga_book::lock(&self.sagas)).is_ok();
+        let journaled = self.pending_journal.len();
         if !ran || self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
             saga_book::lock(&self.sagas).set_stale();
@@ -579,6 +590,21 @@ impl Writer {
         }
         let outcome = exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"));
         Some((outcome, journaled, risk_written))
+    }
+
+    /// Moves the journal entries and risk events sent so far into the
+    /// pending ones, and lets the next entry journaled wake the writer
+    /// again: where each of the two pending lists began.
+    fn take_journal_and_risk_events(&mut self) -> (usize, usize) {
+        let from = (self.pending_journal.len(), self.pending_risk_events.len());
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        while let Ok(entry) = self.journal.try_recv() {
+            self.pending_journal.push(entry);
+        }
+        while let Ok(mut events) = self.risk_events.try_recv() {
+            self.pending_risk_events.append(&mut events);
+        }
+        from
     }
 
     /// After a batch's commit (or its failure): the counters, what the
