@@ -10,14 +10,6 @@
 //! transaction is rolled back and the batch runs again the careful way, a
 //! savepoint per command, so its outcome is the same as if it had run that
 //! way at once: the failing command alone rolled back.
-//!
-//! Commands that arrive while such a batch's commands run join it before
-//! its commit, once ([`Queue::take_joining`]): they would otherwise wait
-//! for this commit and then for a commit of their own, and a commit costs
-//! much the same for a few commands more (its WAL frames and `fsync`). The
-//! journal entries and risk events sent meanwhile join it too, before the
-//! joining commands run: what was sent before a command is never committed
-//! after it.
 
 use std::time::{Duration, Instant};
 
@@ -236,69 +228,40 @@ where
     }
 }
 
-/// The writer's side of its channel: what a batch may take from it.
-pub(super) struct Queue {
-    rx: mpsc::Receiver<Msg>,
-    /// The most commands a batch holds.
-    max_batch: usize,
-    /// A command taken to join a running batch that could not (it cannot
-    /// run again): it begins the next batch, so the order is kept.
-    held: Option<Box<dyn Command>>,
+/// Moves what is queued into `batch`, up to `max_batch` commands.
+fn take_queued(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Box<dyn Command>>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(Msg::Command(c)) => batch.push(c),
+            Ok(Msg::Wake) => {}
+            Err(_) => break,
+        }
+    }
 }
 
-impl Queue {
-    pub(super) fn new(rx: mpsc::Receiver<Msg>, max_batch: usize) -> Self {
-        Queue {
-            rx,
-            max_batch: max_batch.max(1),
-            held: None,
-        }
-    }
-
-    /// Waits for what begins the next batch: the command held, else the
-    /// next message (a `Wake` begins a batch with no command, for the
-    /// journal). `false` once every sender is gone.
-    fn begin(&mut self, batch: &mut Vec<Box<dyn Command>>) -> bool {
-        if let Some(held) = self.held.take() {
-            batch.push(held);
-            return true;
-        }
-        match self.rx.blocking_recv() {
-            Some(Msg::Command(c)) => batch.push(c),
-            Some(Msg::Wake) => {}
-            None => return false,
-        }
-        true
-    }
-
-    /// Moves what is queued into `batch`, up to `max_batch` commands.
-    fn take_queued(&mut self, batch: &mut Vec<Box<dyn Command>>) {
-        while batch.len() < self.max_batch {
-            match self.rx.try_recv() {
-                Ok(Msg::Command(c)) => batch.push(c),
-                Ok(Msg::Wake) => {}
-                Err(_) => break,
+/// After a wake-up for journal entries with no command queued: the first
+/// command that arrives within `wait`, to carry the entries in its commit
+/// (under load one follows within microseconds, and a commit of entries
+/// alone costs as much as any other: its WAL frames and `fsync`). `None`
+/// when none came in time (the entries are then committed alone, at most
+/// `wait` later than at once), when every sender is gone, or without a
+/// `timer`.
+fn first_command_within(
+    timer: Option<&tokio::runtime::Runtime>,
+    rx: &mut mpsc::Receiver<Msg>,
+    wait: Duration,
+) -> Option<Box<dyn Command>> {
+    let timer = timer.filter(|_| !wait.is_zero())?;
+    timer.block_on(async {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Msg::Command(c))) => return Some(c),
+                Ok(Some(Msg::Wake)) => continue,
+                Ok(None) | Err(_) => return None,
             }
         }
-    }
-
-    /// Like `take_queued`, for a batch already running without savepoints:
-    /// only commands that can run again join it (so that the whole batch
-    /// can still be run again the careful way); the first that cannot is
-    /// held for the next batch, and nothing after it is taken.
-    fn take_joining(&mut self, batch: &mut Vec<Box<dyn Command>>) {
-        while batch.len() < self.max_batch {
-            match self.rx.try_recv() {
-                Ok(Msg::Command(c)) if c.repeatable() => batch.push(c),
-                Ok(Msg::Command(c)) => {
-                    self.held = Some(c);
-                    break;
-                }
-                Ok(Msg::Wake) => {}
-                Err(_) => break,
-            }
-        }
-    }
+    })
 }
 
 pub(super) fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
@@ -380,30 +343,53 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Takes batches of commands until every sender is gone; a batch begins
-    /// no sooner than `commit_interval` after the one before began.
-    pub(super) fn run(mut self, mut queue: Queue, commit_interval: Duration) -> Result<(), String> {
-        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(queue.max_batch);
+    /// no sooner than `commit_interval` after the one before began, and
+    /// journal entries woken for with no command queued wait up to
+    /// `journal_wait` for one to share its commit.
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        max_batch: usize,
+        commit_interval: Duration,
+        journal_wait: Duration,
+    ) -> Result<(), String> {
+        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
         let mut last_began: Option<Instant> = None;
-        while queue.begin(&mut batch) {
-            queue.take_queued(&mut batch);
+        // Only to wait for a command with a timeout (the channel's blocking
+        // receive has none); without it, entries alone are committed at once.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| tracing::warn!("journal entries alone are committed at once: {e}"))
+            .ok();
+        while let Some(first) = rx.blocking_recv() {
+            match first {
+                Msg::Command(c) => batch.push(c),
+                Msg::Wake => {
+                    if let Some(c) = first_command_within(timer.as_ref(), &mut rx, journal_wait) {
+                        batch.push(c);
+                    }
+                }
+            }
+            take_queued(&mut rx, &mut batch, max_batch);
             if let Some(wait) = last_began
                 .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
-                .filter(|wait| !wait.is_zero() && batch.len() < queue.max_batch)
+                .filter(|wait| !wait.is_zero() && batch.len() < max_batch)
             {
                 // The wait is bounded by the interval: what arrives meanwhile
                 // shares this batch's commit.
                 std::thread::sleep(wait);
-                queue.take_queued(&mut batch);
+                take_queued(&mut rx, &mut batch, max_batch);
             }
             last_began = Some(Instant::now());
-            self.batch(&mut batch, &mut queue);
+            self.batch(&mut batch);
         }
         // Every sender is gone: write what the journal still holds, and the
         // rows of the sagas held in memory (the file then needs no log).
         if let Some(checkpointer) = &mut self.checkpointer {
             checkpointer.stop();
         }
-        self.batch(&mut batch, &mut queue);
+        self.batch(&mut batch);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
                 "the sagas in flight stay in the store's log until it is next opened: {e}"
@@ -415,10 +401,15 @@ impl Writer {
         }
     }
 
-    /// Runs `commands` (emptying it) and pending journal entries in one
-    /// transaction, with what arrives meanwhile when it runs bare.
-    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>, queue: &mut Queue) {
-        self.take_journal_and_risk_events();
+    /// Runs `commands` (emptying it) and pending journal entries in one transaction.
+    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>) {
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        while let Ok(entry) = self.journal.try_recv() {
+            self.pending_journal.push(entry);
+        }
+        while let Ok(mut events) = self.risk_events.try_recv() {
+            self.pending_risk_events.append(&mut events);
+        }
         if commands.is_empty()
             && self.pending_journal.is_empty()
             && self.pending_risk_events.is_empty()
@@ -433,7 +424,7 @@ impl Writer {
         self.fold_sagas_if_stale();
         let started = std::time::Instant::now();
         if commands.iter().all(|c| c.repeatable()) {
-            if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands, queue) {
+            if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands) {
                 self.shared
                     .commands
                     .fetch_add(commands.len() as u64, Ordering::Relaxed);
@@ -529,56 +520,32 @@ impl Writer {
     }
 
     /// Runs a batch of repeatable commands, its journal entries and risk
-    /// events in one transaction without savepoints, with the repeatable
-    /// commands that arrived meanwhile (added to `commands`) and the
-    /// entries and events sent before them, and commits it: the commit's
-    /// outcome, the journal entries and risk events written. `None` when
-    /// anything failed before the commit: the transaction is then rolled
-    /// back, nothing is written, and every command in `commands` can run
-    /// again.
+    /// events in one transaction without savepoints, and commits it: the
+    /// commit's outcome, the journal entries and risk events written. `None`
+    /// when anything failed before the commit: the transaction is then
+    /// rolled back, nothing is written, and every command can run again.
     fn batch_bare(
         &mut self,
-        commands: &mut Vec<Box<dyn Command>>,
-        queue: &mut Queue,
+        commands: &mut [Box<dyn Command>],
     ) -> Option<(Result<(), String>, usize, usize)> {
         exec(&self.conn, "BEGIN IMMEDIATE").ok()?;
-        let mut risk_written = self.pending_risk_events.len();
+        let journaled = self.pending_journal.len();
+        let risk_written = self.pending_risk_events.len();
         // Whether the risk log's checkpoint ran (its memory moved with it).
         let mut checkpointed = false;
-        // Risk events go before the commands that may count them; the
-        // journal goes after every command, so that the entries sent while
-        // they ran share the batch's one pack.
-        let ran = (risk_written == 0
-            || risk_log::lock(&self.risk_log)
-                .append(&self.conn, &self.pending_risk_events)
-                .is_ok())
+        let ran = (journaled == 0
+            || journal::write_packed(&self.conn, &self.pending_journal).is_ok())
+            && (risk_written == 0
+                || risk_log::lock(&self.risk_log)
+                    .append(&self.conn, &self.pending_risk_events)
+                    .is_ok())
             && commands.iter_mut().all(|c| c.run_bare(&self.conn))
-            && {
-                // Once: joining without end would hold back the commit, and
-                // every reply, of a batch that keeps being joined.
-                let ran = commands.len();
-                queue.take_joining(commands);
-                // What was journaled or counted before a joining command is
-                // committed with it, as what was before the batch began is
-                // (and the wake-up sent with those entries, taken just now,
-                // is answered by this commit).
-                let (_, events_from) = self.take_journal_and_risk_events();
-                risk_written = self.pending_risk_events.len();
-                (events_from == risk_written
-                    || risk_log::lock(&self.risk_log)
-                        .append(&self.conn, &self.pending_risk_events[events_from..])
-                        .is_ok())
-                    && commands[ran..].iter_mut().all(|c| c.run_bare(&self.conn))
-            }
-            && (self.pending_journal.is_empty()
-                || journal::write_packed(&self.conn, &self.pending_journal).is_ok())
             && {
                 let mut log = risk_log::lock(&self.risk_log);
                 checkpointed = log.wants_checkpoint();
                 !checkpointed || log.checkpoint(&self.conn).is_ok()
             }
             && saga_book::log_batch(&self.conn, &mut saga_book::lock(&self.sagas)).is_ok();
-        let journaled = self.pending_journal.len();
         if !ran || self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
             saga_book::lock(&self.sagas).set_stale();
@@ -590,21 +557,6 @@ impl Writer {
         }
         let outcome = exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"));
         Some((outcome, journaled, risk_written))
-    }
-
-    /// Moves the journal entries and risk events sent so far into the
-    /// pending ones, and lets the next entry journaled wake the writer
-    /// again: where each of the two pending lists began.
-    fn take_journal_and_risk_events(&mut self) -> (usize, usize) {
-        let from = (self.pending_journal.len(), self.pending_risk_events.len());
-        self.shared.wake_pending.store(false, Ordering::SeqCst);
-        while let Ok(entry) = self.journal.try_recv() {
-            self.pending_journal.push(entry);
-        }
-        while let Ok(mut events) = self.risk_events.try_recv() {
-            self.pending_risk_events.append(&mut events);
-        }
-        from
     }
 
     /// After a batch's commit (or its failure): the counters, what the
