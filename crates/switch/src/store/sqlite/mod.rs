@@ -127,8 +127,8 @@ pub struct SqliteOptions {
     /// wait for a command to share its commit before they are committed
     /// alone. Under load a command follows within microseconds, and a
     /// commit of entries alone would cost a whole commit (at 10,000
-    /// receives/s two commits in five were of entries alone); a command
-    /// never waits for it. Zero commits them at once.
+    /// receives/s a quarter of the commits or more were of entries
+    /// alone); a command never waits for it. Zero commits them at once.
     pub journal_wait: std::time::Duration,
 }
 
