@@ -128,7 +128,8 @@ pub struct SqliteOptions {
     /// alone. Under load a command follows within microseconds, and a
     /// commit of entries alone would cost a whole commit (at 10,000
     /// receives/s a quarter of the commits or more were of entries
-    /// alone); a command never waits for it. Zero commits them at once.
+    /// alone); a command never waits for it. The timer rounds up to the
+    /// next millisecond. Zero commits them at once.
     pub journal_wait: std::time::Duration,
 }
 
