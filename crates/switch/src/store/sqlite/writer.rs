@@ -243,9 +243,9 @@ fn take_queued(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Box<dyn Command>>, 
 /// command that arrives within `wait`, to carry the entries in its commit
 /// (under load one follows within microseconds, and a commit of entries
 /// alone costs as much as any other: its WAL frames and `fsync`). `None`
-/// when none came in time (the entries are then committed alone, at most
-/// `wait` later than at once), when every sender is gone, or without a
-/// `timer`.
+/// when none came in time (the entries are then committed alone, about
+/// `wait` later than at once: the timer rounds up to the millisecond),
+/// when every sender is gone, or without a `timer`.
 fn first_command_within(
     timer: Option<&tokio::runtime::Runtime>,
     rx: &mut mpsc::Receiver<Msg>,
