@@ -256,7 +256,9 @@ fn latency_histogram() -> Histogram {
 
 /// Commands in one commit: 1 to 1024 by powers of two.
 fn batch_histogram() -> Histogram {
-    Histogram::new((0..=10).map(|p| (1u32 << p) as f64))
+    // A bucket of its own for commits of no command: journal entries alone,
+    // each a whole commit (WAL frames and fsync) for a few hundred bytes.
+    Histogram::new(std::iter::once(0.0).chain((0..=10).map(|p| (1u32 << p) as f64)))
 }
 
 /// Every metric of the process. Those describing state the switch already
@@ -662,6 +664,21 @@ mod tests {
             s.spawn(|| a.message(Direction::Out, Side::Wallet, &msg, bank));
         });
         assert!(a.encode().contains(&format!("{series} 4\n")));
+    }
+
+    #[test]
+    fn commits_of_no_command_have_a_bucket_of_their_own() {
+        let m = Metrics::new();
+        for commands in [0, 1, 3] {
+            m.commit("sqlite", commands, 0.001);
+        }
+        let text = m.encode();
+        for (le, count) in [("0.0", 1), ("1.0", 2), ("2.0", 2), ("4.0", 3)] {
+            let line = format!(
+                "switchboard_store_batch_size_bucket{{le=\"{le}\",store=\"sqlite\"}} {count}\n"
+            );
+            assert!(text.contains(&line), "{line} not in {text}");
+        }
     }
 
     #[test]
