@@ -1430,6 +1430,20 @@ async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch
     check_invariants(&*store).await;
 }
 
+/// The journal entries committed to an embedded store's file, read on a
+/// connection of its own (not through the store, whose reads commit first).
+fn entries_in_file(path: &Path) -> i64 {
+    let reader = rusqlite::Connection::open(path).unwrap();
+    reader.busy_timeout(Duration::from_secs(5)).unwrap();
+    reader
+        .query_row(
+            "SELECT coalesce(sum(entries), 0) FROM journal_packs",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// Journal entries with no command after them wait for one to share its
 /// commit (under load one follows at once, and a commit of entries alone
 /// costs a whole commit); a command does not wait for them.
@@ -1462,16 +1476,7 @@ async fn the_embedded_store_commits_journal_entries_with_the_next_command() {
     );
     assert_eq!(store.stats().commits, before.commits + 1);
     // In the file with the reservation's commit, before any other.
-    let reader = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
-    reader.busy_timeout(Duration::from_secs(5)).unwrap();
-    let written: i64 = reader
-        .query_row(
-            "SELECT coalesce(sum(entries), 0) FROM journal_packs",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(written, 2);
+    assert_eq!(entries_in_file(&dir.path().join("switchboard.db")), 2);
     assert_eq!(journal_len(&store).await, 2);
     check_invariants(&store).await;
 }
@@ -1485,17 +1490,9 @@ async fn the_embedded_store_commits_journal_entries_alone_when_no_command_follow
     let store = SqliteStore::open(&path).unwrap();
     let before = store.stats();
     store.journal(journal_entry(1));
-    let reader = rusqlite::Connection::open(&path).unwrap();
-    reader.busy_timeout(Duration::from_secs(5)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let entries: i64 = reader
-            .query_row(
-                "SELECT coalesce(sum(entries), 0) FROM journal_packs",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let entries = entries_in_file(&path);
         // The commit is counted just after it is in the file.
         if entries == 1 && store.stats().commits > before.commits {
             break;
