@@ -21,6 +21,8 @@
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
 #   COMMIT_INTERVAL_MS=1 benches/load.sh 10000   the store's batches begin at least
 #                                    1 ms apart ([store] commit_interval_ms)
+#   COMMIT_DELAY_US=0 benches/load.sh 10000   small batches do not wait for company
+#                                    ([store] commit_delay_us; default 200)
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
 #                                    with the simulators' work (needs taskset, 2+ CPUs)
@@ -83,6 +85,9 @@ if [ -n "${KEYS:-}" ]; then
 fi
 if [ -n "${COMMIT_INTERVAL_MS:-}" ]; then
     sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_ms = $COMMIT_INTERVAL_MS#" "$work/switch.toml"
+fi
+if [ -n "${COMMIT_DELAY_US:-}" ]; then
+    sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_delay_us = $COMMIT_DELAY_US#" "$work/switch.toml"
 fi
 if [ -n "${RULES:-}" ]; then
     sed -i "s#^\# rules_file = \"risk.toml\"#rules_file = \"$(realpath "$RULES")\"#" "$work/switch.toml"

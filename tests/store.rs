@@ -1615,6 +1615,79 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
     check_invariants(&store).await;
 }
 
+/// `commit_delay`: while at least two receive sagas are in flight (their
+/// ends on their way), a batch of fewer than four commands waits the delay
+/// for company. Two reserves 100 ms apart under a delay of 1 s share one
+/// commit; with no delay they take one each. With fewer sagas in flight
+/// nothing waits: the first two reserves are answered before the delay
+/// could have passed.
+#[tokio::test]
+async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_in_flight() {
+    for delay in [Duration::from_secs(1), Duration::ZERO] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            commit_delay: delay,
+            ..SqliteOptions::default()
+        };
+        let store =
+            Arc::new(SqliteStore::open_with(&dir.path().join("switchboard.db"), options).unwrap());
+        open_freeze(&*store, 1, 1000).await;
+
+        // None, then one, in flight: neither reserve waits.
+        let began = std::time::Instant::now();
+        for request in [801, 802] {
+            assert!(matches!(
+                store.reserve(receive(1, request, 10)).await,
+                Ok(Reserve::Reserved(_))
+            ));
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "with fewer than two sagas in flight a batch does not wait"
+        );
+
+        // Two in flight: the next small batch waits, and the reserve that
+        // comes 100 ms later shares its commit.
+        let before = store.stats().commits;
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.reserve(receive(1, 803, 10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = store.reserve(receive(1, 804, 10)).await;
+        assert!(matches!(first.await.unwrap(), Ok(Reserve::Reserved(_))));
+        assert!(matches!(second, Ok(Reserve::Reserved(_))));
+        let commits = store.stats().commits - before;
+        if delay.is_zero() {
+            assert_eq!(commits, 2, "without the delay each reserve commits alone");
+        } else {
+            assert_eq!(commits, 1, "the second reserve joined the waiting batch");
+        }
+
+        // Ended together: one wait, not one a saga.
+        let ends: Vec<_> = (801..805)
+            .map(|request| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    end_receive(
+                        &*store,
+                        &request_key(b"0200", request),
+                        ReceiveOutcome::Approved,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for end in ends {
+            assert_eq!(end.await.unwrap(), Settled::Now);
+        }
+        let record = freeze(&*store, 1).await;
+        assert_eq!((record.received_minor, record.reserved_minor), (40, 0));
+        check_invariants(&*store).await;
+        Arc::into_inner(store).unwrap().close().await.unwrap();
+    }
+}
+
 /// The names of a table's entries of one kind (`index`, `table`) in an
 /// embedded store's schema, sorted.
 fn schema_names(conn: &rusqlite::Connection, kind: &str, table: &str) -> Vec<String> {

@@ -139,6 +139,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         lease: Duration::from_secs(10),
         journal_retention_days: None,
         commit_interval: std::time::Duration::ZERO,
+        commit_delay: switchboard::store::sqlite::DEFAULT_COMMIT_DELAY,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,

@@ -109,6 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             StoreConfig::Embedded(path) => {
                 let options = SqliteOptions {
                     commit_interval: config.commit_interval,
+                    commit_delay: config.commit_delay,
                     ..SqliteOptions::default()
                 };
                 OpenedStore::Embedded(Arc::new(SqliteStore::open_locked_with(

@@ -84,6 +84,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         lease: Duration::from_secs(10),
         journal_retention_days: None,
         commit_interval: std::time::Duration::ZERO,
+        commit_delay: switchboard::store::sqlite::DEFAULT_COMMIT_DELAY,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,

@@ -252,6 +252,7 @@ struct RawStore {
     lease_ms: Option<u64>,
     journal_retention_days: Option<u32>,
     commit_interval_ms: Option<u64>,
+    commit_delay_us: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +407,10 @@ impl std::fmt::Display for StoreConfig {
 /// up to it before its batch begins.
 pub const MAX_COMMIT_INTERVAL_MS: u64 = 50;
 
+/// The most `[store] commit_delay_us` may be: a command of a small batch may
+/// wait up to it before its batch begins.
+pub const MAX_COMMIT_DELAY_US: u64 = 10_000;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -426,6 +431,11 @@ pub struct Config {
     /// (`[store] commit_interval_ms`, at most [`MAX_COMMIT_INTERVAL_MS`]);
     /// zero, the default, commits each batch as soon as it has run.
     pub commit_interval: Duration,
+    /// How long the embedded store's small batches wait for company while
+    /// receives are in flight (`[store] commit_delay_us`, at most
+    /// [`MAX_COMMIT_DELAY_US`]; default
+    /// [`crate::store::sqlite::DEFAULT_COMMIT_DELAY`], 0 turns it off).
+    pub commit_delay: Duration,
     /// Freezes older than this are unfrozen by the switch itself.
     pub max_freeze_age: Duration,
     /// Settlement dates: cutoff time and time zone (`[clearing]`).
@@ -932,6 +942,17 @@ impl Config {
             }
             (Some(ms), _) => Duration::from_millis(ms),
         };
+        let key = "store.commit_delay_us";
+        let commit_delay = match (raw.store.commit_delay_us, &store) {
+            (None, _) => crate::store::sqlite::DEFAULT_COMMIT_DELAY,
+            (Some(_), StoreConfig::Postgres(_)) => {
+                return Err(err(key, "only the embedded store (`path`) has it"));
+            }
+            (Some(us), _) if us > MAX_COMMIT_DELAY_US => {
+                return Err(err(key, format!("must be at most {MAX_COMMIT_DELAY_US}")));
+            }
+            (Some(us), _) => Duration::from_micros(us),
+        };
         if raw.store.journal_retention_days == Some(0) {
             return Err(err(
                 "store.journal_retention_days",
@@ -995,6 +1016,7 @@ impl Config {
             lease,
             journal_retention_days: raw.store.journal_retention_days,
             commit_interval,
+            commit_delay,
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
             capture,
@@ -1250,6 +1272,26 @@ hosts = ["127.0.0.1:7000"]
         ] {
             let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
             assert_eq!(e.key, "store.commit_interval_ms");
+        }
+        // The small batches' delay: the default unless given, off with 0,
+        // bounded, and refused for PostgreSQL.
+        assert_eq!(c.commit_delay, crate::store::sqlite::DEFAULT_COMMIT_DELAY);
+        let with_delay = |store: &str, us: u64| {
+            GOOD.replace(
+                "path = \"sb.db\"",
+                &format!("{store}\ncommit_delay_us = {us}"),
+            )
+        };
+        for (us, delay) in [(0, Duration::ZERO), (350, Duration::from_micros(350))] {
+            let c = Config::from_toml(&with_delay("path = \"sb.db\"", us), Path::new(".")).unwrap();
+            assert_eq!(c.commit_delay, delay);
+        }
+        for refused in [
+            with_delay("path = \"sb.db\"", MAX_COMMIT_DELAY_US + 1),
+            with_delay("url = \"postgres://db/sb\"", 200),
+        ] {
+            let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
+            assert_eq!(e.key, "store.commit_delay_us");
         }
         // A long bank timeout stretches the default hold; a hold set too short is refused.
         let slow = format!("{GOOD}timeout_ms = 40000\n");

@@ -233,6 +233,11 @@ impl SagaBook {
     }
 
     /// A commit succeeded.
+    /// Sagas reserved and not ended yet (each will send its end soon).
+    pub(super) fn in_flight(&self) -> usize {
+        self.sagas.len().saturating_sub(self.ended)
+    }
+
     pub(super) fn committed(&mut self) {
         self.since_prune = self.since_prune.saturating_add(1);
     }

@@ -229,6 +229,21 @@ where
 }
 
 /// Moves what is queued into `batch`, up to `max_batch` commands.
+/// A batch of fewer commands than this may wait for more
+/// ([`SqliteOptions::commit_delay`](super::SqliteOptions::commit_delay)).
+pub(super) const DELAY_BELOW: usize = 4;
+
+/// Receive sagas in flight (reserved, not ended) from which a small batch
+/// waits: each of them sends its end within about a bank's round trip.
+pub(super) const DELAY_SIBLINGS: usize = 2;
+
+/// When batches begin ([`super::SqliteOptions`]).
+pub(super) struct Pacing {
+    pub(super) commit_interval: Duration,
+    pub(super) journal_wait: Duration,
+    pub(super) commit_delay: Duration,
+}
+
 fn take_queued(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Box<dyn Command>>, max_batch: usize) {
     while batch.len() < max_batch {
         match rx.try_recv() {
@@ -343,16 +358,21 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Takes batches of commands until every sender is gone; a batch begins
-    /// no sooner than `commit_interval` after the one before began, and
+    /// no sooner than `commit_interval` after the one before began, a small
+    /// one waits `commit_delay` for company while sagas are in flight, and
     /// journal entries woken for with no command queued wait up to
     /// `journal_wait` for one to share its commit.
     pub(super) fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
         max_batch: usize,
-        commit_interval: Duration,
-        journal_wait: Duration,
+        pacing: Pacing,
     ) -> Result<(), String> {
+        let Pacing {
+            commit_interval,
+            journal_wait,
+            commit_delay,
+        } = pacing;
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
         let mut last_began: Option<Instant> = None;
         // Only to wait for a command with a timeout (the channel's blocking
@@ -381,6 +401,12 @@ impl Writer {
                 std::thread::sleep(wait);
                 take_queued(&mut rx, &mut batch, max_batch);
             }
+            if self.awaits_company(&batch, max_batch, commit_delay) {
+                // Bounded by the delay, once a batch: what arrives meanwhile
+                // shares its commit.
+                std::thread::sleep(commit_delay);
+                take_queued(&mut rx, &mut batch, max_batch);
+            }
             last_began = Some(Instant::now());
             self.batch(&mut batch);
         }
@@ -399,6 +425,21 @@ impl Writer {
             0 => Ok(()),
             n => Err(format!("{n} journal entries could not be written")),
         }
+    }
+
+    /// Whether `batch` (a few commands, none of them alone journal entries
+    /// that already waited) should wait `delay` for more: only while enough
+    /// receive sagas are in flight that their ends are on their way.
+    fn awaits_company(
+        &self,
+        batch: &[Box<dyn Command>],
+        max_batch: usize,
+        delay: Duration,
+    ) -> bool {
+        !delay.is_zero()
+            && !batch.is_empty()
+            && batch.len() < DELAY_BELOW.min(max_batch)
+            && saga_book::lock(&self.sagas).in_flight() >= DELAY_SIBLINGS
     }
 
     /// Runs `commands` (emptying it) and pending journal entries in one transaction.
