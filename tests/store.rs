@@ -1617,10 +1617,11 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
 
 /// `commit_delay`: while at least two receive sagas are in flight (their
 /// ends on their way), a batch of fewer than four commands waits the delay
-/// for company. Two reserves 100 ms apart under a delay of 1 s share one
+/// for company. Two reserves 300 ms apart under a delay of 1 s share one
 /// commit; with no delay they take one each. With fewer sagas in flight
 /// nothing waits: the first two reserves are answered before the delay
-/// could have passed.
+/// could have passed; nor does a lookup that finds nothing (answered as
+/// soon as it has run, so it gains nothing from company).
 #[tokio::test]
 async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_in_flight() {
     for delay in [Duration::from_secs(1), Duration::ZERO] {
@@ -1653,7 +1654,7 @@ async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_
             let store = store.clone();
             async move { store.reserve(receive(1, 803, 10)).await }
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let second = store.reserve(receive(1, 804, 10)).await;
         assert!(matches!(first.await.unwrap(), Ok(Reserve::Reserved(_))));
         assert!(matches!(second, Ok(Reserve::Reserved(_))));
@@ -1664,7 +1665,22 @@ async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_
             assert_eq!(commits, 1, "the second reserve joined the waiting batch");
         }
 
-        // Ended together: one wait, not one a saga.
+        // Four in flight: a lookup alone does not wait.
+        let began = std::time::Instant::now();
+        assert_eq!(
+            store.answer(&request_key(b"0200", 899)).await.unwrap(),
+            None
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "a lookup does not wait"
+        );
+        // The lookup was answered before its batch committed: a call behind
+        // it returns after that commit is counted.
+        freeze(&*store, 1).await;
+
+        // Ended together: one wait and one commit, not one a saga.
+        let before = store.stats().commits;
         let ends: Vec<_> = (801..805)
             .map(|request| {
                 let store = store.clone();
@@ -1680,6 +1696,13 @@ async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_
             .collect();
         for end in ends {
             assert_eq!(end.await.unwrap(), Settled::Now);
+        }
+        if !delay.is_zero() {
+            assert_eq!(
+                store.stats().commits - before,
+                1,
+                "the four ends share a commit"
+            );
         }
         let record = freeze(&*store, 1).await;
         assert_eq!((record.received_minor, record.reserved_minor), (40, 0));

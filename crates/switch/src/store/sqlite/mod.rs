@@ -134,14 +134,16 @@ pub struct SqliteOptions {
     /// alone); a command never waits for it. The timer rounds up to the
     /// next millisecond. Zero commits them at once.
     pub journal_wait: std::time::Duration,
-    /// How long a batch of fewer than 4 commands waits for more before it
-    /// runs, when at least 2 receive sagas are in flight (`[store]
+    /// How long a batch of fewer than 4 commands, one at least answered
+    /// after the commit, waits for more before it runs, when the writer's
+    /// book holds at least 2 receive sagas not ended (`[store]
     /// commit_delay_us`; PostgreSQL's `commit_delay` and `commit_siblings`
     /// are the same idea). Sagas in flight each send their end soon, so
-    /// under load a small batch is soon joined, and a commit costs the same
-    /// whatever it holds (its WAL pages and fsync): at 10,000 receives/s a
-    /// fifth fewer commits. With few sagas in flight nothing waits. Zero
-    /// turns it off; default [`DEFAULT_COMMIT_DELAY`].
+    /// under load a small batch is soon joined, and a commit's fsync and
+    /// bookkeeping are paid whatever it holds: at 10,000 receives/s a fifth
+    /// fewer commits. With fewer sagas nothing waits, nor does a batch the
+    /// commit interval has held already. Zero turns
+    /// it off; default [`DEFAULT_COMMIT_DELAY`].
     pub commit_delay: std::time::Duration,
 }
 

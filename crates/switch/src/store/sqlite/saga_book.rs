@@ -232,12 +232,14 @@ impl SagaBook {
         self.unlogged_ends.retain(|k| sagas.contains_key(k));
     }
 
-    /// A commit succeeded.
-    /// Sagas reserved and not ended yet (each will send its end soon).
+    /// Sagas in the book not ended yet: those in flight, most of which send
+    /// their end soon (and those waiting out a bank's timeout).
     pub(super) fn in_flight(&self) -> usize {
+        debug_assert!(self.ended <= self.sagas.len());
         self.sagas.len().saturating_sub(self.ended)
     }
 
+    /// A commit succeeded.
     pub(super) fn committed(&mut self) {
         self.since_prune = self.since_prune.saturating_add(1);
     }

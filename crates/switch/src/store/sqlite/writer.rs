@@ -46,6 +46,12 @@ pub(super) trait Command: Send {
     /// After a successful [`Command::run_bare`]: what to do once the batch's
     /// commit is decided.
     fn concluded(self: Box<Self>) -> Reply;
+    /// Whether its caller is answered only after the batch's commit: a batch
+    /// of none such (reads answered as soon as they have run) gains nothing
+    /// from waiting for company.
+    fn awaits_commit(&self) -> bool {
+        true
+    }
 }
 
 pub(super) struct Call<F, T> {
@@ -131,6 +137,10 @@ where
     fn concluded(self: Box<Self>) -> Reply {
         // Never run bare (not repeatable): it has replied already or never will.
         Box::new(|_| {})
+    }
+
+    fn awaits_commit(&self) -> bool {
+        false
     }
 }
 
@@ -226,15 +236,23 @@ where
     fn concluded(self: Box<Self>) -> Reply {
         self.after_commit()
     }
+
+    fn awaits_commit(&self) -> bool {
+        // Nearly every lookup finds nothing and is answered as soon as it
+        // has run; one that finds an answer waits for the commit either way.
+        false
+    }
 }
 
-/// Moves what is queued into `batch`, up to `max_batch` commands.
 /// A batch of fewer commands than this may wait for more
 /// ([`SqliteOptions::commit_delay`](super::SqliteOptions::commit_delay)).
 pub(super) const DELAY_BELOW: usize = 4;
 
-/// Receive sagas in flight (reserved, not ended) from which a small batch
-/// waits: each of them sends its end within about a bank's round trip.
+/// Receive sagas in the writer's book and not ended from which a small
+/// batch waits: a saga in flight sends its end within about a bank's round
+/// trip. (The book also holds sagas waiting out a bank's timeout, for at
+/// most `saga_book::MATERIALIZE_AFTER` log rows; its count is a hint, and
+/// a wrong one costs at most the delay.)
 pub(super) const DELAY_SIBLINGS: usize = 2;
 
 /// When batches begin ([`super::SqliteOptions`]).
@@ -244,6 +262,7 @@ pub(super) struct Pacing {
     pub(super) commit_delay: Duration,
 }
 
+/// Moves what is queued into `batch`, up to `max_batch` commands.
 fn take_queued(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Box<dyn Command>>, max_batch: usize) {
     while batch.len() < max_batch {
         match rx.try_recv() {
@@ -383,6 +402,10 @@ impl Writer {
             .map_err(|e| tracing::warn!("journal entries alone are committed at once: {e}"))
             .ok();
         while let Some(first) = rx.blocking_recv() {
+            // Whether the commit interval held this batch already: then it
+            // does not wait for company too. (The journal's wait ends the
+            // moment a command comes, which has then waited for nothing.)
+            let mut waited = false;
             match first {
                 Msg::Command(c) => batch.push(c),
                 Msg::Wake => {
@@ -399,11 +422,12 @@ impl Writer {
                 // The wait is bounded by the interval: what arrives meanwhile
                 // shares this batch's commit.
                 std::thread::sleep(wait);
+                waited = true;
                 take_queued(&mut rx, &mut batch, max_batch);
             }
-            if self.awaits_company(&batch, max_batch, commit_delay) {
-                // Bounded by the delay, once a batch: what arrives meanwhile
-                // shares its commit.
+            if !waited && self.awaits_company(&batch, max_batch, commit_delay) {
+                // Bounded by the delay: what arrives meanwhile shares its
+                // commit.
                 std::thread::sleep(commit_delay);
                 take_queued(&mut rx, &mut batch, max_batch);
             }
@@ -427,9 +451,9 @@ impl Writer {
         }
     }
 
-    /// Whether `batch` (a few commands, none of them alone journal entries
-    /// that already waited) should wait `delay` for more: only while enough
-    /// receive sagas are in flight that their ends are on their way.
+    /// Whether `batch` (a few commands, one of them at least answered after
+    /// the commit) should wait `delay` for more: only while enough receive
+    /// sagas are in flight that their ends are on their way.
     fn awaits_company(
         &self,
         batch: &[Box<dyn Command>],
@@ -437,8 +461,8 @@ impl Writer {
         delay: Duration,
     ) -> bool {
         !delay.is_zero()
-            && !batch.is_empty()
             && batch.len() < DELAY_BELOW.min(max_batch)
+            && batch.iter().any(|c| c.awaits_commit())
             && saga_book::lock(&self.sagas).in_flight() >= DELAY_SIBLINGS
     }
 
