@@ -98,6 +98,9 @@ fi
 if [ -n "${METRICS:-}" ]; then
     printf '\n[admin]\nlisten = "127.0.0.1:9100"\n' >>"$work/switch.toml"
 fi
+# What ran before (a build, the last run's files) goes to the disk now, not
+# during this run, where its writeback would slow the store's fsyncs.
+sync
 sleep 0.5
 "${on_switch_cpu[@]}" "$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
 switch_pid=$!
