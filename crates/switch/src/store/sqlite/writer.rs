@@ -46,9 +46,10 @@ pub(super) trait Command: Send {
     /// After a successful [`Command::run_bare`]: what to do once the batch's
     /// commit is decided.
     fn concluded(self: Box<Self>) -> Reply;
-    /// Whether its caller is answered only after the batch's commit: a batch
-    /// of none such (reads answered as soon as they have run) gains nothing
-    /// from waiting for company.
+    /// Whether waiting for company can help it: its caller is answered
+    /// after the batch's commit. A batch of none such (reads answered as
+    /// soon as they have run, lookups that nearly always find nothing)
+    /// does not wait.
     fn awaits_commit(&self) -> bool {
         true
     }
@@ -251,8 +252,8 @@ pub(super) const DELAY_BELOW: usize = 4;
 /// Receive sagas in the writer's book and not ended from which a small
 /// batch waits: a saga in flight sends its end within about a bank's round
 /// trip. (The book also holds sagas waiting out a bank's timeout, for at
-/// most `saga_book::MATERIALIZE_AFTER` log rows; its count is a hint, and
-/// a wrong one costs at most the delay.)
+/// most `MATERIALIZE_AFTER + PRUNE_EVERY` log rows; its count is a hint,
+/// and a wrong one costs at most the delay.)
 pub(super) const DELAY_SIBLINGS: usize = 2;
 
 /// When batches begin ([`super::SqliteOptions`]).
@@ -429,6 +430,7 @@ impl Writer {
                 // Bounded by the delay: what arrives meanwhile shares its
                 // commit.
                 std::thread::sleep(commit_delay);
+                self.shared.delayed.fetch_add(1, Ordering::Relaxed);
                 take_queued(&mut rx, &mut batch, max_batch);
             }
             last_began = Some(Instant::now());
