@@ -407,6 +407,23 @@ impl std::fmt::Display for StoreConfig {
 /// up to it before its batch begins.
 pub const MAX_COMMIT_INTERVAL_MS: u64 = 50;
 
+/// A `[store]` setting only the embedded store has: refused for PostgreSQL
+/// and above `max`.
+fn embedded_only(
+    key: &str,
+    value: Option<u64>,
+    max: u64,
+    store: &StoreConfig,
+) -> Result<Option<u64>, ConfigError> {
+    match (value, store) {
+        (Some(_), StoreConfig::Postgres(_)) => {
+            Err(err(key, "only the embedded store (`path`) has it"))
+        }
+        (Some(v), _) if v > max => Err(err(key, format!("must be at most {max}"))),
+        (value, _) => Ok(value),
+    }
+}
+
 /// The most `[store] commit_delay_us` may be: a command of a small batch may
 /// wait up to it before its batch begins.
 pub const MAX_COMMIT_DELAY_US: u64 = 10_000;
@@ -928,31 +945,23 @@ impl Config {
         if lease < Duration::from_millis(300) {
             return Err(err("store.lease_ms", "must be at least 300"));
         }
-        let key = "store.commit_interval_ms";
-        let commit_interval = match (raw.store.commit_interval_ms, &store) {
-            (None, _) => Duration::ZERO,
-            (Some(_), StoreConfig::Postgres(_)) => {
-                return Err(err(key, "only the embedded store (`path`) has it"));
-            }
-            (Some(ms), _) if ms > MAX_COMMIT_INTERVAL_MS => {
-                return Err(err(
-                    key,
-                    format!("must be at most {MAX_COMMIT_INTERVAL_MS}"),
-                ));
-            }
-            (Some(ms), _) => Duration::from_millis(ms),
-        };
-        let key = "store.commit_delay_us";
-        let commit_delay = match (raw.store.commit_delay_us, &store) {
-            (None, _) => crate::store::sqlite::DEFAULT_COMMIT_DELAY,
-            (Some(_), StoreConfig::Postgres(_)) => {
-                return Err(err(key, "only the embedded store (`path`) has it"));
-            }
-            (Some(us), _) if us > MAX_COMMIT_DELAY_US => {
-                return Err(err(key, format!("must be at most {MAX_COMMIT_DELAY_US}")));
-            }
-            (Some(us), _) => Duration::from_micros(us),
-        };
+        let commit_interval = embedded_only(
+            "store.commit_interval_ms",
+            raw.store.commit_interval_ms,
+            MAX_COMMIT_INTERVAL_MS,
+            &store,
+        )?
+        .map_or(Duration::ZERO, Duration::from_millis);
+        let commit_delay = embedded_only(
+            "store.commit_delay_us",
+            raw.store.commit_delay_us,
+            MAX_COMMIT_DELAY_US,
+            &store,
+        )?
+        .map_or(
+            crate::store::sqlite::DEFAULT_COMMIT_DELAY,
+            Duration::from_micros,
+        );
         if raw.store.journal_retention_days == Some(0) {
             return Err(err(
                 "store.journal_retention_days",
