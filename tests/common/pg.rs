@@ -314,10 +314,14 @@ impl Cluster {
         }
     }
 
+    /// A small WAL (`max_wal_size=64MB`): each test's `CREATE DATABASE`
+    /// copies the template through the WAL, about 8 MB a database, and a
+    /// test binary makes dozens; with the default 1 GB the WAL alone took
+    /// hundreds of megabytes of a CI machine's disk.
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200 \
-             -c shared_buffers=128MB {}",
+             -c shared_buffers=128MB -c max_wal_size=64MB -c min_wal_size=32MB {}",
             self.port,
             self.dir.display(),
             self.settings
