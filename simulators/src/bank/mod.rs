@@ -21,7 +21,10 @@ use iso8583::validate::{validate, Violation};
 use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData};
 
 use crate::random::SplitMix64;
+use chunked::ChunkedLog;
 use std::collections::BTreeMap;
+
+mod chunked;
 use std::fmt;
 use std::sync::Arc;
 
@@ -458,7 +461,8 @@ pub struct Bank {
     spec: Arc<Spec>,
     accounts: BTreeMap<String, Account>,
     holds: BTreeMap<FreezeKey, Hold>,
-    journal: Vec<Entry>,
+    // In chunks, not a `Vec`: its doublings stopped the bank (`chunked.rs`).
+    journal: ChunkedLog<Entry>,
     // A B-tree, not a hash map: under sustained load a hash map's resize
     // would stop the bank for a long moment while it rehashes millions of
     // answers, which shows up as latency spikes in every benchmark.
@@ -497,7 +501,7 @@ impl Bank {
             spec: Arc::new(Spec::switchboard()),
             accounts: BTreeMap::new(),
             holds: BTreeMap::new(),
-            journal: Vec::new(),
+            journal: ChunkedLog::default(),
             answered: BTreeMap::new(),
             next_auth_code: 1,
         }
