@@ -4,13 +4,13 @@
 //! into an allocation twice the size. A bank's journal holds an entry for
 //! every request it decided, so under load it reached hundreds of thousands
 //! of entries, and each doubling (at 65,536, 131,072, 262,144 ... entries)
-//! stopped the bank for as long as the copy and the fresh pages took: 39, 76
-//! and 123 ms at those sizes in a 20,000/s run, the largest latencies of
-//! every run through it. Here a push never moves what is already stored:
+//! stopped the bank for as long as the copy and the fresh pages took: 40, 77
+//! and 124 ms at those sizes in a 20,000/s run, the largest latencies of
+//! every run straight to it. Here a push never moves what is already stored:
 //! a full chunk stays where it is and a new one is started.
 
 /// Entries in one chunk: large enough that the list of chunks stays short
-/// (a million entries are 256 chunks), small enough that starting a chunk
+/// (2^20 entries are 256 chunks), small enough that starting a chunk
 /// costs nothing a request would notice.
 const CHUNK: usize = 4096;
 

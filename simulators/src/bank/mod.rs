@@ -11,6 +11,8 @@
 //! Card numbers appear in full only in the ledger ([`Ledger`], [`Hold`]); the
 //! journal and everything meant for logs carry them masked.
 
+mod chunked;
+
 use iso8583::codec::{Message, Mti};
 use iso8583::fields::{amount_minor, luhn_valid, num, FieldError};
 use iso8583::mask::mask_pan;
@@ -23,8 +25,6 @@ use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData};
 use crate::random::SplitMix64;
 use chunked::ChunkedLog;
 use std::collections::BTreeMap;
-
-mod chunked;
 use std::fmt;
 use std::sync::Arc;
 
