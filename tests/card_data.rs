@@ -1,7 +1,7 @@
 //! Card data at rest: a real `serve` process on the embedded store carries
 //! every flow of the wallet suite (`switchboard conform wallet`), then the
 //! day is cleared; every file it wrote (the database and its `-wal`/`-shm`,
-//! the lock, its log, the clearing files) is searched for every card number
+//! its decision log, the lock, its log, the clearing files) is searched for every card number
 //! of both banks, as ASCII digits, as hex text and as packed BCD.
 //!
 //! Without a data key the search finds them (the control: the search can
@@ -171,7 +171,12 @@ async fn no_file_the_switch_writes_holds_a_card_number_once_keys_are_configured(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for name in ["keys.toml", "switch.db", "switch.db.lock"] {
+        for name in [
+            "keys.toml",
+            "switch.db",
+            "switch.db.lock",
+            "switch.db-decisions",
+        ] {
             let mode = std::fs::metadata(dir.path().join(name))
                 .unwrap()
                 .permissions()

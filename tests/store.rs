@@ -1452,6 +1452,7 @@ async fn the_embedded_store_commits_journal_entries_with_the_next_command() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteOptions {
         journal_wait: Duration::from_secs(30),
+        decision_log: false,
         ..SqliteOptions::default()
     };
     let store = SqliteStore::open_with(&dir.path().join("switchboard.db"), options).unwrap();
@@ -1628,6 +1629,7 @@ async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_
         let dir = tempfile::tempdir().unwrap();
         let options = SqliteOptions {
             commit_delay: delay,
+            decision_log: false,
             ..SqliteOptions::default()
         };
         let store =
@@ -2079,9 +2081,13 @@ fn updates_counted(path: &Path, table: &str) -> Vec<String> {
 async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
-    SqliteStore::open(&path).unwrap().close().await.unwrap();
+    open_without_decision_log(&path)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     count_updates(&path, "sagas");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let store = Arc::new(open_without_decision_log(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     let reserved = reserve_concurrently(&store, 1, 1..=4, 10).await;
     assert_eq!(reserved, 4);
@@ -2149,6 +2155,36 @@ async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
     assert_eq!(rows[3], ("000004".to_string(), "debiting".to_string()));
 }
 
+/// The embedded store opened with every batch committed in SQLite (no
+/// decision log): for tests that look at the sagas' log and the journal in
+/// the file while the store runs.
+fn open_without_decision_log(path: &Path) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open_with(
+        path,
+        SqliteOptions {
+            decision_log: false,
+            ..SqliteOptions::default()
+        },
+    )
+}
+
+/// What a crash (kill -9, power loss) leaves of the running embedded store
+/// at `from`, copied to `to` to be opened in its place: its decision log,
+/// then the database as committed. In that order, because the writer may
+/// insert the log's records into the database between the two copies and
+/// then begin the log again: the database copied after the log then holds
+/// what the log copy holds or more, never less.
+fn crash_image(from: &Path, to: &Path) {
+    let log = switchboard::store::sqlite::log_path(from);
+    if log.exists() {
+        std::fs::copy(&log, switchboard::store::sqlite::log_path(to)).unwrap();
+    }
+    rusqlite::Connection::open(from)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [to.to_str().unwrap()])
+        .unwrap();
+}
+
 /// Reserves `requests` on `freeze` at once (so in shared batches); how many
 /// were reserved.
 async fn reserve_concurrently(
@@ -2172,6 +2208,71 @@ async fn reserve_concurrently(
     reserved
 }
 
+/// With the decision log (the default), a batch of reservations or ends and
+/// the journal entries it carries are durable in `<file>-decisions` before
+/// their callers hear back, and not yet in the database. A crash image
+/// (the log, then the database as committed) holds them in the log alone;
+/// opening it inserts them into the database, the sagas and totals as the
+/// sagas' log would give them, with the journal. A last record torn by the
+/// crash is not read; the records before it are.
+#[tokio::test]
+async fn the_embedded_store_reads_back_what_a_crash_left_in_its_decision_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let crashed = dir.path().join("crashed.db");
+    let torn = dir.path().join("torn.db");
+    let options = SqliteOptions {
+        // Not inserted into the database while the test runs, however slow.
+        decision_log_idle: Duration::from_secs(3600),
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
+    open_freeze(&*store, 1, 1000).await;
+    store.journal(journal_entry(1));
+    store.journal(journal_entry(2));
+    assert_eq!(reserve_concurrently(&store, 1, 1..=6, 10).await, 6);
+    end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
+    // The reservations' batches and the end's, at least, were logged.
+    assert!(store.stats().logged >= 2, "{:?}", store.stats());
+    crash_image(&path, &crashed);
+    crash_image(&path, &torn);
+    // The database holds none of it: the six reservations, the end and the
+    // two entries are in the log alone.
+    assert_eq!(embedded_sagas_on_file(&crashed), (vec![], 0));
+    assert_eq!(entries_in_file(&crashed), 0);
+    // The torn image: its log cut inside the last record, the end's.
+    let torn_log = switchboard::store::sqlite::log_path(&torn);
+    let len = std::fs::metadata(&torn_log).unwrap().len();
+    assert!(len > 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn_log)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(&crashed).unwrap();
+    assert_eq!(entries_in_file(&crashed), 2);
+    assert_eq!(journal_len(&store).await, 2);
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (50, 10));
+    let in_flight = store.sagas().await.unwrap();
+    assert_eq!(in_flight.len(), 6);
+    assert_eq!(in_flight.iter().filter(|s| !s.state.is_final()).count(), 5);
+    check_invariants(&store).await;
+    store.close().await.unwrap();
+    assert_eq!(embedded_freeze_row(&crashed, 1), (10, 50));
+
+    let store = SqliteStore::open(&torn).unwrap();
+    let f = freeze(&store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (60, 0));
+    let in_flight = store.sagas().await.unwrap();
+    assert_eq!(in_flight.len(), 6);
+    assert!(in_flight.iter().all(|s| s.state == SagaState::Debiting));
+    check_invariants(&store).await;
+}
+
 /// A process that stops without closing the embedded store (a crash, kill
 /// -9) leaves its sagas in flight in the log: the file as committed is
 /// copied while the store runs, and opening the copy reads them back into
@@ -2181,7 +2282,7 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let crashed = dir.path().join("crashed.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let store = Arc::new(open_without_decision_log(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     assert_eq!(reserve_concurrently(&store, 1, 1..=6, 10).await, 6);
     end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
@@ -2194,7 +2295,7 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     assert_eq!(embedded_sagas_on_file(&crashed), (vec![], 7));
     drop(store);
 
-    let store = SqliteStore::open(&crashed).unwrap();
+    let store = open_without_decision_log(&crashed).unwrap();
     let (rows, logged) = embedded_sagas_on_file(&crashed);
     assert_eq!(logged, 0);
     assert_eq!(rows.len(), 6);
@@ -2245,10 +2346,14 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let crashed = dir.path().join("crashed.db");
-    SqliteStore::open(&path).unwrap().close().await.unwrap();
+    open_without_decision_log(&path)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     count_updates(&path, "freezes");
     let freeze_updates = || updates_counted(&path, "freezes").len();
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let store = Arc::new(open_without_decision_log(&path).unwrap());
     open_freeze(&*store, 1, 1_000_000).await;
     let opened = freeze_updates();
     // Receive 1 stays in flight, and keeps the log rows from its own on.
@@ -2287,7 +2392,7 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
         .execute("VACUUM INTO ?1", [crashed.to_str().unwrap()])
         .unwrap();
     drop(store);
-    let store = SqliteStore::open(&crashed).unwrap();
+    let store = open_without_decision_log(&crashed).unwrap();
     assert_eq!(embedded_freeze_row(&crashed, 1), (299, 10));
     assert_eq!(embedded_log(&crashed), (0, vec![]));
     end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
@@ -2469,10 +2574,7 @@ async fn the_embedded_stores_freeze_totals_follow_a_model_through_crashes_and_pr
                     Arc::into_inner(store).unwrap().close().await.unwrap();
                     assert_eq!(embedded_log(&path), (0, vec![]), "{step}: closed");
                 }
-                rusqlite::Connection::open(&path)
-                    .unwrap()
-                    .execute("VACUUM INTO ?1", [next.to_str().unwrap()])
-                    .unwrap();
+                crash_image(&path, &next);
                 path = next;
                 store = Arc::new(SqliteStore::open(&path).unwrap());
                 for n in 1..=FREEZES {
@@ -2554,10 +2656,14 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
 async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let store = Arc::new(open_without_decision_log(&path).unwrap());
     open_freeze(&*store, 1, 100_000).await;
     assert_eq!(reserve_concurrently(&store, 1, 1..=3, 10).await, 3);
-    SqliteStore::open(&path).unwrap().close().await.unwrap();
+    open_without_decision_log(&path)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     let (rows, logged) = embedded_sagas_on_file(&path);
     assert_eq!((rows.len(), logged), (3, 0));
 
@@ -2760,7 +2866,7 @@ async fn a_damaged_log_of_sagas_in_flight_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let copy = dir.path().join("copy.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let store = Arc::new(open_without_decision_log(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     assert_eq!(reserve_concurrently(&store, 1, 1..=2, 10).await, 2);
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -2771,7 +2877,7 @@ async fn a_damaged_log_of_sagas_in_flight_is_refused_at_open() {
     conn.execute("UPDATE saga_log SET body = substr(body, 1, 20)", [])
         .unwrap();
     drop(conn);
-    let err = SqliteStore::open(&copy).unwrap_err();
+    let err = open_without_decision_log(&copy).unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt(m) if m.contains("saga log row 1, byte ")),
         "{err}"

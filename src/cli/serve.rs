@@ -110,6 +110,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 let options = SqliteOptions {
                     commit_interval: config.commit_interval,
                     commit_delay: config.commit_delay,
+                    decision_log: config.decision_log,
                     ..SqliteOptions::default()
                 };
                 OpenedStore::Embedded(Arc::new(SqliteStore::open_locked_with(

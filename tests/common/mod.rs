@@ -85,6 +85,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         journal_retention_days: None,
         commit_interval: std::time::Duration::ZERO,
         commit_delay: switchboard::store::sqlite::DEFAULT_COMMIT_DELAY,
+        decision_log: true,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
         clearing: Default::default(),
         capture: None,

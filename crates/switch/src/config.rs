@@ -253,6 +253,7 @@ struct RawStore {
     journal_retention_days: Option<u32>,
     commit_interval_ms: Option<u64>,
     commit_delay_us: Option<u64>,
+    decision_log: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +454,10 @@ pub struct Config {
     /// [`MAX_COMMIT_DELAY_US`]; default
     /// [`crate::store::sqlite::DEFAULT_COMMIT_DELAY`], 0 turns it off).
     pub commit_delay: Duration,
+    /// Whether the embedded store makes batches of receive decisions
+    /// durable in its decision log (`[store] decision_log`, default true;
+    /// `SqliteOptions::decision_log`).
+    pub decision_log: bool,
     /// Freezes older than this are unfrozen by the switch itself.
     pub max_freeze_age: Duration,
     /// Settlement dates: cutoff time and time zone (`[clearing]`).
@@ -962,6 +967,12 @@ impl Config {
             crate::store::sqlite::DEFAULT_COMMIT_DELAY,
             Duration::from_micros,
         );
+        if raw.store.decision_log.is_some() && matches!(store, StoreConfig::Postgres(_)) {
+            return Err(err(
+                "store.decision_log",
+                "only the embedded store (`path`) has it",
+            ));
+        }
         if raw.store.journal_retention_days == Some(0) {
             return Err(err(
                 "store.journal_retention_days",
@@ -1026,6 +1037,7 @@ impl Config {
             journal_retention_days: raw.store.journal_retention_days,
             commit_interval,
             commit_delay,
+            decision_log: raw.store.decision_log.unwrap_or(true),
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
             clearing,
             capture,
@@ -1302,6 +1314,21 @@ hosts = ["127.0.0.1:7000"]
             let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
             assert_eq!(e.key, "store.commit_delay_us");
         }
+        // The decision log: on unless turned off, and refused for PostgreSQL.
+        assert!(c.decision_log);
+        let with_log = |store: &str, on: bool| {
+            GOOD.replace("path = \"sb.db\"", &format!("{store}\ndecision_log = {on}"))
+        };
+        for on in [false, true] {
+            let c = Config::from_toml(&with_log("path = \"sb.db\"", on), Path::new(".")).unwrap();
+            assert_eq!(c.decision_log, on);
+        }
+        let e = Config::from_toml(
+            &with_log("url = \"postgres://db/sb\"", true),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "store.decision_log");
         // A long bank timeout stretches the default hold; a hold set too short is refused.
         let slow = format!("{GOOD}timeout_ms = 40000\n");
         let c = Config::from_toml(&slow, Path::new(".")).unwrap();

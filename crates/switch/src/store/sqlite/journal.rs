@@ -47,16 +47,27 @@ pub fn write_journal(conn: &Connection, entries: &[JournalEntry]) -> StoreResult
 /// more than 60 s, or a value would pass what a reader opens. The store's
 /// writer calls it inside its commit.
 pub(super) fn write_packed(conn: &Connection, entries: &[PackedEntry]) -> StoreResult<()> {
+    insert_packs(conn, &pack_rows(entries))
+}
+
+/// A pack as its `journal_packs` row holds it: its values compressed, its
+/// raw messages sealed.
+#[derive(Debug, PartialEq)]
+pub(super) struct PackRow {
+    pub(super) first_ms: i64,
+    pub(super) last_ms: i64,
+    pub(super) entries: u32,
+    pub(super) body: Vec<u8>,
+    pub(super) raws: Vec<u8>,
+}
+
+/// `entries` cut into packs as [`write_packed`] writes them.
+pub(super) fn pack_rows(entries: &[PackedEntry]) -> Vec<PackRow> {
     let mut ordered: Vec<&PackedEntry> = entries.iter().collect();
     if !ordered.is_sorted_by_key(|e| e.at_ms) {
         ordered.sort_by_key(|e| e.at_ms);
     }
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO journal_packs (first_ms, last_ms, entries, body, raws) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(db)?;
+    let mut rows = Vec::new();
     let mut rest = &ordered[..];
     while let Some(first) = rest.first() {
         let end = rest
@@ -75,16 +86,39 @@ pub(super) fn write_packed(conn: &Connection, entries: &[PackedEntry]) -> StoreR
         // The entries the pack took: all up to `end`, or fewer when cut.
         let end = pack.entries as usize;
         let (body, raws) = pack.stored();
+        rows.push(PackRow {
+            first_ms: pack.first_ms,
+            last_ms: pack.last_ms,
+            entries: pack.entries,
+            body,
+            raws: vault::seal_bytes(sealed::JOURNAL_PACK_RAWS, &raws),
+        });
+        rest = &rest[end..];
+    }
+    rows
+}
+
+/// Inserts packs made by [`pack_rows`].
+pub(super) fn insert_packs(conn: &Connection, rows: &[PackRow]) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO journal_packs (first_ms, last_ms, entries, body, raws) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db)?;
+    for row in rows {
         insert
             .execute(params![
-                pack.first_ms,
-                pack.last_ms,
-                pack.entries,
-                body,
-                vault::seal_bytes(sealed::JOURNAL_PACK_RAWS, &raws),
+                row.first_ms,
+                row.last_ms,
+                row.entries,
+                row.body,
+                row.raws,
             ])
             .map_err(db)?;
-        rest = &rest[end..];
     }
     Ok(())
 }

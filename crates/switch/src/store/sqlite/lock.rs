@@ -65,8 +65,10 @@ impl StoreLock {
     }
 }
 
+/// Takes `flock(LOCK_EX)` on `file` without waiting: `false` when another
+/// open file holds it (the decision log's, too).
 #[cfg(unix)]
-fn try_lock(file: &File) -> std::io::Result<bool> {
+pub(super) fn try_lock(file: &File) -> std::io::Result<bool> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: flock on a descriptor this File owns for the call's duration.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -83,7 +85,7 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 
 /// Elsewhere the file is opened but not locked.
 #[cfg(not(unix))]
-fn try_lock(_file: &File) -> std::io::Result<bool> {
+pub(super) fn try_lock(_file: &File) -> std::io::Result<bool> {
     Ok(true)
 }
 

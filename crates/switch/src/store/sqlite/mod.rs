@@ -74,6 +74,7 @@ mod audit;
 mod byte_reader;
 mod checkpointer;
 mod commands;
+mod decision_log;
 mod freeze_totals;
 mod journal;
 mod journal_pack;
@@ -89,6 +90,8 @@ mod traits;
 mod writer;
 
 use self::checkpointer::Checkpointer;
+pub use self::decision_log::log_path;
+use self::decision_log::{DecisionLog, Logged};
 pub use self::journal::write_journal;
 use self::journal_pack::PackedEntry;
 use self::risk_codec::RiskEvent;
@@ -146,7 +149,21 @@ pub struct SqliteOptions {
     /// [`DEFAULT_COMMIT_DELAY`]. The writer sleeps this long: the
     /// configuration allows at most 10 ms (`MAX_COMMIT_DELAY_US`).
     pub commit_delay: std::time::Duration,
+    /// Whether batches of receive decisions are made durable in the
+    /// decision log (`<file>-decisions`: one write and one `fdatasync` a
+    /// batch) rather than by a SQLite commit, their rows inserted into the
+    /// database later, together (`[store] decision_log`; default on). Off,
+    /// every batch commits in SQLite; a log left by an earlier run is
+    /// still read back at open.
+    pub decision_log: bool,
+    /// How long the writer, idle, keeps the decision log's records before
+    /// inserting them into the database ([`DEFAULT_DECISION_LOG_IDLE`]).
+    pub decision_log_idle: std::time::Duration,
 }
+
+/// [`SqliteOptions::decision_log_idle`]'s default: a reader of the file
+/// beside a quiet switch sees its decisions within about this long.
+pub const DEFAULT_DECISION_LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// [`SqliteOptions::commit_delay`]'s default: a few commands' arrivals at
 /// 10,000 receives/s, a fraction of a commit's own fsync.
@@ -163,6 +180,8 @@ impl Default for SqliteOptions {
             commit_interval: std::time::Duration::ZERO,
             journal_wait: std::time::Duration::from_millis(5),
             commit_delay: DEFAULT_COMMIT_DELAY,
+            decision_log: true,
+            decision_log_idle: DEFAULT_DECISION_LOG_IDLE,
         }
     }
 }
@@ -179,6 +198,9 @@ pub struct StoreStats {
     pub reruns: u64,
     /// Batches that waited [`SqliteOptions::commit_delay`] for company.
     pub delayed: u64,
+    /// Of the commits, those made durable by the decision log
+    /// ([`SqliteOptions::decision_log`]) rather than by SQLite.
+    pub logged: u64,
 }
 
 /// The SQLite implementation of [`Store`]. See the module documentation.
@@ -225,6 +247,7 @@ struct Shared {
     commands: AtomicU64,
     reruns: AtomicU64,
     delayed: AtomicU64,
+    logged: AtomicU64,
     /// A wake-up for journal entries is queued (or a batch is about to drain them).
     wake_pending: AtomicBool,
     /// Journal entries sent to the writer and not yet committed.
@@ -287,6 +310,9 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(db)?;
         configure(&conn, options)?;
         migrate(&conn)?;
+        // What a run that stopped without closing left in the decision log
+        // goes into the database before anything reads it.
+        let log = DecisionLog::open(path, &conn)?.filter(|_| options.decision_log);
         let risk_log = Arc::new(std::sync::Mutex::new(RiskLog::open(
             &conn,
             options.risk_checkpoint,
@@ -304,6 +330,7 @@ impl SqliteStore {
             commands: AtomicU64::new(0),
             reruns: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
             journal_backlog: JournalBacklog::new(options.journal_capacity),
         });
@@ -321,6 +348,7 @@ impl SqliteStore {
                     tracing::warn!("the store checkpoints only in the writer's commits: {e}")
                 })
                 .ok(),
+            log,
         };
         let max_batch = options.max_batch.max(1);
         let thread = std::thread::Builder::new()
@@ -333,6 +361,7 @@ impl SqliteStore {
                         commit_interval: options.commit_interval,
                         journal_wait: options.journal_wait,
                         commit_delay: options.commit_delay,
+                        log_idle: options.decision_log_idle,
                     },
                 )
             })
@@ -380,6 +409,7 @@ impl SqliteStore {
             commands: self.shared.commands.load(Ordering::Relaxed),
             reruns: self.shared.reruns.load(Ordering::Relaxed),
             delayed: self.shared.delayed.load(Ordering::Relaxed),
+            logged: self.shared.logged.load(Ordering::Relaxed),
         }
     }
 
@@ -424,7 +454,26 @@ impl SqliteStore {
         self.call_as(f, false).await
     }
 
+    /// [`SqliteStore::call`] for an `f` that changes only the sagas' book
+    /// and reads neither `saga_log` nor the journal ([`Command::log_safe`]):
+    /// its batch may be made durable by the decision log.
+    async fn call_log_safe<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.send_call(f, true, true).await
+    }
+
     async fn call_as<T, F>(&self, f: F, repeatable: bool) -> StoreResult<T>
+    where
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.send_call(f, repeatable, false).await
+    }
+
+    async fn send_call<T, F>(&self, f: F, repeatable: bool, log_safe: bool) -> StoreResult<T>
     where
         F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
@@ -435,6 +484,7 @@ impl SqliteStore {
             reply,
             repeatable,
             bare: None,
+            log_safe,
         }))
         .await?;
         rx.await.map_err(|_| stopped())?

@@ -134,6 +134,10 @@ pub(super) struct SagaBook {
     since_prune: u32,
     /// The totals of the freezes changed since the log was last pruned.
     pub(super) freezes: FreezeTotals,
+    /// The id of the next `saga_log` row: given here rather than by SQLite,
+    /// so that a batch logged in the decision log has its row's id before
+    /// the row is written. Never smaller than an id the log has held.
+    next_log_id: i64,
 }
 
 impl SagaBook {
@@ -352,49 +356,65 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
 /// error leaves the transaction to be rolled back (and the book to be
 /// marked stale).
 pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
-    if book.stale {
-        // Not read back from the file yet: its log rows are all still needed.
-        return Ok(());
-    }
-    if !book.unlogged.is_empty() || !book.unlogged_ends.is_empty() || book.freezes.has_unlogged() {
-        // Both lists hold only sagas of the book (`remove`, `remove_where`
-        // and `clear` keep them so); a key that was not would simply not be
-        // logged.
-        let reserved: Vec<&FlyingSaga> = book
-            .unlogged
-            .iter()
-            .filter_map(|k| book.sagas.get(k))
-            .map(|e| &e.saga)
-            .collect();
-        let ended: Vec<(&[String; 4], &SagaEnd)> = book
-            .unlogged_ends
-            .iter()
-            .filter_map(|k| book.sagas.get(k))
-            .filter_map(|e| e.end.as_ref().map(|end| (&e.saga.request, end)))
-            .collect();
-        let body = encode(
-            reserved.into_iter(),
-            ended.into_iter(),
-            book.freezes.unlogged(),
-        );
+    if let Some((id, body)) = take_log_row(book) {
         execute(
             conn,
-            "INSERT INTO saga_log (body) VALUES (?1)",
-            params![body],
+            "INSERT INTO saga_log (id, body) VALUES (?1, ?2)",
+            params![id, body],
         )?;
-        let id = conn.last_insert_rowid();
-        for key in std::mem::take(&mut book.unlogged) {
-            if let Some(entry) = book.sagas.get_mut(&key) {
-                entry.log_id = Some(id);
-            }
-        }
-        book.unlogged_ends.clear();
-        book.freezes.logged();
     }
-    if book.since_prune >= PRUNE_EVERY || book.ended >= FLUSH_ENDED {
+    if prune_due(book) {
         prune(conn, book)?;
     }
     Ok(())
+}
+
+/// Whether the batch's commit should prune the log ([`log_batch`]).
+pub(super) fn prune_due(book: &SagaBook) -> bool {
+    !book.stale && (book.since_prune >= PRUNE_EVERY || book.ended >= FLUSH_ENDED)
+}
+
+/// The batch's reservations and ends as the body of a `saga_log` row, with
+/// the row's id; the book then counts them as logged. `None` when the
+/// batch changed nothing in the book, or the book is stale (not read back
+/// from the file yet: its log rows are all still needed).
+pub(super) fn take_log_row(book: &mut SagaBook) -> Option<(i64, Vec<u8>)> {
+    if book.stale
+        || (book.unlogged.is_empty()
+            && book.unlogged_ends.is_empty()
+            && !book.freezes.has_unlogged())
+    {
+        return None;
+    }
+    // Both lists hold only sagas of the book (`remove`, `remove_where` and
+    // `clear` keep them so); a key that was not would simply not be logged.
+    let reserved: Vec<&FlyingSaga> = book
+        .unlogged
+        .iter()
+        .filter_map(|k| book.sagas.get(k))
+        .map(|e| &e.saga)
+        .collect();
+    let ended: Vec<(&[String; 4], &SagaEnd)> = book
+        .unlogged_ends
+        .iter()
+        .filter_map(|k| book.sagas.get(k))
+        .filter_map(|e| e.end.as_ref().map(|end| (&e.saga.request, end)))
+        .collect();
+    let body = encode(
+        reserved.into_iter(),
+        ended.into_iter(),
+        book.freezes.unlogged(),
+    );
+    let id = book.next_log_id.max(1);
+    book.next_log_id = id + 1;
+    for key in std::mem::take(&mut book.unlogged) {
+        if let Some(entry) = book.sagas.get_mut(&key) {
+            entry.log_id = Some(id);
+        }
+    }
+    book.unlogged_ends.clear();
+    book.freezes.logged();
+    Some((id, body))
 }
 
 /// Writes the rows of the ended sagas and of those in flight longest, and
@@ -478,6 +498,9 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
         }
         for (freeze, totals) in &totals {
             freeze_totals::write(conn, freeze, *totals)?;
+        }
+        if let Some((newest, _)) = bodies.last() {
+            book.next_log_id = book.next_log_id.max(newest + 1);
         }
         if !bodies.is_empty() {
             exec(conn, "DELETE FROM saga_log")?;

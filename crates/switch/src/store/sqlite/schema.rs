@@ -309,6 +309,16 @@ pub const MIGRATIONS: &[&str] = &[
     // rows. No table changes: a build from before would neither read such
     // rows nor know that a freeze's row may be behind its log.
     "/* saga_log rows carry freezes' totals */",
+    // 17: the decision log (`decision_log.rs`): the sequence number of the
+    // first record in `<file>-decisions` not yet inserted into these
+    // tables. A build from before would not read that file back.
+    r#"
+    CREATE TABLE decision_log (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        next_seq INTEGER NOT NULL CHECK (next_seq >= 1)
+    ) STRICT;
+    INSERT INTO decision_log (id, next_seq) VALUES (1, 1);
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

@@ -92,7 +92,7 @@ impl Decisions for SqliteStore {
     async fn freeze(&self, key: &FreezeKey) -> StoreResult<Option<FreezeRecord>> {
         let key = FreezeCols::new(key)?;
         let sagas = self.sagas.clone();
-        self.call(move |c| {
+        self.call_log_safe(move |c| {
             let book = saga_book::lock(&sagas);
             book.usable()?;
             load_freeze(c, &book.freezes, &key)
@@ -105,7 +105,7 @@ impl Decisions for SqliteStore {
         let freeze = FreezeCols::new(&receive.freeze)?;
         let amount = amount_in("receive amount", receive.amount_minor)?;
         let sagas = self.sagas.clone();
-        self.call(move |c| {
+        self.call_log_safe(move |c| {
             let mut book = saga_book::lock(&sagas);
             reserve(c, &mut book, &request, &freeze, &receive, amount)
         })
@@ -122,7 +122,7 @@ impl Decisions for SqliteStore {
         let request = ReqCols::new(request)?;
         let code = answer.response_code(&self.spec);
         let sagas = self.sagas.clone();
-        self.call(move |c| {
+        self.call_log_safe(move |c| {
             let mut book = saga_book::lock(&sagas);
             book.usable()?;
             let ending = end_saga(c, &book, &request, outcome, &answer, code.as_deref())?;

@@ -53,6 +53,14 @@ pub(super) trait Command: Send {
     fn awaits_commit(&self) -> bool {
         true
     }
+    /// Whether the command's outcome may be made durable by the decision
+    /// log (`decision_log.rs`) rather than a SQLite commit: it changes only
+    /// the sagas' book, and reads neither `saga_log` nor the journal (so
+    /// the rows the log holds may be inserted after it runs). A command
+    /// that does write a row after all makes its batch commit in SQLite.
+    fn log_safe(&self) -> bool {
+        false
+    }
 }
 
 pub(super) struct Call<F, T> {
@@ -62,6 +70,8 @@ pub(super) struct Call<F, T> {
     pub(super) repeatable: bool,
     /// The result of a run without a savepoint, kept until the commit.
     pub(super) bare: Option<T>,
+    /// [`Command::log_safe`].
+    pub(super) log_safe: bool,
 }
 
 /// The reply a command's caller gets once the batch's commit is decided:
@@ -92,6 +102,10 @@ where
 
     fn repeatable(&self) -> bool {
         self.repeatable
+    }
+
+    fn log_safe(&self) -> bool {
+        self.log_safe
     }
 
     fn run_bare(&mut self, conn: &Connection) -> bool {
@@ -243,6 +257,11 @@ where
         // has run; one that finds an answer waits for the commit either way.
         false
     }
+
+    fn log_safe(&self) -> bool {
+        // A stored answer is read from the sagas' book and from `sagas`.
+        true
+    }
 }
 
 /// A batch of fewer commands than this may wait for more
@@ -261,6 +280,17 @@ pub(super) struct Pacing {
     pub(super) commit_interval: Duration,
     pub(super) journal_wait: Duration,
     pub(super) commit_delay: Duration,
+    /// How long the writer, idle, keeps the decision log's records.
+    pub(super) log_idle: Duration,
+}
+
+/// What the writer waits for next.
+enum Next {
+    Message(Msg),
+    /// The decision log's records are due for the database.
+    Idle,
+    /// Every sender is gone.
+    Closed,
 }
 
 /// Moves what is queued into `batch`, up to `max_batch` commands.
@@ -374,6 +404,16 @@ pub(super) struct Writer {
     /// stopped before the writer's last batch, whose connection then
     /// closes last.
     pub(super) checkpointer: Option<Checkpointer>,
+    /// The decision log (`decision_log.rs`); `None` when it is off or
+    /// another process holds it: every batch then commits in SQLite.
+    pub(super) log: Option<DecisionLog>,
+}
+
+/// What a batch run without savepoints came to.
+struct BareRun {
+    outcome: Result<(), String>,
+    journaled: usize,
+    risk_written: usize,
 }
 
 impl Writer {
@@ -392,6 +432,7 @@ impl Writer {
             commit_interval,
             journal_wait,
             commit_delay,
+            log_idle,
         } = pacing;
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
         let mut last_began: Option<Instant> = None;
@@ -402,7 +443,16 @@ impl Writer {
             .build()
             .map_err(|e| tracing::warn!("journal entries alone are committed at once: {e}"))
             .ok();
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let first = match self.next_message(timer.as_ref(), &mut rx, log_idle) {
+                Next::Message(m) => m,
+                Next::Idle => {
+                    // What the decision log holds goes into the database.
+                    self.batch(&mut batch, true);
+                    continue;
+                }
+                Next::Closed => break,
+            };
             // Whether the commit interval held this batch already: then it
             // does not wait for company too. (The journal's wait ends the
             // moment a command comes, which has then waited for nothing.)
@@ -434,14 +484,15 @@ impl Writer {
                 take_queued(&mut rx, &mut batch, max_batch);
             }
             last_began = Some(Instant::now());
-            self.batch(&mut batch);
+            self.batch(&mut batch, false);
         }
-        // Every sender is gone: write what the journal still holds, and the
-        // rows of the sagas held in memory (the file then needs no log).
+        // Every sender is gone: write what the journal and the decision log
+        // still hold, and the rows of the sagas held in memory (the file
+        // then needs neither log).
         if let Some(checkpointer) = &mut self.checkpointer {
             checkpointer.stop();
         }
-        self.batch(&mut batch);
+        self.batch(&mut batch, true);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
                 "the sagas in flight stay in the store's log until it is next opened: {e}"
@@ -451,6 +502,35 @@ impl Writer {
             0 => Ok(()),
             n => Err(format!("{n} journal entries could not be written")),
         }
+    }
+
+    /// The next message; [`Next::Idle`] when the decision log holds records
+    /// and none came within `idle` (or without a `timer`, at once).
+    fn next_message(
+        &self,
+        timer: Option<&tokio::runtime::Runtime>,
+        rx: &mut mpsc::Receiver<Msg>,
+        idle: Duration,
+    ) -> Next {
+        if !self.log.as_ref().is_some_and(DecisionLog::has_pending) {
+            return rx.blocking_recv().map_or(Next::Closed, Next::Message);
+        }
+        // Under load the next message is queued already: no timer for it.
+        match rx.try_recv() {
+            Ok(m) => return Next::Message(m),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Next::Closed,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let Some(timer) = timer else {
+            return Next::Idle;
+        };
+        timer.block_on(async {
+            match tokio::time::timeout(idle, rx.recv()).await {
+                Ok(Some(m)) => Next::Message(m),
+                Ok(None) => Next::Closed,
+                Err(_) => Next::Idle,
+            }
+        })
     }
 
     /// Whether `batch` (a few commands, one of them at least answered after
@@ -468,8 +548,11 @@ impl Writer {
             && saga_book::lock(&self.sagas).in_flight() >= DELAY_SIBLINGS
     }
 
-    /// Runs `commands` (emptying it) and pending journal entries in one transaction.
-    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>) {
+    /// Runs `commands` (emptying it) and pending journal entries in one
+    /// transaction, made durable by the decision log when it may be, else
+    /// by SQLite's commit; with `apply_log`, always the latter, with what
+    /// the decision log holds.
+    fn batch(&mut self, commands: &mut Vec<Box<dyn Command>>, apply_log: bool) {
         self.shared.wake_pending.store(false, Ordering::SeqCst);
         while let Ok(entry) = self.journal.try_recv() {
             self.pending_journal.push(entry);
@@ -477,9 +560,11 @@ impl Writer {
         while let Ok(mut events) = self.risk_events.try_recv() {
             self.pending_risk_events.append(&mut events);
         }
+        let log_pending = apply_log && self.log.as_ref().is_some_and(DecisionLog::has_pending);
         if commands.is_empty()
             && self.pending_journal.is_empty()
             && self.pending_risk_events.is_empty()
+            && !log_pending
         {
             return;
         }
@@ -491,12 +576,18 @@ impl Writer {
         self.fold_sagas_if_stale();
         let started = std::time::Instant::now();
         if commands.iter().all(|c| c.repeatable()) {
-            if let Some((outcome, journaled, risk_written)) = self.batch_bare(commands) {
+            if let Some(run) = self.batch_bare(commands, apply_log) {
                 self.shared
                     .commands
                     .fetch_add(commands.len() as u64, Ordering::Relaxed);
                 let replies = commands.drain(..).map(|c| c.concluded()).collect();
-                self.conclude(outcome, replies, journaled, risk_written, started);
+                self.conclude(
+                    run.outcome,
+                    replies,
+                    run.journaled,
+                    run.risk_written,
+                    started,
+                );
                 return;
             }
             // Rolled back: the careful way below, as if this had not run.
@@ -518,6 +609,15 @@ impl Writer {
         // disk), means part of a failed command might be committed: the batch
         // is abandoned instead.
         let health = Health::default();
+        // What the decision log holds goes in first: the commands may read
+        // or delete what it holds (the sagas' log), and the commit makes its
+        // records superseded.
+        if let Some(log) = &self.log {
+            if let Err(e) = in_savepoint(&self.conn, &health, |c| log.apply(c)) {
+                tracing::warn!("the decision log's records could not be applied: {e}");
+                health.broken.set(true);
+            }
+        }
         let journaled = match self.pending_journal.len() {
             0 => 0,
             n => match in_savepoint(&self.conn, &health, |c| {
@@ -577,7 +677,7 @@ impl Writer {
         let outcome = if health.broken.get() || self.conn.is_autocommit() {
             Err("the batch's transaction was abandoned after an error".to_string())
         } else {
-            exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"))
+            self.commit()
         };
         if health.failed.get() {
             // A command failed: the sagas' book may hold what it did.
@@ -586,22 +686,38 @@ impl Writer {
         self.conclude(outcome, replies, journaled, risk_written, started);
     }
 
+    /// Commits the open transaction, which holds what the decision log held.
+    fn commit(&mut self) -> Result<(), String> {
+        exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"))?;
+        if let Some(log) = &mut self.log {
+            log.applied();
+        }
+        Ok(())
+    }
+
     /// Runs a batch of repeatable commands, its journal entries and risk
-    /// events in one transaction without savepoints, and commits it: the
-    /// commit's outcome, the journal entries and risk events written. `None`
-    /// when anything failed before the commit: the transaction is then
+    /// events in one transaction without savepoints, and makes it durable:
+    /// in the decision log when every command is [`Command::log_safe`] and
+    /// wrote nothing, there are no risk events and the sagas' log is not
+    /// due for pruning; else by committing it, with what the decision log
+    /// holds. `None` when anything failed before: the transaction is then
     /// rolled back, nothing is written, and every command can run again.
     fn batch_bare(
         &mut self,
         commands: &mut [Box<dyn Command>],
-    ) -> Option<(Result<(), String>, usize, usize)> {
+        apply_log: bool,
+    ) -> Option<BareRun> {
         exec(&self.conn, "BEGIN IMMEDIATE").ok()?;
         let journaled = self.pending_journal.len();
         let risk_written = self.pending_risk_events.len();
+        let may_log = !apply_log
+            && risk_written == 0
+            && self.log.as_ref().is_some_and(DecisionLog::accepts)
+            && commands.iter().all(|c| c.log_safe());
+        let changes = self.conn.total_changes();
         // Whether the risk log's checkpoint ran (its memory moved with it).
         let mut checkpointed = false;
-        let ran = (journaled == 0
-            || journal::write_packed(&self.conn, &self.pending_journal).is_ok())
+        let ran = (may_log || self.write_pending(journaled))
             && (risk_written == 0
                 || risk_log::lock(&self.risk_log)
                     .append(&self.conn, &self.pending_risk_events)
@@ -611,8 +727,22 @@ impl Writer {
                 let mut log = risk_log::lock(&self.risk_log);
                 checkpointed = log.wants_checkpoint();
                 !checkpointed || log.checkpoint(&self.conn).is_ok()
-            }
-            && saga_book::log_batch(&self.conn, &mut saga_book::lock(&self.sagas)).is_ok();
+            };
+        let logged = ran
+            && may_log
+            && !checkpointed
+            && self.conn.total_changes() == changes
+            && !saga_book::prune_due(&saga_book::lock(&self.sagas));
+        let ran = ran
+            && if logged {
+                true
+            } else {
+                // In SQLite after all: what the log holds and the journal
+                // entries were left out above (the commands, log-safe, read
+                // neither), so they go in now.
+                (!may_log || self.write_pending(journaled))
+                    && saga_book::log_batch(&self.conn, &mut saga_book::lock(&self.sagas)).is_ok()
+            };
         if !ran || self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
             saga_book::lock(&self.sagas).set_stale();
@@ -622,8 +752,61 @@ impl Writer {
             }
             return None;
         }
-        let outcome = exec(&self.conn, "COMMIT").map_err(|e| format!("commit failed: {e}"));
-        Some((outcome, journaled, risk_written))
+        let outcome = if logged {
+            self.log_batch_durably(journaled)
+        } else {
+            self.commit()
+        };
+        Some(BareRun {
+            outcome,
+            journaled,
+            risk_written,
+        })
+    }
+
+    /// Inserts what the decision log holds and the first `journaled`
+    /// pending journal entries, in the open transaction.
+    fn write_pending(&self, journaled: usize) -> bool {
+        self.log
+            .as_ref()
+            .is_none_or(|log| log.apply(&self.conn).is_ok())
+            && (journaled == 0
+                || journal::write_packed(&self.conn, &self.pending_journal[..journaled]).is_ok())
+    }
+
+    /// Makes a batch whose commands changed only the sagas' book durable in
+    /// the decision log: its `saga_log` row and its journal packs, one
+    /// record. The open transaction wrote nothing and ends. When the log
+    /// cannot be written, the batch is written in SQLite instead, in that
+    /// transaction, with everything the log held.
+    fn log_batch_durably(&mut self, journaled: usize) -> Result<(), String> {
+        let logged = Logged {
+            saga_log: saga_book::take_log_row(&mut saga_book::lock(&self.sagas)),
+            packs: journal::pack_rows(&self.pending_journal[..journaled]),
+        };
+        let appended = match &mut self.log {
+            Some(log) if !logged.is_empty() => log.append(logged),
+            // Nothing to make durable (lookups, reads).
+            _ => Ok(()),
+        };
+        match appended {
+            Ok(()) => {
+                self.shared.logged.fetch_add(1, Ordering::Relaxed);
+                // The transaction only read.
+                if exec(&self.conn, "COMMIT").is_err() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Ok(())
+            }
+            Err((logged, why)) => {
+                tracing::warn!("{why}: the batch is committed in the store's file instead");
+                let log = self.log.as_ref().expect("appended to it");
+                log.apply(&self.conn)
+                    .and_then(|()| logged.insert(&self.conn))
+                    .map_err(|e| format!("writing the batch in the store's file failed: {e}"))?;
+                self.commit()
+            }
+        }
     }
 
     /// After a batch's commit (or its failure): the counters, what the
@@ -668,12 +851,45 @@ impl Writer {
     /// After a failure: the sagas' log folded into `sagas`, which rebuilds
     /// the book (until that succeeds, commands that need it fail).
     fn fold_sagas_if_stale(&mut self) {
-        let mut book = saga_book::lock(&self.sagas);
-        if !book.is_stale() {
+        if !saga_book::lock(&self.sagas).is_stale() {
             return;
         }
+        // The sagas' log rows the decision log holds go in first.
+        if let Err(e) = self.apply_log_alone() {
+            tracing::warn!(
+                "the sagas in flight cannot be read back until the decision log is applied: {e}"
+            );
+            return;
+        }
+        let mut book = saga_book::lock(&self.sagas);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut book) {
             tracing::warn!("the sagas in flight cannot be read back from the store: {e}");
+        }
+    }
+
+    /// Inserts what the decision log holds, in a transaction of its own.
+    pub(super) fn apply_log_alone(&mut self) -> StoreResult<()> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        if !log.has_pending() {
+            return Ok(());
+        }
+        exec(&self.conn, "BEGIN IMMEDIATE")?;
+        match log
+            .apply(&self.conn)
+            .and_then(|()| exec(&self.conn, "COMMIT"))
+        {
+            Ok(()) => {
+                if let Some(log) = &mut self.log {
+                    log.applied();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
         }
     }
 
