@@ -11,5 +11,8 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before the load arrives: no stall on a huge page's first touch. On a
+    // kernel without the setting nothing is lost but that.
+    let _ = switchboard::huge_pages::disable_transparent_huge_pages();
     cli::main()
 }

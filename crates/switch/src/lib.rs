@@ -14,6 +14,7 @@ pub mod clearing;
 pub mod clock;
 pub mod config;
 pub mod dialect;
+pub mod huge_pages;
 pub mod link;
 pub mod logging;
 pub mod mac;

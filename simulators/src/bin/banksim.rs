@@ -317,6 +317,9 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the switch: a bank that stalls on huge pages stalls the switch's
+    // requests to it.
+    let _ = switchboard::huge_pages::disable_transparent_huge_pages();
     switchboard::logging::init(switchboard::logging::LogFormat::Text, "info");
     if std::env::args().nth(1).as_deref() == Some("export") {
         return export(ExportArgs::parse_from(std::env::args().skip(1))).await;

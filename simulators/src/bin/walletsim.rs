@@ -178,6 +178,9 @@ struct LoadArgs {
 }
 
 fn main() -> ExitCode {
+    // As the switch: the load generator's own stalls would be counted as
+    // the switch's latency.
+    let _ = switchboard::huge_pages::disable_transparent_huge_pages();
     switchboard::logging::init(switchboard::logging::LogFormat::Text, "warn");
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
