@@ -23,6 +23,8 @@
 #                                    1 ms apart ([store] commit_interval_ms)
 #   COMMIT_DELAY_US=0 benches/load.sh 10000   small batches do not wait for company
 #                                    ([store] commit_delay_us; default 200)
+#   DECISION_LOG=false benches/load.sh 10000   every batch commits in SQLite
+#                                    ([store] decision_log; default true)
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
 #                                    with the simulators' work (needs taskset, 2+ CPUs)
@@ -88,6 +90,9 @@ if [ -n "${COMMIT_INTERVAL_MS:-}" ]; then
 fi
 if [ -n "${COMMIT_DELAY_US:-}" ]; then
     sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_delay_us = $COMMIT_DELAY_US#" "$work/switch.toml"
+fi
+if [ -n "${DECISION_LOG:-}" ]; then
+    sed -i "s#^path = \"$work/switchboard.db\"#&\ndecision_log = $DECISION_LOG#" "$work/switch.toml"
 fi
 if [ -n "${RULES:-}" ]; then
     sed -i "s#^\# rules_file = \"risk.toml\"#rules_file = \"$(realpath "$RULES")\"#" "$work/switch.toml"
