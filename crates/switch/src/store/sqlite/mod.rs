@@ -312,7 +312,12 @@ impl SqliteStore {
         migrate(&conn)?;
         // What a run that stopped without closing left in the decision log
         // goes into the database before anything reads it.
-        let log = DecisionLog::open(path, &conn)?.filter(|_| options.decision_log);
+        // (A database in memory has nothing durable to log.)
+        let log = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            DecisionLog::open(path, &conn)?.filter(|_| options.decision_log)
+        };
         let risk_log = Arc::new(std::sync::Mutex::new(RiskLog::open(
             &conn,
             options.risk_checkpoint,
