@@ -1452,7 +1452,6 @@ async fn the_embedded_store_commits_journal_entries_with_the_next_command() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteOptions {
         journal_wait: Duration::from_secs(30),
-        decision_log: false,
         ..SqliteOptions::default()
     };
     let store = SqliteStore::open_with(&dir.path().join("switchboard.db"), options).unwrap();
@@ -1629,7 +1628,6 @@ async fn the_embedded_store_lets_a_small_batch_wait_for_company_while_sagas_are_
         let dir = tempfile::tempdir().unwrap();
         let options = SqliteOptions {
             commit_delay: delay,
-            decision_log: false,
             ..SqliteOptions::default()
         };
         let store =
@@ -2081,13 +2079,9 @@ fn updates_counted(path: &Path, table: &str) -> Vec<String> {
 async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
-    open_without_decision_log(&path)
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    SqliteStore::open(&path).unwrap().close().await.unwrap();
     count_updates(&path, "sagas");
-    let store = Arc::new(open_without_decision_log(&path).unwrap());
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     let reserved = reserve_concurrently(&store, 1, 1..=4, 10).await;
     assert_eq!(reserved, 4);
@@ -2155,19 +2149,6 @@ async fn the_embedded_store_writes_a_sagas_row_once_after_its_end() {
     assert_eq!(rows[3], ("000004".to_string(), "debiting".to_string()));
 }
 
-/// The embedded store opened with every batch committed in SQLite (no
-/// decision log): for tests that look at the sagas' log and the journal in
-/// the file while the store runs.
-fn open_without_decision_log(path: &Path) -> Result<SqliteStore, StoreError> {
-    SqliteStore::open_with(
-        path,
-        SqliteOptions {
-            decision_log: false,
-            ..SqliteOptions::default()
-        },
-    )
-}
-
 /// What a crash (kill -9, power loss) leaves of the running embedded store
 /// at `from`, copied to `to` to be opened in its place: its decision log,
 /// then the database as committed. In that order, because the writer may
@@ -2214,19 +2195,21 @@ async fn reserve_concurrently(
 /// (the log, then the database as committed) holds them in the log alone;
 /// opening it inserts them into the database, the sagas and totals as the
 /// sagas' log would give them, with the journal. A last record torn by the
-/// crash is not read; the records before it are.
+/// crash is not read; the records before it are. (Only a store opened with
+/// its lock, as `serve` opens it, has the log.)
 #[tokio::test]
 async fn the_embedded_store_reads_back_what_a_crash_left_in_its_decision_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let crashed = dir.path().join("crashed.db");
     let torn = dir.path().join("torn.db");
+    let stranger = dir.path().join("stranger.db");
     let options = SqliteOptions {
         // Not inserted into the database while the test runs, however slow.
         decision_log_idle: Duration::from_secs(3600),
         ..SqliteOptions::default()
     };
-    let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
+    let store = Arc::new(SqliteStore::open_locked_with(&path, "test", options).unwrap());
     open_freeze(&*store, 1, 1000).await;
     store.journal(journal_entry(1));
     store.journal(journal_entry(2));
@@ -2236,6 +2219,17 @@ async fn the_embedded_store_reads_back_what_a_crash_left_in_its_decision_log() {
     assert!(store.stats().logged >= 2, "{:?}", store.stats());
     crash_image(&path, &crashed);
     crash_image(&path, &torn);
+    // Another database, new, beside a copy of this one's log.
+    SqliteStore::open_locked(&stranger, "test")
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    std::fs::copy(
+        switchboard::store::sqlite::log_path(&crashed),
+        switchboard::store::sqlite::log_path(&stranger),
+    )
+    .unwrap();
     // The database holds none of it: the six reservations, the end and the
     // two entries are in the log alone.
     assert_eq!(embedded_sagas_on_file(&crashed), (vec![], 0));
@@ -2252,7 +2246,16 @@ async fn the_embedded_store_reads_back_what_a_crash_left_in_its_decision_log() {
         .unwrap();
     drop(store);
 
-    let store = SqliteStore::open(&crashed).unwrap();
+    // A log is read only into its own database (the records' checksums
+    // cover a number drawn for it); the stranger's opening empties it.
+    let store = SqliteStore::open_locked(&stranger, "test").unwrap();
+    assert!(store.sagas().await.unwrap().is_empty());
+    assert_eq!(journal_len(&store).await, 0);
+    store.close().await.unwrap();
+    let stranger_log = switchboard::store::sqlite::log_path(&stranger);
+    assert_eq!(std::fs::metadata(&stranger_log).unwrap().len(), 0);
+
+    let store = SqliteStore::open_locked(&crashed, "test").unwrap();
     assert_eq!(entries_in_file(&crashed), 2);
     assert_eq!(journal_len(&store).await, 2);
     let f = freeze(&store, 1).await;
@@ -2263,8 +2266,11 @@ async fn the_embedded_store_reads_back_what_a_crash_left_in_its_decision_log() {
     check_invariants(&store).await;
     store.close().await.unwrap();
     assert_eq!(embedded_freeze_row(&crashed, 1), (10, 50));
+    // Read back, and emptied: no superseded record stays in the file.
+    let crashed_log = switchboard::store::sqlite::log_path(&crashed);
+    assert_eq!(std::fs::metadata(&crashed_log).unwrap().len(), 0);
 
-    let store = SqliteStore::open(&torn).unwrap();
+    let store = SqliteStore::open_locked(&torn, "test").unwrap();
     let f = freeze(&store, 1).await;
     assert_eq!((f.reserved_minor, f.received_minor), (60, 0));
     let in_flight = store.sagas().await.unwrap();
@@ -2282,7 +2288,7 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let crashed = dir.path().join("crashed.db");
-    let store = Arc::new(open_without_decision_log(&path).unwrap());
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     assert_eq!(reserve_concurrently(&store, 1, 1..=6, 10).await, 6);
     end_receive(&*store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
@@ -2295,7 +2301,7 @@ async fn the_embedded_store_reads_back_the_sagas_in_flight_a_crash_left_in_its_l
     assert_eq!(embedded_sagas_on_file(&crashed), (vec![], 7));
     drop(store);
 
-    let store = open_without_decision_log(&crashed).unwrap();
+    let store = SqliteStore::open(&crashed).unwrap();
     let (rows, logged) = embedded_sagas_on_file(&crashed);
     assert_eq!(logged, 0);
     assert_eq!(rows.len(), 6);
@@ -2346,14 +2352,10 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let crashed = dir.path().join("crashed.db");
-    open_without_decision_log(&path)
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    SqliteStore::open(&path).unwrap().close().await.unwrap();
     count_updates(&path, "freezes");
     let freeze_updates = || updates_counted(&path, "freezes").len();
-    let store = Arc::new(open_without_decision_log(&path).unwrap());
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
     open_freeze(&*store, 1, 1_000_000).await;
     let opened = freeze_updates();
     // Receive 1 stays in flight, and keeps the log rows from its own on.
@@ -2392,7 +2394,7 @@ async fn the_embedded_store_logs_a_freezes_totals_and_writes_its_row_when_prunin
         .execute("VACUUM INTO ?1", [crashed.to_str().unwrap()])
         .unwrap();
     drop(store);
-    let store = open_without_decision_log(&crashed).unwrap();
+    let store = SqliteStore::open(&crashed).unwrap();
     assert_eq!(embedded_freeze_row(&crashed, 1), (299, 10));
     assert_eq!(embedded_log(&crashed), (0, vec![]));
     end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
@@ -2422,7 +2424,8 @@ async fn the_embedded_stores_freeze_totals_follow_a_model_through_crashes_and_pr
         let dir = tempfile::tempdir().unwrap();
         let mut generation = 0;
         let mut path = dir.path().join("store-0.db");
-        let mut store = Arc::new(SqliteStore::open(&path).unwrap());
+        // Opened with the lock, as `serve` opens it: with the decision log.
+        let mut store = Arc::new(SqliteStore::open_locked(&path, "test").unwrap());
         for n in 1..=FREEZES {
             open_freeze(&*store, n, FROZEN).await;
         }
@@ -2576,7 +2579,7 @@ async fn the_embedded_stores_freeze_totals_follow_a_model_through_crashes_and_pr
                 }
                 crash_image(&path, &next);
                 path = next;
-                store = Arc::new(SqliteStore::open(&path).unwrap());
+                store = Arc::new(SqliteStore::open_locked(&path, "test").unwrap());
                 for n in 1..=FREEZES {
                     assert_eq!(
                         embedded_freeze_row(&path, n),
@@ -2656,14 +2659,10 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
 async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
-    let store = Arc::new(open_without_decision_log(&path).unwrap());
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
     open_freeze(&*store, 1, 100_000).await;
     assert_eq!(reserve_concurrently(&store, 1, 1..=3, 10).await, 3);
-    open_without_decision_log(&path)
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    SqliteStore::open(&path).unwrap().close().await.unwrap();
     let (rows, logged) = embedded_sagas_on_file(&path);
     assert_eq!((rows.len(), logged), (3, 0));
 
@@ -2866,7 +2865,7 @@ async fn a_damaged_log_of_sagas_in_flight_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let copy = dir.path().join("copy.db");
-    let store = Arc::new(open_without_decision_log(&path).unwrap());
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
     open_freeze(&*store, 1, 1000).await;
     assert_eq!(reserve_concurrently(&store, 1, 1..=2, 10).await, 2);
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -2877,7 +2876,7 @@ async fn a_damaged_log_of_sagas_in_flight_is_refused_at_open() {
     conn.execute("UPDATE saga_log SET body = substr(body, 1, 20)", [])
         .unwrap();
     drop(conn);
-    let err = open_without_decision_log(&copy).unwrap_err();
+    let err = SqliteStore::open(&copy).unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt(m) if m.contains("saga log row 1, byte ")),
         "{err}"

@@ -151,7 +151,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         alerts: Default::default(),
     };
     let clock = Arc::new(ShiftedClock::new());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&store_path)?);
+    // Opened as `serve` opens it: with its lock, hence its decision log.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_locked(&store_path, "demo")?);
     let running = service::start(config, store.clone(), clock.clone()).await?;
     if !running.wait_banks_ready(Duration::from_secs(5)).await {
         anyhow::bail!("the bank simulators did not accept the switch's sign-on");

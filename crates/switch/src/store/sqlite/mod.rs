@@ -91,7 +91,7 @@ mod writer;
 
 use self::checkpointer::Checkpointer;
 pub use self::decision_log::log_path;
-use self::decision_log::{DecisionLog, Logged};
+use self::decision_log::{DecisionLog, LogIds, Logged};
 pub use self::journal::write_journal;
 use self::journal_pack::PackedEntry;
 use self::risk_codec::RiskEvent;
@@ -152,9 +152,11 @@ pub struct SqliteOptions {
     /// Whether batches of receive decisions are made durable in the
     /// decision log (`<file>-decisions`: one write and one `fdatasync` a
     /// batch) rather than by a SQLite commit, their rows inserted into the
-    /// database later, together (`[store] decision_log`; default on). Off,
-    /// every batch commits in SQLite; a log left by an earlier run is
-    /// still read back at open.
+    /// database later, together (`[store] decision_log`; default on). Only
+    /// a store opened with its lock ([`SqliteStore::open_locked_with`]) and
+    /// `synchronous_full` has the log; every opening with the lock reads
+    /// back a log left by an earlier run, whatever this says. Off, every
+    /// batch commits in SQLite.
     pub decision_log: bool,
     /// How long the writer, idle, keeps the decision log's records before
     /// inserting them into the database ([`DEFAULT_DECISION_LOG_IDLE`]).
@@ -198,8 +200,9 @@ pub struct StoreStats {
     pub reruns: u64,
     /// Batches that waited [`SqliteOptions::commit_delay`] for company.
     pub delayed: u64,
-    /// Of the commits, those made durable by the decision log
-    /// ([`SqliteOptions::decision_log`]) rather than by SQLite.
+    /// Of the commits, those whose decisions were made durable by a record
+    /// of the decision log ([`SqliteOptions::decision_log`]) rather than by
+    /// SQLite.
     pub logged: u64,
 }
 
@@ -304,19 +307,33 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) the store at `path`: WAL mode, the schema
-    /// migrated to this build's version, the writer thread started.
+    /// migrated to this build's version, the writer thread started. Without
+    /// the store's lock: the decision log ([`SqliteOptions::decision_log`])
+    /// is neither read back nor written, as it belongs to the process that
+    /// holds the lock (a running `serve`); the database is read as of that
+    /// process's last insertion of the log's records.
     pub fn open_with(path: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        SqliteStore::open_as(path, options, None)
+    }
+
+    fn open_as(
+        path: &Path,
+        options: SqliteOptions,
+        lock: Option<lock::StoreLock>,
+    ) -> StoreResult<SqliteStore> {
         create_private(path)?;
         let conn = Connection::open(path).map_err(db)?;
         configure(&conn, options)?;
         migrate(&conn)?;
-        // What a run that stopped without closing left in the decision log
-        // goes into the database before anything reads it.
-        // (A database in memory has nothing durable to log.)
-        let log = if path.as_os_str() == ":memory:" {
-            None
-        } else {
-            DecisionLog::open(path, &conn)?.filter(|_| options.decision_log)
+        // With the lock: what a run that stopped without closing left in the
+        // decision log goes into the database before anything reads it, and
+        // the log is used when asked for. Its records are durable only once
+        // the commit that inserts them is synced, so not with `NORMAL`. (A
+        // database in memory has nothing durable to log.)
+        let log = match &lock {
+            Some(_) if path.as_os_str() != ":memory:" => DecisionLog::open(path, &conn)?
+                .filter(|_| options.decision_log && options.synchronous_full),
+            _ => None,
         };
         let risk_log = Arc::new(std::sync::Mutex::new(RiskLog::open(
             &conn,
@@ -384,7 +401,7 @@ impl SqliteStore {
             risk_events: risk_tx,
             risk_log,
             sagas,
-            _lock: None,
+            _lock: lock,
         })
     }
 
@@ -402,9 +419,7 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> StoreResult<SqliteStore> {
         let lock = lock::StoreLock::acquire(path, purpose)?;
-        let mut store = SqliteStore::open_with(path, options)?;
-        store._lock = Some(lock);
-        Ok(store)
+        SqliteStore::open_as(path, options, Some(lock))
     }
 
     /// Commits and commands so far.

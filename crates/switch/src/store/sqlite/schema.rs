@@ -311,13 +311,18 @@ pub const MIGRATIONS: &[&str] = &[
     "/* saga_log rows carry freezes' totals */",
     // 17: the decision log (`decision_log.rs`): the sequence number of the
     // first record in `<file>-decisions` not yet inserted into these
-    // tables. A build from before would not read that file back.
+    // tables, and a number drawn for this database that every record's
+    // checksum covers (a log left beside another database is not read
+    // into this one). A build from before would not read that file back.
+    // A later step that changes `saga_log` or `journal_packs` must read
+    // the log's records back before it (they are inserted after `migrate`).
     r#"
     CREATE TABLE decision_log (
         id       INTEGER PRIMARY KEY CHECK (id = 1),
-        next_seq INTEGER NOT NULL CHECK (next_seq >= 1)
+        next_seq INTEGER NOT NULL CHECK (next_seq >= 1),
+        store_id INTEGER NOT NULL
     ) STRICT;
-    INSERT INTO decision_log (id, next_seq) VALUES (1, 1);
+    INSERT INTO decision_log (id, next_seq, store_id) VALUES (1, 1, random());
     "#,
 ];
 

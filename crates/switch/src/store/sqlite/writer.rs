@@ -447,8 +447,10 @@ impl Writer {
             let first = match self.next_message(timer.as_ref(), &mut rx, log_idle) {
                 Next::Message(m) => m,
                 Next::Idle => {
-                    // What the decision log holds goes into the database.
+                    // What the decision log holds goes into the database,
+                    // and the file is emptied.
                     self.batch(&mut batch, true);
+                    self.empty_log_file();
                     continue;
                 }
                 Next::Closed => break,
@@ -493,6 +495,7 @@ impl Writer {
             checkpointer.stop();
         }
         self.batch(&mut batch, true);
+        self.empty_log_file();
         if let Err(e) = saga_book::fold_log(&self.conn, &mut saga_book::lock(&self.sagas)) {
             tracing::warn!(
                 "the sagas in flight stay in the store's log until it is next opened: {e}"
@@ -522,7 +525,8 @@ impl Writer {
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
         let Some(timer) = timer else {
-            return Next::Idle;
+            // No timer to wait with: the records wait for the next batch.
+            return rx.blocking_recv().map_or(Next::Closed, Next::Message);
         };
         timer.block_on(async {
             match tokio::time::timeout(idle, rx.recv()).await {
@@ -785,13 +789,15 @@ impl Writer {
             packs: journal::pack_rows(&self.pending_journal[..journaled]),
         };
         let appended = match &mut self.log {
-            Some(log) if !logged.is_empty() => log.append(logged),
+            Some(log) if !logged.is_empty() => log.append(logged).map(|()| true),
             // Nothing to make durable (lookups, reads).
-            _ => Ok(()),
+            _ => Ok(false),
         };
         match appended {
-            Ok(()) => {
-                self.shared.logged.fetch_add(1, Ordering::Relaxed);
+            Ok(wrote) => {
+                if wrote {
+                    self.shared.logged.fetch_add(1, Ordering::Relaxed);
+                }
                 // The transaction only read.
                 if exec(&self.conn, "COMMIT").is_err() {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -802,7 +808,7 @@ impl Writer {
                 tracing::warn!("{why}: the batch is committed in the store's file instead");
                 let log = self.log.as_ref().expect("appended to it");
                 log.apply(&self.conn)
-                    .and_then(|()| logged.insert(&self.conn))
+                    .and_then(|()| logged.insert(&self.conn, LogIds::Given))
                     .map_err(|e| format!("writing the batch in the store's file failed: {e}"))?;
                 self.commit()
             }
@@ -864,6 +870,16 @@ impl Writer {
         let mut book = saga_book::lock(&self.sagas);
         if let Err(e) = saga_book::fold_log(&self.conn, &mut book) {
             tracing::warn!("the sagas in flight cannot be read back from the store: {e}");
+        }
+    }
+
+    /// Empties the decision log's file when every record in it is in the
+    /// database (a failure is logged: the next opening empties it).
+    fn empty_log_file(&mut self) {
+        if let Some(log) = &mut self.log {
+            if let Err(e) = log.empty_file() {
+                tracing::warn!("{e}");
+            }
         }
     }
 
