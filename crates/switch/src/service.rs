@@ -325,7 +325,8 @@ pub async fn open_store(config: &StoreConfig) -> crate::store::StoreResult<Arc<d
 }
 
 /// Opens the configured store for a process that must not share an
-/// embedded store with another (`serve`, `recover`, `migrate`, `clear`): the
+/// embedded store with another (`serve`, `recover`, `migrate`, `clear`,
+/// `rekey`): the
 /// file's lock is taken for `purpose` or [`crate::store::StoreError::InUse`]
 /// says who holds it. PostgreSQL is opened as by [`open_store`]: there
 /// instances share the database and leases say who does what.

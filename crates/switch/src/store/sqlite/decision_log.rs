@@ -37,7 +37,7 @@
 //! included), or carries another number (an older record of an earlier
 //! round) ends the log. Only a store opened with its lock
 //! (`SqliteStore::open_locked_with`: `serve`, `recover`, `migrate`,
-//! `clear`, `rekey`) reads or writes the log, and it also holds the file's
+//! `clear`, `rekey`, `demo`) reads or writes the log, and it also holds the file's
 //! own `flock`; an opening without the lock (a tool beside a running
 //! switch) leaves the file alone and reads the database as of the lock
 //! holder's last insertion.
@@ -51,7 +51,8 @@ use super::*;
 
 /// Records held before they are inserted into the database.
 pub(super) const APPLY_RECORDS: usize = 128;
-/// Payload bytes held before they are inserted into the database.
+/// Bytes of records (headers and payloads) held before they are inserted
+/// into the database.
 pub(super) const APPLY_BYTES: usize = 2 << 20;
 /// The most a record's payload may be when read back: far above any batch
 /// (a batch's journal is bounded by the journal's capacity, its sagas by
@@ -246,6 +247,15 @@ fn read_records(
         let mut payload = vec![0u8; payload_len];
         read_at(file, &mut payload, at + HEADER as u64)?;
         if checksum(store_id, seq, &payload) != crc {
+            // The record a crash tore is the last one; a whole one that
+            // fails its checksum is damage, and what follows it is lost.
+            if at + (HEADER + payload_len) as u64 != len {
+                tracing::warn!(
+                    record = seq,
+                    offset = at,
+                    "a decision log record fails its checksum; the log is read up to it"
+                );
+            }
             break;
         }
         match Logged::decode(&payload, seq) {
@@ -295,8 +305,9 @@ impl DecisionLog {
             .open(&path)
             .map_err(|e| io_error(&path, "open", e))?;
         if !lock::try_lock(&file).map_err(|e| io_error(&path, "lock", e))? {
-            // The store's lock is held by this process: only a process
-            // that opened the store without it could hold the log's.
+            // The store's lock is held by this process, and only the
+            // holder of that lock opens the log: another process holding
+            // it is a build from before, or a writer still stopping.
             return Err(StoreError::InUse(format!(
                 "the decision log {} is held by another process",
                 path.display()
@@ -304,11 +315,14 @@ impl DecisionLog {
         }
         // The file's name durable in its directory before a record in it
         // is trusted with a caller's answer.
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_error(&path, "sync the directory of", e))?;
-        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            // A bare file name: the working directory.
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&path, "sync the directory of", e))?;
         let (stored_seq, store_id): (i64, i64) = conn
             .query_row(
                 "SELECT next_seq, store_id FROM decision_log WHERE id = 1",
@@ -353,7 +367,14 @@ impl DecisionLog {
                 "decisions read back from the store's decision log"
             );
         }
-        log.empty_file()?;
+        // Emptied only once what it held is synced into the database: not
+        // under `synchronous=NORMAL` (the library's option; `serve` syncs).
+        let synced: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(db)?;
+        if synced >= 2 {
+            log.empty_file()?;
+        }
         Ok(Some(log))
     }
 

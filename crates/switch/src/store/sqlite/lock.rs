@@ -1,7 +1,8 @@
-//! Who works on an embedded store file. `serve`, `recover`, `migrate` and
-//! `clear` each take an exclusive lock on `<file>.lock` before opening the
-//! store, and hold it until they exit: a second of them on the same file is
-//! refused at once, saying who holds it, instead of (say) a `recover` run by
+//! Who works on an embedded store file. `serve`, `recover`, `migrate`,
+//! `clear`, `rekey` and `demo` each take an exclusive lock on `<file>.lock`
+//! before opening the store (and with it its decision log), and hold it
+//! until they exit: a second of them on the same file is refused at once,
+//! saying who holds it, instead of (say) a `recover` run by
 //! mistake failing a running switch's live sagas. The lock is `flock(2)`, so
 //! the kernel releases it when the process ends, `kill -9` included: there
 //! is never a stale lock to clean up. Other readers (`saf list`,

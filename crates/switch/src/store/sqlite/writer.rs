@@ -508,7 +508,8 @@ impl Writer {
     }
 
     /// The next message; [`Next::Idle`] when the decision log holds records
-    /// and none came within `idle` (or without a `timer`, at once).
+    /// and none came within `idle` (never without a `timer`: the records
+    /// then wait for the next batch).
     fn next_message(
         &self,
         timer: Option<&tokio::runtime::Runtime>,
