@@ -25,6 +25,9 @@
 #                                    ([store] commit_delay_us; default 200)
 #   DECISION_LOG=false benches/load.sh 10000   every batch commits in SQLite
 #                                    ([store] decision_log; default true)
+#   SWITCH_WORKERS=1 benches/load.sh 10000   the switch's tokio worker threads
+#                                    (TOKIO_WORKER_THREADS for the switch alone;
+#                                    default: one per core)
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
 #                                    with the simulators' work (needs taskset, 2+ CPUs)
@@ -57,7 +60,15 @@ on_switch_cpu=() on_sim_cpu=()
 if [ -n "${PIN:-}" ]; then
     on_switch_cpu=(taskset -c 0) on_sim_cpu=(taskset -c 1)
 fi
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+# Waits (up to 20 s) for the processes to be gone: a switch still draining
+# a saturated run's queue would hold its ports against the next run.
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 # With MACS every link has its own key, given through the environment.
@@ -107,7 +118,10 @@ fi
 # during this run, where its writeback would slow the store's fsyncs.
 sync
 sleep 0.5
-"${on_switch_cpu[@]}" "$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
+# SWITCH_WORKERS: the switch's tokio worker threads (TOKIO_WORKER_THREADS;
+# `env` execs the switch, so the pid is the switch's).
+"${on_switch_cpu[@]}" env ${SWITCH_WORKERS:+TOKIO_WORKER_THREADS=$SWITCH_WORKERS} \
+    "$SWITCH" serve --config "$work/switch.toml" >"$work/switch.log" 2>&1 & pids+=($!)
 switch_pid=$!
 sleep 1
 # The switch's own CPU (user + system, in clock ticks) from /proc: divided by
