@@ -351,17 +351,7 @@ impl DecisionLog {
             needs_apply: false,
         };
         if n > 0 {
-            exec(conn, "BEGIN IMMEDIATE")?;
-            match log
-                .apply_as(conn, LogIds::New)
-                .and_then(|()| exec(conn, "COMMIT"))
-            {
-                Ok(()) => log.applied(),
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Err(e);
-                }
-            }
+            log.apply_alone(conn, LogIds::New)?;
             tracing::info!(
                 records = n,
                 "decisions read back from the store's decision log"
@@ -440,6 +430,25 @@ impl DecisionLog {
                 .map_err(db)?;
         }
         Ok(())
+    }
+
+    /// Inserts the pending records in a transaction of their own (none
+    /// open), and counts them applied once it commits.
+    pub(super) fn apply_alone(&mut self, conn: &Connection, ids: LogIds) -> StoreResult<()> {
+        if !self.has_pending() {
+            return Ok(());
+        }
+        exec(conn, "BEGIN IMMEDIATE")?;
+        match self.apply_as(conn, ids).and_then(|()| exec(conn, "COMMIT")) {
+            Ok(()) => {
+                self.applied();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// The transaction of [`DecisionLog::apply`] committed: the file's

@@ -807,8 +807,9 @@ impl Writer {
             }
             Err((logged, why)) => {
                 tracing::warn!("{why}: the batch is committed in the store's file instead");
-                let log = self.log.as_ref().expect("appended to it");
-                log.apply(&self.conn)
+                self.log
+                    .as_ref()
+                    .map_or(Ok(()), |log| log.apply(&self.conn))
                     .and_then(|()| logged.insert(&self.conn, LogIds::Given))
                     .map_err(|e| format!("writing the batch in the store's file failed: {e}"))?;
                 self.commit()
@@ -885,28 +886,10 @@ impl Writer {
     }
 
     /// Inserts what the decision log holds, in a transaction of its own.
-    pub(super) fn apply_log_alone(&mut self) -> StoreResult<()> {
-        let Some(log) = &self.log else {
-            return Ok(());
-        };
-        if !log.has_pending() {
-            return Ok(());
-        }
-        exec(&self.conn, "BEGIN IMMEDIATE")?;
-        match log
-            .apply(&self.conn)
-            .and_then(|()| exec(&self.conn, "COMMIT"))
-        {
-            Ok(()) => {
-                if let Some(log) = &mut self.log {
-                    log.applied();
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
+    fn apply_log_alone(&mut self) -> StoreResult<()> {
+        match &mut self.log {
+            Some(log) => log.apply_alone(&self.conn, LogIds::Given),
+            None => Ok(()),
         }
     }
 
