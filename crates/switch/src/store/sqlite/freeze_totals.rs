@@ -28,7 +28,9 @@
 //!   book is written (folding, [`super::saga_book::materialize_all`]). So a
 //!   log row's totals are never older than the row's own.
 
-use std::collections::HashMap;
+// foldhash rather than SipHash: the writer looks a freeze up for every
+// reservation and end, and the keys are short (seeded per process all the same).
+use foldhash::HashMap;
 
 use super::*;
 

@@ -44,7 +44,11 @@
 //! (by [`fold_log`]) before its next use: until then commands that need it
 //! fail and nothing is logged or pruned.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// foldhash rather than SipHash: the writer looks a saga up several times a
+// receive (seeded per process all the same, as the keys come from peers).
+use foldhash::HashMap;
 
 use super::byte_reader::Reader;
 use super::freeze_totals::{self, FreezeTotals, Totals};
