@@ -36,9 +36,30 @@ impl StanSource {
         // Blocks wrap in the store; a STAN above 999999 is folded back into range.
         let stan = (block.0 - 1) % 999_999 + 1;
         block.0 += 1;
-        let text = format!("{stan:06}");
-        let mut out = [0u8; 6];
-        out.copy_from_slice(text.as_bytes());
-        Ok(out)
+        Ok(six_digits(stan))
+    }
+}
+
+/// A STAN as its six digits, zero-padded, written in place (two a receive:
+/// no formatter and no `String` for them).
+fn six_digits(stan: u32) -> [u8; 6] {
+    let mut out = [b'0'; 6];
+    let mut rest = stan;
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::six_digits;
+
+    #[test]
+    fn stans_are_six_digits_zero_padded() {
+        for stan in [1, 42, 99_999, 100_000, 123_456, 999_999] {
+            assert_eq!(six_digits(stan), *format!("{stan:06}").as_bytes());
+        }
     }
 }

@@ -16,6 +16,23 @@ fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> S
         .map_err(|e| corrupt(format!("column {idx}: {e}")))
 }
 
+/// A key part bound as text, as a `&str` is.
+impl tokio_postgres::types::ToSql for KeyText {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 impl Columns for Row {
     fn text(&self, idx: usize) -> StoreResult<String> {
         col(self, idx)
@@ -43,7 +60,7 @@ impl Columns for Row {
 }
 
 /// Key columns as text parameters, in column order.
-fn push_texts(params: &mut Params, columns: &[String]) {
+fn push_texts(params: &mut Params, columns: &[KeyText]) {
     for c in columns {
         params.push(Box::new(c.clone()));
     }

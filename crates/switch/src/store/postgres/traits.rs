@@ -210,7 +210,7 @@ impl Decisions for PostgresStore {
             .hint(request)
             .and_then(|f| FreezeCols::new(&f).ok())
             .map_or_else(|| r.order(), |f| f.order());
-        let name = r.0.join("/");
+        let name = joined(&r.0);
         let row = SettleRow {
             request: r,
             state: new_state.as_str(),

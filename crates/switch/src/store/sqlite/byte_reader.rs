@@ -84,6 +84,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(super) fn str(&mut self) -> StoreResult<String> {
+        self.text().map(str::to_string)
+    }
+
+    /// A key part, as [`Reader::str`] reads text.
+    pub(super) fn key(&mut self) -> StoreResult<crate::store::columns::KeyText> {
+        self.text().map(crate::store::columns::KeyText::new)
+    }
+
+    fn text(&mut self) -> StoreResult<&'a str> {
         let at = self.at;
         let len = u16::from_le_bytes(self.take()?) as usize;
         let end = self.at + len;
@@ -93,7 +102,7 @@ impl<'a> Reader<'a> {
         let s = std::str::from_utf8(bytes)
             .map_err(|e| self.error(at, format!("a string that is not UTF-8: {e}")))?;
         self.at = end;
-        Ok(s.to_string())
+        Ok(s)
     }
 
     pub(super) fn end(&self) -> StoreResult<()> {

@@ -202,7 +202,7 @@ pub(super) fn finish_freeze(
     response_code: Option<&str>,
 ) -> StoreResult<Settled> {
     let freeze = load_freeze(conn, totals, key)?
-        .ok_or_else(|| invalid(format!("finish_freeze: no freeze {}", key.0.join("/"))))?;
+        .ok_or_else(|| invalid(format!("finish_freeze: no freeze {}", joined(&key.0))))?;
     if freeze.state != FreezeState::Pending {
         return Ok(Settled::Before {
             answer: load_answer(conn, request)?,
@@ -307,7 +307,6 @@ pub(super) fn reserve(
     // A total the row could not hold is refused here, by this command, not
     // later when the totals are written out (which would fail the batch).
     amount_in("reserved amount", freeze.reserved_minor)?;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     // Last, once every statement has succeeded (see `saga_book.rs`): the
     // freeze's new totals are logged with the batch, not written onto its
     // row (`freeze_totals.rs`).
@@ -326,10 +325,13 @@ pub(super) fn reserve(
         receiver_bank: receive.receiver_bank.clone(),
         request_digest: receive.request_digest,
         created_at_ms: receive.created_at_ms,
-        debit: [text(&receive.debit.stan), text(&receive.debit.transmission)],
+        debit: [
+            KeyText::lossy(&receive.debit.stan),
+            KeyText::lossy(&receive.debit.transmission),
+        ],
         credit: [
-            text(&receive.credit.stan),
-            text(&receive.credit.transmission),
+            KeyText::lossy(&receive.credit.stan),
+            KeyText::lossy(&receive.credit.transmission),
         ],
     });
     Ok(Reserve::Reserved(freeze))
@@ -341,7 +343,10 @@ pub(super) enum Ending {
     Before,
     /// Its row was updated; its freeze's new totals are the caller's to
     /// put in the book once the rest of its command has succeeded.
-    Written { freeze: [String; 3], totals: Totals },
+    Written {
+        freeze: [KeyText; 3],
+        totals: Totals,
+    },
     /// It is in the book: the caller records this end there, with its
     /// freeze's new totals, once the rest of its command has succeeded.
     Held { end: SagaEnd, totals: Totals },
@@ -358,7 +363,7 @@ pub(super) fn end_saga(
     response_code: Option<&str>,
 ) -> StoreResult<Ending> {
     // Named only in an error: joined then.
-    let name = || request.0.join("/");
+    let name = || joined(&request.0);
     let new_state = match outcome {
         ReceiveOutcome::Approved => SagaState::Approved,
         ReceiveOutcome::Failed => SagaState::Failed,
@@ -386,7 +391,11 @@ pub(super) fn end_saga(
         |row| {
             let state = row.saga_state(0)?;
             let amount = row.bigint(1)?;
-            let freeze = [row.text(2)?, row.text(3)?, row.text(4)?];
+            let freeze = [
+                KeyText::new(&row.text(2)?),
+                KeyText::new(&row.text(3)?),
+                KeyText::new(&row.text(4)?),
+            ];
             Ok((state, amount, freeze))
         },
     )?;
@@ -425,7 +434,7 @@ pub(super) fn end_saga(
 fn settled_totals(
     conn: &Connection,
     book: &SagaBook,
-    freeze: &[String; 3],
+    freeze: &[KeyText; 3],
     amount: i64,
     outcome: ReceiveOutcome,
     saga_name: &dyn Fn() -> String,
@@ -442,7 +451,7 @@ fn settled_totals(
             corrupt(format!(
                 "saga {}: its freeze {} is missing or holds less than {amount} reserved",
                 saga_name(),
-                freeze.join("/")
+                joined(freeze)
             ))
         })
 }

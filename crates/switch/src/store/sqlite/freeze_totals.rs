@@ -68,19 +68,19 @@ struct Held {
 /// The totals of the freezes changed since they were last written.
 #[derive(Default)]
 pub(super) struct FreezeTotals {
-    held: HashMap<[String; 3], Held>,
+    held: HashMap<[KeyText; 3], Held>,
     /// Changed in the open batch, each once: logged with it.
-    unlogged: Vec<[String; 3]>,
+    unlogged: Vec<[KeyText; 3]>,
 }
 
 impl FreezeTotals {
-    pub(super) fn get(&self, freeze: &[String; 3]) -> Option<Totals> {
+    pub(super) fn get(&self, freeze: &[KeyText; 3]) -> Option<Totals> {
         self.held.get(freeze).map(|h| h.totals)
     }
 
     /// A freeze read from the file (`freeze` its key's columns), with the
     /// totals held here if it has any.
-    pub(super) fn overlay(&self, freeze: &[String; 3], record: &mut FreezeRecord) {
+    pub(super) fn overlay(&self, freeze: &[KeyText; 3], record: &mut FreezeRecord) {
         if let Some(held) = self.held.get(freeze) {
             record.received_minor = held.totals.received_minor;
             record.reserved_minor = held.totals.reserved_minor;
@@ -88,7 +88,7 @@ impl FreezeTotals {
     }
 
     /// New totals for a freeze: logged with the open batch.
-    pub(super) fn set(&mut self, freeze: &[String; 3], totals: Totals) {
+    pub(super) fn set(&mut self, freeze: &[KeyText; 3], totals: Totals) {
         match self.held.get_mut(freeze) {
             Some(held) => {
                 held.totals = totals;
@@ -112,7 +112,7 @@ impl FreezeTotals {
 
     /// The freezes changed in the open batch with their totals, for its
     /// log row; they count as logged once [`FreezeTotals::logged`] is called.
-    pub(super) fn unlogged(&self) -> impl ExactSizeIterator<Item = (&[String; 3], Totals)> {
+    pub(super) fn unlogged(&self) -> impl ExactSizeIterator<Item = (&[KeyText; 3], Totals)> {
         self.unlogged.iter().map(|k| (k, self.held[k].totals))
     }
 
@@ -140,7 +140,7 @@ impl FreezeTotals {
 }
 
 /// A freeze's totals as its row holds them, or `None` without a row.
-pub(super) fn read(conn: &Connection, freeze: &[String; 3]) -> StoreResult<Option<Totals>> {
+pub(super) fn read(conn: &Connection, freeze: &[KeyText; 3]) -> StoreResult<Option<Totals>> {
     query_opt(
         conn,
         "SELECT received_minor, reserved_minor FROM freezes \
@@ -156,7 +156,7 @@ pub(super) fn read(conn: &Connection, freeze: &[String; 3]) -> StoreResult<Optio
 }
 
 /// Writes totals onto a freeze's row; a freeze without one is corrupt.
-pub(super) fn write(conn: &Connection, freeze: &[String; 3], totals: Totals) -> StoreResult<()> {
+pub(super) fn write(conn: &Connection, freeze: &[KeyText; 3], totals: Totals) -> StoreResult<()> {
     let changed = execute(
         conn,
         "UPDATE freezes SET received_minor = ?4, reserved_minor = ?5 \
@@ -172,7 +172,7 @@ pub(super) fn write(conn: &Connection, freeze: &[String; 3], totals: Totals) -> 
     if changed != 1 {
         return Err(corrupt(format!(
             "the totals of freeze {} have no row to go onto",
-            freeze.join("/")
+            joined(freeze)
         )));
     }
     Ok(())
@@ -182,7 +182,7 @@ pub(super) fn write(conn: &Connection, freeze: &[String; 3], totals: Totals) -> 
 /// of `freezes` written once for the freezes it holds). The caller empties
 /// the book once its transaction has them.
 pub(super) fn write_all(conn: &Connection, totals: &FreezeTotals) -> StoreResult<()> {
-    let mut keys: Vec<&[String; 3]> = totals.held.keys().collect();
+    let mut keys: Vec<&[KeyText; 3]> = totals.held.keys().collect();
     keys.sort();
     for key in keys {
         write(conn, key, totals.held[key].totals)?;

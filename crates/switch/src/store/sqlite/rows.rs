@@ -9,6 +9,15 @@ use super::*;
 // ---------------------------------------------------------------------------
 // Rows
 
+/// A key part bound as the text it is, borrowed (no copy for SQLite).
+impl rusqlite::ToSql for KeyText {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(ValueRef::Text(
+            self.as_bytes(),
+        )))
+    }
+}
+
 impl Columns for Row<'_> {
     fn text(&self, idx: usize) -> StoreResult<String> {
         self.get(idx).map_err(db)

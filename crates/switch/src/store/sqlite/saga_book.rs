@@ -91,17 +91,17 @@ pub(super) fn lock(book: &std::sync::Mutex<SagaBook>) -> std::sync::MutexGuard<'
 /// receiver's PAN sealed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct FlyingSaga {
-    pub(super) request: [String; 4],
-    pub(super) freeze: [String; 3],
+    pub(super) request: [KeyText; 4],
+    pub(super) freeze: [KeyText; 3],
     pub(super) amount_minor: i64,
     pub(super) receiver_pan: String,
     pub(super) receiver_bank: String,
     pub(super) request_digest: [u8; 32],
     pub(super) created_at_ms: i64,
     /// The debit's STAN and transmission date-time.
-    pub(super) debit: [String; 2],
+    pub(super) debit: [KeyText; 2],
     /// The credit's STAN and transmission date-time.
-    pub(super) credit: [String; 2],
+    pub(super) credit: [KeyText; 2],
 }
 
 /// How a saga ended: its final state and the answer recorded (the response
@@ -125,11 +125,11 @@ struct Entry {
 /// The sagas whose rows are not written yet.
 #[derive(Default)]
 pub(super) struct SagaBook {
-    sagas: HashMap<[String; 4], Entry>,
+    sagas: HashMap<[KeyText; 4], Entry>,
     /// Reserved in the open batch: not in the log yet.
-    unlogged: Vec<[String; 4]>,
+    unlogged: Vec<[KeyText; 4]>,
     /// Ended in the open batch: not in the log yet.
-    unlogged_ends: Vec<[String; 4]>,
+    unlogged_ends: Vec<[KeyText; 4]>,
     /// Sagas in the book that have ended.
     ended: usize,
     /// The book may differ from the file: fold the log before its next use.
@@ -168,12 +168,12 @@ impl SagaBook {
     }
 
     /// A saga in the book and how it ended, if it has.
-    pub(super) fn get(&self, request: &[String; 4]) -> Option<(&FlyingSaga, Option<&SagaEnd>)> {
+    pub(super) fn get(&self, request: &[KeyText; 4]) -> Option<(&FlyingSaga, Option<&SagaEnd>)> {
         self.sagas.get(request).map(|e| (&e.saga, e.end.as_ref()))
     }
 
     /// The answer recorded for a saga of the book that has ended.
-    pub(super) fn answer(&self, request: &[String; 4]) -> StoreResult<Option<StoredAnswer>> {
+    pub(super) fn answer(&self, request: &[KeyText; 4]) -> StoreResult<Option<StoredAnswer>> {
         let Some(end) = self.sagas.get(request).and_then(|e| e.end.as_ref()) else {
             return Ok(None);
         };
@@ -200,7 +200,7 @@ impl SagaBook {
 
     /// A saga of the book has ended, its freeze's totals now `totals`:
     /// logged with its batch.
-    pub(super) fn end(&mut self, request: &[String; 4], end: SagaEnd, totals: Totals) {
+    pub(super) fn end(&mut self, request: &[KeyText; 4], end: SagaEnd, totals: Totals) {
         if let Some(entry) = self.sagas.get_mut(request) {
             if entry.end.is_none() {
                 self.ended += 1;
@@ -212,7 +212,7 @@ impl SagaBook {
     }
 
     /// A saga whose row has been written: out of the book.
-    pub(super) fn remove(&mut self, request: &[String; 4]) {
+    pub(super) fn remove(&mut self, request: &[KeyText; 4]) {
         if let Some(entry) = self.sagas.remove(request) {
             self.unlogged.retain(|k| k != request);
             if entry.end.is_some() {
@@ -341,7 +341,7 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
     if book.sagas.is_empty() && book.freezes.is_empty() {
         return Ok(());
     }
-    let mut entries: Vec<(&[String; 4], &Entry)> = book.sagas.iter().collect();
+    let mut entries: Vec<(&[KeyText; 4], &Entry)> = book.sagas.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut rows = RowWriter::new(conn)?;
     for (_, entry) in entries {
@@ -398,7 +398,7 @@ pub(super) fn take_log_row(book: &mut SagaBook) -> Option<(i64, Vec<u8>)> {
         .filter_map(|k| book.sagas.get(k))
         .map(|e| &e.saga)
         .collect();
-    let ended: Vec<(&[String; 4], &SagaEnd)> = book
+    let ended: Vec<(&[KeyText; 4], &SagaEnd)> = book
         .unlogged_ends
         .iter()
         .filter_map(|k| book.sagas.get(k))
@@ -439,7 +439,7 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     // Written now: the ended, and those in flight longest.
     let due =
         |e: &Entry| e.end.is_some() || e.log_id.is_some_and(|id| id <= newest - MATERIALIZE_AFTER);
-    let mut written: Vec<(&[String; 4], &Entry)> =
+    let mut written: Vec<(&[KeyText; 4], &Entry)> =
         book.sagas.iter().filter(|(_, e)| due(e)).collect();
     written.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut rows = RowWriter::new(conn)?;
@@ -528,7 +528,7 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
 }
 
 /// A saga's end onto its row, unless the row has ended already.
-fn end_row(conn: &Connection, request: &[String; 4], end: &SagaEnd) -> StoreResult<()> {
+fn end_row(conn: &Connection, request: &[KeyText; 4], end: &SagaEnd) -> StoreResult<()> {
     execute(
         conn,
         "UPDATE sagas SET state = ?5, response_code = ?6, \
@@ -567,8 +567,8 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 /// freeze's key and its totals.
 pub(super) fn encode<'a>(
     reserved: impl ExactSizeIterator<Item = &'a FlyingSaga>,
-    ended: impl ExactSizeIterator<Item = (&'a [String; 4], &'a SagaEnd)>,
-    freezes: impl ExactSizeIterator<Item = (&'a [String; 3], Totals)>,
+    ended: impl ExactSizeIterator<Item = (&'a [KeyText; 4], &'a SagaEnd)>,
+    freezes: impl ExactSizeIterator<Item = (&'a [KeyText; 3], Totals)>,
 ) -> Vec<u8> {
     let count = reserved.len() + ended.len() + freezes.len();
     let mut out = Vec::with_capacity(5 + count * 192);
@@ -619,8 +619,8 @@ pub(super) fn encode<'a>(
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Records {
     pub(super) reserved: Vec<FlyingSaga>,
-    pub(super) ended: Vec<([String; 4], SagaEnd)>,
-    pub(super) freezes: Vec<([String; 3], Totals)>,
+    pub(super) ended: Vec<([KeyText; 4], SagaEnd)>,
+    pub(super) freezes: Vec<([KeyText; 3], Totals)>,
 }
 
 /// Reads a log row's body back: anything short, long or malformed is
@@ -643,15 +643,15 @@ pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
         };
         match tag {
             RESERVED => {
-                let request = [r.str()?, r.str()?, r.str()?, r.str()?];
-                let freeze = [r.str()?, r.str()?, r.str()?];
+                let request = [r.key()?, r.key()?, r.key()?, r.key()?];
+                let freeze = [r.key()?, r.key()?, r.key()?];
                 let amount_minor = r.i64()?;
                 let receiver_pan = r.str()?;
                 let receiver_bank = r.str()?;
                 let request_digest = r.take::<32>()?;
                 let created_at_ms = r.i64()?;
-                let debit = [r.str()?, r.str()?];
-                let credit = [r.str()?, r.str()?];
+                let debit = [r.key()?, r.key()?];
+                let credit = [r.key()?, r.key()?];
                 records.reserved.push(FlyingSaga {
                     request,
                     freeze,
@@ -665,7 +665,7 @@ pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
                 });
             }
             ENDED => {
-                let request = [r.str()?, r.str()?, r.str()?, r.str()?];
+                let request = [r.key()?, r.key()?, r.key()?, r.key()?];
                 let state_at = r.at;
                 let state = match r.str()?.as_str() {
                     "approved" => SagaState::Approved,
@@ -690,7 +690,7 @@ pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
                 ));
             }
             FREEZE_TOTALS => {
-                let freeze = [r.str()?, r.str()?, r.str()?];
+                let freeze = [r.key()?, r.key()?, r.key()?];
                 let received_minor = r.u64()?;
                 let reserved_minor = r.u64()?;
                 records.freezes.push((
