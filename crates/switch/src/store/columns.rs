@@ -249,11 +249,14 @@ impl PartialEq<&str> for KeyText {
 
 /// Key parts joined by `/`, as messages name a key.
 pub(super) fn joined(parts: &[KeyText]) -> String {
-    parts
-        .iter()
-        .map(KeyText::as_str)
-        .collect::<Vec<_>>()
-        .join("/")
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 impl std::ops::Deref for KeyText {
@@ -657,5 +660,7 @@ mod tests {
             KeyText::new("000042"),
         ]);
         assert_eq!(request.order(), "r0200/123456/1201101500/000042");
+        assert_eq!(joined(&request.0), "0200/123456/1201101500/000042");
+        assert_eq!(joined(&[]), "");
     }
 }

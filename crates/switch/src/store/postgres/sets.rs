@@ -31,10 +31,10 @@ pub(super) struct ReserveRow {
     pub(super) state: &'static str,
     pub(super) request_digest: Vec<u8>,
     pub(super) created_at_ms: i64,
-    pub(super) debit_stan: String,
-    pub(super) debit_transmission: String,
-    pub(super) credit_stan: String,
-    pub(super) credit_transmission: String,
+    pub(super) debit_stan: KeyText,
+    pub(super) debit_transmission: KeyText,
+    pub(super) credit_stan: KeyText,
+    pub(super) credit_transmission: KeyText,
     pub(super) owner: String,
 }
 

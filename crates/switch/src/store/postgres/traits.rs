@@ -163,7 +163,6 @@ impl Decisions for PostgresStore {
         let r = ReqCols::new(&receive.request)?;
         let k = FreezeCols::new(&receive.freeze)?;
         let amount = amount_in("receive amount", receive.amount_minor)?;
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let order = k.order();
         let row = ReserveRow {
             request: r,
@@ -174,10 +173,10 @@ impl Decisions for PostgresStore {
             state: SagaState::Debiting.as_str(),
             request_digest: receive.request_digest.to_vec(),
             created_at_ms: receive.created_at_ms,
-            debit_stan: text(&receive.debit.stan),
-            debit_transmission: text(&receive.debit.transmission),
-            credit_stan: text(&receive.credit.stan),
-            credit_transmission: text(&receive.credit.transmission),
+            debit_stan: KeyText::lossy(&receive.debit.stan),
+            debit_transmission: KeyText::lossy(&receive.debit.transmission),
+            credit_stan: KeyText::lossy(&receive.credit.stan),
+            credit_transmission: KeyText::lossy(&receive.credit.transmission),
             owner: receive.owner.clone(),
         };
         let amount_minor = receive.amount_minor;

@@ -29,7 +29,8 @@
 //!   log row's totals are never older than the row's own.
 
 // foldhash rather than SipHash: the writer looks a freeze up for every
-// reservation and end, and the keys are short (seeded per process all the same).
+// reservation and end; the map holds only the freezes changed since the
+// last pruning, and its key parts are digits.
 use foldhash::HashMap;
 
 use super::*;

@@ -47,7 +47,9 @@
 use std::collections::BTreeMap;
 
 // foldhash rather than SipHash: the writer looks a saga up several times a
-// receive (seeded per process all the same, as the keys come from peers).
+// receive. Its seed differs from process to process, though it claims
+// little against a peer probing for collisions; the book stays small
+// (`PRUNE_EVERY`, `FLUSH_ENDED`) and its key parts are digits.
 use foldhash::HashMap;
 
 use super::byte_reader::Reader;
