@@ -132,6 +132,10 @@ switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 # What the switch had the disk write (its store: WAL frames, checkpoints),
 # in bytes; divided by the answered requests, the bytes one receive costs.
 switch_written() { awk '/^write_bytes/ {print $2}' "/proc/$switch_pid/io"; }
+# The context switches of all the switch's threads (voluntary and not):
+# divided by the answered requests, the wake-ups one receive costs, which
+# is what its CPU a receive follows from one rate to another.
+switch_switches() { cat /proc/"$switch_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {t += $2} END {print t + 0}'; }
 # Both bank simulators' CPU, in clock ticks: what the load costs the
 # machine's other residents, which share its cores with the switch.
 bank_pids=("${pids[0]}" "${pids[1]}")
@@ -145,12 +149,13 @@ machine_ticks() { awk '/^cpu / {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, 
 common=(--switch 127.0.0.1:5000 --payer-admin 127.0.0.1:7101 --receiver-admin 127.0.0.1:7102
         --duration "$DURATION" --connections "$CONNECTIONS" --freeze-amount 10000000 --json
         --max-in-flight "${MAX_IN_FLIGHT:-20000}")
-echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,machine_stolen_pct" | tee "$REPORTS/load.csv"
+echo "rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,machine_stolen_pct,switch_switches" | tee "$REPORTS/load.csv"
 for rate in ${RATES[@]}; do
     for mode in ${MODES:-switch direct}; do
         extra=("${wallet_mac[@]}")
         [ "$mode" = direct ] && extra=(--direct 127.0.0.1:7002 "${direct_mac[@]}")
         before=$(switch_ticks) written_before=$(switch_written) banks_before=$(banks_ticks)
+        switches_before=$(switch_switches)
         machine_before=$(machine_ticks)
         # walletsim's own CPU (user + system seconds) from bash's `time`.
         status=0
@@ -161,6 +166,7 @@ for rate in ${RATES[@]}; do
         printf '%s\n' "$out" >"$REPORTS/load-$rate-$mode.json"
         ticks=$(($(switch_ticks) - before)) written=$(($(switch_written) - written_before))
         banks=$(($(banks_ticks) - banks_before))
+        switches=$(($(switch_switches) - switches_before))
         walletsim_s=$(awk '{print $1 + $2}' "$work/walletsim.time")
         machine=$(echo "$machine_before $(machine_ticks)" | awk '{all = $6 - $3; if (all > 0) printf "%.0f %.1f", 100 * ($4 - $1) / all, 100 * ($5 - $2) / all}')
         # switch_cpu_us, switch_written_b: the switch's CPU and disk writes
@@ -169,8 +175,9 @@ for rate in ${RATES[@]}; do
         # simulators' CPU per answered request (walletsim's includes making
         # and closing its packets); machine_busy_pct, machine_stolen_pct:
         # the share of the machine's CPU time busy, and stolen by its host,
-        # during the run.
-        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n, 1) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet] + (sys.argv[9].split() + ["", ""])[:2]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" "$machine" \
+        # during the run; switch_switches: the switch's context switches
+        # per answered request.
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1]); n=r["answered"]; mine=sys.argv[3]!="direct" and n; cpu=round(int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / n, 1) if mine else ""; wr=round(int(sys.argv[6]) / n) if mine else ""; banks=round(int(sys.argv[7]) * 1e6 / int(sys.argv[5]) / n) if n else ""; wallet=round(float(sys.argv[8]) * 1e6 / n) if n else ""; print(",".join(str(x) for x in [sys.argv[2], sys.argv[3], round(r["throughput_per_s"]), r["latency_us_p50"], r["latency_us_p99"], r["latency_us_p999"], r["latency_us_max"], "|".join(f"{k}:{v}" for k,v in r["codes"].items()), cpu, wr, banks, wallet] + (sys.argv[9].split() + ["", ""])[:2] + [round(int(sys.argv[10]) / n, 2) if mine else ""]))' "$out" "$rate" "$mode" "$ticks" "$clk_tck" "$written" "$banks" "$walletsim_s" "$machine" "$switches" \
             | tee -a "$REPORTS/load.csv"
         if [ -n "${METRICS:-}" ] && [ "$mode" != direct ]; then
             python3 - "$REPORTS/metrics-$rate-$mode.txt" <<'PY' >&2
