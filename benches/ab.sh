@@ -50,7 +50,7 @@ for ((i = 0; i < PAIRS; i++)); do
     if ((i % 2 == 0)); then order+=(A B); else order+=(B A); fi
 done
 
-echo "side,pair,rate,answered_per_s,p50_us,p99_us,switch_cpu_us,machine_busy_pct,banks_cpu_us,walletsim_cpu_us" |
+echo "side,pair,rate,answered_per_s,p50_us,p99_us,switch_cpu_us,machine_busy_pct,banks_cpu_us,walletsim_cpu_us,switch_switches" |
     tee "$runs"
 n=0
 for side in "${order[@]}"; do
@@ -70,22 +70,24 @@ for side in "${order[@]}"; do
         exit 1
     fi
     # load.sh's columns: rate,mode,answered_per_s,p50_us,p99_us,p999_us,max_us,codes,
-    # switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,...
+    # switch_cpu_us,switch_written_b,banks_cpu_us,walletsim_cpu_us,machine_busy_pct,
+    # machine_stolen_pct,switch_switches
     echo "$line" | awk -F, -v side="$side" -v pair="$pair" \
-        '{ print side "," pair "," $1 "," $3 "," $4 "," $5 "," $9 "," $13 "," $11 "," $12 }' |
+        '{ print side "," pair "," $1 "," $3 "," $4 "," $5 "," $9 "," $13 "," $11 "," $12 "," $15 }' |
         tee -a "$runs"
     # The ports of the run before are let go before the next one binds them.
     sleep 1
 done
 
-# Means, medians, B/A, and the pairs B won (more answered, lower p99, less CPU).
+# Means, medians, B/A, and the pairs B won (more answered, lower p99, less
+# CPU, fewer context switches).
 awk -F, '
     NR == 1 { next }
     {
         k = $1; c[k]++
-        ans[k, c[k]] = $4; p99[k, c[k]] = $6; cpu[k, c[k]] = $7
-        sa[k] += $4; sp[k] += $6; sc[k] += $7
-        pa[$2, k] = $4; pp[$2, k] = $6; pc[$2, k] = $7; last = $2
+        ans[k, c[k]] = $4; p99[k, c[k]] = $6; cpu[k, c[k]] = $7; cs[k, c[k]] = $11
+        sa[k] += $4; sp[k] += $6; sc[k] += $7; ss[k] += $11
+        pa[$2, k] = $4; pp[$2, k] = $6; pc[$2, k] = $7; ps[$2, k] = $11; last = $2
     }
     function ratio(b, a) { return a == 0 ? "n/a" : sprintf("%.3f", b / a) }
     # The sign test: how likely a split of the pairs that differ at least
@@ -118,6 +120,7 @@ awk -F, '
                 pairs++
                 wa += pa[i, "B"] > pa[i, "A"]; wp += pp[i, "B"] < pp[i, "A"]; wc += pc[i, "B"] < pc[i, "A"]
                 la += pa[i, "B"] < pa[i, "A"]; lp += pp[i, "B"] > pp[i, "A"]; lc += pc[i, "B"] > pc[i, "A"]
+                ws += ps[i, "B"] < ps[i, "A"]; ls += ps[i, "B"] > ps[i, "A"]
             }
         }
         printf "\n%-24s %15s %15s %8s %s\n", "", "A mean (median)", "B mean (median)", "B/A", "pairs B ahead"
@@ -130,4 +133,7 @@ awk -F, '
         printf "%-24s %7.1f (%5.1f) %7.1f (%5.1f) %8s %s\n", "switch CPU/receive, us",
             sc["A"] / c["A"], median(cpu, "A", c["A"]), sc["B"] / c["B"], median(cpu, "B", c["B"]),
             ratio(sc["B"] / c["B"], sc["A"] / c["A"]), pairs_text(wc, lc, pairs)
+        printf "%-24s %7.2f (%5.2f) %7.2f (%5.2f) %8s %s\n", "switches/receive",
+            ss["A"] / c["A"], median(cs, "A", c["A"]), ss["B"] / c["B"], median(cs, "B", c["B"]),
+            ratio(ss["B"] / c["B"], ss["A"] / c["A"]), pairs_text(ws, ls, pairs)
     }' "$runs"
