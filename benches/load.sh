@@ -133,8 +133,8 @@ switch_ticks() { awk '{print $14 + $15}' "/proc/$switch_pid/stat"; }
 # in bytes; divided by the answered requests, the bytes one receive costs.
 switch_written() { awk '/^write_bytes/ {print $2}' "/proc/$switch_pid/io"; }
 # The context switches of all the switch's threads (voluntary and not):
-# divided by the answered requests, the wake-ups one receive costs, which
-# is what its CPU a receive follows from one rate to another.
+# divided by the answered requests, how often its threads sleep and wake
+# for one receive, which its CPU a receive moves with from rate to rate.
 switch_switches() { cat /proc/"$switch_pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {t += $2} END {print t + 0}'; }
 # Both bank simulators' CPU, in clock ticks: what the load costs the
 # machine's other residents, which share its cores with the switch.
