@@ -1260,6 +1260,54 @@ async fn journal_entries_are_all_written_in_order_on_drop() {
     assert!(stans.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// A `close()` given up while it waits for the writer (a caller's timeout,
+/// a task aborted) leaves the file locked until the writer has stopped: a
+/// second opener is refused until then, and then finds everything written.
+/// Without the decision log, whose file has a lock of its own.
+#[tokio::test]
+async fn a_close_given_up_keeps_the_lock_until_the_writer_stops() {
+    const ENTRIES: u32 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let options = SqliteOptions {
+        decision_log: false,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_locked_with(&path, "test", options).unwrap();
+    // Another connection holds the database's write lock: the writer's last
+    // batch waits for it (up to its busy timeout, 5 s).
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for i in 0..ENTRIES {
+        store.journal(journal_entry(i));
+    }
+    // Polled once (the writer told to stop, its join begun), then dropped.
+    let given_up = tokio::time::timeout(Duration::ZERO, store.close()).await;
+    assert!(
+        given_up.is_err(),
+        "the writer stopped before its first poll"
+    );
+    match SqliteStore::open_locked(&path, "test") {
+        Err(StoreError::InUse(_)) => {}
+        Err(e) => panic!("opened while the writer works: {e}"),
+        Ok(_) => panic!("opened while the writer works"),
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reopened = loop {
+        match SqliteStore::open_locked(&path, "test") {
+            Ok(store) => break store,
+            Err(StoreError::InUse(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Err(e) => panic!("reopening: {e}"),
+        }
+    };
+    assert_eq!(journal_len(&reopened).await, u64::from(ENTRIES));
+    reopened.close().await.unwrap();
+}
+
 /// Ends receives `requests` at once (so in shared batches), each approved
 /// and queueing a store-and-forward entry with order key `r<request>`:
 /// those in `injected` must fail with the injected failure, every other

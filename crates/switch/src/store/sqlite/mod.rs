@@ -220,7 +220,7 @@ pub struct SqliteStore {
     path: std::path::PathBuf,
     /// Held by a process that must have the file to itself ([`lock`]);
     /// dropped after the writer thread has stopped.
-    _lock: Option<lock::StoreLock>,
+    lock: Option<lock::StoreLock>,
     /// The risk counters, judged in memory ([`super::risk_book`]).
     risk_book: tokio::sync::Mutex<super::risk_book::CounterBook>,
     /// Their events, a request's at a time, logged at the start of the
@@ -401,7 +401,7 @@ impl SqliteStore {
             risk_events: risk_tx,
             risk_log,
             sagas,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -441,7 +441,16 @@ impl SqliteStore {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        match tokio::task::spawn_blocking(move || thread.join()).await {
+        // The lock goes with the join, not with `self`: were this future
+        // dropped while it waits, `self` would drop its lock at once while
+        // the writer still works on the file.
+        let lock = self.lock.take();
+        let joined = tokio::task::spawn_blocking(move || {
+            let joined = thread.join();
+            drop(lock);
+            joined
+        });
+        match joined.await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(StoreError::Unavailable(e)),
             Ok(Err(_)) => Err(StoreError::Unavailable(
