@@ -15,7 +15,8 @@
 #   MACS=1 benches/load.sh 5000      X9.19 MACs on the wallet listener and both bank links
 #   MACS=aes-cmac benches/load.sh 5000   the same with AES-CMAC
 #   SWITCH=/tmp/switchboard-before benches/load.sh 5000   another build of the
-#                                    switch (A/B comparisons in one session)
+#                                    switch (A/B comparisons in one session;
+#                                    target/pgo/switchboard is benches/pgo.sh's)
 #   SIMULATORS=/tmp/sims-before benches/load.sh 5000   banksim and walletsim from
 #                                    another directory (A/B comparisons of the simulators)
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request

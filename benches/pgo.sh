@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The switch's binary optimized with a profile of its own work (profile-guided
+# optimization): an instrumented build of `switchboard` runs the demo (every
+# scenario, faults included) and load through the bank simulators, LLVM
+# records which branches and calls the work takes, and the release build is
+# made again with that profile, so the hot paths are laid out and inlined
+# for how the switch is actually used.
+#
+#   benches/pgo.sh                 writes target/pgo/switchboard (about 15 min on
+#                                  two cores: two release builds and a minute of load)
+#   SWITCH=target/pgo/switchboard NO_BUILD=1 benches/load.sh 10000   measure it
+#   TRAIN_RATES="10000 20000" TRAIN_SECONDS=10 benches/pgo.sh   the load it learns from
+#
+# Needs the llvm-profdata of the toolchain's own LLVM: `rustup component add
+# llvm-tools`. The sources are the same; only the compiler's choices differ,
+# so the tests that pass for `cargo build --release` describe this binary
+# too. A profile is only good for the sources it was recorded on: run the
+# script again after a change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
+OUT=$TARGET/pgo
+TRAIN_RATES=${TRAIN_RATES:-10000 20000}
+TRAIN_SECONDS=${TRAIN_SECONDS:-10}
+
+sysroot=$(rustc --print sysroot)
+host=$(rustc -vV | sed -n 's/^host: //p')
+profdata=$sysroot/lib/rustlib/$host/bin/llvm-profdata
+if [ ! -x "$profdata" ]; then
+    echo "pgo.sh: $profdata is missing; install it with: rustup component add llvm-tools" >&2
+    exit 1
+fi
+
+mkdir -p "$OUT"
+raw=$(realpath "$OUT")/raw
+profile=$(realpath "$OUT")/switchboard.profdata
+
+# The simulators as they are (an ordinary release build): only the switch
+# is trained.
+cargo build --release --workspace -q
+
+echo "pgo.sh: building the instrumented switch (target/pgo-generate)" >&2
+RUSTFLAGS="-Cprofile-generate=$raw" CARGO_TARGET_DIR=$TARGET/pgo-generate \
+    cargo build --release -q --bin switchboard
+# Build scripts are instrumented too and leave their profiles behind: only
+# the switch's runs below count.
+rm -rf "$raw"
+instrumented=$TARGET/pgo-generate/release/switchboard
+
+echo "pgo.sh: training: the demo, then load at ${TRAIN_RATES}/s" >&2
+"$instrumented" demo > "$OUT/train-demo.log" 2>&1 || {
+    echo "pgo.sh: the demo failed under the instrumented build: $OUT/train-demo.log" >&2
+    exit 1
+}
+# shellcheck disable=SC2086 # the rates are words
+SWITCH=$instrumented NO_BUILD=1 MODES=switch DURATION=$TRAIN_SECONDS \
+    REPORTS=$OUT/train benches/load.sh $TRAIN_RATES > "$OUT/train-load.log"
+# Card data sealed, MACs and risk rules: their paths are trained too, at a
+# rate the instrumented build keeps up with.
+SWITCH=$instrumented NO_BUILD=1 MODES=switch DURATION=5 KEYS=1 MACS=aes-cmac \
+    RULES=benches/risk-20.toml REPORTS=$OUT/train benches/load.sh 5000 >> "$OUT/train-load.log"
+ls "$raw"/*.profraw > /dev/null
+
+"$profdata" merge -o "$profile" "$raw"/*.profraw
+echo "pgo.sh: building the switch with $profile (target/pgo-use)" >&2
+RUSTFLAGS="-Cprofile-use=$profile" CARGO_TARGET_DIR=$TARGET/pgo-use \
+    cargo build --release -q --bin switchboard
+cp "$TARGET/pgo-use/release/switchboard" "$OUT/switchboard"
+echo "pgo.sh: $OUT/switchboard (trained: $OUT/train-demo.log, $OUT/train-load.log)"
