@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The switch's binary optimized with a profile of its own work (profile-guided
 # optimization): an instrumented build of `switchboard` runs the demo (every
-# scenario, faults included) and load through the bank simulators, LLVM
+# scenario, faults included) and load through the bank simulators on both
+# stores (PostgreSQL when its server is installed), LLVM
 # records which branches and calls the work takes, and the release build is
 # made again with that profile, so the hot paths are laid out and inlined
 # for how the switch is actually used.
@@ -59,6 +60,15 @@ SWITCH=$instrumented NO_BUILD=1 MODES=switch DURATION=$TRAIN_SECONDS \
 # rate the instrumented build keeps up with.
 SWITCH=$instrumented NO_BUILD=1 MODES=switch DURATION=5 KEYS=1 MACS=aes-cmac \
     RULES=benches/risk-20.toml REPORTS=$OUT/train benches/load.sh 5000 >> "$OUT/train-load.log"
+# The PostgreSQL store's paths when a server is installed (`load-pg.sh`
+# starts a throwaway cluster of its own); untrained, they would be built
+# as code that never runs.
+if ls /usr/lib/postgresql/*/bin/pg_ctl > /dev/null 2>&1 || command -v pg_ctl > /dev/null; then
+    SWITCH=$instrumented NO_BUILD=1 DURATION=5 PGBENCH_SECONDS=2 \
+        benches/load-pg.sh 3000 >> "$OUT/train-load.log"
+else
+    echo "pgo.sh: no PostgreSQL server (apt-get install -y postgresql): the PostgreSQL store is not trained" >&2
+fi
 ls "$raw"/*.profraw > /dev/null
 
 "$profdata" merge -o "$profile" "$raw"/*.profraw
