@@ -23,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${NO_BUILD:-}" ] || cargo build --release --workspace -q
-B=$PWD/target/release
+B=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 SWITCH=${SWITCH:-$B/switchboard}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-4}

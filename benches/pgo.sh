@@ -8,7 +8,8 @@
 # for how the switch is actually used.
 #
 #   benches/pgo.sh                 writes target/pgo/switchboard (about 15 min on
-#                                  two cores: two release builds and a minute of load)
+#                                  two cores: the instrumented build, the optimized
+#                                  build and about two minutes of training)
 #   SWITCH=target/pgo/switchboard NO_BUILD=1 benches/load.sh 10000   measure it
 #   TRAIN_RATES="10000 20000" TRAIN_SECONDS=10 benches/pgo.sh   the load it learns from
 #
@@ -16,13 +17,16 @@
 # llvm-tools`. The sources are the same; only the compiler's choices differ,
 # so the tests that pass for `cargo build --release` describe this binary
 # too. A profile is only good for the sources it was recorded on: run the
-# script again after a change.
+# script again after a change. RUSTFLAGS set in the environment are kept
+# and the profile's flags added to them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=$TARGET/pgo
 TRAIN_RATES=${TRAIN_RATES:-10000 20000}
 TRAIN_SECONDS=${TRAIN_SECONDS:-10}
+# Cargo would take these over RUSTFLAGS, and drop the profile's flags.
+unset CARGO_ENCODED_RUSTFLAGS
 
 sysroot=$(rustc --print sysroot)
 host=$(rustc -vV | sed -n 's/^host: //p')
@@ -34,14 +38,13 @@ fi
 
 mkdir -p "$OUT"
 raw=$(realpath "$OUT")/raw
-profile=$(realpath "$OUT")/switchboard.profdata
 
 # The simulators as they are (an ordinary release build): only the switch
 # is trained.
 cargo build --release --workspace -q
 
-echo "pgo.sh: building the instrumented switch (target/pgo-generate)" >&2
-RUSTFLAGS="-Cprofile-generate=$raw" CARGO_TARGET_DIR=$TARGET/pgo-generate \
+echo "pgo.sh: building the instrumented switch ($TARGET/pgo-generate)" >&2
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$raw" CARGO_TARGET_DIR=$TARGET/pgo-generate \
     cargo build --release -q --bin switchboard
 # Build scripts are instrumented too and leave their profiles behind: only
 # the switch's runs below count.
@@ -55,11 +58,11 @@ echo "pgo.sh: training: the demo, then load at ${TRAIN_RATES}/s" >&2
 }
 # shellcheck disable=SC2086 # the rates are words
 SWITCH=$instrumented NO_BUILD=1 MODES=switch DURATION=$TRAIN_SECONDS \
-    REPORTS=$OUT/train benches/load.sh $TRAIN_RATES > "$OUT/train-load.log"
+    REPORTS=$OUT/train/plain benches/load.sh $TRAIN_RATES > "$OUT/train-load.log"
 # Card data sealed, MACs and risk rules: their paths are trained too, at a
 # rate the instrumented build keeps up with.
 SWITCH=$instrumented NO_BUILD=1 MODES=switch DURATION=5 KEYS=1 MACS=aes-cmac \
-    RULES=benches/risk-20.toml REPORTS=$OUT/train benches/load.sh 5000 >> "$OUT/train-load.log"
+    RULES=benches/risk-20.toml REPORTS=$OUT/train/secured benches/load.sh 5000 >> "$OUT/train-load.log"
 # The PostgreSQL store's paths when a server is installed (`load-pg.sh`
 # starts a throwaway cluster of its own); untrained, they would be built
 # as code that never runs.
@@ -69,11 +72,23 @@ if ls /usr/lib/postgresql/*/bin/pg_ctl > /dev/null 2>&1 || command -v pg_ctl > /
 else
     echo "pgo.sh: no PostgreSQL server (apt-get install -y postgresql): the PostgreSQL store is not trained" >&2
 fi
-ls "$raw"/*.profraw > /dev/null
+if ! ls "$raw"/*.profraw > /dev/null 2>&1; then
+    echo "pgo.sh: the training left no profile in $raw" >&2
+    exit 1
+fi
 
-"$profdata" merge -o "$profile" "$raw"/*.profraw
-echo "pgo.sh: building the switch with $profile (target/pgo-use)" >&2
-RUSTFLAGS="-Cprofile-use=$profile" CARGO_TARGET_DIR=$TARGET/pgo-use \
+merged=$OUT/merged.profdata
+"$profdata" merge -o "$merged" "$raw"/*.profraw
+# Named by its contents: a new profile changes RUSTFLAGS, which makes cargo
+# build every crate again. Under one name, the dependencies (whose
+# inputs cargo does not look at again) would keep an older profile.
+profile=$(realpath "$OUT")/switchboard-$(sha256sum "$merged" | cut -c1-16).profdata
+rm -f "$OUT"/switchboard-*.profdata
+mv "$merged" "$profile"
+echo "pgo.sh: building the switch with $profile ($TARGET/pgo-use)" >&2
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" CARGO_TARGET_DIR=$TARGET/pgo-use \
     cargo build --release -q --bin switchboard
-cp "$TARGET/pgo-use/release/switchboard" "$OUT/switchboard"
+# Beside it, then renamed: a switch running from the old file keeps it.
+cp "$TARGET/pgo-use/release/switchboard" "$OUT/switchboard.new"
+mv -f "$OUT/switchboard.new" "$OUT/switchboard"
 echo "pgo.sh: $OUT/switchboard (trained: $OUT/train-demo.log, $OUT/train-load.log)"
