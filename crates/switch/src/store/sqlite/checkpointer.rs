@@ -40,9 +40,13 @@ use rusqlite::Connection;
 
 use super::{db, StoreError, StoreResult};
 
-/// Between two checkpoints: at 10,000 receives a second, a few megabytes
-/// of WAL.
-pub(super) const EVERY: Duration = Duration::from_millis(250);
+/// Between two checkpoints: a tenth of a second of commits. Short because
+/// what a pass copies it then syncs, and a long sync of the database file
+/// holds up the writer's syncs on the same disk: 100 ms rather than 250
+/// took a fifth off the p99 at 10,000 and 20,000 receives/s for 3 % more
+/// bytes written (benches/RESULTS.md); 1 s made it worse, 50 ms gained
+/// little more.
+pub(super) const EVERY: Duration = Duration::from_millis(100);
 
 /// The checkpointing thread; stopped (and joined) by [`Checkpointer::stop`]
 /// or when dropped.
@@ -154,7 +158,7 @@ pub(super) fn sync_database_file(conn: &Connection) -> StoreResult<()> {
 fn run(conn: &Connection, stop: &(Mutex<bool>, Condvar)) {
     let (flag, wake) = stop;
     // The last failure, logged once until the checkpoints work again (a
-    // full disk would otherwise log four times a second).
+    // full disk would otherwise log ten times a second).
     let mut failing: Option<String> = None;
     let mut last = Checkpointed {
         wal_frames: 0,
