@@ -40,12 +40,11 @@ use rusqlite::Connection;
 
 use super::{db, StoreError, StoreResult};
 
-/// Between two checkpoints: a tenth of a second of commits. Short because
-/// what a pass copies it then syncs, and a long sync of the database file
-/// holds up the writer's syncs on the same disk: 100 ms rather than 250
-/// took a fifth off the p99 at 10,000 and 20,000 receives/s for 3 % more
-/// bytes written (benches/RESULTS.md); 1 s made it worse, 50 ms gained
-/// little more.
+/// Between two checkpoints: a tenth of a second of commits. Short, as a
+/// shorter pass has less to copy and sync at once, and that sync shares
+/// the disk with the writer's: 100 ms rather than 250 took 10-25 % off
+/// the p99 at 10,000 and 20,000 receives/s for 3.5 % more bytes written
+/// (benches/RESULTS.md); 1 s made it worse, 50 ms gained little more.
 pub(super) const EVERY: Duration = Duration::from_millis(100);
 
 /// The checkpointing thread; stopped (and joined) by [`Checkpointer::stop`]

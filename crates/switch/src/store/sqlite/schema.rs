@@ -344,7 +344,7 @@ pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResul
     };
     // The WAL starts again from its beginning after the writer's own
     // checkpoint, at 64 MiB; a thread of the store's copies it into the
-    // database file every 250 ms meanwhile (`checkpointer.rs`), so that
+    // database file every 100 ms meanwhile (`checkpointer.rs`), so that
     // checkpoint finds little left to copy. The page cache is 16 MiB:
     // it fills with whatever the journal writes, so it is most of what the
     // process grows by under load (README, "Limits").
