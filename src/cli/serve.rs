@@ -89,6 +89,24 @@ fn reload_rules_on_hangup(
     }))
 }
 
+/// The async runtime `serve` runs on, with as many worker threads as
+/// [`Config::worker_threads`] says for this host.
+fn runtime_for(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tokio_env_set = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = config.worker_threads(cores, tokio_env_set) {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.build()?;
+    info!(
+        workers = runtime.metrics().num_workers(),
+        cores, "runtime worker threads"
+    );
+    Ok(runtime)
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     logging::init(args.log_format.unwrap_or(config.log_format), "info");
@@ -100,7 +118,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         needed = config.descriptors().total(),
         "open-file limit"
     );
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = runtime_for(&config)?;
     runtime.block_on(async move {
         let stop = StopSignals::listen()?;
         // The concrete store is kept at hand to report its counters at

@@ -87,6 +87,7 @@ pub fn config(dir: &std::path::Path, banks: Vec<BankConfig>) -> Config {
         commit_delay: switchboard::store::sqlite::DEFAULT_COMMIT_DELAY,
         decision_log: true,
         max_freeze_age: Duration::from_secs(7 * 24 * 3600),
+        configured_worker_threads: None,
         clearing: Default::default(),
         capture: None,
         security: Default::default(),
