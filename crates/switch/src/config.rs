@@ -451,8 +451,7 @@ pub struct Config {
     pub journal_retention_days: Option<u32>,
     /// The embedded store's least time between the starts of two commits
     /// (`[store] commit_interval_ms`, at most [`MAX_COMMIT_INTERVAL_MS`]);
-    /// default [`crate::store::sqlite::DEFAULT_COMMIT_INTERVAL`]; zero
-    /// commits each batch as soon as it has run.
+    /// zero, the default, commits each batch as soon as it has run.
     pub commit_interval: Duration,
     /// How long the embedded store's small batches wait for company while
     /// receives are in flight (`[store] commit_delay_us`, at most
@@ -983,10 +982,7 @@ impl Config {
             MAX_COMMIT_INTERVAL_MS,
             &store,
         )?
-        .map_or(
-            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL,
-            Duration::from_millis,
-        );
+        .map_or(Duration::ZERO, Duration::from_millis);
         let commit_delay = embedded_only(
             "store.commit_delay_us",
             raw.store.commit_delay_us,
@@ -1348,17 +1344,9 @@ hosts = ["127.0.0.1:7000"]
         );
         let e = Config::from_toml(&none, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "store.journal_retention_days");
-        // The embedded store's commit interval: the default unless given,
-        // off with 0, bounded, and refused for PostgreSQL, which has no such
-        // setting.
-        assert_eq!(
-            c.commit_interval,
-            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL
-        );
-        assert_eq!(
-            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL,
-            Duration::from_millis(1)
-        );
+        // The embedded store's commit interval: none unless given, bounded,
+        // and refused for PostgreSQL, which has no such setting.
+        assert_eq!(c.commit_interval, Duration::ZERO);
         let with_interval = |store: &str, ms: u64| {
             GOOD.replace(
                 "path = \"sb.db\"",

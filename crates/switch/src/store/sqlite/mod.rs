@@ -124,12 +124,10 @@ pub struct SqliteOptions {
     pub risk_book_capacity: usize,
     /// Least time from one commit's start to the next's (`[store]
     /// commit_interval_ms`): a batch that would begin sooner waits for the
-    /// rest of it, gathering what arrives meanwhile. Zero (the default
-    /// here, for the tools that open the file) begins each batch at once;
-    /// `serve` takes [`DEFAULT_COMMIT_INTERVAL`] unless configured. Under a
-    /// steady load below saturation, each commit's cost (its sync and the
-    /// writer's waking for it) is shared by more commands, for up to this
-    /// much more latency a command.
+    /// rest of it, gathering what arrives meanwhile. Zero (the default)
+    /// begins each batch at once. Under a steady load below saturation,
+    /// each commit's cost (its WAL pages and fsync) is shared by more
+    /// commands, for up to this much more latency a command.
     pub commit_interval: std::time::Duration,
     /// How long journal entries that woke the writer with no command queued
     /// wait for a command to share its commit before they are committed
@@ -168,14 +166,6 @@ pub struct SqliteOptions {
 /// [`SqliteOptions::decision_log_idle`]'s default: a reader of the file
 /// beside a quiet switch sees its decisions within about this long.
 pub const DEFAULT_DECISION_LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// `serve`'s [`SqliteOptions::commit_interval`] unless `[store]
-/// commit_interval_ms` says otherwise: at 10,000 receives/s batches begin
-/// about every 0.6 ms, so this holds most of them a little and some 45 %
-/// fewer batches, and syncs, are made, for about half a millisecond more a
-/// command; a lone command at a quiet moment does not wait
-/// (benches/RESULTS.md, "Threads and commits").
-pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// [`SqliteOptions::commit_delay`]'s default: a few commands' arrivals at
 /// 10,000 receives/s, a fraction of a commit's own fsync.
