@@ -427,6 +427,51 @@ async fn json_logs_carry_span_fields_and_no_card_number() {
 }
 
 #[test]
+fn serve_runs_the_worker_threads_its_configuration_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _bank_a = banksim_on(common::BANK_A, BIN_A, 53, port_a, Stdio::null());
+    let _bank_b = banksim_on(common::BANK_B, BIN_B, 54, port_b, Stdio::null());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Left out: with the embedded store, one fewer than the cores, at least
+    // one. Set: that many, whatever the cores.
+    for (setting, expected) in [(None, cores.saturating_sub(1).max(1)), (Some(3), 3)] {
+        let (wallet_port, admin_port) = (free_port(), free_port());
+        let config = config_with_admin(dir.path(), wallet_port, admin_port, port_a, port_b, "");
+        if let Some(n) = setting {
+            let text = std::fs::read_to_string(&config).unwrap();
+            let text = text.replacen(
+                "[switch]\n",
+                &format!("[switch]\nworker_threads = {n}\n"),
+                1,
+            );
+            assert!(text.contains("worker_threads"), "{text}");
+            std::fs::write(&config, text).unwrap();
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("TOKIO_WORKER_THREADS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let switch = listening(command, String::new);
+        ready_until(admin_port, |status, _| status == 200);
+        // The count the runtime reports of itself (its threads cannot be
+        // told apart by name: its blocking threads share the workers').
+        let log = String::from_utf8(terminate(switch).stderr).unwrap();
+        let line = log
+            .lines()
+            .find(|line| line.contains("runtime worker threads"))
+            .unwrap_or_else(|| panic!("no runtime line in {log}"));
+        assert!(
+            line.contains(&format!("workers={expected} ")),
+            "{setting:?} on {cores} cores: {line}"
+        );
+    }
+}
+
+#[test]
 fn text_logs_into_a_pipe_have_no_ansi_escapes() {
     let dir = tempfile::tempdir().unwrap();
     let (port_a, port_b) = (free_port(), free_port());

@@ -509,7 +509,7 @@ impl Config {
     /// the cores (at least one), since the store's writer is a thread of its
     /// own that is busy under load and the workers would otherwise take
     /// turns with it on the cores, waking each other more than working (on
-    /// 2 cores one worker costs 16 % less CPU a receive at 10,000/s: README,
+    /// 2 cores one worker costs 12–14 % less CPU a receive at 10,000/s: README,
     /// "Threads and commits"); else `None`, one a core, the runtime's default,
     /// as PostgreSQL does the store's work in its own processes.
     pub fn worker_threads(&self, cores: usize, tokio_env_set: bool) -> Option<usize> {
