@@ -28,7 +28,8 @@
 #                                    ([store] decision_log; default true)
 #   SWITCH_WORKERS=1 benches/load.sh 10000   the switch's tokio worker threads
 #                                    (TOKIO_WORKER_THREADS for the switch alone;
-#                                    default: one per core)
+#                                    default: serve's own, one fewer than
+#                                    the cores with the embedded store)
 #   PIN=1 benches/load.sh 5000      the switch alone on CPU 0, the simulators on CPU 1:
 #                                    its throughput is then its own CPU's, not shared
 #                                    with the simulators' work (needs taskset, 2+ CPUs)
