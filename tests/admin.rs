@@ -160,13 +160,15 @@ fn config_with_admin(
 }
 
 /// `switchboard serve` with `args` after the config, stderr to `log`;
-/// waits until it listens.
+/// waits until it listens. Its worker threads are its configuration's, not
+/// a `TOKIO_WORKER_THREADS` the tests were run with.
 fn serve_with(config: &Path, args: &[&str], log: Stdio) -> KillOnDrop {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     command
         .args(["serve", "--config"])
         .arg(config)
         .args(args)
+        .env_remove("TOKIO_WORKER_THREADS")
         .stdout(Stdio::piped())
         .stderr(log);
     listening(command, String::new)
@@ -448,14 +450,7 @@ fn serve_runs_the_worker_threads_its_configuration_gives() {
             assert!(text.contains("worker_threads"), "{text}");
             std::fs::write(&config, text).unwrap();
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("TOKIO_WORKER_THREADS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let switch = listening(command, String::new);
+        let switch = serve_with(&config, &[], Stdio::piped());
         ready_until(admin_port, |status, _| status == 200);
         // The count the runtime reports of itself (its threads cannot be
         // told apart by name: its blocking threads share the workers').
