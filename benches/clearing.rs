@@ -107,8 +107,8 @@ fn answer(request: &Message, code: ResponseCode) -> Message {
     mti[2] += 1;
     let mut m = Message::new(mti);
     for n in [2u16, 3, 4, 7, 11, 32, 33, 37, 49, 90] {
-        if let Some(v) = request.get(n) {
-            m.set(n, v.clone());
+        if let Some(v) = request.get_bytes(n) {
+            m.set(n, v);
         }
     }
     m.set(num::RESPONSE_CODE, code);

@@ -96,8 +96,8 @@ async fn start(
 fn approval(request: &Message) -> Message {
     let mut answer = Message::new(iso8583::mti::response_mti(request.mti()));
     for n in [2, 3, 4, 7, 11, 32, 33, 37, 49, 70, 90, 100] {
-        if let Some(v) = request.get(n) {
-            answer.set(n, v.clone());
+        if let Some(v) = request.get_bytes(n) {
+            answer.set(n, v);
         }
     }
     answer.set(num::RESPONSE_CODE, ResponseCode::APPROVED);

@@ -382,9 +382,9 @@ async fn a_bank_host_that_reverses_a_repeated_reversal_again_fails_the_ledger_ch
         common::process::addr(bank.port),
         move |mut request| {
             if request.mti() == b"0421" {
-                let (stan, f90) = (request.get(11).cloned()?, request.get(90).cloned()?);
+                let (stan, f90) = (request.get_bytes(11)?, request.get_bytes(90)?);
                 remembered.lock().unwrap().insert(stan, f90);
-                let card = request.get(2).cloned()?;
+                let card = request.get_bytes(2)?;
                 request.set_mti(*b"0200");
                 request.set(3, &b"260000"[..]);
                 request.set(12, &b"000000"[..]);

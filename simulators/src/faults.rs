@@ -633,7 +633,7 @@ pub fn decline(
     code: ResponseCode,
     now: NaiveDateTime,
 ) -> Option<Message> {
-    let pc = request.get(num::PROCESSING_CODE).map(|v| &v[..]);
+    let pc = request.get(num::PROCESSING_CODE);
     let (message, is_response) = spec.message_for(request.mti(), pc)?;
     if is_response {
         return None;
@@ -641,7 +641,7 @@ pub fn decline(
     let mut response = Message::new(message.response_mti?);
     for (number, value) in request.fields() {
         if message.response.allows(number) && number != 64 && number != 128 {
-            response.set(number, value.clone());
+            response.set(number, bytes::Bytes::copy_from_slice(value));
         }
     }
     response.set(num::RESPONSE_CODE, Bytes::from(code));

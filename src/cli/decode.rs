@@ -130,7 +130,9 @@ fn decode_frame(spec: &Spec, frame: Frame) -> Result<Decoded, String> {
 fn check_subfields(spec: &Spec, message: &Message) -> Result<(), String> {
     for (number, value) in message.fields() {
         if let Some(layout) = spec.subfields(number) {
-            layout.decode(number, value).map_err(|e| e.to_string())?;
+            layout
+                .decode(number, &Bytes::copy_from_slice(value))
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())

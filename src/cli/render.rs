@@ -52,9 +52,11 @@ pub fn json_fields(spec: &Spec, msg: &Message, unmask: bool) -> serde_json::Valu
 
 /// One field as [`json_fields`] shows it: an object of its subfields when the
 /// spec defines them and they decode, else [`field_text`].
-pub fn field_json(spec: &Spec, number: u16, value: &Bytes, unmask: bool) -> serde_json::Value {
+pub fn field_json(spec: &Spec, number: u16, value: &[u8], unmask: bool) -> serde_json::Value {
     spec.subfields(number)
-        .and_then(|layout| subfields::field_json(layout, number, value, unmask).ok())
+        .and_then(|layout| {
+            subfields::field_json(layout, number, &Bytes::copy_from_slice(value), unmask).ok()
+        })
         .unwrap_or_else(|| serde_json::Value::String(field_text(spec, number, value, unmask)))
 }
 
@@ -254,7 +256,7 @@ pub fn human(spec: &Spec, msg: &Message, unmask: bool) -> String {
         }
         let _ = writeln!(out, "{number:>4}  {name:<44} {text}");
         if let Some(layout) = spec.subfields(number) {
-            match layout.decode(number, value) {
+            match layout.decode(number, &Bytes::copy_from_slice(value)) {
                 Ok(subs) => subfields::human(&mut out, layout, &subs, unmask, 0),
                 Err(e) => {
                     let _ = writeln!(out, "  ! {e}");

@@ -102,7 +102,7 @@ pub fn match_key(conn: u64, mti: &[u8; 4], msg: &Message, key_fields: &[u16]) ->
     key.extend_from_slice(&conn.to_be_bytes());
     key.extend_from_slice(mti);
     for &field in key_fields {
-        let value = msg.get(field).map_or(&[][..], |v| &v[..]);
+        let value = msg.get(field).map_or(&[][..], |v| v);
         key.extend_from_slice(&(value.len() as u32).to_be_bytes());
         key.extend_from_slice(value);
     }

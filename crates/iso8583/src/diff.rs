@@ -45,8 +45,8 @@ pub fn differences(expected: &Message, actual: &Message, ignore: &[u16]) -> Vec<
         if e != a {
             found.push(Difference {
                 part: Part::Field(number),
-                expected: e.cloned(),
-                actual: a.cloned(),
+                expected: expected.get_bytes(number),
+                actual: actual.get_bytes(number),
             });
         }
     }

@@ -60,9 +60,7 @@ pub fn field_err(field: u16, reason: impl Into<String>) -> FieldError {
 
 /// The value of a field that must be present.
 pub fn required(msg: &Message, field: u16) -> Result<&[u8], FieldError> {
-    msg.get(field)
-        .map(|v| &v[..])
-        .ok_or_else(|| field_err(field, "missing"))
+    msg.get(field).ok_or_else(|| field_err(field, "missing"))
 }
 
 /// Exactly `N` ASCII digits.

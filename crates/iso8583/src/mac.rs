@@ -468,7 +468,7 @@ pub fn verify_received(
 /// Whether the dialect lets `msg` (a request or a response) carry field
 /// 128: a link with MACs signs and checks exactly these messages.
 pub fn may_carry(spec: &Spec, msg: &Message) -> bool {
-    let pc = msg.get(crate::fields::num::PROCESSING_CODE).map(|v| &v[..]);
+    let pc = msg.get(crate::fields::num::PROCESSING_CODE);
     spec.message_for(msg.mti(), pc)
         .is_some_and(|(message, is_response)| {
             let rule = if is_response {

@@ -179,7 +179,7 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
             let digits = if field.class == ContentClass::XN && !value.is_empty() {
                 &value[1..]
             } else {
-                &value[..]
+                value
             };
             let offset = value.len() - digits.len();
             if !sign_ok {
@@ -217,7 +217,7 @@ pub fn validate<'s>(spec: &'s Spec, msg: &Message) -> Validation<'s> {
         }
     }
 
-    let found = spec.message_for(msg.mti(), msg.get(num::PROCESSING_CODE).map(|v| &v[..]));
+    let found = spec.message_for(msg.mti(), msg.get(num::PROCESSING_CODE));
     match found {
         None => violations.push(Violation::UnknownMessage {
             mti: msg.mti_str().to_string(),

@@ -1,8 +1,9 @@
 //! Allocation budget of the codec on the hot path, measured with a counting
 //! global allocator.
 //!
-//! - parsing a 0200 receive with the switchboard spec: at most one heap
-//!   allocation (the message's field vector), i.e. no allocation per field;
+//! - parsing a 0200 receive with the switchboard spec: at most two heap
+//!   allocations (the message's boxed parts and its field vector), i.e. no
+//!   allocation per field;
 //! - building it into a `BytesMut` with enough capacity: none at all.
 //!
 //! Only allocations made by the measuring thread while its flag is set are
@@ -106,7 +107,7 @@ fn the_counter_counts() {
 }
 
 #[test]
-fn parse_0200_allocates_at_most_the_field_vector() {
+fn parse_0200_allocates_at_most_the_message_and_its_field_vector() {
     let spec = Spec::switchboard();
     let wire = framed_wire(&spec);
     let expected = receive_0200();
@@ -115,8 +116,8 @@ fn parse_0200_allocates_at_most_the_field_vector() {
     let msg = msg.expect("parse");
     assert_eq!(msg, expected);
     assert!(
-        allocations <= 1,
-        "parsing a 0200 receive made {allocations} heap allocations, expected at most 1"
+        allocations <= 2,
+        "parsing a 0200 receive made {allocations} heap allocations, expected at most 2"
     );
 
     // The same from static bytes.
@@ -124,8 +125,8 @@ fn parse_0200_allocates_at_most_the_field_vector() {
     let (msg, allocations) = count_allocations(|| parse(&spec, Bytes::from_static(static_wire)));
     assert_eq!(msg.expect("parse"), expected);
     assert!(
-        allocations <= 1,
-        "parsing a static 0200 receive made {allocations} heap allocations, expected at most 1"
+        allocations <= 2,
+        "parsing a static 0200 receive made {allocations} heap allocations, expected at most 2"
     );
 }
 

@@ -215,7 +215,7 @@ fn cup_pos_vectors() {
     let f60 = spec.subfields(60).expect("field 60 has subfields");
     let sub = |v: &Vector| {
         let msg = parse(&spec, Bytes::from(v.bytes.clone())).unwrap();
-        f60.decode(60, msg.get(60).unwrap()).unwrap()
+        f60.decode(60, &msg.get_bytes(60).unwrap()).unwrap()
     };
     let text = |s: &iso8583::composite::Subfields| -> Vec<(String, String)> {
         s.iter()

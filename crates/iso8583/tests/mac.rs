@@ -49,7 +49,7 @@ fn covered_bytes_are_the_message_without_field_128() {
         // Bit 128 is set in the covered secondary bitmap, as sent.
         let without_mac = build_bytes(spec, &debit()).unwrap();
         assert_ne!(input[..], without_mac[..], "{}", spec.name);
-        assert_eq!(&wire[wire.len() - 8..], &msg.get(128).unwrap()[..]);
+        assert_eq!(&wire[wire.len() - 8..], msg.get(128).unwrap());
         assert_eq!(
             msg.get(128).unwrap()[..],
             x919().mac(&input).as_bytes()[..8]

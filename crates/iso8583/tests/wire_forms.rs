@@ -465,7 +465,7 @@ fn header_before_the_mti() {
     let wire = unhex("6000030000 0800 2000000000000000 990000");
     let parsed = parse(&s, wire.clone()).unwrap();
     assert_eq!(parsed.header().as_ref(), [0x60, 0, 3, 0, 0]);
-    assert_eq!(parsed.get(3).map(|v| v.as_ref()), Some(&b"990000"[..]));
+    assert_eq!(parsed.get(3), Some(&b"990000"[..]));
     assert_eq!(build_bytes(&s, &parsed).unwrap(), wire);
     // A message without a header gets the spec's.
     let built = build_bytes(&s, &msg(b"0800", &[(3, "990000")])).unwrap();

@@ -9,6 +9,16 @@ use std::fmt;
 use iso8583::codec::{Message, Mti};
 use iso8583::fields::{digits, field_err, num, required, FieldError};
 
+/// The fields a network management response (0810) echoes from its 0800.
+pub const NETWORK_ECHOED: [u16; 6] = [
+    num::TRANSMISSION,
+    num::STAN,
+    num::ACQUIRER,
+    num::FORWARDER,
+    num::NETWORK_CODE,
+    num::RECEIVER,
+];
+
 /// An institution id (fields 32, 33, 100) right-justified and zero-filled to 11
 /// digits, as field 90 carries it: the form keys are compared in.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -491,9 +491,7 @@ impl Metrics {
             direction,
             side,
             mti: Label::new(msg.mti()),
-            rc: msg
-                .get(num::RESPONSE_CODE)
-                .map_or(Label::EMPTY, |v| Label::new(v)),
+            rc: msg.get(num::RESPONSE_CODE).map_or(Label::EMPTY, Label::new),
             institution,
         };
         MESSAGE_HANDLES.with(|cache| {

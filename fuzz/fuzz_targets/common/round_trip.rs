@@ -32,7 +32,7 @@ fn subfields_round_trip(spec: &Spec, message: &Message) {
         let Some(layout) = spec.subfields(number) else {
             continue;
         };
-        let Ok(subfields) = layout.decode(number, value) else {
+        let Ok(subfields) = layout.decode(number, &bytes::Bytes::copy_from_slice(value)) else {
             continue;
         };
         let encoded = layout

@@ -20,7 +20,7 @@ use iso8583::mti::{is_response, request_class, response_mti};
 use iso8583::response::ResponseCode;
 use iso8583::spec::Spec;
 use iso8583::validate::{validate, Violation};
-use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData};
+use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData, NETWORK_ECHOED};
 
 use crate::random::SplitMix64;
 use chunked::ChunkedLog;
@@ -46,16 +46,6 @@ const ECHOED: [u16; 11] = [
     num::RECEIVER,
 ];
 
-/// Fields a network management response (0810) echoes.
-const ECHOED_NETWORK: [u16; 6] = [
-    num::TRANSMISSION,
-    num::STAN,
-    num::ACQUIRER,
-    num::FORWARDER,
-    num::NETWORK_CODE,
-    num::RECEIVER,
-];
-
 /// The operations a bank host serves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Operation {
@@ -72,7 +62,7 @@ impl Operation {
     /// `None` for anything a bank does not serve, including valid dialect messages
     /// meant for the switch (a receive).
     fn of(msg: &Message) -> Option<Operation> {
-        let pc = msg.get(num::PROCESSING_CODE).map(|v| &v[..]);
+        let pc = msg.get(num::PROCESSING_CODE);
         Some(match (&request_class(msg.mti()), pc) {
             (b"0100", Some(b"030000")) => Operation::Freeze,
             (b"0200", Some(b"000000")) => Operation::Debit,
@@ -389,14 +379,14 @@ impl Reply {
     fn to(&self, request: &Message, keep: impl Fn(u16, &bytes::Bytes) -> bool) -> Message {
         let mut response = Message::new(self.mti);
         let echoed: &[u16] = if request_class(request.mti()) == *b"0800" {
-            &ECHOED_NETWORK
+            &NETWORK_ECHOED
         } else {
             &ECHOED
         };
         for &field in echoed {
-            if let Some(value) = request.get(field) {
-                if keep(field, value) {
-                    response.set(field, value.clone());
+            if let Some(value) = request.get_bytes(field) {
+                if keep(field, &value) {
+                    response.set(field, value);
                 }
             }
         }
@@ -717,7 +707,7 @@ impl Bank {
             return Some(self.respond_format_error(request, code, now));
         }
         if operation == Operation::NetworkManagement {
-            let code = match request.get(num::NETWORK_CODE).map(|v| &v[..]) {
+            let code = match request.get(num::NETWORK_CODE) {
                 Some(b"001" | b"002" | b"301") => ResponseCode::APPROVED,
                 _ => ResponseCode::INVALID_TRANSACTION,
             };

@@ -97,7 +97,7 @@ fn unfreeze(pan: &str, a: u64, stan: &str, of: &Message) -> Message {
 fn reversal(of: &Message, stan: &str) -> Message {
     let mut m = Message::new(*b"0420");
     for f in [2, 3, 4, 25, 37, 49] {
-        m.set(f, of.get(f).unwrap().clone());
+        m.set(f, of.get_bytes(f).unwrap());
     }
     m.set(7, "0305095900")
         .set(11, stan.to_string())
@@ -401,7 +401,7 @@ fn same_key_with_other_content_is_a_duplicate_94() {
     let d = debit(&sender(), 1_000, "100001", &f);
     send(&mut bank, &d);
     let mut c = credit(&recipient(), 1_000, "100001");
-    c.set(7, d.get(7).unwrap().clone());
+    c.set(7, d.get_bytes(7).unwrap());
     assert_eq!(
         rc(&send(&mut bank, &c)),
         ResponseCode::DUPLICATE_TRANSMISSION

@@ -80,7 +80,7 @@ pub fn credit(pan: &str, amount: u64, stan: &str) -> Message {
 pub fn reversal(of: &Message, stan: &str) -> Message {
     let mut m = Message::new(*b"0420");
     for f in [2, 3, 4, 25, 37, 49] {
-        m.set(f, of.get(f).unwrap().clone());
+        m.set(f, of.get_bytes(f).unwrap());
     }
     m.set(7, "0305095900")
         .set(11, stan.to_string())

@@ -120,7 +120,7 @@ impl Renewer {
         let identity = identity(msg);
         for i in 0..self.fields.len() {
             let field = self.fields[i];
-            let Some(old) = msg.get(field).cloned() else {
+            let Some(old) = msg.get_bytes(field) else {
                 continue;
             };
             let new = if field == 11 {
@@ -157,13 +157,13 @@ impl Renewer {
     pub fn translate(&self, msg: &mut Message) {
         let identity = identity(msg);
         for &field in &self.fields {
-            let Some(old) = msg.get(field) else {
+            let Some(old) = msg.get_bytes(field) else {
                 continue;
             };
             let new = if field == 11 {
                 self.stans.get(&identity)
             } else {
-                self.values.get(&field).and_then(|m| m.get(old))
+                self.values.get(&field).and_then(|m| m.get(&old))
             };
             if let Some(new) = new.cloned() {
                 msg.set(field, new);
@@ -175,7 +175,7 @@ impl Renewer {
     /// Field 90's STAN (positions 5–10) and F7 (11–20), when its original
     /// (STAN, F7, F32 at 21–31) was renewed.
     fn rewrite_original_data(&self, msg: &mut Message) {
-        let Some(value) = msg.get(ORIGINAL_DATA) else {
+        let Some(value) = msg.get_bytes(ORIGINAL_DATA) else {
             return;
         };
         if value.len() != 42 || !value.iter().all(u8::is_ascii_digit) {
@@ -226,7 +226,7 @@ impl Renewer {
 }
 
 fn identity(msg: &Message) -> Identity {
-    let get = |f| msg.get(f).map_or(&[][..], |v| &v[..]);
+    let get = |f| msg.get(f).map_or(&[][..], |v| v);
     (
         Bytes::copy_from_slice(get(7)),
         Bytes::copy_from_slice(get(11)),

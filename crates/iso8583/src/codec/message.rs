@@ -4,6 +4,15 @@
 //! whatever the wire encoding. For ASCII specs they are slices of the buffer the
 //! message was parsed from (no copy); BCD or EBCDIC values are decoded once into
 //! one per-message buffer.
+//!
+//! A field is kept as a span of one of the message's buffers rather than as
+//! a `Bytes` of its own: making a `Bytes` by slicing, and dropping one, is an
+//! atomic update of its buffer's count, and a parsed message would make and
+//! drop one a field. A parsed message holds two buffers (the input and the
+//! decoded values) whatever its fields; a value set by [`Message::set`] is a
+//! buffer of its own.
+
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -11,14 +20,45 @@ use bytes::Bytes;
 pub type Mti = [u8; 4];
 
 /// One ISO 8583 message.
-#[derive(Clone, PartialEq, Eq, Default)]
+///
+/// Its parts are boxed: a message is moved often (into and out of the
+/// futures that carry it), and a pointer moves more cheaply than the parts.
+#[derive(Clone, Default)]
 pub struct Message {
+    p: Box<Parts>,
+}
+
+#[derive(Clone, Default)]
+struct Parts {
     /// The bytes before the MTI, for specs with a `header_length`; empty otherwise.
     header: Bytes,
     mti: Mti,
+    /// The buffer a parsed message was read from ([`INPUT`]).
+    input: Bytes,
+    /// A parsed message's decoded values, or the values given together to
+    /// [`Message::from_spans`] ([`SHARED`]).
+    shared: Bytes,
+    /// Values set one by one: `owned[i]` is the whole value of the one
+    /// field whose `store` is `OWNED + i`, and every slot has its field (a
+    /// removed field's slot is filled by the last one).
+    owned: Vec<Bytes>,
     /// Sorted by field number, no duplicates.
-    fields: Vec<(u16, Bytes)>,
+    fields: Vec<Field>,
 }
+
+/// Where a field's value is: `start..end` of [`INPUT`] or [`SHARED`], or the
+/// whole of an owned slot.
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    number: u16,
+    store: u16,
+    start: u32,
+    end: u32,
+}
+
+const INPUT: u16 = 0;
+const SHARED: u16 = 1;
+const OWNED: u16 = 2;
 
 /// Up to this many fields, [`Message::position`] scans rather than bisects.
 const SCANNED_FIELDS: usize = 32;
@@ -31,66 +71,177 @@ impl std::fmt::Debug for Message {
             .field("mti", &self.mti_str())
             .field(
                 "fields",
-                &self
-                    .fields
-                    .iter()
-                    .map(|(n, v)| (*n, v.len()))
-                    .collect::<Vec<_>>(),
+                &self.fields().map(|(n, v)| (n, v.len())).collect::<Vec<_>>(),
             )
             .finish()
     }
 }
 
+/// Two messages are equal when their headers, MTIs and field values are,
+/// however the values are held.
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.p.mti == other.p.mti
+            && self.p.header == other.p.header
+            && self.p.fields.len() == other.p.fields.len()
+            && self.fields().eq(other.fields())
+    }
+}
+
+impl Eq for Message {}
+
 impl Message {
     /// An empty message of the given type.
     pub fn new(mti: Mti) -> Self {
         Message {
-            header: Bytes::new(),
-            mti,
-            fields: Vec::new(),
+            p: Box::new(Parts {
+                mti,
+                ..Parts::default()
+            }),
         }
     }
 
     /// An empty message with room for `capacity` fields.
     pub fn with_capacity(mti: Mti, capacity: usize) -> Self {
         Message {
-            header: Bytes::new(),
-            mti,
-            fields: Vec::with_capacity(capacity),
+            p: Box::new(Parts {
+                mti,
+                fields: Vec::with_capacity(capacity),
+                ..Parts::default()
+            }),
         }
     }
 
-    /// Appends a field known to come after every field already present.
-    pub(crate) fn push_sorted(&mut self, number: u16, value: Bytes) {
-        debug_assert!(self.fields.last().is_none_or(|(n, _)| *n < number));
-        self.fields.push((number, value));
+    /// A message whose values are cut from one buffer: `spans` gives each
+    /// field's number and its value's range in `values`. Of a number given
+    /// twice the later span is kept. A range outside `values` is an error
+    /// naming the field.
+    pub fn from_spans(
+        mti: Mti,
+        values: Bytes,
+        spans: impl IntoIterator<Item = (u16, Range<usize>)>,
+    ) -> Result<Message, SpanError> {
+        let mut spans: Vec<(u16, Range<usize>)> = spans.into_iter().collect();
+        // Stable: of a field given twice, the later span comes last.
+        spans.sort_by_key(|(number, _)| *number);
+        let mut fields: Vec<Field> = Vec::with_capacity(spans.len());
+        for (number, range) in spans {
+            let outside = range.start > range.end || range.end > values.len();
+            let (Ok(start), Ok(end), false) = (
+                u32::try_from(range.start),
+                u32::try_from(range.end),
+                outside,
+            ) else {
+                return Err(SpanError { number });
+            };
+            let field = Field {
+                number,
+                store: SHARED,
+                start,
+                end,
+            };
+            match fields.last_mut() {
+                Some(last) if last.number == number => *last = field,
+                _ => fields.push(field),
+            }
+        }
+        Ok(Message {
+            p: Box::new(Parts {
+                mti,
+                shared: values,
+                fields,
+                ..Parts::default()
+            }),
+        })
+    }
+
+    /// The buffers a parsed message's values are cut from: the input and
+    /// the decoded values.
+    pub(crate) fn set_buffers(&mut self, input: Bytes, decoded: Bytes) {
+        self.p.input = input;
+        self.p.shared = decoded;
+    }
+
+    /// Appends a field known to come after every field already present: its
+    /// value is `range` of the input (`decoded` false) or of the decoded
+    /// values ([`Message::set_buffers`]). A range beyond `u32` (never, for a
+    /// message a spec's lengths allow) is kept as a value of its own.
+    pub(crate) fn push_parsed(&mut self, number: u16, decoded: bool, range: Range<usize>) {
+        debug_assert!(self.p.fields.last().is_none_or(|f| f.number < number));
+        let store = if decoded { SHARED } else { INPUT };
+        let field = match (u32::try_from(range.start), u32::try_from(range.end)) {
+            (Ok(start), Ok(end)) => Field {
+                number,
+                store,
+                start,
+                end,
+            },
+            _ => {
+                let value = self.buffer(store).slice(range);
+                Field {
+                    number,
+                    store: self.own(value),
+                    start: 0,
+                    end: 0,
+                }
+            }
+        };
+        self.p.fields.push(field);
+    }
+
+    fn buffer(&self, store: u16) -> &Bytes {
+        match store {
+            INPUT => &self.p.input,
+            SHARED => &self.p.shared,
+            slot => &self.p.owned[usize::from(slot - OWNED)],
+        }
+    }
+
+    fn value(&self, field: &Field) -> &[u8] {
+        match field.store {
+            INPUT => &self.p.input[field.start as usize..field.end as usize],
+            SHARED => &self.p.shared[field.start as usize..field.end as usize],
+            slot => &self.p.owned[usize::from(slot - OWNED)],
+        }
+    }
+
+    fn value_bytes(&self, field: &Field) -> Bytes {
+        match field.store {
+            INPUT | SHARED => self
+                .buffer(field.store)
+                .slice(field.start as usize..field.end as usize),
+            slot => self.p.owned[usize::from(slot - OWNED)].clone(),
+        }
+    }
+
+    /// Puts `value` in a new owned slot.
+    fn own(&mut self, value: Bytes) -> u16 {
+        self.p.owned.push(value);
+        // Fewer slots than fields, and fields are numbered below 2^16.
+        OWNED + (self.p.owned.len() - 1) as u16
     }
 
     /// The bytes before the MTI (a spec's `header_length`); empty when there are none.
     pub fn header(&self) -> &Bytes {
-        &self.header
+        &self.p.header
     }
 
     /// Sets the bytes written before the MTI; an empty header means the spec's default.
     pub fn set_header(&mut self, header: Bytes) {
-        self.header = header;
-    }
-
-    pub(crate) fn values_mut(&mut self) -> &mut [(u16, Bytes)] {
-        &mut self.fields
+        self.p.header = header;
     }
 
     pub fn mti(&self) -> &Mti {
-        &self.mti
+        &self.p.mti
     }
 
     pub fn set_mti(&mut self, mti: Mti) {
-        self.mti = mti;
+        self.p.mti = mti;
     }
 
     /// The MTI as text.
     pub fn mti_str(&self) -> &str {
-        std::str::from_utf8(&self.mti).unwrap_or("????")
+        std::str::from_utf8(&self.p.mti).unwrap_or("????")
     }
 
     /// Where field `number` is, or where it would go.
@@ -100,21 +251,31 @@ impl Message {
         // them in a few predictable steps, where a binary search always takes
         // its five or six dependent loads. A message with many fields (a
         // hostile one may have 190) is searched by halves.
-        if self.fields.len() > SCANNED_FIELDS {
-            return self.fields.binary_search_by_key(&number, |(n, _)| *n);
+        if self.p.fields.len() > SCANNED_FIELDS {
+            return self.p.fields.binary_search_by_key(&number, |f| f.number);
         }
-        for (i, (n, _)) in self.fields.iter().enumerate() {
-            if *n >= number {
-                return if *n == number { Ok(i) } else { Err(i) };
+        for (i, f) in self.p.fields.iter().enumerate() {
+            if f.number >= number {
+                return if f.number == number { Ok(i) } else { Err(i) };
             }
         }
-        Err(self.fields.len())
+        Err(self.p.fields.len())
     }
 
     /// The value of a field, if present.
     #[inline]
-    pub fn get(&self, number: u16) -> Option<&Bytes> {
-        self.position(number).ok().map(|i| &self.fields[i].1)
+    pub fn get(&self, number: u16) -> Option<&[u8]> {
+        self.position(number)
+            .ok()
+            .map(|i| self.value(&self.p.fields[i]))
+    }
+
+    /// The value of a field as a `Bytes` that shares the message's buffer:
+    /// for a caller that keeps it beyond the message.
+    pub fn get_bytes(&self, number: u16) -> Option<Bytes> {
+        self.position(number)
+            .ok()
+            .map(|i| self.value_bytes(&self.p.fields[i]))
     }
 
     /// The value of a field as text; `None` when absent or not UTF-8 (binary).
@@ -129,37 +290,117 @@ impl Message {
     /// Sets (or replaces) a field's logical value.
     pub fn set(&mut self, number: u16, value: impl Into<Bytes>) -> &mut Self {
         let value = value.into();
-        // Builders set fields in increasing order: the new one goes last.
-        if self.fields.last().is_none_or(|(last, _)| *last < number) {
-            self.fields.push((number, value));
-            return self;
-        }
         match self.position(number) {
-            Ok(i) => self.fields[i].1 = value,
-            Err(i) => self.fields.insert(i, (number, value)),
+            Ok(i) => match self.p.fields[i].store {
+                // The slot is this field's alone.
+                slot if slot >= OWNED => self.p.owned[usize::from(slot - OWNED)] = value,
+                _ => self.p.fields[i].store = self.own(value),
+            },
+            Err(i) => {
+                let field = Field {
+                    number,
+                    store: self.own(value),
+                    start: 0,
+                    end: 0,
+                };
+                // Builders set fields in increasing order: the new one goes last.
+                if i == self.p.fields.len() {
+                    self.p.fields.push(field);
+                } else {
+                    self.p.fields.insert(i, field);
+                }
+            }
         }
         self
     }
 
+    /// Sets each of `numbers` that `from` holds to its value there, as a
+    /// response echoes its request's fields. The values share `from`'s
+    /// buffers: while this message's own input and decoded buffers are
+    /// unused it takes `from`'s, one count each rather than one a field.
+    pub fn echo(&mut self, from: &Message, numbers: &[u16]) -> &mut Self {
+        for &number in numbers {
+            let Ok(i) = from.position(number) else {
+                continue;
+            };
+            let field = from.p.fields[i];
+            if field.store < OWNED && self.adopt(field.store, from.buffer(field.store)) {
+                if self.has(number) {
+                    self.remove(number);
+                }
+                let at = self.position(number).unwrap_or_else(|at| at);
+                self.p.fields.insert(at, field);
+            } else {
+                self.set(number, from.value_bytes(&field));
+            }
+        }
+        self
+    }
+
+    /// Whether this message's `store` (input or decoded) now is `buffer`:
+    /// it was already, or it was empty and takes it (a field's span of an
+    /// empty buffer is empty, and stays within the new one).
+    fn adopt(&mut self, store: u16, buffer: &Bytes) -> bool {
+        let own = if store == INPUT {
+            &mut self.p.input
+        } else {
+            &mut self.p.shared
+        };
+        if own.as_ptr() == buffer.as_ptr() && own.len() == buffer.len() {
+            return true;
+        }
+        if own.is_empty() {
+            *own = buffer.clone();
+            return true;
+        }
+        false
+    }
+
     /// Removes a field, returning its value.
     pub fn remove(&mut self, number: u16) -> Option<Bytes> {
-        self.position(number).ok().map(|i| self.fields.remove(i).1)
+        let i = self.position(number).ok()?;
+        let field = self.p.fields.remove(i);
+        if field.store < OWNED {
+            return Some(self.value_bytes(&field));
+        }
+        let value = self.p.owned.swap_remove(usize::from(field.store - OWNED));
+        // The last slot, unless it was this field's, moved into its place.
+        let moved = OWNED + self.p.owned.len() as u16;
+        if let Some(f) = self.p.fields.iter_mut().find(|f| f.store == moved) {
+            f.store = field.store;
+        }
+        Some(value)
     }
 
     /// Fields in number order.
-    pub fn fields(&self) -> impl Iterator<Item = (u16, &Bytes)> + '_ {
-        self.fields.iter().map(|(n, v)| (*n, v))
+    pub fn fields(&self) -> impl Iterator<Item = (u16, &[u8])> + '_ {
+        self.p.fields.iter().map(|f| (f.number, self.value(f)))
     }
 
     /// Number of fields present (bitmaps not counted).
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.p.fields.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.p.fields.is_empty()
     }
 }
+
+/// A span given to [`Message::from_spans`] lies outside its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanError {
+    /// The field whose span it is.
+    pub number: u16,
+}
+
+impl std::fmt::Display for SpanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field {}: value span outside its buffer", self.number)
+    }
+}
+
+impl std::error::Error for SpanError {}
 
 #[cfg(test)]
 mod tests {
@@ -198,13 +439,84 @@ mod tests {
                     model.insert(number, value);
                 }
                 for probe in [1, 2, 3, number, 64, 128, 129, 192, 193] {
-                    proptest::prop_assert_eq!(m.get(probe), model.get(&probe));
+                    proptest::prop_assert_eq!(m.get(probe), model.get(&probe).map(|v| &v[..]));
                 }
             }
-            let fields: Vec<(u16, Bytes)> = m.fields().map(|(n, v)| (n, v.clone())).collect();
+            let fields: Vec<(u16, Bytes)> = m.fields().map(|(n, v)| (n, Bytes::copy_from_slice(v))).collect();
             let expected: Vec<(u16, Bytes)> = model.into_iter().collect();
             proptest::prop_assert_eq!(fields, expected);
         }
+    }
+
+    #[test]
+    fn echo_shares_the_requests_buffers_and_replaces_what_was_set() {
+        let spec = crate::Spec::load("cup-pos").unwrap();
+        let mut request = Message::new(*b"0200");
+        request
+            .set(2, "6222020200112233441")
+            .set(3, "000000")
+            .set(4, "000000000100")
+            .set(11, "000001");
+        let parsed = crate::parse(&spec, crate::build_bytes(&spec, &request).unwrap()).unwrap();
+        let mut response = Message::new(*b"0210");
+        response.set(3, "999999").set(39, "00");
+        response.echo(&parsed, &[2, 3, 4, 7, 11]);
+        assert_eq!(response.get(3), Some(&b"000000"[..]));
+        assert_eq!(response.get(39), Some(&b"00"[..]));
+        assert_eq!(response.get(7), None);
+        let numbers: Vec<u16> = response.fields().map(|(n, _)| n).collect();
+        assert_eq!(numbers, vec![2, 3, 4, 11, 39]);
+        // Every echoed value is a span of the request's one input buffer.
+        assert_eq!(
+            response.p.owned.len(),
+            1,
+            "only field 39 is a value of its own"
+        );
+        let shared: Vec<&Field> = response
+            .p
+            .fields
+            .iter()
+            .filter(|f| f.store < OWNED)
+            .collect();
+        assert_eq!(shared.len(), 4);
+        for f in shared {
+            assert_eq!(
+                response.buffer(f.store).as_ptr(),
+                parsed.buffer(f.store).as_ptr()
+            );
+        }
+        // Echoing from a second message whose buffer differs copies nothing
+        // wrongly: its values become values of their own.
+        let other = crate::parse(&spec, crate::build_bytes(&spec, &request).unwrap()).unwrap();
+        response.echo(&other, &[11]);
+        assert_eq!(response.get(11), Some(&b"000001"[..]));
+        assert_eq!(response.p.owned.len(), 2);
+        assert_eq!(response.remove(3).as_deref(), Some(&b"000000"[..]));
+        assert_eq!(response.get_str(39), Some("00"));
+        assert_eq!(response.get_str(11), Some("000001"));
+    }
+
+    #[test]
+    fn from_spans_cuts_one_buffer_and_refuses_a_span_outside_it() {
+        let values = Bytes::from_static(b"000001000000999999");
+        let m = Message::from_spans(
+            *b"0200",
+            values.clone(),
+            [(11, 0..6), (3, 6..12), (3, 12..18)],
+        )
+        .unwrap();
+        let fields: Vec<(u16, &[u8])> = m.fields().collect();
+        assert_eq!(fields, vec![(3, &b"999999"[..]), (11, &b"000001"[..])]);
+        assert_eq!(
+            Message::from_spans(*b"0200", values.clone(), [(4, 12..19)]),
+            Err(SpanError { number: 4 })
+        );
+        assert_eq!(
+            Message::from_spans(*b"0200", values, [(4, Range { start: 7, end: 6 })])
+                .unwrap_err()
+                .to_string(),
+            "field 4: value span outside its buffer"
+        );
     }
 
     #[test]

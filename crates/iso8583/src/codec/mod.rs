@@ -12,6 +12,6 @@ pub(crate) use build::build_field;
 pub use build::{build, build_bytes};
 pub(crate) use build::{build_bitmap_word, build_element};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, Location};
-pub use message::{Message, Mti};
+pub use message::{Message, Mti, SpanError};
 pub use parse::{parse, parse_fields, Fields};
 pub(crate) use parse::{parse_bitmap_word, parse_element};

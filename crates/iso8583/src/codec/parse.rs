@@ -573,27 +573,17 @@ pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
         message.set_header(input.slice(..spec.header_length));
     }
     let mut arena = arena_for(spec, &input);
-    let mut decoded: Vec<(usize, usize, usize)> = Vec::new();
     parse_body(
         spec,
         &head,
         &mut cur,
         &mut arena,
         |number, value| match value {
-            Value::Input(from, to) => message.push_sorted(number, input.slice(from..to)),
-            Value::Decoded(from, to) => {
-                decoded.push((message.len(), from, to));
-                message.push_sorted(number, Bytes::new());
-            }
+            Value::Input(from, to) => message.push_parsed(number, false, from..to),
+            Value::Decoded(from, to) => message.push_parsed(number, true, from..to),
         },
     )?;
-    if !decoded.is_empty() {
-        let arena = arena.freeze();
-        let values = message.values_mut();
-        for (index, from, to) in decoded {
-            values[index].1 = arena.slice(from..to);
-        }
-    }
+    message.set_buffers(input, arena.freeze());
     Ok(message)
 }
 

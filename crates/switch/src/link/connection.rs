@@ -236,7 +236,7 @@ impl Connection {
                     self.name
                 )));
             }
-            let echo = ECHOED.map(|n| msg.get(n).cloned());
+            let echo = ECHOED.map(|n| msg.get_bytes(n));
             pending.insert(key, Waiter { tx, echo });
         }
         let _counted = InFlight::new(&self.metrics.in_flight);
@@ -632,18 +632,7 @@ impl Connection {
     /// link builds (signed when it has MACs), journaled and queued.
     fn answer_network(&self, sender: &Sender, request: &Message, code: ResponseCode) {
         let mut answer = Message::new(response_mti(request.mti()));
-        for n in [
-            num::TRANSMISSION,
-            num::STAN,
-            num::ACQUIRER,
-            num::FORWARDER,
-            num::NETWORK_CODE,
-            num::RECEIVER,
-        ] {
-            if let Some(v) = request.get(n) {
-                answer.set(n, v.clone());
-            }
-        }
+        answer.echo(request, &crate::dialect::NETWORK_ECHOED);
         answer.set(num::RESPONSE_CODE, code);
         match self.config.wire_form(&self.context.spec, &answer) {
             Ok(raw) => {

@@ -32,7 +32,7 @@ pub(super) async fn run(
     ) else {
         return Outcome::reject(switch, key, digest, request, ResponseCode::FORMAT_ERROR).await;
     };
-    let pan = request.get(num::PAN).cloned().unwrap_or_default();
+    let pan = request.get_bytes(num::PAN).unwrap_or_default();
     let pan_text = String::from_utf8_lossy(&pan).into_owned();
     if amount == 0 {
         return Outcome::reject(switch, key, digest, request, ResponseCode::INVALID_AMOUNT).await;
@@ -103,7 +103,7 @@ pub(super) async fn run(
     let (code, auth) = match sent {
         Ok((answer, _)) => (
             ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION),
-            answer.get(num::AUTH_CODE).cloned(),
+            answer.get_bytes(num::AUTH_CODE),
         ),
         Err(e) => {
             warn!(bank = bank.institution_id(), pan = %Masked(&pan_text), error = %e, "freeze not answered");

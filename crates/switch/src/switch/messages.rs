@@ -103,15 +103,15 @@ impl Fields {
         self
     }
 
-    fn build(mut self) -> Message {
-        // Stable: of a field put twice, the later value is set last and kept.
-        self.spans.sort_by_key(|&(number, ..)| number);
+    fn build(self) -> Message {
         let values = Bytes::from(self.values);
-        let mut m = Message::with_capacity(self.mti, self.spans.len());
-        for (number, start, end) in self.spans {
-            m.set(number, values.slice(start..end));
-        }
-        m
+        let spans = self
+            .spans
+            .into_iter()
+            .map(|(number, start, end)| (number, start..end));
+        // Of a field put twice, the later value is kept.
+        Message::from_spans(self.mti, values, spans)
+            .expect("every span was cut from the values it was written into")
     }
 }
 

@@ -292,7 +292,7 @@ impl Switch {
 
     /// The flow a wallet request runs, as metrics name it.
     fn flow_name(&self, request: &Message) -> &'static str {
-        let processing = request.get(num::PROCESSING_CODE).map(|v| &v[..]);
+        let processing = request.get(num::PROCESSING_CODE);
         match self.spec.message_for(request.mti(), processing) {
             Some((m, false)) => match m.name.as_str() {
                 "freeze" => "freeze",
@@ -329,8 +329,7 @@ impl Switch {
         let mut minimal = Message::new(*msg.mti());
         minimal.set(
             num::RESPONSE_CODE,
-            msg.get(num::RESPONSE_CODE)
-                .cloned()
+            msg.get_bytes(num::RESPONSE_CODE)
                 .unwrap_or_else(|| ResponseCode::SYSTEM_MALFUNCTION.into()),
         );
         build_bytes(&self.spec, &minimal).unwrap_or_default()
@@ -346,11 +345,7 @@ impl Switch {
         } else {
             &[2, 3, 4, 7, 11, 32, 33, 37, 49, 90, 100]
         };
-        for &n in echoed {
-            if let Some(v) = request.get(n) {
-                response.set(n, v.clone());
-            }
-        }
+        response.echo(request, echoed);
         if &request.mti()[..2] == b"02" {
             response.set(num::SETTLEMENT_DATE, self.settlement.f15(self.clock.now()));
         }

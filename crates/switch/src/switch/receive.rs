@@ -288,7 +288,7 @@ impl Saga<'_> {
             Ok((answer, _)) => {
                 let code = ResponseCode::of(&answer).unwrap_or(ResponseCode::SYSTEM_MALFUNCTION);
                 if code.is_approved() {
-                    let auth = answer.get(num::AUTH_CODE).cloned();
+                    let auth = answer.get_bytes(num::AUTH_CODE);
                     return self
                         .finish(
                             ReceiveOutcome::Approved,

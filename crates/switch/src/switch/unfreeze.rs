@@ -67,7 +67,7 @@ pub(super) async fn run(
     };
     // The unfreeze names the payer's card (F2): any other is refused, before
     // the remainder is compared.
-    if request.get(num::PAN).map(|v| &v[..]) != Some(freeze.payer_pan.as_bytes()) {
+    if request.get(num::PAN) != Some(freeze.payer_pan.as_bytes()) {
         return Outcome::reject(
             switch,
             key,
