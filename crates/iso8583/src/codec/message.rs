@@ -51,14 +51,20 @@ struct Parts {
 #[derive(Clone, Copy, Debug)]
 struct Field {
     number: u16,
-    store: u16,
+    /// `u32`: a message may have a slot for each of the 65,536 field numbers.
+    store: u32,
     start: u32,
     end: u32,
 }
 
-const INPUT: u16 = 0;
-const SHARED: u16 = 1;
-const OWNED: u16 = 2;
+const INPUT: u32 = 0;
+const SHARED: u32 = 1;
+const OWNED: u32 = 2;
+
+/// The longest input [`crate::codec::parse`] takes: its spans, and those of
+/// its decoded values (at most twice as long), fit in `u32`. Far beyond any
+/// frame (`framing` refuses one longer than its `max_frame_len`).
+pub(crate) const MAX_PARSED_INPUT: usize = (u32::MAX / 2) as usize;
 
 /// Up to this many fields, [`Message::position`] scans rather than bisects.
 const SCANNED_FIELDS: usize = 32;
@@ -164,36 +170,24 @@ impl Message {
 
     /// Appends a field known to come after every field already present: its
     /// value is `range` of the input (`decoded` false) or of the decoded
-    /// values ([`Message::set_buffers`]). A range beyond `u32` (never, for a
-    /// message a spec's lengths allow) is kept as a value of its own.
+    /// values ([`Message::set_buffers`]). `parse` takes no input longer than
+    /// [`MAX_PARSED_INPUT`], so the range fits in `u32`.
     pub(crate) fn push_parsed(&mut self, number: u16, decoded: bool, range: Range<usize>) {
         debug_assert!(self.p.fields.last().is_none_or(|f| f.number < number));
-        let store = if decoded { SHARED } else { INPUT };
-        let field = match (u32::try_from(range.start), u32::try_from(range.end)) {
-            (Ok(start), Ok(end)) => Field {
-                number,
-                store,
-                start,
-                end,
-            },
-            _ => {
-                let value = self.buffer(store).slice(range);
-                Field {
-                    number,
-                    store: self.own(value),
-                    start: 0,
-                    end: 0,
-                }
-            }
-        };
-        self.p.fields.push(field);
+        debug_assert!(range.end <= u32::MAX as usize);
+        self.p.fields.push(Field {
+            number,
+            store: if decoded { SHARED } else { INPUT },
+            start: range.start as u32,
+            end: range.end as u32,
+        });
     }
 
-    fn buffer(&self, store: u16) -> &Bytes {
+    fn buffer(&self, store: u32) -> &Bytes {
         match store {
             INPUT => &self.p.input,
             SHARED => &self.p.shared,
-            slot => &self.p.owned[usize::from(slot - OWNED)],
+            slot => &self.p.owned[(slot - OWNED) as usize],
         }
     }
 
@@ -201,7 +195,7 @@ impl Message {
         match field.store {
             INPUT => &self.p.input[field.start as usize..field.end as usize],
             SHARED => &self.p.shared[field.start as usize..field.end as usize],
-            slot => &self.p.owned[usize::from(slot - OWNED)],
+            slot => &self.p.owned[(slot - OWNED) as usize],
         }
     }
 
@@ -210,15 +204,15 @@ impl Message {
             INPUT | SHARED => self
                 .buffer(field.store)
                 .slice(field.start as usize..field.end as usize),
-            slot => self.p.owned[usize::from(slot - OWNED)].clone(),
+            slot => self.p.owned[(slot - OWNED) as usize].clone(),
         }
     }
 
     /// Puts `value` in a new owned slot.
-    fn own(&mut self, value: Bytes) -> u16 {
+    fn own(&mut self, value: Bytes) -> u32 {
         self.p.owned.push(value);
-        // Fewer slots than fields, and fields are numbered below 2^16.
-        OWNED + (self.p.owned.len() - 1) as u16
+        // No more slots than fields, and at most 65,536 fields: no overflow.
+        OWNED + (self.p.owned.len() - 1) as u32
     }
 
     /// The bytes before the MTI (a spec's `header_length`); empty when there are none.
@@ -293,7 +287,7 @@ impl Message {
         match self.position(number) {
             Ok(i) => match self.p.fields[i].store {
                 // The slot is this field's alone.
-                slot if slot >= OWNED => self.p.owned[usize::from(slot - OWNED)] = value,
+                slot if slot >= OWNED => self.p.owned[(slot - OWNED) as usize] = value,
                 _ => self.p.fields[i].store = self.own(value),
             },
             Err(i) => {
@@ -340,7 +334,7 @@ impl Message {
     /// Whether this message's `store` (input or decoded) now is `buffer`:
     /// it was already, or it was empty and takes it (a field's span of an
     /// empty buffer is empty, and stays within the new one).
-    fn adopt(&mut self, store: u16, buffer: &Bytes) -> bool {
+    fn adopt(&mut self, store: u32, buffer: &Bytes) -> bool {
         let own = if store == INPUT {
             &mut self.p.input
         } else {
@@ -363,9 +357,9 @@ impl Message {
         if field.store < OWNED {
             return Some(self.value_bytes(&field));
         }
-        let value = self.p.owned.swap_remove(usize::from(field.store - OWNED));
+        let value = self.p.owned.swap_remove((field.store - OWNED) as usize);
         // The last slot, unless it was this field's, moved into its place.
-        let moved = OWNED + self.p.owned.len() as u16;
+        let moved = OWNED + self.p.owned.len() as u32;
         if let Some(f) = self.p.fields.iter_mut().find(|f| f.store == moved) {
             f.store = field.store;
         }
@@ -517,6 +511,24 @@ mod tests {
                 .to_string(),
             "field 4: value span outside its buffer"
         );
+    }
+
+    #[test]
+    fn every_field_number_can_be_set_and_removed() {
+        let mut m = Message::new(*b"0200");
+        for n in 0..=u16::MAX {
+            m.set(n, Bytes::from(n.to_string()));
+        }
+        assert_eq!(m.len(), 65_536);
+        assert_eq!(m.get_str(u16::MAX), Some("65535"));
+        assert_eq!(m.remove(0).as_deref(), Some(&b"0"[..]));
+        assert_eq!(m.get_str(u16::MAX), Some("65535"));
+        assert_eq!(m.get_str(1), Some("1"));
+        m.set(0, "zero");
+        assert_eq!(m.get_str(0), Some("zero"));
+        assert!(m
+            .fields()
+            .all(|(n, v)| n == 0 || v == n.to_string().as_bytes()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::charset::{
     wide_prefix_len,
 };
 use super::error::{DecodeError, DecodeErrorKind, Location};
-use super::message::{Message, Mti};
+use super::message::{Message, Mti, MAX_PARSED_INPUT};
 use crate::spec::{
     digits_to_bytes, BitmapEncoding, ContentClass, Encoding, FieldSpec, LengthCount, LengthKind,
     Pad, Spec,
@@ -562,6 +562,17 @@ fn arena_for(spec: &Spec, input: &[u8]) -> BytesMut {
 
 /// Parses one whole message (header, MTI, bitmaps, fields). Every byte must be used.
 pub fn parse(spec: &Spec, input: Bytes) -> Result<Message, DecodeError> {
+    if input.len() > MAX_PARSED_INPUT {
+        return Err(DecodeError {
+            location: Location::Message,
+            offset: 0,
+            kind: DecodeErrorKind::LengthExceedsMax {
+                prefix: "message",
+                length: input.len(),
+                max: MAX_PARSED_INPUT,
+            },
+        });
+    }
     let mut cur = Cursor {
         whole: &input,
         rest: &input[..],
