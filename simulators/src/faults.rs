@@ -639,11 +639,12 @@ pub fn decline(
         return None;
     }
     let mut response = Message::new(message.response_mti?);
-    for (number, value) in request.fields() {
-        if message.response.allows(number) && number != 64 && number != 128 {
-            response.set(number, bytes::Bytes::copy_from_slice(value));
-        }
-    }
+    let echoed: Vec<u16> = request
+        .fields()
+        .map(|(number, _)| number)
+        .filter(|&number| message.response.allows(number) && number != 64 && number != 128)
+        .collect();
+    response.echo(request, &echoed);
     response.set(num::RESPONSE_CODE, Bytes::from(code));
     if message.response.mandatory.contains(&num::SETTLEMENT_DATE) {
         response.set(num::SETTLEMENT_DATE, now.format("%m%d").to_string());
