@@ -414,28 +414,58 @@ mod tests {
         assert!(!m.has(4));
     }
 
+    /// A message of one buffer (`from_spans`) holding every even field
+    /// number from 2 to 192, each value its number after `tag`.
+    fn source(tag: &str) -> (Message, std::collections::BTreeMap<u16, Bytes>) {
+        let mut values = Vec::new();
+        let mut spans = Vec::new();
+        let mut model = std::collections::BTreeMap::new();
+        for number in (2u16..=192).step_by(2) {
+            let value = format!("{tag}{number}");
+            spans.push((number, values.len()..values.len() + value.len()));
+            values.extend_from_slice(value.as_bytes());
+            model.insert(number, Bytes::from(value));
+        }
+        let m = Message::from_spans(*b"0200", Bytes::from(values), spans).unwrap();
+        (m, model)
+    }
+
     proptest::proptest! {
-        /// Fields set, replaced and removed in any order, in messages small
-        /// enough to be scanned and large enough to be bisected, behave as
-        /// a sorted map.
+        /// Fields set, replaced, removed and echoed from two messages of
+        /// other buffers (the first echo takes one's buffer; the other's
+        /// values become values of their own), in any order, in messages
+        /// small enough to be scanned and large enough to be bisected,
+        /// behave as a sorted map.
         #[test]
         fn fields_behave_as_a_sorted_map(
-            steps in proptest::collection::vec((2u16..=192, proptest::bool::ANY), 0..300),
+            steps in proptest::collection::vec((2u16..=192, 0u8..4), 0..300),
         ) {
+            let sources = [source("a"), source("b")];
             let mut m = Message::new(*b"0200");
             let mut model = std::collections::BTreeMap::new();
-            for (i, (number, remove)) in steps.into_iter().enumerate() {
-                if remove {
-                    proptest::prop_assert_eq!(m.remove(number), model.remove(&number));
-                } else {
-                    let value = Bytes::from(i.to_string());
-                    m.set(number, value.clone());
-                    model.insert(number, value);
+            for (i, (number, op)) in steps.into_iter().enumerate() {
+                match op {
+                    0 => proptest::prop_assert_eq!(m.remove(number), model.remove(&number)),
+                    1 => {
+                        let value = Bytes::from(i.to_string());
+                        m.set(number, value.clone());
+                        model.insert(number, value);
+                    }
+                    _ => {
+                        let (from, values) = &sources[usize::from(op - 2)];
+                        m.echo(from, &[number, number + 1]);
+                        for n in [number, number + 1] {
+                            if let Some(v) = values.get(&n) {
+                                model.insert(n, v.clone());
+                            }
+                        }
+                    }
                 }
                 for probe in [1, 2, 3, number, 64, 128, 129, 192, 193] {
                     proptest::prop_assert_eq!(m.get(probe), model.get(&probe).map(|v| &v[..]));
                 }
             }
+            proptest::prop_assert_eq!(m.p.owned.len(), m.p.fields.iter().filter(|f| f.store >= OWNED).count());
             let fields: Vec<(u16, Bytes)> = m.fields().map(|(n, v)| (n, Bytes::copy_from_slice(v))).collect();
             let expected: Vec<(u16, Bytes)> = model.into_iter().collect();
             proptest::prop_assert_eq!(fields, expected);
