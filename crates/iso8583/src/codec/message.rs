@@ -284,7 +284,14 @@ impl Message {
     /// Sets (or replaces) a field's logical value.
     pub fn set(&mut self, number: u16, value: impl Into<Bytes>) -> &mut Self {
         let value = value.into();
-        match self.position(number) {
+        // Builders set fields in increasing order: the new one goes last,
+        // found without a search.
+        let at = match self.p.fields.last() {
+            Some(last) if last.number < number => Err(self.p.fields.len()),
+            None => Err(0),
+            Some(_) => self.position(number),
+        };
+        match at {
             Ok(i) => match self.p.fields[i].store {
                 // The slot is this field's alone.
                 slot if slot >= OWNED => self.p.owned[(slot - OWNED) as usize] = value,
@@ -297,12 +304,7 @@ impl Message {
                     start: 0,
                     end: 0,
                 };
-                // Builders set fields in increasing order: the new one goes last.
-                if i == self.p.fields.len() {
-                    self.p.fields.push(field);
-                } else {
-                    self.p.fields.insert(i, field);
-                }
+                self.p.fields.insert(i, field);
             }
         }
         self
@@ -319,9 +321,8 @@ impl Message {
             };
             let field = from.p.fields[i];
             if field.store < OWNED && self.adopt(field.store, from.buffer(field.store)) {
-                if self.has(number) {
-                    self.remove(number);
-                }
+                // A value it had (an owned slot, perhaps) goes first.
+                self.remove(number);
                 let at = self.position(number).unwrap_or_else(|at| at);
                 self.p.fields.insert(at, field);
             } else {
