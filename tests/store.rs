@@ -2020,6 +2020,21 @@ fn embedded_sagas_on_file(path: &Path) -> (Vec<(String, String)>, usize) {
     (rows, embedded_log(path).0)
 }
 
+/// The STANs of the sagas the embedded store's file holds in packs (ended
+/// sagas written at a pruning of the log), from their key index.
+fn embedded_packed_stans(path: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut statement = conn
+        .prepare("SELECT stan FROM saga_keys ORDER BY stan")
+        .unwrap();
+    let stans = statement
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    stans
+}
+
 /// The sagas' log, read as the embedded store writes its rows (oldest row
 /// first): how many reservations and ends it holds, and the freezes'
 /// totals it holds (STAN, received, reserved) in the order logged.
@@ -2667,8 +2682,8 @@ async fn reserve_and_approve_one_by_one(
     }
 }
 
-/// The sagas' log stays small: every 256 commits the rows of the ended
-/// sagas are written and the log is pruned, a saga in flight for more than
+/// The sagas' log stays small: every 256 commits the ended sagas are
+/// written in a pack and the log is pruned, a saga in flight for more than
 /// 1,024 log rows getting its row as it is. One receive is left in flight
 /// while 1,400 others are reserved and ended a commit each; it then ends
 /// like any other.
@@ -2686,18 +2701,156 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
     let (rows, logged) = embedded_sagas_on_file(&path);
     // What the commits since the last pruning logged, a record each.
     assert!(logged <= 257, "{logged} records in the log");
-    assert!(
-        rows.contains(&("000001".to_string(), "debiting".to_string())),
-        "the saga in flight longest has its row"
+    assert_eq!(
+        rows,
+        vec![("000001".to_string(), "debiting".to_string())],
+        "the saga in flight longest has its row, and only it"
     );
-    // The ended sagas' rows, but for those of the last 256 commits.
-    assert!(rows.len() > 1_401 - 128, "{}", rows.len());
-    assert!(rows.iter().filter(|(_, s)| s == "approved").count() > 1_400 - 128);
+    // The ended sagas packed, but for those of the last 256 commits.
+    let packed = embedded_packed_stans(&path);
+    assert!(packed.len() > 1_400 - 256, "{}", packed.len());
+    assert!(!packed.contains(&"000001".to_string()));
     end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
-    assert_eq!(store.sagas().await.unwrap().len(), 1_401);
+    let sagas = store.sagas().await.unwrap();
+    assert_eq!(sagas.len(), 1_401);
+    assert!(sagas.iter().all(|s| s.state == SagaState::Approved));
     let f = freeze(&store, 1).await;
     assert_eq!((f.reserved_minor, f.received_minor), (0, 1_410));
     check_invariants(&store).await;
+}
+
+/// Ended sagas written in packs are found by every reader as their rows
+/// were: a resend gets the answer recorded, a second end changes nothing,
+/// a rejection's answer does not replace the saga's, `saga`,
+/// `sagas_between` and `sagas` give them as ended; and a reopening (which
+/// folds the log, whose rows may still hold packed sagas' reservations)
+/// writes none of them a second time.
+#[tokio::test]
+async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let store = SqliteStore::open(&path).unwrap();
+    open_freeze(&store, 1, 1_000_000).await;
+    // In flight throughout: the log keeps every row from its reservation
+    // on, and so the reservations of sagas packed since.
+    assert!(matches!(
+        store.reserve(receive(1, 1, 3)).await.unwrap(),
+        Reserve::Reserved(_)
+    ));
+    for i in 2..=600 {
+        assert!(matches!(
+            store.reserve(receive(1, i, 3)).await.unwrap(),
+            Reserve::Reserved(_)
+        ));
+        // Every seventh fails: its amount goes back to the freeze.
+        let outcome = if i % 7 == 0 {
+            ReceiveOutcome::Failed
+        } else {
+            ReceiveOutcome::Approved
+        };
+        end_receive(&store, &request_key(b"0200", i), outcome).await;
+    }
+    let packed = embedded_packed_stans(&path);
+    assert!(packed.contains(&stan_text(7)) && packed.contains(&stan_text(8)));
+    let (rows, _) = embedded_sagas_on_file(&path);
+    assert!(rows.is_empty(), "{rows:?}");
+    let approved_total = 3 * (2..=600).filter(|i| i % 7 != 0).count() as u64;
+    let before = freeze(&store, 1).await;
+    assert_eq!(
+        (before.reserved_minor, before.received_minor),
+        (3, approved_total)
+    );
+    // A crash now (before any read writes the book's sagas out): the file
+    // is opened again, its log folded.
+    let crashed = dir.path().join("crashed.db");
+    crash_image(&path, &crashed);
+    let after_crash = SqliteStore::open(&crashed).unwrap();
+    let sagas = after_crash.sagas().await.unwrap();
+    assert_eq!(sagas.len(), 600, "every saga once");
+    let stans: Vec<[u8; 6]> = sagas.iter().map(|s| s.request.stan).collect();
+    let expected: Vec<[u8; 6]> = (1..=600).map(stan).collect();
+    assert_eq!(stans, expected, "every saga once");
+    assert_eq!(sagas[0].state, SagaState::Debiting);
+    assert_eq!(freeze(&after_crash, 1).await, before);
+    check_invariants(&after_crash).await;
+    after_crash.close().await.unwrap();
+
+    // A resend: the answer recorded, with the digest of the request it answered.
+    match store.reserve(receive(1, 8, 3)).await.unwrap() {
+        Reserve::Duplicate {
+            request_digest,
+            answer,
+        } => {
+            assert_eq!(request_digest, digest(2));
+            assert_eq!(answer, Some(answer_0210()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second end: nothing changes, the answer of the first is given.
+    assert_eq!(
+        end_receive(&store, &request_key(b"0200", 7), ReceiveOutcome::Approved).await,
+        Settled::Before {
+            answer: Some(answer_0210())
+        }
+    );
+    // A rejection under a packed saga's key is not recorded over it.
+    assert_eq!(
+        store
+            .record_answer(&request_key(b"0200", 9), answer(b"0210", "30", 5))
+            .await
+            .unwrap(),
+        Recorded::Held {
+            request_digest: digest(2)
+        }
+    );
+    let seventh = store.saga(&request_key(b"0200", 7)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            seventh.state,
+            seventh.amount_minor,
+            seventh.receiver_pan.as_str()
+        ),
+        (SagaState::Failed, 3, "6222020000000001")
+    );
+    assert_eq!(seventh.debit, Some(debit_of(7)));
+    assert_eq!(seventh.credit, Some(credit_of(7)));
+    assert_eq!(seventh.response_code.as_deref(), Some("00"));
+    // The day's read: by creation time, packed or not, in order.
+    let created = |i: i64| 1_700_000_100_000 + i;
+    let between = store
+        .sagas_between(created(100), created(300))
+        .await
+        .unwrap();
+    let stans: Vec<[u8; 6]> = between.iter().map(|s| s.request.stan).collect();
+    let expected: Vec<[u8; 6]> = (100..300).map(stan).collect();
+    assert_eq!(stans, expected);
+    assert_eq!(freeze(&store, 1).await, before);
+
+    end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
+    store.close().await.unwrap();
+
+    // Reopened: every saga once.
+    let store = SqliteStore::open(&path).unwrap();
+    let after = freeze(&store, 1).await;
+    assert_eq!(
+        (after.reserved_minor, after.received_minor),
+        (0, approved_total + 3)
+    );
+    let sagas = store.sagas().await.unwrap();
+    let stans: Vec<[u8; 6]> = sagas.iter().map(|s| s.request.stan).collect();
+    let expected: Vec<[u8; 6]> = (1..=600).map(stan).collect();
+    assert_eq!(stans, expected);
+    assert!(sagas.iter().all(|s| s.state.is_final()));
+    check_invariants(&store).await;
+}
+
+fn stan_text(n: u32) -> String {
+    String::from_utf8(stan(n).to_vec()).unwrap()
+}
+
+/// The answer [`end_receive`] records.
+fn answer_0210() -> StoredAnswer {
+    answer(b"0210", "00", 2)
 }
 
 /// A command such as `switchboard journal` opens the embedded store beside
@@ -2733,12 +2886,24 @@ async fn the_embedded_store_ends_sagas_whose_rows_another_opening_wrote() {
     assert_eq!(store.sagas().await.unwrap().len(), 1_400);
     assert_eq!(store.stats().reruns, 0, "no statement failed on the way");
     let (rows, logged) = embedded_sagas_on_file(&path);
-    assert_eq!(rows.len(), 1_400);
     assert!(logged <= 257, "{logged}");
     assert!(
         rows.iter().all(|(_, state)| state != "debiting"),
         "{rows:?}"
     );
+    // Each saga in one place: a row (those the other opening wrote, and
+    // the ended ones of the first pruning after it, which could not know
+    // which rows it wrote) or a pack (the rest).
+    let packed = embedded_packed_stans(&path);
+    let mut every: Vec<String> = rows.iter().map(|(stan, _)| stan.clone()).collect();
+    for stan in ["000001", "000002", "000003"] {
+        assert!(every.contains(&stan.to_string()), "{stan} has its row");
+    }
+    assert!(packed.len() > 1_000, "{}", packed.len());
+    every.extend(packed);
+    every.sort();
+    let expected: Vec<String> = (1..=1_400).map(|i| format!("{i:06}")).collect();
+    assert_eq!(every, expected);
     let f = freeze(&*store, 1).await;
     assert_eq!((f.reserved_minor, f.received_minor), (0, 20 + 1_397));
     check_invariants(&*store).await;

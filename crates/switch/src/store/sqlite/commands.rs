@@ -4,6 +4,7 @@
 
 use super::freeze_totals::{self, FreezeTotals, Totals};
 use super::saga_book::{FlyingSaga, SagaBook, SagaEnd};
+use super::saga_packs::{self, PackedSaga};
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -35,7 +36,7 @@ pub(super) fn load_freeze(
 
 /// The answer recorded for a request: in `answers`, or (a receive's) on its saga.
 pub(super) fn load_answer(conn: &Connection, key: &ReqCols) -> StoreResult<Option<StoredAnswer>> {
-    query_opt(
+    let answer = query_opt(
         conn,
         "SELECT request_digest, response FROM answers \
          WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4 \
@@ -51,7 +52,23 @@ pub(super) fn load_answer(conn: &Connection, key: &ReqCols) -> StoreResult<Optio
                 response: row.sealed_bytes(1, sealed::RESPONSE)?,
             })
         },
-    )
+    )?;
+    match answer {
+        Some(answer) => Ok(Some(answer)),
+        None => saga_packs::find(conn, &key.0)?
+            .map(|packed| packed_answer(&packed))
+            .transpose(),
+    }
+}
+
+/// The answer recorded on a packed saga (`saga_packs.rs`).
+fn packed_answer(packed: &PackedSaga) -> StoreResult<StoredAnswer> {
+    Ok(StoredAnswer {
+        request_digest: packed.end.answer_digest,
+        response: vault::open_bytes(sealed::RESPONSE, &packed.end.response)
+            .map(bytes::Bytes::from)
+            .map_err(|e| unsealed(sealed::RESPONSE, e))?,
+    })
 }
 
 /// The answer recorded for a request, a receive's held in `book` included.
@@ -91,6 +108,22 @@ pub(super) fn insert_answer(
     Ok(())
 }
 
+/// The request digest of the saga written under a key: its row in `sagas`,
+/// or its pack (`saga_packs.rs`).
+fn saga_digest(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<[u8; 32]>> {
+    let row = query_opt(
+        conn,
+        "SELECT request_digest FROM sagas \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![key[0], key[1], key[2], key[3]],
+        |row| row.digest(0),
+    )?;
+    match row {
+        Some(digest) => Ok(Some(digest)),
+        None => Ok(saga_packs::find(conn, key)?.map(|p| p.saga.request_digest)),
+    }
+}
+
 /// A rejection's answer, unless a freeze or saga holds its key (see
 /// `Decisions::record_answer`); an answer recorded before is kept.
 pub(super) fn record_rejection(
@@ -115,13 +148,7 @@ pub(super) fn record_rejection(
             |row| row.digest(0),
         )?
     } else {
-        query_opt(
-            conn,
-            "SELECT request_digest FROM sagas \
-             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
-            params![mti, acquirer, transmission, stan],
-            |row| row.digest(0),
-        )?
+        saga_digest(conn, &key.0)?
     };
     if let Some(request_digest) = held {
         return Ok(Recorded::Held { request_digest });
@@ -240,6 +267,8 @@ pub(super) fn reserve(
             "SELECT EXISTS (SELECT 1 FROM answers \
              WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4), \
              EXISTS (SELECT 1 FROM sagas \
+             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4) \
+             OR EXISTS (SELECT 1 FROM saga_keys \
              WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4), ",
             freeze_columns!(),
             " FROM (SELECT 1) LEFT JOIN freezes \
@@ -273,14 +302,7 @@ pub(super) fn reserve(
         }
     }
     if has_saga {
-        let existing = query_opt(
-            conn,
-            "SELECT request_digest FROM sagas \
-             WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
-            params![request.0[0], request.0[1], request.0[2], request.0[3]],
-            |row| row.digest(0),
-        )?;
-        if let Some(request_digest) = existing {
+        if let Some(request_digest) = saga_digest(conn, &request.0)? {
             // Its end may be in the book still (another opening of the
             // file wrote its row as reserved).
             return Ok(Reserve::Duplicate {
@@ -399,8 +421,13 @@ pub(super) fn end_saga(
             Ok((state, amount, freeze))
         },
     )?;
-    let (state, amount, freeze) =
-        saga.ok_or_else(|| invalid(format!("settle_receive: no saga {}", name())))?;
+    let Some((state, amount, freeze)) = saga else {
+        // Packed: it ended before its row would have been written.
+        if saga_packs::find(conn, &request.0)?.is_some() {
+            return Ok(Ending::Before);
+        }
+        return Err(invalid(format!("settle_receive: no saga {}", name())));
+    };
     if state.is_final() {
         // Settled already: a second finish changes nothing.
         return Ok(Ending::Before);
@@ -580,24 +607,34 @@ pub(super) fn queue_follow_up(
     }
     if let (ReceiveOutcome::Failed, Some(unfreeze)) = (outcome, &follow_up.unfreeze_if_closed) {
         let closed = match book.get(&request.0) {
-            Some((saga, _)) => query_opt(
-                conn,
-                "SELECT state FROM freezes WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
-                params![saga.freeze[0], saga.freeze[1], saga.freeze[2]],
-                |row| Ok(row.text(0)? == "closed"),
-            )?,
-            None => query_opt(
-                conn,
-                "SELECT f.state FROM sagas s JOIN freezes f ON f.acquirer = s.freeze_acquirer \
-                 AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
-                 WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 AND s.stan = ?4",
-                params![request.0[0], request.0[1], request.0[2], request.0[3]],
-                |row| Ok(row.text(0)? == "closed"),
-            )?,
+            Some((saga, _)) => freeze_closed(conn, &saga.freeze)?,
+            None => match saga_packs::find(conn, &request.0)? {
+                Some(packed) => freeze_closed(conn, &packed.saga.freeze)?,
+                None => query_opt(
+                    conn,
+                    "SELECT f.state FROM sagas s JOIN freezes f \
+                     ON f.acquirer = s.freeze_acquirer \
+                     AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
+                     WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 \
+                     AND s.stan = ?4",
+                    params![request.0[0], request.0[1], request.0[2], request.0[3]],
+                    |row| Ok(row.text(0)? == "closed"),
+                )?,
+            },
         };
         if closed == Some(true) {
             saf_enqueue(conn, unfreeze)?;
         }
     }
     Ok(())
+}
+
+/// Whether a freeze is closed (`None`: no such freeze).
+fn freeze_closed(conn: &Connection, freeze: &[KeyText; 3]) -> StoreResult<Option<bool>> {
+    query_opt(
+        conn,
+        "SELECT state FROM freezes WHERE acquirer = ?1 AND transmission = ?2 AND stan = ?3",
+        params![freeze[0], freeze[1], freeze[2]],
+        |row| Ok(row.text(0)? == "closed"),
+    )
 }

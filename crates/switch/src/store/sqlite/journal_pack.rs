@@ -227,8 +227,9 @@ impl PartOut for SmallVec<[u8; PART_INLINE]> {
     }
 }
 
-/// A value as [`COMPRESSED`], its length and its LZ4 block.
-fn compress(plain: &[u8]) -> Vec<u8> {
+/// A value as [`COMPRESSED`], its length and its LZ4 block (a journal
+/// pack's values, and a saga pack's body: `saga_packs.rs`).
+pub(super) fn compress(plain: &[u8]) -> Vec<u8> {
     const HEAD: usize = 5;
     let mut out = vec![0; HEAD + lz4_flex::block::get_maximum_output_size(plain.len())];
     out[0] = COMPRESSED;
@@ -269,6 +270,16 @@ pub(super) fn open<'a>(
     let bad = |why: String| {
         crate::store::StoreError::Corrupt(format!("journal pack {id}, {what}: {why}"))
     };
+    decompress(stored, bad).map(Cow::Owned)
+}
+
+/// A value [`compress`] made, opened. Its stored length is checked before
+/// anything is allocated: at most [`MAX_OPENED`] bytes, and no more than LZ4
+/// can make of the block. `bad` makes the error, naming the value.
+pub(super) fn decompress(
+    stored: &[u8],
+    bad: impl Fn(String) -> crate::store::StoreError,
+) -> StoreResult<Vec<u8>> {
     let Some(rest) = stored.strip_prefix(&[COMPRESSED]) else {
         return Err(bad(format!(
             "{} bytes that are not a compressed value",
@@ -297,7 +308,7 @@ pub(super) fn open<'a>(
             opened.len()
         )));
     }
-    Ok(Cow::Owned(opened))
+    Ok(opened)
 }
 
 /// What [`Entries`] gives of the raw messages.

@@ -5,6 +5,7 @@
 use chrono::NaiveDate;
 use rusqlite::types::{Value, ValueRef};
 
+use super::saga_packs;
 use super::*;
 use crate::store::{ClearedDay, Maintenance, Resealed, RowKey, SealedColumn};
 
@@ -92,7 +93,15 @@ impl Maintenance for SqliteStore {
             drop(stmt);
             let mut resealed = 0;
             for (key, value) in &read {
-                let Some(new) = reseal_value(&column, value)? else {
+                let fresh = if column.table == SAGA_PACKS_BODY.table {
+                    let id = key[0]
+                        .parse()
+                        .map_err(|_| corrupt(format!("saga pack id {:?}", key[0])))?;
+                    saga_packs::reseal_body(id, value)?
+                } else {
+                    reseal_value(&column, value)?
+                };
+                let Some(new) = fresh else {
                     continue;
                 };
                 let as_value = |bytes: &[u8]| -> Value {
@@ -129,6 +138,18 @@ impl Maintenance for SqliteStore {
             purpose: sealed::JOURNAL_PACK_RAWS,
             text: false,
         });
+        columns.push(SAGA_PACKS_BODY);
         columns
     }
 }
+
+/// The packs of ended sagas (`saga_packs.rs`): their bodies hold receivers'
+/// PANs and answers sealed one by one, which [`saga_packs::reseal_body`]
+/// seals anew.
+const SAGA_PACKS_BODY: SealedColumn = SealedColumn {
+    table: "saga_packs",
+    key: &["id"],
+    column: "body",
+    purpose: sealed::RECEIVER_PAN,
+    text: false,
+};

@@ -85,6 +85,7 @@ mod risk_codec;
 mod risk_log;
 mod rows;
 mod saga_book;
+mod saga_packs;
 mod schema;
 mod traits;
 mod writer;

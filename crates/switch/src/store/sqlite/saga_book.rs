@@ -1,6 +1,8 @@
 //! Receive sagas held by the writer thread, with `saga_log` as their durable
-//! record: a saga's row in `sagas` is written once, after it has ended,
-//! already in its final state, together with the rows of other ended sagas.
+//! record: a saga is written once, after it has ended, already in its final
+//! state, together with other ended sagas: in a pack (`saga_packs.rs`), or
+//! as a row of `sagas` when it was in flight too long or is written out for
+//! a read.
 //!
 //! Why: a saga's row used to be inserted at its reservation and rewritten at
 //! its end (a row that grows by its answer, inside a `WITHOUT ROWID` B-tree,
@@ -14,11 +16,12 @@
 //!   caller hears back, as the rows in `sagas` were. Appending touches only
 //!   the log's rightmost page.
 //! - Every [`PRUNE_EVERY`] commits, or once [`FLUSH_ENDED`] sagas have
-//!   ended, the rows of the ended sagas are written into `sagas` in one go,
-//!   in key order (each page of `sagas` and of its time index written once
-//!   for many sagas); a saga still in flight after [`MATERIALIZE_AFTER`] log
-//!   rows has its row written as it is (its end then updates it); the log
-//!   rows no saga in the book needs are deleted. So the book holds at most
+//!   ended, the ended sagas are written in one pack, with a key each in
+//!   `saga_keys` (`saga_packs.rs`; as rows of `sagas`, in key order, when
+//!   another process folded the log meanwhile); a saga still in flight
+//!   after [`MATERIALIZE_AFTER`] log rows has its row written as it is (its
+//!   end then updates it); the log rows no saga in the book needs are
+//!   deleted. So the book holds at most
 //!   the sagas reserved in the last `MATERIALIZE_AFTER + PRUNE_EVERY` log
 //!   rows that are still in flight (bounded by the listeners' limits on
 //!   requests in flight) and fewer than `FLUSH_ENDED` plus a batch of ended
@@ -29,9 +32,10 @@
 //!   ([`materialize_all`]).
 //! - At open and close, and after any failure that may have left the book
 //!   unlike the file, the log is folded into `sagas` ([`fold_log`]): every
-//!   saga it holds gets its row, as reserved or as ended, and the log is
-//!   emptied. A crash therefore loses nothing: a reservation or an end is in
-//!   the log or in `sagas`, and recovery finds it in `sagas`.
+//!   saga it holds gets its row, as reserved or as ended, unless a pack
+//!   holds it already, and the log is emptied. A crash therefore loses
+//!   nothing: a reservation or an end is in the log, in `sagas` or in a
+//!   pack, and recovery finds the sagas not ended in `sagas`.
 //! - Another process that opens the file without its lock (`switchboard
 //!   journal`, `saf`, `audit`, `risk` beside a running switch) folds the log
 //!   too, so a saga of the book may have its row already: a row written as
@@ -54,6 +58,7 @@ use foldhash::HashMap;
 
 use super::byte_reader::Reader;
 use super::freeze_totals::{self, FreezeTotals, Totals};
+use super::saga_packs;
 use super::*;
 use crate::store::columns::sealed;
 use crate::vault;
@@ -444,10 +449,17 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     let mut written: Vec<(&[KeyText; 4], &Entry)> =
         book.sagas.iter().filter(|(_, e)| due(e)).collect();
     written.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let pack_ended = may_pack(conn, written.iter().map(|(_, e)| *e))?;
     let mut rows = RowWriter::new(conn)?;
+    let mut packed = Vec::with_capacity(if pack_ended { written.len() } else { 0 });
     for (_, entry) in written {
-        rows.write(&entry.saga, entry.end.as_ref())?;
+        match &entry.end {
+            Some(end) if pack_ended => packed.push((&entry.saga, end)),
+            end => rows.write(&entry.saga, end.as_ref())?,
+        }
     }
+    drop(rows);
+    saga_packs::write(conn, &packed)?;
     // Before any log row goes: the totals they hold, onto the freezes' rows.
     freeze_totals::write_all(conn, &book.freezes)?;
     // The log rows the others still need.
@@ -467,6 +479,33 @@ fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     book.freezes.clear();
     book.since_prune = 0;
     Ok(())
+}
+
+/// Whether the ended sagas among `written` may go into a pack
+/// (`saga_packs.rs`): none has a row in `sagas`. Only another process
+/// folding the log could have written them one, and a fold empties the
+/// log: so the oldest log row any of them was logged in must still be
+/// there. Otherwise their rows are written, as reserved rows are ended.
+fn may_pack<'a>(conn: &Connection, written: impl Iterator<Item = &'a Entry>) -> StoreResult<bool> {
+    let mut oldest = None;
+    for entry in written.filter(|e| e.end.is_some()) {
+        // Every saga of a usable book is logged by the time a pruning
+        // runs; one that is not is written as a row, to be safe.
+        let Some(id) = entry.log_id else {
+            return Ok(false);
+        };
+        oldest = Some(oldest.map_or(id, |o: i64| o.min(id)));
+    }
+    let Some(oldest) = oldest else {
+        return Ok(false);
+    };
+    Ok(query_opt(
+        conn,
+        "SELECT 1 FROM saga_log WHERE id = ?1",
+        params![oldest],
+        |_| Ok(()),
+    )?
+    .is_some())
 }
 
 /// Folds the log into `sagas` in a transaction of its own: every saga it
@@ -495,6 +534,11 @@ pub(super) fn fold_log(conn: &Connection, book: &mut SagaBook) -> StoreResult<()
         }
         let mut rows = RowWriter::new(conn)?;
         for (key, saga) in &reserved {
+            // A saga packed already (`saga_packs.rs`) may still be in a log
+            // row that another saga of the book kept: it is written once.
+            if saga_packs::holds(conn, key)? {
+                continue;
+            }
             rows.write(saga, ended.get(key))?;
         }
         for (key, end) in ended.iter().filter(|(k, _)| !reserved.contains_key(*k)) {
@@ -628,7 +672,13 @@ pub(super) struct Records {
 /// Reads a log row's body back: anything short, long or malformed is
 /// [`StoreError::Corrupt`] naming the row and the offset.
 pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
-    let mut r = Reader::new(body, format!("saga log row {id}"));
+    decode_named(body, format!("saga log row {id}"))
+}
+
+/// [`decode`] of records kept elsewhere (a saga pack's, `saga_packs.rs`),
+/// `what` naming them in an error.
+pub(super) fn decode_named(body: &[u8], what: String) -> StoreResult<Records> {
+    let mut r = Reader::new(body, what);
     let format = r.u8()?;
     if format != LOG_RESERVATIONS && format != LOG_RECORDS {
         return Err(r.error(0, format!("format {format} is not one this build reads")));
@@ -711,10 +761,10 @@ pub(super) fn decode(body: &[u8], id: i64) -> StoreResult<Records> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn saga(stan: &str) -> FlyingSaga {
+    pub(in crate::store::sqlite) fn saga(stan: &str) -> FlyingSaga {
         FlyingSaga {
             request: [
                 "0200".into(),
@@ -733,7 +783,7 @@ mod tests {
         }
     }
 
-    fn end(code: Option<&str>) -> SagaEnd {
+    pub(in crate::store::sqlite) fn end(code: Option<&str>) -> SagaEnd {
         SagaEnd {
             state: SagaState::Approved,
             response_code: code.map(String::from),

@@ -324,6 +324,28 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     INSERT INTO decision_log (id, next_seq, store_id) VALUES (1, 1, random());
     "#,
+    // 18: ended sagas in packs (`saga_packs.rs`): a pruning writes the
+    // sagas of its book that have ended as one compressed row, and a key
+    // each in `saga_keys` for a resend's lookup, instead of a row each in
+    // `sagas`. The time index serves the day's reads (clearing).
+    r#"
+    CREATE TABLE saga_packs (
+        id               INTEGER PRIMARY KEY,
+        first_created_ms INTEGER NOT NULL,
+        last_created_ms  INTEGER NOT NULL,
+        sagas            INTEGER NOT NULL CHECK (sagas >= 1),
+        body             BLOB    NOT NULL
+    ) STRICT;
+    CREATE INDEX saga_packs_by_time ON saga_packs (last_created_ms, first_created_ms);
+    CREATE TABLE saga_keys (
+        mti          TEXT    NOT NULL,
+        acquirer     TEXT    NOT NULL,
+        transmission TEXT    NOT NULL,
+        stan         TEXT    NOT NULL,
+        pack         INTEGER NOT NULL,
+        PRIMARY KEY (mti, acquirer, transmission, stan)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 pub(super) fn configure(conn: &Connection, options: SqliteOptions) -> StoreResult<()> {

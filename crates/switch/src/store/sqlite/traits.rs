@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::saga_packs;
 use super::*;
 
 // ---------------------------------------------------------------------------
@@ -202,6 +203,12 @@ impl Decisions for SqliteStore {
                 params![request.0[0], request.0[1], request.0[2], request.0[3]],
                 |row| saga_row(row),
             )
+            .and_then(|row| match row {
+                Some(saga) => Ok(Some(saga)),
+                None => saga_packs::find(c, &request.0)?
+                    .map(|packed| packed.record())
+                    .transpose(),
+            })
             .inspect(|_| {
                 if held {
                     book.remove(&request.0);
@@ -356,15 +363,14 @@ impl History for SqliteStore {
     async fn sagas(&self) -> StoreResult<Vec<SagaRecord>> {
         self.write_sagas_in_flight().await?;
         self.call(|c| {
-            query_all(
+            let mut sagas = query_all(
                 c,
-                concat!(
-                    "SELECT ",
-                    saga_columns!(),
-                    " FROM sagas ORDER BY created_at_ms, mti, acquirer, transmission, stan"
-                ),
+                concat!("SELECT ", saga_columns!(), " FROM sagas"),
                 |row| saga_row(row),
-            )
+            )?;
+            sagas.extend(saga_packs::records_between(c, i64::MIN, i64::MAX)?);
+            saga_packs::sort(&mut sagas);
+            Ok(sagas)
         })
         .await
     }
@@ -447,17 +453,19 @@ impl History for SqliteStore {
     async fn sagas_between(&self, from_ms: i64, to_ms: i64) -> StoreResult<Vec<SagaRecord>> {
         self.write_sagas_in_flight().await?;
         self.read(move |c| {
-            query_all_with(
+            let mut sagas = query_all_with(
                 c,
                 concat!(
                     "SELECT ",
                     saga_columns!(),
-                    " FROM sagas WHERE created_at_ms >= ?1 AND created_at_ms < ?2 \
-                     ORDER BY created_at_ms, mti, acquirer, transmission, stan"
+                    " FROM sagas WHERE created_at_ms >= ?1 AND created_at_ms < ?2"
                 ),
                 params![from_ms, to_ms],
                 |row| saga_row(row),
-            )
+            )?;
+            sagas.extend(saga_packs::records_between(c, from_ms, to_ms)?);
+            saga_packs::sort(&mut sagas);
+            Ok(sagas)
         })
         .await
     }

@@ -1,0 +1,401 @@
+//! Ended receive sagas kept in packs: when the sagas' log is pruned
+//! (`saga_book.rs`), the sagas of the book that have ended are written as
+//! ONE row of `saga_packs` (their columns, encoded as a `saga_log` row's
+//! records are, and compressed) and one narrow row each in `saga_keys`
+//! (the saga's request key and its pack), instead of a row each in
+//! `sagas` and its time index.
+//!
+//! Why: an ended saga's row cost the writer about 4–5 µs, most of it its
+//! bytes (some 430 of them, written to the WAL, synced, and copied again at
+//! each checkpoint), and a quarter of what the switch wrote a receive. In a
+//! pack its columns repeat one another (keys, banks, the freeze's key), so
+//! they compress; only the key index is written a saga.
+//!
+//! A saga is in exactly one place: the book, `sagas`, or a pack.
+//! - Only a pruning writes packs, and only of sagas it holds in its book:
+//!   in flight, they had no row. The exception is another process that
+//!   folded the log while the switch ran (`saga_book.rs`): that wrote rows
+//!   for the sagas the log held then. A pruning therefore first checks that
+//!   the oldest log row its ended sagas were logged in is still there (a
+//!   fold deletes every row); if it is not, it writes rows, as before.
+//! - Reads of one saga (a resend's lookup, its end, `saga`) look in `sagas`
+//!   first, then in the key index; reads of many (`sagas`, `sagas_between`)
+//!   read both and sort them as one. Recovery reads only `sagas`: a pack
+//!   holds no saga in flight.
+//! - A pack's body holds what a row would: the receiver's PAN and the
+//!   answer sealed (`crate::vault`) when a data key is configured, so a pack
+//!   is as unreadable without the key as a row; `switchboard rekey` seals
+//!   them anew inside each pack ([`reseal_body`]).
+//! - A body is read back as untrusted input: its length checked before
+//!   anything is allocated (`journal_pack::decompress`), its records through
+//!   `byte_reader::Reader`.
+
+use super::saga_book::{self, FlyingSaga, SagaEnd};
+use super::*;
+use crate::store::columns::{sealed, Columns};
+use crate::store::SagaRecord;
+use crate::vault;
+
+/// An ended saga as its pack holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PackedSaga {
+    pub(super) saga: FlyingSaga,
+    pub(super) end: SagaEnd,
+}
+
+impl PackedSaga {
+    /// The saga as [`saga_row`] reads a row of `sagas`.
+    pub(super) fn record(&self) -> StoreResult<SagaRecord> {
+        saga_row(&PackedColumns(self))
+    }
+}
+
+/// Writes `sagas` (ended, in key order) as one pack and their keys.
+pub(super) fn write(conn: &Connection, sagas: &[(&FlyingSaga, &SagaEnd)]) -> StoreResult<()> {
+    let Some(first) = sagas.first() else {
+        return Ok(());
+    };
+    let (mut first_ms, mut last_ms) = (first.0.created_at_ms, first.0.created_at_ms);
+    for (saga, _) in sagas {
+        first_ms = first_ms.min(saga.created_at_ms);
+        last_ms = last_ms.max(saga.created_at_ms);
+    }
+    let plain = saga_book::encode(
+        sagas.iter().map(|(saga, _)| *saga),
+        sagas.iter().map(|(saga, end)| (&saga.request, *end)),
+        std::iter::empty(),
+    );
+    let body = super::journal_pack::compress(&plain);
+    execute(
+        conn,
+        "INSERT INTO saga_packs (first_created_ms, last_created_ms, sagas, body) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![first_ms, last_ms, sagas.len() as i64, body],
+    )?;
+    let pack = conn.last_insert_rowid();
+    let mut key = conn
+        .prepare_cached(
+            "INSERT INTO saga_keys (mti, acquirer, transmission, stan, pack) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(db)?;
+    for (saga, _) in sagas {
+        let [mti, acquirer, transmission, stan] = &saga.request;
+        key.execute(params![mti, acquirer, transmission, stan, pack])
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The pack that holds a saga's key, if one does.
+fn pack_of(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<i64>> {
+    query_opt(
+        conn,
+        "SELECT pack FROM saga_keys \
+         WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+        params![key[0], key[1], key[2], key[3]],
+        |row| row.bigint(0),
+    )
+}
+
+/// Whether a pack holds a saga's key.
+pub(super) fn holds(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<bool> {
+    Ok(pack_of(conn, key)?.is_some())
+}
+
+/// An ended saga from its pack, if a pack holds its key.
+pub(super) fn find(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<PackedSaga>> {
+    let Some(pack) = pack_of(conn, key)? else {
+        return Ok(None);
+    };
+    let body: Option<Vec<u8>> = query_opt(
+        conn,
+        "SELECT body FROM saga_packs WHERE id = ?1",
+        params![pack],
+        |row| row.blob(0),
+    )?;
+    let body =
+        body.ok_or_else(|| corrupt(format!("saga pack {pack}: named by a key, not there")))?;
+    let found = open(pack, &body)?
+        .into_iter()
+        .find(|s| &s.saga.request == key);
+    match found {
+        Some(saga) => Ok(Some(saga)),
+        None => Err(corrupt(format!(
+            "saga pack {pack}: no saga {}, which its key names",
+            joined(key)
+        ))),
+    }
+}
+
+/// The ended sagas of every pack whose sagas were created in
+/// `[from_ms, to_ms)` in part or whole, those created then as records.
+pub(super) fn records_between(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> StoreResult<Vec<SagaRecord>> {
+    let bodies: Vec<(i64, Vec<u8>)> = query_all_with(
+        conn,
+        "SELECT id, body FROM saga_packs \
+         WHERE last_created_ms >= ?1 AND first_created_ms < ?2 ORDER BY id",
+        params![from_ms, to_ms],
+        |row| Ok((row.bigint(0)?, row.blob(1)?)),
+    )?;
+    let mut records = Vec::new();
+    for (id, body) in &bodies {
+        for saga in open(*id, body)? {
+            if (from_ms..to_ms).contains(&saga.saga.created_at_ms) {
+                records.push(saga.record()?);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Sagas in the order the readers of `sagas` give them: by creation time,
+/// then key.
+pub(super) fn sort(records: &mut [SagaRecord]) {
+    records.sort_unstable_by_key(|r| {
+        (
+            r.created_at_ms,
+            r.request.mti,
+            r.request.acquirer.0,
+            r.request.transmission,
+            r.request.stan,
+        )
+    });
+}
+
+/// A stored body opened and read: its sagas, each with its end.
+pub(super) fn open(id: i64, body: &[u8]) -> StoreResult<Vec<PackedSaga>> {
+    let name = || format!("saga pack {id}");
+    let plain = super::journal_pack::decompress(body, |why| corrupt(format!("{}: {why}", name())))?;
+    let records = saga_book::decode_named(&plain, name())?;
+    if !records.freezes.is_empty() || records.reserved.len() != records.ended.len() {
+        return Err(corrupt(format!(
+            "{}: {} sagas, {} ends and {} freezes' totals",
+            name(),
+            records.reserved.len(),
+            records.ended.len(),
+            records.freezes.len()
+        )));
+    }
+    records
+        .reserved
+        .into_iter()
+        .zip(records.ended)
+        .map(|(saga, (key, end))| {
+            if key == saga.request {
+                Ok(PackedSaga { saga, end })
+            } else {
+                Err(corrupt(format!(
+                    "{}: the end of {} after the saga {}",
+                    name(),
+                    joined(&key),
+                    joined(&saga.request)
+                )))
+            }
+        })
+        .collect()
+}
+
+/// A pack's body with the card data in it sealed anew under the current
+/// key (`None`: every value is sealed under it already). `switchboard
+/// rekey` walks `saga_packs.body` with this in place of a column's value.
+pub(super) fn reseal_body(id: i64, stored: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    let vault = vault::vault().ok_or_else(|| {
+        invalid("no data key is configured: nothing to seal under ([security] data_key_file)")
+    })?;
+    let mut sagas = open(id, stored)?;
+    let mut changed = false;
+    for packed in &mut sagas {
+        let pan = vault
+            .reseal_text(sealed::RECEIVER_PAN, &packed.saga.receiver_pan)
+            .map_err(|e| unsealed(sealed::RECEIVER_PAN, e))?;
+        if let Some(pan) = pan {
+            packed.saga.receiver_pan = pan;
+            changed = true;
+        }
+        let response = vault
+            .reseal_bytes(sealed::RESPONSE, &packed.end.response)
+            .map_err(|e| unsealed(sealed::RESPONSE, e))?;
+        if let Some(response) = response {
+            packed.end.response = response;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let plain = saga_book::encode(
+        sagas.iter().map(|p| &p.saga),
+        sagas.iter().map(|p| (&p.saga.request, &p.end)),
+        std::iter::empty(),
+    );
+    Ok(Some(super::journal_pack::compress(&plain)))
+}
+
+/// A packed saga's columns in [`saga_columns!`] order, for [`saga_row`]:
+/// the same reader as a row's, so a saga reads the same from either.
+struct PackedColumns<'a>(&'a PackedSaga);
+
+impl PackedColumns<'_> {
+    fn column(&self, idx: usize) -> StoreResult<Option<&str>> {
+        let (saga, end) = (&self.0.saga, &self.0.end);
+        Ok(match idx {
+            0..=3 => Some(saga.request[idx].as_str()),
+            4..=6 => Some(saga.freeze[idx - 4].as_str()),
+            8 => Some(saga.receiver_pan.as_str()),
+            9 => Some(saga.receiver_bank.as_str()),
+            10 => Some(end.state.as_str()),
+            11 | 12 => Some(saga.debit[idx - 11].as_str()),
+            13 | 14 => Some(saga.credit[idx - 13].as_str()),
+            // A saga of the book is written with no reversal's columns.
+            15 | 16 => None,
+            17 => end.response_code.as_deref(),
+            _ => return Err(corrupt(format!("saga pack: column {idx} is not text"))),
+        })
+    }
+}
+
+impl Columns for PackedColumns<'_> {
+    fn text(&self, idx: usize) -> StoreResult<String> {
+        self.column(idx)?
+            .map(String::from)
+            .ok_or_else(|| corrupt(format!("saga pack: column {idx} is null")))
+    }
+
+    fn opt_text(&self, idx: usize) -> StoreResult<Option<String>> {
+        Ok(self.column(idx)?.map(String::from))
+    }
+
+    fn bigint(&self, idx: usize) -> StoreResult<i64> {
+        match idx {
+            7 => Ok(self.0.saga.amount_minor),
+            18 => Ok(self.0.saga.created_at_ms),
+            _ => Err(corrupt(format!(
+                "saga pack: column {idx} is not an integer"
+            ))),
+        }
+    }
+
+    fn opt_bigint(&self, idx: usize) -> StoreResult<Option<i64>> {
+        self.bigint(idx).map(Some)
+    }
+
+    fn int(&self, idx: usize) -> StoreResult<i64> {
+        self.bigint(idx)
+    }
+
+    fn blob(&self, idx: usize) -> StoreResult<Vec<u8>> {
+        match idx {
+            19 => Ok(self.0.saga.request_digest.to_vec()),
+            _ => Err(corrupt(format!("saga pack: column {idx} is not a blob"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::saga_book::tests::end;
+
+    /// A saga of the fixture, under an acquirer of 11 digits (as the
+    /// switch's are: a record checks it).
+    fn saga(stan: &str) -> FlyingSaga {
+        let mut saga = super::super::saga_book::tests::saga(stan);
+        saga.request[1] = "48020000000".into();
+        saga.freeze[0] = "48020000000".into();
+        saga
+    }
+
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&conn).unwrap();
+        conn
+    }
+
+    fn row_of(conn: &Connection, stan: &str) -> SagaRecord {
+        query_opt(
+            conn,
+            concat!("SELECT ", saga_columns!(), " FROM sagas WHERE stan = ?1"),
+            params![stan],
+            |row| saga_row(row),
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    /// A packed saga is found by its key and reads back as its row would
+    /// have: the same record through the same reader.
+    #[test]
+    fn a_packed_saga_reads_back_as_its_row_would() {
+        let conn = store();
+        let (a, b) = (saga("000002"), saga("000003"));
+        let mut failed = end(None);
+        failed.state = SagaState::Failed;
+        let approved = end(Some("00"));
+        write(&conn, &[(&a, &approved), (&b, &failed)]).unwrap();
+        // The same sagas as rows, to compare (under other MTIs: one key each).
+        let mut rows = saga_book::RowWriter::new(&conn).unwrap();
+        for (s, e) in [(&a, &approved), (&b, &failed)] {
+            let mut as_row = s.clone();
+            as_row.request[0] = "0220".into();
+            rows.write(&as_row, Some(e)).unwrap();
+        }
+        drop(rows);
+        for (s, e) in [(&a, &approved), (&b, &failed)] {
+            let packed = find(&conn, &s.request).unwrap().unwrap();
+            assert_eq!((&packed.saga, &packed.end), (s, e));
+            let mut row = row_of(&conn, s.request[3].as_str());
+            row.request.mti = *b"0200";
+            assert_eq!(packed.record().unwrap(), row);
+            assert!(holds(&conn, &s.request).unwrap());
+        }
+        let mut absent = a.request.clone();
+        absent[3] = "000009".into();
+        assert_eq!(find(&conn, &absent).unwrap(), None);
+        assert!(!holds(&conn, &absent).unwrap());
+        // By creation time: both sagas share theirs.
+        let at = a.created_at_ms;
+        assert_eq!(records_between(&conn, at, at + 1).unwrap().len(), 2);
+        assert!(records_between(&conn, at + 1, at + 2).unwrap().is_empty());
+        assert!(records_between(&conn, at - 1, at).unwrap().is_empty());
+    }
+
+    /// A damaged pack is an error naming it, never a panic or an
+    /// allocation of what a damaged length says.
+    #[test]
+    fn a_damaged_pack_is_an_error_naming_it() {
+        let conn = store();
+        let a = saga("000002");
+        write(&conn, &[(&a, &end(Some("00")))]).unwrap();
+        let body: Vec<u8> = query_opt(&conn, "SELECT body FROM saga_packs", [], |r| r.blob(0))
+            .unwrap()
+            .unwrap();
+        let mut huge = body.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        // Opens, but to records that are not there (LZ4 keeps no checksum:
+        // the records are read as untrusted, as the block is).
+        let five_promised = super::super::journal_pack::compress(&[2, 5, 0, 0, 0]);
+        for damaged in [
+            body[..body.len() / 2].to_vec(),
+            huge,
+            five_promised,
+            b"not a pack".to_vec(),
+            Vec::new(),
+        ] {
+            execute(&conn, "UPDATE saga_packs SET body = ?1", params![damaged]).unwrap();
+            match find(&conn, &a.request) {
+                Err(StoreError::Corrupt(why)) => assert!(why.contains("saga pack 1"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        execute(&conn, "DELETE FROM saga_packs", []).unwrap();
+        match find(&conn, &a.request) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("not there"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
