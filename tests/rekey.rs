@@ -153,6 +153,12 @@ async fn rotation(db: Db) {
         "{} packs",
         packs_before.len()
     );
+    if !online {
+        // The first receive, resent below, is among them.
+        let stan = receive.get(11).unwrap().to_vec();
+        let packed = db.values("SELECT stan FROM saga_keys").await;
+        assert!(packed.contains(&stan), "{} keys", packed.len());
+    }
     let rekeyed = switchboard(
         &["rekey", "--config", config_arg, "--batch", "3"],
         dir.path(),
@@ -224,6 +230,24 @@ async fn rotation(db: Db) {
             dir.path(),
         );
         assert!(std::fs::read_dir(&out).unwrap().count() >= 3, "{cleared}");
+        // Every receive cleared as approved: the packed sagas read.
+        let wallet_file = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("wallet-")
+            })
+            .unwrap();
+        let receives = std::fs::read_to_string(&wallet_file)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("D,receive,") && l.contains(",approved,"))
+            .count();
+        assert_eq!(receives, 301, "{cleared}");
     }
     let switch = serve_logged(&config, &log, "info");
     let wallet = WalletClient::connect(addr(port), FramingConfig::default(), WALLET_ID)

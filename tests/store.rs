@@ -2720,26 +2720,45 @@ async fn the_embedded_store_prunes_the_log_of_sagas_in_flight() {
 }
 
 /// Ended sagas written in packs are found by every reader as their rows
-/// were: a resend gets the answer recorded, a second end changes nothing,
-/// a rejection's answer does not replace the saga's, `saga`,
-/// `sagas_between` and `sagas` give them as ended; and a reopening (which
-/// folds the log, whose rows may still hold packed sagas' reservations)
-/// writes none of them a second time.
+/// were: a resend gets its own answer, a second end changes nothing, a
+/// rejection's answer does not replace the saga's, `saga`, `sagas_between`
+/// and `sagas` give them as ended; and a crash whose log still holds the
+/// reservations of packed sagas (a saga in flight keeps the log's rows
+/// from its own on) writes none of them a second time when the file is
+/// opened again.
 #[tokio::test]
 async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
+    const LAST: u32 = 400;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.db");
     let store = SqliteStore::open(&path).unwrap();
     open_freeze(&store, 1, 1_000_000).await;
-    // In flight throughout: the log keeps every row from its reservation
-    // on, and so the reservations of sagas packed since.
+    // In flight throughout (two log rows a receive, far from the 1,024
+    // after which it would get a row).
     assert!(matches!(
         store.reserve(receive(1, 1, 3)).await.unwrap(),
         Reserve::Reserved(_)
     ));
-    for i in 2..=600 {
+    // Each saga its own request digest and answer, so that one read from
+    // the wrong saga of its pack shows.
+    let tag = |i: u32| (i % 200 + 20) as u8;
+    let answer_for = |i: u32| {
+        let mut msg = Message::new(*b"0210");
+        msg.set(11, Bytes::copy_from_slice(&stan(i)));
+        msg.set(
+            39,
+            Bytes::from_static(if i.is_multiple_of(7) { b"05" } else { b"00" }),
+        );
+        StoredAnswer {
+            request_digest: digest(tag(i)),
+            response: build_bytes(&Spec::switchboard(), &msg).unwrap(),
+        }
+    };
+    for i in 2..=LAST {
+        let mut request = receive(1, i, 3);
+        request.request_digest = digest(tag(i));
         assert!(matches!(
-            store.reserve(receive(1, i, 3)).await.unwrap(),
+            store.reserve(request).await.unwrap(),
             Reserve::Reserved(_)
         ));
         // Every seventh fails: its amount goes back to the freeze.
@@ -2748,49 +2767,68 @@ async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
         } else {
             ReceiveOutcome::Approved
         };
-        end_receive(&store, &request_key(b"0200", i), outcome).await;
+        let key = request_key(b"0200", i);
+        let settled = store
+            .settle_receive(&key, outcome, answer_for(i), FollowUp::default())
+            .await
+            .unwrap();
+        assert_eq!(settled, Settled::Now);
     }
     let packed = embedded_packed_stans(&path);
+    assert!(packed.len() >= 256, "{}", packed.len());
     assert!(packed.contains(&stan_text(7)) && packed.contains(&stan_text(8)));
-    let (rows, _) = embedded_sagas_on_file(&path);
+    assert!(!packed.contains(&stan_text(1)));
+    let (rows, logged) = embedded_sagas_on_file(&path);
     assert!(rows.is_empty(), "{rows:?}");
-    let approved_total = 3 * (2..=600).filter(|i| i % 7 != 0).count() as u64;
+    assert!(
+        logged > 2 * 256,
+        "the log kept from saga 1's row on: {logged}"
+    );
+    let approved_total = 3 * (2..=LAST).filter(|i| i % 7 != 0).count() as u64;
     let before = freeze(&store, 1).await;
     assert_eq!(
         (before.reserved_minor, before.received_minor),
         (3, approved_total)
     );
+    let every_saga_once = |sagas: &[switchboard::store::SagaRecord]| {
+        assert_eq!(sagas.len(), LAST as usize, "every saga once");
+        let stans: Vec<[u8; 6]> = sagas.iter().map(|s| s.request.stan).collect();
+        let expected: Vec<[u8; 6]> = (1..=LAST).map(stan).collect();
+        assert_eq!(stans, expected);
+    };
+
     // A crash now (before any read writes the book's sagas out): the file
     // is opened again, its log folded.
     let crashed = dir.path().join("crashed.db");
     crash_image(&path, &crashed);
     let after_crash = SqliteStore::open(&crashed).unwrap();
     let sagas = after_crash.sagas().await.unwrap();
-    assert_eq!(sagas.len(), 600, "every saga once");
-    let stans: Vec<[u8; 6]> = sagas.iter().map(|s| s.request.stan).collect();
-    let expected: Vec<[u8; 6]> = (1..=600).map(stan).collect();
-    assert_eq!(stans, expected, "every saga once");
+    every_saga_once(&sagas);
     assert_eq!(sagas[0].state, SagaState::Debiting);
     assert_eq!(freeze(&after_crash, 1).await, before);
     check_invariants(&after_crash).await;
     after_crash.close().await.unwrap();
 
-    // A resend: the answer recorded, with the digest of the request it answered.
-    match store.reserve(receive(1, 8, 3)).await.unwrap() {
-        Reserve::Duplicate {
-            request_digest,
-            answer,
-        } => {
-            assert_eq!(request_digest, digest(2));
-            assert_eq!(answer, Some(answer_0210()));
+    // Resends: each its own answer, with the digest of the request it answered.
+    for i in [7, 8, 100, 255] {
+        let mut request = receive(1, i, 3);
+        request.request_digest = digest(tag(i));
+        match store.reserve(request).await.unwrap() {
+            Reserve::Duplicate {
+                request_digest,
+                answer,
+            } => {
+                assert_eq!(request_digest, digest(tag(i)), "{i}");
+                assert_eq!(answer, Some(answer_for(i)), "{i}");
+            }
+            other => panic!("{i}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     // A second end: nothing changes, the answer of the first is given.
     assert_eq!(
         end_receive(&store, &request_key(b"0200", 7), ReceiveOutcome::Approved).await,
         Settled::Before {
-            answer: Some(answer_0210())
+            answer: Some(answer_for(7))
         }
     );
     // A rejection under a packed saga's key is not recorded over it.
@@ -2800,7 +2838,7 @@ async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
             .await
             .unwrap(),
         Recorded::Held {
-            request_digest: digest(2)
+            request_digest: digest(tag(9))
         }
     );
     let seventh = store.saga(&request_key(b"0200", 7)).await.unwrap().unwrap();
@@ -2814,7 +2852,8 @@ async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
     );
     assert_eq!(seventh.debit, Some(debit_of(7)));
     assert_eq!(seventh.credit, Some(credit_of(7)));
-    assert_eq!(seventh.response_code.as_deref(), Some("00"));
+    assert_eq!(seventh.response_code.as_deref(), Some("05"));
+    assert_eq!(seventh.request_digest, digest(tag(7)));
     // The day's read: by creation time, packed or not, in order.
     let created = |i: i64| 1_700_000_100_000 + i;
     let between = store
@@ -2825,11 +2864,10 @@ async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
     let expected: Vec<[u8; 6]> = (100..300).map(stan).collect();
     assert_eq!(stans, expected);
     assert_eq!(freeze(&store, 1).await, before);
-
     end_receive(&store, &request_key(b"0200", 1), ReceiveOutcome::Approved).await;
     store.close().await.unwrap();
 
-    // Reopened: every saga once.
+    // Reopened: every saga once, ended.
     let store = SqliteStore::open(&path).unwrap();
     let after = freeze(&store, 1).await;
     assert_eq!(
@@ -2837,20 +2875,13 @@ async fn the_embedded_store_reads_ended_sagas_back_from_their_packs() {
         (0, approved_total + 3)
     );
     let sagas = store.sagas().await.unwrap();
-    let stans: Vec<[u8; 6]> = sagas.iter().map(|s| s.request.stan).collect();
-    let expected: Vec<[u8; 6]> = (1..=600).map(stan).collect();
-    assert_eq!(stans, expected);
+    every_saga_once(&sagas);
     assert!(sagas.iter().all(|s| s.state.is_final()));
     check_invariants(&store).await;
 }
 
 fn stan_text(n: u32) -> String {
     String::from_utf8(stan(n).to_vec()).unwrap()
-}
-
-/// The answer [`end_receive`] records.
-fn answer_0210() -> StoredAnswer {
-    answer(b"0210", "00", 2)
 }
 
 /// A command such as `switchboard journal` opens the embedded store beside

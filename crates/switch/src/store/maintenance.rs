@@ -55,7 +55,9 @@ pub type RowKey = Vec<String>;
 /// What one batch of `reseal` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resealed {
-    /// Rows read.
+    /// Rows read: at most the limit asked for, and fewer for a column of
+    /// large values (the embedded store's saga packs); none once the
+    /// column has no rows after the start.
     pub read: usize,
     /// Values sealed anew under the current key.
     pub resealed: usize,

@@ -111,17 +111,21 @@ pub(super) fn insert_answer(
 /// The request digest of the saga written under a key: its row in `sagas`,
 /// or its pack (`saga_packs.rs`).
 fn saga_digest(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<[u8; 32]>> {
-    let row = query_opt(
+    match row_digest(conn, key)? {
+        Some(digest) => Ok(Some(digest)),
+        None => Ok(saga_packs::find(conn, key)?.map(|p| p.saga.request_digest)),
+    }
+}
+
+/// The request digest on a saga's row in `sagas`.
+fn row_digest(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<[u8; 32]>> {
+    query_opt(
         conn,
         "SELECT request_digest FROM sagas \
          WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
         params![key[0], key[1], key[2], key[3]],
         |row| row.digest(0),
-    )?;
-    match row {
-        Some(digest) => Ok(Some(digest)),
-        None => Ok(saga_packs::find(conn, key)?.map(|p| p.saga.request_digest)),
-    }
+    )
 }
 
 /// A rejection's answer, unless a freeze or saga holds its key (see
@@ -246,7 +250,7 @@ pub(super) fn finish_freeze(
 }
 
 /// Reserves for a receive: the freeze's reserved amount updated, the saga
-/// put in `book` (its row is written after it ends: `saga_book.rs`).
+/// put in `book` (it is written after it ends: `saga_book.rs`).
 pub(super) fn reserve(
     conn: &Connection,
     book: &mut SagaBook,
@@ -302,12 +306,20 @@ pub(super) fn reserve(
         }
     }
     if has_saga {
-        if let Some(request_digest) = saga_digest(conn, &request.0)? {
+        if let Some(request_digest) = row_digest(conn, &request.0)? {
             // Its end may be in the book still (another opening of the
             // file wrote its row as reserved).
             return Ok(Reserve::Duplicate {
                 request_digest,
                 answer: answer_of(conn, book, request)?,
+            });
+        }
+        // Its pack opened once for both (a resend's read of a pack costs
+        // about what a receive does).
+        if let Some(packed) = saga_packs::find(conn, &request.0)? {
+            return Ok(Reserve::Duplicate {
+                request_digest: packed.saga.request_digest,
+                answer: Some(packed_answer(&packed)?),
             });
         }
     }
@@ -372,6 +384,9 @@ pub(super) enum Ending {
     /// It is in the book: the caller records this end there, with its
     /// freeze's new totals, once the rest of its command has succeeded.
     Held { end: SagaEnd, totals: Totals },
+    /// It had ended before and is packed (`saga_packs.rs`): nothing
+    /// changed; the answer recorded then, read with it.
+    Packed { answer: StoredAnswer },
 }
 
 /// Ends a saga not ended yet: settles its reservation and records the
@@ -423,8 +438,10 @@ pub(super) fn end_saga(
     )?;
     let Some((state, amount, freeze)) = saga else {
         // Packed: it ended before its row would have been written.
-        if saga_packs::find(conn, &request.0)?.is_some() {
-            return Ok(Ending::Before);
+        if let Some(packed) = saga_packs::find(conn, &request.0)? {
+            return Ok(Ending::Packed {
+                answer: packed_answer(&packed)?,
+            });
         }
         return Err(invalid(format!("settle_receive: no saga {}", name())));
     };
@@ -608,19 +625,15 @@ pub(super) fn queue_follow_up(
     if let (ReceiveOutcome::Failed, Some(unfreeze)) = (outcome, &follow_up.unfreeze_if_closed) {
         let closed = match book.get(&request.0) {
             Some((saga, _)) => freeze_closed(conn, &saga.freeze)?,
-            None => match saga_packs::find(conn, &request.0)? {
-                Some(packed) => freeze_closed(conn, &packed.saga.freeze)?,
-                None => query_opt(
-                    conn,
-                    "SELECT f.state FROM sagas s JOIN freezes f \
-                     ON f.acquirer = s.freeze_acquirer \
-                     AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
-                     WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 \
-                     AND s.stan = ?4",
-                    params![request.0[0], request.0[1], request.0[2], request.0[3]],
-                    |row| Ok(row.text(0)? == "closed"),
-                )?,
-            },
+            // A packed saga ended before: its follow-ups were queued then.
+            None => query_opt(
+                conn,
+                "SELECT f.state FROM sagas s JOIN freezes f ON f.acquirer = s.freeze_acquirer \
+                 AND f.transmission = s.freeze_transmission AND f.stan = s.freeze_stan \
+                 WHERE s.mti = ?1 AND s.acquirer = ?2 AND s.transmission = ?3 AND s.stan = ?4",
+                params![request.0[0], request.0[1], request.0[2], request.0[3]],
+                |row| Ok(row.text(0)? == "closed"),
+            )?,
         };
         if closed == Some(true) {
             saf_enqueue(conn, unfreeze)?;

@@ -56,6 +56,13 @@ impl Maintenance for SqliteStore {
         after: Option<RowKey>,
         limit: usize,
     ) -> StoreResult<Resealed> {
+        // A pack is opened whole, with up to a pruning's sagas in it: fewer
+        // a batch keep the memory a batch holds to a few MB.
+        let limit = if column.table == SAGA_PACKS_BODY.table {
+            limit.min(PACKS_A_BATCH)
+        } else {
+            limit
+        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |c| {
             let sql = reseal_sql(&column, |i| format!("?{i}"), |i| format!("?{i}"));
@@ -142,6 +149,10 @@ impl Maintenance for SqliteStore {
         columns
     }
 }
+
+/// The most saga packs one batch of `rekey` reads (each some 100 KB
+/// stored, the values in it sealed one by one, and opened whole).
+const PACKS_A_BATCH: usize = 16;
 
 /// The packs of ended sagas (`saga_packs.rs`): their bodies hold receivers'
 /// PANs and answers sealed one by one, which [`saga_packs::reseal_body`]

@@ -233,7 +233,7 @@ pub struct SqliteStore {
     /// writer thread only (by the writer and by the commands it runs), so
     /// never waited for.
     risk_log: Arc<std::sync::Mutex<RiskLog>>,
-    /// The receive sagas whose rows are not written yet ([`saga_book`]):
+    /// The receive sagas not written yet ([`saga_book`]):
     /// used on the writer thread only, so never waited for.
     sagas: Arc<std::sync::Mutex<SagaBook>>,
 }

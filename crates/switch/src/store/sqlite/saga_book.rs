@@ -1,8 +1,9 @@
 //! Receive sagas held by the writer thread, with `saga_log` as their durable
 //! record: a saga is written once, after it has ended, already in its final
-//! state, together with other ended sagas: in a pack (`saga_packs.rs`), or
-//! as a row of `sagas` when it was in flight too long or is written out for
-//! a read.
+//! state, together with other ended sagas: in a pack (`saga_packs.rs`); or
+//! as a row of `sagas` when it was in flight too long, is written out for a
+//! read, is folded from the log (at open, at close, after a failure), or
+//! when another process folded the log meanwhile.
 //!
 //! Why: a saga's row used to be inserted at its reservation and rewritten at
 //! its end (a row that grows by its answer, inside a `WITHOUT ROWID` B-tree,
@@ -66,12 +67,12 @@ use crate::vault;
 /// Commits between two prunings of the log.
 pub(super) const PRUNE_EVERY: u32 = 256;
 
-/// Ended sagas held before their rows are written, whatever the commits.
-/// Writing them holds up the batch they are written in (about 6 µs a row):
-/// 256 rows keep that under 2 ms, where 2,048 made a batch of 10–20 ms
-/// five times a second at 10,000 receives/s, a stall every request then
-/// queued waited out. The pages of `sagas` are still written once for
-/// many rows (about a dozen rows a page).
+/// Ended sagas held before they are written, whatever the commits.
+/// Writing them holds up the batch they are written in (when they were
+/// rows, about 6 µs a row): 256 rows kept that under 2 ms, where 2,048
+/// made a batch of 10–20 ms five times a second at 10,000 receives/s, a
+/// stall every request then queued waited out. They are now one pack of
+/// up to this many (`saga_packs.rs`).
 pub(super) const FLUSH_ENDED: usize = 256;
 
 /// Log rows a saga may stay in the book for before its row is written as it
@@ -363,7 +364,7 @@ pub(super) fn materialize_all(conn: &Connection, book: &mut SagaBook) -> StoreRe
 }
 
 /// Before a batch's commit: its reservations and ends appended as one log
-/// row and, when due, the ended sagas' rows written and the log pruned. An
+/// row and, when due, the ended sagas written and the log pruned. An
 /// error leaves the transaction to be rolled back (and the book to be
 /// marked stale).
 pub(super) fn log_batch(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
@@ -428,7 +429,7 @@ pub(super) fn take_log_row(book: &mut SagaBook) -> Option<(i64, Vec<u8>)> {
     Some((id, body))
 }
 
-/// Writes the rows of the ended sagas and of those in flight longest, and
+/// Writes the ended sagas (a pack) and the rows of those in flight longest, and
 /// deletes the log rows no saga left in the book needs.
 fn prune(conn: &Connection, book: &mut SagaBook) -> StoreResult<()> {
     let newest: Option<i64> = query_opt(conn, "SELECT max(id) FROM saga_log", [], |row| {

@@ -11,7 +11,9 @@
 //! pack its columns repeat one another (keys, banks, the freeze's key), so
 //! they compress; only the key index is written a saga.
 //!
-//! A saga is in exactly one place: the book, `sagas`, or a pack.
+//! Once written, a saga is in one place: `sagas` or a pack (until then it
+//! is in the book, and may have a row too if another process folded the
+//! log: `saga_book.rs`).
 //! - Only a pruning writes packs, and only of sagas it holds in its book:
 //!   in flight, they had no row. The exception is another process that
 //!   folded the log while the switch ran (`saga_book.rs`): that wrote rows
@@ -50,12 +52,34 @@ impl PackedSaga {
     }
 }
 
-/// Writes `sagas` (ended, in key order) as one pack and their keys.
+/// The longest stretch of creation times one pack holds: a pruning's sagas
+/// created in different hours (by the clock's hours since the epoch) go
+/// into a pack each, so a read of a time range finds its packs by the
+/// index on their first creation time, looking back no more than this
+/// ([`records_between`]).
+pub(super) const PACK_SPAN_MS: i64 = 3_600_000;
+
+/// Writes `sagas` (ended, in key order) as packs, one an hour of creation
+/// times they hold ([`PACK_SPAN_MS`]; under load, one), and their keys.
 pub(super) fn write(conn: &Connection, sagas: &[(&FlyingSaga, &SagaEnd)]) -> StoreResult<()> {
-    let Some(first) = sagas.first() else {
-        return Ok(());
-    };
-    let (mut first_ms, mut last_ms) = (first.0.created_at_ms, first.0.created_at_ms);
+    let mut by_hour: std::collections::BTreeMap<i64, Vec<(&FlyingSaga, &SagaEnd)>> =
+        std::collections::BTreeMap::new();
+    for &(saga, end) in sagas {
+        by_hour
+            .entry(saga.created_at_ms.div_euclid(PACK_SPAN_MS))
+            .or_default()
+            .push((saga, end));
+    }
+    for pack in by_hour.values() {
+        write_pack(conn, pack)?;
+    }
+    Ok(())
+}
+
+/// Writes `sagas` (at least one) as one pack, and their keys.
+fn write_pack(conn: &Connection, sagas: &[(&FlyingSaga, &SagaEnd)]) -> StoreResult<()> {
+    let mut first_ms = i64::MAX;
+    let mut last_ms = i64::MIN;
     for (saga, _) in sagas {
         first_ms = first_ms.min(saga.created_at_ms);
         last_ms = last_ms.max(saga.created_at_ms);
@@ -135,11 +159,14 @@ pub(super) fn records_between(
     from_ms: i64,
     to_ms: i64,
 ) -> StoreResult<Vec<SagaRecord>> {
+    // A pack spans less than PACK_SPAN_MS: one that holds a saga created
+    // from `from_ms` on began no earlier than that much before.
     let bodies: Vec<(i64, Vec<u8>)> = query_all_with(
         conn,
         "SELECT id, body FROM saga_packs \
-         WHERE last_created_ms >= ?1 AND first_created_ms < ?2 ORDER BY id",
-        params![from_ms, to_ms],
+         WHERE first_created_ms >= ?1 AND first_created_ms < ?2 AND last_created_ms >= ?3 \
+         ORDER BY id",
+        params![from_ms.saturating_sub(PACK_SPAN_MS), to_ms, from_ms],
         |row| Ok((row.bigint(0)?, row.blob(1)?)),
     )?;
     let mut records = Vec::new();
@@ -362,6 +389,48 @@ mod tests {
         assert_eq!(records_between(&conn, at, at + 1).unwrap().len(), 2);
         assert!(records_between(&conn, at + 1, at + 2).unwrap().is_empty());
         assert!(records_between(&conn, at - 1, at).unwrap().is_empty());
+    }
+
+    /// A pruning's sagas created in different hours go into a pack each,
+    /// and a read of a time range finds every pack that holds one of its
+    /// sagas, however far into its hour the range begins.
+    #[test]
+    fn a_pack_holds_one_hour_and_a_range_finds_its_packs() {
+        let conn = store();
+        let hour = PACK_SPAN_MS;
+        let base = 1_764_576_000_000 - 1_764_576_000_000 % hour;
+        let at = [base + 1, base + hour - 1, base + hour, base + 3 * hour + 5];
+        let sagas: Vec<FlyingSaga> = at
+            .iter()
+            .enumerate()
+            .map(|(i, &ms)| {
+                let mut s = saga(&format!("{:06}", i + 2));
+                s.created_at_ms = ms;
+                s
+            })
+            .collect();
+        let done = end(Some("00"));
+        let written: Vec<(&FlyingSaga, &SagaEnd)> = sagas.iter().map(|s| (s, &done)).collect();
+        write(&conn, &written).unwrap();
+        let spans: Vec<(i64, i64, i64)> = query_all(
+            &conn,
+            "SELECT first_created_ms, last_created_ms, sagas FROM saga_packs ORDER BY id",
+            |r| Ok((r.bigint(0)?, r.bigint(1)?, r.bigint(2)?)),
+        )
+        .unwrap();
+        assert_eq!(
+            spans,
+            vec![(at[0], at[1], 2), (at[2], at[2], 1), (at[3], at[3], 1)]
+        );
+        let found = |from: i64, to: i64| -> Vec<i64> {
+            let mut records = records_between(&conn, from, to).unwrap();
+            sort(&mut records);
+            records.iter().map(|r| r.created_at_ms).collect()
+        };
+        assert_eq!(found(at[1], at[1] + 1), vec![at[1]]);
+        assert_eq!(found(at[0], at[3] + 1), at.to_vec());
+        assert_eq!(found(base + 2, base + 3 * hour), vec![at[1], at[2]]);
+        assert!(found(at[2] + 1, at[3]).is_empty());
     }
 
     /// A damaged pack is an error naming it, never a panic or an

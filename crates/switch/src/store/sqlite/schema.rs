@@ -327,7 +327,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 18: ended sagas in packs (`saga_packs.rs`): a pruning writes the
     // sagas of its book that have ended as one compressed row, and a key
     // each in `saga_keys` for a resend's lookup, instead of a row each in
-    // `sagas`. The time index serves the day's reads (clearing).
+    // `sagas`. A pack holds the sagas of one hour of creation times, so
+    // its first is enough to find a day's (clearing).
     r#"
     CREATE TABLE saga_packs (
         id               INTEGER PRIMARY KEY,
@@ -336,7 +337,7 @@ pub const MIGRATIONS: &[&str] = &[
         sagas            INTEGER NOT NULL CHECK (sagas >= 1),
         body             BLOB    NOT NULL
     ) STRICT;
-    CREATE INDEX saga_packs_by_time ON saga_packs (last_created_ms, first_created_ms);
+    CREATE INDEX saga_packs_by_time ON saga_packs (first_created_ms);
     CREATE TABLE saga_keys (
         mti          TEXT    NOT NULL,
         acquirer     TEXT    NOT NULL,

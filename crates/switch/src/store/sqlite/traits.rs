@@ -127,18 +127,26 @@ impl Decisions for SqliteStore {
             let mut book = saga_book::lock(&sagas);
             book.usable()?;
             let ending = end_saga(c, &book, &request, outcome, &answer, code.as_deref())?;
-            if let Ending::Before = ending {
+            match ending {
                 // Settled before: its follow-ups were queued then.
-                return Ok(Settled::Before {
-                    answer: answer_of(c, &book, &request)?,
-                });
+                Ending::Before => {
+                    return Ok(Settled::Before {
+                        answer: answer_of(c, &book, &request)?,
+                    })
+                }
+                Ending::Packed { answer } => {
+                    return Ok(Settled::Before {
+                        answer: Some(answer),
+                    })
+                }
+                _ => {}
             }
             queue_follow_up(c, &book, &request, outcome, &follow_up)?;
             // Last, once every statement has succeeded (see `saga_book.rs`).
             match ending {
                 Ending::Held { end, totals } => book.end(&request.0, end, totals),
                 Ending::Written { freeze, totals } => book.freezes.set(&freeze, totals),
-                Ending::Before => {}
+                Ending::Before | Ending::Packed { .. } => {}
             }
             Ok(Settled::Now)
         })
