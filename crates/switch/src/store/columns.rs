@@ -223,6 +223,13 @@ impl KeyText {
         }
     }
 
+    /// Its bytes, unchecked: binding a key part, writing it into the log
+    /// or a pack, comparing it (what `as_str`, through `Deref`, checks for
+    /// UTF-8 each time).
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(super) fn as_str(&self) -> &str {
         // Made only from text (`new`, `lossy`) or ASCII digits: always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()

@@ -461,6 +461,38 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+        // Records that open but do not make a pack: a saga without its end,
+        // an end of another saga, the saga its key names missing.
+        let b = saga("000003");
+        let done = end(Some("00"));
+        let not_packs = [
+            saga_book::encode(
+                [&a, &b].into_iter(),
+                [(&a.request, &done)].into_iter(),
+                std::iter::empty(),
+            ),
+            saga_book::encode(
+                [&a].into_iter(),
+                [(&b.request, &done)].into_iter(),
+                std::iter::empty(),
+            ),
+            saga_book::encode(
+                [&b].into_iter(),
+                [(&b.request, &done)].into_iter(),
+                std::iter::empty(),
+            ),
+        ];
+        for (plain, why) in not_packs
+            .iter()
+            .zip(["2 sagas, 1 ends", "the end of", "no saga"])
+        {
+            let body = super::super::journal_pack::compress(plain);
+            execute(&conn, "UPDATE saga_packs SET body = ?1", params![body]).unwrap();
+            match find(&conn, &a.request) {
+                Err(StoreError::Corrupt(e)) => assert!(e.contains(why), "{e}"),
+                other => panic!("{other:?}"),
+            }
+        }
         execute(&conn, "DELETE FROM saga_packs", []).unwrap();
         match find(&conn, &a.request) {
             Err(StoreError::Corrupt(why)) => assert!(why.contains("not there"), "{why}"),
