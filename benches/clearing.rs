@@ -9,7 +9,7 @@
 //! network), as the switch would have left it: for every receive the six
 //! journal entries of its messages (in packs, as the store writes them) (the wallet's request and its answer, the
 //! debit and the credit and the banks' answers, raw bytes included) and its
-//! saga; one freeze per ten receives with its four journal entries, its
+//! saga (ended, in a pack of 256 as the store's pruning writes them); one freeze per ten receives with its four journal entries, its
 //! unfreeze (two entries) and the unfreeze notice's delivered store-and-forward
 //! entry. One receive in a hundred has its credit declined and its debit
 //! reversed. The file is kept under `target/clearing-bench/` and reused.
@@ -32,9 +32,11 @@ use rusqlite::{params, Connection};
 use simulators::bank::luhn_check_digit;
 use switchboard::clearing::clear::{clear_day, ClearRequest};
 use switchboard::clearing::Settlement;
-use switchboard::dialect::{InstitutionId, OriginalData};
-use switchboard::store::sqlite::{write_journal, SqliteStore};
-use switchboard::store::{Direction, JournalEntry};
+use switchboard::dialect::{FreezeKey, InstitutionId, OriginalData};
+use switchboard::store::sqlite::{write_ended_sagas, write_journal, EndedSaga, SqliteStore};
+use switchboard::store::{
+    Direction, JournalEntry, RequestKey, SagaRecord, SagaState, SentMessage, StoredAnswer,
+};
 
 const SWITCH: &str = "00010000";
 const WALLET: &str = "01020000";
@@ -164,15 +166,10 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                  request_digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 156, ?7, 0, 'closed', ?8, ?9)",
             )
             .unwrap();
-        let mut saga_row = tx
-            .prepare(
-                "INSERT INTO sagas (mti, acquirer, transmission, stan, freeze_acquirer, \
-                 freeze_transmission, freeze_stan, amount_minor, receiver_pan, receiver_bank, \
-                 state, debit_stan, debit_transmission, credit_stan, credit_transmission, \
-                 response_code, request_digest, created_at_ms) VALUES ('0200', ?1, ?2, ?3, ?1, \
-                 ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?2, ?11, ?2, ?12, ?13, ?14)",
-            )
-            .unwrap();
+        // Ended sagas, written 256 at a time as the store's pruning does.
+        let mut ended: Vec<EndedSaga> = Vec::with_capacity(256);
+        let wallet_id = InstitutionId::from_field(32, WALLET.as_bytes()).unwrap();
+        let digits = |text: &str| -> Vec<u8> { text.as_bytes().to_vec() };
         let mut saf_row = tx
             .prepare(
                 "INSERT INTO saf (bank, order_key, kind, message, created_at_ms, state, \
@@ -304,11 +301,12 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                 peer: &peer_b,
                 msg: &answer(&credit, code),
             });
+            let answered = answer(&recv, code);
             w.row(Row {
                 at_ms: at + 2,
                 out: true,
                 peer: wallet_peer,
-                msg: &answer(&recv, code),
+                msg: &answered,
             });
             if declined {
                 let rstan = next(&mut switch_stan);
@@ -340,24 +338,48 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                     msg: &answer(&reversal, ResponseCode::APPROVED),
                 });
             }
-            saga_row
-                .execute(params![
-                    wallet11,
-                    f7,
-                    stan,
-                    ff7,
-                    fstan,
-                    share as i64,
-                    receiver,
-                    BANK_B,
-                    if declined { "failed" } else { "approved" },
-                    dstan,
-                    cstan,
-                    code.as_str(),
-                    &[0u8; 32][..],
-                    at
-                ])
-                .unwrap();
+            let f7_digits: [u8; 10] = digits(&f7).try_into().unwrap();
+            let sent = |stan: &str| SentMessage {
+                stan: digits(stan).try_into().unwrap(),
+                transmission: f7_digits,
+            };
+            ended.push(EndedSaga {
+                record: SagaRecord {
+                    request: RequestKey {
+                        mti: *b"0200",
+                        acquirer: wallet_id,
+                        transmission: f7_digits,
+                        stan: digits(&stan).try_into().unwrap(),
+                    },
+                    freeze: FreezeKey {
+                        acquirer: wallet_id,
+                        transmission: digits(&ff7).try_into().unwrap(),
+                        stan: digits(&fstan).try_into().unwrap(),
+                    },
+                    amount_minor: share,
+                    receiver_pan: receiver.clone(),
+                    receiver_bank: BANK_B.to_string(),
+                    state: if declined {
+                        SagaState::Failed
+                    } else {
+                        SagaState::Approved
+                    },
+                    debit: Some(sent(&dstan)),
+                    credit: Some(sent(&cstan)),
+                    reversal: None,
+                    response_code: Some(code.as_str().to_string()),
+                    created_at_ms: at,
+                    request_digest: [0; 32],
+                },
+                answer: StoredAnswer {
+                    request_digest: [0; 32],
+                    response: build_bytes(&w.spec, &answered).unwrap(),
+                },
+            });
+            if ended.len() == 256 {
+                write_ended_sagas(tx, &ended).unwrap();
+                ended.clear();
+            }
             if i % SHARES == SHARES - 1 {
                 // The packet expires: the wallet's unfreeze and the notice to the bank.
                 let ustan = next(&mut wallet_stan);
@@ -412,6 +434,7 @@ fn generate(path: &PathBuf, date: NaiveDate, receives: usize) {
                 eprintln!("  generated {} receives, {} journal entries", i + 1, w.rows);
             }
         }
+        write_ended_sagas(tx, &ended).unwrap();
         w.flush();
         eprintln!("  {} journal entries", w.rows);
     }
@@ -426,8 +449,9 @@ fn main() {
     let date = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/clearing-bench");
     std::fs::create_dir_all(&dir).unwrap();
-    // Named by the journal's form: a file of an older form is not reused.
-    let path = dir.join(format!("day-{receives}-packs.db"));
+    // Named by the journal's and the sagas' form: a file of an older form
+    // is not reused.
+    let path = dir.join(format!("day-{receives}-saga-packs.db"));
     if !path.exists() {
         eprintln!("generating {receives} receives into {}", path.display());
         let started = Instant::now();

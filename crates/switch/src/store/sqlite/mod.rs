@@ -99,6 +99,7 @@ use self::risk_codec::RiskEvent;
 pub use self::risk_log::CheckpointOptions;
 use self::risk_log::RiskLog;
 use self::saga_book::SagaBook;
+pub use self::saga_packs::{write_ended_sagas, EndedSaga};
 pub use self::schema::MIGRATIONS;
 use self::{commands::*, rows::*, schema::*, writer::*};
 

@@ -111,6 +111,71 @@ fn write_pack(conn: &Connection, sagas: &[(&FlyingSaga, &SagaEnd)]) -> StoreResu
     Ok(())
 }
 
+/// An ended saga as a tool writes it into a pack ([`write_ended_sagas`]):
+/// its record (approved or failed, its debit and credit sent, no reversal)
+/// and the answer given.
+#[derive(Clone, Debug)]
+pub struct EndedSaga {
+    pub record: SagaRecord,
+    pub answer: crate::store::StoredAnswer,
+}
+
+/// Ended sagas written as the switch's pruning writes them: packs of up to
+/// [`saga_book::FLUSH_ENDED`] in key order, one an hour of creation times,
+/// card data sealed when the process has a data key. Public for tools that
+/// build a store file without a running store (the clearing benchmark), on
+/// a connection in a transaction. A saga not ended, with a reversal, or
+/// without its debit or credit is an `Invalid` error, and nothing of its
+/// pack is written.
+pub fn write_ended_sagas(conn: &Connection, sagas: &[EndedSaga]) -> StoreResult<()> {
+    let sent = |what: &str, sent: &Option<crate::store::SentMessage>| match sent {
+        Some(s) => Ok([
+            KeyText::digits("STAN", &s.stan)?,
+            KeyText::digits("transmission date-time", &s.transmission)?,
+        ]),
+        None => Err(invalid(format!("an ended saga without its {what}"))),
+    };
+    for chunk in sagas.chunks(saga_book::FLUSH_ENDED) {
+        let mut packed = Vec::with_capacity(chunk.len());
+        for EndedSaga { record, answer } in chunk {
+            if !record.state.is_final() || record.reversal.is_some() {
+                return Err(invalid(format!(
+                    "a saga {:?}{} is not one a pack holds",
+                    record.state,
+                    if record.reversal.is_some() {
+                        " with a reversal"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let saga = FlyingSaga {
+                request: ReqCols::new(&record.request)?.0,
+                freeze: FreezeCols::new(&record.freeze)?.0,
+                amount_minor: i64::try_from(record.amount_minor)
+                    .map_err(|_| invalid(format!("amount {}", record.amount_minor)))?,
+                receiver_pan: vault::seal_text(sealed::RECEIVER_PAN, &record.receiver_pan),
+                receiver_bank: record.receiver_bank.clone(),
+                request_digest: record.request_digest,
+                created_at_ms: record.created_at_ms,
+                debit: sent("debit", &record.debit)?,
+                credit: sent("credit", &record.credit)?,
+            };
+            let end = SagaEnd {
+                state: record.state,
+                response_code: record.response_code.clone(),
+                answer_digest: answer.request_digest,
+                response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
+            };
+            packed.push((saga, end));
+        }
+        packed.sort_unstable_by(|a, b| a.0.request.cmp(&b.0.request));
+        let refs: Vec<(&FlyingSaga, &SagaEnd)> = packed.iter().map(|(s, e)| (s, e)).collect();
+        write(conn, &refs)?;
+    }
+    Ok(())
+}
+
 /// The pack that holds a saga's key, if one does.
 fn pack_of(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<i64>> {
     query_opt(
@@ -431,6 +496,57 @@ mod tests {
         assert_eq!(found(at[0], at[3] + 1), at.to_vec());
         assert_eq!(found(base + 2, base + 3 * hour), vec![at[1], at[2]]);
         assert!(found(at[2] + 1, at[3]).is_empty());
+    }
+
+    /// A tool's ended sagas read back as the records they were written
+    /// from; a saga not ended is refused and leaves nothing written.
+    #[test]
+    fn ended_sagas_written_by_a_tool_read_back_as_given() {
+        let conn = store();
+        let a = saga("000002");
+        let packed = PackedSaga {
+            saga: a.clone(),
+            end: end(Some("00")),
+        };
+        let record = packed.record().unwrap();
+        let answer = crate::store::StoredAnswer {
+            request_digest: [9; 32],
+            response: bytes::Bytes::from_static(b"0210 response"),
+        };
+        let mut records = Vec::new();
+        for stan in 2..300u32 {
+            let mut r = record.clone();
+            r.request.stan = format!("{stan:06}").into_bytes().try_into().unwrap();
+            records.push(EndedSaga {
+                record: r,
+                answer: answer.clone(),
+            });
+        }
+        write_ended_sagas(&conn, &records).unwrap();
+        let mut read = records_between(&conn, i64::MIN, i64::MAX).unwrap();
+        sort(&mut read);
+        let given: Vec<SagaRecord> = records.iter().map(|e| e.record.clone()).collect();
+        assert_eq!(read, given);
+        let packs: i64 = query_opt(&conn, "SELECT count(*) FROM saga_packs", [], |r| {
+            r.bigint(0)
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(packs, 2, "256 a pack");
+        assert_eq!(find(&conn, &a.request).unwrap(), Some(packed));
+
+        let mut flying = records[0].clone();
+        flying.record.state = SagaState::Debiting;
+        flying.record.request.stan = *b"000900";
+        let refused = write_ended_sagas(&conn, &[flying]);
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            records_between(&conn, i64::MIN, i64::MAX).unwrap().len(),
+            298
+        );
     }
 
     /// Every cut and every one-bit change of a stored pack, and of the
