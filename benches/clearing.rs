@@ -9,7 +9,7 @@
 //! network), as the switch would have left it: for every receive the six
 //! journal entries of its messages (in packs, as the store writes them) (the wallet's request and its answer, the
 //! debit and the credit and the banks' answers, raw bytes included) and its
-//! saga (ended, in a pack of 256 as the store's pruning writes them); one freeze per ten receives with its four journal entries, its
+//! saga (ended, in packs of 256, about what the store's pruning writes); one freeze per ten receives with its four journal entries, its
 //! unfreeze (two entries) and the unfreeze notice's delivered store-and-forward
 //! entry. One receive in a hundred has its credit declined and its debit
 //! reversed. The file is kept under `target/clearing-bench/` and reused.

@@ -1,5 +1,7 @@
 //! Key rotation with real processes, on both stores: a switch seals card
-//! data under key 1 of its key file and serves a freeze and a receive;
+//! data under key 1 of its key file and serves a freeze and a receive (on
+//! the embedded store 3,000 more, so that its ended sagas fill more packs
+//! than `rekey` opens in a transaction);
 //! `switchboard keygen --add` adds key 2 and makes it current, and
 //! `switchboard rekey` seals everything stored under it (on PostgreSQL while
 //! the switch runs, restarted with the new file; the embedded store refuses
@@ -95,13 +97,13 @@ async fn rotation(db: Db) {
     let config_arg = config.to_str().unwrap();
     let log = dir.path().join("serve.log");
 
-    // Under key 1: a freeze of 15.00 and a receive of 4.00 from it.
+    // Under key 1: a freeze of 40.00 and a receive of 4.00 from it.
     let switch = serve_logged(&config, &log, "info");
     let wallet = WalletClient::connect(addr(port), FramingConfig::default(), WALLET_ID)
         .await
         .unwrap();
     let now = chrono::Utc::now().naive_utc();
-    let freeze = wallet.freeze(&payer, 1500, now);
+    let freeze = wallet.freeze(&payer, 4000, now);
     let frozen = wallet.send(&freeze).await.unwrap();
     assert_eq!(code(&frozen), "00");
     let receive = wallet.receive(&freeze, &receiver, 400, now);
@@ -109,8 +111,9 @@ async fn rotation(db: Db) {
     assert_eq!(code(&received), "00");
     if !online {
         // Enough receives for the embedded store to write its ended sagas
-        // in packs (`saga_keys` names them), the card data in them sealed.
-        for _ in 0..300 {
+        // in more packs than `rekey` opens in a transaction (16), the card
+        // data in them sealed.
+        for _ in 0..3000 {
             let more = wallet
                 .send(&wallet.receive(&freeze, &receiver, 1, now))
                 .await
@@ -154,13 +157,14 @@ async fn rotation(db: Db) {
         packs_before.len()
     );
     if !online {
+        assert!(packs_before.len() > 16, "{} packs", packs_before.len());
         // The first receive, resent below, is among them.
         let stan = receive.get(11).unwrap().to_vec();
         let packed = db.values("SELECT stan FROM saga_keys").await;
         assert!(packed.contains(&stan), "{} keys", packed.len());
     }
     let rekeyed = switchboard(
-        &["rekey", "--config", config_arg, "--batch", "3"],
+        &["rekey", "--config", config_arg, "--batch", "20"],
         dir.path(),
     );
     assert!(
@@ -247,7 +251,7 @@ async fn rotation(db: Db) {
             .lines()
             .filter(|l| l.starts_with("D,receive,") && l.contains(",approved,"))
             .count();
-        assert_eq!(receives, 301, "{cleared}");
+        assert_eq!(receives, 3001, "{cleared}");
     }
     let switch = serve_logged(&config, &log, "info");
     let wallet = WalletClient::connect(addr(port), FramingConfig::default(), WALLET_ID)

@@ -52,9 +52,9 @@ pub fn run(args: RekeyArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("resealing {}", column.name()))?;
                 read += done.read;
                 resealed += done.resealed;
-                // A store may read fewer rows than asked (a column of
-                // large values): only an empty batch ends the column.
-                if done.read == 0 {
+                // The store says when the column is done: it may read
+                // fewer rows than asked (a column of large values).
+                if done.exhausted {
                     break;
                 }
                 after = done.last;

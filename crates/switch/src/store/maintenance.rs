@@ -56,14 +56,18 @@ pub type RowKey = Vec<String>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resealed {
     /// Rows read: at most the limit asked for, and fewer for a column of
-    /// large values (the embedded store's saga packs); none once the
-    /// column has no rows after the start.
+    /// large values (the embedded store's saga packs).
     pub read: usize,
     /// Values sealed anew under the current key.
     pub resealed: usize,
     /// The last row read: the next batch starts after it; `None` when the
     /// column has no rows after the start.
     pub last: Option<RowKey>,
+    /// The column had no more rows after the last one read when it was
+    /// read (fewer rows than the store reads a batch): the walk is done.
+    /// Rows written since (beside a running switch) are sealed under the
+    /// current key already.
+    pub exhausted: bool,
 }
 
 /// The maintenance a SQL store does, each call its own bounded transaction.

@@ -113,6 +113,7 @@ impl Maintenance for PostgresStore {
             Ok(Ok(Resealed {
                 read: read.len(),
                 resealed,
+                exhausted: (read.len() as i64) < limit,
                 last: read.last().map(|(k, _)| k.clone()),
             }))
         };

@@ -129,6 +129,7 @@ impl Maintenance for SqliteStore {
             Ok(Resealed {
                 read: read.len(),
                 resealed,
+                exhausted: (read.len() as i64) < limit,
                 last: read.last().map(|(k, _)| k.clone()),
             })
         })

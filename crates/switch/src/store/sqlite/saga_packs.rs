@@ -120,13 +120,15 @@ pub struct EndedSaga {
     pub answer: crate::store::StoredAnswer,
 }
 
-/// Ended sagas written as the switch's pruning writes them: packs of up to
-/// [`saga_book::FLUSH_ENDED`] in key order, one an hour of creation times,
-/// card data sealed when the process has a data key. Public for tools that
-/// build a store file without a running store (the clearing benchmark), on
-/// a connection in a transaction. A saga not ended, with a reversal, or
-/// without its debit or credit is an `Invalid` error, and nothing of its
-/// pack is written.
+/// Ended sagas written as the switch's pruning writes them (in key order,
+/// one pack an hour of creation times, card data sealed when the process
+/// has a data key), [`saga_book::FLUSH_ENDED`] a pack, about what a
+/// pruning holds under load. Public for tools that build a store file
+/// without a running store (the clearing benchmark), on a connection in a
+/// transaction. Every saga is checked before anything is written: one not
+/// ended, with a reversal, without its debit or credit, or whose key the
+/// store holds already (a saga is in one place only) is an `Invalid`
+/// error, and nothing is written.
 pub fn write_ended_sagas(conn: &Connection, sagas: &[EndedSaga]) -> StoreResult<()> {
     let sent = |what: &str, sent: &Option<crate::store::SentMessage>| match sent {
         Some(s) => Ok([
@@ -135,42 +137,58 @@ pub fn write_ended_sagas(conn: &Connection, sagas: &[EndedSaga]) -> StoreResult<
         ]),
         None => Err(invalid(format!("an ended saga without its {what}"))),
     };
-    for chunk in sagas.chunks(saga_book::FLUSH_ENDED) {
-        let mut packed = Vec::with_capacity(chunk.len());
-        for EndedSaga { record, answer } in chunk {
-            if !record.state.is_final() || record.reversal.is_some() {
-                return Err(invalid(format!(
-                    "a saga {:?}{} is not one a pack holds",
-                    record.state,
-                    if record.reversal.is_some() {
-                        " with a reversal"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            let saga = FlyingSaga {
-                request: ReqCols::new(&record.request)?.0,
-                freeze: FreezeCols::new(&record.freeze)?.0,
-                amount_minor: i64::try_from(record.amount_minor)
-                    .map_err(|_| invalid(format!("amount {}", record.amount_minor)))?,
-                receiver_pan: vault::seal_text(sealed::RECEIVER_PAN, &record.receiver_pan),
-                receiver_bank: record.receiver_bank.clone(),
-                request_digest: record.request_digest,
-                created_at_ms: record.created_at_ms,
-                debit: sent("debit", &record.debit)?,
-                credit: sent("credit", &record.credit)?,
-            };
-            let end = SagaEnd {
-                state: record.state,
-                response_code: record.response_code.clone(),
-                answer_digest: answer.request_digest,
-                response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
-            };
-            packed.push((saga, end));
+    let mut packed = Vec::with_capacity(sagas.len());
+    for EndedSaga { record, answer } in sagas {
+        if !record.state.is_final() || record.reversal.is_some() {
+            return Err(invalid(format!(
+                "a saga {:?}{} is not one a pack holds",
+                record.state,
+                if record.reversal.is_some() {
+                    " with a reversal"
+                } else {
+                    ""
+                }
+            )));
         }
-        packed.sort_unstable_by(|a, b| a.0.request.cmp(&b.0.request));
-        let refs: Vec<(&FlyingSaga, &SagaEnd)> = packed.iter().map(|(s, e)| (s, e)).collect();
+        let request = ReqCols::new(&record.request)?.0;
+        let held = holds(conn, &request)?
+            || query_opt(
+                conn,
+                "SELECT 1 FROM sagas \
+                 WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
+                params![request[0], request[1], request[2], request[3]],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if held {
+            return Err(invalid(format!(
+                "saga {} is in the store already",
+                joined(&request)
+            )));
+        }
+        let saga = FlyingSaga {
+            request,
+            freeze: FreezeCols::new(&record.freeze)?.0,
+            amount_minor: i64::try_from(record.amount_minor)
+                .map_err(|_| invalid(format!("amount {}", record.amount_minor)))?,
+            receiver_pan: vault::seal_text(sealed::RECEIVER_PAN, &record.receiver_pan),
+            receiver_bank: record.receiver_bank.clone(),
+            request_digest: record.request_digest,
+            created_at_ms: record.created_at_ms,
+            debit: sent("debit", &record.debit)?,
+            credit: sent("credit", &record.credit)?,
+        };
+        let end = SagaEnd {
+            state: record.state,
+            response_code: record.response_code.clone(),
+            answer_digest: answer.request_digest,
+            response: vault::seal_bytes(sealed::RESPONSE, &answer.response),
+        };
+        packed.push((saga, end));
+    }
+    for chunk in packed.chunks_mut(saga_book::FLUSH_ENDED) {
+        chunk.sort_unstable_by(|a, b| a.0.request.cmp(&b.0.request));
+        let refs: Vec<(&FlyingSaga, &SagaEnd)> = chunk.iter().map(|(s, e)| (s, e)).collect();
         write(conn, &refs)?;
     }
     Ok(())
@@ -538,11 +556,14 @@ mod tests {
         let mut flying = records[0].clone();
         flying.record.state = SagaState::Debiting;
         flying.record.request.stan = *b"000900";
-        let refused = write_ended_sagas(&conn, &[flying]);
-        assert!(
-            matches!(refused, Err(StoreError::Invalid(_))),
-            "{refused:?}"
-        );
+        let mut fresh = records[0].clone();
+        fresh.record.request.stan = *b"000901";
+        // Refused whole: a saga not ended, or one the store holds already
+        // (a key packed above), after one it would have taken.
+        for refused in [&records[5], &flying] {
+            let result = write_ended_sagas(&conn, &[fresh.clone(), refused.clone()]);
+            assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+        }
         assert_eq!(
             records_between(&conn, i64::MIN, i64::MAX).unwrap().len(),
             298
