@@ -118,7 +118,7 @@ fn saga_digest(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<[u8;
 }
 
 /// The request digest on a saga's row in `sagas`.
-fn row_digest(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<[u8; 32]>> {
+pub(super) fn row_digest(conn: &Connection, key: &[KeyText; 4]) -> StoreResult<Option<[u8; 32]>> {
     query_opt(
         conn,
         "SELECT request_digest FROM sagas \

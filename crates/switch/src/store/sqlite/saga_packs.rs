@@ -84,12 +84,7 @@ fn write_pack(conn: &Connection, sagas: &[(&FlyingSaga, &SagaEnd)]) -> StoreResu
         first_ms = first_ms.min(saga.created_at_ms);
         last_ms = last_ms.max(saga.created_at_ms);
     }
-    let plain = saga_book::encode(
-        sagas.iter().map(|(saga, _)| *saga),
-        sagas.iter().map(|(saga, end)| (&saga.request, *end)),
-        std::iter::empty(),
-    );
-    let body = super::journal_pack::compress(&plain);
+    let body = stored_body(sagas.iter().copied());
     execute(
         conn,
         "INSERT INTO saga_packs (first_created_ms, last_created_ms, sagas, body) \
@@ -151,16 +146,7 @@ pub fn write_ended_sagas(conn: &Connection, sagas: &[EndedSaga]) -> StoreResult<
             )));
         }
         let request = ReqCols::new(&record.request)?.0;
-        let held = holds(conn, &request)?
-            || query_opt(
-                conn,
-                "SELECT 1 FROM sagas \
-                 WHERE mti = ?1 AND acquirer = ?2 AND transmission = ?3 AND stan = ?4",
-                params![request[0], request[1], request[2], request[3]],
-                |_| Ok(()),
-            )?
-            .is_some();
-        if held {
+        if holds(conn, &request)? || super::commands::row_digest(conn, &request)?.is_some() {
             return Err(invalid(format!(
                 "saga {} is in the store already",
                 joined(&request)
@@ -192,6 +178,19 @@ pub fn write_ended_sagas(conn: &Connection, sagas: &[EndedSaga]) -> StoreResult<
         write(conn, &refs)?;
     }
     Ok(())
+}
+
+/// A pack's body as stored: its sagas and their ends encoded as the log's
+/// records are, compressed.
+fn stored_body<'a>(
+    sagas: impl ExactSizeIterator<Item = (&'a FlyingSaga, &'a SagaEnd)> + Clone,
+) -> Vec<u8> {
+    let plain = saga_book::encode(
+        sagas.clone().map(|(saga, _)| saga),
+        sagas.map(|(saga, end)| (&saga.request, end)),
+        std::iter::empty(),
+    );
+    super::journal_pack::compress(&plain)
 }
 
 /// The pack that holds a saga's key, if one does.
@@ -338,12 +337,7 @@ pub(super) fn reseal_body(id: i64, stored: &[u8]) -> StoreResult<Option<Vec<u8>>
     if !changed {
         return Ok(None);
     }
-    let plain = saga_book::encode(
-        sagas.iter().map(|p| &p.saga),
-        sagas.iter().map(|p| (&p.saga.request, &p.end)),
-        std::iter::empty(),
-    );
-    Ok(Some(super::journal_pack::compress(&plain)))
+    Ok(Some(stored_body(sagas.iter().map(|p| (&p.saga, &p.end)))))
 }
 
 /// A packed saga's columns in [`saga_columns!`] order, for [`saga_row`]:
