@@ -103,6 +103,7 @@ async fn rotation(db: Db) {
         .await
         .unwrap();
     let now = chrono::Utc::now().naive_utc();
+    let first_day = settlement_day();
     let freeze = wallet.freeze(&payer, 4000, now);
     let frozen = wallet.send(&freeze).await.unwrap();
     assert_eq!(code(&frozen), "00");
@@ -219,38 +220,44 @@ async fn rotation(db: Db) {
     if !online {
         // The day's clearing reads every saga, packed ones included, their
         // receivers' PANs opened under key 2 alone.
-        let date = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
-        let out = dir.path().join("clearing");
-        let cleared = switchboard(
-            &[
-                "clear",
-                "--config",
-                config_arg,
-                "--date",
-                &date.to_string(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
-        assert!(std::fs::read_dir(&out).unwrap().count() >= 3, "{cleared}");
-        // Every receive cleared as approved: the packed sagas read.
-        let wallet_file = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|f| f.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with("wallet-")
-            })
-            .unwrap();
-        let receives = std::fs::read_to_string(&wallet_file)
-            .unwrap()
-            .lines()
-            .filter(|l| l.starts_with("D,receive,") && l.contains(",approved,"))
-            .count();
+        // A run crossing the cut-off (15:00 UTC) clears both its days.
+        let mut days = vec![first_day, settlement_day()];
+        days.dedup();
+        let mut receives = 0;
+        let mut cleared = String::new();
+        for day in days {
+            let out = dir.path().join(format!("clearing-{day}"));
+            cleared += &switchboard(
+                &[
+                    "clear",
+                    "--config",
+                    config_arg,
+                    "--date",
+                    &day.to_string(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                dir.path(),
+            );
+            assert!(std::fs::read_dir(&out).unwrap().count() >= 3, "{cleared}");
+            // Every receive cleared as approved: the packed sagas read.
+            let wallet_file = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .find(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .starts_with("wallet-")
+                })
+                .unwrap();
+            receives += std::fs::read_to_string(&wallet_file)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("D,receive,") && l.contains(",approved,"))
+                .count();
+        }
         assert_eq!(receives, 3001, "{cleared}");
     }
     let switch = serve_logged(&config, &log, "info");
@@ -267,6 +274,11 @@ async fn rotation(db: Db) {
     let again = wallet.send(&receive).await.unwrap();
     assert_eq!(again, received, "the stored answer, exactly");
     stop(switch);
+}
+
+/// Today's settlement day: 23:00 in Shanghai (UTC+8) starts the next.
+fn settlement_day() -> chrono::NaiveDate {
+    (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
