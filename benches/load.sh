@@ -20,8 +20,12 @@
 #   SIMULATORS=/tmp/sims-before benches/load.sh 5000   banksim and walletsim from
 #                                    another directory (A/B comparisons of the simulators)
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
-#   COMMIT_INTERVAL_MS=1 benches/load.sh 10000   the store's batches begin at least
-#                                    1 ms apart ([store] commit_interval_ms)
+#   COMMIT_INTERVAL_MS=0 benches/load.sh 10000   the store's batches never wait for
+#                                    the one before ([store] commit_interval_ms;
+#                                    default 1: while busy they begin 1 ms apart)
+#   COMMIT_INTERVAL_ABOVE=0 benches/load.sh 10000   the interval applies at any rate
+#                                    ([store] commit_interval_above, store commands a
+#                                    second; default 30000, about 15,000 receives/s)
 #   COMMIT_DELAY_US=0 benches/load.sh 10000   small batches do not wait for company
 #                                    ([store] commit_delay_us; default 200)
 #   DECISION_LOG=false benches/load.sh 10000   every batch commits in SQLite
@@ -100,6 +104,9 @@ if [ -n "${KEYS:-}" ]; then
 fi
 if [ -n "${COMMIT_INTERVAL_MS:-}" ]; then
     sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_ms = $COMMIT_INTERVAL_MS#" "$work/switch.toml"
+fi
+if [ -n "${COMMIT_INTERVAL_ABOVE:-}" ]; then
+    sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_above = $COMMIT_INTERVAL_ABOVE#" "$work/switch.toml"
 fi
 if [ -n "${COMMIT_DELAY_US:-}" ]; then
     sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_delay_us = $COMMIT_DELAY_US#" "$work/switch.toml"

@@ -1446,6 +1446,7 @@ async fn the_embedded_store_answers_a_lookup_that_finds_nothing_before_its_batch
         .unwrap();
     let options = SqliteOptions {
         commit_interval: Duration::from_millis(500),
+        commit_interval_above: 0,
         ..SqliteOptions::default()
     };
     let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
@@ -1600,68 +1601,84 @@ async fn the_embedded_store_checkpoints_its_wal_beside_the_writer() {
     store.close().await.unwrap();
 }
 
-/// `commit_interval`: a batch begins no sooner than the interval after the
-/// one before began, so writes that arrive within it share one commit. Ten
-/// receives sent 10 ms apart, under an interval of 500 ms, are reserved in one
-/// commit and settled in one more; each call still answers only once its
-/// commit is durable: all ten are there after the store is opened again.
+/// `commit_interval`: while the store is busy (`commit_interval_above`
+/// commands a second or more; zero: always), a batch begins no sooner than
+/// the interval after the one before began, so writes that arrive within it
+/// share one commit. Ten receives sent 10 ms apart, under an interval of 500
+/// ms, are reserved in one commit and settled in one more; each call still
+/// answers only once its commit is durable: all ten are there after the
+/// store is opened again. At 100 commands a second, below a threshold of
+/// 1,000, the same receives are not held: each batch begins at once.
 #[tokio::test]
 async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("switchboard.db");
-    let options = SqliteOptions {
-        commit_interval: Duration::from_millis(500),
-        ..SqliteOptions::default()
-    };
-    let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
-    open_freeze(&*store, 1, 1000).await;
-    let requests: Vec<u32> = (701..711).collect();
+    for (above, together) in [(0, true), (1_000, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.db");
+        let options = SqliteOptions {
+            commit_interval: Duration::from_millis(500),
+            commit_interval_above: above,
+            ..SqliteOptions::default()
+        };
+        let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());
+        open_freeze(&*store, 1, 1000).await;
+        let requests: Vec<u32> = (701..711).collect();
+        // How many commits ten calls 10 ms apart took.
+        let commits_of = |calls: Vec<tokio::task::JoinHandle<()>>, before: u64| {
+            let store = store.clone();
+            async move {
+                for call in calls {
+                    call.await.unwrap();
+                }
+                store.stats().commits - before
+            }
+        };
+        let commits_as_expected = |commits: u64| {
+            if together {
+                assert_eq!(commits, 1, "ten calls within one interval share one commit");
+            } else {
+                // Ten apart, or nearly: a slow sync may let two meet.
+                assert!(commits >= 5, "{commits} commits: held by the interval");
+            }
+        };
 
-    let before = store.stats().commits;
-    let mut reserves = Vec::new();
-    for &request in &requests {
-        let store = store.clone();
-        reserves.push(tokio::spawn(async move {
-            store.reserve(receive(1, request, 10)).await
-        }));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for reserve in reserves {
-        assert!(matches!(reserve.await.unwrap(), Ok(Reserve::Reserved(_))));
-    }
-    assert_eq!(
-        store.stats().commits - before,
-        1,
-        "ten reserves within one interval share one commit"
-    );
-    assert_eq!(freeze(&*store, 1).await.reserved_minor, 100);
+        let before = store.stats().commits;
+        let mut reserves = Vec::new();
+        for &request in &requests {
+            let store = store.clone();
+            reserves.push(tokio::spawn(async move {
+                let reserved = store.reserve(receive(1, request, 10)).await;
+                assert!(matches!(reserved, Ok(Reserve::Reserved(_))));
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        commits_as_expected(commits_of(reserves, before).await);
+        assert_eq!(freeze(&*store, 1).await.reserved_minor, 100);
 
-    let before = store.stats().commits;
-    let mut settles = Vec::new();
-    for &request in &requests {
-        let store = store.clone();
-        settles.push(tokio::spawn(async move {
-            end_receive(
-                &*store,
-                &request_key(b"0200", request),
-                ReceiveOutcome::Approved,
-            )
-            .await
-        }));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for settle in settles {
-        assert_eq!(settle.await.unwrap(), Settled::Now);
-    }
-    assert_eq!(store.stats().commits - before, 1);
-    check_invariants(&*store).await;
+        let before = store.stats().commits;
+        let mut settles = Vec::new();
+        for &request in &requests {
+            let store = store.clone();
+            settles.push(tokio::spawn(async move {
+                let settled = end_receive(
+                    &*store,
+                    &request_key(b"0200", request),
+                    ReceiveOutcome::Approved,
+                )
+                .await;
+                assert_eq!(settled, Settled::Now);
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        commits_as_expected(commits_of(settles, before).await);
+        check_invariants(&*store).await;
 
-    Arc::into_inner(store).unwrap().close().await.unwrap();
-    let store = SqliteStore::open(&path).unwrap();
-    let record = freeze(&store, 1).await;
-    assert_eq!((record.received_minor, record.reserved_minor), (100, 0));
-    assert_eq!(store.sagas().await.unwrap().len(), requests.len());
-    check_invariants(&store).await;
+        Arc::into_inner(store).unwrap().close().await.unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let record = freeze(&store, 1).await;
+        assert_eq!((record.received_minor, record.reserved_minor), (100, 0));
+        assert_eq!(store.sagas().await.unwrap().len(), requests.len());
+        check_invariants(&store).await;
+    }
 }
 
 /// `commit_delay`: while at least two receive sagas are in flight (their
@@ -1782,6 +1799,7 @@ async fn the_embedded_store_does_not_delay_a_batch_the_commit_interval_held() {
     let options = SqliteOptions {
         commit_interval: Duration::from_millis(300),
         commit_delay: Duration::from_secs(1),
+        commit_interval_above: 0,
         ..SqliteOptions::default()
     };
     let store = SqliteStore::open_with(&dir.path().join("switchboard.db"), options).unwrap();
@@ -3043,6 +3061,7 @@ async fn the_embedded_store_logs_nothing_while_its_sagas_cannot_be_read_back() {
     // Commands sent together share a batch.
     let options = SqliteOptions {
         commit_interval: Duration::from_millis(300),
+        commit_interval_above: 0,
         ..SqliteOptions::default()
     };
     let store = Arc::new(SqliteStore::open_with(&path, options).unwrap());

@@ -127,6 +127,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             StoreConfig::Embedded(path) => {
                 let options = SqliteOptions {
                     commit_interval: config.commit_interval,
+                    commit_interval_above: config.commit_interval_above,
                     commit_delay: config.commit_delay,
                     decision_log: config.decision_log,
                     ..SqliteOptions::default()

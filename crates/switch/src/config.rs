@@ -253,6 +253,7 @@ struct RawStore {
     lease_ms: Option<u64>,
     journal_retention_days: Option<u32>,
     commit_interval_ms: Option<u64>,
+    commit_interval_above: Option<u64>,
     commit_delay_us: Option<u64>,
     decision_log: Option<bool>,
 }
@@ -450,9 +451,16 @@ pub struct Config {
     /// (`[store] journal_retention_days`); `None` keeps them forever.
     pub journal_retention_days: Option<u32>,
     /// The embedded store's least time between the starts of two commits
-    /// (`[store] commit_interval_ms`, at most [`MAX_COMMIT_INTERVAL_MS`]);
-    /// zero, the default, commits each batch as soon as it has run.
+    /// while it is busy (`[store] commit_interval_ms`, at most
+    /// [`MAX_COMMIT_INTERVAL_MS`]; default
+    /// [`crate::store::sqlite::DEFAULT_COMMIT_INTERVAL`]); zero commits each
+    /// batch as soon as it has run.
     pub commit_interval: Duration,
+    /// Store commands a second from which the commit interval applies
+    /// (`[store] commit_interval_above`; default
+    /// [`crate::store::sqlite::DEFAULT_COMMIT_INTERVAL_ABOVE`]; zero:
+    /// always).
+    pub commit_interval_above: u64,
     /// How long the embedded store's small batches wait for company while
     /// receives are in flight (`[store] commit_delay_us`, at most
     /// [`MAX_COMMIT_DELAY_US`]; default
@@ -982,7 +990,17 @@ impl Config {
             MAX_COMMIT_INTERVAL_MS,
             &store,
         )?
-        .map_or(Duration::ZERO, Duration::from_millis);
+        .map_or(
+            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL,
+            Duration::from_millis,
+        );
+        let commit_interval_above = embedded_only(
+            "store.commit_interval_above",
+            raw.store.commit_interval_above,
+            u64::MAX,
+            &store,
+        )?
+        .unwrap_or(crate::store::sqlite::DEFAULT_COMMIT_INTERVAL_ABOVE);
         let commit_delay = embedded_only(
             "store.commit_delay_us",
             raw.store.commit_delay_us,
@@ -1070,6 +1088,7 @@ impl Config {
             lease,
             journal_retention_days: raw.store.journal_retention_days,
             commit_interval,
+            commit_interval_above,
             commit_delay,
             decision_log: raw.store.decision_log.unwrap_or(true),
             max_freeze_age: Duration::from_secs(raw.switch.max_freeze_age_s.max(60)),
@@ -1344,9 +1363,17 @@ hosts = ["127.0.0.1:7000"]
         );
         let e = Config::from_toml(&none, Path::new(".")).unwrap_err();
         assert_eq!(e.key, "store.journal_retention_days");
-        // The embedded store's commit interval: none unless given, bounded,
-        // and refused for PostgreSQL, which has no such setting.
-        assert_eq!(c.commit_interval, Duration::ZERO);
+        // The embedded store's commit interval: the default unless given,
+        // bounded, and refused for PostgreSQL, which has no such setting;
+        // likewise the rate from which it applies.
+        assert_eq!(
+            c.commit_interval,
+            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL
+        );
+        assert_eq!(
+            c.commit_interval_above,
+            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL_ABOVE
+        );
         let with_interval = |store: &str, ms: u64| {
             GOOD.replace(
                 "path = \"sb.db\"",
@@ -1362,6 +1389,18 @@ hosts = ["127.0.0.1:7000"]
             let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
             assert_eq!(e.key, "store.commit_interval_ms");
         }
+        let above = GOOD.replace(
+            "path = \"sb.db\"",
+            "path = \"sb.db\"\ncommit_interval_above = 0",
+        );
+        let c = Config::from_toml(&above, Path::new(".")).unwrap();
+        assert_eq!(c.commit_interval_above, 0);
+        let pg = GOOD.replace(
+            "path = \"sb.db\"",
+            "url = \"postgres://db/sb\"\ncommit_interval_above = 0",
+        );
+        let e = Config::from_toml(&pg, Path::new(".")).unwrap_err();
+        assert_eq!(e.key, "store.commit_interval_above");
         // The small batches' delay: the default unless given, off with 0,
         // bounded, and refused for PostgreSQL.
         assert_eq!(c.commit_delay, crate::store::sqlite::DEFAULT_COMMIT_DELAY);

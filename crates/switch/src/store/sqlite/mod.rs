@@ -13,9 +13,10 @@
 //! that changes state returns `Ok` only after its transaction is durable
 //! (`synchronous=FULL` by default), and concurrent calls share one fsync.
 //! Reads go through the same thread, so they always see a consistent state.
-//! With [`SqliteOptions::commit_interval`] a batch begins no sooner than
-//! that after the one before began: fewer, larger commits below
-//! saturation, for up to that much more latency a command. With
+//! While commands come at [`SqliteOptions::commit_interval_above`] a second
+//! or more, a batch begins no sooner than [`SqliteOptions::commit_interval`]
+//! after the one before began: fewer, larger commits under load, for up to
+//! that much more latency a command. With
 //! [`SqliteOptions::commit_delay`] a batch of a few commands, while receive
 //! sagas are in flight (each soon sends its end), waits that long for more
 //! to share its commit.
@@ -73,6 +74,7 @@ use crate::store::Direction;
 mod audit;
 mod byte_reader;
 mod checkpointer;
+mod command_rate;
 mod commands;
 mod decision_log;
 mod freeze_totals;
@@ -124,13 +126,20 @@ pub struct SqliteOptions {
     pub risk_checkpoint: CheckpointOptions,
     /// Most risk counters held in memory ([`super::risk_book::CAPACITY`]).
     pub risk_book_capacity: usize,
-    /// Least time from one commit's start to the next's (`[store]
+    /// Least time from one commit's start to the next's while the store is
+    /// busy ([`SqliteOptions::commit_interval_above`]; `[store]
     /// commit_interval_ms`): a batch that would begin sooner waits for the
-    /// rest of it, gathering what arrives meanwhile. Zero (the default)
-    /// begins each batch at once. Under a steady load below saturation,
-    /// each commit's cost (its WAL pages and fsync) is shared by more
-    /// commands, for up to this much more latency a command.
+    /// rest of it, gathering what arrives meanwhile. Zero begins each batch
+    /// at once; default [`DEFAULT_COMMIT_INTERVAL`]. Each commit's cost (its
+    /// sync, the writer's wake-ups) is shared by more commands, for up to
+    /// this much more latency a command.
     pub commit_interval: std::time::Duration,
+    /// Commands a second from which the commit interval applies (`[store]
+    /// commit_interval_above`; a receive makes two): measured over windows
+    /// of 100 ms (`command_rate.rs`). Below it batches begin at once, for
+    /// the least latency while the writer has time to spare. Zero: the
+    /// interval always applies. Default [`DEFAULT_COMMIT_INTERVAL_ABOVE`].
+    pub commit_interval_above: u64,
     /// How long journal entries that woke the writer with no command queued
     /// wait for a command to share its commit before they are committed
     /// alone. Under load a command follows within microseconds, and a
@@ -169,6 +178,15 @@ pub struct SqliteOptions {
 /// beside a quiet switch sees its decisions within about this long.
 pub const DEFAULT_DECISION_LOG_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// [`SqliteOptions::commit_interval`]'s default.
+pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// [`SqliteOptions::commit_interval_above`]'s default: 15,000 receives a
+/// second. On a 2-core machine at 10,000 receives/s the writer is idle much
+/// of the time and its batches begin at once; at 20,000/s the interval
+/// takes about 5–8 % off the switch's CPU a receive (benches/RESULTS.md).
+pub const DEFAULT_COMMIT_INTERVAL_ABOVE: u64 = 30_000;
+
 /// [`SqliteOptions::commit_delay`]'s default: a few commands' arrivals at
 /// 10,000 receives/s, a fraction of a commit's own fsync.
 pub const DEFAULT_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
@@ -181,7 +199,8 @@ impl Default for SqliteOptions {
             journal_capacity: 16_384,
             risk_checkpoint: CheckpointOptions::default(),
             risk_book_capacity: super::risk_book::CAPACITY,
-            commit_interval: std::time::Duration::ZERO,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            commit_interval_above: DEFAULT_COMMIT_INTERVAL_ABOVE,
             journal_wait: std::time::Duration::from_millis(5),
             commit_delay: DEFAULT_COMMIT_DELAY,
             decision_log: true,
@@ -383,6 +402,7 @@ impl SqliteStore {
                     max_batch,
                     writer::Pacing {
                         commit_interval: options.commit_interval,
+                        commit_interval_above: options.commit_interval_above,
                         journal_wait: options.journal_wait,
                         commit_delay: options.commit_delay,
                         log_idle: options.decision_log_idle,

@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::command_rate::CommandRate;
 use super::*;
 
 pub(super) enum Msg {
@@ -278,6 +279,8 @@ pub(super) const DELAY_SIBLINGS: usize = 2;
 /// When batches begin ([`super::SqliteOptions`]).
 pub(super) struct Pacing {
     pub(super) commit_interval: Duration,
+    /// Commands a second from which the interval applies (zero: always).
+    pub(super) commit_interval_above: u64,
     pub(super) journal_wait: Duration,
     pub(super) commit_delay: Duration,
     /// How long the writer, idle, keeps the decision log's records.
@@ -417,7 +420,8 @@ struct BareRun {
 }
 
 impl Writer {
-    /// Takes batches of commands until every sender is gone; a batch begins
+    /// Takes batches of commands until every sender is gone; while commands
+    /// come at `commit_interval_above` a second or more, a batch begins
     /// no sooner than `commit_interval` after the one before began, a small
     /// one waits `commit_delay` for company while sagas are in flight, and
     /// journal entries woken for with no command queued wait up to
@@ -430,12 +434,14 @@ impl Writer {
     ) -> Result<(), String> {
         let Pacing {
             commit_interval,
+            commit_interval_above,
             journal_wait,
             commit_delay,
             log_idle,
         } = pacing;
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(max_batch);
         let mut last_began: Option<Instant> = None;
+        let mut rate = CommandRate::new(commit_interval_above, Instant::now());
         // Only to wait for a command with a timeout (the channel's blocking
         // receive has none); without it, entries alone are committed at once.
         let timer = tokio::runtime::Builder::new_current_thread()
@@ -469,6 +475,7 @@ impl Writer {
             }
             take_queued(&mut rx, &mut batch, max_batch);
             if let Some(wait) = last_began
+                .filter(|_| rate.busy())
                 .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
                 .filter(|wait| !wait.is_zero() && batch.len() < max_batch)
             {
@@ -485,7 +492,9 @@ impl Writer {
                 self.shared.delayed.fetch_add(1, Ordering::Relaxed);
                 take_queued(&mut rx, &mut batch, max_batch);
             }
-            last_began = Some(Instant::now());
+            let began = Instant::now();
+            rate.took(batch.len(), began);
+            last_began = Some(began);
             self.batch(&mut batch, false);
         }
         // Every sender is gone: write what the journal and the decision log
