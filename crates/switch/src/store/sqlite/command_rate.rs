@@ -6,9 +6,12 @@
 //! Below it the writer has time to spare and a batch begins as soon as the
 //! one before ends, for the least latency; above it every commit's sync and
 //! wake-ups are worth sharing among more commands. The rate counted is the
-//! commands' arrivals, which spacing the batches does not change, so the
-//! interval never keeps itself on at a rate below the threshold (a batch
-//! size would: spaced batches are larger).
+//! commands the writer takes, which under a switch's load (requests coming
+//! on their senders' schedule) is the rate they arrive at: spacing the
+//! batches does not change it, so the interval never keeps itself on at a
+//! rate below the threshold (a batch size would: spaced batches are larger).
+//! Callers that each wait for their answer before the next command come a
+//! little slower while held, which can only turn the interval off sooner.
 
 use std::time::{Duration, Instant};
 
