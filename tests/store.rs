@@ -1640,6 +1640,7 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
                 assert!(commits >= 2, "{commits} commits: held by the interval");
             }
         };
+        let spaced_before = store.stats().spaced;
 
         let before = store.stats().commits;
         let mut reserves = Vec::new();
@@ -1670,6 +1671,11 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         commits_as_expected(commits_of(settles, before).await);
+        // The batches the interval held: the reserves', the freeze's read
+        // and the settles' (each begun within the interval after the batch
+        // before), or none.
+        let spaced = store.stats().spaced - spaced_before;
+        assert_eq!(spaced, if together { 3 } else { 0 }, "batches held");
         check_invariants(&*store).await;
 
         Arc::into_inner(store).unwrap().close().await.unwrap();

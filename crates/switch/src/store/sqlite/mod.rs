@@ -222,6 +222,9 @@ pub struct StoreStats {
     pub reruns: u64,
     /// Batches that waited [`SqliteOptions::commit_delay`] for company.
     pub delayed: u64,
+    /// Batches held by [`SqliteOptions::commit_interval`] (the store busy:
+    /// [`SqliteOptions::commit_interval_above`]).
+    pub spaced: u64,
     /// Of the commits, those whose decisions were made durable by a record
     /// of the decision log ([`SqliteOptions::decision_log`]) rather than by
     /// SQLite.
@@ -272,6 +275,7 @@ struct Shared {
     commands: AtomicU64,
     reruns: AtomicU64,
     delayed: AtomicU64,
+    spaced: AtomicU64,
     logged: AtomicU64,
     /// A wake-up for journal entries is queued (or a batch is about to drain them).
     wake_pending: AtomicBool,
@@ -374,6 +378,7 @@ impl SqliteStore {
             commands: AtomicU64::new(0),
             reruns: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
+            spaced: AtomicU64::new(0),
             logged: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
             journal_backlog: JournalBacklog::new(options.journal_capacity),
@@ -452,6 +457,7 @@ impl SqliteStore {
             commands: self.shared.commands.load(Ordering::Relaxed),
             reruns: self.shared.reruns.load(Ordering::Relaxed),
             delayed: self.shared.delayed.load(Ordering::Relaxed),
+            spaced: self.shared.spaced.load(Ordering::Relaxed),
             logged: self.shared.logged.load(Ordering::Relaxed),
         }
     }

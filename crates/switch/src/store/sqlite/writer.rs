@@ -483,6 +483,7 @@ impl Writer {
                 // shares this batch's commit.
                 std::thread::sleep(wait);
                 waited = true;
+                self.shared.spaced.fetch_add(1, Ordering::Relaxed);
                 take_queued(&mut rx, &mut batch, max_batch);
             }
             if !waited && self.awaits_company(&batch, max_batch, commit_delay) {
