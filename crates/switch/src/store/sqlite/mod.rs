@@ -184,8 +184,9 @@ pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// [`SqliteOptions::commit_interval_above`]'s default: 15,000 receives a
 /// second. On a 2-core machine at 10,000 receives/s the writer is idle much
 /// of the time and its batches begin at once; at 20,000/s the interval
-/// takes 4–8 % off the switch's CPU a receive (benches/RESULTS.md, "Threads
-/// and commits" and "The commit interval while busy").
+/// took 2–8 % off the switch's CPU a receive in the runs measured, the
+/// least in the slowest hour (benches/RESULTS.md, "Threads and commits" and
+/// "The commit interval while busy").
 pub const DEFAULT_COMMIT_INTERVAL_ABOVE: u64 = 30_000;
 
 /// [`SqliteOptions::commit_delay`]'s default: a few commands' arrivals at
