@@ -289,6 +289,7 @@ pub struct Metrics {
     pub saf_attempts: Family<SafAttemptLabels, Counter>,
     pub store_commit_seconds: HistogramFamily<StoreLabels>,
     pub store_batch_size: HistogramFamily<StoreLabels>,
+    pub store_spaced: Family<StoreLabels, Counter>,
     pub store_up: Gauge,
     pub lease_held: Gauge,
     pub journal_unwritten: Gauge,
@@ -327,6 +328,7 @@ impl Metrics {
             saf_attempts: Family::default(),
             store_commit_seconds: Family::new_with_constructor(latency_histogram),
             store_batch_size: Family::new_with_constructor(batch_histogram),
+            store_spaced: Family::default(),
             store_up: Gauge::default(),
             lease_held: Gauge::default(),
             journal_unwritten: Gauge::default(),
@@ -441,6 +443,11 @@ impl Metrics {
             "store_batch_size",
             "Commands in one group commit, by store",
             m.store_batch_size.clone(),
+        );
+        r.register(
+            "store_spaced_batches",
+            "Batches the embedded store's commit interval held, the store being busy",
+            m.store_spaced.clone(),
         );
         r.register(
             "store_up",
@@ -571,6 +578,13 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(commands as f64);
     }
+
+    /// A batch held by the commit interval (`[store] commit_interval_ms`).
+    pub fn spaced(&self, store: &'static str) {
+        self.store_spaced
+            .get_or_create(&StoreLabels { store })
+            .inc();
+    }
 }
 
 /// One bank connection's metrics.
@@ -677,6 +691,15 @@ mod tests {
             );
             assert!(text.contains(&line), "{line} not in {text}");
         }
+    }
+
+    #[test]
+    fn batches_the_interval_held_are_counted() {
+        let m = Metrics::new();
+        m.spaced("sqlite");
+        m.spaced("sqlite");
+        let line = "switchboard_store_spaced_batches_total{store=\"sqlite\"} 2\n";
+        assert!(m.encode().contains(line), "{line} not in {}", m.encode());
     }
 
     #[test]

@@ -484,6 +484,7 @@ impl Writer {
                 std::thread::sleep(wait);
                 waited = true;
                 self.shared.spaced.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::metrics().spaced("sqlite");
                 take_queued(&mut rx, &mut batch, max_batch);
             }
             if !waited && self.awaits_company(&batch, max_batch, commit_delay) {
