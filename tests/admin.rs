@@ -339,6 +339,14 @@ async fn ready_follows_the_banks_and_metrics_count_a_red_packet() {
             "switchboard_store_commit_duration_seconds_count{store=\"sqlite\"}"
         ) >= 3.0
     );
+    // A handful of requests: the store is not busy, no batch was held.
+    assert_eq!(
+        sample(
+            &s,
+            "switchboard_store_spaced_batches_total{store=\"sqlite\"}"
+        ),
+        0.0
+    );
     assert!(sample(&s, "switchboard_process_resident_memory_bytes") > 0.0);
     assert!(sample(&s, "switchboard_process_open_fds") > 0.0);
     assert!(sample(&s, "switchboard_process_start_time_seconds") > 1.0e9);

@@ -579,6 +579,13 @@ impl Metrics {
             .observe(commands as f64);
     }
 
+    /// The held batches' series, exported at zero from the store's opening:
+    /// a rate over a series not yet made would show no data, not none held.
+    pub fn spaced_series(&self, store: &'static str) {
+        // Made, then let go of at once: only the series' existence counts.
+        drop(self.store_spaced.get_or_create(&StoreLabels { store }));
+    }
+
     /// A batch held by the commit interval (`[store] commit_interval_ms`).
     pub fn spaced(&self, store: &'static str) {
         self.store_spaced

@@ -401,6 +401,7 @@ impl SqliteStore {
             log,
         };
         let max_batch = options.max_batch.max(1);
+        crate::metrics::metrics().spaced_series("sqlite");
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
             .spawn(move || {
