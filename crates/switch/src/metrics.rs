@@ -579,18 +579,13 @@ impl Metrics {
             .observe(commands as f64);
     }
 
-    /// The held batches' series, exported at zero from the store's opening:
-    /// a rate over a series not yet made would show no data, not none held.
-    pub fn spaced_series(&self, store: &'static str) {
-        // Made, then let go of at once: only the series' existence counts.
-        drop(self.store_spaced.get_or_create(&StoreLabels { store }));
-    }
-
-    /// A batch held by the commit interval (`[store] commit_interval_ms`).
-    pub fn spaced(&self, store: &'static str) {
+    /// The counter of batches held by the commit interval (`[store]
+    /// commit_interval_ms`), its series made now: exported at zero from the
+    /// store's opening, as a rate over a series not yet made would show no
+    /// data rather than none held.
+    pub fn spaced_counter(&self, store: &'static str) -> Counter {
         self.store_spaced
-            .get_or_create(&StoreLabels { store })
-            .inc();
+            .get_or_create_owned(&StoreLabels { store })
     }
 }
 
@@ -703,8 +698,12 @@ mod tests {
     #[test]
     fn batches_the_interval_held_are_counted() {
         let m = Metrics::new();
-        m.spaced("sqlite");
-        m.spaced("sqlite");
+        let spaced = m.spaced_counter("sqlite");
+        assert!(m
+            .encode()
+            .contains("switchboard_store_spaced_batches_total{store=\"sqlite\"} 0\n"));
+        spaced.inc();
+        spaced.inc();
         let line = "switchboard_store_spaced_batches_total{store=\"sqlite\"} 2\n";
         assert!(m.encode().contains(line), "{line} not in {}", m.encode());
     }

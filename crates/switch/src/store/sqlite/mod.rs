@@ -399,9 +399,9 @@ impl SqliteStore {
                 })
                 .ok(),
             log,
+            spaced_metric: crate::metrics::metrics().spaced_counter("sqlite"),
         };
         let max_batch = options.max_batch.max(1);
-        crate::metrics::metrics().spaced_series("sqlite");
         let thread = std::thread::Builder::new()
             .name("switchboard-store".into())
             .spawn(move || {

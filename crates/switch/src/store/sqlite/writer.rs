@@ -410,6 +410,9 @@ pub(super) struct Writer {
     /// The decision log (`decision_log.rs`); `None` when it is off or
     /// another process holds it: every batch then commits in SQLite.
     pub(super) log: Option<DecisionLog>,
+    /// The admin listener's count of the batches the commit interval held
+    /// (`Shared::spaced` is the same count for [`StoreStats`]).
+    pub(super) spaced_metric: prometheus_client::metrics::counter::Counter,
 }
 
 /// What a batch run without savepoints came to.
@@ -484,7 +487,7 @@ impl Writer {
                 std::thread::sleep(wait);
                 waited = true;
                 self.shared.spaced.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::metrics().spaced("sqlite");
+                self.spaced_metric.inc();
                 take_queued(&mut rx, &mut batch, max_batch);
             }
             if !waited && self.awaits_company(&batch, max_batch, commit_delay) {
