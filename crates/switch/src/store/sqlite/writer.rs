@@ -453,6 +453,23 @@ impl Writer {
             .map_err(|e| tracing::warn!("journal entries alone are committed at once: {e}"))
             .ok();
         loop {
+            // While busy, the rest of the interval is slept out before the
+            // next command is looked for: what is sent meanwhile is queued
+            // without waking the writer (a wake-up costs the sender a system
+            // call and the writer a context switch of its own), and the batch
+            // begins when it would have anyway. It was held if a command
+            // waited for the sleep's end.
+            let held = match last_began
+                .filter(|_| rate.busy() && rx.len() < max_batch)
+                .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
+                .filter(|wait| !wait.is_zero())
+            {
+                Some(wait) => {
+                    std::thread::sleep(wait);
+                    !rx.is_empty()
+                }
+                None => false,
+            };
             let first = match self.next_message(timer.as_ref(), &mut rx, log_idle) {
                 Next::Message(m) => m,
                 Next::Idle => {
@@ -464,10 +481,13 @@ impl Writer {
                 }
                 Next::Closed => break,
             };
-            // Whether the commit interval held this batch already: then it
-            // does not wait for company too. (The journal's wait ends the
-            // moment a command comes, which has then waited for nothing.)
-            let mut waited = false;
+            // A batch the commit interval held does not wait for company
+            // too. (The journal's wait ends the moment a command comes, which
+            // has then waited for nothing.)
+            if held {
+                self.shared.spaced.fetch_add(1, Ordering::Relaxed);
+                self.spaced_metric.inc();
+            }
             match first {
                 Msg::Command(c) => batch.push(c),
                 Msg::Wake => {
@@ -477,20 +497,7 @@ impl Writer {
                 }
             }
             take_queued(&mut rx, &mut batch, max_batch);
-            if let Some(wait) = last_began
-                .filter(|_| rate.busy())
-                .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
-                .filter(|wait| !wait.is_zero() && batch.len() < max_batch)
-            {
-                // The wait is bounded by the interval: what arrives meanwhile
-                // shares this batch's commit.
-                std::thread::sleep(wait);
-                waited = true;
-                self.shared.spaced.fetch_add(1, Ordering::Relaxed);
-                self.spaced_metric.inc();
-                take_queued(&mut rx, &mut batch, max_batch);
-            }
-            if !waited && self.awaits_company(&batch, max_batch, commit_delay) {
+            if !held && self.awaits_company(&batch, max_batch, commit_delay) {
                 // Bounded by the delay: what arrives meanwhile shares its
                 // commit.
                 std::thread::sleep(commit_delay);
