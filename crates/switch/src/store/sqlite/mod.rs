@@ -181,13 +181,13 @@ pub const DEFAULT_DECISION_LOG_IDLE: std::time::Duration = std::time::Duration::
 /// [`SqliteOptions::commit_interval`]'s default.
 pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// [`SqliteOptions::commit_interval_above`]'s default: 15,000 receives a
-/// second. On a 2-core machine at 10,000 receives/s the writer is idle much
-/// of the time and its batches begin at once; at 20,000/s the interval
-/// took 2–8 % off the switch's CPU a receive in the runs measured, the
-/// least in the slowest hour (benches/RESULTS.md, "Threads and commits" and
-/// "The commit interval while busy").
-pub const DEFAULT_COMMIT_INTERVAL_ABOVE: u64 = 30_000;
+/// [`SqliteOptions::commit_interval_above`]'s default: 5,000 receives a
+/// second. Below it the writer has time to spare and a batch begins at once;
+/// from there on each commit's sync and wake-ups are worth sharing. On a
+/// 2-core machine the interval took some 12 % off the switch's CPU a receive
+/// at 10,000/s for about 0.5 ms more p99, and 2–8 % at 20,000/s
+/// (benches/RESULTS.md, "The commit interval from 5,000 receives a second").
+pub const DEFAULT_COMMIT_INTERVAL_ABOVE: u64 = 10_000;
 
 /// [`SqliteOptions::commit_delay`]'s default: a few commands' arrivals at
 /// 10,000 receives/s, a fraction of a commit's own fsync.
