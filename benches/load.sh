@@ -25,7 +25,7 @@
 #                                    default 1: while busy they begin 1 ms apart)
 #   COMMIT_INTERVAL_ABOVE=0 benches/load.sh 10000   the interval applies at any rate
 #                                    ([store] commit_interval_above, store commands a
-#                                    second; default 30000, about 15,000 receives/s)
+#                                    second; default 10000, about 5,000 receives/s)
 #   COMMIT_DELAY_US=0 benches/load.sh 10000   small batches do not wait for company
 #                                    ([store] commit_delay_us; default 200)
 #   DECISION_LOG=false benches/load.sh 10000   every batch commits in SQLite

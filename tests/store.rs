@@ -1676,6 +1676,15 @@ async fn the_embedded_store_commits_the_writes_of_one_commit_interval_together()
         // before), or none.
         let spaced = store.stats().spaced - spaced_before;
         assert_eq!(spaced, if together { 3 } else { 0 }, "batches held");
+        // A command that comes after the interval has run out was not held,
+        // though the writer slept the interval out before it came.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(freeze(&*store, 1).await.reserved_minor, 0);
+        assert_eq!(
+            store.stats().spaced - spaced_before,
+            spaced,
+            "a command after the interval counted as held"
+        );
         check_invariants(&*store).await;
 
         Arc::into_inner(store).unwrap().close().await.unwrap();

@@ -185,8 +185,9 @@ pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// second. Below it the writer has time to spare and a batch begins at once;
 /// from there on each commit's sync and wake-ups are worth sharing. On a
 /// 2-core machine the interval took some 12 % off the switch's CPU a receive
-/// at 10,000/s for about 0.5 ms more p99, and 2–8 % at 20,000/s
-/// (benches/RESULTS.md, "The commit interval from 5,000 receives a second").
+/// at 10,000/s for about 0.5 ms more p99 ("The commit interval from 5,000
+/// receives a second" in benches/RESULTS.md), and 2–8 % at 20,000/s ("The
+/// commit interval while busy").
 pub const DEFAULT_COMMIT_INTERVAL_ABOVE: u64 = 10_000;
 
 /// [`SqliteOptions::commit_delay`]'s default: a few commands' arrivals at

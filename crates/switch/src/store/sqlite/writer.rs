@@ -458,9 +458,9 @@ impl Writer {
             // without waking the writer (a wake-up costs the sender a system
             // call and the writer a context switch of its own), and the batch
             // begins when it would have anyway. It was held if a command
-            // waited for the sleep's end.
-            let held = match last_began
-                .filter(|_| rate.busy() && rx.len() < max_batch)
+            // waited for the sleep's end (below: not a journal's wake-up alone).
+            let mut held = match last_began
+                .filter(|_| rate.busy() && rx.len() < max_batch && !rx.is_closed())
                 .map(|began| (began + commit_interval).saturating_duration_since(Instant::now()))
                 .filter(|wait| !wait.is_zero())
             {
@@ -481,22 +481,29 @@ impl Writer {
                 }
                 Next::Closed => break,
             };
-            // A batch the commit interval held does not wait for company
-            // too. (The journal's wait ends the moment a command comes, which
-            // has then waited for nothing.)
-            if held {
-                self.shared.spaced.fetch_add(1, Ordering::Relaxed);
-                self.spaced_metric.inc();
-            }
             match first {
                 Msg::Command(c) => batch.push(c),
                 Msg::Wake => {
-                    if let Some(c) = first_command_within(timer.as_ref(), &mut rx, journal_wait) {
-                        batch.push(c);
+                    // Commands queued behind the journal's wake-up waited for
+                    // the sleep's end too; with none, nothing was held, and
+                    // the journal's wait follows (it ends the moment a
+                    // command comes, which has then waited for nothing).
+                    take_queued(&mut rx, &mut batch, max_batch);
+                    if batch.is_empty() {
+                        held = false;
+                        if let Some(c) = first_command_within(timer.as_ref(), &mut rx, journal_wait)
+                        {
+                            batch.push(c);
+                        }
                     }
                 }
             }
             take_queued(&mut rx, &mut batch, max_batch);
+            // A batch the commit interval held does not wait for company too.
+            if held {
+                self.shared.spaced.fetch_add(1, Ordering::Relaxed);
+                self.spaced_metric.inc();
+            }
             if !held && self.awaits_company(&batch, max_batch, commit_delay) {
                 // Bounded by the delay: what arrives meanwhile shares its
                 // commit.
