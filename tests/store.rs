@@ -2376,6 +2376,47 @@ async fn the_embedded_store_reads_back_what_a_crash_left_in_its_decision_log() {
     check_invariants(&store).await;
 }
 
+/// Store-and-forward polls its queue every 50 ms. The poll only reads
+/// `saf`, so its batch is made durable as a reservation's is: what the
+/// decision log holds stays there, where a poll committed in SQLite would
+/// insert it (a commit and its sync twenty times a second, whatever the
+/// load). A command that needs SQLite's commit still inserts it.
+#[tokio::test]
+async fn a_store_and_forward_poll_leaves_the_decision_log_to_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.db");
+    let polled = dir.path().join("polled.db");
+    let committed = dir.path().join("committed.db");
+    let options = SqliteOptions {
+        decision_log_idle: Duration::from_secs(3600),
+        ..SqliteOptions::default()
+    };
+    let store = Arc::new(SqliteStore::open_locked_with(&path, "test", options).unwrap());
+    open_freeze(&*store, 1, 1000).await;
+    assert_eq!(reserve_concurrently(&store, 1, 1..=3, 10).await, 3);
+    let logged = store.stats().logged;
+    assert!(logged >= 1, "{:?}", store.stats());
+
+    assert!(store
+        .saf_due(now_ms(), 64, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    crash_image(&path, &polled);
+    // The three reservations are in the log alone: no saga row, no log row.
+    assert_eq!(embedded_sagas_on_file(&polled), (vec![], 0));
+    // The poll logged nothing either: it changed nothing.
+    assert_eq!(store.stats().logged, logged);
+
+    // A read through SQLite's commit (every `saf` entry) inserts them.
+    assert!(store.saf_entries().await.unwrap().is_empty());
+    crash_image(&path, &committed);
+    assert!(embedded_sagas_on_file(&committed).1 >= 1);
+    check_invariants(&*store).await;
+    let f = freeze(&*store, 1).await;
+    assert_eq!((f.reserved_minor, f.received_minor), (30, 0));
+}
+
 /// A process that stops without closing the embedded store (a crash, kill
 /// -9) leaves its sagas in flight in the log: the file as committed is
 /// copied while the store runs, and opening the copy reads them back into

@@ -9,8 +9,13 @@ use tokio::sync::Mutex;
 
 use crate::store::{Store, StoreResult};
 
-/// STANs handed out per trip to the store.
-const BLOCK: u32 = 1000;
+/// STANs handed out per trip to the store. A trip is a commit of its own
+/// (on the embedded store, a SQLite commit and its sync rather than a
+/// record of the decision log), taken while every receive that needs a
+/// STAN waits on the lock: at two STANs a receive, a block of 1,000 made
+/// twenty such commits a second at 10,000 receives/s. A restart skips what
+/// is left of a block; the STANs wrap at 999,999 whatever its size.
+const BLOCK: u32 = 10_000;
 
 pub struct StanSource {
     store: Arc<dyn Store>,

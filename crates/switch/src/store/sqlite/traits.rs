@@ -245,7 +245,10 @@ impl SafQueue for SqliteStore {
         limit: usize,
         _hold_ms: i64,
     ) -> StoreResult<Vec<SafEntry>> {
-        self.call(move |c| saf_due(c, now_ms, limit)).await
+        // A read of `saf` alone, log-safe: polled every 50 ms, it would
+        // otherwise make a SQLite commit (with what the decision log holds)
+        // of each poll.
+        self.call_log_safe(move |c| saf_due(c, now_ms, limit)).await
     }
 
     async fn saf_settle(&self, id: i64, outcome: SafOutcome) -> StoreResult<()> {
