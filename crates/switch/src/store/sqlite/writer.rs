@@ -56,9 +56,10 @@ pub(super) trait Command: Send {
     }
     /// Whether the command's outcome may be made durable by the decision
     /// log (`decision_log.rs`) rather than a SQLite commit: it changes
-    /// nothing but the sagas' book, and reads neither `saga_log` nor the journal (so
-    /// the rows the log holds may be inserted after it runs). A command
-    /// that does write a row after all makes its batch commit in SQLite.
+    /// nothing but the sagas' book, and reads neither `saga_log` nor the
+    /// journal (so the rows the log holds may be inserted after it runs). A
+    /// command that does write a row after all makes its batch commit in
+    /// SQLite.
     fn log_safe(&self) -> bool {
         false
     }
