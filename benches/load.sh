@@ -22,7 +22,9 @@
 #   RULES=benches/risk-20.toml benches/load.sh 5000   risk rules judge every request
 #   COMMIT_INTERVAL_MS=0 benches/load.sh 10000   the store's batches never wait for
 #                                    the one before ([store] commit_interval_ms;
-#                                    default 1: while busy they begin 1 ms apart)
+#                                    default 1.5 ms: while busy they begin 1.5 ms apart)
+#   COMMIT_INTERVAL_US=1500 benches/load.sh 10000   the interval to the microsecond
+#                                    ([store] commit_interval_us; not with _MS)
 #   COMMIT_INTERVAL_ABOVE=0 benches/load.sh 10000   the interval applies at any rate
 #                                    ([store] commit_interval_above, store commands a
 #                                    second; default 10000, about 5,000 receives/s)
@@ -104,6 +106,9 @@ if [ -n "${KEYS:-}" ]; then
 fi
 if [ -n "${COMMIT_INTERVAL_MS:-}" ]; then
     sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_ms = $COMMIT_INTERVAL_MS#" "$work/switch.toml"
+fi
+if [ -n "${COMMIT_INTERVAL_US:-}" ]; then
+    sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_us = $COMMIT_INTERVAL_US#" "$work/switch.toml"
 fi
 if [ -n "${COMMIT_INTERVAL_ABOVE:-}" ]; then
     sed -i "s#^path = \"$work/switchboard.db\"#&\ncommit_interval_above = $COMMIT_INTERVAL_ABOVE#" "$work/switch.toml"

@@ -253,6 +253,7 @@ struct RawStore {
     lease_ms: Option<u64>,
     journal_retention_days: Option<u32>,
     commit_interval_ms: Option<u64>,
+    commit_interval_us: Option<u64>,
     commit_interval_above: Option<u64>,
     commit_delay_us: Option<u64>,
     decision_log: Option<bool>,
@@ -409,6 +410,9 @@ impl std::fmt::Display for StoreConfig {
 /// The most `[store] commit_interval_ms` may be: every store command may wait
 /// up to it before its batch begins.
 pub const MAX_COMMIT_INTERVAL_MS: u64 = 50;
+/// The same bound for `[store] commit_interval_us`, which gives the interval
+/// to the microsecond (between two whole milliseconds).
+pub const MAX_COMMIT_INTERVAL_US: u64 = MAX_COMMIT_INTERVAL_MS * 1000;
 
 /// A `[store]` setting only the embedded store has: refused for PostgreSQL
 /// and above `max`.
@@ -452,7 +456,7 @@ pub struct Config {
     pub journal_retention_days: Option<u32>,
     /// The embedded store's least time between the starts of two commits
     /// while it is busy (`[store] commit_interval_ms`, at most
-    /// [`MAX_COMMIT_INTERVAL_MS`]; default
+    /// [`MAX_COMMIT_INTERVAL_MS`], or `commit_interval_us`; default
     /// [`crate::store::sqlite::DEFAULT_COMMIT_INTERVAL`]); zero commits each
     /// batch as soon as it has run.
     pub commit_interval: Duration,
@@ -984,16 +988,29 @@ impl Config {
         if lease < Duration::from_millis(300) {
             return Err(err("store.lease_ms", "must be at least 300"));
         }
-        let commit_interval = embedded_only(
-            "store.commit_interval_ms",
-            raw.store.commit_interval_ms,
-            MAX_COMMIT_INTERVAL_MS,
-            &store,
-        )?
-        .map_or(
-            crate::store::sqlite::DEFAULT_COMMIT_INTERVAL,
-            Duration::from_millis,
-        );
+        let commit_interval = match (raw.store.commit_interval_ms, raw.store.commit_interval_us) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "store.commit_interval_us",
+                    "give commit_interval_ms or commit_interval_us, not both",
+                ))
+            }
+            (ms, None) => embedded_only(
+                "store.commit_interval_ms",
+                ms,
+                MAX_COMMIT_INTERVAL_MS,
+                &store,
+            )?
+            .map(Duration::from_millis),
+            (None, us) => embedded_only(
+                "store.commit_interval_us",
+                us,
+                MAX_COMMIT_INTERVAL_US,
+                &store,
+            )?
+            .map(Duration::from_micros),
+        }
+        .unwrap_or(crate::store::sqlite::DEFAULT_COMMIT_INTERVAL);
         let commit_interval_above = embedded_only(
             "store.commit_interval_above",
             raw.store.commit_interval_above,
@@ -1388,6 +1405,25 @@ hosts = ["127.0.0.1:7000"]
         ] {
             let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
             assert_eq!(e.key, "store.commit_interval_ms");
+        }
+        // To the microsecond, with the same bound; not beside the
+        // milliseconds' key.
+        let with_interval_us = |store: &str, us: u64| {
+            GOOD.replace(
+                "path = \"sb.db\"",
+                &format!("{store}\ncommit_interval_us = {us}"),
+            )
+        };
+        let c =
+            Config::from_toml(&with_interval_us("path = \"sb.db\"", 1500), Path::new(".")).unwrap();
+        assert_eq!(c.commit_interval, Duration::from_micros(1500));
+        for refused in [
+            with_interval_us("path = \"sb.db\"", MAX_COMMIT_INTERVAL_US + 1),
+            with_interval_us("url = \"postgres://db/sb\"", 1500),
+            with_interval_us("path = \"sb.db\"\ncommit_interval_ms = 1", 1500),
+        ] {
+            let e = Config::from_toml(&refused, Path::new(".")).unwrap_err();
+            assert_eq!(e.key, "store.commit_interval_us");
         }
         let above = GOOD.replace(
             "path = \"sb.db\"",
