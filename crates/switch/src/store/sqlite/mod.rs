@@ -128,11 +128,12 @@ pub struct SqliteOptions {
     pub risk_book_capacity: usize,
     /// Least time from one commit's start to the next's while the store is
     /// busy ([`SqliteOptions::commit_interval_above`]; `[store]
-    /// commit_interval_ms` or `commit_interval_us`): a batch that would begin sooner waits for the
-    /// rest of it, gathering what arrives meanwhile. Zero begins each batch
-    /// at once; default [`DEFAULT_COMMIT_INTERVAL`]. Each commit's cost (its
-    /// sync, the writer's wake-ups) is shared by more commands, for up to
-    /// this much more latency a command.
+    /// commit_interval_ms` or `commit_interval_us`): a batch that would
+    /// begin sooner waits for the rest of it, gathering what arrives
+    /// meanwhile. Zero begins each batch at once; default
+    /// [`DEFAULT_COMMIT_INTERVAL`]. Each commit's cost (its sync, the
+    /// writer's wake-ups) is shared by more commands, for up to this much
+    /// more latency a command.
     pub commit_interval: std::time::Duration,
     /// Commands a second from which the commit interval applies (`[store]
     /// commit_interval_above`; a receive makes two): measured over windows
